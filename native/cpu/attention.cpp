@@ -1,0 +1,138 @@
+// Fused multi-head attention (flash-attention style) on the CPU. Each (batch, head) is one
+// task; inside it, query blocks of kBr rows meet key blocks of kBc rows, so the scores held
+// at any time are one (kBr, kBc) tile. The forward keeps an online softmax (running max and
+// sum) and stores the log-sum-exp; the backward recomputes each probability tile from it.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu_ops.h"
+#include "gemm.h"
+#include "kernels.h"
+#include "thread_pool.h"
+
+namespace lt::cpu {
+namespace {
+
+constexpr int64_t kBr = 96;   // query rows per block: a multiple of every kernel set's mr
+constexpr int64_t kBc = 128;  // key rows per block: a multiple of every kernel set's nr
+
+void gemm_tile(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
+               bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb,
+               int64_t ldc) {
+  gemm_serial({C, A, B, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc});
+}
+
+}  // namespace
+
+void CpuOps::attention_forward(float* o, float* lse, const float* q, const float* k,
+                               const float* v, int64_t B, int64_t N, int64_t M, int64_t H,
+                               int64_t d, float scale) {
+  const int64_t ld = H * d;
+  parallel_for(B * H, [&](int64_t task) {
+    const int64_t b = task / H, h = task % H;
+    // One head's rows inside an interleaved (rows, H*d) tensor; keeps the pointer's constness.
+    auto head = [&](auto* base, int64_t rows) { return base + b * rows * ld + h * d; };
+    const float* qh = head(q, N);  // (N, d) rows strided by ld
+    const float* kh = head(k, M);  // (M, d)
+    const float* vh = head(v, M);  // (M, d)
+    float* oh = head(o, N);
+    float* lse_h = lse + (b * H + h) * N;       // (N)
+    const auto& ks = active_kernels();
+    std::vector<float> s(kBr * kBc);            // (kBr, kBc) scores, then probabilities
+    std::vector<float> acc(kBr * d);            // (kBr, d) unnormalised output
+    std::vector<float> row_max(kBr), row_sum(kBr);
+    for (int64_t i0 = 0; i0 < N; i0 += kBr) {
+      const int64_t br = std::min(kBr, N - i0);
+      std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<float>::infinity());
+      std::fill(row_sum.begin(), row_sum.end(), 0.0f);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j0 = 0; j0 < M; j0 += kBc) {
+        const int64_t bc = std::min(kBc, M - j0);
+        // s = scale * q_i k_j^T   (br, bc)
+        gemm_tile(s.data(), qh + i0 * ld, kh + j0 * ld, br, bc, d, false, true, scale, 0.0f, ld, ld, kBc);
+        for (int64_t r = 0; r < br; ++r) {
+          float* srow = s.data() + r * kBc;
+          float m_new = row_max[r];
+          for (int64_t c = 0; c < bc; ++c) m_new = std::max(m_new, srow[c]);
+          const float correction = std::exp(row_max[r] - m_new);  // exp(-inf) = 0 on the first block
+          for (int64_t c = 0; c < bc; ++c) srow[c] -= m_new;
+          ks.exp_inplace(srow, bc);
+          float sum = 0.0f;
+          for (int64_t c = 0; c < bc; ++c) sum += srow[c];
+          row_sum[r] = row_sum[r] * correction + sum;
+          row_max[r] = m_new;
+          if (correction != 1.0f)
+            for (int64_t c = 0; c < d; ++c) acc[r * d + c] *= correction;
+        }
+        // acc += p v_j   (br, d)
+        gemm_tile(acc.data(), s.data(), vh + j0 * ld, br, d, bc, false, false, 1.0f, 1.0f, kBc, ld, d);
+      }
+      for (int64_t r = 0; r < br; ++r) {
+        const float inv = 1.0f / row_sum[r];
+        float* orow = oh + (i0 + r) * ld;
+        for (int64_t c = 0; c < d; ++c) orow[c] = acc[r * d + c] * inv;
+        lse_h[i0 + r] = row_max[r] + std::log(row_sum[r]);
+      }
+    }
+  });
+}
+
+void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* dout,
+                                const float* q, const float* k, const float* v, const float* o,
+                                const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
+                                int64_t d, float scale) {
+  const int64_t ld = H * d;
+  parallel_for(B * H, [&](int64_t task) {
+    const int64_t b = task / H, h = task % H;
+    // One head's rows inside an interleaved (rows, H*d) tensor; keeps the pointer's constness.
+    auto head = [&](auto* base, int64_t rows) { return base + b * rows * ld + h * d; };
+    const float* qh = head(q, N);
+    const float* kh = head(k, M);
+    const float* vh = head(v, M);
+    const float* oh = head(o, N);
+    const float* doh = head(dout, N);
+    float* dqh = head(dq, N);
+    float* dkh = head(dk, M);
+    float* dvh = head(dv, M);
+    const float* lse_h = lse + (b * H + h) * N;
+    const auto& ks = active_kernels();
+    // delta_i = sum_c dout_ic o_ic = sum_j p_ij dp_ij, the softmax backward's row term.
+    std::vector<float> delta(N);
+    for (int64_t i = 0; i < N; ++i) {
+      float sum = 0.0f;
+      for (int64_t c = 0; c < d; ++c) sum += doh[i * ld + c] * oh[i * ld + c];
+      delta[i] = sum;
+    }
+    std::vector<float> p(kBr * kBc), dp(kBr * kBc);  // (kBr, kBc) tiles
+    for (int64_t j0 = 0; j0 < M; j0 += kBc) {
+      const int64_t bc = std::min(kBc, M - j0);
+      for (int64_t i0 = 0; i0 < N; i0 += kBr) {
+        const int64_t br = std::min(kBr, N - i0);
+        // p = exp(scale q_i k_j^T - lse_i)
+        gemm_tile(p.data(), qh + i0 * ld, kh + j0 * ld, br, bc, d, false, true, scale, 0.0f, ld, ld, kBc);
+        for (int64_t r = 0; r < br; ++r) {
+          float* prow = p.data() + r * kBc;
+          for (int64_t c = 0; c < bc; ++c) prow[c] -= lse_h[i0 + r];
+          ks.exp_inplace(prow, bc);
+        }
+        // dv_j += p^T dout_i   (bc, d)
+        gemm_tile(dvh + j0 * ld, p.data(), doh + i0 * ld, bc, d, br, true, false, 1.0f, 1.0f, kBc, ld, ld);
+        // dp = dout_i v_j^T   (br, bc)
+        gemm_tile(dp.data(), doh + i0 * ld, vh + j0 * ld, br, bc, d, false, true, 1.0f, 0.0f, ld, ld, kBc);
+        // ds = p * (dp - delta_i), stored over dp
+        for (int64_t r = 0; r < br; ++r) {
+          const float* prow = p.data() + r * kBc;
+          float* dsrow = dp.data() + r * kBc;
+          for (int64_t c = 0; c < bc; ++c) dsrow[c] = prow[c] * (dsrow[c] - delta[i0 + r]);
+        }
+        // dq_i += scale ds k_j   (br, d);   dk_j += scale ds^T q_i   (bc, d)
+        gemm_tile(dqh + i0 * ld, dp.data(), kh + j0 * ld, br, d, bc, false, false, scale, 1.0f, kBc, ld, ld);
+        gemm_tile(dkh + j0 * ld, dp.data(), qh + i0 * ld, bc, d, br, true, false, scale, 1.0f, kBc, ld, ld);
+      }
+    }
+  });
+}
+
+}  // namespace lt::cpu

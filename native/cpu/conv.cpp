@@ -1,0 +1,131 @@
+// 3x3 depthwise convolution (channels last, padding 1) and 1x1 convolution (NCHW).
+#include <algorithm>
+#include <vector>
+
+#include "cpu_ops.h"
+#include "gemm.h"
+#include "thread_pool.h"
+
+namespace lt::cpu {
+namespace {
+
+// w (C, 1, 3, 3) -> taps (9, C) so the inner loop runs over contiguous channels.
+std::vector<float> taps_channels_last(const float* w, int64_t C) {
+  std::vector<float> taps(9 * C);
+  for (int64_t c = 0; c < C; ++c)
+    for (int t = 0; t < 9; ++t) taps[t * C + c] = w[c * 9 + t];
+  return taps;
+}
+
+}  // namespace
+
+void CpuOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w,
+                                       const float* bias, int64_t B, int64_t H, int64_t W,
+                                       int64_t C) {
+  const std::vector<float> taps = taps_channels_last(w, C);
+  parallel_for(B * H, [&](int64_t bh) {
+    const int64_t b = bh / H, h = bh % H;
+    for (int64_t wi = 0; wi < W; ++wi) {
+      float* out = y + ((b * H + h) * W + wi) * C;
+      for (int64_t c = 0; c < C; ++c) out[c] = bias ? bias[c] : 0.0f;
+      for (int ky = 0; ky < 3; ++ky) {
+        const int64_t hy = h + ky - 1;
+        if (hy < 0 || hy >= H) continue;
+        for (int kx = 0; kx < 3; ++kx) {
+          const int64_t wx = wi + kx - 1;
+          if (wx < 0 || wx >= W) continue;
+          const float* in = x + ((b * H + hy) * W + wx) * C;
+          const float* tap = taps.data() + (ky * 3 + kx) * C;
+          for (int64_t c = 0; c < C; ++c) out[c] += tap[c] * in[c];
+        }
+      }
+    }
+  });
+}
+
+void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy,
+                                        const float* x, const float* w, int64_t B, int64_t H,
+                                        int64_t W, int64_t C) {
+  const std::vector<float> taps = taps_channels_last(w, C);
+  // dx gathers from the 3x3 output neighbourhood (the kernel flipped), so rows are independent.
+  if (dx)
+    parallel_for(B * H, [&](int64_t bh) {
+      const int64_t b = bh / H, h = bh % H;
+      for (int64_t wi = 0; wi < W; ++wi) {
+        float* g = dx + ((b * H + h) * W + wi) * C;
+        for (int ky = 0; ky < 3; ++ky) {
+          const int64_t hy = h - ky + 1;
+          if (hy < 0 || hy >= H) continue;
+          for (int kx = 0; kx < 3; ++kx) {
+            const int64_t wx = wi - kx + 1;
+            if (wx < 0 || wx >= W) continue;
+            const float* go = dy + ((b * H + hy) * W + wx) * C;
+            const float* tap = taps.data() + (ky * 3 + kx) * C;
+            for (int64_t c = 0; c < C; ++c) g[c] += tap[c] * go[c];
+          }
+        }
+      }
+    });
+  if (!dw && !dbias) return;
+  // Weight and bias gradients reduce over every position: one partial sum per row block.
+  const int64_t rows = B * H;
+  const int64_t blocks = std::min<int64_t>(rows, num_threads() * 4);
+  std::vector<std::vector<double>> parts(blocks, std::vector<double>(10 * C, 0.0));  // 9 taps + bias
+  parallel_for(blocks, [&](int64_t blk) {
+    std::vector<double>& acc = parts[blk];
+    for (int64_t bh = rows * blk / blocks; bh < rows * (blk + 1) / blocks; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      for (int64_t wi = 0; wi < W; ++wi) {
+        const float* go = dy + ((b * H + h) * W + wi) * C;
+        for (int64_t c = 0; c < C; ++c) acc[9 * C + c] += go[c];
+        for (int ky = 0; ky < 3; ++ky) {
+          const int64_t hy = h + ky - 1;
+          if (hy < 0 || hy >= H) continue;
+          for (int kx = 0; kx < 3; ++kx) {
+            const int64_t wx = wi + kx - 1;
+            if (wx < 0 || wx >= W) continue;
+            const float* in = x + ((b * H + hy) * W + wx) * C;
+            double* a = acc.data() + (ky * 3 + kx) * C;
+            for (int64_t c = 0; c < C; ++c) a[c] += static_cast<double>(go[c]) * in[c];
+          }
+        }
+      }
+    }
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    for (int t = 0; t < 10; ++t) {
+      double s = 0.0;
+      for (const auto& p : parts) s += p[t * C + c];
+      if (t < 9 && dw) dw[c * 9 + t] += static_cast<float>(s);
+      if (t == 9 && dbias) dbias[c] += static_cast<float>(s);
+    }
+  }
+}
+
+void CpuOps::conv1x1_forward(float* y, const float* x, const float* w, const float* bias,
+                             int64_t B, int64_t Cin, int64_t Cout, int64_t P) {
+  for (int64_t b = 0; b < B; ++b) {
+    float* yb = y + b * Cout * P;  // (Cout, P)
+    for (int64_t o = 0; o < Cout; ++o) std::fill(yb + o * P, yb + (o + 1) * P, bias ? bias[o] : 0.0f);
+    cpu::gemm({yb, w, x + b * Cin * P, Cout, P, Cin, false, false, 1.0f, 1.0f, Cin, P, P});
+  }
+}
+
+void CpuOps::conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy,
+                              const float* x, const float* w, int64_t B, int64_t Cin,
+                              int64_t Cout, int64_t P) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* dyb = dy + b * Cout * P;  // (Cout, P)
+    const float* xb = x + b * Cin * P;     // (Cin, P)
+    if (dx) cpu::gemm({dx + b * Cin * P, w, dyb, Cin, P, Cout, true, false, 1.0f, 1.0f, Cin, P, P});
+    if (dw) cpu::gemm({dw, dyb, xb, Cout, Cin, P, false, true, 1.0f, 1.0f, P, P, Cin});
+    if (dbias)
+      for (int64_t o = 0; o < Cout; ++o) {
+        double s = 0.0;
+        for (int64_t p = 0; p < P; ++p) s += dyb[o * P + p];
+        dbias[o] += static_cast<float>(s);
+      }
+  }
+}
+
+}  // namespace lt::cpu

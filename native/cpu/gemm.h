@@ -1,0 +1,22 @@
+// Blocked, packed fp32 GEMM (BLIS loop order) on the active micro-kernel set.
+#pragma once
+#include <cstdint>
+
+namespace lt::cpu {
+
+struct GemmArgs {
+  float* C;        // (M, N), row stride ldc
+  const float* A;  // op(A) (M, K), row stride lda of A as stored
+  const float* B;  // op(B) (K, N), row stride ldb of B as stored
+  int64_t M, N, K;
+  bool transA, transB;
+  float alpha, beta;  // C = alpha op(A) op(B) + beta C; C not read when beta == 0
+  int64_t lda, ldb, ldc;
+};
+
+// Splits C over the thread pool (serial when called from inside a pool task).
+void gemm(const GemmArgs& g);
+// Always on the calling thread; for ops that parallelise at a coarser level (attention heads).
+void gemm_serial(const GemmArgs& g);
+
+}  // namespace lt::cpu

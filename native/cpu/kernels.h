@@ -1,0 +1,35 @@
+// CPU micro-kernels, one set per instruction set, picked at run time from cpuid.
+// LORA_TRAIN_CPU_KERNEL=avx512|avx2|generic (or set_cpu_kernel) forces a set, so tests can
+// check every path on one machine.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lt::cpu {
+
+struct KernelSet {
+  const char* name;
+  int mr, nr;        // register tile of the GEMM micro-kernel
+  int mc, kc, nc;    // cache blocking: A block (mc, kc) sits in L2, B panel (kc, nc) in L3
+  // C (mr, nr), row stride ldc = alpha * Ap^T Bp + beta * C (C not read when beta == 0).
+  // Ap: kc steps of mr values (packed A); Bp: kc steps of nr values (packed B).
+  void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc,
+                    float alpha, float beta);
+  // x[i] = exp(x[i]) for i < n, accurate to a few ulp; exp(-inf) = 0.
+  void (*exp_inplace)(float* x, int64_t n);
+};
+
+extern const KernelSet kGenericKernels;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const KernelSet kAvx2Kernels;
+extern const KernelSet kAvx512Kernels;
+#endif
+
+// Names of the kernel sets this CPU can run, best first.
+std::vector<std::string> supported_kernel_sets();
+const KernelSet& active_kernels();
+// Throws std::invalid_argument for an unknown name or one this CPU cannot run.
+void set_active_kernels(const std::string& name);
+
+}  // namespace lt::cpu

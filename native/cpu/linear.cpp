@@ -1,0 +1,62 @@
+// Linear and LoRA linear, forward and backward, as GEMMs on the pooled kernel.
+#include <vector>
+
+#include "cpu_ops.h"
+#include "gemm.h"
+#include "thread_pool.h"
+
+namespace lt::cpu {
+namespace {
+
+// y (rows, out) = broadcast b, or zeros when b is null.
+void fill_bias(float* y, const float* b, int64_t rows, int64_t out) {
+  parallel_range(rows, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < out; ++j) y[r * out + j] = b ? b[j] : 0.0f;
+  });
+}
+
+// db (out) += column sums of dy (rows, out), summed in double for long batches.
+void add_column_sums(float* db, const float* dy, int64_t rows, int64_t out) {
+  std::vector<double> acc(out, 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < out; ++j) acc[j] += dy[r * out + j];
+  for (int64_t j = 0; j < out; ++j) db[j] += static_cast<float>(acc[j]);
+}
+
+}  // namespace
+
+void CpuOps::linear_forward(float* y, const float* x, const float* W, const float* b,
+                            int64_t rows, int64_t in, int64_t out) {
+  fill_bias(y, b, rows, out);
+  cpu::gemm({y, x, W, rows, out, in, false, true, 1.0f, 1.0f, in, in, out});  // y += x W^T
+}
+
+void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x,
+                             const float* W, int64_t rows, int64_t in, int64_t out) {
+  if (dx) cpu::gemm({dx, dy, W, rows, in, out, false, false, 1.0f, 1.0f, out, in, in});  // dx += dy W
+  if (dW) cpu::gemm({dW, dy, x, out, in, rows, true, false, 1.0f, 1.0f, out, in, in});  // dW += dy^T x
+  if (db) add_column_sums(db, dy, rows, out);
+}
+
+void CpuOps::lora_linear_forward(float* y, float* xa, const float* x, const float* W,
+                                 const float* b, const float* A, const float* B, float scale,
+                                 int64_t rows, int64_t in, int64_t out, int64_t r) {
+  cpu::gemm({xa, x, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r});  // xa = x A^T
+  linear_forward(y, x, W, b, rows, in, out);
+  cpu::gemm({y, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out});  // y += s xa B^T
+}
+
+void CpuOps::lora_linear_backward(float* dx, float* dA, float* dB, float* dW, float* db,
+                                  const float* dy, const float* x, const float* xa,
+                                  const float* W, const float* A, const float* B, float scale,
+                                  int64_t rows, int64_t in, int64_t out, int64_t r) {
+  cpu::gemm({dB, dy, xa, out, r, rows, true, false, scale, 1.0f, out, r, r});  // dB += s dy^T xa
+  std::vector<float> dxa(static_cast<size_t>(rows * r));                          // (rows, r)
+  cpu::gemm({dxa.data(), dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r});  // s dy B
+  cpu::gemm({dA, dxa.data(), x, r, in, rows, true, false, 1.0f, 1.0f, r, in, in});    // dA += dxa^T x
+  linear_backward(dx, dW, db, dy, x, W, rows, in, out);
+  if (dx) cpu::gemm({dx, dxa.data(), A, rows, in, r, false, false, 1.0f, 1.0f, r, in, in});  // dx += dxa A
+}
+
+}  // namespace lt::cpu

@@ -1,0 +1,198 @@
+// LayerNorm (no affine), GELU (exact erf), SiLU, LeakyReLU, GlobalResponseNorm and MSE loss,
+// forward and backward side by side. Channels last throughout.
+#include <cmath>
+#include <vector>
+
+#include "cpu_ops.h"
+#include "thread_pool.h"
+
+namespace lt::cpu {
+namespace {
+
+constexpr int64_t kElementwiseChunk = 1 << 14;
+
+template <typename F>
+void elementwise(int64_t n, F f) {
+  parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) f(i);
+  });
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+}  // namespace
+
+void CpuOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, int64_t rows,
+                               int64_t C, float eps) {
+  parallel_range(rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * C;
+      double sum = 0.0;
+      for (int64_t c = 0; c < C; ++c) sum += xr[c];
+      const float m = static_cast<float>(sum / C);
+      double var = 0.0;  // two passes: no cancellation for large means
+      for (int64_t c = 0; c < C; ++c) {
+        const float dx = xr[c] - m;
+        var += static_cast<double>(dx) * dx;
+      }
+      const float s = static_cast<float>(1.0 / std::sqrt(var / C + eps));
+      float* yr = y + r * C;
+      for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * s;
+      mean[r] = m;
+      rstd[r] = s;
+    }
+  });
+}
+
+void CpuOps::layernorm_backward(float* dx, const float* dy, const float* x, const float* mean,
+                                const float* rstd, int64_t rows, int64_t C) {
+  // dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+  parallel_range(rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * C;
+      const float* dyr = dy + r * C;
+      const float m = mean[r], s = rstd[r];
+      double sum_dy = 0.0, sum_dy_xhat = 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        sum_dy += dyr[c];
+        sum_dy_xhat += static_cast<double>(dyr[c]) * ((xr[c] - m) * s);
+      }
+      const float mean_dy = static_cast<float>(sum_dy / C);
+      const float mean_dy_xhat = static_cast<float>(sum_dy_xhat / C);
+      float* dxr = dx + r * C;
+      for (int64_t c = 0; c < C; ++c)
+        dxr[c] += s * (dyr[c] - mean_dy - (xr[c] - m) * s * mean_dy_xhat);
+    }
+  });
+}
+
+void CpuOps::gelu_forward(float* y, const float* x, int64_t n) {
+  elementwise(n, [&](int64_t i) { y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * static_cast<float>(M_SQRT1_2))); });
+}
+
+void CpuOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
+  const float inv_sqrt_2pi = static_cast<float>(0.5 * M_2_SQRTPI * M_SQRT1_2);
+  elementwise(n, [&](int64_t i) {
+    const float cdf = 0.5f * (1.0f + std::erf(x[i] * static_cast<float>(M_SQRT1_2)));
+    const float pdf = inv_sqrt_2pi * std::exp(-0.5f * x[i] * x[i]);
+    dx[i] += dy[i] * (cdf + x[i] * pdf);
+  });
+}
+
+void CpuOps::silu_forward(float* y, const float* x, int64_t n) {
+  elementwise(n, [&](int64_t i) { y[i] = x[i] * sigmoid(x[i]); });
+}
+
+void CpuOps::silu_backward(float* dx, const float* dy, const float* x, int64_t n) {
+  elementwise(n, [&](int64_t i) {
+    const float s = sigmoid(x[i]);
+    dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
+  });
+}
+
+void CpuOps::leaky_relu_forward(float* y, const float* x, float slope, int64_t n) {
+  elementwise(n, [&](int64_t i) { y[i] = x[i] > 0.0f ? x[i] : slope * x[i]; });
+}
+
+void CpuOps::leaky_relu_backward(float* dx, const float* dy, const float* x, float slope,
+                                 int64_t n) {
+  elementwise(n, [&](int64_t i) { dx[i] += x[i] > 0.0f ? dy[i] : slope * dy[i]; });
+}
+
+namespace {
+// g (C) = L2 norm over positions of u (P, C) for one batch item, in double.
+void grn_channel_norms(std::vector<double>& g, const float* u, int64_t P, int64_t C) {
+  g.assign(C, 0.0);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t c = 0; c < C; ++c) g[c] += static_cast<double>(u[p * C + c]) * u[p * C + c];
+  for (auto& v : g) v = std::sqrt(v);
+}
+double mean_of(const std::vector<double>& v) {
+  double s = 0.0;
+  for (double x : v) s += x;
+  return s / static_cast<double>(v.size());
+}
+}  // namespace
+
+void CpuOps::grn_forward(float* y, const float* u, const float* gamma, const float* beta,
+                         int64_t B, int64_t P, int64_t C, float eps) {
+  parallel_for(B, [&](int64_t b) {
+    const float* ub = u + b * P * C;
+    float* yb = y + b * P * C;
+    std::vector<double> g;
+    grn_channel_norms(g, ub, P, C);
+    const double denom = mean_of(g) + eps;
+    std::vector<float> gain(C);  // gamma * nx + 1, so y = u * gain + beta
+    for (int64_t c = 0; c < C; ++c) gain[c] = static_cast<float>(gamma[c] * (g[c] / denom) + 1.0);
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t c = 0; c < C; ++c) yb[p * C + c] = ub[p * C + c] * gain[c] + beta[c];
+  });
+}
+
+void CpuOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* dy,
+                          const float* u, const float* gamma, int64_t B, int64_t P, int64_t C,
+                          float eps) {
+  // y_pc = gamma_c u_pc nx_c + beta_c + u_pc with nx_c = g_c / (mean(g) + eps), g_c = ||u_:c||.
+  // With s_c = gamma_c sum_p dy_pc u_pc:
+  //   dL/dg_c = s_c / D - (sum_k s_k g_k) / (C D^2),  D = mean(g) + eps
+  //   du_pc   = dy_pc (gamma_c nx_c + 1) + dL/dg_c * u_pc / g_c   (0 where g_c = 0, as torch)
+  std::vector<std::vector<double>> dgamma_parts(B, std::vector<double>(dgamma ? C : 0));
+  parallel_for(B, [&](int64_t b) {
+    const float* ub = u + b * P * C;
+    const float* dyb = dy + b * P * C;
+    std::vector<double> g, dy_u(C, 0.0);
+    grn_channel_norms(g, ub, P, C);
+    const double D = mean_of(g) + eps;
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t c = 0; c < C; ++c) dy_u[c] += static_cast<double>(dyb[p * C + c]) * ub[p * C + c];
+    if (dgamma)
+      for (int64_t c = 0; c < C; ++c) dgamma_parts[b][c] = dy_u[c] * (g[c] / D);
+    if (!du) return;
+    double sum_sg = 0.0;
+    for (int64_t c = 0; c < C; ++c) sum_sg += gamma[c] * dy_u[c] * g[c];
+    std::vector<float> gain(C), coef(C);
+    for (int64_t c = 0; c < C; ++c) {
+      gain[c] = static_cast<float>(gamma[c] * (g[c] / D) + 1.0);
+      const double dg = gamma[c] * dy_u[c] / D - sum_sg / (static_cast<double>(C) * D * D);
+      coef[c] = g[c] > 0.0 ? static_cast<float>(dg / g[c]) : 0.0f;
+    }
+    float* dub = du + b * P * C;
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t c = 0; c < C; ++c)
+        dub[p * C + c] += dyb[p * C + c] * gain[c] + coef[c] * ub[p * C + c];
+  });
+  if (dgamma)
+    for (int64_t c = 0; c < C; ++c) {
+      double s = 0.0;
+      for (int64_t b = 0; b < B; ++b) s += dgamma_parts[b][c];
+      dgamma[c] += static_cast<float>(s);
+    }
+  if (dbeta) {
+    std::vector<double> s(C, 0.0);
+    for (int64_t i = 0; i < B * P; ++i)
+      for (int64_t c = 0; c < C; ++c) s[c] += dy[i * C + c];
+    for (int64_t c = 0; c < C; ++c) dbeta[c] += static_cast<float>(s[c]);
+  }
+}
+
+double CpuOps::mse_loss(float* dpred, const float* pred, const float* target, int64_t n,
+                        float grad_scale) {
+  const int threads = num_threads();
+  std::vector<double> partial(threads, 0.0);
+  const int64_t step = (n + threads - 1) / threads;
+  const float g = 2.0f * grad_scale / static_cast<float>(n);
+  parallel_for(threads, [&](int64_t t) {
+    double sum = 0.0;
+    for (int64_t i = t * step, end = std::min(n, i + step); i < end; ++i) {
+      const float diff = pred[i] - target[i];
+      sum += static_cast<double>(diff) * diff;
+      if (dpred) dpred[i] += g * diff;
+    }
+    partial[t] = sum;
+  });
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return n > 0 ? total / static_cast<double>(n) : 0.0;
+}
+
+}  // namespace lt::cpu

@@ -1,0 +1,160 @@
+// Argument checking and off-thread execution for op bindings.
+//
+// Every binding validates its arguments on the JS thread (throwing TypeError/RangeError with
+// "Expected <what> for <name> but received <value>"), pins the typed arrays it will touch,
+// then runs the op on a libuv worker (Napi::AsyncWorker) and settles a Promise. C++
+// exceptions from the op become rejections; nothing here aborts the process.
+#pragma once
+#include <napi.h>
+
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lt {
+
+inline std::string describe(const Napi::Value& v) {
+  if (v.IsUndefined()) return "undefined";
+  if (v.IsNull()) return "null";
+  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? "true" : "false";
+  if (v.IsNumber()) {
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (std::isnan(d)) return "NaN";
+    std::string s = std::to_string(d);
+    if (d == std::floor(d) && std::abs(d) < 1e15) s = std::to_string(static_cast<long long>(d));
+    return s;
+  }
+  if (v.IsString()) return "'" + v.As<Napi::String>().Utf8Value() + "'";
+  if (v.IsTypedArray()) {
+    auto ta = v.As<Napi::TypedArray>();
+    static const char* names[] = {"Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array",
+                                  "Uint16Array", "Int32Array", "Uint32Array", "Float32Array",
+                                  "Float64Array", "BigInt64Array", "BigUint64Array"};
+    int t = static_cast<int>(ta.TypedArrayType());
+    std::string name = (t >= 0 && t < 11) ? names[t] : "TypedArray";
+    return name + " of length " + std::to_string(ta.ElementLength());
+  }
+  if (v.IsArray()) return "Array of length " + std::to_string(v.As<Napi::Array>().Length());
+  if (v.IsFunction()) return "function";
+  return "object";
+}
+
+class OpCall {
+ public:
+  OpCall(const Napi::CallbackInfo& info, const char* op) : info_(info), env_(info.Env()), op_(op) {}
+
+  Napi::Env env() const { return env_; }
+
+  [[noreturn]] void fail_type(const std::string& what, const std::string& name, const Napi::Value& got) const {
+    throw Napi::TypeError::New(env_, op_ + ": Expected " + what + " for " + name + " but received " + describe(got));
+  }
+  [[noreturn]] void fail_range(const std::string& what, const std::string& name, const Napi::Value& got) const {
+    throw Napi::RangeError::New(env_, op_ + ": Expected " + what + " for " + name + " but received " + describe(got));
+  }
+
+  // A positive integer size (dims of 0 are rejected: no op here has a use for them).
+  int64_t dim(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    if (!v.IsNumber()) fail_type("a positive integer", name, v);
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= 1) || d != std::floor(d) || d > 9007199254740991.0) fail_range("a positive integer", name, v);
+    return static_cast<int64_t>(d);
+  }
+  double number(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    if (!v.IsNumber()) fail_type("a finite number", name, v);
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d)) fail_range("a finite number", name, v);
+    return d;
+  }
+  bool flag(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    if (!v.IsBoolean()) fail_type("a boolean", name, v);
+    return v.As<Napi::Boolean>().Value();
+  }
+  std::string string(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    if (!v.IsString()) fail_type("a string", name, v);
+    return v.As<Napi::String>().Utf8Value();
+  }
+
+  // A Float32Array of exactly `length` elements; pinned until the op finishes.
+  float* f32(size_t i, const std::string& name, int64_t length) { return f32_value(info_[i], name, length, false); }
+  // Same, or null/undefined for "not wanted" (returns nullptr).
+  float* f32_optional(size_t i, const std::string& name, int64_t length) { return f32_value(info_[i], name, length, true); }
+
+  float* f32_value(const Napi::Value& v, const std::string& name, int64_t length, bool optional) {
+    if (optional && (v.IsNull() || v.IsUndefined())) return nullptr;
+    std::string what = "a Float32Array of length " + std::to_string(length);
+    if (optional) what += " or null";
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) fail_type(what, name, v);
+    auto arr = v.As<Napi::Float32Array>();
+    if (static_cast<int64_t>(arr.ElementLength()) != length) fail_range(what, name, v);
+    pins_.push_back(std::make_shared<Napi::Reference<Napi::Value>>(Napi::Persistent(v)));
+    return arr.Data();
+  }
+
+  Napi::Array array(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    if (!v.IsArray()) fail_type("an Array", name, v);
+    return v.As<Napi::Array>();
+  }
+
+  // Runs work() on a worker thread; resolves with undefined, or with the number it returns.
+  Napi::Value run(std::function<void()> work) {
+    return start([w = std::move(work)]() { w(); return std::nan(""); }, false);
+  }
+  Napi::Value run_number(std::function<double()> work) { return start(std::move(work), true); }
+
+ private:
+  class Worker : public Napi::AsyncWorker {
+   public:
+    Worker(Napi::Env env, std::string op, std::function<double()> work, bool returns_number,
+           std::vector<std::shared_ptr<Napi::Reference<Napi::Value>>> pins)
+        : Napi::AsyncWorker(env, op.c_str()), deferred_(Napi::Promise::Deferred::New(env)),
+          op_(std::move(op)), work_(std::move(work)), returns_number_(returns_number), pins_(std::move(pins)) {}
+    Napi::Promise promise() { return deferred_.Promise(); }
+    void Execute() override {
+      try {
+        result_ = work_();
+      } catch (const std::exception& e) {
+        SetError(op_ + ": " + e.what());
+      } catch (...) {
+        SetError(op_ + ": unknown native error");
+      }
+    }
+    void OnOK() override {
+      pins_.clear();
+      deferred_.Resolve(returns_number_ ? Napi::Number::New(Env(), result_) : Env().Undefined());
+    }
+    void OnError(const Napi::Error& e) override {
+      pins_.clear();
+      deferred_.Reject(e.Value());
+    }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    std::string op_;
+    std::function<double()> work_;
+    bool returns_number_;
+    double result_ = 0.0;
+    std::vector<std::shared_ptr<Napi::Reference<Napi::Value>>> pins_;
+  };
+
+  Napi::Value start(std::function<double()> work, bool returns_number) {
+    auto* worker = new Worker(env_, op_, std::move(work), returns_number, std::move(pins_));
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+  }
+
+  const Napi::CallbackInfo& info_;
+  Napi::Env env_;
+  std::string op_;
+  std::vector<std::shared_ptr<Napi::Reference<Napi::Value>>> pins_;
+};
+
+}  // namespace lt

@@ -1,0 +1,124 @@
+// The op interface: every op the training step needs, declared once. Each backend
+// (native/cpu now, native/cuda later) implements this class; models are written against it.
+//
+// Conventions (llm.c style): arguments are outputs, then inputs, then sizes. Tensors are
+// row-major fp32 and every pointer carries a shape comment. Backward ops ACCUMULATE into
+// their gradient outputs (+=), so callers zero gradients once per step, and a tensor that
+// feeds several consumers (residuals, shared keys/values) simply receives each contribution.
+// A gradient pointer that may be null is optional: null means "frozen, do not compute".
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace lt {
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+  virtual std::string name() const = 0;
+
+  // ---- GEMM --------------------------------------------------------------------------------
+  // C = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T. When beta == 0, C is not read.
+  // C (M, N) row stride ldc; op(A) (M, K) from A with row stride lda; op(B) (K, N) likewise.
+  virtual void gemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
+                    bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb,
+                    int64_t ldc) = 0;
+
+  // ---- Linear and LoRA linear --------------------------------------------------------------
+  // y = x W^T + b. y (rows, out), x (rows, in), W (out, in), b (out) or null.
+  virtual void linear_forward(float* y, const float* x, const float* W, const float* b,
+                              int64_t rows, int64_t in, int64_t out) = 0;
+  // dx (rows, in) or null, dW (out, in) or null, db (out) or null; dy (rows, out).
+  virtual void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x,
+                               const float* W, int64_t rows, int64_t in, int64_t out) = 0;
+  // y = x W^T + b + scale * (x A^T) B^T. Also writes xa = x A^T (rows, r), kept for backward.
+  // A (r, in), B (out, r).
+  virtual void lora_linear_forward(float* y, float* xa, const float* x, const float* W,
+                                   const float* b, const float* A, const float* B, float scale,
+                                   int64_t rows, int64_t in, int64_t out, int64_t r) = 0;
+  // dA (r, in), dB (out, r) always; dx, dW, db optional as in linear_backward.
+  virtual void lora_linear_backward(float* dx, float* dA, float* dB, float* dW, float* db,
+                                    const float* dy, const float* x, const float* xa,
+                                    const float* W, const float* A, const float* B, float scale,
+                                    int64_t rows, int64_t in, int64_t out, int64_t r) = 0;
+
+  // ---- Attention ---------------------------------------------------------------------------
+  // Non-causal multi-head attention, heads interleaved in channels (head h = channels
+  // [h*d, h*d+d)). o = softmax(q k^T * scale) v per head, never materialising the (N, M) scores.
+  // o (B, N, H*d), lse (B, H, N) log-sum-exp of the scaled scores; q (B, N, H*d),
+  // k (B, M, H*d), v (B, M, H*d). Row strides of q/k/v/o are H*d.
+  virtual void attention_forward(float* o, float* lse, const float* q, const float* k,
+                                 const float* v, int64_t B, int64_t N, int64_t M, int64_t H,
+                                 int64_t d, float scale) = 0;
+  // dq (B, N, H*d), dk (B, M, H*d), dv (B, M, H*d); dout like o.
+  virtual void attention_backward(float* dq, float* dk, float* dv, const float* dout,
+                                  const float* q, const float* k, const float* v, const float* o,
+                                  const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
+                                  int64_t d, float scale) = 0;
+
+  // ---- Norms and activations (channels last: the last dim is the channel dim) --------------
+  // y = (x - mean) * rstd over the last dim, no affine. y, x (rows, C); mean, rstd (rows).
+  virtual void layernorm_forward(float* y, float* mean, float* rstd, const float* x,
+                                 int64_t rows, int64_t C, float eps) = 0;
+  virtual void layernorm_backward(float* dx, const float* dy, const float* x, const float* mean,
+                                  const float* rstd, int64_t rows, int64_t C) = 0;
+  // Exact-erf GELU. y, x (n).
+  virtual void gelu_forward(float* y, const float* x, int64_t n) = 0;
+  virtual void gelu_backward(float* dx, const float* dy, const float* x, int64_t n) = 0;
+  virtual void silu_forward(float* y, const float* x, int64_t n) = 0;
+  virtual void silu_backward(float* dx, const float* dy, const float* x, int64_t n) = 0;
+  virtual void leaky_relu_forward(float* y, const float* x, float slope, int64_t n) = 0;
+  virtual void leaky_relu_backward(float* dx, const float* dy, const float* x, float slope,
+                                   int64_t n) = 0;
+  // GlobalResponseNorm (ConvNeXt-V2): g[b,c] = ||u[b,:,c]||_2 over positions,
+  // nx = g / (mean_c g + eps), y = gamma * (u * nx) + beta + u.
+  // y, u (B, P, C) with P = H*W positions; gamma, beta (C).
+  virtual void grn_forward(float* y, const float* u, const float* gamma, const float* beta,
+                           int64_t B, int64_t P, int64_t C, float eps) = 0;
+  // du (B, P, C) or null; dgamma, dbeta (C) or null.
+  virtual void grn_backward(float* du, float* dgamma, float* dbeta, const float* dy,
+                            const float* u, const float* gamma, int64_t B, int64_t P, int64_t C,
+                            float eps) = 0;
+
+  // ---- Convolutions ------------------------------------------------------------------------
+  // 3x3 depthwise, padding 1, stride 1, channels last. y, x (B, H, W, C); w (C, 1, 3, 3);
+  // bias (C) or null.
+  virtual void depthwise_conv3x3_forward(float* y, const float* x, const float* w,
+                                         const float* bias, int64_t B, int64_t H, int64_t W,
+                                         int64_t C) = 0;
+  // dx or null, dw or null, dbias or null.
+  virtual void depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy,
+                                          const float* x, const float* w, int64_t B, int64_t H,
+                                          int64_t W, int64_t C) = 0;
+  // 1x1 convolution in PyTorch's NCHW layout. y (B, Cout, P); x (B, Cin, P) with P = H*W;
+  // w (Cout, Cin); bias (Cout) or null.
+  virtual void conv1x1_forward(float* y, const float* x, const float* w, const float* bias,
+                               int64_t B, int64_t Cin, int64_t Cout, int64_t P) = 0;
+  virtual void conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy,
+                                const float* x, const float* w, int64_t B, int64_t Cin,
+                                int64_t Cout, int64_t P) = 0;
+
+  // ---- Loss --------------------------------------------------------------------------------
+  // Returns mean((pred - target)^2); dpred (n) or null receives += grad_scale * 2 (pred - target) / n.
+  virtual double mse_loss(float* dpred, const float* pred, const float* target, int64_t n,
+                          float grad_scale) = 0;
+
+  // ---- Optimiser ---------------------------------------------------------------------------
+  // One AdamW step over many tensors (PyTorch semantics: decoupled weight decay
+  // p -= lr * wd * p, bias-corrected moments). step is 1-based.
+  struct AdamWTensor {
+    float* param;       // (n)
+    float* exp_avg;     // (n)
+    float* exp_avg_sq;  // (n)
+    const float* grad;  // (n)
+    int64_t n;
+  };
+  virtual void adamw(const AdamWTensor* tensors, int64_t count, float lr, float beta1,
+                     float beta2, float eps, float weight_decay, int64_t step) = 0;
+  // Global L2 norm over many tensors; when max_norm > 0 and the norm exceeds it, scales every
+  // tensor by max_norm / (norm + 1e-6) (torch.nn.utils.clip_grad_norm_). Returns the norm.
+  virtual double clip_grad_norm(float* const* grads, const int64_t* sizes, int64_t count,
+                                double max_norm) = 0;
+};
+
+}  // namespace lt

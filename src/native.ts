@@ -1,0 +1,109 @@
+// Finds and loads the native addon: an explicit LORA_TRAIN_NATIVE path, then a prebuilt binary
+// for this platform, then the local build. When none loads, the error lists every path tried,
+// why each failed, and the command that fixes it.
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { packageRoot } from './package-root.js';
+
+export interface NativeInfo {
+  version: string;
+  backends: string[];
+  cpu: { kernels: string; availableKernels: string[]; threads: number };
+}
+
+type Buf = Float32Array | null;
+
+/** The raw binding (see native/addon.cpp); src/ops.ts is the checked, documented API. */
+export interface NativeAddon {
+  info(): NativeInfo;
+  setCpuKernels(name: string): void;
+  gemm(device: string, C: Float32Array, A: Float32Array, B: Float32Array, M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number): Promise<void>;
+  linearForward(device: string, y: Float32Array, x: Float32Array, W: Float32Array, b: Buf, rows: number, inF: number, outF: number): Promise<void>;
+  linearBackward(device: string, dx: Buf, dW: Buf, db: Buf, dy: Float32Array, x: Float32Array, W: Float32Array, rows: number, inF: number, outF: number): Promise<void>;
+  loraLinearForward(device: string, y: Float32Array, xa: Float32Array, x: Float32Array, W: Float32Array, b: Buf, A: Float32Array, B: Float32Array, scale: number, rows: number, inF: number, outF: number, r: number): Promise<void>;
+  loraLinearBackward(device: string, dx: Buf, dA: Float32Array, dB: Float32Array, dW: Buf, db: Buf, dy: Float32Array, x: Float32Array, xa: Float32Array, W: Float32Array, A: Float32Array, B: Float32Array, scale: number, rows: number, inF: number, outF: number, r: number): Promise<void>;
+  attentionForward(device: string, o: Float32Array, lse: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, B: number, N: number, M: number, H: number, d: number, scale: number): Promise<void>;
+  attentionBackward(device: string, dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, lse: Float32Array, B: number, N: number, M: number, H: number, d: number, scale: number): Promise<void>;
+  layerNormForward(device: string, y: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array, rows: number, C: number, eps: number): Promise<void>;
+  layerNormBackward(device: string, dx: Float32Array, dy: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, C: number): Promise<void>;
+  activationForward(device: string, kind: string, y: Float32Array, x: Float32Array, n: number, slope: number): Promise<void>;
+  activationBackward(device: string, kind: string, dx: Float32Array, dy: Float32Array, x: Float32Array, n: number, slope: number): Promise<void>;
+  grnForward(device: string, y: Float32Array, u: Float32Array, gamma: Float32Array, beta: Float32Array, B: number, P: number, C: number, eps: number): Promise<void>;
+  grnBackward(device: string, du: Buf, dgamma: Buf, dbeta: Buf, dy: Float32Array, u: Float32Array, gamma: Float32Array, B: number, P: number, C: number, eps: number): Promise<void>;
+  depthwiseConv3x3Forward(device: string, y: Float32Array, x: Float32Array, w: Float32Array, bias: Buf, B: number, H: number, W: number, C: number): Promise<void>;
+  depthwiseConv3x3Backward(device: string, dx: Buf, dw: Buf, dbias: Buf, dy: Float32Array, x: Float32Array, w: Float32Array, B: number, H: number, W: number, C: number): Promise<void>;
+  conv1x1Forward(device: string, y: Float32Array, x: Float32Array, w: Float32Array, bias: Buf, B: number, Cin: number, Cout: number, P: number): Promise<void>;
+  conv1x1Backward(device: string, dx: Buf, dw: Buf, dbias: Buf, dy: Float32Array, x: Float32Array, w: Float32Array, B: number, Cin: number, Cout: number, P: number): Promise<void>;
+  mseLoss(device: string, dpred: Buf, pred: Float32Array, target: Float32Array, n: number, gradScale: number): Promise<number>;
+  adamw(device: string, params: Float32Array[], expAvgs: Float32Array[], expAvgSqs: Float32Array[], grads: Float32Array[], lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): Promise<void>;
+  clipGradNorm(device: string, grads: Float32Array[], maxNorm: number): Promise<number>;
+}
+
+export interface LoadAttempt {
+  path: string;
+  error: string;
+}
+
+export function libcTag(): 'glibc' | 'musl' {
+  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+  return report?.header?.glibcVersionRuntime ? 'glibc' : 'musl';
+}
+
+/** Candidate binaries in load order. */
+export function candidatePaths(root = packageRoot): string[] {
+  const paths: string[] = [];
+  if (process.env.LORA_TRAIN_NATIVE) paths.push(process.env.LORA_TRAIN_NATIVE);
+  const prebuiltDir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  if (existsSync(prebuiltDir)) {
+    const libc = process.platform === 'linux' ? libcTag() : undefined;
+    const names = readdirSync(prebuiltDir)
+      .filter((f) => f.endsWith('.node'))
+      .filter((f) => !libc || !/\.(glibc|musl)\./.test(f) || f.includes(`.${libc}.`));
+    // Prefer N-API builds (any Node version) over ABI-specific ones.
+    names.sort((a, b) => Number(b.includes('.napi')) - Number(a.includes('.napi')));
+    for (const name of names) paths.push(join(prebuiltDir, name));
+  } else {
+    paths.push(join(prebuiltDir, '<no prebuilt binary for this platform>'));
+  }
+  paths.push(join(root, 'build', 'Release', 'lora_train.node'));
+  return paths;
+}
+
+export class NativeLoadError extends Error {
+  constructor(readonly attempts: LoadAttempt[]) {
+    super(
+      'lora-train: could not load its native addon. Tried:\n' +
+        attempts.map((a) => `  - ${a.path}: ${a.error}`).join('\n') +
+        '\nTo fix it, build the addon for this machine: run `npm run build:native` in ' +
+        `${packageRoot} (needs cmake >= 3.18 and a C++17 compiler), or \`npm rebuild lora-train\` ` +
+        'where lora-train is a dependency. `npm run build:native:gyp` builds the CPU addon with node-gyp instead.',
+    );
+    this.name = 'NativeLoadError';
+  }
+}
+
+export function loadNativeFrom(paths: string[]): NativeAddon {
+  const require = createRequire(import.meta.url);
+  const attempts: LoadAttempt[] = [];
+  for (const path of paths) {
+    if (!existsSync(path)) {
+      attempts.push({ path, error: 'not found' });
+      continue;
+    }
+    try {
+      return require(path) as NativeAddon;
+    } catch (e) {
+      attempts.push({ path, error: (e as Error).message.split('\n')[0] ?? String(e) });
+    }
+  }
+  throw new NativeLoadError(attempts);
+}
+
+let cached: NativeAddon | undefined;
+
+/** The addon, loaded once. */
+export function native(): NativeAddon {
+  cached ??= loadNativeFrom(candidatePaths());
+  return cached;
+}

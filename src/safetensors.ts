@@ -1,0 +1,185 @@
+// safetensors reading and writing (https://github.com/huggingface/safetensors format):
+// u64 little-endian header length, a JSON header {name: {dtype, shape, data_offsets}, ...,
+// "__metadata__": {str: str}}, then the raw little-endian tensor bytes. The reader checks
+// every header field against the file before touching data, so a malformed file is an error
+// that names the problem, never an out-of-bounds read.
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { Tensor } from './tensor.js';
+import { numel } from './tensor.js';
+
+export const DTYPE_BYTES = {
+  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+} as const;
+export type Dtype = keyof typeof DTYPE_BYTES;
+
+/** Headers above this are refused (the reference implementation's limit is 100 MB). */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+export interface TensorEntry {
+  dtype: Dtype;
+  shape: number[];
+  /** Byte range inside the data section. */
+  begin: number;
+  end: number;
+}
+
+export interface SafetensorsFile {
+  path: string;
+  metadata: Record<string, string>;
+  entries: Map<string, TensorEntry>;
+  /** The data section (a view into the file's bytes). */
+  data: Uint8Array;
+}
+
+export class SafetensorsError extends Error {
+  constructor(path: string, problem: string) {
+    super(`${path}: not a valid safetensors file: ${problem}`);
+    this.name = 'SafetensorsError';
+  }
+}
+
+/** Parses and checks a whole safetensors file held in memory. */
+export function parseSafetensors(bytes: Uint8Array, path = '<buffer>'): SafetensorsFile {
+  const fail = (problem: string): never => {
+    throw new SafetensorsError(path, problem);
+  };
+  if (bytes.length < 8) fail(`file is ${bytes.length} bytes, shorter than the 8-byte header length`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLen = view.getBigUint64(0, true);
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(`header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  const n = Number(headerLen);
+  if (8 + n > bytes.length) fail(`header length ${n} runs past the end of the ${bytes.length}-byte file (truncated?)`);
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+  } catch (e) {
+    fail(`header is not valid UTF-8 JSON (${(e as Error).message})`);
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
+  const data = bytes.subarray(8 + n);
+  const metadata: Record<string, string> = {};
+  const entries = new Map<string, TensorEntry>();
+  for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('__metadata__ is not an object');
+      for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+        if (typeof v !== 'string') fail(`__metadata__.${k} is not a string`);
+        metadata[k] = v as string;
+      }
+      continue;
+    }
+    const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    if (typeof e !== 'object' || e === null) fail(`tensor '${name}' has no {dtype, shape, data_offsets} entry`);
+    if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_BYTES)) fail(`tensor '${name}' has unknown dtype ${JSON.stringify(e.dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(`tensor '${name}' has an invalid shape ${JSON.stringify(e.shape)}`);
+    const offsets = e.data_offsets;
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0))
+      fail(`tensor '${name}' has invalid data_offsets ${JSON.stringify(offsets)}`);
+    const [begin, end] = offsets as [number, number];
+    const dtype = e.dtype as Dtype;
+    const shape = e.shape as number[];
+    if (end < begin) fail(`tensor '${name}' has data_offsets [${begin}, ${end}] ending before they begin`);
+    if (end > data.length) fail(`tensor '${name}' has data_offsets [${begin}, ${end}] outside the ${data.length}-byte data section (truncated?)`);
+    const expected = numel(shape) * DTYPE_BYTES[dtype];
+    if (end - begin !== expected) fail(`tensor '${name}' has ${end - begin} bytes but ${dtype} [${shape.join(', ')}] needs ${expected}`);
+    entries.set(name, { dtype, shape, begin, end });
+  }
+  const sorted = [...entries.entries()].sort((a, b) => a[1].begin - b[1].begin);
+  for (let i = 1; i < sorted.length; i++) {
+    const [prevName, prev] = sorted[i - 1]!;
+    const [name, cur] = sorted[i]!;
+    if (cur.begin < prev.end) fail(`tensors '${prevName}' and '${name}' overlap ([${prev.begin}, ${prev.end}) and [${cur.begin}, ${cur.end}))`);
+  }
+  return { path, metadata, entries, data };
+}
+
+export function readSafetensors(path: string): SafetensorsFile {
+  return parseSafetensors(readFileSync(path), path);
+}
+
+const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+function bf16ToF32(bits: number): number {
+  const buf = new DataView(new ArrayBuffer(4));
+  buf.setUint32(0, bits << 16, true);
+  return buf.getFloat32(0, true);
+}
+
+function f16ToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+/** A floating-point tensor converted to fp32. */
+export function getTensor(file: SafetensorsFile, name: string): Tensor {
+  const e = file.entries.get(name);
+  if (!e) throw new Error(`${file.path}: no tensor named '${name}'`);
+  const bytes = file.data.subarray(e.begin, e.end);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const count = numel(e.shape);
+  const out = new Float32Array(count);
+  switch (e.dtype) {
+    case 'F32':
+      if (littleEndianHost) new Uint8Array(out.buffer).set(bytes);
+      else for (let i = 0; i < count; i++) out[i] = view.getFloat32(i * 4, true);
+      break;
+    case 'F64':
+      for (let i = 0; i < count; i++) out[i] = view.getFloat64(i * 8, true);
+      break;
+    case 'F16':
+      for (let i = 0; i < count; i++) out[i] = f16ToF32(view.getUint16(i * 2, true));
+      break;
+    case 'BF16':
+      for (let i = 0; i < count; i++) out[i] = bf16ToF32(view.getUint16(i * 2, true));
+      break;
+    default:
+      throw new Error(`${file.path}: tensor '${name}' is ${e.dtype}, not a floating-point dtype`);
+  }
+  return { data: out, shape: [...e.shape] };
+}
+
+/** Serialises fp32 tensors; keys are written sorted, header padded to 8 bytes. */
+export function serializeSafetensors(tensors: Record<string, Tensor>, metadata?: Record<string, string>): Uint8Array {
+  const names = Object.keys(tensors).sort();
+  const header: Record<string, unknown> = {};
+  if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
+  let offset = 0;
+  for (const name of names) {
+    const t = tensors[name]!;
+    if (t.data.length !== numel(t.shape)) throw new RangeError(`tensor '${name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`);
+    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    offset += t.data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+  const headerBytes = Buffer.from(json, 'utf8');
+  const out = new Uint8Array(8 + headerBytes.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  out.set(headerBytes, 8);
+  let at = 8 + headerBytes.length;
+  for (const name of names) {
+    const t = tensors[name]!;
+    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at);
+    at += t.data.byteLength;
+  }
+  return out;
+}
+
+/** Writes atomically: a temporary file in the same folder, fsynced, then renamed over path. */
+export function writeSafetensors(path: string, tensors: Record<string, Tensor>, metadata?: Record<string, string>): void {
+  const bytes = serializeSafetensors(tensors, metadata);
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  const fd = openSync(tmp, 'w');
+  try {
+    writeSync(fd, bytes);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}

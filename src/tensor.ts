@@ -1,0 +1,94 @@
+/** A dense fp32 tensor, row-major. */
+export interface Tensor {
+  data: Float32Array;
+  shape: number[];
+}
+
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (ArrayBuffer.isView(value)) {
+    const length = (value as unknown as { length?: number }).length;
+    return `${value.constructor.name}${length === undefined ? '' : ` of length ${length}`}`;
+  }
+  if (Array.isArray(value)) return `[${value.map((v) => describeValue(v)).join(', ')}]`;
+  if (typeof value === 'string') return `'${value}'`;
+  if (typeof value === 'object') return value.constructor?.name && value.constructor !== Object ? value.constructor.name : 'object';
+  return String(value);
+}
+
+/** Throws `Expected <what> for <name> but received <value>` (sharp's wording). */
+export function invalid(op: string, what: string, name: string, value: unknown, Kind: typeof TypeError | typeof RangeError = TypeError): never {
+  throw new Kind(`${op}: Expected ${what} for ${name} but received ${describeValue(value)}`);
+}
+
+export function tensor(data: Float32Array, shape: number[]): Tensor {
+  const t = { data, shape };
+  new ShapeCheck('tensor').tensor('tensor', t, shape.map((_, i) => `d${i}`));
+  return t;
+}
+
+export function zeros(shape: number[]): Tensor {
+  return { data: new Float32Array(numel(shape)), shape: [...shape] };
+}
+
+/**
+ * Checks tensors against symbolic shapes and binds the symbols, e.g. x: ['...rows', 'in'],
+ * weight: ['out', 'in'] makes both agree on `in`. A leading '...name' matches any number of
+ * leading dims (their product binds to name). Numbers must match exactly.
+ */
+export class ShapeCheck {
+  private readonly dims = new Map<string, number>();
+  constructor(private readonly op: string) {}
+
+  tensor(name: string, t: unknown, pattern: (string | number)[]): Tensor {
+    if (typeof t !== 'object' || t === null) invalid(this.op, 'a tensor { data: Float32Array, shape: number[] }', name, t);
+    const { data, shape } = t as Partial<Tensor>;
+    if (!(data instanceof Float32Array)) invalid(this.op, 'a Float32Array', `${name}.data`, data);
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 1))
+      invalid(this.op, 'an array of positive integers', `${name}.shape`, shape);
+    if (data.length !== numel(shape))
+      invalid(this.op, `a Float32Array of length ${numel(shape)} (shape [${shape.join(', ')}])`, `${name}.data`, data, RangeError);
+    const expected = () => `shape [${pattern.map((p) => (typeof p === 'number' ? p : this.dims.get(p.replace('...', '')) ?? p)).join(', ')}]`;
+    const variadic = typeof pattern[0] === 'string' && pattern[0].startsWith('...');
+    const fixed = variadic ? pattern.slice(1) : pattern;
+    if (variadic ? shape.length < fixed.length : shape.length !== fixed.length) invalid(this.op, expected(), name, shape, RangeError);
+    const lead = shape.length - fixed.length;
+    const bindings: [string | number, number][] = fixed.map((p, i) => [p, shape[lead + i]!]);
+    if (variadic) bindings.unshift([(pattern[0] as string).slice(3), numel(shape.slice(0, lead))]);
+    for (const [p, size] of bindings) {
+      if (typeof p === 'number') {
+        if (p !== size) invalid(this.op, expected(), name, shape, RangeError);
+      } else {
+        const bound = this.dims.get(p);
+        if (bound !== undefined && bound !== size) invalid(this.op, expected(), name, shape, RangeError);
+        this.dims.set(p, size);
+      }
+    }
+    return t as Tensor;
+  }
+
+  optionalTensor(name: string, t: unknown, pattern: (string | number)[]): Tensor | null {
+    return t === null || t === undefined ? null : this.tensor(name, t, pattern);
+  }
+
+  dim(name: string): number {
+    const d = this.dims.get(name);
+    if (d === undefined) throw new Error(`${this.op}: internal error, dim ${name} unbound`);
+    return d;
+  }
+
+  positiveInteger(name: string, value: unknown): number {
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) invalid(this.op, 'a positive integer', name, value);
+    return value;
+  }
+
+  finite(name: string, value: unknown): number {
+    if (typeof value !== 'number' || !Number.isFinite(value)) invalid(this.op, 'a finite number', name, value);
+    return value;
+  }
+}

@@ -1,0 +1,10 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['tests/**/*.test.ts'],
+    // Native ops use every core; running test files in parallel would only oversubscribe.
+    fileParallelism: false,
+    testTimeout: 60_000,
+  },
+});
