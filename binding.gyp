@@ -16,6 +16,7 @@
         "native/addon.cpp",
         "native/cpu/thread_pool.cpp",
         "native/cpu/kernels.cpp",
+        "native/cpu/cpu_info.cpp",
         "native/cpu/kernels_generic.cpp",
         "native/cpu/gemm.cpp",
         "native/cpu/linear.cpp",
@@ -42,7 +43,7 @@
           "target_name": "lora_train_avx512",
           "type": "static_library",
           "sources": ["native/cpu/kernels_avx512.cpp"],
-          "cflags_cc": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma", "-fPIC", "-Wno-maybe-uninitialized"]
+          "cflags_cc": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma", "-fPIC", "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
         }
       ]
     }]

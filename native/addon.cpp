@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/cpu_info.h"
 #include "cpu/cpu_ops.h"
 #include "cpu/kernels.h"
 #include "cpu/thread_pool.h"
@@ -40,8 +41,20 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < names.size(); ++i) available.Set(i, names[i]);
   cpu.Set("availableKernels", available);
   cpu.Set("threads", cpu::num_threads());
+  cpu::CpuIdentity id = cpu::cpu_identity();
+  cpu.Set("vendor", id.vendor);
+  cpu.Set("brand", id.brand);
+  cpu.Set("family", id.family);
+  cpu.Set("model", id.model);
   out.Set("cpu", cpu);
   return out;
+}
+
+// (seconds) -> GHz, measured on the calling (JS) thread: it is short and must not share a core.
+Napi::Value MeasureClockGHz(const Napi::CallbackInfo& info) {
+  OpCall call(info, "measureClockGHz");
+  double seconds = call.number(0, "seconds");
+  return Napi::Number::New(info.Env(), cpu::measure_clock_ghz(seconds));
 }
 
 Napi::Value SetCpuKernels(const Napi::CallbackInfo& info) {
@@ -374,6 +387,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   using namespace lt;
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setCpuKernels", Napi::Function::New(env, SetCpuKernels));
+  exports.Set("measureClockGHz", Napi::Function::New(env, MeasureClockGHz));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("linearForward", Napi::Function::New(env, LinearForward));
   exports.Set("linearBackward", Napi::Function::New(env, LinearBackward));

@@ -9,7 +9,7 @@ import { packageRoot } from './package-root.js';
 export interface NativeInfo {
   version: string;
   backends: string[];
-  cpu: { kernels: string; availableKernels: string[]; threads: number };
+  cpu: { kernels: string; availableKernels: string[]; threads: number; vendor: string; brand: string; family: number; model: number };
 }
 
 type Buf = Float32Array | null;
@@ -18,6 +18,7 @@ type Buf = Float32Array | null;
 export interface NativeAddon {
   info(): NativeInfo;
   setCpuKernels(name: string): void;
+  measureClockGHz(seconds: number): number;
   gemm(device: string, C: Float32Array, A: Float32Array, B: Float32Array, M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number): Promise<void>;
   linearForward(device: string, y: Float32Array, x: Float32Array, W: Float32Array, b: Buf, rows: number, inF: number, outF: number): Promise<void>;
   linearBackward(device: string, dx: Buf, dW: Buf, db: Buf, dy: Float32Array, x: Float32Array, W: Float32Array, rows: number, inF: number, outF: number): Promise<void>;

@@ -18,6 +18,21 @@ namespace {
 constexpr int64_t kBr = 96;   // query rows per block: a multiple of every kernel set's mr
 constexpr int64_t kBc = 128;  // key rows per block: a multiple of every kernel set's nr
 
+// Copies one head's (rows, d) slice out of an interleaved (rows, ld) tensor. Working on
+// contiguous copies matters: with ld = H*d the rows sit a multiple of 2 KiB apart, which maps
+// a whole key block onto a few L1 sets.
+std::vector<float> gather_head(const float* src, int64_t rows, int64_t d, int64_t ld) {
+  std::vector<float> out(rows * d);
+  for (int64_t i = 0; i < rows; ++i) std::copy(src + i * ld, src + i * ld + d, out.data() + i * d);
+  return out;
+}
+
+// dst (rows, d) slice of an interleaved tensor += src (rows, d) contiguous.
+void scatter_add_head(float* dst, const std::vector<float>& src, int64_t rows, int64_t d, int64_t ld) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < d; ++c) dst[i * ld + c] += src[i * d + c];
+}
+
 void gemm_tile(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
                bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb,
                int64_t ldc) {
@@ -34,10 +49,10 @@ void CpuOps::attention_forward(float* o, float* lse, const float* q, const float
     const int64_t b = task / H, h = task % H;
     // One head's rows inside an interleaved (rows, H*d) tensor; keeps the pointer's constness.
     auto head = [&](auto* base, int64_t rows) { return base + b * rows * ld + h * d; };
-    const float* qh = head(q, N);  // (N, d) rows strided by ld
-    const float* kh = head(k, M);  // (M, d)
-    const float* vh = head(v, M);  // (M, d)
-    float* oh = head(o, N);
+    const std::vector<float> qh = gather_head(head(q, N), N, d, ld);  // (N, d)
+    const std::vector<float> kh = gather_head(head(k, M), M, d, ld);  // (M, d)
+    const std::vector<float> vh = gather_head(head(v, M), M, d, ld);  // (M, d)
+    float* oh = head(o, N);                                           // (N, d) rows strided by ld
     float* lse_h = lse + (b * H + h) * N;       // (N)
     const auto& ks = active_kernels();
     std::vector<float> s(kBr * kBc);            // (kBr, kBc) scores, then probabilities
@@ -51,23 +66,18 @@ void CpuOps::attention_forward(float* o, float* lse, const float* q, const float
       for (int64_t j0 = 0; j0 < M; j0 += kBc) {
         const int64_t bc = std::min(kBc, M - j0);
         // s = scale * q_i k_j^T   (br, bc)
-        gemm_tile(s.data(), qh + i0 * ld, kh + j0 * ld, br, bc, d, false, true, scale, 0.0f, ld, ld, kBc);
+        gemm_tile(s.data(), qh.data() + i0 * d, kh.data() + j0 * d, br, bc, d, false, true, scale, 0.0f, d, d, kBc);
         for (int64_t r = 0; r < br; ++r) {
           float* srow = s.data() + r * kBc;
-          float m_new = row_max[r];
-          for (int64_t c = 0; c < bc; ++c) m_new = std::max(m_new, srow[c]);
+          const float m_new = std::max(row_max[r], ks.row_max(srow, bc));
           const float correction = std::exp(row_max[r] - m_new);  // exp(-inf) = 0 on the first block
-          for (int64_t c = 0; c < bc; ++c) srow[c] -= m_new;
-          ks.exp_inplace(srow, bc);
-          float sum = 0.0f;
-          for (int64_t c = 0; c < bc; ++c) sum += srow[c];
-          row_sum[r] = row_sum[r] * correction + sum;
+          row_sum[r] = row_sum[r] * correction + ks.exp_shift_sum(srow, bc, m_new);
           row_max[r] = m_new;
           if (correction != 1.0f)
             for (int64_t c = 0; c < d; ++c) acc[r * d + c] *= correction;
         }
         // acc += p v_j   (br, d)
-        gemm_tile(acc.data(), s.data(), vh + j0 * ld, br, d, bc, false, false, 1.0f, 1.0f, kBc, ld, d);
+        gemm_tile(acc.data(), s.data(), vh.data() + j0 * d, br, d, bc, false, false, 1.0f, 1.0f, kBc, d, d);
       }
       for (int64_t r = 0; r < br; ++r) {
         const float inv = 1.0f / row_sum[r];
@@ -88,21 +98,19 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
     const int64_t b = task / H, h = task % H;
     // One head's rows inside an interleaved (rows, H*d) tensor; keeps the pointer's constness.
     auto head = [&](auto* base, int64_t rows) { return base + b * rows * ld + h * d; };
-    const float* qh = head(q, N);
-    const float* kh = head(k, M);
-    const float* vh = head(v, M);
-    const float* oh = head(o, N);
-    const float* doh = head(dout, N);
-    float* dqh = head(dq, N);
-    float* dkh = head(dk, M);
-    float* dvh = head(dv, M);
+    const std::vector<float> qh = gather_head(head(q, N), N, d, ld);     // (N, d)
+    const std::vector<float> kh = gather_head(head(k, M), M, d, ld);     // (M, d)
+    const std::vector<float> vh = gather_head(head(v, M), M, d, ld);     // (M, d)
+    const std::vector<float> doh = gather_head(head(dout, N), N, d, ld);  // (N, d)
+    const float* oh = head(o, N);                                         // (N, d) strided by ld
+    std::vector<float> dqh(N * d), dkh(M * d), dvh(M * d);               // contiguous accumulators
     const float* lse_h = lse + (b * H + h) * N;
     const auto& ks = active_kernels();
     // delta_i = sum_c dout_ic o_ic = sum_j p_ij dp_ij, the softmax backward's row term.
     std::vector<float> delta(N);
     for (int64_t i = 0; i < N; ++i) {
       float sum = 0.0f;
-      for (int64_t c = 0; c < d; ++c) sum += doh[i * ld + c] * oh[i * ld + c];
+      for (int64_t c = 0; c < d; ++c) sum += doh[i * d + c] * oh[i * ld + c];
       delta[i] = sum;
     }
     std::vector<float> p(kBr * kBc), dp(kBr * kBc);  // (kBr, kBc) tiles
@@ -111,16 +119,12 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
       for (int64_t i0 = 0; i0 < N; i0 += kBr) {
         const int64_t br = std::min(kBr, N - i0);
         // p = exp(scale q_i k_j^T - lse_i)
-        gemm_tile(p.data(), qh + i0 * ld, kh + j0 * ld, br, bc, d, false, true, scale, 0.0f, ld, ld, kBc);
-        for (int64_t r = 0; r < br; ++r) {
-          float* prow = p.data() + r * kBc;
-          for (int64_t c = 0; c < bc; ++c) prow[c] -= lse_h[i0 + r];
-          ks.exp_inplace(prow, bc);
-        }
+        gemm_tile(p.data(), qh.data() + i0 * d, kh.data() + j0 * d, br, bc, d, false, true, scale, 0.0f, d, d, kBc);
+        for (int64_t r = 0; r < br; ++r) ks.exp_shift_sum(p.data() + r * kBc, bc, lse_h[i0 + r]);
         // dv_j += p^T dout_i   (bc, d)
-        gemm_tile(dvh + j0 * ld, p.data(), doh + i0 * ld, bc, d, br, true, false, 1.0f, 1.0f, kBc, ld, ld);
+        gemm_tile(dvh.data() + j0 * d, p.data(), doh.data() + i0 * d, bc, d, br, true, false, 1.0f, 1.0f, kBc, d, d);
         // dp = dout_i v_j^T   (br, bc)
-        gemm_tile(dp.data(), doh + i0 * ld, vh + j0 * ld, br, bc, d, false, true, 1.0f, 0.0f, ld, ld, kBc);
+        gemm_tile(dp.data(), doh.data() + i0 * d, vh.data() + j0 * d, br, bc, d, false, true, 1.0f, 0.0f, d, d, kBc);
         // ds = p * (dp - delta_i), stored over dp
         for (int64_t r = 0; r < br; ++r) {
           const float* prow = p.data() + r * kBc;
@@ -128,10 +132,13 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
           for (int64_t c = 0; c < bc; ++c) dsrow[c] = prow[c] * (dsrow[c] - delta[i0 + r]);
         }
         // dq_i += scale ds k_j   (br, d);   dk_j += scale ds^T q_i   (bc, d)
-        gemm_tile(dqh + i0 * ld, dp.data(), kh + j0 * ld, br, d, bc, false, false, scale, 1.0f, kBc, ld, ld);
-        gemm_tile(dkh + j0 * ld, dp.data(), qh + i0 * ld, bc, d, br, true, false, scale, 1.0f, kBc, ld, ld);
+        gemm_tile(dqh.data() + i0 * d, dp.data(), kh.data() + j0 * d, br, d, bc, false, false, scale, 1.0f, kBc, d, d);
+        gemm_tile(dkh.data() + j0 * d, dp.data(), qh.data() + i0 * d, bc, d, br, true, false, scale, 1.0f, kBc, d, d);
       }
     }
+    scatter_add_head(head(dq, N), dqh, N, d, ld);
+    scatter_add_head(head(dk, M), dkh, M, d, ld);
+    scatter_add_head(head(dv, M), dvh, M, d, ld);
   });
 }
 

@@ -16,8 +16,10 @@ struct KernelSet {
   // Ap: kc steps of mr values (packed A); Bp: kc steps of nr values (packed B).
   void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc,
                     float alpha, float beta);
-  // x[i] = exp(x[i]) for i < n, accurate to a few ulp; exp(-inf) = 0.
-  void (*exp_inplace)(float* x, int64_t n);
+  // Softmax row helpers for attention, accurate to a few ulp; exp(-inf) = 0.
+  float (*row_max)(const float* x, int64_t n);
+  // x[i] = exp(x[i] - shift) for i < n; returns the sum of the new values.
+  float (*exp_shift_sum)(float* x, int64_t n, float shift);
 };
 
 extern const KernelSet kGenericKernels;

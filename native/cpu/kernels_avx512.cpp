@@ -38,18 +38,38 @@ void gemm_tile_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, in
   }
 }
 
-void exp_inplace_avx512(float* x, int64_t n) {
+float row_max_avx512(const float* x, int64_t n) {
+  __m512 m = _mm512_set1_ps(-__builtin_inff());
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, exp_ps_avx512(_mm512_loadu_ps(x + i)));
+  for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
   if (i < n) {
-    __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(x + i, m, exp_ps_avx512(_mm512_maskz_loadu_ps(m, x + i)));
+    __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
+    m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, x + i));
   }
+  return _mm512_reduce_max_ps(m);
+}
+
+float exp_shift_sum_avx512(float* x, int64_t n, float shift) {
+  const __m512 vshift = _mm512_set1_ps(shift);
+  __m512 sum = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 e = exp_ps_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vshift));
+    _mm512_storeu_ps(x + i, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  if (i < n) {
+    __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
+    __m512 e = exp_ps_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vshift));
+    _mm512_mask_storeu_ps(x + i, k, e);
+    sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, e));
+  }
+  return _mm512_reduce_add_ps(sum);
 }
 
 }  // namespace
 
-const KernelSet kAvx512Kernels = {"avx512", kMR, kNR, 144, 256, 4096, gemm_tile_avx512,
-                                  exp_inplace_avx512};
+const KernelSet kAvx512Kernels = {"avx512", kMR, kNR, 96, 768, 4096, gemm_tile_avx512,
+                                  row_max_avx512, exp_shift_sum_avx512};
 
 }  // namespace lt::cpu

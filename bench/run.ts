@@ -1,0 +1,208 @@
+// `npm run bench [-- --json] [-- --filter <substring>] [-- --min-seconds <s>]`
+// Times lora-train's ops at the Würstchen prior's shapes and, where a Python with NumPy or
+// PyTorch is found, the same operation there in the same run. --json prints one object per
+// line: {name, shape, seconds, gflops, peer}; peer.ratio = peer seconds / lora-train seconds
+// (above 1: lora-train is faster).
+import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { native } from '../src/native.js';
+import * as ops from '../src/ops.js';
+import { packageRoot } from '../src/package-root.js';
+import type { Tensor } from '../src/tensor.js';
+
+interface PeerSpec {
+  kind: 'gemm' | 'attention';
+  [param: string]: unknown;
+}
+
+interface BenchCase {
+  name: string;
+  shape: string;
+  /** Floating-point operations of one run (algorithmic count). */
+  flops: number;
+  setup(): Promise<() => Promise<unknown>>;
+  peer?: PeerSpec;
+}
+
+interface Peer {
+  impl: string;
+  seconds: number;
+}
+
+function randomTensor(shape: number[], seed: number): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    data[i] = ((s >>> 0) / 4294967296) * 2 - 1;
+  }
+  return { data, shape };
+}
+
+const GEMM_SHAPES: [number, number, number][] = [
+  [2304, 1024, 256],
+  [2304, 256, 1024],
+  [2304, 1536, 1536],
+  [4608, 6144, 1536],
+];
+
+const ATTENTION_SHAPES = [
+  { B: 4, H: 4, N: 576, M: 653, d: 64 },
+  { B: 4, H: 24, N: 576, M: 653, d: 64 },
+];
+
+export function benchCases(): BenchCase[] {
+  const cases: BenchCase[] = [];
+  for (const [M, N, K] of GEMM_SHAPES)
+    cases.push({
+      name: 'gemm',
+      shape: `${M}x${N}x${K}`,
+      flops: 2 * M * N * K,
+      peer: { kind: 'gemm', M, N, K },
+      async setup() {
+        const a = randomTensor([M, K], 1), b = randomTensor([K, N], 2);
+        const out = { data: new Float32Array(M * N), shape: [M, N] };
+        return () => ops.matmul(a, b, { out });
+      },
+    });
+  for (const { B, H, N, M, d } of ATTENTION_SHAPES)
+    cases.push({
+      name: 'attention_fwd_bwd',
+      shape: `B${B} H${H} N${N} M${M} d${d}`,
+      // forward 4NMd + backward 8NMd per head (what matmul-softmax-matmul computes)
+      flops: 12 * B * H * N * M * d,
+      peer: { kind: 'attention', B, H, N, M, d },
+      async setup() {
+        const C = H * d;
+        const q = randomTensor([B, N, C], 3), k = randomTensor([B, M, C], 4), v = randomTensor([B, M, C], 5), dout = randomTensor([B, N, C], 6);
+        return async () => {
+          const { out, lse } = await ops.attention(q, k, v, H);
+          return ops.attentionBackward(dout, q, k, v, out, lse, H);
+        };
+      },
+    });
+  return cases;
+}
+
+async function time(run: () => Promise<unknown>, minSeconds: number): Promise<number> {
+  await run(); // warm-up: first-touch allocations, packing buffers
+  const times: number[] = [];
+  const start = performance.now();
+  while (times.length < 3 || (performance.now() - start) / 1000 < minSeconds) {
+    const t = performance.now();
+    await run();
+    times.push((performance.now() - t) / 1000);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)]!;
+}
+
+/** Finds a Python with numpy or torch: LORA_TRAIN_PEER_PYTHON, then python3, then /usr/bin/python3. */
+function findPeerPython(): string | undefined {
+  const candidates = [process.env.LORA_TRAIN_PEER_PYTHON, 'python3', '/usr/bin/python3', 'python'].filter((c): c is string => !!c);
+  let fallback: string | undefined;
+  for (const py of candidates) {
+    const r = spawnSync(py, ['-c', 'import importlib.util as u; print(int(bool(u.find_spec("numpy"))) + 2 * int(bool(u.find_spec("torch"))))'], { encoding: 'utf8' });
+    const found = Number(r.stdout?.trim());
+    if (r.status !== 0 || !found) continue;
+    if (found === 3) return py; // both: the GEMM peer uses NumPy, attention uses PyTorch
+    fallback ??= py;
+  }
+  return fallback;
+}
+
+function peerEnv(): NodeJS.ProcessEnv {
+  // Pins of OpenBLAS's core type slow a current NumPy; the peer runs without them (tests don't).
+  const env = { ...process.env };
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  return env;
+}
+
+function runPeers(cases: { id: string; spec: PeerSpec }[], minSeconds: number): Map<string, Peer> {
+  const result = new Map<string, Peer>();
+  const python = findPeerPython();
+  if (!python || cases.length === 0) return result;
+  const input = JSON.stringify(cases.map((c) => ({ id: c.id, minSeconds, ...c.spec })));
+  const r = spawnSync(python, [join(packageRoot, 'bench', 'peer.py')], { input, encoding: 'utf8', env: peerEnv(), maxBuffer: 1 << 24 });
+  if (r.status !== 0) {
+    console.error(`bench: peer (${python}) failed: ${r.stderr.trim().split('\n').pop()}`);
+  }
+  for (const line of r.stdout.split('\n')) {
+    if (!line.trim()) continue;
+    const p = JSON.parse(line) as { id: string; impl: string; seconds: number };
+    result.set(p.id, { impl: p.impl, seconds: p.seconds });
+  }
+  return result;
+}
+
+function machine() {
+  const info = native().info();
+  const clockGHz = native().measureClockGHz(0.3);
+  // fp32 FMA lanes per core per cycle: vector width x FMA pipes. Zen 2-4 have two 256-bit FMA
+  // pipes (Zen 4 splits AVX-512 over them); Zen 5 and Intel AVX-512 server cores have two
+  // 512-bit ones; AVX2 cores two 256-bit ones.
+  const { vendor, family } = info.cpu;
+  let lanes = 8;
+  if (info.cpu.availableKernels.includes('avx512')) lanes = vendor === 'AuthenticAMD' && family < 0x1a ? 16 : 32;
+  else if (info.cpu.availableKernels.includes('avx2')) lanes = 16;
+  const cores = availableParallelism();
+  return {
+    name: 'machine',
+    cpu: info.cpu.brand,
+    cores,
+    threads: info.cpu.threads,
+    kernels: info.cpu.kernels,
+    clock_ghz: Number(clockGHz.toFixed(3)),
+    clock_source: 'measured (dependent-add chain)',
+    fma_lanes: lanes,
+    peak_gflops: Number((cores * lanes * 2 * clockGHz).toFixed(1)),
+  };
+}
+
+async function main(argv: string[]) {
+  const json = argv.includes('--json');
+  const arg = (flag: string) => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const filter = arg('--filter');
+  const minSeconds = Number(arg('--min-seconds') ?? 1);
+  const cases = benchCases().filter((c) => !filter || `${c.name} ${c.shape}`.includes(filter));
+
+  const m = machine();
+  if (json) console.log(JSON.stringify(m));
+  else console.log(`machine: ${m.cpu}, ${m.cores} cores at ${m.clock_ghz} GHz (measured), ${m.fma_lanes} fp32 FMA lanes, estimated fp32 peak ${m.peak_gflops} GFLOP/s; kernels ${m.kernels}`);
+
+  const ours = [];
+  for (const c of cases) {
+    const seconds = await time(await c.setup(), minSeconds);
+    ours.push({ c, seconds });
+  }
+  const peers = runPeers(ours.filter((o) => o.c.peer).map((o, i) => ({ id: String(i), spec: o.c.peer! })), minSeconds);
+
+  let peerIndex = 0;
+  for (const { c, seconds } of ours) {
+    const peer = c.peer ? peers.get(String(peerIndex++)) : undefined;
+    const row = {
+      name: c.name,
+      shape: c.shape,
+      seconds: Number(seconds.toPrecision(4)),
+      gflops: Number((c.flops / seconds / 1e9).toFixed(1)),
+      peer: peer
+        ? { impl: peer.impl, seconds: Number(peer.seconds.toPrecision(4)), gflops: Number((c.flops / peer.seconds / 1e9).toFixed(1)), ratio: Number((peer.seconds / seconds).toFixed(3)) }
+        : null,
+    };
+    if (json) console.log(JSON.stringify(row));
+    else {
+      const p = row.peer ? `   peer ${row.peer.impl}: ${(row.peer.seconds * 1e3).toFixed(2)} ms, ${row.peer.gflops} GFLOP/s, lora-train ${row.peer.ratio}x` : '   peer: none (no Python with numpy or torch found)';
+      console.log(`${row.name.padEnd(18)} ${row.shape.padEnd(26)} ${(row.seconds * 1e3).toFixed(2).padStart(9)} ms ${String(row.gflops).padStart(7)} GFLOP/s\n${p}`);
+    }
+  }
+}
+
+await main(process.argv.slice(2));
