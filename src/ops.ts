@@ -17,7 +17,7 @@ function device(op: string, opts?: DeviceOption): Device {
 }
 
 /** Runs a native call; a failure is re-thrown with the stack of the code that called the op. */
-async function callNative<T>(run: () => Promise<T>): Promise<T> {
+export async function callNative<T>(run: () => Promise<T>): Promise<T> {
   const caller = new Error().stack?.split('\n').slice(2).join('\n') ?? '';
   try {
     return await run();
@@ -368,9 +368,12 @@ export async function adamw(slots: AdamWSlot[], hyper: AdamWHyper, step: number,
   const s = new ShapeCheck(op);
   if (!Array.isArray(slots)) invalid(op, 'an array of { param, grad, expAvg, expAvgSq }', 'slots', slots);
   slots.forEach((slot, i) => {
-    const shape = [slot?.param?.length ?? 0];
-    for (const key of ['param', 'grad', 'expAvg', 'expAvgSq'] as const)
-      s.tensor(`slots[${i}].${key}`, { data: slot?.[key], shape }, [`n${i}`]);
+    if (!(slot?.param instanceof Float32Array)) invalid(op, 'a Float32Array', `slots[${i}].param`, slot?.param);
+    for (const key of ['grad', 'expAvg', 'expAvgSq'] as const) {
+      const a = slot[key];
+      if (!(a instanceof Float32Array)) invalid(op, 'a Float32Array', `slots[${i}].${key}`, a);
+      if (a.length !== slot.param.length) invalid(op, `a Float32Array of length ${slot.param.length}`, `slots[${i}].${key}`, a, RangeError);
+    }
   });
   s.positiveInteger('step', step);
   const lr = s.finite('lr', hyper.lr);
