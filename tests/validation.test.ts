@@ -42,7 +42,7 @@ describe('the checked op API', () => {
 
   it('re-throws native errors with the caller\'s stack', async () => {
     const bad = () => ops.callNative(() => native().gemm('cpu', new Float32Array(5), new Float32Array(6), new Float32Array(6), 2, 3, 3, false, false, 1, 0));
-    const error = await bad().catch((e: Error) => e);
+    const error = (await bad().catch((e: unknown) => e)) as Error;
     expect(error).toBeInstanceOf(RangeError);
     expect(error.message).toBe('gemm: Expected a Float32Array of length 6 for C but received Float32Array of length 5');
     expect(error.stack).toContain('validation.test.ts');
