@@ -103,8 +103,17 @@ export function loadNativeFrom(paths: string[]): NativeAddon {
 
 let cached: NativeAddon | undefined;
 
-/** The addon, loaded once. */
+/** The addon, loaded once. A LORA_TRAIN_CPU_KERNEL that this CPU cannot run is an error
+ * here rather than a silent fallback. */
 export function native(): NativeAddon {
-  cached ??= loadNativeFrom(candidatePaths());
-  return cached;
+  if (cached) return cached;
+  const addon = loadNativeFrom(candidatePaths());
+  const forced = process.env.LORA_TRAIN_CPU_KERNEL;
+  if (forced) {
+    const { kernels, availableKernels } = addon.info().cpu;
+    if (kernels !== forced)
+      throw new Error(`LORA_TRAIN_CPU_KERNEL=${forced} is not available on this CPU (available: ${availableKernels.join(', ')}); unset it or pick one of those`);
+  }
+  cached = addon;
+  return addon;
 }

@@ -61,8 +61,8 @@ const KernelSet* find_supported(const std::string& name) {
 const KernelSet* initial_kernels() {
   const char* forced = std::getenv("LORA_TRAIN_CPU_KERNEL");
   if (forced && *forced) {
-    // An impossible request falls back to the best set; the JS loader reports the mismatch
-    // because info() names the active set.
+    // An impossible request falls back to the best set; the JS loader turns the mismatch
+    // (info() names the active set) into an error.
     if (const KernelSet* k = find_supported(forced)) return k;
   }
   return best_kernels();
