@@ -18,12 +18,16 @@
         "native/cpu/kernels.cpp",
         "native/cpu/cpu_info.cpp",
         "native/cpu/kernels_generic.cpp",
+        "native/cpu/memory.cpp",
         "native/cpu/gemm.cpp",
         "native/cpu/linear.cpp",
         "native/cpu/attention.cpp",
         "native/cpu/norm_act.cpp",
         "native/cpu/conv.cpp",
-        "native/cpu/optim.cpp"
+        "native/cpu/elementwise.cpp",
+        "native/cpu/optim.cpp",
+        "native/models/prior.cpp",
+        "native/prior_binding.cpp"
       ],
       "conditions": [
         ["target_arch=='x64'", {"dependencies": ["lora_train_avx2", "lora_train_avx512"]}]

@@ -11,7 +11,9 @@
 #include "cpu/cpu_ops.h"
 #include "cpu/kernels.h"
 #include "cpu/thread_pool.h"
+#include "backends.h"
 #include "napi_call.h"
+#include "prior_binding.h"
 
 #ifndef LORA_TRAIN_VERSION
 #define LORA_TRAIN_VERSION "dev"
@@ -20,12 +22,6 @@
 namespace lt {
 namespace {
 
-Ops& backend(OpCall& call, size_t i) {
-  static cpu::CpuOps cpu_ops;
-  std::string name = call.string(i, "device");
-  if (name == "cpu") return cpu_ops;
-  throw Napi::Error::New(call.env(), "device '" + name + "' is not available in this build (built backends: cpu)");
-}
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -71,7 +67,7 @@ Napi::Value SetCpuKernels(const Napi::CallbackInfo& info) {
 // (device, C, A, B, M, N, K, transA, transB, alpha, beta)
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   OpCall call(info, "gemm");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t M = call.dim(4, "M"), N = call.dim(5, "N"), K = call.dim(6, "K");
   bool ta = call.flag(7, "transA"), tb = call.flag(8, "transB");
   float alpha = static_cast<float>(call.number(9, "alpha")), beta = static_cast<float>(call.number(10, "beta"));
@@ -86,7 +82,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
 // (device, y, x, W, b?, rows, in, out)
 Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   OpCall call(info, "linearForward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t rows = call.dim(5, "rows"), in = call.dim(6, "in"), out = call.dim(7, "out");
   float* y = call.f32(1, "y", rows * out);
   const float* x = call.f32(2, "x", rows * in);
@@ -98,7 +94,7 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
 // (device, dx?, dW?, db?, dy, x, W, rows, in, out)
 Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
   OpCall call(info, "linearBackward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t rows = call.dim(7, "rows"), in = call.dim(8, "in"), out = call.dim(9, "out");
   float* dx = call.f32_optional(1, "dx", rows * in);
   float* dW = call.f32_optional(2, "dW", out * in);
@@ -112,7 +108,7 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
 // (device, y, xa, x, W, b?, A, B, scale, rows, in, out, r)
 Napi::Value LoraLinearForward(const Napi::CallbackInfo& info) {
   OpCall call(info, "loraLinearForward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   float scale = static_cast<float>(call.number(8, "scale"));
   int64_t rows = call.dim(9, "rows"), in = call.dim(10, "in"), out = call.dim(11, "out"), r = call.dim(12, "r");
   float* y = call.f32(1, "y", rows * out);
@@ -122,13 +118,13 @@ Napi::Value LoraLinearForward(const Napi::CallbackInfo& info) {
   const float* b = call.f32_optional(5, "b", out);
   const float* A = call.f32(6, "A", r * in);
   const float* B = call.f32(7, "B", out * r);
-  return call.run([=, &ops] { ops.lora_linear_forward(y, xa, x, W, b, A, B, scale, rows, in, out, r); });
+  return call.run([=, &ops] { ops.lora_linear_forward(y, xa, x, nullptr, W, b, A, B, scale, rows, in, out, r); });
 }
 
 // (device, dx?, dA, dB, dW?, db?, dy, x, xa, W, A, B, scale, rows, in, out, r)
 Napi::Value LoraLinearBackward(const Napi::CallbackInfo& info) {
   OpCall call(info, "loraLinearBackward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   float scale = static_cast<float>(call.number(12, "scale"));
   int64_t rows = call.dim(13, "rows"), in = call.dim(14, "in"), out = call.dim(15, "out"), r = call.dim(16, "r");
   float* dx = call.f32_optional(1, "dx", rows * in);
@@ -143,14 +139,14 @@ Napi::Value LoraLinearBackward(const Napi::CallbackInfo& info) {
   const float* A = call.f32(10, "A", r * in);
   const float* B = call.f32(11, "B", out * r);
   return call.run([=, &ops] {
-    ops.lora_linear_backward(dx, dA, dB, dW, db, dy, x, xa, W, A, B, scale, rows, in, out, r);
+    ops.lora_linear_backward(dx, nullptr, dA, dB, dW, db, dy, x, nullptr, xa, W, A, B, scale, rows, in, out, r);
   });
 }
 
 // (device, o, lse, q, k, v, B, N, M, H, d, scale)
 Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   OpCall call(info, "attentionForward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t B = call.dim(6, "B"), N = call.dim(7, "N"), M = call.dim(8, "M"), H = call.dim(9, "H"), d = call.dim(10, "d");
   float scale = static_cast<float>(call.number(11, "scale"));
   float* o = call.f32(1, "o", B * N * H * d);
@@ -164,7 +160,7 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
 // (device, dq, dk, dv, dout, q, k, v, o, lse, B, N, M, H, d, scale)
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   OpCall call(info, "attentionBackward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t B = call.dim(10, "B"), N = call.dim(11, "N"), M = call.dim(12, "M"), H = call.dim(13, "H"), d = call.dim(14, "d");
   float scale = static_cast<float>(call.number(15, "scale"));
   const int64_t nq = B * N * H * d, nk = B * M * H * d;
@@ -183,7 +179,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
 // (device, y, mean, rstd, x, rows, C, eps)
 Napi::Value LayerNormForward(const Napi::CallbackInfo& info) {
   OpCall call(info, "layerNormForward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t rows = call.dim(5, "rows"), C = call.dim(6, "C");
   float eps = static_cast<float>(call.number(7, "eps"));
   float* y = call.f32(1, "y", rows * C);
@@ -196,7 +192,7 @@ Napi::Value LayerNormForward(const Napi::CallbackInfo& info) {
 // (device, dx, dy, x, mean, rstd, rows, C)
 Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
   OpCall call(info, "layerNormBackward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t rows = call.dim(6, "rows"), C = call.dim(7, "C");
   float* dx = call.f32(1, "dx", rows * C);
   const float* dy = call.f32(2, "dy", rows * C);
@@ -209,7 +205,7 @@ Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
 // Pointwise activations: (device, kind, y, x, n, slope) and (device, kind, dx, dy, x, n, slope).
 Napi::Value ActivationForward(const Napi::CallbackInfo& info) {
   OpCall call(info, "activationForward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   std::string kind = call.string(1, "kind");
   int64_t n = call.dim(4, "n");
   float slope = static_cast<float>(call.number(5, "slope"));
@@ -223,7 +219,7 @@ Napi::Value ActivationForward(const Napi::CallbackInfo& info) {
 
 Napi::Value ActivationBackward(const Napi::CallbackInfo& info) {
   OpCall call(info, "activationBackward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   std::string kind = call.string(1, "kind");
   int64_t n = call.dim(5, "n");
   float slope = static_cast<float>(call.number(6, "slope"));
@@ -239,7 +235,7 @@ Napi::Value ActivationBackward(const Napi::CallbackInfo& info) {
 // (device, y, u, gamma, beta, B, P, C, eps)
 Napi::Value GrnForward(const Napi::CallbackInfo& info) {
   OpCall call(info, "grnForward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t B = call.dim(5, "B"), P = call.dim(6, "P"), C = call.dim(7, "C");
   float eps = static_cast<float>(call.number(8, "eps"));
   float* y = call.f32(1, "y", B * P * C);
@@ -252,7 +248,7 @@ Napi::Value GrnForward(const Napi::CallbackInfo& info) {
 // (device, du?, dgamma?, dbeta?, dy, u, gamma, B, P, C, eps)
 Napi::Value GrnBackward(const Napi::CallbackInfo& info) {
   OpCall call(info, "grnBackward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t B = call.dim(7, "B"), P = call.dim(8, "P"), C = call.dim(9, "C");
   float eps = static_cast<float>(call.number(10, "eps"));
   float* du = call.f32_optional(1, "du", B * P * C);
@@ -267,7 +263,7 @@ Napi::Value GrnBackward(const Napi::CallbackInfo& info) {
 // (device, y, x, w, bias?, B, H, W, C)
 Napi::Value DepthwiseConvForward(const Napi::CallbackInfo& info) {
   OpCall call(info, "depthwiseConv3x3Forward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t B = call.dim(5, "B"), H = call.dim(6, "H"), W = call.dim(7, "W"), C = call.dim(8, "C");
   float* y = call.f32(1, "y", B * H * W * C);
   const float* x = call.f32(2, "x", B * H * W * C);
@@ -279,7 +275,7 @@ Napi::Value DepthwiseConvForward(const Napi::CallbackInfo& info) {
 // (device, dx?, dw?, dbias?, dy, x, w, B, H, W, C)
 Napi::Value DepthwiseConvBackward(const Napi::CallbackInfo& info) {
   OpCall call(info, "depthwiseConv3x3Backward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t B = call.dim(7, "B"), H = call.dim(8, "H"), W = call.dim(9, "W"), C = call.dim(10, "C");
   float* dx = call.f32_optional(1, "dx", B * H * W * C);
   float* dw = call.f32_optional(2, "dw", C * 9);
@@ -293,7 +289,7 @@ Napi::Value DepthwiseConvBackward(const Napi::CallbackInfo& info) {
 // (device, y, x, w, bias?, B, Cin, Cout, P)
 Napi::Value Conv1x1Forward(const Napi::CallbackInfo& info) {
   OpCall call(info, "conv1x1Forward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t B = call.dim(5, "B"), Cin = call.dim(6, "Cin"), Cout = call.dim(7, "Cout"), P = call.dim(8, "P");
   float* y = call.f32(1, "y", B * Cout * P);
   const float* x = call.f32(2, "x", B * Cin * P);
@@ -305,7 +301,7 @@ Napi::Value Conv1x1Forward(const Napi::CallbackInfo& info) {
 // (device, dx?, dw?, dbias?, dy, x, w, B, Cin, Cout, P)
 Napi::Value Conv1x1Backward(const Napi::CallbackInfo& info) {
   OpCall call(info, "conv1x1Backward");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t B = call.dim(7, "B"), Cin = call.dim(8, "Cin"), Cout = call.dim(9, "Cout"), P = call.dim(10, "P");
   float* dx = call.f32_optional(1, "dx", B * Cin * P);
   float* dw = call.f32_optional(2, "dw", Cout * Cin);
@@ -319,7 +315,7 @@ Napi::Value Conv1x1Backward(const Napi::CallbackInfo& info) {
 // (device, dpred?, pred, target, n, gradScale) -> Promise<loss>
 Napi::Value MseLoss(const Napi::CallbackInfo& info) {
   OpCall call(info, "mseLoss");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   int64_t n = call.dim(4, "n");
   float grad_scale = static_cast<float>(call.number(5, "gradScale"));
   float* dpred = call.f32_optional(1, "dpred", n);
@@ -331,7 +327,7 @@ Napi::Value MseLoss(const Napi::CallbackInfo& info) {
 // (device, params[], expAvgs[], expAvgSqs[], grads[], lr, beta1, beta2, eps, weightDecay, step)
 Napi::Value AdamW(const Napi::CallbackInfo& info) {
   OpCall call(info, "adamw");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   Napi::Array params = call.array(1, "params"), m = call.array(2, "expAvgs"),
               v = call.array(3, "expAvgSqs"), g = call.array(4, "grads");
   const uint32_t count = params.Length();
@@ -360,7 +356,7 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
 // (device, grads[], maxNorm) -> Promise<norm before clipping>; maxNorm 0 only measures.
 Napi::Value ClipGradNorm(const Napi::CallbackInfo& info) {
   OpCall call(info, "clipGradNorm");
-  Ops& ops = backend(call, 0);
+  Ops& ops = backend_for(call, 0);
   Napi::Array grads = call.array(1, "grads");
   double max_norm = call.number(2, "maxNorm");
   if (max_norm < 0) call.fail_range("a number >= 0", "maxNorm", info[2]);
@@ -381,6 +377,14 @@ Napi::Value ClipGradNorm(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+Ops& backend_for(OpCall& call, size_t i) {
+  static cpu::CpuOps cpu_ops;
+  std::string name = call.string(i, "device");
+  if (name == "cpu") return cpu_ops;
+  throw Napi::Error::New(call.env(), "device '" + name + "' is not available in this build (built backends: cpu)");
+}
+
 }  // namespace lt
 
 static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
@@ -408,6 +412,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("mseLoss", Napi::Function::New(env, MseLoss));
   exports.Set("adamw", Napi::Function::New(env, AdamW));
   exports.Set("clipGradNorm", Napi::Function::New(env, ClipGradNorm));
+  register_prior(env, exports);
   return exports;
 }
 

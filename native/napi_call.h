@@ -75,6 +75,33 @@ class OpCall {
     if (!v.IsBoolean()) fail_type("a boolean", name, v);
     return v.As<Napi::Boolean>().Value();
   }
+  // A seed: a non-negative safe integer (JS numbers hold 53 bits).
+  uint64_t seed(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    if (!v.IsNumber()) fail_type("a non-negative integer", name, v);
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= 0) || d != std::floor(d) || d > 9007199254740991.0) fail_range("a non-negative integer", name, v);
+    return static_cast<uint64_t>(d);
+  }
+  Napi::Object object(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    if (!v.IsObject() || v.IsArray()) fail_type("an object", name, v);
+    return v.As<Napi::Object>();
+  }
+  int64_t dim_of(const Napi::Object& o, const char* key) const {
+    Napi::Value v = o.Get(key);
+    if (!v.IsNumber()) fail_type("a positive integer", key, v);
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= 1) || d != std::floor(d) || d > 9007199254740991.0) fail_range("a positive integer", key, v);
+    return static_cast<int64_t>(d);
+  }
+  double number_of(const Napi::Object& o, const char* key) const {
+    Napi::Value v = o.Get(key);
+    if (!v.IsNumber()) fail_type("a finite number", key, v);
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d)) fail_range("a finite number", key, v);
+    return d;
+  }
   std::string string(size_t i, const char* name) const {
     Napi::Value v = info_[i];
     if (!v.IsString()) fail_type("a string", name, v);
@@ -96,6 +123,9 @@ class OpCall {
     pins_.push_back(std::make_shared<Napi::Reference<Napi::Value>>(Napi::Persistent(v)));
     return arr.Data();
   }
+
+  // Keeps a JS value (the object a method runs on) alive until the op finishes.
+  void pin(const Napi::Value& v) { pins_.push_back(std::make_shared<Napi::Reference<Napi::Value>>(Napi::Persistent(v))); }
 
   Napi::Array array(size_t i, const char* name) const {
     Napi::Value v = info_[i];

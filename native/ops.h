@@ -17,6 +17,15 @@ class Ops {
   virtual ~Ops() = default;
   virtual std::string name() const = 0;
 
+  // ---- Memory: device buffers for models (host memory on the CPU backend) ------------------
+  virtual float* alloc(int64_t n) = 0;  // n floats, 64-byte aligned, uninitialised
+  virtual void release(float* p) = 0;
+  virtual void upload(float* dst, const float* host_src, int64_t n) = 0;
+  virtual void download(float* host_dst, const float* src, int64_t n) = 0;
+  virtual void zero(float* x, int64_t n) = 0;
+  // y += alpha * x. y, x (n).
+  virtual void axpy(float* y, const float* x, float alpha, int64_t n) = 0;
+
   // ---- GEMM --------------------------------------------------------------------------------
   // C = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T. When beta == 0, C is not read.
   // C (M, N) row stride ldc; op(A) (M, K) from A with row stride lda; op(B) (K, N) likewise.
@@ -31,16 +40,20 @@ class Ops {
   // dx (rows, in) or null, dW (out, in) or null, db (out) or null; dy (rows, out).
   virtual void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x,
                                const float* W, int64_t rows, int64_t in, int64_t out) = 0;
-  // y = x W^T + b + scale * (x A^T) B^T. Also writes xa = x A^T (rows, r), kept for backward.
-  // A (r, in), B (out, r).
-  virtual void lora_linear_forward(float* y, float* xa, const float* x, const float* W,
-                                   const float* b, const float* A, const float* B, float scale,
-                                   int64_t rows, int64_t in, int64_t out, int64_t r) = 0;
-  // dA (r, in), dB (out, r) always; dx, dW, db optional as in linear_backward.
-  virtual void lora_linear_backward(float* dx, float* dA, float* dB, float* dW, float* db,
-                                    const float* dy, const float* x, const float* xa,
-                                    const float* W, const float* A, const float* B, float scale,
-                                    int64_t rows, int64_t in, int64_t out, int64_t r) = 0;
+  // y = x W^T + b + scale * (x_lora A^T) B^T, where x_lora is x after LoRA dropout (null: x).
+  // Also writes xa = x_lora A^T (rows, r), kept for backward. A (r, in), B (out, r).
+  virtual void lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora,
+                                   const float* W, const float* b, const float* A,
+                                   const float* B, float scale, int64_t rows, int64_t in,
+                                   int64_t out, int64_t r) = 0;
+  // dA (r, in), dB (out, r) always; dx, dW, db optional as in linear_backward. The LoRA path's
+  // input gradient goes to dx_lora (rows, in) when given (the caller applies the dropout
+  // mask), else into dx with the base path's.
+  virtual void lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW,
+                                    float* db, const float* dy, const float* x,
+                                    const float* x_lora, const float* xa, const float* W,
+                                    const float* A, const float* B, float scale, int64_t rows,
+                                    int64_t in, int64_t out, int64_t r) = 0;
 
   // ---- Attention ---------------------------------------------------------------------------
   // Non-causal multi-head attention, heads interleaved in channels (head h = channels
@@ -97,6 +110,35 @@ class Ops {
   virtual void conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy,
                                 const float* x, const float* w, int64_t B, int64_t Cin,
                                 int64_t Cout, int64_t P) = 0;
+
+  // ---- Model glue --------------------------------------------------------------------------
+  // Timestep modulation: y = x * (1 + a) + b with ab = [a | b] per batch item.
+  // y, x (B, P, C); ab (B, 2C).
+  virtual void modulate_forward(float* y, const float* x, const float* ab, int64_t B, int64_t P,
+                                int64_t C) = 0;
+  // dx (B, P, C) or null; dab (B, 2C) or null.
+  virtual void modulate_backward(float* dx, float* dab, const float* dy, const float* x,
+                                 const float* ab, int64_t B, int64_t P, int64_t C) = 0;
+  // Inverted dropout with a counter-based RNG: element i is kept when
+  // uniform(seed, i) >= p and scaled by 1 / (1 - p). The mask is recomputed from (seed, i) in the
+  // backward, so nothing is stored. y, x (n).
+  virtual void dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) = 0;
+  virtual void dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) = 0;
+  // Sequence concatenation per batch item: out (B, Na + Nb, C) = [a (B, Na, C); b (B, Nb, C)].
+  virtual void concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na,
+                          int64_t Nb, int64_t C) = 0;
+  // The inverse for gradients: da += dout[:, :Na], db += dout[:, Na:] (either may be null).
+  virtual void split_seq_backward(float* da, float* db, const float* dout, int64_t B, int64_t Na,
+                                  int64_t Nb, int64_t C) = 0;
+  // Channels-first <-> channels-last: out (B, P, C) = x (B, C, P) transposed per batch item.
+  virtual void transpose_cp(float* out, const float* x, int64_t B, int64_t C, int64_t P) = 0;
+  // The Wuerstchen prior's output: out = (x_in - a) / (|1 - b| + 1e-5) with [a | b] = ab.
+  // out, x_in (B, Cin, P) channels first; ab (B, P, 2 Cin) channels last.
+  virtual void prior_output_forward(float* out, const float* x_in, const float* ab, int64_t B,
+                                    int64_t Cin, int64_t P) = 0;
+  // dab (B, P, 2 Cin) += the gradient through both halves; dout like out.
+  virtual void prior_output_backward(float* dab, const float* dout, const float* x_in,
+                                     const float* ab, int64_t B, int64_t Cin, int64_t P) = 0;
 
   // ---- Loss --------------------------------------------------------------------------------
   // Returns mean((pred - target)^2); dpred (n) or null receives += grad_scale * 2 (pred - target) / n.

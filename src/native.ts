@@ -1,7 +1,7 @@
 // Finds and loads the native addon: an explicit LORA_TRAIN_NATIVE path, then a prebuilt binary
 // for this platform, then the local build. When none loads, the error lists every path tried,
 // why each failed, and the command that fixes it.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { packageRoot } from './package-root.js';
@@ -51,11 +51,14 @@ export function libcTag(): 'glibc' | 'musl' {
   return report?.header?.glibcVersionRuntime ? 'glibc' : 'musl';
 }
 
-/** Candidate binaries in load order. */
+/** Candidate binaries in load order: $LORA_TRAIN_NATIVE, the prebuilt binaries for this
+ * platform, then the local build, except that a local build newer than every prebuilt binary
+ * goes first, so a developer's fresh build is never shadowed by a stale prebuild. */
 export function candidatePaths(root = packageRoot): string[] {
   const paths: string[] = [];
   if (process.env.LORA_TRAIN_NATIVE) paths.push(process.env.LORA_TRAIN_NATIVE);
   const prebuiltDir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  const prebuilt: string[] = [];
   if (existsSync(prebuiltDir)) {
     const libc = process.platform === 'linux' ? libcTag() : undefined;
     const names = readdirSync(prebuiltDir)
@@ -63,11 +66,15 @@ export function candidatePaths(root = packageRoot): string[] {
       .filter((f) => !libc || !/\.(glibc|musl)\./.test(f) || f.includes(`.${libc}.`));
     // Prefer N-API builds (any Node version) over ABI-specific ones.
     names.sort((a, b) => Number(b.includes('.napi')) - Number(a.includes('.napi')));
-    for (const name of names) paths.push(join(prebuiltDir, name));
-  } else {
-    paths.push(join(prebuiltDir, '<no prebuilt binary for this platform>'));
+    for (const name of names) prebuilt.push(join(prebuiltDir, name));
   }
-  paths.push(join(root, 'build', 'Release', 'lora_train.node'));
+  const local = join(root, 'build', 'Release', 'lora_train.node');
+  const mtime = (p: string) => (existsSync(p) ? statSync(p).mtimeMs : -1);
+  const localIsNewest = existsSync(local) && prebuilt.every((p) => mtime(p) < mtime(local));
+  if (localIsNewest) paths.push(local);
+  if (prebuilt.length) paths.push(...prebuilt);
+  else paths.push(join(prebuiltDir, '<no prebuilt binary for this platform>'));
+  if (!localIsNewest) paths.push(local);
   return paths;
 }
 

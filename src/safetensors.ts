@@ -3,7 +3,7 @@
 // "__metadata__": {str: str}}, then the raw little-endian tensor bytes. The reader checks
 // every header field against the file before touching data, so a malformed file is an error
 // that names the problem, never an out-of-bounds read.
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Tensor } from './tensor.js';
 import { numel } from './tensor.js';
@@ -39,25 +39,18 @@ export class SafetensorsError extends Error {
   }
 }
 
-/** Parses and checks a whole safetensors file held in memory. */
-export function parseSafetensors(bytes: Uint8Array, path = '<buffer>'): SafetensorsFile {
+/** Checks a header against the size of the data section that follows it. */
+export function parseHeader(headerBytes: Uint8Array, dataLength: number, path: string): { metadata: Record<string, string>; entries: Map<string, TensorEntry> } {
   const fail = (problem: string): never => {
     throw new SafetensorsError(path, problem);
   };
-  if (bytes.length < 8) fail(`file is ${bytes.length} bytes, shorter than the 8-byte header length`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLen = view.getBigUint64(0, true);
-  if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(`header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  const n = Number(headerLen);
-  if (8 + n > bytes.length) fail(`header length ${n} runs past the end of the ${bytes.length}-byte file (truncated?)`);
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
   } catch (e) {
     fail(`header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
-  const data = bytes.subarray(8 + n);
   const metadata: Record<string, string> = {};
   const entries = new Map<string, TensorEntry>();
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
@@ -80,7 +73,7 @@ export function parseSafetensors(bytes: Uint8Array, path = '<buffer>'): Safetens
     const dtype = e.dtype as Dtype;
     const shape = e.shape as number[];
     if (end < begin) fail(`tensor '${name}' has data_offsets [${begin}, ${end}] ending before they begin`);
-    if (end > data.length) fail(`tensor '${name}' has data_offsets [${begin}, ${end}] outside the ${data.length}-byte data section (truncated?)`);
+    if (end > dataLength) fail(`tensor '${name}' has data_offsets [${begin}, ${end}] outside the ${dataLength}-byte data section (truncated?)`);
     const expected = numel(shape) * DTYPE_BYTES[dtype];
     if (end - begin !== expected) fail(`tensor '${name}' has ${end - begin} bytes but ${dtype} [${shape.join(', ')}] needs ${expected}`);
     entries.set(name, { dtype, shape, begin, end });
@@ -91,7 +84,74 @@ export function parseSafetensors(bytes: Uint8Array, path = '<buffer>'): Safetens
     const [name, cur] = sorted[i]!;
     if (cur.begin < prev.end) fail(`tensors '${prevName}' and '${name}' overlap ([${prev.begin}, ${prev.end}) and [${cur.begin}, ${cur.end}))`);
   }
+  return { metadata, entries };
+}
+
+/** Reads the 8-byte length prefix and checks it against the file size; returns the header length. */
+function headerLength(prefix: Uint8Array, fileSize: number, path: string): number {
+  const fail = (problem: string): never => {
+    throw new SafetensorsError(path, problem);
+  };
+  if (fileSize < 8) fail(`file is ${fileSize} bytes, shorter than the 8-byte header length`);
+  const headerLen = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(`header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  const n = Number(headerLen);
+  if (8 + n > fileSize) fail(`header length ${n} runs past the end of the ${fileSize}-byte file (truncated?)`);
+  return n;
+}
+
+/** Parses and checks a whole safetensors file held in memory. */
+export function parseSafetensors(bytes: Uint8Array, path = '<buffer>'): SafetensorsFile {
+  const n = headerLength(bytes, bytes.length, path);
+  const data = bytes.subarray(8 + n);
+  const { metadata, entries } = parseHeader(bytes.subarray(8, 8 + n), data.length, path);
   return { path, metadata, entries, data };
+}
+
+/** A safetensors file on disk: the header is read and checked up front, each tensor is read
+ * on demand with positioned reads, so a multi-gigabyte checkpoint is never held whole. */
+export class SafetensorsReader {
+  readonly metadata: Record<string, string>;
+  readonly entries: Map<string, TensorEntry>;
+  private readonly dataStart: number;
+  private fd: number | undefined;
+
+  constructor(readonly path: string) {
+    this.fd = openSync(path, 'r');
+    try {
+      const size = fstatSync(this.fd).size;
+      const prefix = new Uint8Array(8);
+      readSync(this.fd, prefix, 0, Math.min(8, size), 0);
+      const n = headerLength(prefix, size, path);
+      const header = new Uint8Array(n);
+      readSync(this.fd, header, 0, n, 8);
+      this.dataStart = 8 + n;
+      ({ metadata: this.metadata, entries: this.entries } = parseHeader(header, size - this.dataStart, path));
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  /** A floating-point tensor converted to fp32. */
+  read(name: string): Tensor {
+    const e = this.entries.get(name);
+    if (!e) throw new Error(`${this.path}: no tensor named '${name}'`);
+    if (this.fd === undefined) throw new Error(`${this.path}: reader is closed`);
+    const bytes = new Uint8Array(e.end - e.begin);
+    let done = 0;
+    while (done < bytes.length) {
+      const got = readSync(this.fd, bytes, done, bytes.length - done, this.dataStart + e.begin + done);
+      if (got === 0) throw new SafetensorsError(this.path, `file ended while reading tensor '${name}'`);
+      done += got;
+    }
+    return decodeTensor(bytes, e, `${this.path}: tensor '${name}'`);
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
 }
 
 export function readSafetensors(path: string): SafetensorsFile {
@@ -100,10 +160,10 @@ export function readSafetensors(path: string): SafetensorsFile {
 
 const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-function bf16ToF32(bits: number): number {
-  const buf = new DataView(new ArrayBuffer(4));
-  buf.setUint32(0, bits << 16, true);
-  return buf.getFloat32(0, true);
+let f16Values: Float32Array | undefined;
+function f16Table(): Float32Array {
+  f16Values ??= Float32Array.from({ length: 65536 }, (_, h) => f16ToF32(h));
+  return f16Values;
 }
 
 function f16ToF32(h: number): number {
@@ -119,7 +179,10 @@ function f16ToF32(h: number): number {
 export function getTensor(file: SafetensorsFile, name: string): Tensor {
   const e = file.entries.get(name);
   if (!e) throw new Error(`${file.path}: no tensor named '${name}'`);
-  const bytes = file.data.subarray(e.begin, e.end);
+  return decodeTensor(file.data.subarray(e.begin, e.end), e, `${file.path}: tensor '${name}'`);
+}
+
+function decodeTensor(bytes: Uint8Array, e: TensorEntry, what: string): Tensor {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const count = numel(e.shape);
   const out = new Float32Array(count);
@@ -131,14 +194,18 @@ export function getTensor(file: SafetensorsFile, name: string): Tensor {
     case 'F64':
       for (let i = 0; i < count; i++) out[i] = view.getFloat64(i * 8, true);
       break;
-    case 'F16':
-      for (let i = 0; i < count; i++) out[i] = f16ToF32(view.getUint16(i * 2, true));
+    case 'F16': {
+      const table = f16Table();
+      for (let i = 0; i < count; i++) out[i] = table[view.getUint16(i * 2, true)]!;
       break;
-    case 'BF16':
-      for (let i = 0; i < count; i++) out[i] = bf16ToF32(view.getUint16(i * 2, true));
+    }
+    case 'BF16': {
+      const bits = new Uint32Array(out.buffer);  // bf16 is the top half of an fp32
+      for (let i = 0; i < count; i++) bits[i] = view.getUint16(i * 2, true) << 16;
       break;
+    }
     default:
-      throw new Error(`${file.path}: tensor '${name}' is ${e.dtype}, not a floating-point dtype`);
+      throw new Error(`${what} is ${e.dtype}, not a floating-point dtype`);
   }
   return { data: out, shape: [...e.shape] };
 }

@@ -1,9 +1,9 @@
 // Bad arguments from JS get clear errors, from the checked API and from the raw addon alike.
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { NativeLoadError, loadNativeFrom, native } from '../src/native.js';
+import { NativeLoadError, candidatePaths, loadNativeFrom, native } from '../src/native.js';
 import * as ops from '../src/ops.js';
 import { zeros } from '../src/tensor.js';
 
@@ -78,6 +78,28 @@ describe('the raw addon', () => {
 });
 
 describe('the loader', () => {
+  it('tries prebuilt binaries before the local build, unless the local build is newer', () => {
+    const root = mkdtempSync(join(tmpdir(), 'lora-train-root-'));
+    const prebuiltDir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+    mkdirSync(prebuiltDir, { recursive: true });
+    mkdirSync(join(root, 'build', 'Release'), { recursive: true });
+    const prebuilt = join(prebuiltDir, 'lora-train.node');
+    const local = join(root, 'build', 'Release', 'lora_train.node');
+    writeFileSync(prebuilt, '');
+    writeFileSync(local, '');
+    const saved = process.env.LORA_TRAIN_NATIVE;
+    delete process.env.LORA_TRAIN_NATIVE;
+    try {
+      utimesSync(local, 1000, 1000);
+      utimesSync(prebuilt, 2000, 2000);
+      expect(candidatePaths(root)).toEqual([prebuilt, local]);
+      utimesSync(local, 3000, 3000);
+      expect(candidatePaths(root)).toEqual([local, prebuilt]);
+    } finally {
+      if (saved !== undefined) process.env.LORA_TRAIN_NATIVE = saved;
+    }
+  });
+
   it('names every path it tried, why each failed, and the fix', () => {
     const garbage = join(tmpdir(), `lora-train-garbage-${process.pid}.node`);
     writeFileSync(garbage, 'not a shared object');

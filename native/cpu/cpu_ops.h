@@ -1,5 +1,6 @@
 // The CPU backend: the reference implementation of every op in ops.h. Each op family lives in
-// its own file (gemm.cpp, linear.cpp, attention.cpp, norm_act.cpp, conv.cpp, optim.cpp).
+// its own file (memory.cpp, gemm.cpp, linear.cpp, attention.cpp, norm_act.cpp, conv.cpp,
+// elementwise.cpp, optim.cpp).
 #pragma once
 #include "../ops.h"
 
@@ -8,11 +9,17 @@ namespace lt::cpu {
 class CpuOps final : public Ops {
  public:
   std::string name() const override { return "cpu"; }
+  float* alloc(int64_t n) override;
+  void release(float* p) override;
+  void upload(float* dst, const float* host_src, int64_t n) override;
+  void download(float* host_dst, const float* src, int64_t n) override;
+  void zero(float* x, int64_t n) override;
+  void axpy(float* y, const float* x, float alpha, int64_t n) override;
   void gemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) override;
   void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t rows, int64_t in, int64_t out) override;
   void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int64_t rows, int64_t in, int64_t out) override;
-  void lora_linear_forward(float* y, float* xa, const float* x, const float* W, const float* b, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
-  void lora_linear_backward(float* dx, float* dA, float* dB, float* dW, float* db, const float* dy, const float* x, const float* xa, const float* W, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
+  void lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora, const float* W, const float* b, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
+  void lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db, const float* dy, const float* x, const float* x_lora, const float* xa, const float* W, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
   void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) override;
   void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v, const float* o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) override;
   void layernorm_forward(float* y, float* mean, float* rstd, const float* x, int64_t rows, int64_t C, float eps) override;
@@ -29,6 +36,15 @@ class CpuOps final : public Ops {
   void depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w, int64_t B, int64_t H, int64_t W, int64_t C) override;
   void conv1x1_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t Cin, int64_t Cout, int64_t P) override;
   void conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w, int64_t B, int64_t Cin, int64_t Cout, int64_t P) override;
+  void modulate_forward(float* y, const float* x, const float* ab, int64_t B, int64_t P, int64_t C) override;
+  void modulate_backward(float* dx, float* dab, const float* dy, const float* x, const float* ab, int64_t B, int64_t P, int64_t C) override;
+  void dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) override;
+  void dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) override;
+  void concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na, int64_t Nb, int64_t C) override;
+  void split_seq_backward(float* da, float* db, const float* dout, int64_t B, int64_t Na, int64_t Nb, int64_t C) override;
+  void transpose_cp(float* out, const float* x, int64_t B, int64_t C, int64_t P) override;
+  void prior_output_forward(float* out, const float* x_in, const float* ab, int64_t B, int64_t Cin, int64_t P) override;
+  void prior_output_backward(float* dab, const float* dout, const float* x_in, const float* ab, int64_t B, int64_t Cin, int64_t P) override;
   double mse_loss(float* dpred, const float* pred, const float* target, int64_t n, float grad_scale) override;
   void adamw(const AdamWTensor* tensors, int64_t count, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) override;
   double clip_grad_norm(float* const* grads, const int64_t* sizes, int64_t count, double max_norm) override;

@@ -39,24 +39,28 @@ void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, c
   if (db) add_column_sums(db, dy, rows, out);
 }
 
-void CpuOps::lora_linear_forward(float* y, float* xa, const float* x, const float* W,
-                                 const float* b, const float* A, const float* B, float scale,
-                                 int64_t rows, int64_t in, int64_t out, int64_t r) {
-  cpu::gemm({xa, x, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r});  // xa = x A^T
+void CpuOps::lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora,
+                                 const float* W, const float* b, const float* A, const float* B,
+                                 float scale, int64_t rows, int64_t in, int64_t out, int64_t r) {
+  const float* xl = x_lora ? x_lora : x;
+  cpu::gemm({xa, xl, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r});  // xa = x_lora A^T
   linear_forward(y, x, W, b, rows, in, out);
   cpu::gemm({y, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out});  // y += s xa B^T
 }
 
-void CpuOps::lora_linear_backward(float* dx, float* dA, float* dB, float* dW, float* db,
-                                  const float* dy, const float* x, const float* xa,
-                                  const float* W, const float* A, const float* B, float scale,
-                                  int64_t rows, int64_t in, int64_t out, int64_t r) {
+void CpuOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW,
+                                  float* db, const float* dy, const float* x,
+                                  const float* x_lora, const float* xa, const float* W,
+                                  const float* A, const float* B, float scale, int64_t rows,
+                                  int64_t in, int64_t out, int64_t r) {
+  const float* xl = x_lora ? x_lora : x;
+  float* dxl = dx_lora ? dx_lora : dx;
   cpu::gemm({dB, dy, xa, out, r, rows, true, false, scale, 1.0f, out, r, r});  // dB += s dy^T xa
   std::vector<float> dxa(static_cast<size_t>(rows * r));                          // (rows, r)
   cpu::gemm({dxa.data(), dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r});  // s dy B
-  cpu::gemm({dA, dxa.data(), x, r, in, rows, true, false, 1.0f, 1.0f, r, in, in});    // dA += dxa^T x
+  cpu::gemm({dA, dxa.data(), xl, r, in, rows, true, false, 1.0f, 1.0f, r, in, in});   // dA += dxa^T x_lora
   linear_backward(dx, dW, db, dy, x, W, rows, in, out);
-  if (dx) cpu::gemm({dx, dxa.data(), A, rows, in, r, false, false, 1.0f, 1.0f, r, in, in});  // dx += dxa A
+  if (dxl) cpu::gemm({dxl, dxa.data(), A, rows, in, r, false, false, 1.0f, 1.0f, r, in, in});  // += dxa A
 }
 
 }  // namespace lt::cpu

@@ -1,0 +1,129 @@
+// Model glue: timestep modulation, dropout, sequence concatenation, layout transposes and the
+// prior's output head, forward and backward side by side.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../rng.h"
+#include "cpu_ops.h"
+#include "thread_pool.h"
+
+namespace lt::cpu {
+
+void CpuOps::modulate_forward(float* y, const float* x, const float* ab, int64_t B, int64_t P,
+                              int64_t C) {
+  parallel_for(B, [&](int64_t b) {
+    const float* a = ab + b * 2 * C;
+    const float* sh = a + C;
+    for (int64_t p = 0; p < P; ++p) {
+      const float* xr = x + (b * P + p) * C;
+      float* yr = y + (b * P + p) * C;
+      for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * (1.0f + a[c]) + sh[c];
+    }
+  });
+}
+
+void CpuOps::modulate_backward(float* dx, float* dab, const float* dy, const float* x,
+                               const float* ab, int64_t B, int64_t P, int64_t C) {
+  parallel_for(B, [&](int64_t b) {
+    const float* a = ab + b * 2 * C;
+    std::vector<double> da(dab ? C : 0, 0.0), db(dab ? C : 0, 0.0);
+    for (int64_t p = 0; p < P; ++p) {
+      const float* dyr = dy + (b * P + p) * C;
+      const float* xr = x + (b * P + p) * C;
+      if (dx) {
+        float* dxr = dx + (b * P + p) * C;
+        for (int64_t c = 0; c < C; ++c) dxr[c] += dyr[c] * (1.0f + a[c]);
+      }
+      if (dab)
+        for (int64_t c = 0; c < C; ++c) {
+          da[c] += static_cast<double>(dyr[c]) * xr[c];
+          db[c] += dyr[c];
+        }
+    }
+    if (dab)
+      for (int64_t c = 0; c < C; ++c) {
+        dab[b * 2 * C + c] += static_cast<float>(da[c]);
+        dab[b * 2 * C + C + c] += static_cast<float>(db[c]);
+      }
+  });
+}
+
+void CpuOps::dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) {
+  const float keep_scale = 1.0f / (1.0f - p);
+  parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) y[i] = uniform01(seed, static_cast<uint64_t>(i)) >= p ? x[i] * keep_scale : 0.0f;
+  });
+}
+
+void CpuOps::dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) {
+  const float keep_scale = 1.0f / (1.0f - p);
+  parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      if (uniform01(seed, static_cast<uint64_t>(i)) >= p) dx[i] += dy[i] * keep_scale;
+  });
+}
+
+void CpuOps::concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na,
+                        int64_t Nb, int64_t C) {
+  parallel_for(B, [&](int64_t i) {
+    std::copy(a + i * Na * C, a + (i + 1) * Na * C, out + i * (Na + Nb) * C);
+    std::copy(b + i * Nb * C, b + (i + 1) * Nb * C, out + (i * (Na + Nb) + Na) * C);
+  });
+}
+
+void CpuOps::split_seq_backward(float* da, float* db, const float* dout, int64_t B, int64_t Na,
+                                int64_t Nb, int64_t C) {
+  parallel_for(B, [&](int64_t i) {
+    const float* src = dout + i * (Na + Nb) * C;
+    if (da)
+      for (int64_t j = 0; j < Na * C; ++j) da[i * Na * C + j] += src[j];
+    if (db)
+      for (int64_t j = 0; j < Nb * C; ++j) db[i * Nb * C + j] += src[Na * C + j];
+  });
+}
+
+void CpuOps::transpose_cp(float* out, const float* x, int64_t B, int64_t C, int64_t P) {
+  constexpr int64_t kTile = 32;  // cache-sized tiles of the (C, P) -> (P, C) transpose
+  parallel_for(B, [&](int64_t b) {
+    const float* xb = x + b * C * P;
+    float* ob = out + b * P * C;
+    for (int64_t c0 = 0; c0 < C; c0 += kTile)
+      for (int64_t p0 = 0; p0 < P; p0 += kTile)
+        for (int64_t c = c0; c < std::min(C, c0 + kTile); ++c)
+          for (int64_t p = p0; p < std::min(P, p0 + kTile); ++p) ob[p * C + c] = xb[c * P + p];
+  });
+}
+
+void CpuOps::prior_output_forward(float* out, const float* x_in, const float* ab, int64_t B,
+                                  int64_t Cin, int64_t P) {
+  parallel_for(B, [&](int64_t b) {
+    for (int64_t c = 0; c < Cin; ++c)
+      for (int64_t p = 0; p < P; ++p) {
+        const float* abr = ab + (b * P + p) * 2 * Cin;
+        const int64_t i = (b * Cin + c) * P + p;
+        out[i] = (x_in[i] - abr[c]) / (std::fabs(1.0f - abr[Cin + c]) + 1e-5f);
+      }
+  });
+}
+
+void CpuOps::prior_output_backward(float* dab, const float* dout, const float* x_in,
+                                   const float* ab, int64_t B, int64_t Cin, int64_t P) {
+  // out = (x - a) / (|1 - b| + eps): d/da = -1/den; d/db = (x - a) sign(1 - b) / den^2
+  // (torch's sign(0) = 0 at b = 1).
+  parallel_for(B, [&](int64_t b) {
+    for (int64_t c = 0; c < Cin; ++c)
+      for (int64_t p = 0; p < P; ++p) {
+        const float* abr = ab + (b * P + p) * 2 * Cin;
+        float* dabr = dab + (b * P + p) * 2 * Cin;
+        const int64_t i = (b * Cin + c) * P + p;
+        const float one_minus_b = 1.0f - abr[Cin + c];
+        const float den = std::fabs(one_minus_b) + 1e-5f;
+        const float sign = one_minus_b > 0.0f ? 1.0f : (one_minus_b < 0.0f ? -1.0f : 0.0f);
+        dabr[c] += -dout[i] / den;
+        dabr[Cin + c] += dout[i] * (x_in[i] - abr[c]) * sign / (den * den);
+      }
+  });
+}
+
+}  // namespace lt::cpu

@@ -1,0 +1,40 @@
+// Host memory for the CPU backend's model buffers.
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "cpu_ops.h"
+#include "thread_pool.h"
+
+namespace lt::cpu {
+
+float* CpuOps::alloc(int64_t n) {
+  size_t bytes = ((static_cast<size_t>(n > 0 ? n : 1) * sizeof(float) + 63) / 64) * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
+
+void CpuOps::release(float* p) { std::free(p); }
+
+void CpuOps::upload(float* dst, const float* host_src, int64_t n) {
+  std::memcpy(dst, host_src, static_cast<size_t>(n) * sizeof(float));
+}
+
+void CpuOps::download(float* host_dst, const float* src, int64_t n) {
+  std::memcpy(host_dst, src, static_cast<size_t>(n) * sizeof(float));
+}
+
+void CpuOps::zero(float* x, int64_t n) {
+  parallel_range(n, 1 << 16, [&](int64_t i0, int64_t i1) {
+    std::memset(x + i0, 0, static_cast<size_t>(i1 - i0) * sizeof(float));
+  });
+}
+
+void CpuOps::axpy(float* y, const float* x, float alpha, int64_t n) {
+  parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) y[i] += alpha * x[i];
+  });
+}
+
+}  // namespace lt::cpu

@@ -1,0 +1,625 @@
+#include "prior.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <utility>
+
+#include "../rng.h"
+
+namespace lt {
+
+int64_t NamedShape::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+struct Prior::LoraTensors {
+  float *A, *B;      // (r, in), (out, r)
+  float *dA, *dB;    // gradients, same shapes
+  float *mA, *vA, *mB, *vB;  // AdamW moments
+};
+
+struct Prior::Linear {
+  std::string name;  // module path in diffusers' state dict, e.g. "blocks.2.attention.to_q"
+  int64_t in, out;
+  float* W;  // (out, in)
+  float* b;  // (out)
+  int64_t index;  // position in the model, seeds this layer's LoRA dropout
+  bool adaptable;  // LoRA supported here (the Linear layers inside the blocks)
+  std::unique_ptr<LoraTensors> lora;
+};
+
+// Every activation the backward reads, and the backward's scratch, as views into one arena.
+struct Prior::Acts {
+  struct Res {
+    float *dw, *mean, *rstd, *n, *u1, *g, *grn, *drop;
+    float *xa1, *xl1, *xa2, *xl2;  // LoRA intermediates of channelwise.0 / channelwise.4
+  };
+  struct Attn {
+    float *kv, *nx, *mean, *rstd, *src, *q, *k, *v, *o, *lse, *y;
+    float *xa_kv, *xl_kv, *xa_q, *xl_q, *xa_k, *xl_k, *xa_v, *xl_v, *xa_out, *xl_out;
+  };
+  float *x_in, *x_cl, *r_embed, *clip, *cm1, *cm1a, *c_embed, *silu_c;
+  float *out_ln, *out_mean, *out_rstd, *out_ab, *out, *target;
+  std::vector<float*> stream;  // residual stream before each block and after the last: (B, P, c)
+  std::vector<float*> ts_ab, ts_xa, ts_xl;  // per timestep block: mapper output (B, 2c)
+  std::vector<Res> res;
+  std::vector<Attn> attn;
+  // backward
+  float *dout, *d_ab, *ds0, *ds1, *dc0, *dc1, *dc2, *d4a, *d4b, *dq, *dk, *dv, *d_src, *d_kv, *d_ts, *dx_lora;
+};
+
+namespace {
+
+constexpr float kLnEps = 1e-6f;
+constexpr float kGrnEps = 1e-6f;
+
+bool ends_with_module(const std::string& name, const std::string& target) {
+  if (name == target) return true;
+  return name.size() > target.size() && name.compare(name.size() - target.size(), target.size(), target) == 0 &&
+         name[name.size() - target.size() - 1] == '.';
+}
+
+// Dropout streams: one per (layer, purpose), derived from the step's seed.
+uint64_t site_seed(uint64_t seed, int64_t layer, int64_t purpose) {
+  return derive_seed(seed, static_cast<uint64_t>(layer) * 16 + static_cast<uint64_t>(purpose));
+}
+
+}  // namespace
+
+Prior::Prior(Ops& ops, const PriorConfig& config) : ops_(ops), config_(config) {
+  const PriorConfig& k = config_;
+  if (k.c_in < 1 || k.c < 1 || k.c_cond < 1 || k.c_r < 2 || k.depth < 1 || k.nhead < 1)
+    throw std::invalid_argument("prior config: c_in, c, c_cond, depth and nhead must be >= 1 and c_r >= 2");
+  if (k.c % k.nhead != 0)
+    throw std::invalid_argument("prior config: c (" + std::to_string(k.c) + ") must be divisible by nhead (" + std::to_string(k.nhead) + ")");
+  if (k.c_r / 2 < 2) throw std::invalid_argument("prior config: c_r must be at least 4 (the r embedding divides by c_r/2 - 1)");
+  if (!(k.dropout >= 0.0f && k.dropout < 1.0f)) throw std::invalid_argument("prior config: dropout must be in [0, 1)");
+
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    NamedShape s{name, std::move(shape)};
+    float* p = ops_.alloc(s.numel());
+    ops_.zero(p, s.numel());
+    params_.emplace(name, std::make_pair(p, s));
+    return p;
+  };
+  auto add_linear = [&](const std::string& module, int64_t in, int64_t out, std::vector<int64_t> wshape = {},
+                        bool adaptable = true) {
+    if (wshape.empty()) wshape = {out, in};
+    auto l = std::make_unique<Linear>();
+    l->name = module;
+    l->in = in;
+    l->out = out;
+    l->W = add(module + ".weight", wshape);
+    l->b = add(module + ".bias", {out});
+    l->index = static_cast<int64_t>(linears_.size());
+    l->adaptable = adaptable;
+    linear_by_name_[module] = l.get();
+    linears_.push_back(std::move(l));
+  };
+  add_linear("projection", k.c_in, k.c, {k.c, k.c_in, 1, 1}, false);
+  add_linear("cond_mapper.0", k.c_cond, k.c, {}, false);
+  add_linear("cond_mapper.2", k.c, k.c, {}, false);
+  for (int64_t d = 0; d < k.depth; ++d) {
+    const std::string res = "blocks." + std::to_string(3 * d), ts = "blocks." + std::to_string(3 * d + 1),
+                      at = "blocks." + std::to_string(3 * d + 2);
+    add(res + ".depthwise.weight", {k.c, 1, 3, 3});
+    add(res + ".depthwise.bias", {k.c});
+    add_linear(res + ".channelwise.0", k.c, 4 * k.c);
+    add(res + ".channelwise.2.gamma", {1, 1, 1, 4 * k.c});
+    add(res + ".channelwise.2.beta", {1, 1, 1, 4 * k.c});
+    add_linear(res + ".channelwise.4", 4 * k.c, k.c);
+    add_linear(ts + ".mapper", k.c_r, 2 * k.c);
+    add_linear(at + ".kv_mapper.1", k.c, k.c);
+    add_linear(at + ".attention.to_q", k.c, k.c);
+    add_linear(at + ".attention.to_k", k.c, k.c);
+    add_linear(at + ".attention.to_v", k.c, k.c);
+    add_linear(at + ".attention.to_out.0", k.c, k.c);
+  }
+  add_linear("out.1", k.c, 2 * k.c_in, {2 * k.c_in, k.c, 1, 1}, false);
+}
+
+Prior::~Prior() {
+  for (auto& [name, entry] : params_) ops_.release(entry.first);
+  for (Linear* l : lora_layers_) {
+    LoraTensors& t = *l->lora;
+    for (float* p : {t.A, t.B, t.dA, t.dB, t.mA, t.vA, t.mB, t.vB}) ops_.release(p);
+  }
+  if (arena_) ops_.release(arena_);
+}
+
+std::vector<NamedShape> Prior::parameters() const {
+  std::vector<NamedShape> out;
+  for (const auto& [name, entry] : params_) out.push_back(entry.second);
+  return out;
+}
+
+float* Prior::param(const std::string& name) const {
+  auto it = params_.find(name);
+  if (it == params_.end()) throw std::invalid_argument("prior has no parameter '" + name + "'");
+  return it->second.first;
+}
+
+void Prior::set_parameter(const std::string& name, const float* host, int64_t n) {
+  auto it = params_.find(name);
+  if (it == params_.end()) throw std::invalid_argument("prior has no parameter '" + name + "'");
+  if (it->second.second.numel() != n)
+    throw std::invalid_argument("parameter '" + name + "' has " + std::to_string(it->second.second.numel()) + " values, got " + std::to_string(n));
+  ops_.upload(it->second.first, host, n);
+}
+
+Prior::Linear& Prior::linear(const std::string& module) { return *linear_by_name_.at(module); }
+
+void Prior::enable_lora(const LoraConfig& lora) {
+  if (lora.rank < 1) throw std::invalid_argument("LoRA rank must be >= 1");
+  if (!(lora.dropout >= 0.0f && lora.dropout < 1.0f)) throw std::invalid_argument("LoRA dropout must be in [0, 1)");
+  std::vector<Linear*> chosen;
+  for (const std::string& target : lora.targets) {
+    size_t before = chosen.size();
+    for (auto& l : linears_) {
+      if (!ends_with_module(l->name, target)) continue;
+      if (!l->adaptable)
+        throw std::invalid_argument("LoRA target '" + target + "' matches " + l->name +
+                                    ", which lora-train cannot adapt (supported: to_q, to_k, to_v, to_out.0, kv_mapper.1, "
+                                    "channelwise.0, channelwise.4, mapper)");
+      if (std::find(chosen.begin(), chosen.end(), l.get()) == chosen.end()) chosen.push_back(l.get());
+    }
+    if (chosen.size() == before) throw std::invalid_argument("LoRA target '" + target + "' matches no Linear layer of the prior");
+  }
+  std::sort(chosen.begin(), chosen.end(), [](Linear* a, Linear* b) { return a->index < b->index; });
+  for (Linear* l : lora_layers_) {
+    LoraTensors& t = *l->lora;
+    for (float* p : {t.A, t.B, t.dA, t.dB, t.mA, t.vA, t.mB, t.vB}) ops_.release(p);
+    l->lora.reset();
+  }
+  lora_layers_ = chosen;
+  lora_config_ = lora;
+  for (Linear* l : lora_layers_) {
+    auto t = std::make_unique<LoraTensors>();
+    const int64_t na = lora.rank * l->in, nb = l->out * lora.rank;
+    for (auto [ptr, n] : {std::pair<float**, int64_t>{&t->A, na}, {&t->dA, na}, {&t->mA, na}, {&t->vA, na},
+                          {&t->B, nb}, {&t->dB, nb}, {&t->mB, nb}, {&t->vB, nb}}) {
+      *ptr = ops_.alloc(n);
+      ops_.zero(*ptr, n);
+    }
+    l->lora = std::move(t);
+  }
+  // Adapter buffers depend on the targets: plan the arena again on the next step.
+  planned_ = {0, 0, 0, 0};
+}
+
+std::vector<NamedShape> Prior::lora_parameters() const {
+  std::vector<NamedShape> out;
+  for (Linear* l : lora_layers_) {
+    out.push_back({l->name + ".lora_A.weight", {lora_config_.rank, l->in}});
+    out.push_back({l->name + ".lora_B.weight", {l->out, lora_config_.rank}});
+  }
+  return out;
+}
+
+const Prior::LoraTensors& Prior::lora_tensors(const std::string& name, const char** which) const {
+  for (Linear* l : lora_layers_) {
+    if (name == l->name + ".lora_A.weight") return *which = "A", *l->lora;
+    if (name == l->name + ".lora_B.weight") return *which = "B", *l->lora;
+  }
+  throw std::invalid_argument("no LoRA parameter named '" + name + "'");
+}
+
+namespace {
+int64_t lora_numel(const std::vector<NamedShape>& shapes, const std::string& name) {
+  for (const auto& s : shapes)
+    if (s.name == name) return s.numel();
+  return -1;
+}
+void check_count(const std::string& name, int64_t expected, int64_t n) {
+  if (expected != n) throw std::invalid_argument("LoRA parameter '" + name + "' has " + std::to_string(expected) + " values, got " + std::to_string(n));
+}
+}  // namespace
+
+void Prior::set_lora(const std::string& name, const float* host, int64_t n) {
+  const char* which;
+  const LoraTensors& t = lora_tensors(name, &which);
+  check_count(name, lora_numel(lora_parameters(), name), n);
+  ops_.upload(which[0] == 'A' ? t.A : t.B, host, n);
+}
+
+void Prior::get_lora(const std::string& name, float* host, int64_t n) const {
+  const char* which;
+  const LoraTensors& t = lora_tensors(name, &which);
+  check_count(name, lora_numel(lora_parameters(), name), n);
+  ops_.download(host, which[0] == 'A' ? t.A : t.B, n);
+}
+
+void Prior::get_lora_grad(const std::string& name, float* host, int64_t n) const {
+  const char* which;
+  const LoraTensors& t = lora_tensors(name, &which);
+  check_count(name, lora_numel(lora_parameters(), name), n);
+  ops_.download(host, which[0] == 'A' ? t.dA : t.dB, n);
+}
+
+void Prior::get_optimizer_state(const std::string& name, float* host, int64_t n) const {
+  for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
+    const std::string s(suffix);
+    if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
+      const std::string param = name.substr(0, name.size() - s.size());
+      const char* which;
+      const LoraTensors& t = lora_tensors(param, &which);
+      check_count(name, lora_numel(lora_parameters(), param), n);
+      const bool a = which[0] == 'A', avg = s == ".exp_avg";
+      ops_.download(host, a ? (avg ? t.mA : t.vA) : (avg ? t.mB : t.vB), n);
+      return;
+    }
+  }
+  throw std::invalid_argument("no optimizer state named '" + name + "'");
+}
+
+void Prior::set_optimizer_state(const std::string& name, const float* host, int64_t n) {
+  for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
+    const std::string s(suffix);
+    if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
+      const std::string param = name.substr(0, name.size() - s.size());
+      const char* which;
+      const LoraTensors& t = lora_tensors(param, &which);
+      check_count(name, lora_numel(lora_parameters(), param), n);
+      const bool a = which[0] == 'A', avg = s == ".exp_avg";
+      ops_.upload(a ? (avg ? t.mA : t.vA) : (avg ? t.mB : t.vB), host, n);
+      return;
+    }
+  }
+  throw std::invalid_argument("no optimizer state named '" + name + "'");
+}
+
+void Prior::plan(const StepShape& s, bool train) {
+  if (arena_ && s == planned_ && (planned_train_ || !train)) return;
+  const PriorConfig& k = config_;
+  const int64_t B = s.B, P = s.H * s.W, T = s.T, c = k.c, S = P + T;
+  const int64_t r = lora_config_.rank;
+  const bool lora_drop = lora_config_.dropout > 0.0f;
+  acts_ = std::make_unique<Acts>();
+  Acts& a = *acts_;
+  // First pass counts floats, second pass hands out pointers: one layout, one allocation.
+  std::vector<std::pair<float**, int64_t>> slots;
+  auto take = [&](float*& p, int64_t n) { slots.emplace_back(&p, n); };
+  auto lora_slots = [&](const std::string& module, float*& xa, float*& xl, int64_t rows) {
+    xa = xl = nullptr;
+    const Linear& l = *linear_by_name_.at(module);
+    if (!l.lora) return;
+    take(xa, rows * r);
+    if (lora_drop) take(xl, rows * l.in);
+  };
+  take(a.x_in, B * k.c_in * P);
+  take(a.x_cl, B * P * k.c_in);
+  take(a.r_embed, B * k.c_r);
+  take(a.clip, B * T * k.c_cond);
+  take(a.cm1, B * T * c);
+  take(a.cm1a, B * T * c);
+  take(a.c_embed, B * T * c);
+  take(a.silu_c, B * T * c);
+  a.stream.assign(3 * k.depth + 1, nullptr);
+  for (auto& p : a.stream) take(p, B * P * c);
+  a.res.assign(k.depth, {});
+  a.attn.assign(k.depth, {});
+  a.ts_ab.assign(k.depth, nullptr);
+  a.ts_xa.assign(k.depth, nullptr);
+  a.ts_xl.assign(k.depth, nullptr);
+  for (int64_t d = 0; d < k.depth; ++d) {
+    const std::string res = "blocks." + std::to_string(3 * d), ts = "blocks." + std::to_string(3 * d + 1),
+                      at = "blocks." + std::to_string(3 * d + 2);
+    Acts::Res& R = a.res[d];
+    take(R.dw, B * P * c);
+    take(R.mean, B * P);
+    take(R.rstd, B * P);
+    take(R.n, B * P * c);
+    take(R.u1, B * P * 4 * c);
+    take(R.g, B * P * 4 * c);
+    take(R.grn, B * P * 4 * c);
+    R.drop = nullptr;
+    if (k.dropout > 0.0f) take(R.drop, B * P * 4 * c);
+    lora_slots(res + ".channelwise.0", R.xa1, R.xl1, B * P);
+    lora_slots(res + ".channelwise.4", R.xa2, R.xl2, B * P);
+    take(a.ts_ab[d], B * 2 * c);
+    lora_slots(ts + ".mapper", a.ts_xa[d], a.ts_xl[d], B);
+    Acts::Attn& A = a.attn[d];
+    take(A.kv, B * T * c);
+    take(A.nx, B * P * c);
+    take(A.mean, B * P);
+    take(A.rstd, B * P);
+    take(A.src, B * S * c);
+    take(A.q, B * P * c);
+    take(A.k, B * S * c);
+    take(A.v, B * S * c);
+    take(A.o, B * P * c);
+    take(A.lse, B * k.nhead * P);
+    take(A.y, B * P * c);
+    lora_slots(at + ".kv_mapper.1", A.xa_kv, A.xl_kv, B * T);
+    lora_slots(at + ".attention.to_q", A.xa_q, A.xl_q, B * P);
+    lora_slots(at + ".attention.to_k", A.xa_k, A.xl_k, B * S);
+    lora_slots(at + ".attention.to_v", A.xa_v, A.xl_v, B * S);
+    lora_slots(at + ".attention.to_out.0", A.xa_out, A.xl_out, B * P);
+  }
+  take(a.out_ln, B * P * c);
+  take(a.out_mean, B * P);
+  take(a.out_rstd, B * P);
+  take(a.out_ab, B * P * 2 * k.c_in);
+  take(a.out, B * k.c_in * P);
+  a.target = a.dout = a.d_ab = a.ds0 = a.ds1 = a.dc0 = a.dc1 = a.dc2 = a.d4a = a.d4b = nullptr;
+  a.dq = a.dk = a.dv = a.d_src = a.d_kv = a.d_ts = a.dx_lora = nullptr;
+  if (train) {
+    take(a.target, B * k.c_in * P);
+    take(a.dout, B * k.c_in * P);
+    take(a.d_ab, B * P * 2 * k.c_in);
+    for (float** p : {&a.ds0, &a.ds1, &a.dc0, &a.dc1, &a.dc2, &a.dq}) take(*p, B * P * c);
+    take(a.d4a, B * P * 4 * c);
+    take(a.d4b, B * P * 4 * c);
+    for (float** p : {&a.dk, &a.dv, &a.d_src}) take(*p, B * S * c);
+    take(a.d_kv, B * T * c);
+    take(a.d_ts, B * 2 * c);
+    if (lora_drop) take(a.dx_lora, B * S * 4 * c);  // the largest rows x in of any adapted Linear
+  }
+  int64_t total = 0;
+  for (auto& [ptr, n] : slots) total += (n + 15) / 16 * 16;  // keep every buffer 64-byte aligned
+  if (arena_) ops_.release(arena_);
+  arena_ = nullptr;
+  arena_ = ops_.alloc(total);
+  arena_floats_ = total;
+  int64_t offset = 0;
+  for (auto& [ptr, n] : slots) {
+    *ptr = arena_ + offset;
+    offset += (n + 15) / 16 * 16;
+  }
+  planned_ = s;
+  planned_train_ = train;
+}
+
+void Prior::linear_forward(Linear& l, float* y, const float* x, float* xa, float* x_drop,
+                           int64_t rows, bool train, uint64_t seed) {
+  if (!l.lora) return ops_.linear_forward(y, x, l.W, l.b, rows, l.in, l.out);
+  const float* x_lora = nullptr;
+  if (train && lora_config_.dropout > 0.0f) {
+    ops_.dropout_forward(x_drop, x, lora_config_.dropout, site_seed(seed, l.index, 15), rows * l.in);
+    x_lora = x_drop;
+  }
+  const float scale = lora_config_.alpha / static_cast<float>(lora_config_.rank);
+  ops_.lora_linear_forward(y, xa, x, x_lora, l.W, l.b, l.lora->A, l.lora->B, scale, rows, l.in, l.out, lora_config_.rank);
+}
+
+void Prior::linear_backward(Linear& l, float* dx, const float* dy, const float* x, const float* xa,
+                            const float* x_drop, float* dx_scratch, int64_t rows, bool train,
+                            uint64_t seed) {
+  if (!l.lora) {
+    if (dx) ops_.linear_backward(dx, nullptr, nullptr, dy, x, l.W, rows, l.in, l.out);
+    return;
+  }
+  const bool drop = train && lora_config_.dropout > 0.0f;
+  float* dx_lora = nullptr;
+  if (drop && dx) {
+    ops_.zero(dx_scratch, rows * l.in);
+    dx_lora = dx_scratch;
+  }
+  const float scale = lora_config_.alpha / static_cast<float>(lora_config_.rank);
+  ops_.lora_linear_backward(dx, dx_lora, l.lora->dA, l.lora->dB, nullptr, nullptr, dy, x, drop ? x_drop : nullptr, xa,
+                            l.W, l.lora->A, l.lora->B, scale, rows, l.in, l.out, lora_config_.rank);
+  if (dx_lora) ops_.dropout_backward(dx, dx_lora, lora_config_.dropout, site_seed(seed, l.index, 15), rows * l.in);
+}
+
+void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
+  const PriorConfig& k = config_;
+  Acts& a = *acts_;
+  const int64_t B = s.B, P = s.H * s.W, T = s.T, c = k.c, S = P + T, d_head = c / k.nhead;
+  const bool dropout = train && k.dropout > 0.0f;
+
+  ops_.transpose_cp(a.x_cl, a.x_in, B, k.c_in, P);
+  linear_forward(linear("projection"), a.stream[0], a.x_cl, nullptr, nullptr, B * P, train, seed);
+  linear_forward(linear("cond_mapper.0"), a.cm1, a.clip, nullptr, nullptr, B * T, train, seed);
+  ops_.leaky_relu_forward(a.cm1a, a.cm1, 0.2f, B * T * c);
+  linear_forward(linear("cond_mapper.2"), a.c_embed, a.cm1a, nullptr, nullptr, B * T, train, seed);
+  ops_.silu_forward(a.silu_c, a.c_embed, B * T * c);  // every block's kv_mapper starts with SiLU
+
+  for (int64_t d = 0; d < k.depth; ++d) {
+    const std::string res = "blocks." + std::to_string(3 * d), ts = "blocks." + std::to_string(3 * d + 1),
+                      at = "blocks." + std::to_string(3 * d + 2);
+    // ResBlock: x + channelwise(LN(depthwise(x)))
+    Acts::Res& R = a.res[d];
+    const float* x = a.stream[3 * d];
+    ops_.depthwise_conv3x3_forward(R.dw, x, param(res + ".depthwise.weight"), param(res + ".depthwise.bias"), B, s.H, s.W, c);
+    ops_.layernorm_forward(R.n, R.mean, R.rstd, R.dw, B * P, c, kLnEps);
+    linear_forward(linear(res + ".channelwise.0"), R.u1, R.n, R.xa1, R.xl1, B * P, train, seed);
+    ops_.gelu_forward(R.g, R.u1, B * P * 4 * c);
+    ops_.grn_forward(R.grn, R.g, param(res + ".channelwise.2.gamma"), param(res + ".channelwise.2.beta"), B, P, 4 * c, kGrnEps);
+    const float* fc2_in = R.grn;
+    if (dropout) {
+      ops_.dropout_forward(R.drop, R.grn, k.dropout, site_seed(seed, 3 * d, 1), B * P * 4 * c);
+      fc2_in = R.drop;
+    }
+    linear_forward(linear(res + ".channelwise.4"), a.stream[3 * d + 1], fc2_in, R.xa2, R.xl2, B * P, train, seed);
+    ops_.axpy(a.stream[3 * d + 1], x, 1.0f, B * P * c);
+
+    // TimestepBlock: x * (1 + a) + b from the r embedding
+    linear_forward(linear(ts + ".mapper"), a.ts_ab[d], a.r_embed, a.ts_xa[d], a.ts_xl[d], B, train, seed);
+    ops_.modulate_forward(a.stream[3 * d + 2], a.stream[3 * d + 1], a.ts_ab[d], B, P, c);
+
+    // AttnBlock: x + to_out(attention(q(LN x), k/v([LN x; kv_mapper(c_embed)])))
+    Acts::Attn& A = a.attn[d];
+    const float* xa = a.stream[3 * d + 2];
+    linear_forward(linear(at + ".kv_mapper.1"), A.kv, a.silu_c, A.xa_kv, A.xl_kv, B * T, train, seed);
+    ops_.layernorm_forward(A.nx, A.mean, A.rstd, xa, B * P, c, kLnEps);
+    ops_.concat_seq(A.src, A.nx, A.kv, B, P, T, c);
+    linear_forward(linear(at + ".attention.to_q"), A.q, A.nx, A.xa_q, A.xl_q, B * P, train, seed);
+    linear_forward(linear(at + ".attention.to_k"), A.k, A.src, A.xa_k, A.xl_k, B * S, train, seed);
+    linear_forward(linear(at + ".attention.to_v"), A.v, A.src, A.xa_v, A.xl_v, B * S, train, seed);
+    ops_.attention_forward(A.o, A.lse, A.q, A.k, A.v, B, P, S, k.nhead, d_head, 1.0f / std::sqrt(static_cast<float>(d_head)));
+    float* next = a.stream[3 * d + 3];
+    linear_forward(linear(at + ".attention.to_out.0"), dropout ? A.y : next, A.o, A.xa_out, A.xl_out, B * P, train, seed);
+    if (dropout) ops_.dropout_forward(next, A.y, k.dropout, site_seed(seed, 3 * d + 2, 1), B * P * c);
+    ops_.axpy(next, xa, 1.0f, B * P * c);
+  }
+
+  ops_.layernorm_forward(a.out_ln, a.out_mean, a.out_rstd, a.stream[3 * k.depth], B * P, c, kLnEps);
+  linear_forward(linear("out.1"), a.out_ab, a.out_ln, nullptr, nullptr, B * P, train, seed);
+  ops_.prior_output_forward(a.out, a.x_in, a.out_ab, B, k.c_in, P);
+}
+
+void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
+  const PriorConfig& k = config_;
+  Acts& a = *acts_;
+  const int64_t B = s.B, P = s.H * s.W, T = s.T, c = k.c, S = P + T, d_head = c / k.nhead;
+  const int64_t nc = B * P * c, n4 = B * P * 4 * c;
+  const bool dropout = train && k.dropout > 0.0f;
+
+  ops_.zero(a.d_ab, B * P * 2 * k.c_in);
+  ops_.prior_output_backward(a.d_ab, a.dout, a.x_in, a.out_ab, B, k.c_in, P);
+  ops_.zero(a.dc0, nc);
+  linear_backward(linear("out.1"), a.dc0, a.d_ab, a.out_ln, nullptr, nullptr, a.dx_lora, B * P, train, seed);
+  float* ds = a.ds0;     // gradient of the residual stream at the current point
+  float* spare = a.ds1;
+  ops_.zero(ds, nc);
+  ops_.layernorm_backward(ds, a.dc0, a.stream[3 * k.depth], a.out_mean, a.out_rstd, B * P, c);
+
+  for (int64_t d = k.depth - 1; d >= 0; --d) {
+    const std::string res = "blocks." + std::to_string(3 * d), ts = "blocks." + std::to_string(3 * d + 1),
+                      at = "blocks." + std::to_string(3 * d + 2);
+    // AttnBlock
+    Acts::Attn& A = a.attn[d];
+    const float* xa = a.stream[3 * d + 2];
+    const float* dy = ds;
+    if (dropout) {
+      ops_.zero(a.dc0, nc);
+      ops_.dropout_backward(a.dc0, ds, k.dropout, site_seed(seed, 3 * d + 2, 1), nc);
+      dy = a.dc0;
+    }
+    ops_.zero(a.dc1, nc);
+    linear_backward(linear(at + ".attention.to_out.0"), a.dc1, dy, A.o, A.xa_out, A.xl_out, a.dx_lora, B * P, train, seed);
+    ops_.zero(a.dq, nc);
+    ops_.zero(a.dk, B * S * c);
+    ops_.zero(a.dv, B * S * c);
+    ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, A.q, A.k, A.v, A.o, A.lse, B, P, S, k.nhead, d_head,
+                            1.0f / std::sqrt(static_cast<float>(d_head)));
+    ops_.zero(a.dc2, nc);       // d LN(x)
+    ops_.zero(a.d_src, B * S * c);
+    linear_backward(linear(at + ".attention.to_q"), a.dc2, a.dq, A.nx, A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed);
+    linear_backward(linear(at + ".attention.to_k"), a.d_src, a.dk, A.src, A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed);
+    linear_backward(linear(at + ".attention.to_v"), a.d_src, a.dv, A.src, A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed);
+    Linear& kv = linear(at + ".kv_mapper.1");
+    // c_embed comes from the frozen cond_mapper and the caller's text embeddings, so the
+    // keys/values from text need a gradient only to train an adapter on kv_mapper.
+    float* d_kv = kv.lora ? a.d_kv : nullptr;
+    if (d_kv) ops_.zero(d_kv, B * T * c);
+    ops_.split_seq_backward(a.dc2, d_kv, a.d_src, B, P, T, c);
+    if (d_kv) linear_backward(kv, nullptr, d_kv, a.silu_c, A.xa_kv, A.xl_kv, a.dx_lora, B * T, train, seed);
+    ops_.layernorm_backward(ds, a.dc2, xa, A.mean, A.rstd, B * P, c);  // ds: now d stream[3d+2]
+
+    // TimestepBlock
+    Linear& mapper = linear(ts + ".mapper");
+    ops_.zero(spare, nc);
+    if (mapper.lora) ops_.zero(a.d_ts, B * 2 * c);
+    ops_.modulate_backward(spare, mapper.lora ? a.d_ts : nullptr, ds, a.stream[3 * d + 1], a.ts_ab[d], B, P, c);
+    if (mapper.lora) linear_backward(mapper, nullptr, a.d_ts, a.r_embed, a.ts_xa[d], a.ts_xl[d], a.dx_lora, B, train, seed);
+    std::swap(ds, spare);  // ds: d stream[3d+1]
+
+    // ResBlock
+    Acts::Res& R = a.res[d];
+    const float* x = a.stream[3 * d];
+    ops_.zero(a.d4a, n4);
+    linear_backward(linear(res + ".channelwise.4"), a.d4a, ds, dropout ? R.drop : R.grn, R.xa2, R.xl2, a.dx_lora, B * P, train, seed);
+    float* d_grn = a.d4a;
+    if (dropout) {
+      ops_.zero(a.d4b, n4);
+      ops_.dropout_backward(a.d4b, a.d4a, k.dropout, site_seed(seed, 3 * d, 1), n4);
+      d_grn = a.d4b;
+    }
+    float* d_g = d_grn == a.d4a ? a.d4b : a.d4a;
+    ops_.zero(d_g, n4);
+    ops_.grn_backward(d_g, nullptr, nullptr, d_grn, R.g, param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
+    float* d_u1 = d_g == a.d4a ? a.d4b : a.d4a;
+    ops_.zero(d_u1, n4);
+    ops_.gelu_backward(d_u1, d_g, R.u1, n4);
+    ops_.zero(a.dc2, nc);
+    linear_backward(linear(res + ".channelwise.0"), a.dc2, d_u1, R.n, R.xa1, R.xl1, a.dx_lora, B * P, train, seed);
+    ops_.zero(a.dc1, nc);
+    ops_.layernorm_backward(a.dc1, a.dc2, R.dw, R.mean, R.rstd, B * P, c);
+    ops_.depthwise_conv3x3_backward(ds, nullptr, nullptr, a.dc1, x, param(res + ".depthwise.weight"), B, s.H, s.W, c);
+    // ds: d stream[3d]
+  }
+  // The projection and cond_mapper are frozen and fed by data: nothing further to train.
+}
+
+namespace {
+// diffusers' gen_r_embedding: [sin(r * 1e4 * f), cos(r * 1e4 * f)], f_i = exp(-i ln(1e4) / (h - 1)).
+// f is computed in float32 as diffusers does (arange(...).float()); the products and sines in
+// double, as the float64 reference computes them.
+void r_embedding(float* out, const float* r, int64_t B, int64_t c_r) {
+  const int64_t half = c_r / 2;
+  const float step = static_cast<float>(std::log(10000.0) / static_cast<double>(half - 1));
+  for (int64_t b = 0; b < B; ++b) {
+    const double R = static_cast<double>(r[b]) * 10000.0;
+    for (int64_t i = 0; i < half; ++i) {
+      const float f = std::exp(static_cast<float>(i) * -step);
+      out[b * c_r + i] = static_cast<float>(std::sin(R * static_cast<double>(f)));
+      out[b * c_r + half + i] = static_cast<float>(std::cos(R * static_cast<double>(f)));
+    }
+    if (c_r % 2) out[b * c_r + c_r - 1] = 0.0f;
+  }
+}
+}  // namespace
+
+void Prior::forward(float* out, const float* x, const float* r, const float* clip, const StepShape& s,
+                    bool train, uint64_t seed) {
+  plan(s, false);
+  const PriorConfig& k = config_;
+  const int64_t P = s.H * s.W;
+  ops_.upload(acts_->x_in, x, s.B * k.c_in * P);
+  std::vector<float> emb(s.B * k.c_r);
+  r_embedding(emb.data(), r, s.B, k.c_r);
+  ops_.upload(acts_->r_embed, emb.data(), s.B * k.c_r);
+  ops_.upload(acts_->clip, clip, s.B * s.T * k.c_cond);
+  run_forward(s, train, seed);
+  ops_.download(out, acts_->out, s.B * k.c_in * P);
+}
+
+double Prior::loss_and_grad(const float* x, const float* r, const float* clip, const float* target,
+                            const StepShape& s, uint64_t seed, bool accumulate, bool train) {
+  if (lora_layers_.empty()) throw std::logic_error("loss_and_grad needs LoRA adapters: call enable_lora first");
+  plan(s, true);
+  const PriorConfig& k = config_;
+  const int64_t P = s.H * s.W, n = s.B * k.c_in * P;
+  ops_.upload(acts_->x_in, x, n);
+  std::vector<float> emb(s.B * k.c_r);
+  r_embedding(emb.data(), r, s.B, k.c_r);
+  ops_.upload(acts_->r_embed, emb.data(), s.B * k.c_r);
+  ops_.upload(acts_->clip, clip, s.B * s.T * k.c_cond);
+  ops_.upload(acts_->target, target, n);
+  if (!accumulate)
+    for (Linear* l : lora_layers_) {
+      ops_.zero(l->lora->dA, lora_config_.rank * l->in);
+      ops_.zero(l->lora->dB, l->out * lora_config_.rank);
+    }
+  run_forward(s, train, seed);
+  ops_.zero(acts_->dout, n);
+  const double loss = ops_.mse_loss(acts_->dout, acts_->out, acts_->target, n, 1.0f);
+  run_backward(s, train, seed);
+  return loss;
+}
+
+double Prior::optimizer_step(float lr, float beta1, float beta2, float eps, float weight_decay,
+                             double max_norm, int64_t step) {
+  std::vector<float*> grads;
+  std::vector<int64_t> sizes;
+  std::vector<Ops::AdamWTensor> tensors;
+  for (Linear* l : lora_layers_) {
+    LoraTensors& t = *l->lora;
+    const int64_t na = lora_config_.rank * l->in, nb = l->out * lora_config_.rank;
+    grads.push_back(t.dA);
+    sizes.push_back(na);
+    grads.push_back(t.dB);
+    sizes.push_back(nb);
+    tensors.push_back({t.A, t.mA, t.vA, t.dA, na});
+    tensors.push_back({t.B, t.mB, t.vB, t.dB, nb});
+  }
+  const double norm = ops_.clip_grad_norm(grads.data(), sizes.data(), static_cast<int64_t>(grads.size()), max_norm);
+  ops_.adamw(tensors.data(), static_cast<int64_t>(tensors.size()), lr, beta1, beta2, eps, weight_decay, step);
+  return norm;
+}
+
+}  // namespace lt

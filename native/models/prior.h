@@ -1,0 +1,118 @@
+// The Würstchen v2 prior (diffusers' WuerstchenPrior, ../shared/spec §2-3) composed from the
+// ops in ops.h, with LoRA adapters on chosen Linear layers. Activations live in one arena
+// planned per batch shape, so a training step is one call: forward, MSE loss, backward into
+// the LoRA gradients. Internally the residual stream is channels last, (B, H*W, c), tokens in
+// h-major order as diffusers' attention sees them.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../ops.h"
+
+namespace lt {
+
+struct PriorConfig {
+  int64_t c_in = 16, c = 1536, c_cond = 1280, c_r = 64, depth = 32, nhead = 24;
+  float dropout = 0.1f;
+};
+
+struct LoraConfig {
+  int64_t rank = 8;
+  float alpha = 8.0f;
+  // Module-name suffixes as peft matches them: "to_q" adapts every blocks.N.attention.to_q.
+  std::vector<std::string> targets = {"to_q", "to_k", "to_v", "to_out.0"};
+  float dropout = 0.0f;
+};
+
+struct NamedShape {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t numel() const;
+};
+
+struct StepShape {
+  int64_t B, H, W, T;  // batch, latent height and width, text tokens
+  bool operator==(const StepShape& o) const { return B == o.B && H == o.H && W == o.W && T == o.T; }
+};
+
+class Prior {
+ public:
+  Prior(Ops& ops, const PriorConfig& config);
+  ~Prior();
+  Prior(const Prior&) = delete;
+  Prior& operator=(const Prior&) = delete;
+
+  const PriorConfig& config() const { return config_; }
+  // Frozen parameters, named and shaped as in diffusers' state dict.
+  std::vector<NamedShape> parameters() const;
+  void set_parameter(const std::string& name, const float* host, int64_t n);
+
+  // Adds LoRA adapters (A and B zero until set) to every Linear whose module name ends in a
+  // target; throws when a target matches nothing. Replaces adapters added before.
+  void enable_lora(const LoraConfig& lora);
+  bool has_lora() const { return !lora_layers_.empty(); }
+  const LoraConfig& lora_config() const { return lora_config_; }
+  // "<module>.lora_A.weight" (r, in) and "<module>.lora_B.weight" (out, r), in layer order.
+  std::vector<NamedShape> lora_parameters() const;
+  void set_lora(const std::string& name, const float* host, int64_t n);
+  void get_lora(const std::string& name, float* host, int64_t n) const;
+  void get_lora_grad(const std::string& name, float* host, int64_t n) const;
+
+  // out (B, c_in, H, W) = prior(x (B, c_in, H, W), r (B), clip (B, T, c_cond)); host pointers.
+  // Dropout (and LoRA dropout) only when train, drawn from seed.
+  void forward(float* out, const float* x, const float* r, const float* clip, const StepShape& s,
+               bool train, uint64_t seed);
+  // Forward in training mode, MSE against target (B, c_in, H, W), backward into the LoRA
+  // gradients (zeroed first unless accumulate). Returns the loss.
+  double loss_and_grad(const float* x, const float* r, const float* clip, const float* target,
+                       const StepShape& s, uint64_t seed, bool accumulate, bool train = true);
+  // Global grad-norm clipping (max_norm <= 0: none) then one AdamW step on every LoRA tensor.
+  // Returns the gradient norm before clipping.
+  double optimizer_step(float lr, float beta1, float beta2, float eps, float weight_decay,
+                        double max_norm, int64_t step);
+  // AdamW moments by LoRA parameter name, for checkpoints: "<name>.exp_avg" / ".exp_avg_sq".
+  void get_optimizer_state(const std::string& name, float* host, int64_t n) const;
+  void set_optimizer_state(const std::string& name, const float* host, int64_t n);
+  // Bytes of the activation arena planned for the last step shape (0 before any step).
+  int64_t activation_bytes() const { return arena_floats_ * static_cast<int64_t>(sizeof(float)); }
+
+  // Serialises calls from JS worker threads: one model, one computation at a time.
+  std::mutex& mutex() { return mutex_; }
+
+ private:
+  struct Linear;
+  struct Acts;
+  struct LoraTensors;
+
+  Linear& linear(const std::string& module);
+  float* param(const std::string& name) const;
+  void plan(const StepShape& s, bool train);
+  void run_forward(const StepShape& s, bool train, uint64_t seed);
+  void run_backward(const StepShape& s, bool train, uint64_t seed);
+  void linear_forward(Linear& l, float* y, const float* x, float* xa, float* x_drop, int64_t rows,
+                      bool train, uint64_t seed);
+  void linear_backward(Linear& l, float* dx, const float* dy, const float* x, const float* xa,
+                       const float* x_drop, float* dx_scratch, int64_t rows, bool train,
+                       uint64_t seed);
+  const LoraTensors& lora_tensors(const std::string& name, const char** which) const;
+
+  Ops& ops_;
+  PriorConfig config_;
+  std::map<std::string, std::pair<float*, NamedShape>> params_;  // frozen weights
+  std::vector<std::unique_ptr<Linear>> linears_;
+  std::map<std::string, Linear*> linear_by_name_;
+  std::vector<Linear*> lora_layers_;
+  LoraConfig lora_config_;
+  std::unique_ptr<Acts> acts_;
+  float* arena_ = nullptr;
+  int64_t arena_floats_ = 0;
+  StepShape planned_{0, 0, 0, 0};
+  bool planned_train_ = false;
+  std::mutex mutex_;
+};
+
+}  // namespace lt

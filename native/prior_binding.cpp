@@ -1,0 +1,225 @@
+// JS class `Prior` (native side of src/prior.ts): owns one lt::Prior. Weight and LoRA transfers
+// are synchronous copies; forward, lossAndGrad and optimizerStep run on a worker thread and
+// return Promises. The model's mutex serialises them.
+#include "prior_binding.h"
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "backends.h"
+#include "models/prior.h"
+#include "napi_call.h"
+
+namespace lt {
+namespace {
+
+class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Prior",
+                       {InstanceMethod("parameters", &PriorWrap::Parameters),
+                        InstanceMethod("setParameter", &PriorWrap::SetParameter),
+                        InstanceMethod("enableLora", &PriorWrap::EnableLora),
+                        InstanceMethod("loraParameters", &PriorWrap::LoraParameters),
+                        InstanceMethod("setLora", &PriorWrap::SetLora),
+                        InstanceMethod("getLora", &PriorWrap::GetLora),
+                        InstanceMethod("getLoraGrad", &PriorWrap::GetLoraGrad),
+                        InstanceMethod("getOptimizerState", &PriorWrap::GetOptimizerState),
+                        InstanceMethod("setOptimizerState", &PriorWrap::SetOptimizerState),
+                        InstanceMethod("forward", &PriorWrap::Forward),
+                        InstanceMethod("lossAndGrad", &PriorWrap::LossAndGrad),
+                        InstanceMethod("optimizerStep", &PriorWrap::OptimizerStep),
+                        InstanceMethod("activationBytes", &PriorWrap::ActivationBytes)});
+  }
+
+  // new Prior(device, {c_in, c, c_cond, c_r, depth, nhead, dropout})
+  explicit PriorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PriorWrap>(info) {
+    OpCall call(info, "Prior");
+    Ops& ops = backend_for(call, 0);
+    Napi::Object cfg = call.object(1, "config");
+    PriorConfig c;
+    c.c_in = call.dim_of(cfg, "c_in");
+    c.c = call.dim_of(cfg, "c");
+    c.c_cond = call.dim_of(cfg, "c_cond");
+    c.c_r = call.dim_of(cfg, "c_r");
+    c.depth = call.dim_of(cfg, "depth");
+    c.nhead = call.dim_of(cfg, "nhead");
+    c.dropout = static_cast<float>(call.number_of(cfg, "dropout"));
+    try {
+      model_ = std::make_unique<Prior>(ops, c);
+    } catch (const std::exception& e) {
+      throw Napi::RangeError::New(info.Env(), e.what());
+    }
+  }
+
+ private:
+  template <typename F>
+  Napi::Value locked(const Napi::CallbackInfo& info, F f) {
+    std::lock_guard<std::mutex> lock(model_->mutex());
+    try {
+      return f();
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  static Napi::Array shapes(Napi::Env env, const std::vector<NamedShape>& list) {
+    Napi::Array out = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", list[i].name);
+      Napi::Array shape = Napi::Array::New(env, list[i].shape.size());
+      for (size_t j = 0; j < list[i].shape.size(); ++j) shape.Set(j, static_cast<double>(list[i].shape[j]));
+      o.Set("shape", shape);
+      out.Set(i, o);
+    }
+    return out;
+  }
+
+  Napi::Value Parameters(const Napi::CallbackInfo& info) {
+    return locked(info, [&] { return shapes(info.Env(), model_->parameters()).As<Napi::Value>(); });
+  }
+
+  // (name, Float32Array)
+  Napi::Value SetParameter(const Napi::CallbackInfo& info) {
+    OpCall call(info, "setParameter");
+    std::string name = call.string(0, "name");
+    Napi::Value v = info[1];
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) call.fail_type("a Float32Array", "data", v);
+    auto arr = v.As<Napi::Float32Array>();
+    return locked(info, [&] {
+      model_->set_parameter(name, arr.Data(), static_cast<int64_t>(arr.ElementLength()));
+      return info.Env().Undefined();
+    });
+  }
+
+  // ({rank, alpha, targets: string[], dropout})
+  Napi::Value EnableLora(const Napi::CallbackInfo& info) {
+    OpCall call(info, "enableLora");
+    Napi::Object o = call.object(0, "lora");
+    LoraConfig lora;
+    lora.rank = call.dim_of(o, "rank");
+    lora.alpha = static_cast<float>(call.number_of(o, "alpha"));
+    lora.dropout = static_cast<float>(call.number_of(o, "dropout"));
+    Napi::Value targets = o.Get("targets");
+    if (!targets.IsArray()) call.fail_type("an Array of strings", "lora.targets", targets);
+    lora.targets.clear();
+    Napi::Array t = targets.As<Napi::Array>();
+    for (uint32_t i = 0; i < t.Length(); ++i) {
+      Napi::Value s = t.Get(i);
+      if (!s.IsString()) call.fail_type("a string", "lora.targets[" + std::to_string(i) + "]", s);
+      lora.targets.push_back(s.As<Napi::String>().Utf8Value());
+    }
+    return locked(info, [&] {
+      model_->enable_lora(lora);
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value LoraParameters(const Napi::CallbackInfo& info) {
+    return locked(info, [&] { return shapes(info.Env(), model_->lora_parameters()).As<Napi::Value>(); });
+  }
+
+  template <typename F>
+  Napi::Value transfer(const Napi::CallbackInfo& info, const char* op, F f) {
+    OpCall call(info, op);
+    std::string name = call.string(0, "name");
+    Napi::Value v = info[1];
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) call.fail_type("a Float32Array", "data", v);
+    auto arr = v.As<Napi::Float32Array>();
+    return locked(info, [&] {
+      f(name, arr.Data(), static_cast<int64_t>(arr.ElementLength()));
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value SetLora(const Napi::CallbackInfo& info) {
+    return transfer(info, "setLora", [&](const std::string& n, float* p, int64_t len) { model_->set_lora(n, p, len); });
+  }
+  Napi::Value GetLora(const Napi::CallbackInfo& info) {
+    return transfer(info, "getLora", [&](const std::string& n, float* p, int64_t len) { model_->get_lora(n, p, len); });
+  }
+  Napi::Value GetLoraGrad(const Napi::CallbackInfo& info) {
+    return transfer(info, "getLoraGrad", [&](const std::string& n, float* p, int64_t len) { model_->get_lora_grad(n, p, len); });
+  }
+  Napi::Value GetOptimizerState(const Napi::CallbackInfo& info) {
+    return transfer(info, "getOptimizerState", [&](const std::string& n, float* p, int64_t len) { model_->get_optimizer_state(n, p, len); });
+  }
+  Napi::Value SetOptimizerState(const Napi::CallbackInfo& info) {
+    return transfer(info, "setOptimizerState", [&](const std::string& n, float* p, int64_t len) { model_->set_optimizer_state(n, p, len); });
+  }
+
+  StepShape step_shape(OpCall& call, size_t i) {
+    return {call.dim(i, "B"), call.dim(i + 1, "H"), call.dim(i + 2, "W"), call.dim(i + 3, "T")};
+  }
+
+  // (out, x, r, clip, B, H, W, T, train, seed) -> Promise<void>
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    OpCall call(info, "forward");
+    StepShape s = step_shape(call, 4);
+    bool train = call.flag(8, "train");
+    uint64_t seed = call.seed(9, "seed");
+    const PriorConfig& k = model_->config();
+    const int64_t n = s.B * k.c_in * s.H * s.W;
+    float* out = call.f32(0, "out", n);
+    const float* x = call.f32(1, "x", n);
+    const float* r = call.f32(2, "r", s.B);
+    const float* clip = call.f32(3, "clip", s.B * s.T * k.c_cond);
+    call.pin(Value());
+    Prior* m = model_.get();
+    return call.run([=] {
+      std::lock_guard<std::mutex> lock(m->mutex());
+      m->forward(out, x, r, clip, s, train, seed);
+    });
+  }
+
+  // (x, r, clip, target, B, H, W, T, seed, accumulate, train) -> Promise<loss>
+  Napi::Value LossAndGrad(const Napi::CallbackInfo& info) {
+    OpCall call(info, "lossAndGrad");
+    StepShape s = step_shape(call, 4);
+    uint64_t seed = call.seed(8, "seed");
+    bool accumulate = call.flag(9, "accumulate"), train = call.flag(10, "train");
+    const PriorConfig& k = model_->config();
+    const int64_t n = s.B * k.c_in * s.H * s.W;
+    const float* x = call.f32(0, "x", n);
+    const float* r = call.f32(1, "r", s.B);
+    const float* clip = call.f32(2, "clip", s.B * s.T * k.c_cond);
+    const float* target = call.f32(3, "target", n);
+    call.pin(Value());
+    Prior* m = model_.get();
+    return call.run_number([=] {
+      std::lock_guard<std::mutex> lock(m->mutex());
+      return m->loss_and_grad(x, r, clip, target, s, seed, accumulate, train);
+    });
+  }
+
+  // (lr, beta1, beta2, eps, weightDecay, maxNorm, step) -> Promise<grad norm>
+  Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
+    OpCall call(info, "optimizerStep");
+    float lr = static_cast<float>(call.number(0, "lr")), b1 = static_cast<float>(call.number(1, "beta1")),
+          b2 = static_cast<float>(call.number(2, "beta2")), eps = static_cast<float>(call.number(3, "eps")),
+          wd = static_cast<float>(call.number(4, "weightDecay"));
+    double max_norm = call.number(5, "maxNorm");
+    int64_t step = call.dim(6, "step");
+    call.pin(Value());
+    Prior* m = model_.get();
+    return call.run_number([=] {
+      std::lock_guard<std::mutex> lock(m->mutex());
+      return m->optimizer_step(lr, b1, b2, eps, wd, max_norm, step);
+    });
+  }
+
+  Napi::Value ActivationBytes(const Napi::CallbackInfo& info) {
+    return locked(info, [&] { return Napi::Number::New(info.Env(), static_cast<double>(model_->activation_bytes())).As<Napi::Value>(); });
+  }
+
+  std::unique_ptr<Prior> model_;
+};
+
+}  // namespace
+
+void register_prior(Napi::Env env, Napi::Object exports) { exports.Set("Prior", PriorWrap::Define(env)); }
+
+}  // namespace lt

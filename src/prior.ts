@@ -1,0 +1,440 @@
+// The Würstchen prior as a library object: loads a diffusers prior folder, trains LoRA adapters
+// natively, reads and writes LoRA files in diffusers' and peft's formats.
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { native } from './native.js';
+import { Rng } from './rng.js';
+import { SafetensorsReader, type SafetensorsFile, getTensor, readSafetensors, writeSafetensors } from './safetensors.js';
+import { ShapeCheck, type Tensor, invalid } from './tensor.js';
+
+export interface PriorConfig {
+  c_in: number;
+  c: number;
+  c_cond: number;
+  c_r: number;
+  depth: number;
+  nhead: number;
+  dropout: number;
+}
+
+export interface LoraOptions {
+  /** Rank r (default 8). */
+  rank?: number;
+  /** alpha; the adapter's output is scaled by alpha / r (default: rank). */
+  alpha?: number;
+  /** Module-name suffixes, as peft's target_modules (default to_q, to_k, to_v, to_out.0). */
+  targets?: string[];
+  /** Dropout on the adapter's input in training (default 0). */
+  dropout?: number;
+  /** Seed of the kaiming-uniform initialisation of lora_A (lora_B starts at zero). */
+  seed?: number;
+}
+
+export interface LoadPriorOptions {
+  device?: 'cpu';
+  lora?: LoraOptions;
+}
+
+export interface ForwardOptions {
+  /** Training mode: dropout active (default false). */
+  train?: boolean;
+  /** Seed of this call's dropout masks (default 0). */
+  seed?: number;
+}
+
+export interface StepOptions {
+  /** Seed of this step's dropout masks (default 0). */
+  seed?: number;
+  /** Dropout active (default true, as in training). */
+  train?: boolean;
+  /** Add to the gradients already held instead of replacing them (gradient accumulation). */
+  accumulate?: boolean;
+}
+
+export interface AdamWOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** Global grad-norm clipping (0: none). */
+  maxNorm?: number;
+}
+
+export const DEFAULT_LORA_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0'];
+const DIFFUSERS_PREFIX = 'prior.';
+const PEFT_PREFIX = 'base_model.model.';
+export const DIFFUSERS_LORA_FILE = 'pytorch_lora_weights.safetensors';
+
+interface NativePrior {
+  parameters(): { name: string; shape: number[] }[];
+  setParameter(name: string, data: Float32Array): void;
+  enableLora(lora: { rank: number; alpha: number; targets: string[]; dropout: number }): void;
+  loraParameters(): { name: string; shape: number[] }[];
+  setLora(name: string, data: Float32Array): void;
+  getLora(name: string, data: Float32Array): void;
+  getLoraGrad(name: string, data: Float32Array): void;
+  getOptimizerState(name: string, data: Float32Array): void;
+  setOptimizerState(name: string, data: Float32Array): void;
+  forward(out: Float32Array, x: Float32Array, r: Float32Array, clip: Float32Array, B: number, H: number, W: number, T: number, train: boolean, seed: number): Promise<void>;
+  lossAndGrad(x: Float32Array, r: Float32Array, clip: Float32Array, target: Float32Array, B: number, H: number, W: number, T: number, seed: number, accumulate: boolean, train: boolean): Promise<number>;
+  optimizerStep(lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, maxNorm: number, step: number): Promise<number>;
+  activationBytes(): number;
+}
+
+const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
+
+/** The folder holding config.json: the given one, or its prior/ subfolder (a whole snapshot). */
+export function resolvePriorFolder(dir: string): string {
+  if (existsSync(join(dir, 'prior', 'config.json'))) return join(dir, 'prior');
+  if (existsSync(join(dir, 'config.json'))) return dir;
+  throw new Error(`${dir}: no prior here (looked for ${join(dir, 'prior', 'config.json')} and ${join(dir, 'config.json')})`);
+}
+
+export function readPriorConfig(file: string): PriorConfig {
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`${file}: cannot read the prior config (${(e as Error).message})`);
+  }
+  if (raw._class_name !== undefined && raw._class_name !== 'WuerstchenPrior')
+    throw new Error(`${file}: _class_name is ${JSON.stringify(raw._class_name)}, expected "WuerstchenPrior"`);
+  // diffusers' defaults for keys a config leaves out
+  const defaults: PriorConfig = { c_in: 16, c: 1280, c_cond: 1024, c_r: 64, depth: 16, nhead: 16, dropout: 0.1 };
+  const config = { ...defaults };
+  for (const key of Object.keys(defaults) as (keyof PriorConfig)[]) {
+    const v = raw[key] ?? defaults[key];
+    const ok = key === 'dropout' ? typeof v === 'number' && v >= 0 && v < 1 : Number.isInteger(v) && (v as number) >= 1;
+    if (!ok) throw new Error(`${file}: ${key} must be ${key === 'dropout' ? 'a number in [0, 1)' : 'a positive integer'}, got ${JSON.stringify(v)}`);
+    config[key] = v as number;
+  }
+  if (config.c % config.nhead !== 0) throw new Error(`${file}: c (${config.c}) is not divisible by nhead (${config.nhead})`);
+  return config;
+}
+
+/** Files of the prior's weights: one safetensors file, or the shards its index names. */
+function weightFiles(folder: string): string[] {
+  const single = join(folder, 'diffusion_pytorch_model.safetensors');
+  if (existsSync(single)) return [single];
+  const index = join(folder, 'diffusion_pytorch_model.safetensors.index.json');
+  if (existsSync(index)) {
+    let map: Record<string, string>;
+    try {
+      map = JSON.parse(readFileSync(index, 'utf8')).weight_map;
+    } catch (e) {
+      throw new Error(`${index}: cannot read the shard index (${(e as Error).message})`);
+    }
+    if (!map || typeof map !== 'object') throw new Error(`${index}: has no weight_map`);
+    const shards = [...new Set(Object.values(map))].sort();
+    for (const shard of shards) if (!existsSync(join(folder, shard))) throw new Error(`${index}: names shard ${shard}, which is missing`);
+    return shards.map((s) => join(folder, s));
+  }
+  throw new Error(`${folder}: no weights (looked for diffusion_pytorch_model.safetensors and diffusion_pytorch_model.safetensors.index.json)`);
+}
+
+/** Kaiming-uniform with a = sqrt(5) (torch.nn.Linear's and peft's lora_A init): U(-1/sqrt(in), 1/sqrt(in)). */
+function kaimingUniform(rng: Rng, rows: number, fanIn: number): Float32Array {
+  const bound = 1 / Math.sqrt(fanIn);
+  return Float32Array.from({ length: rows * fanIn }, () => (rng.uniform() * 2 - 1) * bound);
+}
+
+export interface LoraState {
+  rank: number;
+  alpha: number;
+  targets: string[];
+  dropout: number;
+}
+
+export class Prior {
+  private lora: LoraState | undefined;
+
+  private constructor(
+    readonly config: PriorConfig,
+    readonly device: 'cpu',
+    private readonly model: NativePrior,
+  ) {}
+
+  /** Loads config and weights (F32, F16 or BF16; single file or sharded), checking every tensor. */
+  static async load(dir: string, options: LoadPriorOptions = {}): Promise<Prior> {
+    const device = options.device ?? 'cpu';
+    if (device !== 'cpu') invalid('loadPrior', "'cpu' (the only backend in this build)", 'device', device);
+    const folder = resolvePriorFolder(dir);
+    const config = readPriorConfig(join(folder, 'config.json'));
+    const Ctor = (native() as unknown as { Prior: new (device: string, config: PriorConfig) => NativePrior }).Prior;
+    const model = new Ctor(device, config);
+    const expected = new Map(model.parameters().map((p) => [p.name, p.shape]));
+    const seen = new Set<string>();
+    const problems: string[] = [];
+    for (const file of weightFiles(folder)) {
+      const reader = new SafetensorsReader(file);
+      try {
+        for (const [name, entry] of reader.entries) {
+          const shape = expected.get(name);
+          if (!shape) {
+            problems.push(`unexpected tensor ${name} ${shapeText(entry.shape)} in ${basename(file)}`);
+            continue;
+          }
+          if (seen.has(name)) problems.push(`tensor ${name} appears twice (again in ${basename(file)})`);
+          seen.add(name);
+          if (shapeText(shape) !== shapeText(entry.shape)) {
+            problems.push(`tensor ${name} has shape ${shapeText(entry.shape)} in ${basename(file)}, the config needs ${shapeText(shape)}`);
+            continue;
+          }
+          model.setParameter(name, reader.read(name).data);
+        }
+      } finally {
+        reader.close();
+      }
+    }
+    for (const [name, shape] of expected) if (!seen.has(name)) problems.push(`missing tensor ${name} ${shapeText(shape)}`);
+    if (problems.length) throw new Error(`${folder}: the weights do not fit config.json:\n  - ${problems.join('\n  - ')}`);
+    const prior = new Prior(config, device, model);
+    if (options.lora) prior.addLora(options.lora);
+    return prior;
+  }
+
+  get loraState(): LoraState | undefined {
+    return this.lora ? { ...this.lora, targets: [...this.lora.targets] } : undefined;
+  }
+
+  /** Adds fresh adapters: lora_A kaiming-uniform from the seed, lora_B zero (peft's init). */
+  addLora(options: LoraOptions = {}): void {
+    const s = new ShapeCheck('addLora');
+    const rank = s.positiveInteger('lora.rank', options.rank ?? 8);
+    const alpha = s.finite('lora.alpha', options.alpha ?? rank);
+    const dropout = s.finite('lora.dropout', options.dropout ?? 0);
+    const targets = options.targets ?? DEFAULT_LORA_TARGETS;
+    if (!Array.isArray(targets) || targets.length === 0 || !targets.every((t) => typeof t === 'string'))
+      invalid('addLora', 'a non-empty array of module names', 'lora.targets', targets);
+    this.enable({ rank, alpha, targets: [...targets], dropout });
+    const rng = new Rng(options.seed ?? 0);
+    for (const p of this.model.loraParameters())
+      if (p.name.endsWith('.lora_A.weight')) this.model.setLora(p.name, kaimingUniform(rng, p.shape[0]!, p.shape[1]!));
+  }
+
+  private enable(state: LoraState): void {
+    try {
+      this.model.enableLora(state);
+    } catch (e) {
+      throw new Error(`LoRA: ${(e as Error).message}`);
+    }
+    this.lora = state;
+  }
+
+  private requireLora(op: string): LoraState {
+    if (!this.lora) throw new Error(`${op}: the prior has no LoRA adapters (pass { lora } to loadPrior, or call addLora / loadLora)`);
+    return this.lora;
+  }
+
+  private checkInputs(op: string, x: Tensor, r: Tensor, clip: Tensor, target?: Tensor) {
+    const s = new ShapeCheck(op);
+    s.tensor('x', x, ['B', this.config.c_in, 'H', 'W']);
+    s.tensor('r', r, ['B']);
+    s.tensor('clip', clip, ['B', 'T', this.config.c_cond]);
+    if (target) s.tensor('target', target, ['B', this.config.c_in, 'H', 'W']);
+    return { B: s.dim('B'), H: s.dim('H'), W: s.dim('W'), T: s.dim('T') };
+  }
+
+  /** eps = prior(x (B, c_in, H, W), r (B), clip (B, T, c_cond)). */
+  async forward(x: Tensor, r: Tensor, clip: Tensor, options: ForwardOptions = {}): Promise<Tensor> {
+    const { B, H, W, T } = this.checkInputs('forward', x, r, clip);
+    const out = { data: new Float32Array(x.data.length), shape: [...x.shape] };
+    await this.model.forward(out.data, x.data, r.data, clip.data, B, H, W, T, options.train ?? false, options.seed ?? 0);
+    return out;
+  }
+
+  /** MSE of prior(x, r, clip) against target, and its gradients for every LoRA tensor, keyed as
+   * in the diffusers LoRA file (prior.<module>.lora_A.weight). */
+  async lossAndGrad(x: Tensor, r: Tensor, clip: Tensor, target: Tensor, options: StepOptions = {}): Promise<{ loss: number; grads: Record<string, Tensor> }> {
+    const loss = await this.step(x, r, clip, target, options);
+    const grads: Record<string, Tensor> = {};
+    for (const p of this.model.loraParameters()) {
+      const data = new Float32Array(p.shape[0]! * p.shape[1]!);
+      this.model.getLoraGrad(p.name, data);
+      grads[DIFFUSERS_PREFIX + p.name] = { data, shape: p.shape };
+    }
+    return { loss, grads };
+  }
+
+  /** Forward, loss and backward without copying the gradients out (the training loop's call). */
+  async step(x: Tensor, r: Tensor, clip: Tensor, target: Tensor, options: StepOptions = {}): Promise<number> {
+    this.requireLora('lossAndGrad');
+    const { B, H, W, T } = this.checkInputs('lossAndGrad', x, r, clip, target);
+    return this.model.lossAndGrad(x.data, r.data, clip.data, target.data, B, H, W, T, options.seed ?? 0, options.accumulate ?? false, options.train ?? true);
+  }
+
+  /** Clips the global gradient norm, then one AdamW step; returns the norm before clipping. */
+  async optimizerStep(options: AdamWOptions, step: number): Promise<number> {
+    this.requireLora('optimizerStep');
+    const s = new ShapeCheck('optimizerStep');
+    s.positiveInteger('step', step);
+    return this.model.optimizerStep(
+      s.finite('lr', options.lr), s.finite('beta1', options.beta1 ?? 0.9), s.finite('beta2', options.beta2 ?? 0.999),
+      s.finite('eps', options.eps ?? 1e-8), s.finite('weightDecay', options.weightDecay ?? 1e-2), s.finite('maxNorm', options.maxNorm ?? 0), step,
+    );
+  }
+
+  /** The adapters as trained: module path -> { A (r, in), B (out, r) }, unscaled. */
+  loraWeights(): Record<string, Tensor> {
+    this.requireLora('loraWeights');
+    const out: Record<string, Tensor> = {};
+    for (const p of this.model.loraParameters()) {
+      const data = new Float32Array(p.shape[0]! * p.shape[1]!);
+      this.model.getLora(p.name, data);
+      out[p.name] = { data, shape: p.shape };
+    }
+    return out;
+  }
+
+  /** AdamW moments of every LoRA tensor ("<name>.exp_avg", "<name>.exp_avg_sq"). */
+  optimizerState(): Record<string, Tensor> {
+    const out: Record<string, Tensor> = {};
+    for (const p of this.model.loraParameters())
+      for (const suffix of ['.exp_avg', '.exp_avg_sq']) {
+        const data = new Float32Array(p.shape[0]! * p.shape[1]!);
+        this.model.getOptimizerState(p.name + suffix, data);
+        out[p.name + suffix] = { data, shape: p.shape };
+      }
+    return out;
+  }
+
+  setOptimizerState(state: Record<string, Tensor>): void {
+    for (const [name, t] of Object.entries(state)) this.model.setOptimizerState(name, t.data);
+  }
+
+  /** Bytes of the planned activation memory (after the first forward or step). */
+  activationBytes(): number {
+    return this.model.activationBytes();
+  }
+
+  /**
+   * Writes the adapters in diffusers' format: pytorch_lora_weights.safetensors (path may be
+   * that file or a folder), keys prior.<module>.lora_A/B.weight, F32, alpha/r folded into
+   * lora_B so that every diffusers version (which loads with alpha = r unless told) reproduces
+   * this model, and metadata format=pt plus lora_adapter_metadata saying alpha = r.
+   */
+  saveLora(path: string): string {
+    const lora = this.requireLora('saveLora');
+    const file = path.endsWith('.safetensors') ? path : join(path, DIFFUSERS_LORA_FILE);
+    mkdirSync(dirname(file), { recursive: true });
+    const scale = lora.alpha / lora.rank;
+    const tensors: Record<string, Tensor> = {};
+    for (const [name, t] of Object.entries(this.loraWeights()))
+      tensors[DIFFUSERS_PREFIX + name] = name.endsWith('.lora_B.weight') ? { data: t.data.map((v) => v * scale), shape: t.shape } : t;
+    const modules = [...new Set(Object.keys(this.loraWeights()).map((k) => k.replace(/\.lora_[AB]\.weight$/, '')))];
+    const adapterMetadata = {
+      'prior.r': lora.rank,
+      'prior.lora_alpha': lora.rank,
+      'prior.target_modules': modules,
+      'prior.lora_dropout': lora.dropout,
+      'prior.bias': 'none',
+      'prior.use_dora': false,
+      'prior.use_rslora': false,
+      'prior.init_lora_weights': true,
+    };
+    writeSafetensors(file, tensors, { format: 'pt', lora_adapter_metadata: JSON.stringify(adapterMetadata, null, 2) });
+    return file;
+  }
+
+  /** Loads adapters from a diffusers LoRA file (or a folder holding one) or a peft folder
+   * (adapter_model.safetensors + adapter_config.json), replacing the current ones. */
+  loadLora(path: string): void {
+    const loaded = readLoraFile(path);
+    const modules = Object.keys(loaded.weights);
+    this.enable({ rank: loaded.rank, alpha: loaded.alpha, targets: modules, dropout: loaded.dropout });
+    const expected = new Map(this.model.loraParameters().map((p) => [p.name, p.shape]));
+    const problems: string[] = [];
+    for (const [module, { A, B }] of Object.entries(loaded.weights)) {
+      for (const [suffix, t] of [['.lora_A.weight', A], ['.lora_B.weight', B]] as const) {
+        const name = module + suffix;
+        const shape = expected.get(name);
+        if (!shape) problems.push(`${name}: no such layer in this prior`);
+        else if (shapeText(shape) !== shapeText(t.shape)) problems.push(`${name}: shape ${shapeText(t.shape)} in the file, the prior needs ${shapeText(shape)}`);
+        else this.model.setLora(name, t.data);
+      }
+    }
+    if (problems.length) throw new Error(`${loaded.file}: the LoRA does not fit this prior:\n  - ${problems.join('\n  - ')}`);
+  }
+}
+
+interface LoadedLora {
+  file: string;
+  rank: number;
+  alpha: number;
+  dropout: number;
+  weights: Record<string, { A: Tensor; B: Tensor }>;
+}
+
+/** Parses a LoRA file in diffusers' or peft's layout into per-module A/B pairs. */
+export function readLoraFile(path: string): LoadedLora {
+  let file = path;
+  let peftConfig: Record<string, unknown> | undefined;
+  if (existsSync(path) && statSync(path).isDirectory()) {
+    if (existsSync(join(path, 'adapter_config.json'))) {
+      file = join(path, 'adapter_model.safetensors');
+      const configFile = join(path, 'adapter_config.json');
+      try {
+        peftConfig = JSON.parse(readFileSync(configFile, 'utf8'));
+      } catch (e) {
+        throw new Error(`${configFile}: cannot read the peft adapter config (${(e as Error).message})`);
+      }
+    } else file = join(path, DIFFUSERS_LORA_FILE);
+  }
+  if (!existsSync(file)) throw new Error(`${file}: no LoRA file here (expected ${DIFFUSERS_LORA_FILE}, or a peft folder with adapter_config.json)`);
+  const st: SafetensorsFile = readSafetensors(file);
+  const keys = [...st.entries.keys()];
+  if (keys.some((k) => k.startsWith('lora_unet_') || k.startsWith('lora_te')))
+    throw new Error(`${file}: kohya-style LoRA keys (lora_unet_…) do not load into the diffusers Würstchen prior; convert the file to diffusers' format first`);
+  const prefix = peftConfig ? PEFT_PREFIX : DIFFUSERS_PREFIX;
+  const weights: Record<string, { A?: Tensor; B?: Tensor }> = {};
+  const stray: string[] = [];
+  for (const key of keys) {
+    const m = key.startsWith(prefix) ? /^(.*)\.lora_([AB])\.weight$/.exec(key.slice(prefix.length)) : null;
+    if (!m) {
+      stray.push(key);
+      continue;
+    }
+    const entry = (weights[m[1]!] ??= {});
+    entry[m[2] as 'A' | 'B'] = getTensor(st, key);
+  }
+  const problems = stray.map((k) => `${k}: not a ${prefix}<module>.lora_A/B.weight key`);
+  const ranks = new Set<number>();
+  for (const [module, { A, B }] of Object.entries(weights)) {
+    if (!A || !B) problems.push(`${module}: has lora_${A ? 'A' : 'B'} but not lora_${A ? 'B' : 'A'}`);
+    else {
+      if (A.shape.length !== 2 || B.shape.length !== 2 || A.shape[0] !== B.shape[1]) problems.push(`${module}: lora_A ${shapeText(A.shape)} and lora_B ${shapeText(B.shape)} disagree on the rank`);
+      ranks.add(A.shape[0]!);
+    }
+  }
+  if (Object.keys(weights).length === 0) problems.push('no LoRA tensors found');
+  if (ranks.size > 1) problems.push(`mixed ranks ${[...ranks].join(', ')} (one rank per file is supported)`);
+  if (problems.length) throw new Error(`${file}: not a usable LoRA file:\n  - ${problems.join('\n  - ')}`);
+  const rank = [...ranks][0]!;
+  let alpha = rank; // diffusers loads a file without metadata with alpha = r
+  let dropout = 0;
+  if (peftConfig) {
+    if (peftConfig.r !== undefined && peftConfig.r !== rank) throw new Error(`${file}: adapter_config.json says r = ${peftConfig.r}, the tensors have rank ${rank}`);
+    for (const key of ['rank_pattern', 'alpha_pattern'])
+      if (peftConfig[key] && Object.keys(peftConfig[key] as object).length) throw new Error(`${file}: adapter_config.json uses ${key}, which lora-train does not support`);
+    if (peftConfig.use_dora) throw new Error(`${file}: DoRA adapters (use_dora) are not supported`);
+    alpha = typeof peftConfig.lora_alpha === 'number' ? peftConfig.lora_alpha : rank;
+    if (peftConfig.use_rslora) alpha *= Math.sqrt(rank); // rsLoRA scales by alpha / sqrt(r) = (alpha sqrt(r)) / r
+    dropout = typeof peftConfig.lora_dropout === 'number' ? peftConfig.lora_dropout : 0;
+  } else if (st.metadata.lora_adapter_metadata) {
+    let meta: Record<string, unknown>;
+    try {
+      meta = JSON.parse(st.metadata.lora_adapter_metadata);
+    } catch (e) {
+      throw new Error(`${file}: lora_adapter_metadata is not JSON (${(e as Error).message})`);
+    }
+    if (typeof meta['prior.lora_alpha'] === 'number') alpha = meta['prior.lora_alpha'] as number;
+    if (typeof meta['prior.r'] === 'number' && meta['prior.r'] !== rank) throw new Error(`${file}: lora_adapter_metadata says r = ${meta['prior.r']}, the tensors have rank ${rank}`);
+  }
+  return { file, rank, alpha, dropout, weights: weights as Record<string, { A: Tensor; B: Tensor }> };
+}
+
+/** Loads a diffusers prior folder (or a snapshot with prior/ inside). */
+export function loadPrior(dir: string, options: LoadPriorOptions = {}): Promise<Prior> {
+  return Prior.load(dir, options);
+}
