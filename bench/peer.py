@@ -2,6 +2,7 @@
 `npm run bench` can print lora-train's figures beside a peer measured in the same run.
 Reads a JSON list of cases on stdin, writes one JSON object per case on stdout."""
 import json
+import math
 import os
 import statistics
 import sys
@@ -93,13 +94,115 @@ def attention(case, min_seconds):
     return numpy_impl() + " matmul-softmax-matmul", timed(step, min_seconds)
 
 
+def prior_step(case, min_seconds):
+    """One LoRA training step (forward, MSE, backward, clip, AdamW) of a plain-PyTorch
+    Würstchen prior: the same computation as diffusers' WuerstchenPrior with peft adapters on
+    to_q/to_k/to_v/to_out.0, written out here so that no diffusers install is needed."""
+    import resource
+
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    c_in, c, c_cond, c_r, depth, nhead = (case[k] for k in ("c_in", "c", "c_cond", "c_r", "depth", "nhead"))
+    B, H, W, T, rank = case["B"], case["H"], case["W"], case["T"], case["rank"]
+    torch.manual_seed(0)
+
+    class LoraLinear(nn.Linear):
+        def __init__(self, i, o):
+            super().__init__(i, o)
+            self.requires_grad_(False)
+            self.lora_A = nn.Parameter(torch.randn(rank, i) / i ** 0.5)
+            self.lora_B = nn.Parameter(torch.randn(o, rank) * 0.01)
+
+        def forward(self, x):
+            return super().forward(x) + (x @ self.lora_A.t()) @ self.lora_B.t()
+
+    def ln(x):  # channels-first LayerNorm over C
+        return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], eps=1e-6).permute(0, 3, 1, 2)
+
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.depthwise = nn.Conv2d(c, c, 3, padding=1, groups=c)
+            self.fc1, self.fc2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+            self.gamma, self.beta = nn.Parameter(torch.zeros(1, 1, 1, 4 * c)), nn.Parameter(torch.zeros(1, 1, 1, 4 * c))
+
+        def forward(self, x):
+            y = self.fc1(ln(self.depthwise(x)).permute(0, 2, 3, 1))
+            y = F.gelu(y)
+            g = torch.norm(y, p=2, dim=(1, 2), keepdim=True)
+            y = self.gamma * (y * (g / (g.mean(dim=-1, keepdim=True) + 1e-6))) + self.beta + y
+            return x + self.fc2(F.dropout(y, 0.1, self.training)).permute(0, 3, 1, 2)
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.kv_mapper = nn.Linear(c, c)
+            self.q, self.k, self.v, self.o = (LoraLinear(c, c) for _ in range(4))
+
+        def forward(self, x, c_embed):
+            kv = self.kv_mapper(F.silu(c_embed))
+            n = ln(x).flatten(2).transpose(1, 2)
+            src = torch.cat([n, kv], 1)
+            heads = lambda t: t.view(t.shape[0], t.shape[1], nhead, c // nhead).transpose(1, 2)
+            a = torch.softmax(heads(self.q(n)) @ heads(self.k(src)).transpose(-1, -2) * (c // nhead) ** -0.5, -1) @ heads(self.v(src))
+            y = F.dropout(self.o(a.transpose(1, 2).reshape(x.shape[0], -1, c)), 0.1, self.training)
+            return x + y.transpose(1, 2).reshape(x.shape)
+
+    class Prior(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.projection = nn.Conv2d(c_in, c, 1)
+            self.cond_mapper = nn.Sequential(nn.Linear(c_cond, c), nn.LeakyReLU(0.2), nn.Linear(c, c))
+            self.res = nn.ModuleList(Res() for _ in range(depth))
+            self.ts = nn.ModuleList(nn.Linear(c_r, 2 * c) for _ in range(depth))
+            self.attn = nn.ModuleList(Attn() for _ in range(depth))
+            self.out = nn.Conv2d(c, 2 * c_in, 1)
+
+        def forward(self, x, r, clip):
+            x_in, x = x, self.projection(x)
+            c_embed = self.cond_mapper(clip)
+            f = torch.arange(c_r // 2).float().mul(-math.log(10000) / (c_r // 2 - 1)).exp()
+            e = (r * 10000)[:, None] * f[None]
+            r_embed = torch.cat([e.sin(), e.cos()], 1)
+            for res, ts, attn in zip(self.res, self.ts, self.attn):
+                x = res(x)
+                a, b = ts(r_embed)[:, :, None, None].chunk(2, 1)
+                x = attn(x * (1 + a) + b, c_embed)
+            a, b = self.out(ln(x)).chunk(2, 1)
+            return (x_in - a) / ((1 - b).abs() + 1e-5)
+
+    model = Prior()
+    for name, p in model.named_parameters():
+        if "lora_" not in name:
+            p.requires_grad_(False)
+    model.train()
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    opt = torch.optim.AdamW(lora, lr=1e-4, weight_decay=1e-2)
+    x, target = torch.randn(B, c_in, H, W), torch.randn(B, c_in, H, W)
+    r, clip = torch.rand(B), torch.randn(B, T, c_cond)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.mse_loss(model(x, r, clip), target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lora, 1.0)
+        opt.step()
+
+    seconds = timed(step, min_seconds)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return f"torch {torch.__version__} eager", seconds, {"peak_rss_mb": peak / 1024, "step_rss_mb": (peak - rss_before) / 1024}
+
+
 def main():
     if torch is not None:
         torch.set_num_threads(os.cpu_count() or 1)
     cases = json.load(sys.stdin)
     for case in cases:
-        impl, seconds = {"gemm": gemm, "attention": attention}[case["kind"]](case, case.get("minSeconds", 1.0))
-        print(json.dumps({"id": case["id"], "impl": impl, "seconds": seconds}), flush=True)
+        result = {"gemm": gemm, "attention": attention, "prior_step": prior_step}[case["kind"]](case, case.get("minSeconds", 1.0))
+        impl, seconds, extra = result if len(result) == 3 else (*result, {})
+        print(json.dumps({"id": case["id"], "impl": impl, "seconds": seconds, **extra}), flush=True)
 
 
 if __name__ == "__main__":

@@ -119,9 +119,9 @@ class Ops {
   // dx (B, P, C) or null; dab (B, 2C) or null.
   virtual void modulate_backward(float* dx, float* dab, const float* dy, const float* x,
                                  const float* ab, int64_t B, int64_t P, int64_t C) = 0;
-  // Inverted dropout with a counter-based RNG: element i is kept when
-  // uniform(seed, i) >= p and scaled by 1 / (1 - p). The mask is recomputed from (seed, i) in the
-  // backward, so nothing is stored. y, x (n).
+  // Inverted dropout with a counter-based RNG (rng.h): element i is kept when
+  // uniform01(seed, i) >= p and scaled by 1 / (1 - p). The mask is recomputed from (seed, i) in
+  // the backward, so nothing is stored; every backend draws the same mask. y, x (n), n < 2^32.
   virtual void dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) = 0;
   virtual void dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) = 0;
   // Sequence concatenation per batch item: out (B, Na + Nb, C) = [a (B, Na, C); b (B, Nb, C)].

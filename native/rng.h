@@ -12,10 +12,29 @@ inline uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
   return z ^ (z >> 31);
 }
 
-// Uniform in [0, 1) with 24 random bits (exactly representable as float).
-inline float uniform01(uint64_t seed, uint64_t index) {
-  uint64_t h = mix64(seed + 0x9e3779b97f4a7c15ULL * (index + 1));
-  return static_cast<float>(h >> 40) * (1.0f / 16777216.0f);
+// A 32-bit integer hash (Chris Wellons' lowbias32): cheap with 32-bit lanes, so the vector
+// kernels draw bit-identical numbers to the scalar ones.
+inline uint32_t hash32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+// The two 32-bit keys a 64-bit seed expands to.
+struct DropoutKey {
+  uint32_t a, b;
+  static DropoutKey from_seed(uint64_t seed) {
+    uint64_t m = mix64(seed);
+    return {static_cast<uint32_t>(m), static_cast<uint32_t>(m >> 32)};
+  }
+};
+
+// Uniform in [0, 1) with 24 random bits (exactly representable as float); index < 2^32.
+inline float uniform01(const DropoutKey& key, uint32_t index) {
+  return static_cast<float>(hash32(hash32(index ^ key.a) + key.b) >> 8) * (1.0f / 16777216.0f);
 }
 
 // A new stream's seed from a parent seed and a site number (layer, purpose).

@@ -6,6 +6,7 @@
 
 #include "../rng.h"
 #include "cpu_ops.h"
+#include "kernels.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
@@ -50,17 +51,18 @@ void CpuOps::modulate_backward(float* dx, float* dab, const float* dy, const flo
 }
 
 void CpuOps::dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) {
-  const float keep_scale = 1.0f / (1.0f - p);
+  const KernelSet& ks = active_kernels();
+  const DropoutKey key = DropoutKey::from_seed(seed);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) y[i] = uniform01(seed, static_cast<uint64_t>(i)) >= p ? x[i] * keep_scale : 0.0f;
+    ks.dropout(y + i0, x + i0, p, 1.0f / (1.0f - p), key.a, key.b, i0, i1 - i0, false);
   });
 }
 
 void CpuOps::dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) {
-  const float keep_scale = 1.0f / (1.0f - p);
+  const KernelSet& ks = active_kernels();
+  const DropoutKey key = DropoutKey::from_seed(seed);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i)
-      if (uniform01(seed, static_cast<uint64_t>(i)) >= p) dx[i] += dy[i] * keep_scale;
+    ks.dropout(dx + i0, dy + i0, p, 1.0f / (1.0f - p), key.a, key.b, i0, i1 - i0, true);
   });
 }
 

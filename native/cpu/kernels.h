@@ -20,6 +20,13 @@ struct KernelSet {
   float (*row_max)(const float* x, int64_t n);
   // x[i] = exp(x[i] - shift) for i < n; returns the sum of the new values.
   float (*exp_shift_sum)(float* x, int64_t n, float shift);
+  // Exact-erf GELU: y = x Phi(x); dx += dy (Phi(x) + x phi(x)).
+  void (*gelu_forward)(float* y, const float* x, int64_t n);
+  void (*gelu_backward)(float* dx, const float* dy, const float* x, int64_t n);
+  // Inverted dropout over elements [first, first + n) of a tensor: kept when
+  // uniform01(key, first + i) >= p. Forward: y = kept ? x * scale : 0. Backward: dx += kept ? dy * scale : 0.
+  void (*dropout)(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b,
+                  int64_t first, int64_t n, bool accumulate);
 };
 
 extern const KernelSet kGenericKernels;

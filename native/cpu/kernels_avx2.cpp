@@ -1,6 +1,7 @@
 // AVX2 + FMA kernels (compiled with -mavx2 -mfma; only called after cpuid says so).
 #include <immintrin.h>
 
+#include "../rng.h"
 #include "kernels.h"
 #include "vector_exp.h"
 
@@ -71,8 +72,82 @@ float exp_shift_sum_avx2(float* x, int64_t n, float shift) {
   return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
 }
 
+inline void normal_cdf_pdf(__m256 x, __m256* cdf, __m256* pdf) {
+  const __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  const __m256 z_abs = _mm256_andnot_ps(sign_bit, z);
+  const __m256 e = exp_ps_avx2(_mm256_mul_ps(_mm256_xor_ps(z, sign_bit), z));  // exp(-x^2/2)
+  __m256 erf = erf_abs_ps_avx2(z_abs, e);
+  erf = _mm256_or_ps(erf, _mm256_and_ps(x, sign_bit));  // erf is odd
+  *cdf = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+  *pdf = _mm256_mul_ps(_mm256_set1_ps(0.39894228040143268f), e);
+}
+
+// Full vectors through f8; the tail through a padded copy.
+template <typename F>
+inline void for_lanes(int64_t n, F f8) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) f8(i, 8);
+  if (i < n) f8(i, n - i);
+}
+
+inline __m256 load_n(const float* p, int64_t count) {
+  if (count == 8) return _mm256_loadu_ps(p);
+  alignas(32) float tmp[8] = {};
+  for (int64_t j = 0; j < count; ++j) tmp[j] = p[j];
+  return _mm256_load_ps(tmp);
+}
+inline void store_n(float* p, __m256 v, int64_t count) {
+  if (count == 8) return _mm256_storeu_ps(p, v);
+  alignas(32) float tmp[8];
+  _mm256_store_ps(tmp, v);
+  for (int64_t j = 0; j < count; ++j) p[j] = tmp[j];
+}
+
+void gelu_forward_avx2(float* y, const float* x, int64_t n) {
+  for_lanes(n, [&](int64_t i, int64_t count) {
+    __m256 v = load_n(x + i, count), cdf, pdf;
+    normal_cdf_pdf(v, &cdf, &pdf);
+    store_n(y + i, _mm256_mul_ps(v, cdf), count);
+  });
+}
+
+void gelu_backward_avx2(float* dx, const float* dy, const float* x, int64_t n) {
+  for_lanes(n, [&](int64_t i, int64_t count) {
+    __m256 v = load_n(x + i, count), cdf, pdf;
+    normal_cdf_pdf(v, &cdf, &pdf);
+    __m256 g = _mm256_mul_ps(load_n(dy + i, count), _mm256_fmadd_ps(v, pdf, cdf));
+    store_n(dx + i, _mm256_add_ps(load_n(dx + i, count), g), count);
+  });
+}
+
+inline __m256i hash32_avx2(__m256i x) {
+  x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+  x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
+  x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+  x = _mm256_mullo_epi32(x, _mm256_set1_epi32(static_cast<int>(0x846ca68bU)));
+  return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+}
+
+void dropout_avx2(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b,
+                  int64_t first, int64_t n, bool accumulate) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i a = _mm256_set1_epi32(static_cast<int>(key_a)), b = _mm256_set1_epi32(static_cast<int>(key_b));
+  const __m256 vp = _mm256_set1_ps(p), vscale = _mm256_set1_ps(scale), unit = _mm256_set1_ps(1.0f / 16777216.0f);
+  for_lanes(n, [&](int64_t i, int64_t count) {
+    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(first + i))), lane);
+    __m256i h = hash32_avx2(_mm256_add_epi32(hash32_avx2(_mm256_xor_si256(idx, a)), b));
+    __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), unit);
+    __m256 keep = _mm256_cmp_ps(u, vp, _CMP_GE_OQ);
+    __m256 v = _mm256_and_ps(keep, _mm256_mul_ps(load_n(x + i, count), vscale));
+    if (accumulate) v = _mm256_add_ps(v, load_n(y + i, count));
+    store_n(y + i, v, count);
+  });
+}
+
 }  // namespace
 
-const KernelSet kAvx2Kernels = {"avx2", kMR, kNR, 96, 768, 4080, gemm_tile_avx2, row_max_avx2, exp_shift_sum_avx2};
+const KernelSet kAvx2Kernels = {"avx2", kMR, kNR, 96, 768, 4080, gemm_tile_avx2, row_max_avx2, exp_shift_sum_avx2,
+                                gelu_forward_avx2, gelu_backward_avx2, dropout_avx2};
 
 }  // namespace lt::cpu

@@ -2,6 +2,7 @@
 // after cpuid says so).
 #include <immintrin.h>
 
+#include "../rng.h"
 #include "kernels.h"
 #include "vector_exp.h"
 
@@ -67,9 +68,69 @@ float exp_shift_sum_avx512(float* x, int64_t n, float shift) {
   return _mm512_reduce_add_ps(sum);
 }
 
+// Phi(x) and phi(x) for 16 lanes: the GELU forward and backward share them.
+inline void normal_cdf_pdf(__m512 x, __m512* cdf, __m512* pdf) {
+  const __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f));
+  const __m512 z_abs = _mm512_abs_ps(z);
+  const __m512 e = exp_ps_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), z), z));  // exp(-x^2/2)
+  __m512 erf = erf_abs_ps_avx512(z_abs, e);
+  erf = _mm512_mask_sub_ps(erf, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps(), erf);
+  *cdf = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
+  *pdf = _mm512_mul_ps(_mm512_set1_ps(0.39894228040143268f), e);
+}
+
+template <typename F>
+inline void for_lanes(int64_t n, F f) {  // full vectors, then one masked tail
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) f(i, static_cast<__mmask16>(0xffff));
+  if (i < n) f(i, static_cast<__mmask16>((1u << (n - i)) - 1));
+}
+
+void gelu_forward_avx512(float* y, const float* x, int64_t n) {
+  for_lanes(n, [&](int64_t i, __mmask16 m) {
+    __m512 v = _mm512_maskz_loadu_ps(m, x + i), cdf, pdf;
+    normal_cdf_pdf(v, &cdf, &pdf);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, cdf));
+  });
+}
+
+void gelu_backward_avx512(float* dx, const float* dy, const float* x, int64_t n) {
+  for_lanes(n, [&](int64_t i, __mmask16 m) {
+    __m512 v = _mm512_maskz_loadu_ps(m, x + i), cdf, pdf;
+    normal_cdf_pdf(v, &cdf, &pdf);
+    __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i), _mm512_fmadd_ps(v, pdf, cdf));
+    _mm512_mask_storeu_ps(dx + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), g));
+  });
+}
+
+inline __m512i hash32_avx512(__m512i x) {
+  x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+  x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
+  x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+  x = _mm512_mullo_epi32(x, _mm512_set1_epi32(static_cast<int>(0x846ca68bU)));
+  return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
+
+void dropout_avx512(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b,
+                    int64_t first, int64_t n, bool accumulate) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i a = _mm512_set1_epi32(static_cast<int>(key_a)), b = _mm512_set1_epi32(static_cast<int>(key_b));
+  const __m512 vp = _mm512_set1_ps(p), vscale = _mm512_set1_ps(scale), unit = _mm512_set1_ps(1.0f / 16777216.0f);
+  for_lanes(n, [&](int64_t i, __mmask16 m) {
+    __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(first + i))), lane);
+    __m512i h = hash32_avx512(_mm512_add_epi32(hash32_avx512(_mm512_xor_si512(idx, a)), b));
+    __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(h, 8)), unit);
+    __mmask16 keep = _mm512_cmp_ps_mask(u, vp, _CMP_GE_OQ) & m;
+    __m512 v = _mm512_maskz_mul_ps(keep, _mm512_maskz_loadu_ps(m, x + i), vscale);
+    if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, y + i));
+    _mm512_mask_storeu_ps(y + i, m, v);
+  });
+}
+
 }  // namespace
 
 const KernelSet kAvx512Kernels = {"avx512", kMR, kNR, 96, 768, 4096, gemm_tile_avx512,
-                                  row_max_avx512, exp_shift_sum_avx512};
+                                  row_max_avx512, exp_shift_sum_avx512, gelu_forward_avx512,
+                                  gelu_backward_avx512, dropout_avx512};
 
 }  // namespace lt::cpu

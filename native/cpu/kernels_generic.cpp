@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../rng.h"
 #include "kernels.h"
 
 namespace lt::cpu {
@@ -33,9 +34,31 @@ float exp_shift_sum_generic(float* x, int64_t n, float shift) {
   return sum;
 }
 
+void gelu_forward_generic(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * static_cast<float>(M_SQRT1_2)));
+}
+
+void gelu_backward_generic(float* dx, const float* dy, const float* x, int64_t n) {
+  const float inv_sqrt_2pi = static_cast<float>(0.5 * M_2_SQRTPI * M_SQRT1_2);
+  for (int64_t i = 0; i < n; ++i) {
+    const float cdf = 0.5f * (1.0f + std::erf(x[i] * static_cast<float>(M_SQRT1_2)));
+    dx[i] += dy[i] * (cdf + x[i] * inv_sqrt_2pi * std::exp(-0.5f * x[i] * x[i]));
+  }
+}
+
+void dropout_generic(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b,
+                     int64_t first, int64_t n, bool accumulate) {
+  const DropoutKey key{key_a, key_b};
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = uniform01(key, static_cast<uint32_t>(first + i)) >= p ? x[i] * scale : 0.0f;
+    y[i] = accumulate ? y[i] + v : v;
+  }
+}
+
 }  // namespace
 
 const KernelSet kGenericKernels = {"generic", kMR, kNR, 128, 256, 4096, gemm_tile_generic,
-                                   row_max_generic, exp_shift_sum_generic};
+                                   row_max_generic, exp_shift_sum_generic,
+                                   gelu_forward_generic, gelu_backward_generic, dropout_generic};
 
 }  // namespace lt::cpu

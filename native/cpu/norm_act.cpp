@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "cpu_ops.h"
+#include "kernels.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
@@ -67,16 +68,13 @@ void CpuOps::layernorm_backward(float* dx, const float* dy, const float* x, cons
 }
 
 void CpuOps::gelu_forward(float* y, const float* x, int64_t n) {
-  elementwise(n, [&](int64_t i) { y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * static_cast<float>(M_SQRT1_2))); });
+  const KernelSet& ks = active_kernels();
+  parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) { ks.gelu_forward(y + i0, x + i0, i1 - i0); });
 }
 
 void CpuOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
-  const float inv_sqrt_2pi = static_cast<float>(0.5 * M_2_SQRTPI * M_SQRT1_2);
-  elementwise(n, [&](int64_t i) {
-    const float cdf = 0.5f * (1.0f + std::erf(x[i] * static_cast<float>(M_SQRT1_2)));
-    const float pdf = inv_sqrt_2pi * std::exp(-0.5f * x[i] * x[i]);
-    dx[i] += dy[i] * (cdf + x[i] * pdf);
-  });
+  const KernelSet& ks = active_kernels();
+  parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) { ks.gelu_backward(dx + i0, dy + i0, x + i0, i1 - i0); });
 }
 
 void CpuOps::silu_forward(float* y, const float* x, int64_t n) {

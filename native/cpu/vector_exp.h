@@ -68,4 +68,37 @@ inline __m256 exp_ps_avx2(__m256 x) {
 
 #undef LT_EXP_CONSTANTS
 
+// erf(z) by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), given e = exp(-z^2).
+#define LT_ERF_CONSTANTS                                                                \
+  constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f,            \
+                  kA3 = 1.421413741f, kA4 = -1.453152027f, kA5 = 1.061405429f;
+
+#if defined(__AVX512F__)
+inline __m512 erf_abs_ps_avx512(__m512 z_abs, __m512 exp_neg_z2) {
+  LT_ERF_CONSTANTS
+  __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(_mm512_set1_ps(kP), z_abs, _mm512_set1_ps(1.0f)));
+  __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(kA5), t, _mm512_set1_ps(kA4));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kA3));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kA2));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kA1));
+  poly = _mm512_mul_ps(poly, t);
+  return _mm512_fnmadd_ps(poly, exp_neg_z2, _mm512_set1_ps(1.0f));
+}
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__)
+inline __m256 erf_abs_ps_avx2(__m256 z_abs, __m256 exp_neg_z2) {
+  LT_ERF_CONSTANTS
+  __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_set1_ps(kP), z_abs, _mm256_set1_ps(1.0f)));
+  __m256 poly = _mm256_fmadd_ps(_mm256_set1_ps(kA5), t, _mm256_set1_ps(kA4));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA3));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA2));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA1));
+  poly = _mm256_mul_ps(poly, t);
+  return _mm256_fnmadd_ps(poly, exp_neg_z2, _mm256_set1_ps(1.0f));
+}
+#endif
+
+#undef LT_ERF_CONSTANTS
+
 }  // namespace lt::cpu
