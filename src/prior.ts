@@ -287,6 +287,18 @@ export class Prior {
     return out;
   }
 
+  /** Sets adapter weights by module parameter name (as loraWeights returns them). */
+  setLoraWeights(weights: Record<string, Tensor>): void {
+    this.requireLora('setLoraWeights');
+    const expected = new Map(this.model.loraParameters().map((p) => [p.name, p.shape]));
+    for (const [name, t] of Object.entries(weights)) {
+      const shape = expected.get(name);
+      if (!shape) throw new Error(`setLoraWeights: no LoRA parameter named '${name}'`);
+      new ShapeCheck('setLoraWeights').tensor(name, t, shape);
+      this.model.setLora(name, t.data);
+    }
+  }
+
   /** AdamW moments of every LoRA tensor ("<name>.exp_avg", "<name>.exp_avg_sq"). */
   optimizerState(): Record<string, Tensor> {
     const out: Record<string, Tensor> = {};
@@ -341,20 +353,24 @@ export class Prior {
    * (adapter_model.safetensors + adapter_config.json), replacing the current ones. */
   loadLora(path: string): void {
     const loaded = readLoraFile(path);
-    const modules = Object.keys(loaded.weights);
-    this.enable({ rank: loaded.rank, alpha: loaded.alpha, targets: modules, dropout: loaded.dropout });
-    const expected = new Map(this.model.loraParameters().map((p) => [p.name, p.shape]));
+    const weightShapes = new Map(this.model.parameters().map((p) => [p.name, p.shape]));
     const problems: string[] = [];
     for (const [module, { A, B }] of Object.entries(loaded.weights)) {
-      for (const [suffix, t] of [['.lora_A.weight', A], ['.lora_B.weight', B]] as const) {
-        const name = module + suffix;
-        const shape = expected.get(name);
-        if (!shape) problems.push(`${name}: no such layer in this prior`);
-        else if (shapeText(shape) !== shapeText(t.shape)) problems.push(`${name}: shape ${shapeText(t.shape)} in the file, the prior needs ${shapeText(shape)}`);
-        else this.model.setLora(name, t.data);
+      const w = weightShapes.get(`${module}.weight`);
+      if (!w || w.length !== 2) {
+        problems.push(`${module}: no such Linear layer in this prior`);
+        continue;
       }
+      const [out, inF] = w as [number, number];
+      if (shapeText(A.shape) !== shapeText([loaded.rank, inF])) problems.push(`${module}.lora_A.weight: shape ${shapeText(A.shape)} in the file, the prior needs ${shapeText([loaded.rank, inF])}`);
+      if (shapeText(B.shape) !== shapeText([out, loaded.rank])) problems.push(`${module}.lora_B.weight: shape ${shapeText(B.shape)} in the file, the prior needs ${shapeText([out, loaded.rank])}`);
     }
     if (problems.length) throw new Error(`${loaded.file}: the LoRA does not fit this prior:\n  - ${problems.join('\n  - ')}`);
+    this.enable({ rank: loaded.rank, alpha: loaded.alpha, targets: Object.keys(loaded.weights), dropout: loaded.dropout });
+    for (const [module, { A, B }] of Object.entries(loaded.weights)) {
+      this.model.setLora(`${module}.lora_A.weight`, A.data);
+      this.model.setLora(`${module}.lora_B.weight`, B.data);
+    }
   }
 }
 
