@@ -12,7 +12,7 @@ import { packageRoot } from '../src/package-root.js';
 import type { Tensor } from '../src/tensor.js';
 
 interface PeerSpec {
-  kind: 'gemm' | 'attention';
+  kind: 'gemm' | 'attention' | 'prior_step';
   [param: string]: unknown;
 }
 
@@ -22,13 +22,20 @@ interface BenchCase {
   /** Floating-point operations of one run (algorithmic count). */
   flops: number;
   setup(): Promise<() => Promise<unknown>>;
+  /** Cases that must run in a process of their own (to measure its memory) time themselves. */
+  isolated?: (minSeconds: number) => { seconds: number; extra: Extra };
   peer?: PeerSpec;
 }
 
 interface Peer {
   impl: string;
   seconds: number;
+  peak_rss_mb?: number;
+  step_rss_mb?: number;
 }
+
+/** Figures besides the time that a case measures (memory, for the training step). */
+type Extra = Record<string, number>;
 
 function randomTensor(shape: number[], seed: number): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -85,6 +92,24 @@ export function benchCases(): BenchCase[] {
         };
       },
     });
+  // The prior's LoRA training step at issue 3's size: c 256, c_cond 256, depth 4, nhead 4,
+  // batch 4, 24x24 latents, 77 text tokens, rank 8 on to_q/to_k/to_v/to_out.0, fp32.
+  const step = { config: { c_in: 16, c: 256, c_cond: 256, c_r: 64, depth: 4, nhead: 4, dropout: 0.1 }, B: 4, H: 24, W: 24, T: 77, rank: 8 };
+  cases.push({
+    name: 'prior_lora_step',
+    shape: 'c256 cond256 depth4 nhead4 B4 24x24 T77 r8',
+    flops: 0,
+    peer: { kind: 'prior_step', ...step.config, B: step.B, H: step.H, W: step.W, T: step.T, rank: step.rank },
+    async setup() {
+      throw new Error('prior_lora_step runs isolated');
+    },
+    isolated(minSeconds) {
+      const r = spawnSync(process.execPath, [join(packageRoot, 'dist', 'bench', 'prior-step.js'), JSON.stringify({ ...step, minSeconds })], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`prior-step failed: ${r.stderr}`);
+      const { seconds, ...extra } = JSON.parse(r.stdout.trim().split('\n').pop()!) as Extra & { seconds: number };
+      return { seconds, extra };
+    },
+  });
   return cases;
 }
 
@@ -134,8 +159,8 @@ function runPeers(cases: { id: string; spec: PeerSpec }[], minSeconds: number): 
   }
   for (const line of r.stdout.split('\n')) {
     if (!line.trim()) continue;
-    const p = JSON.parse(line) as { id: string; impl: string; seconds: number };
-    result.set(p.id, { impl: p.impl, seconds: p.seconds });
+    const { id, ...peer } = JSON.parse(line) as Peer & { id: string };
+    result.set(id, peer);
   }
   return result;
 }
@@ -178,29 +203,34 @@ async function main(argv: string[]) {
   if (json) console.log(JSON.stringify(m));
   else console.log(`machine: ${m.cpu}, ${m.cores} cores at ${m.clock_ghz} GHz (measured), ${m.fma_lanes} fp32 FMA lanes, estimated fp32 peak ${m.peak_gflops} GFLOP/s; kernels ${m.kernels}`);
 
-  const ours = [];
+  const ours: { c: BenchCase; seconds: number; extra: Extra }[] = [];
   for (const c of cases) {
-    const seconds = await time(await c.setup(), minSeconds);
-    ours.push({ c, seconds });
+    if (c.isolated) ours.push({ c, ...c.isolated(minSeconds) });
+    else ours.push({ c, seconds: await time(await c.setup(), minSeconds), extra: {} });
   }
   const peers = runPeers(ours.filter((o) => o.c.peer).map((o, i) => ({ id: String(i), spec: o.c.peer! })), minSeconds);
 
   let peerIndex = 0;
-  for (const { c, seconds } of ours) {
+  const round = (extra: Extra) => Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, Number(v.toFixed(1))]));
+  for (const { c, seconds, extra } of ours) {
     const peer = c.peer ? peers.get(String(peerIndex++)) : undefined;
+    const gflops = (s: number) => (c.flops ? Number((c.flops / s / 1e9).toFixed(1)) : null);
     const row = {
       name: c.name,
       shape: c.shape,
       seconds: Number(seconds.toPrecision(4)),
-      gflops: Number((c.flops / seconds / 1e9).toFixed(1)),
+      gflops: gflops(seconds),
+      ...round(extra),
       peer: peer
-        ? { impl: peer.impl, seconds: Number(peer.seconds.toPrecision(4)), gflops: Number((c.flops / peer.seconds / 1e9).toFixed(1)), ratio: Number((peer.seconds / seconds).toFixed(3)) }
+        ? { impl: peer.impl, seconds: Number(peer.seconds.toPrecision(4)), gflops: gflops(peer.seconds), ratio: Number((peer.seconds / seconds).toFixed(3)), ...round({ ...(peer.peak_rss_mb === undefined ? {} : { peak_rss_mb: peer.peak_rss_mb, step_rss_mb: peer.step_rss_mb! }) }) }
         : null,
     };
     if (json) console.log(JSON.stringify(row));
     else {
-      const p = row.peer ? `   peer ${row.peer.impl}: ${(row.peer.seconds * 1e3).toFixed(2)} ms, ${row.peer.gflops} GFLOP/s, lora-train ${row.peer.ratio}x` : '   peer: none (no Python with numpy or torch found)';
-      console.log(`${row.name.padEnd(18)} ${row.shape.padEnd(26)} ${(row.seconds * 1e3).toFixed(2).padStart(9)} ms ${String(row.gflops).padStart(7)} GFLOP/s\n${p}`);
+      const mem = (o: object) => ('peak_rss_mb' in o ? `, peak RSS ${o.peak_rss_mb} MB` : '');
+      const rate = (g: number | null) => (g === null ? '' : `, ${g} GFLOP/s`);
+      const p = row.peer ? `   peer ${row.peer.impl}: ${(row.peer.seconds * 1e3).toFixed(2)} ms${rate(row.peer.gflops)}${mem(row.peer)}; lora-train ${row.peer.ratio}x faster` : '   peer: none (no Python with numpy or torch found)';
+      console.log(`${row.name.padEnd(18)} ${row.shape.padEnd(42)} ${(row.seconds * 1e3).toFixed(2).padStart(9)} ms${rate(row.gflops)}${mem(row)}\n${p}`);
     }
   }
 }

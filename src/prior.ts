@@ -194,6 +194,28 @@ export class Prior {
     return prior;
   }
 
+  /** A prior with PyTorch's default initialisation (weights and biases uniform in
+   * +-1/sqrt(fan_in), GlobalResponseNorm zero), drawn from a seed: for benchmarks and the
+   * built-in demo model. */
+  static random(config: PriorConfig, options: LoadPriorOptions & { seed?: number } = {}): Prior {
+    const device = options.device ?? 'cpu';
+    const Ctor = (native() as unknown as { Prior: new (device: string, config: PriorConfig) => NativePrior }).Prior;
+    const model = new Ctor(device, config);
+    const rng = new Rng(options.seed ?? 0);
+    const weightShapes = new Map(model.parameters().map((p) => [p.name, p.shape]));
+    for (const [name, shape] of weightShapes) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      if (name.endsWith('.gamma') || name.endsWith('.beta')) continue; // zeros, as diffusers
+      const weight = weightShapes.get(name.replace(/\.bias$/, '.weight'))!;
+      const fanIn = weight.slice(1).reduce((a, b) => a * b, 1);
+      const bound = 1 / Math.sqrt(fanIn);
+      model.setParameter(name, Float32Array.from({ length: n }, () => (rng.uniform() * 2 - 1) * bound));
+    }
+    const prior = new Prior(config, device, model);
+    if (options.lora) prior.addLora(options.lora);
+    return prior;
+  }
+
   get loraState(): LoraState | undefined {
     return this.lora ? { ...this.lora, targets: [...this.lora.targets] } : undefined;
   }

@@ -1,0 +1,46 @@
+// One LoRA training step of the prior (forward, MSE, backward, clip, AdamW), run in a process
+// of its own so that its peak memory is its own. Prints one JSON line.
+import { Prior, type PriorConfig } from '../src/prior.js';
+import { Rng } from '../src/rng.js';
+import type { Tensor } from '../src/tensor.js';
+
+export interface PriorStepCase {
+  config: PriorConfig;
+  B: number;
+  H: number;
+  W: number;
+  T: number;
+  rank: number;
+}
+
+async function main() {
+  const spec = JSON.parse(process.argv[2]!) as PriorStepCase & { minSeconds: number };
+  const rssBefore = process.resourceUsage().maxRSS;
+  const prior = Prior.random(spec.config, { seed: 0, lora: { rank: spec.rank, alpha: spec.rank } });
+  const rng = new Rng(1);
+  const tensor = (shape: number[], f: () => number): Tensor => ({ data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, f), shape });
+  const { B, H, W, T, config } = spec;
+  const x = tensor([B, config.c_in, H, W], () => rng.normal());
+  const target = tensor([B, config.c_in, H, W], () => rng.normal());
+  const r = tensor([B], () => rng.uniform());
+  const clip = tensor([B, T, config.c_cond], () => rng.normal());
+  let step = 0;
+  const run = async () => {
+    step++;
+    await prior.step(x, r, clip, target, { seed: step });
+    await prior.optimizerStep({ lr: 1e-4, weightDecay: 1e-2, maxNorm: 1 }, step);
+  };
+  await run();
+  const times: number[] = [];
+  const start = performance.now();
+  while (times.length < 3 || (performance.now() - start) / 1000 < spec.minSeconds) {
+    const t0 = performance.now();
+    await run();
+    times.push((performance.now() - t0) / 1000);
+  }
+  times.sort((a, b) => a - b);
+  const peak = process.resourceUsage().maxRSS; // KiB
+  console.log(JSON.stringify({ seconds: times[Math.floor(times.length / 2)], peak_rss_mb: peak / 1024, step_rss_mb: (peak - rssBefore) / 1024, activation_mb: prior.activationBytes() / 2 ** 20 }));
+}
+
+await main();
