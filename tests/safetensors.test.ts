@@ -1,10 +1,10 @@
 // safetensors: round trip, dtype decoding against known bit patterns, and a clear error for
 // every kind of malformed file.
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { SafetensorsError, getTensor, parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../src/safetensors.js';
+import { SafetensorsError, SafetensorsReader, getTensor, parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../src/safetensors.js';
 
 function fileWith(header: unknown, dataBytes: number, headerLen?: bigint): Uint8Array {
   const json = Buffer.from(typeof header === 'string' ? header : JSON.stringify(header));
@@ -59,9 +59,23 @@ describe('safetensors', () => {
     ['overlapping tensors', fileWith({ a: entry('F32', [2], 0, 8), b: entry('F32', [2], 4, 12) }, 12), /tensors 'a' and 'b' overlap/],
     ['non-string metadata', fileWith({ __metadata__: { format: 1 } }, 0), /__metadata__.format is not a string/],
   ];
-  it.each(malformed)('refuses %s', (_, bytes, message) => {
+  it.each(malformed)('refuses %s, in memory and on disk', (_, bytes, message) => {
     expect(() => parseSafetensors(bytes, 'bad.safetensors')).toThrow(SafetensorsError);
     expect(() => parseSafetensors(bytes, 'bad.safetensors')).toThrow(message);
+    const file = join(mkdtempSync(join(tmpdir(), 'lora-train-bad-st-')), 'bad.safetensors');
+    writeFileSync(file, bytes);
+    expect(() => new SafetensorsReader(file)).toThrow(SafetensorsError);
+    expect(() => new SafetensorsReader(file)).toThrow(message);
+  });
+
+  it('reads tensors from disk on demand, each checked', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'lora-train-st-')), 'a.safetensors');
+    writeSafetensors(file, { w: { data: new Float32Array([1, 2, 3]), shape: [3] } });
+    const reader = new SafetensorsReader(file);
+    expect(reader.read('w')).toEqual({ data: new Float32Array([1, 2, 3]), shape: [3] });
+    expect(() => reader.read('v')).toThrow(`${file}: no tensor named 'v'`);
+    reader.close();
+    expect(() => reader.read('w')).toThrow('reader is closed');
   });
 
   it('names a missing tensor and refuses integer tensors as floats', () => {
