@@ -15,7 +15,6 @@ export interface PriorStepCase {
 
 async function main() {
   const spec = JSON.parse(process.argv[2]!) as PriorStepCase & { minSeconds: number };
-  const rssBefore = process.resourceUsage().maxRSS;
   const prior = Prior.random(spec.config, { seed: 0, lora: { rank: spec.rank, alpha: spec.rank } });
   const rng = new Rng(1);
   const tensor = (shape: number[], f: () => number): Tensor => ({ data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, f), shape });
@@ -40,7 +39,7 @@ async function main() {
   }
   times.sort((a, b) => a - b);
   const peak = process.resourceUsage().maxRSS; // KiB
-  console.log(JSON.stringify({ seconds: times[Math.floor(times.length / 2)], peak_rss_mb: peak / 1024, step_rss_mb: (peak - rssBefore) / 1024, activation_mb: prior.activationBytes() / 2 ** 20 }));
+  console.log(JSON.stringify({ seconds: times[Math.floor(times.length / 2)], peak_rss_mb: peak / 1024, activation_mb: prior.activationBytes() / 2 ** 20 }));
 }
 
 await main();

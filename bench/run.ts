@@ -31,7 +31,6 @@ interface Peer {
   impl: string;
   seconds: number;
   peak_rss_mb?: number;
-  step_rss_mb?: number;
 }
 
 /** Figures besides the time that a case measures (memory, for the training step). */
@@ -148,19 +147,23 @@ function peerEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+/** Times each case in the peer, one Python process per case so each peak RSS is its own. */
 function runPeers(cases: { id: string; spec: PeerSpec }[], minSeconds: number): Map<string, Peer> {
   const result = new Map<string, Peer>();
   const python = findPeerPython();
-  if (!python || cases.length === 0) return result;
-  const input = JSON.stringify(cases.map((c) => ({ id: c.id, minSeconds, ...c.spec })));
-  const r = spawnSync(python, [join(packageRoot, 'bench', 'peer.py')], { input, encoding: 'utf8', env: peerEnv(), maxBuffer: 1 << 24 });
-  if (r.status !== 0) {
-    console.error(`bench: peer (${python}) failed: ${r.stderr.trim().split('\n').pop()}`);
-  }
-  for (const line of r.stdout.split('\n')) {
-    if (!line.trim()) continue;
-    const { id, ...peer } = JSON.parse(line) as Peer & { id: string };
-    result.set(id, peer);
+  if (!python) return result;
+  for (const c of cases) {
+    const input = JSON.stringify([{ id: c.id, minSeconds, ...c.spec }]);
+    const r = spawnSync(python, [join(packageRoot, 'bench', 'peer.py')], { input, encoding: 'utf8', env: peerEnv(), maxBuffer: 1 << 24 });
+    if (r.status !== 0) {
+      console.error(`bench: peer (${python}) failed on ${c.spec.kind}: ${r.stderr.trim().split('\n').pop()}`);
+      continue;
+    }
+    for (const line of r.stdout.split('\n')) {
+      if (!line.trim()) continue;
+      const { id, ...peer } = JSON.parse(line) as Peer & { id: string };
+      result.set(id, peer);
+    }
   }
   return result;
 }
@@ -222,7 +225,7 @@ async function main(argv: string[]) {
       gflops: gflops(seconds),
       ...round(extra),
       peer: peer
-        ? { impl: peer.impl, seconds: Number(peer.seconds.toPrecision(4)), gflops: gflops(peer.seconds), ratio: Number((peer.seconds / seconds).toFixed(3)), ...round({ ...(peer.peak_rss_mb === undefined ? {} : { peak_rss_mb: peer.peak_rss_mb, step_rss_mb: peer.step_rss_mb! }) }) }
+        ? { impl: peer.impl, seconds: Number(peer.seconds.toPrecision(4)), gflops: gflops(peer.seconds), ratio: Number((peer.seconds / seconds).toFixed(3)), ...round(peer.peak_rss_mb === undefined ? {} : { peak_rss_mb: peer.peak_rss_mb }) }
         : null,
     };
     if (json) console.log(JSON.stringify(row));
