@@ -27,6 +27,8 @@
         "native/cpu/elementwise.cpp",
         "native/cpu/optim.cpp",
         "native/models/prior.cpp",
+        "native/models/clip_text.cpp",
+        "native/encoder_binding.cpp",
         "native/prior_binding.cpp"
       ],
       "conditions": [

@@ -13,6 +13,7 @@
 #include "cpu/thread_pool.h"
 #include "backends.h"
 #include "napi_call.h"
+#include "model_binding.h"
 #include "prior_binding.h"
 
 #ifndef LORA_TRAIN_VERSION
@@ -413,6 +414,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("adamw", Napi::Function::New(env, AdamW));
   exports.Set("clipGradNorm", Napi::Function::New(env, ClipGradNorm));
   register_prior(env, exports);
+  register_encoders(env, exports);
   return exports;
 }
 

@@ -113,6 +113,18 @@ class OpCall {
   // Same, or null/undefined for "not wanted" (returns nullptr).
   float* f32_optional(size_t i, const std::string& name, int64_t length) { return f32_value(info_[i], name, length, true); }
 
+  // A typed array of another element type (ids, masks), exactly `length` long; pinned.
+  template <typename T, napi_typedarray_type kType>
+  T* typed(size_t i, const std::string& name, int64_t length, const char* type_name) {
+    Napi::Value v = info_[i];
+    std::string what = std::string("a ") + type_name + " of length " + std::to_string(length);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kType) fail_type(what, name, v);
+    auto arr = v.As<Napi::TypedArrayOf<T>>();
+    if (static_cast<int64_t>(arr.ElementLength()) != length) fail_range(what, name, v);
+    pins_.push_back(std::make_shared<Napi::Reference<Napi::Value>>(Napi::Persistent(v)));
+    return arr.Data();
+  }
+
   float* f32_value(const Napi::Value& v, const std::string& name, int64_t length, bool optional) {
     if (optional && (v.IsNull() || v.IsUndefined())) return nullptr;
     std::string what = "a Float32Array of length " + std::to_string(length);

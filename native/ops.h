@@ -69,7 +69,24 @@ class Ops {
                                   const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
                                   int64_t d, float scale) = 0;
 
+  // Forward-only attention for the frozen text encoder: key j of batch item b takes part only
+  // where key_mask[b * M + j] != 0 (null: all) and, when causal, only for j <= i (query i).
+  // A query that sees no key gets zeros. key_mask is a host pointer (B, M).
+  virtual void attention_masked_forward(float* o, const float* q, const float* k, const float* v,
+                                        const uint8_t* key_mask, bool causal, int64_t B,
+                                        int64_t N, int64_t M, int64_t H, int64_t d,
+                                        float scale) = 0;
+
   // ---- Norms and activations (channels last: the last dim is the channel dim) --------------
+  // LayerNorm with weight and bias, forward only (frozen encoders). y, x (rows, C).
+  virtual void layernorm_affine_forward(float* y, const float* x, const float* weight,
+                                        const float* bias, int64_t rows, int64_t C,
+                                        float eps) = 0;
+  // QuickGELU (CLIP's original activation): y = x * sigmoid(1.702 x). Forward only.
+  virtual void quick_gelu_forward(float* y, const float* x, int64_t n) = 0;
+  // out (n, dim) = table[ids[i]] rows; ids is a host pointer, each id < rows of table.
+  virtual void embedding_forward(float* out, const float* table, const int32_t* ids, int64_t n,
+                                 int64_t dim) = 0;
   // y = (x - mean) * rstd over the last dim, no affine. y, x (rows, C); mean, rstd (rows).
   virtual void layernorm_forward(float* y, float* mean, float* rstd, const float* x,
                                  int64_t rows, int64_t C, float eps) = 0;

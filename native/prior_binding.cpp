@@ -9,6 +9,7 @@
 
 #include "backends.h"
 #include "models/prior.h"
+#include "model_binding.h"
 #include "napi_call.h"
 
 namespace lt {
@@ -66,21 +67,8 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     }
   }
 
-  static Napi::Array shapes(Napi::Env env, const std::vector<NamedShape>& list) {
-    Napi::Array out = Napi::Array::New(env, list.size());
-    for (size_t i = 0; i < list.size(); ++i) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("name", list[i].name);
-      Napi::Array shape = Napi::Array::New(env, list[i].shape.size());
-      for (size_t j = 0; j < list[i].shape.size(); ++j) shape.Set(j, static_cast<double>(list[i].shape[j]));
-      o.Set("shape", shape);
-      out.Set(i, o);
-    }
-    return out;
-  }
-
   Napi::Value Parameters(const Napi::CallbackInfo& info) {
-    return locked(info, [&] { return shapes(info.Env(), model_->parameters()).As<Napi::Value>(); });
+    return locked(info, [&] { return named_shapes(info.Env(), model_->parameters()).As<Napi::Value>(); });
   }
 
   // (name, Float32Array)
@@ -120,7 +108,7 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
   }
 
   Napi::Value LoraParameters(const Napi::CallbackInfo& info) {
-    return locked(info, [&] { return shapes(info.Env(), model_->lora_parameters()).As<Napi::Value>(); });
+    return locked(info, [&] { return named_shapes(info.Env(), model_->lora_parameters()).As<Napi::Value>(); });
   }
 
   template <typename F>

@@ -1,11 +1,12 @@
 // The Würstchen prior as a library object: loads a diffusers prior folder, trains LoRA adapters
 // natively, reads and writes LoRA files in diffusers' and peft's formats.
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { native } from './native.js';
 import { Rng } from './rng.js';
-import { SafetensorsReader, type SafetensorsFile, getTensor, readSafetensors, writeSafetensors } from './safetensors.js';
+import { type SafetensorsFile, getTensor, readSafetensors, writeSafetensors } from './safetensors.js';
 import { ShapeCheck, type Tensor, invalid } from './tensor.js';
+import { loadCheckedWeights, readJsonConfig, shapeText, weightFiles } from './weights.js';
 
 export interface PriorConfig {
   c_in: number;
@@ -82,7 +83,6 @@ interface NativePrior {
   activationBytes(): number;
 }
 
-const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
 
 /** The folder holding config.json: the given one, or its prior/ subfolder (a whole snapshot). */
 export function resolvePriorFolder(dir: string): string {
@@ -92,12 +92,7 @@ export function resolvePriorFolder(dir: string): string {
 }
 
 export function readPriorConfig(file: string): PriorConfig {
-  let raw: Record<string, unknown>;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`${file}: cannot read the prior config (${(e as Error).message})`);
-  }
+  const raw = readJsonConfig(file, 'prior');
   if (raw._class_name !== undefined && raw._class_name !== 'WuerstchenPrior')
     throw new Error(`${file}: _class_name is ${JSON.stringify(raw._class_name)}, expected "WuerstchenPrior"`);
   // diffusers' defaults for keys a config leaves out
@@ -111,26 +106,6 @@ export function readPriorConfig(file: string): PriorConfig {
   }
   if (config.c % config.nhead !== 0) throw new Error(`${file}: c (${config.c}) is not divisible by nhead (${config.nhead})`);
   return config;
-}
-
-/** Files of the prior's weights: one safetensors file, or the shards its index names. */
-function weightFiles(folder: string): string[] {
-  const single = join(folder, 'diffusion_pytorch_model.safetensors');
-  if (existsSync(single)) return [single];
-  const index = join(folder, 'diffusion_pytorch_model.safetensors.index.json');
-  if (existsSync(index)) {
-    let map: Record<string, string>;
-    try {
-      map = JSON.parse(readFileSync(index, 'utf8')).weight_map;
-    } catch (e) {
-      throw new Error(`${index}: cannot read the shard index (${(e as Error).message})`);
-    }
-    if (!map || typeof map !== 'object') throw new Error(`${index}: has no weight_map`);
-    const shards = [...new Set(Object.values(map))].sort();
-    for (const shard of shards) if (!existsSync(join(folder, shard))) throw new Error(`${index}: names shard ${shard}, which is missing`);
-    return shards.map((s) => join(folder, s));
-  }
-  throw new Error(`${folder}: no weights (looked for diffusion_pytorch_model.safetensors and diffusion_pytorch_model.safetensors.index.json)`);
 }
 
 /** Kaiming-uniform with a = sqrt(5) (torch.nn.Linear's and peft's lora_A init): U(-1/sqrt(in), 1/sqrt(in)). */
@@ -163,32 +138,7 @@ export class Prior {
     const config = readPriorConfig(join(folder, 'config.json'));
     const Ctor = (native() as unknown as { Prior: new (device: string, config: PriorConfig) => NativePrior }).Prior;
     const model = new Ctor(device, config);
-    const expected = new Map(model.parameters().map((p) => [p.name, p.shape]));
-    const seen = new Set<string>();
-    const problems: string[] = [];
-    for (const file of weightFiles(folder)) {
-      const reader = new SafetensorsReader(file);
-      try {
-        for (const [name, entry] of reader.entries) {
-          const shape = expected.get(name);
-          if (!shape) {
-            problems.push(`unexpected tensor ${name} ${shapeText(entry.shape)} in ${basename(file)}`);
-            continue;
-          }
-          if (seen.has(name)) problems.push(`tensor ${name} appears twice (again in ${basename(file)})`);
-          seen.add(name);
-          if (shapeText(shape) !== shapeText(entry.shape)) {
-            problems.push(`tensor ${name} has shape ${shapeText(entry.shape)} in ${basename(file)}, the config needs ${shapeText(shape)}`);
-            continue;
-          }
-          model.setParameter(name, reader.read(name).data);
-        }
-      } finally {
-        reader.close();
-      }
-    }
-    for (const [name, shape] of expected) if (!seen.has(name)) problems.push(`missing tensor ${name} ${shapeText(shape)}`);
-    if (problems.length) throw new Error(`${folder}: the weights do not fit config.json:\n  - ${problems.join('\n  - ')}`);
+    loadCheckedWeights(folder, weightFiles(folder, 'diffusion_pytorch_model'), model);
     const prior = new Prior(config, device, model);
     if (options.lora) prior.addLora(options.lora);
     return prior;

@@ -89,6 +89,56 @@ void CpuOps::attention_forward(float* o, float* lse, const float* q, const float
   });
 }
 
+void CpuOps::attention_masked_forward(float* o, const float* q, const float* k, const float* v,
+                                      const uint8_t* key_mask, bool causal, int64_t B, int64_t N,
+                                      int64_t M, int64_t H, int64_t d, float scale) {
+  const int64_t ld = H * d;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  parallel_for(B * H, [&](int64_t task) {
+    const int64_t b = task / H, h = task % H;
+    auto head = [&](auto* base, int64_t rows) { return base + b * rows * ld + h * d; };
+    const std::vector<float> qh = gather_head(head(q, N), N, d, ld);  // (N, d)
+    const std::vector<float> kh = gather_head(head(k, M), M, d, ld);  // (M, d)
+    const std::vector<float> vh = gather_head(head(v, M), M, d, ld);  // (M, d)
+    float* oh = head(o, N);
+    const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;
+    const auto& ks = active_kernels();
+    std::vector<float> s(kBr * kBc), acc(kBr * d), row_max(kBr), row_sum(kBr);
+    for (int64_t i0 = 0; i0 < N; i0 += kBr) {
+      const int64_t br = std::min(kBr, N - i0);
+      std::fill(row_max.begin(), row_max.end(), kNegInf);
+      std::fill(row_sum.begin(), row_sum.end(), 0.0f);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      const int64_t key_end = causal ? std::min(M, i0 + br) : M;  // later keys are all masked
+      for (int64_t j0 = 0; j0 < key_end; j0 += kBc) {
+        const int64_t bc = std::min(kBc, M - j0);
+        gemm_tile(s.data(), qh.data() + i0 * d, kh.data() + j0 * d, br, bc, d, false, true, scale, 0.0f, d, d, kBc);
+        for (int64_t r = 0; r < br; ++r) {
+          float* srow = s.data() + r * kBc;
+          for (int64_t c = 0; c < bc; ++c)
+            if ((mask && !mask[j0 + c]) || (causal && j0 + c > i0 + r)) srow[c] = kNegInf;
+          const float m_new = std::max(row_max[r], ks.row_max(srow, bc));
+          if (m_new == kNegInf) {  // nothing visible yet: contributes nothing
+            std::fill(srow, srow + bc, 0.0f);
+            continue;
+          }
+          const float correction = std::exp(row_max[r] - m_new);
+          row_sum[r] = row_sum[r] * correction + ks.exp_shift_sum(srow, bc, m_new);
+          row_max[r] = m_new;
+          if (correction != 1.0f)
+            for (int64_t c = 0; c < d; ++c) acc[r * d + c] *= correction;
+        }
+        gemm_tile(acc.data(), s.data(), vh.data() + j0 * d, br, d, bc, false, false, 1.0f, 1.0f, kBc, d, d);
+      }
+      for (int64_t r = 0; r < br; ++r) {
+        const float inv = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;
+        float* orow = oh + (i0 + r) * ld;
+        for (int64_t c = 0; c < d; ++c) orow[c] = acc[r * d + c] * inv;
+      }
+    }
+  });
+}
+
 void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* dout,
                                 const float* q, const float* k, const float* v, const float* o,
                                 const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,

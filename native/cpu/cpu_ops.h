@@ -22,6 +22,10 @@ class CpuOps final : public Ops {
   void lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db, const float* dy, const float* x, const float* x_lora, const float* xa, const float* W, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
   void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) override;
   void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v, const float* o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) override;
+  void attention_masked_forward(float* o, const float* q, const float* k, const float* v, const uint8_t* key_mask, bool causal, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) override;
+  void layernorm_affine_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows, int64_t C, float eps) override;
+  void quick_gelu_forward(float* y, const float* x, int64_t n) override;
+  void embedding_forward(float* out, const float* table, const int32_t* ids, int64_t n, int64_t dim) override;
   void layernorm_forward(float* y, float* mean, float* rstd, const float* x, int64_t rows, int64_t C, float eps) override;
   void layernorm_backward(float* dx, const float* dy, const float* x, const float* mean, const float* rstd, int64_t rows, int64_t C) override;
   void gelu_forward(float* y, const float* x, int64_t n) override;

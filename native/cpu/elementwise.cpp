@@ -66,6 +66,13 @@ void CpuOps::dropout_backward(float* dx, const float* dy, float p, uint64_t seed
   });
 }
 
+void CpuOps::embedding_forward(float* out, const float* table, const int32_t* ids, int64_t n,
+                               int64_t dim) {
+  parallel_range(n, 16, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) std::copy(table + ids[i] * dim, table + (ids[i] + 1) * dim, out + i * dim);
+  });
+}
+
 void CpuOps::concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na,
                         int64_t Nb, int64_t C) {
   parallel_for(B, [&](int64_t i) {

@@ -45,6 +45,16 @@ void CpuOps::layernorm_forward(float* y, float* mean, float* rstd, const float* 
   });
 }
 
+void CpuOps::layernorm_affine_forward(float* y, const float* x, const float* weight,
+                                      const float* bias, int64_t rows, int64_t C, float eps) {
+  std::vector<float> mean(rows), rstd(rows);
+  layernorm_forward(y, mean.data(), rstd.data(), x, rows, C, eps);
+  parallel_range(rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = 0; c < C; ++c) y[r * C + c] = y[r * C + c] * weight[c] + bias[c];
+  });
+}
+
 void CpuOps::layernorm_backward(float* dx, const float* dy, const float* x, const float* mean,
                                 const float* rstd, int64_t rows, int64_t C) {
   // dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
@@ -75,6 +85,10 @@ void CpuOps::gelu_forward(float* y, const float* x, int64_t n) {
 void CpuOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
   const KernelSet& ks = active_kernels();
   parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) { ks.gelu_backward(dx + i0, dy + i0, x + i0, i1 - i0); });
+}
+
+void CpuOps::quick_gelu_forward(float* y, const float* x, int64_t n) {
+  elementwise(n, [&](int64_t i) { y[i] = x[i] * sigmoid(1.702f * x[i]); });
 }
 
 void CpuOps::silu_forward(float* y, const float* x, int64_t n) {

@@ -9,12 +9,6 @@
 
 namespace lt {
 
-int64_t NamedShape::numel() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
 struct Prior::LoraTensors {
   float *A, *B;      // (r, in), (out, r)
   float *dA, *dB;    // gradients, same shapes
@@ -69,7 +63,7 @@ uint64_t site_seed(uint64_t seed, int64_t layer, int64_t purpose) {
 
 }  // namespace
 
-Prior::Prior(Ops& ops, const PriorConfig& config) : ops_(ops), config_(config) {
+Prior::Prior(Ops& ops, const PriorConfig& config) : ops_(ops), config_(config), params_(ops) {
   const PriorConfig& k = config_;
   if (k.c_in < 1 || k.c < 1 || k.c_cond < 1 || k.c_r < 2 || k.depth < 1 || k.nhead < 1)
     throw std::invalid_argument("prior config: c_in, c, c_cond, depth and nhead must be >= 1 and c_r >= 2");
@@ -78,13 +72,7 @@ Prior::Prior(Ops& ops, const PriorConfig& config) : ops_(ops), config_(config) {
   if (k.c_r / 2 < 2) throw std::invalid_argument("prior config: c_r must be at least 4 (the r embedding divides by c_r/2 - 1)");
   if (!(k.dropout >= 0.0f && k.dropout < 1.0f)) throw std::invalid_argument("prior config: dropout must be in [0, 1)");
 
-  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
-    NamedShape s{name, std::move(shape)};
-    float* p = ops_.alloc(s.numel());
-    ops_.zero(p, s.numel());
-    params_.emplace(name, std::make_pair(p, s));
-    return p;
-  };
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) { return params_.add(name, std::move(shape)); };
   auto add_linear = [&](const std::string& module, int64_t in, int64_t out, std::vector<int64_t> wshape = {},
                         bool adaptable = true) {
     if (wshape.empty()) wshape = {out, in};
@@ -122,7 +110,6 @@ Prior::Prior(Ops& ops, const PriorConfig& config) : ops_(ops), config_(config) {
 }
 
 Prior::~Prior() {
-  for (auto& [name, entry] : params_) ops_.release(entry.first);
   for (Linear* l : lora_layers_) {
     LoraTensors& t = *l->lora;
     for (float* p : {t.A, t.B, t.dA, t.dB, t.mA, t.vA, t.mB, t.vB}) ops_.release(p);
@@ -130,25 +117,11 @@ Prior::~Prior() {
   if (arena_) ops_.release(arena_);
 }
 
-std::vector<NamedShape> Prior::parameters() const {
-  std::vector<NamedShape> out;
-  for (const auto& [name, entry] : params_) out.push_back(entry.second);
-  return out;
-}
+std::vector<NamedShape> Prior::parameters() const { return params_.list(); }
 
-float* Prior::param(const std::string& name) const {
-  auto it = params_.find(name);
-  if (it == params_.end()) throw std::invalid_argument("prior has no parameter '" + name + "'");
-  return it->second.first;
-}
+float* Prior::param(const std::string& name) const { return params_.get(name); }
 
-void Prior::set_parameter(const std::string& name, const float* host, int64_t n) {
-  auto it = params_.find(name);
-  if (it == params_.end()) throw std::invalid_argument("prior has no parameter '" + name + "'");
-  if (it->second.second.numel() != n)
-    throw std::invalid_argument("parameter '" + name + "' has " + std::to_string(it->second.second.numel()) + " values, got " + std::to_string(n));
-  ops_.upload(it->second.first, host, n);
-}
+void Prior::set_parameter(const std::string& name, const float* host, int64_t n) { params_.set(name, host, n); }
 
 Prior::Linear& Prior::linear(const std::string& module) { return *linear_by_name_.at(module); }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../ops.h"
+#include "param_store.h"
 
 namespace lt {
 
@@ -26,12 +27,6 @@ struct LoraConfig {
   // Module-name suffixes as peft matches them: "to_q" adapts every blocks.N.attention.to_q.
   std::vector<std::string> targets = {"to_q", "to_k", "to_v", "to_out.0"};
   float dropout = 0.0f;
-};
-
-struct NamedShape {
-  std::string name;
-  std::vector<int64_t> shape;
-  int64_t numel() const;
 };
 
 struct StepShape {
@@ -102,7 +97,7 @@ class Prior {
 
   Ops& ops_;
   PriorConfig config_;
-  std::map<std::string, std::pair<float*, NamedShape>> params_;  // frozen weights
+  ParamStore params_;  // frozen weights
   std::vector<std::unique_ptr<Linear>> linears_;
   std::map<std::string, Linear*> linear_by_name_;
   std::vector<Linear*> lora_layers_;

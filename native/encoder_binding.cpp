@@ -1,0 +1,92 @@
+// JS classes for the frozen encoders: `TextEncoder` (CLIPTextModel). Parameters are set by
+// synchronous copies; encode runs on a worker thread and returns a Promise.
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "backends.h"
+#include "model_binding.h"
+#include "models/clip_text.h"
+#include "napi_call.h"
+
+namespace lt {
+namespace {
+
+class TextEncoderWrap : public Napi::ObjectWrap<TextEncoderWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "TextEncoder",
+                       {InstanceMethod("parameters", &TextEncoderWrap::Parameters),
+                        InstanceMethod("setParameter", &TextEncoderWrap::SetParameter),
+                        InstanceMethod("encode", &TextEncoderWrap::Encode)});
+  }
+
+  // new TextEncoder(device, {vocab_size, hidden, layers, heads, intermediate, max_positions, eps, quick_gelu})
+  explicit TextEncoderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TextEncoderWrap>(info) {
+    OpCall call(info, "TextEncoder");
+    Ops& ops = backend_for(call, 0);
+    Napi::Object o = call.object(1, "config");
+    ClipTextConfig c;
+    c.vocab_size = call.dim_of(o, "vocab_size");
+    c.hidden = call.dim_of(o, "hidden");
+    c.layers = call.dim_of(o, "layers");
+    c.heads = call.dim_of(o, "heads");
+    c.intermediate = call.dim_of(o, "intermediate");
+    c.max_positions = call.dim_of(o, "max_positions");
+    c.eps = static_cast<float>(call.number_of(o, "eps"));
+    Napi::Value q = o.Get("quick_gelu");
+    if (!q.IsBoolean()) call.fail_type("a boolean", "quick_gelu", q);
+    c.quick_gelu = q.As<Napi::Boolean>().Value();
+    try {
+      model_ = std::make_unique<ClipTextModel>(ops, c);
+    } catch (const std::exception& e) {
+      throw Napi::RangeError::New(info.Env(), e.what());
+    }
+  }
+
+ private:
+  Napi::Value Parameters(const Napi::CallbackInfo& info) {
+    std::lock_guard<std::mutex> lock(model_->mutex());
+    return named_shapes(info.Env(), model_->parameters());
+  }
+
+  Napi::Value SetParameter(const Napi::CallbackInfo& info) {
+    OpCall call(info, "setParameter");
+    std::string name = call.string(0, "name");
+    Napi::Value v = info[1];
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) call.fail_type("a Float32Array", "data", v);
+    auto arr = v.As<Napi::Float32Array>();
+    std::lock_guard<std::mutex> lock(model_->mutex());
+    try {
+      model_->set_parameter(name, arr.Data(), static_cast<int64_t>(arr.ElementLength()));
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+    return info.Env().Undefined();
+  }
+
+  // (out Float32Array (B, T, hidden), ids Int32Array (B, T), mask Uint8Array (B, T), B, T) -> Promise
+  Napi::Value Encode(const Napi::CallbackInfo& info) {
+    OpCall call(info, "encode");
+    int64_t B = call.dim(3, "B"), T = call.dim(4, "T");
+    float* out = call.f32(0, "out", B * T * model_->config().hidden);
+    const int32_t* ids = call.typed<int32_t, napi_int32_array>(1, "ids", B * T, "Int32Array");
+    const uint8_t* mask = call.typed<uint8_t, napi_uint8_array>(2, "mask", B * T, "Uint8Array");
+    call.pin(Value());
+    ClipTextModel* m = model_.get();
+    return call.run([=] {
+      std::lock_guard<std::mutex> lock(m->mutex());
+      m->forward(out, ids, mask, B, T);
+    });
+  }
+
+  std::unique_ptr<ClipTextModel> model_;
+};
+
+}  // namespace
+
+void register_encoders(Napi::Env env, Napi::Object exports) {
+  exports.Set("TextEncoder", TextEncoderWrap::Define(env));
+}
+
+}  // namespace lt

@@ -1,0 +1,83 @@
+// The frozen CLIP text encoder (transformers' CLIPTextModel) in native code: prompt embeddings
+// for the prior, last_hidden_state after the final LayerNorm.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { native } from './native.js';
+import type { Tensor } from './tensor.js';
+import { invalid } from './tensor.js';
+import type { TokenizedBatch } from './tokenizer.js';
+import { loadCheckedWeights, readJsonConfig, weightFiles } from './weights.js';
+
+export interface TextEncoderConfig {
+  vocab_size: number;
+  hidden: number;
+  layers: number;
+  heads: number;
+  intermediate: number;
+  max_positions: number;
+  eps: number;
+  quick_gelu: boolean;
+}
+
+interface NativeTextEncoder {
+  parameters(): { name: string; shape: number[] }[];
+  setParameter(name: string, data: Float32Array): void;
+  encode(out: Float32Array, ids: Int32Array, mask: Uint8Array, B: number, T: number): Promise<void>;
+}
+
+/** text_encoder/config.json as transformers' CLIPTextConfig reads it (its defaults included). */
+export function readTextEncoderConfig(file: string): TextEncoderConfig {
+  const raw = readJsonConfig(file, 'text encoder');
+  const int = (key: string, fallback: number) => {
+    const v = raw[key] ?? fallback;
+    if (!Number.isInteger(v) || (v as number) < 1) throw new Error(`${file}: ${key} must be a positive integer, got ${JSON.stringify(v)}`);
+    return v as number;
+  };
+  const act = raw.hidden_act ?? 'quick_gelu';
+  if (act !== 'gelu' && act !== 'quick_gelu') throw new Error(`${file}: hidden_act ${JSON.stringify(act)} is not supported (lora-train implements "gelu" and "quick_gelu")`);
+  const eps = raw.layer_norm_eps ?? 1e-5;
+  if (typeof eps !== 'number' || !(eps > 0)) throw new Error(`${file}: layer_norm_eps must be a positive number, got ${JSON.stringify(eps)}`);
+  const config = {
+    vocab_size: int('vocab_size', 49408),
+    hidden: int('hidden_size', 512),
+    layers: int('num_hidden_layers', 12),
+    heads: int('num_attention_heads', 8),
+    intermediate: int('intermediate_size', 2048),
+    max_positions: int('max_position_embeddings', 77),
+    eps,
+    quick_gelu: act === 'quick_gelu',
+  };
+  if (config.hidden % config.heads) throw new Error(`${file}: hidden_size (${config.hidden}) is not divisible by num_attention_heads (${config.heads})`);
+  return config;
+}
+
+export class TextEncoder {
+  private constructor(
+    readonly config: TextEncoderConfig,
+    private readonly model: NativeTextEncoder,
+  ) {}
+
+  /** Loads text_encoder/ (config.json + model.safetensors, F32/F16/BF16, or sharded) from a
+   * folder or a snapshot holding it. */
+  static load(dir: string, options: { device?: 'cpu' } = {}): TextEncoder {
+    const device = options.device ?? 'cpu';
+    if (device !== 'cpu') invalid('loadTextEncoder', "'cpu' (the only backend in this build)", 'device', device);
+    const folder = existsSync(join(dir, 'text_encoder', 'config.json')) ? join(dir, 'text_encoder') : dir;
+    if (!existsSync(join(folder, 'config.json'))) throw new Error(`${dir}: no text encoder here (looked for text_encoder/config.json and config.json)`);
+    const config = readTextEncoderConfig(join(folder, 'config.json'));
+    const Ctor = (native() as unknown as { TextEncoder: new (device: string, config: TextEncoderConfig) => NativeTextEncoder }).TextEncoder;
+    const model = new Ctor(device, config);
+    // position_ids is a buffer some checkpoints carry; it holds nothing to load.
+    loadCheckedWeights(folder, weightFiles(folder, 'model'), model, (name) => name === 'text_model.embeddings.position_ids');
+    return new TextEncoder(config, model);
+  }
+
+  /** last_hidden_state (B, T, hidden) for a tokenized batch. */
+  async encode(batch: TokenizedBatch): Promise<Tensor> {
+    const { batch: B, maxLength: T } = batch;
+    if (T > this.config.max_positions) invalid('encode', `at most ${this.config.max_positions} tokens`, 'batch.maxLength', T, RangeError);
+    const out = new Float32Array(B * T * this.config.hidden);
+    await this.model.encode(out, batch.ids, batch.mask, B, T);
+    return { data: out, shape: [B, T, this.config.hidden] };
+  }
+}

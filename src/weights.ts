@@ -1,0 +1,75 @@
+// Loading a model's weights from safetensors (one file, or shards named by an index), each
+// tensor checked against the shapes the model's config implies.
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { SafetensorsReader } from './safetensors.js';
+
+export const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
+
+export interface ParameterSink {
+  parameters(): { name: string; shape: number[] }[];
+  setParameter(name: string, data: Float32Array): void;
+}
+
+/** `<stem>.safetensors`, or the shards `<stem>.safetensors.index.json` names. */
+export function weightFiles(folder: string, stem: string): string[] {
+  const single = join(folder, `${stem}.safetensors`);
+  if (existsSync(single)) return [single];
+  const index = join(folder, `${stem}.safetensors.index.json`);
+  if (existsSync(index)) {
+    let map: Record<string, string>;
+    try {
+      map = JSON.parse(readFileSync(index, 'utf8')).weight_map;
+    } catch (e) {
+      throw new Error(`${index}: cannot read the shard index (${(e as Error).message})`);
+    }
+    if (!map || typeof map !== 'object') throw new Error(`${index}: has no weight_map`);
+    const shards = [...new Set(Object.values(map))].sort();
+    for (const shard of shards) if (!existsSync(join(folder, shard))) throw new Error(`${index}: names shard ${shard}, which is missing`);
+    return shards.map((s) => join(folder, s));
+  }
+  throw new Error(`${folder}: no weights (looked for ${stem}.safetensors and ${stem}.safetensors.index.json)`);
+}
+
+/** Copies every tensor of `files` into the model, converting F16/BF16/F64 to F32. Missing,
+ * unexpected (unless `ignore` says so) and wrongly shaped tensors are collected and reported
+ * together, naming each tensor and both shapes. */
+export function loadCheckedWeights(what: string, files: string[], model: ParameterSink, ignore: (name: string) => boolean = () => false): void {
+  const expected = new Map(model.parameters().map((p) => [p.name, p.shape]));
+  const seen = new Set<string>();
+  const problems: string[] = [];
+  for (const file of files) {
+    const reader = new SafetensorsReader(file);
+    try {
+      for (const [name, entry] of reader.entries) {
+        const shape = expected.get(name);
+        if (!shape) {
+          if (!ignore(name)) problems.push(`unexpected tensor ${name} ${shapeText(entry.shape)} in ${basename(file)}`);
+          continue;
+        }
+        if (seen.has(name)) problems.push(`tensor ${name} appears twice (again in ${basename(file)})`);
+        seen.add(name);
+        if (shapeText(shape) !== shapeText(entry.shape)) {
+          problems.push(`tensor ${name} has shape ${shapeText(entry.shape)} in ${basename(file)}, the config needs ${shapeText(shape)}`);
+          continue;
+        }
+        model.setParameter(name, reader.read(name).data);
+      }
+    } finally {
+      reader.close();
+    }
+  }
+  for (const [name, shape] of expected) if (!seen.has(name)) problems.push(`missing tensor ${name} ${shapeText(shape)}`);
+  if (problems.length) throw new Error(`${what}: the weights do not fit config.json:\n  - ${problems.join('\n  - ')}`);
+}
+
+/** Reads a JSON config file, with the file named in any error. */
+export function readJsonConfig(file: string, what: string): Record<string, unknown> {
+  try {
+    const value = JSON.parse(readFileSync(file, 'utf8'));
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not a JSON object');
+    return value;
+  } catch (e) {
+    throw new Error(`${file}: cannot read the ${what} config (${(e as Error).message})`);
+  }
+}
