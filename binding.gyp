@@ -28,6 +28,7 @@
         "native/cpu/optim.cpp",
         "native/models/prior.cpp",
         "native/models/clip_text.cpp",
+        "native/models/effnet.cpp",
         "native/encoder_binding.cpp",
         "native/prior_binding.cpp"
       ],

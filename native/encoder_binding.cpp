@@ -7,6 +7,7 @@
 #include "backends.h"
 #include "model_binding.h"
 #include "models/clip_text.h"
+#include "models/effnet.h"
 #include "napi_call.h"
 
 namespace lt {
@@ -83,10 +84,86 @@ class TextEncoderWrap : public Napi::ObjectWrap<TextEncoderWrap> {
   std::unique_ptr<ClipTextModel> model_;
 };
 
+class ImageEncoderWrap : public Napi::ObjectWrap<ImageEncoderWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "ImageEncoder",
+                       {InstanceMethod("parameters", &ImageEncoderWrap::Parameters),
+                        InstanceMethod("setParameter", &ImageEncoderWrap::SetParameter),
+                        InstanceMethod("encode", &ImageEncoderWrap::Encode)});
+  }
+
+  // new ImageEncoder(device, {stages: [{fused, expand, kernel, stride, in, out, layers}], last_channel, latent_channels})
+  explicit ImageEncoderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ImageEncoderWrap>(info) {
+    OpCall call(info, "ImageEncoder");
+    Ops& ops = backend_for(call, 0);
+    Napi::Object o = call.object(1, "config");
+    EffNetConfig c;
+    c.last_channel = call.dim_of(o, "last_channel");
+    c.latent_channels = call.dim_of(o, "latent_channels");
+    Napi::Value stages = o.Get("stages");
+    if (!stages.IsArray()) call.fail_type("an Array", "stages", stages);
+    Napi::Array list = stages.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      Napi::Value v = list.Get(i);
+      if (!v.IsObject()) call.fail_type("an object", "stages[" + std::to_string(i) + "]", v);
+      Napi::Object st = v.As<Napi::Object>();
+      Napi::Value fused = st.Get("fused");
+      if (!fused.IsBoolean()) call.fail_type("a boolean", "fused", fused);
+      c.stages.push_back({fused.As<Napi::Boolean>().Value(), call.dim_of(st, "expand"), call.dim_of(st, "kernel"),
+                          call.dim_of(st, "stride"), call.dim_of(st, "in"), call.dim_of(st, "out"), call.dim_of(st, "layers")});
+    }
+    try {
+      model_ = std::make_unique<EffNetEncoder>(ops, c);
+    } catch (const std::exception& e) {
+      throw Napi::RangeError::New(info.Env(), e.what());
+    }
+  }
+
+ private:
+  Napi::Value Parameters(const Napi::CallbackInfo& info) {
+    std::lock_guard<std::mutex> lock(model_->mutex());
+    return named_shapes(info.Env(), model_->parameters());
+  }
+
+  Napi::Value SetParameter(const Napi::CallbackInfo& info) {
+    OpCall call(info, "setParameter");
+    std::string name = call.string(0, "name");
+    Napi::Value v = info[1];
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) call.fail_type("a Float32Array", "data", v);
+    auto arr = v.As<Napi::Float32Array>();
+    std::lock_guard<std::mutex> lock(model_->mutex());
+    try {
+      model_->set_parameter(name, arr.Data(), static_cast<int64_t>(arr.ElementLength()));
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+    return info.Env().Undefined();
+  }
+
+  // (out Float32Array (B, latent, H/32, W/32), images Float32Array (B, 3, H, W), B, H, W) -> Promise
+  Napi::Value Encode(const Napi::CallbackInfo& info) {
+    OpCall call(info, "encode");
+    int64_t B = call.dim(2, "B"), H = call.dim(3, "H"), W = call.dim(4, "W");
+    if (H % 32 || W % 32) call.fail_range("a multiple of 32", H % 32 ? "H" : "W", info[H % 32 ? 3 : 4]);
+    float* out = call.f32(0, "out", B * model_->config().latent_channels * (H / 32) * (W / 32));
+    const float* images = call.f32(1, "images", B * 3 * H * W);
+    call.pin(Value());
+    EffNetEncoder* m = model_.get();
+    return call.run([=] {
+      std::lock_guard<std::mutex> lock(m->mutex());
+      m->forward(out, images, B, H, W);
+    });
+  }
+
+  std::unique_ptr<EffNetEncoder> model_;
+};
+
 }  // namespace
 
 void register_encoders(Napi::Env env, Napi::Object exports) {
   exports.Set("TextEncoder", TextEncoderWrap::Define(env));
+  exports.Set("ImageEncoder", ImageEncoderWrap::Define(env));
 }
 
 }  // namespace lt

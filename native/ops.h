@@ -157,6 +157,23 @@ class Ops {
   virtual void prior_output_backward(float* dab, const float* dout, const float* x_in,
                                      const float* ab, int64_t B, int64_t Cin, int64_t P) = 0;
 
+  // ---- Forward-only image encoder ops (channels last) --------------------------------------
+  // Convolution with groups = 1, padding k / 2, stride 1 or 2: y (B, Ho, Wo, Cout) with
+  // Ho = ceil(H / stride); x (B, H, W, Cin); w (Cout, k, k, Cin); bias (Cout) or null.
+  virtual void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
+                              int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout,
+                              int64_t k, int64_t stride) = 0;
+  // Depthwise k x k convolution, padding k / 2, stride 1 or 2: y (B, Ho, Wo, C); w (C, k, k).
+  virtual void depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias,
+                                      int64_t B, int64_t H, int64_t W, int64_t C, int64_t k,
+                                      int64_t stride) = 0;
+  virtual void sigmoid_forward(float* y, const float* x, int64_t n) = 0;
+  // out (B, C) = mean over positions of x (B, P, C).
+  virtual void channel_mean(float* out, const float* x, int64_t B, int64_t P, int64_t C) = 0;
+  // y (B, P, C) = x * s[b, c]; y may be x.
+  virtual void scale_channels(float* y, const float* x, const float* s, int64_t B, int64_t P,
+                              int64_t C) = 0;
+
   // ---- Loss --------------------------------------------------------------------------------
   // Returns mean((pred - target)^2); dpred (n) or null receives += grad_scale * 2 (pred - target) / n.
   virtual double mse_loss(float* dpred, const float* pred, const float* target, int64_t n,

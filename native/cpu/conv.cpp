@@ -102,6 +102,65 @@ void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, cons
   }
 }
 
+void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
+                            int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k,
+                            int64_t stride) {
+  const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
+  const int64_t rows = B * Ho * Wo, K = k * k * Cin;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < Cout; ++o) y[r * Cout + o] = bias ? bias[o] : 0.0f;
+  if (k == 1 && stride == 1) {  // a plain GEMM over positions
+    cpu::gemm({y, x, w, rows, Cout, Cin, false, true, 1.0f, 1.0f, Cin, Cin, Cout});
+    return;
+  }
+  // im2col in blocks of output rows, so the patch matrix stays a few MB at any image size.
+  const int64_t block = std::max<int64_t>(64, (1 << 20) / K);
+  std::vector<float> patches(static_cast<size_t>(std::min(rows, block) * K));
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t n = std::min(block, rows - r0);
+    parallel_range(n, 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t r = r0 + i, b = r / (Ho * Wo), oy = (r / Wo) % Ho, ox = r % Wo;
+        float* p = patches.data() + i * K;
+        for (int64_t ky = 0; ky < k; ++ky)
+          for (int64_t kx = 0; kx < k; ++kx, p += Cin) {
+            const int64_t iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
+            if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::fill(p, p + Cin, 0.0f);
+            else std::copy(x + ((b * H + iy) * W + ix) * Cin, x + ((b * H + iy) * W + ix + 1) * Cin, p);
+          }
+      }
+    });
+    cpu::gemm({y + r0 * Cout, patches.data(), w, n, Cout, K, false, true, 1.0f, 1.0f, K, K, Cout});
+  }
+}
+
+void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias,
+                                    int64_t B, int64_t H, int64_t W, int64_t C, int64_t k,
+                                    int64_t stride) {
+  const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
+  std::vector<float> taps(k * k * C);  // (k*k, C): contiguous channels in the inner loop
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t t = 0; t < k * k; ++t) taps[t * C + c] = w[c * k * k + t];
+  parallel_for(B * Ho, [&](int64_t bh) {
+    const int64_t b = bh / Ho, oy = bh % Ho;
+    for (int64_t ox = 0; ox < Wo; ++ox) {
+      float* out = y + ((b * Ho + oy) * Wo + ox) * C;
+      for (int64_t c = 0; c < C; ++c) out[c] = bias ? bias[c] : 0.0f;
+      for (int64_t ky = 0; ky < k; ++ky) {
+        const int64_t iy = oy * stride + ky - pad;
+        if (iy < 0 || iy >= H) continue;
+        for (int64_t kx = 0; kx < k; ++kx) {
+          const int64_t ix = ox * stride + kx - pad;
+          if (ix < 0 || ix >= W) continue;
+          const float* in = x + ((b * H + iy) * W + ix) * C;
+          const float* tap = taps.data() + (ky * k + kx) * C;
+          for (int64_t c = 0; c < C; ++c) out[c] += tap[c] * in[c];
+        }
+      }
+    }
+  });
+}
+
 void CpuOps::conv1x1_forward(float* y, const float* x, const float* w, const float* bias,
                              int64_t B, int64_t Cin, int64_t Cout, int64_t P) {
   for (int64_t b = 0; b < B; ++b) {

@@ -49,6 +49,11 @@ class CpuOps final : public Ops {
   void transpose_cp(float* out, const float* x, int64_t B, int64_t C, int64_t P) override;
   void prior_output_forward(float* out, const float* x_in, const float* ab, int64_t B, int64_t Cin, int64_t P) override;
   void prior_output_backward(float* dab, const float* dout, const float* x_in, const float* ab, int64_t B, int64_t Cin, int64_t P) override;
+  void conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride) override;
+  void depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, int64_t stride) override;
+  void sigmoid_forward(float* y, const float* x, int64_t n) override;
+  void channel_mean(float* out, const float* x, int64_t B, int64_t P, int64_t C) override;
+  void scale_channels(float* y, const float* x, const float* s, int64_t B, int64_t P, int64_t C) override;
   double mse_loss(float* dpred, const float* pred, const float* target, int64_t n, float grad_scale) override;
   void adamw(const AdamWTensor* tensors, int64_t count, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) override;
   double clip_grad_norm(float* const* grads, const int64_t* sizes, int64_t count, double max_norm) override;

@@ -73,6 +73,23 @@ void CpuOps::embedding_forward(float* out, const float* table, const int32_t* id
   });
 }
 
+void CpuOps::channel_mean(float* out, const float* x, int64_t B, int64_t P, int64_t C) {
+  parallel_for(B, [&](int64_t b) {
+    std::vector<double> sum(C, 0.0);
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t c = 0; c < C; ++c) sum[c] += x[(b * P + p) * C + c];
+    for (int64_t c = 0; c < C; ++c) out[b * C + c] = static_cast<float>(sum[c] / static_cast<double>(P));
+  });
+}
+
+void CpuOps::scale_channels(float* y, const float* x, const float* s, int64_t B, int64_t P,
+                            int64_t C) {
+  parallel_for(B * P, [&](int64_t bp) {
+    const float* sb = s + (bp / P) * C;
+    for (int64_t c = 0; c < C; ++c) y[bp * C + c] = x[bp * C + c] * sb[c];
+  });
+}
+
 void CpuOps::concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na,
                         int64_t Nb, int64_t C) {
   parallel_for(B, [&](int64_t i) {

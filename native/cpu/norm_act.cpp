@@ -91,6 +91,10 @@ void CpuOps::quick_gelu_forward(float* y, const float* x, int64_t n) {
   elementwise(n, [&](int64_t i) { y[i] = x[i] * sigmoid(1.702f * x[i]); });
 }
 
+void CpuOps::sigmoid_forward(float* y, const float* x, int64_t n) {
+  elementwise(n, [&](int64_t i) { y[i] = sigmoid(x[i]); });
+}
+
 void CpuOps::silu_forward(float* y, const float* x, int64_t n) {
   elementwise(n, [&](int64_t i) { y[i] = x[i] * sigmoid(x[i]); });
 }

@@ -20,6 +20,25 @@ struct NamedShape {
   }
 };
 
+// Temporary backend buffers released together when the scope ends.
+class Scratch {
+ public:
+  explicit Scratch(Ops& ops) : ops_(ops) {}
+  ~Scratch() {
+    for (float* p : owned_) ops_.release(p);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  float* alloc(int64_t n) {
+    owned_.push_back(ops_.alloc(n));
+    return owned_.back();
+  }
+
+ private:
+  Ops& ops_;
+  std::vector<float*> owned_;
+};
+
 class ParamStore {
  public:
   explicit ParamStore(Ops& ops) : ops_(ops) {}

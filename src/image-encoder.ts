@@ -1,0 +1,209 @@
+// Würstchen's frozen image encoder (EfficientNetEncoder: torchvision efficientnet_v2_s features
+// + a 1x1 conv and batch norm mapper) in native code. Batch norms are folded into their
+// convolutions here, at load time; the native model runs convolutions with biases only.
+import { existsSync } from 'node:fs';
+import { native } from './native.js';
+import { SafetensorsReader } from './safetensors.js';
+import type { Tensor } from './tensor.js';
+import { ShapeCheck, invalid } from './tensor.js';
+import { shapeText } from './weights.js';
+
+export interface EffNetStage {
+  fused: boolean;
+  expand: number;
+  kernel: number;
+  stride: number;
+  in: number;
+  out: number;
+  layers: number;
+}
+
+export interface ImageEncoderConfig {
+  stages: EffNetStage[];
+  last_channel: number;
+  latent_channels: number;
+}
+
+/** torchvision's efficientnet_v2_s stages, and Würstchen's 16-channel mapper. */
+export const EFFICIENTNET_V2_S: ImageEncoderConfig = {
+  stages: [
+    { fused: true, expand: 1, kernel: 3, stride: 1, in: 24, out: 24, layers: 2 },
+    { fused: true, expand: 4, kernel: 3, stride: 2, in: 24, out: 48, layers: 4 },
+    { fused: true, expand: 4, kernel: 3, stride: 2, in: 48, out: 64, layers: 4 },
+    { fused: false, expand: 4, kernel: 3, stride: 2, in: 64, out: 128, layers: 6 },
+    { fused: false, expand: 6, kernel: 3, stride: 1, in: 128, out: 160, layers: 9 },
+    { fused: false, expand: 6, kernel: 3, stride: 2, in: 160, out: 256, layers: 15 },
+  ],
+  last_channel: 1280,
+  latent_channels: 16,
+};
+
+const BACKBONE_BN_EPS = 1e-3; // torchvision's efficientnet norm_layer
+const MAPPER_BN_EPS = 1e-5; // nn.BatchNorm2d default
+
+/** One convolution of the network and what travels with it in the state dict. */
+interface ConvSpec {
+  conv: string;
+  bn?: string;
+  bnEps?: number;
+  in: number;
+  out: number;
+  k: number;
+  depthwise: boolean;
+  hasBias: boolean;
+}
+
+/** torchvision's _make_divisible(in * expand, 8). */
+export function expandedChannels(channels: number, expand: number): number {
+  const v = channels * expand;
+  let out = Math.max(8, Math.floor((v + 4) / 8) * 8);
+  if (out < 0.9 * v) out += 8;
+  return out;
+}
+
+/** Every convolution in state-dict order, as torchvision names them under backbone./mapper.. */
+export function convSpecs(config: ImageEncoderConfig): ConvSpec[] {
+  const specs: ConvSpec[] = [];
+  const cbn = (prefix: string, inC: number, out: number, k: number, depthwise = false) =>
+    specs.push({ conv: `${prefix}.0`, bn: `${prefix}.1`, bnEps: BACKBONE_BN_EPS, in: inC, out, k, depthwise, hasBias: false });
+  cbn('backbone.0', 3, config.stages[0]!.in, 3);
+  config.stages.forEach((st, s) => {
+    for (let j = 0; j < st.layers; j++) {
+      const inC = j === 0 ? st.in : st.out;
+      const exp = expandedChannels(inC, st.expand);
+      const p = `backbone.${s + 1}.${j}.block`;
+      if (st.fused) {
+        if (exp !== inC) {
+          cbn(`${p}.0`, inC, exp, st.kernel);
+          cbn(`${p}.1`, exp, st.out, 1);
+        } else cbn(`${p}.0`, inC, st.out, st.kernel);
+      } else {
+        const expands = exp !== inC;
+        const squeeze = Math.max(1, Math.floor(inC / 4));
+        if (expands) cbn(`${p}.0`, inC, exp, 1);
+        cbn(`${p}.${expands ? 1 : 0}`, exp, exp, st.kernel, true);
+        const se = `${p}.${expands ? 2 : 1}`;
+        specs.push({ conv: `${se}.fc1`, in: exp, out: squeeze, k: 1, depthwise: false, hasBias: true });
+        specs.push({ conv: `${se}.fc2`, in: squeeze, out: exp, k: 1, depthwise: false, hasBias: true });
+        cbn(`${p}.${expands ? 3 : 2}`, exp, st.out, 1);
+      }
+    }
+  });
+  cbn(`backbone.${config.stages.length + 1}`, config.stages.at(-1)!.out, config.last_channel, 1);
+  specs.push({ conv: 'mapper.0', bn: 'mapper.1', bnEps: MAPPER_BN_EPS, in: config.last_channel, out: config.latent_channels, k: 1, depthwise: false, hasBias: false });
+  return specs;
+}
+
+/** The PyTorch state-dict keys and shapes of the encoder. */
+export function expectedKeys(config: ImageEncoderConfig): Map<string, number[]> {
+  const keys = new Map<string, number[]>();
+  for (const c of convSpecs(config)) {
+    keys.set(`${c.conv}.weight`, [c.out, c.depthwise ? 1 : c.in, c.k, c.k]);
+    if (c.hasBias) keys.set(`${c.conv}.bias`, [c.out]);
+    if (c.bn) {
+      for (const p of ['weight', 'bias', 'running_mean', 'running_var']) keys.set(`${c.bn}.${p}`, [c.out]);
+      keys.set(`${c.bn}.num_batches_tracked`, []);
+    }
+  }
+  return keys;
+}
+
+/** A source of named tensors: a safetensors file, or a PyTorch checkpoint read safely. */
+export interface TensorSource {
+  path: string;
+  names(): string[];
+  shape(name: string): number[];
+  read(name: string): Tensor;
+}
+
+export function safetensorsSource(path: string): TensorSource & { close(): void } {
+  const reader = new SafetensorsReader(path);
+  return {
+    path,
+    names: () => [...reader.entries.keys()],
+    shape: (name) => reader.entries.get(name)!.shape,
+    read: (name) => reader.read(name),
+    close: () => reader.close(),
+  };
+}
+
+interface NativeImageEncoder {
+  parameters(): { name: string; shape: number[] }[];
+  setParameter(name: string, data: Float32Array): void;
+  encode(out: Float32Array, images: Float32Array, B: number, H: number, W: number): Promise<void>;
+}
+
+export class ImageEncoder {
+  private constructor(
+    readonly config: ImageEncoderConfig,
+    private readonly model: NativeImageEncoder,
+  ) {}
+
+  /** Checks every tensor of `source` against the config's key set, folds the batch norms into
+   * their convolutions and loads the result. */
+  static fromTensors(source: TensorSource, config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' } = {}): ImageEncoder {
+    const device = options.device ?? 'cpu';
+    if (device !== 'cpu') invalid('loadImageEncoder', "'cpu' (the only backend in this build)", 'device', device);
+    const expected = expectedKeys(config);
+    const problems: string[] = [];
+    const present = new Set(source.names());
+    for (const name of present) {
+      const shape = expected.get(name);
+      if (!shape) problems.push(`unexpected tensor ${name} ${shapeText(source.shape(name))}`);
+      else if (shapeText(shape) !== shapeText(source.shape(name))) problems.push(`tensor ${name} has shape ${shapeText(source.shape(name))}, the config needs ${shapeText(shape)}`);
+    }
+    for (const [name, shape] of expected) if (!present.has(name)) problems.push(`missing tensor ${name} ${shapeText(shape)}`);
+    if (problems.length) throw new Error(`${source.path}: the weights do not fit the EfficientNet encoder config:\n  - ${problems.join('\n  - ')}`);
+
+    const Ctor = (native() as unknown as { ImageEncoder: new (device: string, config: ImageEncoderConfig) => NativeImageEncoder }).ImageEncoder;
+    const model = new Ctor(device, config);
+    for (const c of convSpecs(config)) {
+      const w = source.read(`${c.conv}.weight`).data; // (out, in/groups, k, k)
+      const bias = new Float32Array(c.out);
+      const scale = new Float32Array(c.out).fill(1);
+      if (c.hasBias) bias.set(source.read(`${c.conv}.bias`).data);
+      if (c.bn) {
+        const g = source.read(`${c.bn}.weight`).data, b = source.read(`${c.bn}.bias`).data;
+        const mean = source.read(`${c.bn}.running_mean`).data, variance = source.read(`${c.bn}.running_var`).data;
+        for (let o = 0; o < c.out; o++) {
+          scale[o] = g[o]! / Math.sqrt(variance[o]! + c.bnEps!);
+          bias[o] = b[o]! - mean[o]! * scale[o]!;
+        }
+      }
+      // (out, in, k, k) scaled per output channel -> (out, k, k, in); depthwise (out, k, k) as stored
+      const kk = c.k * c.k;
+      const folded = new Float32Array(w.length);
+      if (c.depthwise) for (let i = 0; i < w.length; i++) folded[i] = w[i]! * scale[Math.floor(i / kk)]!;
+      else
+        for (let o = 0; o < c.out; o++)
+          for (let i = 0; i < c.in; i++)
+            for (let t = 0; t < kk; t++) folded[(o * kk + t) * c.in + i] = w[(o * c.in + i) * kk + t]! * scale[o]!;
+      model.setParameter(`${c.conv}.weight`, folded);
+      model.setParameter(`${c.conv}.bias`, bias);
+    }
+    return new ImageEncoder(config, model);
+  }
+
+  /** Loads a safetensors file with the PyTorch key names (backbone.*, mapper.*). */
+  static load(path: string, config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' } = {}): ImageEncoder {
+    if (!existsSync(path)) throw new Error(`${path}: no image encoder weights here`);
+    const source = safetensorsSource(path);
+    try {
+      return ImageEncoder.fromTensors(source, config, options);
+    } finally {
+      source.close();
+    }
+  }
+
+  /** (B, latent, H/32, W/32) from normalised images (B, 3, H, W); H and W multiples of 32. */
+  async encode(images: Tensor): Promise<Tensor> {
+    const s = new ShapeCheck('encodeImages');
+    s.tensor('images', images, ['B', 3, 'H', 'W']);
+    const B = s.dim('B'), H = s.dim('H'), W = s.dim('W');
+    if (H % 32 || W % 32) invalid('encodeImages', 'image sides that are multiples of 32', 'images.shape', images.shape, RangeError);
+    const shape = [B, this.config.latent_channels, H / 32, W / 32];
+    const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    await this.model.encode(out, images.data, B, H, W);
+    return { data: out, shape };
+  }
+}
