@@ -3,6 +3,8 @@
 import yargs, { type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { native } from './native.js';
+import { type WritableTensor, writeSafetensors } from './safetensors.js';
+import { TorchCheckpoint } from './torch-checkpoint.js';
 
 export const trainOptions = {
   config: { type: 'string', describe: 'Config file (.ts, .js or .json) or the name of a shipped config under configs/' },
@@ -12,6 +14,28 @@ export const trainOptions = {
   device: { choices: ['cpu', 'cuda'], describe: 'Backend to train on' },
   seed: { type: 'number', describe: 'Random seed (overrides the config)' },
 } as const satisfies Record<string, Options>;
+
+export const convertOptions = {
+  key: { type: 'string', describe: "Dotted key of the state dict inside the checkpoint (e.g. effnet_state_dict); default: the whole checkpoint's top level" },
+} as const satisfies Record<string, Options>;
+
+/** Writes every tensor under `key` of a torch checkpoint to safetensors: floating point as F32,
+ * integers as I64. Returns how many tensors it wrote. */
+export function convertCheckpoint(input: string, output: string, key?: string): number {
+  const checkpoint = new TorchCheckpoint(input);
+  try {
+    const tensors: Record<string, WritableTensor> = {};
+    for (const [name, ref] of checkpoint.stateDict(key)) {
+      const t = checkpoint.tensor(ref);
+      tensors[name] = ref.dtype.startsWith('float') || ref.dtype === 'bfloat16' ? t : { ...t, dtype: 'I64' };
+    }
+    if (Object.keys(tensors).length === 0) throw new Error(`${input}: no tensors under ${key ? `'${key}'` : 'the top level'}`);
+    writeSafetensors(output, tensors, { format: 'pt', converted_from: input });
+    return Object.keys(tensors).length;
+  } finally {
+    checkpoint.close();
+  }
+}
 
 export async function main(argv: string[]): Promise<void> {
   await yargs(argv)
@@ -30,6 +54,19 @@ export async function main(argv: string[]): Promise<void> {
           `lora-train: training (--config ${args.config}) is not part of this version yet; ` +
             'this version ships the native op library (`lora-train info`, `npm run bench`).',
         );
+      },
+    )
+    .command(
+      'convert <input> <output>',
+      'Convert the tensors of a PyTorch checkpoint (.pt, read without running its pickle) to safetensors',
+      (y) =>
+        y
+          .positional('input', { type: 'string', demandOption: true, describe: 'torch.save checkpoint, e.g. model_v2_stage_b.pt' })
+          .positional('output', { type: 'string', demandOption: true, describe: 'safetensors file to write' })
+          .options(convertOptions),
+      (args) => {
+        const count = convertCheckpoint(args.input, args.output, args.key);
+        console.log(`lora-train: wrote ${count} tensors to ${args.output}`);
       },
     )
     .command('info', 'Print the native backends, CPU kernel set and thread count as JSON', {}, () => {

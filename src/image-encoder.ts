@@ -4,6 +4,7 @@
 import { existsSync } from 'node:fs';
 import { native } from './native.js';
 import { SafetensorsReader } from './safetensors.js';
+import { TorchCheckpoint } from './torch-checkpoint.js';
 import type { Tensor } from './tensor.js';
 import { ShapeCheck, invalid } from './tensor.js';
 import { shapeText } from './weights.js';
@@ -127,6 +128,23 @@ export function safetensorsSource(path: string): TensorSource & { close(): void 
   };
 }
 
+export function checkpointSource(path: string, key?: string): TensorSource & { close(): void } {
+  const checkpoint = new TorchCheckpoint(path);
+  try {
+    const tensors = checkpoint.stateDict(key);
+    return {
+      path: key ? `${path} [${key}]` : path,
+      names: () => [...tensors.keys()],
+      shape: (name) => tensors.get(name)!.shape,
+      read: (name) => checkpoint.tensor(tensors.get(name)!),
+      close: () => checkpoint.close(),
+    };
+  } catch (e) {
+    checkpoint.close();
+    throw e;
+  }
+}
+
 interface NativeImageEncoder {
   parameters(): { name: string; shape: number[] }[];
   setParameter(name: string, data: Float32Array): void;
@@ -188,6 +206,17 @@ export class ImageEncoder {
   static load(path: string, config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' } = {}): ImageEncoder {
     if (!existsSync(path)) throw new Error(`${path}: no image encoder weights here`);
     const source = safetensorsSource(path);
+    try {
+      return ImageEncoder.fromTensors(source, config, options);
+    } finally {
+      source.close();
+    }
+  }
+
+  /** Loads straight from a PyTorch checkpoint (e.g. model_v2_stage_b.pt), reading the state
+   * dict under `key` (default effnet_state_dict) with the safe checkpoint reader. */
+  static loadCheckpoint(path: string, key = 'effnet_state_dict', config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' } = {}): ImageEncoder {
+    const source = checkpointSource(path, key);
     try {
       return ImageEncoder.fromTensors(source, config, options);
     } finally {

@@ -166,7 +166,7 @@ function f16Table(): Float32Array {
   return f16Values;
 }
 
-function f16ToF32(h: number): number {
+export function f16ToF32(h: number): number {
   const sign = h & 0x8000 ? -1 : 1;
   const exp = (h >> 10) & 0x1f;
   const frac = h & 0x3ff;
@@ -210,18 +210,28 @@ function decodeTensor(bytes: Uint8Array, e: TensorEntry, what: string): Tensor {
   return { data: out, shape: [...e.shape] };
 }
 
-/** Serialises fp32 tensors; keys are written sorted, header padded to 8 bytes. */
-export function serializeSafetensors(tensors: Record<string, Tensor>, metadata?: Record<string, string>): Uint8Array {
+/** A tensor to write: fp32, or integers stored as I64 (e.g. batch norms' num_batches_tracked). */
+export type WritableTensor = Tensor & { dtype?: 'F32' | 'I64' };
+
+function tensorBytes(t: WritableTensor): Uint8Array {
+  if (t.dtype === 'I64') return new Uint8Array(BigInt64Array.from(t.data, (v) => BigInt(Math.round(v))).buffer);
+  return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+}
+
+/** Serialises tensors (F32 unless marked I64); keys are written sorted, header padded to 8 bytes. */
+export function serializeSafetensors(tensors: Record<string, WritableTensor>, metadata?: Record<string, string>): Uint8Array {
   const names = Object.keys(tensors).sort();
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
-  for (const name of names) {
+  const blobs = names.map((name) => {
     const t = tensors[name]!;
     if (t.data.length !== numel(t.shape)) throw new RangeError(`tensor '${name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`);
-    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
-  }
+    const bytes = tensorBytes(t);
+    header[name] = { dtype: t.dtype ?? 'F32', shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
+    offset += bytes.byteLength;
+    return bytes;
+  });
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
   const headerBytes = Buffer.from(json, 'utf8');
@@ -229,16 +239,15 @@ export function serializeSafetensors(tensors: Record<string, Tensor>, metadata?:
   new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
   out.set(headerBytes, 8);
   let at = 8 + headerBytes.length;
-  for (const name of names) {
-    const t = tensors[name]!;
-    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at);
-    at += t.data.byteLength;
+  for (const bytes of blobs) {
+    out.set(bytes, at);
+    at += bytes.byteLength;
   }
   return out;
 }
 
 /** Writes atomically: a temporary file in the same folder, fsynced, then renamed over path. */
-export function writeSafetensors(path: string, tensors: Record<string, Tensor>, metadata?: Record<string, string>): void {
+export function writeSafetensors(path: string, tensors: Record<string, WritableTensor>, metadata?: Record<string, string>): void {
   const bytes = serializeSafetensors(tensors, metadata);
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
   const fd = openSync(tmp, 'w');

@@ -1,6 +1,11 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ImageEncoder, type ImageEncoderConfig } from '../src/image-encoder.js';
+import { getTensor, readSafetensors } from '../src/safetensors.js';
+import { expectClose, fixturesDir } from './helpers.js';
 
 const bin = join(import.meta.dirname, '..', 'bin', 'lora-train.js');
 const run = (...args: string[]) => runWith({}, ...args);
@@ -10,7 +15,7 @@ describe('lora-train CLI', () => {
   it('--help lists every training option', () => {
     const r = run('--help');
     expect(r.status).toBe(0);
-    for (const option of ['--config', '--work-dir', '--cfg-options', '--resume', '--device', '--seed', 'info']) expect(r.stdout).toContain(option);
+    for (const option of ['--config', '--work-dir', '--cfg-options', '--resume', '--device', '--seed', 'info', 'convert']) expect(r.stdout).toContain(option);
   });
 
   it('info reports the built backends and the CPU kernel set', () => {
@@ -29,6 +34,22 @@ describe('lora-train CLI', () => {
     const impossible = runWith({ LORA_TRAIN_CPU_KERNEL: 'avx9' }, 'info');
     expect(impossible.status).toBe(1);
     expect(impossible.stderr).toMatch(/LORA_TRAIN_CPU_KERNEL=avx9 is not available on this CPU \(available: .*generic\)/);
+  });
+
+  it('convert writes a checkpoint key as safetensors that the image encoder loads', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'lora-train-convert-')), 'effnet.safetensors');
+    const r = run('convert', join(fixturesDir, 'image_encoder', 'tiny_effnet.pt'), out, '--key', 'effnet_state_dict');
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/wrote \d+ tensors to/);
+    const st = readSafetensors(out);
+    expect(st.entries.get('backbone.0.1.num_batches_tracked')?.dtype).toBe('I64');
+    const config = JSON.parse(readFileSync(join(fixturesDir, 'image_encoder', 'tiny_effnet.config.json'), 'utf8')) as ImageEncoderConfig;
+    const ref = readSafetensors(join(fixturesDir, 'image_encoder', 'reference.safetensors'));
+    const encoder = ImageEncoder.load(out, config);
+    expectClose('latents', await encoder.encode(getTensor(ref, 'images')), getTensor(ref, 'out'), 1e-4);
+    const refused = run('convert', join(fixturesDir, 'pickle', 'forbidden_global.pt'), out);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain('refuses to unpickle the global posix.system');
   });
 
   it('rejects unknown options and bad choices with the help text', () => {
