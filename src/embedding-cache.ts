@@ -1,0 +1,138 @@
+// A content-addressed cache of frozen-encoder outputs on disk. An entry's key hashes what
+// determines its value (the input's bytes, the encoder's weights, the transform settings), so a
+// changed image, caption, encoder or setting misses and is recomputed. Entries are safetensors
+// files written atomically, carrying their key and a checksum of their tensor bytes; an entry
+// that does not parse, names another key or fails its checksum is recomputed, never trusted.
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { type Tensor } from './tensor.js';
+import { getTensor, parseSafetensors, writeSafetensors } from './safetensors.js';
+
+export function sha256(...parts: (string | Uint8Array)[]): string {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest('hex');
+}
+
+/** sha256 of a file's bytes, streamed. */
+export function fileHash(path: string): string {
+  const h = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(1 << 22);
+    let pos = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+function tensorChecksum(tensors: Record<string, Tensor>): string {
+  const h = createHash('sha256');
+  for (const name of Object.keys(tensors).sort()) {
+    const t = tensors[name]!;
+    h.update(`${name}:${t.shape.join('x')};`);
+    h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  }
+  return h.digest('hex');
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object')
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
+  return JSON.stringify(value) ?? 'null';
+}
+
+export interface CacheStats {
+  hits: number;
+  misses: number;
+  /** Entries found damaged (unreadable, wrong key, bad checksum) and recomputed. */
+  repaired: number;
+}
+
+export class EmbeddingCache {
+  readonly stats: CacheStats = { hits: 0, misses: 0, repaired: 0 };
+  private readonly fingerprints: string;
+
+  constructor(readonly dir: string) {
+    mkdirSync(dir, { recursive: true });
+    this.fingerprints = join(dir, 'fingerprints.json');
+  }
+
+  /** A stable fingerprint of weight files: their content hashes, remembered per (path, size,
+   * mtime) so that a multi-gigabyte encoder is hashed once, not on every run. */
+  weightsFingerprint(files: string[]): string {
+    let known: Record<string, string> = {};
+    try {
+      known = JSON.parse(readFileSync(this.fingerprints, 'utf8'));
+    } catch {
+      known = {};
+    }
+    let changed = false;
+    const hashes = files.map((f) => {
+      const s = statSync(f);
+      const id = `${resolve(f)}|${s.size}|${s.mtimeMs}`;
+      if (!known[id]) {
+        known[id] = fileHash(f);
+        changed = true;
+      }
+      return known[id]!;
+    });
+    if (changed) writeFileSync(this.fingerprints, JSON.stringify(known, null, 1));
+    return sha256(...hashes);
+  }
+
+  /** The key of an entry: a hash over everything that determines its value (key order of
+   * objects, at any depth, does not matter). */
+  static key(parts: Record<string, unknown>): string {
+    return sha256(canonicalJson(parts));
+  }
+
+  private path(key: string): string {
+    return join(this.dir, key.slice(0, 2), `${key}.safetensors`);
+  }
+
+  /** The cached tensors for key, or undefined (missing or damaged: damaged counts as repaired). */
+  read(key: string): Record<string, Tensor> | undefined {
+    const file = this.path(key);
+    if (!existsSync(file)) return undefined;
+    try {
+      const st = parseSafetensors(readFileSync(file), file);
+      if (st.metadata.key !== key) throw new Error('names another key');
+      const tensors: Record<string, Tensor> = {};
+      for (const name of st.entries.keys()) tensors[name] = getTensor(st, name);
+      if (tensorChecksum(tensors) !== st.metadata.checksum) throw new Error('checksum mismatch');
+      return tensors;
+    } catch {
+      this.stats.repaired++;
+      return undefined;
+    }
+  }
+
+  write(key: string, tensors: Record<string, Tensor>): void {
+    const file = this.path(key);
+    mkdirSync(dirname(file), { recursive: true });
+    writeSafetensors(file, tensors, { key, checksum: tensorChecksum(tensors) });
+  }
+
+  /** The cached value, or compute(), stored, when missing or damaged. */
+  async get(key: string, compute: () => Promise<Record<string, Tensor>>): Promise<Record<string, Tensor>> {
+    const cached = this.read(key);
+    if (cached) {
+      this.stats.hits++;
+      return cached;
+    }
+    this.stats.misses++;
+    const value = await compute();
+    this.write(key, value);
+    return value;
+  }
+}
