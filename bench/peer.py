@@ -194,12 +194,56 @@ def prior_step(case, min_seconds):
     return f"torch {torch.__version__} eager", seconds, {"peak_rss_mb": peak / 1024}
 
 
+def text_encoder(case, min_seconds):
+    """A CLIP text transformer (pre-LN, causal + padding mask, exact GELU) in PyTorch eager."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    hidden, layers, heads, inter, B, T = (case[k] for k in ("hidden", "layers", "heads", "intermediate", "B", "T"))
+    emb, pos = nn.Embedding(case["vocab_size"], hidden), nn.Parameter(torch.zeros(T, hidden))
+    blocks = nn.ModuleList(nn.ModuleDict({"ln1": nn.LayerNorm(hidden), "qkv": nn.Linear(hidden, 3 * hidden), "out": nn.Linear(hidden, hidden),
+                                          "ln2": nn.LayerNorm(hidden), "fc1": nn.Linear(hidden, inter), "fc2": nn.Linear(inter, hidden)}) for _ in range(layers))
+    final = nn.LayerNorm(hidden)
+    ids = torch.randint(0, 49000, (B, T))
+    keep = torch.arange(T)[None, :] < 20
+    mask = torch.full((T, T), float("-inf")).triu(1)[None, None] + torch.where(keep, 0.0, float("-inf"))[:, None, None, :]
+
+    def run():
+        with torch.no_grad():
+            x = emb(ids) + pos
+            for b in blocks:
+                q, k, v = b["qkv"](b["ln1"](x)).view(B, T, 3, heads, -1).permute(2, 0, 3, 1, 4)
+                a = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5 + mask, -1) @ v
+                x = x + b["out"](a.transpose(1, 2).reshape(B, T, hidden))
+                x = x + b["fc2"](F.gelu(b["fc1"](b["ln2"](x))))
+            return final(x)
+
+    return f"torch {torch.__version__} eager", timed(run, min_seconds)
+
+
+def image_encoder(case, min_seconds):
+    """torchvision's efficientnet_v2_s features + the 16-channel mapper, eval mode."""
+    import torch.nn as nn
+    import torchvision
+
+    features = torchvision.models.efficientnet_v2_s().features
+    model = nn.Sequential(features, nn.Conv2d(1280, 16, 1, bias=False), nn.BatchNorm2d(16)).eval()
+    images = torch.randn(case["B"], 3, case["H"], case["W"])
+
+    def run():
+        with torch.no_grad():
+            return model(images)
+
+    return f"torch {torch.__version__} + torchvision {torchvision.__version__} eager", timed(run, min_seconds)
+
+
 def main():
     if torch is not None:
         torch.set_num_threads(os.cpu_count() or 1)
     cases = json.load(sys.stdin)
     for case in cases:
-        result = {"gemm": gemm, "attention": attention, "prior_step": prior_step}[case["kind"]](case, case.get("minSeconds", 1.0))
+        kinds = {"gemm": gemm, "attention": attention, "prior_step": prior_step, "text_encoder": text_encoder, "image_encoder": image_encoder}
+        result = kinds[case["kind"]](case, case.get("minSeconds", 1.0))
         impl, seconds, extra = result if len(result) == 3 else (*result, {})
         print(json.dumps({"id": case["id"], "impl": impl, "seconds": seconds, **extra}), flush=True)
 

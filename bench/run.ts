@@ -8,19 +8,24 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../src/native.js';
 import * as ops from '../src/ops.js';
+import { EFFICIENTNET_V2_S, ImageEncoder } from '../src/image-encoder.js';
+import { Rng } from '../src/rng.js';
+import { TextEncoder } from '../src/text-encoder.js';
 import { packageRoot } from '../src/package-root.js';
 import type { Tensor } from '../src/tensor.js';
 
 interface PeerSpec {
-  kind: 'gemm' | 'attention' | 'prior_step';
+  kind: 'gemm' | 'attention' | 'prior_step' | 'text_encoder' | 'image_encoder';
   [param: string]: unknown;
 }
 
 interface BenchCase {
   name: string;
   shape: string;
-  /** Floating-point operations of one run (algorithmic count). */
+  /** Floating-point operations of one run (algorithmic count; 0: not reported). */
   flops: number;
+  /** Items one run processes, for items_per_s (encoders). */
+  items?: number;
   setup(): Promise<() => Promise<unknown>>;
   /** Cases that must run in a process of their own (to measure its memory) time themselves. */
   isolated?: (minSeconds: number) => { seconds: number; extra: Extra };
@@ -91,6 +96,38 @@ export function benchCases(): BenchCase[] {
         };
       },
     });
+  // Frozen encoders at small configurations: items (captions, images) per second.
+  const text = { vocab_size: 49408, hidden: 512, layers: 6, heads: 8, intermediate: 2048, max_positions: 77, eps: 1e-5, quick_gelu: false };
+  const textBatch = 8;
+  cases.push({
+    name: 'text_encoder',
+    shape: `B${textBatch} T77 hidden${text.hidden} layers${text.layers}`,
+    flops: 0,
+    items: textBatch,
+    peer: { kind: 'text_encoder', B: textBatch, T: 77, ...text },
+    async setup() {
+      const encoder = TextEncoder.random(text, 1);
+      const rng = new Rng(2);
+      const ids = Int32Array.from({ length: textBatch * 77 }, () => Math.floor(rng.uniform() * 49000));
+      const mask = Uint8Array.from({ length: textBatch * 77 }, (_, i) => (i % 77 < 20 ? 1 : 0));
+      return () => encoder.encode({ ids, mask, batch: textBatch, maxLength: 77 });
+    },
+  });
+  const imageBatch = 4, side = 256;
+  cases.push({
+    name: 'image_encoder',
+    shape: `efficientnet_v2_s B${imageBatch} ${side}x${side}`,
+    flops: 0,
+    items: imageBatch,
+    peer: { kind: 'image_encoder', B: imageBatch, H: side, W: side },
+    async setup() {
+      const encoder = ImageEncoder.random(EFFICIENTNET_V2_S, 3);
+      const rng = new Rng(4);
+      const images = { data: Float32Array.from({ length: imageBatch * 3 * side * side }, () => rng.normal()), shape: [imageBatch, 3, side, side] };
+      return () => encoder.encode(images);
+    },
+  });
+
   // The prior's LoRA training step at issue 3's size: c 256, c_cond 256, depth 4, nhead 4,
   // batch 4, 24x24 latents, 77 text tokens, rank 8 on to_q/to_k/to_v/to_out.0, fp32.
   const step = { config: { c_in: 16, c: 256, c_cond: 256, c_r: 64, depth: 4, nhead: 4, dropout: 0.1 }, B: 4, H: 24, W: 24, T: 77, rank: 8 };
@@ -223,17 +260,19 @@ async function main(argv: string[]) {
       shape: c.shape,
       seconds: Number(seconds.toPrecision(4)),
       gflops: gflops(seconds),
+      ...(c.items ? { items_per_s: Number((c.items / seconds).toFixed(2)) } : {}),
       ...round(extra),
       peer: peer
-        ? { impl: peer.impl, seconds: Number(peer.seconds.toPrecision(4)), gflops: gflops(peer.seconds), ratio: Number((peer.seconds / seconds).toFixed(3)), ...round(peer.peak_rss_mb === undefined ? {} : { peak_rss_mb: peer.peak_rss_mb }) }
+        ? { impl: peer.impl, seconds: Number(peer.seconds.toPrecision(4)), gflops: gflops(peer.seconds), ...(c.items ? { items_per_s: Number((c.items / peer.seconds).toFixed(2)) } : {}), ratio: Number((peer.seconds / seconds).toFixed(3)), ...round(peer.peak_rss_mb === undefined ? {} : { peak_rss_mb: peer.peak_rss_mb }) }
         : null,
     };
     if (json) console.log(JSON.stringify(row));
     else {
       const mem = (o: object) => ('peak_rss_mb' in o ? `, peak RSS ${o.peak_rss_mb} MB` : '');
       const rate = (g: number | null) => (g === null ? '' : `, ${g} GFLOP/s`);
-      const p = row.peer ? `   peer ${row.peer.impl}: ${(row.peer.seconds * 1e3).toFixed(2)} ms${rate(row.peer.gflops)}${mem(row.peer)}; lora-train ${row.peer.ratio}x faster` : '   peer: none (no Python with numpy or torch found)';
-      console.log(`${row.name.padEnd(18)} ${row.shape.padEnd(42)} ${(row.seconds * 1e3).toFixed(2).padStart(9)} ms${rate(row.gflops)}${mem(row)}\n${p}`);
+      const items = (o: object) => ('items_per_s' in o ? `, ${o.items_per_s} items/s` : '');
+      const p = row.peer ? `   peer ${row.peer.impl}: ${(row.peer.seconds * 1e3).toFixed(2)} ms${rate(row.peer.gflops)}${items(row.peer)}${mem(row.peer)}; lora-train ${row.peer.ratio}x faster` : '   peer: none (no Python with numpy or torch found)';
+      console.log(`${row.name.padEnd(18)} ${row.shape.padEnd(42)} ${(row.seconds * 1e3).toFixed(2).padStart(9)} ms${rate(row.gflops)}${items(row)}${mem(row)}\n${p}`);
     }
   }
 }

@@ -3,6 +3,7 @@
 // convolutions here, at load time; the native model runs convolutions with biases only.
 import { existsSync } from 'node:fs';
 import { native } from './native.js';
+import { Rng } from './rng.js';
 import { SafetensorsReader } from './safetensors.js';
 import { TorchCheckpoint } from './torch-checkpoint.js';
 import type { Tensor } from './tensor.js';
@@ -200,6 +201,25 @@ export class ImageEncoder {
       model.setParameter(`${c.conv}.bias`, bias);
     }
     return new ImageEncoder(config, model);
+  }
+
+  /** Random weights and batch-norm statistics from a seed, for benchmarks. */
+  static random(config: ImageEncoderConfig = EFFICIENTNET_V2_S, seed = 0): ImageEncoder {
+    const rng = new Rng(seed);
+    const keys = expectedKeys(config);
+    const source: TensorSource = {
+      path: '<random>',
+      names: () => [...keys.keys()],
+      shape: (name) => keys.get(name)!,
+      read: (name) => {
+        const shape = keys.get(name)!;
+        const n = shape.reduce((a, b) => a * b, 1);
+        const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
+        const value = name.endsWith('running_var') ? () => 0.5 + rng.uniform() : name.endsWith('.weight') && shape.length === 4 ? () => rng.normal() * Math.sqrt(2 / fanIn) : () => rng.normal() * 0.1;
+        return { data: Float32Array.from({ length: n }, value), shape };
+      },
+    };
+    return ImageEncoder.fromTensors(source, config);
   }
 
   /** Loads a safetensors file with the PyTorch key names (backbone.*, mapper.*). */

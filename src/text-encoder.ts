@@ -3,6 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from './native.js';
+import { Rng } from './rng.js';
 import type { Tensor } from './tensor.js';
 import { invalid } from './tensor.js';
 import type { TokenizedBatch } from './tokenizer.js';
@@ -69,6 +70,20 @@ export class TextEncoder {
     const model = new Ctor(device, config);
     // position_ids is a buffer some checkpoints carry; it holds nothing to load.
     loadCheckedWeights(folder, weightFiles(folder, 'model'), model, (name) => name === 'text_model.embeddings.position_ids');
+    return new TextEncoder(config, model);
+  }
+
+  /** Random weights (CLIP's init: normal 0.02, LayerNorm 1 and 0) from a seed, for benchmarks. */
+  static random(config: TextEncoderConfig, seed = 0): TextEncoder {
+    const Ctor = (native() as unknown as { TextEncoder: new (device: string, config: TextEncoderConfig) => NativeTextEncoder }).TextEncoder;
+    const model = new Ctor('cpu', config);
+    const rng = new Rng(seed);
+    for (const p of model.parameters()) {
+      const n = p.shape.reduce((a, b) => a * b, 1);
+      const norm = /layer_norm|final_layer_norm/.test(p.name);
+      const value = () => (norm ? (p.name.endsWith('.weight') ? 1 : 0) : p.name.endsWith('.bias') ? 0 : rng.normal() * 0.02);
+      model.setParameter(p.name, Float32Array.from({ length: n }, value));
+    }
     return new TextEncoder(config, model);
   }
 

@@ -84,9 +84,11 @@ void CpuOps::channel_mean(float* out, const float* x, int64_t B, int64_t P, int6
 
 void CpuOps::scale_channels(float* y, const float* x, const float* s, int64_t B, int64_t P,
                             int64_t C) {
-  parallel_for(B * P, [&](int64_t bp) {
-    const float* sb = s + (bp / P) * C;
-    for (int64_t c = 0; c < C; ++c) y[bp * C + c] = x[bp * C + c] * sb[c];
+  parallel_range(B * P, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t bp = r0; bp < r1; ++bp) {
+      const float* sb = s + (bp / P) * C;
+      for (int64_t c = 0; c < C; ++c) y[bp * C + c] = x[bp * C + c] * sb[c];
+    }
   });
 }
 

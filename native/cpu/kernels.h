@@ -23,6 +23,8 @@ struct KernelSet {
   // Exact-erf GELU: y = x Phi(x); dx += dy (Phi(x) + x phi(x)).
   void (*gelu_forward)(float* y, const float* x, int64_t n);
   void (*gelu_backward)(float* dx, const float* dy, const float* x, int64_t n);
+  // y = sigmoid(x), or x * sigmoid(x) (SiLU) when times_x.
+  void (*sigmoid)(float* y, const float* x, int64_t n, bool times_x);
   // Inverted dropout over elements [first, first + n) of a tensor: kept when
   // uniform01(key, first + i) >= p. Forward: y = kept ? x * scale : 0. Backward: dx += kept ? dy * scale : 0.
   void (*dropout)(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b,

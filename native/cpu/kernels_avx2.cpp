@@ -121,6 +121,15 @@ void gelu_backward_avx2(float* dx, const float* dy, const float* x, int64_t n) {
   });
 }
 
+void sigmoid_avx2(float* y, const float* x, int64_t n, bool times_x) {
+  for_lanes(n, [&](int64_t i, int64_t count) {
+    __m256 v = load_n(x + i, count);
+    __m256 e = exp_ps_avx2(_mm256_sub_ps(_mm256_setzero_ps(), v));
+    __m256 s = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    store_n(y + i, times_x ? _mm256_mul_ps(v, s) : s, count);
+  });
+}
+
 inline __m256i hash32_avx2(__m256i x) {
   x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
   x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
@@ -148,6 +157,6 @@ void dropout_avx2(float* y, const float* x, float p, float scale, uint32_t key_a
 }  // namespace
 
 const KernelSet kAvx2Kernels = {"avx2", kMR, kNR, 96, 768, 4080, gemm_tile_avx2, row_max_avx2, exp_shift_sum_avx2,
-                                gelu_forward_avx2, gelu_backward_avx2, dropout_avx2};
+                                gelu_forward_avx2, gelu_backward_avx2, sigmoid_avx2, dropout_avx2};
 
 }  // namespace lt::cpu

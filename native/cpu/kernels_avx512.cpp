@@ -103,6 +103,15 @@ void gelu_backward_avx512(float* dx, const float* dy, const float* x, int64_t n)
   });
 }
 
+void sigmoid_avx512(float* y, const float* x, int64_t n, bool times_x) {
+  for_lanes(n, [&](int64_t i, __mmask16 m) {
+    __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    __m512 e = exp_ps_avx512(_mm512_sub_ps(_mm512_setzero_ps(), v));
+    __m512 s = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    _mm512_mask_storeu_ps(y + i, m, times_x ? _mm512_mul_ps(v, s) : s);
+  });
+}
+
 inline __m512i hash32_avx512(__m512i x) {
   x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
   x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
@@ -131,6 +140,6 @@ void dropout_avx512(float* y, const float* x, float p, float scale, uint32_t key
 
 const KernelSet kAvx512Kernels = {"avx512", kMR, kNR, 96, 768, 4096, gemm_tile_avx512,
                                   row_max_avx512, exp_shift_sum_avx512, gelu_forward_avx512,
-                                  gelu_backward_avx512, dropout_avx512};
+                                  gelu_backward_avx512, sigmoid_avx512, dropout_avx512};
 
 }  // namespace lt::cpu

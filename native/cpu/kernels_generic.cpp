@@ -46,6 +46,13 @@ void gelu_backward_generic(float* dx, const float* dy, const float* x, int64_t n
   }
 }
 
+void sigmoid_generic(float* y, const float* x, int64_t n, bool times_x) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = 1.0f / (1.0f + std::exp(-x[i]));
+    y[i] = times_x ? x[i] * s : s;
+  }
+}
+
 void dropout_generic(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b,
                      int64_t first, int64_t n, bool accumulate) {
   const DropoutKey key{key_a, key_b};
@@ -59,6 +66,7 @@ void dropout_generic(float* y, const float* x, float p, float scale, uint32_t ke
 
 const KernelSet kGenericKernels = {"generic", kMR, kNR, 128, 256, 4096, gemm_tile_generic,
                                    row_max_generic, exp_shift_sum_generic,
-                                   gelu_forward_generic, gelu_backward_generic, dropout_generic};
+                                   gelu_forward_generic, gelu_backward_generic, sigmoid_generic,
+                                   dropout_generic};
 
 }  // namespace lt::cpu

@@ -92,11 +92,13 @@ void CpuOps::quick_gelu_forward(float* y, const float* x, int64_t n) {
 }
 
 void CpuOps::sigmoid_forward(float* y, const float* x, int64_t n) {
-  elementwise(n, [&](int64_t i) { y[i] = sigmoid(x[i]); });
+  const KernelSet& ks = active_kernels();
+  parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) { ks.sigmoid(y + i0, x + i0, i1 - i0, false); });
 }
 
 void CpuOps::silu_forward(float* y, const float* x, int64_t n) {
-  elementwise(n, [&](int64_t i) { y[i] = x[i] * sigmoid(x[i]); });
+  const KernelSet& ks = active_kernels();
+  parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) { ks.sigmoid(y + i0, x + i0, i1 - i0, true); });
 }
 
 void CpuOps::silu_backward(float* dx, const float* dy, const float* x, int64_t n) {
