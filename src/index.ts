@@ -10,3 +10,4 @@ export { ImageEncoder, EFFICIENTNET_V2_S, type ImageEncoderConfig } from './imag
 export { TorchCheckpoint, TensorRef, CheckpointError } from './torch-checkpoint.js';
 export { EmbeddingCache } from './embedding-cache.js';
 export { Progress } from './progress.js';
+export { defineConfig, loadConfig, type LoraTrainConfig, ConfigError } from './config.js';
