@@ -2,7 +2,9 @@
 // --help (vitest's CLI style).
 import yargs, { type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { loadConfig } from './config.js';
 import { native } from './native.js';
+import { train } from './train.js';
 import { type WritableTensor, writeSafetensors } from './safetensors.js';
 import { TorchCheckpoint } from './torch-checkpoint.js';
 
@@ -45,15 +47,14 @@ export async function main(argv: string[]): Promise<void> {
       ['train', '$0'],
       'Train a LoRA (the default command)',
       (y) => y.options(trainOptions),
-      (args) => {
+      async (args) => {
         if (!args.config) {
           console.log('lora-train: nothing to do. Run `lora-train --config <config>` to train, or `lora-train --help`.');
           return;
         }
-        throw new Error(
-          `lora-train: training (--config ${args.config}) is not part of this version yet; ` +
-            'this version ships the native op library (`lora-train info`, `npm run bench`).',
-        );
+        const loaded = await loadConfig(args.config, args['cfg-options'] ?? []);
+        const result = await train({ config: loaded, workDir: args['work-dir'], resume: args.resume, device: args.device as 'cpu' | 'cuda' | undefined, seed: args.seed });
+        console.log(`lora-train: ${result.interrupted ? 'stopped' : 'finished'} after ${result.steps} iterations; LoRA: ${result.loraFile}`);
       },
     )
     .command(

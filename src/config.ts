@@ -22,7 +22,9 @@ export interface LoraTrainConfig {
     prior_model?: string;
     /** Hub id or folder holding text_encoder/ and tokenizer/ (default: prior_model). */
     text_encoder_model?: string;
-    image_encoder?: { path?: string; repo?: string; file?: string; key?: string };
+    /** EfficientNet weights: a file (path; .safetensors or .pt) or a Hub repo + file; key inside a
+     * .pt; config: a JSON file with another stage layout than efficientnet_v2_s. */
+    image_encoder?: { path?: string; repo?: string; file?: string; key?: string; config?: string };
     prior_lora_config?: { type?: string; r?: number; lora_alpha?: number; target_modules?: string[]; lora_dropout?: number };
     gradient_checkpointing?: boolean;
   };
@@ -82,7 +84,7 @@ const SCHEMA: Schema = {
       type: 'string',
       prior_model: 'string',
       text_encoder_model: 'string',
-      image_encoder: { object: { path: 'string', repo: 'string', file: 'string', key: 'string' } },
+      image_encoder: { object: { path: 'string', repo: 'string', file: 'string', key: 'string', config: 'string' } },
       prior_lora_config: { object: { type: 'string', r: 'posint', lora_alpha: 'posnumber', target_modules: 'string[]', lora_dropout: 'number' } },
       gradient_checkpointing: 'boolean',
     },

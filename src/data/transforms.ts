@@ -1,0 +1,146 @@
+// The image pipeline of a config (diffengine/torchvision transform names), executed with sharp:
+// resize the shorter side (bilinear), random or center crop, horizontal flip with probability p,
+// to tensor and normalise. Random choices come from the caller's generator, so a run (and a
+// resumed run) draws the same crops and flips.
+import sharp from 'sharp';
+import type { TransformConfig } from '../config.js';
+import { Rng } from '../rng.js';
+
+export interface TransformPlan {
+  resize: [number, number]; // width, height after resizing
+  crop: { left: number; top: number; width: number; height: number };
+  flip: boolean;
+}
+
+export interface ImageGeometry {
+  width: number;
+  height: number;
+}
+
+type Step =
+  | { kind: 'resize'; size: number | [number, number] }
+  | { kind: 'crop'; size: [number, number]; random: boolean }
+  | { kind: 'flip'; p: number }
+  | { kind: 'normalize'; mean: number[]; std: number[] };
+
+function sizePair(v: unknown, where: string): [number, number] {
+  if (Number.isInteger(v) && (v as number) > 0) return [v as number, v as number];
+  if (Array.isArray(v) && v.length === 2 && v.every((x) => Number.isInteger(x) && x > 0)) return [v[0], v[1]]; // (h, w) as torchvision
+  throw new Error(`${where}: size must be a positive integer or [height, width], got ${JSON.stringify(v)}`);
+}
+
+export class ImageTransform {
+  private readonly steps: Step[] = [];
+
+  /** `where` names the config for error messages. */
+  constructor(pipeline: TransformConfig[], where: string) {
+    pipeline.forEach((t, i) => {
+      const at = `${where}: train_dataloader.dataset.pipeline[${i}] (${t.type})`;
+      switch (t.type.replace(/^torchvision\//, '')) {
+        case 'Resize': {
+          if (t.interpolation !== undefined && t.interpolation !== 'bilinear') throw new Error(`${at}: interpolation ${JSON.stringify(t.interpolation)} is not supported (bilinear is)`);
+          const size = Number.isInteger(t.size) ? (t.size as number) : sizePair(t.size, at);
+          if (typeof size === 'number' && size <= 0) throw new Error(`${at}: size must be positive`);
+          this.steps.push({ kind: 'resize', size });
+          break;
+        }
+        case 'RandomCrop':
+        case 'CenterCrop':
+          this.steps.push({ kind: 'crop', size: sizePair(t.size, at), random: t.type.endsWith('RandomCrop') });
+          break;
+        case 'RandomHorizontalFlip': {
+          const p = t.p ?? 0.5;
+          if (typeof p !== 'number' || p < 0 || p > 1) throw new Error(`${at}: p must be in [0, 1], got ${JSON.stringify(p)}`);
+          this.steps.push({ kind: 'flip', p });
+          break;
+        }
+        case 'Normalize': {
+          const mean = t.mean as number[], std = t.std as number[];
+          const ok = (a: unknown) => Array.isArray(a) && (a.length === 1 || a.length === 3) && a.every((x) => typeof x === 'number');
+          if (!ok(mean) || !ok(std) || std.some((s) => s <= 0)) throw new Error(`${at}: mean and std must be 1 or 3 numbers (std > 0)`);
+          this.steps.push({ kind: 'normalize', mean, std });
+          break;
+        }
+        case 'ToTensor':
+        case 'PackInputs':
+          break;
+        default:
+          throw new Error(`${at}: unknown transform '${t.type}' (supported: torchvision/Resize, RandomCrop, CenterCrop, RandomHorizontalFlip, torchvision/ToTensor, torchvision/Normalize, PackInputs)`);
+      }
+    });
+    const order = this.steps.map((s) => s.kind).join(',');
+    if (!/^(resize,)?(crop,)?(flip,)?(normalize)?$/.test(order.endsWith(',') ? order.slice(0, -1) : order) && order !== '')
+      throw new Error(`${where}: the pipeline must be Resize, crop, flip, ToTensor, Normalize in that order (got ${order})`);
+  }
+
+  /** Probability of a horizontal flip. */
+  get flipProbability(): number {
+    return this.steps.find((s): s is Extract<Step, { kind: 'flip' }> => s.kind === 'flip')?.p ?? 0;
+  }
+
+  /** The settings that determine the output (for cache keys). */
+  get settings(): unknown {
+    return this.steps;
+  }
+
+  private resized(g: ImageGeometry): [number, number] {
+    const r = this.steps.find((s): s is Extract<Step, { kind: 'resize' }> => s.kind === 'resize');
+    if (!r) return [g.width, g.height];
+    if (Array.isArray(r.size)) return [r.size[1], r.size[0]];
+    // torchvision: the shorter side becomes size, the longer int(size * long / short)
+    if (g.width <= g.height) return [r.size, Math.floor((r.size * g.height) / g.width)];
+    return [Math.floor((r.size * g.width) / g.height), r.size];
+  }
+
+  /** Whether the output depends on chance other than the flip (a random crop with room to move). */
+  cropVaries(g: ImageGeometry): boolean {
+    const c = this.steps.find((s): s is Extract<Step, { kind: 'crop' }> => s.kind === 'crop');
+    if (!c || !c.random) return false;
+    const [w, h] = this.resized(g);
+    return w > c.size[1] || h > c.size[0];
+  }
+
+  /** Chooses crop and flip for one image. */
+  plan(g: ImageGeometry, rng: Rng, source: string): TransformPlan {
+    const [w, h] = this.resized(g);
+    let crop = { left: 0, top: 0, width: w, height: h };
+    const c = this.steps.find((s): s is Extract<Step, { kind: 'crop' }> => s.kind === 'crop');
+    if (c) {
+      const [ch, cw] = c.size;
+      if (cw > w || ch > h) throw new Error(`${source}: image of ${g.width}x${g.height} resized to ${w}x${h} is smaller than the ${cw}x${ch} crop`);
+      crop = c.random
+        ? { left: Math.floor(rng.uniform() * (w - cw + 1)), top: Math.floor(rng.uniform() * (h - ch + 1)), width: cw, height: ch }
+        : { left: Math.round((w - cw) / 2), top: Math.round((h - ch) / 2), width: cw, height: ch };
+    }
+    const p = this.flipProbability;
+    return { resize: [w, h], crop, flip: p > 0 && rng.uniform() < p };
+  }
+
+  /** Decodes and transforms one image: (3, H, W) float, normalised. */
+  async apply(bytes: Uint8Array, plan: TransformPlan): Promise<Float32Array> {
+    let img = sharp(bytes, { failOn: 'error' }).removeAlpha().toColourspace('srgb');
+    const [w, h] = plan.resize;
+    img = img.resize(w, h, { kernel: 'linear', fit: 'fill' });
+    const { left, top, width, height } = plan.crop;
+    if (left !== 0 || top !== 0 || width !== w || height !== h) img = img.extract({ left, top, width, height });
+    if (plan.flip) img = img.flop();
+    const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new Error(`decoded ${info.channels} channels, expected 3`);
+    const n = info.width * info.height;
+    const out = new Float32Array(3 * n);
+    const norm = this.steps.find((s): s is Extract<Step, { kind: 'normalize' }> => s.kind === 'normalize');
+    for (let c = 0; c < 3; c++) {
+      const mean = norm ? norm.mean[norm.mean.length === 1 ? 0 : c]! : 0;
+      const std = norm ? norm.std[norm.std.length === 1 ? 0 : c]! : 1;
+      for (let i = 0; i < n; i++) out[c * n + i] = (data[i * 3 + c]! / 255 - mean) / std;
+    }
+    return out;
+  }
+
+  /** Width and height of an encoded image, or a clear error for a file that is not one. */
+  static async geometry(bytes: Uint8Array): Promise<ImageGeometry> {
+    const meta = await sharp(bytes).metadata();
+    if (!meta.width || !meta.height) throw new Error('not an image sharp can read');
+    return { width: meta.width, height: meta.height };
+  }
+}

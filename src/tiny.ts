@@ -1,0 +1,108 @@
+// A tiny Würstchen stack in exactly the diffusers layout of the real one (prior/, text_encoder/,
+// tokenizer/) plus an EfficientNet encoder file, with PyTorch's default initialisation drawn
+// from a seed: it runs every code path the real model runs, in seconds.
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type ImageEncoderConfig, expectedKeys } from './image-encoder.js';
+import { native } from './native.js';
+import type { PriorConfig } from './prior.js';
+import { Rng } from './rng.js';
+import { type WritableTensor, writeSafetensors } from './safetensors.js';
+import type { TextEncoderConfig } from './text-encoder.js';
+
+export interface TinyStackOptions {
+  seed?: number;
+  prior?: Partial<PriorConfig>;
+  textEncoder?: Partial<TextEncoderConfig>;
+  imageEncoder?: ImageEncoderConfig;
+  /** Folder with tokenizer.json (+ special_tokens_map.json, tokenizer_config.json) to copy. */
+  tokenizer: string;
+}
+
+export const TINY_IMAGE_ENCODER: ImageEncoderConfig = {
+  stages: [
+    { fused: true, expand: 1, kernel: 3, stride: 1, in: 8, out: 8, layers: 1 },
+    { fused: true, expand: 4, kernel: 3, stride: 2, in: 8, out: 16, layers: 1 },
+    { fused: true, expand: 4, kernel: 3, stride: 2, in: 16, out: 16, layers: 1 },
+    { fused: false, expand: 4, kernel: 3, stride: 2, in: 16, out: 24, layers: 1 },
+    { fused: false, expand: 6, kernel: 3, stride: 1, in: 24, out: 32, layers: 1 },
+    { fused: false, expand: 6, kernel: 3, stride: 2, in: 32, out: 40, layers: 1 },
+  ],
+  last_channel: 64,
+  latent_channels: 16,
+};
+
+/** Uniform in +-1/sqrt(fan_in), torch.nn's default for Linear and Conv weights and biases. */
+function defaultInit(rng: Rng, shape: number[], fanIn: number): Float32Array {
+  const bound = 1 / Math.sqrt(Math.max(1, fanIn));
+  return Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (rng.uniform() * 2 - 1) * bound);
+}
+
+/** Writes the stack into `dir` (prior/, text_encoder/, tokenizer/, image_encoder/) and returns
+ * the paths a config needs. */
+export function createTinyStack(dir: string, options: TinyStackOptions): { snapshot: string; imageEncoder: string; imageEncoderConfig: string } {
+  const rng = new Rng(options.seed ?? 0);
+  const prior: PriorConfig = { c_in: 16, c: 64, c_cond: 64, c_r: 64, depth: 2, nhead: 4, dropout: 0.1, ...options.prior };
+  const text: TextEncoderConfig = { vocab_size: 49408, hidden: prior.c_cond, layers: 2, heads: 4, intermediate: 4 * prior.c_cond, max_positions: 77, eps: 1e-5, quick_gelu: false, ...options.textEncoder };
+  const image = options.imageEncoder ?? TINY_IMAGE_ENCODER;
+
+  const write = (folder: string, file: string, config: object, shapes: { name: string; shape: number[] }[], init: (name: string, shape: number[]) => Float32Array) => {
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(join(folder, 'config.json'), JSON.stringify(config, null, 2));
+    const tensors: Record<string, WritableTensor> = {};
+    for (const { name, shape } of shapes) tensors[name] = { data: init(name, shape), shape };
+    writeSafetensors(join(folder, file), tensors, { format: 'pt' });
+  };
+
+  const nativeAddon = native() as unknown as {
+    Prior: new (device: string, c: PriorConfig) => { parameters(): { name: string; shape: number[] }[] };
+    TextEncoder: new (device: string, c: TextEncoderConfig) => { parameters(): { name: string; shape: number[] }[] };
+  };
+  const priorShapes = new nativeAddon.Prior('cpu', prior).parameters();
+  write(join(dir, 'prior'), 'diffusion_pytorch_model.safetensors', { _class_name: 'WuerstchenPrior', _diffusers_version: '0.30.3', ...prior }, priorShapes, (name, shape) => {
+    if (/channelwise\.2\.(gamma|beta)$/.test(name)) return new Float32Array(shape.reduce((a, b) => a * b, 1));
+    const weight = priorShapes.find((p) => p.name === name.replace(/\.bias$/, '.weight'))!.shape;
+    const values = defaultInit(rng, shape, weight.slice(1).reduce((a, b) => a * b, 1));
+    // The output divides by |1 - b| + 1e-5; with default init b reaches 1 somewhere and the loss
+    // explodes. A trained prior keeps b far from 1; a tenth of the init does the same here.
+    return name.startsWith('out.1.') ? values.map((v) => v * 0.1) : values;
+  });
+
+  const textShapes = new nativeAddon.TextEncoder('cpu', text).parameters();
+  const textConfig = {
+    architectures: ['CLIPTextModel'], model_type: 'clip_text_model', vocab_size: text.vocab_size, hidden_size: text.hidden, intermediate_size: text.intermediate,
+    num_hidden_layers: text.layers, num_attention_heads: text.heads, max_position_embeddings: text.max_positions, layer_norm_eps: text.eps,
+    hidden_act: text.quick_gelu ? 'quick_gelu' : 'gelu', bos_token_id: 49406, eos_token_id: 49407, pad_token_id: 1,
+  };
+  write(join(dir, 'text_encoder'), 'model.safetensors', textConfig, textShapes, (name, shape) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (/layer_norm/.test(name)) return new Float32Array(n).fill(name.endsWith('.weight') ? 1 : 0);
+    if (name.endsWith('.bias')) return new Float32Array(n);
+    return Float32Array.from({ length: n }, () => rng.normal() * 0.02); // CLIP's init
+  });
+
+  mkdirSync(join(dir, 'tokenizer'), { recursive: true });
+  for (const f of ['tokenizer.json', 'special_tokens_map.json', 'tokenizer_config.json'])
+    if (existsSync(join(options.tokenizer, f))) copyFileSync(join(options.tokenizer, f), join(dir, 'tokenizer', f));
+  writeFileSync(join(dir, 'model_index.json'), JSON.stringify({ _class_name: 'WuerstchenPriorPipeline', _diffusers_version: '0.30.3', prior: ['diffusers', 'WuerstchenPrior'], text_encoder: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'CLIPTokenizerFast'], scheduler: ['diffusers', 'DDPMWuerstchenScheduler'], latent_mean: 42.0, latent_std: 1.0, resolution_multiple: 42.67 }, null, 2));
+  mkdirSync(join(dir, 'scheduler'), { recursive: true });
+  writeFileSync(join(dir, 'scheduler', 'scheduler_config.json'), JSON.stringify({ _class_name: 'DDPMWuerstchenScheduler', s: 0.008, scaler: 1.0 }, null, 2));
+
+  const imageDir = join(dir, 'image_encoder');
+  mkdirSync(imageDir, { recursive: true });
+  const tensors: Record<string, WritableTensor> = {};
+  for (const [name, shape] of expectedKeys(image)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (name.endsWith('num_batches_tracked')) tensors[name] = { data: new Float32Array(1), shape, dtype: 'I64' };
+    else if (name.endsWith('running_var') || (name.endsWith('.weight') && shape.length === 1)) tensors[name] = { data: new Float32Array(n).fill(1), shape };
+    else if (shape.length === 1) tensors[name] = { data: new Float32Array(n), shape };
+    else {
+      // Kaiming-normal fan-out, torchvision's init for EfficientNet convolutions
+      const std = Math.sqrt(2 / (shape[0]! * (shape[2] ?? 1) * (shape[3] ?? 1)));
+      tensors[name] = { data: Float32Array.from({ length: n }, () => rng.normal() * std), shape };
+    }
+  }
+  writeSafetensors(join(imageDir, 'effnet.safetensors'), tensors, { format: 'pt' });
+  writeFileSync(join(imageDir, 'config.json'), JSON.stringify(image, null, 1));
+  return { snapshot: dir, imageEncoder: join(imageDir, 'effnet.safetensors'), imageEncoderConfig: join(imageDir, 'config.json') };
+}

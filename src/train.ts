@@ -1,0 +1,338 @@
+// The training job (spec §4): frozen encoders turn each item into a text embedding and image
+// embeddings (cached on disk), then every step noises the image embeddings at random
+// timesteps and trains the prior's LoRA adapters to predict the noise. All randomness (data
+// order, captions, crops, flips, noise, timesteps, dropout) is derived from (seed, epoch, item)
+// or (seed, step), so a resumed run draws exactly what an uninterrupted one would.
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { extname, join } from 'node:path';
+import type { LoadedConfig, LoraTrainConfig } from './config.js';
+import { ConfigError } from './config.js';
+import { ImageTransform } from './data/transforms.js';
+import { type DatasetItem, loadDataset } from './data/dataset.js';
+import { EmbeddingCache, sha256 } from './embedding-cache.js';
+import { resolveRepo, resolveRepoFile } from './hub.js';
+import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from './image-encoder.js';
+import { type EvalItem, fixedNoiseLoss } from './evaluate.js';
+import { addNoise } from './noise.js';
+import { Prior, loadPrior } from './prior.js';
+import { Progress } from './progress.js';
+import { Rng } from './rng.js';
+import { readSafetensors, getTensor, writeSafetensors } from './safetensors.js';
+import { lrFactor, type ScheduleName } from './schedule.js';
+import type { Tensor } from './tensor.js';
+import { TextEncoder } from './text-encoder.js';
+import { ClipTokenizer } from './tokenizer.js';
+
+export interface TrainOptions {
+  config: LoadedConfig;
+  workDir?: string;
+  /** 'auto': the work dir's latest checkpoint; or a checkpoint folder. */
+  resume?: string;
+  device?: 'cpu' | 'cuda';
+  seed?: number;
+  /** Stop after this many iterations of this run (tests; a killed run). */
+  stopAfter?: number;
+  /** Where human-readable lines go (default stderr). */
+  log?: (line: string) => void;
+  /** Embedding cache folder (default $LORA_TRAIN_CACHE or ~/.cache/lora-train/embeddings). */
+  cacheDir?: string;
+  /** Measure the denoising loss on fixed noise and timesteps before and after training
+   * (over the items whose embeddings are fixed), with this many draws per item. */
+  evaluateDraws?: number;
+}
+
+export interface TrainResult {
+  workDir: string;
+  loraFile: string;
+  steps: number;
+  losses: number[];
+  skipped: string[];
+  interrupted: boolean;
+  /** Fixed-noise denoising loss without and with the trained adapters (evaluateDraws). */
+  evaluation?: { before: number; after: number; items: number; draws: number };
+}
+
+interface PreparedItem {
+  item: DatasetItem;
+  /** Text embeddings per caption, (T, c_cond). */
+  text: Tensor[];
+  /** Image embeddings [unflipped, flipped], (16, h, w), or null when a random crop varies. */
+  image: [Tensor, Tensor | undefined] | null;
+  bytes?: Uint8Array;
+  geometry: { width: number; height: number };
+}
+
+/** A stream of numbers for one purpose, reproducible from the seed and its labels. */
+function rngFor(seed: number, ...labels: (string | number)[]): Rng {
+  return new Rng(Number.parseInt(sha256(`${seed}:${labels.join(':')}`).slice(0, 8), 16));
+}
+
+function permutation(n: number, rng: Rng): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng.uniform() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
+function required<T>(value: T | undefined, key: string, file: string): T {
+  if (value === undefined) throw new ConfigError(`${file}: '${key}' is required`);
+  return value;
+}
+
+/** Checkpoint folders under work_dir/checkpoints, oldest first. */
+function checkpoints(workDir: string): string[] {
+  const dir = join(workDir, 'checkpoints');
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((d) => /^iter_\d+$/.test(d) && existsSync(join(dir, d, 'state.json')))
+    .sort((a, b) => Number(a.slice(5)) - Number(b.slice(5)))
+    .map((d) => join(dir, d));
+}
+
+interface CheckpointState {
+  iteration: number;
+  optimizerSteps: number;
+  seed: number;
+  config: LoraTrainConfig;
+  losses: number[];
+}
+
+export async function train(options: TrainOptions): Promise<TrainResult> {
+  const { config: cfg, file } = options.config;
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const device = options.device ?? cfg.device ?? 'cpu';
+  if (device !== 'cpu') throw new Error(`device '${device}' is not available in this build (built backends: cpu)`);
+  const seed = options.seed ?? cfg.seed ?? 0;
+  const workDir = options.workDir ?? cfg.work_dir ?? join('work_dirs', options.config.name);
+  mkdirSync(workDir, { recursive: true });
+
+  // ---- models
+  const model = required(cfg.model, 'model', file);
+  const priorSnapshot = resolveRepo(required(model.prior_model, 'model.prior_model', file), 'model');
+  const lora = model.prior_lora_config ?? {};
+  const prior = await loadPrior(priorSnapshot, { lora: { rank: lora.r ?? 8, alpha: lora.lora_alpha ?? lora.r ?? 8, targets: lora.target_modules, dropout: lora.lora_dropout ?? 0, seed } });
+  const textSnapshot = model.text_encoder_model ? resolveRepo(model.text_encoder_model, 'model') : priorSnapshot;
+  const tokenizer = ClipTokenizer.load(textSnapshot);
+  const textEncoder = TextEncoder.load(textSnapshot);
+  if (textEncoder.config.hidden !== prior.config.c_cond)
+    throw new Error(`the text encoder's hidden size ${textEncoder.config.hidden} differs from the prior's c_cond ${prior.config.c_cond}`);
+  const ie = required(model.image_encoder, 'model.image_encoder', file);
+  const imageFile = ie.path ?? resolveRepoFile(required(ie.repo, 'model.image_encoder.repo', file), required(ie.file, 'model.image_encoder.file', file));
+  const imageConfig = ie.config ? (JSON.parse(readFileSync(ie.config, 'utf8')) as ImageEncoderConfig) : EFFICIENTNET_V2_S;
+  const imageEncoder = extname(imageFile) === '.pt' ? ImageEncoder.loadCheckpoint(imageFile, ie.key ?? 'effnet_state_dict', imageConfig) : ImageEncoder.load(imageFile, imageConfig);
+  if (imageEncoder.config.latent_channels !== prior.config.c_in)
+    throw new Error(`the image encoder's ${imageEncoder.config.latent_channels} latent channels differ from the prior's c_in ${prior.config.c_in}`);
+
+  // ---- data
+  const loader = required(cfg.train_dataloader, 'train_dataloader', file);
+  const ds = required(loader.dataset, 'train_dataloader.dataset', file);
+  const batchSize = loader.batch_size ?? 1;
+  const items = await loadDataset(required(ds.dataset, 'train_dataloader.dataset.dataset', file), { imageColumn: ds.image_column, captionColumn: ds.caption_column, subset: ds.subset });
+  const transform = new ImageTransform(ds.pipeline ?? [], file);
+
+  // ---- embeddings, through the cache
+  const cache = new EmbeddingCache(options.cacheDir ?? process.env.LORA_TRAIN_CACHE ?? join(homedir(), '.cache', 'lora-train', 'embeddings'));
+  const useCache = cfg.cache_embeddings ?? true;
+  const textPrint = cache.weightsFingerprint([join(resolveTextFolder(textSnapshot), 'config.json'), ...weightFilesOf(resolveTextFolder(textSnapshot)), join(resolveTokenizerFolder(textSnapshot), 'tokenizer.json')]);
+  const imagePrint = cache.weightsFingerprint([imageFile]);
+  const encodeText = async (caption: string): Promise<Tensor> => {
+    const run = async () => {
+      const hidden = await textEncoder.encode(await tokenizer.encode([caption]));
+      return { embedding: { data: hidden.data, shape: hidden.shape.slice(1) } };
+    };
+    const key = EmbeddingCache.key({ kind: 'text', caption, encoder: textPrint });
+    return (useCache ? await cache.get(key, run) : await run()).embedding!;
+  };
+  const encodeImage = async (bytes: Uint8Array, contentHash: string, plan: ReturnType<ImageTransform['plan']>): Promise<Tensor> => {
+    const run = async () => {
+      const pixels = await transform.apply(bytes, plan);
+      const latent = await imageEncoder.encode({ data: pixels, shape: [1, 3, plan.crop.height, plan.crop.width] });
+      // spec §4: image_embeds = effnet(pixels).add(1).div(42)
+      return { embedding: { data: latent.data.map((v) => (v + 1) / 42), shape: latent.shape.slice(1) } };
+    };
+    const key = EmbeddingCache.key({ kind: 'image', content: contentHash, encoder: imagePrint, transform: transform.settings, plan });
+    return (useCache ? await cache.get(key, run) : await run()).embedding!;
+  };
+
+  const prepared: PreparedItem[] = [];
+  const skipped: string[] = [];
+  const progress = new Progress('embeddings', items.length);
+  for (const item of items) {
+    try {
+      const bytes = await item.image();
+      const geometry = await ImageTransform.geometry(bytes);
+      const text = [];
+      for (const caption of item.captions) text.push(await encodeText(caption));
+      let image: PreparedItem['image'] = null;
+      if (!transform.cropVaries(geometry)) {
+        const fixed = transform.plan(geometry, new Rng(0), item.source);
+        const hash = sha256(bytes);
+        const plain = await encodeImage(bytes, hash, { ...fixed, flip: false });
+        const flipped = transform.flipProbability > 0 ? await encodeImage(bytes, hash, { ...fixed, flip: true }) : undefined;
+        image = [plain, flipped];
+      }
+      prepared.push({ item, text, image, bytes: image ? undefined : bytes, geometry });
+    } catch (e) {
+      skipped.push(item.source);
+      log(`lora-train: skipping ${item.source}: ${(e as Error).message.split('\n')[0]}`);
+    }
+    progress.tick();
+  }
+  if (prepared.length === 0) throw new Error(`the dataset has no usable items (${skipped.length} skipped)`);
+  log(`lora-train: ${prepared.length} items ready (${cache.stats.hits} cached embeddings reused, ${cache.stats.misses} computed, ${cache.stats.repaired} damaged entries recomputed, ${skipped.length} unreadable images skipped)`);
+
+  // ---- schedule
+  const optim = cfg.optim_wrapper ?? {};
+  const opt = optim.optimizer ?? {};
+  const accumulate = optim.accumulative_counts ?? 1;
+  const itersPerEpoch = Math.ceil(prepared.length / batchSize);
+  const tc = cfg.train_cfg ?? {};
+  const totalIters = tc.max_iters ?? (tc.max_epochs ?? 1) * itersPerEpoch;
+  const totalOptSteps = Math.ceil(totalIters / accumulate);
+  const sched = cfg.lr_scheduler ?? {};
+  const ckpt = cfg.default_hooks?.checkpoint ?? {};
+  const ckptEvery = (ckpt.interval ?? 1) * ((ckpt.by_epoch ?? tc.by_epoch ?? true) ? itersPerEpoch : 1);
+  const keep = ckpt.max_keep_ckpts ?? 3;
+  const logInterval = cfg.default_hooks?.logger?.interval ?? 10;
+
+  // ---- resume
+  let iteration = 0;
+  let optimizerSteps = 0;
+  const losses: number[] = [];
+  if (options.resume) {
+    const from = options.resume === 'auto' ? checkpoints(workDir).at(-1) : options.resume;
+    if (from) {
+      const state = JSON.parse(readFileSync(join(from, 'state.json'), 'utf8')) as CheckpointState;
+      const tensors = readSafetensors(join(from, 'training_state.safetensors'));
+      const weights: Record<string, Tensor> = {};
+      const moments: Record<string, Tensor> = {};
+      for (const name of tensors.entries.keys()) (name.startsWith('optimizer.') ? moments : weights)[name.replace(/^(optimizer|lora)\./, '')] = getTensor(tensors, name);
+      prior.setLoraWeights(weights);
+      prior.setOptimizerState(moments);
+      iteration = state.iteration;
+      optimizerSteps = state.optimizerSteps;
+      losses.push(...state.losses);
+      log(`lora-train: resumed from ${from} at iteration ${iteration}`);
+    } else if (options.resume !== 'auto') throw new Error(`--resume ${options.resume}: no such checkpoint`);
+    else log('lora-train: --resume auto found no checkpoint; starting fresh');
+  }
+
+  const saveCheckpoint = () => {
+    const dir = join(workDir, 'checkpoints', `iter_${iteration}`);
+    const tmp = `${dir}.tmp-${process.pid}`;
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp, { recursive: true });
+    const tensors: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(prior.loraWeights())) tensors[`lora.${k}`] = v;
+    for (const [k, v] of Object.entries(prior.optimizerState())) tensors[`optimizer.${k}`] = v;
+    writeSafetensors(join(tmp, 'training_state.safetensors'), tensors);
+    prior.saveLora(tmp);
+    const state: CheckpointState = { iteration, optimizerSteps, seed, config: cfg, losses };
+    writeFileSync(join(tmp, 'state.json'), JSON.stringify(state));
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(tmp, dir); // the checkpoint appears whole or not at all
+    prior.saveLora(workDir);
+    for (const old of checkpoints(workDir).slice(0, -keep)) rmSync(old, { recursive: true, force: true });
+  };
+
+  // ---- batches
+  const prepareBatch = async (it: number) => {
+    const epoch = Math.floor(it / itersPerEpoch);
+    const order = permutation(prepared.length, rngFor(seed, 'order', epoch));
+    const start = (it % itersPerEpoch) * batchSize;
+    const picks = order.slice(start, start + batchSize);
+    const images: Tensor[] = [];
+    const texts: Tensor[] = [];
+    for (const index of picks) {
+      const p = prepared[index]!;
+      const rng = rngFor(seed, 'item', epoch, index);
+      texts.push(p.text[Math.floor(rng.uniform() * p.text.length)]!);
+      const plan = transform.plan(p.geometry, rng, p.item.source);
+      images.push(p.image ? (plan.flip && p.image[1] ? p.image[1] : p.image[0]) : await encodeImage(p.bytes!, sha256(p.bytes!), plan));
+    }
+    const shape = images[0]!.shape;
+    if (images.some((t) => t.shape.join() !== shape.join())) throw new Error('items of one batch have different image sizes: add a crop to the pipeline');
+    const B = picks.length;
+    const x = new Float32Array(B * images[0]!.data.length);
+    images.forEach((t, b) => x.set(t.data, b * t.data.length));
+    const clip = new Float32Array(B * texts[0]!.data.length);
+    texts.forEach((t, b) => clip.set(t.data, b * t.data.length));
+    const noiseRng = rngFor(seed, 'noise', it);
+    const r = Float32Array.from({ length: B }, () => noiseRng.uniform());
+    const noise = Float32Array.from({ length: x.length }, () => noiseRng.normal());
+    return {
+      epoch,
+      x: { data: addNoise(x, noise, r), shape: [B, ...shape] },
+      r: { data: r, shape: [B] },
+      clip: { data: clip, shape: [B, ...texts[0]!.shape] },
+      target: { data: noise, shape: [B, ...shape] },
+    };
+  };
+
+  const evalItems: EvalItem[] = prepared.filter((p) => p.image).map((p) => ({ image: p.image![0], text: p.text[0]! }));
+  const draws = options.evaluateDraws ?? 0;
+  const before = draws && evalItems.length ? await fixedNoiseLoss(prior, evalItems, draws, seed) : undefined;
+
+  // ---- loop
+  let stopRequested = false;
+  const onSignal = () => {
+    stopRequested = true;
+    log('lora-train: stopping after this step (a checkpoint will be written)');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const logFile = join(workDir, 'log.jsonl');
+  const bar = new Progress('train', totalIters - iteration);
+  const start = Date.now();
+  let runIters = 0;
+  let next = iteration < totalIters ? prepareBatch(iteration) : undefined;
+  try {
+    while (iteration < totalIters && next) {
+      const batch = await next;
+      const micro = iteration % accumulate;
+      // The next batch is prepared while the native step runs off the JS thread.
+      const stepPromise = prior.step(batch.x, batch.r, batch.clip, batch.target, { seed: Number.parseInt(sha256(`${seed}:dropout:${iteration}`).slice(0, 12), 16), accumulate: micro !== 0 });
+      next = iteration + 1 < totalIters ? prepareBatch(iteration + 1) : undefined;
+      const loss = await stepPromise;
+      let lr = (opt.lr ?? 1e-4) * lrFactor((sched.type ?? 'constant') as ScheduleName, optimizerSteps, totalOptSteps, sched.warmup_iters ?? 0);
+      let gradNorm: number | undefined;
+      if (micro === accumulate - 1 || iteration + 1 === totalIters) {
+        gradNorm = await prior.optimizerStep({ lr, beta1: opt.betas?.[0], beta2: opt.betas?.[1], eps: opt.eps, weightDecay: opt.weight_decay ?? 1e-2, maxNorm: optim.clip_grad?.max_norm ?? 0 }, optimizerSteps + 1);
+        optimizerSteps++;
+      } else lr = Number.NaN;
+      iteration++;
+      runIters++;
+      losses.push(loss);
+      appendFileSync(logFile, `${JSON.stringify({ step: iteration, epoch: batch.epoch, loss, lr: Number.isNaN(lr) ? null : lr, grad_norm: gradNorm ?? null, seconds: (Date.now() - start) / 1000 })}\n`);
+      bar.tick(1, `loss ${loss.toFixed(4)} lr ${Number.isNaN(lr) ? '-' : lr.toExponential(2)}`);
+      if (!process.stderr.isTTY && iteration % logInterval === 0) log(`iter ${iteration}/${totalIters} epoch ${batch.epoch} loss ${loss.toFixed(5)}`);
+      // A checkpoint holds no half-accumulated gradients: stop at the end of an optimizer step.
+      const atBoundary = iteration % accumulate === 0;
+      const stopNow = atBoundary && (stopRequested || (options.stopAfter !== undefined && runIters >= options.stopAfter));
+      if ((atBoundary && iteration % ckptEvery === 0) || iteration === totalIters || stopNow) saveCheckpoint();
+      if (stopNow) break;
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  if (iteration === 0) prior.saveLora(workDir);
+  const evaluation = before !== undefined ? { before, after: await fixedNoiseLoss(prior, evalItems, draws, seed), items: evalItems.length, draws } : undefined;
+  return { workDir, loraFile: join(workDir, 'pytorch_lora_weights.safetensors'), steps: iteration, losses, skipped, interrupted: stopRequested, evaluation };
+}
+
+function resolveTextFolder(snapshot: string): string {
+  return existsSync(join(snapshot, 'text_encoder', 'config.json')) ? join(snapshot, 'text_encoder') : snapshot;
+}
+
+function resolveTokenizerFolder(snapshot: string): string {
+  return existsSync(join(snapshot, 'tokenizer', 'tokenizer.json')) ? join(snapshot, 'tokenizer') : snapshot;
+}
+
+function weightFilesOf(folder: string): string[] {
+  return readdirSync(folder).filter((f) => f.endsWith('.safetensors')).sort().map((f) => join(folder, f));
+}
+

@@ -1,0 +1,155 @@
+// The training job end to end on a tiny random Würstchen stack and real (generated) images:
+// the adapters lower the denoising loss, a resumed run logs exactly the losses of an
+// uninterrupted one, unreadable images are skipped, and bad configs fail before training.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { readSafetensors } from '../src/safetensors.js';
+import { createTinyStack } from '../src/tiny.js';
+import { train } from '../src/train.js';
+import { fixturesDir } from './helpers.js';
+
+const root = mkdtempSync(join(tmpdir(), 'lora-train-e2e-'));
+const stack = createTinyStack(join(root, 'stack'), { seed: 1, tokenizer: join(fixturesDir, 'clip_tokenizer') });
+const savedCache = process.env.HF_HUB_CACHE;
+beforeAll(() => {
+  process.env.HF_HUB_CACHE = join(fixturesDir, 'datasets', 'hub');
+});
+afterAll(() => {
+  if (savedCache === undefined) delete process.env.HF_HUB_CACHE;
+  else process.env.HF_HUB_CACHE = savedCache;
+});
+
+const pipeline = (crop: 'CenterCrop' | 'RandomCrop') => [
+  { type: 'torchvision/Resize', size: 64, interpolation: 'bilinear' },
+  { type: crop, size: 64 },
+  { type: 'RandomHorizontalFlip', p: 0.5 },
+  { type: 'torchvision/ToTensor' },
+  { type: 'torchvision/Normalize', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+  { type: 'PackInputs' },
+];
+
+function configFile(name: string, overrides: Record<string, unknown> = {}, dataset = 'tiny/disc-captions', crop: 'CenterCrop' | 'RandomCrop' = 'CenterCrop'): string {
+  const file = join(root, `${name}.json`);
+  const config = {
+    model: {
+      prior_model: stack.snapshot,
+      image_encoder: { path: stack.imageEncoder, config: stack.imageEncoderConfig },
+      prior_lora_config: { r: 4, lora_alpha: 4, target_modules: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'] },
+    },
+    train_dataloader: { batch_size: 2, dataset: { dataset, caption_column: 'text', pipeline: pipeline(crop) } },
+    optim_wrapper: { optimizer: { type: 'AdamW', lr: 1e-3, weight_decay: 1e-2 }, clip_grad: { max_norm: 1.0 } },
+    train_cfg: { by_epoch: false, max_iters: 12 },
+    default_hooks: { checkpoint: { interval: 4, by_epoch: false, max_keep_ckpts: 2 }, logger: { interval: 100 } },
+    seed: 3,
+    ...overrides,
+  };
+  writeFileSync(file, JSON.stringify(config, null, 1));
+  return file;
+}
+
+const quiet = () => undefined;
+/** The log's lines without their wall-clock times. */
+const logLosses = (dir: string) =>
+  readFileSync(join(dir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => {
+    const { seconds, ...rest } = JSON.parse(l) as { step: number; loss: number; seconds: number };
+    void seconds;
+    return rest;
+  });
+
+describe('training', () => {
+  it('trains LoRA adapters that lower the fixed-noise loss, and writes the diffusers file, log and checkpoints', async () => {
+    const workDir = join(root, 'fit');
+    const config = await loadConfig(configFile('fit', { train_cfg: { by_epoch: false, max_iters: 60 } }));
+    const result = await train({ config, workDir, log: quiet, cacheDir: join(root, 'cache'), evaluateDraws: 4 });
+    expect(result.steps).toBe(60);
+    expect(result.evaluation!.items).toBe(6);
+    expect(result.evaluation!.after).toBeLessThan(result.evaluation!.before * 0.95);
+    const lora = readSafetensors(result.loraFile);
+    expect([...lora.entries.keys()]).toContain('prior.blocks.2.attention.to_q.lora_A.weight');
+    expect(lora.metadata.format).toBe('pt');
+    const log = logLosses(workDir);
+    expect(log.map((l) => l.step)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    expect(existsSync(join(workDir, 'checkpoints', 'iter_60', 'state.json'))).toBe(true);
+    expect(existsSync(join(workDir, 'checkpoints', 'iter_52'))).toBe(false); // keeps the last 2
+  });
+
+  it('resumes exactly: the losses after --resume auto equal an uninterrupted run', async () => {
+    const whole = join(root, 'whole');
+    const split = join(root, 'split');
+    const file = configFile('resume', {}, 'tiny/disc-captions', 'RandomCrop');
+    await train({ config: await loadConfig(file), workDir: whole, log: quiet, cacheDir: join(root, 'cache') });
+    const first = await train({ config: await loadConfig(file), workDir: split, log: quiet, cacheDir: join(root, 'cache'), stopAfter: 5 });
+    expect(first.steps).toBe(5);
+    const second = await train({ config: await loadConfig(file), workDir: split, log: quiet, cacheDir: join(root, 'cache'), resume: 'auto' });
+    expect(second.steps).toBe(12);
+    expect(logLosses(split)).toHaveLength(12);
+    expect(logLosses(split)).toEqual(logLosses(whole));
+  });
+
+  it('skips an unreadable image with a warning naming it, and counts it', async () => {
+    const folder = join(root, 'folder');
+    mkdirSync(folder, { recursive: true });
+    const lines: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 40 * i, g: 100, b: 200 - 50 * i } } }).png().toFile(join(folder, `img${i}.png`));
+      lines.push(JSON.stringify({ file_name: `img${i}.png`, text: `a colour swatch number ${i}` }));
+    }
+    writeFileSync(join(folder, 'broken.png'), 'this is not a png');
+    lines.push(JSON.stringify({ file_name: 'broken.png', text: 'broken' }));
+    writeFileSync(join(folder, 'metadata.jsonl'), lines.join('\n'));
+    const messages: string[] = [];
+    const result = await train({ config: await loadConfig(configFile('folder', { train_cfg: { by_epoch: true, max_epochs: 1 } }, folder)), workDir: join(root, 'folder-run'), log: (l) => messages.push(l), cacheDir: join(root, 'cache') });
+    expect(result.skipped).toEqual([join(folder, 'broken.png')]);
+    expect(messages.some((m) => m.includes(`skipping ${join(folder, 'broken.png')}`))).toBe(true);
+    expect(messages.some((m) => m.includes('1 unreadable images skipped'))).toBe(true);
+    expect(result.steps).toBe(2); // 3 items, batch 2
+  });
+
+  it('reuses cached embeddings and recomputes when the transform changes', async () => {
+    const messages: string[] = [];
+    await train({ config: await loadConfig(configFile('cache1', { train_cfg: { by_epoch: false, max_iters: 1 } })), workDir: join(root, 'c1'), log: (l) => messages.push(l), cacheDir: join(root, 'cache2') });
+    await train({ config: await loadConfig(configFile('cache2', { train_cfg: { by_epoch: false, max_iters: 1 } })), workDir: join(root, 'c2'), log: (l) => messages.push(l), cacheDir: join(root, 'cache2') });
+    const summaries = messages.filter((m) => m.includes('items ready'));
+    expect(summaries[0]).toMatch(/0 cached embeddings reused, 18 computed/); // 6 captions + 6 images x 2 flips
+    expect(summaries[1]).toMatch(/18 cached embeddings reused, 0 computed/);
+  });
+
+  it('fails before training on a missing caption column or an empty dataset', async () => {
+    const badColumn = await loadConfig(configFile('badcol', {}, 'tiny/disc-captions'));
+    badColumn.config.train_dataloader!.dataset!.caption_column = 'caption';
+    await expect(train({ config: badColumn, workDir: join(root, 'bad'), log: quiet, cacheDir: join(root, 'cache') })).rejects.toThrow(/no column 'caption' \(columns: image, text\); set train_dataloader\.dataset\.caption_column/);
+    const empty = join(root, 'empty');
+    mkdirSync(empty, { recursive: true });
+    await expect(train({ config: await loadConfig(configFile('empty', {}, empty)), workDir: join(root, 'bad2'), log: quiet, cacheDir: join(root, 'cache') })).rejects.toThrow(/the dataset is empty/);
+  });
+
+  it('writes a checkpoint and exits cleanly on SIGTERM', async () => {
+    const workDir = join(root, 'signal');
+    const file = configFile('signal', { train_cfg: { by_epoch: false, max_iters: 1000000 } });
+    const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'bin', 'lora-train.js'), '--config', file, '--work-dir', workDir], {
+      env: { ...process.env, LORA_TRAIN_CACHE: join(root, 'cache') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    const logFile = join(workDir, 'log.jsonl');
+    while (!existsSync(logFile) || readFileSync(logFile, 'utf8').split('\n').length < 4) await new Promise((r) => setTimeout(r, 50));
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((r) => child.on('exit', r));
+    expect(code).toBe(0);
+    const steps = logLosses(workDir).length;
+    expect(stdout).toContain(`stopped after ${steps} iterations`);
+    expect(existsSync(join(workDir, 'checkpoints', `iter_${steps}`, 'training_state.safetensors'))).toBe(true);
+  });
+
+  it('names a model missing from the Hugging Face cache and how to get it', async () => {
+    const config = await loadConfig(configFile('nomodel', { model: { prior_model: 'warp-ai/wuerstchen-prior' } }));
+    await expect(train({ config, workDir: join(root, 'nomodel'), log: quiet })).rejects.toThrow(/model 'warp-ai\/wuerstchen-prior' is neither a folder nor in the local Hugging Face cache .*huggingface-cli download warp-ai\/wuerstchen-prior/);
+  });
+});
+
