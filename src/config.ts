@@ -63,9 +63,12 @@ export interface LoraTrainConfig {
   cache_embeddings?: boolean;
 }
 
+/** A config as written: any nested dict may say `_delete_: true` to replace its base's dict. */
+export type ConfigInput<T = LoraTrainConfig> = T extends unknown[] ? T : T extends object ? { [K in keyof T]?: ConfigInput<T[K]> } & { _delete_?: boolean } : T;
+
 /** Types a config file: `export default defineConfig({ ... })`. */
-export function defineConfig(config: LoraTrainConfig): LoraTrainConfig {
-  return config;
+export function defineConfig(config: ConfigInput): LoraTrainConfig {
+  return config as LoraTrainConfig;
 }
 
 // ---- schema ----------------------------------------------------------------------------------

@@ -91,6 +91,16 @@ describe('training', () => {
     expect(logLosses(split)).toEqual(logLosses(whole));
   });
 
+  it('accumulates gradients over accumulative_counts iterations per optimizer step', async () => {
+    const workDir = join(root, 'accumulate');
+    const config = await loadConfig(configFile('accumulate', { optim_wrapper: { accumulative_counts: 3, optimizer: { type: 'AdamW', lr: 1e-3 } }, lr_scheduler: { type: 'linear', warmup_iters: 1 }, train_cfg: { by_epoch: false, max_iters: 7 } }));
+    await train({ config, workDir, log: quiet, cacheDir: join(root, 'cache') });
+    const lines = readFileSync(join(workDir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { lr: number | null; grad_norm: number | null });
+    // optimizer steps after iterations 3, 6 and the last (7): 3 steps, linear decay after 1 warmup step
+    expect(lines.map((l) => l.grad_norm !== null)).toEqual([false, false, true, false, false, true, true]);
+    expect(lines.map((l) => l.lr)).toEqual([null, null, 0, null, null, 1e-3, 5e-4]);
+  });
+
   it('skips an unreadable image with a warning naming it, and counts it', async () => {
     const folder = join(root, 'folder');
     mkdirSync(folder, { recursive: true });

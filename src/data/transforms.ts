@@ -68,9 +68,10 @@ export class ImageTransform {
           throw new Error(`${at}: unknown transform '${t.type}' (supported: torchvision/Resize, RandomCrop, CenterCrop, RandomHorizontalFlip, torchvision/ToTensor, torchvision/Normalize, PackInputs)`);
       }
     });
-    const order = this.steps.map((s) => s.kind).join(',');
-    if (!/^(resize,)?(crop,)?(flip,)?(normalize)?$/.test(order.endsWith(',') ? order.slice(0, -1) : order) && order !== '')
-      throw new Error(`${where}: the pipeline must be Resize, crop, flip, ToTensor, Normalize in that order (got ${order})`);
+    const canonical = ['resize', 'crop', 'flip', 'normalize'];
+    const ranks = this.steps.map((s) => canonical.indexOf(s.kind));
+    if (ranks.some((r, i) => i > 0 && r <= ranks[i - 1]!))
+      throw new Error(`${where}: the pipeline must be Resize, crop, flip, ToTensor, Normalize in that order, each at most once (got ${this.steps.map((s) => s.kind).join(', ')})`);
   }
 
   /** Probability of a horizontal flip. */

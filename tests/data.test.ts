@@ -1,0 +1,94 @@
+// Datasets in every supported layout, and the sharp transforms against first principles.
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { describe, expect, it } from 'vitest';
+import { loadDataset } from '../src/data/dataset.js';
+import { ImageTransform } from '../src/data/transforms.js';
+import { Rng } from '../src/rng.js';
+import { fixturesDir } from './helpers.js';
+
+const hubDataset = join(fixturesDir, 'datasets', 'hub', 'datasets--tiny--disc-captions', 'snapshots', '0123456789abcdef0123456789abcdef01234567');
+
+async function png(file: string, width: number, height: number, rgb: [number, number, number]) {
+  await sharp({ create: { width, height, channels: 3, background: { r: rgb[0], g: rgb[1], b: rgb[2] } } }).png().toFile(file);
+}
+
+describe('datasets', () => {
+  it('reads a Hub dataset from the cache by id, and a parquet file by path', async () => {
+    const saved = process.env.HF_HUB_CACHE;
+    process.env.HF_HUB_CACHE = join(fixturesDir, 'datasets', 'hub');
+    try {
+      const items = await loadDataset('tiny/disc-captions');
+      expect(items.map((i) => i.captions[0])).toEqual(['a red disc on stripes', 'a green disc on stripes', 'a blue disc on stripes', 'a yellow disc on stripes', 'a purple disc on stripes', 'a cyan disc on stripes']);
+      expect((await sharp(await items[0]!.image()).metadata()).width).toBe(48);
+    } finally {
+      if (saved === undefined) delete process.env.HF_HUB_CACHE;
+      else process.env.HF_HUB_CACHE = saved;
+    }
+    const one = await loadDataset(join(hubDataset, 'data', 'train-00001-of-00002.parquet'), { subset: 1 });
+    expect(one.map((i) => i.captions)).toEqual([['a purple disc on stripes']]);
+  });
+
+  it('reads image folders with metadata.jsonl, metadata.csv (caption lists too) or .txt captions', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'lora-train-ds-'));
+    const jsonl = join(root, 'jsonl');
+    mkdirSync(jsonl);
+    await png(join(jsonl, 'a.png'), 8, 8, [1, 2, 3]);
+    writeFileSync(join(jsonl, 'metadata.jsonl'), `${JSON.stringify({ file_name: 'a.png', caption: ['one', 'two'] })}\n`);
+    expect((await loadDataset(jsonl, { captionColumn: 'caption' }))[0]!.captions).toEqual(['one', 'two']);
+    await expect(loadDataset(jsonl)).rejects.toThrow(/no caption column 'text' \(keys: file_name, caption\)/);
+    const csv = join(root, 'csv');
+    mkdirSync(csv);
+    await png(join(csv, 'b.png'), 8, 8, [1, 2, 3]);
+    writeFileSync(join(csv, 'metadata.csv'), 'file_name,text\nb.png,"a caption, with a comma"\n');
+    expect((await loadDataset(csv))[0]!.captions).toEqual(['a caption, with a comma']);
+    const txt = join(root, 'txt');
+    mkdirSync(join(txt, 'sub'), { recursive: true });
+    await png(join(txt, 'sub', 'c.png'), 8, 8, [1, 2, 3]);
+    writeFileSync(join(txt, 'sub', 'c.txt'), 'a caption from a text file\n');
+    expect((await loadDataset(txt))[0]!.captions).toEqual(['a caption from a text file']);
+    await png(join(txt, 'd.png'), 8, 8, [1, 2, 3]);
+    await expect(loadDataset(txt)).rejects.toThrow(/d\.png: no caption file d\.txt beside it/);
+  });
+});
+
+describe('transforms', () => {
+  const normalize = { type: 'torchvision/Normalize', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+
+  it('resizes the shorter side, crops, flips with probability p and normalises', async () => {
+    const t = new ImageTransform([{ type: 'torchvision/Resize', size: 32 }, { type: 'CenterCrop', size: 32 }, { type: 'RandomHorizontalFlip', p: 1 }, normalize], 'test');
+    expect(t.plan({ width: 96, height: 64 }, new Rng(1), 'x')).toEqual({ resize: [48, 32], crop: { left: 8, top: 0, width: 32, height: 32 }, flip: true });
+    // left half red, right half blue: after the flip, blue comes first
+    const raw = Buffer.alloc(96 * 64 * 3);
+    for (let y = 0; y < 64; y++) for (let x = 0; x < 96; x++) raw.set(x < 48 ? [255, 0, 0] : [0, 0, 255], (y * 96 + x) * 3);
+    const bytes = await sharp(raw, { raw: { width: 96, height: 64, channels: 3 } }).png().toBuffer();
+    const out = await t.apply(bytes, t.plan({ width: 96, height: 64 }, new Rng(1), 'x'));
+    expect(out.length).toBe(3 * 32 * 32);
+    const red = (i: number) => out[i]!;
+    const blue = (i: number) => out[2 * 1024 + i]!;
+    expect(red(0)).toBeCloseTo((0 - 0.485) / 0.229, 5); // first column is blue now
+    expect(blue(0)).toBeCloseTo((1 - 0.406) / 0.225, 5);
+    expect(red(31)).toBeCloseTo((1 - 0.485) / 0.229, 5);
+  });
+
+  it('draws random crops and flips from the generator, and knows when the crop is fixed', () => {
+    const t = new ImageTransform([{ type: 'torchvision/Resize', size: 64 }, { type: 'RandomCrop', size: 64 }, { type: 'RandomHorizontalFlip', p: 0.5 }], 'test');
+    expect(t.cropVaries({ width: 64, height: 64 })).toBe(false);
+    expect(t.cropVaries({ width: 100, height: 64 })).toBe(true);
+    const plans = Array.from({ length: 400 }, (_, i) => t.plan({ width: 100, height: 64 }, new Rng(i), 'x'));
+    const flips = plans.filter((p) => p.flip).length;
+    expect(flips).toBeGreaterThan(160);
+    expect(flips).toBeLessThan(240);
+    expect(new Set(plans.map((p) => p.crop.left)).size).toBeGreaterThan(20);
+    expect(Math.max(...plans.map((p) => p.crop.left))).toBeLessThanOrEqual(100 - 64);
+    expect(t.plan({ width: 100, height: 64 }, new Rng(7), 'x')).toEqual(t.plan({ width: 100, height: 64 }, new Rng(7), 'x'));
+  });
+
+  it('refuses unknown transforms and crops larger than the image, naming them', () => {
+    expect(() => new ImageTransform([{ type: 'ColorJitter' }], 'cfg.ts')).toThrow("cfg.ts: train_dataloader.dataset.pipeline[0] (ColorJitter): unknown transform 'ColorJitter'");
+    const t = new ImageTransform([{ type: 'RandomCrop', size: 64 }], 'cfg.ts');
+    expect(() => t.plan({ width: 32, height: 32 }, new Rng(1), 'img.png')).toThrow('img.png: image of 32x32 resized to 32x32 is smaller than the 64x64 crop');
+  });
+});
