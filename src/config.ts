@@ -40,6 +40,8 @@ export interface LoraTrainConfig {
       caption_column?: string;
       split?: string;
       subset?: number;
+      /** Items held out of training, to measure the adapters on (report). */
+      holdout?: number;
       pipeline?: TransformConfig[];
     };
   };
@@ -61,6 +63,9 @@ export interface LoraTrainConfig {
   seed?: number;
   device?: 'cpu' | 'cuda';
   cache_embeddings?: boolean;
+  /** Write loss.png and report.md/json: the fixed-noise loss of the held-out items (or the
+   * training items) without and with the trained adapters, `draws` draws per item. */
+  report?: { draws?: number };
 }
 
 /** A config as written: any nested dict may say `_delete_: true` to replace its base's dict. */
@@ -106,6 +111,7 @@ const SCHEMA: Schema = {
           caption_column: 'string',
           split: 'string',
           subset: 'posint',
+          holdout: 'nonnegint',
           pipeline: { list: 'any' },
         },
       },
@@ -133,6 +139,7 @@ const SCHEMA: Schema = {
   seed: 'nonnegint',
   device: { oneOf: ['cpu', 'cuda'] },
   cache_embeddings: 'boolean',
+  report: { object: { draws: 'posint' } },
 };
 
 export class ConfigError extends Error {

@@ -11,7 +11,9 @@ import { ConfigError } from './config.js';
 import { ImageTransform } from './data/transforms.js';
 import { type DatasetItem, loadDataset } from './data/dataset.js';
 import { EmbeddingCache, sha256 } from './embedding-cache.js';
+import { TINY_MODEL_ID, TWEMOJI_DATASET_ID, tinyModel, twemojiDataset } from './builtin.js';
 import { resolveRepo, resolveRepoFile } from './hub.js';
+import { writeReport } from './report.js';
 import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from './image-encoder.js';
 import { type EvalItem, fixedNoiseLoss } from './evaluate.js';
 import { addNoise } from './noise.js';
@@ -50,7 +52,7 @@ export interface TrainResult {
   skipped: string[];
   interrupted: boolean;
   /** Fixed-noise denoising loss without and with the trained adapters (evaluateDraws). */
-  evaluation?: { before: number; after: number; items: number; draws: number };
+  evaluation?: { before: number; after: number; items: number; draws: number; heldOut: boolean };
 }
 
 interface PreparedItem {
@@ -111,7 +113,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 
   // ---- models
   const model = required(cfg.model, 'model', file);
-  const priorSnapshot = resolveRepo(required(model.prior_model, 'model.prior_model', file), 'model');
+  const priorModel = required(model.prior_model, 'model.prior_model', file);
+  const priorSnapshot = priorModel === TINY_MODEL_ID ? tinyModel() : resolveRepo(priorModel, 'model');
   const lora = model.prior_lora_config ?? {};
   const prior = await loadPrior(priorSnapshot, { lora: { rank: lora.r ?? 8, alpha: lora.lora_alpha ?? lora.r ?? 8, targets: lora.target_modules, dropout: lora.lora_dropout ?? 0, seed } });
   const textSnapshot = model.text_encoder_model ? resolveRepo(model.text_encoder_model, 'model') : priorSnapshot;
@@ -120,8 +123,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   if (textEncoder.config.hidden !== prior.config.c_cond)
     throw new Error(`the text encoder's hidden size ${textEncoder.config.hidden} differs from the prior's c_cond ${prior.config.c_cond}`);
   const ie = required(model.image_encoder, 'model.image_encoder', file);
-  const imageFile = ie.path ?? resolveRepoFile(required(ie.repo, 'model.image_encoder.repo', file), required(ie.file, 'model.image_encoder.file', file));
-  const imageConfig = ie.config ? (JSON.parse(readFileSync(ie.config, 'utf8')) as ImageEncoderConfig) : EFFICIENTNET_V2_S;
+  const builtinImage = ie.path === TINY_MODEL_ID;
+  const imageFile = builtinImage ? join(tinyModel(), 'image_encoder', 'effnet.safetensors') : ie.path ?? resolveRepoFile(required(ie.repo, 'model.image_encoder.repo', file), required(ie.file, 'model.image_encoder.file', file));
+  const imageConfigFile = builtinImage ? join(tinyModel(), 'image_encoder', 'config.json') : ie.config;
+  const imageConfig = imageConfigFile ? (JSON.parse(readFileSync(imageConfigFile, 'utf8')) as ImageEncoderConfig) : EFFICIENTNET_V2_S;
   const imageEncoder = extname(imageFile) === '.pt' ? ImageEncoder.loadCheckpoint(imageFile, ie.key ?? 'effnet_state_dict', imageConfig) : ImageEncoder.load(imageFile, imageConfig);
   if (imageEncoder.config.latent_channels !== prior.config.c_in)
     throw new Error(`the image encoder's ${imageEncoder.config.latent_channels} latent channels differ from the prior's c_in ${prior.config.c_in}`);
@@ -130,7 +135,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const loader = required(cfg.train_dataloader, 'train_dataloader', file);
   const ds = required(loader.dataset, 'train_dataloader.dataset', file);
   const batchSize = loader.batch_size ?? 1;
-  const items = await loadDataset(required(ds.dataset, 'train_dataloader.dataset.dataset', file), { imageColumn: ds.image_column, captionColumn: ds.caption_column, subset: ds.subset });
+  const datasetId = required(ds.dataset, 'train_dataloader.dataset.dataset', file);
+  const items = await loadDataset(datasetId === TWEMOJI_DATASET_ID ? await twemojiDataset() : datasetId, { imageColumn: ds.image_column, captionColumn: ds.caption_column, subset: ds.subset });
   const transform = new ImageTransform(ds.pipeline ?? [], file);
 
   // ---- embeddings, through the cache
@@ -181,7 +187,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     }
     progress.tick();
   }
-  if (prepared.length === 0) throw new Error(`the dataset has no usable items (${skipped.length} skipped)`);
+  const holdoutCount = ds.holdout ?? 0;
+  const heldOut = new Set(permutation(prepared.length, rngFor(seed, 'holdout')).slice(0, holdoutCount));
+  const evaluationSet = prepared.filter((_, i) => heldOut.has(i));
+  prepared.splice(0, prepared.length, ...prepared.filter((_, i) => !heldOut.has(i)));
+  if (prepared.length === 0) throw new Error(`the dataset has no usable items (${skipped.length} skipped, ${holdoutCount} held out)`);
   log(`lora-train: ${prepared.length} items ready (${cache.stats.hits} cached embeddings reused, ${cache.stats.misses} computed, ${cache.stats.repaired} damaged entries recomputed, ${skipped.length} unreadable images skipped)`);
 
   // ---- schedule
@@ -272,9 +282,20 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     };
   };
 
-  const evalItems: EvalItem[] = prepared.filter((p) => p.image).map((p) => ({ image: p.image![0], text: p.text[0]! }));
-  const draws = options.evaluateDraws ?? 0;
-  const before = draws && evalItems.length ? await fixedNoiseLoss(prior, evalItems, draws, seed) : undefined;
+  const evalItems: EvalItem[] = (evaluationSet.length ? evaluationSet : prepared).filter((p) => p.image).map((p) => ({ image: p.image![0], text: p.text[0]! }));
+  const draws = options.evaluateDraws ?? (cfg.report ? (cfg.report.draws ?? 4) : 0);
+  // "Without adapters" means B = 0 (no LoRA contribution), also when resuming trained ones.
+  const withoutAdapters = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const trained = prior.loraWeights();
+    const zeroB = Object.fromEntries(Object.entries(trained).filter(([k]) => k.endsWith('.lora_B.weight')).map(([k, t]) => [k, { data: new Float32Array(t.data.length), shape: t.shape }]));
+    prior.setLoraWeights(zeroB);
+    try {
+      return await fn();
+    } finally {
+      prior.setLoraWeights(trained);
+    }
+  };
+  const before = draws && evalItems.length ? await withoutAdapters(() => fixedNoiseLoss(prior, evalItems, draws, seed)) : undefined;
 
   // ---- loop
   let stopRequested = false;
@@ -320,7 +341,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     process.off('SIGTERM', onSignal);
   }
   if (iteration === 0) prior.saveLora(workDir);
-  const evaluation = before !== undefined ? { before, after: await fixedNoiseLoss(prior, evalItems, draws, seed), items: evalItems.length, draws } : undefined;
+  const evaluation = before !== undefined ? { before, after: await fixedNoiseLoss(prior, evalItems, draws, seed), items: evalItems.length, draws, heldOut: evaluationSet.length > 0 } : undefined;
+  if (cfg.report) await writeReport(workDir, losses, evaluation, options.config.name);
   return { workDir, loraFile: join(workDir, 'pytorch_lora_weights.safetensors'), steps: iteration, losses, skipped, interrupted: stopRequested, evaluation };
 }
 

@@ -5,8 +5,9 @@ import { describe, expect, it } from 'vitest';
 import { ClipTokenizer } from '../src/tokenizer.js';
 import { fixturesDir } from './helpers.js';
 
-const dir = join(fixturesDir, 'clip_tokenizer');
-const fixture = JSON.parse(readFileSync(join(dir, 'tokenize.json'), 'utf8')) as {
+const dir = join(fixturesDir, '..', '..', 'assets', 'clip-tokenizer');
+const fixtureDir = join(fixturesDir, 'clip_tokenizer');
+const fixture = JSON.parse(readFileSync(join(fixtureDir, 'tokenize.json'), 'utf8')) as {
   vocab_size: number;
   cases: { text: string; input_ids: number[]; attention_mask: number[] }[];
 };

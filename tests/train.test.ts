@@ -14,7 +14,7 @@ import { train } from '../src/train.js';
 import { fixturesDir } from './helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'lora-train-e2e-'));
-const stack = createTinyStack(join(root, 'stack'), { seed: 1, tokenizer: join(fixturesDir, 'clip_tokenizer') });
+const stack = createTinyStack(join(root, 'stack'), { seed: 1, tokenizer: join(fixturesDir, '..', '..', 'assets', 'clip-tokenizer') });
 const savedCache = process.env.HF_HUB_CACHE;
 beforeAll(() => {
   process.env.HF_HUB_CACHE = join(fixturesDir, 'datasets', 'hub');

@@ -19,6 +19,8 @@ import transformers
 from transformers import CLIPTokenizer, CLIPTokenizerFast
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "clip_tokenizer")
+# The tokenizer itself ships with lora-train (the built-in demo model uses it).
+TOKENIZER = os.path.join(os.path.dirname(__file__), "..", "..", "assets", "clip-tokenizer")
 
 CAPTIONS = [
     "a drawing of a green pokemon with red eyes",
@@ -63,9 +65,9 @@ def main(bpe_path):
         slow = CLIPTokenizer(os.path.join(tmp, "vocab.json"), os.path.join(tmp, "merges.txt"), pad_token="<|endoftext|>")
         fast = CLIPTokenizerFast(os.path.join(tmp, "vocab.json"), os.path.join(tmp, "merges.txt"), pad_token="<|endoftext|>")
         os.makedirs(OUT, exist_ok=True)
-        fast.save_pretrained(OUT)
+        fast.save_pretrained(TOKENIZER)
     for extra in ("vocab.json", "merges.txt"):  # tokenizer.json holds both
-        path = os.path.join(OUT, extra)
+        path = os.path.join(TOKENIZER, extra)
         if os.path.exists(path):
             os.remove(path)
     cases = []
