@@ -4,6 +4,7 @@ import yargs, { type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { loadConfig } from './config.js';
 import { native } from './native.js';
+import { sampleCommand } from './sample.js';
 import { train } from './train.js';
 import { type WritableTensor, writeSafetensors } from './safetensors.js';
 import { TorchCheckpoint } from './torch-checkpoint.js';
@@ -15,6 +16,20 @@ export const trainOptions = {
   resume: { type: 'string', describe: "Resume from 'auto' (the work dir's latest checkpoint) or a checkpoint path" },
   device: { choices: ['cpu', 'cuda'], describe: 'Backend to train on' },
   seed: { type: 'number', describe: 'Random seed (overrides the config)' },
+} as const satisfies Record<string, Options>;
+
+export const sampleOptions = {
+  config: { type: 'string', demandOption: true, describe: 'Config (file or name) whose models to use' },
+  'cfg-options': { type: 'array', string: true, describe: 'Override config keys: key.path=value ...' },
+  lora: { type: 'string', describe: 'LoRA file or folder (diffusers or peft format); none: the base prior' },
+  prompt: { type: 'array', string: true, demandOption: true, describe: 'Prompt(s)' },
+  'negative-prompt': { type: 'string', default: '', describe: 'The unconditional prompt of classifier-free guidance' },
+  num: { type: 'number', default: 1, describe: 'Images per prompt' },
+  guidance: { type: 'number', default: 4, describe: 'Classifier-free guidance scale' },
+  height: { type: 'number', default: 1024, describe: 'Image height in pixels (latents: ceil(h / 42.67))' },
+  width: { type: 'number', default: 1024, describe: 'Image width in pixels' },
+  seed: { type: 'number', default: 0, describe: 'Seed of the initial latents and step noise' },
+  out: { type: 'string', default: 'image_embeddings.safetensors', describe: 'safetensors file to write' },
 } as const satisfies Record<string, Options>;
 
 export const convertOptions = {
@@ -68,6 +83,16 @@ export async function main(argv: string[]): Promise<void> {
       (args) => {
         const count = convertCheckpoint(args.input, args.output, args.key);
         console.log(`lora-train: wrote ${count} tensors to ${args.output}`);
+      },
+    )
+    .command(
+      'sample',
+      'Sample image embeddings for prompts with the prior (and a LoRA), for Würstchen\'s decoder',
+      (y) => y.options(sampleOptions),
+      async (args) => {
+        const config = await loadConfig(args.config, args['cfg-options'] ?? []);
+        const out = await sampleCommand({ config, lora: args.lora, prompts: args.prompt, num: args.num, guidance: args.guidance, height: args.height, width: args.width, seed: args.seed, out: args.out, negativePrompt: args['negative-prompt'] });
+        console.log(`lora-train: wrote ${args.prompt.length * args.num} image embeddings to ${out}`);
       },
     )
     .command('info', 'Print the native backends, CPU kernel set and thread count as JSON', {}, () => {

@@ -12,19 +12,18 @@ import { ImageTransform } from './data/transforms.js';
 import { type DatasetItem, loadDataset } from './data/dataset.js';
 import { EmbeddingCache, sha256 } from './embedding-cache.js';
 import { TINY_MODEL_ID, TWEMOJI_DATASET_ID, tinyModel, twemojiDataset } from './builtin.js';
-import { resolveRepo, resolveRepoFile } from './hub.js';
+import { resolveRepoFile } from './hub.js';
 import { writeReport } from './report.js';
 import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from './image-encoder.js';
 import { type EvalItem, fixedNoiseLoss } from './evaluate.js';
 import { addNoise } from './noise.js';
-import { Prior, loadPrior } from './prior.js';
 import { Progress } from './progress.js';
+import { generateEmbeddings, saveEmbeddings } from './sample.js';
+import { loadModels, required } from './models.js';
 import { Rng } from './rng.js';
 import { readSafetensors, getTensor, writeSafetensors } from './safetensors.js';
 import { lrFactor, type ScheduleName } from './schedule.js';
 import type { Tensor } from './tensor.js';
-import { TextEncoder } from './text-encoder.js';
-import { ClipTokenizer } from './tokenizer.js';
 
 export interface TrainOptions {
   config: LoadedConfig;
@@ -79,10 +78,6 @@ function permutation(n: number, rng: Rng): number[] {
   return order;
 }
 
-function required<T>(value: T | undefined, key: string, file: string): T {
-  if (value === undefined) throw new ConfigError(`${file}: '${key}' is required`);
-  return value;
-}
 
 /** Checkpoint folders under work_dir/checkpoints, oldest first. */
 function checkpoints(workDir: string): string[] {
@@ -112,16 +107,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   mkdirSync(workDir, { recursive: true });
 
   // ---- models
-  const model = required(cfg.model, 'model', file);
-  const priorModel = required(model.prior_model, 'model.prior_model', file);
-  const priorSnapshot = priorModel === TINY_MODEL_ID ? tinyModel() : resolveRepo(priorModel, 'model');
-  const lora = model.prior_lora_config ?? {};
-  const prior = await loadPrior(priorSnapshot, { lora: { rank: lora.r ?? 8, alpha: lora.lora_alpha ?? lora.r ?? 8, targets: lora.target_modules, dropout: lora.lora_dropout ?? 0, seed } });
-  const textSnapshot = model.text_encoder_model ? resolveRepo(model.text_encoder_model, 'model') : priorSnapshot;
-  const tokenizer = ClipTokenizer.load(textSnapshot);
-  const textEncoder = TextEncoder.load(textSnapshot);
-  if (textEncoder.config.hidden !== prior.config.c_cond)
-    throw new Error(`the text encoder's hidden size ${textEncoder.config.hidden} differs from the prior's c_cond ${prior.config.c_cond}`);
+  const { prior, tokenizer, textEncoder, textSnapshot } = await loadModels(cfg, file, seed);
+  const model = cfg.model!;
   const ie = required(model.image_encoder, 'model.image_encoder', file);
   const builtinImage = ie.path === TINY_MODEL_ID;
   const imageFile = builtinImage ? join(tinyModel(), 'image_encoder', 'effnet.safetensors') : ie.path ?? resolveRepoFile(required(ie.repo, 'model.image_encoder.repo', file), required(ie.file, 'model.image_encoder.file', file));
@@ -306,6 +293,20 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const logFile = join(workDir, 'log.jsonl');
+  // diffengine's VisualizationHook: sample the hook's prompts before training and every
+  // `interval` epochs (or iterations), saving the image embeddings under vis_data/.
+  const hooks = (cfg.custom_hooks ?? []).filter((h) => h.type === 'VisualizationHook');
+  const visualize = async (label: string) => {
+    for (const [i, hook] of hooks.entries()) {
+      const prompts = (Array.isArray(hook.prompt) ? hook.prompt : [hook.prompt]) as string[];
+      if (!prompts.every((p) => typeof p === 'string')) throw new ConfigError(`${file}: custom_hooks[${i}].prompt must be a string or a list of strings`);
+      const settings = { height: (hook.height as number) ?? 768, width: (hook.width as number) ?? 768, guidance: (hook.guidance as number) ?? 4, seed };
+      const { embeddings } = await generateEmbeddings(prior, tokenizer, textEncoder, { prompts, ...settings });
+      saveEmbeddings(join(workDir, 'vis_data', `${label}${hooks.length > 1 ? `_hook${i}` : ''}.safetensors`), embeddings, prompts, settings);
+    }
+  };
+  const visEvery = (hook: Record<string, unknown>) => ((hook.interval as number) ?? 1) * ((hook.by_epoch ?? true) ? itersPerEpoch : 1);
+  if (hooks.length && iteration === 0) await visualize('iter_0');
   const bar = new Progress('train', totalIters - iteration);
   const start = Date.now();
   let runIters = 0;
@@ -334,6 +335,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       const atBoundary = iteration % accumulate === 0;
       const stopNow = atBoundary && (stopRequested || (options.stopAfter !== undefined && runIters >= options.stopAfter));
       if ((atBoundary && iteration % ckptEvery === 0) || iteration === totalIters || stopNow) saveCheckpoint();
+      if (hooks.length && (iteration % visEvery(hooks[0]!) === 0 || iteration === totalIters)) await visualize(`iter_${iteration}`);
       if (stopNow) break;
     }
   } finally {

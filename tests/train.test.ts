@@ -91,6 +91,17 @@ describe('training', () => {
     expect(logLosses(split)).toEqual(logLosses(whole));
   });
 
+  it("samples the VisualizationHook's prompts before training and every interval", async () => {
+    const workDir = join(root, 'vis');
+    const hook = { type: 'VisualizationHook', prompt: ['a red disc on stripes', 'a blue disc'], height: 128, width: 128, interval: 6, by_epoch: false };
+    await train({ config: await loadConfig(configFile('vis', { custom_hooks: [hook] })), workDir, log: quiet, cacheDir: join(root, 'cache') });
+    for (const step of [0, 6, 12]) {
+      const st = readSafetensors(join(workDir, 'vis_data', `iter_${step}.safetensors`));
+      expect(st.entries.get('image_embeddings')?.shape).toEqual([2, 16, 3, 3]);
+      expect(JSON.parse(st.metadata.prompts!)).toEqual(hook.prompt);
+    }
+  });
+
   it('accumulates gradients over accumulative_counts iterations per optimizer step', async () => {
     const workDir = join(root, 'accumulate');
     const config = await loadConfig(configFile('accumulate', { optim_wrapper: { accumulative_counts: 3, optimizer: { type: 'AdamW', lr: 1e-3 } }, lr_scheduler: { type: 'linear', warmup_iters: 1 }, train_cfg: { by_epoch: false, max_iters: 7 } }));

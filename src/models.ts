@@ -1,0 +1,29 @@
+// The models a config names: the prior (with fresh LoRA adapters), tokenizer and text encoder,
+// from the built-in tiny stack, a folder, or the local Hugging Face cache.
+import { TINY_MODEL_ID, tinyModel } from './builtin.js';
+import { ConfigError, type LoraTrainConfig } from './config.js';
+import { resolveRepo } from './hub.js';
+import { loadPrior } from './prior.js';
+import { TextEncoder } from './text-encoder.js';
+import { ClipTokenizer } from './tokenizer.js';
+
+export function required<T>(value: T | undefined, key: string, file: string): T {
+  if (value === undefined) throw new ConfigError(`${file}: '${key}' is required`);
+  return value;
+}
+
+/** The prior (with fresh adapters from the config), tokenizer and text encoder of a config. */
+export async function loadModels(cfg: LoraTrainConfig, file: string, seed: number) {
+  const model = required(cfg.model, 'model', file);
+  const priorModel = required(model.prior_model, 'model.prior_model', file);
+  const priorSnapshot = priorModel === TINY_MODEL_ID ? tinyModel() : resolveRepo(priorModel, 'model');
+  const lora = model.prior_lora_config ?? {};
+  const prior = await loadPrior(priorSnapshot, { lora: { rank: lora.r ?? 8, alpha: lora.lora_alpha ?? lora.r ?? 8, targets: lora.target_modules, dropout: lora.lora_dropout ?? 0, seed } });
+  const textSnapshot = model.text_encoder_model ? resolveRepo(model.text_encoder_model, 'model') : priorSnapshot;
+  const tokenizer = ClipTokenizer.load(textSnapshot);
+  const textEncoder = TextEncoder.load(textSnapshot);
+  if (textEncoder.config.hidden !== prior.config.c_cond)
+    throw new Error(`the text encoder's hidden size ${textEncoder.config.hidden} differs from the prior's c_cond ${prior.config.c_cond}`);
+  return { prior, tokenizer, textEncoder, textSnapshot };
+}
+

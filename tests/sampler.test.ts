@@ -1,0 +1,72 @@
+// The sampler against diffusers' WuerstchenPrior + DDPMWuerstchenScheduler with guidance
+// (tests/reference/sampler_fixtures.py), from the same initial latents and step noise.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadPrior } from '../src/prior.js';
+import { getTensor, readSafetensors } from '../src/safetensors.js';
+import { STAGE_C_TIMESTEPS, latentSide, samplePrior } from '../src/sampler.js';
+import { expectClose, fixturesDir } from './helpers.js';
+
+const ref = readSafetensors(join(fixturesDir, 'sampler', 'reference.safetensors'));
+const t = (k: string) => getTensor(ref, k);
+
+describe('prior sampler', () => {
+  it("uses Stage C's default timesteps and latent sizes", () => {
+    expect(STAGE_C_TIMESTEPS).toHaveLength(30);
+    STAGE_C_TIMESTEPS.forEach((v, i) => expect(v).toBeCloseTo(t('timesteps').data[i]!, 7));
+    expect(latentSide(1024)).toBe(24);
+    expect(latentSide(768)).toBe(18);
+  });
+
+  it('follows the diffusers trajectory step by step, guidance 4', async () => {
+    const prior = await loadPrior(join(fixturesDir, 'prior', 'f32_nonsquare'));
+    const noise = t('noise');
+    const per = noise.data.length / noise.shape[0]!;
+    const steps: Float32Array[] = [];
+    const final = await samplePrior(prior, {
+      cond: t('cond'),
+      uncond: t('uncond'),
+      latents: t('latents'),
+      guidance: Number(ref.metadata.guidance),
+      stepNoise: (i) => noise.data.subarray(i * per, (i + 1) * per),
+      onStep: (_, x) => steps.push(Float32Array.from(x)),
+    });
+    const trajectory = t('trajectory');
+    expect(steps).toHaveLength(29);
+    steps.forEach((x, i) => expectClose(`step ${i}`, x, { data: trajectory.data.subarray(i * per, (i + 1) * per), shape: [per] }, 1e-5));
+    expectClose('final', final, t('final'), 1e-5);
+  });
+});
+
+describe('lora-train sample', () => {
+  const home = mkdtempSync(join(tmpdir(), 'lora-train-sample-'));
+  const run = (...args: string[]) =>
+    spawnSync(process.execPath, [join(import.meta.dirname, '..', 'bin', 'lora-train.js'), 'sample', '--config', 'twemoji_tiny_wuerstchen', ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, LORA_TRAIN_HOME: home },
+    });
+
+  it('writes image embeddings with their prompts; a seed fixes them; a LoRA changes them', async () => {
+    const a = join(home, 'a.safetensors'), b = join(home, 'b.safetensors'), c = join(home, 'c.safetensors'), d = join(home, 'd.safetensors');
+    const first = run('--prompt', 'an emoji of a dog face', '--prompt', 'an emoji of a cat face', '--num', '2', '--height', '128', '--width', '170', '--seed', '5', '--out', a);
+    expect(first.status, first.stderr).toBe(0);
+    expect(first.stdout).toContain(`wrote 4 image embeddings to ${a}`);
+    const st = readSafetensors(a);
+    const emb = getTensor(st, 'image_embeddings');
+    expect(emb.shape).toEqual([4, 16, 3, 4]);
+    expect(JSON.parse(st.metadata.prompts!)).toEqual(['an emoji of a dog face', 'an emoji of a dog face', 'an emoji of a cat face', 'an emoji of a cat face']);
+    expect(run('--prompt', 'an emoji of a dog face', '--prompt', 'an emoji of a cat face', '--num', '2', '--height', '128', '--width', '170', '--seed', '5', '--out', b).status).toBe(0);
+    expect(getTensor(readSafetensors(b), 'image_embeddings').data).toEqual(emb.data);
+    expect(run('--prompt', 'an emoji of a dog face', '--prompt', 'an emoji of a cat face', '--num', '2', '--height', '128', '--width', '170', '--seed', '6', '--out', c).status).toBe(0);
+    expect(getTensor(readSafetensors(c), 'image_embeddings').data).not.toEqual(emb.data);
+    // a LoRA with non-zero lora_B: the adapted prior samples something else from the same seed
+    const prior = await loadPrior(join(home, 'models', 'tiny-wuerstchen-v1-seed0'), { lora: { rank: 2, seed: 1 } });
+    prior.setLoraWeights(Object.fromEntries(Object.entries(prior.loraWeights()).map(([k, t]) => [k, { data: t.data.map((_, i) => Math.sin(i) * 0.3), shape: t.shape }])));
+    prior.saveLora(join(home, 'lora'));
+    expect(run('--prompt', 'an emoji of a dog face', '--prompt', 'an emoji of a cat face', '--num', '2', '--height', '128', '--width', '170', '--seed', '5', '--lora', join(home, 'lora'), '--out', d).status).toBe(0);
+    expect(getTensor(readSafetensors(d), 'image_embeddings').data).not.toEqual(emb.data);
+  });
+});
