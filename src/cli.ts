@@ -59,15 +59,17 @@ export async function main(argv: string[]): Promise<void> {
     .scriptName('lora-train')
     .usage('$0 --config <config> [options]\n\nLoRA fine-tuning of the Würstchen v2 prior (Stage C).')
     .command(
-      ['train', '$0'],
-      'Train a LoRA (the default command)',
-      (y) => y.options(trainOptions),
+      ['train [name]', '$0'],
+      'Train a LoRA (the default command); `train <name>` is the same as --config <name>',
+      (y) => y.positional('name', { type: 'string', describe: 'Config file or shipped config name (as diffengine train <name>)' }).options(trainOptions),
       async (args) => {
-        if (!args.config) {
+        if (args.name && args.config && args.name !== args.config) throw new Error(`lora-train: two configs given (${args.name} and --config ${args.config}); pass one`);
+        const configName = args.config ?? args.name;
+        if (!configName) {
           console.log('lora-train: nothing to do. Run `lora-train --config <config>` to train, or `lora-train --help`.');
           return;
         }
-        const loaded = await loadConfig(args.config, args['cfg-options'] ?? []);
+        const loaded = await loadConfig(configName, args['cfg-options'] ?? []);
         const result = await train({ config: loaded, workDir: args['work-dir'], resume: args.resume, device: args.device as 'cpu' | 'cuda' | undefined, seed: args.seed });
         console.log(`lora-train: ${result.interrupted ? 'stopped' : 'finished'} after ${result.steps} iterations; LoRA: ${result.loraFile}`);
       },

@@ -52,6 +52,12 @@ describe('lora-train CLI', () => {
     expect(refused.stderr).toContain('refuses to unpickle the global posix.system');
   });
 
+  it('train <name> resolves a shipped config like diffengine, and reports a missing model clearly', () => {
+    const r = runWith({ HF_HUB_CACHE: join(tmpdir(), 'lora-train-empty-hub') }, 'train', 'wuerstchen_prior_lora_pokemon_blip');
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/model 'warp-ai\/wuerstchen-prior' is neither a folder nor in the local Hugging Face cache/);
+  });
+
   it('rejects unknown options and bad choices with the help text', () => {
     const unknown = run('--confg', 'x');
     expect(unknown.status).toBe(2);
