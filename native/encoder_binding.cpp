@@ -46,25 +46,9 @@ class TextEncoderWrap : public Napi::ObjectWrap<TextEncoderWrap> {
   }
 
  private:
-  Napi::Value Parameters(const Napi::CallbackInfo& info) {
-    std::lock_guard<std::mutex> lock(model_->mutex());
-    return named_shapes(info.Env(), model_->parameters());
-  }
+  Napi::Value Parameters(const Napi::CallbackInfo& info) { return parameters_of(info, *model_); }
 
-  Napi::Value SetParameter(const Napi::CallbackInfo& info) {
-    OpCall call(info, "setParameter");
-    std::string name = call.string(0, "name");
-    Napi::Value v = info[1];
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) call.fail_type("a Float32Array", "data", v);
-    auto arr = v.As<Napi::Float32Array>();
-    std::lock_guard<std::mutex> lock(model_->mutex());
-    try {
-      model_->set_parameter(name, arr.Data(), static_cast<int64_t>(arr.ElementLength()));
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(info.Env(), e.what());
-    }
-    return info.Env().Undefined();
-  }
+  Napi::Value SetParameter(const Napi::CallbackInfo& info) { return set_parameter_of(info, *model_); }
 
   // (out Float32Array (B, T, hidden), ids Int32Array (B, T), mask Uint8Array (B, T), B, T) -> Promise
   Napi::Value Encode(const Napi::CallbackInfo& info) {
@@ -121,25 +105,9 @@ class ImageEncoderWrap : public Napi::ObjectWrap<ImageEncoderWrap> {
   }
 
  private:
-  Napi::Value Parameters(const Napi::CallbackInfo& info) {
-    std::lock_guard<std::mutex> lock(model_->mutex());
-    return named_shapes(info.Env(), model_->parameters());
-  }
+  Napi::Value Parameters(const Napi::CallbackInfo& info) { return parameters_of(info, *model_); }
 
-  Napi::Value SetParameter(const Napi::CallbackInfo& info) {
-    OpCall call(info, "setParameter");
-    std::string name = call.string(0, "name");
-    Napi::Value v = info[1];
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) call.fail_type("a Float32Array", "data", v);
-    auto arr = v.As<Napi::Float32Array>();
-    std::lock_guard<std::mutex> lock(model_->mutex());
-    try {
-      model_->set_parameter(name, arr.Data(), static_cast<int64_t>(arr.ElementLength()));
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(info.Env(), e.what());
-    }
-    return info.Env().Undefined();
-  }
+  Napi::Value SetParameter(const Napi::CallbackInfo& info) { return set_parameter_of(info, *model_); }
 
   // (out Float32Array (B, latent, H/32, W/32), images Float32Array (B, 3, H, W), B, H, W) -> Promise
   Napi::Value Encode(const Napi::CallbackInfo& info) {

@@ -2,9 +2,12 @@
 #pragma once
 #include <napi.h>
 
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "models/param_store.h"
+#include "napi_call.h"
 
 namespace lt {
 
@@ -20,6 +23,30 @@ inline Napi::Array named_shapes(Napi::Env env, const std::vector<NamedShape>& li
     out.Set(i, o);
   }
   return out;
+}
+
+// model.parameters() as [{name, shape}], under the model's lock.
+template <typename Model>
+Napi::Value parameters_of(const Napi::CallbackInfo& info, Model& model) {
+  std::lock_guard<std::mutex> lock(model.mutex());
+  return named_shapes(info.Env(), model.parameters());
+}
+
+// (name, Float32Array): copies one frozen parameter in, under the model's lock.
+template <typename Model>
+Napi::Value set_parameter_of(const Napi::CallbackInfo& info, Model& model) {
+  OpCall call(info, "setParameter");
+  std::string name = call.string(0, "name");
+  Napi::Value v = info[1];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) call.fail_type("a Float32Array", "data", v);
+  auto arr = v.As<Napi::Float32Array>();
+  std::lock_guard<std::mutex> lock(model.mutex());
+  try {
+    model.set_parameter(name, arr.Data(), static_cast<int64_t>(arr.ElementLength()));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+  return info.Env().Undefined();
 }
 
 void register_encoders(Napi::Env env, Napi::Object exports);

@@ -67,22 +67,9 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     }
   }
 
-  Napi::Value Parameters(const Napi::CallbackInfo& info) {
-    return locked(info, [&] { return named_shapes(info.Env(), model_->parameters()).As<Napi::Value>(); });
-  }
+  Napi::Value Parameters(const Napi::CallbackInfo& info) { return parameters_of(info, *model_); }
 
-  // (name, Float32Array)
-  Napi::Value SetParameter(const Napi::CallbackInfo& info) {
-    OpCall call(info, "setParameter");
-    std::string name = call.string(0, "name");
-    Napi::Value v = info[1];
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) call.fail_type("a Float32Array", "data", v);
-    auto arr = v.As<Napi::Float32Array>();
-    return locked(info, [&] {
-      model_->set_parameter(name, arr.Data(), static_cast<int64_t>(arr.ElementLength()));
-      return info.Env().Undefined();
-    });
-  }
+  Napi::Value SetParameter(const Napi::CallbackInfo& info) { return set_parameter_of(info, *model_); }
 
   // ({rank, alpha, targets: string[], dropout})
   Napi::Value EnableLora(const Napi::CallbackInfo& info) {

@@ -41,10 +41,15 @@ void gemm_tile(float* C, const float* A, const float* B, int64_t M, int64_t N, i
 
 }  // namespace
 
-void CpuOps::attention_forward(float* o, float* lse, const float* q, const float* k,
-                               const float* v, int64_t B, int64_t N, int64_t M, int64_t H,
-                               int64_t d, float scale) {
+namespace {
+
+// The forward pass shared by the training attention (lse kept, nothing masked) and the text
+// encoder's (causal and padding masks, no lse). o (B, N, H*d); lse (B, H, N) or null.
+void attention_forward_impl(float* o, float* lse, const float* q, const float* k, const float* v,
+                            const uint8_t* key_mask, bool causal, int64_t B, int64_t N, int64_t M,
+                            int64_t H, int64_t d, float scale) {
   const int64_t ld = H * d;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   parallel_for(B * H, [&](int64_t task) {
     const int64_t b = task / H, h = task % H;
     // One head's rows inside an interleaved (rows, H*d) tensor; keeps the pointer's constness.
@@ -53,23 +58,32 @@ void CpuOps::attention_forward(float* o, float* lse, const float* q, const float
     const std::vector<float> kh = gather_head(head(k, M), M, d, ld);  // (M, d)
     const std::vector<float> vh = gather_head(head(v, M), M, d, ld);  // (M, d)
     float* oh = head(o, N);                                           // (N, d) rows strided by ld
-    float* lse_h = lse + (b * H + h) * N;       // (N)
+    const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;      // (M)
+    const bool masked = mask || causal;
     const auto& ks = active_kernels();
-    std::vector<float> s(kBr * kBc);            // (kBr, kBc) scores, then probabilities
-    std::vector<float> acc(kBr * d);            // (kBr, d) unnormalised output
+    std::vector<float> s(kBr * kBc);  // (kBr, kBc) scores, then probabilities
+    std::vector<float> acc(kBr * d);  // (kBr, d) unnormalised output
     std::vector<float> row_max(kBr), row_sum(kBr);
     for (int64_t i0 = 0; i0 < N; i0 += kBr) {
       const int64_t br = std::min(kBr, N - i0);
-      std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<float>::infinity());
+      std::fill(row_max.begin(), row_max.end(), kNegInf);
       std::fill(row_sum.begin(), row_sum.end(), 0.0f);
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j0 = 0; j0 < M; j0 += kBc) {
+      const int64_t key_end = causal ? std::min(M, i0 + br) : M;  // later keys are all masked
+      for (int64_t j0 = 0; j0 < key_end; j0 += kBc) {
         const int64_t bc = std::min(kBc, M - j0);
         // s = scale * q_i k_j^T   (br, bc)
         gemm_tile(s.data(), qh.data() + i0 * d, kh.data() + j0 * d, br, bc, d, false, true, scale, 0.0f, d, d, kBc);
         for (int64_t r = 0; r < br; ++r) {
           float* srow = s.data() + r * kBc;
+          if (masked)
+            for (int64_t c = 0; c < bc; ++c)
+              if ((mask && !mask[j0 + c]) || (causal && j0 + c > i0 + r)) srow[c] = kNegInf;
           const float m_new = std::max(row_max[r], ks.row_max(srow, bc));
+          if (m_new == kNegInf) {  // nothing visible to this row yet: contributes nothing
+            std::fill(srow, srow + bc, 0.0f);
+            continue;
+          }
           const float correction = std::exp(row_max[r] - m_new);  // exp(-inf) = 0 on the first block
           row_sum[r] = row_sum[r] * correction + ks.exp_shift_sum(srow, bc, m_new);
           row_max[r] = m_new;
@@ -80,63 +94,27 @@ void CpuOps::attention_forward(float* o, float* lse, const float* q, const float
         gemm_tile(acc.data(), s.data(), vh.data() + j0 * d, br, d, bc, false, false, 1.0f, 1.0f, kBc, d, d);
       }
       for (int64_t r = 0; r < br; ++r) {
-        const float inv = 1.0f / row_sum[r];
+        const float inv = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;  // a row that saw no key: zeros
         float* orow = oh + (i0 + r) * ld;
         for (int64_t c = 0; c < d; ++c) orow[c] = acc[r * d + c] * inv;
-        lse_h[i0 + r] = row_max[r] + std::log(row_sum[r]);
+        if (lse) lse[(b * H + h) * N + i0 + r] = row_max[r] + std::log(row_sum[r]);
       }
     }
   });
 }
 
+}  // namespace
+
+void CpuOps::attention_forward(float* o, float* lse, const float* q, const float* k,
+                               const float* v, int64_t B, int64_t N, int64_t M, int64_t H,
+                               int64_t d, float scale) {
+  attention_forward_impl(o, lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
+}
+
 void CpuOps::attention_masked_forward(float* o, const float* q, const float* k, const float* v,
                                       const uint8_t* key_mask, bool causal, int64_t B, int64_t N,
                                       int64_t M, int64_t H, int64_t d, float scale) {
-  const int64_t ld = H * d;
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  parallel_for(B * H, [&](int64_t task) {
-    const int64_t b = task / H, h = task % H;
-    auto head = [&](auto* base, int64_t rows) { return base + b * rows * ld + h * d; };
-    const std::vector<float> qh = gather_head(head(q, N), N, d, ld);  // (N, d)
-    const std::vector<float> kh = gather_head(head(k, M), M, d, ld);  // (M, d)
-    const std::vector<float> vh = gather_head(head(v, M), M, d, ld);  // (M, d)
-    float* oh = head(o, N);
-    const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;
-    const auto& ks = active_kernels();
-    std::vector<float> s(kBr * kBc), acc(kBr * d), row_max(kBr), row_sum(kBr);
-    for (int64_t i0 = 0; i0 < N; i0 += kBr) {
-      const int64_t br = std::min(kBr, N - i0);
-      std::fill(row_max.begin(), row_max.end(), kNegInf);
-      std::fill(row_sum.begin(), row_sum.end(), 0.0f);
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      const int64_t key_end = causal ? std::min(M, i0 + br) : M;  // later keys are all masked
-      for (int64_t j0 = 0; j0 < key_end; j0 += kBc) {
-        const int64_t bc = std::min(kBc, M - j0);
-        gemm_tile(s.data(), qh.data() + i0 * d, kh.data() + j0 * d, br, bc, d, false, true, scale, 0.0f, d, d, kBc);
-        for (int64_t r = 0; r < br; ++r) {
-          float* srow = s.data() + r * kBc;
-          for (int64_t c = 0; c < bc; ++c)
-            if ((mask && !mask[j0 + c]) || (causal && j0 + c > i0 + r)) srow[c] = kNegInf;
-          const float m_new = std::max(row_max[r], ks.row_max(srow, bc));
-          if (m_new == kNegInf) {  // nothing visible yet: contributes nothing
-            std::fill(srow, srow + bc, 0.0f);
-            continue;
-          }
-          const float correction = std::exp(row_max[r] - m_new);
-          row_sum[r] = row_sum[r] * correction + ks.exp_shift_sum(srow, bc, m_new);
-          row_max[r] = m_new;
-          if (correction != 1.0f)
-            for (int64_t c = 0; c < d; ++c) acc[r * d + c] *= correction;
-        }
-        gemm_tile(acc.data(), s.data(), vh.data() + j0 * d, br, d, bc, false, false, 1.0f, 1.0f, kBc, d, d);
-      }
-      for (int64_t r = 0; r < br; ++r) {
-        const float inv = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;
-        float* orow = oh + (i0 + r) * ld;
-        for (int64_t c = 0; c < d; ++c) orow[c] = acc[r * d + c] * inv;
-      }
-    }
-  });
+  attention_forward_impl(o, nullptr, q, k, v, key_mask, causal, B, N, M, H, d, scale);
 }
 
 void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* dout,

@@ -212,7 +212,7 @@ void Prior::get_lora_grad(const std::string& name, float* host, int64_t n) const
   ops_.download(host, which[0] == 'A' ? t.dA : t.dB, n);
 }
 
-void Prior::get_optimizer_state(const std::string& name, float* host, int64_t n) const {
+float* Prior::optimizer_buffer(const std::string& name, int64_t n) const {
   for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
     const std::string s(suffix);
     if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
@@ -221,27 +221,18 @@ void Prior::get_optimizer_state(const std::string& name, float* host, int64_t n)
       const LoraTensors& t = lora_tensors(param, &which);
       check_count(name, lora_numel(lora_parameters(), param), n);
       const bool a = which[0] == 'A', avg = s == ".exp_avg";
-      ops_.download(host, a ? (avg ? t.mA : t.vA) : (avg ? t.mB : t.vB), n);
-      return;
+      return a ? (avg ? t.mA : t.vA) : (avg ? t.mB : t.vB);
     }
   }
   throw std::invalid_argument("no optimizer state named '" + name + "'");
 }
 
+void Prior::get_optimizer_state(const std::string& name, float* host, int64_t n) const {
+  ops_.download(host, optimizer_buffer(name, n), n);
+}
+
 void Prior::set_optimizer_state(const std::string& name, const float* host, int64_t n) {
-  for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
-    const std::string s(suffix);
-    if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
-      const std::string param = name.substr(0, name.size() - s.size());
-      const char* which;
-      const LoraTensors& t = lora_tensors(param, &which);
-      check_count(name, lora_numel(lora_parameters(), param), n);
-      const bool a = which[0] == 'A', avg = s == ".exp_avg";
-      ops_.upload(a ? (avg ? t.mA : t.vA) : (avg ? t.mB : t.vB), host, n);
-      return;
-    }
-  }
-  throw std::invalid_argument("no optimizer state named '" + name + "'");
+  ops_.upload(optimizer_buffer(name, n), host, n);
 }
 
 void Prior::plan(const StepShape& s, bool train) {

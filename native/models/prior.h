@@ -94,6 +94,8 @@ class Prior {
                        const float* x_drop, float* dx_scratch, int64_t rows, bool train,
                        uint64_t seed);
   const LoraTensors& lora_tensors(const std::string& name, const char** which) const;
+  // The AdamW moment buffer "<lora param>.exp_avg" or ".exp_avg_sq", checked to hold n values.
+  float* optimizer_buffer(const std::string& name, int64_t n) const;
 
   Ops& ops_;
   PriorConfig config_;
