@@ -1,5 +1,6 @@
 // One LoRA training step of the prior (forward, MSE, backward, clip, AdamW), run in a process
 // of its own so that its peak memory is its own. Prints one JSON line.
+import { readFileSync } from 'node:fs';
 import { Prior, type PriorConfig } from '../src/prior.js';
 import { Rng } from '../src/rng.js';
 import type { Tensor } from '../src/tensor.js';
@@ -11,6 +12,18 @@ export interface PriorStepCase {
   W: number;
   T: number;
   rank: number;
+}
+
+/** This process's peak resident memory in KiB: VmHWM on Linux (getrusage's maxrss also counts
+ * the parent's peak, inherited across fork and exec), else resourceUsage. */
+function peakRssKiB(): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]);
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS;
 }
 
 async function main() {
@@ -38,7 +51,7 @@ async function main() {
     times.push((performance.now() - t0) / 1000);
   }
   times.sort((a, b) => a - b);
-  const peak = process.resourceUsage().maxRSS; // KiB
+  const peak = peakRssKiB();
   console.log(JSON.stringify({ seconds: times[Math.floor(times.length / 2)], peak_rss_mb: peak / 1024, activation_mb: prior.activationBytes() / 2 ** 20 }));
 }
 
