@@ -57,7 +57,8 @@ export function convertCheckpoint(input: string, output: string, key?: string): 
 export async function main(argv: string[]): Promise<void> {
   await yargs(argv)
     .scriptName('lora-train')
-    .usage('$0 --config <config> [options]\n\nLoRA fine-tuning of the Würstchen v2 prior (Stage C).')
+    .usage('$0 --config <config> [options]')
+    .epilogue('LoRA fine-tuning of the Würstchen v2 prior (Stage C). The built-in demo: lora-train --config twemoji_tiny_wuerstchen')
     .command(
       ['train [name]', '$0'],
       'Train a LoRA (the default command); `train <name>` is the same as --config <name>',
@@ -101,6 +102,7 @@ export async function main(argv: string[]): Promise<void> {
       console.log(JSON.stringify(native().info(), null, 2));
     })
     .strict()
+    .wrap(Math.min(110, process.stdout.columns || 100))
     .help()
     .fail((msg, err, y) => {
       if (err) throw err;
