@@ -123,6 +123,23 @@ export class EmbeddingCache {
     writeSafetensors(file, tensors, { key, checksum: tensorChecksum(tensors) });
   }
 
+  /** The cached values for many keys; compute(missing) is called once with the indices of the
+   * keys that are missing or damaged and returns their values in that order. */
+  async getMany(keys: string[], compute: (missing: number[]) => Promise<Record<string, Tensor>[]>): Promise<Record<string, Tensor>[]> {
+    const values = keys.map((k) => this.read(k));
+    const missing = values.flatMap((v, i) => (v ? [] : [i]));
+    this.stats.hits += keys.length - missing.length;
+    this.stats.misses += missing.length;
+    if (missing.length) {
+      const computed = await compute(missing);
+      missing.forEach((index, j) => {
+        this.write(keys[index]!, computed[j]!);
+        values[index] = computed[j]!;
+      });
+    }
+    return values as Record<string, Tensor>[];
+  }
+
   /** The cached value, or compute(), stored, when missing or damaged. */
   async get(key: string, compute: () => Promise<Record<string, Tensor>>): Promise<Record<string, Tensor>> {
     const cached = this.read(key);

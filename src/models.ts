@@ -2,7 +2,10 @@
 // from the built-in tiny stack, a folder, or the local Hugging Face cache.
 import { TINY_MODEL_ID, tinyModel } from './builtin.js';
 import { ConfigError, type LoraTrainConfig } from './config.js';
-import { resolveRepo } from './hub.js';
+import { readFileSync } from 'node:fs';
+import { extname, join } from 'node:path';
+import { resolveRepo, resolveRepoFile } from './hub.js';
+import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from './image-encoder.js';
 import { loadPrior } from './prior.js';
 import { TextEncoder } from './text-encoder.js';
 import { ClipTokenizer } from './tokenizer.js';
@@ -27,3 +30,17 @@ export async function loadModels(cfg: LoraTrainConfig, file: string, seed: numbe
   return { prior, tokenizer, textEncoder, textSnapshot };
 }
 
+
+/** The EfficientNet encoder a config names: the built-in tiny one, a file (.safetensors, or a
+ * .pt read safely under `key`), or a file of a Hub repository in the local cache. */
+export function loadImageEncoder(cfg: LoraTrainConfig, file: string): { imageEncoder: ImageEncoder; imageFile: string } {
+  const ie = required(cfg.model?.image_encoder, 'model.image_encoder', file);
+  const builtin = ie.path === TINY_MODEL_ID;
+  const imageFile = builtin
+    ? join(tinyModel(), 'image_encoder', 'effnet.safetensors')
+    : ie.path ?? resolveRepoFile(required(ie.repo, 'model.image_encoder.repo', file), required(ie.file, 'model.image_encoder.file', file));
+  const configFile = builtin ? join(tinyModel(), 'image_encoder', 'config.json') : ie.config;
+  const config = configFile ? (JSON.parse(readFileSync(configFile, 'utf8')) as ImageEncoderConfig) : EFFICIENTNET_V2_S;
+  const imageEncoder = extname(imageFile) === '.pt' ? ImageEncoder.loadCheckpoint(imageFile, ie.key ?? 'effnet_state_dict', config) : ImageEncoder.load(imageFile, config);
+  return { imageEncoder, imageFile };
+}

@@ -5,21 +5,19 @@
 // or (seed, step), so a resumed run draws exactly what an uninterrupted one would.
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { extname, join } from 'node:path';
+import { join } from 'node:path';
 import type { LoadedConfig, LoraTrainConfig } from './config.js';
 import { ConfigError } from './config.js';
 import { ImageTransform } from './data/transforms.js';
 import { type DatasetItem, loadDataset } from './data/dataset.js';
 import { EmbeddingCache, sha256 } from './embedding-cache.js';
-import { TINY_MODEL_ID, TWEMOJI_DATASET_ID, tinyModel, twemojiDataset } from './builtin.js';
-import { resolveRepoFile } from './hub.js';
+import { TWEMOJI_DATASET_ID, twemojiDataset } from './builtin.js';
 import { writeReport } from './report.js';
-import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from './image-encoder.js';
 import { type EvalItem, fixedNoiseLoss } from './evaluate.js';
 import { addNoise } from './noise.js';
 import { Progress } from './progress.js';
 import { generateEmbeddings, saveEmbeddings } from './sample.js';
-import { loadModels, required } from './models.js';
+import { loadImageEncoder, loadModels, required } from './models.js';
 import { Rng } from './rng.js';
 import { readSafetensors, getTensor, writeSafetensors } from './safetensors.js';
 import { lrFactor, type ScheduleName } from './schedule.js';
@@ -108,13 +106,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 
   // ---- models
   const { prior, tokenizer, textEncoder, textSnapshot } = await loadModels(cfg, file, seed);
-  const model = cfg.model!;
-  const ie = required(model.image_encoder, 'model.image_encoder', file);
-  const builtinImage = ie.path === TINY_MODEL_ID;
-  const imageFile = builtinImage ? join(tinyModel(), 'image_encoder', 'effnet.safetensors') : ie.path ?? resolveRepoFile(required(ie.repo, 'model.image_encoder.repo', file), required(ie.file, 'model.image_encoder.file', file));
-  const imageConfigFile = builtinImage ? join(tinyModel(), 'image_encoder', 'config.json') : ie.config;
-  const imageConfig = imageConfigFile ? (JSON.parse(readFileSync(imageConfigFile, 'utf8')) as ImageEncoderConfig) : EFFICIENTNET_V2_S;
-  const imageEncoder = extname(imageFile) === '.pt' ? ImageEncoder.loadCheckpoint(imageFile, ie.key ?? 'effnet_state_dict', imageConfig) : ImageEncoder.load(imageFile, imageConfig);
+  const { imageEncoder, imageFile } = loadImageEncoder(cfg, file);
   if (imageEncoder.config.latent_channels !== prior.config.c_in)
     throw new Error(`the image encoder's ${imageEncoder.config.latent_channels} latent channels differ from the prior's c_in ${prior.config.c_in}`);
 
@@ -131,14 +123,21 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const useCache = cfg.cache_embeddings ?? true;
   const textPrint = cache.weightsFingerprint([join(resolveTextFolder(textSnapshot), 'config.json'), ...weightFilesOf(resolveTextFolder(textSnapshot)), join(resolveTokenizerFolder(textSnapshot), 'tokenizer.json')]);
   const imagePrint = cache.weightsFingerprint([imageFile]);
-  const encodeText = async (caption: string): Promise<Tensor> => {
-    const run = async () => {
-      const hidden = await textEncoder.encode(await tokenizer.encode([caption]));
-      return { embedding: { data: hidden.data, shape: hidden.shape.slice(1) } };
-    };
-    const key = EmbeddingCache.key({ kind: 'text', caption, encoder: textPrint });
-    return (useCache ? await cache.get(key, run) : await run()).embedding!;
+  // Text embeddings for every distinct caption, the missing ones encoded in batches.
+  const captions = [...new Set(items.flatMap((item) => item.captions))];
+  const textBatch = 32;
+  const encodeCaptions = async (texts: string[]) => {
+    const out: Record<string, Tensor>[] = [];
+    for (let i = 0; i < texts.length; i += textBatch) {
+      const hidden = await textEncoder.encode(await tokenizer.encode(texts.slice(i, i + textBatch)));
+      const per = hidden.data.length / hidden.shape[0]!;
+      for (let b = 0; b < hidden.shape[0]!; b++) out.push({ embedding: { data: hidden.data.slice(b * per, (b + 1) * per), shape: hidden.shape.slice(1) } });
+    }
+    return out;
   };
+  const textKeys = captions.map((caption) => EmbeddingCache.key({ kind: 'text', caption, encoder: textPrint }));
+  const textValues = useCache ? await cache.getMany(textKeys, (missing) => encodeCaptions(missing.map((i) => captions[i]!))) : await encodeCaptions(captions);
+  const textEmbedding = new Map(captions.map((c, i) => [c, textValues[i]!.embedding!]));
   const encodeImage = async (bytes: Uint8Array, contentHash: string, plan: ReturnType<ImageTransform['plan']>): Promise<Tensor> => {
     const run = async () => {
       const pixels = await transform.apply(bytes, plan);
@@ -157,8 +156,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     try {
       const bytes = await item.image();
       const geometry = await ImageTransform.geometry(bytes);
-      const text = [];
-      for (const caption of item.captions) text.push(await encodeText(caption));
+      const text = item.captions.map((caption) => textEmbedding.get(caption)!);
       let image: PreparedItem['image'] = null;
       if (!transform.cropVaries(geometry)) {
         const fixed = transform.plan(geometry, new Rng(0), item.source);
