@@ -11,6 +11,9 @@
 #include "cpu/cpu_ops.h"
 #include "cpu/kernels.h"
 #include "cpu/thread_pool.h"
+#ifdef LORA_TRAIN_HAVE_CUDA
+#include "cuda/cuda_ops.h"
+#endif
 #include "backends.h"
 #include "napi_call.h"
 #include "model_binding.h"
@@ -30,6 +33,13 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   out.Set("version", LORA_TRAIN_VERSION);
   Napi::Array backends = Napi::Array::New(env);
   backends.Set(0u, "cpu");
+#ifdef LORA_TRAIN_HAVE_CUDA
+  backends.Set(1u, "cuda");
+  const std::string reason = cuda::unavailable_reason();
+  out.Set("cuda", reason.empty() ? Napi::Value(Napi::Boolean::New(env, true)) : Napi::Value(Napi::String::New(env, reason)));
+#else
+  out.Set("cuda", "this build has no CUDA backend");
+#endif
   out.Set("backends", backends);
   Napi::Object cpu = Napi::Object::New(env);
   cpu.Set("kernels", cpu::active_kernels().name);
@@ -383,7 +393,18 @@ Ops& backend_for(OpCall& call, size_t i) {
   static cpu::CpuOps cpu_ops;
   std::string name = call.string(i, "device");
   if (name == "cpu") return cpu_ops;
+#ifdef LORA_TRAIN_HAVE_CUDA
+  if (name == "cuda") {
+    static const std::string reason = cuda::unavailable_reason();
+    if (!reason.empty()) throw Napi::Error::New(call.env(), "device 'cuda' cannot be used here: " + reason);
+    static cuda::CudaOps cuda_ops;
+    call.stage_through(cuda_ops);
+    return cuda_ops;
+  }
+  throw Napi::Error::New(call.env(), "device '" + name + "' is not available in this build (built backends: cpu, cuda)");
+#else
   throw Napi::Error::New(call.env(), "device '" + name + "' is not available in this build (built backends: cpu)");
+#endif
 }
 
 }  // namespace lt

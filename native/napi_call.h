@@ -7,6 +7,8 @@
 #pragma once
 #include <napi.h>
 
+#include "ops.h"
+
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -45,6 +47,12 @@ inline std::string describe(const Napi::Value& v) {
 class OpCall {
  public:
   OpCall(const Napi::CallbackInfo& info, const char* op) : info_(info), env_(info.Env()), op_(op) {}
+  ~OpCall() {
+    if (staging_ && !started_)  // a later argument was refused: free the copies made so far
+      for (auto& s : *staged_) staging_->release(s.device);
+  }
+  OpCall(const OpCall&) = delete;
+  OpCall& operator=(const OpCall&) = delete;
 
   Napi::Env env() const { return env_; }
 
@@ -133,7 +141,16 @@ class OpCall {
     auto arr = v.As<Napi::Float32Array>();
     if (static_cast<int64_t>(arr.ElementLength()) != length) fail_range(what, name, v);
     pins_.push_back(std::make_shared<Napi::Reference<Napi::Value>>(Napi::Persistent(v)));
-    return arr.Data();
+    if (!staging_) return arr.Data();
+    // A device backend: the op runs on a device copy, copied in before and back after.
+    staged_->push_back({arr.Data(), staging_->alloc(length > 0 ? length : 1), length});
+    return staged_->back().device;
+  }
+
+  // Ops on `device` get device copies of every Float32Array argument (bindings call this
+  // through backend_for before reading their arrays).
+  void stage_through(Ops& device) {
+    if (!device.host_memory()) staging_ = &device;
   }
 
   // Keeps a JS value (the object a method runs on) alive until the op finishes.
@@ -150,6 +167,12 @@ class OpCall {
     return start([w = std::move(work)]() { w(); return std::nan(""); }, false);
   }
   Napi::Value run_number(std::function<double()> work) { return start(std::move(work), true); }
+
+  struct Staged {
+    float* host;
+    float* device;
+    int64_t n;
+  };
 
  private:
   class Worker : public Napi::AsyncWorker {
@@ -187,6 +210,23 @@ class OpCall {
   };
 
   Napi::Value start(std::function<double()> work, bool returns_number) {
+    if (staging_) {
+      // Copy in, run, copy everything back (ops accumulate into their outputs), free.
+      work = [work = std::move(work), staged = staged_, ops = staging_]() {
+        struct Free {
+          Ops* ops;
+          std::vector<Staged>* list;
+          ~Free() {
+            for (auto& s : *list) ops->release(s.device);
+          }
+        } release{ops, staged.get()};
+        for (auto& s : *staged) ops->upload(s.device, s.host, s.n);
+        double result = work();
+        for (auto& s : *staged) ops->download(s.host, s.device, s.n);
+        return result;
+      };
+    }
+    started_ = true;
     auto* worker = new Worker(env_, op_, std::move(work), returns_number, std::move(pins_));
     Napi::Promise promise = worker->promise();
     worker->Queue();
@@ -197,6 +237,9 @@ class OpCall {
   Napi::Env env_;
   std::string op_;
   std::vector<std::shared_ptr<Napi::Reference<Napi::Value>>> pins_;
+  Ops* staging_ = nullptr;
+  bool started_ = false;
+  std::shared_ptr<std::vector<Staged>> staged_ = std::make_shared<std::vector<Staged>>();
 };
 
 }  // namespace lt

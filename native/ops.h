@@ -16,6 +16,9 @@ class Ops {
  public:
   virtual ~Ops() = default;
   virtual std::string name() const = 0;
+  // Whether buffers are host memory (CPU) or device memory (GPU backends): the JS op bindings
+  // stage host arrays through device buffers for the latter.
+  virtual bool host_memory() const { return true; }
 
   // ---- Memory: device buffers for models (host memory on the CPU backend) ------------------
   virtual float* alloc(int64_t n) = 0;  // n floats, 64-byte aligned, uninitialised

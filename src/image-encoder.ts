@@ -160,9 +160,9 @@ export class ImageEncoder {
 
   /** Checks every tensor of `source` against the config's key set, folds the batch norms into
    * their convolutions and loads the result. */
-  static fromTensors(source: TensorSource, config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' } = {}): ImageEncoder {
+  static fromTensors(source: TensorSource, config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' | 'cuda' } = {}): ImageEncoder {
     const device = options.device ?? 'cpu';
-    if (device !== 'cpu') invalid('loadImageEncoder', "'cpu' (the only backend in this build)", 'device', device);
+    if (device !== 'cpu' && device !== 'cuda') invalid('loadImageEncoder', "'cpu' or 'cuda'", 'device', device);
     const expected = expectedKeys(config);
     const problems: string[] = [];
     const present = new Set(source.names());
@@ -223,7 +223,7 @@ export class ImageEncoder {
   }
 
   /** Loads a safetensors file with the PyTorch key names (backbone.*, mapper.*). */
-  static load(path: string, config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' } = {}): ImageEncoder {
+  static load(path: string, config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' | 'cuda' } = {}): ImageEncoder {
     if (!existsSync(path)) throw new Error(`${path}: no image encoder weights here`);
     const source = safetensorsSource(path);
     try {
@@ -235,7 +235,7 @@ export class ImageEncoder {
 
   /** Loads straight from a PyTorch checkpoint (e.g. model_v2_stage_b.pt), reading the state
    * dict under `key` (default effnet_state_dict) with the safe checkpoint reader. */
-  static loadCheckpoint(path: string, key = 'effnet_state_dict', config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' } = {}): ImageEncoder {
+  static loadCheckpoint(path: string, key = 'effnet_state_dict', config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' | 'cuda' } = {}): ImageEncoder {
     const source = checkpointSource(path, key);
     try {
       return ImageEncoder.fromTensors(source, config, options);

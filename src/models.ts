@@ -16,15 +16,15 @@ export function required<T>(value: T | undefined, key: string, file: string): T 
 }
 
 /** The prior (with fresh adapters from the config), tokenizer and text encoder of a config. */
-export async function loadModels(cfg: LoraTrainConfig, file: string, seed: number) {
+export async function loadModels(cfg: LoraTrainConfig, file: string, seed: number, device: 'cpu' | 'cuda' = 'cpu') {
   const model = required(cfg.model, 'model', file);
   const priorModel = required(model.prior_model, 'model.prior_model', file);
   const priorSnapshot = priorModel === TINY_MODEL_ID ? tinyModel() : resolveRepo(priorModel, 'model');
   const lora = model.prior_lora_config ?? {};
-  const prior = await loadPrior(priorSnapshot, { lora: { rank: lora.r ?? 8, alpha: lora.lora_alpha ?? lora.r ?? 8, targets: lora.target_modules, dropout: lora.lora_dropout ?? 0, seed } });
+  const prior = await loadPrior(priorSnapshot, { device, lora: { rank: lora.r ?? 8, alpha: lora.lora_alpha ?? lora.r ?? 8, targets: lora.target_modules, dropout: lora.lora_dropout ?? 0, seed } });
   const textSnapshot = model.text_encoder_model ? resolveRepo(model.text_encoder_model, 'model') : priorSnapshot;
   const tokenizer = ClipTokenizer.load(textSnapshot);
-  const textEncoder = TextEncoder.load(textSnapshot);
+  const textEncoder = TextEncoder.load(textSnapshot, { device });
   if (textEncoder.config.hidden !== prior.config.c_cond)
     throw new Error(`the text encoder's hidden size ${textEncoder.config.hidden} differs from the prior's c_cond ${prior.config.c_cond}`);
   return { prior, tokenizer, textEncoder, textSnapshot };
@@ -33,7 +33,7 @@ export async function loadModels(cfg: LoraTrainConfig, file: string, seed: numbe
 
 /** The EfficientNet encoder a config names: the built-in tiny one, a file (.safetensors, or a
  * .pt read safely under `key`), or a file of a Hub repository in the local cache. */
-export function loadImageEncoder(cfg: LoraTrainConfig, file: string): { imageEncoder: ImageEncoder; imageFile: string } {
+export function loadImageEncoder(cfg: LoraTrainConfig, file: string, device: 'cpu' | 'cuda' = 'cpu'): { imageEncoder: ImageEncoder; imageFile: string } {
   const ie = required(cfg.model?.image_encoder, 'model.image_encoder', file);
   const builtin = ie.path === TINY_MODEL_ID;
   const imageFile = builtin
@@ -41,6 +41,6 @@ export function loadImageEncoder(cfg: LoraTrainConfig, file: string): { imageEnc
     : ie.path ?? resolveRepoFile(required(ie.repo, 'model.image_encoder.repo', file), required(ie.file, 'model.image_encoder.file', file));
   const configFile = builtin ? join(tinyModel(), 'image_encoder', 'config.json') : ie.config;
   const config = configFile ? (JSON.parse(readFileSync(configFile, 'utf8')) as ImageEncoderConfig) : EFFICIENTNET_V2_S;
-  const imageEncoder = extname(imageFile) === '.pt' ? ImageEncoder.loadCheckpoint(imageFile, ie.key ?? 'effnet_state_dict', config) : ImageEncoder.load(imageFile, config);
+  const imageEncoder = extname(imageFile) === '.pt' ? ImageEncoder.loadCheckpoint(imageFile, ie.key ?? 'effnet_state_dict', config, { device }) : ImageEncoder.load(imageFile, config, { device });
   return { imageEncoder, imageFile };
 }

@@ -9,6 +9,8 @@ import { packageRoot } from './package-root.js';
 export interface NativeInfo {
   version: string;
   backends: string[];
+  /** true when a CUDA device can be used, else why not. */
+  cuda: true | string;
   cpu: { kernels: string; availableKernels: string[]; threads: number; vendor: string; brand: string; family: number; model: number };
 }
 

@@ -5,14 +5,14 @@
 import { native } from './native.js';
 import { ShapeCheck, type Tensor, invalid, numel } from './tensor.js';
 
-export type Device = 'cpu';
+export type Device = 'cpu' | 'cuda';
 export interface DeviceOption {
   device?: Device;
 }
 
 function device(op: string, opts?: DeviceOption): Device {
   const d = opts?.device ?? 'cpu';
-  if (d !== 'cpu') invalid(op, "'cpu' (the only backend in this build)", 'device', d);
+  if (d !== 'cpu' && d !== 'cuda') invalid(op, "'cpu' or 'cuda'", 'device', d);
   return d;
 }
 

@@ -32,7 +32,7 @@ export interface LoraOptions {
 }
 
 export interface LoadPriorOptions {
-  device?: 'cpu';
+  device?: 'cpu' | 'cuda';
   lora?: LoraOptions;
 }
 
@@ -126,14 +126,14 @@ export class Prior {
 
   private constructor(
     readonly config: PriorConfig,
-    readonly device: 'cpu',
+    readonly device: 'cpu' | 'cuda',
     private readonly model: NativePrior,
   ) {}
 
   /** Loads config and weights (F32, F16 or BF16; single file or sharded), checking every tensor. */
   static async load(dir: string, options: LoadPriorOptions = {}): Promise<Prior> {
     const device = options.device ?? 'cpu';
-    if (device !== 'cpu') invalid('loadPrior', "'cpu' (the only backend in this build)", 'device', device);
+    if (device !== 'cpu' && device !== 'cuda') invalid('loadPrior', "'cpu' or 'cuda'", 'device', device);
     const folder = resolvePriorFolder(dir);
     const config = readPriorConfig(join(folder, 'config.json'));
     const Ctor = (native() as unknown as { Prior: new (device: string, config: PriorConfig) => NativePrior }).Prior;
@@ -149,6 +149,7 @@ export class Prior {
    * built-in demo model. */
   static random(config: PriorConfig, options: LoadPriorOptions & { seed?: number } = {}): Prior {
     const device = options.device ?? 'cpu';
+    if (device !== 'cpu' && device !== 'cuda') invalid('Prior.random', "'cpu' or 'cuda'", 'device', device);
     const Ctor = (native() as unknown as { Prior: new (device: string, config: PriorConfig) => NativePrior }).Prior;
     const model = new Ctor(device, config);
     const rng = new Rng(options.seed ?? 0);

@@ -60,9 +60,9 @@ export class TextEncoder {
 
   /** Loads text_encoder/ (config.json + model.safetensors, F32/F16/BF16, or sharded) from a
    * folder or a snapshot holding it. */
-  static load(dir: string, options: { device?: 'cpu' } = {}): TextEncoder {
+  static load(dir: string, options: { device?: 'cpu' | 'cuda' } = {}): TextEncoder {
     const device = options.device ?? 'cpu';
-    if (device !== 'cpu') invalid('loadTextEncoder', "'cpu' (the only backend in this build)", 'device', device);
+    if (device !== 'cpu' && device !== 'cuda') invalid('loadTextEncoder', "'cpu' or 'cuda'", 'device', device);
     const folder = existsSync(join(dir, 'text_encoder', 'config.json')) ? join(dir, 'text_encoder') : dir;
     if (!existsSync(join(folder, 'config.json'))) throw new Error(`${dir}: no text encoder here (looked for text_encoder/config.json and config.json)`);
     const config = readTextEncoderConfig(join(folder, 'config.json'));

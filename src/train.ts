@@ -99,14 +99,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { config: cfg, file } = options.config;
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const device = options.device ?? cfg.device ?? 'cpu';
-  if (device !== 'cpu') throw new Error(`device '${device}' is not available in this build (built backends: cpu)`);
   const seed = options.seed ?? cfg.seed ?? 0;
   const workDir = options.workDir ?? cfg.work_dir ?? join('work_dirs', options.config.name);
   mkdirSync(workDir, { recursive: true });
 
   // ---- models
-  const { prior, tokenizer, textEncoder, textSnapshot } = await loadModels(cfg, file, seed);
-  const { imageEncoder, imageFile } = loadImageEncoder(cfg, file);
+  const { prior, tokenizer, textEncoder, textSnapshot } = await loadModels(cfg, file, seed, device);
+  const { imageEncoder, imageFile } = loadImageEncoder(cfg, file, device);
   if (imageEncoder.config.latent_channels !== prior.config.c_in)
     throw new Error(`the image encoder's ${imageEncoder.config.latent_channels} latent channels differ from the prior's c_in ${prior.config.c_in}`);
 

@@ -1,0 +1,137 @@
+// The backend parity cases (ggml's test-backend-ops): every op of the fixture suite, and a whole
+// prior LoRA step, run on any device; shared by tests/parity.test.ts and bench/gpu-check.ts.
+import { join } from 'node:path';
+import * as ops from '../src/ops.js';
+import { Prior } from '../src/prior.js';
+import { getTensor, readSafetensors, type SafetensorsFile } from '../src/safetensors.js';
+import type { Tensor } from '../src/tensor.js';
+
+export const FWD = 1e-5;
+export const GRAD = 1e-4;
+
+export interface FixtureCase {
+  op: string;
+  id: string;
+  [param: string]: unknown;
+}
+
+class Fixture {
+  readonly cases: FixtureCase[];
+  constructor(readonly file: SafetensorsFile) {
+    this.cases = JSON.parse(file.metadata.cases ?? '[]') as FixtureCase[];
+  }
+  casesOf(op: string): FixtureCase[] {
+    return this.cases.filter((c) => c.op === op);
+  }
+  tensor(c: FixtureCase, key: string): Tensor {
+    return getTensor(this.file, `${c.id}.${key}`);
+  }
+}
+
+const num = (v: unknown) => v as number;
+export type Device = ops.Device;
+export type Outputs = Record<string, { tensor: Tensor | Float32Array | undefined; tolerance: number }>;
+
+/** Runs one fixture case on a device; returns its outputs with the tolerance each needs. */
+function makeRunners(fx: Fixture): Record<string, (c: FixtureCase, device: Device) => Promise<Outputs>> {
+  return {
+    gemm: async (c, device) => {
+      const out = c.beta !== 0 ? fx.tensor(c, 'C0') : undefined;
+      const C = await ops.matmul(fx.tensor(c, 'A'), fx.tensor(c, 'B'), { transA: !!c.transA, transB: !!c.transB, alpha: num(c.alpha), beta: num(c.beta), out, device });
+      return { C: { tensor: C, tolerance: FWD } };
+    },
+    linear: async (c, device) => {
+      const [x, W, b] = [fx.tensor(c, 'x'), fx.tensor(c, 'W'), fx.tensor(c, 'b')];
+      const g = await ops.linearBackward(fx.tensor(c, 'dy'), x, W, { weight: true, bias: true, device });
+      return { y: { tensor: await ops.linear(x, W, b, { device }), tolerance: FWD }, dx: { tensor: g.dx, tolerance: GRAD }, dW: { tensor: g.dWeight, tolerance: GRAD }, db: { tensor: g.dBias, tolerance: GRAD } };
+    },
+    lora_linear: async (c, device) => {
+      const [x, W, b] = [fx.tensor(c, 'x'), fx.tensor(c, 'W'), fx.tensor(c, 'b')];
+      const lora = { down: fx.tensor(c, 'A'), up: fx.tensor(c, 'B'), scale: num(c.scale) };
+      const { y, xa } = await ops.loraLinear(x, W, b, lora, { device });
+      const g = await ops.loraLinearBackward(fx.tensor(c, 'dy'), x, xa, W, lora, { device });
+      return { y: { tensor: y, tolerance: FWD }, dA: { tensor: g.dDown, tolerance: GRAD }, dB: { tensor: g.dUp, tolerance: GRAD }, dx: { tensor: g.dx, tolerance: GRAD } };
+    },
+    attention: async (c, device) => {
+      const [q, k, v] = [fx.tensor(c, 'q'), fx.tensor(c, 'k'), fx.tensor(c, 'v')];
+      const { out, lse } = await ops.attention(q, k, v, num(c.H), { device });
+      const g = await ops.attentionBackward(fx.tensor(c, 'do'), q, k, v, out, lse, num(c.H), { device });
+      return { o: { tensor: out, tolerance: FWD }, lse: { tensor: lse, tolerance: FWD }, dq: { tensor: g.dq, tolerance: GRAD }, dk: { tensor: g.dk, tolerance: GRAD }, dv: { tensor: g.dv, tolerance: GRAD } };
+    },
+    layernorm: async (c, device) => {
+      const { y, mean, rstd } = await ops.layerNorm(fx.tensor(c, 'x'), num(c.eps), { device });
+      return { y: { tensor: y, tolerance: FWD }, dx: { tensor: await ops.layerNormBackward(fx.tensor(c, 'dy'), fx.tensor(c, 'x'), mean, rstd, { device }), tolerance: GRAD } };
+    },
+    activation: async (c, device) => {
+      const kind = c.kind as ops.Activation;
+      const slope = c.slope === undefined ? undefined : num(c.slope);
+      return {
+        y: { tensor: await ops.activation(kind, fx.tensor(c, 'x'), { slope, device }), tolerance: FWD },
+        dx: { tensor: await ops.activationBackward(kind, fx.tensor(c, 'dy'), fx.tensor(c, 'x'), { slope, device }), tolerance: GRAD },
+      };
+    },
+    grn: async (c, device) => {
+      const [u, gamma, beta] = [fx.tensor(c, 'u'), fx.tensor(c, 'gamma'), fx.tensor(c, 'beta')];
+      const g = await ops.globalResponseNormBackward(fx.tensor(c, 'dy'), u, gamma, { weight: true, bias: true, eps: num(c.eps), device });
+      return { y: { tensor: await ops.globalResponseNorm(u, gamma, beta, { eps: num(c.eps), device }), tolerance: FWD }, du: { tensor: g.du, tolerance: GRAD }, dgamma: { tensor: g.dGamma, tolerance: GRAD }, dbeta: { tensor: g.dBeta, tolerance: GRAD } };
+    },
+    depthwise: async (c, device) => {
+      const [x, w, b] = [fx.tensor(c, 'x'), fx.tensor(c, 'w'), fx.tensor(c, 'b')];
+      const g = await ops.depthwiseConv3x3Backward(fx.tensor(c, 'dy'), x, w, { weight: true, bias: true, device });
+      return { y: { tensor: await ops.depthwiseConv3x3(x, w, b, { device }), tolerance: FWD }, dx: { tensor: g.dx, tolerance: GRAD }, dw: { tensor: g.dWeight, tolerance: GRAD }, db: { tensor: g.dBias, tolerance: GRAD } };
+    },
+    conv1x1: async (c, device) => {
+      const [x, w, b] = [fx.tensor(c, 'x'), fx.tensor(c, 'w'), fx.tensor(c, 'b')];
+      const g = await ops.conv1x1Backward(fx.tensor(c, 'dy'), x, w, { weight: true, bias: true, device });
+      return { y: { tensor: await ops.conv1x1(x, w, b, { device }), tolerance: FWD }, dx: { tensor: g.dx, tolerance: GRAD }, dw: { tensor: g.dWeight, tolerance: GRAD }, db: { tensor: g.dBias, tolerance: GRAD } };
+    },
+    mse: async (c, device) => {
+      const { loss, dpred } = await ops.mseLoss(fx.tensor(c, 'pred'), fx.tensor(c, 'target'), { device });
+      return { loss: { tensor: new Float32Array([loss]), tolerance: FWD }, dpred: { tensor: dpred, tolerance: GRAD } };
+    },
+  };
+}
+
+export interface ParityCase {
+  name: string;
+  run(device: Device): Promise<Outputs>;
+}
+
+/** Every op case of tests/fixtures/ops.safetensors, then one prior LoRA step. */
+export function parityCases(fixturesDir: string): ParityCase[] {
+  const fx = new Fixture(readSafetensors(join(fixturesDir, 'ops.safetensors')));
+  const runners = makeRunners(fx);
+  const cases: ParityCase[] = [];
+  for (const [op, run] of Object.entries(runners)) for (const c of fx.casesOf(op)) cases.push({ name: c.id, run: (device) => run(c, device) });
+  cases.push({
+    name: 'prior LoRA step (c 64, depth 3, every LoRA target)',
+    async run(device) {
+      const ref = readSafetensors(join(fixturesDir, 'prior', 'bf16_sharded_all_targets', 'reference.safetensors'));
+      const t = (k: string) => getTensor(ref, k);
+      const config = { c_in: 16, c: 64, c_cond: 32, c_r: 64, depth: 3, nhead: 4, dropout: 0.1 };
+      const lora = { rank: 8, alpha: 4, targets: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'], seed: 2 };
+      const prior = Prior.random(config, { seed: 1, lora, device });
+      prior.setLoraWeights(Object.fromEntries(Object.entries(prior.loraWeights()).map(([k, w]) => [k, { data: w.data.map((_, i) => Math.sin(i) * 0.05), shape: w.shape }])));
+      const { loss, grads } = await prior.lossAndGrad(t('x'), t('r'), t('clip'), t('target'), { seed: 9, train: true });
+      const out: Outputs = { loss: { tensor: new Float32Array([loss]), tolerance: FWD } };
+      for (const [k, g] of Object.entries(grads)) out[k] = { tensor: g, tolerance: GRAD };
+      return out;
+    },
+  });
+  return cases;
+}
+
+/** max |a - b| / max |b| */
+export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) return Infinity;
+  let diff = 0;
+  let ref = 0;
+  for (let i = 0; i < expected.length; i++) {
+    if (Number.isNaN(actual[i]!) !== Number.isNaN(expected[i]!)) return Infinity;
+    diff = Math.max(diff, Math.abs(actual[i]! - expected[i]!));
+    ref = Math.max(ref, Math.abs(expected[i]!));
+  }
+  return ref === 0 ? diff : diff / ref;
+}
+
+export const dataOf = (t: Tensor | Float32Array | undefined): Float32Array => (t instanceof Float32Array ? t : t ? t.data : new Float32Array(0));

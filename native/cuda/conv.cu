@@ -1,0 +1,154 @@
+// Convolutions on the device: depthwise k x k (channels last), general k x k (direct), 1x1 (NCHW, GEMM).
+#include "common.cuh"
+#include "cuda_ops.h"
+#include "gemm.cuh"
+
+namespace lt::cuda {
+namespace {
+
+// y (B, Ho, Wo, C) for a depthwise k x k convolution, padding k / 2.
+__global__ void depthwise_forward_kernel(float* y, const float* x, const float* w, const float* bias, int64_t B,
+                                         int64_t H, int64_t W, int64_t C, int64_t k, int64_t stride) {
+  const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
+  LT_FOR(i, B * Ho * Wo * C) {
+    const int64_t c = i % C, ox = (i / C) % Wo, oy = (i / (C * Wo)) % Ho, b = i / (C * Wo * Ho);
+    float acc = bias ? bias[c] : 0.0f;
+    for (int64_t ky = 0; ky < k; ++ky) {
+      const int64_t iy = oy * stride + ky - pad;
+      if (iy < 0 || iy >= H) continue;
+      for (int64_t kx = 0; kx < k; ++kx) {
+        const int64_t ix = ox * stride + kx - pad;
+        if (ix < 0 || ix >= W) continue;
+        acc += w[c * k * k + ky * k + kx] * x[((b * H + iy) * W + ix) * C + c];
+      }
+    }
+    y[i] = acc;
+  }
+}
+
+// dx for the 3x3 stride-1 case: gathers from the output neighbourhood.
+__global__ void depthwise3_backward_input_kernel(float* dx, const float* dy, const float* w, int64_t B, int64_t H,
+                                                 int64_t W, int64_t C) {
+  LT_FOR(i, B * H * W * C) {
+    const int64_t c = i % C, xw = (i / C) % W, xh = (i / (C * W)) % H, b = i / (C * W * H);
+    float acc = 0.0f;
+    for (int ky = 0; ky < 3; ++ky) {
+      const int64_t oy = xh - ky + 1;
+      if (oy < 0 || oy >= H) continue;
+      for (int kx = 0; kx < 3; ++kx) {
+        const int64_t ox = xw - kx + 1;
+        if (ox < 0 || ox >= W) continue;
+        acc += w[c * 9 + ky * 3 + kx] * dy[((b * H + oy) * W + ox) * C + c];
+      }
+    }
+    dx[i] += acc;
+  }
+}
+
+// dw (C, 9) and dbias (C): one thread per (channel, tap), summing over every position.
+__global__ void depthwise3_backward_params_kernel(float* dw, float* dbias, const float* dy, const float* x, int64_t B,
+                                                  int64_t H, int64_t W, int64_t C) {
+  LT_FOR(t, C * 10) {
+    const int64_t c = t / 10, tap = t % 10;
+    double acc = 0.0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t wi = 0; wi < W; ++wi) {
+          const float g = dy[((b * H + h) * W + wi) * C + c];
+          if (tap == 9) {
+            acc += g;
+            continue;
+          }
+          const int64_t iy = h + tap / 3 - 1, ix = wi + tap % 3 - 1;
+          if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+          acc += (double)g * x[((b * H + iy) * W + ix) * C + c];
+        }
+    if (tap < 9 && dw) dw[c * 9 + tap] += static_cast<float>(acc);
+    if (tap == 9 && dbias) dbias[c] += static_cast<float>(acc);
+  }
+}
+
+// y (B, Ho, Wo, Cout) = conv(x (B, H, W, Cin), w (Cout, k, k, Cin)) + bias, one thread per output.
+__global__ void conv2d_kernel(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                              int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride) {
+  const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
+  LT_FOR(i, B * Ho * Wo * Cout) {
+    const int64_t o = i % Cout, ox = (i / Cout) % Wo, oy = (i / (Cout * Wo)) % Ho, b = i / (Cout * Wo * Ho);
+    float acc = bias ? bias[o] : 0.0f;
+    for (int64_t ky = 0; ky < k; ++ky) {
+      const int64_t iy = oy * stride + ky - pad;
+      if (iy < 0 || iy >= H) continue;
+      for (int64_t kx = 0; kx < k; ++kx) {
+        const int64_t ix = ox * stride + kx - pad;
+        if (ix < 0 || ix >= W) continue;
+        const float* in = x + ((b * H + iy) * W + ix) * Cin;
+        const float* wt = w + ((o * k + ky) * k + kx) * Cin;
+        for (int64_t c = 0; c < Cin; ++c) acc += wt[c] * in[c];
+      }
+    }
+    y[i] = acc;
+  }
+}
+
+__global__ void fill_channels_kernel(float* y, const float* bias, int64_t B, int64_t C, int64_t P) {
+  LT_FOR(i, B * C * P) y[i] = bias ? bias[(i / P) % C] : 0.0f;
+}
+
+__global__ void channel_sums_kernel(float* db, const float* dy, int64_t B, int64_t C, int64_t P) {
+  LT_FOR(c, C) {
+    double s = 0.0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t p = 0; p < P; ++p) s += dy[(b * C + c) * P + p];
+    db[c] += static_cast<float>(s);
+  }
+}
+
+}  // namespace
+
+void CudaOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
+                                        int64_t H, int64_t W, int64_t C) {
+  depthwise_forward_kernel<<<blocks_for(B * H * W * C), kThreads>>>(y, x, w, bias, B, H, W, C, 3, 1);
+  LT_LAUNCHED("depthwise 3x3");
+}
+
+void CudaOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x,
+                                         const float* w, int64_t B, int64_t H, int64_t W, int64_t C) {
+  if (dx) depthwise3_backward_input_kernel<<<blocks_for(B * H * W * C), kThreads>>>(dx, dy, w, B, H, W, C);
+  if (dw || dbias) depthwise3_backward_params_kernel<<<blocks_for(C * 10), kThreads>>>(dw, dbias, dy, x, B, H, W, C);
+  LT_LAUNCHED("depthwise 3x3 backward");
+}
+
+void CudaOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                                     int64_t W, int64_t C, int64_t k, int64_t stride) {
+  const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * C;
+  depthwise_forward_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, C, k, stride);
+  LT_LAUNCHED("depthwise");
+}
+
+void CudaOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                             int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride) {
+  const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * Cout;
+  conv2d_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, Cin, Cout, k, stride);
+  LT_LAUNCHED("conv2d");
+}
+
+void CudaOps::conv1x1_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t Cin,
+                              int64_t Cout, int64_t P) {
+  fill_channels_kernel<<<blocks_for(B * Cout * P), kThreads>>>(y, bias, B, Cout, P);
+  LT_LAUNCHED("conv1x1 bias");
+  for (int64_t b = 0; b < B; ++b) gemm_device(y + b * Cout * P, w, x + b * Cin * P, Cout, P, Cin, false, false, 1.0f, 1.0f, Cin, P, P);
+}
+
+void CudaOps::conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
+                               int64_t B, int64_t Cin, int64_t Cout, int64_t P) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (dx) gemm_device(dx + b * Cin * P, w, dy + b * Cout * P, Cin, P, Cout, true, false, 1.0f, 1.0f, Cin, P, P);
+    if (dw) gemm_device(dw, dy + b * Cout * P, x + b * Cin * P, Cout, Cin, P, false, true, 1.0f, 1.0f, P, P, Cin);
+  }
+  if (dbias) {
+    channel_sums_kernel<<<blocks_for(Cout), kThreads>>>(dbias, dy, B, Cout, P);
+    LT_LAUNCHED("conv1x1 bias grad");
+  }
+}
+
+}  // namespace lt::cuda

@@ -1,0 +1,250 @@
+// LayerNorm, activations, GlobalResponseNorm and the MSE loss on the device.
+#include <algorithm>
+#include <cmath>
+
+#include "common.cuh"
+#include "cuda_ops.h"
+
+namespace lt::cuda {
+namespace {
+
+// One block per row: two-pass mean and variance.
+__global__ void layernorm_kernel(float* y, float* mean, float* rstd, const float* x, const float* weight,
+                                 const float* bias, int64_t C, float eps) {
+  const float* xr = x + blockIdx.x * C;
+  float* yr = y + blockIdx.x * C;
+  float s = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += xr[c];
+  const float m = block_sum(s) / C;
+  float v = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) v += (xr[c] - m) * (xr[c] - m);
+  const float r = rsqrtf(block_sum(v) / C + eps);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float n = (xr[c] - m) * r;
+    yr[c] = weight ? n * weight[c] + bias[c] : n;
+  }
+  if (threadIdx.x == 0 && mean) {
+    mean[blockIdx.x] = m;
+    rstd[blockIdx.x] = r;
+  }
+}
+
+__global__ void layernorm_backward_kernel(float* dx, const float* dy, const float* x, const float* mean,
+                                          const float* rstd, int64_t C) {
+  const int64_t row = blockIdx.x;
+  const float* xr = x + row * C;
+  const float* dyr = dy + row * C;
+  const float m = mean[row], r = rstd[row];
+  float sd = 0.0f, sdx = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    sd += dyr[c];
+    sdx += dyr[c] * (xr[c] - m) * r;
+  }
+  const float mean_dy = block_sum(sd) / C;
+  const float mean_dy_xhat = block_sum(sdx) / C;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+    dx[row * C + c] += r * (dyr[c] - mean_dy - (xr[c] - m) * r * mean_dy_xhat);
+}
+
+__device__ inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+enum Act { kGelu, kSilu, kLeaky, kQuickGelu, kSigmoid };
+
+__global__ void act_forward_kernel(float* y, const float* x, int64_t n, int kind, float slope) {
+  LT_FOR(i, n) {
+    const float v = x[i];
+    switch (kind) {
+      case kGelu: y[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); break;
+      case kSilu: y[i] = v * sigmoidf(v); break;
+      case kLeaky: y[i] = v > 0.0f ? v : slope * v; break;
+      case kQuickGelu: y[i] = v * sigmoidf(1.702f * v); break;
+      default: y[i] = sigmoidf(v); break;
+    }
+  }
+}
+
+__global__ void act_backward_kernel(float* dx, const float* dy, const float* x, int64_t n, int kind, float slope) {
+  LT_FOR(i, n) {
+    const float v = x[i];
+    float g;
+    switch (kind) {
+      case kGelu: g = 0.5f * (1.0f + erff(v * 0.70710678118654752f)) + v * 0.39894228040143268f * expf(-0.5f * v * v); break;
+      case kSilu: { const float s = sigmoidf(v); g = s * (1.0f + v * (1.0f - s)); break; }
+      default: g = v > 0.0f ? 1.0f : slope; break;
+    }
+    dx[i] += dy[i] * g;
+  }
+}
+
+void act_forward(float* y, const float* x, int64_t n, int kind, float slope) {
+  act_forward_kernel<<<blocks_for(n), kThreads>>>(y, x, n, kind, slope);
+  LT_LAUNCHED("activation");
+}
+void act_backward(float* dx, const float* dy, const float* x, int64_t n, int kind, float slope) {
+  act_backward_kernel<<<blocks_for(n), kThreads>>>(dx, dy, x, n, kind, slope);
+  LT_LAUNCHED("activation backward");
+}
+
+// g (B, C) = ||u[b, :, c]||, one thread per (b, c).
+__global__ void grn_norms_kernel(float* g, const float* u, int64_t B, int64_t P, int64_t C) {
+  LT_FOR(t, B * C) {
+    const int64_t b = t / C, c = t % C;
+    double s = 0.0;
+    for (int64_t p = 0; p < P; ++p) {
+      const double v = u[(b * P + p) * C + c];
+      s += v * v;
+    }
+    g[t] = static_cast<float>(sqrt(s));
+  }
+}
+
+// D (B) = mean_c g + eps, one block per batch item.
+__global__ void grn_denominator_kernel(float* D, const float* g, int64_t C, float eps) {
+  float s = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += g[blockIdx.x * C + c];
+  const float total = block_sum(s);
+  if (threadIdx.x == 0) D[blockIdx.x] = total / C + eps;
+}
+
+__global__ void grn_forward_kernel(float* y, const float* u, const float* gamma, const float* beta, const float* g,
+                                   const float* D, int64_t B, int64_t P, int64_t C) {
+  LT_FOR(i, B * P * C) {
+    const int64_t c = i % C, b = i / (P * C);
+    y[i] = u[i] * (gamma[c] * (g[b * C + c] / D[b]) + 1.0f) + beta[c];
+  }
+}
+
+// Per (b, c): dy_u = sum_p dy u; and sum_k gamma_k dy_u_k g_k per b (second kernel).
+__global__ void grn_dyu_kernel(float* dyu, const float* dy, const float* u, int64_t B, int64_t P, int64_t C) {
+  LT_FOR(t, B * C) {
+    const int64_t b = t / C, c = t % C;
+    double s = 0.0;
+    for (int64_t p = 0; p < P; ++p) s += (double)dy[(b * P + p) * C + c] * u[(b * P + p) * C + c];
+    dyu[t] = static_cast<float>(s);
+  }
+}
+
+__global__ void grn_sum_sg_kernel(float* sum_sg, const float* gamma, const float* dyu, const float* g, int64_t C) {
+  float s = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += gamma[c] * dyu[blockIdx.x * C + c] * g[blockIdx.x * C + c];
+  const float total = block_sum(s);
+  if (threadIdx.x == 0) sum_sg[blockIdx.x] = total;
+}
+
+__global__ void grn_du_kernel(float* du, const float* dy, const float* u, const float* gamma, const float* g,
+                              const float* D, const float* dyu, const float* sum_sg, int64_t B, int64_t P, int64_t C) {
+  LT_FOR(i, B * P * C) {
+    const int64_t c = i % C, b = i / (P * C);
+    const float gc = g[b * C + c], Db = D[b];
+    const float gain = gamma[c] * (gc / Db) + 1.0f;
+    const float dg = gamma[c] * dyu[b * C + c] / Db - sum_sg[b] / (static_cast<float>(C) * Db * Db);
+    const float coef = gc > 0.0f ? dg / gc : 0.0f;
+    du[i] += dy[i] * gain + coef * u[i];
+  }
+}
+
+__global__ void grn_param_grads_kernel(float* dgamma, float* dbeta, const float* dy, const float* dyu, const float* g,
+                                       const float* D, int64_t B, int64_t P, int64_t C) {
+  LT_FOR(c, C) {
+    if (dgamma) {
+      double s = 0.0;
+      for (int64_t b = 0; b < B; ++b) s += (double)dyu[b * C + c] * (g[b * C + c] / D[b]);
+      dgamma[c] += static_cast<float>(s);
+    }
+    if (dbeta) {
+      double s = 0.0;
+      for (int64_t i = 0; i < B * P; ++i) s += dy[i * C + c];
+      dbeta[c] += static_cast<float>(s);
+    }
+  }
+}
+
+struct Buffer {
+  float* p = nullptr;
+  explicit Buffer(int64_t n) { LT_CUDA(cudaMalloc(&p, static_cast<size_t>(n > 0 ? n : 1) * sizeof(float))); }
+  ~Buffer() { cudaFree(p); }
+};
+
+int block_for_row(int64_t C) { return C >= 1024 ? 1024 : C >= 256 ? 256 : 128; }
+
+}  // namespace
+
+void CudaOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, int64_t rows, int64_t C, float eps) {
+  layernorm_kernel<<<static_cast<unsigned>(rows), block_for_row(C)>>>(y, mean, rstd, x, nullptr, nullptr, C, eps);
+  LT_LAUNCHED("layernorm");
+}
+
+void CudaOps::layernorm_affine_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows,
+                                       int64_t C, float eps) {
+  layernorm_kernel<<<static_cast<unsigned>(rows), block_for_row(C)>>>(y, nullptr, nullptr, x, weight, bias, C, eps);
+  LT_LAUNCHED("layernorm affine");
+}
+
+void CudaOps::layernorm_backward(float* dx, const float* dy, const float* x, const float* mean, const float* rstd,
+                                 int64_t rows, int64_t C) {
+  layernorm_backward_kernel<<<static_cast<unsigned>(rows), block_for_row(C)>>>(dx, dy, x, mean, rstd, C);
+  LT_LAUNCHED("layernorm backward");
+}
+
+void CudaOps::gelu_forward(float* y, const float* x, int64_t n) { act_forward(y, x, n, kGelu, 0.0f); }
+void CudaOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t n) { act_backward(dx, dy, x, n, kGelu, 0.0f); }
+void CudaOps::silu_forward(float* y, const float* x, int64_t n) { act_forward(y, x, n, kSilu, 0.0f); }
+void CudaOps::silu_backward(float* dx, const float* dy, const float* x, int64_t n) { act_backward(dx, dy, x, n, kSilu, 0.0f); }
+void CudaOps::leaky_relu_forward(float* y, const float* x, float slope, int64_t n) { act_forward(y, x, n, kLeaky, slope); }
+void CudaOps::leaky_relu_backward(float* dx, const float* dy, const float* x, float slope, int64_t n) {
+  act_backward(dx, dy, x, n, kLeaky, slope);
+}
+void CudaOps::quick_gelu_forward(float* y, const float* x, int64_t n) { act_forward(y, x, n, kQuickGelu, 0.0f); }
+void CudaOps::sigmoid_forward(float* y, const float* x, int64_t n) { act_forward(y, x, n, kSigmoid, 0.0f); }
+
+void CudaOps::grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
+                          int64_t C, float eps) {
+  Buffer g(B * C), D(B);
+  grn_norms_kernel<<<blocks_for(B * C), kThreads>>>(g.p, u, B, P, C);
+  grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D.p, g.p, C, eps);
+  grn_forward_kernel<<<blocks_for(B * P * C), kThreads>>>(y, u, gamma, beta, g.p, D.p, B, P, C);
+  LT_LAUNCHED("grn");
+}
+
+void CudaOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* dy, const float* u, const float* gamma,
+                           int64_t B, int64_t P, int64_t C, float eps) {
+  Buffer g(B * C), D(B), dyu(B * C), sum_sg(B);
+  grn_norms_kernel<<<blocks_for(B * C), kThreads>>>(g.p, u, B, P, C);
+  grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D.p, g.p, C, eps);
+  grn_dyu_kernel<<<blocks_for(B * C), kThreads>>>(dyu.p, dy, u, B, P, C);
+  if (du) {
+    grn_sum_sg_kernel<<<static_cast<unsigned>(B), 256>>>(sum_sg.p, gamma, dyu.p, g.p, C);
+    grn_du_kernel<<<blocks_for(B * P * C), kThreads>>>(du, dy, u, gamma, g.p, D.p, dyu.p, sum_sg.p, B, P, C);
+  }
+  if (dgamma || dbeta) grn_param_grads_kernel<<<blocks_for(C), kThreads>>>(dgamma, dbeta, dy, dyu.p, g.p, D.p, B, P, C);
+  LT_LAUNCHED("grn backward");
+}
+
+namespace {
+__global__ void mse_kernel(double* total, float* dpred, const float* pred, const float* target, int64_t n, float g) {
+  double s = 0.0;
+  LT_FOR(i, n) {
+    const float diff = pred[i] - target[i];
+    s += (double)diff * diff;
+    if (dpred) dpred[i] += g * diff;
+  }
+  s = block_sum_double(s);
+  if (threadIdx.x == 0) atomicAdd(total, s);
+}
+}  // namespace
+
+double CudaOps::mse_loss(float* dpred, const float* pred, const float* target, int64_t n, float grad_scale) {
+  double* total = nullptr;
+  LT_CUDA(cudaMalloc(&total, sizeof(double)));
+  LT_CUDA(cudaMemset(total, 0, sizeof(double)));
+  mse_kernel<<<std::min<unsigned>(blocks_for(n), 1024), kThreads>>>(total, dpred, pred, target, n, 2.0f * grad_scale / static_cast<float>(n));
+  cudaError_t launched = cudaGetLastError();
+  double host = 0.0;
+  cudaError_t copied = cudaMemcpy(&host, total, sizeof(double), cudaMemcpyDeviceToHost);
+  cudaFree(total);
+  check(launched, "mse_loss");
+  check(copied, "mse_loss copy");
+  return n > 0 ? host / static_cast<double>(n) : 0.0;
+}
+
+}  // namespace lt::cuda
