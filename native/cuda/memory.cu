@@ -1,10 +1,15 @@
 // Device memory, and whether a device can be used at all.
+#include <dlfcn.h>
+
 #include "common.cuh"
 #include "cuda_ops.h"
 
 namespace lt::cuda {
 
 std::string unavailable_reason() {
+  // Without a driver, cudart only says "driver version is insufficient"; name the real cause.
+  if (void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL)) dlclose(driver);
+  else return "no NVIDIA driver (libcuda.so.1 is not installed)";
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {
