@@ -117,6 +117,9 @@ def prior_step(case, min_seconds):
 
     c_in, c, c_cond, c_r, depth, nhead = (case[k] for k in ("c_in", "c", "c_cond", "c_r", "depth", "nhead"))
     B, H, W, T, rank = case["B"], case["H"], case["W"], case["T"], case["rank"]
+    device = case.get("device", "cpu")
+    # On a GPU: bf16 autocast and SDPA attention, as the seed trains; on CPU: fp32 eager.
+    amp = device == "cuda"
     torch.manual_seed(0)
 
     class LoraLinear(nn.Linear):
@@ -157,7 +160,10 @@ def prior_step(case, min_seconds):
             n = ln(x).flatten(2).transpose(1, 2)
             src = torch.cat([n, kv], 1)
             heads = lambda t: t.view(t.shape[0], t.shape[1], nhead, c // nhead).transpose(1, 2)
-            a = torch.softmax(heads(self.q(n)) @ heads(self.k(src)).transpose(-1, -2) * (c // nhead) ** -0.5, -1) @ heads(self.v(src))
+            if amp:
+                a = F.scaled_dot_product_attention(heads(self.q(n)), heads(self.k(src)), heads(self.v(src)))
+            else:
+                a = torch.softmax(heads(self.q(n)) @ heads(self.k(src)).transpose(-1, -2) * (c // nhead) ** -0.5, -1) @ heads(self.v(src))
             y = F.dropout(self.o(a.transpose(1, 2).reshape(x.shape[0], -1, c)), 0.1, self.training)
             return x + y.transpose(1, 2).reshape(x.shape)
 
@@ -174,7 +180,7 @@ def prior_step(case, min_seconds):
         def forward(self, x, r, clip):
             x_in, x = x, self.projection(x)
             c_embed = self.cond_mapper(clip)
-            f = torch.arange(c_r // 2).float().mul(-math.log(10000) / (c_r // 2 - 1)).exp()
+            f = torch.arange(c_r // 2, device=r.device).float().mul(-math.log(10000) / (c_r // 2 - 1)).exp()
             e = (r * 10000)[:, None] * f[None]
             r_embed = torch.cat([e.sin(), e.cos()], 1)
             for res, ts, attn in zip(self.res, self.ts, self.attn):
@@ -184,24 +190,30 @@ def prior_step(case, min_seconds):
             a, b = self.out(ln(x)).chunk(2, 1)
             return (x_in - a) / ((1 - b).abs() + 1e-5)
 
-    model = Prior()
+    model = Prior().to(device)
     for name, p in model.named_parameters():
         if "lora_" not in name:
             p.requires_grad_(False)
     model.train()
     lora = [p for n, p in model.named_parameters() if "lora_" in n]
     opt = torch.optim.AdamW(lora, lr=1e-4, weight_decay=1e-2)
-    x, target = torch.randn(B, c_in, H, W), torch.randn(B, c_in, H, W)
-    r, clip = torch.rand(B), torch.randn(B, T, c_cond)
+    x, target = torch.randn(B, c_in, H, W, device=device), torch.randn(B, c_in, H, W, device=device)
+    r, clip = torch.rand(B, device=device), torch.randn(B, T, c_cond, device=device)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.mse_loss(model(x, r, clip), target)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp):
+            pred = model(x, r, clip)
+        loss = F.mse_loss(pred.float(), target)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lora, 1.0)
         opt.step()
+        if amp:
+            torch.cuda.synchronize()
 
     seconds = timed(step, min_seconds)
+    if amp:
+        return f"torch {torch.__version__} eager bf16 autocast + SDPA", seconds, {"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20}
     return f"torch {torch.__version__} eager", seconds, {"peak_rss_mb": peak_rss_kib() / 1024}
 
 

@@ -22,5 +22,8 @@ set +e
 LORA_TRAIN_NATIVE="$PWD/build/Release/lora_train.node" node dist/bench/gpu-check.js "$PWD/tests/fixtures" 2>&1 | tee "$out/gpu-check.md"
 status=${PIPESTATUS[0]}
 kill $sampler 2>/dev/null
-echo "peak GPU memory used (MiB): $(sort -n "$out/memory.txt" | tail -n1)"
+echo "peak GPU memory used by lora-train's run (MiB, nvidia-smi): $(sort -n "$out/memory.txt" | tail -n1)"
+# The PyTorch reference step at the same size, bf16 autocast + SDPA, in the same call.
+echo '[{"id":"torch","kind":"prior_step","device":"cuda","c_in":16,"c":1536,"c_cond":1280,"c_r":64,"depth":32,"nhead":24,"B":8,"H":24,"W":24,"T":77,"rank":8,"minSeconds":5}]' \
+  | python3 bench/peer.py | tee "$out/torch.json"
 exit $status
