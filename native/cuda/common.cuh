@@ -25,40 +25,27 @@ inline unsigned blocks_for(int64_t n, int threads = kThreads) {
 // Grid-stride loop over [0, n).
 #define LT_FOR(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
-// Sum over a block of up to 1024 threads; every thread gets the result.
-__device__ inline float block_sum(float v) {
-  __shared__ float partial[32];
+// Sum over a block of up to 1024 threads; every thread gets the result. Safe to call several
+// times in one kernel (it synchronises before reusing its shared memory).
+template <typename T>
+__device__ inline T block_reduce_sum(T v) {
+  __shared__ T partial[32];
+  __shared__ T total;
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   __syncthreads();
   if (lane == 0) partial[warp] = v;
   __syncthreads();
   const int warps = (blockDim.x + 31) >> 5;
-  v = threadIdx.x < warps ? partial[threadIdx.x] : 0.0f;
+  v = threadIdx.x < warps ? partial[threadIdx.x] : T(0);
   if (warp == 0)
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __shared__ float total;
   if (threadIdx.x == 0) total = v;
   __syncthreads();
   return total;
 }
-
-__device__ inline double block_sum_double(double v) {
-  __shared__ double partial[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  const int warps = (blockDim.x + 31) >> 5;
-  v = threadIdx.x < warps ? partial[threadIdx.x] : 0.0;
-  if (warp == 0)
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __shared__ double total;
-  if (threadIdx.x == 0) total = v;
-  __syncthreads();
-  return total;
-}
+__device__ inline float block_sum(float v) { return block_reduce_sum(v); }
+__device__ inline double block_sum_double(double v) { return block_reduce_sum(v); }
 
 // The same counter-based uniform as rng.h, on the device.
 __device__ inline uint32_t hash32(uint32_t x) {
