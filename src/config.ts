@@ -253,15 +253,19 @@ async function importModule(file: string): Promise<unknown> {
   if (ext === '.ts') {
     // A shipped config compiled by `npm install` (dist/configs/…js) when it is up to date;
     // otherwise transpile it with TypeScript.
+    // An installed package's files all get the install time as mtime, in no particular order,
+    // so the twin counts as stale only where TypeScript is there to transpile the source.
     const twin = join(packageRoot, 'dist', relative(packageRoot, file)).replace(/\.ts$/, '.js');
-    if (!relative(packageRoot, file).startsWith('..') && existsSync(twin) && statSync(twin).mtimeMs >= statSync(file).mtimeMs) url = pathToFileURL(twin).href;
+    let ts: typeof import('typescript') | undefined;
+    try {
+      ts = createRequire(import.meta.url)('typescript');
+    } catch {
+      ts = undefined;
+    }
+    const hasTwin = !relative(packageRoot, file).startsWith('..') && existsSync(twin);
+    if (hasTwin && (!ts || statSync(twin).mtimeMs >= statSync(file).mtimeMs)) url = pathToFileURL(twin).href;
     else {
-      let ts: typeof import('typescript');
-      try {
-        ts = createRequire(import.meta.url)('typescript');
-      } catch {
-        throw new ConfigError(`${file}: reading a TypeScript config needs the 'typescript' package (npm install typescript), or write the config as .js or .json`);
-      }
+      if (!ts) throw new ConfigError(`${file}: reading a TypeScript config needs the 'typescript' package (npm install typescript), or write the config as .js or .json`);
       // Transpiled next to the source (as vite does with its config), so that relative imports
       // and 'lora-train' resolve as they would from the .ts file; removed once imported.
       const source = readFileSync(file, 'utf8');

@@ -87,7 +87,8 @@ export class NativeLoadError extends Error {
         attempts.map((a) => `  - ${a.path}: ${a.error}`).join('\n') +
         '\nTo fix it, build the addon for this machine: run `npm run build:native` in ' +
         `${packageRoot} (needs cmake >= 3.18 and a C++17 compiler), or \`npm rebuild lora-train\` ` +
-        'where lora-train is a dependency. `npm run build:native:gyp` builds the CPU addon with node-gyp instead.',
+        'where lora-train is a dependency (npm 11 runs a dependency\'s install script only once approved: ' +
+        '`npm install-scripts approve lora-train`). `npm run build:gyp` builds the CPU addon with node-gyp instead.',
     );
     this.name = 'NativeLoadError';
   }
