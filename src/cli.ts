@@ -29,6 +29,7 @@ export const sampleOptions = {
   height: { type: 'number', default: 1024, describe: 'Image height in pixels (latents: ceil(h / 42.67))' },
   width: { type: 'number', default: 1024, describe: 'Image width in pixels' },
   seed: { type: 'number', default: 0, describe: 'Seed of the initial latents and step noise' },
+  device: { choices: ['cpu', 'cuda'], default: 'cpu', describe: 'Backend to sample on' },
   out: { type: 'string', default: 'image_embeddings.safetensors', describe: 'safetensors file to write' },
 } as const satisfies Record<string, Options>;
 
@@ -94,7 +95,7 @@ export async function main(argv: string[]): Promise<void> {
       (y) => y.options(sampleOptions),
       async (args) => {
         const config = await loadConfig(args.config, args['cfg-options'] ?? []);
-        const out = await sampleCommand({ config, lora: args.lora, prompts: args.prompt, num: args.num, guidance: args.guidance, height: args.height, width: args.width, seed: args.seed, out: args.out, negativePrompt: args['negative-prompt'] });
+        const out = await sampleCommand({ config, lora: args.lora, prompts: args.prompt, num: args.num, guidance: args.guidance, height: args.height, width: args.width, seed: args.seed, out: args.out, negativePrompt: args['negative-prompt'], device: args.device as 'cpu' | 'cuda' });
         console.log(`lora-train: wrote ${args.prompt.length * args.num} image embeddings to ${out}`);
       },
     )

@@ -52,11 +52,12 @@ export interface SampleCommandOptions extends GenerateOptions {
   config: LoadedConfig;
   lora?: string;
   out: string;
+  device?: 'cpu' | 'cuda';
 }
 
 export async function sampleCommand(options: SampleCommandOptions): Promise<string> {
   const seed = options.seed ?? options.config.config.seed ?? 0;
-  const { prior, tokenizer, textEncoder } = await loadModels(options.config.config, options.config.file, seed);
+  const { prior, tokenizer, textEncoder } = await loadModels(options.config.config, options.config.file, seed, options.device ?? 'cpu');
   if (options.lora) prior.loadLora(options.lora);
   else prior.setLoraWeights(Object.fromEntries(Object.entries(prior.loraWeights()).filter(([k]) => k.endsWith('lora_B.weight')).map(([k, t]) => [k, { data: new Float32Array(t.data.length), shape: t.shape }])));
   const { embeddings, prompts } = await generateEmbeddings(prior, tokenizer, textEncoder, { ...options, seed });
