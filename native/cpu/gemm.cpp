@@ -46,12 +46,15 @@ void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, i
         for (int64_t i = rows; i < mr; ++i) d[i] = 0.0f;
       }
     } else {
-      for (int64_t i = 0; i < rows; ++i) {
-        const float* src = g.A + (i0 + ip + i) * g.lda + p0;
-        for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = src[p];
+      // Row-major A: walk k outermost so the panel is written contiguously, reading one element
+      // from each of the mr rows per step (mr sequential streams the prefetcher follows).
+      const float* rows_at[32];
+      for (int64_t i = 0; i < rows; ++i) rows_at[i] = g.A + (i0 + ip + i) * g.lda + p0;
+      for (int64_t p = 0; p < kc; ++p) {
+        float* d = dst + p * mr;
+        for (int64_t i = 0; i < rows; ++i) d[i] = rows_at[i][p];
+        for (int64_t i = rows; i < mr; ++i) d[i] = 0.0f;
       }
-      for (int64_t i = rows; i < mr; ++i)
-        for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = 0.0f;
     }
   }
 }
