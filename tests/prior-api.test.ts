@@ -190,6 +190,28 @@ describe('LoRA files', () => {
     expectClose('reloaded', await reloaded.forward(...inputs()), t('merged_peft_out'), FORWARD_TOLERANCE);
   });
 
+  it("reads alpha from diffusers' lora_adapter_metadata and from a peft rsLoRA config", async () => {
+    // The fixture's adapters (rank 4) saved unscaled with metadata alpha 8: diffusers >= 0.34
+    // applies 8 / 4, so the output is the peft reference's.
+    const dir = mkdtempSync(join(tmpdir(), 'lora-train-meta-'));
+    const peft = readSafetensors(join(base, 'lora_peft', 'adapter_model.safetensors'));
+    const tensors: Record<string, Tensor> = {};
+    for (const k of peft.entries.keys()) tensors[k.replace('base_model.model.', 'prior.')] = getTensor(peft, k);
+    writeSafetensors(join(dir, 'pytorch_lora_weights.safetensors'), tensors, { format: 'pt', lora_adapter_metadata: JSON.stringify({ 'prior.r': 4, 'prior.lora_alpha': 8 }) });
+    const prior = await loadPrior(base);
+    prior.loadLora(dir);
+    expect(prior.loraState).toMatchObject({ rank: 4, alpha: 8 });
+    expectClose('metadata alpha', await prior.forward(...inputs()), t('merged_peft_out'), FORWARD_TOLERANCE);
+    // rsLoRA scales by alpha / sqrt(r): alpha 4 at rank 4 is a scale of 2, the reference's.
+    const rs = mkdtempSync(join(tmpdir(), 'lora-train-rslora-'));
+    cpSync(join(base, 'lora_peft'), rs, { recursive: true });
+    const config = JSON.parse(readFileSync(join(rs, 'adapter_config.json'), 'utf8'));
+    writeFileSync(join(rs, 'adapter_config.json'), JSON.stringify({ ...config, lora_alpha: 4, use_rslora: true }));
+    prior.loadLora(rs);
+    expect(prior.loraState?.alpha).toBe(8); // stored as alpha' / r = 2
+    expectClose('rsLoRA', await prior.forward(...inputs()), t('merged_peft_out'), FORWARD_TOLERANCE);
+  });
+
   it('refuses files whose keys or ranks do not fit, listing what did not match', async () => {
     const prior = await loadPrior(base);
     const dir = mkdtempSync(join(tmpdir(), 'lora-train-bad-'));
