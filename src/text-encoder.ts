@@ -52,6 +52,11 @@ export function readTextEncoderConfig(file: string): TextEncoderConfig {
   return config;
 }
 
+/** A snapshot's text_encoder/ folder, or `dir` itself when it is one. */
+export function textEncoderFolder(dir: string): string {
+  return existsSync(join(dir, 'text_encoder', 'config.json')) ? join(dir, 'text_encoder') : dir;
+}
+
 export class TextEncoder {
   private constructor(
     readonly config: TextEncoderConfig,
@@ -63,7 +68,7 @@ export class TextEncoder {
   static load(dir: string, options: { device?: 'cpu' | 'cuda' } = {}): TextEncoder {
     const device = options.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda') invalid('loadTextEncoder', "'cpu' or 'cuda'", 'device', device);
-    const folder = existsSync(join(dir, 'text_encoder', 'config.json')) ? join(dir, 'text_encoder') : dir;
+    const folder = textEncoderFolder(dir);
     if (!existsSync(join(folder, 'config.json'))) throw new Error(`${dir}: no text encoder here (looked for text_encoder/config.json and config.json)`);
     const config = readTextEncoderConfig(join(folder, 'config.json'));
     const Ctor = (native() as unknown as { TextEncoder: new (device: string, config: TextEncoderConfig) => NativeTextEncoder }).TextEncoder;

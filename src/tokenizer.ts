@@ -23,6 +23,11 @@ function specialToken(value: unknown): string | undefined {
   return undefined;
 }
 
+/** A snapshot's tokenizer/ folder, or `dir` itself when it is one. */
+export function tokenizerFolder(dir: string): string {
+  return existsSync(join(dir, 'tokenizer', 'tokenizer.json')) ? join(dir, 'tokenizer') : dir;
+}
+
 export class ClipTokenizer {
   private constructor(
     private readonly tokenizer: InstanceType<TokenizersModule['Tokenizer']>,
@@ -32,7 +37,7 @@ export class ClipTokenizer {
 
   /** Loads tokenizer.json from a tokenizer folder (or a snapshot with tokenizer/ inside). */
   static load(dir: string, maxLength = 77): ClipTokenizer {
-    const folder = existsSync(join(dir, 'tokenizer', 'tokenizer.json')) ? join(dir, 'tokenizer') : dir;
+    const folder = tokenizerFolder(dir);
     const file = join(folder, 'tokenizer.json');
     if (!existsSync(file)) throw new Error(`${folder}: no tokenizer.json (lora-train reads the fast tokenizer's file; transformers writes it with save_pretrained)`);
     const tokenizer = Tokenizer.fromFile(file);

@@ -15,6 +15,9 @@ import { TWEMOJI_DATASET_ID, twemojiDataset } from './builtin.js';
 import { writeReport } from './report.js';
 import { type EvalItem, fixedNoiseLoss } from './evaluate.js';
 import { addNoise } from './noise.js';
+import { textEncoderFolder } from './text-encoder.js';
+import { tokenizerFolder } from './tokenizer.js';
+import { weightFiles } from './weights.js';
 import { Progress } from './progress.js';
 import { generateEmbeddings, saveEmbeddings } from './sample.js';
 import { loadImageEncoder, loadModels, required } from './models.js';
@@ -120,7 +123,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // ---- embeddings, through the cache
   const cache = new EmbeddingCache(options.cacheDir ?? process.env.LORA_TRAIN_CACHE ?? join(homedir(), '.cache', 'lora-train', 'embeddings'));
   const useCache = cfg.cache_embeddings ?? true;
-  const textPrint = cache.weightsFingerprint([join(resolveTextFolder(textSnapshot), 'config.json'), ...weightFilesOf(resolveTextFolder(textSnapshot)), join(resolveTokenizerFolder(textSnapshot), 'tokenizer.json')]);
+  const textFolder = textEncoderFolder(textSnapshot);
+  const textPrint = cache.weightsFingerprint([join(textFolder, 'config.json'), ...weightFiles(textFolder, 'model'), join(tokenizerFolder(textSnapshot), 'tokenizer.json')]);
   const imagePrint = cache.weightsFingerprint([imageFile]);
   // Text embeddings for every distinct caption, the missing ones encoded in batches.
   const captions = [...new Set(items.flatMap((item) => item.captions))];
@@ -344,16 +348,3 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   if (cfg.report) await writeReport(workDir, losses, evaluation, options.config.name);
   return { workDir, loraFile: join(workDir, 'pytorch_lora_weights.safetensors'), steps: iteration, losses, skipped, interrupted: stopRequested, evaluation };
 }
-
-function resolveTextFolder(snapshot: string): string {
-  return existsSync(join(snapshot, 'text_encoder', 'config.json')) ? join(snapshot, 'text_encoder') : snapshot;
-}
-
-function resolveTokenizerFolder(snapshot: string): string {
-  return existsSync(join(snapshot, 'tokenizer', 'tokenizer.json')) ? join(snapshot, 'tokenizer') : snapshot;
-}
-
-function weightFilesOf(folder: string): string[] {
-  return readdirSync(folder).filter((f) => f.endsWith('.safetensors')).sort().map((f) => join(folder, f));
-}
-
