@@ -114,6 +114,24 @@ function kaimingUniform(rng: Rng, rows: number, fanIn: number): Float32Array {
   return Float32Array.from({ length: rows * fanIn }, () => (rng.uniform() * 2 - 1) * bound);
 }
 
+/** PyTorch's default initialisation of the prior's parameters, drawn in their order: weights and
+ * biases uniform in +-1/sqrt(fan_in) of their layer, GlobalResponseNorm zero (as diffusers). */
+export function priorDefaultInit(shapes: { name: string; shape: number[] }[], rng: Rng): Map<string, Float32Array> {
+  const byName = new Map(shapes.map((p) => [p.name, p.shape]));
+  const values = new Map<string, Float32Array>();
+  for (const { name, shape } of shapes) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (name.endsWith('.gamma') || name.endsWith('.beta')) {
+      values.set(name, new Float32Array(n));
+      continue;
+    }
+    const fanIn = byName.get(name.replace(/\.bias$/, '.weight'))!.slice(1).reduce((a, b) => a * b, 1);
+    const bound = 1 / Math.sqrt(fanIn);
+    values.set(name, Float32Array.from({ length: n }, () => (rng.uniform() * 2 - 1) * bound));
+  }
+  return values;
+}
+
 export interface LoraState {
   rank: number;
   alpha: number;
@@ -152,16 +170,7 @@ export class Prior {
     if (device !== 'cpu' && device !== 'cuda') invalid('Prior.random', "'cpu' or 'cuda'", 'device', device);
     const Ctor = (native() as unknown as { Prior: new (device: string, config: PriorConfig) => NativePrior }).Prior;
     const model = new Ctor(device, config);
-    const rng = new Rng(options.seed ?? 0);
-    const weightShapes = new Map(model.parameters().map((p) => [p.name, p.shape]));
-    for (const [name, shape] of weightShapes) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      if (name.endsWith('.gamma') || name.endsWith('.beta')) continue; // zeros, as diffusers
-      const weight = weightShapes.get(name.replace(/\.bias$/, '.weight'))!;
-      const fanIn = weight.slice(1).reduce((a, b) => a * b, 1);
-      const bound = 1 / Math.sqrt(fanIn);
-      model.setParameter(name, Float32Array.from({ length: n }, () => (rng.uniform() * 2 - 1) * bound));
-    }
+    for (const [name, values] of priorDefaultInit(model.parameters(), new Rng(options.seed ?? 0))) model.setParameter(name, values);
     const prior = new Prior(config, device, model);
     if (options.lora) prior.addLora(options.lora);
     return prior;

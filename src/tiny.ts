@@ -5,7 +5,7 @@ import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ImageEncoderConfig, expectedKeys } from './image-encoder.js';
 import { native } from './native.js';
-import type { PriorConfig } from './prior.js';
+import { type PriorConfig, priorDefaultInit } from './prior.js';
 import { Rng } from './rng.js';
 import { type WritableTensor, writeSafetensors } from './safetensors.js';
 import type { TextEncoderConfig } from './text-encoder.js';
@@ -32,12 +32,6 @@ export const TINY_IMAGE_ENCODER: ImageEncoderConfig = {
   latent_channels: 16,
 };
 
-/** Uniform in +-1/sqrt(fan_in), torch.nn's default for Linear and Conv weights and biases. */
-function defaultInit(rng: Rng, shape: number[], fanIn: number): Float32Array {
-  const bound = 1 / Math.sqrt(Math.max(1, fanIn));
-  return Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (rng.uniform() * 2 - 1) * bound);
-}
-
 /** Writes the stack into `dir` (prior/, text_encoder/, tokenizer/, image_encoder/) and returns
  * the paths a config needs. */
 export function createTinyStack(dir: string, options: TinyStackOptions): { snapshot: string; imageEncoder: string; imageEncoderConfig: string } {
@@ -59,10 +53,9 @@ export function createTinyStack(dir: string, options: TinyStackOptions): { snaps
     TextEncoder: new (device: string, c: TextEncoderConfig) => { parameters(): { name: string; shape: number[] }[] };
   };
   const priorShapes = new nativeAddon.Prior('cpu', prior).parameters();
-  write(join(dir, 'prior'), 'diffusion_pytorch_model.safetensors', { _class_name: 'WuerstchenPrior', _diffusers_version: '0.30.3', ...prior }, priorShapes, (name, shape) => {
-    if (/channelwise\.2\.(gamma|beta)$/.test(name)) return new Float32Array(shape.reduce((a, b) => a * b, 1));
-    const weight = priorShapes.find((p) => p.name === name.replace(/\.bias$/, '.weight'))!.shape;
-    const values = defaultInit(rng, shape, weight.slice(1).reduce((a, b) => a * b, 1));
+  const priorValues = priorDefaultInit(priorShapes, rng);
+  write(join(dir, 'prior'), 'diffusion_pytorch_model.safetensors', { _class_name: 'WuerstchenPrior', _diffusers_version: '0.30.3', ...prior }, priorShapes, (name) => {
+    const values = priorValues.get(name)!;
     // The output divides by |1 - b| + 1e-5; with default init b reaches 1 somewhere and the loss
     // explodes. A trained prior keeps b far from 1; a tenth of the init does the same here.
     return name.startsWith('out.1.') ? values.map((v) => v * 0.1) : values;
