@@ -6,6 +6,7 @@ import { Prior } from '../src/prior.js';
 import { getTensor, readSafetensors, type SafetensorsFile } from '../src/safetensors.js';
 import type { Tensor } from '../src/tensor.js';
 
+/** fp32 tolerances (issue 2): relative error of forward outputs and of gradients. */
 export const FWD = 1e-5;
 export const GRAD = 1e-4;
 
@@ -15,13 +16,19 @@ export interface FixtureCase {
   [param: string]: unknown;
 }
 
-class Fixture {
+/** A fixture file of tests/reference/*.py: tensors named <case id>.<key>, cases in the metadata. */
+export class Fixture {
+  readonly file: SafetensorsFile;
   readonly cases: FixtureCase[];
-  constructor(readonly file: SafetensorsFile) {
-    this.cases = JSON.parse(file.metadata.cases ?? '[]') as FixtureCase[];
+  constructor(path: string) {
+    this.file = readSafetensors(path);
+    this.cases = JSON.parse(this.file.metadata.cases ?? '[]') as FixtureCase[];
+    if (this.cases.length === 0) throw new Error(`${path} lists no cases`);
   }
   casesOf(op: string): FixtureCase[] {
-    return this.cases.filter((c) => c.op === op);
+    const found = this.cases.filter((c) => c.op === op);
+    if (found.length === 0) throw new Error(`fixture has no ${op} cases`);
+    return found;
   }
   tensor(c: FixtureCase, key: string): Tensor {
     return getTensor(this.file, `${c.id}.${key}`);
@@ -99,7 +106,7 @@ export interface ParityCase {
 
 /** Every op case of tests/fixtures/ops.safetensors, then one prior LoRA step. */
 export function parityCases(fixturesDir: string): ParityCase[] {
-  const fx = new Fixture(readSafetensors(join(fixturesDir, 'ops.safetensors')));
+  const fx = new Fixture(join(fixturesDir, 'ops.safetensors'));
   const runners = makeRunners(fx);
   const cases: ParityCase[] = [];
   for (const [op, run] of Object.entries(runners)) for (const c of fx.casesOf(op)) cases.push({ name: c.id, run: (device) => run(c, device) });
@@ -121,17 +128,19 @@ export function parityCases(fixturesDir: string): ParityCase[] {
   return cases;
 }
 
-/** max |a - b| / max |b| */
+/** max |actual - expected| / max |expected|: relative to the tensor's scale, so entries near
+ * zero neither dominate nor escape. */
 export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   if (actual.length !== expected.length) return Infinity;
-  let diff = 0;
-  let ref = 0;
+  let maxDiff = 0;
+  let maxRef = 0;
   for (let i = 0; i < expected.length; i++) {
-    if (Number.isNaN(actual[i]!) !== Number.isNaN(expected[i]!)) return Infinity;
-    diff = Math.max(diff, Math.abs(actual[i]! - expected[i]!));
-    ref = Math.max(ref, Math.abs(expected[i]!));
+    const a = actual[i]!, e = expected[i]!;
+    if (Number.isNaN(a) !== Number.isNaN(e)) return Infinity;
+    maxDiff = Math.max(maxDiff, Math.abs(a - e));
+    maxRef = Math.max(maxRef, Math.abs(e));
   }
-  return ref === 0 ? diff : diff / ref;
+  return maxRef === 0 ? maxDiff : maxDiff / maxRef;
 }
 
 export const dataOf = (t: Tensor | Float32Array | undefined): Float32Array => (t instanceof Float32Array ? t : t ? t.data : new Float32Array(0));

@@ -1,11 +1,12 @@
 // Every CPU op against PyTorch (float64 references from tests/reference/ops_fixtures.py),
 // once per micro-kernel set this CPU can run; sets it cannot run are reported as skipped.
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as ops from '../src/ops.js';
 import { backendInfo } from '../src/ops.js';
-import { Fixture, FORWARD_TOLERANCE as FWD, GRADIENT_TOLERANCE as GRAD, expectClose } from './helpers.js';
+import { Fixture, FORWARD_TOLERANCE as FWD, GRADIENT_TOLERANCE as GRAD, expectClose, fixturesDir } from './helpers.js';
 
-const fx = new Fixture('ops.safetensors');
+const fx = new Fixture(join(fixturesDir, 'ops.safetensors'));
 const available = backendInfo().cpu.availableKernels;
 const initial = backendInfo().cpu.kernels as 'avx512' | 'avx2' | 'generic';
 afterAll(() => ops.setCpuKernels(initial));
