@@ -4,6 +4,13 @@
 #pragma once
 #include <cstdint>
 
+// The scalar hash and uniform are also compiled for the GPU, so every backend draws the same masks.
+#ifdef __CUDACC__
+#define LT_HOST_DEVICE __host__ __device__
+#else
+#define LT_HOST_DEVICE
+#endif
+
 namespace lt {
 
 inline uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
@@ -14,7 +21,7 @@ inline uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
 
 // A 32-bit integer hash (Chris Wellons' lowbias32): cheap with 32-bit lanes, so the vector
 // kernels draw bit-identical numbers to the scalar ones.
-inline uint32_t hash32(uint32_t x) {
+LT_HOST_DEVICE inline uint32_t hash32(uint32_t x) {
   x ^= x >> 16;
   x *= 0x7feb352dU;
   x ^= x >> 15;
@@ -33,9 +40,10 @@ struct DropoutKey {
 };
 
 // Uniform in [0, 1) with 24 random bits (exactly representable as float); index < 2^32.
-inline float uniform01(const DropoutKey& key, uint32_t index) {
-  return static_cast<float>(hash32(hash32(index ^ key.a) + key.b) >> 8) * (1.0f / 16777216.0f);
+LT_HOST_DEVICE inline float uniform01(uint32_t key_a, uint32_t key_b, uint32_t index) {
+  return static_cast<float>(hash32(hash32(index ^ key_a) + key_b) >> 8) * (1.0f / 16777216.0f);
 }
+inline float uniform01(const DropoutKey& key, uint32_t index) { return uniform01(key.a, key.b, index); }
 
 // A new stream's seed from a parent seed and a site number (layer, purpose).
 inline uint64_t derive_seed(uint64_t seed, uint64_t site) { return mix64(seed ^ mix64(site + 0x632be59bd9b4e019ULL)); }

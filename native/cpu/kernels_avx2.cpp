@@ -1,7 +1,6 @@
 // AVX2 + FMA kernels (compiled with -mavx2 -mfma; only called after cpuid says so).
 #include <immintrin.h>
 
-#include "../rng.h"
 #include "kernels.h"
 #include "vector_exp.h"
 

@@ -2,7 +2,6 @@
 // after cpuid says so).
 #include <immintrin.h>
 
-#include "../rng.h"
 #include "kernels.h"
 #include "vector_exp.h"
 

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "../rng.h"
+
 namespace lt::cuda {
 
 inline void check(cudaError_t e, const char* what) {
@@ -46,18 +48,5 @@ __device__ inline T block_reduce_sum(T v) {
 }
 __device__ inline float block_sum(float v) { return block_reduce_sum(v); }
 __device__ inline double block_sum_double(double v) { return block_reduce_sum(v); }
-
-// The same counter-based uniform as rng.h, on the device.
-__device__ inline uint32_t hash32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
-__device__ inline float uniform01(uint32_t a, uint32_t b, uint32_t index) {
-  return static_cast<float>(hash32(hash32(index ^ a) + b) >> 8) * (1.0f / 16777216.0f);
-}
 
 }  // namespace lt::cuda
