@@ -314,9 +314,10 @@ export class Prior {
     mkdirSync(dirname(file), { recursive: true });
     const scale = lora.alpha / lora.rank;
     const tensors: Record<string, Tensor> = {};
-    for (const [name, t] of Object.entries(this.loraWeights()))
+    const weights = this.loraWeights();
+    for (const [name, t] of Object.entries(weights))
       tensors[DIFFUSERS_PREFIX + name] = name.endsWith('.lora_B.weight') ? { data: t.data.map((v) => v * scale), shape: t.shape } : t;
-    const modules = [...new Set(Object.keys(this.loraWeights()).map((k) => k.replace(/\.lora_[AB]\.weight$/, '')))];
+    const modules = [...new Set(Object.keys(weights).map((k) => k.replace(/\.lora_[AB]\.weight$/, '')))];
     const adapterMetadata = {
       'prior.r': lora.rank,
       'prior.lora_alpha': lora.rank,

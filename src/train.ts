@@ -61,7 +61,8 @@ interface PreparedItem {
   text: Tensor[];
   /** Image embeddings [unflipped, flipped], (16, h, w), or null when a random crop varies. */
   image: [Tensor, Tensor | undefined] | null;
-  bytes?: Uint8Array;
+  /** The image's bytes and their hash, kept only when a random crop makes it encode every step. */
+  bytes?: { data: Uint8Array; hash: string };
   geometry: { width: number; height: number };
 }
 
@@ -161,14 +162,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       const geometry = await ImageTransform.geometry(bytes);
       const text = item.captions.map((caption) => textEmbedding.get(caption)!);
       let image: PreparedItem['image'] = null;
+      const hash = sha256(bytes);
       if (!transform.cropVaries(geometry)) {
         const fixed = transform.plan(geometry, new Rng(0), item.source);
-        const hash = sha256(bytes);
         const plain = await encodeImage(bytes, hash, { ...fixed, flip: false });
         const flipped = transform.flipProbability > 0 ? await encodeImage(bytes, hash, { ...fixed, flip: true }) : undefined;
         image = [plain, flipped];
       }
-      prepared.push({ item, text, image, bytes: image ? undefined : bytes, geometry });
+      prepared.push({ item, text, image, bytes: image ? undefined : { data: bytes, hash }, geometry });
     } catch (e) {
       skipped.push(item.source);
       log(`lora-train: skipping ${item.source}: ${(e as Error).message.split('\n')[0]}`);
@@ -237,9 +238,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   };
 
   // ---- batches
+  let epochOrder = { epoch: -1, order: [] as number[] };  // an epoch's shuffle, drawn once
   const prepareBatch = async (it: number) => {
     const epoch = Math.floor(it / itersPerEpoch);
-    const order = permutation(prepared.length, rngFor(seed, 'order', epoch));
+    if (epochOrder.epoch !== epoch) epochOrder = { epoch, order: permutation(prepared.length, rngFor(seed, 'order', epoch)) };
+    const order = epochOrder.order;
     const start = (it % itersPerEpoch) * batchSize;
     const picks = order.slice(start, start + batchSize);
     const images: Tensor[] = [];
@@ -249,7 +252,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       const rng = rngFor(seed, 'item', epoch, index);
       texts.push(p.text[Math.floor(rng.uniform() * p.text.length)]!);
       const plan = transform.plan(p.geometry, rng, p.item.source);
-      images.push(p.image ? (plan.flip && p.image[1] ? p.image[1] : p.image[0]) : await encodeImage(p.bytes!, sha256(p.bytes!), plan));
+      images.push(p.image ? (plan.flip && p.image[1] ? p.image[1] : p.image[0]) : await encodeImage(p.bytes!.data, p.bytes!.hash, plan));
     }
     const shape = images[0]!.shape;
     if (images.some((t) => t.shape.join() !== shape.join())) throw new Error('items of one batch have different image sizes: add a crop to the pipeline');
