@@ -4,11 +4,15 @@ import { join } from 'node:path';
 import * as ops from '../src/ops.js';
 import { Prior } from '../src/prior.js';
 import { getTensor, readSafetensors, type SafetensorsFile } from '../src/safetensors.js';
-import type { Tensor } from '../src/tensor.js';
+import type { LowpDType, LowpTensor, Tensor } from '../src/tensor.js';
 
 /** fp32 tolerances (issue 2): relative error of forward outputs and of gradients. */
 export const FWD = 1e-5;
 export const GRAD = 1e-4;
+/** Conversions round exactly; low-precision GEMM operands multiply exactly in fp32, so only
+ * the fp32 accumulation differs from the float64 reference. */
+export const EXACT = 0;
+export const LOWP_GEMM = 1e-5;
 
 export interface FixtureCase {
   op: string;
@@ -99,17 +103,40 @@ function makeRunners(fx: Fixture): Record<string, (c: FixtureCase, device: Devic
   };
 }
 
+/** A fixture tensor of bf16/fp16 bits (stored as F32 integers) as a LowpTensor. */
+export function lowpTensor(fx: Fixture, c: FixtureCase, key: string, dtype: LowpDType): LowpTensor {
+  const t = fx.tensor(c, key);
+  return { data: Uint16Array.from(t.data), shape: t.shape, dtype };
+}
+
+/** Runs one case of tests/fixtures/lowp.safetensors on a device. */
+export function makeLowpRunners(fx: Fixture): Record<string, (c: FixtureCase, device: Device) => Promise<Outputs>> {
+  const operand = (c: FixtureCase, key: string, type: unknown) => (type === 'f32' ? fx.tensor(c, key) : lowpTensor(fx, c, key, type as LowpDType));
+  return {
+    convert: async (c, device) => {
+      const x = fx.tensor(c, 'x');
+      const bits = async (dtype: LowpDType) => Float32Array.from((await ops.toLowp(x, dtype, { device })).data);
+      return { bf16: { tensor: await bits('bf16'), tolerance: EXACT }, f16: { tensor: await bits('f16'), tolerance: EXACT } };
+    },
+    gemm_lowp: async (c, device) => {
+      const C = await ops.matmul(operand(c, 'A', c.aType), operand(c, 'B', c.bType), { transA: !!c.transA, transB: !!c.transB, device });
+      return { C: { tensor: C, tolerance: LOWP_GEMM } };
+    },
+  };
+}
+
 export interface ParityCase {
   name: string;
   run(device: Device): Promise<Outputs>;
 }
 
-/** Every op case of tests/fixtures/ops.safetensors, then one prior LoRA step. */
+/** Every op case of tests/fixtures/ops.safetensors and lowp.safetensors, then prior LoRA steps. */
 export function parityCases(fixturesDir: string): ParityCase[] {
-  const fx = new Fixture(join(fixturesDir, 'ops.safetensors'));
-  const runners = makeRunners(fx);
   const cases: ParityCase[] = [];
-  for (const [op, run] of Object.entries(runners)) for (const c of fx.casesOf(op)) cases.push({ name: c.id, run: (device) => run(c, device) });
+  for (const [file, make] of [['ops.safetensors', makeRunners], ['lowp.safetensors', makeLowpRunners]] as const) {
+    const fx = new Fixture(join(fixturesDir, file));
+    for (const [op, run] of Object.entries(make(fx))) for (const c of fx.casesOf(op)) cases.push({ name: c.id, run: (device) => run(c, device) });
+  }
   cases.push({
     name: 'prior LoRA step (c 64, depth 3, every LoRA target)',
     async run(device) {

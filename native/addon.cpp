@@ -75,19 +75,40 @@ Napi::Value SetCpuKernels(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// (device, C, A, B, M, N, K, transA, transB, alpha, beta)
+// (device, C, A, B, M, N, K, transA, transB, alpha, beta, aType, bType)
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   OpCall call(info, "gemm");
   Ops& ops = backend_for(call, 0);
   int64_t M = call.dim(4, "M"), N = call.dim(5, "N"), K = call.dim(6, "K");
   bool ta = call.flag(7, "transA"), tb = call.flag(8, "transB");
   float alpha = static_cast<float>(call.number(9, "alpha")), beta = static_cast<float>(call.number(10, "beta"));
+  DType at = call.dtype(11, "aType"), bt = call.dtype(12, "bType");
+  if (at != DType::f32 && bt != DType::f32 && at != bt) call.fail_range("operands of one low-precision type", "bType", info[12]);
   float* C = call.f32(1, "C", M * N);
-  const float* A = call.f32(2, "A", M * K);
-  const float* B = call.f32(3, "B", K * N);
+  TensorRef A(call.typed_tensor(2, "A", M * K, at), at);
+  TensorRef B(call.typed_tensor(3, "B", K * N, bt), bt);
   return call.run([=, &ops] {
     ops.gemm(C, A, B, M, N, K, ta, tb, alpha, beta, ta ? M : K, tb ? K : N, N);
   });
+}
+
+// (device, allow): whether the backend's fp32 GEMMs may use TF32 (ignored by the CPU).
+Napi::Value SetAllowTf32(const Napi::CallbackInfo& info) {
+  OpCall call(info, "setAllowTf32");
+  Ops& ops = backend_for(call, 0);
+  ops.set_allow_tf32(call.flag(1, "allow"));
+  return info.Env().Undefined();
+}
+
+// (device, dst, dstType, src, srcType, n)
+Napi::Value Convert(const Napi::CallbackInfo& info) {
+  OpCall call(info, "convert");
+  Ops& ops = backend_for(call, 0);
+  int64_t n = call.dim(5, "n");
+  DType dt = call.dtype(2, "dstType"), st = call.dtype(4, "srcType");
+  void* dst = call.typed_tensor(1, "dst", n, dt);
+  TensorRef src(call.typed_tensor(3, "src", n, st), st);
+  return call.run([=, &ops] { ops.convert(dst, dt, src, n); });
 }
 
 // (device, y, x, W, b?, rows, in, out)
@@ -415,6 +436,8 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("setCpuKernels", Napi::Function::New(env, SetCpuKernels));
   exports.Set("measureClockGHz", Napi::Function::New(env, MeasureClockGHz));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("convert", Napi::Function::New(env, Convert));
+  exports.Set("setAllowTf32", Napi::Function::New(env, SetAllowTf32));
   exports.Set("linearForward", Napi::Function::New(env, LinearForward));
   exports.Set("linearBackward", Napi::Function::New(env, LinearBackward));
   exports.Set("loraLinearForward", Napi::Function::New(env, LoraLinearForward));

@@ -140,11 +140,27 @@ class OpCall {
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) fail_type(what, name, v);
     auto arr = v.As<Napi::Float32Array>();
     if (static_cast<int64_t>(arr.ElementLength()) != length) fail_range(what, name, v);
-    pins_.push_back(std::make_shared<Napi::Reference<Napi::Value>>(Napi::Persistent(v)));
-    if (!staging_) return arr.Data();
-    // A device backend: the op runs on a device copy, copied in before and back after.
-    staged_->push_back({arr.Data(), staging_->alloc(length > 0 ? length : 1), length});
-    return staged_->back().device;
+    return static_cast<float*>(pin_data(v, arr.Data(), length * 4));
+  }
+
+  // A dtype name: "f32" | "bf16" | "f16".
+  DType dtype(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    DType t;
+    if (!v.IsString() || !parse_dtype(v.As<Napi::String>().Utf8Value(), &t)) fail_type("'f32', 'bf16' or 'f16'", name, v);
+    return t;
+  }
+
+  // A tensor of `length` elements stored as `type`: a Float32Array for f32, a Uint16Array of
+  // raw bits for bf16/f16. Pinned (and staged) like f32().
+  void* typed_tensor(size_t i, const std::string& name, int64_t length, DType type) {
+    if (type == DType::f32) return f32(i, name, length);
+    Napi::Value v = info_[i];
+    std::string what = std::string("a Uint16Array (") + dtype_name(type) + " bits) of length " + std::to_string(length);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array) fail_type(what, name, v);
+    auto arr = v.As<Napi::Uint16Array>();
+    if (static_cast<int64_t>(arr.ElementLength()) != length) fail_range(what, name, v);
+    return pin_data(v, arr.Data(), length * 2);
   }
 
   // Ops on `device` get device copies of every Float32Array argument (bindings call this
@@ -169,12 +185,20 @@ class OpCall {
   Napi::Value run_number(std::function<double()> work) { return start(std::move(work), true); }
 
   struct Staged {
-    float* host;
+    void* host;
     float* device;
-    int64_t n;
+    int64_t bytes;
   };
 
  private:
+  // Pins v until the op finishes; on a device backend returns a device copy of its bytes.
+  void* pin_data(const Napi::Value& v, void* host, int64_t bytes) {
+    pins_.push_back(std::make_shared<Napi::Reference<Napi::Value>>(Napi::Persistent(v)));
+    if (!staging_) return host;
+    staged_->push_back({host, staging_->alloc(bytes > 0 ? (bytes + 3) / 4 : 1), bytes});
+    return staged_->back().device;
+  }
+
   class Worker : public Napi::AsyncWorker {
    public:
     Worker(Napi::Env env, std::string op, std::function<double()> work, bool returns_number,
@@ -220,9 +244,9 @@ class OpCall {
             for (auto& s : *list) ops->release(s.device);
           }
         } release{ops, staged.get()};
-        for (auto& s : *staged) ops->upload(s.device, s.host, s.n);
+        for (auto& s : *staged) ops->upload_bytes(s.device, s.host, s.bytes);
         double result = work();
-        for (auto& s : *staged) ops->download(s.host, s.device, s.n);
+        for (auto& s : *staged) ops->download_bytes(s.host, s.device, s.bytes);
         return result;
       };
     }

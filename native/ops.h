@@ -2,13 +2,16 @@
 // (native/cpu now, native/cuda later) implements this class; models are written against it.
 //
 // Conventions (llm.c style): arguments are outputs, then inputs, then sizes. Tensors are
-// row-major fp32 and every pointer carries a shape comment. Backward ops ACCUMULATE into
+// row-major fp32 and every pointer carries a shape comment; a TensorRef input may also be bf16 or
+// fp16 (dtype.h), read as fp32 with fp32 accumulation (mixed precision's frozen weights). Backward ops ACCUMULATE into
 // their gradient outputs (+=), so callers zero gradients once per step, and a tensor that
 // feeds several consumers (residuals, shared keys/values) simply receives each contribution.
 // A gradient pointer that may be null is optional: null means "frozen, do not compute".
 #pragma once
 #include <cstdint>
 #include <string>
+
+#include "dtype.h"
 
 namespace lt {
 
@@ -23,30 +26,38 @@ class Ops {
   // ---- Memory: device buffers for models (host memory on the CPU backend) ------------------
   virtual float* alloc(int64_t n) = 0;  // n floats, 64-byte aligned, uninitialised
   virtual void release(float* p) = 0;
-  virtual void upload(float* dst, const float* host_src, int64_t n) = 0;
-  virtual void download(float* host_dst, const float* src, int64_t n) = 0;
+  virtual void upload_bytes(void* dst, const void* host_src, int64_t bytes) = 0;
+  virtual void download_bytes(void* host_dst, const void* src, int64_t bytes) = 0;
+  void upload(float* dst, const float* host_src, int64_t n) { upload_bytes(dst, host_src, n * 4); }
+  void download(float* host_dst, const float* src, int64_t n) { download_bytes(host_dst, src, n * 4); }
   virtual void zero(float* x, int64_t n) = 0;
   // y += alpha * x. y, x (n).
   virtual void axpy(float* y, const float* x, float alpha, int64_t n) = 0;
+  // dst (n) of dst_type = src (n) rounded to nearest even (dtype.h); either side may be fp32.
+  virtual void convert(void* dst, DType dst_type, TensorRef src, int64_t n) = 0;
+  // Whether fp32 GEMMs may round their inputs to TF32 (tensor cores; PyTorch's allow_tf32).
+  // Backends without TF32 ignore it.
+  virtual void set_allow_tf32(bool allow) { (void)allow; }
 
   // ---- GEMM --------------------------------------------------------------------------------
   // C = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T. When beta == 0, C is not read.
   // C (M, N) row stride ldc; op(A) (M, K) from A with row stride lda; op(B) (K, N) likewise.
-  virtual void gemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
+  // A and B may be bf16/fp16; C is fp32 and the products accumulate in fp32.
+  virtual void gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K,
                     bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb,
                     int64_t ldc) = 0;
 
   // ---- Linear and LoRA linear --------------------------------------------------------------
-  // y = x W^T + b. y (rows, out), x (rows, in), W (out, in), b (out) or null.
-  virtual void linear_forward(float* y, const float* x, const float* W, const float* b,
+  // y = x W^T + b. y (rows, out), x (rows, in), W (out, in) of any dtype, b (out) or null.
+  virtual void linear_forward(float* y, const float* x, TensorRef W, const float* b,
                               int64_t rows, int64_t in, int64_t out) = 0;
   // dx (rows, in) or null, dW (out, in) or null, db (out) or null; dy (rows, out).
   virtual void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x,
-                               const float* W, int64_t rows, int64_t in, int64_t out) = 0;
+                               TensorRef W, int64_t rows, int64_t in, int64_t out) = 0;
   // y = x W^T + b + scale * (x_lora A^T) B^T, where x_lora is x after LoRA dropout (null: x).
   // Also writes xa = x_lora A^T (rows, r), kept for backward. A (r, in), B (out, r).
   virtual void lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora,
-                                   const float* W, const float* b, const float* A,
+                                   TensorRef W, const float* b, const float* A,
                                    const float* B, float scale, int64_t rows, int64_t in,
                                    int64_t out, int64_t r) = 0;
   // dA (r, in), dB (out, r) always; dx, dW, db optional as in linear_backward. The LoRA path's
@@ -54,7 +65,7 @@ class Ops {
   // mask), else into dx with the base path's.
   virtual void lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW,
                                     float* db, const float* dy, const float* x,
-                                    const float* x_lora, const float* xa, const float* W,
+                                    const float* x_lora, const float* xa, TensorRef W,
                                     const float* A, const float* B, float scale, int64_t rows,
                                     int64_t in, int64_t out, int64_t r) = 0;
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs a CUDA toolkit (nvcc, headers, the static runtime) from NVIDIA's pip wheels into
+# Installs a CUDA toolkit (nvcc, headers, the static runtime, cuBLASLt's header) from NVIDIA's pip wheels into
 # .cuda-toolkit/ when the machine has no nvcc, and prints the toolkit root. Use:
 #   export CUDAToolkit_ROOT=$(scripts/cuda-toolkit.sh) && export PATH=$CUDAToolkit_ROOT/bin:$PATH
 # The cu12 nvcc wheels hold only ptxas; CUDA 13's wheels hold the whole compiler.
@@ -15,6 +15,17 @@ if [ ! -x "$root/nvidia/cu13/bin/nvcc" ]; then
   python3 -m pip install --quiet --no-deps --disable-pip-version-check --target "$root" \
     "nvidia-cuda-nvcc==$version" "nvidia-cuda-runtime==$version" "nvidia-cuda-crt==$version" \
     "nvidia-nvvm==$version" "nvidia-cuda-cccl" >&2
+fi
+# cuBLASLt's header (the library itself is opened at run time): unpacked from the nvidia-cublas
+# wheel without its 600 MB of libraries.
+if [ ! -f "$root/nvidia/cu13/include/cublasLt.h" ]; then
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check --dest "$tmp" "nvidia-cublas==13.10.0.20" >&2
+  python3 -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for n in z.namelist():
+    if n.startswith("nvidia/cu13/include/"): z.extract(n, sys.argv[2])' "$tmp"/nvidia_cublas-*.whl "$root"
+  rm -rf "$tmp"
 fi
 # CMake's FindCUDAToolkit looks for the unversioned name the wheels leave out.
 lib="$root/nvidia/cu13/lib"

@@ -3,7 +3,7 @@
 // with the caller's stack. Training code composes ops natively (src/ models, later); this API
 // is for tests, benchmarks and tools.
 import { native } from './native.js';
-import { ShapeCheck, type Tensor, invalid, numel } from './tensor.js';
+import { type DType, type LowpDType, type LowpTensor, ShapeCheck, type Tensor, invalid, numel } from './tensor.js';
 
 export type Device = 'cpu' | 'cuda';
 export interface DeviceOption {
@@ -49,19 +49,54 @@ export interface MatmulOptions extends DeviceOption {
   out?: Tensor;
 }
 
-/** alpha * op(a) @ op(b) + beta * out, op = optional transpose; a, b 2-D. */
-export async function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Promise<Tensor> {
+const dtypeOf = (t: Tensor | LowpTensor): DType => ('dtype' in t ? t.dtype : 'f32');
+
+/**
+ * alpha * op(a) @ op(b) + beta * out, op = optional transpose; a, b 2-D. Either operand may be
+ * bf16/fp16 (then the other is rounded to that type, as on tensor cores); out is fp32.
+ */
+export async function matmul(a: Tensor | LowpTensor, b: Tensor | LowpTensor, opts: MatmulOptions = {}): Promise<Tensor> {
   const s = new ShapeCheck('matmul');
   const dev = device('matmul', opts);
   const transA = opts.transA ?? false, transB = opts.transB ?? false;
-  s.tensor('a', a, transA ? ['K', 'M'] : ['M', 'K']);
-  s.tensor('b', b, transB ? ['N', 'K'] : ['K', 'N']);
+  s.typedTensor('a', a, transA ? ['K', 'M'] : ['M', 'K']);
+  s.typedTensor('b', b, transB ? ['N', 'K'] : ['K', 'N']);
+  const ta = dtypeOf(a), tb = dtypeOf(b);
+  if (ta !== 'f32' && tb !== 'f32' && ta !== tb) invalid('matmul', `b of a's type (${ta})`, 'b.dtype', tb, RangeError);
   const M = s.dim('M'), N = s.dim('N'), K = s.dim('K');
   const alpha = s.finite('alpha', opts.alpha ?? 1);
   const beta = s.finite('beta', opts.beta ?? 0);
   const c = opts.out ? s.tensor('out', opts.out, ['M', 'N']) : out([M, N]);
-  await callNative(() => native().gemm(dev, c.data, a.data, b.data, M, N, K, transA, transB, alpha, beta));
+  await callNative(() => native().gemm(dev, c.data, a.data, b.data, M, N, K, transA, transB, alpha, beta, ta, tb));
   return c;
+}
+
+/** x rounded to bf16 or fp16 (nearest, ties to even), as raw bits. */
+export async function toLowp(x: Tensor, dtype: LowpDType, opts: DeviceOption = {}): Promise<LowpTensor> {
+  const s = new ShapeCheck('toLowp');
+  const dev = device('toLowp', opts);
+  s.tensor('x', x, ['...n']);
+  if (dtype !== 'bf16' && dtype !== 'f16') invalid('toLowp', "'bf16' or 'f16'", 'dtype', dtype);
+  const y: LowpTensor = { data: new Uint16Array(x.data.length), shape: [...x.shape], dtype };
+  await callNative(() => native().convert(dev, y.data, dtype, x.data, 'f32', x.data.length));
+  return y;
+}
+
+/** A bf16/fp16 tensor widened to fp32 (exact). */
+export async function fromLowp(x: LowpTensor, opts: DeviceOption = {}): Promise<Tensor> {
+  const s = new ShapeCheck('fromLowp');
+  const dev = device('fromLowp', opts);
+  s.typedTensor('x', x, ['...n']);
+  const y = out([...x.shape]);
+  await callNative(() => native().convert(dev, y.data, 'f32', x.data, dtypeOf(x), x.data.length));
+  return y;
+}
+
+/** Whether the device's fp32 GEMMs may round inputs to TF32 (CUDA; the CPU ignores it). */
+export function setAllowTf32(allow: boolean, opts: DeviceOption = {}): void {
+  const dev = device('setAllowTf32', opts);
+  if (typeof allow !== 'boolean') invalid('setAllowTf32', 'a boolean', 'allow', allow);
+  native().setAllowTf32(dev, allow);
 }
 
 // ---- Linear and LoRA linear ------------------------------------------------------------------

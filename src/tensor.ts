@@ -4,6 +4,17 @@ export interface Tensor {
   shape: number[];
 }
 
+/** Storage types of the native ops: fp32, or bf16/fp16 bits in a Uint16Array. */
+export type DType = 'f32' | 'bf16' | 'f16';
+export type LowpDType = Exclude<DType, 'f32'>;
+
+/** A bf16 or fp16 tensor as raw bits (what mixed precision stores frozen weights in). */
+export interface LowpTensor {
+  data: Uint16Array;
+  shape: number[];
+  dtype: LowpDType;
+}
+
 export function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
@@ -49,10 +60,26 @@ export class ShapeCheck {
     if (typeof t !== 'object' || t === null) invalid(this.op, 'a tensor { data: Float32Array, shape: number[] }', name, t);
     const { data, shape } = t as Partial<Tensor>;
     if (!(data instanceof Float32Array)) invalid(this.op, 'a Float32Array', `${name}.data`, data);
+    this.bind(name, data, shape, pattern, 'Float32Array');
+    return t as Tensor;
+  }
+
+  /** An fp32 tensor, or a bf16/fp16 one ({ data: Uint16Array, dtype }). */
+  typedTensor(name: string, t: unknown, pattern: (string | number)[]): Tensor | LowpTensor {
+    const dtype = (t as Partial<LowpTensor> | null)?.dtype;
+    if (dtype === undefined) return this.tensor(name, t, pattern);
+    if (dtype !== 'bf16' && dtype !== 'f16') invalid(this.op, "'bf16' or 'f16'", `${name}.dtype`, dtype);
+    const { data, shape } = t as Partial<LowpTensor>;
+    if (!(data instanceof Uint16Array)) invalid(this.op, 'a Uint16Array', `${name}.data`, data);
+    this.bind(name, data, shape, pattern, 'Uint16Array');
+    return t as LowpTensor;
+  }
+
+  private bind(name: string, data: { length: number }, shape: unknown, pattern: (string | number)[], arrayType: string): void {
     if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 1))
       invalid(this.op, 'an array of positive integers', `${name}.shape`, shape);
     if (data.length !== numel(shape))
-      invalid(this.op, `a Float32Array of length ${numel(shape)} (shape [${shape.join(', ')}])`, `${name}.data`, data, RangeError);
+      invalid(this.op, `a ${arrayType} of length ${numel(shape)} (shape [${shape.join(', ')}])`, `${name}.data`, data, RangeError);
     const expected = () => `shape [${pattern.map((p) => (typeof p === 'number' ? p : this.dims.get(p.replace('...', '')) ?? p)).join(', ')}]`;
     const variadic = typeof pattern[0] === 'string' && pattern[0].startsWith('...');
     const fixed = variadic ? pattern.slice(1) : pattern;
@@ -69,7 +96,6 @@ export class ShapeCheck {
         this.dims.set(p, size);
       }
     }
-    return t as Tensor;
   }
 
   optionalTensor(name: string, t: unknown, pattern: (string | number)[]): Tensor | null {

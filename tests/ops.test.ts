@@ -4,14 +4,40 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as ops from '../src/ops.js';
 import { backendInfo } from '../src/ops.js';
+import { LOWP_GEMM, lowpTensor, makeLowpRunners } from '../bench/parity.js';
+import type { Tensor } from '../src/tensor.js';
 import { Fixture, FORWARD_TOLERANCE as FWD, GRADIENT_TOLERANCE as GRAD, expectClose, fixturesDir } from './helpers.js';
 
 const fx = new Fixture(join(fixturesDir, 'ops.safetensors'));
+const lowp = new Fixture(join(fixturesDir, 'lowp.safetensors'));
+const lowpRunners = makeLowpRunners(lowp);
 const available = backendInfo().cpu.availableKernels;
 const initial = backendInfo().cpu.kernels as 'avx512' | 'avx2' | 'generic';
 afterAll(() => ops.setCpuKernels(initial));
 
 const num = (v: unknown) => v as number;
+
+describe('bf16 and fp16 conversions (PyTorch rounding, tests/reference/lowp_fixtures.py)', () => {
+  const c = lowp.casesOf('convert')[0]!;
+  // NaN may round to any NaN encoding (PyTorch's own differ between code paths): bits are
+  // compared for numbers, and a NaN's widened value must be NaN.
+  const sameValues = (label: string, actual: Float32Array, expected: Float32Array, skip = (_: number) => false) => {
+    const wrong = [...expected.keys()].filter((i) => !skip(i) && !Object.is(actual[i], expected[i]));
+    expect(wrong.slice(0, 5).map((i) => `${label}[${i}] = ${actual[i]}, expected ${expected[i]}`)).toEqual([]);
+  };
+
+  it.each(['bf16', 'f16'] as const)('rounds fp32 to %s bit-exactly, and widens back exactly', async (dtype) => {
+    const x = lowp.tensor(c, 'x');
+    const bits = await ops.toLowp(x, dtype);
+    sameValues(`${dtype} bits`, Float32Array.from(bits.data), lowp.tensor(c, dtype).data, (i) => Number.isNaN(x.data[i]));
+    sameValues(`${dtype} value`, (await ops.fromLowp(lowpTensor(lowp, c, dtype, dtype))).data, lowp.tensor(c, `${dtype}_value`).data);
+  });
+
+  it('refuses operands of two different low-precision types', async () => {
+    const a = { data: new Uint16Array(4), shape: [2, 2], dtype: 'bf16' as const };
+    await expect(ops.matmul(a, { ...a, dtype: 'f16' })).rejects.toThrow("matmul: Expected b of a's type (bf16) for b.dtype but received 'f16'");
+  });
+});
 
 for (const set of ['avx512', 'avx2', 'generic'] as const) {
   const supported = available.includes(set);
@@ -26,6 +52,12 @@ for (const set of ['avx512', 'avx2', 'generic'] as const) {
       const out = c.beta !== 0 ? fx.tensor(c, 'C0') : undefined;
       const C = await ops.matmul(fx.tensor(c, 'A'), fx.tensor(c, 'B'), { transA: !!c.transA, transB: !!c.transB, alpha: num(c.alpha), beta: num(c.beta), out });
       expectClose('C', C, fx.tensor(c, 'C'), FWD);
+    });
+
+    it.each(lowp.casesOf('gemm_lowp').map((c) => [c.id, c] as const))('gemm with low-precision operands %s', async (_, c) => {
+      ops.setCpuKernels(set);
+      const { C } = await lowpRunners.gemm_lowp!(c, 'cpu');
+      expectClose('C', C!.tensor as Tensor, lowp.tensor(c, 'C'), LOWP_GEMM);
     });
 
     it.each(fx.casesOf('linear').map((c) => [c.id, c] as const))('linear %s', async (_, c) => {

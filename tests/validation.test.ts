@@ -41,7 +41,7 @@ describe('the checked op API', () => {
   });
 
   it('re-throws native errors with the caller\'s stack', async () => {
-    const bad = () => ops.callNative(() => native().gemm('cpu', new Float32Array(5), new Float32Array(6), new Float32Array(6), 2, 3, 3, false, false, 1, 0));
+    const bad = () => ops.callNative(() => native().gemm('cpu', new Float32Array(5), new Float32Array(6), new Float32Array(6), 2, 3, 3, false, false, 1, 0, 'f32', 'f32'));
     const error = (await bad().catch((e: unknown) => e)) as Error;
     expect(error).toBeInstanceOf(RangeError);
     expect(error.message).toBe('gemm: Expected a Float32Array of length 6 for C but received Float32Array of length 5');
@@ -54,7 +54,7 @@ describe('the raw addon', () => {
   const f = (n: number) => new Float32Array(n);
 
   it('checks every buffer\'s type and length', () => {
-    expect(() => addon.gemm('cpu', f(6), new Int32Array(6) as unknown as Float32Array, f(6), 2, 3, 3, false, false, 1, 0)).toThrow(
+    expect(() => addon.gemm('cpu', f(6), new Int32Array(6) as unknown as Float32Array, f(6), 2, 3, 3, false, false, 1, 0, 'f32', 'f32')).toThrow(
       new TypeError('gemm: Expected a Float32Array of length 6 for A but received Int32Array of length 6'),
     );
     expect(() => addon.linearForward('cpu', f(6), f(6), f(9), f(2), 2, 3, 3)).toThrow(new RangeError('linearForward: Expected a Float32Array of length 3 or null for b but received Float32Array of length 2'));
@@ -62,17 +62,22 @@ describe('the raw addon', () => {
   });
 
   it('checks sizes, flags, numbers and arrays', () => {
-    expect(() => addon.gemm('cpu', f(6), f(6), f(6), -2, 3, 3, false, false, 1, 0)).toThrow(new RangeError('gemm: Expected a positive integer for M but received -2'));
-    expect(() => addon.gemm('cpu', f(6), f(6), f(6), 2.5, 3, 3, false, false, 1, 0)).toThrow('gemm: Expected a positive integer for M but received 2.500000');
-    expect(() => addon.gemm('cpu', f(6), f(6), f(6), 2, 3, 3, 0 as unknown as boolean, false, 1, 0)).toThrow(new TypeError('gemm: Expected a boolean for transA but received 0'));
-    expect(() => addon.gemm('cpu', f(6), f(6), f(6), 2, 3, 3, false, false, Infinity, 0)).toThrow('gemm: Expected a finite number for alpha but received inf');
+    expect(() => addon.gemm('cpu', f(6), f(6), f(6), -2, 3, 3, false, false, 1, 0, 'f32', 'f32')).toThrow(new RangeError('gemm: Expected a positive integer for M but received -2'));
+    expect(() => addon.gemm('cpu', f(6), f(6), f(6), 2.5, 3, 3, false, false, 1, 0, 'f32', 'f32')).toThrow('gemm: Expected a positive integer for M but received 2.500000');
+    expect(() => addon.gemm('cpu', f(6), f(6), f(6), 2, 3, 3, 0 as unknown as boolean, false, 1, 0, 'f32', 'f32')).toThrow(new TypeError('gemm: Expected a boolean for transA but received 0'));
+    expect(() => addon.gemm('cpu', f(6), f(6), f(6), 2, 3, 3, false, false, Infinity, 0, 'f32', 'f32')).toThrow('gemm: Expected a finite number for alpha but received inf');
+    expect(() => addon.gemm('cpu', f(6), f(6), f(6), 2, 3, 3, false, false, 1, 0, 'fp8', 'f32')).toThrow(new TypeError("gemm: Expected 'f32', 'bf16' or 'f16' for aType but received 'fp8'"));
+    expect(() => addon.gemm('cpu', f(6), new Uint16Array(6), new Uint16Array(9), 2, 3, 3, false, false, 1, 0, 'bf16', 'f16')).toThrow(new RangeError("gemm: Expected operands of one low-precision type for bType but received 'f16'"));
+    expect(() => addon.gemm('cpu', f(6), new Uint16Array(5), f(9), 2, 3, 3, false, false, 1, 0, 'bf16', 'f32')).toThrow(new RangeError('gemm: Expected a Uint16Array (bf16 bits) of length 6 for A but received Uint16Array of length 5'));
+    expect(() => addon.convert('cpu', f(4), 'f32', f(4), 'f32', 4)).not.toThrow();
+    expect(() => addon.convert('cpu', new Uint16Array(4), 'bf16', new Int16Array(4) as unknown as Float32Array, 'f16', 4)).toThrow(new TypeError('convert: Expected a Uint16Array (f16 bits) of length 4 for src but received Int16Array of length 4'));
     expect(() => addon.adamw('cpu', [f(2)], [f(2)], [f(2), f(2)], [f(2)], 1e-3, 0.9, 0.999, 1e-8, 0, 1)).toThrow('adamw: Expected an Array of length 1 for expAvgSqs but received Array of length 2');
     expect(() => addon.adamw('cpu', [f(2)], [f(3)], [f(2)], [f(2)], 1e-3, 0.9, 0.999, 1e-8, 0, 1)).toThrow('adamw: Expected a Float32Array of length 2 for expAvgs[0] but received Float32Array of length 3');
     expect(() => addon.activationForward('cpu', 'relu6', f(2), f(2), 2, 0)).toThrow("activationForward: Expected 'gelu', 'silu' or 'leaky_relu' for kind but received 'relu6'");
   });
 
   it('refuses unknown devices and kernel sets', () => {
-    expect(() => addon.gemm('tpu', f(1), f(1), f(1), 1, 1, 1, false, false, 1, 0)).toThrow(/device 'tpu' is not available in this build \(built backends: cpu(, cuda)?\)/);
+    expect(() => addon.gemm('tpu', f(1), f(1), f(1), 1, 1, 1, false, false, 1, 0, 'f32', 'f32')).toThrow(/device 'tpu' is not available in this build \(built backends: cpu(, cuda)?\)/);
     expect(() => addon.setCpuKernels('avx9')).toThrow(/CPU kernel set 'avx9' is not available on this CPU \(available: .*generic\)/);
   });
 });

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <type_traits>
 
 #include "cpu_ops.h"
 #include "kernels.h"
@@ -34,25 +35,39 @@ struct PackBuffers {
 };
 thread_local PackBuffers tls_pack;
 
+// Element i of a stored operand as fp32. t is the GEMM's operand type (gemm_operand_type): an
+// fp32 operand beside a bf16/fp16 one is rounded to that type first, as the GPU's tensor cores
+// (and PyTorch's autocast) see it.
+template <typename T>
+inline float widen(const T* p, int64_t i, DType t);
+template <>
+inline float widen<float>(const float* p, int64_t i, DType t) {
+  return t == DType::f32 ? p[i] : lowp_to_f32(f32_to_lowp(p[i], t), t);
+}
+template <>
+inline float widen<uint16_t>(const uint16_t* p, int64_t i, DType t) { return lowp_to_f32(p[i], t); }
+
 // Packs op(A)[i0:i0+mc, p0:p0+kc] into ceil(mc/mr) panels of (kc, mr), zero-padding rows.
-void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) {
+template <typename T>
+void pack_a(float* dst, const T* A, DType t, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) {
   for (int64_t ip = 0; ip < mc; ip += mr, dst += kc * mr) {
     int64_t rows = std::min<int64_t>(mr, mc - ip);
     if (g.transA) {  // op(A)(i, p) = A[p, i]: rows of the panel are contiguous in A
-      const float* src = g.A + (p0)*g.lda + (i0 + ip);
+      const T* src = A + (p0)*g.lda + (i0 + ip);
       for (int64_t p = 0; p < kc; ++p, src += g.lda) {
         float* d = dst + p * mr;
-        std::memcpy(d, src, rows * sizeof(float));
+        if (std::is_same_v<T, float> && t == DType::f32) std::memcpy(d, src, rows * sizeof(float));
+        else for (int64_t i = 0; i < rows; ++i) d[i] = widen(src, i, t);
         for (int64_t i = rows; i < mr; ++i) d[i] = 0.0f;
       }
     } else {
       // Row-major A: walk k outermost so the panel is written contiguously, reading one element
       // from each of the mr rows per step (mr sequential streams the prefetcher follows).
-      const float* rows_at[32];
-      for (int64_t i = 0; i < rows; ++i) rows_at[i] = g.A + (i0 + ip + i) * g.lda + p0;
+      const T* rows_at[32];
+      for (int64_t i = 0; i < rows; ++i) rows_at[i] = A + (i0 + ip + i) * g.lda + p0;
       for (int64_t p = 0; p < kc; ++p) {
         float* d = dst + p * mr;
-        for (int64_t i = 0; i < rows; ++i) d[i] = rows_at[i][p];
+        for (int64_t i = 0; i < rows; ++i) d[i] = widen(rows_at[i], p, t);
         for (int64_t i = rows; i < mr; ++i) d[i] = 0.0f;
       }
     }
@@ -60,25 +75,44 @@ void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, i
 }
 
 // Packs op(B)[p0:p0+kc, j0:j0+nc] into ceil(nc/nr) panels of (kc, nr), zero-padding columns.
-void pack_b(float* dst, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) {
+template <typename T>
+void pack_b(float* dst, const T* B, DType t, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) {
   for (int64_t jp = 0; jp < nc; jp += nr, dst += kc * nr) {
     int64_t cols = std::min<int64_t>(nr, nc - jp);
     if (!g.transB) {  // op(B)(p, j) = B[p, j]: panel rows contiguous
-      const float* src = g.B + p0 * g.ldb + (j0 + jp);
+      const T* src = B + p0 * g.ldb + (j0 + jp);
       for (int64_t p = 0; p < kc; ++p, src += g.ldb) {
         float* d = dst + p * nr;
-        std::memcpy(d, src, cols * sizeof(float));
+        if (std::is_same_v<T, float> && t == DType::f32) std::memcpy(d, src, cols * sizeof(float));
+        else for (int64_t j = 0; j < cols; ++j) d[j] = widen(src, j, t);
         for (int64_t j = cols; j < nr; ++j) d[j] = 0.0f;
       }
     } else {
       for (int64_t j = 0; j < cols; ++j) {
-        const float* src = g.B + (j0 + jp + j) * g.ldb + p0;
-        for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = src[p];
+        const T* src = B + (j0 + jp + j) * g.ldb + p0;
+        for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = widen(src, p, t);
       }
       for (int64_t j = cols; j < nr; ++j)
         for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = 0.0f;
     }
   }
+}
+
+void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) {
+  const DType t = gemm_operand_type(g.A.type, g.B.type);
+  if (g.A.type == DType::f32) pack_a(dst, g.A.f32(), t, g, i0, mc, p0, kc, mr);
+  else pack_a(dst, g.A.lowp(), t, g, i0, mc, p0, kc, mr);
+}
+
+void pack_b(float* dst, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) {
+  const DType t = gemm_operand_type(g.A.type, g.B.type);
+  if (g.B.type == DType::f32) pack_b(dst, g.B.f32(), t, g, p0, kc, j0, nc, nr);
+  else pack_b(dst, g.B.lowp(), t, g, p0, kc, j0, nc, nr);
+}
+
+// A stored operand advanced by n elements.
+TensorRef offset(TensorRef x, int64_t n) {
+  return {static_cast<const char*>(x.data) + n * dtype_size(x.type), x.type};
 }
 
 void scale_c(const GemmArgs& g) {
@@ -134,6 +168,7 @@ void gemm_serial(const GemmArgs& g) {
 }
 
 void gemm(const GemmArgs& g) {
+  gemm_operand_type(g.A.type, g.B.type);  // refuse mismatched types here, not on a pool thread
   const int threads = num_threads();
   const KernelSet& ks = active_kernels();
   // Split C into a grid of independent sub-GEMMs, one per thread, cut in whole register
@@ -159,13 +194,13 @@ void gemm(const GemmArgs& g) {
     sub.M = m1 - m0;
     sub.N = n1 - n0;
     sub.C = g.C + m0 * g.ldc + n0;
-    sub.A = g.transA ? g.A + m0 : g.A + m0 * g.lda;
-    sub.B = g.transB ? g.B + n0 * g.ldb : g.B + n0;
+    sub.A = offset(g.A, g.transA ? m0 : m0 * g.lda);
+    sub.B = offset(g.B, g.transB ? n0 * g.ldb : n0);
     gemm_serial(sub);
   });
 }
 
-void CpuOps::gemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
+void CpuOps::gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K,
                   bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb,
                   int64_t ldc) {
   cpu::gemm({C, A, B, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc});

@@ -1,13 +1,16 @@
-// Blocked, packed fp32 GEMM (BLIS loop order) on the active micro-kernel set.
+// Blocked, packed fp32 GEMM (BLIS loop order) on the active micro-kernel set. bf16/fp16
+// operands are widened to fp32 while packing, so every kernel set serves every dtype.
 #pragma once
 #include <cstdint>
+
+#include "../dtype.h"
 
 namespace lt::cpu {
 
 struct GemmArgs {
   float* C;        // (M, N), row stride ldc
-  const float* A;  // op(A) (M, K), row stride lda of A as stored
-  const float* B;  // op(B) (K, N), row stride ldb of B as stored
+  TensorRef A;     // op(A) (M, K), row stride lda of A as stored
+  TensorRef B;     // op(B) (K, N), row stride ldb of B as stored
   int64_t M, N, K;
   bool transA, transB;
   float alpha, beta;  // C = alpha op(A) op(B) + beta C; C not read when beta == 0

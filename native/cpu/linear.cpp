@@ -26,21 +26,21 @@ void add_column_sums(float* db, const float* dy, int64_t rows, int64_t out) {
 
 }  // namespace
 
-void CpuOps::linear_forward(float* y, const float* x, const float* W, const float* b,
+void CpuOps::linear_forward(float* y, const float* x, TensorRef W, const float* b,
                             int64_t rows, int64_t in, int64_t out) {
   fill_bias(y, b, rows, out);
   cpu::gemm({y, x, W, rows, out, in, false, true, 1.0f, 1.0f, in, in, out});  // y += x W^T
 }
 
 void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x,
-                             const float* W, int64_t rows, int64_t in, int64_t out) {
+                             TensorRef W, int64_t rows, int64_t in, int64_t out) {
   if (dx) cpu::gemm({dx, dy, W, rows, in, out, false, false, 1.0f, 1.0f, out, in, in});  // dx += dy W
   if (dW) cpu::gemm({dW, dy, x, out, in, rows, true, false, 1.0f, 1.0f, out, in, in});  // dW += dy^T x
   if (db) add_column_sums(db, dy, rows, out);
 }
 
 void CpuOps::lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora,
-                                 const float* W, const float* b, const float* A, const float* B,
+                                 TensorRef W, const float* b, const float* A, const float* B,
                                  float scale, int64_t rows, int64_t in, int64_t out, int64_t r) {
   const float* xl = x_lora ? x_lora : x;
   cpu::gemm({xa, xl, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r});  // xa = x_lora A^T
@@ -50,7 +50,7 @@ void CpuOps::lora_linear_forward(float* y, float* xa, const float* x, const floa
 
 void CpuOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW,
                                   float* db, const float* dy, const float* x,
-                                  const float* x_lora, const float* xa, const float* W,
+                                  const float* x_lora, const float* xa, TensorRef W,
                                   const float* A, const float* B, float scale, int64_t rows,
                                   int64_t in, int64_t out, int64_t r) {
   const float* xl = x_lora ? x_lora : x;

@@ -17,12 +17,12 @@ float* CpuOps::alloc(int64_t n) {
 
 void CpuOps::release(float* p) { std::free(p); }
 
-void CpuOps::upload(float* dst, const float* host_src, int64_t n) {
-  std::memcpy(dst, host_src, static_cast<size_t>(n) * sizeof(float));
+void CpuOps::upload_bytes(void* dst, const void* host_src, int64_t bytes) {
+  std::memcpy(dst, host_src, static_cast<size_t>(bytes));
 }
 
-void CpuOps::download(float* host_dst, const float* src, int64_t n) {
-  std::memcpy(host_dst, src, static_cast<size_t>(n) * sizeof(float));
+void CpuOps::download_bytes(void* host_dst, const void* src, int64_t bytes) {
+  std::memcpy(host_dst, src, static_cast<size_t>(bytes));
 }
 
 void CpuOps::zero(float* x, int64_t n) {
@@ -34,6 +34,22 @@ void CpuOps::zero(float* x, int64_t n) {
 void CpuOps::axpy(float* y, const float* x, float alpha, int64_t n) {
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) y[i] += alpha * x[i];
+  });
+}
+
+}  // namespace lt::cpu
+
+namespace lt::cpu {
+
+void CpuOps::convert(void* dst, DType dst_type, TensorRef src, int64_t n) {
+  parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
+    if (dst_type == DType::f32) {
+      float* d = static_cast<float*>(dst);
+      for (int64_t i = i0; i < i1; ++i) d[i] = src.at(i);
+    } else {
+      uint16_t* d = static_cast<uint16_t*>(dst);
+      for (int64_t i = i0; i < i1; ++i) d[i] = f32_to_lowp(src.at(i), dst_type);
+    }
   });
 }
 

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "../dtype.h"
 #include "../rng.h"
 
 namespace lt::cuda {
@@ -17,6 +18,29 @@ inline void check(cudaError_t e, const char* what) {
 #define LT_CUDA(call) ::lt::cuda::check((call), #call)
 // After a launch: catches bad configurations at once and kernel faults at the next sync.
 #define LT_LAUNCHED(name) ::lt::cuda::check(cudaGetLastError(), name)
+
+// A temporary device buffer from the stream-ordered pool, released when the scope ends; the
+// kernels using it are queued on the same stream, so freeing at scope end is safe.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer() {
+    if (p_) cudaFreeAsync(p_, 0);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* reserve(int64_t bytes) {
+    if (p_) cudaFreeAsync(p_, 0);
+    p_ = nullptr;
+    LT_CUDA(cudaMallocAsync(&p_, static_cast<size_t>(bytes > 0 ? bytes : 1), 0));
+    return p_;
+  }
+  float* floats(int64_t n) { return static_cast<float*>(reserve(n * 4)); }
+  void* data() const { return p_; }
+
+ private:
+  void* p_ = nullptr;
+};
 
 constexpr int kThreads = 256;
 inline unsigned blocks_for(int64_t n, int threads = kThreads) {

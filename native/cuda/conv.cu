@@ -1,7 +1,6 @@
 // Convolutions on the device: depthwise k x k (channels last), general k x k (direct), 1x1 (NCHW, GEMM).
 #include "common.cuh"
 #include "cuda_ops.h"
-#include "gemm.cuh"
 
 namespace lt::cuda {
 namespace {
@@ -136,14 +135,14 @@ void CudaOps::conv1x1_forward(float* y, const float* x, const float* w, const fl
                               int64_t Cout, int64_t P) {
   fill_channels_kernel<<<blocks_for(B * Cout * P), kThreads>>>(y, bias, B, Cout, P);
   LT_LAUNCHED("conv1x1 bias");
-  for (int64_t b = 0; b < B; ++b) gemm_device(y + b * Cout * P, w, x + b * Cin * P, Cout, P, Cin, false, false, 1.0f, 1.0f, Cin, P, P);
+  for (int64_t b = 0; b < B; ++b) gemm(y + b * Cout * P, w, x + b * Cin * P, Cout, P, Cin, false, false, 1.0f, 1.0f, Cin, P, P);
 }
 
 void CudaOps::conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
                                int64_t B, int64_t Cin, int64_t Cout, int64_t P) {
   for (int64_t b = 0; b < B; ++b) {
-    if (dx) gemm_device(dx + b * Cin * P, w, dy + b * Cout * P, Cin, P, Cout, true, false, 1.0f, 1.0f, Cin, P, P);
-    if (dw) gemm_device(dw, dy + b * Cout * P, x + b * Cin * P, Cout, Cin, P, false, true, 1.0f, 1.0f, P, P, Cin);
+    if (dx) gemm(dx + b * Cin * P, w, dy + b * Cout * P, Cin, P, Cout, true, false, 1.0f, 1.0f, Cin, P, P);
+    if (dw) gemm(dw, dy + b * Cout * P, x + b * Cin * P, Cout, Cin, P, false, true, 1.0f, 1.0f, P, P, Cin);
   }
   if (dbias) {
     channel_sums_kernel<<<blocks_for(Cout), kThreads>>>(dbias, dy, B, Cout, P);

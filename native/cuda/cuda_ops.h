@@ -1,14 +1,14 @@
 // The CUDA backend: the ops of ops.h on an NVIDIA GPU. Buffers are device memory; each op is
 // one or a few kernel launches on the backend's stream, in the op families' files (memory.cu,
 // gemm.cu, linear.cu, attention.cu, norm_act.cu, conv.cu, elementwise.cu, optim.cu). These first
-// kernels aim at being right (checked against the CPU backend by tests/parity.test.ts on a GPU);
-// tensor cores, fused LoRA GEMMs and flash attention come next.
+// kernels are checked against the CPU backend by tests/parity.test.ts on a GPU; GEMMs go
+// through cuBLASLt (gemm.cu), loaded at run time (cublaslt.h).
 #pragma once
 #include "../ops.h"
 
 namespace lt::cuda {
 
-// Why no CUDA device can be used here ("" when one can): no driver, no device, ...
+// Why no CUDA device can be used here ("" when one can): no driver, no device, no cuBLASLt, ...
 std::string unavailable_reason();
 
 class CudaOps final : public Ops {
@@ -17,15 +17,17 @@ class CudaOps final : public Ops {
   bool host_memory() const override { return false; }
   float* alloc(int64_t n) override;
   void release(float* p) override;
-  void upload(float* dst, const float* host_src, int64_t n) override;
-  void download(float* host_dst, const float* src, int64_t n) override;
+  void upload_bytes(void* dst, const void* host_src, int64_t bytes) override;
+  void download_bytes(void* host_dst, const void* src, int64_t bytes) override;
   void zero(float* x, int64_t n) override;
   void axpy(float* y, const float* x, float alpha, int64_t n) override;
-  void gemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) override;
-  void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t rows, int64_t in, int64_t out) override;
-  void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int64_t rows, int64_t in, int64_t out) override;
-  void lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora, const float* W, const float* b, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
-  void lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db, const float* dy, const float* x, const float* x_lora, const float* xa, const float* W, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
+  void convert(void* dst, DType dst_type, TensorRef src, int64_t n) override;
+  void set_allow_tf32(bool allow) override { allow_tf32_ = allow; }
+  void gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) override;
+  void linear_forward(float* y, const float* x, TensorRef W, const float* b, int64_t rows, int64_t in, int64_t out) override;
+  void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, TensorRef W, int64_t rows, int64_t in, int64_t out) override;
+  void lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora, TensorRef W, const float* b, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
+  void lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db, const float* dy, const float* x, const float* x_lora, const float* xa, TensorRef W, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
   void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) override;
   void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v, const float* o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) override;
   void attention_masked_forward(float* o, const float* q, const float* k, const float* v, const uint8_t* key_mask, bool causal, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) override;
@@ -63,6 +65,12 @@ class CudaOps final : public Ops {
   double mse_loss(float* dpred, const float* pred, const float* target, int64_t n, float grad_scale) override;
   void adamw(const AdamWTensor* tensors, int64_t count, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) override;
   double clip_grad_norm(float* const* grads, const int64_t* sizes, int64_t count, double max_norm) override;
+
+ private:
+  bool allow_tf32_ = false;
 };
+
+// dst (n) of dst_type = src (n), queued on the default stream (memory.cu).
+void convert_device(void* dst, DType dst_type, TensorRef src, int64_t n);
 
 }  // namespace lt::cuda

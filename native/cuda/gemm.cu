@@ -1,48 +1,177 @@
-// fp32 GEMM with transposes, strides, alpha and beta: a shared-memory tiled kernel (64x64 tile,
-// 16-deep K chunks, 4x4 outputs per thread). Right first; cuBLASLt with TF32/bf16 comes next.
+// GEMM through cuBLASLt: bf16/fp16 operands with fp32 accumulation and fp32 output; fp32
+// operands in fp32 or, when allowed, TF32. Row-major C = op(A) op(B) is computed as the
+// column-major C^T = op(B)^T op(A)^T, so no data is transposed. Plans (descriptors and the
+// heuristic's algorithm) are cached per shape.
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
 #include "common.cuh"
+#include "cublaslt.h"
 #include "cuda_ops.h"
 
 namespace lt::cuda {
+
+#define LT_STRINGIFY2(x) #x
+#define LT_STRINGIFY(x) LT_STRINGIFY2(x)
+
+const CublasLt* cublaslt(std::string* why) {
+  static std::once_flag once;
+  static CublasLt api;
+  static const CublasLt* loaded = nullptr;
+  static std::string failure;
+  std::call_once(once, [] {
+    const std::string soname = "libcublasLt.so." LT_STRINGIFY(CUBLAS_VER_MAJOR);
+    std::vector<std::string> tries;
+    if (const char* file = std::getenv("LORA_TRAIN_CUBLASLT")) tries.push_back(file);
+    tries.push_back(soname);
+    if (const char* home = std::getenv("CUDA_HOME")) tries.push_back(std::string(home) + "/lib64/" + soname);
+    tries.push_back("/usr/local/cuda/lib64/" + soname);
+    void* lib = nullptr;
+    std::string tried;
+    for (const std::string& t : tries) {
+      lib = dlopen(t.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (lib) break;
+      tried += (tried.empty() ? "" : ", ") + t;
+    }
+    if (!lib) {
+      failure = "cuBLASLt not found (tried " + tried + "); install it with `pip install nvidia-cublas` or the CUDA "
+                "toolkit and add its lib folder to LD_LIBRARY_PATH, or set LORA_TRAIN_CUBLASLT to the file";
+      return;
+    }
+    bool ok = true;
+    auto sym = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
+      if (!fn) ok = false, failure += std::string(failure.empty() ? "" : ", ") + name;
+    };
+    sym(api.create, "cublasLtCreate");
+    sym(api.matmul, "cublasLtMatmul");
+    sym(api.desc_create, "cublasLtMatmulDescCreate");
+    sym(api.desc_set, "cublasLtMatmulDescSetAttribute");
+    sym(api.layout_create, "cublasLtMatrixLayoutCreate");
+    sym(api.pref_create, "cublasLtMatmulPreferenceCreate");
+    sym(api.pref_set, "cublasLtMatmulPreferenceSetAttribute");
+    sym(api.pref_destroy, "cublasLtMatmulPreferenceDestroy");
+    sym(api.heuristic, "cublasLtMatmulAlgoGetHeuristic");
+    sym(api.status_string, "cublasLtGetStatusString");
+    if (!ok) {
+      failure = "the cuBLASLt library found lacks " + failure + " (an older major version?)";
+      return;
+    }
+    loaded = &api;
+  });
+  if (why) *why = failure;
+  return loaded;
+}
+
 namespace {
 
-constexpr int kTile = 64, kDepth = 16, kPer = 4;
-
-__global__ void gemm_kernel(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
-                            bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb,
-                            int64_t ldc) {
-  __shared__ float As[kDepth][kTile + 1];  // op(A)[m, k] at As[k][m]
-  __shared__ float Bs[kDepth][kTile + 1];  // op(B)[k, n] at Bs[k][n]
-  const int64_t row0 = blockIdx.y * (int64_t)kTile, col0 = blockIdx.x * (int64_t)kTile;
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;  // 16 x 16 threads, 4 x 4 outputs each
-  float acc[kPer][kPer] = {};
-  for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
-    for (int i = threadIdx.x; i < kDepth * kTile; i += blockDim.x) {
-      const int kk = i / kTile, mm = i % kTile;
-      const int64_t m = row0 + mm, k = k0 + kk;
-      As[kk][mm] = (m < M && k < K) ? (transA ? A[k * lda + m] : A[m * lda + k]) : 0.0f;
-      const int64_t n = col0 + mm;
-      Bs[kk][mm] = (n < N && k < K) ? (transB ? B[n * ldb + k] : B[k * ldb + n]) : 0.0f;
-    }
-    __syncthreads();
-    for (int kk = 0; kk < kDepth; ++kk) {
-      float a[kPer], b[kPer];
-      for (int i = 0; i < kPer; ++i) a[i] = As[kk][ty * kPer + i];
-      for (int j = 0; j < kPer; ++j) b[j] = Bs[kk][tx * kPer + j];
-      for (int i = 0; i < kPer; ++i)
-        for (int j = 0; j < kPer; ++j) acc[i][j] += a[i] * b[j];
-    }
-    __syncthreads();
-  }
-  for (int i = 0; i < kPer; ++i)
-    for (int j = 0; j < kPer; ++j) {
-      const int64_t m = row0 + ty * kPer + i, n = col0 + tx * kPer + j;
-      if (m < M && n < N) {
-        float* c = C + m * ldc + n;
-        *c = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * *c;
-      }
-    }
+void check_blas(const CublasLt& lt, cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error(std::string("cuBLASLt: ") + what + ": " + lt.status_string(s));
 }
+
+cudaDataType_t cuda_type(DType t) {
+  return t == DType::f32 ? CUDA_R_32F : t == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F;
+}
+
+// Largest power of two (up to 16) dividing the address: the heuristic must know it.
+int alignment(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  int al = 16;
+  while (al > 1 && a % al) al /= 2;
+  return al;
+}
+
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, int, bool, int, int, int>;
+
+struct Plan {
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t a, b, c;  // in cuBLASLt's (column-major) roles
+  cublasLtMatmulAlgo_t algo;
+};
+
+constexpr size_t kWorkspaceBytes = 32u << 20;
+
+class Blas {
+ public:
+  static Blas& get() {
+    static Blas blas;
+    return blas;
+  }
+
+  // C (M, N) fp32 = alpha op(A) op(B) + beta C with A and B of type t (already matching).
+  void matmul(float* C, const void* A, const void* B, DType t, int64_t M, int64_t N, int64_t K, bool transA,
+              bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const CublasLt& lt = api();
+    const PlanKey key{M, N, K, transA, transB, lda, ldb, ldc, static_cast<int>(t), tf32 && t == DType::f32,
+                      alignment(A), alignment(B), alignment(C)};
+    auto it = plans_.find(key);
+    if (it == plans_.end()) it = plans_.emplace(key, make_plan(lt, key, t)).first;
+    const Plan& p = it->second;
+    // cuBLASLt's A is our op(B)^T and its B our op(A)^T (see the file comment).
+    check_blas(lt, lt.matmul(handle_, p.desc, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, workspace_,
+                             kWorkspaceBytes, 0),
+               "matmul");
+  }
+
+ private:
+  const CublasLt& api() {
+    if (!handle_) {
+      std::string why;
+      const CublasLt* lt = cublaslt(&why);
+      if (!lt) throw std::runtime_error(why);
+      check_blas(*lt, lt->create(&handle_), "create");
+      LT_CUDA(cudaMalloc(&workspace_, kWorkspaceBytes));
+      lt_ = lt;
+    }
+    return *lt_;
+  }
+
+  Plan make_plan(const CublasLt& lt, const PlanKey& key, DType t) {
+    const auto [M, N, K, transA, transB, lda, ldb, ldc, type, tf32, al_a, al_b, al_c] = key;
+    Plan p{};
+    const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    check_blas(lt, lt.desc_create(&p.desc, compute, CUDA_R_32F), "descriptor");
+    const cublasOperation_t op_b = transB ? CUBLAS_OP_T : CUBLAS_OP_N, op_a = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    check_blas(lt, lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_b, sizeof(op_b)), "transa");
+    check_blas(lt, lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_a, sizeof(op_a)), "transb");
+    // Stored shapes in column-major terms: our row-major X (r, c) is column-major (c, r).
+    check_blas(lt, lt.layout_create(&p.a, cuda_type(t), transB ? K : N, transB ? N : K, ldb), "layout B");
+    check_blas(lt, lt.layout_create(&p.b, cuda_type(t), transA ? M : K, transA ? K : M, lda), "layout A");
+    check_blas(lt, lt.layout_create(&p.c, CUDA_R_32F, N, M, ldc), "layout C");
+    cublasLtMatmulPreference_t pref;
+    check_blas(lt, lt.pref_create(&pref), "preference");
+    const uint64_t ws = kWorkspaceBytes;
+    const uint32_t aa = al_b, ab = al_a, ac = al_c;
+    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof(aa));
+    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof(ab));
+    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof(ac));
+    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof(ac));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t s = lt.heuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+    lt.pref_destroy(pref);
+    check_blas(lt, s, "heuristic");
+    if (found < 1)
+      throw std::runtime_error("cuBLASLt has no algorithm for a " + std::string(dtype_name(t)) + " GEMM of M=" +
+                               std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+    p.algo = result.algo;
+    return p;
+  }
+
+  std::mutex mutex_;
+  cublasLtHandle_t handle_ = nullptr;
+  const CublasLt* lt_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<PlanKey, Plan> plans_;
+};
 
 __global__ void scale_kernel(float* C, int64_t M, int64_t N, int64_t ldc, float beta) {
   LT_FOR(i, M * N) {
@@ -53,22 +182,35 @@ __global__ void scale_kernel(float* C, int64_t M, int64_t N, int64_t ldc, float 
 
 }  // namespace
 
-void gemm_device(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K, bool transA,
-                 bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) {
+void gemm_device(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
+                 float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.0f) {
     scale_kernel<<<blocks_for(M * N), kThreads>>>(C, M, N, ldc, beta);
     LT_LAUNCHED("gemm (scale)");
     return;
   }
-  dim3 grid(static_cast<unsigned>((N + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile));
-  gemm_kernel<<<grid, 256>>>(C, A, B, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc);
-  LT_LAUNCHED("gemm");
+  const DType t = gemm_operand_type(A.type, B.type);
+  // An fp32 operand beside a bf16/fp16 one is rounded to that type (tensor cores take one type).
+  DeviceBuffer a_cast, b_cast;
+  if (A.type != t) {
+    const int64_t span = transA ? (K - 1) * lda + M : (M - 1) * lda + K;
+    void* p = a_cast.reserve(span * 2);
+    convert_device(p, t, A, span);
+    A = {p, t};
+  }
+  if (B.type != t) {
+    const int64_t span = transB ? (N - 1) * ldb + K : (K - 1) * ldb + N;
+    void* p = b_cast.reserve(span * 2);
+    convert_device(p, t, B, span);
+    B = {p, t};
+  }
+  Blas::get().matmul(C, A.data, B.data, t, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, tf32);
 }
 
-void CudaOps::gemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K, bool transA,
-                   bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) {
-  gemm_device(C, A, B, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc);
+void CudaOps::gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
+                   float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) {
+  gemm_device(C, A, B, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, allow_tf32_);
 }
 
 }  // namespace lt::cuda

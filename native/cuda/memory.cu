@@ -2,6 +2,7 @@
 #include <dlfcn.h>
 
 #include "common.cuh"
+#include "cublaslt.h"
 #include "cuda_ops.h"
 
 namespace lt::cuda {
@@ -16,7 +17,10 @@ std::string unavailable_reason() {
     cudaGetLastError();  // clear the sticky error so later calls are not poisoned
     return cudaGetErrorString(e);
   }
-  return count > 0 ? "" : "no CUDA device";
+  if (count < 1) return "no CUDA device";
+  std::string why;
+  cublaslt(&why);
+  return why;
 }
 
 float* CudaOps::alloc(int64_t n) {
@@ -27,12 +31,12 @@ float* CudaOps::alloc(int64_t n) {
 
 void CudaOps::release(float* p) { cudaFree(p); }
 
-void CudaOps::upload(float* dst, const float* host_src, int64_t n) {
-  LT_CUDA(cudaMemcpy(dst, host_src, static_cast<size_t>(n) * sizeof(float), cudaMemcpyHostToDevice));
+void CudaOps::upload_bytes(void* dst, const void* host_src, int64_t bytes) {
+  LT_CUDA(cudaMemcpy(dst, host_src, static_cast<size_t>(bytes), cudaMemcpyHostToDevice));
 }
 
-void CudaOps::download(float* host_dst, const float* src, int64_t n) {
-  LT_CUDA(cudaMemcpy(host_dst, src, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToHost));
+void CudaOps::download_bytes(void* host_dst, const void* src, int64_t bytes) {
+  LT_CUDA(cudaMemcpy(host_dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToHost));
 }
 
 void CudaOps::zero(float* x, int64_t n) { LT_CUDA(cudaMemset(x, 0, static_cast<size_t>(n) * sizeof(float))); }
@@ -45,5 +49,22 @@ void CudaOps::axpy(float* y, const float* x, float alpha, int64_t n) {
   axpy_kernel<<<blocks_for(n), kThreads>>>(y, x, alpha, n);
   LT_LAUNCHED("axpy");
 }
+
+__global__ void convert_kernel(void* dst, DType dst_type, const void* src, DType src_type, int64_t n) {
+  LT_FOR(i, n) {
+    const float v = src_type == DType::f32 ? static_cast<const float*>(src)[i]
+                                           : lowp_to_f32(static_cast<const uint16_t*>(src)[i], src_type);
+    if (dst_type == DType::f32) static_cast<float*>(dst)[i] = v;
+    else static_cast<uint16_t*>(dst)[i] = f32_to_lowp(v, dst_type);
+  }
+}
+
+void convert_device(void* dst, DType dst_type, TensorRef src, int64_t n) {
+  if (n <= 0) return;
+  convert_kernel<<<blocks_for(n), kThreads>>>(dst, dst_type, src.data, src.type, n);
+  LT_LAUNCHED("convert");
+}
+
+void CudaOps::convert(void* dst, DType dst_type, TensorRef src, int64_t n) { convert_device(dst, dst_type, src, n); }
 
 }  // namespace lt::cuda
