@@ -356,7 +356,7 @@ Napi::Value MseLoss(const Napi::CallbackInfo& info) {
   return call.run_number([=, &ops] { return ops.mse_loss(dpred, pred, target, n, grad_scale); });
 }
 
-// (device, params[], expAvgs[], expAvgSqs[], grads[], lr, beta1, beta2, eps, weightDecay, step)
+// (device, params[], expAvgs[], expAvgSqs[], grads[], lr, beta1, beta2, eps, weightDecay, step, gradScale)
 Napi::Value AdamW(const Napi::CallbackInfo& info) {
   OpCall call(info, "adamw");
   Ops& ops = backend_for(call, 0);
@@ -370,6 +370,7 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
         beta2 = static_cast<float>(call.number(7, "beta2")), eps = static_cast<float>(call.number(8, "eps")),
         wd = static_cast<float>(call.number(9, "weightDecay"));
   int64_t step = call.dim(10, "step");
+  float grad_scale = static_cast<float>(call.number(11, "gradScale"));
   std::vector<Ops::AdamWTensor> tensors(count);
   for (uint32_t i = 0; i < count; ++i) {
     std::string idx = "[" + std::to_string(i) + "]";
@@ -381,7 +382,7 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
                   call.f32_value(v.Get(i), "expAvgSqs" + idx, n, false), call.f32_value(g.Get(i), "grads" + idx, n, false), n};
   }
   return call.run([=, &ops, tensors = std::move(tensors)] {
-    ops.adamw(tensors.data(), static_cast<int64_t>(tensors.size()), lr, beta1, beta2, eps, wd, step);
+    ops.adamw(tensors.data(), static_cast<int64_t>(tensors.size()), lr, beta1, beta2, eps, wd, step, grad_scale);
   });
 }
 

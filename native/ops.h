@@ -195,7 +195,9 @@ class Ops {
 
   // ---- Optimiser ---------------------------------------------------------------------------
   // One AdamW step over many tensors (PyTorch semantics: decoupled weight decay
-  // p -= lr * wd * p, bias-corrected moments). step is 1-based.
+  // p -= lr * wd * p, bias-corrected moments). step is 1-based. Each gradient is read as
+  // grad * grad_scale (as torch's fused AdamW): the loss scale's inverse times the clipping
+  // coefficient, so neither needs a pass of its own.
   struct AdamWTensor {
     float* param;       // (n)
     float* exp_avg;     // (n)
@@ -204,7 +206,8 @@ class Ops {
     int64_t n;
   };
   virtual void adamw(const AdamWTensor* tensors, int64_t count, float lr, float beta1,
-                     float beta2, float eps, float weight_decay, int64_t step) = 0;
+                     float beta2, float eps, float weight_decay, int64_t step,
+                     float grad_scale) = 0;
   // Global L2 norm over many tensors; when max_norm > 0 and the norm exceeds it, scales every
   // tensor by max_norm / (norm + 1e-6) (torch.nn.utils.clip_grad_norm_). Returns the norm.
   virtual double clip_grad_norm(float* const* grads, const int64_t* sizes, int64_t count,

@@ -31,10 +31,11 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
                         InstanceMethod("forward", &PriorWrap::Forward),
                         InstanceMethod("lossAndGrad", &PriorWrap::LossAndGrad),
                         InstanceMethod("optimizerStep", &PriorWrap::OptimizerStep),
-                        InstanceMethod("activationBytes", &PriorWrap::ActivationBytes)});
+                        InstanceMethod("activationBytes", &PriorWrap::ActivationBytes),
+                        InstanceMethod("parameterBytes", &PriorWrap::ParameterBytes)});
   }
 
-  // new Prior(device, {c_in, c, c_cond, c_r, depth, nhead, dropout})
+  // new Prior(device, {c_in, c, c_cond, c_r, depth, nhead, dropout, weight_type?: 'f32' | 'bf16' | 'f16'})
   explicit PriorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PriorWrap>(info) {
     OpCall call(info, "Prior");
     Ops& ops = backend_for(call, 0);
@@ -47,6 +48,9 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     c.depth = call.dim_of(cfg, "depth");
     c.nhead = call.dim_of(cfg, "nhead");
     c.dropout = static_cast<float>(call.number_of(cfg, "dropout"));
+    Napi::Value wt = cfg.Get("weight_type");
+    if (!wt.IsUndefined() && (!wt.IsString() || !parse_dtype(wt.As<Napi::String>().Utf8Value(), &c.weight_type)))
+      call.fail_type("'f32', 'bf16' or 'f16'", "weight_type", wt);
     try {
       model_ = std::make_unique<Prior>(ops, c);
     } catch (const std::exception& e) {
@@ -150,12 +154,13 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     });
   }
 
-  // (x, r, clip, target, B, H, W, T, seed, accumulate, train) -> Promise<loss>
+  // (x, r, clip, target, B, H, W, T, seed, accumulate, train, lossScale) -> Promise<loss>
   Napi::Value LossAndGrad(const Napi::CallbackInfo& info) {
     OpCall call(info, "lossAndGrad");
     StepShape s = step_shape(call, 4);
     uint64_t seed = call.seed(8, "seed");
     bool accumulate = call.flag(9, "accumulate"), train = call.flag(10, "train");
+    float loss_scale = static_cast<float>(call.number(11, "lossScale"));
     const PriorConfig& k = model_->config();
     const int64_t n = s.B * k.c_in * s.H * s.W;
     const float* x = call.f32(0, "x", n);
@@ -166,11 +171,11 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     Prior* m = model_.get();
     return call.run_number([=] {
       std::lock_guard<std::mutex> lock(m->mutex());
-      return m->loss_and_grad(x, r, clip, target, s, seed, accumulate, train);
+      return m->loss_and_grad(x, r, clip, target, s, seed, accumulate, train, loss_scale);
     });
   }
 
-  // (lr, beta1, beta2, eps, weightDecay, maxNorm, step) -> Promise<grad norm>
+  // (lr, beta1, beta2, eps, weightDecay, maxNorm, step, invLossScale) -> Promise<grad norm>
   Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
     OpCall call(info, "optimizerStep");
     float lr = static_cast<float>(call.number(0, "lr")), b1 = static_cast<float>(call.number(1, "beta1")),
@@ -178,16 +183,21 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
           wd = static_cast<float>(call.number(4, "weightDecay"));
     double max_norm = call.number(5, "maxNorm");
     int64_t step = call.dim(6, "step");
+    float inv_loss_scale = static_cast<float>(call.number(7, "invLossScale"));
     call.pin(Value());
     Prior* m = model_.get();
     return call.run_number([=] {
       std::lock_guard<std::mutex> lock(m->mutex());
-      return m->optimizer_step(lr, b1, b2, eps, wd, max_norm, step);
+      return m->optimizer_step(lr, b1, b2, eps, wd, max_norm, step, inv_loss_scale);
     });
   }
 
   Napi::Value ActivationBytes(const Napi::CallbackInfo& info) {
     return locked(info, [&] { return Napi::Number::New(info.Env(), static_cast<double>(model_->activation_bytes())).As<Napi::Value>(); });
+  }
+
+  Napi::Value ParameterBytes(const Napi::CallbackInfo& info) {
+    return locked(info, [&] { return Napi::Number::New(info.Env(), static_cast<double>(model_->parameter_bytes())).As<Napi::Value>(); });
   }
 
   std::unique_ptr<Prior> model_;

@@ -47,7 +47,8 @@ export interface LoraTrainConfig {
   };
   optim_wrapper?: {
     type?: string;
-    dtype?: string;
+    /** With type 'AmpOptimWrapper' (mmengine's default dtype is float16). */
+    dtype?: 'float16' | 'bfloat16' | 'float32';
     accumulative_counts?: number;
     optimizer?: { type?: string; lr?: number; weight_decay?: number; betas?: number[]; eps?: number };
     clip_grad?: { max_norm?: number } | null;
@@ -62,6 +63,12 @@ export interface LoraTrainConfig {
   work_dir?: string;
   seed?: number;
   device?: 'cpu' | 'cuda';
+  /** As diffusers' --mixed_precision: frozen weights and GEMM operands in bf16/fp16 (fp16 with
+   * dynamic loss scaling). Unset: diffengine's optim_wrapper AmpOptimWrapper dtype on CUDA,
+   * else 'no'. */
+  mixed_precision?: 'no' | 'bf16' | 'fp16';
+  /** As diffusers' --allow_tf32: fp32 GEMMs on the GPU may round inputs to TF32. */
+  allow_tf32?: boolean;
   cache_embeddings?: boolean;
   /** Write loss.png and report.md/json: the fixed-noise loss of the held-out items (or the
    * training items) without and with the trained adapters, `draws` draws per item. */
@@ -120,7 +127,7 @@ const SCHEMA: Schema = {
   optim_wrapper: {
     object: {
       type: 'string',
-      dtype: 'string',
+      dtype: { oneOf: ['float16', 'bfloat16', 'float32'] },
       accumulative_counts: 'posint',
       optimizer: { object: { type: { oneOf: ['AdamW'] }, lr: 'posnumber', weight_decay: 'number', betas: 'number[]', eps: 'posnumber' } },
       clip_grad: { object: { max_norm: 'posnumber' }, nullable: true },
@@ -138,6 +145,8 @@ const SCHEMA: Schema = {
   work_dir: 'string',
   seed: 'nonnegint',
   device: { oneOf: ['cpu', 'cuda'] },
+  mixed_precision: { oneOf: ['no', 'bf16', 'fp16'] },
+  allow_tf32: 'boolean',
   cache_embeddings: 'boolean',
   report: { object: { draws: 'posint' } },
 };

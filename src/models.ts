@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { resolveRepo, resolveRepoFile } from './hub.js';
 import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from './image-encoder.js';
-import { loadPrior } from './prior.js';
+import { type Precision, loadPrior } from './prior.js';
 import { TextEncoder } from './text-encoder.js';
 import { ClipTokenizer } from './tokenizer.js';
 
@@ -15,13 +15,24 @@ export function required<T>(value: T | undefined, key: string, file: string): T 
   return value;
 }
 
+/** The precision a config trains in: mixed_precision when given; else diffengine's
+ * AmpOptimWrapper (float16 unless its dtype says otherwise) on CUDA only, as its autocast
+ * targets the GPU; else fp32. */
+export function trainingPrecision(cfg: LoraTrainConfig, device: 'cpu' | 'cuda'): Precision {
+  const mixed = cfg.mixed_precision;
+  if (mixed !== undefined) return mixed === 'no' ? 'fp32' : mixed;
+  const wrapper = cfg.optim_wrapper;
+  if (device !== 'cuda' || wrapper?.type !== 'AmpOptimWrapper') return 'fp32';
+  return ({ float16: 'fp16', bfloat16: 'bf16', float32: 'fp32' } as const)[wrapper.dtype ?? 'float16'];
+}
+
 /** The prior (with fresh adapters from the config), tokenizer and text encoder of a config. */
 export async function loadModels(cfg: LoraTrainConfig, file: string, seed: number, device: 'cpu' | 'cuda' = 'cpu') {
   const model = required(cfg.model, 'model', file);
   const priorModel = required(model.prior_model, 'model.prior_model', file);
   const priorSnapshot = priorModel === TINY_MODEL_ID ? tinyModel() : resolveRepo(priorModel, 'model');
   const lora = model.prior_lora_config ?? {};
-  const prior = await loadPrior(priorSnapshot, { device, lora: { rank: lora.r ?? 8, alpha: lora.lora_alpha ?? lora.r ?? 8, targets: lora.target_modules, dropout: lora.lora_dropout ?? 0, seed } });
+  const prior = await loadPrior(priorSnapshot, { device, precision: trainingPrecision(cfg, device), lora: { rank: lora.r ?? 8, alpha: lora.lora_alpha ?? lora.r ?? 8, targets: lora.target_modules, dropout: lora.lora_dropout ?? 0, seed } });
   const textSnapshot = model.text_encoder_model ? resolveRepo(model.text_encoder_model, 'model') : priorSnapshot;
   const tokenizer = ClipTokenizer.load(textSnapshot);
   const textEncoder = TextEncoder.load(textSnapshot, { device });

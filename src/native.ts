@@ -41,7 +41,7 @@ export interface NativeAddon {
   conv1x1Forward(device: string, y: Float32Array, x: Float32Array, w: Float32Array, bias: Buf, B: number, Cin: number, Cout: number, P: number): Promise<void>;
   conv1x1Backward(device: string, dx: Buf, dw: Buf, dbias: Buf, dy: Float32Array, x: Float32Array, w: Float32Array, B: number, Cin: number, Cout: number, P: number): Promise<void>;
   mseLoss(device: string, dpred: Buf, pred: Float32Array, target: Float32Array, n: number, gradScale: number): Promise<number>;
-  adamw(device: string, params: Float32Array[], expAvgs: Float32Array[], expAvgSqs: Float32Array[], grads: Float32Array[], lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): Promise<void>;
+  adamw(device: string, params: Float32Array[], expAvgs: Float32Array[], expAvgSqs: Float32Array[], grads: Float32Array[], lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): Promise<void>;
   clipGradNorm(device: string, grads: Float32Array[], maxNorm: number): Promise<number>;
 }
 

@@ -387,6 +387,8 @@ export interface AdamWHyper {
   beta2?: number;
   eps?: number;
   weightDecay?: number;
+  /** Multiplies every gradient as it is read (an inverse loss scale, a clipping coefficient). */
+  gradScale?: number;
 }
 
 export interface AdamWSlot {
@@ -414,7 +416,8 @@ export async function adamw(slots: AdamWSlot[], hyper: AdamWHyper, step: number,
   const lr = s.finite('lr', hyper.lr);
   const beta1 = s.finite('beta1', hyper.beta1 ?? 0.9), beta2 = s.finite('beta2', hyper.beta2 ?? 0.999);
   const eps = s.finite('eps', hyper.eps ?? 1e-8), wd = s.finite('weightDecay', hyper.weightDecay ?? 1e-2);
-  await callNative(() => native().adamw(dev, slots.map((x) => x.param), slots.map((x) => x.expAvg), slots.map((x) => x.expAvgSq), slots.map((x) => x.grad), lr, beta1, beta2, eps, wd, step));
+  const gradScale = s.finite('gradScale', hyper.gradScale ?? 1);
+  await callNative(() => native().adamw(dev, slots.map((x) => x.param), slots.map((x) => x.expAvg), slots.map((x) => x.expAvgSq), slots.map((x) => x.grad), lr, beta1, beta2, eps, wd, step, gradScale));
 }
 
 /** Global L2 norm of all gradients; scales them in place to maxNorm when above it

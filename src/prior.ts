@@ -31,9 +31,16 @@ export interface LoraOptions {
   seed?: number;
 }
 
+/** Storage of the frozen Linear weights: fp32, or mixed precision with bf16/fp16 weights and
+ * GEMM operands (fp32 accumulation; activations, LoRA weights, gradients and AdamW state stay
+ * fp32). fp16 needs loss scaling (StepOptions.lossScale; the trainer's GradScaler does it). */
+export type Precision = 'fp32' | 'bf16' | 'fp16';
+const WEIGHT_TYPE = { fp32: 'f32', bf16: 'bf16', fp16: 'f16' } as const;
+
 export interface LoadPriorOptions {
   device?: 'cpu' | 'cuda';
   lora?: LoraOptions;
+  precision?: Precision;
 }
 
 export interface ForwardOptions {
@@ -50,6 +57,8 @@ export interface StepOptions {
   train?: boolean;
   /** Add to the gradients already held instead of replacing them (gradient accumulation). */
   accumulate?: boolean;
+  /** Multiplies the loss's gradient (fp16 loss scaling; pass the same to optimizerStep). */
+  lossScale?: number;
 }
 
 export interface AdamWOptions {
@@ -60,6 +69,8 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Global grad-norm clipping (0: none). */
   maxNorm?: number;
+  /** The loss scale the gradients were computed with; they are divided by it. */
+  lossScale?: number;
 }
 
 export const DEFAULT_LORA_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0'];
@@ -78,9 +89,21 @@ interface NativePrior {
   getOptimizerState(name: string, data: Float32Array): void;
   setOptimizerState(name: string, data: Float32Array): void;
   forward(out: Float32Array, x: Float32Array, r: Float32Array, clip: Float32Array, B: number, H: number, W: number, T: number, train: boolean, seed: number): Promise<void>;
-  lossAndGrad(x: Float32Array, r: Float32Array, clip: Float32Array, target: Float32Array, B: number, H: number, W: number, T: number, seed: number, accumulate: boolean, train: boolean): Promise<number>;
-  optimizerStep(lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, maxNorm: number, step: number): Promise<number>;
+  lossAndGrad(x: Float32Array, r: Float32Array, clip: Float32Array, target: Float32Array, B: number, H: number, W: number, T: number, seed: number, accumulate: boolean, train: boolean, lossScale: number): Promise<number>;
+  optimizerStep(lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, maxNorm: number, step: number, invLossScale: number): Promise<number>;
   activationBytes(): number;
+  parameterBytes(): number;
+}
+
+type NativePriorCtor = new (device: string, config: PriorConfig & { weight_type: string }) => NativePrior;
+
+function createNative(op: string, config: PriorConfig, options: LoadPriorOptions): { device: 'cpu' | 'cuda'; precision: Precision; model: NativePrior } {
+  const device = options.device ?? 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') invalid(op, "'cpu' or 'cuda'", 'device', device);
+  const precision = options.precision ?? 'fp32';
+  if (!(precision in WEIGHT_TYPE)) invalid(op, "'fp32', 'bf16' or 'fp16'", 'precision', precision);
+  const Ctor = (native() as unknown as { Prior: NativePriorCtor }).Prior;
+  return { device, precision, model: new Ctor(device, { ...config, weight_type: WEIGHT_TYPE[precision] }) };
 }
 
 
@@ -145,19 +168,17 @@ export class Prior {
   private constructor(
     readonly config: PriorConfig,
     readonly device: 'cpu' | 'cuda',
+    readonly precision: Precision,
     private readonly model: NativePrior,
   ) {}
 
   /** Loads config and weights (F32, F16 or BF16; single file or sharded), checking every tensor. */
   static async load(dir: string, options: LoadPriorOptions = {}): Promise<Prior> {
-    const device = options.device ?? 'cpu';
-    if (device !== 'cpu' && device !== 'cuda') invalid('loadPrior', "'cpu' or 'cuda'", 'device', device);
     const folder = resolvePriorFolder(dir);
     const config = readPriorConfig(join(folder, 'config.json'));
-    const Ctor = (native() as unknown as { Prior: new (device: string, config: PriorConfig) => NativePrior }).Prior;
-    const model = new Ctor(device, config);
+    const { device, precision, model } = createNative('loadPrior', config, options);
     loadCheckedWeights(folder, weightFiles(folder, 'diffusion_pytorch_model'), model);
-    const prior = new Prior(config, device, model);
+    const prior = new Prior(config, device, precision, model);
     if (options.lora) prior.addLora(options.lora);
     return prior;
   }
@@ -166,12 +187,9 @@ export class Prior {
    * +-1/sqrt(fan_in), GlobalResponseNorm zero), drawn from a seed: for benchmarks and the
    * built-in demo model. */
   static random(config: PriorConfig, options: LoadPriorOptions & { seed?: number } = {}): Prior {
-    const device = options.device ?? 'cpu';
-    if (device !== 'cpu' && device !== 'cuda') invalid('Prior.random', "'cpu' or 'cuda'", 'device', device);
-    const Ctor = (native() as unknown as { Prior: new (device: string, config: PriorConfig) => NativePrior }).Prior;
-    const model = new Ctor(device, config);
+    const { device, precision, model } = createNative('Prior.random', config, options);
     for (const [name, values] of priorDefaultInit(model.parameters(), new Rng(options.seed ?? 0))) model.setParameter(name, values);
-    const prior = new Prior(config, device, model);
+    const prior = new Prior(config, device, precision, model);
     if (options.lora) prior.addLora(options.lora);
     return prior;
   }
@@ -243,10 +261,12 @@ export class Prior {
   async step(x: Tensor, r: Tensor, clip: Tensor, target: Tensor, options: StepOptions = {}): Promise<number> {
     this.requireLora('lossAndGrad');
     const { B, H, W, T } = this.checkInputs('lossAndGrad', x, r, clip, target);
-    return this.model.lossAndGrad(x.data, r.data, clip.data, target.data, B, H, W, T, options.seed ?? 0, options.accumulate ?? false, options.train ?? true);
+    const lossScale = new ShapeCheck('lossAndGrad').finite('lossScale', options.lossScale ?? 1);
+    return this.model.lossAndGrad(x.data, r.data, clip.data, target.data, B, H, W, T, options.seed ?? 0, options.accumulate ?? false, options.train ?? true, lossScale);
   }
 
-  /** Clips the global gradient norm, then one AdamW step; returns the norm before clipping. */
+  /** Clips the global gradient norm, then one AdamW step; returns the norm before clipping.
+   * A norm that is not finite (fp16 overflow) means nothing was updated. */
   async optimizerStep(options: AdamWOptions, step: number): Promise<number> {
     this.requireLora('optimizerStep');
     const s = new ShapeCheck('optimizerStep');
@@ -254,6 +274,7 @@ export class Prior {
     return this.model.optimizerStep(
       s.finite('lr', options.lr), s.finite('beta1', options.beta1 ?? 0.9), s.finite('beta2', options.beta2 ?? 0.999),
       s.finite('eps', options.eps ?? 1e-8), s.finite('weightDecay', options.weightDecay ?? 1e-2), s.finite('maxNorm', options.maxNorm ?? 0), step,
+      1 / s.finite('lossScale', options.lossScale ?? 1),
     );
   }
 
@@ -300,6 +321,11 @@ export class Prior {
   /** Bytes of the planned activation memory (after the first forward or step). */
   activationBytes(): number {
     return this.model.activationBytes();
+  }
+
+  /** Bytes of the frozen parameters as stored (half of fp32's Linear weights in bf16/fp16). */
+  parameterBytes(): number {
+    return this.model.parameterBytes();
   }
 
   /**

@@ -15,6 +15,8 @@ import { TWEMOJI_DATASET_ID, twemojiDataset } from './builtin.js';
 import { writeReport } from './report.js';
 import { type EvalItem, fixedNoiseLoss } from './evaluate.js';
 import { addNoise } from './noise.js';
+import { GradScaler, type GradScalerState } from './grad-scaler.js';
+import { setAllowTf32 } from './ops.js';
 import { textEncoderFolder } from './text-encoder.js';
 import { tokenizerFolder } from './tokenizer.js';
 import { weightFiles } from './weights.js';
@@ -94,6 +96,9 @@ function checkpoints(workDir: string): string[] {
 interface CheckpointState {
   iteration: number;
   optimizerSteps: number;
+  /** Optimizer steps skipped for fp16 overflow (AdamW's own step count excludes them). */
+  skippedSteps?: number;
+  scaler?: GradScalerState;
   seed: number;
   config: LoraTrainConfig;
   losses: number[];
@@ -109,6 +114,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 
   // ---- models
   const { prior, tokenizer, textEncoder, textSnapshot } = await loadModels(cfg, file, seed, device);
+  setAllowTf32(cfg.allow_tf32 ?? false, { device });
+  if (prior.precision !== 'fp32') log(`lora-train: mixed precision ${prior.precision} (frozen weights and GEMM operands; LoRA weights, gradients and AdamW state fp32${prior.precision === 'fp16' ? ', dynamic loss scaling' : ''})`);
   const { imageEncoder, imageFile } = loadImageEncoder(cfg, file, device);
   if (imageEncoder.config.latent_channels !== prior.config.c_in)
     throw new Error(`the image encoder's ${imageEncoder.config.latent_channels} latent channels differ from the prior's c_in ${prior.config.c_in}`);
@@ -200,6 +207,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // ---- resume
   let iteration = 0;
   let optimizerSteps = 0;
+  let skippedSteps = 0;
+  let scaler = new GradScaler(prior.precision === 'fp16');
   const losses: number[] = [];
   if (options.resume) {
     const from = options.resume === 'auto' ? checkpoints(workDir).at(-1) : options.resume;
@@ -213,6 +222,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       prior.setOptimizerState(moments);
       iteration = state.iteration;
       optimizerSteps = state.optimizerSteps;
+      skippedSteps = state.skippedSteps ?? 0;
+      scaler = new GradScaler(prior.precision === 'fp16', state.scaler);
       losses.push(...state.losses);
       log(`lora-train: resumed from ${from} at iteration ${iteration}`);
     } else if (options.resume !== 'auto') throw new Error(`--resume ${options.resume}: no such checkpoint`);
@@ -229,7 +240,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     for (const [k, v] of Object.entries(prior.optimizerState())) tensors[`optimizer.${k}`] = v;
     writeSafetensors(join(tmp, 'training_state.safetensors'), tensors);
     prior.saveLora(tmp);
-    const state: CheckpointState = { iteration, optimizerSteps, seed, config: cfg, losses };
+    const state: CheckpointState = { iteration, optimizerSteps, skippedSteps, scaler: scaler.toJSON(), seed, config: cfg, losses };
     writeFileSync(join(tmp, 'state.json'), JSON.stringify(state));
     rmSync(dir, { recursive: true, force: true });
     renameSync(tmp, dir); // the checkpoint appears whole or not at all
@@ -320,19 +331,26 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       const batch = await next;
       const micro = iteration % accumulate;
       // The next batch is prepared while the native step runs off the JS thread.
-      const stepPromise = prior.step(batch.x, batch.r, batch.clip, batch.target, { seed: Number.parseInt(sha256(`${seed}:dropout:${iteration}`).slice(0, 12), 16), accumulate: micro !== 0 });
+      const stepPromise = prior.step(batch.x, batch.r, batch.clip, batch.target, { seed: Number.parseInt(sha256(`${seed}:dropout:${iteration}`).slice(0, 12), 16), accumulate: micro !== 0, lossScale: scaler.scale });
       next = iteration + 1 < totalIters ? prepareBatch(iteration + 1) : undefined;
       const loss = await stepPromise;
       let lr = (opt.lr ?? 1e-4) * lrFactor((sched.type ?? 'constant') as ScheduleName, optimizerSteps, totalOptSteps, sched.warmup_iters ?? 0);
       let gradNorm: number | undefined;
       if (micro === accumulate - 1 || iteration + 1 === totalIters) {
-        gradNorm = await prior.optimizerStep({ lr, beta1: opt.betas?.[0], beta2: opt.betas?.[1], eps: opt.eps, weightDecay: opt.weight_decay ?? 1e-2, maxNorm: optim.clip_grad?.max_norm ?? 0 }, optimizerSteps + 1);
+        const lossScale = scaler.scale;
+        gradNorm = await prior.optimizerStep({ lr, beta1: opt.betas?.[0], beta2: opt.betas?.[1], eps: opt.eps, weightDecay: opt.weight_decay ?? 1e-2, maxNorm: optim.clip_grad?.max_norm ?? 0, lossScale }, optimizerSteps - skippedSteps + 1);
+        // As torch's GradScaler: an overflowing step is skipped (AdamW's step count with it) and
+        // the scale halves; the learning-rate schedule moves on.
+        if (scaler.update(gradNorm)) {
+          skippedSteps++;
+          log(`lora-train: fp16 gradients overflowed at iteration ${iteration + 1}: step skipped, loss scale ${lossScale} -> ${scaler.scale}`);
+        }
         optimizerSteps++;
       } else lr = Number.NaN;
       iteration++;
       runIters++;
       losses.push(loss);
-      appendFileSync(logFile, `${JSON.stringify({ step: iteration, epoch: batch.epoch, loss, lr: Number.isNaN(lr) ? null : lr, grad_norm: gradNorm ?? null, seconds: (Date.now() - start) / 1000 })}\n`);
+      appendFileSync(logFile, `${JSON.stringify({ step: iteration, epoch: batch.epoch, loss, lr: Number.isNaN(lr) ? null : lr, grad_norm: gradNorm === undefined || !Number.isFinite(gradNorm) ? null : gradNorm, seconds: (Date.now() - start) / 1000 })}\n`);
       bar.tick(1, `loss ${loss.toFixed(4)} lr ${Number.isNaN(lr) ? '-' : lr.toExponential(2)}`);
       if (!process.stderr.isTTY && iteration % logInterval === 0) log(`iter ${iteration}/${totalIters} epoch ${batch.epoch} loss ${loss.toFixed(5)}`);
       // A checkpoint holds no half-accumulated gradients: stop at the end of an optimizer step.

@@ -245,3 +245,27 @@ describe('LoRA files', () => {
     expect(() => prior.loadLora(half)).toThrow(/unet\.something: not a prior\.<module>\.lora_A\/B\.weight key[\s\S]*blocks\.2\.attention\.to_q: has lora_A but not lora_B/);
   });
 });
+
+describe('fp16 loss scaling', () => {
+  it('skips the update when scaled gradients overflow fp16, and a finite scale updates', async () => {
+    const prior = await loadPrior(base, { precision: 'fp16' });
+    prior.loadLora(join(base, 'lora_peft'));
+    const before = prior.loraWeights();
+    const step = async (lossScale: number) => {
+      await prior.step(t('x'), t('r'), t('clip'), t('target'), { train: false, lossScale });
+      return prior.optimizerStep({ lr: 1e-2, lossScale }, 1);
+    };
+    // 2^40 times dL/dout cannot be held by fp16 GEMM operands (max 65504): inf/NaN gradients.
+    const overflow = await step(2 ** 40);
+    expect(Number.isFinite(overflow)).toBe(false);
+    for (const [name, w] of Object.entries(prior.loraWeights())) expect(w.data, `${name} unchanged`).toEqual(before[name]!.data);
+    const norm = await step(2 ** 10);
+    expect(Number.isFinite(norm) && norm > 0).toBe(true);
+    const changed = Object.entries(prior.loraWeights()).filter(([name, w]) => relativeError(w.data, before[name]!.data) > 0);
+    expect(changed.length).toBe(Object.keys(before).length);
+  });
+
+  it('refuses an unknown precision', async () => {
+    await expect(loadPrior(base, { precision: 'fp8' as 'fp16' })).rejects.toThrow("loadPrior: Expected 'fp32', 'bf16' or 'fp16' for precision but received 'fp8'");
+  });
+});

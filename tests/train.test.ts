@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
+import { GradScaler } from '../src/grad-scaler.js';
 import { readSafetensors } from '../src/safetensors.js';
 import { createTinyStack } from '../src/tiny.js';
 import { train } from '../src/train.js';
@@ -61,6 +62,23 @@ const logLosses = (dir: string) =>
     return rest;
   });
 
+describe('GradScaler', () => {
+  it("follows torch.amp.GradScaler: halve and skip on overflow, double after growthInterval finite steps", () => {
+    const scaler = new GradScaler(true, undefined, 3);
+    expect(scaler.scale).toBe(65536);
+    expect(scaler.update(Number.POSITIVE_INFINITY)).toBe(true);
+    expect(scaler.scale).toBe(32768);
+    expect([scaler.update(1), scaler.update(2)]).toEqual([false, false]);
+    expect(scaler.scale).toBe(32768);
+    expect(scaler.update(Number.NaN)).toBe(true);
+    expect(scaler.toJSON()).toEqual({ scale: 16384, growthTracker: 0 });
+    for (let i = 0; i < 3; i++) scaler.update(1);
+    expect(scaler.scale).toBe(32768);
+    const off = new GradScaler(false);
+    expect([off.scale, off.update(Number.NaN), off.scale]).toEqual([1, false, 1]);
+  });
+});
+
 describe('training', () => {
   it('trains LoRA adapters that lower the fixed-noise loss, and writes the diffusers file, log and checkpoints', async () => {
     const workDir = join(root, 'fit');
@@ -89,6 +107,25 @@ describe('training', () => {
     expect(second.steps).toBe(12);
     expect(logLosses(split)).toHaveLength(12);
     expect(logLosses(split)).toEqual(logLosses(whole));
+  });
+
+  it('trains in fp16 mixed precision with dynamic loss scaling, and resumes exactly with the scaler', async () => {
+    const whole = join(root, 'fp16-whole');
+    const split = join(root, 'fp16-split');
+    const file = configFile('fp16', { mixed_precision: 'fp16' });
+    const lines: string[] = [];
+    await train({ config: await loadConfig(file), workDir: whole, log: (l) => lines.push(l), cacheDir: join(root, 'cache') });
+    expect(lines.some((l) => l.includes('mixed precision fp16'))).toBe(true);
+    await train({ config: await loadConfig(file), workDir: split, log: quiet, cacheDir: join(root, 'cache'), stopAfter: 5 });
+    const state = JSON.parse(readFileSync(join(split, 'checkpoints', 'iter_5', 'state.json'), 'utf8')) as { scaler: { scale: number; growthTracker: number } };
+    expect(state.scaler).toEqual({ scale: 2 ** 16, growthTracker: 5 });
+    await train({ config: await loadConfig(file), workDir: split, log: quiet, cacheDir: join(root, 'cache'), resume: 'auto' });
+    expect(logLosses(split)).toEqual(logLosses(whole));
+    const fp32 = join(root, 'fp16-vs-fp32');
+    await train({ config: await loadConfig(configFile('fp32', {})), workDir: fp32, log: quiet, cacheDir: join(root, 'cache') });
+    const [a, b] = [logLosses(whole), logLosses(fp32)];
+    expect(a.map((l) => l.loss)).not.toEqual(b.map((l) => l.loss)); // fp16 GEMMs really ran
+    a.forEach((l, i) => expect(Math.abs(l.loss - b[i]!.loss)).toBeLessThan(0.02 * b[i]!.loss));
   });
 
   it("samples the VisualizationHook's prompts before training and every interval", async () => {

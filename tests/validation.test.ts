@@ -71,8 +71,8 @@ describe('the raw addon', () => {
     expect(() => addon.gemm('cpu', f(6), new Uint16Array(5), f(9), 2, 3, 3, false, false, 1, 0, 'bf16', 'f32')).toThrow(new RangeError('gemm: Expected a Uint16Array (bf16 bits) of length 6 for A but received Uint16Array of length 5'));
     expect(() => addon.convert('cpu', f(4), 'f32', f(4), 'f32', 4)).not.toThrow();
     expect(() => addon.convert('cpu', new Uint16Array(4), 'bf16', new Int16Array(4) as unknown as Float32Array, 'f16', 4)).toThrow(new TypeError('convert: Expected a Uint16Array (f16 bits) of length 4 for src but received Int16Array of length 4'));
-    expect(() => addon.adamw('cpu', [f(2)], [f(2)], [f(2), f(2)], [f(2)], 1e-3, 0.9, 0.999, 1e-8, 0, 1)).toThrow('adamw: Expected an Array of length 1 for expAvgSqs but received Array of length 2');
-    expect(() => addon.adamw('cpu', [f(2)], [f(3)], [f(2)], [f(2)], 1e-3, 0.9, 0.999, 1e-8, 0, 1)).toThrow('adamw: Expected a Float32Array of length 2 for expAvgs[0] but received Float32Array of length 3');
+    expect(() => addon.adamw('cpu', [f(2)], [f(2)], [f(2), f(2)], [f(2)], 1e-3, 0.9, 0.999, 1e-8, 0, 1, 1)).toThrow('adamw: Expected an Array of length 1 for expAvgSqs but received Array of length 2');
+    expect(() => addon.adamw('cpu', [f(2)], [f(3)], [f(2)], [f(2)], 1e-3, 0.9, 0.999, 1e-8, 0, 1, 1)).toThrow('adamw: Expected a Float32Array of length 2 for expAvgs[0] but received Float32Array of length 3');
     expect(() => addon.activationForward('cpu', 'relu6', f(2), f(2), 2, 0)).toThrow("activationForward: Expected 'gelu', 'silu' or 'leaky_relu' for kind but received 'relu6'");
   });
 

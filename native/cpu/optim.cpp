@@ -8,7 +8,7 @@
 namespace lt::cpu {
 
 void CpuOps::adamw(const AdamWTensor* tensors, int64_t count, float lr, float beta1, float beta2,
-                   float eps, float weight_decay, int64_t step) {
+                   float eps, float weight_decay, int64_t step, float grad_scale) {
   // torch.optim.AdamW: p *= 1 - lr wd; m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
   // p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
   const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
@@ -20,7 +20,7 @@ void CpuOps::adamw(const AdamWTensor* tensors, int64_t count, float lr, float be
     const AdamWTensor& x = tensors[t];
     parallel_range(x.n, 1 << 14, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
-        const float g = x.grad[i];
+        const float g = x.grad[i] * grad_scale;
         x.param[i] *= decay;
         x.exp_avg[i] += (g - x.exp_avg[i]) * (1.0f - beta1);
         x.exp_avg_sq[i] = beta2 * x.exp_avg_sq[i] + (1.0f - beta2) * g * g;

@@ -63,7 +63,7 @@ class CudaOps final : public Ops {
   void channel_mean(float* out, const float* x, int64_t B, int64_t P, int64_t C) override;
   void scale_channels(float* y, const float* x, const float* s, int64_t B, int64_t P, int64_t C) override;
   double mse_loss(float* dpred, const float* pred, const float* target, int64_t n, float grad_scale) override;
-  void adamw(const AdamWTensor* tensors, int64_t count, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) override;
+  void adamw(const AdamWTensor* tensors, int64_t count, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step, float grad_scale) override;
   double clip_grad_norm(float* const* grads, const int64_t* sizes, int64_t count, double max_norm) override;
 
  private:

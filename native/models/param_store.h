@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,44 +40,73 @@ class Scratch {
   std::vector<float*> owned_;
 };
 
+// Parameters are fp32 unless added with another storage type (mixed precision's frozen
+// weights); values always arrive as fp32 and are rounded on the backend.
 class ParamStore {
  public:
   explicit ParamStore(Ops& ops) : ops_(ops) {}
   ~ParamStore() {
-    for (auto& [name, entry] : params_) ops_.release(entry.first);
+    for (auto& [name, e] : params_) ops_.release(e.data);
   }
   ParamStore(const ParamStore&) = delete;
   ParamStore& operator=(const ParamStore&) = delete;
 
-  // A zero-filled parameter.
-  float* add(const std::string& name, std::vector<int64_t> shape) {
+  // A zero-filled fp32 parameter.
+  float* add(const std::string& name, std::vector<int64_t> shape) { return static_cast<float*>(add(name, std::move(shape), DType::f32)); }
+  // A zero-filled parameter of any storage type.
+  void* add(const std::string& name, std::vector<int64_t> shape, DType type) {
     NamedShape s{name, std::move(shape)};
-    float* p = ops_.alloc(s.numel());
-    ops_.zero(p, s.numel());
-    params_.emplace(name, std::make_pair(p, s));
+    const int64_t floats = (s.numel() * dtype_size(type) + 3) / 4;
+    float* p = ops_.alloc(floats);
+    ops_.zero(p, floats);
+    params_.emplace(name, Entry{p, type, s});
     return p;
   }
+  // An fp32 parameter.
   float* get(const std::string& name) const {
-    auto it = params_.find(name);
-    if (it == params_.end()) throw std::invalid_argument("no parameter '" + name + "'");
-    return it->second.first;
+    const Entry& e = entry(name);
+    if (e.type != DType::f32) throw std::logic_error("parameter '" + name + "' is stored as " + dtype_name(e.type));
+    return e.data;
+  }
+  TensorRef ref(const std::string& name) const {
+    const Entry& e = entry(name);
+    return {e.data, e.type};
   }
   std::vector<NamedShape> list() const {
     std::vector<NamedShape> out;
-    for (const auto& [name, entry] : params_) out.push_back(entry.second);
+    for (const auto& [name, e] : params_) out.push_back(e.shape);
     return out;
   }
+  int64_t bytes() const {
+    int64_t total = 0;
+    for (const auto& [name, e] : params_) total += e.shape.numel() * dtype_size(e.type);
+    return total;
+  }
   void set(const std::string& name, const float* host, int64_t n) {
-    auto it = params_.find(name);
-    if (it == params_.end()) throw std::invalid_argument("no parameter '" + name + "'");
-    if (it->second.second.numel() != n)
-      throw std::invalid_argument("parameter '" + name + "' has " + std::to_string(it->second.second.numel()) + " values, got " + std::to_string(n));
-    ops_.upload(it->second.first, host, n);
+    const Entry& e = entry(name);
+    if (e.shape.numel() != n)
+      throw std::invalid_argument("parameter '" + name + "' has " + std::to_string(e.shape.numel()) + " values, got " + std::to_string(n));
+    if (e.type == DType::f32) return ops_.upload(e.data, host, n);
+    Scratch staging(ops_);
+    float* f32 = staging.alloc(n);
+    ops_.upload(f32, host, n);
+    ops_.convert(e.data, e.type, f32, n);
   }
 
  private:
+  struct Entry {
+    float* data;
+    DType type;
+    NamedShape shape;
+  };
+  const Entry& entry(const std::string& name) const {
+    auto it = params_.find(name);
+    if (it == params_.end()) throw std::invalid_argument("no parameter '" + name + "'");
+    return it->second;
+  }
+
   Ops& ops_;
-  std::map<std::string, std::pair<float*, NamedShape>> params_;
+  std::map<std::string, Entry> params_;
 };
 
 }  // namespace lt

@@ -18,8 +18,8 @@ struct Prior::LoraTensors {
 struct Prior::Linear {
   std::string name;  // module path in diffusers' state dict, e.g. "blocks.2.attention.to_q"
   int64_t in, out;
-  float* W;  // (out, in)
-  float* b;  // (out)
+  TensorRef W{nullptr};  // (out, in), PriorConfig::weight_type
+  float* b;              // (out)
   int64_t index;  // position in the model, seeds this layer's LoRA dropout
   bool adaptable;  // LoRA supported here (the Linear layers inside the blocks)
   std::unique_ptr<LoraTensors> lora;
@@ -80,7 +80,8 @@ Prior::Prior(Ops& ops, const PriorConfig& config) : ops_(ops), config_(config), 
     l->name = module;
     l->in = in;
     l->out = out;
-    l->W = add(module + ".weight", wshape);
+    params_.add(module + ".weight", wshape, k.weight_type);
+    l->W = params_.ref(module + ".weight");
     l->b = add(module + ".bias", {out});
     l->index = static_cast<int64_t>(linears_.size());
     l->adaptable = adaptable;
@@ -543,7 +544,7 @@ void Prior::forward(float* out, const float* x, const float* r, const float* cli
 }
 
 double Prior::loss_and_grad(const float* x, const float* r, const float* clip, const float* target,
-                            const StepShape& s, uint64_t seed, bool accumulate, bool train) {
+                            const StepShape& s, uint64_t seed, bool accumulate, bool train, float loss_scale) {
   if (lora_layers_.empty()) throw std::logic_error("loss_and_grad needs LoRA adapters: call enable_lora first");
   plan(s, true);
   const PriorConfig& k = config_;
@@ -561,13 +562,13 @@ double Prior::loss_and_grad(const float* x, const float* r, const float* clip, c
     }
   run_forward(s, train, seed);
   ops_.zero(acts_->dout, n);
-  const double loss = ops_.mse_loss(acts_->dout, acts_->out, acts_->target, n, 1.0f);
+  const double loss = ops_.mse_loss(acts_->dout, acts_->out, acts_->target, n, loss_scale);
   run_backward(s, train, seed);
   return loss;
 }
 
 double Prior::optimizer_step(float lr, float beta1, float beta2, float eps, float weight_decay,
-                             double max_norm, int64_t step) {
+                             double max_norm, int64_t step, float inv_loss_scale) {
   std::vector<float*> grads;
   std::vector<int64_t> sizes;
   std::vector<Ops::AdamWTensor> tensors;
@@ -581,8 +582,13 @@ double Prior::optimizer_step(float lr, float beta1, float beta2, float eps, floa
     tensors.push_back({t.A, t.mA, t.vA, t.dA, na});
     tensors.push_back({t.B, t.mB, t.vB, t.dB, nb});
   }
-  const double norm = ops_.clip_grad_norm(grads.data(), sizes.data(), static_cast<int64_t>(grads.size()), max_norm);
-  ops_.adamw(tensors.data(), static_cast<int64_t>(tensors.size()), lr, beta1, beta2, eps, weight_decay, step);
+  // The norm pass only measures; unscaling and clipping happen as AdamW reads each gradient.
+  const double norm = ops_.clip_grad_norm(grads.data(), sizes.data(), static_cast<int64_t>(grads.size()), 0.0) * inv_loss_scale;
+  if (!std::isfinite(norm)) return norm;
+  // torch.nn.utils.clip_grad_norm_'s coefficient, applied in fp32 as it multiplies in place.
+  const double coef = max_norm > 0.0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;
+  const float grad_scale = coef < 1.0 ? static_cast<float>(coef) * inv_loss_scale : inv_loss_scale;
+  ops_.adamw(tensors.data(), static_cast<int64_t>(tensors.size()), lr, beta1, beta2, eps, weight_decay, step, grad_scale);
   return norm;
 }
 

@@ -19,6 +19,10 @@ namespace lt {
 struct PriorConfig {
   int64_t c_in = 16, c = 1536, c_cond = 1280, c_r = 64, depth = 32, nhead = 24;
   float dropout = 0.1f;
+  // Storage of the frozen Linear weights. bf16/f16 is mixed precision: those GEMMs read their
+  // activations rounded to the same type and accumulate in fp32; everything else (activations,
+  // norms, LoRA weights, gradients, AdamW state) stays fp32.
+  DType weight_type = DType::f32;
 };
 
 struct LoraConfig {
@@ -63,17 +67,23 @@ class Prior {
                bool train, uint64_t seed);
   // Forward in training mode, MSE against target (B, c_in, H, W), backward into the LoRA
   // gradients (zeroed first unless accumulate). Returns the loss.
+  // loss_scale multiplies the loss's gradient (fp16 dynamic loss scaling); the returned loss
+  // is unscaled.
   double loss_and_grad(const float* x, const float* r, const float* clip, const float* target,
-                       const StepShape& s, uint64_t seed, bool accumulate, bool train = true);
-  // Global grad-norm clipping (max_norm <= 0: none) then one AdamW step on every LoRA tensor.
-  // Returns the gradient norm before clipping.
+                       const StepShape& s, uint64_t seed, bool accumulate, bool train = true,
+                       float loss_scale = 1.0f);
+  // One AdamW step on every LoRA tensor with the gradients read as grad * inv_loss_scale and
+  // clipped to a global norm of max_norm (<= 0: no clipping). Returns the unscaled gradient
+  // norm before clipping; when it is not finite (an fp16 overflow) nothing is updated.
   double optimizer_step(float lr, float beta1, float beta2, float eps, float weight_decay,
-                        double max_norm, int64_t step);
+                        double max_norm, int64_t step, float inv_loss_scale = 1.0f);
   // AdamW moments by LoRA parameter name, for checkpoints: "<name>.exp_avg" / ".exp_avg_sq".
   void get_optimizer_state(const std::string& name, float* host, int64_t n) const;
   void set_optimizer_state(const std::string& name, const float* host, int64_t n);
   // Bytes of the activation arena planned for the last step shape (0 before any step).
   int64_t activation_bytes() const { return arena_floats_ * static_cast<int64_t>(sizeof(float)); }
+  // Bytes of the frozen parameters as stored.
+  int64_t parameter_bytes() const { return params_.bytes(); }
 
   // Serialises calls from JS worker threads: one model, one computation at a time.
   std::mutex& mutex() { return mutex_; }
