@@ -73,6 +73,15 @@ function makeRunners(fx: Fixture): Record<string, (c: FixtureCase, device: Devic
       const g = await ops.attentionBackward(fx.tensor(c, 'do'), q, k, v, out, lse, num(c.H), { device });
       return { o: { tensor: out, tolerance: FWD }, lse: { tensor: lse, tolerance: FWD }, dq: { tensor: g.dq, tolerance: GRAD }, dk: { tensor: g.dk, tolerance: GRAD }, dv: { tensor: g.dv, tolerance: GRAD } };
     },
+    // Mixed precision's attention: tensor cores in bf16 on the GPU (head dim 64), fp32 on the CPU.
+    attention_bf16: async (c, device) => {
+      const [q, k, v] = [fx.tensor(c, 'q'), fx.tensor(c, 'k'), fx.tensor(c, 'v')];
+      const opts = { device, compute: 'bf16' as const };
+      const { out, lse } = await ops.attention(q, k, v, num(c.H), opts);
+      const g = await ops.attentionBackward(fx.tensor(c, 'do'), q, k, v, out, lse, num(c.H), opts);
+      const { fwd, grad } = MIXED.bf16;
+      return { o: { tensor: out, tolerance: fwd }, lse: { tensor: lse, tolerance: fwd }, dq: { tensor: g.dq, tolerance: grad }, dk: { tensor: g.dk, tolerance: grad }, dv: { tensor: g.dv, tolerance: grad } };
+    },
     layernorm: async (c, device) => {
       const { y, mean, rstd } = await ops.layerNorm(fx.tensor(c, 'x'), num(c.eps), { device });
       return { y: { tensor: y, tolerance: FWD }, dx: { tensor: await ops.layerNormBackward(fx.tensor(c, 'dy'), fx.tensor(c, 'x'), mean, rstd, { device }), tolerance: GRAD } };
@@ -139,7 +148,10 @@ export function parityCases(fixturesDir: string): ParityCase[] {
   const cases: ParityCase[] = [];
   for (const [file, make] of [['ops.safetensors', makeRunners], ['lowp.safetensors', makeLowpRunners]] as const) {
     const fx = new Fixture(join(fixturesDir, file));
-    for (const [op, run] of Object.entries(make(fx))) for (const c of fx.casesOf(op)) cases.push({ name: c.id, run: (device) => run(c, device) });
+    for (const [op, run] of Object.entries(make(fx))) {
+      const variant = op.endsWith('_bf16') ? ' (bf16 compute)' : '';
+      for (const c of fx.casesOf(op.replace(/_bf16$/, ''))) cases.push({ name: c.id + variant, run: (device) => run(c, device) });
+    }
   }
   for (const precision of ['fp32', 'bf16', 'fp16'] as const) {
     const [fwd, grad] = precision === 'fp32' ? [FWD, GRAD] : [MIXED[precision].fwd, MIXED[precision].grad];

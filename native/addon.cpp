@@ -175,26 +175,28 @@ Napi::Value LoraLinearBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// (device, o, lse, q, k, v, B, N, M, H, d, scale)
+// (device, o, lse, q, k, v, B, N, M, H, d, scale, compute)
 Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   OpCall call(info, "attentionForward");
   Ops& ops = backend_for(call, 0);
   int64_t B = call.dim(6, "B"), N = call.dim(7, "N"), M = call.dim(8, "M"), H = call.dim(9, "H"), d = call.dim(10, "d");
   float scale = static_cast<float>(call.number(11, "scale"));
+  DType compute = call.dtype(12, "compute");
   float* o = call.f32(1, "o", B * N * H * d);
   float* lse = call.f32(2, "lse", B * H * N);
   const float* q = call.f32(3, "q", B * N * H * d);
   const float* k = call.f32(4, "k", B * M * H * d);
   const float* v = call.f32(5, "v", B * M * H * d);
-  return call.run([=, &ops] { ops.attention_forward(o, lse, q, k, v, B, N, M, H, d, scale); });
+  return call.run([=, &ops] { ops.attention_forward(o, lse, q, k, v, B, N, M, H, d, scale, compute); });
 }
 
-// (device, dq, dk, dv, dout, q, k, v, o, lse, B, N, M, H, d, scale)
+// (device, dq, dk, dv, dout, q, k, v, o, lse, B, N, M, H, d, scale, compute)
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   OpCall call(info, "attentionBackward");
   Ops& ops = backend_for(call, 0);
   int64_t B = call.dim(10, "B"), N = call.dim(11, "N"), M = call.dim(12, "M"), H = call.dim(13, "H"), d = call.dim(14, "d");
   float scale = static_cast<float>(call.number(15, "scale"));
+  DType compute = call.dtype(16, "compute");
   const int64_t nq = B * N * H * d, nk = B * M * H * d;
   float* dq = call.f32(1, "dq", nq);
   float* dk = call.f32(2, "dk", nk);
@@ -205,7 +207,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   const float* v = call.f32(7, "v", nk);
   const float* o = call.f32(8, "o", nq);
   const float* lse = call.f32(9, "lse", B * H * N);
-  return call.run([=, &ops] { ops.attention_backward(dq, dk, dv, dout, q, k, v, o, lse, B, N, M, H, d, scale); });
+  return call.run([=, &ops] { ops.attention_backward(dq, dk, dv, dout, q, k, v, o, lse, B, N, M, H, d, scale, compute); });
 }
 
 // (device, y, mean, rstd, x, rows, C, eps)

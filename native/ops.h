@@ -73,15 +73,17 @@ class Ops {
   // Non-causal multi-head attention, heads interleaved in channels (head h = channels
   // [h*d, h*d+d)). o = softmax(q k^T * scale) v per head, never materialising the (N, M) scores.
   // o (B, N, H*d), lse (B, H, N) log-sum-exp of the scaled scores; q (B, N, H*d),
-  // k (B, M, H*d), v (B, M, H*d). Row strides of q/k/v/o are H*d.
+  // k (B, M, H*d), v (B, M, H*d). Row strides of q/k/v/o are H*d. compute bf16/f16 lets a
+  // backend multiply in that type (tensor cores; mixed precision), accumulating in fp32; the
+  // CPU computes in fp32 regardless.
   virtual void attention_forward(float* o, float* lse, const float* q, const float* k,
                                  const float* v, int64_t B, int64_t N, int64_t M, int64_t H,
-                                 int64_t d, float scale) = 0;
+                                 int64_t d, float scale, DType compute) = 0;
   // dq (B, N, H*d), dk (B, M, H*d), dv (B, M, H*d); dout like o.
   virtual void attention_backward(float* dq, float* dk, float* dv, const float* dout,
                                   const float* q, const float* k, const float* v, const float* o,
                                   const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
-                                  int64_t d, float scale) = 0;
+                                  int64_t d, float scale, DType compute) = 0;
 
   // Forward-only attention for the frozen text encoder: key j of batch item b takes part only
   // where key_mask[b * M + j] != 0 (null: all) and, when causal, only for j <= i (query i).

@@ -196,6 +196,15 @@ export async function loraLinearBackward(dy: Tensor, x: Tensor, xa: Tensor, weig
 export interface AttentionOptions extends DeviceOption {
   /** Defaults to 1/sqrt(head dim). */
   scale?: number;
+  /** 'bf16' / 'f16': the GPU multiplies in that type on tensor cores (fp32 accumulation), as
+   * mixed precision trains; the CPU computes in fp32 regardless. Default 'f32'. */
+  compute?: DType;
+}
+
+function computeType(op: string, opts: AttentionOptions): DType {
+  const c = opts.compute ?? 'f32';
+  if (c !== 'f32' && c !== 'bf16' && c !== 'f16') invalid(op, "'f32', 'bf16' or 'f16'", 'compute', c);
+  return c;
 }
 
 function attentionDims(s: ShapeCheck, q: Tensor, k: Tensor, v: Tensor, heads: number) {
@@ -216,7 +225,7 @@ export async function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, 
   const { B, N, M, H, d } = attentionDims(s, q, k, v, heads);
   const scale = s.finite('scale', opts.scale ?? 1 / Math.sqrt(d));
   const o = out([B, N, H * d]), lse = out([B, H, N]);
-  await callNative(() => native().attentionForward(dev, o.data, lse.data, q.data, k.data, v.data, B, N, M, H, d, scale));
+  await callNative(() => native().attentionForward(dev, o.data, lse.data, q.data, k.data, v.data, B, N, M, H, d, scale, computeType('attention', opts)));
   return { out: o, lse };
 }
 
@@ -229,7 +238,7 @@ export async function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: T
   s.tensor('lse', lse, ['B', H, 'N']);
   const scale = s.finite('scale', opts.scale ?? 1 / Math.sqrt(d));
   const dq = out([...q.shape]), dk = out([...k.shape]), dv = out([...v.shape]);
-  await callNative(() => native().attentionBackward(dev, dq.data, dk.data, dv.data, dout.data, q.data, k.data, v.data, o.data, lse.data, B, N, M, H, d, scale));
+  await callNative(() => native().attentionBackward(dev, dq.data, dk.data, dv.data, dout.data, q.data, k.data, v.data, o.data, lse.data, B, N, M, H, d, scale, computeType('attentionBackward', opts)));
   return { dq, dk, dv };
 }
 

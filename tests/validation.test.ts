@@ -58,7 +58,7 @@ describe('the raw addon', () => {
       new TypeError('gemm: Expected a Float32Array of length 6 for A but received Int32Array of length 6'),
     );
     expect(() => addon.linearForward('cpu', f(6), f(6), f(9), f(2), 2, 3, 3)).toThrow(new RangeError('linearForward: Expected a Float32Array of length 3 or null for b but received Float32Array of length 2'));
-    expect(() => addon.attentionForward('cpu', f(8), f(2), f(8), f(8), f(7), 1, 2, 2, 1, 4, 0.5)).toThrow('attentionForward: Expected a Float32Array of length 8 for v but received Float32Array of length 7');
+    expect(() => addon.attentionForward('cpu', f(8), f(2), f(8), f(8), f(7), 1, 2, 2, 1, 4, 0.5, 'f32')).toThrow('attentionForward: Expected a Float32Array of length 8 for v but received Float32Array of length 7');
   });
 
   it('checks sizes, flags, numbers and arrays', () => {

@@ -107,7 +107,7 @@ void attention_forward_impl(float* o, float* lse, const float* q, const float* k
 
 void CpuOps::attention_forward(float* o, float* lse, const float* q, const float* k,
                                const float* v, int64_t B, int64_t N, int64_t M, int64_t H,
-                               int64_t d, float scale) {
+                               int64_t d, float scale, DType) {
   attention_forward_impl(o, lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
 }
 
@@ -120,7 +120,7 @@ void CpuOps::attention_masked_forward(float* o, const float* q, const float* k, 
 void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* dout,
                                 const float* q, const float* k, const float* v, const float* o,
                                 const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
-                                int64_t d, float scale) {
+                                int64_t d, float scale, DType) {
   const int64_t ld = H * d;
   parallel_for(B * H, [&](int64_t task) {
     const int64_t b = task / H, h = task % H;

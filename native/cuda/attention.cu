@@ -1,13 +1,252 @@
-// Multi-head attention, heads interleaved in channels. These kernels hold one query's (or one
-// key's) row of scores in shared memory: right and simple; the flash-style tiled kernels with
-// tensor cores are the next step. o (B, N, H*d), lse (B, H, N); q (B, N, H*d); k, v (B, M, H*d).
+// Multi-head attention, heads interleaved in channels. o (B, N, H*d), lse (B, H, N);
+// q (B, N, H*d); k, v (B, M, H*d).
+// - bf16/fp16 compute with head dim 64: flash attention on tensor cores (WMMA 16x16x16, fp32
+//   accumulation): 64-query x 64-key tiles, online softmax, nothing of size (N, M) in memory;
+//   the backward recomputes P per tile, keeps dK/dV of a key tile in registers and adds dQ
+//   with atomics.
+// - otherwise (fp32, other head dims): one block per query (or key) row with the row's scores
+//   in shared memory.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
 #include <cmath>
+#include <type_traits>
 
 #include "common.cuh"
 #include "cuda_ops.h"
 
 namespace lt::cuda {
 namespace {
+
+namespace wmma = nvcuda::wmma;
+
+constexpr int kD = 64, kTile = 64, kLdh = kD + 8, kLdf = kTile + 4, kFlashThreads = 128;
+static_assert(kD == kTile, "warp_rows_times_tile takes the inner dimension of both products as 64");
+
+template <typename T>
+__device__ inline T to_lowp(float x);
+template <>
+__device__ inline __nv_bfloat16 to_lowp<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <>
+__device__ inline __half to_lowp<__half>(float x) { return __float2half_rn(x); }
+
+// rows [r0, r0 + kTile) of one head of x (row stride ld) into a (kTile, kLdh) tile rounded to
+// T; rows at or past `rows` are zero.
+template <typename T>
+__device__ inline void load_tile(T* tile, const float* x, int64_t ld, int64_t r0, int64_t rows) {
+  for (int i = threadIdx.x; i < kTile * kD / 4; i += blockDim.x) {
+    const int r = i / (kD / 4), c = (i % (kD / 4)) * 4;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (r0 + r < rows) v = *reinterpret_cast<const float4*>(x + (r0 + r) * ld + c);
+    T* t = tile + r * kLdh + c;
+    t[0] = to_lowp<T>(v.x);
+    t[1] = to_lowp<T>(v.y);
+    t[2] = to_lowp<T>(v.z);
+    t[3] = to_lowp<T>(v.w);
+  }
+}
+
+template <typename T>
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
+template <typename T>
+using FragAT = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major>;
+template <typename T>
+using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major>;
+template <typename T>
+using FragBT = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major>;
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// out (16, 64) fp32 (row stride kLdf) = a (16 rows of a tile) @ op(b) for a (64, 64) tile b:
+// op(b) = b^T when Transposed (each row of b gives an output column), else b. With accumulate,
+// adds to out instead.
+template <bool Transposed, typename T>
+__device__ inline void warp_rows_times_tile(float* out, const T* a, const T* b, bool accumulate) {
+  using FragOpB = std::conditional_t<Transposed, FragBT<T>, FragB<T>>;
+  for (int n = 0; n < kTile / 16; ++n) {
+    FragC acc;
+    if (accumulate) wmma::load_matrix_sync(acc, out + n * 16, kLdf, wmma::mem_row_major);
+    else wmma::fill_fragment(acc, 0.0f);
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      FragA<T> fa;
+      FragOpB fb;
+      wmma::load_matrix_sync(fa, a + kk * 16, kLdh);
+      wmma::load_matrix_sync(fb, Transposed ? b + n * 16 * kLdh + kk * 16 : b + kk * 16 * kLdh + n * 16, kLdh);
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(out + n * 16, acc, kLdf, wmma::mem_row_major);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, float* lse, const float* q, const float* k,
+                                                                      const float* v, int64_t N, int64_t M, int64_t H,
+                                                                      float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* Qs = reinterpret_cast<T*>(smem);  // (64 queries, kLdh)
+  T* Ks = Qs + kTile * kLdh;           // (64 keys, kLdh)
+  T* Vs = Ks + kTile * kLdh;
+  T* Ps = Vs + kTile * kLdh;                              // (64 queries, 64 keys) probabilities
+  float* Ss = reinterpret_cast<float*>(Ps + kTile * kLdh);  // (64, kLdf) scores
+  float* Os = Ss + kTile * kLdf;                            // (64, kLdf) unnormalised output
+  float* row_max = Os + kTile * kLdf;
+  float* row_sum = row_max + kTile;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t q0 = blockIdx.x * (int64_t)kTile, h = blockIdx.y, b = blockIdx.z, ld = H * kD;
+  load_tile(Qs, q + b * N * ld + h * kD, ld, q0, N);
+  for (int i = threadIdx.x; i < kTile * kLdf; i += blockDim.x) Os[i] = 0.0f;
+  for (int i = threadIdx.x; i < kTile; i += blockDim.x) row_max[i] = -INFINITY, row_sum[i] = 0.0f;
+  // Each warp owns 16 query rows; lanes 2r and 2r+1 share row r of them, 32 columns each.
+  const int r = warp * 16 + lane / 2, c0 = (lane % 2) * 32;
+  for (int64_t k0 = 0; k0 < M; k0 += kTile) {
+    __syncthreads();  // the previous tile's K and V are no longer read
+    load_tile(Ks, k + b * M * ld + h * kD, ld, k0, M);
+    load_tile(Vs, v + b * M * ld + h * kD, ld, k0, M);
+    __syncthreads();
+    warp_rows_times_tile<true>(Ss + warp * 16 * kLdf, Qs + warp * 16 * kLdh, Ks, false);  // S = Q K^T
+    __syncwarp();
+    float* srow = Ss + r * kLdf;
+    float mx = -INFINITY;
+    for (int c = c0; c < c0 + 32; ++c) {
+      const float s = k0 + c < M ? srow[c] * scale : -INFINITY;
+      srow[c] = s;
+      mx = fmaxf(mx, s);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    const float m_old = row_max[r], m_new = fmaxf(m_old, mx);  // finite: key k0 is visible
+    const float alpha = expf(m_old - m_new);
+    float sum = 0.0f;
+    for (int c = c0; c < c0 + 32; ++c) {
+      const float p = expf(srow[c] - m_new);
+      Ps[r * kLdh + c] = to_lowp<T>(p);
+      sum += p;
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    for (int c = c0; c < c0 + 32; ++c) Os[r * kLdf + c] *= alpha;
+    __syncwarp();
+    if (lane % 2 == 0) row_max[r] = m_new, row_sum[r] = row_sum[r] * alpha + sum;
+    __syncwarp();
+    warp_rows_times_tile<false>(Os + warp * 16 * kLdf, Ps + warp * 16 * kLdh, Vs, true);  // O += P V
+  }
+  __syncwarp();
+  if (q0 + r < N) {
+    const float inv = 1.0f / row_sum[r];
+    float* orow = o + (b * N + q0 + r) * ld + h * kD;
+    for (int c = c0; c < c0 + 32; ++c) orow[c] = Os[r * kLdf + c] * inv;
+    if (lane % 2 == 0 && lse) lse[(b * H + h) * N + q0 + r] = row_max[r] + logf(row_sum[r]);
+  }
+}
+
+// One block per (64-key tile, head, batch): dK, dV of the tile over every query tile; dQ added
+// with atomics. delta (B, H, N) = rowsum(dout * o).
+template <typename T>
+__global__ void __launch_bounds__(kFlashThreads) flash_backward_kernel(float* dq, float* dk, float* dv, const float* dout,
+                                                                       const float* q, const float* k, const float* v,
+                                                                       const float* lse, const float* delta, int64_t N,
+                                                                       int64_t M, int64_t H, float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* Ks = reinterpret_cast<T*>(smem);  // (64 keys, kLdh)
+  T* Vs = Ks + kTile * kLdh;
+  T* Qs = Vs + kTile * kLdh;   // (64 queries, kLdh)
+  T* dOs = Qs + kTile * kLdh;
+  T* Ps = dOs + kTile * kLdh;  // (64 queries, 64 keys)
+  T* dSs = Ps + kTile * kLdh;
+  float* Ss = reinterpret_cast<float*>(dSs + kTile * kLdh);  // (64, kLdf): S, later dQ and dK/dV staging
+  float* dPs = Ss + kTile * kLdf;
+  float* lse_s = dPs + kTile * kLdf;
+  float* delta_s = lse_s + kTile;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t k0 = blockIdx.x * (int64_t)kTile, h = blockIdx.y, b = blockIdx.z, ld = H * kD;
+  load_tile(Ks, k + b * M * ld + h * kD, ld, k0, M);
+  load_tile(Vs, v + b * M * ld + h * kD, ld, k0, M);
+  FragC dk_acc[kD / 16], dv_acc[kD / 16];
+  for (int n = 0; n < kD / 16; ++n) wmma::fill_fragment(dk_acc[n], 0.0f), wmma::fill_fragment(dv_acc[n], 0.0f);
+  const int r = warp * 16 + lane / 2, c0 = (lane % 2) * 32;
+  for (int64_t q0 = 0; q0 < N; q0 += kTile) {
+    __syncthreads();
+    load_tile(Qs, q + b * N * ld + h * kD, ld, q0, N);
+    load_tile(dOs, dout + b * N * ld + h * kD, ld, q0, N);
+    for (int i = threadIdx.x; i < kTile; i += blockDim.x) {
+      const bool in = q0 + i < N;
+      lse_s[i] = in ? lse[(b * H + h) * N + q0 + i] : INFINITY;  // exp(s - inf) = 0: no probability
+      delta_s[i] = in ? delta[(b * H + h) * N + q0 + i] : 0.0f;
+    }
+    __syncthreads();
+    warp_rows_times_tile<true>(Ss + warp * 16 * kLdf, Qs + warp * 16 * kLdh, Ks, false);    // S = Q K^T
+    warp_rows_times_tile<true>(dPs + warp * 16 * kLdf, dOs + warp * 16 * kLdh, Vs, false);  // dP = dO V^T
+    __syncwarp();
+    for (int c = c0; c < c0 + 32; ++c) {
+      const float p = k0 + c < M ? expf(Ss[r * kLdf + c] * scale - lse_s[r]) : 0.0f;
+      Ps[r * kLdh + c] = to_lowp<T>(p);
+      dSs[r * kLdh + c] = to_lowp<T>(p * (dPs[r * kLdf + c] - delta_s[r]));
+    }
+    __syncthreads();
+    // dV += P^T dO and dK += dS^T Q for the warp's 16 keys (columns of P and dS).
+    for (int n = 0; n < kD / 16; ++n)
+      for (int kk = 0; kk < kTile / 16; ++kk) {
+        FragAT<T> fp, fds;
+        FragB<T> fdo, fq;
+        wmma::load_matrix_sync(fp, Ps + kk * 16 * kLdh + warp * 16, kLdh);
+        wmma::load_matrix_sync(fds, dSs + kk * 16 * kLdh + warp * 16, kLdh);
+        wmma::load_matrix_sync(fdo, dOs + kk * 16 * kLdh + n * 16, kLdh);
+        wmma::load_matrix_sync(fq, Qs + kk * 16 * kLdh + n * 16, kLdh);
+        wmma::mma_sync(dv_acc[n], fp, fdo, dv_acc[n]);
+        wmma::mma_sync(dk_acc[n], fds, fq, dk_acc[n]);
+      }
+    // dQ (the warp's 16 queries) += scale dS K, staged through Ss and added atomically.
+    warp_rows_times_tile<false>(Ss + warp * 16 * kLdf, dSs + warp * 16 * kLdh, Ks, false);
+    __syncwarp();
+    if (q0 + r < N) {
+      float* dqrow = dq + (b * N + q0 + r) * ld + h * kD;
+      for (int c = c0; c < c0 + 32; ++c) atomicAdd(dqrow + c, scale * Ss[r * kLdf + c]);
+    }
+  }
+  // dK, dV of the warp's 16 keys: staged through shared memory, added to the outputs.
+  __syncthreads();
+  for (int n = 0; n < kD / 16; ++n) {
+    wmma::store_matrix_sync(Ss + warp * 16 * kLdf + n * 16, dk_acc[n], kLdf, wmma::mem_row_major);
+    wmma::store_matrix_sync(dPs + warp * 16 * kLdf + n * 16, dv_acc[n], kLdf, wmma::mem_row_major);
+  }
+  __syncwarp();
+  if (k0 + r < M) {
+    float* dkrow = dk + (b * M + k0 + r) * ld + h * kD;
+    float* dvrow = dv + (b * M + k0 + r) * ld + h * kD;
+    for (int c = c0; c < c0 + 32; ++c) {
+      dkrow[c] += scale * Ss[r * kLdf + c];
+      dvrow[c] += dPs[r * kLdf + c];
+    }
+  }
+}
+
+constexpr size_t kFlashForwardSmem = 4 * kTile * kLdh * 2 + 2 * kTile * kLdf * 4 + 2 * kTile * 4;
+constexpr size_t kFlashBackwardSmem = 6 * kTile * kLdh * 2 + 2 * kTile * kLdf * 4 + 2 * kTile * 4;
+
+// Whether the tensor-core kernels apply: a low-precision compute type, head dim 64 and
+// 16-byte aligned rows (they load float4s).
+bool use_flash(DType compute, int64_t d, std::initializer_list<const float*> tensors) {
+  if (compute == DType::f32 || d != kD) return false;
+  for (const float* t : tensors)
+    if (reinterpret_cast<uintptr_t>(t) % 16) return false;
+  return true;
+}
+
+template <typename T>
+void flash_forward(float* o, float* lse, const float* q, const float* k, const float* v, int64_t B, int64_t N,
+                   int64_t M, int64_t H, float scale) {
+  LT_CUDA(cudaFuncSetAttribute(flash_forward_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kFlashForwardSmem));
+  dim3 grid(static_cast<unsigned>((N + kTile - 1) / kTile), static_cast<unsigned>(H), static_cast<unsigned>(B));
+  flash_forward_kernel<T><<<grid, kFlashThreads, kFlashForwardSmem>>>(o, lse, q, k, v, N, M, H, scale);
+  LT_LAUNCHED("attention_forward (flash)");
+}
+
+template <typename T>
+void flash_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+                    const float* lse, const float* delta, int64_t B, int64_t N, int64_t M, int64_t H, float scale) {
+  LT_CUDA(cudaFuncSetAttribute(flash_backward_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kFlashBackwardSmem));
+  dim3 grid(static_cast<unsigned>((M + kTile - 1) / kTile), static_cast<unsigned>(H), static_cast<unsigned>(B));
+  flash_backward_kernel<T><<<grid, kFlashThreads, kFlashBackwardSmem>>>(dq, dk, dv, dout, q, k, v, lse, delta, N, M, H, scale);
+  LT_LAUNCHED("attention_backward (flash)");
+}
 
 constexpr int kAttnThreads = 128;
 
@@ -137,7 +376,11 @@ void check_shared(int64_t floats, const char* what) {
 }  // namespace
 
 void CudaOps::attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, int64_t B,
-                                int64_t N, int64_t M, int64_t H, int64_t d, float scale) {
+                                int64_t N, int64_t M, int64_t H, int64_t d, float scale, DType compute) {
+  if (use_flash(compute, d, {o, q, k, v})) {
+    if (compute == DType::bf16) return flash_forward<__nv_bfloat16>(o, lse, q, k, v, B, N, M, H, scale);
+    return flash_forward<__half>(o, lse, q, k, v, B, N, M, H, scale);
+  }
   check_shared(M, "attention_forward");
   dim3 grid(static_cast<unsigned>(N), static_cast<unsigned>(H), static_cast<unsigned>(B));
   attention_forward_kernel<<<grid, kAttnThreads, M * sizeof(float)>>>(o, lse, q, k, v, nullptr, false, N, M, H, d, scale);
@@ -162,7 +405,15 @@ void CudaOps::attention_masked_forward(float* o, const float* q, const float* k,
 
 void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                                  const float* v, const float* o, const float* lse, int64_t B, int64_t N, int64_t M,
-                                 int64_t H, int64_t d, float scale) {
+                                 int64_t H, int64_t d, float scale, DType compute) {
+  if (use_flash(compute, d, {dq, dk, dv, dout, q, k, v})) {
+    DeviceBuffer delta_buf;
+    float* delta = delta_buf.floats(B * H * N);
+    attention_delta_kernel<<<blocks_for(B * H * N), kThreads>>>(delta, dout, o, B, N, H, d);
+    LT_LAUNCHED("attention delta");
+    if (compute == DType::bf16) return flash_backward<__nv_bfloat16>(dq, dk, dv, dout, q, k, v, lse, delta, B, N, M, H, scale);
+    return flash_backward<__half>(dq, dk, dv, dout, q, k, v, lse, delta, B, N, M, H, scale);
+  }
   check_shared(M, "attention_backward");
   check_shared(2 * N, "attention_backward");
   float* delta = nullptr;

@@ -37,6 +37,10 @@ struct Prior::Acts {
   };
   float *x_in, *x_cl, *r_embed, *clip, *cm1, *cm1a, *c_embed, *silu_c;
   float *out_ln, *out_mean, *out_rstd, *out_ab, *out, *target;
+  // Buffers the backward does not read unless an adapter needs them (as its input x) are one
+  // scratch shared by every block: most of a ResBlock's activations. GELU's output is
+  // recomputed from its input when the backward needs it.
+  float *tmp_n, *tmp_g, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;
   std::vector<float*> stream;  // residual stream before each block and after the last: (B, P, c)
   std::vector<float*> ts_ab, ts_xa, ts_xl;  // per timestep block: mapper output (B, 2c)
   std::vector<Res> res;
@@ -254,6 +258,20 @@ void Prior::plan(const StepShape& s, bool train) {
     take(xa, rows * r);
     if (lora_drop) take(xl, rows * l.in);
   };
+  auto adapted = [&](const std::string& module) { return linear_by_name_.at(module)->lora != nullptr; };
+  // A block's own buffer when `keep`, else the shared scratch (bound after allocation).
+  std::vector<std::pair<float**, float**>> shared;
+  auto keep_or_share = [&](bool keep, float*& p, int64_t n, float*& scratch) {
+    if (keep) take(p, n);
+    else shared.emplace_back(&p, &scratch);
+  };
+  take(a.tmp_n, B * P * c);
+  take(a.tmp_g, B * P * 4 * c);
+  take(a.tmp_grn, B * P * 4 * c);
+  a.tmp_drop = nullptr;
+  if (k.dropout > 0.0f) take(a.tmp_drop, B * P * 4 * c);
+  take(a.tmp_kv, B * T * c);
+  take(a.tmp_y, B * P * c);
   take(a.x_in, B * k.c_in * P);
   take(a.x_cl, B * P * k.c_in);
   take(a.r_embed, B * k.c_r);
@@ -276,18 +294,19 @@ void Prior::plan(const StepShape& s, bool train) {
     take(R.dw, B * P * c);
     take(R.mean, B * P);
     take(R.rstd, B * P);
-    take(R.n, B * P * c);
+    keep_or_share(adapted(res + ".channelwise.0"), R.n, B * P * c, a.tmp_n);
     take(R.u1, B * P * 4 * c);
-    take(R.g, B * P * 4 * c);
-    take(R.grn, B * P * 4 * c);
+    keep_or_share(false, R.g, B * P * 4 * c, a.tmp_g);
+    const bool fc2 = adapted(res + ".channelwise.4");
+    keep_or_share(fc2, R.grn, B * P * 4 * c, a.tmp_grn);
     R.drop = nullptr;
-    if (k.dropout > 0.0f) take(R.drop, B * P * 4 * c);
+    if (k.dropout > 0.0f) keep_or_share(fc2, R.drop, B * P * 4 * c, a.tmp_drop);
     lora_slots(res + ".channelwise.0", R.xa1, R.xl1, B * P);
     lora_slots(res + ".channelwise.4", R.xa2, R.xl2, B * P);
     take(a.ts_ab[d], B * 2 * c);
     lora_slots(ts + ".mapper", a.ts_xa[d], a.ts_xl[d], B);
     Acts::Attn& A = a.attn[d];
-    take(A.kv, B * T * c);
+    keep_or_share(false, A.kv, B * T * c, a.tmp_kv);
     take(A.nx, B * P * c);
     take(A.mean, B * P);
     take(A.rstd, B * P);
@@ -297,7 +316,7 @@ void Prior::plan(const StepShape& s, bool train) {
     take(A.v, B * S * c);
     take(A.o, B * P * c);
     take(A.lse, B * k.nhead * P);
-    take(A.y, B * P * c);
+    keep_or_share(false, A.y, B * P * c, a.tmp_y);
     lora_slots(at + ".kv_mapper.1", A.xa_kv, A.xl_kv, B * T);
     lora_slots(at + ".attention.to_q", A.xa_q, A.xl_q, B * P);
     lora_slots(at + ".attention.to_k", A.xa_k, A.xl_k, B * S);
@@ -334,6 +353,7 @@ void Prior::plan(const StepShape& s, bool train) {
     *ptr = arena_ + offset;
     offset += (n + 15) / 16 * 16;
   }
+  for (auto& [ptr, scratch] : shared) *ptr = *scratch;
   planned_ = s;
   planned_train_ = train;
 }
@@ -414,7 +434,8 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     linear_forward(linear(at + ".attention.to_q"), A.q, A.nx, A.xa_q, A.xl_q, B * P, train, seed);
     linear_forward(linear(at + ".attention.to_k"), A.k, A.src, A.xa_k, A.xl_k, B * S, train, seed);
     linear_forward(linear(at + ".attention.to_v"), A.v, A.src, A.xa_v, A.xl_v, B * S, train, seed);
-    ops_.attention_forward(A.o, A.lse, A.q, A.k, A.v, B, P, S, k.nhead, d_head, 1.0f / std::sqrt(static_cast<float>(d_head)));
+    ops_.attention_forward(A.o, A.lse, A.q, A.k, A.v, B, P, S, k.nhead, d_head, 1.0f / std::sqrt(static_cast<float>(d_head)),
+                           k.weight_type);
     float* next = a.stream[3 * d + 3];
     linear_forward(linear(at + ".attention.to_out.0"), dropout ? A.y : next, A.o, A.xa_out, A.xl_out, B * P, train, seed);
     if (dropout) ops_.dropout_forward(next, A.y, k.dropout, site_seed(seed, 3 * d + 2, 1), B * P * c);
@@ -460,7 +481,7 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     ops_.zero(a.dk, B * S * c);
     ops_.zero(a.dv, B * S * c);
     ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, A.q, A.k, A.v, A.o, A.lse, B, P, S, k.nhead, d_head,
-                            1.0f / std::sqrt(static_cast<float>(d_head)));
+                            1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
     ops_.zero(a.dc2, nc);       // d LN(x)
     ops_.zero(a.d_src, B * S * c);
     linear_backward(linear(at + ".attention.to_q"), a.dc2, a.dq, A.nx, A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed);
@@ -496,6 +517,7 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     }
     float* d_g = d_grn == a.d4a ? a.d4b : a.d4a;
     ops_.zero(d_g, n4);
+    ops_.gelu_forward(R.g, R.u1, n4);  // R.g is the blocks' shared scratch: recompute it
     ops_.grn_backward(d_g, nullptr, nullptr, d_grn, R.g, param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
     float* d_u1 = d_g == a.d4a ? a.d4b : a.d4a;
     ops_.zero(d_u1, n4);
