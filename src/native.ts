@@ -55,10 +55,24 @@ export function libcTag(): 'glibc' | 'musl' {
   return report?.header?.glibcVersionRuntime ? 'glibc' : 'musl';
 }
 
+/** Whether an NVIDIA driver is installed: LORA_TRAIN_CUDA=0/1 decides when set; else the
+ * kernel module's /proc entry or libcuda.so.1 in the loader's usual folders. */
+export function nvidiaDriverPresent(): boolean {
+  const forced = process.env.LORA_TRAIN_CUDA;
+  if (forced === '0' || forced === '1') return forced === '1';
+  if (existsSync('/proc/driver/nvidia/version')) return true;
+  const dirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
+    '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/nvidia/lib64', '/usr/lib/wsl/lib',
+  ];
+  return dirs.some((d) => existsSync(join(d, 'libcuda.so.1')));
+}
+
 /** Candidate binaries in load order: $LORA_TRAIN_NATIVE, the prebuilt binaries for this
- * platform, then the local build, except that a local build newer than every prebuilt binary
- * goes first, so a developer's fresh build is never shadowed by a stale prebuild. */
-export function candidatePaths(root = packageRoot): string[] {
+ * platform (the CUDA one first where an NVIDIA driver is, left out elsewhere), then the local
+ * build, except that a local build newer than every prebuilt binary goes first, so a
+ * developer's fresh build is never shadowed by a stale prebuild. */
+export function candidatePaths(root = packageRoot, driver = nvidiaDriverPresent()): string[] {
   const paths: string[] = [];
   if (process.env.LORA_TRAIN_NATIVE) paths.push(process.env.LORA_TRAIN_NATIVE);
   const prebuiltDir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
@@ -67,9 +81,12 @@ export function candidatePaths(root = packageRoot): string[] {
     const libc = process.platform === 'linux' ? libcTag() : undefined;
     const names = readdirSync(prebuiltDir)
       .filter((f) => f.endsWith('.node'))
-      .filter((f) => !libc || !/\.(glibc|musl)\./.test(f) || f.includes(`.${libc}.`));
-    // Prefer N-API builds (any Node version) over ABI-specific ones.
-    names.sort((a, b) => Number(b.includes('.napi')) - Number(a.includes('.napi')));
+      .filter((f) => !libc || !/\.(glibc|musl)\./.test(f) || f.includes(`.${libc}.`))
+      .filter((f) => driver || !f.includes('.cuda.'));
+    // The CUDA build first (only listed with a driver), then N-API builds (any Node version)
+    // before ABI-specific ones.
+    const rank = (f: string) => Number(f.includes('.cuda.')) * 2 + Number(f.includes('.napi'));
+    names.sort((a, b) => rank(b) - rank(a));
     for (const name of names) prebuilt.push(join(prebuiltDir, name));
   }
   const local = join(root, 'build', 'Release', 'lora_train.node');

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { NativeLoadError, candidatePaths, loadNativeFrom, native } from '../src/native.js';
+import { NativeLoadError, candidatePaths, libcTag, loadNativeFrom, native, nvidiaDriverPresent } from '../src/native.js';
 import * as ops from '../src/ops.js';
 import { zeros } from '../src/tensor.js';
 
@@ -102,6 +102,32 @@ describe('the loader', () => {
       expect(candidatePaths(root)).toEqual([local, prebuilt]);
     } finally {
       if (saved !== undefined) process.env.LORA_TRAIN_NATIVE = saved;
+    }
+  });
+
+  it('takes the CUDA prebuild first where an NVIDIA driver is, and leaves it out elsewhere', () => {
+    const root = mkdtempSync(join(tmpdir(), 'lora-train-root-'));
+    const prebuiltDir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+    mkdirSync(prebuiltDir, { recursive: true });
+    const libc = process.platform === 'linux' ? `.${libcTag()}` : '';
+    const cpu = join(prebuiltDir, `lora-train${libc}.node`);
+    const cuda = join(prebuiltDir, `lora-train${libc}.cuda.node`);
+    writeFileSync(cpu, '');
+    writeFileSync(cuda, '');
+    const local = join(root, 'build', 'Release', 'lora_train.node');
+    const saved = { native: process.env.LORA_TRAIN_NATIVE, cuda: process.env.LORA_TRAIN_CUDA };
+    delete process.env.LORA_TRAIN_NATIVE;
+    try {
+      expect(candidatePaths(root, true)).toEqual([cuda, cpu, local]);
+      expect(candidatePaths(root, false)).toEqual([cpu, local]);
+      process.env.LORA_TRAIN_CUDA = '0';
+      expect(nvidiaDriverPresent()).toBe(false);
+      process.env.LORA_TRAIN_CUDA = '1';
+      expect(candidatePaths(root)).toEqual([cuda, cpu, local]);
+    } finally {
+      for (const [key, value] of [['LORA_TRAIN_NATIVE', saved.native], ['LORA_TRAIN_CUDA', saved.cuda]] as const)
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
     }
   });
 
