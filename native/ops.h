@@ -126,6 +126,21 @@ class Ops {
                             const float* u, const float* gamma, int64_t B, int64_t P, int64_t C,
                             float eps) = 0;
 
+  // Fused forms of the prior's chains, so the GPU passes over the data once where the chain
+  // would pass several times. y = GRN(GELU(u)) without storing GELU(u) (eps, gamma, beta as
+  // grn_forward). y, u (B, P, C).
+  virtual void gelu_grn_forward(float* y, const float* u, const float* gamma, const float* beta,
+                                int64_t B, int64_t P, int64_t C, float eps) = 0;
+  // du (B, P, C) += the gradient of gelu_grn_forward wrt u (gamma and beta frozen).
+  virtual void gelu_grn_backward(float* du, const float* dy, const float* u, const float* gamma,
+                                 int64_t B, int64_t P, int64_t C, float eps) = 0;
+  // The Würstchen TimestepBlock then the AttnBlock's LayerNorm: y = x * (1 + a) + b (the
+  // residual stream, ab = [a | b] per batch item) and normed = LayerNorm(y) with mean, rstd
+  // (B, P) as layernorm_forward. y, normed, x (B, P, C); ab (B, 2C).
+  virtual void modulate_layernorm_forward(float* y, float* normed, float* mean, float* rstd,
+                                          const float* x, const float* ab, int64_t B, int64_t P,
+                                          int64_t C, float eps) = 0;
+
   // ---- Convolutions ------------------------------------------------------------------------
   // 3x3 depthwise, padding 1, stride 1, channels last. y, x (B, H, W, C); w (C, 1, 3, 3);
   // bias (C) or null.
@@ -157,6 +172,10 @@ class Ops {
   // the backward, so nothing is stored; every backend draws the same mask. y, x (n), n < 2^32.
   virtual void dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) = 0;
   virtual void dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) = 0;
+  // out = residual + dropout(y) (dropout as dropout_forward): the end of a residual branch in
+  // one pass. out, y, residual (n).
+  virtual void dropout_add_forward(float* out, const float* y, const float* residual, float p,
+                                   uint64_t seed, int64_t n) = 0;
   // Sequence concatenation per batch item: out (B, Na + Nb, C) = [a (B, Na, C); b (B, Nb, C)].
   virtual void concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na,
                           int64_t Nb, int64_t C) = 0;

@@ -45,6 +45,10 @@ class CpuOps final : public Ops {
   void modulate_backward(float* dx, float* dab, const float* dy, const float* x, const float* ab, int64_t B, int64_t P, int64_t C) override;
   void dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) override;
   void dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) override;
+  void dropout_add_forward(float* out, const float* y, const float* residual, float p, uint64_t seed, int64_t n) override;
+  void gelu_grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P, int64_t C, float eps) override;
+  void gelu_grn_backward(float* du, const float* dy, const float* u, const float* gamma, int64_t B, int64_t P, int64_t C, float eps) override;
+  void modulate_layernorm_forward(float* y, float* normed, float* mean, float* rstd, const float* x, const float* ab, int64_t B, int64_t P, int64_t C, float eps) override;
   void concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na, int64_t Nb, int64_t C) override;
   void split_seq_backward(float* da, float* db, const float* dout, int64_t B, int64_t Na, int64_t Nb, int64_t C) override;
   void transpose_cp(float* out, const float* x, int64_t B, int64_t C, int64_t P) override;

@@ -2,6 +2,7 @@
 // prior's output head, forward and backward side by side.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "../rng.h"
@@ -55,6 +56,16 @@ void CpuOps::dropout_forward(float* y, const float* x, float p, uint64_t seed, i
   const DropoutKey key = DropoutKey::from_seed(seed);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
     ks.dropout(y + i0, x + i0, p, 1.0f / (1.0f - p), key.a, key.b, i0, i1 - i0, false);
+  });
+}
+
+void CpuOps::dropout_add_forward(float* out, const float* y, const float* residual, float p, uint64_t seed,
+                                 int64_t n) {
+  const KernelSet& ks = active_kernels();
+  const DropoutKey key = DropoutKey::from_seed(seed);
+  parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
+    std::memcpy(out + i0, residual + i0, static_cast<size_t>(i1 - i0) * sizeof(float));
+    ks.dropout(out + i0, y + i0, p, 1.0f / (1.0f - p), key.a, key.b, i0, i1 - i0, true);  // out += dropout(y)
   });
 }
 

@@ -214,3 +214,31 @@ double CpuOps::mse_loss(float* dpred, const float* pred, const float* target, in
 }
 
 }  // namespace lt::cpu
+
+namespace lt::cpu {
+
+// The CPU composes the fused ops from the reference ones (the fusion is a GPU memory-traffic
+// saving; here it would only duplicate code).
+void CpuOps::gelu_grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B,
+                              int64_t P, int64_t C, float eps) {
+  std::vector<float> g(static_cast<size_t>(B * P * C));  // (B, P, C)
+  gelu_forward(g.data(), u, B * P * C);
+  grn_forward(y, g.data(), gamma, beta, B, P, C, eps);
+}
+
+void CpuOps::gelu_grn_backward(float* du, const float* dy, const float* u, const float* gamma, int64_t B,
+                               int64_t P, int64_t C, float eps) {
+  const int64_t n = B * P * C;
+  std::vector<float> g(static_cast<size_t>(n)), dg(static_cast<size_t>(n), 0.0f);  // (B, P, C)
+  gelu_forward(g.data(), u, n);
+  grn_backward(dg.data(), nullptr, nullptr, dy, g.data(), gamma, B, P, C, eps);
+  gelu_backward(du, dg.data(), u, n);
+}
+
+void CpuOps::modulate_layernorm_forward(float* y, float* normed, float* mean, float* rstd, const float* x,
+                                        const float* ab, int64_t B, int64_t P, int64_t C, float eps) {
+  modulate_forward(y, x, ab, B, P, C);
+  layernorm_forward(normed, mean, rstd, y, B * P, C, eps);
+}
+
+}  // namespace lt::cpu

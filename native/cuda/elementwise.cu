@@ -40,6 +40,11 @@ __global__ void dropout_kernel(float* y, const float* x, float p, float scale, u
   }
 }
 
+__global__ void dropout_add_kernel(float* out, const float* y, const float* residual, float p, float scale, uint32_t a,
+                                   uint32_t b, int64_t n) {
+  LT_FOR(i, n) out[i] = residual[i] + (uniform01(a, b, static_cast<uint32_t>(i)) >= p ? y[i] * scale : 0.0f);
+}
+
 __global__ void concat_kernel(float* out, const float* a, const float* b, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
   LT_FOR(i, B * (Na + Nb) * C) {
     const int64_t c = i % C, n = (i / C) % (Na + Nb), bi = i / (C * (Na + Nb));
@@ -122,6 +127,13 @@ void CudaOps::dropout_forward(float* y, const float* x, float p, uint64_t seed, 
   const DropoutKey key = DropoutKey::from_seed(seed);
   dropout_kernel<<<blocks_for(n), kThreads>>>(y, x, p, 1.0f / (1.0f - p), key.a, key.b, n, false);
   LT_LAUNCHED("dropout");
+}
+
+void CudaOps::dropout_add_forward(float* out, const float* y, const float* residual, float p, uint64_t seed,
+                                  int64_t n) {
+  const DropoutKey key = DropoutKey::from_seed(seed);
+  dropout_add_kernel<<<blocks_for(n), kThreads>>>(out, y, residual, p, 1.0f / (1.0f - p), key.a, key.b, n);
+  LT_LAUNCHED("dropout_add");
 }
 
 void CudaOps::dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) {

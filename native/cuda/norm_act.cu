@@ -8,11 +8,20 @@
 namespace lt::cuda {
 namespace {
 
-// One block per row: two-pass mean and variance.
+// One block per row: two-pass mean and variance. With ab (B, 2C), the row is first modulated,
+// x * (1 + a) + b for its batch item (P rows each), and written to modulated: the
+// TimestepBlock fused into the LayerNorm after it.
 __global__ void layernorm_kernel(float* y, float* mean, float* rstd, const float* x, const float* weight,
-                                 const float* bias, int64_t C, float eps) {
+                                 const float* bias, int64_t C, float eps, float* modulated = nullptr,
+                                 const float* ab = nullptr, int64_t P = 1) {
   const float* xr = x + blockIdx.x * C;
   float* yr = y + blockIdx.x * C;
+  if (ab) {
+    const float* a = ab + (blockIdx.x / P) * 2 * C;
+    float* mr = modulated + blockIdx.x * C;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) mr[c] = xr[c] * (1.0f + a[c]) + a[C + c];
+    xr = mr;  // each thread reads back only what it wrote
+  }
   float s = 0.0f;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += xr[c];
   const float m = block_sum(s) / C;
@@ -46,6 +55,11 @@ __global__ void layernorm_backward_kernel(float* dx, const float* dy, const floa
     dx[row * C + c] += r * (dyr[c] - mean_dy - (xr[c] - m) * r * mean_dy_xhat);
 }
 
+__device__ inline float gelu(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+__device__ inline float gelu_grad(float v) {
+  return 0.5f * (1.0f + erff(v * 0.70710678118654752f)) + v * 0.39894228040143268f * expf(-0.5f * v * v);
+}
+
 __device__ inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 enum Act { kGelu, kSilu, kLeaky, kQuickGelu, kSigmoid };
@@ -54,7 +68,7 @@ __global__ void act_forward_kernel(float* y, const float* x, int64_t n, int kind
   LT_FOR(i, n) {
     const float v = x[i];
     switch (kind) {
-      case kGelu: y[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); break;
+      case kGelu: y[i] = gelu(v); break;
       case kSilu: y[i] = v * sigmoidf(v); break;
       case kLeaky: y[i] = v > 0.0f ? v : slope * v; break;
       case kQuickGelu: y[i] = v * sigmoidf(1.702f * v); break;
@@ -68,7 +82,7 @@ __global__ void act_backward_kernel(float* dx, const float* dy, const float* x, 
     const float v = x[i];
     float g;
     switch (kind) {
-      case kGelu: g = 0.5f * (1.0f + erff(v * 0.70710678118654752f)) + v * 0.39894228040143268f * expf(-0.5f * v * v); break;
+      case kGelu: g = gelu_grad(v); break;
       case kSilu: { const float s = sigmoidf(v); g = s * (1.0f + v * (1.0f - s)); break; }
       default: g = v > 0.0f ? 1.0f : slope; break;
     }
@@ -85,13 +99,19 @@ void act_backward(float* dx, const float* dy, const float* x, int64_t n, int kin
   LT_LAUNCHED("activation backward");
 }
 
+// The GRN kernels read their input through GELU when kGelu (gelu_grn_*: GELU(u) is never
+// stored), else as it is.
+template <bool kGelu>
+__device__ inline float grn_input(const float* u, int64_t i) { return kGelu ? gelu(u[i]) : u[i]; }
+
 // g (B, C) = ||u[b, :, c]||, one thread per (b, c).
+template <bool kGelu>
 __global__ void grn_norms_kernel(float* g, const float* u, int64_t B, int64_t P, int64_t C) {
   LT_FOR(t, B * C) {
     const int64_t b = t / C, c = t % C;
     double s = 0.0;
     for (int64_t p = 0; p < P; ++p) {
-      const double v = u[(b * P + p) * C + c];
+      const double v = grn_input<kGelu>(u, (b * P + p) * C + c);
       s += v * v;
     }
     g[t] = static_cast<float>(sqrt(s));
@@ -106,20 +126,22 @@ __global__ void grn_denominator_kernel(float* D, const float* g, int64_t C, floa
   if (threadIdx.x == 0) D[blockIdx.x] = total / C + eps;
 }
 
+template <bool kGelu>
 __global__ void grn_forward_kernel(float* y, const float* u, const float* gamma, const float* beta, const float* g,
                                    const float* D, int64_t B, int64_t P, int64_t C) {
   LT_FOR(i, B * P * C) {
     const int64_t c = i % C, b = i / (P * C);
-    y[i] = u[i] * (gamma[c] * (g[b * C + c] / D[b]) + 1.0f) + beta[c];
+    y[i] = grn_input<kGelu>(u, i) * (gamma[c] * (g[b * C + c] / D[b]) + 1.0f) + beta[c];
   }
 }
 
 // Per (b, c): dy_u = sum_p dy u; and sum_k gamma_k dy_u_k g_k per b (second kernel).
+template <bool kGelu>
 __global__ void grn_dyu_kernel(float* dyu, const float* dy, const float* u, int64_t B, int64_t P, int64_t C) {
   LT_FOR(t, B * C) {
     const int64_t b = t / C, c = t % C;
     double s = 0.0;
-    for (int64_t p = 0; p < P; ++p) s += (double)dy[(b * P + p) * C + c] * u[(b * P + p) * C + c];
+    for (int64_t p = 0; p < P; ++p) s += (double)dy[(b * P + p) * C + c] * grn_input<kGelu>(u, (b * P + p) * C + c);
     dyu[t] = static_cast<float>(s);
   }
 }
@@ -131,6 +153,8 @@ __global__ void grn_sum_sg_kernel(float* sum_sg, const float* gamma, const float
   if (threadIdx.x == 0) sum_sg[blockIdx.x] = total;
 }
 
+// du += the input gradient; through GELU's derivative when kGelu.
+template <bool kGelu>
 __global__ void grn_du_kernel(float* du, const float* dy, const float* u, const float* gamma, const float* g,
                               const float* D, const float* dyu, const float* sum_sg, int64_t B, int64_t P, int64_t C) {
   LT_FOR(i, B * P * C) {
@@ -139,7 +163,8 @@ __global__ void grn_du_kernel(float* du, const float* dy, const float* u, const 
     const float gain = gamma[c] * (gc / Db) + 1.0f;
     const float dg = gamma[c] * dyu[b * C + c] / Db - sum_sg[b] / (static_cast<float>(C) * Db * Db);
     const float coef = gc > 0.0f ? dg / gc : 0.0f;
-    du[i] += dy[i] * gain + coef * u[i];
+    const float d_in = dy[i] * gain + coef * grn_input<kGelu>(u, i);
+    du[i] += kGelu ? d_in * gelu_grad(u[i]) : d_in;
   }
 }
 
@@ -159,11 +184,6 @@ __global__ void grn_param_grads_kernel(float* dgamma, float* dbeta, const float*
   }
 }
 
-struct Buffer {
-  float* p = nullptr;
-  explicit Buffer(int64_t n) { LT_CUDA(cudaMalloc(&p, static_cast<size_t>(n > 0 ? n : 1) * sizeof(float))); }
-  ~Buffer() { cudaFree(p); }
-};
 
 int block_for_row(int64_t C) { return C >= 1024 ? 1024 : C >= 256 ? 256 : 128; }
 
@@ -197,27 +217,58 @@ void CudaOps::leaky_relu_backward(float* dx, const float* dy, const float* x, fl
 void CudaOps::quick_gelu_forward(float* y, const float* x, int64_t n) { act_forward(y, x, n, kQuickGelu, 0.0f); }
 void CudaOps::sigmoid_forward(float* y, const float* x, int64_t n) { act_forward(y, x, n, kSigmoid, 0.0f); }
 
+template <bool kGelu>
+void grn_forward_device(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P, int64_t C,
+                        float eps) {
+  DeviceBuffer g, D;
+  grn_norms_kernel<kGelu><<<blocks_for(B * C), kThreads>>>(g.floats(B * C), u, B, P, C);
+  grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D.floats(B), static_cast<float*>(g.data()), C, eps);
+  grn_forward_kernel<kGelu><<<blocks_for(B * P * C), kThreads>>>(y, u, gamma, beta, static_cast<float*>(g.data()),
+                                                                static_cast<float*>(D.data()), B, P, C);
+  LT_LAUNCHED("grn");
+}
+
+template <bool kGelu>
+void grn_backward_device(float* du, float* dgamma, float* dbeta, const float* dy, const float* u, const float* gamma,
+                         int64_t B, int64_t P, int64_t C, float eps) {
+  DeviceBuffer gb, Db, dyub, sgb;
+  float *g = gb.floats(B * C), *D = Db.floats(B), *dyu = dyub.floats(B * C), *sum_sg = sgb.floats(B);
+  grn_norms_kernel<kGelu><<<blocks_for(B * C), kThreads>>>(g, u, B, P, C);
+  grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D, g, C, eps);
+  grn_dyu_kernel<kGelu><<<blocks_for(B * C), kThreads>>>(dyu, dy, u, B, P, C);
+  if (du) {
+    grn_sum_sg_kernel<<<static_cast<unsigned>(B), 256>>>(sum_sg, gamma, dyu, g, C);
+    grn_du_kernel<kGelu><<<blocks_for(B * P * C), kThreads>>>(du, dy, u, gamma, g, D, dyu, sum_sg, B, P, C);
+  }
+  if (dgamma || dbeta) grn_param_grads_kernel<<<blocks_for(C), kThreads>>>(dgamma, dbeta, dy, dyu, g, D, B, P, C);
+  LT_LAUNCHED("grn backward");
+}
+
 void CudaOps::grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
                           int64_t C, float eps) {
-  Buffer g(B * C), D(B);
-  grn_norms_kernel<<<blocks_for(B * C), kThreads>>>(g.p, u, B, P, C);
-  grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D.p, g.p, C, eps);
-  grn_forward_kernel<<<blocks_for(B * P * C), kThreads>>>(y, u, gamma, beta, g.p, D.p, B, P, C);
-  LT_LAUNCHED("grn");
+  grn_forward_device<false>(y, u, gamma, beta, B, P, C, eps);
 }
 
 void CudaOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* dy, const float* u, const float* gamma,
                            int64_t B, int64_t P, int64_t C, float eps) {
-  Buffer g(B * C), D(B), dyu(B * C), sum_sg(B);
-  grn_norms_kernel<<<blocks_for(B * C), kThreads>>>(g.p, u, B, P, C);
-  grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D.p, g.p, C, eps);
-  grn_dyu_kernel<<<blocks_for(B * C), kThreads>>>(dyu.p, dy, u, B, P, C);
-  if (du) {
-    grn_sum_sg_kernel<<<static_cast<unsigned>(B), 256>>>(sum_sg.p, gamma, dyu.p, g.p, C);
-    grn_du_kernel<<<blocks_for(B * P * C), kThreads>>>(du, dy, u, gamma, g.p, D.p, dyu.p, sum_sg.p, B, P, C);
-  }
-  if (dgamma || dbeta) grn_param_grads_kernel<<<blocks_for(C), kThreads>>>(dgamma, dbeta, dy, dyu.p, g.p, D.p, B, P, C);
-  LT_LAUNCHED("grn backward");
+  grn_backward_device<false>(du, dgamma, dbeta, dy, u, gamma, B, P, C, eps);
+}
+
+void CudaOps::gelu_grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
+                               int64_t C, float eps) {
+  grn_forward_device<true>(y, u, gamma, beta, B, P, C, eps);
+}
+
+void CudaOps::gelu_grn_backward(float* du, const float* dy, const float* u, const float* gamma, int64_t B, int64_t P,
+                                int64_t C, float eps) {
+  grn_backward_device<true>(du, nullptr, nullptr, dy, u, gamma, B, P, C, eps);
+}
+
+void CudaOps::modulate_layernorm_forward(float* y, float* normed, float* mean, float* rstd, const float* x,
+                                         const float* ab, int64_t B, int64_t P, int64_t C, float eps) {
+  layernorm_kernel<<<static_cast<unsigned>(B * P), block_for_row(C)>>>(normed, mean, rstd, x, nullptr, nullptr, C, eps,
+                                                                      y, ab, P);
+  LT_LAUNCHED("modulate + layernorm");
 }
 
 namespace {

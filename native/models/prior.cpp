@@ -28,7 +28,7 @@ struct Prior::Linear {
 // Every activation the backward reads, and the backward's scratch, as views into one arena.
 struct Prior::Acts {
   struct Res {
-    float *dw, *mean, *rstd, *n, *u1, *g, *grn, *drop;
+    float *dw, *mean, *rstd, *n, *u1, *grn, *drop;
     float *xa1, *xl1, *xa2, *xl2;  // LoRA intermediates of channelwise.0 / channelwise.4
   };
   struct Attn {
@@ -38,9 +38,9 @@ struct Prior::Acts {
   float *x_in, *x_cl, *r_embed, *clip, *cm1, *cm1a, *c_embed, *silu_c;
   float *out_ln, *out_mean, *out_rstd, *out_ab, *out, *target;
   // Buffers the backward does not read unless an adapter needs them (as its input x) are one
-  // scratch shared by every block: most of a ResBlock's activations. GELU's output is
-  // recomputed from its input when the backward needs it.
-  float *tmp_n, *tmp_g, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;
+  // scratch shared by every block: most of a ResBlock's activations. GELU's output is never
+  // stored (gelu_grn_* recompute it).
+  float *tmp_n, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;
   std::vector<float*> stream;  // residual stream before each block and after the last: (B, P, c)
   std::vector<float*> ts_ab, ts_xa, ts_xl;  // per timestep block: mapper output (B, 2c)
   std::vector<Res> res;
@@ -266,7 +266,6 @@ void Prior::plan(const StepShape& s, bool train) {
     else shared.emplace_back(&p, &scratch);
   };
   take(a.tmp_n, B * P * c);
-  take(a.tmp_g, B * P * 4 * c);
   take(a.tmp_grn, B * P * 4 * c);
   a.tmp_drop = nullptr;
   if (k.dropout > 0.0f) take(a.tmp_drop, B * P * 4 * c);
@@ -296,7 +295,6 @@ void Prior::plan(const StepShape& s, bool train) {
     take(R.rstd, B * P);
     keep_or_share(adapted(res + ".channelwise.0"), R.n, B * P * c, a.tmp_n);
     take(R.u1, B * P * 4 * c);
-    keep_or_share(false, R.g, B * P * 4 * c, a.tmp_g);
     const bool fc2 = adapted(res + ".channelwise.4");
     keep_or_share(fc2, R.grn, B * P * 4 * c, a.tmp_grn);
     R.drop = nullptr;
@@ -411,8 +409,8 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     ops_.depthwise_conv3x3_forward(R.dw, x, param(res + ".depthwise.weight"), param(res + ".depthwise.bias"), B, s.H, s.W, c);
     ops_.layernorm_forward(R.n, R.mean, R.rstd, R.dw, B * P, c, kLnEps);
     linear_forward(linear(res + ".channelwise.0"), R.u1, R.n, R.xa1, R.xl1, B * P, train, seed);
-    ops_.gelu_forward(R.g, R.u1, B * P * 4 * c);
-    ops_.grn_forward(R.grn, R.g, param(res + ".channelwise.2.gamma"), param(res + ".channelwise.2.beta"), B, P, 4 * c, kGrnEps);
+    ops_.gelu_grn_forward(R.grn, R.u1, param(res + ".channelwise.2.gamma"), param(res + ".channelwise.2.beta"), B, P, 4 * c,
+                          kGrnEps);
     const float* fc2_in = R.grn;
     if (dropout) {
       ops_.dropout_forward(R.drop, R.grn, k.dropout, site_seed(seed, 3 * d, 1), B * P * 4 * c);
@@ -423,13 +421,13 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
 
     // TimestepBlock: x * (1 + a) + b from the r embedding
     linear_forward(linear(ts + ".mapper"), a.ts_ab[d], a.r_embed, a.ts_xa[d], a.ts_xl[d], B, train, seed);
-    ops_.modulate_forward(a.stream[3 * d + 2], a.stream[3 * d + 1], a.ts_ab[d], B, P, c);
 
     // AttnBlock: x + to_out(attention(q(LN x), k/v([LN x; kv_mapper(c_embed)])))
     Acts::Attn& A = a.attn[d];
     const float* xa = a.stream[3 * d + 2];
     linear_forward(linear(at + ".kv_mapper.1"), A.kv, a.silu_c, A.xa_kv, A.xl_kv, B * T, train, seed);
-    ops_.layernorm_forward(A.nx, A.mean, A.rstd, xa, B * P, c, kLnEps);
+    // TimestepBlock's modulation and the AttnBlock's LayerNorm in one op
+    ops_.modulate_layernorm_forward(a.stream[3 * d + 2], A.nx, A.mean, A.rstd, a.stream[3 * d + 1], a.ts_ab[d], B, P, c, kLnEps);
     ops_.concat_seq(A.src, A.nx, A.kv, B, P, T, c);
     linear_forward(linear(at + ".attention.to_q"), A.q, A.nx, A.xa_q, A.xl_q, B * P, train, seed);
     linear_forward(linear(at + ".attention.to_k"), A.k, A.src, A.xa_k, A.xl_k, B * S, train, seed);
@@ -438,8 +436,8 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
                            k.weight_type);
     float* next = a.stream[3 * d + 3];
     linear_forward(linear(at + ".attention.to_out.0"), dropout ? A.y : next, A.o, A.xa_out, A.xl_out, B * P, train, seed);
-    if (dropout) ops_.dropout_forward(next, A.y, k.dropout, site_seed(seed, 3 * d + 2, 1), B * P * c);
-    ops_.axpy(next, xa, 1.0f, B * P * c);
+    if (dropout) ops_.dropout_add_forward(next, A.y, xa, k.dropout, site_seed(seed, 3 * d + 2, 1), B * P * c);
+    else ops_.axpy(next, xa, 1.0f, B * P * c);
   }
 
   ops_.layernorm_forward(a.out_ln, a.out_mean, a.out_rstd, a.stream[3 * k.depth], B * P, c, kLnEps);
@@ -515,13 +513,9 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
       ops_.dropout_backward(a.d4b, a.d4a, k.dropout, site_seed(seed, 3 * d, 1), n4);
       d_grn = a.d4b;
     }
-    float* d_g = d_grn == a.d4a ? a.d4b : a.d4a;
-    ops_.zero(d_g, n4);
-    ops_.gelu_forward(R.g, R.u1, n4);  // R.g is the blocks' shared scratch: recompute it
-    ops_.grn_backward(d_g, nullptr, nullptr, d_grn, R.g, param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
-    float* d_u1 = d_g == a.d4a ? a.d4b : a.d4a;
+    float* d_u1 = d_grn == a.d4a ? a.d4b : a.d4a;
     ops_.zero(d_u1, n4);
-    ops_.gelu_backward(d_u1, d_g, R.u1, n4);
+    ops_.gelu_grn_backward(d_u1, d_grn, R.u1, param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
     ops_.zero(a.dc2, nc);
     linear_backward(linear(res + ".channelwise.0"), a.dc2, d_u1, R.n, R.xa1, R.xl1, a.dx_lora, B * P, train, seed);
     ops_.zero(a.dc1, nc);
