@@ -1,29 +1,49 @@
 #!/usr/bin/env bash
 # One call on a GPU machine with no Node and no network (the workplace's device, see
 # ../shared/device/README.md): unpack the carried Node, build the addon with that machine's
-# nvcc, run the CUDA-vs-CPU parity cases and the real-size step, print a table.
+# nvcc, run the CUDA-vs-CPU parity cases and the real-size bf16 LoRA step, then the PyTorch
+# reference step (bf16 weights, autocast, SDPA) at the same size; print a table.
 # Prepare here:  ../shared/device/pack-node.sh && npm run build:ts
 # Run there:     carry .device dist node_modules/node-addon-api node_modules/node-api-headers
-#                command: bash scripts/gpu-check.sh
+#                command: bash scripts/gpu-check.sh   (SKIP_PARITY=1 times the steps only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .device/node.xz ]; then xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH; fi
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+
+# cuBLASLt: its header for the build, its library for the run (the toolkit's, else the
+# nvidia-cublas wheel PyTorch brings).
+site=$(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null || true)
+nvcc_include="$(dirname "$(dirname "$(command -v nvcc)")")/include"
+if [ ! -f "$nvcc_include/cublasLt.h" ]; then
+  header=$(find $site /usr/local/cuda*/ -name cublasLt.h 2>/dev/null | head -n1 || true)
+  [ -n "$header" ] && export CUBLASLT_INCLUDE_DIR="$(dirname "$header")"
+fi
+if ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt\.so\.'; then
+  lib=$(find /usr/local/cuda*/ $site -name 'libcublasLt.so.1[0-9]' 2>/dev/null | head -n1 || true)
+  [ -n "$lib" ] && export LORA_TRAIN_CUBLASLT="$lib"
+fi
+echo "cuBLASLt header: ${CUBLASLT_INCLUDE_DIR:-$nvcc_include}; library: ${LORA_TRAIN_CUBLASLT:-found by the dynamic loader}"
+
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DLORA_TRAIN_CUDA_ARCHS="${ARCHS:-90a}" \
   -DCMAKE_JS_INC="$PWD/node_modules/node-api-headers/include" > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
 grep "lora-train:" "$out/cmake.log"
 cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -40; exit 1; }
 mkdir -p build/Release && cp build-gpu/lora_train.node build/Release/lora_train.node
-( while sleep 0.5; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; done ) > "$out/memory.txt" 2>/dev/null &
-sampler=$!
+
+# Peak memory of each process as nvidia-smi sees it (CUDA context included for both).
+sample() { ( while sleep 0.2; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; done ) > "$1" 2>/dev/null & echo $!; }
+peak() { sort -n "$1" | tail -n1; }
 set +e
-LORA_TRAIN_NATIVE="$PWD/build/Release/lora_train.node" node dist/bench/gpu-check.js "$PWD/tests/fixtures" 2>&1 | tee "$out/gpu-check.md"
+sampler=$(sample "$out/memory-lora-train.txt")
+LORA_TRAIN_NATIVE="$PWD/build/Release/lora_train.node" node dist/bench/gpu-check.js "$PWD/tests/fixtures" ${SKIP_PARITY:+--no-parity} 2>&1 | tee "$out/gpu-check.md"
 status=${PIPESTATUS[0]}
-kill $sampler 2>/dev/null
-echo "peak GPU memory used by lora-train's run (MiB, nvidia-smi): $(sort -n "$out/memory.txt" | tail -n1)"
-# The PyTorch reference step at the same size, bf16 autocast + SDPA, in the same call.
+kill "$sampler" 2>/dev/null
+sampler=$(sample "$out/memory-torch.txt")
 echo '[{"id":"torch","kind":"prior_step","device":"cuda","c_in":16,"c":1536,"c_cond":1280,"c_r":64,"depth":32,"nhead":24,"B":8,"H":24,"W":24,"T":77,"rank":8,"minSeconds":5}]' \
   | python3 bench/peer.py | tee "$out/torch.json"
+kill "$sampler" 2>/dev/null
+echo "peak GPU memory (MiB, nvidia-smi, whole process): lora-train $(peak "$out/memory-lora-train.txt"), torch $(peak "$out/memory-torch.txt")"
 exit $status
