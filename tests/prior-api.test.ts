@@ -4,7 +4,7 @@ import { cpSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadPrior } from '../src/prior.js';
+import { type Prior, loadPrior } from '../src/prior.js';
 import { getTensor, readSafetensors, writeSafetensors } from '../src/safetensors.js';
 import type { Tensor } from '../src/tensor.js';
 import { FORWARD_TOLERANCE, expectClose, fixturesDir, relativeError } from './helpers.js';
@@ -28,6 +28,29 @@ function rewriteWeights(dir: string, edit: (tensors: Record<string, Tensor>) => 
   for (const name of st.entries.keys()) tensors[name] = getTensor(st, name);
   edit(tensors);
   writeSafetensors(file, tensors);
+}
+
+/** Central differences of the training loss along a fixed direction of each named LoRA tensor
+ * against its analytic gradient (dropout masks fixed by the step's seed). */
+async function expectFiniteDifferences(prior: Prior, names: string[], seed: number, wave: number) {
+  const [x, r, clip] = inputs();
+  const step = { seed, train: true };
+  const { grads } = await prior.lossAndGrad(x, r, clip, t('target'), step);
+  const weights = prior.loraWeights();
+  for (const name of names) {
+    const w = weights[name]!;
+    const v = Float32Array.from(w.data, (_, i) => Math.sin(i * wave) * 0.5);
+    const h = 1e-2;
+    const at = async (sign: number) => {
+      prior.setLoraWeights({ [name]: { data: w.data.map((x0, i) => x0 + sign * h * v[i]!), shape: w.shape } });
+      const loss = (await prior.lossAndGrad(x, r, clip, t('target'), step)).loss;
+      prior.setLoraWeights({ [name]: w });
+      return loss;
+    };
+    const numeric = ((await at(1)) - (await at(-1))) / (2 * h);
+    const analytic = grads[`prior.${name}`]!.data.reduce((acc, g, i) => acc + g * v[i]!, 0);
+    expect(Math.abs(numeric - analytic), `${name}: numeric ${numeric} analytic ${analytic}`).toBeLessThanOrEqual(2e-3 * Math.max(1e-2, Math.abs(analytic)) + 1e-6);
+  }
 }
 
 describe('loading a prior', () => {
@@ -149,23 +172,15 @@ describe('LoRA adapters', () => {
     const weights: Record<string, Tensor> = {};
     for (const k of peft.entries.keys()) weights[k.replace('base_model.model.', '')] = getTensor(peft, k);
     prior.setLoraWeights(weights);
-    const [x, r, clip] = inputs();
-    const step = { seed: 11, train: true };
-    const { grads } = await prior.lossAndGrad(x, r, clip, t('target'), step);
-    for (const name of ['blocks.2.attention.to_q.lora_A.weight', 'blocks.5.attention.to_out.0.lora_B.weight', 'blocks.5.attention.to_v.lora_A.weight']) {
-      const w = weights[name]!;
-      const v = Float32Array.from(w.data, (_, i) => Math.sin(i * 12.9898) * 0.5);
-      const h = 1e-2;
-      const at = async (sign: number) => {
-        prior.setLoraWeights({ [name]: { data: w.data.map((x0, i) => x0 + sign * h * v[i]!), shape: w.shape } });
-        const loss = (await prior.lossAndGrad(x, r, clip, t('target'), step)).loss;
-        prior.setLoraWeights({ [name]: w });
-        return loss;
-      };
-      const numeric = ((await at(1)) - (await at(-1))) / (2 * h);
-      const analytic = grads[`prior.${name}`]!.data.reduce((acc, g, i) => acc + g * v[i]!, 0);
-      expect(Math.abs(numeric - analytic), `${name}: numeric ${numeric} analytic ${analytic}`).toBeLessThanOrEqual(2e-3 * Math.max(1e-2, Math.abs(analytic)) + 1e-6);
-    }
+    await expectFiniteDifferences(prior, ['blocks.2.attention.to_q.lora_A.weight', 'blocks.5.attention.to_out.0.lora_B.weight', 'blocks.5.attention.to_v.lora_A.weight'], 11, 12.9898);
+  });
+
+  it('finite differences agree for adapters on the timestep mapper and the ResBlock linears', async () => {
+    // The mapper's gradient reads the TimestepBlock's input, which the backward keeps only
+    // when that mapper has an adapter.
+    const prior = await loadPrior(base, { lora: { rank: 2, alpha: 2, targets: ['mapper', 'channelwise.0', 'channelwise.4'], seed: 5 } });
+    prior.setLoraWeights(Object.fromEntries(Object.entries(prior.loraWeights()).map(([k, w]) => [k, { data: w.data.map((_, i) => Math.cos(i * 0.37) * 0.05), shape: w.shape }])));
+    await expectFiniteDifferences(prior, ['blocks.1.mapper.lora_A.weight', 'blocks.4.mapper.lora_B.weight', 'blocks.3.channelwise.0.lora_B.weight', 'blocks.0.channelwise.4.lora_A.weight'], 4, 7.31);
   });
 });
 

@@ -25,14 +25,26 @@ struct Prior::Linear {
   std::unique_ptr<LoraTensors> lora;
 };
 
+// An activation the backward reads. In fp32, f32 is the block's own buffer. In mixed
+// precision f32 is a scratch shared by every block, where the activation is computed and, in
+// the backward, widened back from the block's copy in the low-precision type (lowp): half the
+// bytes, the bulk of the arena. Activations no adapter needs in the backward have no copy at
+// all (f32 shared, lowp null).
+struct Prior::Saved {
+  float* f32 = nullptr;
+  float* lowp = nullptr;  // (n) of PriorConfig::weight_type, in arena floats
+};
+
 // Every activation the backward reads, and the backward's scratch, as views into one arena.
 struct Prior::Acts {
   struct Res {
-    float *dw, *mean, *rstd, *n, *u1, *grn, *drop;
+    float *dw, *mean, *rstd, *n, *grn, *drop;
+    Saved u1;                       // (B, P, 4c)
     float *xa1, *xl1, *xa2, *xl2;  // LoRA intermediates of channelwise.0 / channelwise.4
   };
   struct Attn {
-    float *kv, *nx, *mean, *rstd, *src, *q, *k, *v, *o, *lse, *y;
+    float *kv, *mean, *rstd, *lse, *y;
+    Saved nx, src, q, k, v, o;  // (B, P, c), (B, S, c), q and o like nx, k and v like src
     float *xa_kv, *xl_kv, *xa_q, *xl_q, *xa_k, *xl_k, *xa_v, *xl_v, *xa_out, *xl_out;
   };
   float *x_in, *x_cl, *r_embed, *clip, *cm1, *cm1a, *c_embed, *silu_c;
@@ -41,6 +53,8 @@ struct Prior::Acts {
   // scratch shared by every block: most of a ResBlock's activations. GELU's output is never
   // stored (gelu_grn_* recompute it).
   float *tmp_n, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;
+  float *tmp_u1, *tmp_nx, *tmp_src, *tmp_q, *tmp_k, *tmp_v, *tmp_o;  // Saved::f32 when shared
+  float *tmp_stream_in, *tmp_stream_mid;
   std::vector<float*> stream;  // residual stream before each block and after the last: (B, P, c)
   std::vector<float*> ts_ab, ts_xa, ts_xl;  // per timestep block: mapper output (B, 2c)
   std::vector<Res> res;
@@ -265,12 +279,21 @@ void Prior::plan(const StepShape& s, bool train) {
     if (keep) take(p, n);
     else shared.emplace_back(&p, &scratch);
   };
+  const bool lowp = k.weight_type != DType::f32;
+  auto keep_saved = [&](bool needed, Saved& v, int64_t n, float*& scratch) {
+    keep_or_share(needed && !lowp, v.f32, n, scratch);
+    v.lowp = nullptr;
+    if (needed && lowp) take(v.lowp, (n * dtype_size(k.weight_type) + 3) / 4);
+  };
   take(a.tmp_n, B * P * c);
   take(a.tmp_grn, B * P * 4 * c);
   a.tmp_drop = nullptr;
   if (k.dropout > 0.0f) take(a.tmp_drop, B * P * 4 * c);
   take(a.tmp_kv, B * T * c);
   take(a.tmp_y, B * P * c);
+  take(a.tmp_u1, B * P * 4 * c);
+  for (float** p : {&a.tmp_nx, &a.tmp_q, &a.tmp_o}) take(*p, B * P * c);
+  for (float** p : {&a.tmp_src, &a.tmp_k, &a.tmp_v}) take(*p, B * S * c);
   take(a.x_in, B * k.c_in * P);
   take(a.x_cl, B * P * k.c_in);
   take(a.r_embed, B * k.c_r);
@@ -279,8 +302,17 @@ void Prior::plan(const StepShape& s, bool train) {
   take(a.cm1a, B * T * c);
   take(a.c_embed, B * T * c);
   take(a.silu_c, B * T * c);
+  // Of the residual stream only the AttnBlocks' inputs are read by the backward (their
+  // LayerNorm's), and a TimestepBlock's input when its mapper has an adapter: the block
+  // inputs and ResBlock outputs alternate between two scratch buffers.
+  take(a.tmp_stream_in, B * P * c);
+  take(a.tmp_stream_mid, B * P * c);
   a.stream.assign(3 * k.depth + 1, nullptr);
-  for (auto& p : a.stream) take(p, B * P * c);
+  for (int64_t i = 0; i <= 3 * k.depth; ++i) {
+    if (i % 3 == 0) keep_or_share(false, a.stream[i], B * P * c, a.tmp_stream_in);
+    else if (i % 3 == 1) keep_or_share(adapted("blocks." + std::to_string(i) + ".mapper"), a.stream[i], B * P * c, a.tmp_stream_mid);
+    else take(a.stream[i], B * P * c);
+  }
   a.res.assign(k.depth, {});
   a.attn.assign(k.depth, {});
   a.ts_ab.assign(k.depth, nullptr);
@@ -294,7 +326,7 @@ void Prior::plan(const StepShape& s, bool train) {
     take(R.mean, B * P);
     take(R.rstd, B * P);
     keep_or_share(adapted(res + ".channelwise.0"), R.n, B * P * c, a.tmp_n);
-    take(R.u1, B * P * 4 * c);
+    keep_saved(true, R.u1, B * P * 4 * c, a.tmp_u1);
     const bool fc2 = adapted(res + ".channelwise.4");
     keep_or_share(fc2, R.grn, B * P * 4 * c, a.tmp_grn);
     R.drop = nullptr;
@@ -305,14 +337,14 @@ void Prior::plan(const StepShape& s, bool train) {
     lora_slots(ts + ".mapper", a.ts_xa[d], a.ts_xl[d], B);
     Acts::Attn& A = a.attn[d];
     keep_or_share(false, A.kv, B * T * c, a.tmp_kv);
-    take(A.nx, B * P * c);
+    keep_saved(adapted(at + ".attention.to_q"), A.nx, B * P * c, a.tmp_nx);
     take(A.mean, B * P);
     take(A.rstd, B * P);
-    take(A.src, B * S * c);
-    take(A.q, B * P * c);
-    take(A.k, B * S * c);
-    take(A.v, B * S * c);
-    take(A.o, B * P * c);
+    keep_saved(adapted(at + ".attention.to_k") || adapted(at + ".attention.to_v"), A.src, B * S * c, a.tmp_src);
+    keep_saved(true, A.q, B * P * c, a.tmp_q);
+    keep_saved(true, A.k, B * S * c, a.tmp_k);
+    keep_saved(true, A.v, B * S * c, a.tmp_v);
+    keep_saved(true, A.o, B * P * c, a.tmp_o);
     take(A.lse, B * k.nhead * P);
     keep_or_share(false, A.y, B * P * c, a.tmp_y);
     lora_slots(at + ".kv_mapper.1", A.xa_kv, A.xl_kv, B * T);
@@ -387,6 +419,14 @@ void Prior::linear_backward(Linear& l, float* dx, const float* dy, const float* 
   if (dx_lora) ops_.dropout_backward(dx, dx_lora, lora_config_.dropout, site_seed(seed, l.index, 15), rows * l.in);
 }
 
+void Prior::keep(const Saved& v, int64_t n) {
+  if (v.lowp) ops_.convert(v.lowp, config_.weight_type, v.f32, n);
+}
+
+void Prior::restore(const Saved& v, int64_t n) {
+  if (v.lowp) ops_.convert(v.f32, DType::f32, TensorRef(v.lowp, config_.weight_type), n);
+}
+
 void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
   const PriorConfig& k = config_;
   Acts& a = *acts_;
@@ -408,9 +448,10 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     const float* x = a.stream[3 * d];
     ops_.depthwise_conv3x3_forward(R.dw, x, param(res + ".depthwise.weight"), param(res + ".depthwise.bias"), B, s.H, s.W, c);
     ops_.layernorm_forward(R.n, R.mean, R.rstd, R.dw, B * P, c, kLnEps);
-    linear_forward(linear(res + ".channelwise.0"), R.u1, R.n, R.xa1, R.xl1, B * P, train, seed);
-    ops_.gelu_grn_forward(R.grn, R.u1, param(res + ".channelwise.2.gamma"), param(res + ".channelwise.2.beta"), B, P, 4 * c,
-                          kGrnEps);
+    linear_forward(linear(res + ".channelwise.0"), R.u1.f32, R.n, R.xa1, R.xl1, B * P, train, seed);
+    keep(R.u1, B * P * 4 * c);
+    ops_.gelu_grn_forward(R.grn, R.u1.f32, param(res + ".channelwise.2.gamma"), param(res + ".channelwise.2.beta"), B, P,
+                          4 * c, kGrnEps);
     const float* fc2_in = R.grn;
     if (dropout) {
       ops_.dropout_forward(R.drop, R.grn, k.dropout, site_seed(seed, 3 * d, 1), B * P * 4 * c);
@@ -427,15 +468,19 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     const float* xa = a.stream[3 * d + 2];
     linear_forward(linear(at + ".kv_mapper.1"), A.kv, a.silu_c, A.xa_kv, A.xl_kv, B * T, train, seed);
     // TimestepBlock's modulation and the AttnBlock's LayerNorm in one op
-    ops_.modulate_layernorm_forward(a.stream[3 * d + 2], A.nx, A.mean, A.rstd, a.stream[3 * d + 1], a.ts_ab[d], B, P, c, kLnEps);
-    ops_.concat_seq(A.src, A.nx, A.kv, B, P, T, c);
-    linear_forward(linear(at + ".attention.to_q"), A.q, A.nx, A.xa_q, A.xl_q, B * P, train, seed);
-    linear_forward(linear(at + ".attention.to_k"), A.k, A.src, A.xa_k, A.xl_k, B * S, train, seed);
-    linear_forward(linear(at + ".attention.to_v"), A.v, A.src, A.xa_v, A.xl_v, B * S, train, seed);
-    ops_.attention_forward(A.o, A.lse, A.q, A.k, A.v, B, P, S, k.nhead, d_head, 1.0f / std::sqrt(static_cast<float>(d_head)),
-                           k.weight_type);
+    ops_.modulate_layernorm_forward(a.stream[3 * d + 2], A.nx.f32, A.mean, A.rstd, a.stream[3 * d + 1], a.ts_ab[d], B, P, c,
+                                    kLnEps);
+    ops_.concat_seq(A.src.f32, A.nx.f32, A.kv, B, P, T, c);
+    linear_forward(linear(at + ".attention.to_q"), A.q.f32, A.nx.f32, A.xa_q, A.xl_q, B * P, train, seed);
+    linear_forward(linear(at + ".attention.to_k"), A.k.f32, A.src.f32, A.xa_k, A.xl_k, B * S, train, seed);
+    linear_forward(linear(at + ".attention.to_v"), A.v.f32, A.src.f32, A.xa_v, A.xl_v, B * S, train, seed);
+    ops_.attention_forward(A.o.f32, A.lse, A.q.f32, A.k.f32, A.v.f32, B, P, S, k.nhead, d_head,
+                           1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
+    for (auto [v, n] : {std::pair<Saved*, int64_t>{&A.nx, B * P * c}, {&A.src, B * S * c}, {&A.q, B * P * c},
+                        {&A.k, B * S * c}, {&A.v, B * S * c}, {&A.o, B * P * c}})
+      keep(*v, n);
     float* next = a.stream[3 * d + 3];
-    linear_forward(linear(at + ".attention.to_out.0"), dropout ? A.y : next, A.o, A.xa_out, A.xl_out, B * P, train, seed);
+    linear_forward(linear(at + ".attention.to_out.0"), dropout ? A.y : next, A.o.f32, A.xa_out, A.xl_out, B * P, train, seed);
     if (dropout) ops_.dropout_add_forward(next, A.y, xa, k.dropout, site_seed(seed, 3 * d + 2, 1), B * P * c);
     else ops_.axpy(next, xa, 1.0f, B * P * c);
   }
@@ -474,17 +519,20 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
       dy = a.dc0;
     }
     ops_.zero(a.dc1, nc);
-    linear_backward(linear(at + ".attention.to_out.0"), a.dc1, dy, A.o, A.xa_out, A.xl_out, a.dx_lora, B * P, train, seed);
+    for (auto [v, n] : {std::pair<Saved*, int64_t>{&A.nx, B * P * c}, {&A.src, B * S * c}, {&A.q, B * P * c},
+                        {&A.k, B * S * c}, {&A.v, B * S * c}, {&A.o, B * P * c}})
+      restore(*v, n);
+    linear_backward(linear(at + ".attention.to_out.0"), a.dc1, dy, A.o.f32, A.xa_out, A.xl_out, a.dx_lora, B * P, train, seed);
     ops_.zero(a.dq, nc);
     ops_.zero(a.dk, B * S * c);
     ops_.zero(a.dv, B * S * c);
-    ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, A.q, A.k, A.v, A.o, A.lse, B, P, S, k.nhead, d_head,
+    ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, A.q.f32, A.k.f32, A.v.f32, A.o.f32, A.lse, B, P, S, k.nhead, d_head,
                             1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
     ops_.zero(a.dc2, nc);       // d LN(x)
     ops_.zero(a.d_src, B * S * c);
-    linear_backward(linear(at + ".attention.to_q"), a.dc2, a.dq, A.nx, A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed);
-    linear_backward(linear(at + ".attention.to_k"), a.d_src, a.dk, A.src, A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed);
-    linear_backward(linear(at + ".attention.to_v"), a.d_src, a.dv, A.src, A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed);
+    linear_backward(linear(at + ".attention.to_q"), a.dc2, a.dq, A.nx.f32, A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed);
+    linear_backward(linear(at + ".attention.to_k"), a.d_src, a.dk, A.src.f32, A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed);
+    linear_backward(linear(at + ".attention.to_v"), a.d_src, a.dv, A.src.f32, A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed);
     Linear& kv = linear(at + ".kv_mapper.1");
     // c_embed comes from the frozen cond_mapper and the caller's text embeddings, so the
     // keys/values from text need a gradient only to train an adapter on kv_mapper.
@@ -515,7 +563,8 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     }
     float* d_u1 = d_grn == a.d4a ? a.d4b : a.d4a;
     ops_.zero(d_u1, n4);
-    ops_.gelu_grn_backward(d_u1, d_grn, R.u1, param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
+    restore(R.u1, n4);
+    ops_.gelu_grn_backward(d_u1, d_grn, R.u1.f32, param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
     ops_.zero(a.dc2, nc);
     linear_backward(linear(res + ".channelwise.0"), a.dc2, d_u1, R.n, R.xa1, R.xl1, a.dx_lora, B * P, train, seed);
     ops_.zero(a.dc1, nc);

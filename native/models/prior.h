@@ -90,6 +90,7 @@ class Prior {
 
  private:
   struct Linear;
+  struct Saved;
   struct Acts;
   struct LoraTensors;
 
@@ -98,6 +99,10 @@ class Prior {
   void plan(const StepShape& s, bool train);
   void run_forward(const StepShape& s, bool train, uint64_t seed);
   void run_backward(const StepShape& s, bool train, uint64_t seed);
+  // Mixed precision's compact activations (Acts::Saved): round the computed fp32 values into
+  // the block's low-precision copy, and widen them back for the backward. No-ops in fp32.
+  void keep(const Saved& v, int64_t n);
+  void restore(const Saved& v, int64_t n);
   void linear_forward(Linear& l, float* y, const float* x, float* xa, float* x_drop, int64_t rows,
                       bool train, uint64_t seed);
   void linear_backward(Linear& l, float* dx, const float* dy, const float* x, const float* xa,
