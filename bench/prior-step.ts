@@ -1,7 +1,7 @@
 // One LoRA training step of the prior (forward, MSE, backward, clip, AdamW), run in a process
 // of its own so that its peak memory is its own. Prints one JSON line.
 import { readFileSync } from 'node:fs';
-import { Prior, type PriorConfig } from '../src/prior.js';
+import { Prior, type PriorConfig, type Precision } from '../src/prior.js';
 import { Rng } from '../src/rng.js';
 import type { Tensor } from '../src/tensor.js';
 
@@ -12,6 +12,7 @@ export interface PriorStepCase {
   W: number;
   T: number;
   rank: number;
+  precision?: Precision;
 }
 
 /** This process's peak resident memory in KiB: VmHWM on Linux (getrusage's maxrss also counts
@@ -28,7 +29,7 @@ function peakRssKiB(): number {
 
 async function main() {
   const spec = JSON.parse(process.argv[2]!) as PriorStepCase & { minSeconds: number };
-  const prior = Prior.random(spec.config, { seed: 0, lora: { rank: spec.rank, alpha: spec.rank } });
+  const prior = Prior.random(spec.config, { seed: 0, precision: spec.precision, lora: { rank: spec.rank, alpha: spec.rank } });
   const rng = new Rng(1);
   const tensor = (shape: number[], f: () => number): Tensor => ({ data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, f), shape });
   const { B, H, W, T, config } = spec;
@@ -52,7 +53,7 @@ async function main() {
   }
   times.sort((a, b) => a - b);
   const peak = peakRssKiB();
-  console.log(JSON.stringify({ seconds: times[Math.floor(times.length / 2)], peak_rss_mb: peak / 1024, activation_mb: prior.activationBytes() / 2 ** 20 }));
+  console.log(JSON.stringify({ seconds: times[Math.floor(times.length / 2)], peak_rss_mb: peak / 1024, activation_mb: prior.activationBytes() / 2 ** 20, parameter_mb: prior.parameterBytes() / 2 ** 20 }));
 }
 
 await main();

@@ -130,22 +130,24 @@ export function benchCases(): BenchCase[] {
 
   // The prior's LoRA training step at issue 3's size: c 256, c_cond 256, depth 4, nhead 4,
   // batch 4, 24x24 latents, 77 text tokens, rank 8 on to_q/to_k/to_v/to_out.0, fp32.
+  // Also in bf16 mixed precision (no CPU peer: PyTorch's CPU autocast is not what users train with).
   const step = { config: { c_in: 16, c: 256, c_cond: 256, c_r: 64, depth: 4, nhead: 4, dropout: 0.1 }, B: 4, H: 24, W: 24, T: 77, rank: 8 };
-  cases.push({
-    name: 'prior_lora_step',
-    shape: 'c256 cond256 depth4 nhead4 B4 24x24 T77 r8',
-    flops: 0,
-    peer: { kind: 'prior_step', ...step.config, B: step.B, H: step.H, W: step.W, T: step.T, rank: step.rank },
-    async setup() {
-      throw new Error('prior_lora_step runs isolated');
-    },
-    isolated(minSeconds) {
-      const r = spawnSync(process.execPath, [join(packageRoot, 'dist', 'bench', 'prior-step.js'), JSON.stringify({ ...step, minSeconds })], { encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`prior-step failed: ${r.stderr}`);
-      const { seconds, ...extra } = JSON.parse(r.stdout.trim().split('\n').pop()!) as Extra & { seconds: number };
-      return { seconds, extra };
-    },
-  });
+  for (const precision of ['fp32', 'bf16'] as const)
+    cases.push({
+      name: precision === 'fp32' ? 'prior_lora_step' : 'prior_lora_step_bf16',
+      shape: `c256 cond256 depth4 nhead4 B4 24x24 T77 r8${precision === 'fp32' ? '' : ' bf16 weights and GEMMs'}`,
+      flops: 0,
+      peer: precision === 'fp32' ? { kind: 'prior_step', ...step.config, B: step.B, H: step.H, W: step.W, T: step.T, rank: step.rank } : undefined,
+      async setup() {
+        throw new Error('prior_lora_step runs isolated');
+      },
+      isolated(minSeconds) {
+        const r = spawnSync(process.execPath, [join(packageRoot, 'dist', 'bench', 'prior-step.js'), JSON.stringify({ ...step, precision, minSeconds })], { encoding: 'utf8' });
+        if (r.status !== 0) throw new Error(`prior-step failed: ${r.stderr}`);
+        const { seconds, ...extra } = JSON.parse(r.stdout.trim().split('\n').pop()!) as Extra & { seconds: number };
+        return { seconds, extra };
+      },
+    });
   return cases;
 }
 

@@ -285,16 +285,13 @@ __global__ void mse_kernel(double* total, float* dpred, const float* pred, const
 }  // namespace
 
 double CudaOps::mse_loss(float* dpred, const float* pred, const float* target, int64_t n, float grad_scale) {
-  double* total = nullptr;
-  LT_CUDA(cudaMalloc(&total, sizeof(double)));
-  LT_CUDA(cudaMemset(total, 0, sizeof(double)));
+  DeviceBuffer sum;
+  double* total = static_cast<double*>(sum.reserve(sizeof(double)));
+  LT_CUDA(cudaMemsetAsync(total, 0, sizeof(double), 0));
   mse_kernel<<<std::min<unsigned>(blocks_for(n), 1024), kThreads>>>(total, dpred, pred, target, n, 2.0f * grad_scale / static_cast<float>(n));
-  cudaError_t launched = cudaGetLastError();
+  LT_LAUNCHED("mse_loss");
   double host = 0.0;
-  cudaError_t copied = cudaMemcpy(&host, total, sizeof(double), cudaMemcpyDeviceToHost);
-  cudaFree(total);
-  check(launched, "mse_loss");
-  check(copied, "mse_loss copy");
+  LT_CUDA(cudaMemcpy(&host, total, sizeof(double), cudaMemcpyDeviceToHost));
   return n > 0 ? host / static_cast<double>(n) : 0.0;
 }
 
