@@ -63,20 +63,31 @@ using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 template <bool Transposed, typename T>
 __device__ inline void warp_rows_times_tile(float* out, const T* a, const T* b, bool accumulate) {
   using FragOpB = std::conditional_t<Transposed, FragBT<T>, FragB<T>>;
+  FragA<T> fa[kD / 16];  // the warp's rows, loaded once for every output column block
+  for (int kk = 0; kk < kD / 16; ++kk) wmma::load_matrix_sync(fa[kk], a + kk * 16, kLdh);
   for (int n = 0; n < kTile / 16; ++n) {
     FragC acc;
     if (accumulate) wmma::load_matrix_sync(acc, out + n * 16, kLdf, wmma::mem_row_major);
     else wmma::fill_fragment(acc, 0.0f);
     for (int kk = 0; kk < kD / 16; ++kk) {
-      FragA<T> fa;
       FragOpB fb;
-      wmma::load_matrix_sync(fa, a + kk * 16, kLdh);
       wmma::load_matrix_sync(fb, Transposed ? b + n * 16 * kLdh + kk * 16 : b + kk * 16 * kLdh + n * 16, kLdh);
-      wmma::mma_sync(acc, fa, fb, acc);
+      wmma::mma_sync(acc, fa[kk], fb, acc);
     }
     wmma::store_matrix_sync(out + n * 16, acc, kLdf, wmma::mem_row_major);
   }
 }
+
+// Lanes 2r and 2r+1 of a warp share row r of its 16 rows, 32 columns each. Lane pairs visit
+// their columns in a rotated order, so the 32 lanes touch 32 different shared-memory banks
+// (row stride kLdf = 68 floats would otherwise put rows r and r+8 in the same bank).
+struct RowHalf {
+  int row;    // within the block's 64
+  int first;  // first column of the half: 0 or 32
+  int rot;    // rotation of the visiting order
+  __device__ RowHalf(int warp, int lane) : row(warp * 16 + lane / 2), first((lane % 2) * 32), rot(lane / 2 + 16 * (lane % 2)) {}
+  __device__ int col(int j) const { return first + ((j + rot) & 31); }
+};
 
 template <typename T>
 __global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, float* lse, const float* q, const float* k,
@@ -96,8 +107,9 @@ __global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, 
   load_tile(Qs, q + b * N * ld + h * kD, ld, q0, N);
   for (int i = threadIdx.x; i < kTile * kLdf; i += blockDim.x) Os[i] = 0.0f;
   for (int i = threadIdx.x; i < kTile; i += blockDim.x) row_max[i] = -INFINITY, row_sum[i] = 0.0f;
-  // Each warp owns 16 query rows; lanes 2r and 2r+1 share row r of them, 32 columns each.
-  const int r = warp * 16 + lane / 2, c0 = (lane % 2) * 32;
+  // Each warp owns 16 query rows.
+  const RowHalf half(warp, lane);
+  const int r = half.row;
   for (int64_t k0 = 0; k0 < M; k0 += kTile) {
     __syncthreads();  // the previous tile's K and V are no longer read
     load_tile(Ks, k + b * M * ld + h * kD, ld, k0, M);
@@ -107,7 +119,8 @@ __global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, 
     __syncwarp();
     float* srow = Ss + r * kLdf;
     float mx = -INFINITY;
-    for (int c = c0; c < c0 + 32; ++c) {
+    for (int j = 0; j < 32; ++j) {
+      const int c = half.col(j);
       const float s = k0 + c < M ? srow[c] * scale : -INFINITY;
       srow[c] = s;
       mx = fmaxf(mx, s);
@@ -116,25 +129,28 @@ __global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, 
     const float m_old = row_max[r], m_new = fmaxf(m_old, mx);  // finite: key k0 is visible
     const float alpha = expf(m_old - m_new);
     float sum = 0.0f;
-    for (int c = c0; c < c0 + 32; ++c) {
+    for (int j = 0; j < 32; ++j) {
+      const int c = half.col(j);
       const float p = expf(srow[c] - m_new);
       Ps[r * kLdh + c] = to_lowp<T>(p);
       sum += p;
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    for (int c = c0; c < c0 + 32; ++c) Os[r * kLdf + c] *= alpha;
+    for (int j = 0; j < 32; ++j) Os[r * kLdf + half.col(j)] *= alpha;
     __syncwarp();
     if (lane % 2 == 0) row_max[r] = m_new, row_sum[r] = row_sum[r] * alpha + sum;
     __syncwarp();
     warp_rows_times_tile<false>(Os + warp * 16 * kLdf, Ps + warp * 16 * kLdh, Vs, true);  // O += P V
   }
   __syncwarp();
-  if (q0 + r < N) {
-    const float inv = 1.0f / row_sum[r];
-    float* orow = o + (b * N + q0 + r) * ld + h * kD;
-    for (int c = c0; c < c0 + 32; ++c) orow[c] = Os[r * kLdf + c] * inv;
-    if (lane % 2 == 0 && lse) lse[(b * H + h) * N + q0 + r] = row_max[r] + logf(row_sum[r]);
+  // Written row by row, each lane two adjacent columns: one contiguous 256-byte store per row.
+  for (int rr = warp * 16; rr < warp * 16 + 16 && q0 + rr < N; ++rr) {
+    const float inv = 1.0f / row_sum[rr];
+    const float2 v2 = *reinterpret_cast<const float2*>(Os + rr * kLdf + 2 * lane);
+    *reinterpret_cast<float2*>(o + (b * N + q0 + rr) * ld + h * kD + 2 * lane) = make_float2(v2.x * inv, v2.y * inv);
   }
+  if (lane < 16 && q0 + warp * 16 + lane < N && lse)
+    lse[(b * H + h) * N + q0 + warp * 16 + lane] = row_max[warp * 16 + lane] + logf(row_sum[warp * 16 + lane]);
 }
 
 // One block per (64-key tile, head, batch): dK, dV of the tile over every query tile; dQ added
@@ -161,7 +177,8 @@ __global__ void __launch_bounds__(kFlashThreads) flash_backward_kernel(float* dq
   load_tile(Vs, v + b * M * ld + h * kD, ld, k0, M);
   FragC dk_acc[kD / 16], dv_acc[kD / 16];
   for (int n = 0; n < kD / 16; ++n) wmma::fill_fragment(dk_acc[n], 0.0f), wmma::fill_fragment(dv_acc[n], 0.0f);
-  const int r = warp * 16 + lane / 2, c0 = (lane % 2) * 32;
+  const RowHalf half(warp, lane);
+  const int r = half.row;
   for (int64_t q0 = 0; q0 < N; q0 += kTile) {
     __syncthreads();
     load_tile(Qs, q + b * N * ld + h * kD, ld, q0, N);
@@ -175,30 +192,33 @@ __global__ void __launch_bounds__(kFlashThreads) flash_backward_kernel(float* dq
     warp_rows_times_tile<true>(Ss + warp * 16 * kLdf, Qs + warp * 16 * kLdh, Ks, false);    // S = Q K^T
     warp_rows_times_tile<true>(dPs + warp * 16 * kLdf, dOs + warp * 16 * kLdh, Vs, false);  // dP = dO V^T
     __syncwarp();
-    for (int c = c0; c < c0 + 32; ++c) {
+    for (int j = 0; j < 32; ++j) {
+      const int c = half.col(j);
       const float p = k0 + c < M ? expf(Ss[r * kLdf + c] * scale - lse_s[r]) : 0.0f;
       Ps[r * kLdh + c] = to_lowp<T>(p);
       dSs[r * kLdh + c] = to_lowp<T>(p * (dPs[r * kLdf + c] - delta_s[r]));
     }
     __syncthreads();
     // dV += P^T dO and dK += dS^T Q for the warp's 16 keys (columns of P and dS).
-    for (int n = 0; n < kD / 16; ++n)
-      for (int kk = 0; kk < kTile / 16; ++kk) {
-        FragAT<T> fp, fds;
+    for (int kk = 0; kk < kTile / 16; ++kk) {
+      FragAT<T> fp, fds;
+      wmma::load_matrix_sync(fp, Ps + kk * 16 * kLdh + warp * 16, kLdh);
+      wmma::load_matrix_sync(fds, dSs + kk * 16 * kLdh + warp * 16, kLdh);
+      for (int n = 0; n < kD / 16; ++n) {
         FragB<T> fdo, fq;
-        wmma::load_matrix_sync(fp, Ps + kk * 16 * kLdh + warp * 16, kLdh);
-        wmma::load_matrix_sync(fds, dSs + kk * 16 * kLdh + warp * 16, kLdh);
         wmma::load_matrix_sync(fdo, dOs + kk * 16 * kLdh + n * 16, kLdh);
         wmma::load_matrix_sync(fq, Qs + kk * 16 * kLdh + n * 16, kLdh);
         wmma::mma_sync(dv_acc[n], fp, fdo, dv_acc[n]);
         wmma::mma_sync(dk_acc[n], fds, fq, dk_acc[n]);
       }
+    }
     // dQ (the warp's 16 queries) += scale dS K, staged through Ss and added atomically.
     warp_rows_times_tile<false>(Ss + warp * 16 * kLdf, dSs + warp * 16 * kLdh, Ks, false);
     __syncwarp();
-    if (q0 + r < N) {
-      float* dqrow = dq + (b * N + q0 + r) * ld + h * kD;
-      for (int c = c0; c < c0 + 32; ++c) atomicAdd(dqrow + c, scale * Ss[r * kLdf + c]);
+    for (int rr = warp * 16; rr < warp * 16 + 16 && q0 + rr < N; ++rr) {  // coalesced, row by row
+      float* dqrow = dq + (b * N + q0 + rr) * ld + h * kD + 2 * lane;
+      atomicAdd(dqrow, scale * Ss[rr * kLdf + 2 * lane]);
+      atomicAdd(dqrow + 1, scale * Ss[rr * kLdf + 2 * lane + 1]);
     }
   }
   // dK, dV of the warp's 16 keys: staged through shared memory, added to the outputs.
@@ -208,13 +228,14 @@ __global__ void __launch_bounds__(kFlashThreads) flash_backward_kernel(float* dq
     wmma::store_matrix_sync(dPs + warp * 16 * kLdf + n * 16, dv_acc[n], kLdf, wmma::mem_row_major);
   }
   __syncwarp();
-  if (k0 + r < M) {
-    float* dkrow = dk + (b * M + k0 + r) * ld + h * kD;
-    float* dvrow = dv + (b * M + k0 + r) * ld + h * kD;
-    for (int c = c0; c < c0 + 32; ++c) {
-      dkrow[c] += scale * Ss[r * kLdf + c];
-      dvrow[c] += dPs[r * kLdf + c];
-    }
+  for (int rr = warp * 16; rr < warp * 16 + 16 && k0 + rr < M; ++rr) {  // coalesced, row by row
+    float2* dk2 = reinterpret_cast<float2*>(dk + (b * M + k0 + rr) * ld + h * kD + 2 * lane);
+    float2* dv2 = reinterpret_cast<float2*>(dv + (b * M + k0 + rr) * ld + h * kD + 2 * lane);
+    const float2 gk = *reinterpret_cast<const float2*>(Ss + rr * kLdf + 2 * lane);
+    const float2 gv = *reinterpret_cast<const float2*>(dPs + rr * kLdf + 2 * lane);
+    const float2 k_old = *dk2, v_old = *dv2;
+    *dk2 = make_float2(k_old.x + scale * gk.x, k_old.y + scale * gk.y);
+    *dv2 = make_float2(v_old.x + gv.x, v_old.y + gv.y);
   }
 }
 
@@ -230,10 +251,19 @@ bool use_flash(DType compute, int64_t d, std::initializer_list<const float*> ten
   return true;
 }
 
+// Raises a kernel's dynamic shared-memory limit above the default 48 KB; callers keep the
+// result in a static of their own so it happens once per kernel.
+template <typename Kernel>
+bool allow_shared_memory(Kernel kernel, size_t bytes) {
+  LT_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  return true;
+}
+
 template <typename T>
 void flash_forward(float* o, float* lse, const float* q, const float* k, const float* v, int64_t B, int64_t N,
                    int64_t M, int64_t H, float scale) {
-  LT_CUDA(cudaFuncSetAttribute(flash_forward_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kFlashForwardSmem));
+  static const bool configured = allow_shared_memory(flash_forward_kernel<T>, kFlashForwardSmem);
+  (void)configured;
   dim3 grid(static_cast<unsigned>((N + kTile - 1) / kTile), static_cast<unsigned>(H), static_cast<unsigned>(B));
   flash_forward_kernel<T><<<grid, kFlashThreads, kFlashForwardSmem>>>(o, lse, q, k, v, N, M, H, scale);
   LT_LAUNCHED("attention_forward (flash)");
@@ -242,7 +272,8 @@ void flash_forward(float* o, float* lse, const float* q, const float* k, const f
 template <typename T>
 void flash_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
                     const float* lse, const float* delta, int64_t B, int64_t N, int64_t M, int64_t H, float scale) {
-  LT_CUDA(cudaFuncSetAttribute(flash_backward_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kFlashBackwardSmem));
+  static const bool configured = allow_shared_memory(flash_backward_kernel<T>, kFlashBackwardSmem);
+  (void)configured;
   dim3 grid(static_cast<unsigned>((M + kTile - 1) / kTile), static_cast<unsigned>(H), static_cast<unsigned>(B));
   flash_backward_kernel<T><<<grid, kFlashThreads, kFlashBackwardSmem>>>(dq, dk, dv, dout, q, k, v, lse, delta, N, M, H, scale);
   LT_LAUNCHED("attention_backward (flash)");
@@ -416,16 +447,14 @@ void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* d
   }
   check_shared(M, "attention_backward");
   check_shared(2 * N, "attention_backward");
-  float* delta = nullptr;
-  LT_CUDA(cudaMalloc(&delta, static_cast<size_t>(B * H * N) * sizeof(float)));
+  DeviceBuffer delta_buf;
+  float* delta = delta_buf.floats(B * H * N);
   attention_delta_kernel<<<blocks_for(B * H * N), kThreads>>>(delta, dout, o, B, N, H, d);
   dim3 qgrid(static_cast<unsigned>(N), static_cast<unsigned>(H), static_cast<unsigned>(B));
   attention_dq_kernel<<<qgrid, kAttnThreads, M * sizeof(float)>>>(dq, dout, q, k, v, lse, delta, N, M, H, d, scale);
   dim3 kgrid(static_cast<unsigned>(M), static_cast<unsigned>(H), static_cast<unsigned>(B));
   attention_dkdv_kernel<<<kgrid, kAttnThreads, 2 * N * sizeof(float)>>>(dk, dv, dout, q, k, v, lse, delta, N, M, H, d, scale);
-  cudaError_t launched = cudaGetLastError();
-  cudaFree(delta);
-  check(launched, "attention_backward");
+  LT_LAUNCHED("attention_backward");
 }
 
 }  // namespace lt::cuda

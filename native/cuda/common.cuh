@@ -30,6 +30,8 @@ class DeviceBuffer {
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   void* reserve(int64_t bytes) {
+    static const bool pool_kept = keep_pool();
+    (void)pool_kept;
     if (p_) cudaFreeAsync(p_, 0);
     p_ = nullptr;
     LT_CUDA(cudaMallocAsync(&p_, static_cast<size_t>(bytes > 0 ? bytes : 1), 0));
@@ -39,6 +41,16 @@ class DeviceBuffer {
   void* data() const { return p_; }
 
  private:
+  // The pool would hand its memory back to the driver at every synchronisation, and a step
+  // synchronises (the loss, the grad norm): keep it, so each step's temporaries are reused.
+  static bool keep_pool() {
+    int device = 0;
+    cudaMemPool_t pool;
+    uint64_t keep = UINT64_MAX;
+    if (cudaGetDevice(&device) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess)
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    return true;
+  }
   void* p_ = nullptr;
 };
 

@@ -71,10 +71,16 @@ class CudaOps final : public Ops {
   double clip_grad_norm(float* const* grads, const int64_t* sizes, int64_t count, double max_norm) override;
 
  private:
+  // Whether a LoRA linear folds its adapter into the weight (linear.cu).
+  bool merges_lora(TensorRef W) const;
   bool allow_tf32_ = false;
 };
 
 // dst (n) of dst_type = src (n), queued on the default stream (memory.cu).
 void convert_device(void* dst, DType dst_type, TensorRef src, int64_t n);
+// C (M, N) = alpha op(A) op(B) + beta C (+ bias (N) on every row when given), through
+// cuBLASLt (gemm.cu).
+void gemm_device(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
+                 float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32, const float* bias = nullptr);
 
 }  // namespace lt::cuda

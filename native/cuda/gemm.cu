@@ -79,21 +79,28 @@ cudaDataType_t cuda_type(DType t) {
   return t == DType::f32 ? CUDA_R_32F : t == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F;
 }
 
-// Largest power of two (up to 16) dividing the address: the heuristic must know it.
+// Largest power of two (up to 256, cuBLASLt's default) dividing the address: the heuristic
+// must know it.
 int alignment(const void* p) {
   const auto a = reinterpret_cast<uintptr_t>(p);
-  int al = 16;
+  int al = 256;
   while (al > 1 && a % al) al /= 2;
   return al;
 }
 
-using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, int, bool, int, int, int>;
+// M, N, K, transA, transB, lda, ldb, ldc, type, tf32, alignments of A, B, C, bias epilogue
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, int, bool, int, int, int, bool>;
 
 struct Plan {
   cublasLtMatmulDesc_t desc;
   cublasLtMatrixLayout_t a, b, c;  // in cuBLASLt's (column-major) roles
   cublasLtMatmulAlgo_t algo;
+  bool bias;  // the bias epilogue is on (false when asked but no algorithm has it)
 };
+
+__global__ void fill_rows_kernel(float* C, const float* bias, int64_t M, int64_t N, int64_t ldc) {
+  LT_FOR(i, M * N) C[(i / N) * ldc + (i % N)] = bias[i % N];
+}
 
 constexpr size_t kWorkspaceBytes = 32u << 20;
 
@@ -104,16 +111,24 @@ class Blas {
     return blas;
   }
 
-  // C (M, N) fp32 = alpha op(A) op(B) + beta C with A and B of type t (already matching).
+  // C (M, N) fp32 = alpha op(A) op(B) + beta C (+ bias (N) per row, only with beta == 0) with
+  // A and B of type t (already matching).
   void matmul(float* C, const void* A, const void* B, DType t, int64_t M, int64_t N, int64_t K, bool transA,
-              bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32) {
+              bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32, const float* bias) {
     std::lock_guard<std::mutex> lock(mutex_);
     const CublasLt& lt = api();
     const PlanKey key{M, N, K, transA, transB, lda, ldb, ldc, static_cast<int>(t), tf32 && t == DType::f32,
-                      alignment(A), alignment(B), alignment(C)};
+                      alignment(A), alignment(B), alignment(C), bias != nullptr};
     auto it = plans_.find(key);
-    if (it == plans_.end()) it = plans_.emplace(key, make_plan(lt, key, t)).first;
+    if (it == plans_.end()) it = plans_.emplace(key, make_plan(lt, key, t, bias)).first;
     const Plan& p = it->second;
+    if (p.bias) {
+      check_blas(lt, lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "bias pointer");
+    } else if (bias) {  // no algorithm with the epilogue: start C at the bias and accumulate
+      fill_rows_kernel<<<blocks_for(M * N), kThreads>>>(C, bias, M, N, ldc);
+      LT_LAUNCHED("gemm bias");
+      beta = 1.0f;
+    }
     // cuBLASLt's A is our op(B)^T and its B our op(A)^T (see the file comment).
     check_blas(lt, lt.matmul(handle_, p.desc, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, workspace_,
                              kWorkspaceBytes, 0),
@@ -133,8 +148,8 @@ class Blas {
     return *lt_;
   }
 
-  Plan make_plan(const CublasLt& lt, const PlanKey& key, DType t) {
-    const auto [M, N, K, transA, transB, lda, ldb, ldc, type, tf32, al_a, al_b, al_c] = key;
+  Plan make_plan(const CublasLt& lt, const PlanKey& key, DType t, const float* bias_pointer) {
+    const auto [M, N, K, transA, transB, lda, ldb, ldc, type, tf32, al_a, al_b, al_c, bias] = key;
     Plan p{};
     const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     check_blas(lt, lt.desc_create(&p.desc, compute, CUDA_R_32F), "descriptor");
@@ -149,14 +164,25 @@ class Blas {
     check_blas(lt, lt.pref_create(&pref), "preference");
     const uint64_t ws = kWorkspaceBytes;
     const uint32_t aa = al_b, ab = al_a, ac = al_c;
-    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof(aa));
-    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof(ab));
-    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof(ac));
-    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof(ac));
+    cublasStatus_t s = lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    for (auto [attr, value] : {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa}, {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab},
+                               {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac}, {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac}})
+      if (s == CUBLAS_STATUS_SUCCESS) s = lt.pref_set(pref, attr, value, sizeof(uint32_t));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const cublasStatus_t s = lt.heuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+    // With a bias, first with the bias epilogue (cuBLASLt's D is C^T (N, M): its rows are our
+    // columns, so the bias (N) adds to every row of C); if no algorithm has it, without, and
+    // matmul adds the bias itself.
+    for (bool epilogue : {bias, false}) {
+      if (s != CUBLAS_STATUS_SUCCESS || found > 0) break;
+      const cublasLtEpilogue_t e = epilogue ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+      const cudaDataType_t bias_type = CUDA_R_32F;
+      s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof(e));
+      if (s == CUBLAS_STATUS_SUCCESS && epilogue) s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type));
+      if (s == CUBLAS_STATUS_SUCCESS && epilogue) s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_pointer, sizeof(bias_pointer));
+      if (s == CUBLAS_STATUS_SUCCESS) s = lt.heuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+      p.bias = epilogue;
+    }
     lt.pref_destroy(pref);
     check_blas(lt, s, "heuristic");
     if (found < 1)
@@ -183,8 +209,14 @@ __global__ void scale_kernel(float* C, int64_t M, int64_t N, int64_t ldc, float 
 }  // namespace
 
 void gemm_device(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
-                 float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32) {
+                 float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32, const float* bias) {
   if (M <= 0 || N <= 0) return;
+  if (bias && beta != 0.0f) throw std::logic_error("gemm_device: a bias needs beta == 0");
+  if (bias && (K <= 0 || alpha == 0.0f)) {
+    fill_rows_kernel<<<blocks_for(M * N), kThreads>>>(C, bias, M, N, ldc);
+    LT_LAUNCHED("gemm bias");
+    return;
+  }
   if (K <= 0 || alpha == 0.0f) {
     scale_kernel<<<blocks_for(M * N), kThreads>>>(C, M, N, ldc, beta);
     LT_LAUNCHED("gemm (scale)");
@@ -205,7 +237,7 @@ void gemm_device(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64
     convert_device(p, t, B, span);
     B = {p, t};
   }
-  Blas::get().matmul(C, A.data, B.data, t, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, tf32);
+  Blas::get().matmul(C, A.data, B.data, t, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, tf32, bias);
 }
 
 void CudaOps::gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,

@@ -1,15 +1,15 @@
-// Linear and LoRA linear, forward and backward, as cuBLASLt GEMMs plus small kernels. Without
-// LoRA dropout the adapter is folded into a temporary copy of the weight, W' = W + s B A, so
-// the base and low-rank paths are one GEMM each way and the output is written once.
+// Linear and LoRA linear, forward and backward, as cuBLASLt GEMMs (bias in the GEMM's
+// epilogue) plus small kernels. For an fp32 weight multiplied in fp32 and no LoRA dropout, the
+// adapter is folded into a temporary copy of the weight, W' = W + s B A, so the base and
+// low-rank paths are one GEMM each way and the output is written once. Not for bf16/fp16 or
+// TF32: rounding W' to the weight's precision would drop every change smaller than half its
+// last place, i.e. most of a young adapter's effect; those add the low-rank path with a second
+// GEMM (beta = 1), as peft does.
 #include "common.cuh"
 #include "cuda_ops.h"
 
 namespace lt::cuda {
 namespace {
-
-__global__ void fill_bias_kernel(float* y, const float* b, int64_t rows, int64_t out) {
-  LT_FOR(i, rows * out) y[i] = b ? b[i % out] : 0.0f;
-}
 
 __global__ void column_sums_kernel(float* db, const float* dy, int64_t rows, int64_t out) {
   LT_FOR(j, out) {
@@ -46,11 +46,11 @@ TensorRef merge_lora(DeviceBuffer& buf, TensorRef W, const float* A, const float
 
 }  // namespace
 
+bool CudaOps::merges_lora(TensorRef W) const { return W.type == DType::f32 && !allow_tf32_; }
+
 void CudaOps::linear_forward(float* y, const float* x, TensorRef W, const float* b, int64_t rows, int64_t in,
                              int64_t out) {
-  fill_bias_kernel<<<blocks_for(rows * out), kThreads>>>(y, b, rows, out);
-  LT_LAUNCHED("linear bias");
-  gemm(y, x, W, rows, out, in, false, true, 1.0f, 1.0f, in, in, out);  // y += x W^T
+  gemm_device(y, x, W, rows, out, in, false, true, 1.0f, 0.0f, in, in, out, allow_tf32_, b);  // y = x W^T + b
 }
 
 void CudaOps::linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, TensorRef W,
@@ -67,7 +67,7 @@ void CudaOps::lora_linear_forward(float* y, float* xa, const float* x, const flo
                                   const float* b, const float* A, const float* B, float scale, int64_t rows,
                                   int64_t in, int64_t out, int64_t r) {
   gemm(xa, x_lora ? x_lora : x, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r);  // xa = x_lora A^T
-  if (x_lora) {  // dropout: the two paths see different inputs
+  if (x_lora || !merges_lora(W)) {
     linear_forward(y, x, W, b, rows, in, out);
     gemm(y, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out);  // y += s xa B^T
     return;
@@ -85,13 +85,14 @@ void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* 
   float* dxa = dxa_buf.floats(rows * r);                                 // (rows, r)
   gemm(dxa, dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r);  // s dy B
   gemm(dA, dxa, x_lora ? x_lora : x, r, in, rows, true, false, 1.0f, 1.0f, r, in, in);  // dA += dxa^T x_lora
-  if (dx && !dx_lora) {  // both paths' input gradients in one GEMM through W' = W + s B A
+  if (dx && !dx_lora && merges_lora(W)) {  // both paths' input gradients in one GEMM through W' = W + s B A
     DeviceBuffer merged;
     linear_backward(dx, dW, db, dy, x, merge_lora(merged, W, A, B, scale, out, in, r), rows, in, out);
     return;
   }
   linear_backward(dx, dW, db, dy, x, W, rows, in, out);
-  if (dx_lora) gemm(dx_lora, dxa, A, rows, in, r, false, false, 1.0f, 1.0f, r, in, in);  // += dxa A
+  float* dxl = dx_lora ? dx_lora : dx;
+  if (dxl) gemm(dxl, dxa, A, rows, in, r, false, false, 1.0f, 1.0f, r, in, in);  // += dxa A
 }
 
 }  // namespace lt::cuda

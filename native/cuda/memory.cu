@@ -18,6 +18,12 @@ std::string unavailable_reason() {
     return cudaGetErrorString(e);
   }
   if (count < 1) return "no CUDA device";
+  int major = 0, minor = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
+  if (major < 8)
+    return "the GPU has compute capability " + std::to_string(major) + "." + std::to_string(minor) +
+           "; lora-train's CUDA backend needs 8.0 or newer (bf16 tensor cores)";
   std::string why;
   cublaslt(&why);
   return why;

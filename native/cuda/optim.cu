@@ -74,7 +74,16 @@ int64_t upload_slots(DeviceBuffer& buf, std::vector<Slot>& slots) {
   return total;
 }
 
-unsigned grid_for(int64_t total) { return std::min<unsigned>(blocks_for(total), 132u * 8u); }
+// Enough blocks to fill the device a few times over; the grid-stride loops do the rest.
+unsigned grid_for(int64_t total) {
+  static const unsigned cap = [] {
+    int device = 0, sms = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    return static_cast<unsigned>(sms > 0 ? sms : 108) * 8u;
+  }();
+  return std::min<unsigned>(blocks_for(total), cap);
+}
 
 }  // namespace
 
