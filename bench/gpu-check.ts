@@ -1,37 +1,41 @@
-// `node dist/bench/gpu-check.js [fixtures dir] [--no-parity]`: on a machine with a CUDA device,
-// runs every parity case on cuda against cpu and prints a table, then times one LoRA training
-// step of the real-size prior (c 1536, c_cond 1280, depth 32, nhead 24; random weights; batch 8,
-// 24x24 latents, 77 tokens) on cuda in bf16 mixed precision (TF32 for the remaining fp32 GEMMs).
-// Exits non-zero when a case fails. Used by scripts/gpu-check.sh.
+// `node dist/bench/gpu-check.js [fixtures dir] [--parity-only | --no-parity] [--dry-run]`: on a
+// machine with a CUDA device, runs every parity case on cuda against cpu and prints a table,
+// then times LoRA training steps of the real-size prior (c 1536, c_cond 1280, depth 32, nhead 24;
+// random weights; batch 8, 24x24 latents, 77 tokens) on cuda in bf16 mixed precision (TF32 for
+// the remaining fp32 GEMMs). Exits non-zero when a case fails. scripts/gpu-check.sh runs the
+// parity cases and the timing in separate processes, so a kernel fault in one leaves the other.
+// --dry-run does all of it on the CPU at a tiny size: a check of this script before device time.
 import { join } from 'node:path';
 import { native } from '../src/native.js';
-import { setAllowTf32 } from '../src/ops.js';
-import { Prior } from '../src/prior.js';
+import { type Device, setAllowTf32 } from '../src/ops.js';
+import { Prior, type PriorConfig } from '../src/prior.js';
 import { Rng } from '../src/rng.js';
 import type { Tensor } from '../src/tensor.js';
 import { dataOf, parityCases, relativeError } from './parity.js';
 
 async function main() {
+  const args = process.argv.slice(2);
+  const dry = args.includes('--dry-run');
   const info = native().info();
-  if (info.cuda !== true) {
+  if (info.cuda !== true && !dry) {
     console.log(`no usable CUDA device: ${info.cuda}`);
     process.exit(2);
   }
-  const args = process.argv.slice(2);
+  const device: Device = dry ? 'cpu' : 'cuda';
   const fixtures = args.find((a) => !a.startsWith('--')) ?? join(process.cwd(), 'tests', 'fixtures');
   let failed = 0;
-  if (!args.includes('--no-parity')) failed = await parity(fixtures);
-  await realStep();
+  if (!args.includes('--no-parity')) failed = await parity(fixtures, device);
+  if (!args.includes('--parity-only')) await realStep(device, dry);
   process.exit(failed ? 1 : 0);
 }
 
-async function parity(fixtures: string): Promise<number> {
+async function parity(fixtures: string, device: Device): Promise<number> {
   let failed = 0;
   console.log('| case | output | relative error | tolerance | ok |\n| --- | --- | --- | --- | --- |');
   for (const c of parityCases(fixtures)) {
     try {
       const cpu = await c.run('cpu');
-      const gpu = await c.run('cuda');
+      const gpu = await c.run(device);
       for (const [key, { tensor, tolerance }] of Object.entries(cpu)) {
         const err = relativeError(dataOf(gpu[key]?.tensor), dataOf(tensor));
         const ok = err <= tolerance;
@@ -47,15 +51,19 @@ async function parity(fixtures: string): Promise<number> {
   return failed;
 }
 
-async function realStep() {
-  const config = { c_in: 16, c: 1536, c_cond: 1280, c_r: 64, depth: 32, nhead: 24, dropout: 0.1 };
-  const B = 8, H = 24, W = 24, T = 77;
-  setAllowTf32(true, { device: 'cuda' });
-  const prior = Prior.random(config, { seed: 0, device: 'cuda', precision: 'bf16', lora: { rank: 8, alpha: 8 } });
+async function realStep(device: Device, dry: boolean) {
+  const config: PriorConfig = dry
+    ? { c_in: 16, c: 64, c_cond: 32, c_r: 64, depth: 2, nhead: 1, dropout: 0.1 }
+    : { c_in: 16, c: 1536, c_cond: 1280, c_r: 64, depth: 32, nhead: 24, dropout: 0.1 };
+  const B = dry ? 2 : 8, H = 24, W = 24, T = 77;
+  setAllowTf32(true, { device });
+  const setupStart = performance.now();
+  const prior = Prior.random(config, { seed: 0, device, precision: 'bf16', lora: { rank: 8, alpha: 8 } });
+  console.log(`model set up in ${((performance.now() - setupStart) / 1000).toFixed(1)} s`);
   const rng = new Rng(1);
   const tensor = (shape: number[], f: () => number): Tensor => ({ data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, f), shape });
   const x = tensor([B, 16, H, W], () => rng.normal()), target = tensor([B, 16, H, W], () => rng.normal());
-  const r = tensor([B], () => rng.uniform()), clip = tensor([B, T, 1280], () => rng.normal());
+  const r = tensor([B], () => rng.uniform()), clip = tensor([B, T, config.c_cond], () => rng.normal());
   const times: number[] = [];
   for (let step = 1; step <= 12; step++) {
     const t0 = performance.now();
@@ -67,7 +75,8 @@ async function realStep() {
   const ms = steady[Math.floor(steady.length / 2)]!;
   console.log(JSON.stringify({
     name: 'prior_lora_step_real',
-    shape: 'c1536 cond1280 depth32 nhead24 B8 24x24 T77 r8, bf16 weights and GEMMs (TF32 elsewhere)',
+    shape: `c${config.c} cond${config.c_cond} depth${config.depth} nhead${config.nhead} B${B} ${H}x${W} T${T} r8, bf16 weights and GEMMs (TF32 elsewhere)`,
+    device,
     ms_per_step: Number(ms.toFixed(1)),
     samples_per_s: Number(((B * 1000) / ms).toFixed(1)),
     steps_ms: times.map((t) => Number(t.toFixed(1))),

@@ -138,21 +138,19 @@ function kaimingUniform(rng: Rng, rows: number, fanIn: number): Float32Array {
 }
 
 /** PyTorch's default initialisation of the prior's parameters, drawn in their order: weights and
- * biases uniform in +-1/sqrt(fan_in) of their layer, GlobalResponseNorm zero (as diffusers). */
-export function priorDefaultInit(shapes: { name: string; shape: number[] }[], rng: Rng): Map<string, Float32Array> {
+ * biases uniform in +-1/sqrt(fan_in) of their layer, GlobalResponseNorm zero (as diffusers).
+ * Yields one tensor at a time, so a 1B-parameter prior never holds all of them in JS. */
+export function* priorDefaultInit(shapes: { name: string; shape: number[] }[], rng: Rng): Generator<[string, Float32Array]> {
   const byName = new Map(shapes.map((p) => [p.name, p.shape]));
-  const values = new Map<string, Float32Array>();
   for (const { name, shape } of shapes) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    if (name.endsWith('.gamma') || name.endsWith('.beta')) {
-      values.set(name, new Float32Array(n));
-      continue;
+    const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    if (!name.endsWith('.gamma') && !name.endsWith('.beta')) {
+      const fanIn = byName.get(name.replace(/\.bias$/, '.weight'))!.slice(1).reduce((a, b) => a * b, 1);
+      const bound = 1 / Math.sqrt(fanIn);
+      for (let i = 0; i < values.length; i++) values[i] = (rng.uniform() * 2 - 1) * bound;
     }
-    const fanIn = byName.get(name.replace(/\.bias$/, '.weight'))!.slice(1).reduce((a, b) => a * b, 1);
-    const bound = 1 / Math.sqrt(fanIn);
-    values.set(name, Float32Array.from({ length: n }, () => (rng.uniform() * 2 - 1) * bound));
+    yield [name, values];
   }
-  return values;
 }
 
 export interface LoraState {

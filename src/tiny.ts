@@ -53,7 +53,7 @@ export function createTinyStack(dir: string, options: TinyStackOptions): { snaps
     TextEncoder: new (device: string, c: TextEncoderConfig) => { parameters(): { name: string; shape: number[] }[] };
   };
   const priorShapes = new nativeAddon.Prior('cpu', prior).parameters();
-  const priorValues = priorDefaultInit(priorShapes, rng);
+  const priorValues = new Map(priorDefaultInit(priorShapes, rng));
   write(join(dir, 'prior'), 'diffusion_pytorch_model.safetensors', { _class_name: 'WuerstchenPrior', _diffusers_version: '0.30.3', ...prior }, priorShapes, (name) => {
     const values = priorValues.get(name)!;
     // The output divides by |1 - b| + 1e-5; with default init b reaches 1 somewhere and the loss

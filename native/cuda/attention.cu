@@ -11,6 +11,8 @@
 #include <mma.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "common.cuh"
@@ -244,8 +246,13 @@ constexpr size_t kFlashBackwardSmem = 6 * kTile * kLdh * 2 + 2 * kTile * kLdf * 
 
 // Whether the tensor-core kernels apply: a low-precision compute type, head dim 64 and
 // 16-byte aligned rows (they load float4s).
+// LORA_TRAIN_FLASH=0 turns them off (the row kernels then run at every precision).
 bool use_flash(DType compute, int64_t d, std::initializer_list<const float*> tensors) {
-  if (compute == DType::f32 || d != kD) return false;
+  static const bool enabled = [] {
+    const char* v = std::getenv("LORA_TRAIN_FLASH");
+    return !(v && std::string(v) == "0");
+  }();
+  if (!enabled || compute == DType::f32 || d != kD) return false;
   for (const float* t : tensors)
     if (reinterpret_cast<uintptr_t>(t) % 16) return false;
   return true;
