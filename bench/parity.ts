@@ -156,12 +156,13 @@ export function parityCases(fixturesDir: string): ParityCase[] {
   for (const precision of ['fp32', 'bf16', 'fp16'] as const) {
     const [fwd, grad] = precision === 'fp32' ? [FWD, GRAD] : [MIXED[precision].fwd, MIXED[precision].grad];
     cases.push({
-      name: `prior LoRA step, ${precision} (c 64, depth 3, every LoRA target)`,
+      name: `prior LoRA step, ${precision} (c 64, depth 3, every LoRA target${precision === 'fp16' ? ', LoRA dropout' : ''})`,
       async run(device) {
         const ref = readSafetensors(join(fixturesDir, 'prior', 'bf16_sharded_all_targets', 'reference.safetensors'));
         const t = (k: string) => getTensor(ref, k);
         const config = { c_in: 16, c: 64, c_cond: 32, c_r: 64, depth: 3, nhead: 4, dropout: 0.1 };
-        const lora = { rank: 8, alpha: 4, targets: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'], seed: 2 };
+        // LoRA dropout in fp16 only: the GPU joins the low-rank path differently with and without it.
+        const lora = { rank: 8, alpha: 4, targets: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'], dropout: precision === 'fp16' ? 0.1 : 0, seed: 2 };
         const prior = Prior.random(config, { seed: 1, lora, device, precision });
         prior.setLoraWeights(Object.fromEntries(Object.entries(prior.loraWeights()).map(([k, w]) => [k, { data: w.data.map((_, i) => Math.sin(i) * 0.05), shape: w.shape }])));
         const { loss, grads } = await prior.lossAndGrad(t('x'), t('r'), t('clip'), t('target'), { seed: 9, train: true });

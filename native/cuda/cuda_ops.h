@@ -71,8 +71,9 @@ class CudaOps final : public Ops {
   double clip_grad_norm(float* const* grads, const int64_t* sizes, int64_t count, double max_norm) override;
 
  private:
-  // Whether a LoRA linear folds its adapter into the weight (linear.cu).
-  bool merges_lora(TensorRef W) const;
+  // How a LoRA linear joins its base and low-rank paths (linear.cu).
+  enum class LoraPath { separate, merged, concatenated };
+  LoraPath lora_path(TensorRef W, bool dropout, int64_t in, int64_t out) const;
   bool allow_tf32_ = false;
 };
 

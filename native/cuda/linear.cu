@@ -1,10 +1,13 @@
 // Linear and LoRA linear, forward and backward, as cuBLASLt GEMMs (bias in the GEMM's
-// epilogue) plus small kernels. For an fp32 weight multiplied in fp32 and no LoRA dropout, the
-// adapter is folded into a temporary copy of the weight, W' = W + s B A, so the base and
-// low-rank paths are one GEMM each way and the output is written once. Not for bf16/fp16 or
-// TF32: rounding W' to the weight's precision would drop every change smaller than half its
-// last place, i.e. most of a young adapter's effect; those add the low-rank path with a second
-// GEMM (beta = 1), as peft does.
+// epilogue) plus small kernels. Without LoRA dropout the base and low-rank paths are one GEMM
+// each way, so the output is written once:
+// - bf16/fp16 weights: the operands are concatenated along K, y = [x | s xa] [W | B]^T and
+//   dx += [dy | s dy B] [W ; A], in the temporary low-precision copies the GEMMs need anyway
+//   (x and dy are fp32 activations). The low-rank terms are rounded like every other operand.
+// - fp32 weights multiplied in fp32: the adapter is folded into a temporary weight,
+//   W' = W + s B A. Not for low precision or TF32: rounding W' to the weight's precision would
+//   drop every change smaller than half its last place, i.e. most of a young adapter's effect.
+// Otherwise (LoRA dropout, TF32) the low-rank path is a second GEMM (beta = 1), as in peft.
 #include "common.cuh"
 #include "cuda_ops.h"
 
@@ -19,34 +22,59 @@ __global__ void column_sums_kernel(float* db, const float* dy, int64_t rows, int
   }
 }
 
-// merged (out, in) = W + scale B A in W's storage type; B (out, r), A (r, in), r small.
-template <typename T>
-__global__ void merge_lora_kernel(T* merged, const T* W, DType type, const float* A, const float* B, float scale,
+// merged (out, in) = W + scale B A; B (out, r), A (r, in), r small.
+__global__ void merge_lora_kernel(float* merged, const float* W, const float* A, const float* B, float scale,
                                   int64_t out, int64_t in, int64_t r) {
   LT_FOR(i, out * in) {
     const int64_t o = i / in, c = i % in;
     float acc = 0.0f;
     for (int64_t k = 0; k < r; ++k) acc += B[o * r + k] * A[k * in + c];
-    if constexpr (sizeof(T) == 4) merged[i] = W[i] + scale * acc;
-    else merged[i] = f32_to_lowp(lowp_to_f32(W[i], type) + scale * acc, type);
+    merged[i] = W[i] + scale * acc;
   }
 }
 
-// W' = W + scale B A into buf; returns it typed as W.
-TensorRef merge_lora(DeviceBuffer& buf, TensorRef W, const float* A, const float* B, float scale, int64_t out,
-                     int64_t in, int64_t r) {
-  void* p = buf.reserve(out * in * dtype_size(W.type));
-  if (W.type == DType::f32)
-    merge_lora_kernel<<<blocks_for(out * in), kThreads>>>(static_cast<float*>(p), W.f32(), W.type, A, B, scale, out, in, r);
-  else
-    merge_lora_kernel<<<blocks_for(out * in), kThreads>>>(static_cast<uint16_t*>(p), W.lowp(), W.type, A, B, scale, out, in, r);
+// W' = W + scale B A into buf.
+const float* merge_lora(DeviceBuffer& buf, const float* W, const float* A, const float* B, float scale, int64_t out,
+                        int64_t in, int64_t r) {
+  float* p = buf.floats(out * in);
+  merge_lora_kernel<<<blocks_for(out * in), kThreads>>>(p, W, A, B, scale, out, in, r);
   LT_LAUNCHED("merge LoRA");
-  return {p, W.type};
+  return p;
 }
+
+// dst[:, col0 : col0 + cols_pad] of a low-precision (rows, ld_dst) matrix = scale * src (rows,
+// cols) at row stride ld_src, rounded to t; columns cols..cols_pad are zero.
+__global__ void pack_kernel(uint16_t* dst, DType t, int64_t ld_dst, int64_t col0, const void* src, DType src_type,
+                            int64_t ld_src, int64_t rows, int64_t cols, int64_t cols_pad, float scale) {
+  LT_FOR(i, rows * cols_pad) {
+    const int64_t row = i / cols_pad, c = i % cols_pad;
+    float v = 0.0f;
+    if (c < cols) {
+      const int64_t j = row * ld_src + c;
+      v = scale * (src_type == DType::f32 ? static_cast<const float*>(src)[j]
+                                          : lowp_to_f32(static_cast<const uint16_t*>(src)[j], src_type));
+    }
+    dst[row * ld_dst + col0 + c] = f32_to_lowp(v, t);
+  }
+}
+
+void pack(uint16_t* dst, DType t, int64_t ld_dst, int64_t col0, TensorRef src, int64_t ld_src, int64_t rows,
+          int64_t cols, int64_t cols_pad, float scale = 1.0f) {
+  pack_kernel<<<blocks_for(rows * cols_pad), kThreads>>>(dst, t, ld_dst, col0, src.data, src.type, ld_src, rows, cols,
+                                                          cols_pad, scale);
+  LT_LAUNCHED("LoRA operand pack");
+}
+
+// The low-rank width padded so concatenated rows stay 16-byte aligned for the tensor cores.
+int64_t padded_rank(int64_t r) { return (r + 7) / 8 * 8; }
 
 }  // namespace
 
-bool CudaOps::merges_lora(TensorRef W) const { return W.type == DType::f32 && !allow_tf32_; }
+CudaOps::LoraPath CudaOps::lora_path(TensorRef W, bool dropout, int64_t in, int64_t out) const {
+  if (dropout) return LoraPath::separate;
+  if (W.type != DType::f32) return in % 8 == 0 && out % 8 == 0 ? LoraPath::concatenated : LoraPath::separate;
+  return allow_tf32_ ? LoraPath::separate : LoraPath::merged;
+}
 
 void CudaOps::linear_forward(float* y, const float* x, TensorRef W, const float* b, int64_t rows, int64_t in,
                              int64_t out) {
@@ -67,13 +95,30 @@ void CudaOps::lora_linear_forward(float* y, float* xa, const float* x, const flo
                                   const float* b, const float* A, const float* B, float scale, int64_t rows,
                                   int64_t in, int64_t out, int64_t r) {
   gemm(xa, x_lora ? x_lora : x, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r);  // xa = x_lora A^T
-  if (x_lora || !merges_lora(W)) {
-    linear_forward(y, x, W, b, rows, in, out);
-    gemm(y, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out);  // y += s xa B^T
-    return;
+  switch (lora_path(W, x_lora != nullptr, in, out)) {
+    case LoraPath::separate:
+      linear_forward(y, x, W, b, rows, in, out);
+      gemm(y, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out);  // y += s xa B^T
+      return;
+    case LoraPath::merged: {
+      DeviceBuffer merged;
+      linear_forward(y, x, merge_lora(merged, W.f32(), A, B, scale, out, in, r), b, rows, in, out);
+      return;
+    }
+    case LoraPath::concatenated: {
+      const DType t = W.type;
+      const int64_t K = in + padded_rank(r);
+      DeviceBuffer xc_buf, wc_buf;
+      auto* xc = static_cast<uint16_t*>(xc_buf.reserve(rows * K * 2));  // (rows, K) = [x | s xa | 0]
+      auto* wc = static_cast<uint16_t*>(wc_buf.reserve(out * K * 2));   // (out, K) = [W | B | 0]
+      pack(xc, t, K, 0, x, in, rows, in, in);
+      pack(xc, t, K, in, xa, r, rows, r, K - in, scale);
+      pack(wc, t, K, 0, W, in, out, in, in);
+      pack(wc, t, K, in, B, r, out, r, K - in);
+      gemm_device(y, {xc, t}, {wc, t}, rows, out, K, false, true, 1.0f, 0.0f, K, K, out, allow_tf32_, b);
+      return;
+    }
   }
-  DeviceBuffer merged;
-  linear_forward(y, x, merge_lora(merged, W, A, B, scale, out, in, r), b, rows, in, out);
 }
 
 void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db,
@@ -85,9 +130,25 @@ void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* 
   float* dxa = dxa_buf.floats(rows * r);                                 // (rows, r)
   gemm(dxa, dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r);  // s dy B
   gemm(dA, dxa, x_lora ? x_lora : x, r, in, rows, true, false, 1.0f, 1.0f, r, in, in);  // dA += dxa^T x_lora
-  if (dx && !dx_lora && merges_lora(W)) {  // both paths' input gradients in one GEMM through W' = W + s B A
+  const LoraPath path = dx ? lora_path(W, x_lora != nullptr || dx_lora != nullptr, in, out) : LoraPath::separate;
+  if (path == LoraPath::merged) {  // both paths' input gradients in one GEMM through W' = W + s B A
     DeviceBuffer merged;
-    linear_backward(dx, dW, db, dy, x, merge_lora(merged, W, A, B, scale, out, in, r), rows, in, out);
+    linear_backward(dx, dW, db, dy, x, merge_lora(merged, W.f32(), A, B, scale, out, in, r), rows, in, out);
+    return;
+  }
+  if (path == LoraPath::concatenated) {  // dx += [dy | s dy B | 0] [W ; A ; 0]
+    const DType t = W.type;
+    const int64_t K = out + padded_rank(r);
+    DeviceBuffer dc_buf, wt_buf;
+    auto* dc = static_cast<uint16_t*>(dc_buf.reserve(rows * K * 2));  // (rows, K)
+    auto* wt = static_cast<uint16_t*>(wt_buf.reserve(K * in * 2));    // (K, in)
+    pack(dc, t, K, 0, dy, out, rows, out, out);
+    pack(dc, t, K, out, dxa, r, rows, r, K - out);
+    pack(wt, t, in, 0, W, in, out, in, in);
+    pack(wt + out * in, t, in, 0, A, in, r, in, in);
+    LT_CUDA(cudaMemsetAsync(wt + (out + r) * in, 0, (K - out - r) * in * 2, 0));
+    gemm_device(dx, {dc, t}, {wt, t}, rows, in, K, false, false, 1.0f, 1.0f, K, in, in, allow_tf32_);
+    linear_backward(nullptr, dW, db, dy, x, W, rows, in, out);
     return;
   }
   linear_backward(dx, dW, db, dy, x, W, rows, in, out);
