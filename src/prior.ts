@@ -138,8 +138,11 @@ function kaimingUniform(rng: Rng, rows: number, fanIn: number): Float32Array {
 }
 
 /** PyTorch's default initialisation of the prior's parameters, drawn in their order: weights and
- * biases uniform in +-1/sqrt(fan_in) of their layer, GlobalResponseNorm zero (as diffusers).
- * Yields one tensor at a time, so a 1B-parameter prior never holds all of them in JS. */
+ * biases uniform in +-1/sqrt(fan_in) of their layer, GlobalResponseNorm zero (as diffusers),
+ * except that out.1 is scaled by 0.1: the output divides by |1 - b| + 1e-5, and with the
+ * default init b reaches 1 somewhere and the output (and any rounding) explodes; a trained
+ * prior keeps b far from 1. Yields one tensor at a time, so a 1B-parameter prior never holds
+ * all of them in JS. */
 export function* priorDefaultInit(shapes: { name: string; shape: number[] }[], rng: Rng): Generator<[string, Float32Array]> {
   const byName = new Map(shapes.map((p) => [p.name, p.shape]));
   for (const { name, shape } of shapes) {
@@ -148,6 +151,7 @@ export function* priorDefaultInit(shapes: { name: string; shape: number[] }[], r
       const fanIn = byName.get(name.replace(/\.bias$/, '.weight'))!.slice(1).reduce((a, b) => a * b, 1);
       const bound = 1 / Math.sqrt(fanIn);
       for (let i = 0; i < values.length; i++) values[i] = (rng.uniform() * 2 - 1) * bound;
+      if (name.startsWith('out.1.')) for (let i = 0; i < values.length; i++) values[i] = values[i]! * 0.1;
     }
     yield [name, values];
   }

@@ -54,12 +54,7 @@ export function createTinyStack(dir: string, options: TinyStackOptions): { snaps
   };
   const priorShapes = new nativeAddon.Prior('cpu', prior).parameters();
   const priorValues = new Map(priorDefaultInit(priorShapes, rng));
-  write(join(dir, 'prior'), 'diffusion_pytorch_model.safetensors', { _class_name: 'WuerstchenPrior', _diffusers_version: '0.30.3', ...prior }, priorShapes, (name) => {
-    const values = priorValues.get(name)!;
-    // The output divides by |1 - b| + 1e-5; with default init b reaches 1 somewhere and the loss
-    // explodes. A trained prior keeps b far from 1; a tenth of the init does the same here.
-    return name.startsWith('out.1.') ? values.map((v) => v * 0.1) : values;
-  });
+  write(join(dir, 'prior'), 'diffusion_pytorch_model.safetensors', { _class_name: 'WuerstchenPrior', _diffusers_version: '0.30.3', ...prior }, priorShapes, (name) => priorValues.get(name)!);
 
   const textShapes = new nativeAddon.TextEncoder('cpu', text).parameters();
   const textConfig = {

@@ -219,8 +219,9 @@ __global__ void __launch_bounds__(kFlashThreads) flash_backward_kernel(float* dq
     __syncwarp();
     for (int rr = warp * 16; rr < warp * 16 + 16 && q0 + rr < N; ++rr) {  // coalesced, row by row
       float* dqrow = dq + (b * N + q0 + rr) * ld + h * kD + 2 * lane;
-      atomicAdd(dqrow, scale * Ss[rr * kLdf + 2 * lane]);
-      atomicAdd(dqrow + 1, scale * Ss[rr * kLdf + 2 * lane + 1]);
+      const float2 g = *reinterpret_cast<const float2*>(Ss + rr * kLdf + 2 * lane);
+      atomicAdd(dqrow, scale * g.x);
+      atomicAdd(dqrow + 1, scale * g.y);
     }
   }
   // dK, dV of the warp's 16 keys: staged through shared memory, added to the outputs.

@@ -43,12 +43,14 @@ class DeviceBuffer {
  private:
   // The pool would hand its memory back to the driver at every synchronisation, and a step
   // synchronises (the loss, the grad norm): keep it, so each step's temporaries are reused.
+  // (CudaOps::alloc trims it when a plain allocation runs out.)
   static bool keep_pool() {
     int device = 0;
     cudaMemPool_t pool;
     uint64_t keep = UINT64_MAX;
     if (cudaGetDevice(&device) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess)
       cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    cudaGetLastError();  // a failure here only costs speed: do not leave it for the next check
     return true;
   }
   void* p_ = nullptr;

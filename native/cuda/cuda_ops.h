@@ -73,7 +73,8 @@ class CudaOps final : public Ops {
  private:
   // How a LoRA linear joins its base and low-rank paths (linear.cu).
   enum class LoraPath { separate, merged, concatenated };
-  LoraPath lora_path(TensorRef W, bool dropout, int64_t in, int64_t out) const;
+  // in_dim: the GEMM's inner dimension (in forward, out backward).
+  LoraPath lora_path(TensorRef W, bool dropout, int64_t rows, int64_t in_dim, int64_t in, int64_t out) const;
   bool allow_tf32_ = false;
 };
 

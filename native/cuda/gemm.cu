@@ -88,8 +88,8 @@ int alignment(const void* p) {
   return al;
 }
 
-// M, N, K, transA, transB, lda, ldb, ldc, type, tf32, alignments of A, B, C, bias epilogue
-using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, int, bool, int, int, int, bool>;
+// M, N, K, transA, transB, lda, ldb, ldc, type, tf32, alignments of A, B, C and the bias (0: none)
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, int, bool, int, int, int, int>;
 
 struct Plan {
   cublasLtMatmulDesc_t desc;
@@ -118,7 +118,7 @@ class Blas {
     std::lock_guard<std::mutex> lock(mutex_);
     const CublasLt& lt = api();
     const PlanKey key{M, N, K, transA, transB, lda, ldb, ldc, static_cast<int>(t), tf32 && t == DType::f32,
-                      alignment(A), alignment(B), alignment(C), bias != nullptr};
+                      alignment(A), alignment(B), alignment(C), bias ? alignment(bias) : 0};
     auto it = plans_.find(key);
     if (it == plans_.end()) it = plans_.emplace(key, make_plan(lt, key, t, bias)).first;
     const Plan& p = it->second;
@@ -149,7 +149,7 @@ class Blas {
   }
 
   Plan make_plan(const CublasLt& lt, const PlanKey& key, DType t, const float* bias_pointer) {
-    const auto [M, N, K, transA, transB, lda, ldb, ldc, type, tf32, al_a, al_b, al_c, bias] = key;
+    const auto [M, N, K, transA, transB, lda, ldb, ldc, type, tf32, al_a, al_b, al_c, al_bias] = key;
     Plan p{};
     const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     check_blas(lt, lt.desc_create(&p.desc, compute, CUDA_R_32F), "descriptor");
@@ -168,24 +168,27 @@ class Blas {
     for (auto [attr, value] : {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa}, {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab},
                                {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac}, {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac}})
       if (s == CUBLAS_STATUS_SUCCESS) s = lt.pref_set(pref, attr, value, sizeof(uint32_t));
+    if (s != CUBLAS_STATUS_SUCCESS) lt.pref_destroy(pref);
+    check_blas(lt, s, "preference");
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     // With a bias, first with the bias epilogue (cuBLASLt's D is C^T (N, M): its rows are our
-    // columns, so the bias (N) adds to every row of C); if no algorithm has it, without, and
-    // matmul adds the bias itself.
-    for (bool epilogue : {bias, false}) {
-      if (s != CUBLAS_STATUS_SUCCESS || found > 0) break;
+    // columns, so the bias (N) adds to every row of C); when that is refused or finds nothing
+    // (the heuristic answers NOT_SUPPORTED), again without, and matmul adds the bias itself.
+    for (bool epilogue : {al_bias != 0, false}) {
       const cublasLtEpilogue_t e = epilogue ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
       const cudaDataType_t bias_type = CUDA_R_32F;
       s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof(e));
       if (s == CUBLAS_STATUS_SUCCESS && epilogue) s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type));
       if (s == CUBLAS_STATUS_SUCCESS && epilogue) s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_pointer, sizeof(bias_pointer));
+      found = 0;
       if (s == CUBLAS_STATUS_SUCCESS) s = lt.heuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
       p.bias = epilogue;
+      if (s == CUBLAS_STATUS_SUCCESS && found > 0) break;
     }
     lt.pref_destroy(pref);
-    check_blas(lt, s, "heuristic");
-    if (found < 1)
+    if (s != CUBLAS_STATUS_SUCCESS && s != CUBLAS_STATUS_NOT_SUPPORTED) check_blas(lt, s, "heuristic");
+    if (s != CUBLAS_STATUS_SUCCESS || found < 1)
       throw std::runtime_error("cuBLASLt has no algorithm for a " + std::string(dtype_name(t)) + " GEMM of M=" +
                                std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
     p.algo = result.algo;

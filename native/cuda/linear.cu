@@ -70,9 +70,14 @@ int64_t padded_rank(int64_t r) { return (r + 7) / 8 * 8; }
 
 }  // namespace
 
-CudaOps::LoraPath CudaOps::lora_path(TensorRef W, bool dropout, int64_t in, int64_t out) const {
+// Concatenating re-packs the whole weight (about 4 bytes an element, read and written); it
+// pays when that is less than the separate path's second pass over the output (8 bytes an
+// element of (rows, out_dim)): 2 rows > in_dim. The mapper's B rows and the text tokens' few
+// hundred are not worth it.
+CudaOps::LoraPath CudaOps::lora_path(TensorRef W, bool dropout, int64_t rows, int64_t in_dim, int64_t in, int64_t out) const {
   if (dropout) return LoraPath::separate;
-  if (W.type != DType::f32) return in % 8 == 0 && out % 8 == 0 ? LoraPath::concatenated : LoraPath::separate;
+  if (W.type != DType::f32)
+    return in % 8 == 0 && out % 8 == 0 && 2 * rows > in_dim ? LoraPath::concatenated : LoraPath::separate;
   return allow_tf32_ ? LoraPath::separate : LoraPath::merged;
 }
 
@@ -95,7 +100,7 @@ void CudaOps::lora_linear_forward(float* y, float* xa, const float* x, const flo
                                   const float* b, const float* A, const float* B, float scale, int64_t rows,
                                   int64_t in, int64_t out, int64_t r) {
   gemm(xa, x_lora ? x_lora : x, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r);  // xa = x_lora A^T
-  switch (lora_path(W, x_lora != nullptr, in, out)) {
+  switch (lora_path(W, x_lora != nullptr, rows, in, in, out)) {
     case LoraPath::separate:
       linear_forward(y, x, W, b, rows, in, out);
       gemm(y, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out);  // y += s xa B^T
@@ -130,7 +135,7 @@ void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* 
   float* dxa = dxa_buf.floats(rows * r);                                 // (rows, r)
   gemm(dxa, dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r);  // s dy B
   gemm(dA, dxa, x_lora ? x_lora : x, r, in, rows, true, false, 1.0f, 1.0f, r, in, in);  // dA += dxa^T x_lora
-  const LoraPath path = dx ? lora_path(W, x_lora != nullptr || dx_lora != nullptr, in, out) : LoraPath::separate;
+  const LoraPath path = dx ? lora_path(W, x_lora != nullptr || dx_lora != nullptr, rows, out, in, out) : LoraPath::separate;
   if (path == LoraPath::merged) {  // both paths' input gradients in one GEMM through W' = W + s B A
     DeviceBuffer merged;
     linear_backward(dx, dW, db, dy, x, merge_lora(merged, W.f32(), A, B, scale, out, in, r), rows, in, out);

@@ -18,9 +18,13 @@ std::string unavailable_reason() {
     return cudaGetErrorString(e);
   }
   if (count < 1) return "no CUDA device";
-  int major = 0, minor = 0;
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
-  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "cannot read the GPU's compute capability";
+  }
   if (major < 8)
     return "the GPU has compute capability " + std::to_string(major) + "." + std::to_string(minor) +
            "; lora-train's CUDA backend needs 8.0 or newer (bf16 tensor cores)";
@@ -31,7 +35,18 @@ std::string unavailable_reason() {
 
 float* CudaOps::alloc(int64_t n) {
   void* p = nullptr;
-  LT_CUDA(cudaMalloc(&p, static_cast<size_t>(n > 0 ? n : 1) * sizeof(float)));
+  const size_t bytes = static_cast<size_t>(n > 0 ? n : 1) * sizeof(float);
+  if (cudaMalloc(&p, bytes) == cudaErrorMemoryAllocation) {
+    // The stream-ordered pool keeps what it held (common.cuh): give it back and try once more.
+    cudaGetLastError();
+    int device = 0;
+    cudaMemPool_t pool;
+    if (cudaDeviceSynchronize() == cudaSuccess && cudaGetDevice(&device) == cudaSuccess &&
+        cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess)
+      cudaMemPoolTrimTo(pool, 0);
+    cudaGetLastError();
+    LT_CUDA(cudaMalloc(&p, bytes));
+  }
   return static_cast<float*>(p);
 }
 

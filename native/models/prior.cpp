@@ -513,9 +513,8 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     Acts::Attn& A = a.attn[d];
     const float* xa = a.stream[3 * d + 2];
     const float* dy = ds;
-    if (dropout) {
-      ops_.zero(a.dc0, nc);
-      ops_.dropout_backward(a.dc0, ds, k.dropout, site_seed(seed, 3 * d + 2, 1), nc);
+    if (dropout) {  // dropout's gradient is the same mask: written, not accumulated, into dc0
+      ops_.dropout_forward(a.dc0, ds, k.dropout, site_seed(seed, 3 * d + 2, 1), nc);
       dy = a.dc0;
     }
     ops_.zero(a.dc1, nc);
@@ -557,8 +556,7 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     linear_backward(linear(res + ".channelwise.4"), a.d4a, ds, dropout ? R.drop : R.grn, R.xa2, R.xl2, a.dx_lora, B * P, train, seed);
     float* d_grn = a.d4a;
     if (dropout) {
-      ops_.zero(a.d4b, n4);
-      ops_.dropout_backward(a.d4b, a.d4a, k.dropout, site_seed(seed, 3 * d, 1), n4);
+      ops_.dropout_forward(a.d4b, a.d4a, k.dropout, site_seed(seed, 3 * d, 1), n4);
       d_grn = a.d4b;
     }
     float* d_u1 = d_grn == a.d4a ? a.d4b : a.d4a;
