@@ -134,7 +134,7 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
   const float* dy = call.f32(4, "dy", rows * out);
   const float* x = call.f32(5, "x", rows * in);
   const float* W = call.f32(6, "W", out * in);
-  return call.run([=, &ops] { ops.linear_backward(dx, dW, db, dy, x, W, rows, in, out); });
+  return call.run([=, &ops] { ops.linear_backward(dx, dW, db, dy, x, W, rows, in, out, true); });
 }
 
 // (device, y, xa, x, W, b?, A, B, scale, rows, in, out, r)
@@ -171,7 +171,7 @@ Napi::Value LoraLinearBackward(const Napi::CallbackInfo& info) {
   const float* A = call.f32(10, "A", r * in);
   const float* B = call.f32(11, "B", out * r);
   return call.run([=, &ops] {
-    ops.lora_linear_backward(dx, nullptr, dA, dB, dW, db, dy, x, nullptr, xa, W, A, B, scale, rows, in, out, r);
+    ops.lora_linear_backward(dx, nullptr, dA, dB, dW, db, dy, x, nullptr, xa, W, A, B, scale, rows, in, out, r, true);
   });
 }
 

@@ -52,8 +52,11 @@ class Ops {
   virtual void linear_forward(float* y, const float* x, TensorRef W, const float* b,
                               int64_t rows, int64_t in, int64_t out) = 0;
   // dx (rows, in) or null, dW (out, in) or null, db (out) or null; dy (rows, out).
+  // accumulate_dx false overwrites dx instead of adding to it (a model's first contribution:
+  // no zeroing pass, no read of the old values); dW and db always accumulate.
   virtual void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x,
-                               TensorRef W, int64_t rows, int64_t in, int64_t out) = 0;
+                               TensorRef W, int64_t rows, int64_t in, int64_t out,
+                               bool accumulate_dx) = 0;
   // y = x W^T + b + scale * (x_lora A^T) B^T, where x_lora is x after LoRA dropout (null: x).
   // Also writes xa = x_lora A^T (rows, r), kept for backward. A (r, in), B (out, r).
   virtual void lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora,
@@ -62,12 +65,12 @@ class Ops {
                                    int64_t out, int64_t r) = 0;
   // dA (r, in), dB (out, r) always; dx, dW, db optional as in linear_backward. The LoRA path's
   // input gradient goes to dx_lora (rows, in) when given (the caller applies the dropout
-  // mask), else into dx with the base path's.
+  // mask), else into dx with the base path's. accumulate_dx applies to dx and dx_lora.
   virtual void lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW,
                                     float* db, const float* dy, const float* x,
                                     const float* x_lora, const float* xa, TensorRef W,
                                     const float* A, const float* B, float scale, int64_t rows,
-                                    int64_t in, int64_t out, int64_t r) = 0;
+                                    int64_t in, int64_t out, int64_t r, bool accumulate_dx) = 0;
 
   // ---- Attention ---------------------------------------------------------------------------
   // Non-causal multi-head attention, heads interleaved in channels (head h = channels

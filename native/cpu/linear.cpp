@@ -33,8 +33,8 @@ void CpuOps::linear_forward(float* y, const float* x, TensorRef W, const float* 
 }
 
 void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x,
-                             TensorRef W, int64_t rows, int64_t in, int64_t out) {
-  if (dx) cpu::gemm({dx, dy, W, rows, in, out, false, false, 1.0f, 1.0f, out, in, in});  // dx += dy W
+                             TensorRef W, int64_t rows, int64_t in, int64_t out, bool accumulate_dx) {
+  if (dx) cpu::gemm({dx, dy, W, rows, in, out, false, false, 1.0f, accumulate_dx ? 1.0f : 0.0f, out, in, in});  // dx (+)= dy W
   if (dW) cpu::gemm({dW, dy, x, out, in, rows, true, false, 1.0f, 1.0f, out, in, in});  // dW += dy^T x
   if (db) add_column_sums(db, dy, rows, out);
 }
@@ -52,15 +52,17 @@ void CpuOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* d
                                   float* db, const float* dy, const float* x,
                                   const float* x_lora, const float* xa, TensorRef W,
                                   const float* A, const float* B, float scale, int64_t rows,
-                                  int64_t in, int64_t out, int64_t r) {
+                                  int64_t in, int64_t out, int64_t r, bool accumulate_dx) {
   const float* xl = x_lora ? x_lora : x;
   float* dxl = dx_lora ? dx_lora : dx;
   cpu::gemm({dB, dy, xa, out, r, rows, true, false, scale, 1.0f, out, r, r});  // dB += s dy^T xa
   std::vector<float> dxa(static_cast<size_t>(rows * r));                          // (rows, r)
   cpu::gemm({dxa.data(), dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r});  // s dy B
   cpu::gemm({dA, dxa.data(), xl, r, in, rows, true, false, 1.0f, 1.0f, r, in, in});   // dA += dxa^T x_lora
-  linear_backward(dx, dW, db, dy, x, W, rows, in, out);
-  if (dxl) cpu::gemm({dxl, dxa.data(), A, rows, in, r, false, false, 1.0f, 1.0f, r, in, in});  // += dxa A
+  linear_backward(dx, dW, db, dy, x, W, rows, in, out, accumulate_dx);
+  // dx already holds the base path's part; a separate dx_lora starts fresh unless accumulating.
+  const float beta = dxl == dx || accumulate_dx ? 1.0f : 0.0f;
+  if (dxl) cpu::gemm({dxl, dxa.data(), A, rows, in, r, false, false, 1.0f, beta, r, in, in});  // (+)= dxa A
 }
 
 }  // namespace lt::cpu

@@ -87,8 +87,8 @@ void CudaOps::linear_forward(float* y, const float* x, TensorRef W, const float*
 }
 
 void CudaOps::linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, TensorRef W,
-                              int64_t rows, int64_t in, int64_t out) {
-  if (dx) gemm(dx, dy, W, rows, in, out, false, false, 1.0f, 1.0f, out, in, in);  // dx += dy W
+                              int64_t rows, int64_t in, int64_t out, bool accumulate_dx) {
+  if (dx) gemm(dx, dy, W, rows, in, out, false, false, 1.0f, accumulate_dx ? 1.0f : 0.0f, out, in, in);  // dx (+)= dy W
   if (dW) gemm(dW, dy, x, out, in, rows, true, false, 1.0f, 1.0f, out, in, in);   // dW += dy^T x
   if (db) {
     column_sums_kernel<<<blocks_for(out), kThreads>>>(db, dy, rows, out);
@@ -129,7 +129,8 @@ void CudaOps::lora_linear_forward(float* y, float* xa, const float* x, const flo
 void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db,
                                    const float* dy, const float* x, const float* x_lora, const float* xa,
                                    TensorRef W, const float* A, const float* B, float scale, int64_t rows,
-                                   int64_t in, int64_t out, int64_t r) {
+                                   int64_t in, int64_t out, int64_t r, bool accumulate_dx) {
+  const float beta = accumulate_dx ? 1.0f : 0.0f;
   gemm(dB, dy, xa, out, r, rows, true, false, scale, 1.0f, out, r, r);  // dB += s dy^T xa
   DeviceBuffer dxa_buf;
   float* dxa = dxa_buf.floats(rows * r);                                 // (rows, r)
@@ -138,7 +139,7 @@ void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* 
   const LoraPath path = dx ? lora_path(W, x_lora != nullptr || dx_lora != nullptr, rows, out, in, out) : LoraPath::separate;
   if (path == LoraPath::merged) {  // both paths' input gradients in one GEMM through W' = W + s B A
     DeviceBuffer merged;
-    linear_backward(dx, dW, db, dy, x, merge_lora(merged, W.f32(), A, B, scale, out, in, r), rows, in, out);
+    linear_backward(dx, dW, db, dy, x, merge_lora(merged, W.f32(), A, B, scale, out, in, r), rows, in, out, accumulate_dx);
     return;
   }
   if (path == LoraPath::concatenated) {  // dx += [dy | s dy B | 0] [W ; A ; 0]
@@ -152,13 +153,14 @@ void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* 
     pack(wt, t, in, 0, W, in, out, in, in);
     pack(wt + out * in, t, in, 0, A, in, r, in, in);
     LT_CUDA(cudaMemsetAsync(wt + (out + r) * in, 0, (K - out - r) * in * 2, 0));
-    gemm_device(dx, {dc, t}, {wt, t}, rows, in, K, false, false, 1.0f, 1.0f, K, in, in, allow_tf32_);
-    linear_backward(nullptr, dW, db, dy, x, W, rows, in, out);
+    gemm_device(dx, {dc, t}, {wt, t}, rows, in, K, false, false, 1.0f, beta, K, in, in, allow_tf32_);
+    linear_backward(nullptr, dW, db, dy, x, W, rows, in, out, true);
     return;
   }
-  linear_backward(dx, dW, db, dy, x, W, rows, in, out);
+  linear_backward(dx, dW, db, dy, x, W, rows, in, out, accumulate_dx);
   float* dxl = dx_lora ? dx_lora : dx;
-  if (dxl) gemm(dxl, dxa, A, rows, in, r, false, false, 1.0f, 1.0f, r, in, in);  // += dxa A
+  // dx already holds the base path's part; a separate dx_lora starts fresh unless accumulating.
+  if (dxl) gemm(dxl, dxa, A, rows, in, r, false, false, 1.0f, dxl == dx ? 1.0f : beta, r, in, in);  // (+)= dxa A
 }
 
 }  // namespace lt::cuda

@@ -402,20 +402,20 @@ void Prior::linear_forward(Linear& l, float* y, const float* x, float* xa, float
 
 void Prior::linear_backward(Linear& l, float* dx, const float* dy, const float* x, const float* xa,
                             const float* x_drop, float* dx_scratch, int64_t rows, bool train,
-                            uint64_t seed) {
+                            uint64_t seed, bool accumulate) {
   if (!l.lora) {
-    if (dx) ops_.linear_backward(dx, nullptr, nullptr, dy, x, l.W, rows, l.in, l.out);
+    if (dx) ops_.linear_backward(dx, nullptr, nullptr, dy, x, l.W, rows, l.in, l.out, accumulate);
     return;
   }
   const bool drop = train && lora_config_.dropout > 0.0f;
   float* dx_lora = nullptr;
   if (drop && dx) {
-    ops_.zero(dx_scratch, rows * l.in);
+    if (accumulate) ops_.zero(dx_scratch, rows * l.in);  // the op then adds to it like to dx
     dx_lora = dx_scratch;
   }
   const float scale = lora_config_.alpha / static_cast<float>(lora_config_.rank);
   ops_.lora_linear_backward(dx, dx_lora, l.lora->dA, l.lora->dB, nullptr, nullptr, dy, x, drop ? x_drop : nullptr, xa,
-                            l.W, l.lora->A, l.lora->B, scale, rows, l.in, l.out, lora_config_.rank);
+                            l.W, l.lora->A, l.lora->B, scale, rows, l.in, l.out, lora_config_.rank, accumulate);
   if (dx_lora) ops_.dropout_backward(dx, dx_lora, lora_config_.dropout, site_seed(seed, l.index, 15), rows * l.in);
 }
 
@@ -499,8 +499,7 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
 
   ops_.zero(a.d_ab, B * P * 2 * k.c_in);
   ops_.prior_output_backward(a.d_ab, a.dout, a.x_in, a.out_ab, B, k.c_in, P);
-  ops_.zero(a.dc0, nc);
-  linear_backward(linear("out.1"), a.dc0, a.d_ab, a.out_ln, nullptr, nullptr, a.dx_lora, B * P, train, seed);
+  linear_backward(linear("out.1"), a.dc0, a.d_ab, a.out_ln, nullptr, nullptr, a.dx_lora, B * P, train, seed, false);
   float* ds = a.ds0;     // gradient of the residual stream at the current point
   float* spare = a.ds1;
   ops_.zero(ds, nc);
@@ -517,28 +516,27 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
       ops_.dropout_forward(a.dc0, ds, k.dropout, site_seed(seed, 3 * d + 2, 1), nc);
       dy = a.dc0;
     }
-    ops_.zero(a.dc1, nc);
     for (auto [v, n] : {std::pair<Saved*, int64_t>{&A.nx, B * P * c}, {&A.src, B * S * c}, {&A.q, B * P * c},
                         {&A.k, B * S * c}, {&A.v, B * S * c}, {&A.o, B * P * c}})
       restore(*v, n);
-    linear_backward(linear(at + ".attention.to_out.0"), a.dc1, dy, A.o.f32, A.xa_out, A.xl_out, a.dx_lora, B * P, train, seed);
+    linear_backward(linear(at + ".attention.to_out.0"), a.dc1, dy, A.o.f32, A.xa_out, A.xl_out, a.dx_lora, B * P, train, seed,
+                    false);
     ops_.zero(a.dq, nc);
     ops_.zero(a.dk, B * S * c);
     ops_.zero(a.dv, B * S * c);
     ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, A.q.f32, A.k.f32, A.v.f32, A.o.f32, A.lse, B, P, S, k.nhead, d_head,
                             1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
-    ops_.zero(a.dc2, nc);       // d LN(x)
-    ops_.zero(a.d_src, B * S * c);
-    linear_backward(linear(at + ".attention.to_q"), a.dc2, a.dq, A.nx.f32, A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed);
-    linear_backward(linear(at + ".attention.to_k"), a.d_src, a.dk, A.src.f32, A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed);
-    linear_backward(linear(at + ".attention.to_v"), a.d_src, a.dv, A.src.f32, A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed);
+    // dc2: d LN(x); the first contribution to each gradient overwrites it
+    linear_backward(linear(at + ".attention.to_q"), a.dc2, a.dq, A.nx.f32, A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed, false);
+    linear_backward(linear(at + ".attention.to_k"), a.d_src, a.dk, A.src.f32, A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed, false);
+    linear_backward(linear(at + ".attention.to_v"), a.d_src, a.dv, A.src.f32, A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed, true);
     Linear& kv = linear(at + ".kv_mapper.1");
     // c_embed comes from the frozen cond_mapper and the caller's text embeddings, so the
     // keys/values from text need a gradient only to train an adapter on kv_mapper.
     float* d_kv = kv.lora ? a.d_kv : nullptr;
     if (d_kv) ops_.zero(d_kv, B * T * c);
     ops_.split_seq_backward(a.dc2, d_kv, a.d_src, B, P, T, c);
-    if (d_kv) linear_backward(kv, nullptr, d_kv, a.silu_c, A.xa_kv, A.xl_kv, a.dx_lora, B * T, train, seed);
+    if (d_kv) linear_backward(kv, nullptr, d_kv, a.silu_c, A.xa_kv, A.xl_kv, a.dx_lora, B * T, train, seed, true);
     ops_.layernorm_backward(ds, a.dc2, xa, A.mean, A.rstd, B * P, c);  // ds: now d stream[3d+2]
 
     // TimestepBlock
@@ -546,14 +544,14 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     ops_.zero(spare, nc);
     if (mapper.lora) ops_.zero(a.d_ts, B * 2 * c);
     ops_.modulate_backward(spare, mapper.lora ? a.d_ts : nullptr, ds, a.stream[3 * d + 1], a.ts_ab[d], B, P, c);
-    if (mapper.lora) linear_backward(mapper, nullptr, a.d_ts, a.r_embed, a.ts_xa[d], a.ts_xl[d], a.dx_lora, B, train, seed);
+    if (mapper.lora) linear_backward(mapper, nullptr, a.d_ts, a.r_embed, a.ts_xa[d], a.ts_xl[d], a.dx_lora, B, train, seed, true);
     std::swap(ds, spare);  // ds: d stream[3d+1]
 
     // ResBlock
     Acts::Res& R = a.res[d];
     const float* x = a.stream[3 * d];
-    ops_.zero(a.d4a, n4);
-    linear_backward(linear(res + ".channelwise.4"), a.d4a, ds, dropout ? R.drop : R.grn, R.xa2, R.xl2, a.dx_lora, B * P, train, seed);
+    linear_backward(linear(res + ".channelwise.4"), a.d4a, ds, dropout ? R.drop : R.grn, R.xa2, R.xl2, a.dx_lora, B * P, train,
+                    seed, false);
     float* d_grn = a.d4a;
     if (dropout) {
       ops_.dropout_forward(a.d4b, a.d4a, k.dropout, site_seed(seed, 3 * d, 1), n4);
@@ -563,8 +561,7 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     ops_.zero(d_u1, n4);
     restore(R.u1, n4);
     ops_.gelu_grn_backward(d_u1, d_grn, R.u1.f32, param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
-    ops_.zero(a.dc2, nc);
-    linear_backward(linear(res + ".channelwise.0"), a.dc2, d_u1, R.n, R.xa1, R.xl1, a.dx_lora, B * P, train, seed);
+    linear_backward(linear(res + ".channelwise.0"), a.dc2, d_u1, R.n, R.xa1, R.xl1, a.dx_lora, B * P, train, seed, false);
     ops_.zero(a.dc1, nc);
     ops_.layernorm_backward(a.dc1, a.dc2, R.dw, R.mean, R.rstd, B * P, c);
     ops_.depthwise_conv3x3_backward(ds, nullptr, nullptr, a.dc1, x, param(res + ".depthwise.weight"), B, s.H, s.W, c);

@@ -105,9 +105,10 @@ class Prior {
   void restore(const Saved& v, int64_t n);
   void linear_forward(Linear& l, float* y, const float* x, float* xa, float* x_drop, int64_t rows,
                       bool train, uint64_t seed);
+  // accumulate false: dx receives the first contribution (overwritten, not zeroed first).
   void linear_backward(Linear& l, float* dx, const float* dy, const float* x, const float* xa,
                        const float* x_drop, float* dx_scratch, int64_t rows, bool train,
-                       uint64_t seed);
+                       uint64_t seed, bool accumulate);
   const LoraTensors& lora_tensors(const std::string& name, const char** which) const;
   // The AdamW moment buffer "<lora param>.exp_avg" or ".exp_avg_sq", checked to hold n values.
   float* optimizer_buffer(const std::string& name, int64_t n) const;
