@@ -71,6 +71,17 @@ async function realStep(device: Device, dry: boolean) {
     await prior.optimizerStep({ lr: 1e-4, maxNorm: 1 }, step);
     times.push(performance.now() - t0);
   }
+  // One more step with every op timed by CUDA events: where the step's time goes.
+  if (device === 'cuda') {
+    native().cudaProfile(true);
+    await prior.step(x, r, clip, target, { seed: 99 });
+    await prior.optimizerStep({ lr: 1e-4, maxNorm: 1 }, 13);
+    const ops = native().cudaProfile(false) as { op: string; ms: number; calls: number }[];
+    const total = ops.reduce((sum, o) => sum + o.ms, 0);
+    console.log(`\n| op (one step, CUDA events) | calls | ms | share |\n| --- | --- | --- | --- |`);
+    for (const o of ops) console.log(`| ${o.op} | ${o.calls} | ${o.ms.toFixed(2)} | ${((100 * o.ms) / total).toFixed(1)}% |`);
+    console.log(`| total | | ${total.toFixed(2)} | |\n`);
+  }
   const steady = times.slice(1).sort((a, b) => a - b);
   const ms = steady[Math.floor(steady.length / 2)]!;
   console.log(JSON.stringify({

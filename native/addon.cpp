@@ -13,6 +13,7 @@
 #include "cpu/thread_pool.h"
 #ifdef LORA_TRAIN_HAVE_CUDA
 #include "cuda/cuda_ops.h"
+#include "cuda/profile.h"
 #endif
 #include "backends.h"
 #include "napi_call.h"
@@ -98,6 +99,36 @@ Napi::Value SetAllowTf32(const Napi::CallbackInfo& info) {
   Ops& ops = backend_for(call, 0);
   ops.set_allow_tf32(call.flag(1, "allow"));
   return info.Env().Undefined();
+}
+
+// (start): true starts timing every CUDA op; false stops and returns [{op, ms, calls}],
+// longest first. Throws in a build without the CUDA backend.
+Napi::Value CudaProfile(const Napi::CallbackInfo& info) {
+  OpCall call(info, "cudaProfile");
+  const bool start = call.flag(0, "start");
+#ifdef LORA_TRAIN_HAVE_CUDA
+  try {
+    if (start) {
+      cuda::profile_start();
+      return info.Env().Undefined();
+    }
+    Napi::Array out = Napi::Array::New(info.Env());
+    uint32_t i = 0;
+    for (const cuda::ProfileEntry& e : cuda::profile_stop()) {
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("op", e.op);
+      o.Set("ms", e.ms);
+      o.Set("calls", static_cast<double>(e.calls));
+      out.Set(i++, o);
+    }
+    return out;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), std::string("cudaProfile: ") + e.what());
+  }
+#else
+  (void)start;
+  throw Napi::Error::New(info.Env(), "cudaProfile: this build has no CUDA backend");
+#endif
 }
 
 // (device, dst, dstType, src, srcType, n)
@@ -441,6 +472,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("convert", Napi::Function::New(env, Convert));
   exports.Set("setAllowTf32", Napi::Function::New(env, SetAllowTf32));
+  exports.Set("cudaProfile", Napi::Function::New(env, CudaProfile));
   exports.Set("linearForward", Napi::Function::New(env, LinearForward));
   exports.Set("linearBackward", Napi::Function::New(env, LinearBackward));
   exports.Set("loraLinearForward", Napi::Function::New(env, LoraLinearForward));

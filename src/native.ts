@@ -24,6 +24,8 @@ export interface NativeAddon {
   gemm(device: string, C: Float32Array, A: Float32Array | Uint16Array, B: Float32Array | Uint16Array, M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number, aType: string, bType: string): Promise<void>;
   convert(device: string, dst: Float32Array | Uint16Array, dstType: string, src: Float32Array | Uint16Array, srcType: string, n: number): Promise<void>;
   setAllowTf32(device: string, allow: boolean): void;
+  /** true starts timing every CUDA op (events); false stops and returns the totals, longest first. */
+  cudaProfile(start: boolean): void | { op: string; ms: number; calls: number }[];
   linearForward(device: string, y: Float32Array, x: Float32Array, W: Float32Array, b: Buf, rows: number, inF: number, outF: number): Promise<void>;
   linearBackward(device: string, dx: Buf, dW: Buf, db: Buf, dy: Float32Array, x: Float32Array, W: Float32Array, rows: number, inF: number, outF: number): Promise<void>;
   loraLinearForward(device: string, y: Float32Array, xa: Float32Array, x: Float32Array, W: Float32Array, b: Buf, A: Float32Array, B: Float32Array, scale: number, rows: number, inF: number, outF: number, r: number): Promise<void>;

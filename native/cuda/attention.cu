@@ -17,6 +17,7 @@
 
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "profile.h"
 
 namespace lt::cuda {
 namespace {
@@ -416,6 +417,7 @@ void check_shared(int64_t floats, const char* what) {
 
 void CudaOps::attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, int64_t B,
                                 int64_t N, int64_t M, int64_t H, int64_t d, float scale, DType compute) {
+  LT_PROFILE("attention_forward");
   if (use_flash(compute, d, {o, q, k, v})) {
     if (compute == DType::bf16) return flash_forward<__nv_bfloat16>(o, lse, q, k, v, B, N, M, H, scale);
     return flash_forward<__half>(o, lse, q, k, v, B, N, M, H, scale);
@@ -429,6 +431,7 @@ void CudaOps::attention_forward(float* o, float* lse, const float* q, const floa
 void CudaOps::attention_masked_forward(float* o, const float* q, const float* k, const float* v,
                                        const uint8_t* key_mask, bool causal, int64_t B, int64_t N, int64_t M,
                                        int64_t H, int64_t d, float scale) {
+  LT_PROFILE("attention_masked_forward");
   check_shared(M, "attention_masked_forward");
   uint8_t* mask = nullptr;  // the mask arrives as a host pointer (ops.h)
   if (key_mask) {
@@ -445,6 +448,7 @@ void CudaOps::attention_masked_forward(float* o, const float* q, const float* k,
 void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                                  const float* v, const float* o, const float* lse, int64_t B, int64_t N, int64_t M,
                                  int64_t H, int64_t d, float scale, DType compute) {
+  LT_PROFILE("attention_backward");
   if (use_flash(compute, d, {dq, dk, dv, dout, q, k, v})) {
     DeviceBuffer delta_buf;
     float* delta = delta_buf.floats(B * H * N);

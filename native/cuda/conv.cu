@@ -1,6 +1,7 @@
 // Convolutions on the device: depthwise k x k (channels last), general k x k (direct), 1x1 (NCHW, GEMM).
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "profile.h"
 
 namespace lt::cuda {
 namespace {
@@ -106,12 +107,14 @@ __global__ void channel_sums_kernel(float* db, const float* dy, int64_t B, int64
 
 void CudaOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
                                         int64_t H, int64_t W, int64_t C) {
+  LT_PROFILE("depthwise_conv3x3_forward");
   depthwise_forward_kernel<<<blocks_for(B * H * W * C), kThreads>>>(y, x, w, bias, B, H, W, C, 3, 1);
   LT_LAUNCHED("depthwise 3x3");
 }
 
 void CudaOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x,
                                          const float* w, int64_t B, int64_t H, int64_t W, int64_t C) {
+  LT_PROFILE("depthwise_conv3x3_backward");
   if (dx) depthwise3_backward_input_kernel<<<blocks_for(B * H * W * C), kThreads>>>(dx, dy, w, B, H, W, C);
   if (dw || dbias) depthwise3_backward_params_kernel<<<blocks_for(C * 10), kThreads>>>(dw, dbias, dy, x, B, H, W, C);
   LT_LAUNCHED("depthwise 3x3 backward");
@@ -119,6 +122,7 @@ void CudaOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, con
 
 void CudaOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                                      int64_t W, int64_t C, int64_t k, int64_t stride) {
+  LT_PROFILE("depthwise_conv_forward");
   const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * C;
   depthwise_forward_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, C, k, stride);
   LT_LAUNCHED("depthwise");
@@ -126,6 +130,7 @@ void CudaOps::depthwise_conv_forward(float* y, const float* x, const float* w, c
 
 void CudaOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                              int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride) {
+  LT_PROFILE("conv2d_forward");
   const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * Cout;
   conv2d_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, Cin, Cout, k, stride);
   LT_LAUNCHED("conv2d");
@@ -133,6 +138,7 @@ void CudaOps::conv2d_forward(float* y, const float* x, const float* w, const flo
 
 void CudaOps::conv1x1_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t Cin,
                               int64_t Cout, int64_t P) {
+  LT_PROFILE("conv1x1_forward");
   fill_channels_kernel<<<blocks_for(B * Cout * P), kThreads>>>(y, bias, B, Cout, P);
   LT_LAUNCHED("conv1x1 bias");
   for (int64_t b = 0; b < B; ++b) gemm(y + b * Cout * P, w, x + b * Cin * P, Cout, P, Cin, false, false, 1.0f, 1.0f, Cin, P, P);
@@ -140,6 +146,7 @@ void CudaOps::conv1x1_forward(float* y, const float* x, const float* w, const fl
 
 void CudaOps::conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
                                int64_t B, int64_t Cin, int64_t Cout, int64_t P) {
+  LT_PROFILE("conv1x1_backward");
   for (int64_t b = 0; b < B; ++b) {
     if (dx) gemm(dx + b * Cin * P, w, dy + b * Cout * P, Cin, P, Cout, true, false, 1.0f, 1.0f, Cin, P, P);
     if (dw) gemm(dw, dy + b * Cout * P, x + b * Cin * P, Cout, Cin, P, false, true, 1.0f, 1.0f, P, P, Cin);

@@ -3,6 +3,7 @@
 #include "../rng.h"
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "profile.h"
 
 namespace lt::cuda {
 namespace {
@@ -112,18 +113,21 @@ __global__ void scale_channels_kernel(float* y, const float* x, const float* s, 
 }  // namespace
 
 void CudaOps::modulate_forward(float* y, const float* x, const float* ab, int64_t B, int64_t P, int64_t C) {
+  LT_PROFILE("modulate_forward");
   modulate_kernel<<<blocks_for(B * P * C), kThreads>>>(y, x, ab, B, P, C);
   LT_LAUNCHED("modulate");
 }
 
 void CudaOps::modulate_backward(float* dx, float* dab, const float* dy, const float* x, const float* ab, int64_t B,
                                 int64_t P, int64_t C) {
+  LT_PROFILE("modulate_backward");
   if (dx) modulate_dx_kernel<<<blocks_for(B * P * C), kThreads>>>(dx, dy, ab, B, P, C);
   if (dab) modulate_dab_kernel<<<blocks_for(B * C), kThreads>>>(dab, dy, x, B, P, C);
   LT_LAUNCHED("modulate backward");
 }
 
 void CudaOps::dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) {
+  LT_PROFILE("dropout_forward");
   const DropoutKey key = DropoutKey::from_seed(seed);
   dropout_kernel<<<blocks_for(n), kThreads>>>(y, x, p, 1.0f / (1.0f - p), key.a, key.b, n, false);
   LT_LAUNCHED("dropout");
@@ -131,44 +135,52 @@ void CudaOps::dropout_forward(float* y, const float* x, float p, uint64_t seed, 
 
 void CudaOps::dropout_add_forward(float* out, const float* y, const float* residual, float p, uint64_t seed,
                                   int64_t n) {
+  LT_PROFILE("dropout_add_forward");
   const DropoutKey key = DropoutKey::from_seed(seed);
   dropout_add_kernel<<<blocks_for(n), kThreads>>>(out, y, residual, p, 1.0f / (1.0f - p), key.a, key.b, n);
   LT_LAUNCHED("dropout_add");
 }
 
 void CudaOps::dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) {
+  LT_PROFILE("dropout_backward");
   const DropoutKey key = DropoutKey::from_seed(seed);
   dropout_kernel<<<blocks_for(n), kThreads>>>(dx, dy, p, 1.0f / (1.0f - p), key.a, key.b, n, true);
   LT_LAUNCHED("dropout backward");
 }
 
 void CudaOps::concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
+  LT_PROFILE("concat_seq");
   concat_kernel<<<blocks_for(B * (Na + Nb) * C), kThreads>>>(out, a, b, B, Na, Nb, C);
   LT_LAUNCHED("concat_seq");
 }
 
 void CudaOps::split_seq_backward(float* da, float* db, const float* dout, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
+  LT_PROFILE("split_seq_backward");
   split_kernel<<<blocks_for(B * (Na + Nb) * C), kThreads>>>(da, db, dout, B, Na, Nb, C);
   LT_LAUNCHED("split_seq_backward");
 }
 
 void CudaOps::transpose_cp(float* out, const float* x, int64_t B, int64_t C, int64_t P) {
+  LT_PROFILE("transpose_cp");
   transpose_kernel<<<blocks_for(B * C * P), kThreads>>>(out, x, B, C, P);
   LT_LAUNCHED("transpose");
 }
 
 void CudaOps::prior_output_forward(float* out, const float* x_in, const float* ab, int64_t B, int64_t Cin, int64_t P) {
+  LT_PROFILE("prior_output_forward");
   prior_output_kernel<<<blocks_for(B * Cin * P), kThreads>>>(out, x_in, ab, B, Cin, P);
   LT_LAUNCHED("prior output");
 }
 
 void CudaOps::prior_output_backward(float* dab, const float* dout, const float* x_in, const float* ab, int64_t B,
                                     int64_t Cin, int64_t P) {
+  LT_PROFILE("prior_output_backward");
   prior_output_backward_kernel<<<blocks_for(B * Cin * P), kThreads>>>(dab, dout, x_in, ab, B, Cin, P);
   LT_LAUNCHED("prior output backward");
 }
 
 void CudaOps::embedding_forward(float* out, const float* table, const int32_t* ids, int64_t n, int64_t dim) {
+  LT_PROFILE("embedding_forward");
   int32_t* device_ids = nullptr;  // ids arrive as a host pointer (ops.h)
   LT_CUDA(cudaMalloc(&device_ids, static_cast<size_t>(n) * sizeof(int32_t)));
   cudaError_t copied = cudaMemcpy(device_ids, ids, static_cast<size_t>(n) * sizeof(int32_t), cudaMemcpyHostToDevice);
@@ -180,11 +192,13 @@ void CudaOps::embedding_forward(float* out, const float* table, const int32_t* i
 }
 
 void CudaOps::channel_mean(float* out, const float* x, int64_t B, int64_t P, int64_t C) {
+  LT_PROFILE("channel_mean");
   channel_mean_kernel<<<blocks_for(B * C), kThreads>>>(out, x, B, P, C);
   LT_LAUNCHED("channel_mean");
 }
 
 void CudaOps::scale_channels(float* y, const float* x, const float* s, int64_t B, int64_t P, int64_t C) {
+  LT_PROFILE("scale_channels");
   scale_channels_kernel<<<blocks_for(B * P * C), kThreads>>>(y, x, s, B, P, C);
   LT_LAUNCHED("scale_channels");
 }

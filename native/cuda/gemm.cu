@@ -14,6 +14,7 @@
 #include "common.cuh"
 #include "cublaslt.h"
 #include "cuda_ops.h"
+#include "profile.h"
 
 namespace lt::cuda {
 
@@ -245,6 +246,7 @@ void gemm_device(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64
 
 void CudaOps::gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
                    float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) {
+  LT_PROFILE("gemm");
   gemm_device(C, A, B, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, allow_tf32_);
 }
 

@@ -10,6 +10,7 @@
 // Otherwise (LoRA dropout, TF32) the low-rank path is a second GEMM (beta = 1), as in peft.
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "profile.h"
 
 namespace lt::cuda {
 namespace {
@@ -83,11 +84,13 @@ CudaOps::LoraPath CudaOps::lora_path(TensorRef W, bool dropout, int64_t rows, in
 
 void CudaOps::linear_forward(float* y, const float* x, TensorRef W, const float* b, int64_t rows, int64_t in,
                              int64_t out) {
+  LT_PROFILE("linear_forward");
   gemm_device(y, x, W, rows, out, in, false, true, 1.0f, 0.0f, in, in, out, allow_tf32_, b);  // y = x W^T + b
 }
 
 void CudaOps::linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, TensorRef W,
                               int64_t rows, int64_t in, int64_t out, bool accumulate_dx) {
+  LT_PROFILE("linear_backward");
   if (dx) gemm(dx, dy, W, rows, in, out, false, false, 1.0f, accumulate_dx ? 1.0f : 0.0f, out, in, in);  // dx (+)= dy W
   if (dW) gemm(dW, dy, x, out, in, rows, true, false, 1.0f, 1.0f, out, in, in);   // dW += dy^T x
   if (db) {
@@ -99,6 +102,7 @@ void CudaOps::linear_backward(float* dx, float* dW, float* db, const float* dy, 
 void CudaOps::lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora, TensorRef W,
                                   const float* b, const float* A, const float* B, float scale, int64_t rows,
                                   int64_t in, int64_t out, int64_t r) {
+  LT_PROFILE("lora_linear_forward");
   gemm(xa, x_lora ? x_lora : x, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r);  // xa = x_lora A^T
   switch (lora_path(W, x_lora != nullptr, rows, in, in, out)) {
     case LoraPath::separate:
@@ -130,6 +134,7 @@ void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* 
                                    const float* dy, const float* x, const float* x_lora, const float* xa,
                                    TensorRef W, const float* A, const float* B, float scale, int64_t rows,
                                    int64_t in, int64_t out, int64_t r, bool accumulate_dx) {
+  LT_PROFILE("lora_linear_backward");
   const float beta = accumulate_dx ? 1.0f : 0.0f;
   gemm(dB, dy, xa, out, r, rows, true, false, scale, 1.0f, out, r, r);  // dB += s dy^T xa
   DeviceBuffer dxa_buf;

@@ -4,6 +4,7 @@
 #include "common.cuh"
 #include "cublaslt.h"
 #include "cuda_ops.h"
+#include "profile.h"
 
 namespace lt::cuda {
 
@@ -34,6 +35,7 @@ std::string unavailable_reason() {
 }
 
 float* CudaOps::alloc(int64_t n) {
+  LT_PROFILE("alloc");
   void* p = nullptr;
   const size_t bytes = static_cast<size_t>(n > 0 ? n : 1) * sizeof(float);
   if (cudaMalloc(&p, bytes) == cudaErrorMemoryAllocation) {
@@ -53,20 +55,26 @@ float* CudaOps::alloc(int64_t n) {
 void CudaOps::release(float* p) { cudaFree(p); }
 
 void CudaOps::upload_bytes(void* dst, const void* host_src, int64_t bytes) {
+  LT_PROFILE("upload_bytes");
   LT_CUDA(cudaMemcpy(dst, host_src, static_cast<size_t>(bytes), cudaMemcpyHostToDevice));
 }
 
 void CudaOps::download_bytes(void* host_dst, const void* src, int64_t bytes) {
+  LT_PROFILE("download_bytes");
   LT_CUDA(cudaMemcpy(host_dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToHost));
 }
 
-void CudaOps::zero(float* x, int64_t n) { LT_CUDA(cudaMemset(x, 0, static_cast<size_t>(n) * sizeof(float))); }
+void CudaOps::zero(float* x, int64_t n) {
+  LT_PROFILE("zero");
+  LT_CUDA(cudaMemset(x, 0, static_cast<size_t>(n) * sizeof(float)));
+}
 
 __global__ void axpy_kernel(float* y, const float* x, float alpha, int64_t n) {
   LT_FOR(i, n) y[i] += alpha * x[i];
 }
 
 void CudaOps::axpy(float* y, const float* x, float alpha, int64_t n) {
+  LT_PROFILE("axpy");
   axpy_kernel<<<blocks_for(n), kThreads>>>(y, x, alpha, n);
   LT_LAUNCHED("axpy");
 }
@@ -86,6 +94,9 @@ void convert_device(void* dst, DType dst_type, TensorRef src, int64_t n) {
   LT_LAUNCHED("convert");
 }
 
-void CudaOps::convert(void* dst, DType dst_type, TensorRef src, int64_t n) { convert_device(dst, dst_type, src, n); }
+void CudaOps::convert(void* dst, DType dst_type, TensorRef src, int64_t n) {
+  LT_PROFILE("convert");
+  convert_device(dst, dst_type, src, n);
+}
 
 }  // namespace lt::cuda

@@ -4,6 +4,7 @@
 
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "profile.h"
 
 namespace lt::cuda {
 namespace {
@@ -190,32 +191,57 @@ int block_for_row(int64_t C) { return C >= 1024 ? 1024 : C >= 256 ? 256 : 128; }
 }  // namespace
 
 void CudaOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, int64_t rows, int64_t C, float eps) {
+  LT_PROFILE("layernorm_forward");
   layernorm_kernel<<<static_cast<unsigned>(rows), block_for_row(C)>>>(y, mean, rstd, x, nullptr, nullptr, C, eps);
   LT_LAUNCHED("layernorm");
 }
 
 void CudaOps::layernorm_affine_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows,
                                        int64_t C, float eps) {
+  LT_PROFILE("layernorm_affine_forward");
   layernorm_kernel<<<static_cast<unsigned>(rows), block_for_row(C)>>>(y, nullptr, nullptr, x, weight, bias, C, eps);
   LT_LAUNCHED("layernorm affine");
 }
 
 void CudaOps::layernorm_backward(float* dx, const float* dy, const float* x, const float* mean, const float* rstd,
                                  int64_t rows, int64_t C) {
+  LT_PROFILE("layernorm_backward");
   layernorm_backward_kernel<<<static_cast<unsigned>(rows), block_for_row(C)>>>(dx, dy, x, mean, rstd, C);
   LT_LAUNCHED("layernorm backward");
 }
 
-void CudaOps::gelu_forward(float* y, const float* x, int64_t n) { act_forward(y, x, n, kGelu, 0.0f); }
-void CudaOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t n) { act_backward(dx, dy, x, n, kGelu, 0.0f); }
-void CudaOps::silu_forward(float* y, const float* x, int64_t n) { act_forward(y, x, n, kSilu, 0.0f); }
-void CudaOps::silu_backward(float* dx, const float* dy, const float* x, int64_t n) { act_backward(dx, dy, x, n, kSilu, 0.0f); }
-void CudaOps::leaky_relu_forward(float* y, const float* x, float slope, int64_t n) { act_forward(y, x, n, kLeaky, slope); }
+void CudaOps::gelu_forward(float* y, const float* x, int64_t n) {
+  LT_PROFILE("gelu_forward");
+  act_forward(y, x, n, kGelu, 0.0f);
+}
+void CudaOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
+  LT_PROFILE("gelu_backward");
+  act_backward(dx, dy, x, n, kGelu, 0.0f);
+}
+void CudaOps::silu_forward(float* y, const float* x, int64_t n) {
+  LT_PROFILE("silu_forward");
+  act_forward(y, x, n, kSilu, 0.0f);
+}
+void CudaOps::silu_backward(float* dx, const float* dy, const float* x, int64_t n) {
+  LT_PROFILE("silu_backward");
+  act_backward(dx, dy, x, n, kSilu, 0.0f);
+}
+void CudaOps::leaky_relu_forward(float* y, const float* x, float slope, int64_t n) {
+  LT_PROFILE("leaky_relu_forward");
+  act_forward(y, x, n, kLeaky, slope);
+}
 void CudaOps::leaky_relu_backward(float* dx, const float* dy, const float* x, float slope, int64_t n) {
+  LT_PROFILE("leaky_relu_backward");
   act_backward(dx, dy, x, n, kLeaky, slope);
 }
-void CudaOps::quick_gelu_forward(float* y, const float* x, int64_t n) { act_forward(y, x, n, kQuickGelu, 0.0f); }
-void CudaOps::sigmoid_forward(float* y, const float* x, int64_t n) { act_forward(y, x, n, kSigmoid, 0.0f); }
+void CudaOps::quick_gelu_forward(float* y, const float* x, int64_t n) {
+  LT_PROFILE("quick_gelu_forward");
+  act_forward(y, x, n, kQuickGelu, 0.0f);
+}
+void CudaOps::sigmoid_forward(float* y, const float* x, int64_t n) {
+  LT_PROFILE("sigmoid_forward");
+  act_forward(y, x, n, kSigmoid, 0.0f);
+}
 
 template <bool kGelu>
 void grn_forward_device(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P, int64_t C,
@@ -246,26 +272,31 @@ void grn_backward_device(float* du, float* dgamma, float* dbeta, const float* dy
 
 void CudaOps::grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
                           int64_t C, float eps) {
+  LT_PROFILE("grn_forward");
   grn_forward_device<false>(y, u, gamma, beta, B, P, C, eps);
 }
 
 void CudaOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* dy, const float* u, const float* gamma,
                            int64_t B, int64_t P, int64_t C, float eps) {
+  LT_PROFILE("grn_backward");
   grn_backward_device<false>(du, dgamma, dbeta, dy, u, gamma, B, P, C, eps);
 }
 
 void CudaOps::gelu_grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
                                int64_t C, float eps) {
+  LT_PROFILE("gelu_grn_forward");
   grn_forward_device<true>(y, u, gamma, beta, B, P, C, eps);
 }
 
 void CudaOps::gelu_grn_backward(float* du, const float* dy, const float* u, const float* gamma, int64_t B, int64_t P,
                                 int64_t C, float eps) {
+  LT_PROFILE("gelu_grn_backward");
   grn_backward_device<true>(du, nullptr, nullptr, dy, u, gamma, B, P, C, eps);
 }
 
 void CudaOps::modulate_layernorm_forward(float* y, float* normed, float* mean, float* rstd, const float* x,
                                          const float* ab, int64_t B, int64_t P, int64_t C, float eps) {
+  LT_PROFILE("modulate_layernorm_forward");
   layernorm_kernel<<<static_cast<unsigned>(B * P), block_for_row(C)>>>(normed, mean, rstd, x, nullptr, nullptr, C, eps,
                                                                       y, ab, P);
   LT_LAUNCHED("modulate + layernorm");
@@ -285,6 +316,7 @@ __global__ void mse_kernel(double* total, float* dpred, const float* pred, const
 }  // namespace
 
 double CudaOps::mse_loss(float* dpred, const float* pred, const float* target, int64_t n, float grad_scale) {
+  LT_PROFILE("mse_loss");
   DeviceBuffer sum;
   double* total = static_cast<double*>(sum.reserve(sizeof(double)));
   LT_CUDA(cudaMemsetAsync(total, 0, sizeof(double), 0));

@@ -7,6 +7,7 @@
 
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "profile.h"
 
 namespace lt::cuda {
 namespace {
@@ -89,6 +90,7 @@ unsigned grid_for(int64_t total) {
 
 void CudaOps::adamw(const AdamWTensor* tensors, int64_t count, float lr, float beta1, float beta2, float eps,
                     float weight_decay, int64_t step, float grad_scale) {
+  LT_PROFILE("adamw");
   if (count <= 0) return;
   const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
@@ -104,6 +106,7 @@ void CudaOps::adamw(const AdamWTensor* tensors, int64_t count, float lr, float b
 }
 
 double CudaOps::clip_grad_norm(float* const* grads, const int64_t* sizes, int64_t count, double max_norm) {
+  LT_PROFILE("clip_grad_norm");
   if (count <= 0) return 0.0;
   std::vector<Slot> slots;
   for (int64_t t = 0; t < count; ++t) slots.push_back({nullptr, nullptr, nullptr, grads[t], sizes[t]});
