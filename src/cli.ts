@@ -15,6 +15,7 @@ export const trainOptions = {
   'cfg-options': { type: 'array', string: true, describe: 'Override config keys: key.path=value ...' },
   resume: { type: 'string', describe: "Resume from 'auto' (the work dir's latest checkpoint) or a checkpoint path" },
   device: { choices: ['cpu', 'cuda'], describe: 'Backend to train on' },
+  'mixed-precision': { choices: ['no', 'bf16', 'fp16'], describe: "Frozen weights and GEMMs in bf16/fp16, as diffusers' --mixed_precision (overrides the config's mixed_precision)" },
   seed: { type: 'number', describe: 'Random seed (overrides the config)' },
 } as const satisfies Record<string, Options>;
 
@@ -30,6 +31,7 @@ export const sampleOptions = {
   width: { type: 'number', default: 1024, describe: 'Image width in pixels' },
   seed: { type: 'number', default: 0, describe: 'Seed of the initial latents and step noise' },
   device: { choices: ['cpu', 'cuda'], default: 'cpu', describe: 'Backend to sample on' },
+  'mixed-precision': { choices: ['no', 'bf16', 'fp16'], describe: "The prior's weights and GEMMs in bf16/fp16 (overrides the config's mixed_precision)" },
   out: { type: 'string', default: 'image_embeddings.safetensors', describe: 'safetensors file to write' },
 } as const satisfies Record<string, Options>;
 
@@ -55,6 +57,11 @@ export function convertCheckpoint(input: string, output: string, key?: string): 
   }
 }
 
+/** --cfg-options with --mixed-precision appended as the config key it stands for. */
+function withPrecision(cfgOptions: string[] | undefined, precision: string | undefined): string[] {
+  return [...(cfgOptions ?? []), ...(precision ? [`mixed_precision=${precision}`] : [])];
+}
+
 export async function main(argv: string[]): Promise<void> {
   await yargs(argv)
     .scriptName('lora-train')
@@ -71,7 +78,7 @@ export async function main(argv: string[]): Promise<void> {
           console.log('lora-train: nothing to do. Run `lora-train --config <config>` to train, or `lora-train --help`.');
           return;
         }
-        const loaded = await loadConfig(configName, args['cfg-options'] ?? []);
+        const loaded = await loadConfig(configName, withPrecision(args['cfg-options'], args['mixed-precision']));
         const result = await train({ config: loaded, workDir: args['work-dir'], resume: args.resume, device: args.device as 'cpu' | 'cuda' | undefined, seed: args.seed });
         console.log(`lora-train: ${result.interrupted ? 'stopped' : 'finished'} after ${result.steps} iterations; LoRA: ${result.loraFile}`);
       },
@@ -94,7 +101,7 @@ export async function main(argv: string[]): Promise<void> {
       'Sample image embeddings for prompts with the prior (and a LoRA), for Würstchen\'s decoder',
       (y) => y.options(sampleOptions),
       async (args) => {
-        const config = await loadConfig(args.config, args['cfg-options'] ?? []);
+        const config = await loadConfig(args.config, withPrecision(args['cfg-options'], args['mixed-precision']));
         const out = await sampleCommand({ config, lora: args.lora, prompts: args.prompt, num: args.num, guidance: args.guidance, height: args.height, width: args.width, seed: args.seed, out: args.out, negativePrompt: args['negative-prompt'], device: args.device as 'cpu' | 'cuda' });
         console.log(`lora-train: wrote ${args.prompt.length * args.num} image embeddings to ${out}`);
       },

@@ -15,7 +15,7 @@ describe('lora-train CLI', () => {
   it('--help lists every training option', () => {
     const r = run('--help');
     expect(r.status).toBe(0);
-    for (const option of ['--config', '--work-dir', '--cfg-options', '--resume', '--device', '--seed', 'info', 'convert']) expect(r.stdout).toContain(option);
+    for (const option of ['--config', '--work-dir', '--cfg-options', '--resume', '--device', '--mixed-precision', '--seed', 'info', 'convert']) expect(r.stdout).toContain(option);
   });
 
   it('info reports the built backends and the CPU kernel set', () => {
@@ -65,5 +65,8 @@ describe('lora-train CLI', () => {
     const device = run('--device', 'tpu');
     expect(device.status).toBe(2);
     expect(device.stderr).toMatch(/Invalid values:\s+Argument: device, Given: "tpu", Choices: "cpu", "cuda"/);
+    const precision = run('--mixed-precision', 'fp8');
+    expect(precision.status).toBe(2);
+    expect(precision.stderr).toMatch(/Invalid values:\s+Argument: mixed-precision, Given: "fp8", Choices: "no", "bf16", "fp16"/);
   });
 });
