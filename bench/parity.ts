@@ -18,6 +18,14 @@ export const LOWP_GEMM = 1e-5;
  * references: about three times the largest error seen on the prior fixtures (bf16 3e-4
  * forward, 1.1e-2 LoRA gradients; fp16 6e-5 and 8e-4). */
 export const MIXED = { bf16: { fwd: 2e-3, grad: 3e-2 }, fp16: { fwd: 3e-4, grad: 3e-3 } } as const;
+/** GPU against CPU in mixed precision. The GPU also multiplies attention in bf16/fp16 (its
+ * flash kernels round q, k, v, P, dO and dS), which the CPU does in fp32: a CPU emulation of
+ * the bf16 kernels' arithmetic measured 4.7e-3 (o) and 5.2e-3 (dq) against float64, so
+ * attention gets about three times that, and whole steps twice MIXED's gradient bound. */
+export const GPU_MIXED = {
+  attention: { fwd: 1.5e-2, grad: 2e-2 },
+  step: { bf16: { fwd: 5e-3, grad: 6e-2 }, fp16: { fwd: 1e-3, grad: 1e-2 } },
+} as const;
 
 export interface FixtureCase {
   op: string;
@@ -80,7 +88,7 @@ function makeRunners(fx: Fixture): Record<string, (c: FixtureCase, device: Devic
       const opts = { device, compute: 'bf16' as const };
       const { out, lse } = await ops.attention(q, k, v, num(c.H), opts);
       const g = await ops.attentionBackward(fx.tensor(c, 'do'), q, k, v, out, lse, num(c.H), opts);
-      const { fwd, grad } = MIXED.bf16;
+      const { fwd, grad } = GPU_MIXED.attention;
       return { o: { tensor: out, tolerance: fwd }, lse: { tensor: lse, tolerance: fwd }, dq: { tensor: g.dq, tolerance: grad }, dk: { tensor: g.dk, tolerance: grad }, dv: { tensor: g.dv, tolerance: grad } };
     },
     layernorm: async (c, device) => {
@@ -157,7 +165,7 @@ export function parityCases(fixturesDir: string): ParityCase[] {
   // Head dim 64 (the GPU's tensor-core attention) and enough rows that the GPU's LoRA linears
   // take both of their bf16/fp16 paths (concatenated where rows are many, separate elsewhere).
   for (const precision of ['fp32', 'bf16', 'fp16'] as const) {
-    const [fwd, grad] = precision === 'fp32' ? [FWD, GRAD] : [MIXED[precision].fwd, MIXED[precision].grad];
+    const [fwd, grad] = precision === 'fp32' ? [FWD, GRAD] : [GPU_MIXED.step[precision].fwd, GPU_MIXED.step[precision].grad];
     cases.push({
       name: `prior LoRA step, ${precision} (c 256, depth 2, head dim 64, every LoRA target${precision === 'fp16' ? ', LoRA dropout' : ''})`,
       async run(device) {
