@@ -1,12 +1,15 @@
 // The op interface: every op the training step needs, declared once. Each backend
-// (native/cpu now, native/cuda later) implements this class; models are written against it.
+// (native/cpu, the reference, and native/cuda) implements this class; models are written
+// against it.
 //
 // Conventions (llm.c style): arguments are outputs, then inputs, then sizes. Tensors are
-// row-major fp32 and every pointer carries a shape comment; a TensorRef input may also be bf16 or
-// fp16 (dtype.h), read as fp32 with fp32 accumulation (mixed precision's frozen weights). Backward ops ACCUMULATE into
-// their gradient outputs (+=), so callers zero gradients once per step, and a tensor that
-// feeds several consumers (residuals, shared keys/values) simply receives each contribution.
-// A gradient pointer that may be null is optional: null means "frozen, do not compute".
+// row-major fp32 and every pointer carries a shape comment; a TensorRef input may also be
+// bf16 or fp16 (dtype.h), read as fp32 with fp32 accumulation (mixed precision's frozen
+// weights). Backward ops ACCUMULATE into their gradient outputs (+=), so callers zero
+// gradients once per step, and a tensor that feeds several consumers (residuals, shared
+// keys/values) simply receives each contribution; the linear ops can overwrite instead, for a
+// gradient's first contribution. A gradient pointer that may be null is optional: null means
+// "frozen, do not compute".
 #pragma once
 #include <cstdint>
 #include <string>

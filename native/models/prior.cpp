@@ -279,11 +279,12 @@ void Prior::plan(const StepShape& s, bool train) {
     if (keep) take(p, n);
     else shared.emplace_back(&p, &scratch);
   };
+  // A forward-only plan (sampling) keeps nothing for a backward.
   const bool lowp = k.weight_type != DType::f32;
   auto keep_saved = [&](bool needed, Saved& v, int64_t n, float*& scratch) {
-    keep_or_share(needed && !lowp, v.f32, n, scratch);
+    keep_or_share(needed && train && !lowp, v.f32, n, scratch);
     v.lowp = nullptr;
-    if (needed && lowp) take(v.lowp, (n * dtype_size(k.weight_type) + 3) / 4);
+    if (needed && train && lowp) take(v.lowp, (n * dtype_size(k.weight_type) + 3) / 4);
   };
   take(a.tmp_n, B * P * c);
   take(a.tmp_grn, B * P * 4 * c);
