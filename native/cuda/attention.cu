@@ -408,8 +408,10 @@ __global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, c
   }
 }
 
+// The row kernels' dynamic shared memory (one row of scores) beside their static 384 bytes of
+// reduction scratch, within the default 48 KB.
 void check_shared(int64_t floats, const char* what) {
-  if (floats * 4 > 48 * 1024)
+  if (floats * 4 > 48 * 1024 - 1024)
     throw std::runtime_error(std::string(what) + ": sequence too long for this kernel's shared-memory row (" + std::to_string(floats) + " floats)");
 }
 
@@ -433,16 +435,15 @@ void CudaOps::attention_masked_forward(float* o, const float* q, const float* k,
                                        int64_t H, int64_t d, float scale) {
   LT_PROFILE("attention_masked_forward");
   check_shared(M, "attention_masked_forward");
-  uint8_t* mask = nullptr;  // the mask arrives as a host pointer (ops.h)
+  DeviceBuffer mask_buf;  // the mask arrives as a host pointer (ops.h)
+  uint8_t* mask = nullptr;
   if (key_mask) {
-    LT_CUDA(cudaMalloc(&mask, static_cast<size_t>(B * M)));
-    LT_CUDA(cudaMemcpy(mask, key_mask, static_cast<size_t>(B * M), cudaMemcpyHostToDevice));
+    mask = static_cast<uint8_t*>(mask_buf.reserve(B * M));
+    LT_CUDA(cudaMemcpyAsync(mask, key_mask, static_cast<size_t>(B * M), cudaMemcpyHostToDevice, 0));
   }
   dim3 grid(static_cast<unsigned>(N), static_cast<unsigned>(H), static_cast<unsigned>(B));
   attention_forward_kernel<<<grid, kAttnThreads, M * sizeof(float)>>>(o, nullptr, q, k, v, mask, causal, N, M, H, d, scale);
-  cudaError_t launched = cudaGetLastError();
-  if (mask) cudaFree(mask);
-  check(launched, "attention_masked_forward");
+  LT_LAUNCHED("attention_masked_forward");
 }
 
 void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,

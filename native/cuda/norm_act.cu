@@ -85,7 +85,8 @@ __global__ void act_backward_kernel(float* dx, const float* dy, const float* x, 
     switch (kind) {
       case kGelu: g = gelu_grad(v); break;
       case kSilu: { const float s = sigmoidf(v); g = s * (1.0f + v * (1.0f - s)); break; }
-      default: g = v > 0.0f ? 1.0f : slope; break;
+      case kLeaky: g = v > 0.0f ? 1.0f : slope; break;
+      default: g = NAN; break;  // no backward for this activation: make misuse visible
     }
     dx[i] += dy[i] * g;
   }
