@@ -1,8 +1,9 @@
 // The CUDA backend: the ops of ops.h on an NVIDIA GPU. Buffers are device memory; each op is
 // one or a few kernel launches on the backend's stream, in the op families' files (memory.cu,
-// gemm.cu, linear.cu, attention.cu, norm_act.cu, conv.cu, elementwise.cu, optim.cu). These first
-// kernels are checked against the CPU backend by tests/parity.test.ts on a GPU; GEMMs go
-// through cuBLASLt (gemm.cu), loaded at run time (cublaslt.h).
+// gemm.cu, linear.cu, attention.cu, norm_act.cu, conv.cu, elementwise.cu, optim.cu), timed per
+// op by profile.h when asked. The kernels are checked against the CPU backend by
+// tests/parity.test.ts on a GPU; GEMMs go through cuBLASLt (gemm.cu), loaded at run time
+// (cublaslt.h).
 #pragma once
 #include "../ops.h"
 
