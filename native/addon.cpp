@@ -38,6 +38,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   backends.Set(1u, "cuda");
   const std::string reason = cuda::unavailable_reason();
   out.Set("cuda", reason.empty() ? Napi::Value(Napi::Boolean::New(env, true)) : Napi::Value(Napi::String::New(env, reason)));
+  if (reason.empty()) out.Set("cudaDevice", cuda::device_description());
 #else
   out.Set("cuda", "this build has no CUDA backend");
 #endif

@@ -11,6 +11,8 @@ export interface NativeInfo {
   backends: string[];
   /** true when a CUDA device can be used, else why not. */
   cuda: true | string;
+  /** The CUDA device in use (name, compute capability, memory), when cuda is true. */
+  cudaDevice?: string;
   cpu: { kernels: string; availableKernels: string[]; threads: number; vendor: string; brand: string; family: number; model: number };
 }
 

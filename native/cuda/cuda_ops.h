@@ -11,6 +11,8 @@ namespace lt::cuda {
 
 // Why no CUDA device can be used here ("" when one can): no driver, no device, no cuBLASLt, ...
 std::string unavailable_reason();
+// The device in use, e.g. "NVIDIA H200, compute capability 9.0, 139.8 GiB" (when usable).
+std::string device_description();
 
 class CudaOps final : public Ops {
  public:

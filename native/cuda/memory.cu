@@ -1,6 +1,8 @@
 // Device memory, and whether a device can be used at all.
 #include <dlfcn.h>
 
+#include <cstdio>
+
 #include "common.cuh"
 #include "cublaslt.h"
 #include "cuda_ops.h"
@@ -32,6 +34,19 @@ std::string unavailable_reason() {
   std::string why;
   cublaslt(&why);
   return why;
+}
+
+std::string device_description() {
+  int device = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  char memory[32];
+  std::snprintf(memory, sizeof(memory), "%.1f GiB", static_cast<double>(prop.totalGlobalMem) / (1u << 30));
+  return std::string(prop.name) + ", compute capability " + std::to_string(prop.major) + "." + std::to_string(prop.minor) +
+         ", " + memory;
 }
 
 float* CudaOps::alloc(int64_t n) {
