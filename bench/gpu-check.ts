@@ -22,6 +22,7 @@ async function main() {
     process.exit(2);
   }
   const device: Device = dry ? 'cpu' : 'cuda';
+  console.log(`lora-train ${info.version} on ${dry ? 'the CPU (dry run)' : info.cudaDevice}`);
   const fixtures = args.find((a) => !a.startsWith('--')) ?? join(process.cwd(), 'tests', 'fixtures');
   let failed = 0;
   if (!args.includes('--no-parity')) failed = await parity(fixtures, device);
