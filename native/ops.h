@@ -57,7 +57,7 @@ class Ops {
   // dx (rows, in) or null, dW (out, in) or null, db (out) or null; dy (rows, out).
   // accumulate_dx false overwrites dx instead of adding to it (a model's first contribution:
   // no zeroing pass, no read of the old values); dW and db always accumulate.
-  virtual void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x,
+  virtual void linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x,
                                TensorRef W, int64_t rows, int64_t in, int64_t out,
                                bool accumulate_dx) = 0;
   // y = x W^T + b + scale * (x_lora A^T) B^T, where x_lora is x after LoRA dropout (null: x).
@@ -69,8 +69,9 @@ class Ops {
   // dA (r, in), dB (out, r) always; dx, dW, db optional as in linear_backward. The LoRA path's
   // input gradient goes to dx_lora (rows, in) when given (the caller applies the dropout
   // mask), else into dx with the base path's. accumulate_dx applies to dx and dx_lora.
+  // x may be bf16/fp16 (mixed precision keeps its activations so): it only feeds GEMMs.
   virtual void lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW,
-                                    float* db, const float* dy, const float* x,
+                                    float* db, const float* dy, TensorRef x,
                                     const float* x_lora, const float* xa, TensorRef W,
                                     const float* A, const float* B, float scale, int64_t rows,
                                     int64_t in, int64_t out, int64_t r, bool accumulate_dx) = 0;
@@ -85,9 +86,10 @@ class Ops {
   virtual void attention_forward(float* o, float* lse, const float* q, const float* k,
                                  const float* v, int64_t B, int64_t N, int64_t M, int64_t H,
                                  int64_t d, float scale, DType compute) = 0;
-  // dq (B, N, H*d), dk (B, M, H*d), dv (B, M, H*d); dout like o.
+  // dq (B, N, H*d), dk (B, M, H*d), dv (B, M, H*d); dout like o. q, k, v and o may be
+  // bf16/fp16 (mixed precision keeps them so for the backward).
   virtual void attention_backward(float* dq, float* dk, float* dv, const float* dout,
-                                  const float* q, const float* k, const float* v, const float* o,
+                                  TensorRef q, TensorRef k, TensorRef v, TensorRef o,
                                   const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
                                   int64_t d, float scale, DType compute) = 0;
 
@@ -137,8 +139,9 @@ class Ops {
   // grn_forward). y, u (B, P, C).
   virtual void gelu_grn_forward(float* y, const float* u, const float* gamma, const float* beta,
                                 int64_t B, int64_t P, int64_t C, float eps) = 0;
-  // du (B, P, C) += the gradient of gelu_grn_forward wrt u (gamma and beta frozen).
-  virtual void gelu_grn_backward(float* du, const float* dy, const float* u, const float* gamma,
+  // du (B, P, C) += the gradient of gelu_grn_forward wrt u (gamma and beta frozen); u may be
+  // bf16/fp16.
+  virtual void gelu_grn_backward(float* du, const float* dy, TensorRef u, const float* gamma,
                                  int64_t B, int64_t P, int64_t C, float eps) = 0;
   // The Würstchen TimestepBlock then the AttnBlock's LayerNorm: y = x * (1 + a) + b (the
   // residual stream, ab = [a | b] per batch item) and normed = LayerNorm(y) with mean, rstd

@@ -27,6 +27,16 @@ std::vector<float> gather_head(const float* src, int64_t rows, int64_t d, int64_
   return out;
 }
 
+// The same from a tensor of any storage type, widened to fp32; offset is the head's first
+// element in src.
+std::vector<float> gather_head(TensorRef src, int64_t offset, int64_t rows, int64_t d, int64_t ld) {
+  if (src.type == DType::f32) return gather_head(src.f32() + offset, rows, d, ld);
+  std::vector<float> out(rows * d);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < d; ++c) out[i * d + c] = lowp_to_f32(src.lowp()[offset + i * ld + c], src.type);
+  return out;
+}
+
 // dst (rows, d) slice of an interleaved tensor += src (rows, d) contiguous.
 void scatter_add_head(float* dst, const std::vector<float>& src, int64_t rows, int64_t d, int64_t ld) {
   for (int64_t i = 0; i < rows; ++i)
@@ -118,7 +128,7 @@ void CpuOps::attention_masked_forward(float* o, const float* q, const float* k, 
 }
 
 void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* dout,
-                                const float* q, const float* k, const float* v, const float* o,
+                                TensorRef q, TensorRef k, TensorRef v, TensorRef o,
                                 const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
                                 int64_t d, float scale, DType) {
   const int64_t ld = H * d;
@@ -126,11 +136,12 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
     const int64_t b = task / H, h = task % H;
     // One head's rows inside an interleaved (rows, H*d) tensor; keeps the pointer's constness.
     auto head = [&](auto* base, int64_t rows) { return base + b * rows * ld + h * d; };
-    const std::vector<float> qh = gather_head(head(q, N), N, d, ld);     // (N, d)
-    const std::vector<float> kh = gather_head(head(k, M), M, d, ld);     // (M, d)
-    const std::vector<float> vh = gather_head(head(v, M), M, d, ld);     // (M, d)
+    auto at = [&](int64_t rows) { return b * rows * ld + h * d; };  // a head's first element
+    const std::vector<float> qh = gather_head(q, at(N), N, d, ld);       // (N, d)
+    const std::vector<float> kh = gather_head(k, at(M), M, d, ld);       // (M, d)
+    const std::vector<float> vh = gather_head(v, at(M), M, d, ld);       // (M, d)
     const std::vector<float> doh = gather_head(head(dout, N), N, d, ld);  // (N, d)
-    const float* oh = head(o, N);                                         // (N, d) strided by ld
+    const std::vector<float> oh = gather_head(o, at(N), N, d, ld);       // (N, d)
     std::vector<float> dqh(N * d), dkh(M * d), dvh(M * d);               // contiguous accumulators
     const float* lse_h = lse + (b * H + h) * N;
     const auto& ks = active_kernels();
@@ -138,7 +149,7 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
     std::vector<float> delta(N);
     for (int64_t i = 0; i < N; ++i) {
       float sum = 0.0f;
-      for (int64_t c = 0; c < d; ++c) sum += doh[i * d + c] * oh[i * ld + c];
+      for (int64_t c = 0; c < d; ++c) sum += doh[i * d + c] * oh[i * d + c];
       delta[i] = sum;
     }
     std::vector<float> p(kBr * kBc), dp(kBr * kBc);  // (kBr, kBc) tiles

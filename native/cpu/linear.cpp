@@ -32,7 +32,7 @@ void CpuOps::linear_forward(float* y, const float* x, TensorRef W, const float* 
   cpu::gemm({y, x, W, rows, out, in, false, true, 1.0f, 1.0f, in, in, out});  // y += x W^T
 }
 
-void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x,
+void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x,
                              TensorRef W, int64_t rows, int64_t in, int64_t out, bool accumulate_dx) {
   if (dx) cpu::gemm({dx, dy, W, rows, in, out, false, false, 1.0f, accumulate_dx ? 1.0f : 0.0f, out, in, in});  // dx (+)= dy W
   if (dW) cpu::gemm({dW, dy, x, out, in, rows, true, false, 1.0f, 1.0f, out, in, in});  // dW += dy^T x
@@ -49,11 +49,11 @@ void CpuOps::lora_linear_forward(float* y, float* xa, const float* x, const floa
 }
 
 void CpuOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW,
-                                  float* db, const float* dy, const float* x,
+                                  float* db, const float* dy, TensorRef x,
                                   const float* x_lora, const float* xa, TensorRef W,
                                   const float* A, const float* B, float scale, int64_t rows,
                                   int64_t in, int64_t out, int64_t r, bool accumulate_dx) {
-  const float* xl = x_lora ? x_lora : x;
+  const TensorRef xl = x_lora ? TensorRef(x_lora) : x;
   float* dxl = dx_lora ? dx_lora : dx;
   cpu::gemm({dB, dy, xa, out, r, rows, true, false, scale, 1.0f, out, r, r});  // dB += s dy^T xa
   std::vector<float> dxa(static_cast<size_t>(rows * r));                          // (rows, r)

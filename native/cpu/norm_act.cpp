@@ -226,13 +226,19 @@ void CpuOps::gelu_grn_forward(float* y, const float* u, const float* gamma, cons
   grn_forward(y, g.data(), gamma, beta, B, P, C, eps);
 }
 
-void CpuOps::gelu_grn_backward(float* du, const float* dy, const float* u, const float* gamma, int64_t B,
+void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const float* gamma, int64_t B,
                                int64_t P, int64_t C, float eps) {
   const int64_t n = B * P * C;
+  std::vector<float> widened;  // (B, P, C): u in fp32 when it is stored narrower
+  if (u.type != DType::f32) {
+    widened.resize(static_cast<size_t>(n));
+    convert(widened.data(), DType::f32, u, n);
+  }
+  const float* u32 = u.type == DType::f32 ? u.f32() : widened.data();
   std::vector<float> g(static_cast<size_t>(n)), dg(static_cast<size_t>(n), 0.0f);  // (B, P, C)
-  gelu_forward(g.data(), u, n);
+  gelu_forward(g.data(), u32, n);
   grn_backward(dg.data(), nullptr, nullptr, dy, g.data(), gamma, B, P, C, eps);
-  gelu_backward(du, dg.data(), u, n);
+  gelu_backward(du, dg.data(), u32, n);
 }
 
 void CpuOps::modulate_layernorm_forward(float* y, float* normed, float* mean, float* rstd, const float* x,

@@ -34,14 +34,21 @@ __device__ inline __nv_bfloat16 to_lowp<__nv_bfloat16>(float x) { return __float
 template <>
 __device__ inline __half to_lowp<__half>(float x) { return __float2half_rn(x); }
 
-// rows [r0, r0 + kTile) of one head of x (row stride ld) into a (kTile, kLdh) tile rounded to
-// T; rows at or past `rows` are zero.
+// Four consecutive elements of x from element i: one 16-byte (fp32) or 8-byte (bf16/fp16) load.
+__device__ inline float4 load4(TensorRef x, int64_t i) {
+  if (x.type == DType::f32) return *reinterpret_cast<const float4*>(static_cast<const float*>(x.data) + i);
+  const ushort4 h = *reinterpret_cast<const ushort4*>(static_cast<const uint16_t*>(x.data) + i);
+  return make_float4(lowp_to_f32(h.x, x.type), lowp_to_f32(h.y, x.type), lowp_to_f32(h.z, x.type), lowp_to_f32(h.w, x.type));
+}
+
+// rows [r0, r0 + kTile) of the head starting at element `head` of x (row stride ld, any
+// storage type) into a (kTile, kLdh) tile rounded to T; rows at or past `rows` are zero.
 template <typename T>
-__device__ inline void load_tile(T* tile, const float* x, int64_t ld, int64_t r0, int64_t rows) {
+__device__ inline void load_tile(T* tile, TensorRef x, int64_t head, int64_t ld, int64_t r0, int64_t rows) {
   for (int i = threadIdx.x; i < kTile * kD / 4; i += blockDim.x) {
     const int r = i / (kD / 4), c = (i % (kD / 4)) * 4;
     float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (r0 + r < rows) v = *reinterpret_cast<const float4*>(x + (r0 + r) * ld + c);
+    if (r0 + r < rows) v = load4(x, head + (r0 + r) * ld + c);
     T* t = tile + r * kLdh + c;
     t[0] = to_lowp<T>(v.x);
     t[1] = to_lowp<T>(v.y);
@@ -93,8 +100,8 @@ struct RowHalf {
 };
 
 template <typename T>
-__global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, float* lse, const float* q, const float* k,
-                                                                      const float* v, int64_t N, int64_t M, int64_t H,
+__global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, float* lse, TensorRef q, TensorRef k,
+                                                                      TensorRef v, int64_t N, int64_t M, int64_t H,
                                                                       float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   T* Qs = reinterpret_cast<T*>(smem);  // (64 queries, kLdh)
@@ -107,7 +114,7 @@ __global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, 
   float* row_sum = row_max + kTile;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = blockIdx.x * (int64_t)kTile, h = blockIdx.y, b = blockIdx.z, ld = H * kD;
-  load_tile(Qs, q + b * N * ld + h * kD, ld, q0, N);
+  load_tile(Qs, q, b * N * ld + h * kD, ld, q0, N);
   for (int i = threadIdx.x; i < kTile * kLdf; i += blockDim.x) Os[i] = 0.0f;
   for (int i = threadIdx.x; i < kTile; i += blockDim.x) row_max[i] = -INFINITY, row_sum[i] = 0.0f;
   // Each warp owns 16 query rows.
@@ -115,8 +122,8 @@ __global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, 
   const int r = half.row;
   for (int64_t k0 = 0; k0 < M; k0 += kTile) {
     __syncthreads();  // the previous tile's K and V are no longer read
-    load_tile(Ks, k + b * M * ld + h * kD, ld, k0, M);
-    load_tile(Vs, v + b * M * ld + h * kD, ld, k0, M);
+    load_tile(Ks, k, b * M * ld + h * kD, ld, k0, M);
+    load_tile(Vs, v, b * M * ld + h * kD, ld, k0, M);
     __syncthreads();
     warp_rows_times_tile<true>(Ss + warp * 16 * kLdf, Qs + warp * 16 * kLdh, Ks, false);  // S = Q K^T
     __syncwarp();
@@ -159,8 +166,8 @@ __global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, 
 // One block per (64-key tile, head, batch): dK, dV of the tile over every query tile; dQ added
 // with atomics. delta (B, H, N) = rowsum(dout * o).
 template <typename T>
-__global__ void __launch_bounds__(kFlashThreads) flash_backward_kernel(float* dq, float* dk, float* dv, const float* dout,
-                                                                       const float* q, const float* k, const float* v,
+__global__ void __launch_bounds__(kFlashThreads) flash_backward_kernel(float* dq, float* dk, float* dv, TensorRef dout,
+                                                                       TensorRef q, TensorRef k, TensorRef v,
                                                                        const float* lse, const float* delta, int64_t N,
                                                                        int64_t M, int64_t H, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
@@ -176,16 +183,16 @@ __global__ void __launch_bounds__(kFlashThreads) flash_backward_kernel(float* dq
   float* delta_s = lse_s + kTile;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t k0 = blockIdx.x * (int64_t)kTile, h = blockIdx.y, b = blockIdx.z, ld = H * kD;
-  load_tile(Ks, k + b * M * ld + h * kD, ld, k0, M);
-  load_tile(Vs, v + b * M * ld + h * kD, ld, k0, M);
+  load_tile(Ks, k, b * M * ld + h * kD, ld, k0, M);
+  load_tile(Vs, v, b * M * ld + h * kD, ld, k0, M);
   FragC dk_acc[kD / 16], dv_acc[kD / 16];
   for (int n = 0; n < kD / 16; ++n) wmma::fill_fragment(dk_acc[n], 0.0f), wmma::fill_fragment(dv_acc[n], 0.0f);
   const RowHalf half(warp, lane);
   const int r = half.row;
   for (int64_t q0 = 0; q0 < N; q0 += kTile) {
     __syncthreads();
-    load_tile(Qs, q + b * N * ld + h * kD, ld, q0, N);
-    load_tile(dOs, dout + b * N * ld + h * kD, ld, q0, N);
+    load_tile(Qs, q, b * N * ld + h * kD, ld, q0, N);
+    load_tile(dOs, dout, b * N * ld + h * kD, ld, q0, N);
     for (int i = threadIdx.x; i < kTile; i += blockDim.x) {
       const bool in = q0 + i < N;
       lse_s[i] = in ? lse[(b * H + h) * N + q0 + i] : INFINITY;  // exp(s - inf) = 0: no probability
@@ -247,15 +254,15 @@ constexpr size_t kFlashForwardSmem = 4 * kTile * kLdh * 2 + 2 * kTile * kLdf * 4
 constexpr size_t kFlashBackwardSmem = 6 * kTile * kLdh * 2 + 2 * kTile * kLdf * 4 + 2 * kTile * 4;
 
 // Whether the tensor-core kernels apply: a low-precision compute type, head dim 64 and
-// 16-byte aligned rows (they load float4s).
+// 16-byte aligned tensors (they load four elements at a time).
 // LORA_TRAIN_FLASH=0 turns them off (the row kernels then run at every precision).
-bool use_flash(DType compute, int64_t d, std::initializer_list<const float*> tensors) {
+bool use_flash(DType compute, int64_t d, std::initializer_list<const void*> tensors) {
   static const bool enabled = [] {
     const char* v = std::getenv("LORA_TRAIN_FLASH");
     return !(v && std::string(v) == "0");
   }();
   if (!enabled || compute == DType::f32 || d != kD) return false;
-  for (const float* t : tensors)
+  for (const void* t : tensors)
     if (reinterpret_cast<uintptr_t>(t) % 16) return false;
   return true;
 }
@@ -279,7 +286,7 @@ void flash_forward(float* o, float* lse, const float* q, const float* k, const f
 }
 
 template <typename T>
-void flash_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+void flash_backward(float* dq, float* dk, float* dv, const float* dout, TensorRef q, TensorRef k, TensorRef v,
                     const float* lse, const float* delta, int64_t B, int64_t N, int64_t M, int64_t H, float scale) {
   static const bool configured = allow_shared_memory(flash_backward_kernel<T>, kFlashBackwardSmem);
   (void)configured;
@@ -336,12 +343,12 @@ __global__ void attention_forward_kernel(float* o, float* lse, const float* q, c
 }
 
 // delta (B, H, N) = rowsum(dout * o) per head.
-__global__ void attention_delta_kernel(float* delta, const float* dout, const float* o, int64_t B, int64_t N,
+__global__ void attention_delta_kernel(float* delta, const float* dout, TensorRef o, int64_t B, int64_t N,
                                        int64_t H, int64_t d) {
   LT_FOR(t, B * H * N) {
     const int64_t i = t % N, h = (t / N) % H, b = t / (N * H), ld = H * d;
     float s = 0.0f;
-    for (int64_t c = 0; c < d; ++c) s += dout[(b * N + i) * ld + h * d + c] * o[(b * N + i) * ld + h * d + c];
+    for (int64_t c = 0; c < d; ++c) s += dout[(b * N + i) * ld + h * d + c] * load_elem(o, (b * N + i) * ld + h * d + c);
     delta[t] = s;
   }
 }
@@ -446,11 +453,11 @@ void CudaOps::attention_masked_forward(float* o, const float* q, const float* k,
   LT_LAUNCHED("attention_masked_forward");
 }
 
-void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                                 const float* v, const float* o, const float* lse, int64_t B, int64_t N, int64_t M,
+void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* dout, TensorRef q, TensorRef k,
+                                 TensorRef v, TensorRef o, const float* lse, int64_t B, int64_t N, int64_t M,
                                  int64_t H, int64_t d, float scale, DType compute) {
   LT_PROFILE("attention_backward");
-  if (use_flash(compute, d, {dq, dk, dv, dout, q, k, v})) {
+  if (use_flash(compute, d, {dq, dk, dv, dout, q.data, k.data, v.data})) {
     DeviceBuffer delta_buf;
     float* delta = delta_buf.floats(B * H * N);
     attention_delta_kernel<<<blocks_for(B * H * N), kThreads>>>(delta, dout, o, B, N, H, d);
@@ -460,13 +467,24 @@ void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* d
   }
   check_shared(M, "attention_backward");
   check_shared(2 * N, "attention_backward");
+  // The row kernels read fp32: widen inputs stored narrower.
+  DeviceBuffer wide[3];
+  auto as_f32 = [&](TensorRef x, int64_t n, DeviceBuffer& buf) -> const float* {
+    if (x.type == DType::f32) return x.f32();
+    float* p = buf.floats(n);
+    convert_device(p, DType::f32, x, n);
+    return p;
+  };
+  const float* q32 = as_f32(q, B * N * H * d, wide[0]);
+  const float* k32 = as_f32(k, B * M * H * d, wide[1]);
+  const float* v32 = as_f32(v, B * M * H * d, wide[2]);
   DeviceBuffer delta_buf;
   float* delta = delta_buf.floats(B * H * N);
   attention_delta_kernel<<<blocks_for(B * H * N), kThreads>>>(delta, dout, o, B, N, H, d);
   dim3 qgrid(static_cast<unsigned>(N), static_cast<unsigned>(H), static_cast<unsigned>(B));
-  attention_dq_kernel<<<qgrid, kAttnThreads, M * sizeof(float)>>>(dq, dout, q, k, v, lse, delta, N, M, H, d, scale);
+  attention_dq_kernel<<<qgrid, kAttnThreads, M * sizeof(float)>>>(dq, dout, q32, k32, v32, lse, delta, N, M, H, d, scale);
   dim3 kgrid(static_cast<unsigned>(M), static_cast<unsigned>(H), static_cast<unsigned>(B));
-  attention_dkdv_kernel<<<kgrid, kAttnThreads, 2 * N * sizeof(float)>>>(dk, dv, dout, q, k, v, lse, delta, N, M, H, d, scale);
+  attention_dkdv_kernel<<<kgrid, kAttnThreads, 2 * N * sizeof(float)>>>(dk, dv, dout, q32, k32, v32, lse, delta, N, M, H, d, scale);
   LT_LAUNCHED("attention_backward");
 }
 

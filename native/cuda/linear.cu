@@ -88,7 +88,7 @@ void CudaOps::linear_forward(float* y, const float* x, TensorRef W, const float*
   gemm_device(y, x, W, rows, out, in, false, true, 1.0f, 0.0f, in, in, out, allow_tf32_, b);  // y = x W^T + b
 }
 
-void CudaOps::linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, TensorRef W,
+void CudaOps::linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x, TensorRef W,
                               int64_t rows, int64_t in, int64_t out, bool accumulate_dx) {
   LT_PROFILE("linear_backward");
   if (dx) gemm(dx, dy, W, rows, in, out, false, false, 1.0f, accumulate_dx ? 1.0f : 0.0f, out, in, in);  // dx (+)= dy W
@@ -131,7 +131,7 @@ void CudaOps::lora_linear_forward(float* y, float* xa, const float* x, const flo
 }
 
 void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db,
-                                   const float* dy, const float* x, const float* x_lora, const float* xa,
+                                   const float* dy, TensorRef x, const float* x_lora, const float* xa,
                                    TensorRef W, const float* A, const float* B, float scale, int64_t rows,
                                    int64_t in, int64_t out, int64_t r, bool accumulate_dx) {
   LT_PROFILE("lora_linear_backward");
@@ -140,7 +140,7 @@ void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* 
   DeviceBuffer dxa_buf;
   float* dxa = dxa_buf.floats(rows * r);                                 // (rows, r)
   gemm(dxa, dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r);  // s dy B
-  gemm(dA, dxa, x_lora ? x_lora : x, r, in, rows, true, false, 1.0f, 1.0f, r, in, in);  // dA += dxa^T x_lora
+  gemm(dA, dxa, x_lora ? TensorRef(x_lora) : x, r, in, rows, true, false, 1.0f, 1.0f, r, in, in);  // dA += dxa^T x_lora
   const LoraPath path = dx ? lora_path(W, x_lora != nullptr || dx_lora != nullptr, rows, out, in, out) : LoraPath::separate;
   if (path == LoraPath::merged) {  // both paths' input gradients in one GEMM through W' = W + s B A
     DeviceBuffer merged;

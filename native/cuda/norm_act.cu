@@ -101,14 +101,14 @@ void act_backward(float* dx, const float* dy, const float* x, int64_t n, int kin
   LT_LAUNCHED("activation backward");
 }
 
-// The GRN kernels read their input through GELU when kGelu (gelu_grn_*: GELU(u) is never
-// stored), else as it is.
+// The GRN kernels read their input (of any storage type) through GELU when kGelu (gelu_grn_*:
+// GELU(u) is never stored), else as it is.
 template <bool kGelu>
-__device__ inline float grn_input(const float* u, int64_t i) { return kGelu ? gelu(u[i]) : u[i]; }
+__device__ inline float grn_input(TensorRef u, int64_t i) { return kGelu ? gelu(load_elem(u, i)) : load_elem(u, i); }
 
 // g (B, C) = ||u[b, :, c]||, one thread per (b, c).
 template <bool kGelu>
-__global__ void grn_norms_kernel(float* g, const float* u, int64_t B, int64_t P, int64_t C) {
+__global__ void grn_norms_kernel(float* g, TensorRef u, int64_t B, int64_t P, int64_t C) {
   LT_FOR(t, B * C) {
     const int64_t b = t / C, c = t % C;
     double s = 0.0;
@@ -129,7 +129,7 @@ __global__ void grn_denominator_kernel(float* D, const float* g, int64_t C, floa
 }
 
 template <bool kGelu>
-__global__ void grn_forward_kernel(float* y, const float* u, const float* gamma, const float* beta, const float* g,
+__global__ void grn_forward_kernel(float* y, TensorRef u, const float* gamma, const float* beta, const float* g,
                                    const float* D, int64_t B, int64_t P, int64_t C) {
   LT_FOR(i, B * P * C) {
     const int64_t c = i % C, b = i / (P * C);
@@ -139,7 +139,7 @@ __global__ void grn_forward_kernel(float* y, const float* u, const float* gamma,
 
 // Per (b, c): dy_u = sum_p dy u; and sum_k gamma_k dy_u_k g_k per b (second kernel).
 template <bool kGelu>
-__global__ void grn_dyu_kernel(float* dyu, const float* dy, const float* u, int64_t B, int64_t P, int64_t C) {
+__global__ void grn_dyu_kernel(float* dyu, const float* dy, TensorRef u, int64_t B, int64_t P, int64_t C) {
   LT_FOR(t, B * C) {
     const int64_t b = t / C, c = t % C;
     double s = 0.0;
@@ -157,7 +157,7 @@ __global__ void grn_sum_sg_kernel(float* sum_sg, const float* gamma, const float
 
 // du += the input gradient; through GELU's derivative when kGelu.
 template <bool kGelu>
-__global__ void grn_du_kernel(float* du, const float* dy, const float* u, const float* gamma, const float* g,
+__global__ void grn_du_kernel(float* du, const float* dy, TensorRef u, const float* gamma, const float* g,
                               const float* D, const float* dyu, const float* sum_sg, int64_t B, int64_t P, int64_t C) {
   LT_FOR(i, B * P * C) {
     const int64_t c = i % C, b = i / (P * C);
@@ -166,7 +166,7 @@ __global__ void grn_du_kernel(float* du, const float* dy, const float* u, const 
     const float dg = gamma[c] * dyu[b * C + c] / Db - sum_sg[b] / (static_cast<float>(C) * Db * Db);
     const float coef = gc > 0.0f ? dg / gc : 0.0f;
     const float d_in = dy[i] * gain + coef * grn_input<kGelu>(u, i);
-    du[i] += kGelu ? d_in * gelu_grad(u[i]) : d_in;
+    du[i] += kGelu ? d_in * gelu_grad(load_elem(u, i)) : d_in;
   }
 }
 
@@ -245,7 +245,7 @@ void CudaOps::sigmoid_forward(float* y, const float* x, int64_t n) {
 }
 
 template <bool kGelu>
-void grn_forward_device(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P, int64_t C,
+void grn_forward_device(float* y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P, int64_t C,
                         float eps) {
   DeviceBuffer g, D;
   grn_norms_kernel<kGelu><<<blocks_for(B * C), kThreads>>>(g.floats(B * C), u, B, P, C);
@@ -256,7 +256,7 @@ void grn_forward_device(float* y, const float* u, const float* gamma, const floa
 }
 
 template <bool kGelu>
-void grn_backward_device(float* du, float* dgamma, float* dbeta, const float* dy, const float* u, const float* gamma,
+void grn_backward_device(float* du, float* dgamma, float* dbeta, const float* dy, TensorRef u, const float* gamma,
                          int64_t B, int64_t P, int64_t C, float eps) {
   DeviceBuffer gb, Db, dyub, sgb;
   float *g = gb.floats(B * C), *D = Db.floats(B), *dyu = dyub.floats(B * C), *sum_sg = sgb.floats(B);
@@ -289,7 +289,7 @@ void CudaOps::gelu_grn_forward(float* y, const float* u, const float* gamma, con
   grn_forward_device<true>(y, u, gamma, beta, B, P, C, eps);
 }
 
-void CudaOps::gelu_grn_backward(float* du, const float* dy, const float* u, const float* gamma, int64_t B, int64_t P,
+void CudaOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const float* gamma, int64_t B, int64_t P,
                                 int64_t C, float eps) {
   LT_PROFILE("gelu_grn_backward");
   grn_backward_device<true>(du, nullptr, nullptr, dy, u, gamma, B, P, C, eps);

@@ -26,10 +26,10 @@ struct Prior::Linear {
 };
 
 // An activation the backward reads. In fp32, f32 is the block's own buffer. In mixed
-// precision f32 is a scratch shared by every block, where the activation is computed and, in
-// the backward, widened back from the block's copy in the low-precision type (lowp): half the
-// bytes, the bulk of the arena. Activations no adapter needs in the backward have no copy at
-// all (f32 shared, lowp null).
+// precision f32 is a scratch shared by every block where the activation is computed, and the
+// backward reads the block's copy in the low-precision type (lowp): half the bytes, the bulk of
+// the arena. Activations no adapter needs in the backward have no copy at all (f32 shared,
+// lowp null).
 struct Prior::Saved {
   float* f32 = nullptr;
   float* lowp = nullptr;  // (n) of PriorConfig::weight_type, in arena floats
@@ -401,7 +401,7 @@ void Prior::linear_forward(Linear& l, float* y, const float* x, float* xa, float
   ops_.lora_linear_forward(y, xa, x, x_lora, l.W, l.b, l.lora->A, l.lora->B, scale, rows, l.in, l.out, lora_config_.rank);
 }
 
-void Prior::linear_backward(Linear& l, float* dx, const float* dy, const float* x, const float* xa,
+void Prior::linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa,
                             const float* x_drop, float* dx_scratch, int64_t rows, bool train,
                             uint64_t seed, bool accumulate) {
   if (!l.lora) {
@@ -424,8 +424,8 @@ void Prior::keep(const Saved& v, int64_t n) {
   if (v.lowp) ops_.convert(v.lowp, config_.weight_type, v.f32, n);
 }
 
-void Prior::restore(const Saved& v, int64_t n) {
-  if (v.lowp) ops_.convert(v.f32, DType::f32, TensorRef(v.lowp, config_.weight_type), n);
+TensorRef Prior::saved(const Saved& v) const {
+  return v.lowp ? TensorRef(v.lowp, config_.weight_type) : TensorRef(v.f32);
 }
 
 void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
@@ -517,20 +517,17 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
       ops_.dropout_forward(a.dc0, ds, k.dropout, site_seed(seed, 3 * d + 2, 1), nc);
       dy = a.dc0;
     }
-    for (auto [v, n] : {std::pair<Saved*, int64_t>{&A.nx, B * P * c}, {&A.src, B * S * c}, {&A.q, B * P * c},
-                        {&A.k, B * S * c}, {&A.v, B * S * c}, {&A.o, B * P * c}})
-      restore(*v, n);
-    linear_backward(linear(at + ".attention.to_out.0"), a.dc1, dy, A.o.f32, A.xa_out, A.xl_out, a.dx_lora, B * P, train, seed,
+    linear_backward(linear(at + ".attention.to_out.0"), a.dc1, dy, saved(A.o), A.xa_out, A.xl_out, a.dx_lora, B * P, train, seed,
                     false);
     ops_.zero(a.dq, nc);
     ops_.zero(a.dk, B * S * c);
     ops_.zero(a.dv, B * S * c);
-    ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, A.q.f32, A.k.f32, A.v.f32, A.o.f32, A.lse, B, P, S, k.nhead, d_head,
+    ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, saved(A.q), saved(A.k), saved(A.v), saved(A.o), A.lse, B, P, S, k.nhead, d_head,
                             1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
     // dc2: d LN(x); the first contribution to each gradient overwrites it
-    linear_backward(linear(at + ".attention.to_q"), a.dc2, a.dq, A.nx.f32, A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed, false);
-    linear_backward(linear(at + ".attention.to_k"), a.d_src, a.dk, A.src.f32, A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed, false);
-    linear_backward(linear(at + ".attention.to_v"), a.d_src, a.dv, A.src.f32, A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed, true);
+    linear_backward(linear(at + ".attention.to_q"), a.dc2, a.dq, saved(A.nx), A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed, false);
+    linear_backward(linear(at + ".attention.to_k"), a.d_src, a.dk, saved(A.src), A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed, false);
+    linear_backward(linear(at + ".attention.to_v"), a.d_src, a.dv, saved(A.src), A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed, true);
     Linear& kv = linear(at + ".kv_mapper.1");
     // c_embed comes from the frozen cond_mapper and the caller's text embeddings, so the
     // keys/values from text need a gradient only to train an adapter on kv_mapper.
@@ -560,8 +557,7 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     }
     float* d_u1 = d_grn == a.d4a ? a.d4b : a.d4a;
     ops_.zero(d_u1, n4);
-    restore(R.u1, n4);
-    ops_.gelu_grn_backward(d_u1, d_grn, R.u1.f32, param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
+    ops_.gelu_grn_backward(d_u1, d_grn, saved(R.u1), param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
     linear_backward(linear(res + ".channelwise.0"), a.dc2, d_u1, R.n, R.xa1, R.xl1, a.dx_lora, B * P, train, seed, false);
     ops_.zero(a.dc1, nc);
     ops_.layernorm_backward(a.dc1, a.dc2, R.dw, R.mean, R.rstd, B * P, c);

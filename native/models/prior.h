@@ -99,14 +99,14 @@ class Prior {
   void plan(const StepShape& s, bool train);
   void run_forward(const StepShape& s, bool train, uint64_t seed);
   void run_backward(const StepShape& s, bool train, uint64_t seed);
-  // Mixed precision's compact activations (Acts::Saved): round the computed fp32 values into
-  // the block's low-precision copy, and widen them back for the backward. No-ops in fp32.
+  // Mixed precision's compact activations (Saved): round the computed fp32 values into the
+  // block's low-precision copy (a no-op in fp32), and the tensor the backward reads.
   void keep(const Saved& v, int64_t n);
-  void restore(const Saved& v, int64_t n);
+  TensorRef saved(const Saved& v) const;
   void linear_forward(Linear& l, float* y, const float* x, float* xa, float* x_drop, int64_t rows,
                       bool train, uint64_t seed);
   // accumulate false: dx receives the first contribution (overwritten, not zeroed first).
-  void linear_backward(Linear& l, float* dx, const float* dy, const float* x, const float* xa,
+  void linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa,
                        const float* x_drop, float* dx_scratch, int64_t rows, bool train,
                        uint64_t seed, bool accumulate);
   const LoraTensors& lora_tensors(const std::string& name, const char** which) const;
