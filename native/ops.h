@@ -67,9 +67,10 @@ class Ops {
                                    const float* B, float scale, int64_t rows, int64_t in,
                                    int64_t out, int64_t r) = 0;
   // dA (r, in), dB (out, r) always; dx, dW, db optional as in linear_backward. The LoRA path's
-  // input gradient goes to dx_lora (rows, in) when given (the caller applies the dropout
-  // mask), else into dx with the base path's. accumulate_dx applies to dx and dx_lora.
-  // x may be bf16/fp16 (mixed precision keeps its activations so): it only feeds GEMMs.
+  // input gradient goes to dx_lora (rows, in) when given, overwriting it (a scratch: the
+  // caller applies the dropout mask and adds it to dx), else into dx with the base path's.
+  // x may be bf16/fp16 (mixed precision keeps its activations so): it only feeds GEMMs, where
+  // the fp32 operand beside it is rounded to its type (as autocast does).
   virtual void lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW,
                                     float* db, const float* dy, TensorRef x,
                                     const float* x_lora, const float* xa, TensorRef W,

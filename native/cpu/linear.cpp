@@ -60,8 +60,8 @@ void CpuOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* d
   cpu::gemm({dxa.data(), dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r});  // s dy B
   cpu::gemm({dA, dxa.data(), xl, r, in, rows, true, false, 1.0f, 1.0f, r, in, in});   // dA += dxa^T x_lora
   linear_backward(dx, dW, db, dy, x, W, rows, in, out, accumulate_dx);
-  // dx already holds the base path's part; a separate dx_lora starts fresh unless accumulating.
-  const float beta = dxl == dx || accumulate_dx ? 1.0f : 0.0f;
+  // dx already holds the base path's part; a separate dx_lora is written afresh.
+  const float beta = dxl == dx ? 1.0f : 0.0f;
   if (dxl) cpu::gemm({dxl, dxa.data(), A, rows, in, r, false, false, 1.0f, beta, r, in, in});  // (+)= dxa A
 }
 

@@ -164,8 +164,8 @@ void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* 
   }
   linear_backward(dx, dW, db, dy, x, W, rows, in, out, accumulate_dx);
   float* dxl = dx_lora ? dx_lora : dx;
-  // dx already holds the base path's part; a separate dx_lora starts fresh unless accumulating.
-  if (dxl) gemm(dxl, dxa, A, rows, in, r, false, false, 1.0f, dxl == dx ? 1.0f : beta, r, in, in);  // (+)= dxa A
+  // dx already holds the base path's part; a separate dx_lora is written afresh.
+  if (dxl) gemm(dxl, dxa, A, rows, in, r, false, false, 1.0f, dxl == dx ? 1.0f : 0.0f, r, in, in);  // (+)= dxa A
 }
 
 }  // namespace lt::cuda

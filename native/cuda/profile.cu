@@ -24,6 +24,10 @@ thread_local int depth = 0;  // ops call ops (linear -> gemm): only the outermos
 
 void profile_start() {
   std::lock_guard<std::mutex> lock(records_mutex);
+  for (const Record& r : records) {  // a previous session never stopped, or an op ended after its stop
+    cudaEventDestroy(r.start);
+    cudaEventDestroy(r.stop);
+  }
   records.clear();
   active = true;
 }

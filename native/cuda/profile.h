@@ -2,6 +2,7 @@
 // (bench/gpu-check.ts prints it). Off unless started: then each outermost op call records a
 // pair of CUDA events on the default stream, summed per op when stopped.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 

@@ -54,7 +54,7 @@ struct Prior::Acts {
   // stored (gelu_grn_* recompute it).
   float *tmp_n, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;
   float *tmp_u1, *tmp_nx, *tmp_src, *tmp_q, *tmp_k, *tmp_v, *tmp_o;  // Saved::f32 when shared
-  float *tmp_stream_in, *tmp_stream_mid;
+  float *tmp_stream_in, *tmp_stream_mid, *tmp_stream_attn, *tmp_dw;
   std::vector<float*> stream;  // residual stream before each block and after the last: (B, P, c)
   std::vector<float*> ts_ab, ts_xa, ts_xl;  // per timestep block: mapper output (B, 2c)
   std::vector<Res> res;
@@ -270,7 +270,7 @@ void Prior::plan(const StepShape& s, bool train) {
     const Linear& l = *linear_by_name_.at(module);
     if (!l.lora) return;
     take(xa, rows * r);
-    if (lora_drop) take(xl, rows * l.in);
+    if (lora_drop) take(xl, rows * l.in);  // also forward-only: Prior::forward may run with dropout
   };
   auto adapted = [&](const std::string& module) { return linear_by_name_.at(module)->lora != nullptr; };
   // A block's own buffer when `keep`, else the shared scratch (bound after allocation).
@@ -306,13 +306,17 @@ void Prior::plan(const StepShape& s, bool train) {
   // Of the residual stream only the AttnBlocks' inputs are read by the backward (their
   // LayerNorm's), and a TimestepBlock's input when its mapper has an adapter: the block
   // inputs and ResBlock outputs alternate between two scratch buffers.
+  // A forward-only plan keeps none of them, nor the other activations below that only a
+  // backward reads.
   take(a.tmp_stream_in, B * P * c);
   take(a.tmp_stream_mid, B * P * c);
+  take(a.tmp_stream_attn, B * P * c);
+  take(a.tmp_dw, B * P * c);
   a.stream.assign(3 * k.depth + 1, nullptr);
   for (int64_t i = 0; i <= 3 * k.depth; ++i) {
     if (i % 3 == 0) keep_or_share(false, a.stream[i], B * P * c, a.tmp_stream_in);
-    else if (i % 3 == 1) keep_or_share(adapted("blocks." + std::to_string(i) + ".mapper"), a.stream[i], B * P * c, a.tmp_stream_mid);
-    else take(a.stream[i], B * P * c);
+    else if (i % 3 == 1) keep_or_share(train && adapted("blocks." + std::to_string(i) + ".mapper"), a.stream[i], B * P * c, a.tmp_stream_mid);
+    else keep_or_share(train, a.stream[i], B * P * c, a.tmp_stream_attn);
   }
   a.res.assign(k.depth, {});
   a.attn.assign(k.depth, {});
@@ -323,12 +327,12 @@ void Prior::plan(const StepShape& s, bool train) {
     const std::string res = "blocks." + std::to_string(3 * d), ts = "blocks." + std::to_string(3 * d + 1),
                       at = "blocks." + std::to_string(3 * d + 2);
     Acts::Res& R = a.res[d];
-    take(R.dw, B * P * c);
+    keep_or_share(train, R.dw, B * P * c, a.tmp_dw);
     take(R.mean, B * P);
     take(R.rstd, B * P);
-    keep_or_share(adapted(res + ".channelwise.0"), R.n, B * P * c, a.tmp_n);
+    keep_or_share(train && adapted(res + ".channelwise.0"), R.n, B * P * c, a.tmp_n);
     keep_saved(true, R.u1, B * P * 4 * c, a.tmp_u1);
-    const bool fc2 = adapted(res + ".channelwise.4");
+    const bool fc2 = train && adapted(res + ".channelwise.4");
     keep_or_share(fc2, R.grn, B * P * 4 * c, a.tmp_grn);
     R.drop = nullptr;
     if (k.dropout > 0.0f) keep_or_share(fc2, R.drop, B * P * 4 * c, a.tmp_drop);
@@ -410,10 +414,7 @@ void Prior::linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, 
   }
   const bool drop = train && lora_config_.dropout > 0.0f;
   float* dx_lora = nullptr;
-  if (drop && dx) {
-    if (accumulate) ops_.zero(dx_scratch, rows * l.in);  // the op then adds to it like to dx
-    dx_lora = dx_scratch;
-  }
+  if (drop && dx) dx_lora = dx_scratch;
   const float scale = lora_config_.alpha / static_cast<float>(lora_config_.rank);
   ops_.lora_linear_backward(dx, dx_lora, l.lora->dA, l.lora->dB, nullptr, nullptr, dy, x, drop ? x_drop : nullptr, xa,
                             l.W, l.lora->A, l.lora->B, scale, rows, l.in, l.out, lora_config_.rank, accumulate);
