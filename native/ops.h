@@ -83,10 +83,10 @@ class Ops {
   // o (B, N, H*d), lse (B, H, N) log-sum-exp of the scaled scores; q (B, N, H*d),
   // k (B, M, H*d), v (B, M, H*d). Row strides of q/k/v/o are H*d. compute bf16/f16 lets a
   // backend multiply in that type (tensor cores; mixed precision), accumulating in fp32; the
-  // CPU computes in fp32 regardless.
-  virtual void attention_forward(float* o, float* lse, const float* q, const float* k,
-                                 const float* v, int64_t B, int64_t N, int64_t M, int64_t H,
-                                 int64_t d, float scale, DType compute) = 0;
+  // CPU computes in fp32 regardless. q, k and v may be stored bf16/fp16.
+  virtual void attention_forward(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v,
+                                 int64_t B, int64_t N, int64_t M, int64_t H, int64_t d,
+                                 float scale, DType compute) = 0;
   // dq (B, N, H*d), dk (B, M, H*d), dv (B, M, H*d); dout like o. q, k, v and o may be
   // bf16/fp16 (mixed precision keeps them so for the backward).
   virtual void attention_backward(float* dq, float* dk, float* dv, const float* dout,

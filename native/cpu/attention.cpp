@@ -55,7 +55,7 @@ namespace {
 
 // The forward pass shared by the training attention (lse kept, nothing masked) and the text
 // encoder's (causal and padding masks, no lse). o (B, N, H*d); lse (B, H, N) or null.
-void attention_forward_impl(float* o, float* lse, const float* q, const float* k, const float* v,
+void attention_forward_impl(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v,
                             const uint8_t* key_mask, bool causal, int64_t B, int64_t N, int64_t M,
                             int64_t H, int64_t d, float scale) {
   const int64_t ld = H * d;
@@ -63,11 +63,11 @@ void attention_forward_impl(float* o, float* lse, const float* q, const float* k
   parallel_for(B * H, [&](int64_t task) {
     const int64_t b = task / H, h = task % H;
     // One head's rows inside an interleaved (rows, H*d) tensor; keeps the pointer's constness.
-    auto head = [&](auto* base, int64_t rows) { return base + b * rows * ld + h * d; };
-    const std::vector<float> qh = gather_head(head(q, N), N, d, ld);  // (N, d)
-    const std::vector<float> kh = gather_head(head(k, M), M, d, ld);  // (M, d)
-    const std::vector<float> vh = gather_head(head(v, M), M, d, ld);  // (M, d)
-    float* oh = head(o, N);                                           // (N, d) rows strided by ld
+    auto at = [&](int64_t rows) { return b * rows * ld + h * d; };  // a head's first element
+    const std::vector<float> qh = gather_head(q, at(N), N, d, ld);  // (N, d)
+    const std::vector<float> kh = gather_head(k, at(M), M, d, ld);  // (M, d)
+    const std::vector<float> vh = gather_head(v, at(M), M, d, ld);  // (M, d)
+    float* oh = o + at(N);                                          // (N, d) rows strided by ld
     const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;      // (M)
     const bool masked = mask || causal;
     const auto& ks = active_kernels();
@@ -115,9 +115,9 @@ void attention_forward_impl(float* o, float* lse, const float* q, const float* k
 
 }  // namespace
 
-void CpuOps::attention_forward(float* o, float* lse, const float* q, const float* k,
-                               const float* v, int64_t B, int64_t N, int64_t M, int64_t H,
-                               int64_t d, float scale, DType) {
+void CpuOps::attention_forward(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v,
+                               int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale,
+                               DType) {
   attention_forward_impl(o, lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
 }
 

@@ -21,7 +21,7 @@ class CpuOps final : public Ops {
   void linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x, TensorRef W, int64_t rows, int64_t in, int64_t out, bool accumulate_dx) override;
   void lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora, TensorRef W, const float* b, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
   void lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db, const float* dy, TensorRef x, const float* x_lora, const float* xa, TensorRef W, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r, bool accumulate_dx) override;
-  void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale, DType compute) override;
+  void attention_forward(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale, DType compute) override;
   void attention_backward(float* dq, float* dk, float* dv, const float* dout, TensorRef q, TensorRef k, TensorRef v, TensorRef o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale, DType compute) override;
   void attention_masked_forward(float* o, const float* q, const float* k, const float* v, const uint8_t* key_mask, bool causal, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) override;
   void layernorm_affine_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows, int64_t C, float eps) override;

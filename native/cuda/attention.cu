@@ -276,8 +276,8 @@ bool allow_shared_memory(Kernel kernel, size_t bytes) {
 }
 
 template <typename T>
-void flash_forward(float* o, float* lse, const float* q, const float* k, const float* v, int64_t B, int64_t N,
-                   int64_t M, int64_t H, float scale) {
+void flash_forward(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N, int64_t M,
+                   int64_t H, float scale) {
   static const bool configured = allow_shared_memory(flash_forward_kernel<T>, kFlashForwardSmem);
   (void)configured;
   dim3 grid(static_cast<unsigned>((N + kTile - 1) / kTile), static_cast<unsigned>(H), static_cast<unsigned>(B));
@@ -417,6 +417,14 @@ __global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, c
 
 // The row kernels' dynamic shared memory (one row of scores) beside their static 384 bytes of
 // reduction scratch, within the default 48 KB.
+// x (n) as fp32 for the row kernels: itself, or widened into buf when stored narrower.
+const float* widened(TensorRef x, int64_t n, DeviceBuffer& buf) {
+  if (x.type == DType::f32) return x.f32();
+  float* p = buf.floats(n);
+  convert_device(p, DType::f32, x, n);
+  return p;
+}
+
 void check_shared(int64_t floats, const char* what) {
   if (floats * 4 > 48 * 1024 - 1024)
     throw std::runtime_error(std::string(what) + ": sequence too long for this kernel's shared-memory row (" + std::to_string(floats) + " floats)");
@@ -424,16 +432,20 @@ void check_shared(int64_t floats, const char* what) {
 
 }  // namespace
 
-void CudaOps::attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, int64_t B,
-                                int64_t N, int64_t M, int64_t H, int64_t d, float scale, DType compute) {
+void CudaOps::attention_forward(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N,
+                                int64_t M, int64_t H, int64_t d, float scale, DType compute) {
   LT_PROFILE("attention_forward");
-  if (use_flash(compute, d, {o, q, k, v})) {
+  if (use_flash(compute, d, {o, q.data, k.data, v.data})) {
     if (compute == DType::bf16) return flash_forward<__nv_bfloat16>(o, lse, q, k, v, B, N, M, H, scale);
     return flash_forward<__half>(o, lse, q, k, v, B, N, M, H, scale);
   }
   check_shared(M, "attention_forward");
+  DeviceBuffer wide[3];
+  const float *q32 = widened(q, B * N * H * d, wide[0]), *k32 = widened(k, B * M * H * d, wide[1]),
+              *v32 = widened(v, B * M * H * d, wide[2]);
   dim3 grid(static_cast<unsigned>(N), static_cast<unsigned>(H), static_cast<unsigned>(B));
-  attention_forward_kernel<<<grid, kAttnThreads, M * sizeof(float)>>>(o, lse, q, k, v, nullptr, false, N, M, H, d, scale);
+  attention_forward_kernel<<<grid, kAttnThreads, M * sizeof(float)>>>(o, lse, q32, k32, v32, nullptr, false, N, M, H, d,
+                                                                     scale);
   LT_LAUNCHED("attention_forward");
 }
 
@@ -467,17 +479,9 @@ void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* d
   }
   check_shared(M, "attention_backward");
   check_shared(2 * N, "attention_backward");
-  // The row kernels read fp32: widen inputs stored narrower.
   DeviceBuffer wide[3];
-  auto as_f32 = [&](TensorRef x, int64_t n, DeviceBuffer& buf) -> const float* {
-    if (x.type == DType::f32) return x.f32();
-    float* p = buf.floats(n);
-    convert_device(p, DType::f32, x, n);
-    return p;
-  };
-  const float* q32 = as_f32(q, B * N * H * d, wide[0]);
-  const float* k32 = as_f32(k, B * M * H * d, wide[1]);
-  const float* v32 = as_f32(v, B * M * H * d, wide[2]);
+  const float *q32 = widened(q, B * N * H * d, wide[0]), *k32 = widened(k, B * M * H * d, wide[1]),
+              *v32 = widened(v, B * M * H * d, wide[2]);
   DeviceBuffer delta_buf;
   float* delta = delta_buf.floats(B * H * N);
   attention_delta_kernel<<<blocks_for(B * H * N), kThreads>>>(delta, dout, o, B, N, H, d);

@@ -476,11 +476,13 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     linear_forward(linear(at + ".attention.to_q"), A.q.f32, A.nx.f32, A.xa_q, A.xl_q, B * P, train, seed);
     linear_forward(linear(at + ".attention.to_k"), A.k.f32, A.src.f32, A.xa_k, A.xl_k, B * S, train, seed);
     linear_forward(linear(at + ".attention.to_v"), A.v.f32, A.src.f32, A.xa_v, A.xl_v, B * S, train, seed);
-    ops_.attention_forward(A.o.f32, A.lse, A.q.f32, A.k.f32, A.v.f32, B, P, S, k.nhead, d_head,
-                           1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
     for (auto [v, n] : {std::pair<Saved*, int64_t>{&A.nx, B * P * c}, {&A.src, B * S * c}, {&A.q, B * P * c},
-                        {&A.k, B * S * c}, {&A.v, B * S * c}, {&A.o, B * P * c}})
+                        {&A.k, B * S * c}, {&A.v, B * S * c}})
       keep(*v, n);
+    // Attention reads the kept copies (half the bytes; the GPU rounds to that type anyway).
+    ops_.attention_forward(A.o.f32, A.lse, saved(A.q), saved(A.k), saved(A.v), B, P, S, k.nhead, d_head,
+                           1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
+    keep(A.o, B * P * c);
     float* next = a.stream[3 * d + 3];
     linear_forward(linear(at + ".attention.to_out.0"), dropout ? A.y : next, A.o.f32, A.xa_out, A.xl_out, B * P, train, seed);
     if (dropout) ops_.dropout_add_forward(next, A.y, xa, k.dropout, site_seed(seed, 3 * d + 2, 1), B * P * c);
