@@ -22,8 +22,9 @@ if [ ! -f "$nvcc_include/cublasLt.h" ]; then
   header=$(find $site /usr/local/cuda*/ -name cublasLt.h 2>/dev/null | head -n1 || true)
   [ -n "$header" ] && export CUBLASLT_INCLUDE_DIR="$(dirname "$header")"
 fi
-if ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt\.so\.'; then
-  lib=$(find /usr/local/cuda*/ $site -name 'libcublasLt.so.1[0-9]' 2>/dev/null | head -n1 || true)
+major=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')  # the build opens libcublasLt.so.<major>
+if ! ldconfig -p 2>/dev/null | grep -q "libcublasLt\.so\.$major "; then
+  lib=$(find /usr/local/cuda*/ $site -name "libcublasLt.so.$major*" 2>/dev/null | head -n1 || true)
   [ -n "$lib" ] && export LORA_TRAIN_CUBLASLT="$lib"
 fi
 echo "cuBLASLt header: ${CUBLASLT_INCLUDE_DIR:-$nvcc_include}; library: ${LORA_TRAIN_CUBLASLT:-found by the dynamic loader}"
