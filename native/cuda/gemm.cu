@@ -96,7 +96,8 @@ struct Plan {
   cublasLtMatmulDesc_t desc;
   cublasLtMatrixLayout_t a, b, c;  // in cuBLASLt's (column-major) roles
   cublasLtMatmulAlgo_t algo;
-  bool bias;  // the bias epilogue is on (false when asked but no algorithm has it)
+  bool bias;    // the bias epilogue is on (false when asked but no algorithm has it)
+  bool usable;  // the heuristic found an algorithm at all
 };
 
 __global__ void fill_rows_kernel(float* C, const float* bias, int64_t M, int64_t N, int64_t ldc) {
@@ -113,8 +114,8 @@ class Blas {
   }
 
   // C (M, N) fp32 = alpha op(A) op(B) + beta C (+ bias (N) per row, only with beta == 0) with
-  // A and B of type t (already matching).
-  void matmul(float* C, const void* A, const void* B, DType t, int64_t M, int64_t N, int64_t K, bool transA,
+  // A and B of type t (already matching). False when cuBLASLt has no algorithm for it.
+  bool matmul(float* C, const void* A, const void* B, DType t, int64_t M, int64_t N, int64_t K, bool transA,
               bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32, const float* bias) {
     std::lock_guard<std::mutex> lock(mutex_);
     const CublasLt& lt = api();
@@ -123,6 +124,7 @@ class Blas {
     auto it = plans_.find(key);
     if (it == plans_.end()) it = plans_.emplace(key, make_plan(lt, key, t, bias)).first;
     const Plan& p = it->second;
+    if (!p.usable) return false;
     if (p.bias) {
       check_blas(lt, lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "bias pointer");
     } else if (bias) {  // no algorithm with the epilogue: start C at the bias and accumulate
@@ -134,6 +136,7 @@ class Blas {
     check_blas(lt, lt.matmul(handle_, p.desc, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, workspace_,
                              kWorkspaceBytes, 0),
                "matmul");
+    return true;
   }
 
  private:
@@ -189,10 +192,8 @@ class Blas {
     }
     lt.pref_destroy(pref);
     if (s != CUBLAS_STATUS_SUCCESS && s != CUBLAS_STATUS_NOT_SUPPORTED) check_blas(lt, s, "heuristic");
-    if (s != CUBLAS_STATUS_SUCCESS || found < 1)
-      throw std::runtime_error("cuBLASLt has no algorithm for a " + std::string(dtype_name(t)) + " GEMM of M=" +
-                               std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
-    p.algo = result.algo;
+    p.usable = s == CUBLAS_STATUS_SUCCESS && found > 0;
+    if (p.usable) p.algo = result.algo;
     return p;
   }
 
@@ -241,7 +242,20 @@ void gemm_device(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64
     convert_device(p, t, B, span);
     B = {p, t};
   }
-  Blas::get().matmul(C, A.data, B.data, t, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, tf32, bias);
+  if (Blas::get().matmul(C, A.data, B.data, t, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, tf32, bias)) return;
+  // No algorithm for these low-precision operands (an odd leading dimension, say): widen both
+  // and multiply in fp32, which cuBLASLt always has.
+  DeviceBuffer a_wide, b_wide;
+  if (t != DType::f32) {
+    const int64_t a_span = transA ? (K - 1) * lda + M : (M - 1) * lda + K, b_span = transB ? (N - 1) * ldb + K : (K - 1) * ldb + N;
+    float* a32 = a_wide.floats(a_span);
+    float* b32 = b_wide.floats(b_span);
+    convert_device(a32, DType::f32, A, a_span);
+    convert_device(b32, DType::f32, B, b_span);
+    if (Blas::get().matmul(C, a32, b32, DType::f32, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, false, bias)) return;
+  }
+  throw std::runtime_error("cuBLASLt has no algorithm for a " + std::string(dtype_name(t)) + " GEMM of M=" +
+                           std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
 }
 
 void CudaOps::gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
