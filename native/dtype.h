@@ -105,4 +105,15 @@ struct TensorRef {
   float at(int64_t i) const { return type == DType::f32 ? f32()[i] : lowp_to_f32(lowp()[i], type); }
 };
 
+// A written tensor of any storage type; a float pointer converts to it implicitly. An op
+// writing bf16/fp16 computes in fp32 and rounds once on the way out.
+struct TensorOut {
+  void* data;
+  DType type;
+  TensorOut(float* p) : data(p), type(DType::f32) {}  // NOLINT: implicit on purpose
+  TensorOut(std::nullptr_t) : data(nullptr), type(DType::f32) {}  // NOLINT
+  TensorOut(void* p, DType t) : data(p), type(t) {}
+  float* f32() const { return static_cast<float*>(data); }
+};
+
 }  // namespace lt

@@ -24,12 +24,21 @@ void add_column_sums(float* db, const float* dy, int64_t rows, int64_t out) {
   for (int64_t j = 0; j < out; ++j) db[j] += static_cast<float>(acc[j]);
 }
 
+// A bf16/fp16 output: computed in fp32 by compute(y32), then rounded once.
+template <typename Compute>
+void write_rounded(Ops& ops, TensorOut y, int64_t n, Compute compute) {
+  std::vector<float> y32(static_cast<size_t>(n));  // (n)
+  compute(y32.data());
+  ops.convert(y.data, y.type, y32.data(), n);
+}
+
 }  // namespace
 
-void CpuOps::linear_forward(float* y, const float* x, TensorRef W, const float* b,
+void CpuOps::linear_forward(TensorOut y, const float* x, TensorRef W, const float* b,
                             int64_t rows, int64_t in, int64_t out) {
-  fill_bias(y, b, rows, out);
-  cpu::gemm({y, x, W, rows, out, in, false, true, 1.0f, 1.0f, in, in, out});  // y += x W^T
+  if (y.type != DType::f32) return write_rounded(*this, y, rows * out, [&](float* y32) { linear_forward(y32, x, W, b, rows, in, out); });
+  fill_bias(y.f32(), b, rows, out);
+  cpu::gemm({y.f32(), x, W, rows, out, in, false, true, 1.0f, 1.0f, in, in, out});  // y += x W^T
 }
 
 void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x,
@@ -39,13 +48,15 @@ void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, T
   if (db) add_column_sums(db, dy, rows, out);
 }
 
-void CpuOps::lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora,
+void CpuOps::lora_linear_forward(TensorOut y, float* xa, const float* x, const float* x_lora,
                                  TensorRef W, const float* b, const float* A, const float* B,
                                  float scale, int64_t rows, int64_t in, int64_t out, int64_t r) {
+  if (y.type != DType::f32)
+    return write_rounded(*this, y, rows * out, [&](float* y32) { lora_linear_forward(y32, xa, x, x_lora, W, b, A, B, scale, rows, in, out, r); });
   const float* xl = x_lora ? x_lora : x;
   cpu::gemm({xa, xl, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r});  // xa = x_lora A^T
   linear_forward(y, x, W, b, rows, in, out);
-  cpu::gemm({y, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out});  // y += s xa B^T
+  cpu::gemm({y.f32(), xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out});  // y += s xa B^T
 }
 
 void CpuOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW,

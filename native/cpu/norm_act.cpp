@@ -219,10 +219,15 @@ namespace lt::cpu {
 
 // The CPU composes the fused ops from the reference ones (the fusion is a GPU memory-traffic
 // saving; here it would only duplicate code).
-void CpuOps::gelu_grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B,
+void CpuOps::gelu_grn_forward(float* y, TensorRef u, const float* gamma, const float* beta, int64_t B,
                               int64_t P, int64_t C, float eps) {
   std::vector<float> g(static_cast<size_t>(B * P * C));  // (B, P, C)
-  gelu_forward(g.data(), u, B * P * C);
+  if (u.type != DType::f32) {  // widen in place, then GELU
+    convert(g.data(), DType::f32, u, B * P * C);
+    gelu_forward(g.data(), g.data(), B * P * C);
+  } else {
+    gelu_forward(g.data(), u.f32(), B * P * C);
+  }
   grn_forward(y, g.data(), gamma, beta, B, P, C, eps);
 }
 

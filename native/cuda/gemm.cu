@@ -89,8 +89,9 @@ int alignment(const void* p) {
   return al;
 }
 
-// M, N, K, transA, transB, lda, ldb, ldc, type, tf32, alignments of A, B, C and the bias (0: none)
-using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, int, bool, int, int, int, int>;
+// M, N, K, transA, transB, lda, ldb, ldc, operand type, tf32, alignments of A, B, C and the bias
+// (0: none), C's type
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, int, bool, int, int, int, int, int>;
 
 struct Plan {
   cublasLtMatmulDesc_t desc;
@@ -100,8 +101,12 @@ struct Plan {
   bool usable;  // the heuristic found an algorithm at all
 };
 
-__global__ void fill_rows_kernel(float* C, const float* bias, int64_t M, int64_t N, int64_t ldc) {
-  LT_FOR(i, M * N) C[(i / N) * ldc + (i % N)] = bias[i % N];
+__global__ void fill_rows_kernel(void* C, DType c_type, const float* bias, int64_t M, int64_t N, int64_t ldc) {
+  LT_FOR(i, M * N) {
+    const int64_t j = (i / N) * ldc + (i % N);
+    if (c_type == DType::f32) static_cast<float*>(C)[j] = bias[i % N];
+    else static_cast<uint16_t*>(C)[j] = f32_to_lowp(bias[i % N], c_type);
+  }
 }
 
 constexpr size_t kWorkspaceBytes = 32u << 20;
@@ -115,12 +120,12 @@ class Blas {
 
   // C (M, N) fp32 = alpha op(A) op(B) + beta C (+ bias (N) per row, only with beta == 0) with
   // A and B of type t (already matching). False when cuBLASLt has no algorithm for it.
-  bool matmul(float* C, const void* A, const void* B, DType t, int64_t M, int64_t N, int64_t K, bool transA,
+  bool matmul(TensorOut C, const void* A, const void* B, DType t, int64_t M, int64_t N, int64_t K, bool transA,
               bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32, const float* bias) {
     std::lock_guard<std::mutex> lock(mutex_);
     const CublasLt& lt = api();
     const PlanKey key{M, N, K, transA, transB, lda, ldb, ldc, static_cast<int>(t), tf32 && t == DType::f32,
-                      alignment(A), alignment(B), alignment(C), bias ? alignment(bias) : 0};
+                      alignment(A), alignment(B), alignment(C.data), bias ? alignment(bias) : 0, static_cast<int>(C.type)};
     auto it = plans_.find(key);
     if (it == plans_.end()) it = plans_.emplace(key, make_plan(lt, key, t, bias)).first;
     const Plan& p = it->second;
@@ -128,12 +133,12 @@ class Blas {
     if (p.bias) {
       check_blas(lt, lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "bias pointer");
     } else if (bias) {  // no algorithm with the epilogue: start C at the bias and accumulate
-      fill_rows_kernel<<<blocks_for(M * N), kThreads>>>(C, bias, M, N, ldc);
+      fill_rows_kernel<<<blocks_for(M * N), kThreads>>>(C.data, C.type, bias, M, N, ldc);
       LT_LAUNCHED("gemm bias");
       beta = 1.0f;
     }
     // cuBLASLt's A is our op(B)^T and its B our op(A)^T (see the file comment).
-    check_blas(lt, lt.matmul(handle_, p.desc, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, workspace_,
+    check_blas(lt, lt.matmul(handle_, p.desc, &alpha, B, p.a, A, p.b, &beta, C.data, p.c, C.data, p.c, &p.algo, workspace_,
                              kWorkspaceBytes, 0),
                "matmul");
     return true;
@@ -153,7 +158,7 @@ class Blas {
   }
 
   Plan make_plan(const CublasLt& lt, const PlanKey& key, DType t, const float* bias_pointer) {
-    const auto [M, N, K, transA, transB, lda, ldb, ldc, type, tf32, al_a, al_b, al_c, al_bias] = key;
+    const auto [M, N, K, transA, transB, lda, ldb, ldc, type, tf32, al_a, al_b, al_c, al_bias, c_type] = key;
     Plan p{};
     const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     check_blas(lt, lt.desc_create(&p.desc, compute, CUDA_R_32F), "descriptor");
@@ -163,7 +168,7 @@ class Blas {
     // Stored shapes in column-major terms: our row-major X (r, c) is column-major (c, r).
     check_blas(lt, lt.layout_create(&p.a, cuda_type(t), transB ? K : N, transB ? N : K, ldb), "layout B");
     check_blas(lt, lt.layout_create(&p.b, cuda_type(t), transA ? M : K, transA ? K : M, lda), "layout A");
-    check_blas(lt, lt.layout_create(&p.c, CUDA_R_32F, N, M, ldc), "layout C");
+    check_blas(lt, lt.layout_create(&p.c, cuda_type(static_cast<DType>(c_type)), N, M, ldc), "layout C");
     cublasLtMatmulPreference_t pref;
     check_blas(lt, lt.pref_create(&pref), "preference");
     const uint64_t ws = kWorkspaceBytes;
@@ -213,21 +218,25 @@ __global__ void scale_kernel(float* C, int64_t M, int64_t N, int64_t ldc, float 
 
 }  // namespace
 
-void gemm_device(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
+void gemm_device(TensorOut C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
                  float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32, const float* bias) {
   if (M <= 0 || N <= 0) return;
   if (bias && beta != 0.0f) throw std::logic_error("gemm_device: a bias needs beta == 0");
   if (bias && (K <= 0 || alpha == 0.0f)) {
-    fill_rows_kernel<<<blocks_for(M * N), kThreads>>>(C, bias, M, N, ldc);
+    fill_rows_kernel<<<blocks_for(M * N), kThreads>>>(C.data, C.type, bias, M, N, ldc);
     LT_LAUNCHED("gemm bias");
     return;
   }
   if (K <= 0 || alpha == 0.0f) {
-    scale_kernel<<<blocks_for(M * N), kThreads>>>(C, M, N, ldc, beta);
+    if (C.type != DType::f32) throw std::logic_error("gemm_device: an empty product into a bf16/fp16 C");
+    scale_kernel<<<blocks_for(M * N), kThreads>>>(C.f32(), M, N, ldc, beta);
     LT_LAUNCHED("gemm (scale)");
     return;
   }
-  const DType t = gemm_operand_type(A.type, B.type);
+  // A bf16/fp16 C takes operands of its type (cuBLASLt pairs fp32 operands with fp32 C only).
+  const DType t = A.type == DType::f32 && B.type == DType::f32 ? C.type : gemm_operand_type(A.type, B.type);
+  if (C.type != DType::f32 && C.type != t)
+    throw std::invalid_argument(std::string("gemm_device: a ") + dtype_name(C.type) + " C with " + dtype_name(t) + " operands");
   // An fp32 operand beside a bf16/fp16 one is rounded to that type (tensor cores take one type).
   DeviceBuffer a_cast, b_cast;
   if (A.type != t) {
@@ -244,9 +253,9 @@ void gemm_device(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64
   }
   if (Blas::get().matmul(C, A.data, B.data, t, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, tf32, bias)) return;
   // No algorithm for these low-precision operands (an odd leading dimension, say): widen both
-  // and multiply in fp32, which cuBLASLt always has.
+  // and multiply in fp32, which cuBLASLt always has (into an fp32 C).
   DeviceBuffer a_wide, b_wide;
-  if (t != DType::f32) {
+  if (t != DType::f32 && C.type == DType::f32) {
     const int64_t a_span = transA ? (K - 1) * lda + M : (M - 1) * lda + K, b_span = transB ? (N - 1) * ldb + K : (K - 1) * ldb + N;
     float* a32 = a_wide.floats(a_span);
     float* b32 = b_wide.floats(b_span);

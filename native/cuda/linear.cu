@@ -82,7 +82,7 @@ CudaOps::LoraPath CudaOps::lora_path(TensorRef W, bool dropout, int64_t rows, in
   return allow_tf32_ ? LoraPath::separate : LoraPath::merged;
 }
 
-void CudaOps::linear_forward(float* y, const float* x, TensorRef W, const float* b, int64_t rows, int64_t in,
+void CudaOps::linear_forward(TensorOut y, const float* x, TensorRef W, const float* b, int64_t rows, int64_t in,
                              int64_t out) {
   LT_PROFILE("linear_forward");
   gemm_device(y, x, W, rows, out, in, false, true, 1.0f, 0.0f, in, in, out, allow_tf32_, b);  // y = x W^T + b
@@ -99,7 +99,7 @@ void CudaOps::linear_backward(float* dx, float* dW, float* db, const float* dy, 
   }
 }
 
-void CudaOps::lora_linear_forward(float* y, float* xa, const float* x, const float* x_lora, TensorRef W,
+void CudaOps::lora_linear_forward(TensorOut y, float* xa, const float* x, const float* x_lora, TensorRef W,
                                   const float* b, const float* A, const float* B, float scale, int64_t rows,
                                   int64_t in, int64_t out, int64_t r) {
   LT_PROFILE("lora_linear_forward");
@@ -107,7 +107,7 @@ void CudaOps::lora_linear_forward(float* y, float* xa, const float* x, const flo
   switch (lora_path(W, x_lora != nullptr, rows, in, in, out)) {
     case LoraPath::separate:
       linear_forward(y, x, W, b, rows, in, out);
-      gemm(y, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out);  // y += s xa B^T
+      gemm_device(y, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out, allow_tf32_);  // y += s xa B^T
       return;
     case LoraPath::merged: {
       DeviceBuffer merged;

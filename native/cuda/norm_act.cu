@@ -283,7 +283,7 @@ void CudaOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* 
   grn_backward_device<false>(du, dgamma, dbeta, dy, u, gamma, B, P, C, eps);
 }
 
-void CudaOps::gelu_grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
+void CudaOps::gelu_grn_forward(float* y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P,
                                int64_t C, float eps) {
   LT_PROFILE("gelu_grn_forward");
   grn_forward_device<true>(y, u, gamma, beta, B, P, C, eps);

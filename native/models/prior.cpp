@@ -393,7 +393,7 @@ void Prior::plan(const StepShape& s, bool train) {
   planned_train_ = train;
 }
 
-void Prior::linear_forward(Linear& l, float* y, const float* x, float* xa, float* x_drop,
+void Prior::linear_forward(Linear& l, TensorOut y, const float* x, float* xa, float* x_drop,
                            int64_t rows, bool train, uint64_t seed) {
   if (!l.lora) return ops_.linear_forward(y, x, l.W, l.b, rows, l.in, l.out);
   const float* x_lora = nullptr;
@@ -429,6 +429,10 @@ TensorRef Prior::saved(const Saved& v) const {
   return v.lowp ? TensorRef(v.lowp, config_.weight_type) : TensorRef(v.f32);
 }
 
+TensorOut Prior::output(const Saved& v) const {
+  return v.lowp ? TensorOut(v.lowp, config_.weight_type) : TensorOut(v.f32);
+}
+
 void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
   const PriorConfig& k = config_;
   Acts& a = *acts_;
@@ -450,9 +454,8 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     const float* x = a.stream[3 * d];
     ops_.depthwise_conv3x3_forward(R.dw, x, param(res + ".depthwise.weight"), param(res + ".depthwise.bias"), B, s.H, s.W, c);
     ops_.layernorm_forward(R.n, R.mean, R.rstd, R.dw, B * P, c, kLnEps);
-    linear_forward(linear(res + ".channelwise.0"), R.u1.f32, R.n, R.xa1, R.xl1, B * P, train, seed);
-    keep(R.u1, B * P * 4 * c);
-    ops_.gelu_grn_forward(R.grn, R.u1.f32, param(res + ".channelwise.2.gamma"), param(res + ".channelwise.2.beta"), B, P,
+    linear_forward(linear(res + ".channelwise.0"), output(R.u1), R.n, R.xa1, R.xl1, B * P, train, seed);
+    ops_.gelu_grn_forward(R.grn, saved(R.u1), param(res + ".channelwise.2.gamma"), param(res + ".channelwise.2.beta"), B, P,
                           4 * c, kGrnEps);
     const float* fc2_in = R.grn;
     if (dropout) {
@@ -473,13 +476,13 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     ops_.modulate_layernorm_forward(a.stream[3 * d + 2], A.nx.f32, A.mean, A.rstd, a.stream[3 * d + 1], a.ts_ab[d], B, P, c,
                                     kLnEps);
     ops_.concat_seq(A.src.f32, A.nx.f32, A.kv, B, P, T, c);
-    linear_forward(linear(at + ".attention.to_q"), A.q.f32, A.nx.f32, A.xa_q, A.xl_q, B * P, train, seed);
-    linear_forward(linear(at + ".attention.to_k"), A.k.f32, A.src.f32, A.xa_k, A.xl_k, B * S, train, seed);
-    linear_forward(linear(at + ".attention.to_v"), A.v.f32, A.src.f32, A.xa_v, A.xl_v, B * S, train, seed);
-    for (auto [v, n] : {std::pair<Saved*, int64_t>{&A.nx, B * P * c}, {&A.src, B * S * c}, {&A.q, B * P * c},
-                        {&A.k, B * S * c}, {&A.v, B * S * c}})
-      keep(*v, n);
-    // Attention reads the kept copies (half the bytes; the GPU rounds to that type anyway).
+    // q, k and v are written in the kept type directly; attention reads them so (half the
+    // bytes; the GPU's tensor cores round to that type anyway).
+    linear_forward(linear(at + ".attention.to_q"), output(A.q), A.nx.f32, A.xa_q, A.xl_q, B * P, train, seed);
+    linear_forward(linear(at + ".attention.to_k"), output(A.k), A.src.f32, A.xa_k, A.xl_k, B * S, train, seed);
+    linear_forward(linear(at + ".attention.to_v"), output(A.v), A.src.f32, A.xa_v, A.xl_v, B * S, train, seed);
+    keep(A.nx, B * P * c);
+    keep(A.src, B * S * c);
     ops_.attention_forward(A.o.f32, A.lse, saved(A.q), saved(A.k), saved(A.v), B, P, S, k.nhead, d_head,
                            1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
     keep(A.o, B * P * c);

@@ -100,10 +100,12 @@ class Prior {
   void run_forward(const StepShape& s, bool train, uint64_t seed);
   void run_backward(const StepShape& s, bool train, uint64_t seed);
   // Mixed precision's compact activations (Saved): round the computed fp32 values into the
-  // block's low-precision copy (a no-op in fp32), and the tensor the backward reads.
+  // block's low-precision copy (a no-op in fp32); the tensor later ops read; where an op
+  // writes it directly.
   void keep(const Saved& v, int64_t n);
   TensorRef saved(const Saved& v) const;
-  void linear_forward(Linear& l, float* y, const float* x, float* xa, float* x_drop, int64_t rows,
+  TensorOut output(const Saved& v) const;
+  void linear_forward(Linear& l, TensorOut y, const float* x, float* xa, float* x_drop, int64_t rows,
                       bool train, uint64_t seed);
   // accumulate false: dx receives the first contribution (overwritten, not zeroed first).
   void linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa,
