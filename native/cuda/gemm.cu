@@ -1,5 +1,5 @@
-// GEMM through cuBLASLt: bf16/fp16 operands with fp32 accumulation and fp32 output; fp32
-// operands in fp32 or, when allowed, TF32. Row-major C = op(A) op(B) is computed as the
+// GEMM through cuBLASLt: bf16/fp16 operands with fp32 accumulation and an fp32 (or same-type)
+// output; fp32 operands in fp32 or, when allowed, TF32. Row-major C = op(A) op(B) is computed as the
 // column-major C^T = op(B)^T op(A)^T, so no data is transposed. Plans (descriptors and the
 // heuristic's algorithm) are cached per shape.
 #include <dlfcn.h>
@@ -118,7 +118,7 @@ class Blas {
     return blas;
   }
 
-  // C (M, N) fp32 = alpha op(A) op(B) + beta C (+ bias (N) per row, only with beta == 0) with
+  // C (M, N) = alpha op(A) op(B) + beta C (+ bias (N) per row, only with beta == 0) with
   // A and B of type t (already matching). False when cuBLASLt has no algorithm for it.
   bool matmul(TensorOut C, const void* A, const void* B, DType t, int64_t M, int64_t N, int64_t K, bool transA,
               bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32, const float* bias) {
@@ -186,9 +186,10 @@ class Blas {
     // (the heuristic answers NOT_SUPPORTED), again without, and matmul adds the bias itself.
     for (bool epilogue : {al_bias != 0, false}) {
       const cublasLtEpilogue_t e = epilogue ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-      const cudaDataType_t bias_type = CUDA_R_32F;
+      // Our biases are fp32; without the epilogue, back to the default (D's type).
+      const cudaDataType_t bias_type = epilogue ? CUDA_R_32F : cuda_type(static_cast<DType>(c_type));
       s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof(e));
-      if (s == CUBLAS_STATUS_SUCCESS && epilogue) s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type));
+      if (s == CUBLAS_STATUS_SUCCESS) s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type));
       if (s == CUBLAS_STATUS_SUCCESS && epilogue) s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_pointer, sizeof(bias_pointer));
       found = 0;
       if (s == CUBLAS_STATUS_SUCCESS) s = lt.heuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
@@ -228,7 +229,8 @@ void gemm_device(TensorOut C, TensorRef A, TensorRef B, int64_t M, int64_t N, in
     return;
   }
   if (K <= 0 || alpha == 0.0f) {
-    if (C.type != DType::f32) throw std::logic_error("gemm_device: an empty product into a bf16/fp16 C");
+    if (beta == 1.0f) return;
+    if (C.type != DType::f32) throw std::logic_error("gemm_device: an empty product scaling a bf16/fp16 C");
     scale_kernel<<<blocks_for(M * N), kThreads>>>(C.f32(), M, N, ldc, beta);
     LT_LAUNCHED("gemm (scale)");
     return;
@@ -252,16 +254,22 @@ void gemm_device(TensorOut C, TensorRef A, TensorRef B, int64_t M, int64_t N, in
     B = {p, t};
   }
   if (Blas::get().matmul(C, A.data, B.data, t, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, tf32, bias)) return;
-  // No algorithm for these low-precision operands (an odd leading dimension, say): widen both
-  // and multiply in fp32, which cuBLASLt always has (into an fp32 C).
-  DeviceBuffer a_wide, b_wide;
-  if (t != DType::f32 && C.type == DType::f32) {
+  // No algorithm for these low-precision operands (an odd leading dimension, say): widen them
+  // (and a low-precision C) and multiply in fp32, which cuBLASLt always has.
+  DeviceBuffer a_wide, b_wide, c_wide;
+  if (t != DType::f32) {
     const int64_t a_span = transA ? (K - 1) * lda + M : (M - 1) * lda + K, b_span = transB ? (N - 1) * ldb + K : (K - 1) * ldb + N;
+    const int64_t c_span = (M - 1) * ldc + N;
     float* a32 = a_wide.floats(a_span);
     float* b32 = b_wide.floats(b_span);
     convert_device(a32, DType::f32, A, a_span);
     convert_device(b32, DType::f32, B, b_span);
-    if (Blas::get().matmul(C, a32, b32, DType::f32, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, false, bias)) return;
+    float* c32 = C.type == DType::f32 ? C.f32() : c_wide.floats(c_span);
+    if (c32 != C.data && beta != 0.0f) convert_device(c32, DType::f32, {C.data, C.type}, c_span);
+    if (Blas::get().matmul(c32, a32, b32, DType::f32, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, false, bias)) {
+      if (c32 != C.data) convert_device(C.data, C.type, c32, c_span);
+      return;
+    }
   }
   throw std::runtime_error("cuBLASLt has no algorithm for a " + std::string(dtype_name(t)) + " GEMM of M=" +
                            std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));

@@ -104,11 +104,18 @@ void CudaOps::lora_linear_forward(TensorOut y, float* xa, const float* x, const 
                                   int64_t in, int64_t out, int64_t r) {
   LT_PROFILE("lora_linear_forward");
   gemm(xa, x_lora ? x_lora : x, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r);  // xa = x_lora A^T
-  switch (lora_path(W, x_lora != nullptr, rows, in, in, out)) {
-    case LoraPath::separate:
-      linear_forward(y, x, W, b, rows, in, out);
-      gemm_device(y, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out, allow_tf32_);  // y += s xa B^T
+  // LoRA dropout only changes xa, so the forward may still concatenate (or fold in fp32).
+  switch (lora_path(W, x_lora != nullptr && W.type == DType::f32, rows, in, in, out)) {
+    case LoraPath::separate: {
+      // A bf16/fp16 y is summed in fp32 and rounded once (rounding the base part first would
+      // swallow a young adapter's small contribution).
+      DeviceBuffer y_wide;
+      float* y32 = y.type == DType::f32 ? y.f32() : y_wide.floats(rows * out);
+      linear_forward(y32, x, W, b, rows, in, out);
+      gemm_device(y32, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out, allow_tf32_);  // y += s xa B^T
+      if (y32 != y.data) convert_device(y.data, y.type, y32, rows * out);
       return;
+    }
     case LoraPath::merged: {
       DeviceBuffer merged;
       linear_forward(y, x, merge_lora(merged, W.f32(), A, B, scale, out, in, r), b, rows, in, out);

@@ -292,9 +292,16 @@ void Prior::plan(const StepShape& s, bool train) {
   if (k.dropout > 0.0f) take(a.tmp_drop, B * P * 4 * c);
   take(a.tmp_kv, B * T * c);
   take(a.tmp_y, B * P * c);
-  take(a.tmp_u1, B * P * 4 * c);
-  for (float** p : {&a.tmp_nx, &a.tmp_q, &a.tmp_o}) take(*p, B * P * c);
-  for (float** p : {&a.tmp_src, &a.tmp_k, &a.tmp_v}) take(*p, B * S * c);
+  // q, k, v and u1 come out of their GEMMs in the kept type in a mixed-precision training
+  // plan: no fp32 scratch for them there.
+  a.tmp_u1 = a.tmp_q = a.tmp_k = a.tmp_v = nullptr;
+  if (!(lowp && train)) {
+    take(a.tmp_u1, B * P * 4 * c);
+    take(a.tmp_q, B * P * c);
+    for (float** p : {&a.tmp_k, &a.tmp_v}) take(*p, B * S * c);
+  }
+  for (float** p : {&a.tmp_nx, &a.tmp_o}) take(*p, B * P * c);
+  take(a.tmp_src, B * S * c);
   take(a.x_in, B * k.c_in * P);
   take(a.x_cl, B * P * k.c_in);
   take(a.r_embed, B * k.c_r);
