@@ -26,10 +26,11 @@ struct Prior::Linear {
 };
 
 // An activation the backward reads. In fp32, f32 is the block's own buffer. In mixed
-// precision f32 is a scratch shared by every block where the activation is computed, and the
-// backward reads the block's copy in the low-precision type (lowp): half the bytes, the bulk of
-// the arena. Activations no adapter needs in the backward have no copy at all (f32 shared,
-// lowp null).
+// precision the backward reads the block's copy in the low-precision type (lowp): half the
+// bytes, the bulk of the arena; f32 is then a scratch shared by every block where the
+// activation is computed in fp32 and rounded into lowp (keep), or null where its op writes
+// lowp directly (q, k, v, u1: output). Activations no adapter needs in the backward have no
+// copy at all (f32 shared, lowp null), nor does anything in a forward-only plan.
 struct Prior::Saved {
   float* f32 = nullptr;
   float* lowp = nullptr;  // (n) of PriorConfig::weight_type, in arena floats
