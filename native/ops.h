@@ -54,7 +54,7 @@ class Ops {
   // y = x W^T + b. y (rows, out), x (rows, in), W (out, in) of any dtype, b (out) or null.
   // y may be bf16/fp16 (an activation mixed precision keeps): the GEMM then reads its
   // operands in that type too.
-  virtual void linear_forward(TensorOut y, const float* x, TensorRef W, const float* b,
+  virtual void linear_forward(TensorOut y, TensorRef x, TensorRef W, const float* b,
                               int64_t rows, int64_t in, int64_t out) = 0;
   // dx (rows, in) or null, dW (out, in) or null, db (out) or null; dy (rows, out).
   // accumulate_dx false overwrites dx instead of adding to it (a model's first contribution:
@@ -64,7 +64,7 @@ class Ops {
                                bool accumulate_dx) = 0;
   // y = x W^T + b + scale * (x_lora A^T) B^T, where x_lora is x after LoRA dropout (null: x).
   // Also writes xa = x_lora A^T (rows, r), kept for backward. A (r, in), B (out, r).
-  virtual void lora_linear_forward(TensorOut y, float* xa, const float* x, const float* x_lora,
+  virtual void lora_linear_forward(TensorOut y, float* xa, TensorRef x, TensorRef x_lora,
                                    TensorRef W, const float* b, const float* A,
                                    const float* B, float scale, int64_t rows, int64_t in,
                                    int64_t out, int64_t r) = 0;
@@ -140,7 +140,7 @@ class Ops {
   // Fused forms of the prior's chains, so the GPU passes over the data once where the chain
   // would pass several times. y = GRN(GELU(u)) without storing GELU(u) (eps, gamma, beta as
   // grn_forward). y, u (B, P, C).
-  virtual void gelu_grn_forward(float* y, TensorRef u, const float* gamma, const float* beta,
+  virtual void gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, const float* beta,
                                 int64_t B, int64_t P, int64_t C, float eps) = 0;
   // du (B, P, C) += the gradient of gelu_grn_forward wrt u (gamma and beta frozen); u may be
   // bf16/fp16.
@@ -182,7 +182,7 @@ class Ops {
   // Inverted dropout with a counter-based RNG (rng.h): element i is kept when
   // uniform01(seed, i) >= p and scaled by 1 / (1 - p). The mask is recomputed from (seed, i) in
   // the backward, so nothing is stored; every backend draws the same mask. y, x (n), n < 2^32.
-  virtual void dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) = 0;
+  virtual void dropout_forward(TensorOut y, TensorRef x, float p, uint64_t seed, int64_t n) = 0;
   virtual void dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) = 0;
   // out = residual + dropout(y) (dropout as dropout_forward): the end of a residual branch in
   // one pass. out, y, residual (n).

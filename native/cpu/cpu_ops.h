@@ -17,9 +17,9 @@ class CpuOps final : public Ops {
   void axpy(float* y, const float* x, float alpha, int64_t n) override;
   void convert(void* dst, DType dst_type, TensorRef src, int64_t n) override;
   void gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) override;
-  void linear_forward(TensorOut y, const float* x, TensorRef W, const float* b, int64_t rows, int64_t in, int64_t out) override;
+  void linear_forward(TensorOut y, TensorRef x, TensorRef W, const float* b, int64_t rows, int64_t in, int64_t out) override;
   void linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x, TensorRef W, int64_t rows, int64_t in, int64_t out, bool accumulate_dx) override;
-  void lora_linear_forward(TensorOut y, float* xa, const float* x, const float* x_lora, TensorRef W, const float* b, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
+  void lora_linear_forward(TensorOut y, float* xa, TensorRef x, TensorRef x_lora, TensorRef W, const float* b, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r) override;
   void lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db, const float* dy, TensorRef x, const float* x_lora, const float* xa, TensorRef W, const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out, int64_t r, bool accumulate_dx) override;
   void attention_forward(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale, DType compute) override;
   void attention_backward(float* dq, float* dk, float* dv, const float* dout, TensorRef q, TensorRef k, TensorRef v, TensorRef o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale, DType compute) override;
@@ -43,10 +43,10 @@ class CpuOps final : public Ops {
   void conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w, int64_t B, int64_t Cin, int64_t Cout, int64_t P) override;
   void modulate_forward(float* y, const float* x, const float* ab, int64_t B, int64_t P, int64_t C) override;
   void modulate_backward(float* dx, float* dab, const float* dy, const float* x, const float* ab, int64_t B, int64_t P, int64_t C) override;
-  void dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) override;
+  void dropout_forward(TensorOut y, TensorRef x, float p, uint64_t seed, int64_t n) override;
   void dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) override;
   void dropout_add_forward(float* out, const float* y, const float* residual, float p, uint64_t seed, int64_t n) override;
-  void gelu_grn_forward(float* y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P, int64_t C, float eps) override;
+  void gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P, int64_t C, float eps) override;
   void gelu_grn_backward(float* du, const float* dy, TensorRef u, const float* gamma, int64_t B, int64_t P, int64_t C, float eps) override;
   void modulate_layernorm_forward(float* y, float* normed, float* mean, float* rstd, const float* x, const float* ab, int64_t B, int64_t P, int64_t C, float eps) override;
   void concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na, int64_t Nb, int64_t C) override;

@@ -51,11 +51,18 @@ void CpuOps::modulate_backward(float* dx, float* dab, const float* dy, const flo
   });
 }
 
-void CpuOps::dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) {
+void CpuOps::dropout_forward(TensorOut y, TensorRef x, float p, uint64_t seed, int64_t n) {
+  if (x.type != DType::f32 || y.type != DType::f32) {  // through fp32: widen, drop, round once
+    std::vector<float> tmp(static_cast<size_t>(n));  // (n)
+    convert(tmp.data(), DType::f32, x, n);
+    dropout_forward(tmp.data(), tmp.data(), p, seed, n);
+    convert(y.data, y.type, tmp.data(), n);
+    return;
+  }
   const KernelSet& ks = active_kernels();
   const DropoutKey key = DropoutKey::from_seed(seed);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
-    ks.dropout(y + i0, x + i0, p, 1.0f / (1.0f - p), key.a, key.b, i0, i1 - i0, false);
+    ks.dropout(y.f32() + i0, x.f32() + i0, p, 1.0f / (1.0f - p), key.a, key.b, i0, i1 - i0, false);
   });
 }
 

@@ -34,7 +34,7 @@ void write_rounded(Ops& ops, TensorOut y, int64_t n, Compute compute) {
 
 }  // namespace
 
-void CpuOps::linear_forward(TensorOut y, const float* x, TensorRef W, const float* b,
+void CpuOps::linear_forward(TensorOut y, TensorRef x, TensorRef W, const float* b,
                             int64_t rows, int64_t in, int64_t out) {
   if (y.type != DType::f32) return write_rounded(*this, y, rows * out, [&](float* y32) { linear_forward(y32, x, W, b, rows, in, out); });
   fill_bias(y.f32(), b, rows, out);
@@ -48,12 +48,12 @@ void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, T
   if (db) add_column_sums(db, dy, rows, out);
 }
 
-void CpuOps::lora_linear_forward(TensorOut y, float* xa, const float* x, const float* x_lora,
+void CpuOps::lora_linear_forward(TensorOut y, float* xa, TensorRef x, TensorRef x_lora,
                                  TensorRef W, const float* b, const float* A, const float* B,
                                  float scale, int64_t rows, int64_t in, int64_t out, int64_t r) {
   if (y.type != DType::f32)
     return write_rounded(*this, y, rows * out, [&](float* y32) { lora_linear_forward(y32, xa, x, x_lora, W, b, A, B, scale, rows, in, out, r); });
-  const float* xl = x_lora ? x_lora : x;
+  const TensorRef xl = x_lora.data ? x_lora : x;
   cpu::gemm({xa, xl, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r});  // xa = x_lora A^T
   linear_forward(y, x, W, b, rows, in, out);
   cpu::gemm({y.f32(), xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out});  // y += s xa B^T

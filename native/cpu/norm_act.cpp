@@ -219,7 +219,7 @@ namespace lt::cpu {
 
 // The CPU composes the fused ops from the reference ones (the fusion is a GPU memory-traffic
 // saving; here it would only duplicate code).
-void CpuOps::gelu_grn_forward(float* y, TensorRef u, const float* gamma, const float* beta, int64_t B,
+void CpuOps::gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, const float* beta, int64_t B,
                               int64_t P, int64_t C, float eps) {
   std::vector<float> g(static_cast<size_t>(B * P * C));  // (B, P, C)
   if (u.type != DType::f32) {  // widen in place, then GELU
@@ -228,7 +228,9 @@ void CpuOps::gelu_grn_forward(float* y, TensorRef u, const float* gamma, const f
   } else {
     gelu_forward(g.data(), u.f32(), B * P * C);
   }
-  grn_forward(y, g.data(), gamma, beta, B, P, C, eps);
+  if (y.type == DType::f32) return grn_forward(y.f32(), g.data(), gamma, beta, B, P, C, eps);
+  grn_forward(g.data(), g.data(), gamma, beta, B, P, C, eps);  // in place: then rounded once
+  convert(y.data, y.type, g.data(), B * P * C);
 }
 
 void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const float* gamma, int64_t B,

@@ -41,6 +41,10 @@ __global__ void dropout_kernel(float* y, const float* x, float p, float scale, u
   }
 }
 
+__global__ void dropout_typed_kernel(TensorOut y, TensorRef x, float p, float scale, uint32_t a, uint32_t b, int64_t n) {
+  LT_FOR(i, n) store_elem(y, i, uniform01(a, b, static_cast<uint32_t>(i)) >= p ? load_elem(x, i) * scale : 0.0f);
+}
+
 __global__ void dropout_add_kernel(float* out, const float* y, const float* residual, float p, float scale, uint32_t a,
                                    uint32_t b, int64_t n) {
   LT_FOR(i, n) out[i] = residual[i] + (uniform01(a, b, static_cast<uint32_t>(i)) >= p ? y[i] * scale : 0.0f);
@@ -126,10 +130,13 @@ void CudaOps::modulate_backward(float* dx, float* dab, const float* dy, const fl
   LT_LAUNCHED("modulate backward");
 }
 
-void CudaOps::dropout_forward(float* y, const float* x, float p, uint64_t seed, int64_t n) {
+void CudaOps::dropout_forward(TensorOut y, TensorRef x, float p, uint64_t seed, int64_t n) {
   LT_PROFILE("dropout_forward");
   const DropoutKey key = DropoutKey::from_seed(seed);
-  dropout_kernel<<<blocks_for(n), kThreads>>>(y, x, p, 1.0f / (1.0f - p), key.a, key.b, n, false);
+  if (x.type != DType::f32 || y.type != DType::f32)
+    dropout_typed_kernel<<<blocks_for(n), kThreads>>>(y, x, p, 1.0f / (1.0f - p), key.a, key.b, n);
+  else
+    dropout_kernel<<<blocks_for(n), kThreads>>>(y.f32(), x.f32(), p, 1.0f / (1.0f - p), key.a, key.b, n, false);
   LT_LAUNCHED("dropout");
 }
 

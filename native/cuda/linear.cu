@@ -82,7 +82,7 @@ CudaOps::LoraPath CudaOps::lora_path(TensorRef W, bool dropout, int64_t rows, in
   return allow_tf32_ ? LoraPath::separate : LoraPath::merged;
 }
 
-void CudaOps::linear_forward(TensorOut y, const float* x, TensorRef W, const float* b, int64_t rows, int64_t in,
+void CudaOps::linear_forward(TensorOut y, TensorRef x, TensorRef W, const float* b, int64_t rows, int64_t in,
                              int64_t out) {
   LT_PROFILE("linear_forward");
   gemm_device(y, x, W, rows, out, in, false, true, 1.0f, 0.0f, in, in, out, allow_tf32_, b);  // y = x W^T + b
@@ -99,13 +99,13 @@ void CudaOps::linear_backward(float* dx, float* dW, float* db, const float* dy, 
   }
 }
 
-void CudaOps::lora_linear_forward(TensorOut y, float* xa, const float* x, const float* x_lora, TensorRef W,
+void CudaOps::lora_linear_forward(TensorOut y, float* xa, TensorRef x, TensorRef x_lora, TensorRef W,
                                   const float* b, const float* A, const float* B, float scale, int64_t rows,
                                   int64_t in, int64_t out, int64_t r) {
   LT_PROFILE("lora_linear_forward");
-  gemm(xa, x_lora ? x_lora : x, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r);  // xa = x_lora A^T
+  gemm(xa, x_lora.data ? x_lora : x, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r);  // xa = x_lora A^T
   // LoRA dropout only changes xa, so the forward may still concatenate (or fold in fp32).
-  switch (lora_path(W, x_lora != nullptr && W.type == DType::f32, rows, in, in, out)) {
+  switch (lora_path(W, x_lora.data != nullptr && W.type == DType::f32, rows, in, in, out)) {
     case LoraPath::separate: {
       // A bf16/fp16 y is summed in fp32 and rounded once (rounding the base part first would
       // swallow a young adapter's small contribution).

@@ -129,11 +129,11 @@ __global__ void grn_denominator_kernel(float* D, const float* g, int64_t C, floa
 }
 
 template <bool kGelu>
-__global__ void grn_forward_kernel(float* y, TensorRef u, const float* gamma, const float* beta, const float* g,
+__global__ void grn_forward_kernel(TensorOut y, TensorRef u, const float* gamma, const float* beta, const float* g,
                                    const float* D, int64_t B, int64_t P, int64_t C) {
   LT_FOR(i, B * P * C) {
     const int64_t c = i % C, b = i / (P * C);
-    y[i] = grn_input<kGelu>(u, i) * (gamma[c] * (g[b * C + c] / D[b]) + 1.0f) + beta[c];
+    store_elem(y, i, grn_input<kGelu>(u, i) * (gamma[c] * (g[b * C + c] / D[b]) + 1.0f) + beta[c]);
   }
 }
 
@@ -245,7 +245,7 @@ void CudaOps::sigmoid_forward(float* y, const float* x, int64_t n) {
 }
 
 template <bool kGelu>
-void grn_forward_device(float* y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P, int64_t C,
+void grn_forward_device(TensorOut y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P, int64_t C,
                         float eps) {
   DeviceBuffer g, D;
   grn_norms_kernel<kGelu><<<blocks_for(B * C), kThreads>>>(g.floats(B * C), u, B, P, C);
@@ -283,7 +283,7 @@ void CudaOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* 
   grn_backward_device<false>(du, dgamma, dbeta, dy, u, gamma, B, P, C, eps);
 }
 
-void CudaOps::gelu_grn_forward(float* y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P,
+void CudaOps::gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P,
                                int64_t C, float eps) {
   LT_PROFILE("gelu_grn_forward");
   grn_forward_device<true>(y, u, gamma, beta, B, P, C, eps);

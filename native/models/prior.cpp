@@ -39,8 +39,8 @@ struct Prior::Saved {
 // Every activation the backward reads, and the backward's scratch, as views into one arena.
 struct Prior::Acts {
   struct Res {
-    float *dw, *mean, *rstd, *n, *grn, *drop;
-    Saved u1;                       // (B, P, 4c)
+    float *dw, *mean, *rstd, *n;
+    Saved u1, grn, drop;            // (B, P, 4c): GELU input, GELU+GRN output, its dropout
     float *xa1, *xl1, *xa2, *xl2;  // LoRA intermediates of channelwise.0 / channelwise.4
   };
   struct Attn {
@@ -53,7 +53,7 @@ struct Prior::Acts {
   // Buffers the backward does not read unless an adapter needs them (as its input x) are one
   // scratch shared by every block: most of a ResBlock's activations. GELU's output is never
   // stored (gelu_grn_* recompute it).
-  float *tmp_n, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;
+  float *tmp_n, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;  // tmp_grn/tmp_drop: fp32, or bf16/fp16 in mixed-precision training
   float *tmp_u1, *tmp_nx, *tmp_src, *tmp_q, *tmp_k, *tmp_v, *tmp_o;  // Saved::f32 when shared
   float *tmp_stream_in, *tmp_stream_mid, *tmp_stream_attn, *tmp_dw;
   std::vector<float*> stream;  // residual stream before each block and after the last: (B, P, c)
@@ -288,9 +288,12 @@ void Prior::plan(const StepShape& s, bool train) {
     if (needed && train && lowp) take(v.lowp, (n * dtype_size(k.weight_type) + 3) / 4);
   };
   take(a.tmp_n, B * P * c);
-  take(a.tmp_grn, B * P * 4 * c);
+  // channelwise.4's input (GELU+GRN, then dropout) is written in the low-precision type in a
+  // mixed-precision training plan, kept per block only when channelwise.4 has an adapter.
+  const int64_t n4_floats = lowp && train ? (B * P * 4 * c * dtype_size(k.weight_type) + 3) / 4 : B * P * 4 * c;
+  take(a.tmp_grn, n4_floats);
   a.tmp_drop = nullptr;
-  if (k.dropout > 0.0f) take(a.tmp_drop, B * P * 4 * c);
+  if (k.dropout > 0.0f) take(a.tmp_drop, n4_floats);
   take(a.tmp_kv, B * T * c);
   take(a.tmp_y, B * P * c);
   // q, k, v and u1 come out of their GEMMs in the kept type in a mixed-precision training
@@ -341,9 +344,11 @@ void Prior::plan(const StepShape& s, bool train) {
     keep_or_share(train && adapted(res + ".channelwise.0"), R.n, B * P * c, a.tmp_n);
     keep_saved(true, R.u1, B * P * 4 * c, a.tmp_u1);
     const bool fc2 = train && adapted(res + ".channelwise.4");
-    keep_or_share(fc2, R.grn, B * P * 4 * c, a.tmp_grn);
-    R.drop = nullptr;
-    if (k.dropout > 0.0f) keep_or_share(fc2, R.drop, B * P * 4 * c, a.tmp_drop);
+    for (auto [v, scratch] : {std::pair<Saved*, float**>{&R.grn, &a.tmp_grn}, {&R.drop, &a.tmp_drop}}) {
+      *v = Saved{};
+      if (v == &R.drop && k.dropout <= 0.0f) continue;
+      keep_or_share(fc2, lowp && train ? v->lowp : v->f32, n4_floats, *scratch);
+    }
     lora_slots(res + ".channelwise.0", R.xa1, R.xl1, B * P);
     lora_slots(res + ".channelwise.4", R.xa2, R.xl2, B * P);
     take(a.ts_ab[d], B * 2 * c);
@@ -401,7 +406,7 @@ void Prior::plan(const StepShape& s, bool train) {
   planned_train_ = train;
 }
 
-void Prior::linear_forward(Linear& l, TensorOut y, const float* x, float* xa, float* x_drop,
+void Prior::linear_forward(Linear& l, TensorOut y, TensorRef x, float* xa, float* x_drop,
                            int64_t rows, bool train, uint64_t seed) {
   if (!l.lora) return ops_.linear_forward(y, x, l.W, l.b, rows, l.in, l.out);
   const float* x_lora = nullptr;
@@ -463,12 +468,12 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     ops_.depthwise_conv3x3_forward(R.dw, x, param(res + ".depthwise.weight"), param(res + ".depthwise.bias"), B, s.H, s.W, c);
     ops_.layernorm_forward(R.n, R.mean, R.rstd, R.dw, B * P, c, kLnEps);
     linear_forward(linear(res + ".channelwise.0"), output(R.u1), R.n, R.xa1, R.xl1, B * P, train, seed);
-    ops_.gelu_grn_forward(R.grn, saved(R.u1), param(res + ".channelwise.2.gamma"), param(res + ".channelwise.2.beta"), B, P,
+    ops_.gelu_grn_forward(output(R.grn), saved(R.u1), param(res + ".channelwise.2.gamma"), param(res + ".channelwise.2.beta"), B, P,
                           4 * c, kGrnEps);
-    const float* fc2_in = R.grn;
+    TensorRef fc2_in = saved(R.grn);
     if (dropout) {
-      ops_.dropout_forward(R.drop, R.grn, k.dropout, site_seed(seed, 3 * d, 1), B * P * 4 * c);
-      fc2_in = R.drop;
+      ops_.dropout_forward(output(R.drop), saved(R.grn), k.dropout, site_seed(seed, 3 * d, 1), B * P * 4 * c);
+      fc2_in = saved(R.drop);
     }
     linear_forward(linear(res + ".channelwise.4"), a.stream[3 * d + 1], fc2_in, R.xa2, R.xl2, B * P, train, seed);
     ops_.axpy(a.stream[3 * d + 1], x, 1.0f, B * P * c);
@@ -562,7 +567,7 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     // ResBlock
     Acts::Res& R = a.res[d];
     const float* x = a.stream[3 * d];
-    linear_backward(linear(res + ".channelwise.4"), a.d4a, ds, dropout ? R.drop : R.grn, R.xa2, R.xl2, a.dx_lora, B * P, train,
+    linear_backward(linear(res + ".channelwise.4"), a.d4a, ds, saved(dropout ? R.drop : R.grn), R.xa2, R.xl2, a.dx_lora, B * P, train,
                     seed, false);
     float* d_grn = a.d4a;
     if (dropout) {

@@ -105,7 +105,7 @@ class Prior {
   void keep(const Saved& v, int64_t n);
   TensorRef saved(const Saved& v) const;
   TensorOut output(const Saved& v) const;
-  void linear_forward(Linear& l, TensorOut y, const float* x, float* xa, float* x_drop, int64_t rows,
+  void linear_forward(Linear& l, TensorOut y, TensorRef x, float* xa, float* x_drop, int64_t rows,
                       bool train, uint64_t seed);
   // accumulate false: dx receives the first contribution (overwritten, not zeroed first).
   void linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa,
