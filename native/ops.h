@@ -139,7 +139,7 @@ class Ops {
 
   // Fused forms of the prior's chains, so the GPU passes over the data once where the chain
   // would pass several times. y = GRN(GELU(u)) without storing GELU(u) (eps, gamma, beta as
-  // grn_forward). y, u (B, P, C).
+  // grn_forward). y, u (B, P, C), either of them bf16/fp16 too.
   virtual void gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, const float* beta,
                                 int64_t B, int64_t P, int64_t C, float eps) = 0;
   // du (B, P, C) += the gradient of gelu_grn_forward wrt u (gamma and beta frozen); u may be
@@ -181,7 +181,8 @@ class Ops {
                                  const float* ab, int64_t B, int64_t P, int64_t C) = 0;
   // Inverted dropout with a counter-based RNG (rng.h): element i is kept when
   // uniform01(seed, i) >= p and scaled by 1 / (1 - p). The mask is recomputed from (seed, i) in
-  // the backward, so nothing is stored; every backend draws the same mask. y, x (n), n < 2^32.
+  // the backward, so nothing is stored; every backend draws the same mask. y, x (n), n < 2^32;
+  // the forward's y and x may be bf16/fp16.
   virtual void dropout_forward(TensorOut y, TensorRef x, float p, uint64_t seed, int64_t n) = 0;
   virtual void dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) = 0;
   // out = residual + dropout(y) (dropout as dropout_forward): the end of a residual branch in

@@ -1,13 +1,15 @@
 // Linear and LoRA linear, forward and backward, as cuBLASLt GEMMs (bias in the GEMM's
-// epilogue) plus small kernels. Without LoRA dropout the base and low-rank paths are one GEMM
-// each way, so the output is written once:
+// epilogue) plus small kernels. The base and low-rank paths are one GEMM each way where they
+// can be, so the output is written once:
 // - bf16/fp16 weights: the operands are concatenated along K, y = [x | s xa] [W | B]^T and
 //   dx += [dy | s dy B] [W ; A], in the temporary low-precision copies the GEMMs need anyway
-//   (x and dy are fp32 activations). The low-rank terms are rounded like every other operand.
-// - fp32 weights multiplied in fp32: the adapter is folded into a temporary weight,
-//   W' = W + s B A. Not for low precision or TF32: rounding W' to the weight's precision would
-//   drop every change smaller than half its last place, i.e. most of a young adapter's effect.
-// Otherwise (LoRA dropout, TF32) the low-rank path is a second GEMM (beta = 1), as in peft.
+//   (x may already be bf16/fp16; dy is fp32). The low-rank terms are rounded like every other
+//   operand. LoRA dropout only changes xa, so the forward concatenates under it too.
+// - fp32 weights multiplied in fp32, no LoRA dropout: the adapter is folded into a temporary
+//   weight, W' = W + s B A. Not for low precision or TF32: rounding W' to the weight's precision
+//   would drop every change smaller than half its last place, i.e. a young adapter's effect.
+// Otherwise (few rows, TF32, LoRA dropout's backward) the low-rank path is a second GEMM
+// (beta = 1), as in peft, summed in fp32.
 #include "common.cuh"
 #include "cuda_ops.h"
 #include "profile.h"

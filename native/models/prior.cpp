@@ -29,8 +29,9 @@ struct Prior::Linear {
 // precision the backward reads the block's copy in the low-precision type (lowp): half the
 // bytes, the bulk of the arena; f32 is then a scratch shared by every block where the
 // activation is computed in fp32 and rounded into lowp (keep), or null where its op writes
-// lowp directly (q, k, v, u1: output). Activations no adapter needs in the backward have no
-// copy at all (f32 shared, lowp null), nor does anything in a forward-only plan.
+// lowp directly (q, k, v, u1, grn, drop: output). Activations no adapter needs in the backward
+// share one scratch (f32, or lowp for grn/drop in mixed-precision training), as does
+// everything in a forward-only plan.
 struct Prior::Saved {
   float* f32 = nullptr;
   float* lowp = nullptr;  // (n) of PriorConfig::weight_type, in arena floats
