@@ -93,16 +93,17 @@ inline DType gemm_operand_type(DType a, DType b) {
 }
 
 // A read-only tensor of any storage type. A float pointer converts to it implicitly, so ops
-// that take one accept fp32 buffers as before.
+// that take one accept fp32 buffers as before. Usable in host and device code alike.
 struct TensorRef {
   const void* data;
   DType type;
-  TensorRef(const float* p) : data(p), type(DType::f32) {}  // NOLINT: implicit on purpose
-  TensorRef(std::nullptr_t) : data(nullptr), type(DType::f32) {}  // NOLINT
-  TensorRef(const void* p, DType t) : data(p), type(t) {}
-  const float* f32() const { return static_cast<const float*>(data); }
-  const uint16_t* lowp() const { return static_cast<const uint16_t*>(data); }
-  float at(int64_t i) const { return type == DType::f32 ? f32()[i] : lowp_to_f32(lowp()[i], type); }
+  LT_HOST_DEVICE TensorRef(const float* p) : data(p), type(DType::f32) {}  // NOLINT: implicit on purpose
+  LT_HOST_DEVICE TensorRef(std::nullptr_t) : data(nullptr), type(DType::f32) {}  // NOLINT
+  LT_HOST_DEVICE TensorRef(const void* p, DType t) : data(p), type(t) {}
+  LT_HOST_DEVICE const float* f32() const { return static_cast<const float*>(data); }
+  LT_HOST_DEVICE const uint16_t* lowp() const { return static_cast<const uint16_t*>(data); }
+  // Element i as fp32.
+  LT_HOST_DEVICE float at(int64_t i) const { return type == DType::f32 ? f32()[i] : lowp_to_f32(lowp()[i], type); }
 };
 
 // A written tensor of any storage type; a float pointer converts to it implicitly. An op
@@ -110,10 +111,15 @@ struct TensorRef {
 struct TensorOut {
   void* data;
   DType type;
-  TensorOut(float* p) : data(p), type(DType::f32) {}  // NOLINT: implicit on purpose
-  TensorOut(std::nullptr_t) : data(nullptr), type(DType::f32) {}  // NOLINT
-  TensorOut(void* p, DType t) : data(p), type(t) {}
-  float* f32() const { return static_cast<float*>(data); }
+  LT_HOST_DEVICE TensorOut(float* p) : data(p), type(DType::f32) {}  // NOLINT: implicit on purpose
+  LT_HOST_DEVICE TensorOut(std::nullptr_t) : data(nullptr), type(DType::f32) {}  // NOLINT
+  LT_HOST_DEVICE TensorOut(void* p, DType t) : data(p), type(t) {}
+  LT_HOST_DEVICE float* f32() const { return static_cast<float*>(data); }
+  // Element i = v, rounded to the storage type.
+  LT_HOST_DEVICE void set(int64_t i, float v) const {
+    if (type == DType::f32) f32()[i] = v;
+    else static_cast<uint16_t*>(data)[i] = f32_to_lowp(v, type);
+  }
 };
 
 }  // namespace lt

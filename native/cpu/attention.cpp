@@ -33,7 +33,7 @@ std::vector<float> gather_head(TensorRef src, int64_t offset, int64_t rows, int6
   if (src.type == DType::f32) return gather_head(src.f32() + offset, rows, d, ld);
   std::vector<float> out(rows * d);
   for (int64_t i = 0; i < rows; ++i)
-    for (int64_t c = 0; c < d; ++c) out[i * d + c] = lowp_to_f32(src.lowp()[offset + i * ld + c], src.type);
+    for (int64_t c = 0; c < d; ++c) out[i * d + c] = src.at(offset + i * ld + c);
   return out;
 }
 

@@ -42,14 +42,9 @@ void CpuOps::axpy(float* y, const float* x, float alpha, int64_t n) {
 namespace lt::cpu {
 
 void CpuOps::convert(void* dst, DType dst_type, TensorRef src, int64_t n) {
+  const TensorOut out(dst, dst_type);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
-    if (dst_type == DType::f32) {
-      float* d = static_cast<float*>(dst);
-      for (int64_t i = i0; i < i1; ++i) d[i] = src.at(i);
-    } else {
-      uint16_t* d = static_cast<uint16_t*>(dst);
-      for (int64_t i = i0; i < i1; ++i) d[i] = f32_to_lowp(src.at(i), dst_type);
-    }
+    for (int64_t i = i0; i < i1; ++i) out.set(i, src.at(i));
   });
 }
 

@@ -348,7 +348,7 @@ __global__ void attention_delta_kernel(float* delta, const float* dout, TensorRe
   LT_FOR(t, B * H * N) {
     const int64_t i = t % N, h = (t / N) % H, b = t / (N * H), ld = H * d;
     float s = 0.0f;
-    for (int64_t c = 0; c < d; ++c) s += dout[(b * N + i) * ld + h * d + c] * load_elem(o, (b * N + i) * ld + h * d + c);
+    for (int64_t c = 0; c < d; ++c) s += dout[(b * N + i) * ld + h * d + c] * o.at((b * N + i) * ld + h * d + c);
     delta[t] = s;
   }
 }

@@ -56,18 +56,6 @@ class DeviceBuffer {
   void* p_ = nullptr;
 };
 
-// Element i of a tensor of any storage type, as fp32.
-__device__ inline float load_elem(TensorRef x, int64_t i) {
-  return x.type == DType::f32 ? static_cast<const float*>(x.data)[i]
-                              : lowp_to_f32(static_cast<const uint16_t*>(x.data)[i], x.type);
-}
-
-// Element i of an output of any storage type, from fp32 (rounded to nearest even).
-__device__ inline void store_elem(TensorOut y, int64_t i, float v) {
-  if (y.type == DType::f32) static_cast<float*>(y.data)[i] = v;
-  else static_cast<uint16_t*>(y.data)[i] = f32_to_lowp(v, y.type);
-}
-
 constexpr int kThreads = 256;
 inline unsigned blocks_for(int64_t n, int threads = kThreads) {
   int64_t b = (n + threads - 1) / threads;

@@ -42,7 +42,7 @@ __global__ void dropout_kernel(float* y, const float* x, float p, float scale, u
 }
 
 __global__ void dropout_typed_kernel(TensorOut y, TensorRef x, float p, float scale, uint32_t a, uint32_t b, int64_t n) {
-  LT_FOR(i, n) store_elem(y, i, uniform01(a, b, static_cast<uint32_t>(i)) >= p ? load_elem(x, i) * scale : 0.0f);
+  LT_FOR(i, n) y.set(i, uniform01(a, b, static_cast<uint32_t>(i)) >= p ? x.at(i) * scale : 0.0f);
 }
 
 __global__ void dropout_add_kernel(float* out, const float* y, const float* residual, float p, float scale, uint32_t a,

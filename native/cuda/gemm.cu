@@ -101,12 +101,8 @@ struct Plan {
   bool usable;  // the heuristic found an algorithm at all
 };
 
-__global__ void fill_rows_kernel(void* C, DType c_type, const float* bias, int64_t M, int64_t N, int64_t ldc) {
-  LT_FOR(i, M * N) {
-    const int64_t j = (i / N) * ldc + (i % N);
-    if (c_type == DType::f32) static_cast<float*>(C)[j] = bias[i % N];
-    else static_cast<uint16_t*>(C)[j] = f32_to_lowp(bias[i % N], c_type);
-  }
+__global__ void fill_rows_kernel(TensorOut C, const float* bias, int64_t M, int64_t N, int64_t ldc) {
+  LT_FOR(i, M * N) C.set((i / N) * ldc + (i % N), bias[i % N]);
 }
 
 constexpr size_t kWorkspaceBytes = 32u << 20;
@@ -133,7 +129,7 @@ class Blas {
     if (p.bias) {
       check_blas(lt, lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "bias pointer");
     } else if (bias) {  // no algorithm with the epilogue: start C at the bias and accumulate
-      fill_rows_kernel<<<blocks_for(M * N), kThreads>>>(C.data, C.type, bias, M, N, ldc);
+      fill_rows_kernel<<<blocks_for(M * N), kThreads>>>(C, bias, M, N, ldc);
       LT_LAUNCHED("gemm bias");
       beta = 1.0f;
     }
@@ -224,7 +220,7 @@ void gemm_device(TensorOut C, TensorRef A, TensorRef B, int64_t M, int64_t N, in
   if (M <= 0 || N <= 0) return;
   if (bias && beta != 0.0f) throw std::logic_error("gemm_device: a bias needs beta == 0");
   if (bias && (K <= 0 || alpha == 0.0f)) {
-    fill_rows_kernel<<<blocks_for(M * N), kThreads>>>(C.data, C.type, bias, M, N, ldc);
+    fill_rows_kernel<<<blocks_for(M * N), kThreads>>>(C, bias, M, N, ldc);
     LT_LAUNCHED("gemm bias");
     return;
   }

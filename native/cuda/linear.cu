@@ -47,23 +47,17 @@ const float* merge_lora(DeviceBuffer& buf, const float* W, const float* A, const
 
 // dst[:, col0 : col0 + cols_pad] of a low-precision (rows, ld_dst) matrix = scale * src (rows,
 // cols) at row stride ld_src, rounded to t; columns cols..cols_pad are zero.
-__global__ void pack_kernel(uint16_t* dst, DType t, int64_t ld_dst, int64_t col0, const void* src, DType src_type,
-                            int64_t ld_src, int64_t rows, int64_t cols, int64_t cols_pad, float scale) {
+__global__ void pack_kernel(TensorOut dst, int64_t ld_dst, int64_t col0, TensorRef src, int64_t ld_src, int64_t rows,
+                            int64_t cols, int64_t cols_pad, float scale) {
   LT_FOR(i, rows * cols_pad) {
     const int64_t row = i / cols_pad, c = i % cols_pad;
-    float v = 0.0f;
-    if (c < cols) {
-      const int64_t j = row * ld_src + c;
-      v = scale * (src_type == DType::f32 ? static_cast<const float*>(src)[j]
-                                          : lowp_to_f32(static_cast<const uint16_t*>(src)[j], src_type));
-    }
-    dst[row * ld_dst + col0 + c] = f32_to_lowp(v, t);
+    dst.set(row * ld_dst + col0 + c, c < cols ? scale * src.at(row * ld_src + c) : 0.0f);
   }
 }
 
 void pack(uint16_t* dst, DType t, int64_t ld_dst, int64_t col0, TensorRef src, int64_t ld_src, int64_t rows,
           int64_t cols, int64_t cols_pad, float scale = 1.0f) {
-  pack_kernel<<<blocks_for(rows * cols_pad), kThreads>>>(dst, t, ld_dst, col0, src.data, src.type, ld_src, rows, cols,
+  pack_kernel<<<blocks_for(rows * cols_pad), kThreads>>>(TensorOut(dst, t), ld_dst, col0, src, ld_src, rows, cols,
                                                           cols_pad, scale);
   LT_LAUNCHED("LoRA operand pack");
 }

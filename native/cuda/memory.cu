@@ -94,18 +94,13 @@ void CudaOps::axpy(float* y, const float* x, float alpha, int64_t n) {
   LT_LAUNCHED("axpy");
 }
 
-__global__ void convert_kernel(void* dst, DType dst_type, const void* src, DType src_type, int64_t n) {
-  LT_FOR(i, n) {
-    const float v = src_type == DType::f32 ? static_cast<const float*>(src)[i]
-                                           : lowp_to_f32(static_cast<const uint16_t*>(src)[i], src_type);
-    if (dst_type == DType::f32) static_cast<float*>(dst)[i] = v;
-    else static_cast<uint16_t*>(dst)[i] = f32_to_lowp(v, dst_type);
-  }
+__global__ void convert_kernel(TensorOut dst, TensorRef src, int64_t n) {
+  LT_FOR(i, n) dst.set(i, src.at(i));
 }
 
 void convert_device(void* dst, DType dst_type, TensorRef src, int64_t n) {
   if (n <= 0) return;
-  convert_kernel<<<blocks_for(n), kThreads>>>(dst, dst_type, src.data, src.type, n);
+  convert_kernel<<<blocks_for(n), kThreads>>>(TensorOut(dst, dst_type), src, n);
   LT_LAUNCHED("convert");
 }
 

@@ -104,7 +104,7 @@ void act_backward(float* dx, const float* dy, const float* x, int64_t n, int kin
 // The GRN kernels read their input (of any storage type) through GELU when kGelu (gelu_grn_*:
 // GELU(u) is never stored), else as it is.
 template <bool kGelu>
-__device__ inline float grn_input(TensorRef u, int64_t i) { return kGelu ? gelu(load_elem(u, i)) : load_elem(u, i); }
+__device__ inline float grn_input(TensorRef u, int64_t i) { return kGelu ? gelu(u.at(i)) : u.at(i); }
 
 // g (B, C) = ||u[b, :, c]||, one thread per (b, c).
 template <bool kGelu>
@@ -133,7 +133,7 @@ __global__ void grn_forward_kernel(TensorOut y, TensorRef u, const float* gamma,
                                    const float* D, int64_t B, int64_t P, int64_t C) {
   LT_FOR(i, B * P * C) {
     const int64_t c = i % C, b = i / (P * C);
-    store_elem(y, i, grn_input<kGelu>(u, i) * (gamma[c] * (g[b * C + c] / D[b]) + 1.0f) + beta[c]);
+    y.set(i, grn_input<kGelu>(u, i) * (gamma[c] * (g[b * C + c] / D[b]) + 1.0f) + beta[c]);
   }
 }
 
@@ -166,7 +166,7 @@ __global__ void grn_du_kernel(float* du, const float* dy, TensorRef u, const flo
     const float dg = gamma[c] * dyu[b * C + c] / Db - sum_sg[b] / (static_cast<float>(C) * Db * Db);
     const float coef = gc > 0.0f ? dg / gc : 0.0f;
     const float d_in = dy[i] * gain + coef * grn_input<kGelu>(u, i);
-    du[i] += kGelu ? d_in * gelu_grad(load_elem(u, i)) : d_in;
+    du[i] += kGelu ? d_in * gelu_grad(u.at(i)) : d_in;
   }
 }
 
