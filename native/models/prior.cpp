@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <stdexcept>
 #include <utility>
 
@@ -54,8 +55,10 @@ struct Prior::Acts {
   // Buffers the backward does not read unless an adapter needs them (as its input x) are one
   // scratch shared by every block: most of a ResBlock's activations. GELU's output is never
   // stored (gelu_grn_* recompute it).
-  float *tmp_n, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;  // tmp_grn/tmp_drop: fp32, or bf16/fp16 in mixed-precision training
-  float *tmp_u1, *tmp_nx, *tmp_src, *tmp_q, *tmp_k, *tmp_v, *tmp_o;  // Saved::f32 when shared
+  // (Allocated only when a plan shares into them; grn/drop/u1/q/k/v hold bf16/fp16 in a
+  // mixed-precision training plan.)
+  float *tmp_n, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;
+  float *tmp_u1, *tmp_nx, *tmp_src, *tmp_q, *tmp_k, *tmp_v, *tmp_o;
   float *tmp_stream_in, *tmp_stream_mid, *tmp_stream_attn, *tmp_dw;
   std::vector<float*> stream;  // residual stream before each block and after the last: (B, P, c)
   std::vector<float*> ts_ab, ts_xa, ts_xl;  // per timestep block: mapper output (B, 2c)
@@ -275,38 +278,28 @@ void Prior::plan(const StepShape& s, bool train) {
     if (lora_drop) take(xl, rows * l.in);  // also forward-only: Prior::forward may run with dropout
   };
   auto adapted = [&](const std::string& module) { return linear_by_name_.at(module)->lora != nullptr; };
-  // A block's own buffer when `keep`, else the shared scratch (bound after allocation).
+  // A block's own buffer when `keep`, else one scratch shared by every block, taken (sized)
+  // by the first block that shares it and bound after allocation; scratch nobody shares is
+  // never allocated.
   std::vector<std::pair<float**, float**>> shared;
+  std::set<float**> scratch_taken;
   auto keep_or_share = [&](bool keep, float*& p, int64_t n, float*& scratch) {
-    if (keep) take(p, n);
-    else shared.emplace_back(&p, &scratch);
+    if (keep) return take(p, n);
+    if (scratch_taken.insert(&scratch).second) take(scratch, n);
+    shared.emplace_back(&p, &scratch);
   };
-  // A forward-only plan (sampling) keeps nothing for a backward.
-  const bool lowp = k.weight_type != DType::f32;
-  auto keep_saved = [&](bool needed, Saved& v, int64_t n, float*& scratch) {
-    keep_or_share(needed && train && !lowp, v.f32, n, scratch);
-    v.lowp = nullptr;
-    if (needed && train && lowp) take(v.lowp, (n * dtype_size(k.weight_type) + 3) / 4);
+  // An activation a backward may read (Saved). In a mixed-precision training plan it is kept
+  // in the low-precision type: written so by its op when `direct`, else computed in an fp32
+  // scratch and rounded into its copy (keep). A forward-only plan keeps nothing.
+  const bool lowp = k.weight_type != DType::f32 && train;
+  const auto lowp_floats = [&](int64_t n) { return (n * dtype_size(k.weight_type) + 3) / 4; };
+  auto keep_saved = [&](bool needed, Saved& v, int64_t n, float*& scratch, bool direct) {
+    v = Saved{};
+    if (!lowp) return keep_or_share(needed && train, v.f32, n, scratch);
+    if (direct) return keep_or_share(needed, v.lowp, lowp_floats(n), scratch);
+    keep_or_share(false, v.f32, n, scratch);
+    if (needed) take(v.lowp, lowp_floats(n));
   };
-  take(a.tmp_n, B * P * c);
-  // channelwise.4's input (GELU+GRN, then dropout) is written in the low-precision type in a
-  // mixed-precision training plan, kept per block only when channelwise.4 has an adapter.
-  const int64_t n4_floats = lowp && train ? (B * P * 4 * c * dtype_size(k.weight_type) + 3) / 4 : B * P * 4 * c;
-  take(a.tmp_grn, n4_floats);
-  a.tmp_drop = nullptr;
-  if (k.dropout > 0.0f) take(a.tmp_drop, n4_floats);
-  take(a.tmp_kv, B * T * c);
-  take(a.tmp_y, B * P * c);
-  // q, k, v and u1 come out of their GEMMs in the kept type in a mixed-precision training
-  // plan: no fp32 scratch for them there.
-  a.tmp_u1 = a.tmp_q = a.tmp_k = a.tmp_v = nullptr;
-  if (!(lowp && train)) {
-    take(a.tmp_u1, B * P * 4 * c);
-    take(a.tmp_q, B * P * c);
-    for (float** p : {&a.tmp_k, &a.tmp_v}) take(*p, B * S * c);
-  }
-  for (float** p : {&a.tmp_nx, &a.tmp_o}) take(*p, B * P * c);
-  take(a.tmp_src, B * S * c);
   take(a.x_in, B * k.c_in * P);
   take(a.x_cl, B * P * k.c_in);
   take(a.r_embed, B * k.c_r);
@@ -320,10 +313,6 @@ void Prior::plan(const StepShape& s, bool train) {
   // inputs and ResBlock outputs alternate between two scratch buffers.
   // A forward-only plan keeps none of them, nor the other activations below that only a
   // backward reads.
-  take(a.tmp_stream_in, B * P * c);
-  take(a.tmp_stream_mid, B * P * c);
-  take(a.tmp_stream_attn, B * P * c);
-  take(a.tmp_dw, B * P * c);
   a.stream.assign(3 * k.depth + 1, nullptr);
   for (int64_t i = 0; i <= 3 * k.depth; ++i) {
     if (i % 3 == 0) keep_or_share(false, a.stream[i], B * P * c, a.tmp_stream_in);
@@ -343,27 +332,26 @@ void Prior::plan(const StepShape& s, bool train) {
     take(R.mean, B * P);
     take(R.rstd, B * P);
     keep_or_share(train && adapted(res + ".channelwise.0"), R.n, B * P * c, a.tmp_n);
-    keep_saved(true, R.u1, B * P * 4 * c, a.tmp_u1);
-    const bool fc2 = train && adapted(res + ".channelwise.4");
-    for (auto [v, scratch] : {std::pair<Saved*, float**>{&R.grn, &a.tmp_grn}, {&R.drop, &a.tmp_drop}}) {
-      *v = Saved{};
-      if (v == &R.drop && k.dropout <= 0.0f) continue;
-      keep_or_share(fc2, lowp && train ? v->lowp : v->f32, n4_floats, *scratch);
-    }
+    keep_saved(true, R.u1, B * P * 4 * c, a.tmp_u1, true);
+    // channelwise.4's input (GELU+GRN, then dropout): its adapter's dA reads it.
+    const bool fc2 = adapted(res + ".channelwise.4");
+    keep_saved(fc2, R.grn, B * P * 4 * c, a.tmp_grn, true);
+    R.drop = Saved{};
+    if (k.dropout > 0.0f) keep_saved(fc2, R.drop, B * P * 4 * c, a.tmp_drop, true);
     lora_slots(res + ".channelwise.0", R.xa1, R.xl1, B * P);
     lora_slots(res + ".channelwise.4", R.xa2, R.xl2, B * P);
     take(a.ts_ab[d], B * 2 * c);
     lora_slots(ts + ".mapper", a.ts_xa[d], a.ts_xl[d], B);
     Acts::Attn& A = a.attn[d];
     keep_or_share(false, A.kv, B * T * c, a.tmp_kv);
-    keep_saved(adapted(at + ".attention.to_q"), A.nx, B * P * c, a.tmp_nx);
+    keep_saved(adapted(at + ".attention.to_q"), A.nx, B * P * c, a.tmp_nx, false);
     take(A.mean, B * P);
     take(A.rstd, B * P);
-    keep_saved(adapted(at + ".attention.to_k") || adapted(at + ".attention.to_v"), A.src, B * S * c, a.tmp_src);
-    keep_saved(true, A.q, B * P * c, a.tmp_q);
-    keep_saved(true, A.k, B * S * c, a.tmp_k);
-    keep_saved(true, A.v, B * S * c, a.tmp_v);
-    keep_saved(true, A.o, B * P * c, a.tmp_o);
+    keep_saved(adapted(at + ".attention.to_k") || adapted(at + ".attention.to_v"), A.src, B * S * c, a.tmp_src, false);
+    keep_saved(true, A.q, B * P * c, a.tmp_q, true);
+    keep_saved(true, A.k, B * S * c, a.tmp_k, true);
+    keep_saved(true, A.v, B * S * c, a.tmp_v, true);
+    keep_saved(true, A.o, B * P * c, a.tmp_o, false);
     take(A.lse, B * k.nhead * P);
     keep_or_share(false, A.y, B * P * c, a.tmp_y);
     lora_slots(at + ".kv_mapper.1", A.xa_kv, A.xl_kv, B * T);
