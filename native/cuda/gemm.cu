@@ -235,34 +235,28 @@ void gemm_device(TensorOut C, TensorRef A, TensorRef B, int64_t M, int64_t N, in
   const DType t = A.type == DType::f32 && B.type == DType::f32 ? C.type : gemm_operand_type(A.type, B.type);
   if (C.type != DType::f32 && C.type != t)
     throw std::invalid_argument(std::string("gemm_device: a ") + dtype_name(C.type) + " C with " + dtype_name(t) + " operands");
+  // Elements each stored operand spans, and the operand copied into buf as type `to`.
+  const int64_t a_span = transA ? (K - 1) * lda + M : (M - 1) * lda + K;
+  const int64_t b_span = transB ? (N - 1) * ldb + K : (K - 1) * ldb + N, c_span = (M - 1) * ldc + N;
+  auto copy_as = [](DeviceBuffer& buf, TensorRef x, DType to, int64_t span) -> TensorRef {
+    void* p = buf.reserve(span * dtype_size(to));
+    convert_device(p, to, x, span);
+    return {p, to};
+  };
   // An fp32 operand beside a bf16/fp16 one is rounded to that type (tensor cores take one type).
   DeviceBuffer a_cast, b_cast;
-  if (A.type != t) {
-    const int64_t span = transA ? (K - 1) * lda + M : (M - 1) * lda + K;
-    void* p = a_cast.reserve(span * 2);
-    convert_device(p, t, A, span);
-    A = {p, t};
-  }
-  if (B.type != t) {
-    const int64_t span = transB ? (N - 1) * ldb + K : (K - 1) * ldb + N;
-    void* p = b_cast.reserve(span * 2);
-    convert_device(p, t, B, span);
-    B = {p, t};
-  }
+  if (A.type != t) A = copy_as(a_cast, A, t, a_span);
+  if (B.type != t) B = copy_as(b_cast, B, t, b_span);
   if (Blas::get().matmul(C, A.data, B.data, t, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, tf32, bias)) return;
   // No algorithm for these low-precision operands (an odd leading dimension, say): widen them
   // (and a low-precision C) and multiply in fp32, which cuBLASLt always has.
-  DeviceBuffer a_wide, b_wide, c_wide;
   if (t != DType::f32) {
-    const int64_t a_span = transA ? (K - 1) * lda + M : (M - 1) * lda + K, b_span = transB ? (N - 1) * ldb + K : (K - 1) * ldb + N;
-    const int64_t c_span = (M - 1) * ldc + N;
-    float* a32 = a_wide.floats(a_span);
-    float* b32 = b_wide.floats(b_span);
-    convert_device(a32, DType::f32, A, a_span);
-    convert_device(b32, DType::f32, B, b_span);
+    DeviceBuffer a_wide, b_wide, c_wide;
+    const TensorRef a32 = copy_as(a_wide, A, DType::f32, a_span), b32 = copy_as(b_wide, B, DType::f32, b_span);
     float* c32 = C.type == DType::f32 ? C.f32() : c_wide.floats(c_span);
     if (c32 != C.data && beta != 0.0f) convert_device(c32, DType::f32, {C.data, C.type}, c_span);
-    if (Blas::get().matmul(c32, a32, b32, DType::f32, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, false, bias)) {
+    if (Blas::get().matmul(c32, a32.data, b32.data, DType::f32, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc,
+                           false, bias)) {
       if (c32 != C.data) convert_device(C.data, C.type, c32, c_span);
       return;
     }
