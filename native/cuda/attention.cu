@@ -417,14 +417,6 @@ __global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, c
 
 // The row kernels' dynamic shared memory (one row of scores) beside their static 384 bytes of
 // reduction scratch, within the default 48 KB.
-// x (n) as fp32 for the row kernels: itself, or widened into buf when stored narrower.
-const float* widened(TensorRef x, int64_t n, DeviceBuffer& buf) {
-  if (x.type == DType::f32) return x.f32();
-  float* p = buf.floats(n);
-  convert_device(p, DType::f32, x, n);
-  return p;
-}
-
 void check_shared(int64_t floats, const char* what) {
   if (floats * 4 > 48 * 1024 - 1024)
     throw std::runtime_error(std::string(what) + ": sequence too long for this kernel's shared-memory row (" + std::to_string(floats) + " floats)");
@@ -440,9 +432,10 @@ void CudaOps::attention_forward(float* o, float* lse, TensorRef q, TensorRef k, 
     return flash_forward<__half>(o, lse, q, k, v, B, N, M, H, scale);
   }
   check_shared(M, "attention_forward");
-  DeviceBuffer wide[3];
-  const float *q32 = widened(q, B * N * H * d, wide[0]), *k32 = widened(k, B * M * H * d, wide[1]),
-              *v32 = widened(v, B * M * H * d, wide[2]);
+  DeviceBuffer wide[3];  // the row kernels read fp32: q, k, v widened when stored narrower
+  const float *q32 = converted(wide[0], q, DType::f32, B * N * H * d).f32(),
+              *k32 = converted(wide[1], k, DType::f32, B * M * H * d).f32(),
+              *v32 = converted(wide[2], v, DType::f32, B * M * H * d).f32();
   dim3 grid(static_cast<unsigned>(N), static_cast<unsigned>(H), static_cast<unsigned>(B));
   attention_forward_kernel<<<grid, kAttnThreads, M * sizeof(float)>>>(o, lse, q32, k32, v32, nullptr, false, N, M, H, d,
                                                                      scale);
@@ -479,9 +472,10 @@ void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* d
   }
   check_shared(M, "attention_backward");
   check_shared(2 * N, "attention_backward");
-  DeviceBuffer wide[3];
-  const float *q32 = widened(q, B * N * H * d, wide[0]), *k32 = widened(k, B * M * H * d, wide[1]),
-              *v32 = widened(v, B * M * H * d, wide[2]);
+  DeviceBuffer wide[3];  // the row kernels read fp32: q, k, v widened when stored narrower
+  const float *q32 = converted(wide[0], q, DType::f32, B * N * H * d).f32(),
+              *k32 = converted(wide[1], k, DType::f32, B * M * H * d).f32(),
+              *v32 = converted(wide[2], v, DType::f32, B * M * H * d).f32();
   DeviceBuffer delta_buf;
   float* delta = delta_buf.floats(B * H * N);
   attention_delta_kernel<<<blocks_for(B * H * N), kThreads>>>(delta, dout, o, B, N, H, d);

@@ -56,6 +56,10 @@ class DeviceBuffer {
   void* p_ = nullptr;
 };
 
+// x (n elements) as type `to`: x itself when it is stored so, else a copy made in buf
+// (memory.cu).
+TensorRef converted(DeviceBuffer& buf, TensorRef x, DType to, int64_t n);
+
 constexpr int kThreads = 256;
 inline unsigned blocks_for(int64_t n, int threads = kThreads) {
   int64_t b = (n + threads - 1) / threads;

@@ -235,24 +235,19 @@ void gemm_device(TensorOut C, TensorRef A, TensorRef B, int64_t M, int64_t N, in
   const DType t = A.type == DType::f32 && B.type == DType::f32 ? C.type : gemm_operand_type(A.type, B.type);
   if (C.type != DType::f32 && C.type != t)
     throw std::invalid_argument(std::string("gemm_device: a ") + dtype_name(C.type) + " C with " + dtype_name(t) + " operands");
-  // Elements each stored operand spans, and the operand copied into buf as type `to`.
+  // Elements each stored operand spans.
   const int64_t a_span = transA ? (K - 1) * lda + M : (M - 1) * lda + K;
   const int64_t b_span = transB ? (N - 1) * ldb + K : (K - 1) * ldb + N, c_span = (M - 1) * ldc + N;
-  auto copy_as = [](DeviceBuffer& buf, TensorRef x, DType to, int64_t span) -> TensorRef {
-    void* p = buf.reserve(span * dtype_size(to));
-    convert_device(p, to, x, span);
-    return {p, to};
-  };
   // An fp32 operand beside a bf16/fp16 one is rounded to that type (tensor cores take one type).
   DeviceBuffer a_cast, b_cast;
-  if (A.type != t) A = copy_as(a_cast, A, t, a_span);
-  if (B.type != t) B = copy_as(b_cast, B, t, b_span);
+  A = converted(a_cast, A, t, a_span);
+  B = converted(b_cast, B, t, b_span);
   if (Blas::get().matmul(C, A.data, B.data, t, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc, tf32, bias)) return;
   // No algorithm for these low-precision operands (an odd leading dimension, say): widen them
   // (and a low-precision C) and multiply in fp32, which cuBLASLt always has.
   if (t != DType::f32) {
     DeviceBuffer a_wide, b_wide, c_wide;
-    const TensorRef a32 = copy_as(a_wide, A, DType::f32, a_span), b32 = copy_as(b_wide, B, DType::f32, b_span);
+    const TensorRef a32 = converted(a_wide, A, DType::f32, a_span), b32 = converted(b_wide, B, DType::f32, b_span);
     float* c32 = C.type == DType::f32 ? C.f32() : c_wide.floats(c_span);
     if (c32 != C.data && beta != 0.0f) convert_device(c32, DType::f32, {C.data, C.type}, c_span);
     if (Blas::get().matmul(c32, a32.data, b32.data, DType::f32, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc,

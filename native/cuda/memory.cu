@@ -104,6 +104,13 @@ void convert_device(void* dst, DType dst_type, TensorRef src, int64_t n) {
   LT_LAUNCHED("convert");
 }
 
+TensorRef converted(DeviceBuffer& buf, TensorRef x, DType to, int64_t n) {
+  if (x.type == to) return x;
+  void* p = buf.reserve(n * dtype_size(to));
+  convert_device(p, to, x, n);
+  return {p, to};
+}
+
 void CudaOps::convert(void* dst, DType dst_type, TensorRef src, int64_t n) {
   LT_PROFILE("convert");
   convert_device(dst, dst_type, src, n);
