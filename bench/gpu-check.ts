@@ -9,9 +9,7 @@ import { join } from 'node:path';
 import { native } from '../src/native.js';
 import { type Device, setAllowTf32 } from '../src/ops.js';
 import { Prior, type PriorConfig } from '../src/prior.js';
-import { Rng } from '../src/rng.js';
-import type { Tensor } from '../src/tensor.js';
-import { dataOf, parityCases, relativeError } from './parity.js';
+import { dataOf, parityCases, randomStepInputs, relativeError } from './parity.js';
 
 async function main() {
   const args = process.argv.slice(2);
@@ -61,10 +59,7 @@ async function realStep(device: Device, dry: boolean) {
   const setupStart = performance.now();
   const prior = Prior.random(config, { seed: 0, device, precision: 'bf16', lora: { rank: 8, alpha: 8 } });
   console.log(`model set up in ${((performance.now() - setupStart) / 1000).toFixed(1)} s`);
-  const rng = new Rng(1);
-  const tensor = (shape: number[], f: () => number): Tensor => ({ data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, f), shape });
-  const x = tensor([B, 16, H, W], () => rng.normal()), target = tensor([B, 16, H, W], () => rng.normal());
-  const r = tensor([B], () => rng.uniform()), clip = tensor([B, T, config.c_cond], () => rng.normal());
+  const { x, r, clip, target } = randomStepInputs(config, B, H, W, T, 1);
   const times: number[] = [];
   for (let step = 1; step <= 12; step++) {
     const t0 = performance.now();

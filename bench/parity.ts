@@ -2,7 +2,7 @@
 // prior LoRA step, run on any device; shared by tests/parity.test.ts and bench/gpu-check.ts.
 import { join } from 'node:path';
 import * as ops from '../src/ops.js';
-import { Prior } from '../src/prior.js';
+import { Prior, type PriorConfig } from '../src/prior.js';
 import { Rng } from '../src/rng.js';
 import { getTensor, readSafetensors, type SafetensorsFile } from '../src/safetensors.js';
 import type { LowpDType, LowpTensor, Tensor } from '../src/tensor.js';
@@ -147,6 +147,16 @@ export function makeLowpRunners(fx: Fixture): Record<string, (c: FixtureCase, de
   };
 }
 
+/** Random inputs of one prior step, drawn from a seed in a fixed order: x and target normal
+ * (B, c_in, H, W), r uniform (B), clip normal (B, T, c_cond). */
+export function randomStepInputs(config: PriorConfig, B: number, H: number, W: number, T: number, seed: number) {
+  const rng = new Rng(seed);
+  const tensor = (shape: number[], draw: () => number): Tensor => ({ data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, draw), shape });
+  const x = tensor([B, config.c_in, H, W], () => rng.normal()), target = tensor([B, config.c_in, H, W], () => rng.normal());
+  const r = tensor([B], () => rng.uniform()), clip = tensor([B, T, config.c_cond], () => rng.normal());
+  return { x, r, clip, target };
+}
+
 export interface ParityCase {
   name: string;
   run(device: Device): Promise<Outputs>;
@@ -176,10 +186,7 @@ export function parityCases(fixturesDir: string): ParityCase[] {
         const lora = { rank: precision === 'bf16' ? 5 : 8, alpha: 4, targets: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'], dropout: precision === 'fp16' ? 0.1 : 0, seed: 2 };
         const prior = Prior.random(config, { seed: 1, lora, device, precision });
         prior.setLoraWeights(Object.fromEntries(Object.entries(prior.loraWeights()).map(([k, w]) => [k, { data: w.data.map((_, i) => Math.sin(i) * 0.05), shape: w.shape }])));
-        const rng = new Rng(7);
-        const tensor = (shape: number[], draw: () => number): Tensor => ({ data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, draw), shape });
-        const x = tensor([B, 16, H, W], () => rng.normal()), target = tensor([B, 16, H, W], () => rng.normal());
-        const r = tensor([B], () => rng.uniform()), clip = tensor([B, T, config.c_cond], () => rng.normal());
+        const { x, r, clip, target } = randomStepInputs(config, B, H, W, T, 7);
         const { loss, grads } = await prior.lossAndGrad(x, r, clip, target, { seed: 9, train: true });
         const out: Outputs = { loss: { tensor: new Float32Array([loss]), tolerance: fwd } };
         for (const [k, g] of Object.entries(grads)) out[k] = { tensor: g, tolerance: grad };

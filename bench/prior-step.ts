@@ -2,8 +2,7 @@
 // of its own so that its peak memory is its own. Prints one JSON line.
 import { readFileSync } from 'node:fs';
 import { Prior, type PriorConfig, type Precision } from '../src/prior.js';
-import { Rng } from '../src/rng.js';
-import type { Tensor } from '../src/tensor.js';
+import { randomStepInputs } from './parity.js';
 
 export interface PriorStepCase {
   config: PriorConfig;
@@ -30,13 +29,8 @@ function peakRssKiB(): number {
 async function main() {
   const spec = JSON.parse(process.argv[2]!) as PriorStepCase & { minSeconds: number };
   const prior = Prior.random(spec.config, { seed: 0, precision: spec.precision, lora: { rank: spec.rank, alpha: spec.rank } });
-  const rng = new Rng(1);
-  const tensor = (shape: number[], f: () => number): Tensor => ({ data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, f), shape });
   const { B, H, W, T, config } = spec;
-  const x = tensor([B, config.c_in, H, W], () => rng.normal());
-  const target = tensor([B, config.c_in, H, W], () => rng.normal());
-  const r = tensor([B], () => rng.uniform());
-  const clip = tensor([B, T, config.c_cond], () => rng.normal());
+  const { x, r, clip, target } = randomStepInputs(config, B, H, W, T, 1);
   let step = 0;
   const run = async () => {
     step++;
