@@ -35,9 +35,7 @@ class TextEncoderWrap : public Napi::ObjectWrap<TextEncoderWrap> {
     c.intermediate = call.dim_of(o, "intermediate");
     c.max_positions = call.dim_of(o, "max_positions");
     c.eps = static_cast<float>(call.number_of(o, "eps"));
-    Napi::Value q = o.Get("quick_gelu");
-    if (!q.IsBoolean()) call.fail_type("a boolean", "quick_gelu", q);
-    c.quick_gelu = q.As<Napi::Boolean>().Value();
+    c.quick_gelu = call.flag_of(o, "quick_gelu");
     try {
       model_ = std::make_unique<ClipTextModel>(ops, c);
     } catch (const std::exception& e) {
@@ -92,9 +90,7 @@ class ImageEncoderWrap : public Napi::ObjectWrap<ImageEncoderWrap> {
       Napi::Value v = list.Get(i);
       if (!v.IsObject()) call.fail_type("an object", "stages[" + std::to_string(i) + "]", v);
       Napi::Object st = v.As<Napi::Object>();
-      Napi::Value fused = st.Get("fused");
-      if (!fused.IsBoolean()) call.fail_type("a boolean", "fused", fused);
-      c.stages.push_back({fused.As<Napi::Boolean>().Value(), call.dim_of(st, "expand"), call.dim_of(st, "kernel"),
+      c.stages.push_back({call.flag_of(st, "fused"), call.dim_of(st, "expand"), call.dim_of(st, "kernel"),
                           call.dim_of(st, "stride"), call.dim_of(st, "in"), call.dim_of(st, "out"), call.dim_of(st, "layers")});
     }
     try {

@@ -64,25 +64,12 @@ class OpCall {
   }
 
   // A positive integer size (dims of 0 are rejected: no op here has a use for them).
-  int64_t dim(size_t i, const char* name) const {
-    Napi::Value v = info_[i];
-    if (!v.IsNumber()) fail_type("a positive integer", name, v);
-    double d = v.As<Napi::Number>().DoubleValue();
-    if (!(d >= 1) || d != std::floor(d) || d > 9007199254740991.0) fail_range("a positive integer", name, v);
-    return static_cast<int64_t>(d);
-  }
-  double number(size_t i, const char* name) const {
-    Napi::Value v = info_[i];
-    if (!v.IsNumber()) fail_type("a finite number", name, v);
-    double d = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d)) fail_range("a finite number", name, v);
-    return d;
-  }
-  bool flag(size_t i, const char* name) const {
-    Napi::Value v = info_[i];
-    if (!v.IsBoolean()) fail_type("a boolean", name, v);
-    return v.As<Napi::Boolean>().Value();
-  }
+  int64_t dim(size_t i, const char* name) const { return dim_value(info_[i], name); }
+  int64_t dim_of(const Napi::Object& o, const char* key) const { return dim_value(o.Get(key), key); }
+  double number(size_t i, const char* name) const { return number_value(info_[i], name); }
+  double number_of(const Napi::Object& o, const char* key) const { return number_value(o.Get(key), key); }
+  bool flag(size_t i, const char* name) const { return flag_value(info_[i], name); }
+  bool flag_of(const Napi::Object& o, const std::string& key) const { return flag_value(o.Get(key), key); }
   // A seed: a non-negative safe integer (JS numbers hold 53 bits).
   uint64_t seed(size_t i, const char* name) const {
     Napi::Value v = info_[i];
@@ -95,20 +82,6 @@ class OpCall {
     Napi::Value v = info_[i];
     if (!v.IsObject() || v.IsArray()) fail_type("an object", name, v);
     return v.As<Napi::Object>();
-  }
-  int64_t dim_of(const Napi::Object& o, const char* key) const {
-    Napi::Value v = o.Get(key);
-    if (!v.IsNumber()) fail_type("a positive integer", key, v);
-    double d = v.As<Napi::Number>().DoubleValue();
-    if (!(d >= 1) || d != std::floor(d) || d > 9007199254740991.0) fail_range("a positive integer", key, v);
-    return static_cast<int64_t>(d);
-  }
-  double number_of(const Napi::Object& o, const char* key) const {
-    Napi::Value v = o.Get(key);
-    if (!v.IsNumber()) fail_type("a finite number", key, v);
-    double d = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d)) fail_range("a finite number", key, v);
-    return d;
   }
   std::string string(size_t i, const char* name) const {
     Napi::Value v = info_[i];
@@ -191,6 +164,23 @@ class OpCall {
   };
 
  private:
+  int64_t dim_value(const Napi::Value& v, const std::string& name) const {
+    if (!v.IsNumber()) fail_type("a positive integer", name, v);
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= 1) || d != std::floor(d) || d > 9007199254740991.0) fail_range("a positive integer", name, v);
+    return static_cast<int64_t>(d);
+  }
+  double number_value(const Napi::Value& v, const std::string& name) const {
+    if (!v.IsNumber()) fail_type("a finite number", name, v);
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d)) fail_range("a finite number", name, v);
+    return d;
+  }
+  bool flag_value(const Napi::Value& v, const std::string& name) const {
+    if (!v.IsBoolean()) fail_type("a boolean", name, v);
+    return v.As<Napi::Boolean>().Value();
+  }
+
   // Pins v until the op finishes; on a device backend returns a device copy of its bytes.
   void* pin_data(const Napi::Value& v, void* host, int64_t bytes) {
     pins_.push_back(std::make_shared<Napi::Reference<Napi::Value>>(Napi::Persistent(v)));
