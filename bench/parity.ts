@@ -5,7 +5,7 @@ import * as ops from '../src/ops.js';
 import { Prior, type PriorConfig } from '../src/prior.js';
 import { Rng } from '../src/rng.js';
 import { getTensor, readSafetensors, type SafetensorsFile } from '../src/safetensors.js';
-import type { LowpDType, LowpTensor, Tensor } from '../src/tensor.js';
+import type { DType, LowpDType, LowpTensor, Tensor } from '../src/tensor.js';
 
 /** fp32 tolerances (issue 2): relative error of forward outputs and of gradients. */
 export const FWD = 1e-5;
@@ -57,6 +57,17 @@ export type Device = ops.Device;
 export type Outputs = Record<string, { tensor: Tensor | Float32Array | undefined; tolerance: number }>;
 
 /** Runs one fixture case on a device; returns its outputs with the tolerance each needs. */
+/** Forward and backward attention of one case, computed in `compute`. */
+function attentionRunner(fx: Fixture, compute: DType, fwd: number, grad: number) {
+  return async (c: FixtureCase, device: Device): Promise<Outputs> => {
+    const [q, k, v] = [fx.tensor(c, 'q'), fx.tensor(c, 'k'), fx.tensor(c, 'v')];
+    const opts = { device, compute };
+    const { out, lse } = await ops.attention(q, k, v, num(c.H), opts);
+    const g = await ops.attentionBackward(fx.tensor(c, 'do'), q, k, v, out, lse, num(c.H), opts);
+    return { o: { tensor: out, tolerance: fwd }, lse: { tensor: lse, tolerance: fwd }, dq: { tensor: g.dq, tolerance: grad }, dk: { tensor: g.dk, tolerance: grad }, dv: { tensor: g.dv, tolerance: grad } };
+  };
+}
+
 function makeRunners(fx: Fixture): Record<string, (c: FixtureCase, device: Device) => Promise<Outputs>> {
   return {
     gemm: async (c, device) => {
@@ -76,21 +87,9 @@ function makeRunners(fx: Fixture): Record<string, (c: FixtureCase, device: Devic
       const g = await ops.loraLinearBackward(fx.tensor(c, 'dy'), x, xa, W, lora, { device });
       return { y: { tensor: y, tolerance: FWD }, dA: { tensor: g.dDown, tolerance: GRAD }, dB: { tensor: g.dUp, tolerance: GRAD }, dx: { tensor: g.dx, tolerance: GRAD } };
     },
-    attention: async (c, device) => {
-      const [q, k, v] = [fx.tensor(c, 'q'), fx.tensor(c, 'k'), fx.tensor(c, 'v')];
-      const { out, lse } = await ops.attention(q, k, v, num(c.H), { device });
-      const g = await ops.attentionBackward(fx.tensor(c, 'do'), q, k, v, out, lse, num(c.H), { device });
-      return { o: { tensor: out, tolerance: FWD }, lse: { tensor: lse, tolerance: FWD }, dq: { tensor: g.dq, tolerance: GRAD }, dk: { tensor: g.dk, tolerance: GRAD }, dv: { tensor: g.dv, tolerance: GRAD } };
-    },
+    attention: attentionRunner(fx, 'f32', FWD, GRAD),
     // Mixed precision's attention: tensor cores in bf16 on the GPU (head dim 64), fp32 on the CPU.
-    attention_bf16: async (c, device) => {
-      const [q, k, v] = [fx.tensor(c, 'q'), fx.tensor(c, 'k'), fx.tensor(c, 'v')];
-      const opts = { device, compute: 'bf16' as const };
-      const { out, lse } = await ops.attention(q, k, v, num(c.H), opts);
-      const g = await ops.attentionBackward(fx.tensor(c, 'do'), q, k, v, out, lse, num(c.H), opts);
-      const { fwd, grad } = GPU_MIXED.attention;
-      return { o: { tensor: out, tolerance: fwd }, lse: { tensor: lse, tolerance: fwd }, dq: { tensor: g.dq, tolerance: grad }, dk: { tensor: g.dk, tolerance: grad }, dv: { tensor: g.dv, tolerance: grad } };
-    },
+    attention_bf16: attentionRunner(fx, 'bf16', GPU_MIXED.attention.fwd, GPU_MIXED.attention.grad),
     layernorm: async (c, device) => {
       const { y, mean, rstd } = await ops.layerNorm(fx.tensor(c, 'x'), num(c.eps), { device });
       return { y: { tensor: y, tolerance: FWD }, dx: { tensor: await ops.layerNormBackward(fx.tensor(c, 'dy'), fx.tensor(c, 'x'), mean, rstd, { device }), tolerance: GRAD } };
