@@ -1,0 +1,443 @@
+// The CUDA test emulator's runtime (include/cuda_runtime.h): kernels as fibers, device memory as
+// host memory, a device that describes itself as the emulator.
+//
+// A block's threads are ucontext fibers run round-robin on the launching OS thread: each runs
+// until it finishes or reaches __syncthreads or a warp-synchronous call (__syncwarp, a
+// shuffle). A barrier opens once every live thread of the block (or all 32 lanes of the warp)
+// is waiting at it; if none can, the block is deadlocked (a barrier in divergent code, a warp
+// shuffle some lanes skip) and the launch fails with a description, as a GPU would hang or
+// return garbage. Shared memory that no thread has written reads as NaN.
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "include/cuda_runtime.h"
+
+namespace lt_emu {
+
+thread_local ThreadContext* current = nullptr;
+
+namespace {
+
+constexpr size_t kStackBytes = 256 << 10;
+constexpr size_t kMaxThreads = 1024;
+constexpr size_t kDefaultDynamicShared = 48 << 10, kMaxDynamicShared = 227 << 10;  // an H100/H200's limits
+constexpr int kComputeMajor = 9, kComputeMinor = 0, kMultiprocessors = 132;
+constexpr size_t kDeviceMemory = size_t(16) << 30;
+
+// ---- errors: a bad launch is reported once (cudaGetLastError clears it); a failed kernel
+// leaves the context broken, as on a GPU: every later call reports it.
+std::mutex state_mutex;
+cudaError_t last_error = cudaSuccess;
+cudaError_t sticky_error = cudaSuccess;
+std::string error_detail;
+
+cudaError_t fail(cudaError_t e, const std::string& detail, bool sticky) {
+  std::lock_guard<std::mutex> lock(state_mutex);
+  if (last_error == cudaSuccess) last_error = e, error_detail = detail;
+  if (sticky && sticky_error == cudaSuccess) sticky_error = e;
+  return e;
+}
+cudaError_t status() {
+  std::lock_guard<std::mutex> lock(state_mutex);
+  return sticky_error;
+}
+
+// ---- device memory -------------------------------------------------------------------------
+std::map<void*, size_t> allocations;  // under state_mutex
+size_t allocated_bytes = 0;
+
+cudaError_t device_alloc(void** p, size_t bytes) {
+  if (!p) return fail(cudaErrorInvalidValue, "cudaMalloc: null result pointer", false);
+  std::lock_guard<std::mutex> lock(state_mutex);
+  if (allocated_bytes + bytes > kDeviceMemory) {
+    if (last_error == cudaSuccess) last_error = cudaErrorMemoryAllocation, error_detail = "out of emulated device memory";
+    return cudaErrorMemoryAllocation;
+  }
+  // 256-byte aligned as cudaMalloc's, and filled with a NaN pattern: a kernel reading memory
+  // nothing has written gets NaN, not a lucky zero.
+  void* q = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (!q) return cudaErrorMemoryAllocation;
+  std::memset(q, 0xff, bytes);
+  allocations[q] = bytes;
+  allocated_bytes += bytes;
+  *p = q;
+  return sticky_error;
+}
+
+cudaError_t device_free(void* p) {
+  if (!p) return status();
+  {
+    std::lock_guard<std::mutex> lock(state_mutex);
+    auto it = allocations.find(p);
+    if (it == allocations.end()) {
+      if (last_error == cudaSuccess) last_error = cudaErrorInvalidDevicePointer, error_detail = "cudaFree of a pointer cudaMalloc did not return";
+      return cudaErrorInvalidDevicePointer;
+    }
+    allocated_bytes -= it->second;
+    allocations.erase(it);
+  }
+  std::free(p);
+  return status();
+}
+
+// ---- fibers ----------------------------------------------------------------------------------
+enum class FiberState { ready, at_block_barrier, at_warp_barrier, done };
+
+struct Fiber {
+  ucontext_t context;
+  ThreadContext thread;
+  FiberState state = FiberState::ready;
+  uint64_t warp_calls = 0;  // warp-synchronous calls made so far
+};
+
+struct Block {
+  std::vector<Fiber> fibers;
+  std::vector<unsigned char> shared;
+  // A lane's value for its warp's current and previous exchange (by call parity), so lanes
+  // that run on after an exchange do not overwrite values a later lane still reads.
+  std::vector<uint64_t> exchange[2];
+  ucontext_t scheduler;
+  Fiber* running = nullptr;
+  void (*body)(void*) = nullptr;
+  void* body_context = nullptr;
+  std::string failure;
+};
+
+thread_local Block* block = nullptr;
+thread_local std::vector<void*> stacks;
+
+void* stack_of(size_t i) {
+  while (stacks.size() <= i) {
+    void* s = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (s == MAP_FAILED) throw std::runtime_error("cuda emulator: cannot map a fiber stack");
+    stacks.push_back(s);
+  }
+  return stacks[i];
+}
+
+void fiber_main() {
+  Block* b = block;
+  try {
+    b->body(b->body_context);
+  } catch (const std::exception& e) {
+    if (b->failure.empty()) b->failure = e.what();
+  }
+  b->running->state = FiberState::done;
+  // uc_link returns to the scheduler.
+}
+
+void yield(FiberState state) {
+  Fiber* f = block->running;
+  f->state = state;
+  swapcontext(&f->context, &block->scheduler);
+  current = &block->running->thread;
+}
+
+int linear_id(const ThreadContext& t) {
+  return static_cast<int>(t.thread_idx.x + t.block_dim.x * (t.thread_idx.y + t.block_dim.y * t.thread_idx.z));
+}
+
+// Opens whatever barrier can open; false when none can.
+bool release(Block& b) {
+  bool opened = false;
+  const size_t n = b.fibers.size();
+  for (size_t w = 0; w < n; w += 32) {
+    const size_t end = std::min(n, w + 32);
+    bool all_waiting = true, any_waiting = false;
+    for (size_t i = w; i < end; ++i) {
+      const Fiber& f = b.fibers[i];
+      all_waiting &= f.state == FiberState::at_warp_barrier && f.warp_calls == b.fibers[w].warp_calls;
+      any_waiting |= f.state == FiberState::at_warp_barrier;
+    }
+    if (!any_waiting || !all_waiting) continue;
+    if (end - w < 32) throw std::logic_error("a warp-synchronous call with a full mask in a warp of " + std::to_string(end - w) + " threads");
+    for (size_t i = w; i < end; ++i) b.fibers[i].state = FiberState::ready;
+    opened = true;
+  }
+  if (opened) return true;
+  bool all_at_block = true, any_live = false;
+  for (const Fiber& f : b.fibers) {
+    if (f.state == FiberState::done) continue;
+    any_live = true;
+    all_at_block &= f.state == FiberState::at_block_barrier;
+  }
+  if (!any_live || !all_at_block) return false;
+  for (Fiber& f : b.fibers)
+    if (f.state == FiberState::at_block_barrier) f.state = FiberState::ready;
+  return true;
+}
+
+std::string describe_deadlock(const Block& b) {
+  int done = 0, at_block = 0, at_warp = 0;
+  for (const Fiber& f : b.fibers) {
+    done += f.state == FiberState::done;
+    at_block += f.state == FiberState::at_block_barrier;
+    at_warp += f.state == FiberState::at_warp_barrier;
+  }
+  return "deadlock: " + std::to_string(at_block) + " threads wait at __syncthreads, " + std::to_string(at_warp) +
+         " at a warp-synchronous call (__syncwarp or a shuffle) that not all lanes of their warp reach, " +
+         std::to_string(done) + " have finished";
+}
+
+// A fiber at the start of the kernel. (A function of its own: getcontext returns twice as far
+// as the compiler knows, which would clobber the caller's loop variables.)
+__attribute__((noinline)) void start_fiber(Fiber& f, void* stack, ucontext_t* scheduler) {
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = stack;
+  f.context.uc_stack.ss_size = kStackBytes;
+  f.context.uc_link = scheduler;
+  makecontext(&f.context, fiber_main, 0);
+}
+
+void start_fibers(Block& b, uint3 block_idx, dim3 t, dim3 g) {
+  for (size_t i = 0; i < b.fibers.size(); ++i) {
+    Fiber& f = b.fibers[i];
+    f.state = FiberState::ready;
+    f.warp_calls = 0;
+    f.thread = {{static_cast<unsigned>(i % t.x), static_cast<unsigned>(i / t.x % t.y), static_cast<unsigned>(i / (size_t(t.x) * t.y))},
+                block_idx, t, g};
+    start_fiber(f, stack_of(i), &b.scheduler);
+  }
+}
+
+void run_block(Block& b) {
+  for (;;) {
+    for (Fiber& f : b.fibers) {
+      if (f.state != FiberState::ready) continue;
+      b.running = &f;
+      current = &f.thread;
+      swapcontext(&b.scheduler, &f.context);
+      if (!b.failure.empty()) return;
+    }
+    bool opened = false;
+    try {
+      opened = release(b);
+    } catch (const std::exception& e) {
+      b.failure = e.what();
+      return;
+    }
+    if (!opened) {
+      for (const Fiber& f : b.fibers)
+        if (f.state != FiberState::done) {
+          b.failure = describe_deadlock(b);
+          return;
+        }
+      return;
+    }
+  }
+}
+
+std::map<const void*, int> max_dynamic_shared;  // under state_mutex
+std::mutex launch_mutex;                        // statics are the running block's shared memory
+
+std::string dims(dim3 d) { return std::to_string(d.x) + "x" + std::to_string(d.y) + "x" + std::to_string(d.z); }
+
+}  // namespace
+
+void sync_block() {
+  if (!block) throw std::logic_error("__syncthreads outside a kernel");
+  yield(FiberState::at_block_barrier);
+}
+
+void sync_warp(const void* value, size_t bytes) {
+  if (!block) throw std::logic_error("a warp-synchronous call outside a kernel");
+  Fiber* f = block->running;
+  const int id = linear_id(f->thread);
+  uint64_t slot = 0;
+  if (bytes > sizeof(slot)) throw std::logic_error("cuda emulator: a shuffle of more than 8 bytes");
+  if (value) std::memcpy(&slot, value, bytes);
+  block->exchange[(f->warp_calls + 1) & 1][id] = slot;
+  ++f->warp_calls;
+  yield(FiberState::at_warp_barrier);
+}
+
+void exchanged_value(int lane, void* out, size_t bytes) {
+  Fiber* f = block->running;
+  const int id = linear_id(f->thread);
+  const int source = id - id % 32 + lane;
+  if (lane < 0 || lane >= 32 || source >= static_cast<int>(block->fibers.size()))
+    throw std::logic_error("a shuffle from lane " + std::to_string(lane) + ", which does not exist");
+  std::memcpy(out, &block->exchange[f->warp_calls & 1][source], bytes);
+}
+
+unsigned char* dynamic_shared_memory() {
+  if (!block) throw std::logic_error("dynamic shared memory outside a kernel");
+  return block->shared.data();
+}
+
+cudaError_t set_function_attribute(const void* kernel, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || static_cast<size_t>(value) > kMaxDynamicShared)
+    return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: " + std::to_string(value) + " bytes of dynamic shared memory", false);
+  std::lock_guard<std::mutex> lock(state_mutex);
+  max_dynamic_shared[kernel] = value;
+  return sticky_error;
+}
+
+void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
+  if (status() != cudaSuccess) return;
+  const dim3 g = config.grid, t = config.block;
+  const size_t threads = size_t(t.x) * t.y * t.z;
+  size_t shared_limit = kDefaultDynamicShared;
+  {
+    std::lock_guard<std::mutex> lock(state_mutex);
+    auto it = max_dynamic_shared.find(config.kernel);
+    if (it != max_dynamic_shared.end()) shared_limit = it->second;
+  }
+  std::string bad;
+  if (threads == 0 || threads > kMaxThreads || t.z > 64) bad = "a block of " + dims(t) + " threads";
+  else if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > 2147483647u || g.y > 65535 || g.z > 65535) bad = "a grid of " + dims(g) + " blocks";
+  else if (config.shared_bytes > shared_limit)
+    bad = std::to_string(config.shared_bytes) + " bytes of dynamic shared memory (the kernel may use " + std::to_string(shared_limit) +
+          "; cudaFuncSetAttribute raises it)";
+  if (!bad.empty()) {
+    fail(cudaErrorInvalidConfiguration, "invalid launch: " + bad, false);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(launch_mutex);
+  Block b;
+  b.body = body;
+  b.body_context = context;
+  b.fibers.resize(threads);
+  b.exchange[0].assign(threads + 32, 0);
+  b.exchange[1].assign(threads + 32, 0);
+  b.shared.resize(config.shared_bytes + 16);
+  block = &b;
+  for (unsigned bz = 0; bz < g.z && b.failure.empty(); ++bz)
+    for (unsigned by = 0; by < g.y && b.failure.empty(); ++by)
+      for (unsigned bx = 0; bx < g.x && b.failure.empty(); ++bx) {
+        std::memset(b.shared.data(), 0xff, b.shared.size());
+        start_fibers(b, {bx, by, bz}, t, g);
+        run_block(b);
+        if (!b.failure.empty())
+          b.failure = "block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " + std::to_string(bz) + "): " + b.failure;
+      }
+  block = nullptr;
+  current = nullptr;
+  if (!b.failure.empty()) fail(cudaErrorLaunchFailure, "kernel failed in " + b.failure, true);
+}
+
+void* open_library(const char* file, int flags) {
+  const std::string name = file ? file : "";
+  if (name == "libcuda.so.1" || name.rfind("libcublasLt.so", 0) == 0) {
+    Dl_info self;
+    if (dladdr(reinterpret_cast<void*>(&open_library), &self) && self.dli_fname) return (dlopen)(self.dli_fname, RTLD_NOW | RTLD_LOCAL);
+  }
+  return (dlopen)(file, flags);
+}
+
+}  // namespace lt_emu
+
+using lt_emu::fail;
+using lt_emu::status;
+
+const char* cudaGetErrorString(cudaError_t e) {
+  static thread_local std::string text;
+  const char* name = e == cudaSuccess                     ? "no error"
+                     : e == cudaErrorInvalidValue          ? "invalid argument"
+                     : e == cudaErrorMemoryAllocation      ? "out of memory"
+                     : e == cudaErrorInvalidConfiguration  ? "invalid configuration argument"
+                     : e == cudaErrorInvalidDevicePointer  ? "invalid device pointer"
+                     : e == cudaErrorLaunchFailure         ? "unspecified launch failure"
+                                                           : "unknown error";
+  std::lock_guard<std::mutex> lock(lt_emu::state_mutex);
+  text = name;
+  if (e != cudaSuccess && !lt_emu::error_detail.empty()) text += " (cuda emulator: " + lt_emu::error_detail + ")";
+  return text.c_str();
+}
+
+cudaError_t cudaGetLastError() {
+  std::lock_guard<std::mutex> lock(lt_emu::state_mutex);
+  const cudaError_t e = lt_emu::last_error != cudaSuccess ? lt_emu::last_error : lt_emu::sticky_error;
+  lt_emu::last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return status();
+}
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *value = lt_emu::kMultiprocessors; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = lt_emu::kComputeMajor; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = lt_emu::kComputeMinor; break;
+    default: return fail(cudaErrorInvalidValue, "cudaDeviceGetAttribute: an attribute the emulator lacks", false);
+  }
+  return status();
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int) {
+  *prop = {};
+  std::snprintf(prop->name, sizeof(prop->name), "CUDA emulated on the CPU (lora-train's test emulator)");
+  prop->totalGlobalMem = lt_emu::kDeviceMemory;
+  prop->major = lt_emu::kComputeMajor;
+  prop->minor = lt_emu::kComputeMinor;
+  prop->multiProcessorCount = lt_emu::kMultiprocessors;
+  return status();
+}
+cudaError_t cudaDeviceSynchronize() { return status(); }
+
+cudaError_t cudaMalloc(void** p, size_t bytes) { return lt_emu::device_alloc(p, bytes); }
+cudaError_t cudaFree(void* p) { return lt_emu::device_free(p); }
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return lt_emu::device_alloc(p, bytes); }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return lt_emu::device_free(p); }
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (status() != cudaSuccess) return status();
+  if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue, "cudaMemcpy with a null pointer", false);
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+  if (status() != cudaSuccess) return status();
+  if (bytes && !p) return fail(cudaErrorInvalidValue, "cudaMemset of a null pointer", false);
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) { return cudaMemset(p, value, bytes); }
+
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
+  *pool = nullptr;
+  return status();
+}
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return status(); }
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t) { return status(); }
+
+struct EmuEvent {
+  std::chrono::steady_clock::time_point at;
+  bool recorded = false;
+};
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  *e = new EmuEvent;
+  return status();
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return status();
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  e->at = std::chrono::steady_clock::now();
+  e->recorded = true;
+  return status();
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
+  if (!start->recorded || !stop->recorded) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime of an unrecorded event", false);
+  *ms = std::chrono::duration<float, std::milli>(stop->at - start->at).count();
+  return status();
+}
