@@ -1,7 +1,7 @@
 // The CUDA test emulator's runtime (include/cuda_runtime.h): kernels as fibers, device memory as
 // host memory, a device that describes itself as the emulator.
 //
-// A block's threads are ucontext fibers run round-robin on the launching OS thread: each runs
+// A block's threads are fibers run round-robin on the launching OS thread: each runs
 // until it finishes or reaches __syncthreads or a warp-synchronous call (__syncwarp, a
 // shuffle). A barrier opens once every live thread of the block (or all 32 lanes of the warp)
 // is waiting at it; if none can, the block is deadlocked (a barrier in divergent code, a warp
@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -91,10 +92,65 @@ cudaError_t device_free(void* p) {
 }
 
 // ---- fibers ----------------------------------------------------------------------------------
+// A switch saves the callee-saved registers and the stack pointer: a few instructions on
+// x86-64, where swapcontext would also make two system calls for the signal mask. Elsewhere,
+// and under AddressSanitizer (which must see stack switches through ucontext), ucontext.
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+extern "C" void lt_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .p2align 4
+  .type lt_emu_switch, @function
+lt_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size lt_emu_switch, .-lt_emu_switch
+)");
+struct Context {
+  void* sp = nullptr;
+};
+void switch_context(Context& from, Context& to) { lt_emu_switch(&from.sp, to.sp); }
+// A context whose first switch enters `entry` on `stack`, as if called (entry never returns).
+void prepare_context(Context& c, void* stack, size_t bytes, void (*entry)()) {
+  void** sp = reinterpret_cast<void**>((reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t(15));
+  *--sp = nullptr;                         // entry's own return address
+  *--sp = reinterpret_cast<void*>(entry);  // where lt_emu_switch's ret goes
+  for (int i = 0; i < 6; ++i) *--sp = nullptr;
+  c.sp = sp;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+// (A function of its own: getcontext returns twice as far as the compiler knows, which would
+// clobber a caller's loop variables.)
+__attribute__((noinline)) void prepare_context(Context& c, void* stack, size_t bytes, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = bytes;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+}
+#endif
+
 enum class FiberState { ready, at_block_barrier, at_warp_barrier, done };
 
 struct Fiber {
-  ucontext_t context;
+  Context context;
   ThreadContext thread;
   FiberState state = FiberState::ready;
   uint64_t warp_calls = 0;  // warp-synchronous calls made so far
@@ -106,7 +162,7 @@ struct Block {
   // A lane's value for its warp's current and previous exchange (by call parity), so lanes
   // that run on after an exchange do not overwrite values a later lane still reads.
   std::vector<uint64_t> exchange[2];
-  ucontext_t scheduler;
+  Context scheduler;
   Fiber* running = nullptr;
   void (*body)(void*) = nullptr;
   void* body_context = nullptr;
@@ -125,21 +181,24 @@ void* stack_of(size_t i) {
   return stacks[i];
 }
 
-void fiber_main() {
+[[noreturn]] void fiber_main() {
   Block* b = block;
   try {
     b->body(b->body_context);
   } catch (const std::exception& e) {
     if (b->failure.empty()) b->failure = e.what();
+  } catch (...) {
+    if (b->failure.empty()) b->failure = "an exception that is not a std::exception";
   }
   b->running->state = FiberState::done;
-  // uc_link returns to the scheduler.
+  switch_context(b->running->context, b->scheduler);  // never resumed
+  __builtin_unreachable();
 }
 
 void yield(FiberState state) {
   Fiber* f = block->running;
   f->state = state;
-  swapcontext(&f->context, &block->scheduler);
+  switch_context(f->context, block->scheduler);
   current = &block->running->thread;
 }
 
@@ -189,16 +248,6 @@ std::string describe_deadlock(const Block& b) {
          std::to_string(done) + " have finished";
 }
 
-// A fiber at the start of the kernel. (A function of its own: getcontext returns twice as far
-// as the compiler knows, which would clobber the caller's loop variables.)
-__attribute__((noinline)) void start_fiber(Fiber& f, void* stack, ucontext_t* scheduler) {
-  getcontext(&f.context);
-  f.context.uc_stack.ss_sp = stack;
-  f.context.uc_stack.ss_size = kStackBytes;
-  f.context.uc_link = scheduler;
-  makecontext(&f.context, fiber_main, 0);
-}
-
 void start_fibers(Block& b, uint3 block_idx, dim3 t, dim3 g) {
   for (size_t i = 0; i < b.fibers.size(); ++i) {
     Fiber& f = b.fibers[i];
@@ -206,7 +255,7 @@ void start_fibers(Block& b, uint3 block_idx, dim3 t, dim3 g) {
     f.warp_calls = 0;
     f.thread = {{static_cast<unsigned>(i % t.x), static_cast<unsigned>(i / t.x % t.y), static_cast<unsigned>(i / (size_t(t.x) * t.y))},
                 block_idx, t, g};
-    start_fiber(f, stack_of(i), &b.scheduler);
+    prepare_context(f.context, stack_of(i), kStackBytes, fiber_main);
   }
 }
 
@@ -216,7 +265,7 @@ void run_block(Block& b) {
       if (f.state != FiberState::ready) continue;
       b.running = &f;
       current = &f.thread;
-      swapcontext(&b.scheduler, &f.context);
+      switch_context(b.scheduler, f.context);
       if (!b.failure.empty()) return;
     }
     bool opened = false;
@@ -310,7 +359,7 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   b.fibers.resize(threads);
   b.exchange[0].assign(threads + 32, 0);
   b.exchange[1].assign(threads + 32, 0);
-  b.shared.resize(config.shared_bytes + 16);
+  b.shared.resize(std::max<size_t>(config.shared_bytes, 1));  // exactly: ASan builds catch overruns
   block = &b;
   for (unsigned bz = 0; bz < g.z && b.failure.empty(); ++bz)
     for (unsigned by = 0; by < g.y && b.failure.empty(); ++by)
