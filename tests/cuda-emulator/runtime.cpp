@@ -1,12 +1,12 @@
 // The CUDA test emulator's runtime (include/cuda_runtime.h): kernels as fibers, device memory as
 // host memory, a device that describes itself as the emulator.
 //
-// A block's threads are fibers run round-robin on the launching OS thread: each runs
-// until it finishes or reaches __syncthreads or a warp-synchronous call (__syncwarp, a
-// shuffle). A barrier opens once every live thread of the block (or all 32 lanes of the warp)
-// is waiting at it; if none can, the block is deadlocked (a barrier in divergent code, a warp
-// shuffle some lanes skip) and the launch fails with a description, as a GPU would hang or
-// return garbage. Shared memory that no thread has written reads as NaN.
+// A block's threads are fibers on the launching OS thread, a warp at a time (run_block): each
+// runs until it finishes or reaches __syncthreads or a warp-synchronous call (__syncwarp, a
+// shuffle, a WMMA call). A warp's barrier opens once all 32 lanes wait at it, the block's once
+// every live thread does; if none can, the block is deadlocked (a barrier in divergent code, a
+// shuffle some lanes skip) and the launch fails with a description, where a GPU would hang or
+// return garbage. Device and shared memory that nothing has written read as NaN.
 #include <sys/mman.h>
 #include <ucontext.h>
 
@@ -206,34 +206,27 @@ int linear_id(const ThreadContext& t) {
   return static_cast<int>(t.thread_idx.x + t.block_dim.x * (t.thread_idx.y + t.block_dim.y * t.thread_idx.z));
 }
 
-// Opens whatever barrier can open; false when none can.
-bool release(Block& b) {
-  bool opened = false;
-  const size_t n = b.fibers.size();
-  for (size_t w = 0; w < n; w += 32) {
-    const size_t end = std::min(n, w + 32);
-    bool all_waiting = true, any_waiting = false;
-    for (size_t i = w; i < end; ++i) {
-      const Fiber& f = b.fibers[i];
-      all_waiting &= f.state == FiberState::at_warp_barrier && f.warp_calls == b.fibers[w].warp_calls;
-      any_waiting |= f.state == FiberState::at_warp_barrier;
-    }
-    if (!any_waiting || !all_waiting) continue;
-    if (end - w < 32) throw std::logic_error("a warp-synchronous call with a full mask in a warp of " + std::to_string(end - w) + " threads");
-    for (size_t i = w; i < end; ++i) b.fibers[i].state = FiberState::ready;
-    opened = true;
+// Opens the warp [w, end)'s barrier when all its lanes wait at the same warp-synchronous call.
+bool release_warp(Block& b, size_t w, size_t end) {
+  for (size_t i = w; i < end; ++i) {
+    const Fiber& f = b.fibers[i];
+    if (f.state != FiberState::at_warp_barrier || f.warp_calls != b.fibers[w].warp_calls) return false;
   }
-  if (opened) return true;
-  bool all_at_block = true, any_live = false;
+  if (end - w < 32) throw std::logic_error("a warp-synchronous call with a full mask in a warp of " + std::to_string(end - w) + " threads");
+  for (size_t i = w; i < end; ++i) b.fibers[i].state = FiberState::ready;
+  return true;
+}
+
+// Opens __syncthreads when every live thread waits there.
+bool release_block(Block& b) {
+  bool any_live = false;
   for (const Fiber& f : b.fibers) {
     if (f.state == FiberState::done) continue;
+    if (f.state != FiberState::at_block_barrier) return false;
     any_live = true;
-    all_at_block &= f.state == FiberState::at_block_barrier;
   }
-  if (!any_live || !all_at_block) return false;
-  for (Fiber& f : b.fibers)
-    if (f.state == FiberState::at_block_barrier) f.state = FiberState::ready;
-  return true;
+  for (Fiber& f : b.fibers) f.state = f.state == FiberState::done ? f.state : FiberState::ready;
+  return any_live;
 }
 
 std::string describe_deadlock(const Block& b) {
@@ -259,31 +252,33 @@ void start_fibers(Block& b, uint3 block_idx, dim3 t, dim3 g) {
   }
 }
 
-void run_block(Block& b) {
+// Each warp in turn runs as far as it can (through its own warp barriers) before the next
+// starts, and within a warp each lane up to its next barrier: one warp getting ahead of the
+// others as far as a GPU may let it, so a read of another warp's writes that lacks a
+// __syncthreads sees them unwritten (NaN in shared memory) in one of the two orders.
+void run_block(Block& b, bool reverse) {
+  const size_t n = b.fibers.size(), warps = (n + 31) / 32;
   for (;;) {
-    for (Fiber& f : b.fibers) {
-      if (f.state != FiberState::ready) continue;
-      b.running = &f;
-      current = &f.thread;
-      switch_context(b.scheduler, f.context);
-      if (!b.failure.empty()) return;
-    }
-    bool opened = false;
-    try {
-      opened = release(b);
-    } catch (const std::exception& e) {
-      b.failure = e.what();
-      return;
-    }
-    if (!opened) {
-      for (const Fiber& f : b.fibers)
-        if (f.state != FiberState::done) {
-          b.failure = describe_deadlock(b);
-          return;
+    for (size_t k = 0; k < warps; ++k) {
+      const size_t w = 32 * (reverse ? warps - 1 - k : k), end = std::min(n, w + 32);
+      do {
+        for (size_t j = 0; j < end - w; ++j) {
+          Fiber& f = b.fibers[reverse ? end - 1 - j : w + j];
+          if (f.state != FiberState::ready) continue;
+          b.running = &f;
+          current = &f.thread;
+          switch_context(b.scheduler, f.context);
+          if (!b.failure.empty()) return;
         }
+      } while (release_warp(b, w, end));
+    }
+    if (!release_block(b)) break;
+  }
+  for (const Fiber& f : b.fibers)
+    if (f.state != FiberState::done) {
+      b.failure = describe_deadlock(b);
       return;
     }
-  }
 }
 
 std::map<const void*, int> max_dynamic_shared;  // under state_mutex
@@ -348,6 +343,11 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   else if (config.shared_bytes > shared_limit)
     bad = std::to_string(config.shared_bytes) + " bytes of dynamic shared memory (the kernel may use " + std::to_string(shared_limit) +
           "; cudaFuncSetAttribute raises it)";
+  // Threads run first to last between barriers, or last to first: a kernel that reads what
+  // another thread writes without a barrier between gets it right in at most one order.
+  const char* order = std::getenv("LORA_TRAIN_EMULATOR_ORDER");
+  const bool reverse = order && std::string(order) == "reverse";
+  if (order && !reverse && std::string(order) != "forward") bad = "LORA_TRAIN_EMULATOR_ORDER=" + std::string(order) + " (forward or reverse)";
   if (!bad.empty()) {
     fail(cudaErrorInvalidConfiguration, "invalid launch: " + bad, false);
     return;
@@ -366,7 +366,11 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
       for (unsigned bx = 0; bx < g.x && b.failure.empty(); ++bx) {
         std::memset(b.shared.data(), 0xff, b.shared.size());
         start_fibers(b, {bx, by, bz}, t, g);
-        run_block(b);
+        try {
+          run_block(b, reverse);
+        } catch (const std::exception& e) {
+          b.failure = e.what();
+        }
         if (!b.failure.empty())
           b.failure = "block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " + std::to_string(bz) + "): " + b.failure;
       }
