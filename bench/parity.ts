@@ -121,6 +121,38 @@ function makeRunners(fx: Fixture): Record<string, (c: FixtureCase, device: Devic
       const { loss, dpred } = await ops.mseLoss(fx.tensor(c, 'pred'), fx.tensor(c, 'target'), { device });
       return { loss: { tensor: new Float32Array([loss]), tolerance: FWD }, dpred: { tensor: dpred, tolerance: GRAD } };
     },
+    adamw: adamwRunner(fx, 1),
+    // fp16's loss scaling: gradients 1024 times too large, unscaled inside AdamW's read of them.
+    adamw_scaled: adamwRunner(fx, 1024),
+    clip: async (c, device) => {
+      const grads = Array.from({ length: num(c.tensors) }, (_, i) => Float32Array.from(fx.tensor(c, `g${i}`).data));
+      const norm = await ops.clipGradNorm(grads, num(c.maxNorm), { device });
+      const out: Outputs = { norm: { tensor: new Float32Array([norm]), tolerance: FWD } };
+      grads.forEach((g, i) => (out[`g${i}`] = { tensor: g, tolerance: FWD }));
+      return out;
+    },
+  };
+}
+
+/** The multi-tensor AdamW case's steps, each gradient multiplied by `gradScale` and AdamW told
+ * to divide it back out; parameters and moments after every step. */
+function adamwRunner(fx: Fixture, gradScale: number) {
+  return async (c: FixtureCase, device: Device): Promise<Outputs> => {
+    const slots = Array.from({ length: num(c.tensors) }, (_, i) => {
+      const param = Float32Array.from(fx.tensor(c, `p${i}.init`).data);
+      return { param, grad: new Float32Array(param.length), expAvg: new Float32Array(param.length), expAvgSq: new Float32Array(param.length) };
+    });
+    const hyper = { lr: num(c.lr), beta1: num(c.beta1), beta2: num(c.beta2), eps: num(c.eps), weightDecay: num(c.weightDecay), gradScale: 1 / gradScale };
+    const out: Outputs = {};
+    for (let step = 1; step <= num(c.steps); step++) {
+      slots.forEach((s, i) => s.grad.set(fx.tensor(c, `p${i}.grad${step}`).data.map((g) => g * gradScale)));
+      await ops.adamw(slots, hyper, step, { device });
+      slots.forEach((s, i) => {
+        out[`p${i} step ${step}`] = { tensor: Float32Array.from(s.param), tolerance: FWD };
+        out[`p${i} exp_avg_sq step ${step}`] = { tensor: Float32Array.from(s.expAvgSq), tolerance: FWD };
+      });
+    }
+    return out;
   };
 }
 
@@ -167,8 +199,8 @@ export function parityCases(fixturesDir: string): ParityCase[] {
   for (const [file, make] of [['ops.safetensors', makeRunners], ['lowp.safetensors', makeLowpRunners]] as const) {
     const fx = new Fixture(join(fixturesDir, file));
     for (const [op, run] of Object.entries(make(fx))) {
-      const variant = op.endsWith('_bf16') ? ' (bf16 compute)' : '';
-      for (const c of fx.casesOf(op.replace(/_bf16$/, ''))) cases.push({ name: c.id + variant, run: (device) => run(c, device) });
+      const variant = op.endsWith('_bf16') ? ' (bf16 compute)' : op.endsWith('_scaled') ? ' (scaled gradients)' : '';
+      for (const c of fx.casesOf(op.replace(/_(bf16|scaled)$/, ''))) cases.push({ name: c.id + variant, run: (device) => run(c, device) });
     }
   }
   // Head dim 64 (the GPU's tensor-core attention) and enough rows that the GPU's LoRA linears
@@ -194,6 +226,11 @@ export function parityCases(fixturesDir: string): ParityCase[] {
         const { loss, grads } = await prior.lossAndGrad(x, r, clip, target, { seed: 9, train: true, lossScale });
         const out: Outputs = { loss: { tensor: new Float32Array([loss]), tolerance: fwd } };
         for (const [k, g] of Object.entries(grads)) out[k] = { tensor: g, tolerance: grad };
+        // The model's multi-tensor AdamW, its gradients clipped (maxNorm below their norm) and
+        // unscaled: its first moment is the clipped gradient times 1 - beta1.
+        const norm = await prior.optimizerStep({ lr: 1e-3, maxNorm: 1e-4, lossScale }, 1);
+        out['gradient norm'] = { tensor: new Float32Array([norm]), tolerance: grad };
+        for (const [k, m] of Object.entries(prior.optimizerState())) if (k.endsWith('.exp_avg')) out[k] = { tensor: m, tolerance: grad };
         return out;
       },
     });

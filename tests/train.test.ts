@@ -6,62 +6,25 @@ import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { GradScaler } from '../src/grad-scaler.js';
 import { readSafetensors } from '../src/safetensors.js';
 import { createTinyStack } from '../src/tiny.js';
 import { train } from '../src/train.js';
-import { fixturesDir } from './helpers.js';
+import { fixturesDir, logLosses, tinyTrainingConfig, useFixtureHubCache } from './helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'lora-train-e2e-'));
 const stack = createTinyStack(join(root, 'stack'), { seed: 1, tokenizer: join(fixturesDir, '..', '..', 'assets', 'clip-tokenizer') });
-const savedCache = process.env.HF_HUB_CACHE;
-beforeAll(() => {
-  process.env.HF_HUB_CACHE = join(fixturesDir, 'datasets', 'hub');
-});
-afterAll(() => {
-  if (savedCache === undefined) delete process.env.HF_HUB_CACHE;
-  else process.env.HF_HUB_CACHE = savedCache;
-});
-
-const pipeline = (crop: 'CenterCrop' | 'RandomCrop') => [
-  { type: 'torchvision/Resize', size: 64, interpolation: 'bilinear' },
-  { type: crop, size: 64 },
-  { type: 'RandomHorizontalFlip', p: 0.5 },
-  { type: 'torchvision/ToTensor' },
-  { type: 'torchvision/Normalize', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
-  { type: 'PackInputs' },
-];
+useFixtureHubCache();
 
 function configFile(name: string, overrides: Record<string, unknown> = {}, dataset = 'tiny/disc-captions', crop: 'CenterCrop' | 'RandomCrop' = 'CenterCrop'): string {
   const file = join(root, `${name}.json`);
-  const config = {
-    model: {
-      prior_model: stack.snapshot,
-      image_encoder: { path: stack.imageEncoder, config: stack.imageEncoderConfig },
-      prior_lora_config: { r: 4, lora_alpha: 4, target_modules: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'] },
-    },
-    train_dataloader: { batch_size: 2, dataset: { dataset, caption_column: 'text', pipeline: pipeline(crop) } },
-    optim_wrapper: { optimizer: { type: 'AdamW', lr: 1e-3, weight_decay: 1e-2 }, clip_grad: { max_norm: 1.0 } },
-    train_cfg: { by_epoch: false, max_iters: 12 },
-    default_hooks: { checkpoint: { interval: 4, by_epoch: false, max_keep_ckpts: 2 }, logger: { interval: 100 } },
-    seed: 3,
-    ...overrides,
-  };
-  writeFileSync(file, JSON.stringify(config, null, 1));
+  writeFileSync(file, JSON.stringify(tinyTrainingConfig(stack, overrides, dataset, crop), null, 1));
   return file;
 }
 
 const quiet = () => undefined;
-/** The log's lines without their wall-clock times. */
-const logLosses = (dir: string) =>
-  readFileSync(join(dir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => {
-    const { seconds, ...rest } = JSON.parse(l) as { step: number; loss: number; seconds: number };
-    void seconds;
-    return rest;
-  });
-
 describe('GradScaler', () => {
   it("follows torch.amp.GradScaler: halve and skip on overflow, double after growthInterval finite steps", () => {
     const scaler = new GradScaler(true, undefined, 3);
