@@ -4,7 +4,9 @@
 // random weights; batch 8, 24x24 latents, 77 tokens) on cuda in bf16 mixed precision (TF32 for
 // the remaining fp32 GEMMs). Exits non-zero when a case fails. scripts/gpu-check.sh runs the
 // parity cases and the timing in separate processes, so a kernel fault in one leaves the other.
-// --dry-run does all of it on the CPU at a tiny size: a check of this script before device time.
+// --dry-run does all of it at a tiny size, on the CPU or, with the CUDA emulator's build
+// (LORA_TRAIN_NATIVE=build-emulator/Release/lora_train.node), on its emulated device: a check
+// of this script before device time.
 import { join } from 'node:path';
 import { native } from '../src/native.js';
 import { type Device, setAllowTf32 } from '../src/ops.js';
@@ -19,8 +21,9 @@ async function main() {
     console.log(`no usable CUDA device: ${info.cuda}`);
     process.exit(2);
   }
-  const device: Device = dry ? 'cpu' : 'cuda';
-  console.log(`lora-train ${info.version} on ${dry ? 'the CPU (dry run)' : info.cudaDevice}`);
+  // A dry run uses CUDA where the addon has it (the CPU emulator's build, tests/cuda-emulator).
+  const device: Device = dry && info.cuda !== true ? 'cpu' : 'cuda';
+  console.log(`lora-train ${info.version} on ${device === 'cpu' ? 'the CPU (dry run)' : `${info.cudaDevice}${dry ? ' (dry run)' : ''}`}`);
   const fixtures = args.find((a) => !a.startsWith('--')) ?? join(process.cwd(), 'tests', 'fixtures');
   let failed = 0;
   if (!args.includes('--no-parity')) failed = await parity(fixtures, device);
@@ -61,7 +64,7 @@ async function realStep(device: Device, dry: boolean) {
   console.log(`model set up in ${((performance.now() - setupStart) / 1000).toFixed(1)} s`);
   const { x, r, clip, target } = randomStepInputs(config, B, H, W, T, 1);
   const times: number[] = [];
-  for (let step = 1; step <= 12; step++) {
+  for (let step = 1; step <= (dry ? 3 : 12); step++) {
     const t0 = performance.now();
     await prior.step(x, r, clip, target, { seed: step });
     await prior.optimizerStep({ lr: 1e-4, maxNorm: 1 }, step);

@@ -205,37 +205,46 @@ export function parityCases(fixturesDir: string): ParityCase[] {
   }
   // Head dim 64 (the GPU's tensor-core attention) and enough rows that the GPU's LoRA linears
   // take both of their bf16/fp16 paths (concatenated where rows are many, separate elsewhere).
-  for (const precision of ['fp32', 'bf16', 'fp16'] as const) {
-    const [fwd, grad] = precision === 'fp32' ? [FWD, GRAD] : [GPU_MIXED.step[precision].fwd, GPU_MIXED.step[precision].grad];
-    cases.push({
-      name: `prior LoRA step, ${precision} (c 256, depth 2, head dim 64, every LoRA target${precision === 'fp16' ? ', LoRA dropout' : precision === 'bf16' ? ', rank 5' : ''})`,
-      async run(device) {
-        const config = { c_in: 16, c: 256, c_cond: 64, c_r: 64, depth: 2, nhead: 4, dropout: 0.1 };
-        const [B, H, W, T] = [2, 12, 12, 7];
-        // LoRA dropout in fp16 only: the GPU joins the low-rank path differently with and without it.
-        // An odd rank in bf16: low-precision GEMMs with a leading dimension of r (unaligned rows).
-        const lora = { rank: precision === 'bf16' ? 5 : 8, alpha: 4, targets: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'], dropout: precision === 'fp16' ? 0.1 : 0, seed: 2 };
-        const prior = Prior.random(config, { seed: 1, lora, device, precision });
-        prior.setLoraWeights(Object.fromEntries(Object.entries(prior.loraWeights()).map(([k, w]) => [k, { data: w.data.map((_, i) => Math.sin(i) * 0.05), shape: w.shape }])));
-        const { x, r, clip, target } = randomStepInputs(config, B, H, W, T, 7);
-        // fp16 as it trains: under the GradScaler's initial 2^16. Unscaled, the output
-        // gradients (~1e-6) fall below fp16's normal range where the GPU rounds dO and dS
-        // for its tensor-core attention, and the q/k LoRA gradients lose digits (2.4e-2
-        // relative error in the CUDA emulator, 7.7e-4 scaled), as they would in PyTorch.
-        const lossScale = precision === 'fp16' ? 2 ** 16 : 1;
-        const { loss, grads } = await prior.lossAndGrad(x, r, clip, target, { seed: 9, train: true, lossScale });
-        const out: Outputs = { loss: { tensor: new Float32Array([loss]), tolerance: fwd } };
-        for (const [k, g] of Object.entries(grads)) out[k] = { tensor: g, tolerance: grad };
-        // The model's multi-tensor AdamW, its gradients clipped (maxNorm below their norm) and
-        // unscaled: its first moment is the clipped gradient times 1 - beta1.
-        const norm = await prior.optimizerStep({ lr: 1e-3, maxNorm: 1e-4, lossScale }, 1);
-        out['gradient norm'] = { tensor: new Float32Array([norm]), tolerance: grad };
-        for (const [k, m] of Object.entries(prior.optimizerState())) if (k.endsWith('.exp_avg')) out[k] = { tensor: m, tolerance: grad };
-        return out;
-      },
-    });
-  }
+  // LoRA dropout in fp16 only: the GPU joins the low-rank path differently with and without it.
+  // An odd rank in bf16: low-precision GEMMs with a leading dimension of r (unaligned rows).
+  const small = { c_in: 16, c: 256, c_cond: 64, c_r: 64, depth: 2, nhead: 4, dropout: 0.1 };
+  cases.push(priorStepCase('fp32 (c 256, depth 2, head dim 64, every LoRA target)', small, [2, 12, 12, 7], 'fp32', 8, 0));
+  cases.push(priorStepCase('bf16 (c 256, depth 2, head dim 64, every LoRA target, rank 5)', small, [2, 12, 12, 7], 'bf16', 5, 0));
+  cases.push(priorStepCase('fp16 (c 256, depth 2, head dim 64, every LoRA target, LoRA dropout)', small, [2, 12, 12, 7], 'fp16', 8, 0.1));
+  // The real model's widths (every kernel at the benchmark's channel counts and 24 heads), one
+  // level deep and on 4x4 latents so that it stays small.
+  const realWidth = { c_in: 16, c: 1536, c_cond: 1280, c_r: 64, depth: 1, nhead: 24, dropout: 0.1 };
+  cases.push(priorStepCase('bf16 at the real width (c 1536, c_cond 1280, 24 heads, depth 1, 4x4 latents)', realWidth, [2, 4, 4, 3], 'bf16', 4, 0));
   return cases;
+}
+
+/** One LoRA training step of a random prior: the loss, every LoRA gradient, and the optimizer
+ * step after it. */
+function priorStepCase(label: string, config: PriorConfig, [B, H, W, T]: number[], precision: 'fp32' | 'bf16' | 'fp16', rank: number, dropout: number): ParityCase {
+  const [fwd, grad] = precision === 'fp32' ? [FWD, GRAD] : [GPU_MIXED.step[precision].fwd, GPU_MIXED.step[precision].grad];
+  return {
+    name: `prior LoRA step, ${label}`,
+    async run(device) {
+      const lora = { rank, alpha: 4, targets: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'], dropout, seed: 2 };
+      const prior = Prior.random(config, { seed: 1, lora, device, precision });
+      prior.setLoraWeights(Object.fromEntries(Object.entries(prior.loraWeights()).map(([k, w]) => [k, { data: w.data.map((_, i) => Math.sin(i) * 0.05), shape: w.shape }])));
+      const { x, r, clip, target } = randomStepInputs(config, B!, H!, W!, T!, 7);
+      // fp16 as it trains: under the GradScaler's initial 2^16. Unscaled, the output
+      // gradients (~1e-6) fall below fp16's normal range where the GPU rounds dO and dS
+      // for its tensor-core attention, and the q/k LoRA gradients lose digits (2.4e-2
+      // relative error in the CUDA emulator, 7.7e-4 scaled), as they would in PyTorch.
+      const lossScale = precision === 'fp16' ? 2 ** 16 : 1;
+      const { loss, grads } = await prior.lossAndGrad(x, r, clip, target, { seed: 9, train: true, lossScale });
+      const out: Outputs = { loss: { tensor: new Float32Array([loss]), tolerance: fwd } };
+      for (const [k, g] of Object.entries(grads)) out[k] = { tensor: g, tolerance: grad };
+      // The model's multi-tensor AdamW, its gradients clipped (maxNorm below their norm) and
+      // unscaled: its first moment is the clipped gradient times 1 - beta1.
+      const norm = await prior.optimizerStep({ lr: 1e-3, maxNorm: 1e-4, lossScale }, 1);
+      out['gradient norm'] = { tensor: new Float32Array([norm]), tolerance: grad };
+      for (const [k, m] of Object.entries(prior.optimizerState())) if (k.endsWith('.exp_avg')) out[k] = { tensor: m, tolerance: grad };
+      return out;
+    },
+  };
 }
 
 /** max |actual - expected| / max |expected|: relative to the tensor's scale, so entries near

@@ -6,7 +6,8 @@
 # Prepare here:  ../shared/device/pack-node.sh && npm run build:ts
 # Run there:     carry .device dist node_modules/node-addon-api node_modules/node-api-headers
 #                command: bash scripts/gpu-check.sh   (SKIP_PARITY=1 times the steps only)
-# Check the JS side here first, on the CPU at a tiny size: node dist/bench/gpu-check.js --dry-run
+# Check the JS side here first, at a tiny size on the CPU emulator's CUDA device (npm test builds it):
+#   LORA_TRAIN_NATIVE=build-emulator/Release/lora_train.node node dist/bench/gpu-check.js --dry-run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .device/node.xz ]; then xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH; fi

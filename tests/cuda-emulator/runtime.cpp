@@ -343,8 +343,8 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   else if (config.shared_bytes > shared_limit)
     bad = std::to_string(config.shared_bytes) + " bytes of dynamic shared memory (the kernel may use " + std::to_string(shared_limit) +
           "; cudaFuncSetAttribute raises it)";
-  // Threads run first to last between barriers, or last to first: a kernel that reads what
-  // another thread writes without a barrier between gets it right in at most one order.
+  // Threads (and blocks) run first to last, or last to first: a kernel that reads what another
+  // thread writes without a barrier between gets it right in at most one order.
   const char* order = std::getenv("LORA_TRAIN_EMULATOR_ORDER");
   const bool reverse = order && std::string(order) == "reverse";
   if (order && !reverse && std::string(order) != "forward") bad = "LORA_TRAIN_EMULATOR_ORDER=" + std::string(order) + " (forward or reverse)";
@@ -361,19 +361,22 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   b.exchange[1].assign(threads + 32, 0);
   b.shared.resize(std::max<size_t>(config.shared_bytes, 1));  // exactly: ASan builds catch overruns
   block = &b;
-  for (unsigned bz = 0; bz < g.z && b.failure.empty(); ++bz)
-    for (unsigned by = 0; by < g.y && b.failure.empty(); ++by)
-      for (unsigned bx = 0; bx < g.x && b.failure.empty(); ++bx) {
-        std::memset(b.shared.data(), 0xff, b.shared.size());
-        start_fibers(b, {bx, by, bz}, t, g);
-        try {
-          run_block(b, reverse);
-        } catch (const std::exception& e) {
-          b.failure = e.what();
-        }
-        if (!b.failure.empty())
-          b.failure = "block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " + std::to_string(bz) + "): " + b.failure;
-      }
+  const size_t blocks = size_t(g.x) * g.y * g.z;
+  for (size_t k = 0; k < blocks && b.failure.empty(); ++k) {
+    // Blocks run in the threads' order too: a result that depends on which block writes last
+    // differs between the two.
+    const size_t index = reverse ? blocks - 1 - k : k;
+    const unsigned bx = index % g.x, by = index / g.x % g.y, bz = index / (size_t(g.x) * g.y);
+    std::memset(b.shared.data(), 0xff, b.shared.size());
+    start_fibers(b, {bx, by, bz}, t, g);
+    try {
+      run_block(b, reverse);
+    } catch (const std::exception& e) {
+      b.failure = e.what();
+    }
+    if (!b.failure.empty())
+      b.failure = "block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " + std::to_string(bz) + "): " + b.failure;
+  }
   block = nullptr;
   current = nullptr;
   if (!b.failure.empty()) fail(cudaErrorLaunchFailure, "kernel failed in " + b.failure, true);
