@@ -180,6 +180,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
       alignment_of(D) < algo->data[3])
     return CUBLAS_STATUS_INVALID_VALUE;
   const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
+  lt_emu::DeviceAccess access;
   const bool round_tf32 = desc->compute == CUBLAS_COMPUTE_32F_FAST_TF32;
   const bool bias = desc->epilogue == CUBLASLT_EPILOGUE_BIAS;
   const cudaDataType_t bias_type = desc->bias_type_set ? desc->bias_type : d->type;

@@ -7,7 +7,9 @@
 // every live thread does; if none can, the block is deadlocked (a barrier in divergent code, a
 // shuffle some lanes skip) and the launch fails with a description, where a GPU would hang or
 // return garbage. Device and shared memory that nothing has written read as NaN.
+#include <signal.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -54,29 +56,127 @@ cudaError_t status() {
 }
 
 // ---- device memory -------------------------------------------------------------------------
+// Device memory is one reserved range of address space, in page-aligned blocks; a freed block
+// is reused for the next allocation of its size. With LORA_TRAIN_EMULATOR_PROTECT=1 host code
+// cannot touch it: it is readable and writable only while the emulator works on it (a kernel, a
+// copy, cuBLASLt; see DeviceAccess), so host code dereferencing a device pointer faults here as
+// it would with a GPU, and the fault handler says so. (Off by default: switching the pages'
+// protection at every launch makes a long test run ten times slower.) Under ASan, plain heap
+// blocks, which ASan guards.
 std::map<void*, size_t> allocations;  // under state_mutex
 size_t allocated_bytes = 0;
 
+#ifndef __SANITIZE_ADDRESS__
+constexpr size_t kPage = 4096, kHeapReserve = size_t(1) << 40;
+char* heap = nullptr;
+size_t heap_used = 0;                      // under state_mutex
+std::multimap<size_t, char*> free_blocks;  // by size; under state_mutex
+bool protect = false;  // set once, with the heap
+std::recursive_mutex access_mutex;
+int access_depth = 0;  // under access_mutex
+struct sigaction previous_segv;
+
+void write_hex(char* out, uintptr_t v) {
+  for (int i = 15; i >= 0; --i, v >>= 4) out[i] = "0123456789abcdef"[v & 15];
+}
+
+void on_segv(int sig, siginfo_t* info, void* context) {
+  const auto a = reinterpret_cast<uintptr_t>(info->si_addr), base = reinterpret_cast<uintptr_t>(heap);
+  if (heap && a >= base && a < base + kHeapReserve) {
+    char msg[] = "lora-train CUDA emulator: host code read or wrote device memory at 0x0000000000000000 (memory from "
+                 "cudaMalloc, outside a kernel or a copy; a GPU faults there too), or a kernel went past every allocation\n";
+    write_hex(std::strstr(msg, "0x") + 2, a);
+    if (::write(2, msg, sizeof(msg) - 1) < 0) {
+    }
+    sigaction(SIGSEGV, &previous_segv, nullptr);  // the access faults again, now fatally
+    return;
+  }
+  if (previous_segv.sa_flags & SA_SIGINFO) previous_segv.sa_sigaction(sig, info, context);
+  else if (previous_segv.sa_handler != SIG_DFL && previous_segv.sa_handler != SIG_IGN) previous_segv.sa_handler(sig);
+  else signal(SIGSEGV, SIG_DFL);
+}
+
+char* reserve_heap() {
+  void* h = mmap(nullptr, kHeapReserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (h == MAP_FAILED) return nullptr;
+  const char* p = std::getenv("LORA_TRAIN_EMULATOR_PROTECT");
+  protect = p && std::string(p) == "1";
+  struct sigaction action {};
+  action.sa_sigaction = on_segv;
+  action.sa_flags = SA_SIGINFO;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGSEGV, &action, &previous_segv);
+  return static_cast<char*>(h);
+}
+
+size_t block_bytes(size_t bytes) { return (std::max<size_t>(bytes, 1) + kPage - 1) / kPage * kPage; }
+#endif
+
+}  // namespace
+
+DeviceAccess::DeviceAccess() {
+#ifndef __SANITIZE_ADDRESS__
+  if (!protect) return;
+  access_mutex.lock();
+  if (access_depth++ == 0 && heap) {
+    std::lock_guard<std::mutex> lock(state_mutex);
+    mprotect(heap, heap_used, PROT_READ | PROT_WRITE);
+  }
+#endif
+}
+
+DeviceAccess::~DeviceAccess() {
+#ifndef __SANITIZE_ADDRESS__
+  if (!protect) return;
+  if (--access_depth == 0 && heap) {
+    std::lock_guard<std::mutex> lock(state_mutex);
+    mprotect(heap, heap_used, PROT_NONE);
+  }
+  access_mutex.unlock();
+#endif
+}
+
+namespace {
+
 cudaError_t device_alloc(void** p, size_t bytes) {
   if (!p) return fail(cudaErrorInvalidValue, "cudaMalloc: null result pointer", false);
-  std::lock_guard<std::mutex> lock(state_mutex);
-  if (allocated_bytes + bytes > kDeviceMemory) {
-    if (last_error == cudaSuccess) last_error = cudaErrorMemoryAllocation, error_detail = "out of emulated device memory";
-    return cudaErrorMemoryAllocation;
+  void* q = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(state_mutex);
+    if (allocated_bytes + bytes > kDeviceMemory) {
+      if (last_error == cudaSuccess) last_error = cudaErrorMemoryAllocation, error_detail = "out of emulated device memory";
+      return cudaErrorMemoryAllocation;
+    }
+#ifdef __SANITIZE_ADDRESS__
+    q = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+#else
+    static char* const reserved = reserve_heap();
+    heap = reserved;
+    auto reuse = free_blocks.find(block_bytes(bytes));
+    if (reuse != free_blocks.end()) q = reuse->second, free_blocks.erase(reuse);
+    else if (heap && heap_used + block_bytes(bytes) <= kHeapReserve) {
+      q = heap + heap_used;
+      heap_used += block_bytes(bytes);
+      if (!protect && mprotect(q, block_bytes(bytes), PROT_READ | PROT_WRITE) != 0) q = nullptr;
+    }
+#endif
+    if (!q) {
+      if (last_error == cudaSuccess) last_error = cudaErrorMemoryAllocation, error_detail = "the emulator's address space for device memory is used up";
+      return cudaErrorMemoryAllocation;
+    }
+    allocations[q] = bytes;
+    allocated_bytes += bytes;
   }
-  // 256-byte aligned as cudaMalloc's, and filled with a NaN pattern: a kernel reading memory
-  // nothing has written gets NaN, not a lucky zero.
-  void* q = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  if (!q) return cudaErrorMemoryAllocation;
+  // A NaN pattern: a kernel reading memory nothing has written gets NaN, not a lucky zero.
+  DeviceAccess access;
   std::memset(q, 0xff, bytes);
-  allocations[q] = bytes;
-  allocated_bytes += bytes;
   *p = q;
-  return sticky_error;
+  return status();
 }
 
 cudaError_t device_free(void* p) {
   if (!p) return status();
+  size_t bytes = 0;
   {
     std::lock_guard<std::mutex> lock(state_mutex);
     auto it = allocations.find(p);
@@ -84,10 +184,16 @@ cudaError_t device_free(void* p) {
       if (last_error == cudaSuccess) last_error = cudaErrorInvalidDevicePointer, error_detail = "cudaFree of a pointer cudaMalloc did not return";
       return cudaErrorInvalidDevicePointer;
     }
-    allocated_bytes -= it->second;
+    bytes = it->second;
+    allocated_bytes -= bytes;
     allocations.erase(it);
+#ifndef __SANITIZE_ADDRESS__
+    free_blocks.emplace(block_bytes(bytes), static_cast<char*>(p));
+#endif
   }
+#ifdef __SANITIZE_ADDRESS__
   std::free(p);
+#endif
   return status();
 }
 
@@ -352,6 +458,7 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
     fail(cudaErrorInvalidConfiguration, "invalid launch: " + bad, false);
     return;
   }
+  DeviceAccess access;
   std::lock_guard<std::mutex> lock(launch_mutex);
   Block b;
   b.body = body;
@@ -382,6 +489,20 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   if (!b.failure.empty()) fail(cudaErrorLaunchFailure, "kernel failed in " + b.failure, true);
 }
 
+bool is_device_pointer(const void* p) {
+  if (!p) return true;
+  std::lock_guard<std::mutex> lock(state_mutex);
+  auto it = allocations.upper_bound(const_cast<void*>(p));
+  if (it == allocations.begin()) return false;
+  --it;
+  return static_cast<const char*>(p) <= static_cast<const char*>(it->first) + it->second;
+}
+
+void fail_host_pointer(const LaunchConfig& config, int index) {
+  (void)config;
+  fail(cudaErrorIllegalAddress, "kernel argument " + std::to_string(index + 1) + " points outside device memory (a host pointer?)", true);
+}
+
 void* open_library(const char* file, int flags) {
   const std::string name = file ? file : "";
   if (name == "libcuda.so.1" || name.rfind("libcublasLt.so", 0) == 0) {
@@ -403,6 +524,7 @@ const char* cudaGetErrorString(cudaError_t e) {
                      : e == cudaErrorMemoryAllocation      ? "out of memory"
                      : e == cudaErrorInvalidConfiguration  ? "invalid configuration argument"
                      : e == cudaErrorInvalidDevicePointer  ? "invalid device pointer"
+                     : e == cudaErrorIllegalAddress        ? "an illegal memory access was encountered"
                      : e == cudaErrorLaunchFailure         ? "unspecified launch failure"
                                                            : "unknown error";
   std::lock_guard<std::mutex> lock(lt_emu::state_mutex);
@@ -454,6 +576,7 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return lt_emu::device_free(p)
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
   if (status() != cudaSuccess) return status();
   if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue, "cudaMemcpy with a null pointer", false);
+  lt_emu::DeviceAccess access;
   std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
@@ -463,6 +586,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   if (status() != cudaSuccess) return status();
   if (bytes && !p) return fail(cudaErrorInvalidValue, "cudaMemset of a null pointer", false);
+  lt_emu::DeviceAccess access;
   std::memset(p, value, bytes);
   return cudaSuccess;
 }

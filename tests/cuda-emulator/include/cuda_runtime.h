@@ -16,6 +16,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 // ---- qualifiers --------------------------------------------------------------------------
@@ -56,6 +57,7 @@ enum cudaError_t {
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorInvalidDevicePointer = 17,
+  cudaErrorIllegalAddress = 700,
   cudaErrorLaunchFailure = 719,
 };
 using cudaStream_t = struct EmuStream*;
@@ -118,6 +120,16 @@ namespace lt_emu {
 void* open_library(const char* file, int flags);
 }
 #define dlopen(file, flags) ::lt_emu::open_library(file, flags)
+
+namespace lt_emu {
+// While one exists, device memory is readable and writable by the emulator's own code (runtime.cpp).
+struct DeviceAccess {
+  DeviceAccess();
+  ~DeviceAccess();
+  DeviceAccess(const DeviceAccess&) = delete;
+  DeviceAccess& operator=(const DeviceAccess&) = delete;
+};
+}  // namespace lt_emu
 
 // ---- device built-ins -----------------------------------------------------------------------
 namespace lt_emu {
@@ -195,6 +207,24 @@ struct LaunchConfig {
 // configuration or of the kernel become the next cudaGetLastError's.
 void run_grid(const LaunchConfig& config, void (*body)(void*), void* context);
 
+// Whether p is null or points into memory that cudaMalloc returned (its end included).
+bool is_device_pointer(const void* p);
+// A launch whose argument `index` (from 0) points outside device memory: the kernel would
+// fault on a GPU reading it, so the launch fails as that kernel would.
+void fail_host_pointer(const LaunchConfig& config, int index);
+
+template <typename T, typename = void>
+struct HasData : std::false_type {};
+template <typename T>
+struct HasData<T, std::void_t<decltype(static_cast<const void*>(std::declval<const T&>().data))>> : std::true_type {};
+// The memory a kernel argument points to: a pointer, or a tensor's data (TensorRef/TensorOut).
+template <typename T>
+const void* pointer_argument(const T& a) {
+  if constexpr (std::is_pointer_v<T>) return a;
+  else if constexpr (HasData<T>::value) return a.data;
+  else return nullptr;
+}
+
 // kernel<<<grid, block, shared, stream>>>(args...) becomes
 // launch(&kernel, grid, block, shared, stream)([](auto... a) { kernel(a...); }, args...):
 // the arguments are evaluated once, as for a launch, and every thread gets its own copy.
@@ -206,6 +236,9 @@ struct Launch {
       Call call;
       std::tuple<Args...> args;
     } context{call, std::tuple<Args...>(args...)};
+    int index = 0, host = -1;
+    ((host < 0 && !is_device_pointer(pointer_argument(args)) ? host = index : 0, ++index), ...);
+    if (host >= 0) return fail_host_pointer(config, host);
     run_grid(
         config,
         [](void* p) {
