@@ -85,8 +85,9 @@ class Ops {
   // o (B, N, H*d), lse (B, H, N) log-sum-exp of the scaled scores; q (B, N, H*d),
   // k (B, M, H*d), v (B, M, H*d). Row strides of q/k/v/o are H*d. compute bf16/f16 lets a
   // backend multiply in that type (tensor cores; mixed precision), accumulating in fp32; the
-  // CPU computes in fp32 regardless. q, k and v may be stored bf16/fp16.
-  virtual void attention_forward(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v,
+  // CPU computes in fp32 regardless. q, k and v may be stored bf16/fp16, and o written so
+  // (rounded once).
+  virtual void attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v,
                                  int64_t B, int64_t N, int64_t M, int64_t H, int64_t d,
                                  float scale, DType compute) = 0;
   // dq (B, N, H*d), dk (B, M, H*d), dv (B, M, H*d); dout like o. q, k, v and o may be
@@ -114,8 +115,9 @@ class Ops {
   // out (n, dim) = table[ids[i]] rows; ids is a host pointer, each id < rows of table.
   virtual void embedding_forward(float* out, const float* table, const int32_t* ids, int64_t n,
                                  int64_t dim) = 0;
-  // y = (x - mean) * rstd over the last dim, no affine. y, x (rows, C); mean, rstd (rows).
-  virtual void layernorm_forward(float* y, float* mean, float* rstd, const float* x,
+  // y = (x - mean) * rstd over the last dim, no affine. y, x (rows, C); mean, rstd (rows). y
+  // may be stored bf16/fp16 (rounded once).
+  virtual void layernorm_forward(TensorOut y, float* mean, float* rstd, const float* x,
                                  int64_t rows, int64_t C, float eps) = 0;
   virtual void layernorm_backward(float* dx, const float* dy, const float* x, const float* mean,
                                   const float* rstd, int64_t rows, int64_t C) = 0;
@@ -148,8 +150,9 @@ class Ops {
                                  int64_t B, int64_t P, int64_t C, float eps) = 0;
   // The Würstchen TimestepBlock then the AttnBlock's LayerNorm: y = x * (1 + a) + b (the
   // residual stream, ab = [a | b] per batch item) and normed = LayerNorm(y) with mean, rstd
-  // (B, P) as layernorm_forward. y, normed, x (B, P, C); ab (B, 2C).
-  virtual void modulate_layernorm_forward(float* y, float* normed, float* mean, float* rstd,
+  // (B, P) as layernorm_forward. y, normed, x (B, P, C); ab (B, 2C). normed may be stored
+  // bf16/fp16.
+  virtual void modulate_layernorm_forward(float* y, TensorOut normed, float* mean, float* rstd,
                                           const float* x, const float* ab, int64_t B, int64_t P,
                                           int64_t C, float eps) = 0;
 
@@ -189,8 +192,9 @@ class Ops {
   // one pass. out, y, residual (n).
   virtual void dropout_add_forward(float* out, const float* y, const float* residual, float p,
                                    uint64_t seed, int64_t n) = 0;
-  // Sequence concatenation per batch item: out (B, Na + Nb, C) = [a (B, Na, C); b (B, Nb, C)].
-  virtual void concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na,
+  // Sequence concatenation per batch item: out (B, Na + Nb, C) = [a (B, Na, C); b (B, Nb, C)],
+  // each of any storage type (out rounded to its own).
+  virtual void concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int64_t Na,
                           int64_t Nb, int64_t C) = 0;
   // The inverse for gradients: da += dout[:, :Na], db += dout[:, Na:] (either may be null).
   virtual void split_seq_backward(float* da, float* db, const float* dout, int64_t B, int64_t Na,

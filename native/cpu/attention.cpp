@@ -115,10 +115,13 @@ void attention_forward_impl(float* o, float* lse, TensorRef q, TensorRef k, Tens
 
 }  // namespace
 
-void CpuOps::attention_forward(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v,
+void CpuOps::attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v,
                                int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale,
                                DType) {
-  attention_forward_impl(o, lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
+  if (o.type == DType::f32) return attention_forward_impl(o.f32(), lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
+  std::vector<float> wide(static_cast<size_t>(B * N * H * d));  // (B, N, H*d), then rounded once
+  attention_forward_impl(wide.data(), lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
+  convert(o.data, o.type, wide.data(), B * N * H * d);
 }
 
 void CpuOps::attention_masked_forward(float* o, const float* q, const float* k, const float* v,

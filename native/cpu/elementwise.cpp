@@ -110,11 +110,12 @@ void CpuOps::scale_channels(float* y, const float* x, const float* s, int64_t B,
   });
 }
 
-void CpuOps::concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na,
+void CpuOps::concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int64_t Na,
                         int64_t Nb, int64_t C) {
   parallel_for(B, [&](int64_t i) {
-    std::copy(a + i * Na * C, a + (i + 1) * Na * C, out + i * (Na + Nb) * C);
-    std::copy(b + i * Nb * C, b + (i + 1) * Nb * C, out + (i * (Na + Nb) + Na) * C);
+    const int64_t row = i * (Na + Nb) * C;
+    for (int64_t j = 0; j < Na * C; ++j) out.set(row + j, a.at(i * Na * C + j));
+    for (int64_t j = 0; j < Nb * C; ++j) out.set(row + Na * C + j, b.at(i * Nb * C + j));
   });
 }
 

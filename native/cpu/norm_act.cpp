@@ -23,7 +23,7 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 }  // namespace
 
-void CpuOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, int64_t rows,
+void CpuOps::layernorm_forward(TensorOut y, float* mean, float* rstd, const float* x, int64_t rows,
                                int64_t C, float eps) {
   parallel_range(rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -37,8 +37,7 @@ void CpuOps::layernorm_forward(float* y, float* mean, float* rstd, const float* 
         var += static_cast<double>(dx) * dx;
       }
       const float s = static_cast<float>(1.0 / std::sqrt(var / C + eps));
-      float* yr = y + r * C;
-      for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * s;
+      for (int64_t c = 0; c < C; ++c) y.set(r * C + c, (xr[c] - m) * s);
       mean[r] = m;
       rstd[r] = s;
     }
@@ -248,7 +247,7 @@ void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const fl
   gelu_backward(du, dg.data(), u32, n);
 }
 
-void CpuOps::modulate_layernorm_forward(float* y, float* normed, float* mean, float* rstd, const float* x,
+void CpuOps::modulate_layernorm_forward(float* y, TensorOut normed, float* mean, float* rstd, const float* x,
                                         const float* ab, int64_t B, int64_t P, int64_t C, float eps) {
   modulate_forward(y, x, ab, B, P, C);
   layernorm_forward(normed, mean, rstd, y, B * P, C, eps);

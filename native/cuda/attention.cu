@@ -100,7 +100,7 @@ struct RowHalf {
 };
 
 template <typename T>
-__global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, float* lse, TensorRef q, TensorRef k,
+__global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(TensorOut o, float* lse, TensorRef q, TensorRef k,
                                                                       TensorRef v, int64_t N, int64_t M, int64_t H,
                                                                       float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
@@ -153,11 +153,17 @@ __global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(float* o, 
     warp_rows_times_tile<false>(Os + warp * 16 * kLdf, Ps + warp * 16 * kLdh, Vs, true);  // O += P V
   }
   __syncwarp();
-  // Written row by row, each lane two adjacent columns: one contiguous 256-byte store per row.
+  // Written row by row, each lane two adjacent columns: one contiguous store per row.
   for (int rr = warp * 16; rr < warp * 16 + 16 && q0 + rr < N; ++rr) {
     const float inv = 1.0f / row_sum[rr];
     const float2 v2 = *reinterpret_cast<const float2*>(Os + rr * kLdf + 2 * lane);
-    *reinterpret_cast<float2*>(o + (b * N + q0 + rr) * ld + h * kD + 2 * lane) = make_float2(v2.x * inv, v2.y * inv);
+    const int64_t at = (b * N + q0 + rr) * ld + h * kD + 2 * lane;
+    if (o.type == DType::f32) {
+      *reinterpret_cast<float2*>(o.f32() + at) = make_float2(v2.x * inv, v2.y * inv);
+    } else {
+      o.set(at, v2.x * inv);
+      o.set(at + 1, v2.y * inv);
+    }
   }
   if (lane < 16 && q0 + warp * 16 + lane < N && lse)
     lse[(b * H + h) * N + q0 + warp * 16 + lane] = row_max[warp * 16 + lane] + logf(row_sum[warp * 16 + lane]);
@@ -276,7 +282,7 @@ bool allow_shared_memory(Kernel kernel, size_t bytes) {
 }
 
 template <typename T>
-void flash_forward(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N, int64_t M,
+void flash_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N, int64_t M,
                    int64_t H, float scale) {
   static const bool configured = allow_shared_memory(flash_forward_kernel<T>, kFlashForwardSmem);
   (void)configured;
@@ -298,7 +304,7 @@ void flash_backward(float* dq, float* dk, float* dv, const float* dout, TensorRe
 constexpr int kAttnThreads = 128;
 
 // One block per (batch, head, query). Scores in shared memory (M floats).
-__global__ void attention_forward_kernel(float* o, float* lse, const float* q, const float* k, const float* v,
+__global__ void attention_forward_kernel(TensorOut o, float* lse, const float* q, const float* k, const float* v,
                                          const uint8_t* key_mask, bool causal, int64_t N, int64_t M, int64_t H,
                                          int64_t d, float scale) {
   extern __shared__ float scores[];
@@ -333,11 +339,10 @@ __global__ void attention_forward_kernel(float* o, float* lse, const float* q, c
   }
   const float row_sum = block_sum(local_sum);
   const float inv = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
-  float* oi = o + (b * N + i) * ld + h * d;
   for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
     float acc = 0.0f;
     for (int64_t j = 0; j < M; ++j) acc += scores[j] * v[(b * M + j) * ld + h * d + c];
-    oi[c] = acc * inv;
+    o.set((b * N + i) * ld + h * d + c, acc * inv);
   }
   if (lse && threadIdx.x == 0) lse[(b * H + h) * N + i] = row_max + logf(row_sum);
 }
@@ -424,10 +429,10 @@ void check_shared(int64_t floats, const char* what) {
 
 }  // namespace
 
-void CudaOps::attention_forward(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N,
+void CudaOps::attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N,
                                 int64_t M, int64_t H, int64_t d, float scale, DType compute) {
   LT_PROFILE("attention_forward");
-  if (use_flash(compute, d, {o, q.data, k.data, v.data})) {
+  if (use_flash(compute, d, {o.data, q.data, k.data, v.data})) {
     if (compute == DType::bf16) return flash_forward<__nv_bfloat16>(o, lse, q, k, v, B, N, M, H, scale);
     return flash_forward<__half>(o, lse, q, k, v, B, N, M, H, scale);
   }

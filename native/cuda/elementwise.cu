@@ -50,10 +50,10 @@ __global__ void dropout_add_kernel(float* out, const float* y, const float* resi
   LT_FOR(i, n) out[i] = residual[i] + (uniform01(a, b, static_cast<uint32_t>(i)) >= p ? y[i] * scale : 0.0f);
 }
 
-__global__ void concat_kernel(float* out, const float* a, const float* b, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
+__global__ void concat_kernel(TensorOut out, TensorRef a, TensorRef b, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
   LT_FOR(i, B * (Na + Nb) * C) {
     const int64_t c = i % C, n = (i / C) % (Na + Nb), bi = i / (C * (Na + Nb));
-    out[i] = n < Na ? a[(bi * Na + n) * C + c] : b[(bi * Nb + n - Na) * C + c];
+    out.set(i, n < Na ? a.at((bi * Na + n) * C + c) : b.at((bi * Nb + n - Na) * C + c));
   }
 }
 
@@ -155,7 +155,7 @@ void CudaOps::dropout_backward(float* dx, const float* dy, float p, uint64_t see
   LT_LAUNCHED("dropout backward");
 }
 
-void CudaOps::concat_seq(float* out, const float* a, const float* b, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
+void CudaOps::concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
   LT_PROFILE("concat_seq");
   concat_kernel<<<blocks_for(B * (Na + Nb) * C), kThreads>>>(out, a, b, B, Na, Nb, C);
   LT_LAUNCHED("concat_seq");

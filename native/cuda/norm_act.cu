@@ -12,11 +12,10 @@ namespace {
 // One block per row: two-pass mean and variance. With ab (B, 2C), the row is first modulated,
 // x * (1 + a) + b for its batch item (P rows each), and written to modulated: the
 // TimestepBlock fused into the LayerNorm after it.
-__global__ void layernorm_kernel(float* y, float* mean, float* rstd, const float* x, const float* weight,
+__global__ void layernorm_kernel(TensorOut y, float* mean, float* rstd, const float* x, const float* weight,
                                  const float* bias, int64_t C, float eps, float* modulated = nullptr,
                                  const float* ab = nullptr, int64_t P = 1) {
   const float* xr = x + blockIdx.x * C;
-  float* yr = y + blockIdx.x * C;
   if (ab) {
     const float* a = ab + (blockIdx.x / P) * 2 * C;
     float* mr = modulated + blockIdx.x * C;
@@ -31,7 +30,7 @@ __global__ void layernorm_kernel(float* y, float* mean, float* rstd, const float
   const float r = rsqrtf(block_sum(v) / C + eps);
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     const float n = (xr[c] - m) * r;
-    yr[c] = weight ? n * weight[c] + bias[c] : n;
+    y.set(blockIdx.x * C + c, weight ? n * weight[c] + bias[c] : n);
   }
   if (threadIdx.x == 0 && mean) {
     mean[blockIdx.x] = m;
@@ -191,7 +190,7 @@ int block_for_row(int64_t C) { return C >= 1024 ? 1024 : C >= 256 ? 256 : 128; }
 
 }  // namespace
 
-void CudaOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, int64_t rows, int64_t C, float eps) {
+void CudaOps::layernorm_forward(TensorOut y, float* mean, float* rstd, const float* x, int64_t rows, int64_t C, float eps) {
   LT_PROFILE("layernorm_forward");
   layernorm_kernel<<<static_cast<unsigned>(rows), block_for_row(C)>>>(y, mean, rstd, x, nullptr, nullptr, C, eps);
   LT_LAUNCHED("layernorm");
@@ -295,7 +294,7 @@ void CudaOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const f
   grn_backward_device<true>(du, nullptr, nullptr, dy, u, gamma, B, P, C, eps);
 }
 
-void CudaOps::modulate_layernorm_forward(float* y, float* normed, float* mean, float* rstd, const float* x,
+void CudaOps::modulate_layernorm_forward(float* y, TensorOut normed, float* mean, float* rstd, const float* x,
                                          const float* ab, int64_t B, int64_t P, int64_t C, float eps) {
   LT_PROFILE("modulate_layernorm_forward");
   layernorm_kernel<<<static_cast<unsigned>(B * P), block_for_row(C)>>>(normed, mean, rstd, x, nullptr, nullptr, C, eps,

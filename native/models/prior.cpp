@@ -27,12 +27,10 @@ struct Prior::Linear {
 };
 
 // An activation the backward reads. In fp32, f32 is the block's own buffer. In mixed
-// precision the backward reads the block's copy in the low-precision type (lowp): half the
-// bytes, the bulk of the arena; f32 is then a scratch shared by every block where the
-// activation is computed in fp32 and rounded into lowp (keep), or null where its op writes
-// lowp directly (q, k, v, u1, grn, drop: output). Activations no adapter needs in the backward
-// share one scratch (f32, or lowp for grn/drop in mixed-precision training), as does
-// everything in a forward-only plan.
+// precision training only lowp is set: the op producing the activation writes it in the
+// low-precision type (output) and the ops after it and the backward read it so (saved): half
+// the bytes, the bulk of the arena. Activations no adapter needs in the backward share one
+// scratch, as does everything in a forward-only plan.
 struct Prior::Saved {
   float* f32 = nullptr;
   float* lowp = nullptr;  // (n) of PriorConfig::weight_type, in arena floats
@@ -41,7 +39,8 @@ struct Prior::Saved {
 // Every activation the backward reads, and the backward's scratch, as views into one arena.
 struct Prior::Acts {
   struct Res {
-    float *dw, *mean, *rstd, *n;
+    float *dw, *mean, *rstd;
+    Saved n;                        // (B, P, c): channelwise.0's input (the LayerNorm's output)
     Saved u1, grn, drop;            // (B, P, 4c): GELU input, GELU+GRN output, its dropout
     float *xa1, *xl1, *xa2, *xl2;  // LoRA intermediates of channelwise.0 / channelwise.4
   };
@@ -289,16 +288,13 @@ void Prior::plan(const StepShape& s, bool train) {
     shared.emplace_back(&p, &scratch);
   };
   // An activation a backward may read (Saved). In a mixed-precision training plan it is kept
-  // in the low-precision type: written so by its op when `direct`, else computed in an fp32
-  // scratch and rounded into its copy (keep). A forward-only plan keeps nothing.
+  // in the low-precision type, written so by its op. A forward-only plan keeps nothing.
   const bool lowp = k.weight_type != DType::f32 && train;
   const auto lowp_floats = [&](int64_t n) { return (n * dtype_size(k.weight_type) + 3) / 4; };
-  auto keep_saved = [&](bool needed, Saved& v, int64_t n, float*& scratch, bool direct) {
+  auto keep_saved = [&](bool needed, Saved& v, int64_t n, float*& scratch) {
     v = Saved{};
     if (!lowp) return keep_or_share(needed && train, v.f32, n, scratch);
-    if (direct) return keep_or_share(needed, v.lowp, lowp_floats(n), scratch);
-    keep_or_share(false, v.f32, n, scratch);
-    if (needed) take(v.lowp, lowp_floats(n));
+    keep_or_share(needed, v.lowp, lowp_floats(n), scratch);
   };
   take(a.x_in, B * k.c_in * P);
   take(a.x_cl, B * P * k.c_in);
@@ -331,27 +327,27 @@ void Prior::plan(const StepShape& s, bool train) {
     keep_or_share(train, R.dw, B * P * c, a.tmp_dw);
     take(R.mean, B * P);
     take(R.rstd, B * P);
-    keep_or_share(train && adapted(res + ".channelwise.0"), R.n, B * P * c, a.tmp_n);
-    keep_saved(true, R.u1, B * P * 4 * c, a.tmp_u1, true);
+    keep_saved(adapted(res + ".channelwise.0"), R.n, B * P * c, a.tmp_n);
+    keep_saved(true, R.u1, B * P * 4 * c, a.tmp_u1);
     // channelwise.4's input (GELU+GRN, then dropout): its adapter's dA reads it.
     const bool fc2 = adapted(res + ".channelwise.4");
-    keep_saved(fc2, R.grn, B * P * 4 * c, a.tmp_grn, true);
+    keep_saved(fc2, R.grn, B * P * 4 * c, a.tmp_grn);
     R.drop = Saved{};
-    if (k.dropout > 0.0f) keep_saved(fc2, R.drop, B * P * 4 * c, a.tmp_drop, true);
+    if (k.dropout > 0.0f) keep_saved(fc2, R.drop, B * P * 4 * c, a.tmp_drop);
     lora_slots(res + ".channelwise.0", R.xa1, R.xl1, B * P);
     lora_slots(res + ".channelwise.4", R.xa2, R.xl2, B * P);
     take(a.ts_ab[d], B * 2 * c);
     lora_slots(ts + ".mapper", a.ts_xa[d], a.ts_xl[d], B);
     Acts::Attn& A = a.attn[d];
     keep_or_share(false, A.kv, B * T * c, a.tmp_kv);
-    keep_saved(adapted(at + ".attention.to_q"), A.nx, B * P * c, a.tmp_nx, false);
+    keep_saved(adapted(at + ".attention.to_q"), A.nx, B * P * c, a.tmp_nx);
     take(A.mean, B * P);
     take(A.rstd, B * P);
-    keep_saved(adapted(at + ".attention.to_k") || adapted(at + ".attention.to_v"), A.src, B * S * c, a.tmp_src, false);
-    keep_saved(true, A.q, B * P * c, a.tmp_q, true);
-    keep_saved(true, A.k, B * S * c, a.tmp_k, true);
-    keep_saved(true, A.v, B * S * c, a.tmp_v, true);
-    keep_saved(true, A.o, B * P * c, a.tmp_o, false);
+    keep_saved(adapted(at + ".attention.to_k") || adapted(at + ".attention.to_v"), A.src, B * S * c, a.tmp_src);
+    keep_saved(true, A.q, B * P * c, a.tmp_q);
+    keep_saved(true, A.k, B * S * c, a.tmp_k);
+    keep_saved(true, A.v, B * S * c, a.tmp_v);
+    keep_saved(true, A.o, B * P * c, a.tmp_o);
     take(A.lse, B * k.nhead * P);
     keep_or_share(false, A.y, B * P * c, a.tmp_y);
     lora_slots(at + ".kv_mapper.1", A.xa_kv, A.xl_kv, B * T);
@@ -423,10 +419,6 @@ void Prior::linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, 
   if (dx_lora) ops_.dropout_backward(dx, dx_lora, lora_config_.dropout, site_seed(seed, l.index, 15), rows * l.in);
 }
 
-void Prior::keep(const Saved& v, int64_t n) {
-  if (v.lowp) ops_.convert(v.lowp, config_.weight_type, v.f32, n);
-}
-
 TensorRef Prior::saved(const Saved& v) const {
   return v.lowp ? TensorRef(v.lowp, config_.weight_type) : TensorRef(v.f32);
 }
@@ -455,8 +447,8 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     Acts::Res& R = a.res[d];
     const float* x = a.stream[3 * d];
     ops_.depthwise_conv3x3_forward(R.dw, x, param(res + ".depthwise.weight"), param(res + ".depthwise.bias"), B, s.H, s.W, c);
-    ops_.layernorm_forward(R.n, R.mean, R.rstd, R.dw, B * P, c, kLnEps);
-    linear_forward(linear(res + ".channelwise.0"), output(R.u1), R.n, R.xa1, R.xl1, B * P, train, seed);
+    ops_.layernorm_forward(output(R.n), R.mean, R.rstd, R.dw, B * P, c, kLnEps);
+    linear_forward(linear(res + ".channelwise.0"), output(R.u1), saved(R.n), R.xa1, R.xl1, B * P, train, seed);
     ops_.gelu_grn_forward(output(R.grn), saved(R.u1), param(res + ".channelwise.2.gamma"), param(res + ".channelwise.2.beta"), B, P,
                           4 * c, kGrnEps);
     TensorRef fc2_in = saved(R.grn);
@@ -475,21 +467,19 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     const float* xa = a.stream[3 * d + 2];
     linear_forward(linear(at + ".kv_mapper.1"), A.kv, a.silu_c, A.xa_kv, A.xl_kv, B * T, train, seed);
     // TimestepBlock's modulation and the AttnBlock's LayerNorm in one op
-    ops_.modulate_layernorm_forward(a.stream[3 * d + 2], A.nx.f32, A.mean, A.rstd, a.stream[3 * d + 1], a.ts_ab[d], B, P, c,
+    ops_.modulate_layernorm_forward(a.stream[3 * d + 2], output(A.nx), A.mean, A.rstd, a.stream[3 * d + 1], a.ts_ab[d], B, P, c,
                                     kLnEps);
-    ops_.concat_seq(A.src.f32, A.nx.f32, A.kv, B, P, T, c);
-    // q, k and v are written in the kept type directly; attention reads them so (half the
-    // bytes; the GPU's tensor cores round to that type anyway).
-    linear_forward(linear(at + ".attention.to_q"), output(A.q), A.nx.f32, A.xa_q, A.xl_q, B * P, train, seed);
-    linear_forward(linear(at + ".attention.to_k"), output(A.k), A.src.f32, A.xa_k, A.xl_k, B * S, train, seed);
-    linear_forward(linear(at + ".attention.to_v"), output(A.v), A.src.f32, A.xa_v, A.xl_v, B * S, train, seed);
-    keep(A.nx, B * P * c);
-    keep(A.src, B * S * c);
-    ops_.attention_forward(A.o.f32, A.lse, saved(A.q), saved(A.k), saved(A.v), B, P, S, k.nhead, d_head,
+    ops_.concat_seq(output(A.src), saved(A.nx), A.kv, B, P, T, c);
+    // The LayerNorm and concat outputs, q, k, v and the attention output are written in the
+    // kept type directly and read so (half the bytes; GEMMs and the GPU's tensor cores round
+    // to that type anyway).
+    linear_forward(linear(at + ".attention.to_q"), output(A.q), saved(A.nx), A.xa_q, A.xl_q, B * P, train, seed);
+    linear_forward(linear(at + ".attention.to_k"), output(A.k), saved(A.src), A.xa_k, A.xl_k, B * S, train, seed);
+    linear_forward(linear(at + ".attention.to_v"), output(A.v), saved(A.src), A.xa_v, A.xl_v, B * S, train, seed);
+    ops_.attention_forward(output(A.o), A.lse, saved(A.q), saved(A.k), saved(A.v), B, P, S, k.nhead, d_head,
                            1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
-    keep(A.o, B * P * c);
     float* next = a.stream[3 * d + 3];
-    linear_forward(linear(at + ".attention.to_out.0"), dropout ? A.y : next, A.o.f32, A.xa_out, A.xl_out, B * P, train, seed);
+    linear_forward(linear(at + ".attention.to_out.0"), dropout ? A.y : next, saved(A.o), A.xa_out, A.xl_out, B * P, train, seed);
     if (dropout) ops_.dropout_add_forward(next, A.y, xa, k.dropout, site_seed(seed, 3 * d + 2, 1), B * P * c);
     else ops_.axpy(next, xa, 1.0f, B * P * c);
   }
@@ -566,7 +556,7 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     float* d_u1 = d_grn == a.d4a ? a.d4b : a.d4a;
     ops_.zero(d_u1, n4);
     ops_.gelu_grn_backward(d_u1, d_grn, saved(R.u1), param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
-    linear_backward(linear(res + ".channelwise.0"), a.dc2, d_u1, R.n, R.xa1, R.xl1, a.dx_lora, B * P, train, seed, false);
+    linear_backward(linear(res + ".channelwise.0"), a.dc2, d_u1, saved(R.n), R.xa1, R.xl1, a.dx_lora, B * P, train, seed, false);
     ops_.zero(a.dc1, nc);
     ops_.layernorm_backward(a.dc1, a.dc2, R.dw, R.mean, R.rstd, B * P, c);
     ops_.depthwise_conv3x3_backward(ds, nullptr, nullptr, a.dc1, x, param(res + ".depthwise.weight"), B, s.H, s.W, c);

@@ -102,7 +102,6 @@ class Prior {
   // Mixed precision's compact activations (Saved): round the computed fp32 values into the
   // block's low-precision copy (a no-op in fp32); the tensor later ops read; where an op
   // writes it directly.
-  void keep(const Saved& v, int64_t n);
   TensorRef saved(const Saved& v) const;
   TensorOut output(const Saved& v) const;
   void linear_forward(Linear& l, TensorOut y, TensorRef x, float* xa, float* x_drop, int64_t rows,
