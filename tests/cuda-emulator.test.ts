@@ -1,9 +1,9 @@
 // The CUDA backend's own code (native/cuda: kernels, launches, cuBLASLt calls, shared memory,
 // warp shuffles, tensor-core tiles) run on the CPU by the test emulator in tests/cuda-emulator,
 // against the CPU backend: every parity case of tests/parity.test.ts, so the CUDA code is
-// checked on machines without a GPU. It cannot measure speed, races between blocks (they run
-// one after another) or a missing __syncwarp before a WMMA load, and its tensor-core products
-// add in another order than the hardware's.
+// checked on machines without a GPU. It cannot measure speed or see lost updates (threads
+// switch only at barriers, blocks run one after another) or a missing __syncwarp before a WMMA
+// load, and its tensor-core products add in another order than the hardware's.
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,14 +26,25 @@ it('loads the emulator build', () => {
   expect(info.cudaDevice).toMatch(/emulated on the CPU/);
 });
 
-// Twice: warps (and lanes) first to last, then last to first. A barrier left out lets the warp
-// that runs ahead read shared memory another has not written yet, in at least one order.
-describe.each(['forward', 'reverse'])('cuda backend in the CPU emulator (threads in %s order) against the cpu backend', (order) => {
+// Three schedules. forward and reverse: each warp runs as far as a GPU may let it before the
+// next (first to last, then last to first), so a barrier left out lets a warp read shared
+// memory another has not written yet (poison: NaN, then 3.4e38). interleaved: warps switch at
+// every warp barrier, so warps that should keep to their own part of shared memory collide;
+// its cuBLASLt also finds no algorithm for the bias epilogue or bf16/fp16 operands, so the
+// GEMM fallbacks a GPU's cuBLASLt may force run too.
+const schedules = [
+  { order: 'forward', cublaslt: '' },
+  { order: 'reverse', cublaslt: '' },
+  { order: 'interleaved', cublaslt: 'no-bias-epilogue,no-lowp' },
+];
+describe.each(schedules)('cuda backend in the CPU emulator ($order order) against the cpu backend', ({ order, cublaslt }) => {
   beforeAll(() => {
     process.env.LORA_TRAIN_EMULATOR_ORDER = order;
+    process.env.LORA_TRAIN_EMULATOR_CUBLASLT = cublaslt;
   });
   afterAll(() => {
     delete process.env.LORA_TRAIN_EMULATOR_ORDER;
+    delete process.env.LORA_TRAIN_EMULATOR_CUBLASLT;
   });
   it.each(parityCases(fixturesDir).map((c) => [c.name, c] as const))('%s', async (_, c) => expectCudaMatchesCpu(c), 120_000);
 });

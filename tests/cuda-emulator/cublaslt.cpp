@@ -2,7 +2,11 @@
 // row of D), checked the way cuBLASLt checks its arguments. Operands are fp32, bf16 or fp16
 // with fp32 products and sums; TF32 compute rounds fp32 operands to TF32 first, as tensor cores
 // do. The heuristic records the alignments the caller promised, and the matmul refuses
-// pointers that break them, as an algorithm chosen for them would fail on a GPU.
+// pointers that break them, as an algorithm chosen for them would fail on a GPU, and operands
+// outside device memory. LORA_TRAIN_EMULATOR_CUBLASLT=no-bias-epilogue,no-lowp makes the
+// heuristic find no algorithm for the bias epilogue or for bf16/fp16 operands (as a GPU's
+// cuBLASLt may), so the caller's fallbacks run.
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -151,6 +155,18 @@ cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) 
   return CUBLAS_STATUS_SUCCESS;
 }
 
+namespace {
+bool refused(const char* what) {
+  const char* v = std::getenv("LORA_TRAIN_EMULATOR_CUBLASLT");
+  return v && std::strstr(v, what);
+}
+// Bytes a column-major layout spans.
+size_t span_bytes(const EmuLtMatrixLayout* l) {
+  const size_t elem = l->type == CUDA_R_32F ? 4 : 2;
+  return ((l->cols - 1) * static_cast<size_t>(l->ld) + l->rows) * elem;
+}
+}  // namespace
+
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
                                               cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
                                               cublasLtMatmulPreference_t pref, int requested,
@@ -160,6 +176,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
   const Problem p = check(desc, a, b, c, d);
   if (p.unsupported) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (!p.error.empty()) return CUBLAS_STATUS_INVALID_VALUE;
+  if ((refused("no-bias-epilogue") && desc->epilogue == CUBLASLT_EPILOGUE_BIAS) || (refused("no-lowp") && a->type != CUDA_R_32F))
+    return CUBLAS_STATUS_SUCCESS;  // no algorithm: *found stays 0
   results[0] = {};
   results[0].algo.data[0] = pref->align_a, results[0].algo.data[1] = pref->align_b;
   results[0].algo.data[2] = pref->align_c, results[0].algo.data[3] = pref->align_d;
@@ -179,6 +197,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   if (alignment_of(A) < algo->data[0] || alignment_of(B) < algo->data[1] || alignment_of(C) < algo->data[2] ||
       alignment_of(D) < algo->data[3])
     return CUBLAS_STATUS_INVALID_VALUE;
+  const bool bias_on = desc->epilogue == CUBLASLT_EPILOGUE_BIAS;
+  const size_t bias_bytes = p.m * ((desc->bias_type_set ? desc->bias_type : d->type) == CUDA_R_32F ? 4 : 2);
+  if (!lt_emu::is_device_span(A, span_bytes(a)) || !lt_emu::is_device_span(B, span_bytes(b)) ||
+      !lt_emu::is_device_span(D, span_bytes(d)) || (bias_on && !lt_emu::is_device_span(desc->bias, bias_bytes)))
+    return CUBLAS_STATUS_INVALID_VALUE;  // a GPU would fault reading them
   const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
   lt_emu::DeviceAccess access;
   const bool round_tf32 = desc->compute == CUBLAS_COMPUTE_32F_FAST_TF32;

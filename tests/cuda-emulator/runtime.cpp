@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -138,6 +139,10 @@ DeviceAccess::~DeviceAccess() {
 
 namespace {
 
+enum class Order;
+Order order_from_env(std::string* bad);
+unsigned char poison_byte(Order o);
+
 cudaError_t device_alloc(void** p, size_t bytes) {
   if (!p) return fail(cudaErrorInvalidValue, "cudaMalloc: null result pointer", false);
   void* q = nullptr;
@@ -167,9 +172,9 @@ cudaError_t device_alloc(void** p, size_t bytes) {
     allocations[q] = bytes;
     allocated_bytes += bytes;
   }
-  // A NaN pattern: a kernel reading memory nothing has written gets NaN, not a lucky zero.
+  // Poison: a kernel reading memory nothing has written gets NaN (or 3.4e38), not a lucky zero.
   DeviceAccess access;
-  std::memset(q, 0xff, bytes);
+  std::memset(q, poison_byte(order_from_env(nullptr)), bytes);
   *p = q;
   return status();
 }
@@ -196,6 +201,25 @@ cudaError_t device_free(void* p) {
 #endif
   return status();
 }
+
+// ---- thread order and poison ------------------------------------------------------------------
+// LORA_TRAIN_EMULATOR_ORDER: forward (default) runs warps and lanes first to last, each warp as
+// far as it can before the next; reverse last to first; interleaved switches warps at every
+// warp barrier. Memory nothing has written holds a poison pattern: NaN (0xff bytes) in forward
+// and interleaved order, 3.4e38 (0x7f bytes: NaN as fp16) in reverse, which fmaxf and
+// comparisons do not hide the way they can hide a NaN.
+enum class Order { forward, reverse, interleaved };
+Order order_from_env(std::string* bad) {
+  const char* v = std::getenv("LORA_TRAIN_EMULATOR_ORDER");
+  const std::string o = v ? v : "forward";
+  if (o == "reverse") return Order::reverse;
+  if (o == "interleaved") return Order::interleaved;
+  if (o != "forward" && bad) *bad = "LORA_TRAIN_EMULATOR_ORDER=" + o + " (forward, reverse or interleaved)";
+  return Order::forward;
+}
+unsigned char poison_byte(Order o) { return o == Order::reverse ? 0x7f : 0xff; }
+
+std::vector<std::pair<void*, size_t>> registered_shared;  // __shared__ statics; under launch_mutex
 
 // ---- fibers ----------------------------------------------------------------------------------
 // A switch saves the callee-saved registers and the stack pointer: a few instructions on
@@ -264,7 +288,9 @@ struct Fiber {
 
 struct Block {
   std::vector<Fiber> fibers;
-  std::vector<unsigned char> shared;
+  std::unique_ptr<unsigned char[], void (*)(void*)> shared{nullptr, std::free};  // 128-byte aligned
+  size_t shared_bytes = 0;
+  unsigned char poison = 0xff;
   // A lane's value for its warp's current and previous exchange (by call parity), so lanes
   // that run on after an exchange do not overwrite values a later lane still reads.
   std::vector<uint64_t> exchange[2];
@@ -312,14 +338,20 @@ int linear_id(const ThreadContext& t) {
   return static_cast<int>(t.thread_idx.x + t.block_dim.x * (t.thread_idx.y + t.block_dim.y * t.thread_idx.z));
 }
 
-// Opens the warp [w, end)'s barrier when all its lanes wait at the same warp-synchronous call.
+// Opens the warp [w, end)'s barrier when all its lanes that have not exited wait at the same
+// warp-synchronous call (CUDA's rule for a full mask).
 bool release_warp(Block& b, size_t w, size_t end) {
+  const Fiber* first = nullptr;
   for (size_t i = w; i < end; ++i) {
     const Fiber& f = b.fibers[i];
-    if (f.state != FiberState::at_warp_barrier || f.warp_calls != b.fibers[w].warp_calls) return false;
+    if (f.state == FiberState::done) continue;
+    if (f.state != FiberState::at_warp_barrier || (first && f.warp_calls != first->warp_calls)) return false;
+    if (!first) first = &f;
   }
+  if (!first) return false;
   if (end - w < 32) throw std::logic_error("a warp-synchronous call with a full mask in a warp of " + std::to_string(end - w) + " threads");
-  for (size_t i = w; i < end; ++i) b.fibers[i].state = FiberState::ready;
+  for (size_t i = w; i < end; ++i)
+    if (b.fibers[i].state == FiberState::at_warp_barrier) b.fibers[i].state = FiberState::ready;
   return true;
 }
 
@@ -358,26 +390,42 @@ void start_fibers(Block& b, uint3 block_idx, dim3 t, dim3 g) {
   }
 }
 
-// Each warp in turn runs as far as it can (through its own warp barriers) before the next
-// starts, and within a warp each lane up to its next barrier: one warp getting ahead of the
-// others as far as a GPU may let it, so a read of another warp's writes that lacks a
-// __syncthreads sees them unwritten (NaN in shared memory) in one of the two orders.
-void run_block(Block& b, bool reverse) {
+// Runs lane by lane up to each lane's next barrier: in forward and reverse order each warp
+// runs as far as it can (through its own warp barriers) before the next starts, one warp
+// getting ahead of the others as far as a GPU may let it, so a read of another warp's writes
+// that lacks a __syncthreads sees them unwritten in one of the two orders; interleaved
+// switches to the next warp at every warp barrier, so warps that should keep to their own
+// part of shared memory between barriers see each other's writes.
+void run_block(Block& b, Order order) {
   const size_t n = b.fibers.size(), warps = (n + 31) / 32;
-  for (;;) {
-    for (size_t k = 0; k < warps; ++k) {
-      const size_t w = 32 * (reverse ? warps - 1 - k : k), end = std::min(n, w + 32);
-      do {
-        for (size_t j = 0; j < end - w; ++j) {
-          Fiber& f = b.fibers[reverse ? end - 1 - j : w + j];
-          if (f.state != FiberState::ready) continue;
-          b.running = &f;
-          current = &f.thread;
-          switch_context(b.scheduler, f.context);
-          if (!b.failure.empty()) return;
-        }
-      } while (release_warp(b, w, end));
+  const bool reverse = order == Order::reverse;
+  auto run_lanes = [&](size_t w, size_t end) {
+    bool ran = false;
+    for (size_t j = 0; j < end - w && b.failure.empty(); ++j) {
+      Fiber& f = b.fibers[reverse ? end - 1 - j : w + j];
+      if (f.state != FiberState::ready) continue;
+      b.running = &f;
+      current = &f.thread;
+      switch_context(b.scheduler, f.context);
+      ran = true;
     }
+    return ran;
+  };
+  for (;;) {
+    for (bool progress = true; progress && b.failure.empty();) {
+      progress = false;
+      for (size_t k = 0; k < warps && b.failure.empty(); ++k) {
+        const size_t w = 32 * (reverse ? warps - 1 - k : k), end = std::min(n, w + 32);
+        if (order == Order::interleaved) {
+          progress |= run_lanes(w, end);
+          release_warp(b, w, end);
+        } else {
+          do run_lanes(w, end);
+          while (b.failure.empty() && release_warp(b, w, end));
+        }
+      }
+    }
+    if (!b.failure.empty()) return;
     if (!release_block(b)) break;
   }
   for (const Fiber& f : b.fibers)
@@ -417,12 +465,19 @@ void exchanged_value(int lane, void* out, size_t bytes) {
   const int source = id - id % 32 + lane;
   if (lane < 0 || lane >= 32 || source >= static_cast<int>(block->fibers.size()))
     throw std::logic_error("a shuffle from lane " + std::to_string(lane) + ", which does not exist");
+  if (block->fibers[source].state == FiberState::done) return (void)std::memset(out, block->poison, bytes);  // an exited lane
   std::memcpy(out, &block->exchange[f->warp_calls & 1][source], bytes);
 }
 
 unsigned char* dynamic_shared_memory() {
   if (!block) throw std::logic_error("dynamic shared memory outside a kernel");
-  return block->shared.data();
+  return block->shared.get();
+}
+
+bool register_shared(void* p, size_t bytes) {
+  registered_shared.emplace_back(p, bytes);
+  std::memset(p, block ? block->poison : 0xff, bytes);  // the first thread to declare it, before any use
+  return true;
 }
 
 cudaError_t set_function_attribute(const void* kernel, cudaFuncAttribute attr, int value) {
@@ -449,11 +504,7 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   else if (config.shared_bytes > shared_limit)
     bad = std::to_string(config.shared_bytes) + " bytes of dynamic shared memory (the kernel may use " + std::to_string(shared_limit) +
           "; cudaFuncSetAttribute raises it)";
-  // Threads (and blocks) run first to last, or last to first: a kernel that reads what another
-  // thread writes without a barrier between gets it right in at most one order.
-  const char* order = std::getenv("LORA_TRAIN_EMULATOR_ORDER");
-  const bool reverse = order && std::string(order) == "reverse";
-  if (order && !reverse && std::string(order) != "forward") bad = "LORA_TRAIN_EMULATOR_ORDER=" + std::string(order) + " (forward or reverse)";
+  const Order order = order_from_env(&bad);
   if (!bad.empty()) {
     fail(cudaErrorInvalidConfiguration, "invalid launch: " + bad, false);
     return;
@@ -466,18 +517,22 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   b.fibers.resize(threads);
   b.exchange[0].assign(threads + 32, 0);
   b.exchange[1].assign(threads + 32, 0);
-  b.shared.resize(std::max<size_t>(config.shared_bytes, 1));  // exactly: ASan builds catch overruns
+  // Exactly the bytes asked for (ASan builds catch overruns), aligned as __align__(128) asks.
+  b.shared_bytes = std::max<size_t>(config.shared_bytes, 1);
+  b.shared.reset(static_cast<unsigned char*>(std::aligned_alloc(128, (b.shared_bytes + 127) / 128 * 128)));
+  b.poison = poison_byte(order);
   block = &b;
   const size_t blocks = size_t(g.x) * g.y * g.z;
   for (size_t k = 0; k < blocks && b.failure.empty(); ++k) {
     // Blocks run in the threads' order too: a result that depends on which block writes last
     // differs between the two.
-    const size_t index = reverse ? blocks - 1 - k : k;
+    const size_t index = order == Order::reverse ? blocks - 1 - k : k;
     const unsigned bx = index % g.x, by = index / g.x % g.y, bz = index / (size_t(g.x) * g.y);
-    std::memset(b.shared.data(), 0xff, b.shared.size());
+    std::memset(b.shared.get(), b.poison, b.shared_bytes);
+    for (auto [p, bytes] : registered_shared) std::memset(p, b.poison, bytes);
     start_fibers(b, {bx, by, bz}, t, g);
     try {
-      run_block(b, reverse);
+      run_block(b, order);
     } catch (const std::exception& e) {
       b.failure = e.what();
     }
@@ -496,6 +551,16 @@ bool is_device_pointer(const void* p) {
   if (it == allocations.begin()) return false;
   --it;
   return static_cast<const char*>(p) <= static_cast<const char*>(it->first) + it->second;
+}
+
+bool is_device_span(const void* p, size_t bytes) {
+  if (!p) return false;
+  std::lock_guard<std::mutex> lock(state_mutex);
+  auto it = allocations.upper_bound(const_cast<void*>(p));
+  if (it == allocations.begin()) return false;
+  --it;
+  const char *q = static_cast<const char*>(p), *base = static_cast<const char*>(it->first);
+  return q >= base && q + bytes <= base + it->second;
 }
 
 void fail_host_pointer(const LaunchConfig& config, int index) {
@@ -573,9 +638,13 @@ cudaError_t cudaFree(void* p) { return lt_emu::device_free(p); }
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return lt_emu::device_alloc(p, bytes); }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return lt_emu::device_free(p); }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (status() != cudaSuccess) return status();
   if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue, "cudaMemcpy with a null pointer", false);
+  const bool to_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool from_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (bytes && ((to_device && !lt_emu::is_device_span(dst, bytes)) || (from_device && !lt_emu::is_device_span(src, bytes))))
+    return fail(cudaErrorInvalidValue, "cudaMemcpy of " + std::to_string(bytes) + " bytes outside a device allocation", false);
   lt_emu::DeviceAccess access;
   std::memmove(dst, src, bytes);
   return cudaSuccess;
@@ -585,7 +654,8 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   if (status() != cudaSuccess) return status();
-  if (bytes && !p) return fail(cudaErrorInvalidValue, "cudaMemset of a null pointer", false);
+  if (bytes && !lt_emu::is_device_span(p, bytes))
+    return fail(cudaErrorInvalidValue, "cudaMemset of " + std::to_string(bytes) + " bytes outside a device allocation", false);
   lt_emu::DeviceAccess access;
   std::memset(p, value, bytes);
   return cudaSuccess;

@@ -1,8 +1,9 @@
-// Rewrites a CUDA source file into C++ for the test emulator (include/cuda_runtime.h), keeping
-// its line numbers so compiler messages point at the .cu file:
+// Rewrites a CUDA source file (.cu, or a .cuh it includes) into C++ for the test emulator
+// (include/cuda_runtime.h), keeping its line numbers so compiler messages point at the source:
 //   kernel<<<grid, block[, shared[, stream]]>>>(args)  ->
 //     ::lt_emu::launch(&kernel, grid, block[, shared[, stream]])([](auto... a) { kernel(a...); }, args)
 //   extern __shared__ [__align__(n)] T name[];  ->  T* name = ::lt_emu::dynamic_shared<T>();
+//   __shared__ T name[n];  ->  the same, then name registered once (lt_emu::register_shared)
 // Usage: node translate-cu.mjs <in.cu> <out.cpp>
 import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -16,6 +17,11 @@ let source = readFileSync(input, 'utf8');
 
 const sharedDecl = /extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s:]*?)\s+([A-Za-z_]\w*)\s*\[\s*\]\s*;/g;
 source = source.replace(sharedDecl, (_, type, name) => `${type}* ${name} = ::lt_emu::dynamic_shared<${type}>();`);
+
+// Fixed-size shared variables, registered so the emulator poisons them before every block.
+const staticShared = /\b__shared__\s+[^;=(){}]*?\b([A-Za-z_]\w*)\s*((?:\[[^\]]*\]\s*)*);/g;
+source = source.replace(staticShared, (decl, name) =>
+  `${decl} { static const bool lt_emu_registered = ::lt_emu::register_shared(&${name}, sizeof(${name})); (void)lt_emu_registered; }`);
 
 // The kernel name (with template arguments) right before <<<, the configuration up to >>>,
 // then the argument list up to its balanced closing parenthesis.

@@ -27,7 +27,9 @@
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
 // One block runs at a time and its threads are fibers of one OS thread, so a function-local
-// static is exactly one block's shared memory.
+// static is exactly one block's shared memory. translate-cu.mjs registers each one
+// (lt_emu::register_shared), and the emulator fills them with a poison pattern before every
+// block, as it fills dynamic shared memory.
 #define __shared__ static
 
 // ---- vector types ------------------------------------------------------------------------
@@ -148,6 +150,9 @@ void sync_warp(const void* value = nullptr, size_t bytes = 0);
 // The value `lane` of this warp gave to the warp-synchronous call that just finished.
 void exchanged_value(int lane, void* out, size_t bytes);
 unsigned char* dynamic_shared_memory();
+// Records a __shared__ variable (poisoned now and before every block); true, for a static's
+// initialiser.
+bool register_shared(void* p, size_t bytes);
 template <typename T>
 T* dynamic_shared() {
   return reinterpret_cast<T*>(dynamic_shared_memory());
@@ -160,6 +165,11 @@ T* dynamic_shared() {
 #define blockDim (::lt_emu::current->block_dim)
 #define gridDim (::lt_emu::current->grid_dim)
 
+namespace lt_emu {
+// The calling thread's lane in its warp.
+inline int lane_id() { return static_cast<int>((threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32); }
+}  // namespace lt_emu
+
 inline void __syncthreads() { lt_emu::sync_block(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   if (mask != 0xffffffffu) throw std::logic_error("cuda emulator: __syncwarp with a partial mask");
@@ -170,8 +180,7 @@ T __shfl_xor_sync(unsigned mask, T value, int lane_mask) {
   if (mask != 0xffffffffu) throw std::logic_error("cuda emulator: __shfl_xor_sync with a partial mask");
   lt_emu::sync_warp(&value, sizeof(T));
   T other;
-  lt_emu::exchanged_value(static_cast<int>((threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32) ^ lane_mask,
-                          &other, sizeof(T));
+  lt_emu::exchanged_value(lt_emu::lane_id() ^ lane_mask, &other, sizeof(T));
   return other;
 }
 
@@ -209,6 +218,8 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context);
 
 // Whether p is null or points into memory that cudaMalloc returned (its end included).
 bool is_device_pointer(const void* p);
+// Whether [p, p + bytes) lies inside one block that cudaMalloc returned.
+bool is_device_span(const void* p, size_t bytes);
 // A launch whose argument `index` (from 0) points outside device memory: the kernel would
 // fault on a GPU reading it, so the launch fails as that kernel would.
 void fail_host_pointer(const LaunchConfig& config, int index);
