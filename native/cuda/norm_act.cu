@@ -12,7 +12,8 @@ namespace {
 // One block per row: two-pass mean and variance. With ab (B, 2C), the row is first modulated,
 // x * (1 + a) + b for its batch item (P rows each), and written to modulated: the
 // TimestepBlock fused into the LayerNorm after it.
-__global__ void layernorm_kernel(TensorOut y, float* mean, float* rstd, const float* x, const float* weight,
+// (Launched with up to 1024 threads: the bound keeps nvcc within the registers that allows.)
+__global__ void __launch_bounds__(1024) layernorm_kernel(TensorOut y, float* mean, float* rstd, const float* x, const float* weight,
                                  const float* bias, int64_t C, float eps, float* modulated = nullptr,
                                  const float* ab = nullptr, int64_t P = 1) {
   const float* xr = x + blockIdx.x * C;
@@ -38,7 +39,7 @@ __global__ void layernorm_kernel(TensorOut y, float* mean, float* rstd, const fl
   }
 }
 
-__global__ void layernorm_backward_kernel(float* dx, const float* dy, const float* x, const float* mean,
+__global__ void __launch_bounds__(1024) layernorm_backward_kernel(float* dx, const float* dy, const float* x, const float* mean,
                                           const float* rstd, int64_t C) {
   const int64_t row = blockIdx.x;
   const float* xr = x + row * C;

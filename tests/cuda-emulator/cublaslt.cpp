@@ -51,6 +51,7 @@ void store(void* p, cudaDataType_t t, size_t i, float v) {
 // fp32 to TF32 (10 mantissa bits), to nearest with ties away from zero.
 float tf32(float x) {
   unsigned u = __float_as_uint(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return x;  // NaN stays NaN
   if ((u & 0x7f800000u) != 0x7f800000u) u += 0x1000u;
   return __uint_as_float(u & 0xffffe000u);
 }
