@@ -57,8 +57,9 @@ cudaError_t status() {
 }
 
 // ---- device memory -------------------------------------------------------------------------
-// Device memory is one reserved range of address space, in page-aligned blocks; a freed block
-// is reused for the next allocation of its size. With LORA_TRAIN_EMULATOR_PROTECT=1 host code
+// Device memory is one reserved range of address space, in page-aligned blocks, each followed
+// by a guard page that stays unmapped and ending (to 256 bytes) at it, so a kernel running past
+// the end of an allocation faults; a freed block is reused for the next allocation of its size. With LORA_TRAIN_EMULATOR_PROTECT=1 host code
 // cannot touch it: it is readable and writable only while the emulator works on it (a kernel, a
 // copy, cuBLASLt; see DeviceAccess), so host code dereferencing a device pointer faults here as
 // it would with a GPU, and the fault handler says so. (Off by default: switching the pages'
@@ -84,8 +85,9 @@ void write_hex(char* out, uintptr_t v) {
 void on_segv(int sig, siginfo_t* info, void* context) {
   const auto a = reinterpret_cast<uintptr_t>(info->si_addr), base = reinterpret_cast<uintptr_t>(heap);
   if (heap && a >= base && a < base + kHeapReserve) {
-    char msg[] = "lora-train CUDA emulator: host code read or wrote device memory at 0x0000000000000000 (memory from "
-                 "cudaMalloc, outside a kernel or a copy; a GPU faults there too), or a kernel went past every allocation\n";
+    char msg[] = "lora-train CUDA emulator: a kernel read or wrote past the end of a device allocation (into its guard "
+                 "page), or host code touched device memory outside a kernel or a copy, at 0x0000000000000000; a GPU "
+                 "faults there too\n";
     write_hex(std::strstr(msg, "0x") + 2, a);
     if (::write(2, msg, sizeof(msg) - 1) < 0) {
     }
@@ -111,6 +113,8 @@ char* reserve_heap() {
 }
 
 size_t block_bytes(size_t bytes) { return (std::max<size_t>(bytes, 1) + kPage - 1) / kPage * kPage; }
+// Where an allocation of `bytes` starts in its block: 256-byte aligned, as late as that allows.
+size_t offset_in_block(size_t bytes) { return block_bytes(bytes) - (std::max<size_t>(bytes, 1) + 255) / 256 * 256; }
 #endif
 
 }  // namespace
@@ -157,13 +161,15 @@ cudaError_t device_alloc(void** p, size_t bytes) {
 #else
     static char* const reserved = reserve_heap();
     heap = reserved;
+    char* block = nullptr;
     auto reuse = free_blocks.find(block_bytes(bytes));
-    if (reuse != free_blocks.end()) q = reuse->second, free_blocks.erase(reuse);
-    else if (heap && heap_used + block_bytes(bytes) <= kHeapReserve) {
-      q = heap + heap_used;
-      heap_used += block_bytes(bytes);
-      if (!protect && mprotect(q, block_bytes(bytes), PROT_READ | PROT_WRITE) != 0) q = nullptr;
+    if (reuse != free_blocks.end()) block = reuse->second, free_blocks.erase(reuse);
+    else if (heap && heap_used + block_bytes(bytes) + kPage <= kHeapReserve) {
+      block = heap + heap_used;
+      heap_used += block_bytes(bytes) + kPage;  // the guard page after it stays PROT_NONE
+      if (!protect && mprotect(block, block_bytes(bytes), PROT_READ | PROT_WRITE) != 0) block = nullptr;
     }
+    if (block) q = block + offset_in_block(bytes);
 #endif
     if (!q) {
       if (last_error == cudaSuccess) last_error = cudaErrorMemoryAllocation, error_detail = "the emulator's address space for device memory is used up";
@@ -193,7 +199,7 @@ cudaError_t device_free(void* p) {
     allocated_bytes -= bytes;
     allocations.erase(it);
 #ifndef __SANITIZE_ADDRESS__
-    free_blocks.emplace(block_bytes(bytes), static_cast<char*>(p));
+    free_blocks.emplace(block_bytes(bytes), static_cast<char*>(p) - offset_in_block(bytes));
 #endif
   }
 #ifdef __SANITIZE_ADDRESS__
