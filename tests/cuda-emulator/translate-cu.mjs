@@ -4,6 +4,7 @@
 //     ::lt_emu::launch(&kernel, grid, block[, shared[, stream]])([](auto... a) { kernel(a...); }, args)
 //   extern __shared__ [__align__(n)] T name[];  ->  T* name = ::lt_emu::dynamic_shared<T>();
 //   __shared__ T name[n];  ->  the same, then name registered once (lt_emu::register_shared)
+//   __launch_bounds__(n) kernel(...) {  ->  kernel(...) { ::lt_emu::check_launch_bound(n);
 // Usage: node translate-cu.mjs <in.cu> <out.cpp>
 import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -22,6 +23,9 @@ source = source.replace(sharedDecl, (_, type, name) => `${type}* ${name} = ::lt_
 const staticShared = /\b__shared__\s+[^;=(){}]*?\b([A-Za-z_]\w*)\s*((?:\[[^\]]*\]\s*)*);/g;
 source = source.replace(staticShared, (decl, name) =>
   `${decl} { static const bool lt_emu_registered = ::lt_emu::register_shared(&${name}, sizeof(${name})); (void)lt_emu_registered; }`);
+
+// A kernel's declared bound is checked against its block size (a GPU refuses a larger block).
+source = source.replace(/__launch_bounds__\(([^()]*)\)([^{;]*)\{/g, (_, bound, signature) => `${signature}{ ::lt_emu::check_launch_bound(${bound});`);
 
 // The kernel name (with template arguments) right before <<<, the configuration up to >>>,
 // then the argument list up to its balanced closing parenthesis.

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -168,6 +169,16 @@ T* dynamic_shared() {
 namespace lt_emu {
 // The calling thread's lane in its warp.
 inline int lane_id() { return static_cast<int>((threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32); }
+}  // namespace lt_emu
+
+namespace lt_emu {
+// A kernel declared __launch_bounds__(max_threads) launched with a larger block fails, as a
+// GPU refuses the launch.
+inline void check_launch_bound(unsigned max_threads) {
+  if (blockDim.x * blockDim.y * blockDim.z > max_threads)
+    throw std::logic_error("a block of " + std::to_string(blockDim.x * blockDim.y * blockDim.z) + " threads for a kernel declared __launch_bounds__(" +
+                           std::to_string(max_threads) + ")");
+}
 }  // namespace lt_emu
 
 inline void __syncthreads() { lt_emu::sync_block(); }
