@@ -1,12 +1,13 @@
 // The CUDA test emulator's runtime (include/cuda_runtime.h): kernels as fibers, device memory as
 // host memory, a device that describes itself as the emulator.
 //
-// A block's threads are fibers on the launching OS thread, a warp at a time (run_block): each
-// runs until it finishes or reaches __syncthreads or a warp-synchronous call (__syncwarp, a
-// shuffle, a WMMA call). A warp's barrier opens once all 32 lanes wait at it, the block's once
-// every live thread does; if none can, the block is deadlocked (a barrier in divergent code, a
-// shuffle some lanes skip) and the launch fails with a description, where a GPU would hang or
-// return garbage. Device and shared memory that nothing has written read as NaN.
+// A block's threads are fibers on the launching OS thread, scheduled by run_block: each runs
+// until it finishes or reaches __syncthreads or a warp-synchronous call (__syncwarp, a
+// shuffle, a WMMA call). A warp's barrier opens once all its lanes that have not exited wait at
+// it, the block's once every live thread does; if none can, the block is deadlocked (a barrier
+// in divergent code, a shuffle some lanes skip) and the launch fails with a description, where
+// a GPU would hang or return garbage. Device and shared memory that nothing has written hold a
+// poison pattern (NaN, or 3.4e38 in reverse order).
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -19,7 +20,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
