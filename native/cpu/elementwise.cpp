@@ -112,8 +112,14 @@ void CpuOps::scale_channels(float* y, const float* x, const float* s, int64_t B,
 
 void CpuOps::concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int64_t Na,
                         int64_t Nb, int64_t C) {
+  const bool f32 = out.type == DType::f32 && a.type == DType::f32 && b.type == DType::f32;
   parallel_for(B, [&](int64_t i) {
     const int64_t row = i * (Na + Nb) * C;
+    if (f32) {
+      std::copy(a.f32() + i * Na * C, a.f32() + (i + 1) * Na * C, out.f32() + row);
+      std::copy(b.f32() + i * Nb * C, b.f32() + (i + 1) * Nb * C, out.f32() + row + Na * C);
+      return;
+    }
     for (int64_t j = 0; j < Na * C; ++j) out.set(row + j, a.at(i * Na * C + j));
     for (int64_t j = 0; j < Nb * C; ++j) out.set(row + Na * C + j, b.at(i * Nb * C + j));
   });

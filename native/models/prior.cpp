@@ -54,8 +54,8 @@ struct Prior::Acts {
   // Buffers the backward does not read unless an adapter needs them (as its input x) are one
   // scratch shared by every block: most of a ResBlock's activations. GELU's output is never
   // stored (gelu_grn_* recompute it).
-  // (Allocated only when a plan shares into them; grn/drop/u1/q/k/v hold bf16/fp16 in a
-  // mixed-precision training plan.)
+  // (Allocated only when a plan shares into them; those behind a Saved activation hold
+  // bf16/fp16 in a mixed-precision training plan.)
   float *tmp_n, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;
   float *tmp_u1, *tmp_nx, *tmp_src, *tmp_q, *tmp_k, *tmp_v, *tmp_o;
   float *tmp_stream_in, *tmp_stream_mid, *tmp_stream_attn, *tmp_dw;

@@ -99,9 +99,8 @@ class Prior {
   void plan(const StepShape& s, bool train);
   void run_forward(const StepShape& s, bool train, uint64_t seed);
   void run_backward(const StepShape& s, bool train, uint64_t seed);
-  // Mixed precision's compact activations (Saved): round the computed fp32 values into the
-  // block's low-precision copy (a no-op in fp32); the tensor later ops read; where an op
-  // writes it directly.
+  // A kept activation (Saved) as the tensor later ops read, and as the output its op writes
+  // (low precision in a mixed-precision training plan, else fp32).
   TensorRef saved(const Saved& v) const;
   TensorOut output(const Saved& v) const;
   void linear_forward(Linear& l, TensorOut y, TensorRef x, float* xa, float* x_drop, int64_t rows,
