@@ -54,8 +54,9 @@ void gemm_tile(float* C, const float* A, const float* B, int64_t M, int64_t N, i
 namespace {
 
 // The forward pass shared by the training attention (lse kept, nothing masked) and the text
-// encoder's (causal and padding masks, no lse). o (B, N, H*d); lse (B, H, N) or null.
-void attention_forward_impl(float* o, float* lse, TensorRef q, TensorRef k, TensorRef v,
+// encoder's (causal and padding masks, no lse). o (B, N, H*d), any storage type; lse (B, H, N)
+// or null.
+void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v,
                             const uint8_t* key_mask, bool causal, int64_t B, int64_t N, int64_t M,
                             int64_t H, int64_t d, float scale) {
   const int64_t ld = H * d;
@@ -67,7 +68,6 @@ void attention_forward_impl(float* o, float* lse, TensorRef q, TensorRef k, Tens
     const std::vector<float> qh = gather_head(q, at(N), N, d, ld);  // (N, d)
     const std::vector<float> kh = gather_head(k, at(M), M, d, ld);  // (M, d)
     const std::vector<float> vh = gather_head(v, at(M), M, d, ld);  // (M, d)
-    float* oh = o + at(N);                                          // (N, d) rows strided by ld
     const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;      // (M)
     const bool masked = mask || causal;
     const auto& ks = active_kernels();
@@ -105,8 +105,8 @@ void attention_forward_impl(float* o, float* lse, TensorRef q, TensorRef k, Tens
       }
       for (int64_t r = 0; r < br; ++r) {
         const float inv = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;  // a row that saw no key: zeros
-        float* orow = oh + (i0 + r) * ld;
-        for (int64_t c = 0; c < d; ++c) orow[c] = acc[r * d + c] * inv;
+        const int64_t orow = at(N) + (i0 + r) * ld;  // (d) of o's (N, d) head, rows strided by ld
+        for (int64_t c = 0; c < d; ++c) o.set(orow + c, acc[r * d + c] * inv);
         if (lse) lse[(b * H + h) * N + i0 + r] = row_max[r] + std::log(row_sum[r]);
       }
     }
@@ -118,10 +118,7 @@ void attention_forward_impl(float* o, float* lse, TensorRef q, TensorRef k, Tens
 void CpuOps::attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v,
                                int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale,
                                DType) {
-  if (o.type == DType::f32) return attention_forward_impl(o.f32(), lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
-  std::vector<float> wide(static_cast<size_t>(B * N * H * d));  // (B, N, H*d), then rounded once
-  attention_forward_impl(wide.data(), lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
-  convert(o.data, o.type, wide.data(), B * N * H * d);
+  attention_forward_impl(o, lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
 }
 
 void CpuOps::attention_masked_forward(float* o, const float* q, const float* k, const float* v,
