@@ -37,6 +37,21 @@ struct EmuLtMatmulPreference {
 namespace {
 
 bool known_type(cudaDataType_t t) { return t == CUDA_R_32F || t == CUDA_R_16BF || t == CUDA_R_16F; }
+size_t elem_bytes(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
+// Bytes a column-major layout spans.
+size_t span_bytes(const EmuLtMatrixLayout* l) { return ((l->cols - 1) * static_cast<size_t>(l->ld) + l->rows) * elem_bytes(l->type); }
+
+// Why the last call on this thread returned CUBLAS_STATUS_INVALID_VALUE (cublasLtGetStatusString).
+thread_local std::string invalid_detail;
+cublasStatus_t invalid(std::string detail) {
+  invalid_detail = std::move(detail);
+  return CUBLAS_STATUS_INVALID_VALUE;
+}
+
+bool refused(const char* what) {
+  const char* v = std::getenv("LORA_TRAIN_EMULATOR_CUBLASLT");
+  return v && std::strstr(v, what);
+}
 
 float load(const void* p, cudaDataType_t t, size_t i) {
   if (t == CUDA_R_32F) return static_cast<const float*>(p)[i];
@@ -112,7 +127,7 @@ cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComput
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr, const void* buf,
                                               size_t size) {
   auto take = [&](auto& field) {
-    if (size != sizeof(field)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (size != sizeof(field)) return invalid("a descriptor attribute of the wrong size");
     std::memcpy(&field, buf, size);
     return CUBLAS_STATUS_SUCCESS;
   };
@@ -123,7 +138,7 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasL
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return take(desc->bias);
     case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: desc->bias_type_set = true; return take(desc->bias_type);
   }
-  return CUBLAS_STATUS_INVALID_VALUE;
+  return invalid("a descriptor attribute the emulator lacks");
 }
 
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType_t type, uint64_t rows, uint64_t cols, int64_t ld) {
@@ -139,14 +154,15 @@ cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) 
 
 cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttributes_t attr,
                                                     const void* buf, size_t size) {
-  if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) return size == sizeof(uint64_t) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
-  if (size != sizeof(uint32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (size != (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES ? sizeof(uint64_t) : sizeof(uint32_t)))
+    return invalid("a preference attribute of the wrong size");
+  if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) return CUBLAS_STATUS_SUCCESS;
   uint32_t* field = attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES   ? &pref->align_a
                     : attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES ? &pref->align_b
                     : attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES ? &pref->align_c
                     : attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES ? &pref->align_d
                                                                          : nullptr;
-  if (!field) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!field) return invalid("a preference attribute the emulator lacks");
   std::memcpy(field, buf, size);
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -156,27 +172,15 @@ cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) 
   return CUBLAS_STATUS_SUCCESS;
 }
 
-namespace {
-bool refused(const char* what) {
-  const char* v = std::getenv("LORA_TRAIN_EMULATOR_CUBLASLT");
-  return v && std::strstr(v, what);
-}
-// Bytes a column-major layout spans.
-size_t span_bytes(const EmuLtMatrixLayout* l) {
-  const size_t elem = l->type == CUDA_R_32F ? 4 : 2;
-  return ((l->cols - 1) * static_cast<size_t>(l->ld) + l->rows) * elem;
-}
-}  // namespace
-
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
                                               cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
                                               cublasLtMatmulPreference_t pref, int requested,
                                               cublasLtMatmulHeuristicResult_t* results, int* found) {
   *found = 0;
-  if (!handle || !pref || requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!handle || !pref || requested < 1) return invalid("a null handle or preference, or no result asked for");
   const Problem p = check(desc, a, b, c, d);
   if (p.unsupported) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (!p.error.empty()) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!p.error.empty()) return invalid(p.error);
   if ((refused("no-bias-epilogue") && desc->epilogue == CUBLASLT_EPILOGUE_BIAS) || (refused("no-lowp") && a->type != CUDA_R_32F))
     return CUBLAS_STATUS_SUCCESS;  // no algorithm: *found stays 0
   results[0] = {};
@@ -191,23 +195,21 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                               cublasLtMatrixLayout_t a, const void* B, cublasLtMatrixLayout_t b, const void* beta_p, const void* C,
                               cublasLtMatrixLayout_t c, void* D, cublasLtMatrixLayout_t d, const cublasLtMatmulAlgo_t* algo,
                               void*, size_t, cudaStream_t) {
-  if (!handle || !algo || !alpha_p || !beta_p) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!handle || !algo || !alpha_p || !beta_p) return invalid("a null handle, algorithm, alpha or beta");
   const Problem p = check(desc, a, b, c, d);
   if (p.unsupported) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (!p.error.empty()) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!p.error.empty()) return invalid(p.error);
   if (alignment_of(A) < algo->data[0] || alignment_of(B) < algo->data[1] || alignment_of(C) < algo->data[2] ||
       alignment_of(D) < algo->data[3])
-    return CUBLAS_STATUS_INVALID_VALUE;
-  const bool bias_on = desc->epilogue == CUBLASLT_EPILOGUE_BIAS;
-  const size_t bias_bytes = p.m * ((desc->bias_type_set ? desc->bias_type : d->type) == CUDA_R_32F ? 4 : 2);
+    return invalid("an operand less aligned than the heuristic was promised");
+  const bool bias = desc->epilogue == CUBLASLT_EPILOGUE_BIAS;
+  const cudaDataType_t bias_type = desc->bias_type_set ? desc->bias_type : d->type;
   if (!lt_emu::is_device_span(A, span_bytes(a)) || !lt_emu::is_device_span(B, span_bytes(b)) ||
-      !lt_emu::is_device_span(D, span_bytes(d)) || (bias_on && !lt_emu::is_device_span(desc->bias, bias_bytes)))
-    return CUBLAS_STATUS_INVALID_VALUE;  // a GPU would fault reading them
+      !lt_emu::is_device_span(D, span_bytes(d)) || (bias && !lt_emu::is_device_span(desc->bias, p.m * elem_bytes(bias_type))))
+    return invalid("an operand outside device memory");  // a GPU would fault reading it
   const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
   lt_emu::DeviceAccess access;
   const bool round_tf32 = desc->compute == CUBLAS_COMPUTE_32F_FAST_TF32;
-  const bool bias = desc->epilogue == CUBLASLT_EPILOGUE_BIAS;
-  const cudaDataType_t bias_type = desc->bias_type_set ? desc->bias_type : d->type;
   // op(A) as (m, k) and op(B)^T as (n, k), row-major fp32 (TF32-rounded when asked), so each
   // output is one contiguous dot product.
   auto gather = [&](const void* base, const EmuLtMatrixLayout* l, bool trans, uint64_t rows, bool transpose_out) {
@@ -241,7 +243,11 @@ const char* cublasLtGetStatusString(cublasStatus_t status) {
   switch (status) {
     case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
     case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE (cuda emulator: see cublaslt.cpp's checks)";
+    case CUBLAS_STATUS_INVALID_VALUE: {
+      static thread_local std::string text;
+      text = "CUBLAS_STATUS_INVALID_VALUE (cuda emulator: " + invalid_detail + ")";
+      return text.c_str();
+    }
     case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
     case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
   }

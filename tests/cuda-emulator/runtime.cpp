@@ -45,26 +45,47 @@ cudaError_t last_error = cudaSuccess;
 cudaError_t sticky_error = cudaSuccess;
 std::string error_detail;
 
-cudaError_t fail(cudaError_t e, const std::string& detail, bool sticky) {
-  std::lock_guard<std::mutex> lock(state_mutex);
+// fail with state_mutex already held.
+cudaError_t record_failure(cudaError_t e, const std::string& detail, bool sticky) {
   if (last_error == cudaSuccess) last_error = e, error_detail = detail;
   if (sticky && sticky_error == cudaSuccess) sticky_error = e;
   return e;
+}
+cudaError_t fail(cudaError_t e, const std::string& detail, bool sticky) {
+  std::lock_guard<std::mutex> lock(state_mutex);
+  return record_failure(e, detail, sticky);
 }
 cudaError_t status() {
   std::lock_guard<std::mutex> lock(state_mutex);
   return sticky_error;
 }
 
+// ---- thread order and poison ------------------------------------------------------------------
+// LORA_TRAIN_EMULATOR_ORDER: forward (default) runs warps and lanes first to last, each warp as
+// far as it can before the next; reverse last to first; interleaved switches warps at every
+// warp barrier. Memory nothing has written holds a poison pattern: NaN (0xff bytes) in forward
+// and interleaved order, 3.4e38 (0x7f bytes: NaN as fp16) in reverse, which fmaxf and
+// comparisons do not hide the way they can hide a NaN.
+enum class Order { forward, reverse, interleaved };
+Order order_from_env(std::string* bad) {
+  const char* v = std::getenv("LORA_TRAIN_EMULATOR_ORDER");
+  const std::string o = v ? v : "forward";
+  if (o == "reverse") return Order::reverse;
+  if (o == "interleaved") return Order::interleaved;
+  if (o != "forward" && bad) *bad = "LORA_TRAIN_EMULATOR_ORDER=" + o + " (forward, reverse or interleaved)";
+  return Order::forward;
+}
+unsigned char poison_byte(Order o) { return o == Order::reverse ? 0x7f : 0xff; }
+
 // ---- device memory -------------------------------------------------------------------------
 // Device memory is one reserved range of address space, in page-aligned blocks, each followed
 // by a guard page that stays unmapped and ending (to 256 bytes) at it, so a kernel running past
-// the end of an allocation faults; a freed block is reused for the next allocation of its size. With LORA_TRAIN_EMULATOR_PROTECT=1 host code
-// cannot touch it: it is readable and writable only while the emulator works on it (a kernel, a
-// copy, cuBLASLt; see DeviceAccess), so host code dereferencing a device pointer faults here as
-// it would with a GPU, and the fault handler says so. (Off by default: switching the pages'
-// protection at every launch makes a long test run ten times slower.) Under ASan, plain heap
-// blocks, which ASan guards.
+// the end of an allocation faults; a freed block is reused for the next allocation of its size.
+// With LORA_TRAIN_EMULATOR_PROTECT=1 host code cannot touch it: it is readable and writable
+// only while the emulator works on it (a kernel, a copy, cuBLASLt; see DeviceAccess), so host
+// code dereferencing a device pointer faults here as it would with a GPU, and the fault handler
+// says so. (Off by default: switching the pages' protection at every launch makes a long test
+// run ten times slower.) Under ASan, plain heap blocks, which ASan guards.
 std::map<void*, size_t> allocations;  // under state_mutex
 size_t allocated_bytes = 0;
 
@@ -143,19 +164,12 @@ DeviceAccess::~DeviceAccess() {
 
 namespace {
 
-enum class Order;
-Order order_from_env(std::string* bad);
-unsigned char poison_byte(Order o);
-
 cudaError_t device_alloc(void** p, size_t bytes) {
   if (!p) return fail(cudaErrorInvalidValue, "cudaMalloc: null result pointer", false);
   void* q = nullptr;
   {
     std::lock_guard<std::mutex> lock(state_mutex);
-    if (allocated_bytes + bytes > kDeviceMemory) {
-      if (last_error == cudaSuccess) last_error = cudaErrorMemoryAllocation, error_detail = "out of emulated device memory";
-      return cudaErrorMemoryAllocation;
-    }
+    if (allocated_bytes + bytes > kDeviceMemory) return record_failure(cudaErrorMemoryAllocation, "out of emulated device memory", false);
 #ifdef __SANITIZE_ADDRESS__
     q = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
 #else
@@ -171,10 +185,7 @@ cudaError_t device_alloc(void** p, size_t bytes) {
     }
     if (block) q = block + offset_in_block(bytes);
 #endif
-    if (!q) {
-      if (last_error == cudaSuccess) last_error = cudaErrorMemoryAllocation, error_detail = "the emulator's address space for device memory is used up";
-      return cudaErrorMemoryAllocation;
-    }
+    if (!q) return record_failure(cudaErrorMemoryAllocation, "the emulator's address space for device memory is used up", false);
     allocations[q] = bytes;
     allocated_bytes += bytes;
   }
@@ -191,10 +202,7 @@ cudaError_t device_free(void* p) {
   {
     std::lock_guard<std::mutex> lock(state_mutex);
     auto it = allocations.find(p);
-    if (it == allocations.end()) {
-      if (last_error == cudaSuccess) last_error = cudaErrorInvalidDevicePointer, error_detail = "cudaFree of a pointer cudaMalloc did not return";
-      return cudaErrorInvalidDevicePointer;
-    }
+    if (it == allocations.end()) return record_failure(cudaErrorInvalidDevicePointer, "cudaFree of a pointer cudaMalloc did not return", false);
     bytes = it->second;
     allocated_bytes -= bytes;
     allocations.erase(it);
@@ -207,23 +215,6 @@ cudaError_t device_free(void* p) {
 #endif
   return status();
 }
-
-// ---- thread order and poison ------------------------------------------------------------------
-// LORA_TRAIN_EMULATOR_ORDER: forward (default) runs warps and lanes first to last, each warp as
-// far as it can before the next; reverse last to first; interleaved switches warps at every
-// warp barrier. Memory nothing has written holds a poison pattern: NaN (0xff bytes) in forward
-// and interleaved order, 3.4e38 (0x7f bytes: NaN as fp16) in reverse, which fmaxf and
-// comparisons do not hide the way they can hide a NaN.
-enum class Order { forward, reverse, interleaved };
-Order order_from_env(std::string* bad) {
-  const char* v = std::getenv("LORA_TRAIN_EMULATOR_ORDER");
-  const std::string o = v ? v : "forward";
-  if (o == "reverse") return Order::reverse;
-  if (o == "interleaved") return Order::interleaved;
-  if (o != "forward" && bad) *bad = "LORA_TRAIN_EMULATOR_ORDER=" + o + " (forward, reverse or interleaved)";
-  return Order::forward;
-}
-unsigned char poison_byte(Order o) { return o == Order::reverse ? 0x7f : 0xff; }
 
 std::vector<std::pair<void*, size_t>> registered_shared;  // __shared__ statics; under launch_mutex
 
@@ -340,10 +331,6 @@ void yield(FiberState state) {
   current = &block->running->thread;
 }
 
-int linear_id(const ThreadContext& t) {
-  return static_cast<int>(t.thread_idx.x + t.block_dim.x * (t.thread_idx.y + t.block_dim.y * t.thread_idx.z));
-}
-
 // Opens the warp [w, end)'s barrier when all its lanes that have not exited wait at the same
 // warp-synchronous call (CUDA's rule for a full mask).
 bool release_warp(Block& b, size_t w, size_t end) {
@@ -456,7 +443,7 @@ void sync_block() {
 void sync_warp(const void* value, size_t bytes) {
   if (!block) throw std::logic_error("a warp-synchronous call outside a kernel");
   Fiber* f = block->running;
-  const int id = linear_id(f->thread);
+  const int id = linear_thread_id(f->thread);
   uint64_t slot = 0;
   if (bytes > sizeof(slot)) throw std::logic_error("cuda emulator: a shuffle of more than 8 bytes");
   if (value) std::memcpy(&slot, value, bytes);
@@ -467,7 +454,7 @@ void sync_warp(const void* value, size_t bytes) {
 
 void exchanged_value(int lane, void* out, size_t bytes) {
   Fiber* f = block->running;
-  const int id = linear_id(f->thread);
+  const int id = linear_thread_id(f->thread);
   const int source = id - id % 32 + lane;
   if (lane < 0 || lane >= 32 || source >= static_cast<int>(block->fibers.size()))
     throw std::logic_error("a shuffle from lane " + std::to_string(lane) + ", which does not exist");
@@ -550,15 +537,6 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   if (!b.failure.empty()) fail(cudaErrorLaunchFailure, "kernel failed in " + b.failure, true);
 }
 
-bool is_device_pointer(const void* p) {
-  if (!p) return true;
-  std::lock_guard<std::mutex> lock(state_mutex);
-  auto it = allocations.upper_bound(const_cast<void*>(p));
-  if (it == allocations.begin()) return false;
-  --it;
-  return static_cast<const char*>(p) <= static_cast<const char*>(it->first) + it->second;
-}
-
 bool is_device_span(const void* p, size_t bytes) {
   if (!p) return false;
   std::lock_guard<std::mutex> lock(state_mutex);
@@ -569,8 +547,9 @@ bool is_device_span(const void* p, size_t bytes) {
   return q >= base && q + bytes <= base + it->second;
 }
 
-void fail_host_pointer(const LaunchConfig& config, int index) {
-  (void)config;
+bool is_device_pointer(const void* p) { return !p || is_device_span(p, 0); }
+
+void fail_host_pointer(int index) {
   fail(cudaErrorIllegalAddress, "kernel argument " + std::to_string(index + 1) + " points outside device memory (a host pointer?)", true);
 }
 

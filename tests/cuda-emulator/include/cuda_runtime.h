@@ -5,8 +5,9 @@
 // one gets an error or wrong numbers here as it would on a GPU. Kernels run synchronously at
 // launch; device memory is host memory.
 //
-// Only for tests: scripts/translate-cu.mjs rewrites a .cu file's launches (kernel<<<...>>>(...))
-// and dynamic shared memory into C++ that includes this header first.
+// Only for tests: tests/cuda-emulator/translate-cu.mjs rewrites a .cu file's launches
+// (kernel<<<...>>>(...)), shared memory and __launch_bounds__ into C++ that includes this
+// header first.
 #pragma once
 #include <dlfcn.h>
 
@@ -25,7 +26,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __launch_bounds__(...)
 #define __align__(n) alignas(n)
 // One block runs at a time and its threads are fibers of one OS thread, so a function-local
 // static is exactly one block's shared memory. translate-cu.mjs registers each one
@@ -167,11 +167,13 @@ T* dynamic_shared() {
 #define gridDim (::lt_emu::current->grid_dim)
 
 namespace lt_emu {
+// A thread's index in its block, x fastest (the order of its warps' lanes).
+inline int linear_thread_id(const ThreadContext& t) {
+  return static_cast<int>(t.thread_idx.x + t.block_dim.x * (t.thread_idx.y + t.block_dim.y * t.thread_idx.z));
+}
 // The calling thread's lane in its warp.
-inline int lane_id() { return static_cast<int>((threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32); }
-}  // namespace lt_emu
+inline int lane_id() { return linear_thread_id(*current) % 32; }
 
-namespace lt_emu {
 // A kernel declared __launch_bounds__(max_threads) launched with a larger block fails, as a
 // GPU refuses the launch.
 inline void check_launch_bound(unsigned max_threads) {
@@ -233,7 +235,7 @@ bool is_device_pointer(const void* p);
 bool is_device_span(const void* p, size_t bytes);
 // A launch whose argument `index` (from 0) points outside device memory: the kernel would
 // fault on a GPU reading it, so the launch fails as that kernel would.
-void fail_host_pointer(const LaunchConfig& config, int index);
+void fail_host_pointer(int index);
 
 template <typename T, typename = void>
 struct HasData : std::false_type {};
@@ -260,7 +262,7 @@ struct Launch {
     } context{call, std::tuple<Args...>(args...)};
     int index = 0, host = -1;
     ((host < 0 && !is_device_pointer(pointer_argument(args)) ? host = index : 0, ++index), ...);
-    if (host >= 0) return fail_host_pointer(config, host);
+    if (host >= 0) return fail_host_pointer(host);
     run_grid(
         config,
         [](void* p) {
