@@ -23,7 +23,9 @@ async function main() {
   }
   // A dry run uses CUDA where the addon has it (the CPU emulator's build, tests/cuda-emulator).
   const device: Device = dry && info.cuda !== true ? 'cpu' : 'cuda';
-  console.log(`lora-train ${info.version} on ${device === 'cpu' ? 'the CPU (dry run)' : `${info.cudaDevice}${dry ? ' (dry run)' : ''}`}`);
+  console.log(
+    `lora-train ${info.version} on ${device === 'cpu' ? 'the CPU (dry run)' : `${info.cudaDevice}${dry ? ' (dry run)' : ''}`}`,
+  );
   const fixtures = args.find((a) => !a.startsWith('--')) ?? join(process.cwd(), 'tests', 'fixtures');
   let failed = 0;
   if (!args.includes('--no-parity')) failed = await parity(fixtures, device);
@@ -42,7 +44,8 @@ async function parity(fixtures: string, device: Device): Promise<number> {
         const err = relativeError(dataOf(gpu[key]?.tensor), dataOf(tensor));
         const ok = err <= tolerance;
         if (!ok) failed++;
-        if (!ok || key === Object.keys(cpu)[0]) console.log(`| ${c.name} | ${key} | ${err.toExponential(2)} | ${tolerance} | ${ok ? 'yes' : 'NO'} |`);
+        if (!ok || key === Object.keys(cpu)[0])
+          console.log(`| ${c.name} | ${key} | ${err.toExponential(2)} | ${tolerance} | ${ok ? 'yes' : 'NO'} |`);
       }
     } catch (e) {
       failed++;
@@ -57,7 +60,10 @@ async function realStep(device: Device, dry: boolean) {
   const config: PriorConfig = dry
     ? { c_in: 16, c: 64, c_cond: 32, c_r: 64, depth: 2, nhead: 1, dropout: 0.1 }
     : { c_in: 16, c: 1536, c_cond: 1280, c_r: 64, depth: 32, nhead: 24, dropout: 0.1 };
-  const B = dry ? 2 : 8, H = 24, W = 24, T = 77;
+  const B = dry ? 2 : 8,
+    H = 24,
+    W = 24,
+    T = 77;
   setAllowTf32(true, { device });
   const setupStart = performance.now();
   const prior = Prior.random(config, { seed: 0, device, precision: 'bf16', lora: { rank: 8, alpha: 8 } });
@@ -78,21 +84,24 @@ async function realStep(device: Device, dry: boolean) {
     const ops = native().cudaProfile(false) as { op: string; ms: number; calls: number }[];
     const total = ops.reduce((sum, o) => sum + o.ms, 0);
     console.log(`\n| op (one step, CUDA events) | calls | ms | share |\n| --- | --- | --- | --- |`);
-    for (const o of ops) console.log(`| ${o.op} | ${o.calls} | ${o.ms.toFixed(2)} | ${((100 * o.ms) / total).toFixed(1)}% |`);
+    for (const o of ops)
+      console.log(`| ${o.op} | ${o.calls} | ${o.ms.toFixed(2)} | ${((100 * o.ms) / total).toFixed(1)}% |`);
     console.log(`| total | | ${total.toFixed(2)} | |\n`);
   }
   const steady = times.slice(1).sort((a, b) => a - b);
   const ms = steady[Math.floor(steady.length / 2)]!;
-  console.log(JSON.stringify({
-    name: 'prior_lora_step_real',
-    shape: `c${config.c} cond${config.c_cond} depth${config.depth} nhead${config.nhead} B${B} ${H}x${W} T${T} r8, bf16 weights and GEMMs (TF32 elsewhere)`,
-    device,
-    ms_per_step: Number(ms.toFixed(1)),
-    samples_per_s: Number(((B * 1000) / ms).toFixed(1)),
-    steps_ms: times.map((t) => Number(t.toFixed(1))),
-    activation_gb: Number((prior.activationBytes() / 2 ** 30).toFixed(2)),
-    parameter_gb: Number((prior.parameterBytes() / 2 ** 30).toFixed(2)),
-  }));
+  console.log(
+    JSON.stringify({
+      name: 'prior_lora_step_real',
+      shape: `c${config.c} cond${config.c_cond} depth${config.depth} nhead${config.nhead} B${B} ${H}x${W} T${T} r8, bf16 weights and GEMMs (TF32 elsewhere)`,
+      device,
+      ms_per_step: Number(ms.toFixed(1)),
+      samples_per_s: Number(((B * 1000) / ms).toFixed(1)),
+      steps_ms: times.map((t) => Number(t.toFixed(1))),
+      activation_gb: Number((prior.activationBytes() / 2 ** 30).toFixed(2)),
+      parameter_gb: Number((prior.parameterBytes() / 2 ** 30).toFixed(2)),
+    }),
+  );
 }
 
 await main();

@@ -28,7 +28,11 @@ function peakRssKiB(): number {
 
 async function main() {
   const spec = JSON.parse(process.argv[2]!) as PriorStepCase & { minSeconds: number };
-  const prior = Prior.random(spec.config, { seed: 0, precision: spec.precision, lora: { rank: spec.rank, alpha: spec.rank } });
+  const prior = Prior.random(spec.config, {
+    seed: 0,
+    precision: spec.precision,
+    lora: { rank: spec.rank, alpha: spec.rank },
+  });
   const { B, H, W, T, config } = spec;
   const { x, r, clip, target } = randomStepInputs(config, B, H, W, T, 1);
   let step = 0;
@@ -47,7 +51,14 @@ async function main() {
   }
   times.sort((a, b) => a - b);
   const peak = peakRssKiB();
-  console.log(JSON.stringify({ seconds: times[Math.floor(times.length / 2)], peak_rss_mb: peak / 1024, activation_mb: prior.activationBytes() / 2 ** 20, parameter_mb: prior.parameterBytes() / 2 ** 20 }));
+  console.log(
+    JSON.stringify({
+      seconds: times[Math.floor(times.length / 2)],
+      peak_rss_mb: peak / 1024,
+      activation_mb: prior.activationBytes() / 2 ** 20,
+      parameter_mb: prior.parameterBytes() / 2 ** 20,
+    }),
+  );
 }
 
 await main();

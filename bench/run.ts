@@ -75,7 +75,8 @@ export function benchCases(): BenchCase[] {
       flops: 2 * M * N * K,
       peer: { kind: 'gemm', M, N, K },
       async setup() {
-        const a = randomTensor([M, K], 1), b = randomTensor([K, N], 2);
+        const a = randomTensor([M, K], 1),
+          b = randomTensor([K, N], 2);
         const out = { data: new Float32Array(M * N), shape: [M, N] };
         return () => ops.matmul(a, b, { out });
       },
@@ -89,7 +90,10 @@ export function benchCases(): BenchCase[] {
       peer: { kind: 'attention', B, H, N, M, d },
       async setup() {
         const C = H * d;
-        const q = randomTensor([B, N, C], 3), k = randomTensor([B, M, C], 4), v = randomTensor([B, M, C], 5), dout = randomTensor([B, N, C], 6);
+        const q = randomTensor([B, N, C], 3),
+          k = randomTensor([B, M, C], 4),
+          v = randomTensor([B, M, C], 5),
+          dout = randomTensor([B, N, C], 6);
         return async () => {
           const { out, lse } = await ops.attention(q, k, v, H);
           return ops.attentionBackward(dout, q, k, v, out, lse, H);
@@ -97,7 +101,16 @@ export function benchCases(): BenchCase[] {
       },
     });
   // Frozen encoders at small configurations: items (captions, images) per second.
-  const text = { vocab_size: 49408, hidden: 512, layers: 6, heads: 8, intermediate: 2048, max_positions: 77, eps: 1e-5, quick_gelu: false };
+  const text = {
+    vocab_size: 49408,
+    hidden: 512,
+    layers: 6,
+    heads: 8,
+    intermediate: 2048,
+    max_positions: 77,
+    eps: 1e-5,
+    quick_gelu: false,
+  };
   const textBatch = 8;
   cases.push({
     name: 'text_encoder',
@@ -113,7 +126,8 @@ export function benchCases(): BenchCase[] {
       return () => encoder.encode({ ids, mask, batch: textBatch, maxLength: 77 });
     },
   });
-  const imageBatch = 4, side = 256;
+  const imageBatch = 4,
+    side = 256;
   cases.push({
     name: 'image_encoder',
     shape: `efficientnet_v2_s B${imageBatch} ${side}x${side}`,
@@ -123,7 +137,10 @@ export function benchCases(): BenchCase[] {
     async setup() {
       const encoder = ImageEncoder.random(EFFICIENTNET_V2_S, 3);
       const rng = new Rng(4);
-      const images = { data: Float32Array.from({ length: imageBatch * 3 * side * side }, () => rng.normal()), shape: [imageBatch, 3, side, side] };
+      const images = {
+        data: Float32Array.from({ length: imageBatch * 3 * side * side }, () => rng.normal()),
+        shape: [imageBatch, 3, side, side],
+      };
       return () => encoder.encode(images);
     },
   });
@@ -131,18 +148,32 @@ export function benchCases(): BenchCase[] {
   // The prior's LoRA training step at issue 3's size: c 256, c_cond 256, depth 4, nhead 4,
   // batch 4, 24x24 latents, 77 text tokens, rank 8 on to_q/to_k/to_v/to_out.0, fp32.
   // Also in bf16 mixed precision (no CPU peer: PyTorch's CPU autocast is not what users train with).
-  const step = { config: { c_in: 16, c: 256, c_cond: 256, c_r: 64, depth: 4, nhead: 4, dropout: 0.1 }, B: 4, H: 24, W: 24, T: 77, rank: 8 };
+  const step = {
+    config: { c_in: 16, c: 256, c_cond: 256, c_r: 64, depth: 4, nhead: 4, dropout: 0.1 },
+    B: 4,
+    H: 24,
+    W: 24,
+    T: 77,
+    rank: 8,
+  };
   for (const precision of ['fp32', 'bf16'] as const)
     cases.push({
       name: precision === 'fp32' ? 'prior_lora_step' : 'prior_lora_step_bf16',
       shape: `c256 cond256 depth4 nhead4 B4 24x24 T77 r8${precision === 'fp32' ? '' : ' bf16 weights and GEMMs'}`,
       flops: 0,
-      peer: precision === 'fp32' ? { kind: 'prior_step', ...step.config, B: step.B, H: step.H, W: step.W, T: step.T, rank: step.rank } : undefined,
+      peer:
+        precision === 'fp32'
+          ? { kind: 'prior_step', ...step.config, B: step.B, H: step.H, W: step.W, T: step.T, rank: step.rank }
+          : undefined,
       async setup() {
         throw new Error('prior_lora_step runs isolated');
       },
       isolated(minSeconds) {
-        const r = spawnSync(process.execPath, [join(packageRoot, 'dist', 'bench', 'prior-step.js'), JSON.stringify({ ...step, precision, minSeconds })], { encoding: 'utf8' });
+        const r = spawnSync(
+          process.execPath,
+          [join(packageRoot, 'dist', 'bench', 'prior-step.js'), JSON.stringify({ ...step, precision, minSeconds })],
+          { encoding: 'utf8' },
+        );
         if (r.status !== 0) throw new Error(`prior-step failed: ${r.stderr}`);
         const { seconds, ...extra } = JSON.parse(r.stdout.trim().split('\n').pop()!) as Extra & { seconds: number };
         return { seconds, extra };
@@ -166,10 +197,19 @@ async function time(run: () => Promise<unknown>, minSeconds: number): Promise<nu
 
 /** Finds a Python with numpy or torch: LORA_TRAIN_PEER_PYTHON, then python3, then /usr/bin/python3. */
 function findPeerPython(): string | undefined {
-  const candidates = [process.env.LORA_TRAIN_PEER_PYTHON, 'python3', '/usr/bin/python3', 'python'].filter((c): c is string => !!c);
+  const candidates = [process.env.LORA_TRAIN_PEER_PYTHON, 'python3', '/usr/bin/python3', 'python'].filter(
+    (c): c is string => !!c,
+  );
   let fallback: string | undefined;
   for (const py of candidates) {
-    const r = spawnSync(py, ['-c', 'import importlib.util as u; print(int(bool(u.find_spec("numpy"))) + 2 * int(bool(u.find_spec("torch"))))'], { encoding: 'utf8' });
+    const r = spawnSync(
+      py,
+      [
+        '-c',
+        'import importlib.util as u; print(int(bool(u.find_spec("numpy"))) + 2 * int(bool(u.find_spec("torch"))))',
+      ],
+      { encoding: 'utf8' },
+    );
     const found = Number(r.stdout?.trim());
     if (r.status !== 0 || !found) continue;
     if (found === 3) return py; // both: the GEMM peer uses NumPy, attention uses PyTorch
@@ -193,7 +233,12 @@ function runPeers(cases: { id: string; spec: PeerSpec }[], minSeconds: number): 
   if (!python) return result;
   for (const c of cases) {
     const input = JSON.stringify([{ id: c.id, minSeconds, ...c.spec }]);
-    const r = spawnSync(python, [join(packageRoot, 'bench', 'peer.py')], { input, encoding: 'utf8', env: peerEnv(), maxBuffer: 1 << 24 });
+    const r = spawnSync(python, [join(packageRoot, 'bench', 'peer.py')], {
+      input,
+      encoding: 'utf8',
+      env: peerEnv(),
+      maxBuffer: 1 << 24,
+    });
     if (r.status !== 0) {
       console.error(`bench: peer (${python}) failed on ${c.spec.kind}: ${r.stderr.trim().split('\n').pop()}`);
       continue;
@@ -243,14 +288,20 @@ async function main(argv: string[]) {
 
   const m = machine();
   if (json) console.log(JSON.stringify(m));
-  else console.log(`machine: ${m.cpu}, ${m.cores} cores at ${m.clock_ghz} GHz (measured), ${m.fma_lanes} fp32 FMA lanes, estimated fp32 peak ${m.peak_gflops} GFLOP/s; kernels ${m.kernels}`);
+  else
+    console.log(
+      `machine: ${m.cpu}, ${m.cores} cores at ${m.clock_ghz} GHz (measured), ${m.fma_lanes} fp32 FMA lanes, estimated fp32 peak ${m.peak_gflops} GFLOP/s; kernels ${m.kernels}`,
+    );
 
   const ours: { c: BenchCase; seconds: number; extra: Extra }[] = [];
   for (const c of cases) {
     if (c.isolated) ours.push({ c, ...c.isolated(minSeconds) });
     else ours.push({ c, seconds: await time(await c.setup(), minSeconds), extra: {} });
   }
-  const peers = runPeers(ours.filter((o) => o.c.peer).map((o, i) => ({ id: String(i), spec: o.c.peer! })), minSeconds);
+  const peers = runPeers(
+    ours.filter((o) => o.c.peer).map((o, i) => ({ id: String(i), spec: o.c.peer! })),
+    minSeconds,
+  );
 
   let peerIndex = 0;
   const round = (extra: Extra) => Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, Number(v.toFixed(1))]));
@@ -265,7 +316,14 @@ async function main(argv: string[]) {
       ...(c.items ? { items_per_s: Number((c.items / seconds).toFixed(2)) } : {}),
       ...round(extra),
       peer: peer
-        ? { impl: peer.impl, seconds: Number(peer.seconds.toPrecision(4)), gflops: gflops(peer.seconds), ...(c.items ? { items_per_s: Number((c.items / peer.seconds).toFixed(2)) } : {}), ratio: Number((peer.seconds / seconds).toFixed(3)), ...round(peer.peak_rss_mb === undefined ? {} : { peak_rss_mb: peer.peak_rss_mb }) }
+        ? {
+            impl: peer.impl,
+            seconds: Number(peer.seconds.toPrecision(4)),
+            gflops: gflops(peer.seconds),
+            ...(c.items ? { items_per_s: Number((c.items / peer.seconds).toFixed(2)) } : {}),
+            ratio: Number((peer.seconds / seconds).toFixed(3)),
+            ...round(peer.peak_rss_mb === undefined ? {} : { peak_rss_mb: peer.peak_rss_mb }),
+          }
         : null,
     };
     if (json) console.log(JSON.stringify(row));
@@ -273,8 +331,12 @@ async function main(argv: string[]) {
       const mem = (o: object) => ('peak_rss_mb' in o ? `, peak RSS ${o.peak_rss_mb} MB` : '');
       const rate = (g: number | null) => (g === null ? '' : `, ${g} GFLOP/s`);
       const items = (o: object) => ('items_per_s' in o ? `, ${o.items_per_s} items/s` : '');
-      const p = row.peer ? `   peer ${row.peer.impl}: ${(row.peer.seconds * 1e3).toFixed(2)} ms${rate(row.peer.gflops)}${items(row.peer)}${mem(row.peer)}; lora-train ${row.peer.ratio}x faster` : '   peer: none (no Python with numpy or torch found)';
-      console.log(`${row.name.padEnd(18)} ${row.shape.padEnd(42)} ${(row.seconds * 1e3).toFixed(2).padStart(9)} ms${rate(row.gflops)}${items(row)}${mem(row)}\n${p}`);
+      const p = row.peer
+        ? `   peer ${row.peer.impl}: ${(row.peer.seconds * 1e3).toFixed(2)} ms${rate(row.peer.gflops)}${items(row.peer)}${mem(row.peer)}; lora-train ${row.peer.ratio}x faster`
+        : '   peer: none (no Python with numpy or torch found)';
+      console.log(
+        `${row.name.padEnd(18)} ${row.shape.padEnd(42)} ${(row.seconds * 1e3).toFixed(2).padStart(9)} ms${rate(row.gflops)}${items(row)}${mem(row)}\n${p}`,
+      );
     }
   }
 }

@@ -16,8 +16,8 @@
 #include "cuda/profile.h"
 #endif
 #include "backends.h"
-#include "napi_call.h"
 #include "model_binding.h"
+#include "napi_call.h"
 #include "prior_binding.h"
 
 #ifndef LORA_TRAIN_VERSION
@@ -26,7 +26,6 @@
 
 namespace lt {
 namespace {
-
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -37,7 +36,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 #ifdef LORA_TRAIN_HAVE_CUDA
   backends.Set(1u, "cuda");
   const std::string reason = cuda::unavailable_reason();
-  out.Set("cuda", reason.empty() ? Napi::Value(Napi::Boolean::New(env, true)) : Napi::Value(Napi::String::New(env, reason)));
+  out.Set("cuda",
+          reason.empty() ? Napi::Value(Napi::Boolean::New(env, true)) : Napi::Value(Napi::String::New(env, reason)));
   if (reason.empty()) out.Set("cudaDevice", cuda::device_description());
 #else
   out.Set("cuda", "this build has no CUDA backend");
@@ -85,13 +85,12 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   bool ta = call.flag(7, "transA"), tb = call.flag(8, "transB");
   float alpha = static_cast<float>(call.number(9, "alpha")), beta = static_cast<float>(call.number(10, "beta"));
   DType at = call.dtype(11, "aType"), bt = call.dtype(12, "bType");
-  if (at != DType::f32 && bt != DType::f32 && at != bt) call.fail_range("operands of one low-precision type", "bType", info[12]);
+  if (at != DType::f32 && bt != DType::f32 && at != bt)
+    call.fail_range("operands of one low-precision type", "bType", info[12]);
   float* C = call.f32(1, "C", M * N);
   TensorRef A(call.typed_tensor(2, "A", M * K, at), at);
   TensorRef B(call.typed_tensor(3, "B", K * N, bt), bt);
-  return call.run([=, &ops] {
-    ops.gemm(C, A, B, M, N, K, ta, tb, alpha, beta, ta ? M : K, tb ? K : N, N);
-  });
+  return call.run([=, &ops] { ops.gemm(C, A, B, M, N, K, ta, tb, alpha, beta, ta ? M : K, tb ? K : N, N); });
 }
 
 // (device, allow): whether the backend's fp32 GEMMs may use TF32 (ignored by the CPU).
@@ -226,7 +225,8 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   OpCall call(info, "attentionBackward");
   Ops& ops = backend_for(call, 0);
-  int64_t B = call.dim(10, "B"), N = call.dim(11, "N"), M = call.dim(12, "M"), H = call.dim(13, "H"), d = call.dim(14, "d");
+  int64_t B = call.dim(10, "B"), N = call.dim(11, "N"), M = call.dim(12, "M"), H = call.dim(13, "H"),
+          d = call.dim(14, "d");
   float scale = static_cast<float>(call.number(15, "scale"));
   DType compute = call.dtype(16, "compute");
   const int64_t nq = B * N * H * d, nk = B * M * H * d;
@@ -239,7 +239,8 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   const float* v = call.f32(7, "v", nk);
   const float* o = call.f32(8, "o", nq);
   const float* lse = call.f32(9, "lse", B * H * N);
-  return call.run([=, &ops] { ops.attention_backward(dq, dk, dv, dout, q, k, v, o, lse, B, N, M, H, d, scale, compute); });
+  return call.run(
+      [=, &ops] { ops.attention_backward(dq, dk, dv, dout, q, k, v, o, lse, B, N, M, H, d, scale, compute); });
 }
 
 // (device, y, mean, rstd, x, rows, C, eps)
@@ -394,8 +395,8 @@ Napi::Value MseLoss(const Napi::CallbackInfo& info) {
 Napi::Value AdamW(const Napi::CallbackInfo& info) {
   OpCall call(info, "adamw");
   Ops& ops = backend_for(call, 0);
-  Napi::Array params = call.array(1, "params"), m = call.array(2, "expAvgs"),
-              v = call.array(3, "expAvgSqs"), g = call.array(4, "grads");
+  Napi::Array params = call.array(1, "params"), m = call.array(2, "expAvgs"), v = call.array(3, "expAvgSqs"),
+              g = call.array(4, "grads");
   const uint32_t count = params.Length();
   if (m.Length() != count) call.fail_range("an Array of length " + std::to_string(count), "expAvgs", m);
   if (v.Length() != count) call.fail_range("an Array of length " + std::to_string(count), "expAvgSqs", v);
@@ -413,7 +414,8 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
       call.fail_type("a Float32Array", "params" + idx, p);
     int64_t n = static_cast<int64_t>(p.As<Napi::Float32Array>().ElementLength());
     tensors[i] = {call.f32_value(p, "params" + idx, n, false), call.f32_value(m.Get(i), "expAvgs" + idx, n, false),
-                  call.f32_value(v.Get(i), "expAvgSqs" + idx, n, false), call.f32_value(g.Get(i), "grads" + idx, n, false), n};
+                  call.f32_value(v.Get(i), "expAvgSqs" + idx, n, false),
+                  call.f32_value(g.Get(i), "grads" + idx, n, false), n};
   }
   return call.run([=, &ops, tensors = std::move(tensors)] {
     ops.adamw(tensors.data(), static_cast<int64_t>(tensors.size()), lr, beta1, beta2, eps, wd, step, grad_scale);
@@ -457,7 +459,8 @@ Ops& backend_for(OpCall& call, size_t i) {
     call.stage_through(cuda_ops);
     return cuda_ops;
   }
-  throw Napi::Error::New(call.env(), "device '" + name + "' is not available in this build (built backends: cpu, cuda)");
+  throw Napi::Error::New(call.env(),
+                         "device '" + name + "' is not available in this build (built backends: cpu, cuda)");
 #else
   throw Napi::Error::New(call.env(), "device '" + name + "' is not available in this build (built backends: cpu)");
 #endif

@@ -69,7 +69,7 @@ LT_HOST_DEVICE inline uint16_t f32_to_f16(float f) {
   x &= 0x7fffffffu;
   if (x >= 0x7f800000u) return static_cast<uint16_t>(sign | (x > 0x7f800000u ? 0x7e00u : 0x7c00u));
   if (x >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520
-  if (x < 0x38800000u) {  // below 2^-14: a subnormal half (units of 2^-24) or zero
+  if (x < 0x38800000u) {                                      // below 2^-14: a subnormal half (units of 2^-24) or zero
     if (x < 0x33000000u) return static_cast<uint16_t>(sign);  // <= 2^-25 rounds to zero
     const uint32_t e = x >> 23, m = (x & 0x7fffffu) | 0x800000u, shift = 126u - e;
     uint32_t r = m >> shift;
@@ -81,14 +81,19 @@ LT_HOST_DEVICE inline uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | ((x + 0xfffu + ((x >> 13) & 1u)) >> 13));
 }
 
-LT_HOST_DEVICE inline float lowp_to_f32(uint16_t h, DType t) { return t == DType::bf16 ? bf16_to_f32(h) : f16_to_f32(h); }
-LT_HOST_DEVICE inline uint16_t f32_to_lowp(float f, DType t) { return t == DType::bf16 ? f32_to_bf16(f) : f32_to_f16(f); }
+LT_HOST_DEVICE inline float lowp_to_f32(uint16_t h, DType t) {
+  return t == DType::bf16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+LT_HOST_DEVICE inline uint16_t f32_to_lowp(float f, DType t) {
+  return t == DType::bf16 ? f32_to_bf16(f) : f32_to_f16(f);
+}
 
 // The type both GEMM operands are read in: fp32 when both are fp32, else the low-precision
 // one's (an fp32 operand is rounded to it). Two different low-precision types are refused.
 inline DType gemm_operand_type(DType a, DType b) {
   if (a != DType::f32 && b != DType::f32 && a != b)
-    throw std::invalid_argument(std::string("GEMM operands must share one low-precision type, got ") + dtype_name(a) + " and " + dtype_name(b));
+    throw std::invalid_argument(std::string("GEMM operands must share one low-precision type, got ") + dtype_name(a) +
+                                " and " + dtype_name(b));
   return a != DType::f32 ? a : b;
 }
 
@@ -97,7 +102,7 @@ inline DType gemm_operand_type(DType a, DType b) {
 struct TensorRef {
   const void* data;
   DType type;
-  LT_HOST_DEVICE TensorRef(const float* p) : data(p), type(DType::f32) {}  // NOLINT: implicit on purpose
+  LT_HOST_DEVICE TensorRef(const float* p) : data(p), type(DType::f32) {}        // NOLINT: implicit on purpose
   LT_HOST_DEVICE TensorRef(std::nullptr_t) : data(nullptr), type(DType::f32) {}  // NOLINT
   LT_HOST_DEVICE TensorRef(const void* p, DType t) : data(p), type(t) {}
   LT_HOST_DEVICE const float* f32() const { return static_cast<const float*>(data); }
@@ -111,14 +116,16 @@ struct TensorRef {
 struct TensorOut {
   void* data;
   DType type;
-  LT_HOST_DEVICE TensorOut(float* p) : data(p), type(DType::f32) {}  // NOLINT: implicit on purpose
+  LT_HOST_DEVICE TensorOut(float* p) : data(p), type(DType::f32) {}              // NOLINT: implicit on purpose
   LT_HOST_DEVICE TensorOut(std::nullptr_t) : data(nullptr), type(DType::f32) {}  // NOLINT
   LT_HOST_DEVICE TensorOut(void* p, DType t) : data(p), type(t) {}
   LT_HOST_DEVICE float* f32() const { return static_cast<float*>(data); }
   // Element i = v, rounded to the storage type.
   LT_HOST_DEVICE void set(int64_t i, float v) const {
-    if (type == DType::f32) f32()[i] = v;
-    else static_cast<uint16_t*>(data)[i] = f32_to_lowp(v, type);
+    if (type == DType::f32)
+      f32()[i] = v;
+    else
+      static_cast<uint16_t*>(data)[i] = f32_to_lowp(v, type);
   }
 };
 

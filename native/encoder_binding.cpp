@@ -75,7 +75,8 @@ class ImageEncoderWrap : public Napi::ObjectWrap<ImageEncoderWrap> {
                         InstanceMethod("encode", &ImageEncoderWrap::Encode)});
   }
 
-  // new ImageEncoder(device, {stages: [{fused, expand, kernel, stride, in, out, layers}], last_channel, latent_channels})
+  // new ImageEncoder(device, {stages: [{fused, expand, kernel, stride, in, out, layers}], last_channel,
+  // latent_channels})
   explicit ImageEncoderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ImageEncoderWrap>(info) {
     OpCall call(info, "ImageEncoder");
     Ops& ops = backend_for(call, 0);
@@ -91,7 +92,8 @@ class ImageEncoderWrap : public Napi::ObjectWrap<ImageEncoderWrap> {
       if (!v.IsObject()) call.fail_type("an object", "stages[" + std::to_string(i) + "]", v);
       Napi::Object st = v.As<Napi::Object>();
       c.stages.push_back({call.flag_of(st, "fused"), call.dim_of(st, "expand"), call.dim_of(st, "kernel"),
-                          call.dim_of(st, "stride"), call.dim_of(st, "in"), call.dim_of(st, "out"), call.dim_of(st, "layers")});
+                          call.dim_of(st, "stride"), call.dim_of(st, "in"), call.dim_of(st, "out"),
+                          call.dim_of(st, "layers")});
     }
     try {
       model_ = std::make_unique<EffNetEncoder>(ops, c);

@@ -38,7 +38,8 @@ Napi::Value set_parameter_of(const Napi::CallbackInfo& info, Model& model) {
   OpCall call(info, "setParameter");
   std::string name = call.string(0, "name");
   Napi::Value v = info[1];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) call.fail_type("a Float32Array", "data", v);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    call.fail_type("a Float32Array", "data", v);
   auto arr = v.As<Napi::Float32Array>();
   std::lock_guard<std::mutex> lock(model.mutex());
   try {

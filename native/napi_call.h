@@ -32,8 +32,8 @@ inline std::string describe(const Napi::Value& v) {
   if (v.IsString()) return "'" + v.As<Napi::String>().Utf8Value() + "'";
   if (v.IsTypedArray()) {
     auto ta = v.As<Napi::TypedArray>();
-    static const char* names[] = {"Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array",
-                                  "Uint16Array", "Int32Array", "Uint32Array", "Float32Array",
+    static const char* names[] = {"Int8Array",    "Uint8Array",    "Uint8ClampedArray", "Int16Array",
+                                  "Uint16Array",  "Int32Array",    "Uint32Array",       "Float32Array",
                                   "Float64Array", "BigInt64Array", "BigUint64Array"};
     int t = static_cast<int>(ta.TypedArrayType());
     std::string name = (t >= 0 && t < 11) ? names[t] : "TypedArray";
@@ -92,7 +92,9 @@ class OpCall {
   // A Float32Array of exactly `length` elements; pinned until the op finishes.
   float* f32(size_t i, const std::string& name, int64_t length) { return f32_value(info_[i], name, length, false); }
   // Same, or null/undefined for "not wanted" (returns nullptr).
-  float* f32_optional(size_t i, const std::string& name, int64_t length) { return f32_value(info_[i], name, length, true); }
+  float* f32_optional(size_t i, const std::string& name, int64_t length) {
+    return f32_value(info_[i], name, length, true);
+  }
 
   // A typed array of another element type (ids, masks), exactly `length` long; pinned.
   template <typename T, napi_typedarray_type kType>
@@ -120,7 +122,8 @@ class OpCall {
   DType dtype(size_t i, const char* name) const {
     Napi::Value v = info_[i];
     DType t;
-    if (!v.IsString() || !parse_dtype(v.As<Napi::String>().Utf8Value(), &t)) fail_type("'f32', 'bf16' or 'f16'", name, v);
+    if (!v.IsString() || !parse_dtype(v.As<Napi::String>().Utf8Value(), &t))
+      fail_type("'f32', 'bf16' or 'f16'", name, v);
     return t;
   }
 
@@ -143,7 +146,9 @@ class OpCall {
   }
 
   // Keeps a JS value (the object a method runs on) alive until the op finishes.
-  void pin(const Napi::Value& v) { pins_.push_back(std::make_shared<Napi::Reference<Napi::Value>>(Napi::Persistent(v))); }
+  void pin(const Napi::Value& v) {
+    pins_.push_back(std::make_shared<Napi::Reference<Napi::Value>>(Napi::Persistent(v)));
+  }
 
   Napi::Array array(size_t i, const char* name) const {
     Napi::Value v = info_[i];
@@ -153,7 +158,12 @@ class OpCall {
 
   // Runs work() on a worker thread; resolves with undefined, or with the number it returns.
   Napi::Value run(std::function<void()> work) {
-    return start([w = std::move(work)]() { w(); return std::nan(""); }, false);
+    return start(
+        [w = std::move(work)]() {
+          w();
+          return std::nan("");
+        },
+        false);
   }
   Napi::Value run_number(std::function<double()> work) { return start(std::move(work), true); }
 
@@ -193,8 +203,12 @@ class OpCall {
    public:
     Worker(Napi::Env env, std::string op, std::function<double()> work, bool returns_number,
            std::vector<std::shared_ptr<Napi::Reference<Napi::Value>>> pins)
-        : Napi::AsyncWorker(env, op.c_str()), deferred_(Napi::Promise::Deferred::New(env)),
-          op_(std::move(op)), work_(std::move(work)), returns_number_(returns_number), pins_(std::move(pins)) {}
+        : Napi::AsyncWorker(env, op.c_str()),
+          deferred_(Napi::Promise::Deferred::New(env)),
+          op_(std::move(op)),
+          work_(std::move(work)),
+          returns_number_(returns_number),
+          pins_(std::move(pins)) {}
     Napi::Promise promise() { return deferred_.Promise(); }
     void Execute() override {
       try {

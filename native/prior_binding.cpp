@@ -8,8 +8,8 @@
 #include <string>
 
 #include "backends.h"
-#include "models/prior.h"
 #include "model_binding.h"
+#include "models/prior.h"
 #include "napi_call.h"
 
 namespace lt {
@@ -18,21 +18,18 @@ namespace {
 class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "Prior",
-                       {InstanceMethod("parameters", &PriorWrap::Parameters),
-                        InstanceMethod("setParameter", &PriorWrap::SetParameter),
-                        InstanceMethod("enableLora", &PriorWrap::EnableLora),
-                        InstanceMethod("loraParameters", &PriorWrap::LoraParameters),
-                        InstanceMethod("setLora", &PriorWrap::SetLora),
-                        InstanceMethod("getLora", &PriorWrap::GetLora),
-                        InstanceMethod("getLoraGrad", &PriorWrap::GetLoraGrad),
-                        InstanceMethod("getOptimizerState", &PriorWrap::GetOptimizerState),
-                        InstanceMethod("setOptimizerState", &PriorWrap::SetOptimizerState),
-                        InstanceMethod("forward", &PriorWrap::Forward),
-                        InstanceMethod("lossAndGrad", &PriorWrap::LossAndGrad),
-                        InstanceMethod("optimizerStep", &PriorWrap::OptimizerStep),
-                        InstanceMethod("activationBytes", &PriorWrap::ActivationBytes),
-                        InstanceMethod("parameterBytes", &PriorWrap::ParameterBytes)});
+    return DefineClass(
+        env, "Prior",
+        {InstanceMethod("parameters", &PriorWrap::Parameters), InstanceMethod("setParameter", &PriorWrap::SetParameter),
+         InstanceMethod("enableLora", &PriorWrap::EnableLora),
+         InstanceMethod("loraParameters", &PriorWrap::LoraParameters), InstanceMethod("setLora", &PriorWrap::SetLora),
+         InstanceMethod("getLora", &PriorWrap::GetLora), InstanceMethod("getLoraGrad", &PriorWrap::GetLoraGrad),
+         InstanceMethod("getOptimizerState", &PriorWrap::GetOptimizerState),
+         InstanceMethod("setOptimizerState", &PriorWrap::SetOptimizerState),
+         InstanceMethod("forward", &PriorWrap::Forward), InstanceMethod("lossAndGrad", &PriorWrap::LossAndGrad),
+         InstanceMethod("optimizerStep", &PriorWrap::OptimizerStep),
+         InstanceMethod("activationBytes", &PriorWrap::ActivationBytes),
+         InstanceMethod("parameterBytes", &PriorWrap::ParameterBytes)});
   }
 
   // new Prior(device, {c_in, c, c_cond, c_r, depth, nhead, dropout, weight_type?: 'f32' | 'bf16' | 'f16'})
@@ -107,7 +104,8 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     OpCall call(info, op);
     std::string name = call.string(0, "name");
     Napi::Value v = info[1];
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) call.fail_type("a Float32Array", "data", v);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      call.fail_type("a Float32Array", "data", v);
     auto arr = v.As<Napi::Float32Array>();
     return locked(info, [&] {
       f(name, arr.Data(), static_cast<int64_t>(arr.ElementLength()));
@@ -121,13 +119,16 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     return transfer(info, "getLora", [&](const std::string& n, float* p, int64_t len) { model_->get_lora(n, p, len); });
   }
   Napi::Value GetLoraGrad(const Napi::CallbackInfo& info) {
-    return transfer(info, "getLoraGrad", [&](const std::string& n, float* p, int64_t len) { model_->get_lora_grad(n, p, len); });
+    return transfer(info, "getLoraGrad",
+                    [&](const std::string& n, float* p, int64_t len) { model_->get_lora_grad(n, p, len); });
   }
   Napi::Value GetOptimizerState(const Napi::CallbackInfo& info) {
-    return transfer(info, "getOptimizerState", [&](const std::string& n, float* p, int64_t len) { model_->get_optimizer_state(n, p, len); });
+    return transfer(info, "getOptimizerState",
+                    [&](const std::string& n, float* p, int64_t len) { model_->get_optimizer_state(n, p, len); });
   }
   Napi::Value SetOptimizerState(const Napi::CallbackInfo& info) {
-    return transfer(info, "setOptimizerState", [&](const std::string& n, float* p, int64_t len) { model_->set_optimizer_state(n, p, len); });
+    return transfer(info, "setOptimizerState",
+                    [&](const std::string& n, float* p, int64_t len) { model_->set_optimizer_state(n, p, len); });
   }
 
   StepShape step_shape(OpCall& call, size_t i) {
@@ -193,11 +194,15 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
   }
 
   Napi::Value ActivationBytes(const Napi::CallbackInfo& info) {
-    return locked(info, [&] { return Napi::Number::New(info.Env(), static_cast<double>(model_->activation_bytes())).As<Napi::Value>(); });
+    return locked(info, [&] {
+      return Napi::Number::New(info.Env(), static_cast<double>(model_->activation_bytes())).As<Napi::Value>();
+    });
   }
 
   Napi::Value ParameterBytes(const Napi::CallbackInfo& info) {
-    return locked(info, [&] { return Napi::Number::New(info.Env(), static_cast<double>(model_->parameter_bytes())).As<Napi::Value>(); });
+    return locked(info, [&] {
+      return Napi::Number::New(info.Env(), static_cast<double>(model_->parameter_bytes())).As<Napi::Value>();
+    });
   }
 
   std::unique_ptr<Prior> model_;

@@ -19,7 +19,9 @@ prior.saveLora(outDir);
 const rng = new Rng(5);
 const t = (shape, f) => ({ data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, f), shape });
 const { c_in, c_cond } = prior.config;
-const x = t([2, c_in, 4, 6], () => rng.normal()), r = t([2], () => rng.uniform()), clip = t([2, 9, c_cond], () => rng.normal());
+const x = t([2, c_in, 4, 6], () => rng.normal()),
+  r = t([2], () => rng.uniform()),
+  clip = t([2, 9, c_cond], () => rng.normal());
 const out = await prior.forward(x, r, clip);
 writeSafetensors(join(outDir, 'ours.safetensors'), { x, r, clip, out });
 console.log(`wrote ${join(outDir, 'pytorch_lora_weights.safetensors')} and ours.safetensors`);

@@ -14,7 +14,8 @@ const require = createRequire(import.meta.url);
 export function nodeGypEnv() {
   const env = { ...process.env };
   const prefix = dirname(dirname(process.execPath));
-  if (!env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node', 'node_api.h'))) env.npm_config_nodedir = prefix;
+  if (!env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node', 'node_api.h')))
+    env.npm_config_nodedir = prefix;
   return env;
 }
 

@@ -17,13 +17,18 @@ const out = join(root, 'build-prebuild-cuda');
 rmSync(out, { recursive: true, force: true });
 if (!runBin('cmake-js', 'cmake-js', ['compile', '--out', out, '--CDLORA_TRAIN_CUDA=ON'])) process.exit(1);
 const built = join(out, 'Release', 'lora_train.node');
-const probe = spawnSync(process.execPath, ['-e', `process.stdout.write(JSON.stringify(require(${JSON.stringify(built)}).info().backends))`], { encoding: 'utf8' });
+const probe = spawnSync(
+  process.execPath,
+  ['-e', `process.stdout.write(JSON.stringify(require(${JSON.stringify(built)}).info().backends))`],
+  { encoding: 'utf8' },
+);
 const backends = probe.status === 0 ? JSON.parse(probe.stdout) : [];
 if (!backends.includes('cuda')) {
   console.log('lora-train: no CUDA toolkit found (see the CMake output above): only the CPU prebuild was made');
   process.exit(0);
 }
-const libc = process.platform === 'linux' ? (process.report.getReport().header.glibcVersionRuntime ? '.glibc' : '.musl') : '';
+const libc =
+  process.platform === 'linux' ? (process.report.getReport().header.glibcVersionRuntime ? '.glibc' : '.musl') : '';
 const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
 mkdirSync(dir, { recursive: true });
 const target = join(dir, `lora-train${libc}.cuda.node`);

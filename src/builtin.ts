@@ -56,10 +56,18 @@ export function emojiCaption(entry: EmojiEntry): string {
   const tags = (entry.tags ?? []).filter((t) => !words.has(t.toLowerCase()));
   const kept = tags.filter((t) => !tags.some((o) => o !== t && (t === `${o}s` || t === `${o.replace(/y$/, '')}ies`)));
   const label = entry.label.replace(/^flag: /, 'the flag of ');
-  return [`an emoji of ${/^(the |a |an )/.test(label) ? '' : /^[aeiou]/i.test(label) ? 'an ' : 'a '}${label}`, ...kept.slice(0, 3)].join(', ');
+  return [
+    `an emoji of ${/^(the |a |an )/.test(label) ? '' : /^[aeiou]/i.test(label) ? 'an ' : 'a '}${label}`,
+    ...kept.slice(0, 3),
+  ].join(', ');
 }
 
-const normaliseCode = (code: string) => code.toLowerCase().split('-').filter((c) => c !== 'fe0f').join('-');
+const normaliseCode = (code: string) =>
+  code
+    .toLowerCase()
+    .split('-')
+    .filter((c) => c !== 'fe0f')
+    .join('-');
 
 /** The Twemoji dataset as an image folder with metadata.jsonl (file_name, text), made on first use. */
 export async function twemojiDataset(size = 128): Promise<string> {
@@ -70,8 +78,11 @@ export async function twemojiDataset(size = 128): Promise<string> {
   return buildOnce(target, async (tmp) => {
     const entries = require('emojibase-data/en/data.json') as EmojiEntry[];
     const byCode = new Map<string, EmojiEntry>();
-    for (const e of entries) for (const x of [e, ...(e.skins ?? [])]) byCode.set(normaliseCode(x.hexcode), { ...x, tags: x.tags ?? e.tags });
-    const files = readdirSync(svgDir).filter((f) => f.endsWith('.svg')).sort();
+    for (const e of entries)
+      for (const x of [e, ...(e.skins ?? [])]) byCode.set(normaliseCode(x.hexcode), { ...x, tags: x.tags ?? e.tags });
+    const files = readdirSync(svgDir)
+      .filter((f) => f.endsWith('.svg'))
+      .sort();
     const lines: string[] = [];
     const progress = new Progress('twemoji dataset', files.length);
     mkdirSync(join(tmp, 'images'), { recursive: true });

@@ -25,7 +25,13 @@ export interface LoraTrainConfig {
     /** EfficientNet weights: a file (path; .safetensors or .pt) or a Hub repo + file; key inside a
      * .pt; config: a JSON file with another stage layout than efficientnet_v2_s. */
     image_encoder?: { path?: string; repo?: string; file?: string; key?: string; config?: string };
-    prior_lora_config?: { type?: string; r?: number; lora_alpha?: number; target_modules?: string[]; lora_dropout?: number };
+    prior_lora_config?: {
+      type?: string;
+      r?: number;
+      lora_alpha?: number;
+      target_modules?: string[];
+      lora_dropout?: number;
+    };
     gradient_checkpointing?: boolean;
   };
   train_dataloader?: {
@@ -56,7 +62,13 @@ export interface LoraTrainConfig {
   lr_scheduler?: { type?: 'constant' | 'constant_with_warmup' | 'linear' | 'cosine'; warmup_iters?: number };
   train_cfg?: { type?: string; by_epoch?: boolean; max_epochs?: number; max_iters?: number };
   default_hooks?: {
-    checkpoint?: { type?: string; interval?: number; by_epoch?: boolean; max_keep_ckpts?: number; save_optimizer?: boolean };
+    checkpoint?: {
+      type?: string;
+      interval?: number;
+      by_epoch?: boolean;
+      max_keep_ckpts?: number;
+      save_optimizer?: boolean;
+    };
     logger?: { type?: string; interval?: number };
   };
   custom_hooks?: Record<string, unknown>[];
@@ -76,7 +88,11 @@ export interface LoraTrainConfig {
 }
 
 /** A config as written: any nested dict may say `_delete_: true` to replace its base's dict. */
-export type ConfigInput<T = LoraTrainConfig> = T extends unknown[] ? T : T extends object ? { [K in keyof T]?: ConfigInput<T[K]> } & { _delete_?: boolean } : T;
+export type ConfigInput<T = LoraTrainConfig> = T extends unknown[]
+  ? T
+  : T extends object
+    ? { [K in keyof T]?: ConfigInput<T[K]> } & { _delete_?: boolean }
+    : T;
 
 /** Types a config file: `export default defineConfig({ ... })`. */
 export function defineConfig(config: ConfigInput): LoraTrainConfig {
@@ -86,7 +102,15 @@ export function defineConfig(config: ConfigInput): LoraTrainConfig {
 // ---- schema ----------------------------------------------------------------------------------
 
 type Rule =
-  | 'string' | 'boolean' | 'number' | 'posnumber' | 'posint' | 'nonnegint' | 'string[]' | 'number[]' | 'any'
+  | 'string'
+  | 'boolean'
+  | 'number'
+  | 'posnumber'
+  | 'posint'
+  | 'nonnegint'
+  | 'string[]'
+  | 'number[]'
+  | 'any'
   | { oneOf: readonly string[] }
   | { object: Schema; nullable?: boolean }
   | { list: Rule };
@@ -100,7 +124,15 @@ const SCHEMA: Schema = {
       prior_model: 'string',
       text_encoder_model: 'string',
       image_encoder: { object: { path: 'string', repo: 'string', file: 'string', key: 'string', config: 'string' } },
-      prior_lora_config: { object: { type: 'string', r: 'posint', lora_alpha: 'posnumber', target_modules: 'string[]', lora_dropout: 'number' } },
+      prior_lora_config: {
+        object: {
+          type: 'string',
+          r: 'posint',
+          lora_alpha: 'posnumber',
+          target_modules: 'string[]',
+          lora_dropout: 'number',
+        },
+      },
       gradient_checkpointing: 'boolean',
     },
   },
@@ -129,15 +161,33 @@ const SCHEMA: Schema = {
       type: 'string',
       dtype: { oneOf: ['float16', 'bfloat16', 'float32'] },
       accumulative_counts: 'posint',
-      optimizer: { object: { type: { oneOf: ['AdamW'] }, lr: 'posnumber', weight_decay: 'number', betas: 'number[]', eps: 'posnumber' } },
+      optimizer: {
+        object: {
+          type: { oneOf: ['AdamW'] },
+          lr: 'posnumber',
+          weight_decay: 'number',
+          betas: 'number[]',
+          eps: 'posnumber',
+        },
+      },
       clip_grad: { object: { max_norm: 'posnumber' }, nullable: true },
     },
   },
-  lr_scheduler: { object: { type: { oneOf: ['constant', 'constant_with_warmup', 'linear', 'cosine'] }, warmup_iters: 'nonnegint' } },
+  lr_scheduler: {
+    object: { type: { oneOf: ['constant', 'constant_with_warmup', 'linear', 'cosine'] }, warmup_iters: 'nonnegint' },
+  },
   train_cfg: { object: { type: 'string', by_epoch: 'boolean', max_epochs: 'posint', max_iters: 'posint' } },
   default_hooks: {
     object: {
-      checkpoint: { object: { type: 'string', interval: 'posint', by_epoch: 'boolean', max_keep_ckpts: 'posint', save_optimizer: 'boolean' } },
+      checkpoint: {
+        object: {
+          type: 'string',
+          interval: 'posint',
+          by_epoch: 'boolean',
+          max_keep_ckpts: 'posint',
+          save_optimizer: 'boolean',
+        },
+      },
       logger: { object: { type: 'string', interval: 'posint' } },
     },
   },
@@ -160,7 +210,19 @@ export class ConfigError extends Error {
 
 function describeRule(rule: Rule): string {
   if (typeof rule === 'string')
-    return ({ string: 'a string', boolean: 'true or false', number: 'a number', posnumber: 'a positive number', posint: 'a positive integer', nonnegint: 'an integer >= 0', 'string[]': 'an array of strings', 'number[]': 'an array of numbers', any: 'anything' } as const)[rule];
+    return (
+      {
+        string: 'a string',
+        boolean: 'true or false',
+        number: 'a number',
+        posnumber: 'a positive number',
+        posint: 'a positive integer',
+        nonnegint: 'an integer >= 0',
+        'string[]': 'an array of strings',
+        'number[]': 'an array of numbers',
+        any: 'anything',
+      } as const
+    )[rule];
   if ('oneOf' in rule) return `one of ${rule.oneOf.map((v) => JSON.stringify(v)).join(', ')}`;
   if ('object' in rule) return rule.nullable ? 'an object or null' : 'an object';
   return 'an array';
@@ -169,19 +231,29 @@ function describeRule(rule: Rule): string {
 function matches(rule: Rule, v: unknown): boolean {
   if (typeof rule === 'string') {
     switch (rule) {
-      case 'string': return typeof v === 'string';
-      case 'boolean': return typeof v === 'boolean';
-      case 'number': return typeof v === 'number' && Number.isFinite(v);
-      case 'posnumber': return typeof v === 'number' && Number.isFinite(v) && v > 0;
-      case 'posint': return Number.isInteger(v) && (v as number) > 0;
-      case 'nonnegint': return Number.isInteger(v) && (v as number) >= 0;
-      case 'string[]': return Array.isArray(v) && v.every((x) => typeof x === 'string');
-      case 'number[]': return Array.isArray(v) && v.every((x) => typeof x === 'number');
-      case 'any': return true;
+      case 'string':
+        return typeof v === 'string';
+      case 'boolean':
+        return typeof v === 'boolean';
+      case 'number':
+        return typeof v === 'number' && Number.isFinite(v);
+      case 'posnumber':
+        return typeof v === 'number' && Number.isFinite(v) && v > 0;
+      case 'posint':
+        return Number.isInteger(v) && (v as number) > 0;
+      case 'nonnegint':
+        return Number.isInteger(v) && (v as number) >= 0;
+      case 'string[]':
+        return Array.isArray(v) && v.every((x) => typeof x === 'string');
+      case 'number[]':
+        return Array.isArray(v) && v.every((x) => typeof x === 'number');
+      case 'any':
+        return true;
     }
   }
   if ('oneOf' in rule) return rule.oneOf.includes(v as string);
-  if ('object' in rule) return (rule.nullable && v === null) || (typeof v === 'object' && v !== null && !Array.isArray(v));
+  if ('object' in rule)
+    return (rule.nullable && v === null) || (typeof v === 'object' && v !== null && !Array.isArray(v));
   return Array.isArray(v);
 }
 
@@ -190,7 +262,8 @@ function closest(key: string, options: string[]): string | undefined {
     const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
     for (let j = 1; j <= b.length; j++) d[0]![j] = j;
     for (let i = 1; i <= a.length; i++)
-      for (let j = 1; j <= b.length; j++) d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      for (let j = 1; j <= b.length; j++)
+        d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
     return d[a.length]![b.length]!;
   };
   const best = options.map((o) => [o, distance(key, o)] as const).sort((x, y) => x[1] - y[1])[0];
@@ -200,7 +273,8 @@ function closest(key: string, options: string[]): string | undefined {
 /** Checks a merged config; `origin` names the file that set each key path. */
 export function validateConfig(config: Record<string, unknown>, origin: Map<string, string>): void {
   const where = (path: string) => {
-    for (let p = path; p; p = p.includes('.') ? p.slice(0, p.lastIndexOf('.')) : '') if (origin.has(p)) return origin.get(p)!;
+    for (let p = path; p; p = p.includes('.') ? p.slice(0, p.lastIndexOf('.')) : '')
+      if (origin.has(p)) return origin.get(p)!;
     return origin.get('') ?? 'the config';
   };
   const walk = (value: Record<string, unknown>, schema: Schema, prefix: string) => {
@@ -209,11 +283,15 @@ export function validateConfig(config: Record<string, unknown>, origin: Map<stri
       const rule = schema[key];
       if (!rule) {
         const hint = closest(key, Object.keys(schema));
-        throw new ConfigError(`${where(path)}: unknown key '${path}'${hint ? ` (did you mean '${prefix ? `${prefix}.` : ''}${hint}'?)` : ''}`);
+        throw new ConfigError(
+          `${where(path)}: unknown key '${path}'${hint ? ` (did you mean '${prefix ? `${prefix}.` : ''}${hint}'?)` : ''}`,
+        );
       }
       if (v === undefined) continue;
-      if (!matches(rule, v)) throw new ConfigError(`${where(path)}: '${path}' must be ${describeRule(rule)}, got ${JSON.stringify(v)}`);
-      if (typeof rule === 'object' && 'object' in rule && v !== null) walk(v as Record<string, unknown>, rule.object, path);
+      if (!matches(rule, v))
+        throw new ConfigError(`${where(path)}: '${path}' must be ${describeRule(rule)}, got ${JSON.stringify(v)}`);
+      if (typeof rule === 'object' && 'object' in rule && v !== null)
+        walk(v as Record<string, unknown>, rule.object, path);
     }
   };
   walk(config, SCHEMA, '');
@@ -233,12 +311,19 @@ export function resolveConfigPath(nameOrPath: string): string {
       const p = join(dir, entry.name);
       if (entry.isDirectory()) {
         if (entry.name !== '_base_') search(p);
-      } else if (EXTENSIONS.includes(extname(entry.name)) && basename(entry.name, extname(entry.name)) === nameOrPath.replace(/\.(ts|js|mjs|json)$/, '')) found.push(p);
+      } else if (
+        EXTENSIONS.includes(extname(entry.name)) &&
+        basename(entry.name, extname(entry.name)) === nameOrPath.replace(/\.(ts|js|mjs|json)$/, '')
+      )
+        found.push(p);
     }
   };
   if (existsSync(CONFIG_ROOT)) search(CONFIG_ROOT);
   if (found.length === 1) return found[0]!;
-  if (found.length > 1) throw new ConfigError(`config name '${nameOrPath}' is ambiguous: ${found.map((f) => relative(packageRoot, f)).join(', ')}`);
+  if (found.length > 1)
+    throw new ConfigError(
+      `config name '${nameOrPath}' is ambiguous: ${found.map((f) => relative(packageRoot, f)).join(', ')}`,
+    );
   const names: string[] = [];
   const list = (dir: string) => {
     for (const entry of readdirSync(dir, { withFileTypes: true }))
@@ -246,7 +331,9 @@ export function resolveConfigPath(nameOrPath: string): string {
       else if (EXTENSIONS.includes(extname(entry.name))) names.push(basename(entry.name, extname(entry.name)));
   };
   if (existsSync(CONFIG_ROOT)) list(CONFIG_ROOT);
-  throw new ConfigError(`no config file '${nameOrPath}' and no shipped config of that name (shipped: ${names.sort().join(', ')})`);
+  throw new ConfigError(
+    `no config file '${nameOrPath}' and no shipped config of that name (shipped: ${names.sort().join(', ')})`,
+  );
 }
 
 async function importModule(file: string): Promise<unknown> {
@@ -274,11 +361,17 @@ async function importModule(file: string): Promise<unknown> {
     const hasTwin = !relative(packageRoot, file).startsWith('..') && existsSync(twin);
     if (hasTwin && (!ts || statSync(twin).mtimeMs >= statSync(file).mtimeMs)) url = pathToFileURL(twin).href;
     else {
-      if (!ts) throw new ConfigError(`${file}: reading a TypeScript config needs the 'typescript' package (npm install typescript), or write the config as .js or .json`);
+      if (!ts)
+        throw new ConfigError(
+          `${file}: reading a TypeScript config needs the 'typescript' package (npm install typescript), or write the config as .js or .json`,
+        );
       // Transpiled next to the source (as vite does with its config), so that relative imports
       // and 'lora-train' resolve as they would from the .ts file; removed once imported.
       const source = readFileSync(file, 'utf8');
-      const out = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 }, fileName: file }).outputText;
+      const out = ts.transpileModule(source, {
+        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+        fileName: file,
+      }).outputText;
       const temp = `${file}.${process.pid}-${createHash('sha256').update(source).digest('hex').slice(0, 8)}.mjs`;
       writeFileSync(temp, out);
       try {
@@ -304,7 +397,13 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 }
 
 /** Deep merge: objects merge key by key, anything else replaces; `_delete_: true` replaces. */
-function merge(base: Record<string, unknown>, over: Record<string, unknown>, file: string, origin: Map<string, string>, prefix = ''): Record<string, unknown> {
+function merge(
+  base: Record<string, unknown>,
+  over: Record<string, unknown>,
+  file: string,
+  origin: Map<string, string>,
+  prefix = '',
+): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
   for (const [key, value] of Object.entries(over)) {
     const path = prefix ? `${prefix}.${key}` : key;
@@ -324,15 +423,21 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown>, fil
 }
 
 async function loadFile(file: string, origin: Map<string, string>, chain: string[]): Promise<Record<string, unknown>> {
-  if (chain.includes(file)) throw new ConfigError(`${file}: _base_ inherits from itself (${[...chain, file].map((f) => basename(f)).join(' -> ')})`);
+  if (chain.includes(file))
+    throw new ConfigError(
+      `${file}: _base_ inherits from itself (${[...chain, file].map((f) => basename(f)).join(' -> ')})`,
+    );
   const raw = await importModule(file);
-  if (!isPlainObject(raw)) throw new ConfigError(`${file}: a config must export an object (export default defineConfig({ ... }))`);
+  if (!isPlainObject(raw))
+    throw new ConfigError(`${file}: a config must export an object (export default defineConfig({ ... }))`);
   let merged: Record<string, unknown> = {};
   const bases = raw._base_ === undefined ? [] : Array.isArray(raw._base_) ? raw._base_ : [raw._base_];
   for (const base of bases) {
-    if (typeof base !== 'string') throw new ConfigError(`${file}: _base_ entries must be paths, got ${JSON.stringify(base)}`);
+    if (typeof base !== 'string')
+      throw new ConfigError(`${file}: _base_ entries must be paths, got ${JSON.stringify(base)}`);
     const basePath = resolve(dirname(file), base);
-    if (!existsSync(basePath)) throw new ConfigError(`${file}: _base_ '${base}' does not exist (looked at ${basePath})`);
+    if (!existsSync(basePath))
+      throw new ConfigError(`${file}: _base_ '${base}' does not exist (looked at ${basePath})`);
     merged = merge(merged, await loadFile(basePath, origin, [...chain, file]), basePath, origin);
   }
   const { _base_, ...own } = raw;
@@ -354,7 +459,8 @@ export function parseOverride(option: string): [string[], unknown] {
     }
   };
   let value: unknown = scalar(text);
-  if (typeof value === 'string' && text.includes(',') && !text.startsWith('[')) value = text.split(',').map((s) => scalar(s.trim()));
+  if (typeof value === 'string' && text.includes(',') && !text.startsWith('['))
+    value = text.split(',').map((s) => scalar(s.trim()));
   return [path, value];
 }
 

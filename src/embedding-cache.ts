@@ -47,7 +47,10 @@ function tensorChecksum(tensors: Record<string, Tensor>): string {
 function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
   if (value && typeof value === 'object')
-    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
+    return `{${Object.keys(value)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
   return JSON.stringify(value) ?? 'null';
 }
 
@@ -125,7 +128,10 @@ export class EmbeddingCache {
 
   /** The cached values for many keys; compute(missing) is called once with the indices of the
    * keys that are missing or damaged and returns their values in that order. */
-  async getMany(keys: string[], compute: (missing: number[]) => Promise<Record<string, Tensor>[]>): Promise<Record<string, Tensor>[]> {
+  async getMany(
+    keys: string[],
+    compute: (missing: number[]) => Promise<Record<string, Tensor>[]>,
+  ): Promise<Record<string, Tensor>[]> {
     const values = keys.map((k) => this.read(k));
     const missing = values.flatMap((v, i) => (v ? [] : [i]));
     this.stats.hits += keys.length - missing.length;

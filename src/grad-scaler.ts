@@ -30,7 +30,8 @@ export class GradScaler {
       return true;
     }
     this.state.growthTracker++;
-    if (this.state.growthTracker === this.growthInterval) this.state = { scale: this.state.scale * 2, growthTracker: 0 };
+    if (this.state.growthTracker === this.growthInterval)
+      this.state = { scale: this.state.scale * 2, growthTracker: 0 };
     return false;
   }
 

@@ -26,7 +26,10 @@ export function resolveRepo(idOrPath: string, kind: RepoKind, env: NodeJS.Proces
     if (existsSync(snapshot)) return snapshot;
     tried.push(snapshot);
   }
-  const download = kind === 'model' ? `huggingface-cli download ${idOrPath}` : `huggingface-cli download --repo-type dataset ${idOrPath}`;
+  const download =
+    kind === 'model'
+      ? `huggingface-cli download ${idOrPath}`
+      : `huggingface-cli download --repo-type dataset ${idOrPath}`;
   throw new Error(
     `${kind} '${idOrPath}' is neither a folder nor in the local Hugging Face cache (looked at: ${tried.join(', ')}). ` +
       `Download it once on a machine with network access (\`${download}\`, or diffusers/datasets' from_pretrained) ` +
@@ -35,7 +38,12 @@ export function resolveRepo(idOrPath: string, kind: RepoKind, env: NodeJS.Proces
 }
 
 /** A file of a Hub repository in the local cache, or a local path. */
-export function resolveRepoFile(repo: string, file: string, kind: RepoKind = 'model', env: NodeJS.ProcessEnv = process.env): string {
+export function resolveRepoFile(
+  repo: string,
+  file: string,
+  kind: RepoKind = 'model',
+  env: NodeJS.ProcessEnv = process.env,
+): string {
   const path = join(resolveRepo(repo, kind, env), file);
   if (!existsSync(path)) throw new Error(`${repo}: the snapshot has no ${file} (looked at ${path})`);
   return path;

@@ -67,7 +67,16 @@ export function expandedChannels(channels: number, expand: number): number {
 export function convSpecs(config: ImageEncoderConfig): ConvSpec[] {
   const specs: ConvSpec[] = [];
   const cbn = (prefix: string, inC: number, out: number, k: number, depthwise = false) =>
-    specs.push({ conv: `${prefix}.0`, bn: `${prefix}.1`, bnEps: BACKBONE_BN_EPS, in: inC, out, k, depthwise, hasBias: false });
+    specs.push({
+      conv: `${prefix}.0`,
+      bn: `${prefix}.1`,
+      bnEps: BACKBONE_BN_EPS,
+      in: inC,
+      out,
+      k,
+      depthwise,
+      hasBias: false,
+    });
   cbn('backbone.0', 3, config.stages[0]!.in, 3);
   config.stages.forEach((st, s) => {
     for (let j = 0; j < st.layers; j++) {
@@ -92,7 +101,16 @@ export function convSpecs(config: ImageEncoderConfig): ConvSpec[] {
     }
   });
   cbn(`backbone.${config.stages.length + 1}`, config.stages.at(-1)!.out, config.last_channel, 1);
-  specs.push({ conv: 'mapper.0', bn: 'mapper.1', bnEps: MAPPER_BN_EPS, in: config.last_channel, out: config.latent_channels, k: 1, depthwise: false, hasBias: false });
+  specs.push({
+    conv: 'mapper.0',
+    bn: 'mapper.1',
+    bnEps: MAPPER_BN_EPS,
+    in: config.last_channel,
+    out: config.latent_channels,
+    k: 1,
+    depthwise: false,
+    hasBias: false,
+  });
   return specs;
 }
 
@@ -160,7 +178,11 @@ export class ImageEncoder {
 
   /** Checks every tensor of `source` against the config's key set, folds the batch norms into
    * their convolutions and loads the result. */
-  static fromTensors(source: TensorSource, config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' | 'cuda' } = {}): ImageEncoder {
+  static fromTensors(
+    source: TensorSource,
+    config: ImageEncoderConfig = EFFICIENTNET_V2_S,
+    options: { device?: 'cpu' | 'cuda' } = {},
+  ): ImageEncoder {
     const device = options.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda') invalid('loadImageEncoder', "'cpu' or 'cuda'", 'device', device);
     const expected = expectedKeys(config);
@@ -169,12 +191,21 @@ export class ImageEncoder {
     for (const name of present) {
       const shape = expected.get(name);
       if (!shape) problems.push(`unexpected tensor ${name} ${shapeText(source.shape(name))}`);
-      else if (shapeText(shape) !== shapeText(source.shape(name))) problems.push(`tensor ${name} has shape ${shapeText(source.shape(name))}, the config needs ${shapeText(shape)}`);
+      else if (shapeText(shape) !== shapeText(source.shape(name)))
+        problems.push(
+          `tensor ${name} has shape ${shapeText(source.shape(name))}, the config needs ${shapeText(shape)}`,
+        );
     }
-    for (const [name, shape] of expected) if (!present.has(name)) problems.push(`missing tensor ${name} ${shapeText(shape)}`);
-    if (problems.length) throw new Error(`${source.path}: the weights do not fit the EfficientNet encoder config:\n  - ${problems.join('\n  - ')}`);
+    for (const [name, shape] of expected)
+      if (!present.has(name)) problems.push(`missing tensor ${name} ${shapeText(shape)}`);
+    if (problems.length)
+      throw new Error(
+        `${source.path}: the weights do not fit the EfficientNet encoder config:\n  - ${problems.join('\n  - ')}`,
+      );
 
-    const Ctor = (native() as unknown as { ImageEncoder: new (device: string, config: ImageEncoderConfig) => NativeImageEncoder }).ImageEncoder;
+    const Ctor = (
+      native() as unknown as { ImageEncoder: new (device: string, config: ImageEncoderConfig) => NativeImageEncoder }
+    ).ImageEncoder;
     const model = new Ctor(device, config);
     for (const c of convSpecs(config)) {
       const w = source.read(`${c.conv}.weight`).data; // (out, in/groups, k, k)
@@ -182,8 +213,10 @@ export class ImageEncoder {
       const scale = new Float32Array(c.out).fill(1);
       if (c.hasBias) bias.set(source.read(`${c.conv}.bias`).data);
       if (c.bn) {
-        const g = source.read(`${c.bn}.weight`).data, b = source.read(`${c.bn}.bias`).data;
-        const mean = source.read(`${c.bn}.running_mean`).data, variance = source.read(`${c.bn}.running_var`).data;
+        const g = source.read(`${c.bn}.weight`).data,
+          b = source.read(`${c.bn}.bias`).data;
+        const mean = source.read(`${c.bn}.running_mean`).data,
+          variance = source.read(`${c.bn}.running_var`).data;
         for (let o = 0; o < c.out; o++) {
           scale[o] = g[o]! / Math.sqrt(variance[o]! + c.bnEps!);
           bias[o] = b[o]! - mean[o]! * scale[o]!;
@@ -215,7 +248,11 @@ export class ImageEncoder {
         const shape = keys.get(name)!;
         const n = shape.reduce((a, b) => a * b, 1);
         const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
-        const value = name.endsWith('running_var') ? () => 0.5 + rng.uniform() : name.endsWith('.weight') && shape.length === 4 ? () => rng.normal() * Math.sqrt(2 / fanIn) : () => rng.normal() * 0.1;
+        const value = name.endsWith('running_var')
+          ? () => 0.5 + rng.uniform()
+          : name.endsWith('.weight') && shape.length === 4
+            ? () => rng.normal() * Math.sqrt(2 / fanIn)
+            : () => rng.normal() * 0.1;
         return { data: Float32Array.from({ length: n }, value), shape };
       },
     };
@@ -223,7 +260,11 @@ export class ImageEncoder {
   }
 
   /** Loads a safetensors file with the PyTorch key names (backbone.*, mapper.*). */
-  static load(path: string, config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' | 'cuda' } = {}): ImageEncoder {
+  static load(
+    path: string,
+    config: ImageEncoderConfig = EFFICIENTNET_V2_S,
+    options: { device?: 'cpu' | 'cuda' } = {},
+  ): ImageEncoder {
     if (!existsSync(path)) throw new Error(`${path}: no image encoder weights here`);
     const source = safetensorsSource(path);
     try {
@@ -235,7 +276,12 @@ export class ImageEncoder {
 
   /** Loads straight from a PyTorch checkpoint (e.g. model_v2_stage_b.pt), reading the state
    * dict under `key` (default effnet_state_dict) with the safe checkpoint reader. */
-  static loadCheckpoint(path: string, key = 'effnet_state_dict', config: ImageEncoderConfig = EFFICIENTNET_V2_S, options: { device?: 'cpu' | 'cuda' } = {}): ImageEncoder {
+  static loadCheckpoint(
+    path: string,
+    key = 'effnet_state_dict',
+    config: ImageEncoderConfig = EFFICIENTNET_V2_S,
+    options: { device?: 'cpu' | 'cuda' } = {},
+  ): ImageEncoder {
     const source = checkpointSource(path, key);
     try {
       return ImageEncoder.fromTensors(source, config, options);
@@ -248,8 +294,11 @@ export class ImageEncoder {
   async encode(images: Tensor): Promise<Tensor> {
     const s = new ShapeCheck('encodeImages');
     s.tensor('images', images, ['B', 3, 'H', 'W']);
-    const B = s.dim('B'), H = s.dim('H'), W = s.dim('W');
-    if (H % 32 || W % 32) invalid('encodeImages', 'image sides that are multiples of 32', 'images.shape', images.shape, RangeError);
+    const B = s.dim('B'),
+      H = s.dim('H'),
+      W = s.dim('W');
+    if (H % 32 || W % 32)
+      invalid('encodeImages', 'image sides that are multiples of 32', 'images.shape', images.shape, RangeError);
     const shape = [B, this.config.latent_channels, H / 32, W / 32];
     const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
     await this.model.encode(out, images.data, B, H, W);

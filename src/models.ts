@@ -32,26 +32,48 @@ export async function loadModels(cfg: LoraTrainConfig, file: string, seed: numbe
   const priorModel = required(model.prior_model, 'model.prior_model', file);
   const priorSnapshot = priorModel === TINY_MODEL_ID ? tinyModel() : resolveRepo(priorModel, 'model');
   const lora = model.prior_lora_config ?? {};
-  const prior = await loadPrior(priorSnapshot, { device, precision: trainingPrecision(cfg, device), lora: { rank: lora.r ?? 8, alpha: lora.lora_alpha ?? lora.r ?? 8, targets: lora.target_modules, dropout: lora.lora_dropout ?? 0, seed } });
+  const prior = await loadPrior(priorSnapshot, {
+    device,
+    precision: trainingPrecision(cfg, device),
+    lora: {
+      rank: lora.r ?? 8,
+      alpha: lora.lora_alpha ?? lora.r ?? 8,
+      targets: lora.target_modules,
+      dropout: lora.lora_dropout ?? 0,
+      seed,
+    },
+  });
   const textSnapshot = model.text_encoder_model ? resolveRepo(model.text_encoder_model, 'model') : priorSnapshot;
   const tokenizer = ClipTokenizer.load(textSnapshot);
   const textEncoder = TextEncoder.load(textSnapshot, { device });
   if (textEncoder.config.hidden !== prior.config.c_cond)
-    throw new Error(`the text encoder's hidden size ${textEncoder.config.hidden} differs from the prior's c_cond ${prior.config.c_cond}`);
+    throw new Error(
+      `the text encoder's hidden size ${textEncoder.config.hidden} differs from the prior's c_cond ${prior.config.c_cond}`,
+    );
   return { prior, tokenizer, textEncoder, textSnapshot };
 }
 
-
 /** The EfficientNet encoder a config names: the built-in tiny one, a file (.safetensors, or a
  * .pt read safely under `key`), or a file of a Hub repository in the local cache. */
-export function loadImageEncoder(cfg: LoraTrainConfig, file: string, device: 'cpu' | 'cuda' = 'cpu'): { imageEncoder: ImageEncoder; imageFile: string } {
+export function loadImageEncoder(
+  cfg: LoraTrainConfig,
+  file: string,
+  device: 'cpu' | 'cuda' = 'cpu',
+): { imageEncoder: ImageEncoder; imageFile: string } {
   const ie = required(cfg.model?.image_encoder, 'model.image_encoder', file);
   const builtin = ie.path === TINY_MODEL_ID;
   const imageFile = builtin
     ? join(tinyModel(), 'image_encoder', 'effnet.safetensors')
-    : ie.path ?? resolveRepoFile(required(ie.repo, 'model.image_encoder.repo', file), required(ie.file, 'model.image_encoder.file', file));
+    : (ie.path ??
+      resolveRepoFile(
+        required(ie.repo, 'model.image_encoder.repo', file),
+        required(ie.file, 'model.image_encoder.file', file),
+      ));
   const configFile = builtin ? join(tinyModel(), 'image_encoder', 'config.json') : ie.config;
   const config = configFile ? (JSON.parse(readFileSync(configFile, 'utf8')) as ImageEncoderConfig) : EFFICIENTNET_V2_S;
-  const imageEncoder = extname(imageFile) === '.pt' ? ImageEncoder.loadCheckpoint(imageFile, ie.key ?? 'effnet_state_dict', config, { device }) : ImageEncoder.load(imageFile, config, { device });
+  const imageEncoder =
+    extname(imageFile) === '.pt'
+      ? ImageEncoder.loadCheckpoint(imageFile, ie.key ?? 'effnet_state_dict', config, { device })
+      : ImageEncoder.load(imageFile, config, { device });
   return { imageEncoder, imageFile };
 }

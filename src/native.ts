@@ -13,7 +13,15 @@ export interface NativeInfo {
   cuda: true | string;
   /** The CUDA device in use (name, compute capability, memory), when cuda is true. */
   cudaDevice?: string;
-  cpu: { kernels: string; availableKernels: string[]; threads: number; vendor: string; brand: string; family: number; model: number };
+  cpu: {
+    kernels: string;
+    availableKernels: string[];
+    threads: number;
+    vendor: string;
+    brand: string;
+    family: number;
+    model: number;
+  };
 }
 
 type Buf = Float32Array | null;
@@ -23,29 +31,253 @@ export interface NativeAddon {
   info(): NativeInfo;
   setCpuKernels(name: string): void;
   measureClockGHz(seconds: number): number;
-  gemm(device: string, C: Float32Array, A: Float32Array | Uint16Array, B: Float32Array | Uint16Array, M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number, aType: string, bType: string): Promise<void>;
-  convert(device: string, dst: Float32Array | Uint16Array, dstType: string, src: Float32Array | Uint16Array, srcType: string, n: number): Promise<void>;
+  gemm(
+    device: string,
+    C: Float32Array,
+    A: Float32Array | Uint16Array,
+    B: Float32Array | Uint16Array,
+    M: number,
+    N: number,
+    K: number,
+    transA: boolean,
+    transB: boolean,
+    alpha: number,
+    beta: number,
+    aType: string,
+    bType: string,
+  ): Promise<void>;
+  convert(
+    device: string,
+    dst: Float32Array | Uint16Array,
+    dstType: string,
+    src: Float32Array | Uint16Array,
+    srcType: string,
+    n: number,
+  ): Promise<void>;
   setAllowTf32(device: string, allow: boolean): void;
   /** true starts timing every CUDA op (events); false stops and returns the totals, longest first. */
   cudaProfile(start: boolean): void | { op: string; ms: number; calls: number }[];
-  linearForward(device: string, y: Float32Array, x: Float32Array, W: Float32Array, b: Buf, rows: number, inF: number, outF: number): Promise<void>;
-  linearBackward(device: string, dx: Buf, dW: Buf, db: Buf, dy: Float32Array, x: Float32Array, W: Float32Array, rows: number, inF: number, outF: number): Promise<void>;
-  loraLinearForward(device: string, y: Float32Array, xa: Float32Array, x: Float32Array, W: Float32Array, b: Buf, A: Float32Array, B: Float32Array, scale: number, rows: number, inF: number, outF: number, r: number): Promise<void>;
-  loraLinearBackward(device: string, dx: Buf, dA: Float32Array, dB: Float32Array, dW: Buf, db: Buf, dy: Float32Array, x: Float32Array, xa: Float32Array, W: Float32Array, A: Float32Array, B: Float32Array, scale: number, rows: number, inF: number, outF: number, r: number): Promise<void>;
-  attentionForward(device: string, o: Float32Array, lse: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, B: number, N: number, M: number, H: number, d: number, scale: number, compute: string): Promise<void>;
-  attentionBackward(device: string, dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, lse: Float32Array, B: number, N: number, M: number, H: number, d: number, scale: number, compute: string): Promise<void>;
-  layerNormForward(device: string, y: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array, rows: number, C: number, eps: number): Promise<void>;
-  layerNormBackward(device: string, dx: Float32Array, dy: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, C: number): Promise<void>;
-  activationForward(device: string, kind: string, y: Float32Array, x: Float32Array, n: number, slope: number): Promise<void>;
-  activationBackward(device: string, kind: string, dx: Float32Array, dy: Float32Array, x: Float32Array, n: number, slope: number): Promise<void>;
-  grnForward(device: string, y: Float32Array, u: Float32Array, gamma: Float32Array, beta: Float32Array, B: number, P: number, C: number, eps: number): Promise<void>;
-  grnBackward(device: string, du: Buf, dgamma: Buf, dbeta: Buf, dy: Float32Array, u: Float32Array, gamma: Float32Array, B: number, P: number, C: number, eps: number): Promise<void>;
-  depthwiseConv3x3Forward(device: string, y: Float32Array, x: Float32Array, w: Float32Array, bias: Buf, B: number, H: number, W: number, C: number): Promise<void>;
-  depthwiseConv3x3Backward(device: string, dx: Buf, dw: Buf, dbias: Buf, dy: Float32Array, x: Float32Array, w: Float32Array, B: number, H: number, W: number, C: number): Promise<void>;
-  conv1x1Forward(device: string, y: Float32Array, x: Float32Array, w: Float32Array, bias: Buf, B: number, Cin: number, Cout: number, P: number): Promise<void>;
-  conv1x1Backward(device: string, dx: Buf, dw: Buf, dbias: Buf, dy: Float32Array, x: Float32Array, w: Float32Array, B: number, Cin: number, Cout: number, P: number): Promise<void>;
-  mseLoss(device: string, dpred: Buf, pred: Float32Array, target: Float32Array, n: number, gradScale: number): Promise<number>;
-  adamw(device: string, params: Float32Array[], expAvgs: Float32Array[], expAvgSqs: Float32Array[], grads: Float32Array[], lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): Promise<void>;
+  linearForward(
+    device: string,
+    y: Float32Array,
+    x: Float32Array,
+    W: Float32Array,
+    b: Buf,
+    rows: number,
+    inF: number,
+    outF: number,
+  ): Promise<void>;
+  linearBackward(
+    device: string,
+    dx: Buf,
+    dW: Buf,
+    db: Buf,
+    dy: Float32Array,
+    x: Float32Array,
+    W: Float32Array,
+    rows: number,
+    inF: number,
+    outF: number,
+  ): Promise<void>;
+  loraLinearForward(
+    device: string,
+    y: Float32Array,
+    xa: Float32Array,
+    x: Float32Array,
+    W: Float32Array,
+    b: Buf,
+    A: Float32Array,
+    B: Float32Array,
+    scale: number,
+    rows: number,
+    inF: number,
+    outF: number,
+    r: number,
+  ): Promise<void>;
+  loraLinearBackward(
+    device: string,
+    dx: Buf,
+    dA: Float32Array,
+    dB: Float32Array,
+    dW: Buf,
+    db: Buf,
+    dy: Float32Array,
+    x: Float32Array,
+    xa: Float32Array,
+    W: Float32Array,
+    A: Float32Array,
+    B: Float32Array,
+    scale: number,
+    rows: number,
+    inF: number,
+    outF: number,
+    r: number,
+  ): Promise<void>;
+  attentionForward(
+    device: string,
+    o: Float32Array,
+    lse: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    B: number,
+    N: number,
+    M: number,
+    H: number,
+    d: number,
+    scale: number,
+    compute: string,
+  ): Promise<void>;
+  attentionBackward(
+    device: string,
+    dq: Float32Array,
+    dk: Float32Array,
+    dv: Float32Array,
+    dout: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    o: Float32Array,
+    lse: Float32Array,
+    B: number,
+    N: number,
+    M: number,
+    H: number,
+    d: number,
+    scale: number,
+    compute: string,
+  ): Promise<void>;
+  layerNormForward(
+    device: string,
+    y: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    x: Float32Array,
+    rows: number,
+    C: number,
+    eps: number,
+  ): Promise<void>;
+  layerNormBackward(
+    device: string,
+    dx: Float32Array,
+    dy: Float32Array,
+    x: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    rows: number,
+    C: number,
+  ): Promise<void>;
+  activationForward(
+    device: string,
+    kind: string,
+    y: Float32Array,
+    x: Float32Array,
+    n: number,
+    slope: number,
+  ): Promise<void>;
+  activationBackward(
+    device: string,
+    kind: string,
+    dx: Float32Array,
+    dy: Float32Array,
+    x: Float32Array,
+    n: number,
+    slope: number,
+  ): Promise<void>;
+  grnForward(
+    device: string,
+    y: Float32Array,
+    u: Float32Array,
+    gamma: Float32Array,
+    beta: Float32Array,
+    B: number,
+    P: number,
+    C: number,
+    eps: number,
+  ): Promise<void>;
+  grnBackward(
+    device: string,
+    du: Buf,
+    dgamma: Buf,
+    dbeta: Buf,
+    dy: Float32Array,
+    u: Float32Array,
+    gamma: Float32Array,
+    B: number,
+    P: number,
+    C: number,
+    eps: number,
+  ): Promise<void>;
+  depthwiseConv3x3Forward(
+    device: string,
+    y: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Buf,
+    B: number,
+    H: number,
+    W: number,
+    C: number,
+  ): Promise<void>;
+  depthwiseConv3x3Backward(
+    device: string,
+    dx: Buf,
+    dw: Buf,
+    dbias: Buf,
+    dy: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    B: number,
+    H: number,
+    W: number,
+    C: number,
+  ): Promise<void>;
+  conv1x1Forward(
+    device: string,
+    y: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Buf,
+    B: number,
+    Cin: number,
+    Cout: number,
+    P: number,
+  ): Promise<void>;
+  conv1x1Backward(
+    device: string,
+    dx: Buf,
+    dw: Buf,
+    dbias: Buf,
+    dy: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    B: number,
+    Cin: number,
+    Cout: number,
+    P: number,
+  ): Promise<void>;
+  mseLoss(
+    device: string,
+    dpred: Buf,
+    pred: Float32Array,
+    target: Float32Array,
+    n: number,
+    gradScale: number,
+  ): Promise<number>;
+  adamw(
+    device: string,
+    params: Float32Array[],
+    expAvgs: Float32Array[],
+    expAvgSqs: Float32Array[],
+    grads: Float32Array[],
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    step: number,
+    gradScale: number,
+  ): Promise<void>;
   clipGradNorm(device: string, grads: Float32Array[], maxNorm: number): Promise<number>;
 }
 
@@ -67,7 +299,12 @@ export function nvidiaDriverPresent(): boolean {
   if (existsSync('/proc/driver/nvidia/version')) return true;
   const dirs = [
     ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
-    '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/nvidia/lib64', '/usr/lib/wsl/lib',
+    '/usr/lib/x86_64-linux-gnu',
+    '/usr/lib/aarch64-linux-gnu',
+    '/usr/lib64',
+    '/usr/lib',
+    '/usr/local/nvidia/lib64',
+    '/usr/lib/wsl/lib',
   ];
   return dirs.some((d) => existsSync(join(d, 'libcuda.so.1')));
 }
@@ -110,7 +347,7 @@ export class NativeLoadError extends Error {
         attempts.map((a) => `  - ${a.path}: ${a.error}`).join('\n') +
         '\nTo fix it, build the addon for this machine: run `npm run build:native` in ' +
         `${packageRoot} (needs cmake >= 3.18 and a C++17 compiler), or \`npm rebuild lora-train\` ` +
-        'where lora-train is a dependency (npm 11 runs a dependency\'s install script only once approved: ' +
+        "where lora-train is a dependency (npm 11 runs a dependency's install script only once approved: " +
         '`npm install-scripts approve lora-train`). `npm run build:gyp` builds the CPU addon with node-gyp instead.',
     );
     this.name = 'NativeLoadError';
@@ -145,7 +382,9 @@ export function native(): NativeAddon {
   if (forced) {
     const { kernels, availableKernels } = addon.info().cpu;
     if (kernels !== forced)
-      throw new Error(`LORA_TRAIN_CPU_KERNEL=${forced} is not available on this CPU (available: ${availableKernels.join(', ')}); unset it or pick one of those`);
+      throw new Error(
+        `LORA_TRAIN_CPU_KERNEL=${forced} is not available on this CPU (available: ${availableKernels.join(', ')}); unset it or pick one of those`,
+      );
   }
   cached = addon;
   return addon;

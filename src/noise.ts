@@ -15,7 +15,8 @@ export function addNoise(x: Float32Array, noise: Float32Array, t: Float32Array):
   const out = new Float32Array(x.length);
   for (let b = 0; b < t.length; b++) {
     const a = alphaCumprod(t[b]!);
-    const sa = Math.sqrt(a), sn = Math.sqrt(1 - a);
+    const sa = Math.sqrt(a),
+      sn = Math.sqrt(1 - a);
     for (let i = b * per; i < (b + 1) * per; i++) out[i] = sa * x[i]! + sn * noise[i]!;
   }
   return out;

@@ -55,15 +55,23 @@ const dtypeOf = (t: Tensor | LowpTensor): DType => ('dtype' in t ? t.dtype : 'f3
  * alpha * op(a) @ op(b) + beta * out, op = optional transpose; a, b 2-D. Either operand may be
  * bf16/fp16 (then the other is rounded to that type, as on tensor cores); out is fp32.
  */
-export async function matmul(a: Tensor | LowpTensor, b: Tensor | LowpTensor, opts: MatmulOptions = {}): Promise<Tensor> {
+export async function matmul(
+  a: Tensor | LowpTensor,
+  b: Tensor | LowpTensor,
+  opts: MatmulOptions = {},
+): Promise<Tensor> {
   const s = new ShapeCheck('matmul');
   const dev = device('matmul', opts);
-  const transA = opts.transA ?? false, transB = opts.transB ?? false;
+  const transA = opts.transA ?? false,
+    transB = opts.transB ?? false;
   s.typedTensor('a', a, transA ? ['K', 'M'] : ['M', 'K']);
   s.typedTensor('b', b, transB ? ['N', 'K'] : ['K', 'N']);
-  const ta = dtypeOf(a), tb = dtypeOf(b);
+  const ta = dtypeOf(a),
+    tb = dtypeOf(b);
   if (ta !== 'f32' && tb !== 'f32' && ta !== tb) invalid('matmul', `b of a's type (${ta})`, 'b.dtype', tb, RangeError);
-  const M = s.dim('M'), N = s.dim('N'), K = s.dim('K');
+  const M = s.dim('M'),
+    N = s.dim('N'),
+    K = s.dim('K');
   const alpha = s.finite('alpha', opts.alpha ?? 1);
   const beta = s.finite('beta', opts.beta ?? 0);
   const c = opts.out ? s.tensor('out', opts.out, ['M', 'N']) : out([M, N]);
@@ -110,14 +118,21 @@ export interface GradRequest extends DeviceOption {
 }
 
 /** y = x weight^T + bias over the last dim. x (..., in), weight (out, in), bias (out). */
-export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: DeviceOption = {}): Promise<Tensor> {
+export async function linear(
+  x: Tensor,
+  weight: Tensor,
+  bias?: Tensor | null,
+  opts: DeviceOption = {},
+): Promise<Tensor> {
   const s = new ShapeCheck('linear');
   const dev = device('linear', opts);
   s.tensor('x', x, ['...rows', 'in']);
   s.tensor('weight', weight, ['out', 'in']);
   const b = s.optionalTensor('bias', bias, ['out']);
   const y = out([...x.shape.slice(0, -1), s.dim('out')]);
-  await callNative(() => native().linearForward(dev, y.data, x.data, weight.data, b?.data ?? null, s.dim('rows'), s.dim('in'), s.dim('out')));
+  await callNative(() =>
+    native().linearForward(dev, y.data, x.data, weight.data, b?.data ?? null, s.dim('rows'), s.dim('in'), s.dim('out')),
+  );
   return y;
 }
 
@@ -127,18 +142,38 @@ export interface LinearGrads {
   dBias?: Tensor;
 }
 
-export async function linearBackward(dy: Tensor, x: Tensor, weight: Tensor, want: GradRequest = {}): Promise<LinearGrads> {
+export async function linearBackward(
+  dy: Tensor,
+  x: Tensor,
+  weight: Tensor,
+  want: GradRequest = {},
+): Promise<LinearGrads> {
   const s = new ShapeCheck('linearBackward');
   const dev = device('linearBackward', want);
   s.tensor('x', x, ['...rows', 'in']);
   s.tensor('weight', weight, ['out', 'in']);
   s.tensor('dy', dy, ['...rows', 'out']);
-  const rows = s.dim('rows'), inF = s.dim('in'), outF = s.dim('out');
+  const rows = s.dim('rows'),
+    inF = s.dim('in'),
+    outF = s.dim('out');
   const g: LinearGrads = {};
   if (want.input ?? true) g.dx = out([...x.shape]);
   if (want.weight) g.dWeight = out([outF, inF]);
   if (want.bias) g.dBias = out([outF]);
-  await callNative(() => native().linearBackward(dev, g.dx?.data ?? null, g.dWeight?.data ?? null, g.dBias?.data ?? null, dy.data, x.data, weight.data, rows, inF, outF));
+  await callNative(() =>
+    native().linearBackward(
+      dev,
+      g.dx?.data ?? null,
+      g.dWeight?.data ?? null,
+      g.dBias?.data ?? null,
+      dy.data,
+      x.data,
+      weight.data,
+      rows,
+      inF,
+      outF,
+    ),
+  );
   return g;
 }
 
@@ -152,7 +187,13 @@ export interface LoraWeights {
 }
 
 /** y = x W^T + b + scale (x A^T) B^T; also returns xa = x A^T, which the backward needs. */
-export async function loraLinear(x: Tensor, weight: Tensor, bias: Tensor | null | undefined, lora: LoraWeights, opts: DeviceOption = {}): Promise<{ y: Tensor; xa: Tensor }> {
+export async function loraLinear(
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | null | undefined,
+  lora: LoraWeights,
+  opts: DeviceOption = {},
+): Promise<{ y: Tensor; xa: Tensor }> {
   const s = new ShapeCheck('loraLinear');
   const dev = device('loraLinear', opts);
   s.tensor('x', x, ['...rows', 'in']);
@@ -162,8 +203,25 @@ export async function loraLinear(x: Tensor, weight: Tensor, bias: Tensor | null 
   s.tensor('lora.up', lora.up, ['out', 'r']);
   const scale = s.finite('lora.scale', lora.scale);
   const lead = x.shape.slice(0, -1);
-  const y = out([...lead, s.dim('out')]), xa = out([...lead, s.dim('r')]);
-  await callNative(() => native().loraLinearForward(dev, y.data, xa.data, x.data, weight.data, b?.data ?? null, lora.down.data, lora.up.data, scale, s.dim('rows'), s.dim('in'), s.dim('out'), s.dim('r')));
+  const y = out([...lead, s.dim('out')]),
+    xa = out([...lead, s.dim('r')]);
+  await callNative(() =>
+    native().loraLinearForward(
+      dev,
+      y.data,
+      xa.data,
+      x.data,
+      weight.data,
+      b?.data ?? null,
+      lora.down.data,
+      lora.up.data,
+      scale,
+      s.dim('rows'),
+      s.dim('in'),
+      s.dim('out'),
+      s.dim('r'),
+    ),
+  );
   return { y, xa };
 }
 
@@ -172,7 +230,14 @@ export interface LoraGrads extends LinearGrads {
   dUp: Tensor;
 }
 
-export async function loraLinearBackward(dy: Tensor, x: Tensor, xa: Tensor, weight: Tensor, lora: LoraWeights, want: GradRequest = {}): Promise<LoraGrads> {
+export async function loraLinearBackward(
+  dy: Tensor,
+  x: Tensor,
+  xa: Tensor,
+  weight: Tensor,
+  lora: LoraWeights,
+  want: GradRequest = {},
+): Promise<LoraGrads> {
   const s = new ShapeCheck('loraLinearBackward');
   const dev = device('loraLinearBackward', want);
   s.tensor('x', x, ['...rows', 'in']);
@@ -182,12 +247,35 @@ export async function loraLinearBackward(dy: Tensor, x: Tensor, xa: Tensor, weig
   s.tensor('xa', xa, ['...rows', 'r']);
   s.tensor('dy', dy, ['...rows', 'out']);
   const scale = s.finite('lora.scale', lora.scale);
-  const rows = s.dim('rows'), inF = s.dim('in'), outF = s.dim('out'), r = s.dim('r');
+  const rows = s.dim('rows'),
+    inF = s.dim('in'),
+    outF = s.dim('out'),
+    r = s.dim('r');
   const g: LoraGrads = { dDown: out([r, inF]), dUp: out([outF, r]) };
   if (want.input ?? true) g.dx = out([...x.shape]);
   if (want.weight) g.dWeight = out([outF, inF]);
   if (want.bias) g.dBias = out([outF]);
-  await callNative(() => native().loraLinearBackward(dev, g.dx?.data ?? null, g.dDown.data, g.dUp.data, g.dWeight?.data ?? null, g.dBias?.data ?? null, dy.data, x.data, xa.data, weight.data, lora.down.data, lora.up.data, scale, rows, inF, outF, r));
+  await callNative(() =>
+    native().loraLinearBackward(
+      dev,
+      g.dx?.data ?? null,
+      g.dDown.data,
+      g.dUp.data,
+      g.dWeight?.data ?? null,
+      g.dBias?.data ?? null,
+      dy.data,
+      x.data,
+      xa.data,
+      weight.data,
+      lora.down.data,
+      lora.up.data,
+      scale,
+      rows,
+      inF,
+      outF,
+      r,
+    ),
+  );
   return g;
 }
 
@@ -219,17 +307,49 @@ function attentionDims(s: ShapeCheck, q: Tensor, k: Tensor, v: Tensor, heads: nu
 
 /** Multi-head attention, heads interleaved in channels: q (B, N, C), k, v (B, M, C).
  * Returns out (B, N, C) and lse (B, H, N), the log-sum-exp the backward needs. */
-export async function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionOptions = {}): Promise<{ out: Tensor; lse: Tensor }> {
+export async function attention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  heads: number,
+  opts: AttentionOptions = {},
+): Promise<{ out: Tensor; lse: Tensor }> {
   const s = new ShapeCheck('attention');
   const dev = device('attention', opts);
   const { B, N, M, H, d } = attentionDims(s, q, k, v, heads);
   const scale = s.finite('scale', opts.scale ?? 1 / Math.sqrt(d));
-  const o = out([B, N, H * d]), lse = out([B, H, N]);
-  await callNative(() => native().attentionForward(dev, o.data, lse.data, q.data, k.data, v.data, B, N, M, H, d, scale, computeType('attention', opts)));
+  const o = out([B, N, H * d]),
+    lse = out([B, H, N]);
+  await callNative(() =>
+    native().attentionForward(
+      dev,
+      o.data,
+      lse.data,
+      q.data,
+      k.data,
+      v.data,
+      B,
+      N,
+      M,
+      H,
+      d,
+      scale,
+      computeType('attention', opts),
+    ),
+  );
   return { out: o, lse };
 }
 
-export async function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, heads: number, opts: AttentionOptions = {}): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor }> {
+export async function attentionBackward(
+  dout: Tensor,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor,
+  lse: Tensor,
+  heads: number,
+  opts: AttentionOptions = {},
+): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor }> {
   const s = new ShapeCheck('attentionBackward');
   const dev = device('attentionBackward', opts);
   const { B, N, M, H, d } = attentionDims(s, q, k, v, heads);
@@ -237,26 +357,61 @@ export async function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: T
   s.tensor('dout', dout, ['B', 'N', 'C']);
   s.tensor('lse', lse, ['B', H, 'N']);
   const scale = s.finite('scale', opts.scale ?? 1 / Math.sqrt(d));
-  const dq = out([...q.shape]), dk = out([...k.shape]), dv = out([...v.shape]);
-  await callNative(() => native().attentionBackward(dev, dq.data, dk.data, dv.data, dout.data, q.data, k.data, v.data, o.data, lse.data, B, N, M, H, d, scale, computeType('attentionBackward', opts)));
+  const dq = out([...q.shape]),
+    dk = out([...k.shape]),
+    dv = out([...v.shape]);
+  await callNative(() =>
+    native().attentionBackward(
+      dev,
+      dq.data,
+      dk.data,
+      dv.data,
+      dout.data,
+      q.data,
+      k.data,
+      v.data,
+      o.data,
+      lse.data,
+      B,
+      N,
+      M,
+      H,
+      d,
+      scale,
+      computeType('attentionBackward', opts),
+    ),
+  );
   return { dq, dk, dv };
 }
 
 // ---- Norms and activations -------------------------------------------------------------------
 
 /** LayerNorm over the last dim without affine parameters. */
-export async function layerNorm(x: Tensor, eps: number, opts: DeviceOption = {}): Promise<{ y: Tensor; mean: Tensor; rstd: Tensor }> {
+export async function layerNorm(
+  x: Tensor,
+  eps: number,
+  opts: DeviceOption = {},
+): Promise<{ y: Tensor; mean: Tensor; rstd: Tensor }> {
   const s = new ShapeCheck('layerNorm');
   const dev = device('layerNorm', opts);
   s.tensor('x', x, ['...rows', 'C']);
   s.finite('eps', eps);
-  const rows = s.dim('rows'), C = s.dim('C');
-  const y = out([...x.shape]), mean = out([rows]), rstd = out([rows]);
+  const rows = s.dim('rows'),
+    C = s.dim('C');
+  const y = out([...x.shape]),
+    mean = out([rows]),
+    rstd = out([rows]);
   await callNative(() => native().layerNormForward(dev, y.data, mean.data, rstd.data, x.data, rows, C, eps));
   return { y, mean, rstd };
 }
 
-export async function layerNormBackward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, opts: DeviceOption = {}): Promise<Tensor> {
+export async function layerNormBackward(
+  dy: Tensor,
+  x: Tensor,
+  mean: Tensor,
+  rstd: Tensor,
+  opts: DeviceOption = {},
+): Promise<Tensor> {
   const s = new ShapeCheck('layerNormBackward');
   const dev = device('layerNormBackward', opts);
   s.tensor('x', x, ['...rows', 'C']);
@@ -264,14 +419,20 @@ export async function layerNormBackward(dy: Tensor, x: Tensor, mean: Tensor, rst
   s.tensor('mean', mean, ['rows']);
   s.tensor('rstd', rstd, ['rows']);
   const dx = out([...x.shape]);
-  await callNative(() => native().layerNormBackward(dev, dx.data, dy.data, x.data, mean.data, rstd.data, s.dim('rows'), s.dim('C')));
+  await callNative(() =>
+    native().layerNormBackward(dev, dx.data, dy.data, x.data, mean.data, rstd.data, s.dim('rows'), s.dim('C')),
+  );
   return dx;
 }
 
 export type Activation = 'gelu' | 'silu' | 'leaky_relu';
 
 /** Pointwise activation; gelu is the exact erf form; slope is leaky_relu's negative slope. */
-export async function activation(kind: Activation, x: Tensor, opts: DeviceOption & { slope?: number } = {}): Promise<Tensor> {
+export async function activation(
+  kind: Activation,
+  x: Tensor,
+  opts: DeviceOption & { slope?: number } = {},
+): Promise<Tensor> {
   const s = new ShapeCheck(kind);
   const dev = device(kind, opts);
   s.tensor('x', x, ['...n']);
@@ -281,12 +442,18 @@ export async function activation(kind: Activation, x: Tensor, opts: DeviceOption
   return y;
 }
 
-export async function activationBackward(kind: Activation, dy: Tensor, x: Tensor, opts: DeviceOption & { slope?: number } = {}): Promise<Tensor> {
+export async function activationBackward(
+  kind: Activation,
+  dy: Tensor,
+  x: Tensor,
+  opts: DeviceOption & { slope?: number } = {},
+): Promise<Tensor> {
   const s = new ShapeCheck(`${kind}Backward`);
   const dev = device(kind, opts);
   s.tensor('x', x, ['...n']);
   s.tensor('dy', dy, ['...n']);
-  if (dy.shape.join() !== x.shape.join()) invalid(`${kind}Backward`, `shape [${x.shape.join(', ')}]`, 'dy', dy.shape, RangeError);
+  if (dy.shape.join() !== x.shape.join())
+    invalid(`${kind}Backward`, `shape [${x.shape.join(', ')}]`, 'dy', dy.shape, RangeError);
   const slope = s.finite('slope', opts.slope ?? 0.01);
   const dx = out([...x.shape]);
   await callNative(() => native().activationBackward(dev, kind, dx.data, dy.data, x.data, x.data.length, slope));
@@ -294,7 +461,12 @@ export async function activationBackward(kind: Activation, dy: Tensor, x: Tensor
 }
 
 /** GlobalResponseNorm over (B, H, W, C) channels-last input (diffusers' GlobalResponseNorm). */
-export async function globalResponseNorm(u: Tensor, gamma: Tensor, beta: Tensor, opts: DeviceOption & { eps?: number } = {}): Promise<Tensor> {
+export async function globalResponseNorm(
+  u: Tensor,
+  gamma: Tensor,
+  beta: Tensor,
+  opts: DeviceOption & { eps?: number } = {},
+): Promise<Tensor> {
   const s = new ShapeCheck('globalResponseNorm');
   const dev = device('globalResponseNorm', opts);
   s.tensor('u', u, ['B', 'H', 'W', 'C']);
@@ -302,11 +474,28 @@ export async function globalResponseNorm(u: Tensor, gamma: Tensor, beta: Tensor,
   s.tensor('beta', beta, ['...one', 'C']);
   const eps = s.finite('eps', opts.eps ?? 1e-6);
   const y = out([...u.shape]);
-  await callNative(() => native().grnForward(dev, y.data, u.data, gamma.data, beta.data, s.dim('B'), s.dim('H') * s.dim('W'), s.dim('C'), eps));
+  await callNative(() =>
+    native().grnForward(
+      dev,
+      y.data,
+      u.data,
+      gamma.data,
+      beta.data,
+      s.dim('B'),
+      s.dim('H') * s.dim('W'),
+      s.dim('C'),
+      eps,
+    ),
+  );
   return y;
 }
 
-export async function globalResponseNormBackward(dy: Tensor, u: Tensor, gamma: Tensor, want: GradRequest & { eps?: number } = {}): Promise<{ du?: Tensor; dGamma?: Tensor; dBeta?: Tensor }> {
+export async function globalResponseNormBackward(
+  dy: Tensor,
+  u: Tensor,
+  gamma: Tensor,
+  want: GradRequest & { eps?: number } = {},
+): Promise<{ du?: Tensor; dGamma?: Tensor; dBeta?: Tensor }> {
   const s = new ShapeCheck('globalResponseNormBackward');
   const dev = device('globalResponseNormBackward', want);
   s.tensor('u', u, ['B', 'H', 'W', 'C']);
@@ -318,25 +507,61 @@ export async function globalResponseNormBackward(dy: Tensor, u: Tensor, gamma: T
   if (want.input ?? true) g.du = out([...u.shape]);
   if (want.weight) g.dGamma = out([...gamma.shape]);
   if (want.bias) g.dBeta = out([...gamma.shape]);
-  await callNative(() => native().grnBackward(dev, g.du?.data ?? null, g.dGamma?.data ?? null, g.dBeta?.data ?? null, dy.data, u.data, gamma.data, s.dim('B'), s.dim('H') * s.dim('W'), C, eps));
+  await callNative(() =>
+    native().grnBackward(
+      dev,
+      g.du?.data ?? null,
+      g.dGamma?.data ?? null,
+      g.dBeta?.data ?? null,
+      dy.data,
+      u.data,
+      gamma.data,
+      s.dim('B'),
+      s.dim('H') * s.dim('W'),
+      C,
+      eps,
+    ),
+  );
   return g;
 }
 
 // ---- Convolutions ----------------------------------------------------------------------------
 
 /** 3x3 depthwise convolution, padding 1, on channels-last x (B, H, W, C); weight (C, 1, 3, 3). */
-export async function depthwiseConv3x3(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: DeviceOption = {}): Promise<Tensor> {
+export async function depthwiseConv3x3(
+  x: Tensor,
+  weight: Tensor,
+  bias?: Tensor | null,
+  opts: DeviceOption = {},
+): Promise<Tensor> {
   const s = new ShapeCheck('depthwiseConv3x3');
   const dev = device('depthwiseConv3x3', opts);
   s.tensor('x', x, ['B', 'H', 'W', 'C']);
   s.tensor('weight', weight, ['C', 1, 3, 3]);
   const b = s.optionalTensor('bias', bias, ['C']);
   const y = out([...x.shape]);
-  await callNative(() => native().depthwiseConv3x3Forward(dev, y.data, x.data, weight.data, b?.data ?? null, s.dim('B'), s.dim('H'), s.dim('W'), s.dim('C')));
+  await callNative(() =>
+    native().depthwiseConv3x3Forward(
+      dev,
+      y.data,
+      x.data,
+      weight.data,
+      b?.data ?? null,
+      s.dim('B'),
+      s.dim('H'),
+      s.dim('W'),
+      s.dim('C'),
+    ),
+  );
   return y;
 }
 
-export async function depthwiseConv3x3Backward(dy: Tensor, x: Tensor, weight: Tensor, want: GradRequest = {}): Promise<LinearGrads> {
+export async function depthwiseConv3x3Backward(
+  dy: Tensor,
+  x: Tensor,
+  weight: Tensor,
+  want: GradRequest = {},
+): Promise<LinearGrads> {
   const s = new ShapeCheck('depthwiseConv3x3Backward');
   const dev = device('depthwiseConv3x3Backward', want);
   s.tensor('x', x, ['B', 'H', 'W', 'C']);
@@ -346,23 +571,59 @@ export async function depthwiseConv3x3Backward(dy: Tensor, x: Tensor, weight: Te
   if (want.input ?? true) g.dx = out([...x.shape]);
   if (want.weight) g.dWeight = out([...weight.shape]);
   if (want.bias) g.dBias = out([s.dim('C')]);
-  await callNative(() => native().depthwiseConv3x3Backward(dev, g.dx?.data ?? null, g.dWeight?.data ?? null, g.dBias?.data ?? null, dy.data, x.data, weight.data, s.dim('B'), s.dim('H'), s.dim('W'), s.dim('C')));
+  await callNative(() =>
+    native().depthwiseConv3x3Backward(
+      dev,
+      g.dx?.data ?? null,
+      g.dWeight?.data ?? null,
+      g.dBias?.data ?? null,
+      dy.data,
+      x.data,
+      weight.data,
+      s.dim('B'),
+      s.dim('H'),
+      s.dim('W'),
+      s.dim('C'),
+    ),
+  );
   return g;
 }
 
 /** 1x1 convolution in NCHW: x (B, Cin, H, W), weight (Cout, Cin, 1, 1). */
-export async function conv1x1(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: DeviceOption = {}): Promise<Tensor> {
+export async function conv1x1(
+  x: Tensor,
+  weight: Tensor,
+  bias?: Tensor | null,
+  opts: DeviceOption = {},
+): Promise<Tensor> {
   const s = new ShapeCheck('conv1x1');
   const dev = device('conv1x1', opts);
   s.tensor('x', x, ['B', 'Cin', 'H', 'W']);
   s.tensor('weight', weight, ['Cout', 'Cin', 1, 1]);
   const b = s.optionalTensor('bias', bias, ['Cout']);
   const y = out([s.dim('B'), s.dim('Cout'), s.dim('H'), s.dim('W')]);
-  await callNative(() => native().conv1x1Forward(dev, y.data, x.data, weight.data, b?.data ?? null, s.dim('B'), s.dim('Cin'), s.dim('Cout'), s.dim('H') * s.dim('W')));
+  await callNative(() =>
+    native().conv1x1Forward(
+      dev,
+      y.data,
+      x.data,
+      weight.data,
+      b?.data ?? null,
+      s.dim('B'),
+      s.dim('Cin'),
+      s.dim('Cout'),
+      s.dim('H') * s.dim('W'),
+    ),
+  );
   return y;
 }
 
-export async function conv1x1Backward(dy: Tensor, x: Tensor, weight: Tensor, want: GradRequest = {}): Promise<LinearGrads> {
+export async function conv1x1Backward(
+  dy: Tensor,
+  x: Tensor,
+  weight: Tensor,
+  want: GradRequest = {},
+): Promise<LinearGrads> {
   const s = new ShapeCheck('conv1x1Backward');
   const dev = device('conv1x1Backward', want);
   s.tensor('x', x, ['B', 'Cin', 'H', 'W']);
@@ -372,19 +633,38 @@ export async function conv1x1Backward(dy: Tensor, x: Tensor, weight: Tensor, wan
   if (want.input ?? true) g.dx = out([...x.shape]);
   if (want.weight) g.dWeight = out([...weight.shape]);
   if (want.bias) g.dBias = out([s.dim('Cout')]);
-  await callNative(() => native().conv1x1Backward(dev, g.dx?.data ?? null, g.dWeight?.data ?? null, g.dBias?.data ?? null, dy.data, x.data, weight.data, s.dim('B'), s.dim('Cin'), s.dim('Cout'), s.dim('H') * s.dim('W')));
+  await callNative(() =>
+    native().conv1x1Backward(
+      dev,
+      g.dx?.data ?? null,
+      g.dWeight?.data ?? null,
+      g.dBias?.data ?? null,
+      dy.data,
+      x.data,
+      weight.data,
+      s.dim('B'),
+      s.dim('Cin'),
+      s.dim('Cout'),
+      s.dim('H') * s.dim('W'),
+    ),
+  );
   return g;
 }
 
 // ---- Loss and optimiser ----------------------------------------------------------------------
 
 /** mean((pred - target)^2) and its gradient with respect to pred. */
-export async function mseLoss(pred: Tensor, target: Tensor, opts: DeviceOption = {}): Promise<{ loss: number; dpred: Tensor }> {
+export async function mseLoss(
+  pred: Tensor,
+  target: Tensor,
+  opts: DeviceOption = {},
+): Promise<{ loss: number; dpred: Tensor }> {
   const s = new ShapeCheck('mseLoss');
   const dev = device('mseLoss', opts);
   s.tensor('pred', pred, ['...n']);
   s.tensor('target', target, ['...n']);
-  if (pred.shape.join() !== target.shape.join()) invalid('mseLoss', `shape [${pred.shape.join(', ')}]`, 'target', target.shape, RangeError);
+  if (pred.shape.join() !== target.shape.join())
+    invalid('mseLoss', `shape [${pred.shape.join(', ')}]`, 'target', target.shape, RangeError);
   const dpred = out([...pred.shape]);
   const loss = await callNative(() => native().mseLoss(dev, dpred.data, pred.data, target.data, pred.data.length, 1));
   return { loss, dpred };
@@ -408,7 +688,12 @@ export interface AdamWSlot {
 }
 
 /** One AdamW step (torch.optim.AdamW semantics) over every slot, in place; step is 1-based. */
-export async function adamw(slots: AdamWSlot[], hyper: AdamWHyper, step: number, opts: DeviceOption = {}): Promise<void> {
+export async function adamw(
+  slots: AdamWSlot[],
+  hyper: AdamWHyper,
+  step: number,
+  opts: DeviceOption = {},
+): Promise<void> {
   const op = 'adamw';
   const dev = device(op, opts);
   const s = new ShapeCheck(op);
@@ -418,15 +703,33 @@ export async function adamw(slots: AdamWSlot[], hyper: AdamWHyper, step: number,
     for (const key of ['grad', 'expAvg', 'expAvgSq'] as const) {
       const a = slot[key];
       if (!(a instanceof Float32Array)) invalid(op, 'a Float32Array', `slots[${i}].${key}`, a);
-      if (a.length !== slot.param.length) invalid(op, `a Float32Array of length ${slot.param.length}`, `slots[${i}].${key}`, a, RangeError);
+      if (a.length !== slot.param.length)
+        invalid(op, `a Float32Array of length ${slot.param.length}`, `slots[${i}].${key}`, a, RangeError);
     }
   });
   s.positiveInteger('step', step);
   const lr = s.finite('lr', hyper.lr);
-  const beta1 = s.finite('beta1', hyper.beta1 ?? 0.9), beta2 = s.finite('beta2', hyper.beta2 ?? 0.999);
-  const eps = s.finite('eps', hyper.eps ?? 1e-8), wd = s.finite('weightDecay', hyper.weightDecay ?? 1e-2);
+  const beta1 = s.finite('beta1', hyper.beta1 ?? 0.9),
+    beta2 = s.finite('beta2', hyper.beta2 ?? 0.999);
+  const eps = s.finite('eps', hyper.eps ?? 1e-8),
+    wd = s.finite('weightDecay', hyper.weightDecay ?? 1e-2);
   const gradScale = s.finite('gradScale', hyper.gradScale ?? 1);
-  await callNative(() => native().adamw(dev, slots.map((x) => x.param), slots.map((x) => x.expAvg), slots.map((x) => x.expAvgSq), slots.map((x) => x.grad), lr, beta1, beta2, eps, wd, step, gradScale));
+  await callNative(() =>
+    native().adamw(
+      dev,
+      slots.map((x) => x.param),
+      slots.map((x) => x.expAvg),
+      slots.map((x) => x.expAvgSq),
+      slots.map((x) => x.grad),
+      lr,
+      beta1,
+      beta2,
+      eps,
+      wd,
+      step,
+      gradScale,
+    ),
+  );
 }
 
 /** Global L2 norm of all gradients; scales them in place to maxNorm when above it
@@ -437,6 +740,7 @@ export async function clipGradNorm(grads: Float32Array[], maxNorm: number, opts:
   grads.forEach((g, i) => {
     if (!(g instanceof Float32Array)) invalid('clipGradNorm', 'a Float32Array', `grads[${i}]`, g);
   });
-  if (typeof maxNorm !== 'number' || !(maxNorm >= 0) || !Number.isFinite(maxNorm)) invalid('clipGradNorm', 'a finite number >= 0', 'maxNorm', maxNorm);
+  if (typeof maxNorm !== 'number' || !(maxNorm >= 0) || !Number.isFinite(maxNorm))
+    invalid('clipGradNorm', 'a finite number >= 0', 'maxNorm', maxNorm);
   return callNative(() => native().clipGradNorm(dev, grads, maxNorm));
 }

@@ -10,7 +10,8 @@ export const packageRoot: string = (() => {
     const candidate = join(dir, 'package.json');
     if (existsSync(candidate) && JSON.parse(readFileSync(candidate, 'utf8')).name === 'lora-train') return dir;
     const parent = dirname(dir);
-    if (parent === dir) throw new Error(`lora-train: cannot find its package.json above ${fileURLToPath(import.meta.url)}`);
+    if (parent === dir)
+      throw new Error(`lora-train: cannot find its package.json above ${fileURLToPath(import.meta.url)}`);
     dir = parent;
   }
 })();

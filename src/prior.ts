@@ -88,16 +88,53 @@ interface NativePrior {
   getLoraGrad(name: string, data: Float32Array): void;
   getOptimizerState(name: string, data: Float32Array): void;
   setOptimizerState(name: string, data: Float32Array): void;
-  forward(out: Float32Array, x: Float32Array, r: Float32Array, clip: Float32Array, B: number, H: number, W: number, T: number, train: boolean, seed: number): Promise<void>;
-  lossAndGrad(x: Float32Array, r: Float32Array, clip: Float32Array, target: Float32Array, B: number, H: number, W: number, T: number, seed: number, accumulate: boolean, train: boolean, lossScale: number): Promise<number>;
-  optimizerStep(lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, maxNorm: number, step: number, invLossScale: number): Promise<number>;
+  forward(
+    out: Float32Array,
+    x: Float32Array,
+    r: Float32Array,
+    clip: Float32Array,
+    B: number,
+    H: number,
+    W: number,
+    T: number,
+    train: boolean,
+    seed: number,
+  ): Promise<void>;
+  lossAndGrad(
+    x: Float32Array,
+    r: Float32Array,
+    clip: Float32Array,
+    target: Float32Array,
+    B: number,
+    H: number,
+    W: number,
+    T: number,
+    seed: number,
+    accumulate: boolean,
+    train: boolean,
+    lossScale: number,
+  ): Promise<number>;
+  optimizerStep(
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    maxNorm: number,
+    step: number,
+    invLossScale: number,
+  ): Promise<number>;
   activationBytes(): number;
   parameterBytes(): number;
 }
 
 type NativePriorCtor = new (device: string, config: PriorConfig & { weight_type: string }) => NativePrior;
 
-function createNative(op: string, config: PriorConfig, options: LoadPriorOptions): { device: 'cpu' | 'cuda'; precision: Precision; model: NativePrior } {
+function createNative(
+  op: string,
+  config: PriorConfig,
+  options: LoadPriorOptions,
+): { device: 'cpu' | 'cuda'; precision: Precision; model: NativePrior } {
   const device = options.device ?? 'cpu';
   if (device !== 'cpu' && device !== 'cuda') invalid(op, "'cpu' or 'cuda'", 'device', device);
   const precision = options.precision ?? 'fp32';
@@ -106,12 +143,13 @@ function createNative(op: string, config: PriorConfig, options: LoadPriorOptions
   return { device, precision, model: new Ctor(device, { ...config, weight_type: WEIGHT_TYPE[precision] }) };
 }
 
-
 /** The folder holding config.json: the given one, or its prior/ subfolder (a whole snapshot). */
 export function resolvePriorFolder(dir: string): string {
   if (existsSync(join(dir, 'prior', 'config.json'))) return join(dir, 'prior');
   if (existsSync(join(dir, 'config.json'))) return dir;
-  throw new Error(`${dir}: no prior here (looked for ${join(dir, 'prior', 'config.json')} and ${join(dir, 'config.json')})`);
+  throw new Error(
+    `${dir}: no prior here (looked for ${join(dir, 'prior', 'config.json')} and ${join(dir, 'config.json')})`,
+  );
 }
 
 export function readPriorConfig(file: string): PriorConfig {
@@ -124,10 +162,14 @@ export function readPriorConfig(file: string): PriorConfig {
   for (const key of Object.keys(defaults) as (keyof PriorConfig)[]) {
     const v = raw[key] ?? defaults[key];
     const ok = key === 'dropout' ? typeof v === 'number' && v >= 0 && v < 1 : Number.isInteger(v) && (v as number) >= 1;
-    if (!ok) throw new Error(`${file}: ${key} must be ${key === 'dropout' ? 'a number in [0, 1)' : 'a positive integer'}, got ${JSON.stringify(v)}`);
+    if (!ok)
+      throw new Error(
+        `${file}: ${key} must be ${key === 'dropout' ? 'a number in [0, 1)' : 'a positive integer'}, got ${JSON.stringify(v)}`,
+      );
     config[key] = v as number;
   }
-  if (config.c % config.nhead !== 0) throw new Error(`${file}: c (${config.c}) is not divisible by nhead (${config.nhead})`);
+  if (config.c % config.nhead !== 0)
+    throw new Error(`${file}: c (${config.c}) is not divisible by nhead (${config.nhead})`);
   return config;
 }
 
@@ -143,12 +185,18 @@ function kaimingUniform(rng: Rng, rows: number, fanIn: number): Float32Array {
  * default init b reaches 1 somewhere and the output (and any rounding) explodes; a trained
  * prior keeps b far from 1. Yields one tensor at a time, so a 1B-parameter prior never holds
  * all of them in JS. */
-export function* priorDefaultInit(shapes: { name: string; shape: number[] }[], rng: Rng): Generator<[string, Float32Array]> {
+export function* priorDefaultInit(
+  shapes: { name: string; shape: number[] }[],
+  rng: Rng,
+): Generator<[string, Float32Array]> {
   const byName = new Map(shapes.map((p) => [p.name, p.shape]));
   for (const { name, shape } of shapes) {
     const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
     if (!name.endsWith('.gamma') && !name.endsWith('.beta')) {
-      const fanIn = byName.get(name.replace(/\.bias$/, '.weight'))!.slice(1).reduce((a, b) => a * b, 1);
+      const fanIn = byName
+        .get(name.replace(/\.bias$/, '.weight'))!
+        .slice(1)
+        .reduce((a, b) => a * b, 1);
       const bound = 1 / Math.sqrt(fanIn);
       for (let i = 0; i < values.length; i++) values[i] = (rng.uniform() * 2 - 1) * bound;
       if (name.startsWith('out.1.')) for (let i = 0; i < values.length; i++) values[i] = values[i]! * 0.1;
@@ -190,7 +238,8 @@ export class Prior {
    * built-in demo model. */
   static random(config: PriorConfig, options: LoadPriorOptions & { seed?: number } = {}): Prior {
     const { device, precision, model } = createNative('Prior.random', config, options);
-    for (const [name, values] of priorDefaultInit(model.parameters(), new Rng(options.seed ?? 0))) model.setParameter(name, values);
+    for (const [name, values] of priorDefaultInit(model.parameters(), new Rng(options.seed ?? 0)))
+      model.setParameter(name, values);
     const prior = new Prior(config, device, precision, model);
     if (options.lora) prior.addLora(options.lora);
     return prior;
@@ -225,7 +274,8 @@ export class Prior {
   }
 
   private requireLora(op: string): LoraState {
-    if (!this.lora) throw new Error(`${op}: the prior has no LoRA adapters (pass { lora } to loadPrior, or call addLora / loadLora)`);
+    if (!this.lora)
+      throw new Error(`${op}: the prior has no LoRA adapters (pass { lora } to loadPrior, or call addLora / loadLora)`);
     return this.lora;
   }
 
@@ -242,13 +292,30 @@ export class Prior {
   async forward(x: Tensor, r: Tensor, clip: Tensor, options: ForwardOptions = {}): Promise<Tensor> {
     const { B, H, W, T } = this.checkInputs('forward', x, r, clip);
     const out = { data: new Float32Array(x.data.length), shape: [...x.shape] };
-    await this.model.forward(out.data, x.data, r.data, clip.data, B, H, W, T, options.train ?? false, options.seed ?? 0);
+    await this.model.forward(
+      out.data,
+      x.data,
+      r.data,
+      clip.data,
+      B,
+      H,
+      W,
+      T,
+      options.train ?? false,
+      options.seed ?? 0,
+    );
     return out;
   }
 
   /** MSE of prior(x, r, clip) against target, and its gradients for every LoRA tensor, keyed as
    * in the diffusers LoRA file (prior.<module>.lora_A.weight). */
-  async lossAndGrad(x: Tensor, r: Tensor, clip: Tensor, target: Tensor, options: StepOptions = {}): Promise<{ loss: number; grads: Record<string, Tensor> }> {
+  async lossAndGrad(
+    x: Tensor,
+    r: Tensor,
+    clip: Tensor,
+    target: Tensor,
+    options: StepOptions = {},
+  ): Promise<{ loss: number; grads: Record<string, Tensor> }> {
     const loss = await this.step(x, r, clip, target, options);
     const grads: Record<string, Tensor> = {};
     for (const p of this.model.loraParameters()) {
@@ -264,7 +331,20 @@ export class Prior {
     this.requireLora('lossAndGrad');
     const { B, H, W, T } = this.checkInputs('lossAndGrad', x, r, clip, target);
     const lossScale = new ShapeCheck('lossAndGrad').finite('lossScale', options.lossScale ?? 1);
-    return this.model.lossAndGrad(x.data, r.data, clip.data, target.data, B, H, W, T, options.seed ?? 0, options.accumulate ?? false, options.train ?? true, lossScale);
+    return this.model.lossAndGrad(
+      x.data,
+      r.data,
+      clip.data,
+      target.data,
+      B,
+      H,
+      W,
+      T,
+      options.seed ?? 0,
+      options.accumulate ?? false,
+      options.train ?? true,
+      lossScale,
+    );
   }
 
   /** Clips the global gradient norm, then one AdamW step; returns the norm before clipping.
@@ -274,8 +354,13 @@ export class Prior {
     const s = new ShapeCheck('optimizerStep');
     s.positiveInteger('step', step);
     return this.model.optimizerStep(
-      s.finite('lr', options.lr), s.finite('beta1', options.beta1 ?? 0.9), s.finite('beta2', options.beta2 ?? 0.999),
-      s.finite('eps', options.eps ?? 1e-8), s.finite('weightDecay', options.weightDecay ?? 1e-2), s.finite('maxNorm', options.maxNorm ?? 0), step,
+      s.finite('lr', options.lr),
+      s.finite('beta1', options.beta1 ?? 0.9),
+      s.finite('beta2', options.beta2 ?? 0.999),
+      s.finite('eps', options.eps ?? 1e-8),
+      s.finite('weightDecay', options.weightDecay ?? 1e-2),
+      s.finite('maxNorm', options.maxNorm ?? 0),
+      step,
       1 / s.finite('lossScale', options.lossScale ?? 1),
     );
   }
@@ -344,7 +429,9 @@ export class Prior {
     const tensors: Record<string, Tensor> = {};
     const weights = this.loraWeights();
     for (const [name, t] of Object.entries(weights))
-      tensors[DIFFUSERS_PREFIX + name] = name.endsWith('.lora_B.weight') ? { data: t.data.map((v) => v * scale), shape: t.shape } : t;
+      tensors[DIFFUSERS_PREFIX + name] = name.endsWith('.lora_B.weight')
+        ? { data: t.data.map((v) => v * scale), shape: t.shape }
+        : t;
     const modules = [...new Set(Object.keys(weights).map((k) => k.replace(/\.lora_[AB]\.weight$/, '')))];
     const adapterMetadata = {
       'prior.r': lora.rank,
@@ -373,11 +460,23 @@ export class Prior {
         continue;
       }
       const [out, inF] = w as [number, number];
-      if (shapeText(A.shape) !== shapeText([loaded.rank, inF])) problems.push(`${module}.lora_A.weight: shape ${shapeText(A.shape)} in the file, the prior needs ${shapeText([loaded.rank, inF])}`);
-      if (shapeText(B.shape) !== shapeText([out, loaded.rank])) problems.push(`${module}.lora_B.weight: shape ${shapeText(B.shape)} in the file, the prior needs ${shapeText([out, loaded.rank])}`);
+      if (shapeText(A.shape) !== shapeText([loaded.rank, inF]))
+        problems.push(
+          `${module}.lora_A.weight: shape ${shapeText(A.shape)} in the file, the prior needs ${shapeText([loaded.rank, inF])}`,
+        );
+      if (shapeText(B.shape) !== shapeText([out, loaded.rank]))
+        problems.push(
+          `${module}.lora_B.weight: shape ${shapeText(B.shape)} in the file, the prior needs ${shapeText([out, loaded.rank])}`,
+        );
     }
-    if (problems.length) throw new Error(`${loaded.file}: the LoRA does not fit this prior:\n  - ${problems.join('\n  - ')}`);
-    this.enable({ rank: loaded.rank, alpha: loaded.alpha, targets: Object.keys(loaded.weights), dropout: loaded.dropout });
+    if (problems.length)
+      throw new Error(`${loaded.file}: the LoRA does not fit this prior:\n  - ${problems.join('\n  - ')}`);
+    this.enable({
+      rank: loaded.rank,
+      alpha: loaded.alpha,
+      targets: Object.keys(loaded.weights),
+      dropout: loaded.dropout,
+    });
     for (const [module, { A, B }] of Object.entries(loaded.weights)) {
       this.model.setLora(`${module}.lora_A.weight`, A.data);
       this.model.setLora(`${module}.lora_B.weight`, B.data);
@@ -408,11 +507,16 @@ export function readLoraFile(path: string): LoadedLora {
       }
     } else file = join(path, DIFFUSERS_LORA_FILE);
   }
-  if (!existsSync(file)) throw new Error(`${file}: no LoRA file here (expected ${DIFFUSERS_LORA_FILE}, or a peft folder with adapter_config.json)`);
+  if (!existsSync(file))
+    throw new Error(
+      `${file}: no LoRA file here (expected ${DIFFUSERS_LORA_FILE}, or a peft folder with adapter_config.json)`,
+    );
   const st: SafetensorsFile = readSafetensors(file);
   const keys = [...st.entries.keys()];
   if (keys.some((k) => k.startsWith('lora_unet_') || k.startsWith('lora_te')))
-    throw new Error(`${file}: kohya-style LoRA keys (lora_unet_…) do not load into the diffusers Würstchen prior; convert the file to diffusers' format first`);
+    throw new Error(
+      `${file}: kohya-style LoRA keys (lora_unet_…) do not load into the diffusers Würstchen prior; convert the file to diffusers' format first`,
+    );
   const prefix = peftConfig ? PEFT_PREFIX : DIFFUSERS_PREFIX;
   const weights: Record<string, { A?: Tensor; B?: Tensor }> = {};
   const stray: string[] = [];
@@ -430,7 +534,8 @@ export function readLoraFile(path: string): LoadedLora {
   for (const [module, { A, B }] of Object.entries(weights)) {
     if (!A || !B) problems.push(`${module}: has lora_${A ? 'A' : 'B'} but not lora_${A ? 'B' : 'A'}`);
     else {
-      if (A.shape.length !== 2 || B.shape.length !== 2 || A.shape[0] !== B.shape[1]) problems.push(`${module}: lora_A ${shapeText(A.shape)} and lora_B ${shapeText(B.shape)} disagree on the rank`);
+      if (A.shape.length !== 2 || B.shape.length !== 2 || A.shape[0] !== B.shape[1])
+        problems.push(`${module}: lora_A ${shapeText(A.shape)} and lora_B ${shapeText(B.shape)} disagree on the rank`);
       ranks.add(A.shape[0]!);
     }
   }
@@ -441,9 +546,11 @@ export function readLoraFile(path: string): LoadedLora {
   let alpha = rank; // diffusers loads a file without metadata with alpha = r
   let dropout = 0;
   if (peftConfig) {
-    if (peftConfig.r !== undefined && peftConfig.r !== rank) throw new Error(`${file}: adapter_config.json says r = ${peftConfig.r}, the tensors have rank ${rank}`);
+    if (peftConfig.r !== undefined && peftConfig.r !== rank)
+      throw new Error(`${file}: adapter_config.json says r = ${peftConfig.r}, the tensors have rank ${rank}`);
     for (const key of ['rank_pattern', 'alpha_pattern'])
-      if (peftConfig[key] && Object.keys(peftConfig[key] as object).length) throw new Error(`${file}: adapter_config.json uses ${key}, which lora-train does not support`);
+      if (peftConfig[key] && Object.keys(peftConfig[key] as object).length)
+        throw new Error(`${file}: adapter_config.json uses ${key}, which lora-train does not support`);
     if (peftConfig.use_dora) throw new Error(`${file}: DoRA adapters (use_dora) are not supported`);
     alpha = typeof peftConfig.lora_alpha === 'number' ? peftConfig.lora_alpha : rank;
     if (peftConfig.use_rslora) alpha *= Math.sqrt(rank); // rsLoRA scales by alpha / sqrt(r) = (alpha sqrt(r)) / r
@@ -456,7 +563,8 @@ export function readLoraFile(path: string): LoadedLora {
       throw new Error(`${file}: lora_adapter_metadata is not JSON (${(e as Error).message})`);
     }
     if (typeof meta['prior.lora_alpha'] === 'number') alpha = meta['prior.lora_alpha'] as number;
-    if (typeof meta['prior.r'] === 'number' && meta['prior.r'] !== rank) throw new Error(`${file}: lora_adapter_metadata says r = ${meta['prior.r']}, the tensors have rank ${rank}`);
+    if (typeof meta['prior.r'] === 'number' && meta['prior.r'] !== rank)
+      throw new Error(`${file}: lora_adapter_metadata says r = ${meta['prior.r']}, the tensors have rank ${rank}`);
   }
   return { file, rank, alpha, dropout, weights: weights as Record<string, { A: Tensor; B: Tensor }> };
 }

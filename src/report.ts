@@ -27,8 +27,24 @@ export async function lossCurvePng(losses: number[], title: string): Promise<Buf
     data: { values },
     transform: [{ window: [{ op: 'mean', field: 'loss', as: 'average' }], frame: [-window, 0] }],
     layer: [
-      { mark: { type: 'line', opacity: 0.35, color: '#4c78a8' }, encoding: { x: { field: 'iteration', type: 'quantitative' }, y: { field: 'loss', type: 'quantitative', scale: { type: 'log' } } } },
-      { mark: { type: 'line', color: '#e45756', strokeWidth: 2 }, encoding: { x: { field: 'iteration', type: 'quantitative' }, y: { field: 'average', type: 'quantitative', title: `loss (moving average over ${window + 1} iterations in red)` } } },
+      {
+        mark: { type: 'line', opacity: 0.35, color: '#4c78a8' },
+        encoding: {
+          x: { field: 'iteration', type: 'quantitative' },
+          y: { field: 'loss', type: 'quantitative', scale: { type: 'log' } },
+        },
+      },
+      {
+        mark: { type: 'line', color: '#e45756', strokeWidth: 2 },
+        encoding: {
+          x: { field: 'iteration', type: 'quantitative' },
+          y: {
+            field: 'average',
+            type: 'quantitative',
+            title: `loss (moving average over ${window + 1} iterations in red)`,
+          },
+        },
+      },
     ],
   };
   const compiled = vegaLite.compile(spec as Parameters<typeof vegaLite.compile>[0]).spec;
@@ -38,7 +54,12 @@ export async function lossCurvePng(losses: number[], title: string): Promise<Buf
   return sharp(Buffer.from(svg)).png().toBuffer();
 }
 
-export async function writeReport(workDir: string, losses: number[], evaluation: Evaluation | undefined, name: string): Promise<void> {
+export async function writeReport(
+  workDir: string,
+  losses: number[],
+  evaluation: Evaluation | undefined,
+  name: string,
+): Promise<void> {
   if (losses.length) writeFileSync(join(workDir, 'loss.png'), await lossCurvePng(losses, `${name}: training loss`));
   const lines = [`# ${name}`, '', `Iterations: ${losses.length}.`];
   if (evaluation) {

@@ -9,7 +9,16 @@ import type { Tensor } from './tensor.js';
 import { numel } from './tensor.js';
 
 export const DTYPE_BYTES = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 } as const;
 export type Dtype = keyof typeof DTYPE_BYTES;
 
@@ -40,7 +49,11 @@ export class SafetensorsError extends Error {
 }
 
 /** Checks a header against the size of the data section that follows it. */
-export function parseHeader(headerBytes: Uint8Array, dataLength: number, path: string): { metadata: Record<string, string>; entries: Map<string, TensorEntry> } {
+export function parseHeader(
+  headerBytes: Uint8Array,
+  dataLength: number,
+  path: string,
+): { metadata: Record<string, string>; entries: Map<string, TensorEntry> } {
   const fail = (problem: string): never => {
     throw new SafetensorsError(path, problem);
   };
@@ -64,8 +77,12 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number, path: s
     }
     const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (typeof e !== 'object' || e === null) fail(`tensor '${name}' has no {dtype, shape, data_offsets} entry`);
-    if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_BYTES)) fail(`tensor '${name}' has unknown dtype ${JSON.stringify(e.dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`);
-    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(`tensor '${name}' has an invalid shape ${JSON.stringify(e.shape)}`);
+    if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_BYTES))
+      fail(
+        `tensor '${name}' has unknown dtype ${JSON.stringify(e.dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+      );
+    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      fail(`tensor '${name}' has an invalid shape ${JSON.stringify(e.shape)}`);
     const offsets = e.data_offsets;
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0))
       fail(`tensor '${name}' has invalid data_offsets ${JSON.stringify(offsets)}`);
@@ -73,16 +90,21 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number, path: s
     const dtype = e.dtype as Dtype;
     const shape = e.shape as number[];
     if (end < begin) fail(`tensor '${name}' has data_offsets [${begin}, ${end}] ending before they begin`);
-    if (end > dataLength) fail(`tensor '${name}' has data_offsets [${begin}, ${end}] outside the ${dataLength}-byte data section (truncated?)`);
+    if (end > dataLength)
+      fail(
+        `tensor '${name}' has data_offsets [${begin}, ${end}] outside the ${dataLength}-byte data section (truncated?)`,
+      );
     const expected = numel(shape) * DTYPE_BYTES[dtype];
-    if (end - begin !== expected) fail(`tensor '${name}' has ${end - begin} bytes but ${dtype} [${shape.join(', ')}] needs ${expected}`);
+    if (end - begin !== expected)
+      fail(`tensor '${name}' has ${end - begin} bytes but ${dtype} [${shape.join(', ')}] needs ${expected}`);
     entries.set(name, { dtype, shape, begin, end });
   }
   const sorted = [...entries.entries()].sort((a, b) => a[1].begin - b[1].begin);
   for (let i = 1; i < sorted.length; i++) {
     const [prevName, prev] = sorted[i - 1]!;
     const [name, cur] = sorted[i]!;
-    if (cur.begin < prev.end) fail(`tensors '${prevName}' and '${name}' overlap ([${prev.begin}, ${prev.end}) and [${cur.begin}, ${cur.end}))`);
+    if (cur.begin < prev.end)
+      fail(`tensors '${prevName}' and '${name}' overlap ([${prev.begin}, ${prev.end}) and [${cur.begin}, ${cur.end}))`);
   }
   return { metadata, entries };
 }
@@ -94,7 +116,8 @@ function headerLength(prefix: Uint8Array, fileSize: number, path: string): numbe
   };
   if (fileSize < 8) fail(`file is ${fileSize} bytes, shorter than the 8-byte header length`);
   const headerLen = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
-  if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(`header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  if (headerLen > BigInt(MAX_HEADER_BYTES))
+    fail(`header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
   const n = Number(headerLen);
   if (8 + n > fileSize) fail(`header length ${n} runs past the end of the ${fileSize}-byte file (truncated?)`);
   return n;
@@ -200,7 +223,7 @@ function decodeTensor(bytes: Uint8Array, e: TensorEntry, what: string): Tensor {
       break;
     }
     case 'BF16': {
-      const bits = new Uint32Array(out.buffer);  // bf16 is the top half of an fp32
+      const bits = new Uint32Array(out.buffer); // bf16 is the top half of an fp32
       for (let i = 0; i < count; i++) bits[i] = view.getUint16(i * 2, true) << 16;
       break;
     }
@@ -219,14 +242,18 @@ function tensorBytes(t: WritableTensor): Uint8Array {
 }
 
 /** Serialises tensors (F32 unless marked I64); keys are written sorted, header padded to 8 bytes. */
-export function serializeSafetensors(tensors: Record<string, WritableTensor>, metadata?: Record<string, string>): Uint8Array {
+export function serializeSafetensors(
+  tensors: Record<string, WritableTensor>,
+  metadata?: Record<string, string>,
+): Uint8Array {
   const names = Object.keys(tensors).sort();
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
   const blobs = names.map((name) => {
     const t = tensors[name]!;
-    if (t.data.length !== numel(t.shape)) throw new RangeError(`tensor '${name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`);
+    if (t.data.length !== numel(t.shape))
+      throw new RangeError(`tensor '${name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`);
     const bytes = tensorBytes(t);
     header[name] = { dtype: t.dtype ?? 'F32', shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
     offset += bytes.byteLength;
@@ -247,7 +274,11 @@ export function serializeSafetensors(tensors: Record<string, WritableTensor>, me
 }
 
 /** Writes atomically: a temporary file in the same folder, fsynced, then renamed over path. */
-export function writeSafetensors(path: string, tensors: Record<string, WritableTensor>, metadata?: Record<string, string>): void {
+export function writeSafetensors(
+  path: string,
+  tensors: Record<string, WritableTensor>,
+  metadata?: Record<string, string>,
+): void {
   const bytes = serializeSafetensors(tensors, metadata);
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
   const fd = openSync(tmp, 'w');

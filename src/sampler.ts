@@ -51,11 +51,16 @@ export async function samplePrior(prior: Prior, options: SampleOptions): Promise
     // then works from that value.
     const t = Math.fround(timesteps[i]!);
     const prev = timesteps[i + 1]!;
-    const input = useGuidance ? { data: concat(x, x), shape: [2 * B, ...options.latents.shape.slice(1)] } : { data: x, shape: options.latents.shape };
+    const input = useGuidance
+      ? { data: concat(x, x), shape: [2 * B, ...options.latents.shape.slice(1)] }
+      : { data: x, shape: options.latents.shape };
     const r = { data: new Float32Array(input.shape[0]!).fill(t), shape: [input.shape[0]!] };
     const out = await prior.forward(input, r, clip);
-    const eps = useGuidance ? Float32Array.from(x, (_, k) => out.data[B * per + k]! + guidance * (out.data[k]! - out.data[B * per + k]!)) : out.data;
-    const abar = alphaCumprod(t), abarPrev = alphaCumprod(prev);
+    const eps = useGuidance
+      ? Float32Array.from(x, (_, k) => out.data[B * per + k]! + guidance * (out.data[k]! - out.data[B * per + k]!))
+      : out.data;
+    const abar = alphaCumprod(t),
+      abarPrev = alphaCumprod(prev);
     const alpha = abar / abarPrev;
     const std = prev === 0 ? 0 : Math.sqrt(((1 - alpha) * (1 - abarPrev)) / (1 - abar));
     const noise = options.stepNoise(i);

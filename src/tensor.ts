@@ -28,18 +28,29 @@ export function describeValue(value: unknown): string {
   }
   if (Array.isArray(value)) return `[${value.map((v) => describeValue(v)).join(', ')}]`;
   if (typeof value === 'string') return `'${value}'`;
-  if (typeof value === 'object') return value.constructor?.name && value.constructor !== Object ? value.constructor.name : 'object';
+  if (typeof value === 'object')
+    return value.constructor?.name && value.constructor !== Object ? value.constructor.name : 'object';
   return String(value);
 }
 
 /** Throws `Expected <what> for <name> but received <value>` (sharp's wording). */
-export function invalid(op: string, what: string, name: string, value: unknown, Kind: typeof TypeError | typeof RangeError = TypeError): never {
+export function invalid(
+  op: string,
+  what: string,
+  name: string,
+  value: unknown,
+  Kind: typeof TypeError | typeof RangeError = TypeError,
+): never {
   throw new Kind(`${op}: Expected ${what} for ${name} but received ${describeValue(value)}`);
 }
 
 export function tensor(data: Float32Array, shape: number[]): Tensor {
   const t = { data, shape };
-  new ShapeCheck('tensor').tensor('tensor', t, shape.map((_, i) => `d${i}`));
+  new ShapeCheck('tensor').tensor(
+    'tensor',
+    t,
+    shape.map((_, i) => `d${i}`),
+  );
   return t;
 }
 
@@ -57,7 +68,8 @@ export class ShapeCheck {
   constructor(private readonly op: string) {}
 
   tensor(name: string, t: unknown, pattern: (string | number)[]): Tensor {
-    if (typeof t !== 'object' || t === null) invalid(this.op, 'a tensor { data: Float32Array, shape: number[] }', name, t);
+    if (typeof t !== 'object' || t === null)
+      invalid(this.op, 'a tensor { data: Float32Array, shape: number[] }', name, t);
     const { data, shape } = t as Partial<Tensor>;
     if (!(data instanceof Float32Array)) invalid(this.op, 'a Float32Array', `${name}.data`, data);
     this.bind(name, data, shape, pattern, 'Float32Array');
@@ -75,15 +87,29 @@ export class ShapeCheck {
     return t as LowpTensor;
   }
 
-  private bind(name: string, data: { length: number }, shape: unknown, pattern: (string | number)[], arrayType: string): void {
+  private bind(
+    name: string,
+    data: { length: number },
+    shape: unknown,
+    pattern: (string | number)[],
+    arrayType: string,
+  ): void {
     if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 1))
       invalid(this.op, 'an array of positive integers', `${name}.shape`, shape);
     if (data.length !== numel(shape))
-      invalid(this.op, `a ${arrayType} of length ${numel(shape)} (shape [${shape.join(', ')}])`, `${name}.data`, data, RangeError);
-    const expected = () => `shape [${pattern.map((p) => (typeof p === 'number' ? p : this.dims.get(p.replace('...', '')) ?? p)).join(', ')}]`;
+      invalid(
+        this.op,
+        `a ${arrayType} of length ${numel(shape)} (shape [${shape.join(', ')}])`,
+        `${name}.data`,
+        data,
+        RangeError,
+      );
+    const expected = () =>
+      `shape [${pattern.map((p) => (typeof p === 'number' ? p : (this.dims.get(p.replace('...', '')) ?? p))).join(', ')}]`;
     const variadic = typeof pattern[0] === 'string' && pattern[0].startsWith('...');
     const fixed = variadic ? pattern.slice(1) : pattern;
-    if (variadic ? shape.length < fixed.length : shape.length !== fixed.length) invalid(this.op, expected(), name, shape, RangeError);
+    if (variadic ? shape.length < fixed.length : shape.length !== fixed.length)
+      invalid(this.op, expected(), name, shape, RangeError);
     const lead = shape.length - fixed.length;
     const bindings: [string | number, number][] = fixed.map((p, i) => [p, shape[lead + i]!]);
     if (variadic) bindings.unshift([(pattern[0] as string).slice(3), numel(shape.slice(0, lead))]);
@@ -109,7 +135,8 @@ export class ShapeCheck {
   }
 
   positiveInteger(name: string, value: unknown): number {
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) invalid(this.op, 'a positive integer', name, value);
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1)
+      invalid(this.op, 'a positive integer', name, value);
     return value;
   }
 

@@ -31,13 +31,18 @@ export function readTextEncoderConfig(file: string): TextEncoderConfig {
   const raw = readJsonConfig(file, 'text encoder');
   const int = (key: string, fallback: number) => {
     const v = raw[key] ?? fallback;
-    if (!Number.isInteger(v) || (v as number) < 1) throw new Error(`${file}: ${key} must be a positive integer, got ${JSON.stringify(v)}`);
+    if (!Number.isInteger(v) || (v as number) < 1)
+      throw new Error(`${file}: ${key} must be a positive integer, got ${JSON.stringify(v)}`);
     return v as number;
   };
   const act = raw.hidden_act ?? 'quick_gelu';
-  if (act !== 'gelu' && act !== 'quick_gelu') throw new Error(`${file}: hidden_act ${JSON.stringify(act)} is not supported (lora-train implements "gelu" and "quick_gelu")`);
+  if (act !== 'gelu' && act !== 'quick_gelu')
+    throw new Error(
+      `${file}: hidden_act ${JSON.stringify(act)} is not supported (lora-train implements "gelu" and "quick_gelu")`,
+    );
   const eps = raw.layer_norm_eps ?? 1e-5;
-  if (typeof eps !== 'number' || !(eps > 0)) throw new Error(`${file}: layer_norm_eps must be a positive number, got ${JSON.stringify(eps)}`);
+  if (typeof eps !== 'number' || !(eps > 0))
+    throw new Error(`${file}: layer_norm_eps must be a positive number, got ${JSON.stringify(eps)}`);
   const config = {
     vocab_size: int('vocab_size', 49408),
     hidden: int('hidden_size', 512),
@@ -48,7 +53,10 @@ export function readTextEncoderConfig(file: string): TextEncoderConfig {
     eps,
     quick_gelu: act === 'quick_gelu',
   };
-  if (config.hidden % config.heads) throw new Error(`${file}: hidden_size (${config.hidden}) is not divisible by num_attention_heads (${config.heads})`);
+  if (config.hidden % config.heads)
+    throw new Error(
+      `${file}: hidden_size (${config.hidden}) is not divisible by num_attention_heads (${config.heads})`,
+    );
   return config;
 }
 
@@ -69,24 +77,35 @@ export class TextEncoder {
     const device = options.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda') invalid('loadTextEncoder', "'cpu' or 'cuda'", 'device', device);
     const folder = textEncoderFolder(dir);
-    if (!existsSync(join(folder, 'config.json'))) throw new Error(`${dir}: no text encoder here (looked for text_encoder/config.json and config.json)`);
+    if (!existsSync(join(folder, 'config.json')))
+      throw new Error(`${dir}: no text encoder here (looked for text_encoder/config.json and config.json)`);
     const config = readTextEncoderConfig(join(folder, 'config.json'));
-    const Ctor = (native() as unknown as { TextEncoder: new (device: string, config: TextEncoderConfig) => NativeTextEncoder }).TextEncoder;
+    const Ctor = (
+      native() as unknown as { TextEncoder: new (device: string, config: TextEncoderConfig) => NativeTextEncoder }
+    ).TextEncoder;
     const model = new Ctor(device, config);
     // position_ids is a buffer some checkpoints carry; it holds nothing to load.
-    loadCheckedWeights(folder, weightFiles(folder, 'model'), model, (name) => name === 'text_model.embeddings.position_ids');
+    loadCheckedWeights(
+      folder,
+      weightFiles(folder, 'model'),
+      model,
+      (name) => name === 'text_model.embeddings.position_ids',
+    );
     return new TextEncoder(config, model);
   }
 
   /** Random weights (CLIP's init: normal 0.02, LayerNorm 1 and 0) from a seed, for benchmarks. */
   static random(config: TextEncoderConfig, seed = 0): TextEncoder {
-    const Ctor = (native() as unknown as { TextEncoder: new (device: string, config: TextEncoderConfig) => NativeTextEncoder }).TextEncoder;
+    const Ctor = (
+      native() as unknown as { TextEncoder: new (device: string, config: TextEncoderConfig) => NativeTextEncoder }
+    ).TextEncoder;
     const model = new Ctor('cpu', config);
     const rng = new Rng(seed);
     for (const p of model.parameters()) {
       const n = p.shape.reduce((a, b) => a * b, 1);
       const norm = /layer_norm|final_layer_norm/.test(p.name);
-      const value = () => (norm ? (p.name.endsWith('.weight') ? 1 : 0) : p.name.endsWith('.bias') ? 0 : rng.normal() * 0.02);
+      const value = () =>
+        norm ? (p.name.endsWith('.weight') ? 1 : 0) : p.name.endsWith('.bias') ? 0 : rng.normal() * 0.02;
       model.setParameter(p.name, Float32Array.from({ length: n }, value));
     }
     return new TextEncoder(config, model);
@@ -95,7 +114,8 @@ export class TextEncoder {
   /** last_hidden_state (B, T, hidden) for a tokenized batch. */
   async encode(batch: TokenizedBatch): Promise<Tensor> {
     const { batch: B, maxLength: T } = batch;
-    if (T > this.config.max_positions) invalid('encode', `at most ${this.config.max_positions} tokens`, 'batch.maxLength', T, RangeError);
+    if (T > this.config.max_positions)
+      invalid('encode', `at most ${this.config.max_positions} tokens`, 'batch.maxLength', T, RangeError);
     const out = new Float32Array(B * T * this.config.hidden);
     await this.model.encode(out, batch.ids, batch.mask, B, T);
     return { data: out, shape: [B, T, this.config.hidden] };

@@ -34,13 +34,41 @@ export const TINY_IMAGE_ENCODER: ImageEncoderConfig = {
 
 /** Writes the stack into `dir` (prior/, text_encoder/, tokenizer/, image_encoder/) and returns
  * the paths a config needs. */
-export function createTinyStack(dir: string, options: TinyStackOptions): { snapshot: string; imageEncoder: string; imageEncoderConfig: string } {
+export function createTinyStack(
+  dir: string,
+  options: TinyStackOptions,
+): { snapshot: string; imageEncoder: string; imageEncoderConfig: string } {
   const rng = new Rng(options.seed ?? 0);
-  const prior: PriorConfig = { c_in: 16, c: 64, c_cond: 64, c_r: 64, depth: 2, nhead: 4, dropout: 0.1, ...options.prior };
-  const text: TextEncoderConfig = { vocab_size: 49408, hidden: prior.c_cond, layers: 2, heads: 4, intermediate: 4 * prior.c_cond, max_positions: 77, eps: 1e-5, quick_gelu: false, ...options.textEncoder };
+  const prior: PriorConfig = {
+    c_in: 16,
+    c: 64,
+    c_cond: 64,
+    c_r: 64,
+    depth: 2,
+    nhead: 4,
+    dropout: 0.1,
+    ...options.prior,
+  };
+  const text: TextEncoderConfig = {
+    vocab_size: 49408,
+    hidden: prior.c_cond,
+    layers: 2,
+    heads: 4,
+    intermediate: 4 * prior.c_cond,
+    max_positions: 77,
+    eps: 1e-5,
+    quick_gelu: false,
+    ...options.textEncoder,
+  };
   const image = options.imageEncoder ?? TINY_IMAGE_ENCODER;
 
-  const write = (folder: string, file: string, config: object, shapes: { name: string; shape: number[] }[], init: (name: string, shape: number[]) => Float32Array) => {
+  const write = (
+    folder: string,
+    file: string,
+    config: object,
+    shapes: { name: string; shape: number[] }[],
+    init: (name: string, shape: number[]) => Float32Array,
+  ) => {
     mkdirSync(folder, { recursive: true });
     writeFileSync(join(folder, 'config.json'), JSON.stringify(config, null, 2));
     const tensors: Record<string, WritableTensor> = {};
@@ -54,13 +82,29 @@ export function createTinyStack(dir: string, options: TinyStackOptions): { snaps
   };
   const priorShapes = new nativeAddon.Prior('cpu', prior).parameters();
   const priorValues = new Map(priorDefaultInit(priorShapes, rng));
-  write(join(dir, 'prior'), 'diffusion_pytorch_model.safetensors', { _class_name: 'WuerstchenPrior', _diffusers_version: '0.30.3', ...prior }, priorShapes, (name) => priorValues.get(name)!);
+  write(
+    join(dir, 'prior'),
+    'diffusion_pytorch_model.safetensors',
+    { _class_name: 'WuerstchenPrior', _diffusers_version: '0.30.3', ...prior },
+    priorShapes,
+    (name) => priorValues.get(name)!,
+  );
 
   const textShapes = new nativeAddon.TextEncoder('cpu', text).parameters();
   const textConfig = {
-    architectures: ['CLIPTextModel'], model_type: 'clip_text_model', vocab_size: text.vocab_size, hidden_size: text.hidden, intermediate_size: text.intermediate,
-    num_hidden_layers: text.layers, num_attention_heads: text.heads, max_position_embeddings: text.max_positions, layer_norm_eps: text.eps,
-    hidden_act: text.quick_gelu ? 'quick_gelu' : 'gelu', bos_token_id: 49406, eos_token_id: 49407, pad_token_id: 1,
+    architectures: ['CLIPTextModel'],
+    model_type: 'clip_text_model',
+    vocab_size: text.vocab_size,
+    hidden_size: text.hidden,
+    intermediate_size: text.intermediate,
+    num_hidden_layers: text.layers,
+    num_attention_heads: text.heads,
+    max_position_embeddings: text.max_positions,
+    layer_norm_eps: text.eps,
+    hidden_act: text.quick_gelu ? 'quick_gelu' : 'gelu',
+    bos_token_id: 49406,
+    eos_token_id: 49407,
+    pad_token_id: 1,
   };
   write(join(dir, 'text_encoder'), 'model.safetensors', textConfig, textShapes, (name, shape) => {
     const n = shape.reduce((a, b) => a * b, 1);
@@ -72,9 +116,29 @@ export function createTinyStack(dir: string, options: TinyStackOptions): { snaps
   mkdirSync(join(dir, 'tokenizer'), { recursive: true });
   for (const f of ['tokenizer.json', 'special_tokens_map.json', 'tokenizer_config.json'])
     if (existsSync(join(options.tokenizer, f))) copyFileSync(join(options.tokenizer, f), join(dir, 'tokenizer', f));
-  writeFileSync(join(dir, 'model_index.json'), JSON.stringify({ _class_name: 'WuerstchenPriorPipeline', _diffusers_version: '0.30.3', prior: ['diffusers', 'WuerstchenPrior'], text_encoder: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'CLIPTokenizerFast'], scheduler: ['diffusers', 'DDPMWuerstchenScheduler'], latent_mean: 42.0, latent_std: 1.0, resolution_multiple: 42.67 }, null, 2));
+  writeFileSync(
+    join(dir, 'model_index.json'),
+    JSON.stringify(
+      {
+        _class_name: 'WuerstchenPriorPipeline',
+        _diffusers_version: '0.30.3',
+        prior: ['diffusers', 'WuerstchenPrior'],
+        text_encoder: ['transformers', 'CLIPTextModel'],
+        tokenizer: ['transformers', 'CLIPTokenizerFast'],
+        scheduler: ['diffusers', 'DDPMWuerstchenScheduler'],
+        latent_mean: 42.0,
+        latent_std: 1.0,
+        resolution_multiple: 42.67,
+      },
+      null,
+      2,
+    ),
+  );
   mkdirSync(join(dir, 'scheduler'), { recursive: true });
-  writeFileSync(join(dir, 'scheduler', 'scheduler_config.json'), JSON.stringify({ _class_name: 'DDPMWuerstchenScheduler', s: 0.008, scaler: 1.0 }, null, 2));
+  writeFileSync(
+    join(dir, 'scheduler', 'scheduler_config.json'),
+    JSON.stringify({ _class_name: 'DDPMWuerstchenScheduler', s: 0.008, scaler: 1.0 }, null, 2),
+  );
 
   const imageDir = join(dir, 'image_encoder');
   mkdirSync(imageDir, { recursive: true });
@@ -82,7 +146,8 @@ export function createTinyStack(dir: string, options: TinyStackOptions): { snaps
   for (const [name, shape] of expectedKeys(image)) {
     const n = shape.reduce((a, b) => a * b, 1);
     if (name.endsWith('num_batches_tracked')) tensors[name] = { data: new Float32Array(1), shape, dtype: 'I64' };
-    else if (name.endsWith('running_var') || (name.endsWith('.weight') && shape.length === 1)) tensors[name] = { data: new Float32Array(n).fill(1), shape };
+    else if (name.endsWith('running_var') || (name.endsWith('.weight') && shape.length === 1))
+      tensors[name] = { data: new Float32Array(n).fill(1), shape };
     else if (shape.length === 1) tensors[name] = { data: new Float32Array(n), shape };
     else {
       // Kaiming-normal fan-out, torchvision's init for EfficientNet convolutions
@@ -92,5 +157,9 @@ export function createTinyStack(dir: string, options: TinyStackOptions): { snaps
   }
   writeSafetensors(join(imageDir, 'effnet.safetensors'), tensors, { format: 'pt' });
   writeFileSync(join(imageDir, 'config.json'), JSON.stringify(image, null, 1));
-  return { snapshot: dir, imageEncoder: join(imageDir, 'effnet.safetensors'), imageEncoderConfig: join(imageDir, 'config.json') };
+  return {
+    snapshot: dir,
+    imageEncoder: join(imageDir, 'effnet.safetensors'),
+    imageEncoderConfig: join(imageDir, 'config.json'),
+  };
 }

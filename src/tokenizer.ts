@@ -19,7 +19,8 @@ export interface TokenizedBatch {
 
 function specialToken(value: unknown): string | undefined {
   if (typeof value === 'string') return value;
-  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') return (value as { content: string }).content;
+  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string')
+    return (value as { content: string }).content;
   return undefined;
 }
 
@@ -39,7 +40,10 @@ export class ClipTokenizer {
   static load(dir: string, maxLength = 77): ClipTokenizer {
     const folder = tokenizerFolder(dir);
     const file = join(folder, 'tokenizer.json');
-    if (!existsSync(file)) throw new Error(`${folder}: no tokenizer.json (lora-train reads the fast tokenizer's file; transformers writes it with save_pretrained)`);
+    if (!existsSync(file))
+      throw new Error(
+        `${folder}: no tokenizer.json (lora-train reads the fast tokenizer's file; transformers writes it with save_pretrained)`,
+      );
     const tokenizer = Tokenizer.fromFile(file);
     let pad: string | undefined;
     for (const config of ['special_tokens_map.json', 'tokenizer_config.json']) {
@@ -48,7 +52,8 @@ export class ClipTokenizer {
     }
     pad ??= '<|endoftext|>';
     const padId = tokenizer.tokenToId(pad);
-    if (padId === null || padId === undefined) throw new Error(`${file}: the pad token ${pad} is not in the vocabulary`);
+    if (padId === null || padId === undefined)
+      throw new Error(`${file}: the pad token ${pad} is not in the vocabulary`);
     tokenizer.setTruncation(maxLength);
     tokenizer.setPadding({ maxLength, padId, padToken: pad });
     return new ClipTokenizer(tokenizer, maxLength, padId);
@@ -59,14 +64,16 @@ export class ClipTokenizer {
   }
 
   async encode(texts: string[]): Promise<TokenizedBatch> {
-    if (!Array.isArray(texts) || !texts.every((t) => typeof t === 'string')) throw new TypeError(`tokenize: Expected an array of strings for texts but received ${typeof texts}`);
+    if (!Array.isArray(texts) || !texts.every((t) => typeof t === 'string'))
+      throw new TypeError(`tokenize: Expected an array of strings for texts but received ${typeof texts}`);
     const encodings = await this.tokenizer.encodeBatch(texts);
     const ids = new Int32Array(texts.length * this.maxLength);
     const mask = new Uint8Array(texts.length * this.maxLength);
     encodings.forEach((e, b) => {
       const row = e.getIds();
       const m = e.getAttentionMask();
-      if (row.length !== this.maxLength) throw new Error(`tokenize: got ${row.length} tokens for text ${b}, expected ${this.maxLength}`);
+      if (row.length !== this.maxLength)
+        throw new Error(`tokenize: got ${row.length} tokens for text ${b}, expected ${this.maxLength}`);
       ids.set(row, b * this.maxLength);
       mask.set(m, b * this.maxLength);
     });

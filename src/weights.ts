@@ -25,7 +25,8 @@ export function weightFiles(folder: string, stem: string): string[] {
     }
     if (!map || typeof map !== 'object') throw new Error(`${index}: has no weight_map`);
     const shards = [...new Set(Object.values(map))].sort();
-    for (const shard of shards) if (!existsSync(join(folder, shard))) throw new Error(`${index}: names shard ${shard}, which is missing`);
+    for (const shard of shards)
+      if (!existsSync(join(folder, shard))) throw new Error(`${index}: names shard ${shard}, which is missing`);
     return shards.map((s) => join(folder, s));
   }
   throw new Error(`${folder}: no weights (looked for ${stem}.safetensors and ${stem}.safetensors.index.json)`);
@@ -34,7 +35,12 @@ export function weightFiles(folder: string, stem: string): string[] {
 /** Copies every tensor of `files` into the model, converting F16/BF16/F64 to F32. Missing,
  * unexpected (unless `ignore` says so) and wrongly shaped tensors are collected and reported
  * together, naming each tensor and both shapes. */
-export function loadCheckedWeights(what: string, files: string[], model: ParameterSink, ignore: (name: string) => boolean = () => false): void {
+export function loadCheckedWeights(
+  what: string,
+  files: string[],
+  model: ParameterSink,
+  ignore: (name: string) => boolean = () => false,
+): void {
   const expected = new Map(model.parameters().map((p) => [p.name, p.shape]));
   const seen = new Set<string>();
   const problems: string[] = [];
@@ -50,7 +56,9 @@ export function loadCheckedWeights(what: string, files: string[], model: Paramet
         if (seen.has(name)) problems.push(`tensor ${name} appears twice (again in ${basename(file)})`);
         seen.add(name);
         if (shapeText(shape) !== shapeText(entry.shape)) {
-          problems.push(`tensor ${name} has shape ${shapeText(entry.shape)} in ${basename(file)}, the config needs ${shapeText(shape)}`);
+          problems.push(
+            `tensor ${name} has shape ${shapeText(entry.shape)} in ${basename(file)}, the config needs ${shapeText(shape)}`,
+          );
           continue;
         }
         model.setParameter(name, reader.read(name).data);
@@ -59,7 +67,8 @@ export function loadCheckedWeights(what: string, files: string[], model: Paramet
       reader.close();
     }
   }
-  for (const [name, shape] of expected) if (!seen.has(name)) problems.push(`missing tensor ${name} ${shapeText(shape)}`);
+  for (const [name, shape] of expected)
+    if (!seen.has(name)) problems.push(`missing tensor ${name} ${shapeText(shape)}`);
   if (problems.length) throw new Error(`${what}: the weights do not fit config.json:\n  - ${problems.join('\n  - ')}`);
 }
 

@@ -9,13 +9,25 @@ import { expectClose, fixturesDir } from './helpers.js';
 
 const bin = join(import.meta.dirname, '..', 'bin', 'lora-train.js');
 const run = (...args: string[]) => runWith({}, ...args);
-const runWith = (env: Record<string, string>, ...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+const runWith = (env: Record<string, string>, ...args: string[]) =>
+  spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
 
 describe('lora-train CLI', () => {
   it('--help lists every training option', () => {
     const r = run('--help');
     expect(r.status).toBe(0);
-    for (const option of ['--config', '--work-dir', '--cfg-options', '--resume', '--device', '--mixed-precision', '--seed', 'info', 'convert']) expect(r.stdout).toContain(option);
+    for (const option of [
+      '--config',
+      '--work-dir',
+      '--cfg-options',
+      '--resume',
+      '--device',
+      '--mixed-precision',
+      '--seed',
+      'info',
+      'convert',
+    ])
+      expect(r.stdout).toContain(option);
   });
 
   it('info reports the built backends and the CPU kernel set', () => {
@@ -33,7 +45,9 @@ describe('lora-train CLI', () => {
     expect(JSON.parse(generic.stdout).cpu.kernels).toBe('generic');
     const impossible = runWith({ LORA_TRAIN_CPU_KERNEL: 'avx9' }, 'info');
     expect(impossible.status).toBe(1);
-    expect(impossible.stderr).toMatch(/LORA_TRAIN_CPU_KERNEL=avx9 is not available on this CPU \(available: .*generic\)/);
+    expect(impossible.stderr).toMatch(
+      /LORA_TRAIN_CPU_KERNEL=avx9 is not available on this CPU \(available: .*generic\)/,
+    );
   });
 
   it('convert writes a checkpoint key as safetensors that the image encoder loads', async () => {
@@ -43,7 +57,9 @@ describe('lora-train CLI', () => {
     expect(r.stdout).toMatch(/wrote \d+ tensors to/);
     const st = readSafetensors(out);
     expect(st.entries.get('backbone.0.1.num_batches_tracked')?.dtype).toBe('I64');
-    const config = JSON.parse(readFileSync(join(fixturesDir, 'image_encoder', 'tiny_effnet.config.json'), 'utf8')) as ImageEncoderConfig;
+    const config = JSON.parse(
+      readFileSync(join(fixturesDir, 'image_encoder', 'tiny_effnet.config.json'), 'utf8'),
+    ) as ImageEncoderConfig;
     const ref = readSafetensors(join(fixturesDir, 'image_encoder', 'reference.safetensors'));
     const encoder = ImageEncoder.load(out, config);
     expectClose('latents', await encoder.encode(getTensor(ref, 'images')), getTensor(ref, 'out'), 1e-4);
@@ -53,9 +69,15 @@ describe('lora-train CLI', () => {
   });
 
   it('train <name> resolves a shipped config like diffengine, and reports a missing model clearly', () => {
-    const r = runWith({ HF_HUB_CACHE: join(tmpdir(), 'lora-train-empty-hub') }, 'train', 'wuerstchen_prior_lora_pokemon_blip');
+    const r = runWith(
+      { HF_HUB_CACHE: join(tmpdir(), 'lora-train-empty-hub') },
+      'train',
+      'wuerstchen_prior_lora_pokemon_blip',
+    );
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/model 'warp-ai\/wuerstchen-prior' is neither a folder nor in the local Hugging Face cache/);
+    expect(r.stderr).toMatch(
+      /model 'warp-ai\/wuerstchen-prior' is neither a folder nor in the local Hugging Face cache/,
+    );
   });
 
   it('rejects unknown options and bad choices with the help text', () => {
@@ -67,6 +89,8 @@ describe('lora-train CLI', () => {
     expect(device.stderr).toMatch(/Invalid values:\s+Argument: device, Given: "tpu", Choices: "cpu", "cuda"/);
     const precision = run('--mixed-precision', 'fp8');
     expect(precision.status).toBe(2);
-    expect(precision.stderr).toMatch(/Invalid values:\s+Argument: mixed-precision, Given: "fp8", Choices: "no", "bf16", "fp16"/);
+    expect(precision.stderr).toMatch(
+      /Invalid values:\s+Argument: mixed-precision, Given: "fp8", Choices: "no", "bf16", "fp16"/,
+    );
   });
 });

@@ -13,16 +13,30 @@ describe('configs', () => {
     expect(name).toBe('wuerstchen_prior_lora_pokemon_blip');
     expect(config.train_dataloader?.batch_size).toBe(8);
     expect(config.train_cfg?.max_epochs).toBe(50);
-    expect(config.model?.prior_lora_config).toMatchObject({ r: 8, lora_alpha: 8, target_modules: ['to_q', 'to_k', 'to_v', 'to_out.0'] });
+    expect(config.model?.prior_lora_config).toMatchObject({
+      r: 8,
+      lora_alpha: 8,
+      target_modules: ['to_q', 'to_k', 'to_v', 'to_out.0'],
+    });
     expect(config.optim_wrapper?.optimizer).toMatchObject({ lr: 1e-4, weight_decay: 1e-2 });
     expect(config.optim_wrapper?.clip_grad?.max_norm).toBe(1);
     expect(config.optim_wrapper?.type).toBeUndefined(); // diffengine replaces the schedule's AmpOptimWrapper
     expect(trainingPrecision(config, 'cuda')).toBe('fp32');
-    expect(config.train_dataloader?.dataset?.pipeline?.map((t) => t.type)).toEqual(['torchvision/Resize', 'RandomCrop', 'RandomHorizontalFlip', 'torchvision/ToTensor', 'torchvision/Normalize', 'PackInputs']);
+    expect(config.train_dataloader?.dataset?.pipeline?.map((t) => t.type)).toEqual([
+      'torchvision/Resize',
+      'RandomCrop',
+      'RandomHorizontalFlip',
+      'torchvision/ToTensor',
+      'torchvision/Normalize',
+      'PackInputs',
+    ]);
   });
 
   it('loads a user TypeScript config with defineConfig: deep merge, _delete_, overrides', async () => {
-    const { config } = await loadConfig(join(dir, 'user_config.ts'), ['train_dataloader.batch_size=2', 'model.prior_lora_config.target_modules=to_q,to_v']);
+    const { config } = await loadConfig(join(dir, 'user_config.ts'), [
+      'train_dataloader.batch_size=2',
+      'model.prior_lora_config.target_modules=to_q,to_v',
+    ]);
     expect(config.optim_wrapper?.optimizer).toMatchObject({ type: 'AdamW', lr: 5e-5, weight_decay: 1e-2 }); // merged key by key
     expect(config.train_cfg).toEqual({ by_epoch: false, max_epochs: 50, max_iters: 300 });
     expect(config.train_dataloader?.dataset).toEqual({ dataset: 'some/dataset', caption_column: 'caption' }); // replaced whole
@@ -31,21 +45,35 @@ describe('configs', () => {
   });
 
   it('names the key, the file and a likely fix for unknown keys and wrong types', async () => {
-    await expect(loadConfig(join(dir, 'typo.json'))).rejects.toThrow(new ConfigError(`${join(dir, 'typo.json')}: unknown key 'train_dataloader.dataset.caption_colum' (did you mean 'train_dataloader.dataset.caption_column'?)`));
-    await expect(loadConfig(join(dir, 'user_config.ts'), ['train_cfg.max_iters=many'])).rejects.toThrow("--cfg-options train_cfg.max_iters=many: 'train_cfg.max_iters' must be a positive integer, got \"many\"");
-    await expect(loadConfig(join(dir, 'user_config.ts'), ['lr_scheduler.type=exponential'])).rejects.toThrow(`'lr_scheduler.type' must be one of "constant", "constant_with_warmup", "linear", "cosine", got "exponential"`);
-    await expect(loadConfig('no_such_config')).rejects.toThrow(/no config file 'no_such_config' and no shipped config of that name \(shipped: .*wuerstchen_prior_lora_pokemon_blip/);
+    await expect(loadConfig(join(dir, 'typo.json'))).rejects.toThrow(
+      new ConfigError(
+        `${join(dir, 'typo.json')}: unknown key 'train_dataloader.dataset.caption_colum' (did you mean 'train_dataloader.dataset.caption_column'?)`,
+      ),
+    );
+    await expect(loadConfig(join(dir, 'user_config.ts'), ['train_cfg.max_iters=many'])).rejects.toThrow(
+      '--cfg-options train_cfg.max_iters=many: \'train_cfg.max_iters\' must be a positive integer, got "many"',
+    );
+    await expect(loadConfig(join(dir, 'user_config.ts'), ['lr_scheduler.type=exponential'])).rejects.toThrow(
+      `'lr_scheduler.type' must be one of "constant", "constant_with_warmup", "linear", "cosine", got "exponential"`,
+    );
+    await expect(loadConfig('no_such_config')).rejects.toThrow(
+      /no config file 'no_such_config' and no shipped config of that name \(shipped: .*wuerstchen_prior_lora_pokemon_blip/,
+    );
   });
 
   it('chooses the precision from mixed_precision, else an AmpOptimWrapper on CUDA', async () => {
     const { config } = await loadConfig('wuerstchen_prior_lora_pokemon_blip', ['mixed_precision=bf16']);
     expect(trainingPrecision(config, 'cuda')).toBe('bf16');
     expect(trainingPrecision(config, 'cpu')).toBe('bf16');
-    expect(trainingPrecision({ mixed_precision: 'no', optim_wrapper: { type: 'AmpOptimWrapper' } }, 'cuda')).toBe('fp32');
+    expect(trainingPrecision({ mixed_precision: 'no', optim_wrapper: { type: 'AmpOptimWrapper' } }, 'cuda')).toBe(
+      'fp32',
+    );
     expect(trainingPrecision({ optim_wrapper: { type: 'AmpOptimWrapper' } }, 'cuda')).toBe('fp16'); // mmengine's default dtype
     expect(trainingPrecision({ optim_wrapper: { type: 'AmpOptimWrapper', dtype: 'bfloat16' } }, 'cuda')).toBe('bf16');
     expect(trainingPrecision({ optim_wrapper: { type: 'AmpOptimWrapper', dtype: 'bfloat16' } }, 'cpu')).toBe('fp32');
-    await expect(loadConfig('wuerstchen_prior_lora_pokemon_blip', ['mixed_precision=fp8'])).rejects.toThrow(`'mixed_precision' must be one of "no", "bf16", "fp16", got "fp8"`);
+    await expect(loadConfig('wuerstchen_prior_lora_pokemon_blip', ['mixed_precision=fp8'])).rejects.toThrow(
+      `'mixed_precision' must be one of "no", "bf16", "fp16", got "fp8"`,
+    );
   });
 
   it('parses --cfg-options values as JSON, lists, or strings', () => {

@@ -14,13 +14,16 @@ const binary = join(import.meta.dirname, '..', 'build-emulator', 'Release', 'lor
 process.env.LORA_TRAIN_NATIVE = binary;
 const { parityCases } = await import('../bench/parity.js');
 const { backendInfo } = await import('../src/ops.js');
-const { expectCudaMatchesCpu, fixturesDir, logLosses, tinyTrainingConfig, useFixtureHubCache } = await import('./helpers.js');
+const { expectCudaMatchesCpu, fixturesDir, logLosses, tinyTrainingConfig, useFixtureHubCache } =
+  await import('./helpers.js');
 const { loadConfig } = await import('../src/config.js');
 const { createTinyStack } = await import('../src/tiny.js');
 const { train } = await import('../src/train.js');
 
 it('loads the emulator build', () => {
-  expect(existsSync(binary), `${binary} is missing: build it with \`npm run build:emulator\` (npm test does)`).toBe(true);
+  expect(existsSync(binary), `${binary} is missing: build it with \`npm run build:emulator\` (npm test does)`).toBe(
+    true,
+  );
   const info = backendInfo();
   expect(info.cuda).toBe(true);
   expect(info.cudaDevice).toMatch(/emulated on the CPU/);
@@ -37,38 +40,76 @@ const schedules = [
   { order: 'reverse', cublaslt: '' },
   { order: 'interleaved', cublaslt: 'no-bias-epilogue,no-lowp' },
 ];
-describe.each(schedules)('cuda backend in the CPU emulator ($order order) against the cpu backend', ({ order, cublaslt }) => {
-  beforeAll(() => {
-    process.env.LORA_TRAIN_EMULATOR_ORDER = order;
-    process.env.LORA_TRAIN_EMULATOR_CUBLASLT = cublaslt;
-  });
-  afterAll(() => {
-    delete process.env.LORA_TRAIN_EMULATOR_ORDER;
-    delete process.env.LORA_TRAIN_EMULATOR_CUBLASLT;
-  });
-  it.each(parityCases(fixturesDir).map((c) => [c.name, c] as const))('%s', async (_, c) => expectCudaMatchesCpu(c), 120_000);
-});
+describe.each(schedules)(
+  'cuda backend in the CPU emulator ($order order) against the cpu backend',
+  ({ order, cublaslt }) => {
+    beforeAll(() => {
+      process.env.LORA_TRAIN_EMULATOR_ORDER = order;
+      process.env.LORA_TRAIN_EMULATOR_CUBLASLT = cublaslt;
+    });
+    afterAll(() => {
+      delete process.env.LORA_TRAIN_EMULATOR_ORDER;
+      delete process.env.LORA_TRAIN_EMULATOR_CUBLASLT;
+    });
+    it.each(parityCases(fixturesDir).map((c) => [c.name, c] as const))(
+      '%s',
+      async (_, c) => expectCudaMatchesCpu(c),
+      120_000,
+    );
+  },
+);
 
 // The training job on the emulated device: encoders, embedding cache, steps, AdamW, checkpoints.
 describe('training on the emulated cuda device', () => {
   const root = mkdtempSync(join(tmpdir(), 'lora-train-emulator-'));
-  const stack = createTinyStack(join(root, 'stack'), { seed: 1, tokenizer: join(fixturesDir, '..', '..', 'assets', 'clip-tokenizer') });
+  const stack = createTinyStack(join(root, 'stack'), {
+    seed: 1,
+    tokenizer: join(fixturesDir, '..', '..', 'assets', 'clip-tokenizer'),
+  });
   useFixtureHubCache();
 
   // Relative tolerances per logged loss; bf16 attention runs on (emulated) tensor cores.
-  it.each([['no', 1e-4], ['bf16', 1e-3]] as const)('mixed_precision %s: logs the cpu run\'s losses, and resumes exactly', async (precision, tolerance) => {
-    const file = join(root, `${precision}.json`);
-    const checkpoint = { checkpoint: { interval: 3, by_epoch: false, max_keep_ckpts: 2 }, logger: { interval: 100 } };
-    writeFileSync(file, JSON.stringify(tinyTrainingConfig(stack, { mixed_precision: precision, train_cfg: { by_epoch: false, max_iters: 6 }, default_hooks: checkpoint })));
-    const run = async (device: 'cpu' | 'cuda', workDir: string, more: { stopAfter?: number; resume?: 'auto' } = {}) =>
-      train({ config: await loadConfig(file), workDir: join(root, precision, workDir), log: () => undefined, cacheDir: join(root, precision, `cache-${device}`), device, ...more });
-    await run('cpu', 'cpu');
-    await run('cuda', 'cuda');
-    const [cpu, cuda] = [logLosses(join(root, precision, 'cpu')), logLosses(join(root, precision, 'cuda'))];
-    expect(cuda.map((l) => l.step)).toEqual([1, 2, 3, 4, 5, 6]);
-    cuda.forEach((l, i) => expect(Math.abs(l.loss - cpu[i]!.loss), `step ${l.step}: ${l.loss} against ${cpu[i]!.loss}`).toBeLessThanOrEqual(tolerance * cpu[i]!.loss));
-    await run('cuda', 'split', { stopAfter: 3 });
-    await run('cuda', 'split', { resume: 'auto' });
-    expect(logLosses(join(root, precision, 'split'))).toEqual(cuda);
-  }, 120_000);
+  it.each([
+    ['no', 1e-4],
+    ['bf16', 1e-3],
+  ] as const)(
+    "mixed_precision %s: logs the cpu run's losses, and resumes exactly",
+    async (precision, tolerance) => {
+      const file = join(root, `${precision}.json`);
+      const checkpoint = { checkpoint: { interval: 3, by_epoch: false, max_keep_ckpts: 2 }, logger: { interval: 100 } };
+      writeFileSync(
+        file,
+        JSON.stringify(
+          tinyTrainingConfig(stack, {
+            mixed_precision: precision,
+            train_cfg: { by_epoch: false, max_iters: 6 },
+            default_hooks: checkpoint,
+          }),
+        ),
+      );
+      const run = async (device: 'cpu' | 'cuda', workDir: string, more: { stopAfter?: number; resume?: 'auto' } = {}) =>
+        train({
+          config: await loadConfig(file),
+          workDir: join(root, precision, workDir),
+          log: () => undefined,
+          cacheDir: join(root, precision, `cache-${device}`),
+          device,
+          ...more,
+        });
+      await run('cpu', 'cpu');
+      await run('cuda', 'cuda');
+      const [cpu, cuda] = [logLosses(join(root, precision, 'cpu')), logLosses(join(root, precision, 'cuda'))];
+      expect(cuda.map((l) => l.step)).toEqual([1, 2, 3, 4, 5, 6]);
+      cuda.forEach((l, i) =>
+        expect(
+          Math.abs(l.loss - cpu[i]!.loss),
+          `step ${l.step}: ${l.loss} against ${cpu[i]!.loss}`,
+        ).toBeLessThanOrEqual(tolerance * cpu[i]!.loss),
+      );
+      await run('cuda', 'split', { stopAfter: 3 });
+      await run('cuda', 'split', { resume: 'auto' });
+      expect(logLosses(join(root, precision, 'split'))).toEqual(cuda);
+    },
+    120_000,
+  );
 });

@@ -9,10 +9,19 @@ import { ImageTransform } from '../src/data/transforms.js';
 import { Rng } from '../src/rng.js';
 import { fixturesDir } from './helpers.js';
 
-const hubDataset = join(fixturesDir, 'datasets', 'hub', 'datasets--tiny--disc-captions', 'snapshots', '0123456789abcdef0123456789abcdef01234567');
+const hubDataset = join(
+  fixturesDir,
+  'datasets',
+  'hub',
+  'datasets--tiny--disc-captions',
+  'snapshots',
+  '0123456789abcdef0123456789abcdef01234567',
+);
 
 async function png(file: string, width: number, height: number, rgb: [number, number, number]) {
-  await sharp({ create: { width, height, channels: 3, background: { r: rgb[0], g: rgb[1], b: rgb[2] } } }).png().toFile(file);
+  await sharp({ create: { width, height, channels: 3, background: { r: rgb[0], g: rgb[1], b: rgb[2] } } })
+    .png()
+    .toFile(file);
 }
 
 describe('datasets', () => {
@@ -21,7 +30,14 @@ describe('datasets', () => {
     process.env.HF_HUB_CACHE = join(fixturesDir, 'datasets', 'hub');
     try {
       const items = await loadDataset('tiny/disc-captions');
-      expect(items.map((i) => i.captions[0])).toEqual(['a red disc on stripes', 'a green disc on stripes', 'a blue disc on stripes', 'a yellow disc on stripes', 'a purple disc on stripes', 'a cyan disc on stripes']);
+      expect(items.map((i) => i.captions[0])).toEqual([
+        'a red disc on stripes',
+        'a green disc on stripes',
+        'a blue disc on stripes',
+        'a yellow disc on stripes',
+        'a purple disc on stripes',
+        'a cyan disc on stripes',
+      ]);
       expect((await sharp(await items[0]!.image()).metadata()).width).toBe(48);
     } finally {
       if (saved === undefined) delete process.env.HF_HUB_CACHE;
@@ -36,7 +52,10 @@ describe('datasets', () => {
     const jsonl = join(root, 'jsonl');
     mkdirSync(jsonl);
     await png(join(jsonl, 'a.png'), 8, 8, [1, 2, 3]);
-    writeFileSync(join(jsonl, 'metadata.jsonl'), `${JSON.stringify({ file_name: 'a.png', caption: ['one', 'two'] })}\n`);
+    writeFileSync(
+      join(jsonl, 'metadata.jsonl'),
+      `${JSON.stringify({ file_name: 'a.png', caption: ['one', 'two'] })}\n`,
+    );
     expect((await loadDataset(jsonl, { captionColumn: 'caption' }))[0]!.captions).toEqual(['one', 'two']);
     await expect(loadDataset(jsonl)).rejects.toThrow(/no caption column 'text' \(keys: file_name, caption\)/);
     const csv = join(root, 'csv');
@@ -58,12 +77,27 @@ describe('transforms', () => {
   const normalize = { type: 'torchvision/Normalize', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
   it('resizes the shorter side, crops, flips with probability p and normalises', async () => {
-    const t = new ImageTransform([{ type: 'torchvision/Resize', size: 32 }, { type: 'CenterCrop', size: 32 }, { type: 'RandomHorizontalFlip', p: 1 }, normalize], 'test');
-    expect(t.plan({ width: 96, height: 64 }, new Rng(1), 'x')).toEqual({ resize: [48, 32], crop: { left: 8, top: 0, width: 32, height: 32 }, flip: true });
+    const t = new ImageTransform(
+      [
+        { type: 'torchvision/Resize', size: 32 },
+        { type: 'CenterCrop', size: 32 },
+        { type: 'RandomHorizontalFlip', p: 1 },
+        normalize,
+      ],
+      'test',
+    );
+    expect(t.plan({ width: 96, height: 64 }, new Rng(1), 'x')).toEqual({
+      resize: [48, 32],
+      crop: { left: 8, top: 0, width: 32, height: 32 },
+      flip: true,
+    });
     // left half red, right half blue: after the flip, blue comes first
     const raw = Buffer.alloc(96 * 64 * 3);
-    for (let y = 0; y < 64; y++) for (let x = 0; x < 96; x++) raw.set(x < 48 ? [255, 0, 0] : [0, 0, 255], (y * 96 + x) * 3);
-    const bytes = await sharp(raw, { raw: { width: 96, height: 64, channels: 3 } }).png().toBuffer();
+    for (let y = 0; y < 64; y++)
+      for (let x = 0; x < 96; x++) raw.set(x < 48 ? [255, 0, 0] : [0, 0, 255], (y * 96 + x) * 3);
+    const bytes = await sharp(raw, { raw: { width: 96, height: 64, channels: 3 } })
+      .png()
+      .toBuffer();
     const out = await t.apply(bytes, t.plan({ width: 96, height: 64 }, new Rng(1), 'x'));
     expect(out.length).toBe(3 * 32 * 32);
     const red = (i: number) => out[i]!;
@@ -74,7 +108,14 @@ describe('transforms', () => {
   });
 
   it('draws random crops and flips from the generator, and knows when the crop is fixed', () => {
-    const t = new ImageTransform([{ type: 'torchvision/Resize', size: 64 }, { type: 'RandomCrop', size: 64 }, { type: 'RandomHorizontalFlip', p: 0.5 }], 'test');
+    const t = new ImageTransform(
+      [
+        { type: 'torchvision/Resize', size: 64 },
+        { type: 'RandomCrop', size: 64 },
+        { type: 'RandomHorizontalFlip', p: 0.5 },
+      ],
+      'test',
+    );
     expect(t.cropVaries({ width: 64, height: 64 })).toBe(false);
     expect(t.cropVaries({ width: 100, height: 64 })).toBe(true);
     const plans = Array.from({ length: 400 }, (_, i) => t.plan({ width: 100, height: 64 }, new Rng(i), 'x'));
@@ -83,12 +124,18 @@ describe('transforms', () => {
     expect(flips).toBeLessThan(240);
     expect(new Set(plans.map((p) => p.crop.left)).size).toBeGreaterThan(20);
     expect(Math.max(...plans.map((p) => p.crop.left))).toBeLessThanOrEqual(100 - 64);
-    expect(t.plan({ width: 100, height: 64 }, new Rng(7), 'x')).toEqual(t.plan({ width: 100, height: 64 }, new Rng(7), 'x'));
+    expect(t.plan({ width: 100, height: 64 }, new Rng(7), 'x')).toEqual(
+      t.plan({ width: 100, height: 64 }, new Rng(7), 'x'),
+    );
   });
 
   it('refuses unknown transforms and crops larger than the image, naming them', () => {
-    expect(() => new ImageTransform([{ type: 'ColorJitter' }], 'cfg.ts')).toThrow("cfg.ts: train_dataloader.dataset.pipeline[0] (ColorJitter): unknown transform 'ColorJitter'");
+    expect(() => new ImageTransform([{ type: 'ColorJitter' }], 'cfg.ts')).toThrow(
+      "cfg.ts: train_dataloader.dataset.pipeline[0] (ColorJitter): unknown transform 'ColorJitter'",
+    );
     const t = new ImageTransform([{ type: 'RandomCrop', size: 64 }], 'cfg.ts');
-    expect(() => t.plan({ width: 32, height: 32 }, new Rng(1), 'img.png')).toThrow('img.png: image of 32x32 resized to 32x32 is smaller than the 64x64 crop');
+    expect(() => t.plan({ width: 32, height: 32 }, new Rng(1), 'img.png')).toThrow(
+      'img.png: image of 32x32 resized to 32x32 is smaller than the 64x64 crop',
+    );
   });
 });

@@ -25,21 +25,39 @@ describe('embedding cache', () => {
   });
 
   it('keys on every input: a changed setting or encoder misses', () => {
-    const a = EmbeddingCache.key({ kind: 'image', content: 'h1', encoder: 'e1', transform: { size: 768, flip: false } });
-    expect(EmbeddingCache.key({ transform: { size: 768, flip: false }, encoder: 'e1', content: 'h1', kind: 'image' })).toBe(a);
-    expect(EmbeddingCache.key({ kind: 'image', content: 'h2', encoder: 'e1', transform: { size: 768, flip: false } })).not.toBe(a);
-    expect(EmbeddingCache.key({ kind: 'image', content: 'h1', encoder: 'e2', transform: { size: 768, flip: false } })).not.toBe(a);
-    expect(EmbeddingCache.key({ kind: 'image', content: 'h1', encoder: 'e1', transform: { size: 512, flip: false } })).not.toBe(a);
-    expect(EmbeddingCache.key({ kind: 'image', content: 'h1', encoder: 'e1', transform: { flip: false, size: 768 } })).toBe(a);
+    const a = EmbeddingCache.key({
+      kind: 'image',
+      content: 'h1',
+      encoder: 'e1',
+      transform: { size: 768, flip: false },
+    });
+    expect(
+      EmbeddingCache.key({ transform: { size: 768, flip: false }, encoder: 'e1', content: 'h1', kind: 'image' }),
+    ).toBe(a);
+    expect(
+      EmbeddingCache.key({ kind: 'image', content: 'h2', encoder: 'e1', transform: { size: 768, flip: false } }),
+    ).not.toBe(a);
+    expect(
+      EmbeddingCache.key({ kind: 'image', content: 'h1', encoder: 'e2', transform: { size: 768, flip: false } }),
+    ).not.toBe(a);
+    expect(
+      EmbeddingCache.key({ kind: 'image', content: 'h1', encoder: 'e1', transform: { size: 512, flip: false } }),
+    ).not.toBe(a);
+    expect(
+      EmbeddingCache.key({ kind: 'image', content: 'h1', encoder: 'e1', transform: { flip: false, size: 768 } }),
+    ).toBe(a);
   });
 
   it.each([
     ['truncated', (f: string) => truncateSync(f, 20)],
-    ['with flipped bits in the data', (f: string) => {
-      const b = readFileSync(f);
-      b[b.length - 2] = b[b.length - 2]! ^ 0xff;
-      writeFileSync(f, b);
-    }],
+    [
+      'with flipped bits in the data',
+      (f: string) => {
+        const b = readFileSync(f);
+        b[b.length - 2] = b[b.length - 2]! ^ 0xff;
+        writeFileSync(f, b);
+      },
+    ],
     ['replaced by garbage', (f: string) => writeFileSync(f, 'garbage')],
   ])('recomputes an entry %s, never trusting it', async (_, damage) => {
     const dir = mkdtempSync(join(tmpdir(), 'lora-train-cache-'));

@@ -18,7 +18,10 @@ const rand = (shape: number[], seed: number, scale = 1): Tensor => {
   return { data: Float32Array.from({ length: n }, () => r() * 2 * scale), shape };
 };
 const dot = (a: Float32Array, b: Float32Array) => a.reduce((acc, v, i) => acc + v * b[i]!, 0);
-const shifted = (t: Tensor, v: Tensor, h: number): Tensor => ({ data: t.data.map((x, i) => x + h * v.data[i]!), shape: t.shape });
+const shifted = (t: Tensor, v: Tensor, h: number): Tensor => ({
+  data: t.data.map((x, i) => x + h * v.data[i]!),
+  shape: t.shape,
+});
 
 /** Checks every named input of f against its analytic gradient. */
 async function gradcheck(
@@ -38,7 +41,9 @@ async function gradcheck(
     const minus = dot((await forward({ ...inputs, [name]: shifted(x, v, -h) })).data, r.data);
     const numeric = (plus - minus) / (2 * h);
     const analytic = dot(g.data, v.data);
-    expect(Math.abs(numeric - analytic), `d/d${name}: numeric ${numeric} analytic ${analytic}`).toBeLessThanOrEqual(1e-2 * Math.max(1, Math.abs(analytic)));
+    expect(Math.abs(numeric - analytic), `d/d${name}: numeric ${numeric} analytic ${analytic}`).toBeLessThanOrEqual(
+      1e-2 * Math.max(1, Math.abs(analytic)),
+    );
   }
 }
 
@@ -57,7 +62,8 @@ describe('finite-difference gradient checks', () => {
   });
 
   it('LoRA linear (input and adapter weights)', async () => {
-    const W = rand([6, 5], 4), b = rand([6], 5);
+    const W = rand([6, 5], 4),
+      b = rand([6], 5);
     await gradcheck(
       { x: rand([3, 5], 6), down: rand([2, 5], 7), up: rand([6, 2], 8) },
       async ({ x, down, up }) => (await ops.loraLinear(x!, W, b, { down: down!, up: up!, scale: 1.5 })).y,
@@ -79,7 +85,12 @@ describe('finite-difference gradient checks', () => {
         return { x: await ops.layerNormBackward(dy, x!, mean, rstd) };
       },
     );
-    await gradcheck({ x: rand([40], 10, 3) }, async ({ x }) => ops.activation('gelu', x!), async ({ x }, dy) => ({ x: await ops.activationBackward('gelu', dy, x!) }), 1e-3);
+    await gradcheck(
+      { x: rand([40], 10, 3) },
+      async ({ x }) => ops.activation('gelu', x!),
+      async ({ x }, dy) => ({ x: await ops.activationBackward('gelu', dy, x!) }),
+      1e-3,
+    );
     await gradcheck(
       { u: rand([2, 3, 4, 5], 11), gamma: rand([1, 1, 1, 5], 12), beta: rand([1, 1, 1, 5], 13) },
       async ({ u, gamma, beta }) => ops.globalResponseNorm(u!, gamma!, beta!),

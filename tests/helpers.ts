@@ -6,9 +6,20 @@ import type { Tensor } from '../src/tensor.js';
 
 export const fixturesDir = join(import.meta.dirname, 'fixtures');
 
-export { Fixture, type FixtureCase, FWD as FORWARD_TOLERANCE, GRAD as GRADIENT_TOLERANCE, relativeError } from '../bench/parity.js';
+export {
+  Fixture,
+  type FixtureCase,
+  FWD as FORWARD_TOLERANCE,
+  GRAD as GRADIENT_TOLERANCE,
+  relativeError,
+} from '../bench/parity.js';
 
-export function expectClose(label: string, actual: Tensor | Float32Array | undefined, expected: Tensor, tolerance: number): void {
+export function expectClose(
+  label: string,
+  actual: Tensor | Float32Array | undefined,
+  expected: Tensor,
+  tolerance: number,
+): void {
   expect(actual, `${label} missing`).toBeDefined();
   const data = actual instanceof Float32Array ? actual : actual!.data;
   if (!(actual instanceof Float32Array)) expect(actual!.shape, `${label} shape`).toEqual(expected.shape);
@@ -23,7 +34,9 @@ export async function expectCudaMatchesCpu(c: ParityCase): Promise<void> {
   expect(Object.keys(gpu).sort()).toEqual(Object.keys(cpu).sort());
   for (const [key, { tensor, tolerance }] of Object.entries(cpu)) {
     const err = relativeError(dataOf(gpu[key]!.tensor), dataOf(tensor));
-    expect(err, `${c.name} ${key}: relative error ${err.toExponential(2)} > ${tolerance}`).toBeLessThanOrEqual(tolerance);
+    expect(err, `${c.name} ${key}: relative error ${err.toExponential(2)} > ${tolerance}`).toBeLessThanOrEqual(
+      tolerance,
+    );
   }
 }
 
@@ -48,7 +61,11 @@ export function tinyTrainingConfig(
     model: {
       prior_model: stack.snapshot,
       image_encoder: { path: stack.imageEncoder, config: stack.imageEncoderConfig },
-      prior_lora_config: { r: 4, lora_alpha: 4, target_modules: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'] },
+      prior_lora_config: {
+        r: 4,
+        lora_alpha: 4,
+        target_modules: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'],
+      },
     },
     train_dataloader: { batch_size: 2, dataset: { dataset, caption_column: 'text', pipeline: tinyPipeline(crop) } },
     optim_wrapper: { optimizer: { type: 'AdamW', lr: 1e-3, weight_decay: 1e-2 }, clip_grad: { max_norm: 1.0 } },
@@ -61,11 +78,14 @@ export function tinyTrainingConfig(
 
 /** The log's lines without their wall-clock times. */
 export const logLosses = (dir: string) =>
-  readFileSync(join(dir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => {
-    const { seconds, ...rest } = JSON.parse(l) as { step: number; loss: number; seconds: number };
-    void seconds;
-    return rest;
-  });
+  readFileSync(join(dir, 'log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => {
+      const { seconds, ...rest } = JSON.parse(l) as { step: number; loss: number; seconds: number };
+      void seconds;
+      return rest;
+    });
 
 /** HF_HUB_CACHE at tests/fixtures/datasets/hub (the bundled tiny datasets) while the calling
  * suite runs, restored after. */

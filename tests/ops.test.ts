@@ -29,13 +29,21 @@ describe('bf16 and fp16 conversions (PyTorch rounding, tests/reference/lowp_fixt
   it.each(['bf16', 'f16'] as const)('rounds fp32 to %s bit-exactly, and widens back exactly', async (dtype) => {
     const x = lowp.tensor(c, 'x');
     const bits = await ops.toLowp(x, dtype);
-    sameValues(`${dtype} bits`, Float32Array.from(bits.data), lowp.tensor(c, dtype).data, (i) => Number.isNaN(x.data[i]));
-    sameValues(`${dtype} value`, (await ops.fromLowp(lowpTensor(lowp, c, dtype, dtype))).data, lowp.tensor(c, `${dtype}_value`).data);
+    sameValues(`${dtype} bits`, Float32Array.from(bits.data), lowp.tensor(c, dtype).data, (i) =>
+      Number.isNaN(x.data[i]),
+    );
+    sameValues(
+      `${dtype} value`,
+      (await ops.fromLowp(lowpTensor(lowp, c, dtype, dtype))).data,
+      lowp.tensor(c, `${dtype}_value`).data,
+    );
   });
 
   it('refuses operands of two different low-precision types', async () => {
     const a = { data: new Uint16Array(4), shape: [2, 2], dtype: 'bf16' as const };
-    await expect(ops.matmul(a, { ...a, dtype: 'f16' })).rejects.toThrow("matmul: Expected b of a's type (bf16) for b.dtype but received 'f16'");
+    await expect(ops.matmul(a, { ...a, dtype: 'f16' })).rejects.toThrow(
+      "matmul: Expected b of a's type (bf16) for b.dtype but received 'f16'",
+    );
   });
 });
 
@@ -50,15 +58,24 @@ for (const set of ['avx512', 'avx2', 'generic'] as const) {
     it.each(fx.casesOf('gemm').map((c) => [c.id, c] as const))('gemm %s', async (_, c) => {
       ops.setCpuKernels(set);
       const out = c.beta !== 0 ? fx.tensor(c, 'C0') : undefined;
-      const C = await ops.matmul(fx.tensor(c, 'A'), fx.tensor(c, 'B'), { transA: !!c.transA, transB: !!c.transB, alpha: num(c.alpha), beta: num(c.beta), out });
+      const C = await ops.matmul(fx.tensor(c, 'A'), fx.tensor(c, 'B'), {
+        transA: !!c.transA,
+        transB: !!c.transB,
+        alpha: num(c.alpha),
+        beta: num(c.beta),
+        out,
+      });
       expectClose('C', C, fx.tensor(c, 'C'), FWD);
     });
 
-    it.each(lowp.casesOf('gemm_lowp').map((c) => [c.id, c] as const))('gemm with low-precision operands %s', async (_, c) => {
-      ops.setCpuKernels(set);
-      const { C } = await lowpRunners.gemm_lowp!(c, 'cpu');
-      expectClose('C', C!.tensor as Tensor, lowp.tensor(c, 'C'), LOWP_GEMM);
-    });
+    it.each(lowp.casesOf('gemm_lowp').map((c) => [c.id, c] as const))(
+      'gemm with low-precision operands %s',
+      async (_, c) => {
+        ops.setCpuKernels(set);
+        const { C } = await lowpRunners.gemm_lowp!(c, 'cpu');
+        expectClose('C', C!.tensor as Tensor, lowp.tensor(c, 'C'), LOWP_GEMM);
+      },
+    );
 
     it.each(fx.casesOf('linear').map((c) => [c.id, c] as const))('linear %s', async (_, c) => {
       ops.setCpuKernels(set);
@@ -122,7 +139,11 @@ for (const set of ['avx512', 'avx2', 'generic'] as const) {
       ops.setCpuKernels(set);
       const [u, gamma, beta] = [fx.tensor(c, 'u'), fx.tensor(c, 'gamma'), fx.tensor(c, 'beta')];
       expectClose('y', await ops.globalResponseNorm(u, gamma, beta, { eps: num(c.eps) }), fx.tensor(c, 'y'), FWD);
-      const g = await ops.globalResponseNormBackward(fx.tensor(c, 'dy'), u, gamma, { weight: true, bias: true, eps: num(c.eps) });
+      const g = await ops.globalResponseNormBackward(fx.tensor(c, 'dy'), u, gamma, {
+        weight: true,
+        bias: true,
+        eps: num(c.eps),
+      });
       expectClose('du', g.du, fx.tensor(c, 'du'), GRAD);
       expectClose('dgamma', g.dGamma, fx.tensor(c, 'dgamma'), GRAD);
       expectClose('dbeta', g.dBeta, fx.tensor(c, 'dbeta'), GRAD);
@@ -163,13 +184,26 @@ describe('loss and optimiser', () => {
     const count = num(c!.tensors);
     const slots = Array.from({ length: count }, (_, i) => {
       const param = fx.tensor(c!, `p${i}.init`).data;
-      return { param, grad: new Float32Array(param.length), expAvg: new Float32Array(param.length), expAvgSq: new Float32Array(param.length) };
+      return {
+        param,
+        grad: new Float32Array(param.length),
+        expAvg: new Float32Array(param.length),
+        expAvgSq: new Float32Array(param.length),
+      };
     });
-    const hyper = { lr: num(c!.lr), beta1: num(c!.beta1), beta2: num(c!.beta2), eps: num(c!.eps), weightDecay: num(c!.weightDecay) };
+    const hyper = {
+      lr: num(c!.lr),
+      beta1: num(c!.beta1),
+      beta2: num(c!.beta2),
+      eps: num(c!.eps),
+      weightDecay: num(c!.weightDecay),
+    };
     for (let step = 1; step <= num(c!.steps); step++) {
       slots.forEach((s, i) => s.grad.set(fx.tensor(c!, `p${i}.grad${step}`).data));
       await ops.adamw(slots, hyper, step);
-      slots.forEach((s, i) => expectClose(`p${i} after step ${step}`, s.param, fx.tensor(c!, `p${i}.step${step}`), FWD));
+      slots.forEach((s, i) =>
+        expectClose(`p${i} after step ${step}`, s.param, fx.tensor(c!, `p${i}.step${step}`), FWD),
+      );
     }
   });
 

@@ -7,7 +7,9 @@ import { expectCudaMatchesCpu, fixturesDir } from './helpers.js';
 
 const info = backendInfo();
 const cuda = info.cuda === true;
-const reason = cuda ? '' : ` (skipped: ${info.backends.includes('cuda') ? `no usable CUDA device: ${info.cuda}` : 'this build has no CUDA backend'})`;
+const reason = cuda
+  ? ''
+  : ` (skipped: ${info.backends.includes('cuda') ? `no usable CUDA device: ${info.cuda}` : 'this build has no CUDA backend'})`;
 
 describe.skipIf(!cuda)(`cuda backend against cpu${reason}`, () => {
   it.each(parityCases(fixturesDir).map((c) => [c.name, c] as const))('%s', async (_, c) => expectCudaMatchesCpu(c));

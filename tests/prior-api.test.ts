@@ -49,7 +49,9 @@ async function expectFiniteDifferences(prior: Prior, names: string[], seed: numb
     };
     const numeric = ((await at(1)) - (await at(-1))) / (2 * h);
     const analytic = grads[`prior.${name}`]!.data.reduce((acc, g, i) => acc + g * v[i]!, 0);
-    expect(Math.abs(numeric - analytic), `${name}: numeric ${numeric} analytic ${analytic}`).toBeLessThanOrEqual(2e-3 * Math.max(1e-2, Math.abs(analytic)) + 1e-6);
+    expect(Math.abs(numeric - analytic), `${name}: numeric ${numeric} analytic ${analytic}`).toBeLessThanOrEqual(
+      2e-3 * Math.max(1e-2, Math.abs(analytic)) + 1e-6,
+    );
   }
 }
 
@@ -74,14 +76,18 @@ describe('loading a prior', () => {
     expect(message).toContain('the weights do not fit config.json');
     expect(message).toContain('missing tensor blocks.0.depthwise.bias [32]');
     expect(message).toContain('unexpected tensor blocks.9.extra.weight [2] in diffusion_pytorch_model.safetensors');
-    expect(message).toContain('tensor blocks.2.attention.to_q.weight has shape [32, 31] in diffusion_pytorch_model.safetensors, the config needs [32, 32]');
+    expect(message).toContain(
+      'tensor blocks.2.attention.to_q.weight has shape [32, 31] in diffusion_pytorch_model.safetensors, the config needs [32, 32]',
+    );
   });
 
   it('refuses a truncated weights file and a shard index naming a missing shard', async () => {
     const dir = copyOf(base);
     const file = join(dir, 'diffusion_pytorch_model.safetensors');
     truncateSync(file, readFileSync(file).length - 100);
-    await expect(loadPrior(dir)).rejects.toThrow(/not a valid safetensors file: .*outside the \d+-byte data section \(truncated\?\)/);
+    await expect(loadPrior(dir)).rejects.toThrow(
+      /not a valid safetensors file: .*outside the \d+-byte data section \(truncated\?\)/,
+    );
     const shardDir = copyOf(sharded);
     writeFileSync(join(shardDir, 'diffusion_pytorch_model-00003-of-00009.safetensors'), '');
     await expect(loadPrior(shardDir)).rejects.toThrow(/shorter than the 8-byte header length/);
@@ -102,8 +108,12 @@ describe('loading a prior', () => {
   it('checks input shapes against the config', async () => {
     const prior = await loadPrior(base);
     const [x, r, clip] = inputs();
-    await expect(prior.forward(x, { data: new Float32Array(3), shape: [3] }, clip)).rejects.toThrow('forward: Expected shape [2] for r but received [3]');
-    await expect(prior.forward(x, r, { data: new Float32Array(2 * 7 * 5), shape: [2, 7, 5] })).rejects.toThrow('forward: Expected shape [2, 7, 24] for clip but received [2, 7, 5]');
+    await expect(prior.forward(x, { data: new Float32Array(3), shape: [3] }, clip)).rejects.toThrow(
+      'forward: Expected shape [2] for r but received [3]',
+    );
+    await expect(prior.forward(x, r, { data: new Float32Array(2 * 7 * 5), shape: [2, 7, 5] })).rejects.toThrow(
+      'forward: Expected shape [2, 7, 24] for clip but received [2, 7, 5]',
+    );
   });
 });
 
@@ -125,7 +135,12 @@ describe('dropout', () => {
     const r = readSafetensors(join(dir, 'reference.safetensors'));
     const prior = await loadPrior(dir);
     const args = [getTensor(r, 'x'), getTensor(r, 'r'), getTensor(r, 'clip')] as const;
-    expectClose('train == eval', await prior.forward(...args, { train: true, seed: 5 }), await prior.forward(...args), 0);
+    expectClose(
+      'train == eval',
+      await prior.forward(...args, { train: true, seed: 5 }),
+      await prior.forward(...args),
+      0,
+    );
   });
 });
 
@@ -149,8 +164,12 @@ describe('LoRA adapters', () => {
 
   it('refuses targets that match nothing or cannot be adapted', async () => {
     const prior = await loadPrior(base);
-    expect(() => prior.addLora({ targets: ['to_qq'] })).toThrow("LoRA target 'to_qq' matches no Linear layer of the prior");
-    expect(() => prior.addLora({ targets: ['cond_mapper.0'] })).toThrow(/matches cond_mapper.0, which lora-train cannot adapt/);
+    expect(() => prior.addLora({ targets: ['to_qq'] })).toThrow(
+      "LoRA target 'to_qq' matches no Linear layer of the prior",
+    );
+    expect(() => prior.addLora({ targets: ['cond_mapper.0'] })).toThrow(
+      /matches cond_mapper.0, which lora-train cannot adapt/,
+    );
   });
 
   it('plans activation memory once per batch shape', async () => {
@@ -161,7 +180,10 @@ describe('LoRA adapters', () => {
     expect(planned).toBeGreaterThan(0);
     await prior.step(x, r, clip, t('target'), { seed: 2 });
     expect(prior.activationBytes()).toBe(planned);
-    const one = (k: Tensor, n: number) => ({ data: k.data.slice(0, k.data.length / 2), shape: [n, ...k.shape.slice(1)] });
+    const one = (k: Tensor, n: number) => ({
+      data: k.data.slice(0, k.data.length / 2),
+      shape: [n, ...k.shape.slice(1)],
+    });
     await prior.step(one(x, 1), one(r, 1), one(clip, 1), one(t('target'), 1));
     expect(prior.activationBytes()).toBeLessThan(planned);
   });
@@ -172,15 +194,43 @@ describe('LoRA adapters', () => {
     const weights: Record<string, Tensor> = {};
     for (const k of peft.entries.keys()) weights[k.replace('base_model.model.', '')] = getTensor(peft, k);
     prior.setLoraWeights(weights);
-    await expectFiniteDifferences(prior, ['blocks.2.attention.to_q.lora_A.weight', 'blocks.5.attention.to_out.0.lora_B.weight', 'blocks.5.attention.to_v.lora_A.weight'], 11, 12.9898);
+    await expectFiniteDifferences(
+      prior,
+      [
+        'blocks.2.attention.to_q.lora_A.weight',
+        'blocks.5.attention.to_out.0.lora_B.weight',
+        'blocks.5.attention.to_v.lora_A.weight',
+      ],
+      11,
+      12.9898,
+    );
   });
 
   it('finite differences agree for adapters on the timestep mapper and the ResBlock linears', async () => {
     // The mapper's gradient reads the TimestepBlock's input, which the backward keeps only
     // when that mapper has an adapter.
-    const prior = await loadPrior(base, { lora: { rank: 2, alpha: 2, targets: ['mapper', 'channelwise.0', 'channelwise.4'], seed: 5 } });
-    prior.setLoraWeights(Object.fromEntries(Object.entries(prior.loraWeights()).map(([k, w]) => [k, { data: w.data.map((_, i) => Math.cos(i * 0.37) * 0.05), shape: w.shape }])));
-    await expectFiniteDifferences(prior, ['blocks.1.mapper.lora_A.weight', 'blocks.4.mapper.lora_B.weight', 'blocks.3.channelwise.0.lora_B.weight', 'blocks.0.channelwise.4.lora_A.weight'], 4, 7.31);
+    const prior = await loadPrior(base, {
+      lora: { rank: 2, alpha: 2, targets: ['mapper', 'channelwise.0', 'channelwise.4'], seed: 5 },
+    });
+    prior.setLoraWeights(
+      Object.fromEntries(
+        Object.entries(prior.loraWeights()).map(([k, w]) => [
+          k,
+          { data: w.data.map((_, i) => Math.cos(i * 0.37) * 0.05), shape: w.shape },
+        ]),
+      ),
+    );
+    await expectFiniteDifferences(
+      prior,
+      [
+        'blocks.1.mapper.lora_A.weight',
+        'blocks.4.mapper.lora_B.weight',
+        'blocks.3.channelwise.0.lora_B.weight',
+        'blocks.0.channelwise.4.lora_A.weight',
+      ],
+      4,
+      7.31,
+    );
   });
 });
 
@@ -196,10 +246,20 @@ describe('LoRA files', () => {
     const meta = JSON.parse(saved.metadata.lora_adapter_metadata!);
     expect(meta).toMatchObject({ 'prior.r': 4, 'prior.lora_alpha': 4 });
     expect(meta['prior.target_modules']).toContain('blocks.2.attention.to_q');
-    expect([...saved.entries.keys()].sort()).toEqual([...ref.entries.keys()].filter((k) => k.startsWith('lora.')).map((k) => `prior.${k.slice(5)}`).sort());
+    expect([...saved.entries.keys()].sort()).toEqual(
+      [...ref.entries.keys()]
+        .filter((k) => k.startsWith('lora.'))
+        .map((k) => `prior.${k.slice(5)}`)
+        .sort(),
+    );
     for (const [name, e] of saved.entries) expect(e.dtype, name).toBe('F32');
     const key = 'blocks.2.attention.to_k.lora_B.weight';
-    expectClose('lora_B folded', getTensor(saved, `prior.${key}`), { data: t(`lora.${key}`).data.map((v) => v * 2), shape: [32, 4] }, 1e-7);
+    expectClose(
+      'lora_B folded',
+      getTensor(saved, `prior.${key}`),
+      { data: t(`lora.${key}`).data.map((v) => v * 2), shape: [32, 4] },
+      1e-7,
+    );
     const reloaded = await loadPrior(base);
     reloaded.loadLora(file);
     expectClose('reloaded', await reloaded.forward(...inputs()), t('merged_peft_out'), FORWARD_TOLERANCE);
@@ -212,7 +272,10 @@ describe('LoRA files', () => {
     const peft = readSafetensors(join(base, 'lora_peft', 'adapter_model.safetensors'));
     const tensors: Record<string, Tensor> = {};
     for (const k of peft.entries.keys()) tensors[k.replace('base_model.model.', 'prior.')] = getTensor(peft, k);
-    writeSafetensors(join(dir, 'pytorch_lora_weights.safetensors'), tensors, { format: 'pt', lora_adapter_metadata: JSON.stringify({ 'prior.r': 4, 'prior.lora_alpha': 8 }) });
+    writeSafetensors(join(dir, 'pytorch_lora_weights.safetensors'), tensors, {
+      format: 'pt',
+      lora_adapter_metadata: JSON.stringify({ 'prior.r': 4, 'prior.lora_alpha': 8 }),
+    });
     const prior = await loadPrior(base);
     prior.loadLora(dir);
     expect(prior.loraState).toMatchObject({ rank: 4, alpha: 8 });
@@ -236,7 +299,9 @@ describe('LoRA files', () => {
       writeSafetensors(join(dir, name), tensors, { format: 'pt' });
       return join(dir, name);
     };
-    expect(() => prior.loadLora(write('kohya.safetensors', { 'lora_unet_blocks_2_attention_to_q.lora_down.weight': a }))).toThrow(/kohya-style LoRA keys/);
+    expect(() =>
+      prior.loadLora(write('kohya.safetensors', { 'lora_unet_blocks_2_attention_to_q.lora_down.weight': a })),
+    ).toThrow(/kohya-style LoRA keys/);
     const misfit = write('misfit.safetensors', {
       'prior.blocks.99.attention.to_q.lora_A.weight': a,
       'prior.blocks.99.attention.to_q.lora_B.weight': b,
@@ -253,11 +318,20 @@ describe('LoRA files', () => {
     })();
     expect(error).toContain('the LoRA does not fit this prior');
     expect(error).toContain('blocks.99.attention.to_q: no such Linear layer in this prior');
-    expect(error).toContain('blocks.2.attention.to_q.lora_A.weight: shape [4, 31] in the file, the prior needs [4, 32]');
-    const ranks = write('ranks.safetensors', { 'prior.blocks.2.attention.to_q.lora_A.weight': a, 'prior.blocks.2.attention.to_q.lora_B.weight': { data: new Float32Array(32 * 3), shape: [32, 3] } });
-    expect(() => prior.loadLora(ranks)).toThrow('blocks.2.attention.to_q: lora_A [4, 32] and lora_B [32, 3] disagree on the rank');
+    expect(error).toContain(
+      'blocks.2.attention.to_q.lora_A.weight: shape [4, 31] in the file, the prior needs [4, 32]',
+    );
+    const ranks = write('ranks.safetensors', {
+      'prior.blocks.2.attention.to_q.lora_A.weight': a,
+      'prior.blocks.2.attention.to_q.lora_B.weight': { data: new Float32Array(32 * 3), shape: [32, 3] },
+    });
+    expect(() => prior.loadLora(ranks)).toThrow(
+      'blocks.2.attention.to_q: lora_A [4, 32] and lora_B [32, 3] disagree on the rank',
+    );
     const half = write('half.safetensors', { 'prior.blocks.2.attention.to_q.lora_A.weight': a, 'unet.something': a });
-    expect(() => prior.loadLora(half)).toThrow(/unet\.something: not a prior\.<module>\.lora_A\/B\.weight key[\s\S]*blocks\.2\.attention\.to_q: has lora_A but not lora_B/);
+    expect(() => prior.loadLora(half)).toThrow(
+      /unet\.something: not a prior\.<module>\.lora_A\/B\.weight key[\s\S]*blocks\.2\.attention\.to_q: has lora_A but not lora_B/,
+    );
   });
 });
 
@@ -273,14 +347,19 @@ describe('fp16 loss scaling', () => {
     // 2^40 times dL/dout cannot be held by fp16 GEMM operands (max 65504): inf/NaN gradients.
     const overflow = await step(2 ** 40);
     expect(Number.isFinite(overflow)).toBe(false);
-    for (const [name, w] of Object.entries(prior.loraWeights())) expect(w.data, `${name} unchanged`).toEqual(before[name]!.data);
+    for (const [name, w] of Object.entries(prior.loraWeights()))
+      expect(w.data, `${name} unchanged`).toEqual(before[name]!.data);
     const norm = await step(2 ** 10);
     expect(Number.isFinite(norm) && norm > 0).toBe(true);
-    const changed = Object.entries(prior.loraWeights()).filter(([name, w]) => relativeError(w.data, before[name]!.data) > 0);
+    const changed = Object.entries(prior.loraWeights()).filter(
+      ([name, w]) => relativeError(w.data, before[name]!.data) > 0,
+    );
     expect(changed.length).toBe(Object.keys(before).length);
   });
 
   it('refuses an unknown precision', async () => {
-    await expect(loadPrior(base, { precision: 'fp8' as 'fp16' })).rejects.toThrow("loadPrior: Expected 'fp32', 'bf16' or 'fp16' for precision but received 'fp8'");
+    await expect(loadPrior(base, { precision: 'fp8' as 'fp16' })).rejects.toThrow(
+      "loadPrior: Expected 'fp32', 'bf16' or 'fp16' for precision but received 'fp8'",
+    );
   });
 });

@@ -33,42 +33,61 @@ describe.each(cases)('prior %s', (name) => {
     prior.loadLora(join(dir, 'lora_peft'));
     const out = await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip'));
     expectClose('lora out', out, ref.t('lora_out'), FORWARD_TOLERANCE);
-    const { loss, grads } = await prior.lossAndGrad(ref.t('x'), ref.t('r'), ref.t('clip'), ref.t('target'), { train: false });
+    const { loss, grads } = await prior.lossAndGrad(ref.t('x'), ref.t('r'), ref.t('clip'), ref.t('target'), {
+      train: false,
+    });
     expectClose('loss', new Float32Array([loss]), ref.t('loss'), FORWARD_TOLERANCE);
     const gradKeys = ref.keys.filter((k) => k.endsWith('.grad'));
     expect(Object.keys(grads).sort()).toEqual(gradKeys.map((k) => `prior.${k.replace(/\.grad$/, '')}`).sort());
-    for (const key of gradKeys) expectClose(key, grads[`prior.${key.replace(/\.grad$/, '')}`], ref.t(key), GRADIENT_TOLERANCE);
+    for (const key of gradKeys)
+      expectClose(key, grads[`prior.${key.replace(/\.grad$/, '')}`], ref.t(key), GRADIENT_TOLERANCE);
   });
 
-  it.each(['bf16', 'fp16'] as const)('in mixed precision (%s weights and GEMM operands) stays near diffusers', async (precision) => {
-    const prior = await loadPrior(dir, { precision });
-    const fp32 = await loadPrior(dir);
-    expect(prior.parameterBytes()).toBeLessThan(0.6 * fp32.parameterBytes());
-    const tol = MIXED[precision];
-    expectClose('out', await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')), ref.t('out'), tol.fwd);
-    prior.loadLora(join(dir, 'lora_peft'));
-    expectClose('lora out', await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')), ref.t('lora_out'), tol.fwd);
-    // A loss scale multiplies every gradient and leaves the loss as it is.
-    const scale = 1024;
-    const { loss, grads } = await prior.lossAndGrad(ref.t('x'), ref.t('r'), ref.t('clip'), ref.t('target'), { train: false, lossScale: scale });
-    expectClose('loss', new Float32Array([loss]), ref.t('loss'), tol.fwd);
-    for (const key of ref.keys.filter((k) => k.endsWith('.grad'))) {
-      const g = grads[`prior.${key.replace(/\.grad$/, '')}`]!;
-      expectClose(key, { data: g.data.map((v) => v / scale), shape: g.shape }, ref.t(key), tol.grad);
-    }
-  });
+  it.each(['bf16', 'fp16'] as const)(
+    'in mixed precision (%s weights and GEMM operands) stays near diffusers',
+    async (precision) => {
+      const prior = await loadPrior(dir, { precision });
+      const fp32 = await loadPrior(dir);
+      expect(prior.parameterBytes()).toBeLessThan(0.6 * fp32.parameterBytes());
+      const tol = MIXED[precision];
+      expectClose('out', await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')), ref.t('out'), tol.fwd);
+      prior.loadLora(join(dir, 'lora_peft'));
+      expectClose('lora out', await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')), ref.t('lora_out'), tol.fwd);
+      // A loss scale multiplies every gradient and leaves the loss as it is.
+      const scale = 1024;
+      const { loss, grads } = await prior.lossAndGrad(ref.t('x'), ref.t('r'), ref.t('clip'), ref.t('target'), {
+        train: false,
+        lossScale: scale,
+      });
+      expectClose('loss', new Float32Array([loss]), ref.t('loss'), tol.fwd);
+      for (const key of ref.keys.filter((k) => k.endsWith('.grad'))) {
+        const g = grads[`prior.${key.replace(/\.grad$/, '')}`]!;
+        expectClose(key, { data: g.data.map((v) => v / scale), shape: g.shape }, ref.t(key), tol.grad);
+      }
+    },
+  );
 
   it('a peft folder loads with its alpha and equals the merged reference', async () => {
     const prior = await loadPrior(dir);
     prior.loadLora(join(dir, 'lora_peft'));
     expect(prior.loraState).toMatchObject({ rank: ref.meta.rank, alpha: ref.meta.alpha });
-    expectClose('merged (peft)', await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')), ref.t('merged_peft_out'), FORWARD_TOLERANCE);
+    expectClose(
+      'merged (peft)',
+      await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')),
+      ref.t('merged_peft_out'),
+      FORWARD_TOLERANCE,
+    );
   });
 
   it("diffusers' own LoRA file loads with alpha = r, as diffusers loads it", async () => {
     const prior = await loadPrior(dir);
     prior.loadLora(join(dir, 'lora_diffusers'));
     expect(prior.loraState?.alpha).toBe(ref.meta.rank);
-    expectClose('merged (diffusers)', await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')), ref.t('merged_diffusers_out'), FORWARD_TOLERANCE);
+    expectClose(
+      'merged (diffusers)',
+      await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')),
+      ref.t('merged_diffusers_out'),
+      FORWARD_TOLERANCE,
+    );
   });
 });

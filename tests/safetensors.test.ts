@@ -4,7 +4,15 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { SafetensorsError, SafetensorsReader, getTensor, parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../src/safetensors.js';
+import {
+  SafetensorsError,
+  SafetensorsReader,
+  getTensor,
+  parseSafetensors,
+  readSafetensors,
+  serializeSafetensors,
+  writeSafetensors,
+} from '../src/safetensors.js';
 
 function fileWith(header: unknown, dataBytes: number, headerLen?: bigint): Uint8Array {
   const json = Buffer.from(typeof header === 'string' ? header : JSON.stringify(header));
@@ -14,7 +22,11 @@ function fileWith(header: unknown, dataBytes: number, headerLen?: bigint): Uint8
   return out;
 }
 
-const entry = (dtype: string, shape: number[], begin: number, end: number) => ({ dtype, shape, data_offsets: [begin, end] });
+const entry = (dtype: string, shape: number[], begin: number, end: number) => ({
+  dtype,
+  shape,
+  data_offsets: [begin, end],
+});
 
 describe('safetensors', () => {
   it('round-trips tensors and metadata through an atomic write', () => {
@@ -47,16 +59,32 @@ describe('safetensors', () => {
 
   const malformed: [string, Uint8Array, RegExp][] = [
     ['a file shorter than the length prefix', new Uint8Array(5), /shorter than the 8-byte header length/],
-    ['a header length past the end (truncated)', fileWith({}, 0, 1000n), /header length 1000 runs past the end of the 10-byte file/],
+    [
+      'a header length past the end (truncated)',
+      fileWith({}, 0, 1000n),
+      /header length 1000 runs past the end of the 10-byte file/,
+    ],
     ['an oversized header length', fileWith({}, 0, 1n << 40n), /exceeds the 100000000-byte limit/],
     ['a header that is not JSON', fileWith('{"a": ', 0), /header is not valid UTF-8 JSON/],
     ['a header that is not an object', fileWith('[1,2]', 0), /header is not a JSON object/],
     ['an unknown dtype', fileWith({ w: entry('F8_E4M3X', [2], 0, 2) }, 2), /tensor 'w' has unknown dtype "F8_E4M3X"/],
     ['a negative dimension', fileWith({ w: entry('F32', [-1], 0, 4) }, 4), /tensor 'w' has an invalid shape \[-1\]/],
-    ['offsets outside the data', fileWith({ w: entry('F32', [4], 0, 16) }, 8), /data_offsets \[0, 16\] outside the 8-byte data section/],
+    [
+      'offsets outside the data',
+      fileWith({ w: entry('F32', [4], 0, 16) }, 8),
+      /data_offsets \[0, 16\] outside the 8-byte data section/,
+    ],
     ['offsets that end before they begin', fileWith({ w: entry('F32', [0], 8, 4) }, 8), /ending before they begin/],
-    ['a size that does not match the shape', fileWith({ w: entry('F32', [3], 0, 8) }, 8), /has 8 bytes but F32 \[3\] needs 12/],
-    ['overlapping tensors', fileWith({ a: entry('F32', [2], 0, 8), b: entry('F32', [2], 4, 12) }, 12), /tensors 'a' and 'b' overlap/],
+    [
+      'a size that does not match the shape',
+      fileWith({ w: entry('F32', [3], 0, 8) }, 8),
+      /has 8 bytes but F32 \[3\] needs 12/,
+    ],
+    [
+      'overlapping tensors',
+      fileWith({ a: entry('F32', [2], 0, 8), b: entry('F32', [2], 4, 12) }, 12),
+      /tensors 'a' and 'b' overlap/,
+    ],
     ['non-string metadata', fileWith({ __metadata__: { format: 1 } }, 0), /__metadata__.format is not a string/],
   ];
   it.each(malformed)('refuses %s, in memory and on disk', (_, bytes, message) => {
@@ -85,6 +113,8 @@ describe('safetensors', () => {
   });
 
   it('refuses to serialise a tensor whose data does not fit its shape', () => {
-    expect(() => serializeSafetensors({ w: { data: new Float32Array(3), shape: [2, 2] } })).toThrow("tensor 'w': 3 values for shape [2, 2]");
+    expect(() => serializeSafetensors({ w: { data: new Float32Array(3), shape: [2, 2] } })).toThrow(
+      "tensor 'w': 3 values for shape [2, 2]",
+    );
   });
 });

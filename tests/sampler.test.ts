@@ -36,7 +36,9 @@ describe('prior sampler', () => {
     });
     const trajectory = t('trajectory');
     expect(steps).toHaveLength(29);
-    steps.forEach((x, i) => expectClose(`step ${i}`, x, { data: trajectory.data.subarray(i * per, (i + 1) * per), shape: [per] }, 1e-5));
+    steps.forEach((x, i) =>
+      expectClose(`step ${i}`, x, { data: trajectory.data.subarray(i * per, (i + 1) * per), shape: [per] }, 1e-5),
+    );
     expectClose('final', final, t('final'), 1e-5);
   });
 });
@@ -44,29 +46,122 @@ describe('prior sampler', () => {
 describe('lora-train sample', () => {
   const home = mkdtempSync(join(tmpdir(), 'lora-train-sample-'));
   const run = (...args: string[]) =>
-    spawnSync(process.execPath, [join(import.meta.dirname, '..', 'bin', 'lora-train.js'), 'sample', '--config', 'twemoji_tiny_wuerstchen', ...args], {
-      encoding: 'utf8',
-      env: { ...process.env, LORA_TRAIN_HOME: home },
-    });
+    spawnSync(
+      process.execPath,
+      [
+        join(import.meta.dirname, '..', 'bin', 'lora-train.js'),
+        'sample',
+        '--config',
+        'twemoji_tiny_wuerstchen',
+        ...args,
+      ],
+      {
+        encoding: 'utf8',
+        env: { ...process.env, LORA_TRAIN_HOME: home },
+      },
+    );
 
   it('writes image embeddings with their prompts; a seed fixes them; a LoRA changes them', async () => {
-    const a = join(home, 'a.safetensors'), b = join(home, 'b.safetensors'), c = join(home, 'c.safetensors'), d = join(home, 'd.safetensors');
-    const first = run('--prompt', 'an emoji of a dog face', '--prompt', 'an emoji of a cat face', '--num', '2', '--height', '128', '--width', '170', '--seed', '5', '--out', a);
+    const a = join(home, 'a.safetensors'),
+      b = join(home, 'b.safetensors'),
+      c = join(home, 'c.safetensors'),
+      d = join(home, 'd.safetensors');
+    const first = run(
+      '--prompt',
+      'an emoji of a dog face',
+      '--prompt',
+      'an emoji of a cat face',
+      '--num',
+      '2',
+      '--height',
+      '128',
+      '--width',
+      '170',
+      '--seed',
+      '5',
+      '--out',
+      a,
+    );
     expect(first.status, first.stderr).toBe(0);
     expect(first.stdout).toContain(`wrote 4 image embeddings to ${a}`);
     const st = readSafetensors(a);
     const emb = getTensor(st, 'image_embeddings');
     expect(emb.shape).toEqual([4, 16, 3, 4]);
-    expect(JSON.parse(st.metadata.prompts!)).toEqual(['an emoji of a dog face', 'an emoji of a dog face', 'an emoji of a cat face', 'an emoji of a cat face']);
-    expect(run('--prompt', 'an emoji of a dog face', '--prompt', 'an emoji of a cat face', '--num', '2', '--height', '128', '--width', '170', '--seed', '5', '--out', b).status).toBe(0);
+    expect(JSON.parse(st.metadata.prompts!)).toEqual([
+      'an emoji of a dog face',
+      'an emoji of a dog face',
+      'an emoji of a cat face',
+      'an emoji of a cat face',
+    ]);
+    expect(
+      run(
+        '--prompt',
+        'an emoji of a dog face',
+        '--prompt',
+        'an emoji of a cat face',
+        '--num',
+        '2',
+        '--height',
+        '128',
+        '--width',
+        '170',
+        '--seed',
+        '5',
+        '--out',
+        b,
+      ).status,
+    ).toBe(0);
     expect(getTensor(readSafetensors(b), 'image_embeddings').data).toEqual(emb.data);
-    expect(run('--prompt', 'an emoji of a dog face', '--prompt', 'an emoji of a cat face', '--num', '2', '--height', '128', '--width', '170', '--seed', '6', '--out', c).status).toBe(0);
+    expect(
+      run(
+        '--prompt',
+        'an emoji of a dog face',
+        '--prompt',
+        'an emoji of a cat face',
+        '--num',
+        '2',
+        '--height',
+        '128',
+        '--width',
+        '170',
+        '--seed',
+        '6',
+        '--out',
+        c,
+      ).status,
+    ).toBe(0);
     expect(getTensor(readSafetensors(c), 'image_embeddings').data).not.toEqual(emb.data);
     // a LoRA with non-zero lora_B: the adapted prior samples something else from the same seed
     const prior = await loadPrior(join(home, 'models', 'tiny-wuerstchen-v1-seed0'), { lora: { rank: 2, seed: 1 } });
-    prior.setLoraWeights(Object.fromEntries(Object.entries(prior.loraWeights()).map(([k, t]) => [k, { data: t.data.map((_, i) => Math.sin(i) * 0.3), shape: t.shape }])));
+    prior.setLoraWeights(
+      Object.fromEntries(
+        Object.entries(prior.loraWeights()).map(([k, t]) => [
+          k,
+          { data: t.data.map((_, i) => Math.sin(i) * 0.3), shape: t.shape },
+        ]),
+      ),
+    );
     prior.saveLora(join(home, 'lora'));
-    expect(run('--prompt', 'an emoji of a dog face', '--prompt', 'an emoji of a cat face', '--num', '2', '--height', '128', '--width', '170', '--seed', '5', '--lora', join(home, 'lora'), '--out', d).status).toBe(0);
+    expect(
+      run(
+        '--prompt',
+        'an emoji of a dog face',
+        '--prompt',
+        'an emoji of a cat face',
+        '--num',
+        '2',
+        '--height',
+        '128',
+        '--width',
+        '170',
+        '--seed',
+        '5',
+        '--lora',
+        join(home, 'lora'),
+        '--out',
+        d,
+      ).status,
+    ).toBe(0);
     expect(getTensor(readSafetensors(d), 'image_embeddings').data).not.toEqual(emb.data);
   });
 });

@@ -33,6 +33,8 @@ describe('text encoder config', () => {
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, hidden_act: 'relu' }));
     expect(() => TextEncoder.load(dir)).toThrow('hidden_act "relu" is not supported');
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, intermediate_size: 128 }));
-    expect(() => TextEncoder.load(dir)).toThrow(/tensor text_model.encoder.layers.0.mlp.fc1.weight has shape \[160, 64\] in model.safetensors, the config needs \[128, 64\]/);
+    expect(() => TextEncoder.load(dir)).toThrow(
+      /tensor text_model.encoder.layers.0.mlp.fc1.weight has shape \[160, 64\] in model.safetensors, the config needs \[128, 64\]/,
+    );
   });
 });

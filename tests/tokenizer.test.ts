@@ -15,16 +15,19 @@ const fixture = JSON.parse(readFileSync(join(fixtureDir, 'tokenize.json'), 'utf8
 describe('CLIP tokenizer', () => {
   const tokenizer = ClipTokenizer.load(dir);
 
-  it('has CLIP\'s vocabulary and pads with <|endoftext|>', () => {
+  it("has CLIP's vocabulary and pads with <|endoftext|>", () => {
     expect(tokenizer.vocabSize).toBe(fixture.vocab_size);
     expect(tokenizer.padId).toBe(49407);
   });
 
-  it.each(fixture.cases.map((c) => [JSON.stringify(c.text.slice(0, 40)), c] as const))('ids and mask equal transformers for %s', async (_, c) => {
-    const { ids, mask } = await tokenizer.encode([c.text]);
-    expect([...ids]).toEqual(c.input_ids);
-    expect([...mask]).toEqual(c.attention_mask);
-  });
+  it.each(fixture.cases.map((c) => [JSON.stringify(c.text.slice(0, 40)), c] as const))(
+    'ids and mask equal transformers for %s',
+    async (_, c) => {
+      const { ids, mask } = await tokenizer.encode([c.text]);
+      expect([...ids]).toEqual(c.input_ids);
+      expect([...mask]).toEqual(c.attention_mask);
+    },
+  );
 
   it('encodes a batch row by row', async () => {
     const texts = fixture.cases.map((c) => c.text);

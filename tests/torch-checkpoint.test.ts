@@ -18,7 +18,11 @@ const expected = JSON.parse(readFileSync(join(dir, 'tensors.expected.json'), 'ut
 describe('torch checkpoint reader', () => {
   it('reads tensors of every dtype, strided views and shared storages, and the plain values', () => {
     const ckpt = new TorchCheckpoint(join(dir, 'tensors.pt'));
-    const root = ckpt.root as { weights: Record<string, TensorRef>; step: number; meta: { name: string; lr: number; flags: unknown[]; pair: unknown[] } };
+    const root = ckpt.root as {
+      weights: Record<string, TensorRef>;
+      step: number;
+      meta: { name: string; lr: number; flags: unknown[]; pair: unknown[] };
+    };
     expect(root.step).toBe(expected.step);
     expect(root.meta).toEqual(expected.meta);
     expect(Object.keys(root.weights).sort()).toEqual(Object.keys(expected.weights).sort());
@@ -32,13 +36,17 @@ describe('torch checkpoint reader', () => {
 
   it('refuses a pickle that calls a forbidden global, running nothing', () => {
     expect(() => new TorchCheckpoint(join(dir, 'forbidden_global.pt'))).toThrow(CheckpointError);
-    expect(() => new TorchCheckpoint(join(dir, 'forbidden_global.pt'))).toThrow(/refuses to unpickle the global posix\.system: lora-train reads only tensors/);
+    expect(() => new TorchCheckpoint(join(dir, 'forbidden_global.pt'))).toThrow(
+      /refuses to unpickle the global posix\.system: lora-train reads only tensors/,
+    );
   });
 
   it('explains files that are not torch.save zips, or are cut short', () => {
     const tmp = mkdtempSync(join(tmpdir(), 'lora-train-ckpt-'));
     writeFileSync(join(tmp, 'text.pt'), 'not a checkpoint at all');
-    expect(() => new TorchCheckpoint(join(tmp, 'text.pt'))).toThrow(/not a PyTorch zip checkpoint: no end-of-central-directory record/);
+    expect(() => new TorchCheckpoint(join(tmp, 'text.pt'))).toThrow(
+      /not a PyTorch zip checkpoint: no end-of-central-directory record/,
+    );
     const whole = readFileSync(join(dir, 'tensors.pt'));
     writeFileSync(join(tmp, 'cut.pt'), whole.subarray(0, whole.length - 300));
     expect(() => new TorchCheckpoint(join(tmp, 'cut.pt'))).toThrow(CheckpointError);
@@ -50,6 +58,8 @@ describe('torch checkpoint reader', () => {
     const ref = readSafetensors(join(encDir, 'reference.safetensors'));
     const encoder = ImageEncoder.loadCheckpoint(join(encDir, 'tiny_effnet.pt'), 'effnet_state_dict', config);
     expectClose('latents', await encoder.encode(getTensor(ref, 'images')), getTensor(ref, 'out'), 1e-4);
-    expect(() => ImageEncoder.loadCheckpoint(join(encDir, 'tiny_effnet.pt'), 'state_dict', EFFICIENTNET_V2_S)).toThrow("has no key 'state_dict' (top-level keys: effnet_state_dict, step)");
+    expect(() => ImageEncoder.loadCheckpoint(join(encDir, 'tiny_effnet.pt'), 'state_dict', EFFICIENTNET_V2_S)).toThrow(
+      "has no key 'state_dict' (top-level keys: effnet_state_dict, step)",
+    );
   });
 });

@@ -15,10 +15,18 @@ import { train } from '../src/train.js';
 import { fixturesDir, logLosses, tinyTrainingConfig, useFixtureHubCache } from './helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'lora-train-e2e-'));
-const stack = createTinyStack(join(root, 'stack'), { seed: 1, tokenizer: join(fixturesDir, '..', '..', 'assets', 'clip-tokenizer') });
+const stack = createTinyStack(join(root, 'stack'), {
+  seed: 1,
+  tokenizer: join(fixturesDir, '..', '..', 'assets', 'clip-tokenizer'),
+});
 useFixtureHubCache();
 
-function configFile(name: string, overrides: Record<string, unknown> = {}, dataset = 'tiny/disc-captions', crop: 'CenterCrop' | 'RandomCrop' = 'CenterCrop'): string {
+function configFile(
+  name: string,
+  overrides: Record<string, unknown> = {},
+  dataset = 'tiny/disc-captions',
+  crop: 'CenterCrop' | 'RandomCrop' = 'CenterCrop',
+): string {
   const file = join(root, `${name}.json`);
   writeFileSync(file, JSON.stringify(tinyTrainingConfig(stack, overrides, dataset, crop), null, 1));
   return file;
@@ -26,7 +34,7 @@ function configFile(name: string, overrides: Record<string, unknown> = {}, datas
 
 const quiet = () => undefined;
 describe('GradScaler', () => {
-  it("follows torch.amp.GradScaler: halve and skip on overflow, double after growthInterval finite steps", () => {
+  it('follows torch.amp.GradScaler: halve and skip on overflow, double after growthInterval finite steps', () => {
     const scaler = new GradScaler(true, undefined, 3);
     expect(scaler.scale).toBe(65536);
     expect(scaler.update(Number.POSITIVE_INFINITY)).toBe(true);
@@ -64,9 +72,21 @@ describe('training', () => {
     const split = join(root, 'split');
     const file = configFile('resume', {}, 'tiny/disc-captions', 'RandomCrop');
     await train({ config: await loadConfig(file), workDir: whole, log: quiet, cacheDir: join(root, 'cache') });
-    const first = await train({ config: await loadConfig(file), workDir: split, log: quiet, cacheDir: join(root, 'cache'), stopAfter: 5 });
+    const first = await train({
+      config: await loadConfig(file),
+      workDir: split,
+      log: quiet,
+      cacheDir: join(root, 'cache'),
+      stopAfter: 5,
+    });
     expect(first.steps).toBe(5);
-    const second = await train({ config: await loadConfig(file), workDir: split, log: quiet, cacheDir: join(root, 'cache'), resume: 'auto' });
+    const second = await train({
+      config: await loadConfig(file),
+      workDir: split,
+      log: quiet,
+      cacheDir: join(root, 'cache'),
+      resume: 'auto',
+    });
     expect(second.steps).toBe(12);
     expect(logLosses(split)).toHaveLength(12);
     expect(logLosses(split)).toEqual(logLosses(whole));
@@ -77,15 +97,39 @@ describe('training', () => {
     const split = join(root, 'fp16-split');
     const file = configFile('fp16', { mixed_precision: 'fp16' });
     const lines: string[] = [];
-    await train({ config: await loadConfig(file), workDir: whole, log: (l) => lines.push(l), cacheDir: join(root, 'cache') });
+    await train({
+      config: await loadConfig(file),
+      workDir: whole,
+      log: (l) => lines.push(l),
+      cacheDir: join(root, 'cache'),
+    });
     expect(lines.some((l) => l.includes('mixed precision fp16'))).toBe(true);
-    await train({ config: await loadConfig(file), workDir: split, log: quiet, cacheDir: join(root, 'cache'), stopAfter: 5 });
-    const state = JSON.parse(readFileSync(join(split, 'checkpoints', 'iter_5', 'state.json'), 'utf8')) as { scaler: { scale: number; growthTracker: number } };
+    await train({
+      config: await loadConfig(file),
+      workDir: split,
+      log: quiet,
+      cacheDir: join(root, 'cache'),
+      stopAfter: 5,
+    });
+    const state = JSON.parse(readFileSync(join(split, 'checkpoints', 'iter_5', 'state.json'), 'utf8')) as {
+      scaler: { scale: number; growthTracker: number };
+    };
     expect(state.scaler).toEqual({ scale: 2 ** 16, growthTracker: 5 });
-    await train({ config: await loadConfig(file), workDir: split, log: quiet, cacheDir: join(root, 'cache'), resume: 'auto' });
+    await train({
+      config: await loadConfig(file),
+      workDir: split,
+      log: quiet,
+      cacheDir: join(root, 'cache'),
+      resume: 'auto',
+    });
     expect(logLosses(split)).toEqual(logLosses(whole));
     const fp32 = join(root, 'fp16-vs-fp32');
-    await train({ config: await loadConfig(configFile('fp32', {})), workDir: fp32, log: quiet, cacheDir: join(root, 'cache') });
+    await train({
+      config: await loadConfig(configFile('fp32', {})),
+      workDir: fp32,
+      log: quiet,
+      cacheDir: join(root, 'cache'),
+    });
     const [a, b] = [logLosses(whole), logLosses(fp32)];
     expect(a.map((l) => l.loss)).not.toEqual(b.map((l) => l.loss)); // fp16 GEMMs really ran
     a.forEach((l, i) => expect(Math.abs(l.loss - b[i]!.loss)).toBeLessThan(0.02 * b[i]!.loss));
@@ -93,8 +137,20 @@ describe('training', () => {
 
   it("samples the VisualizationHook's prompts before training and every interval", async () => {
     const workDir = join(root, 'vis');
-    const hook = { type: 'VisualizationHook', prompt: ['a red disc on stripes', 'a blue disc'], height: 128, width: 128, interval: 6, by_epoch: false };
-    await train({ config: await loadConfig(configFile('vis', { custom_hooks: [hook] })), workDir, log: quiet, cacheDir: join(root, 'cache') });
+    const hook = {
+      type: 'VisualizationHook',
+      prompt: ['a red disc on stripes', 'a blue disc'],
+      height: 128,
+      width: 128,
+      interval: 6,
+      by_epoch: false,
+    };
+    await train({
+      config: await loadConfig(configFile('vis', { custom_hooks: [hook] })),
+      workDir,
+      log: quiet,
+      cacheDir: join(root, 'cache'),
+    });
     for (const step of [0, 6, 12]) {
       const st = readSafetensors(join(workDir, 'vis_data', `iter_${step}.safetensors`));
       expect(st.entries.get('image_embeddings')?.shape).toEqual([2, 16, 3, 3]);
@@ -104,9 +160,18 @@ describe('training', () => {
 
   it('accumulates gradients over accumulative_counts iterations per optimizer step', async () => {
     const workDir = join(root, 'accumulate');
-    const config = await loadConfig(configFile('accumulate', { optim_wrapper: { accumulative_counts: 3, optimizer: { type: 'AdamW', lr: 1e-3 } }, lr_scheduler: { type: 'linear', warmup_iters: 1 }, train_cfg: { by_epoch: false, max_iters: 7 } }));
+    const config = await loadConfig(
+      configFile('accumulate', {
+        optim_wrapper: { accumulative_counts: 3, optimizer: { type: 'AdamW', lr: 1e-3 } },
+        lr_scheduler: { type: 'linear', warmup_iters: 1 },
+        train_cfg: { by_epoch: false, max_iters: 7 },
+      }),
+    );
     await train({ config, workDir, log: quiet, cacheDir: join(root, 'cache') });
-    const lines = readFileSync(join(workDir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { lr: number | null; grad_norm: number | null });
+    const lines = readFileSync(join(workDir, 'log.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { lr: number | null; grad_norm: number | null });
     // optimizer steps after iterations 3, 6 and the last (7): 3 steps, linear decay after 1 warmup step
     expect(lines.map((l) => l.grad_norm !== null)).toEqual([false, false, true, false, false, true, true]);
     expect(lines.map((l) => l.lr)).toEqual([null, null, 0, null, null, 1e-3, 5e-4]);
@@ -117,14 +182,23 @@ describe('training', () => {
     mkdirSync(folder, { recursive: true });
     const lines: string[] = [];
     for (let i = 0; i < 3; i++) {
-      await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 40 * i, g: 100, b: 200 - 50 * i } } }).png().toFile(join(folder, `img${i}.png`));
+      await sharp({
+        create: { width: 64, height: 64, channels: 3, background: { r: 40 * i, g: 100, b: 200 - 50 * i } },
+      })
+        .png()
+        .toFile(join(folder, `img${i}.png`));
       lines.push(JSON.stringify({ file_name: `img${i}.png`, text: `a colour swatch number ${i}` }));
     }
     writeFileSync(join(folder, 'broken.png'), 'this is not a png');
     lines.push(JSON.stringify({ file_name: 'broken.png', text: 'broken' }));
     writeFileSync(join(folder, 'metadata.jsonl'), lines.join('\n'));
     const messages: string[] = [];
-    const result = await train({ config: await loadConfig(configFile('folder', { train_cfg: { by_epoch: true, max_epochs: 1 } }, folder)), workDir: join(root, 'folder-run'), log: (l) => messages.push(l), cacheDir: join(root, 'cache') });
+    const result = await train({
+      config: await loadConfig(configFile('folder', { train_cfg: { by_epoch: true, max_epochs: 1 } }, folder)),
+      workDir: join(root, 'folder-run'),
+      log: (l) => messages.push(l),
+      cacheDir: join(root, 'cache'),
+    });
     expect(result.skipped).toEqual([join(folder, 'broken.png')]);
     expect(messages.some((m) => m.includes(`skipping ${join(folder, 'broken.png')}`))).toBe(true);
     expect(messages.some((m) => m.includes('1 unreadable images skipped'))).toBe(true);
@@ -133,8 +207,18 @@ describe('training', () => {
 
   it('reuses cached embeddings and recomputes when the transform changes', async () => {
     const messages: string[] = [];
-    await train({ config: await loadConfig(configFile('cache1', { train_cfg: { by_epoch: false, max_iters: 1 } })), workDir: join(root, 'c1'), log: (l) => messages.push(l), cacheDir: join(root, 'cache2') });
-    await train({ config: await loadConfig(configFile('cache2', { train_cfg: { by_epoch: false, max_iters: 1 } })), workDir: join(root, 'c2'), log: (l) => messages.push(l), cacheDir: join(root, 'cache2') });
+    await train({
+      config: await loadConfig(configFile('cache1', { train_cfg: { by_epoch: false, max_iters: 1 } })),
+      workDir: join(root, 'c1'),
+      log: (l) => messages.push(l),
+      cacheDir: join(root, 'cache2'),
+    });
+    await train({
+      config: await loadConfig(configFile('cache2', { train_cfg: { by_epoch: false, max_iters: 1 } })),
+      workDir: join(root, 'c2'),
+      log: (l) => messages.push(l),
+      cacheDir: join(root, 'cache2'),
+    });
     const summaries = messages.filter((m) => m.includes('items ready'));
     expect(summaries[0]).toMatch(/0 cached embeddings reused, 18 computed/); // 6 captions + 6 images x 2 flips
     expect(summaries[1]).toMatch(/18 cached embeddings reused, 0 computed/);
@@ -143,23 +227,37 @@ describe('training', () => {
   it('fails before training on a missing caption column or an empty dataset', async () => {
     const badColumn = await loadConfig(configFile('badcol', {}, 'tiny/disc-captions'));
     badColumn.config.train_dataloader!.dataset!.caption_column = 'caption';
-    await expect(train({ config: badColumn, workDir: join(root, 'bad'), log: quiet, cacheDir: join(root, 'cache') })).rejects.toThrow(/no column 'caption' \(columns: image, text\); set train_dataloader\.dataset\.caption_column/);
+    await expect(
+      train({ config: badColumn, workDir: join(root, 'bad'), log: quiet, cacheDir: join(root, 'cache') }),
+    ).rejects.toThrow(/no column 'caption' \(columns: image, text\); set train_dataloader\.dataset\.caption_column/);
     const empty = join(root, 'empty');
     mkdirSync(empty, { recursive: true });
-    await expect(train({ config: await loadConfig(configFile('empty', {}, empty)), workDir: join(root, 'bad2'), log: quiet, cacheDir: join(root, 'cache') })).rejects.toThrow(/the dataset is empty/);
+    await expect(
+      train({
+        config: await loadConfig(configFile('empty', {}, empty)),
+        workDir: join(root, 'bad2'),
+        log: quiet,
+        cacheDir: join(root, 'cache'),
+      }),
+    ).rejects.toThrow(/the dataset is empty/);
   });
 
   it('writes a checkpoint and exits cleanly on SIGTERM', async () => {
     const workDir = join(root, 'signal');
     const file = configFile('signal', { train_cfg: { by_epoch: false, max_iters: 1000000 } });
-    const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'bin', 'lora-train.js'), '--config', file, '--work-dir', workDir], {
-      env: { ...process.env, LORA_TRAIN_CACHE: join(root, 'cache') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [join(import.meta.dirname, '..', 'bin', 'lora-train.js'), '--config', file, '--work-dir', workDir],
+      {
+        env: { ...process.env, LORA_TRAIN_CACHE: join(root, 'cache') },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     child.stdout.on('data', (d) => (stdout += d));
     const logFile = join(workDir, 'log.jsonl');
-    while (!existsSync(logFile) || readFileSync(logFile, 'utf8').split('\n').length < 4) await new Promise((r) => setTimeout(r, 50));
+    while (!existsSync(logFile) || readFileSync(logFile, 'utf8').split('\n').length < 4)
+      await new Promise((r) => setTimeout(r, 50));
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((r) => child.on('exit', r));
     expect(code).toBe(0);
@@ -170,7 +268,8 @@ describe('training', () => {
 
   it('names a model missing from the Hugging Face cache and how to get it', async () => {
     const config = await loadConfig(configFile('nomodel', { model: { prior_model: 'warp-ai/wuerstchen-prior' } }));
-    await expect(train({ config, workDir: join(root, 'nomodel'), log: quiet })).rejects.toThrow(/model 'warp-ai\/wuerstchen-prior' is neither a folder nor in the local Hugging Face cache .*huggingface-cli download warp-ai\/wuerstchen-prior/);
+    await expect(train({ config, workDir: join(root, 'nomodel'), log: quiet })).rejects.toThrow(
+      /model 'warp-ai\/wuerstchen-prior' is neither a folder nor in the local Hugging Face cache .*huggingface-cli download warp-ai\/wuerstchen-prior/,
+    );
   });
 });
-

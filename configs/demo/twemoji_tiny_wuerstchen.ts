@@ -8,7 +8,12 @@ export default defineConfig({
   model: {
     prior_model: 'builtin:tiny-wuerstchen',
     image_encoder: { path: 'builtin:tiny-wuerstchen' },
-    prior_lora_config: { type: 'LoRA', r: 8, lora_alpha: 8, target_modules: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'] },
+    prior_lora_config: {
+      type: 'LoRA',
+      r: 8,
+      lora_alpha: 8,
+      target_modules: ['to_q', 'to_k', 'to_v', 'to_out.0', 'kv_mapper.1', 'channelwise.0', 'channelwise.4'],
+    },
   },
   train_dataloader: {
     batch_size: 16,

@@ -16,5 +16,12 @@ export default defineConfig({
     optimizer: { type: 'AdamW', lr: 1e-4, weight_decay: 1e-2 },
     clip_grad: { max_norm: 1.0 },
   },
-  custom_hooks: [{ type: 'VisualizationHook', prompt: ['yoda pokemon', 'yoda pokemon', 'yoda pokemon', 'yoda pokemon'], height: 768, width: 768 }],
+  custom_hooks: [
+    {
+      type: 'VisualizationHook',
+      prompt: ['yoda pokemon', 'yoda pokemon', 'yoda pokemon', 'yoda pokemon'],
+      height: 768,
+      width: 768,
+    },
+  ],
 });

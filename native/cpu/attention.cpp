@@ -43,9 +43,8 @@ void scatter_add_head(float* dst, const std::vector<float>& src, int64_t rows, i
     for (int64_t c = 0; c < d; ++c) dst[i * ld + c] += src[i * d + c];
 }
 
-void gemm_tile(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
-               bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb,
-               int64_t ldc) {
+void gemm_tile(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
+               float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) {
   gemm_serial({C, A, B, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc});
 }
 
@@ -56,9 +55,8 @@ namespace {
 // The forward pass shared by the training attention (lse kept, nothing masked) and the text
 // encoder's (causal and padding masks, no lse). o (B, N, H*d), any storage type; lse (B, H, N)
 // or null.
-void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v,
-                            const uint8_t* key_mask, bool causal, int64_t B, int64_t N, int64_t M,
-                            int64_t H, int64_t d, float scale) {
+void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v, const uint8_t* key_mask,
+                            bool causal, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) {
   const int64_t ld = H * d;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   parallel_for(B * H, [&](int64_t task) {
@@ -68,7 +66,7 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
     const std::vector<float> qh = gather_head(q, at(N), N, d, ld);  // (N, d)
     const std::vector<float> kh = gather_head(k, at(M), M, d, ld);  // (M, d)
     const std::vector<float> vh = gather_head(v, at(M), M, d, ld);  // (M, d)
-    const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;      // (M)
+    const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;    // (M)
     const bool masked = mask || causal;
     const auto& ks = active_kernels();
     std::vector<float> s(kBr * kBc);  // (kBr, kBc) scores, then probabilities
@@ -105,7 +103,7 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
       }
       for (int64_t r = 0; r < br; ++r) {
         const float inv = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;  // a row that saw no key: zeros
-        const int64_t orow = at(N) + (i0 + r) * ld;  // (d) of o's (N, d) head, rows strided by ld
+        const int64_t orow = at(N) + (i0 + r) * ld;                      // (d) of o's (N, d) head, rows strided by ld
         for (int64_t c = 0; c < d; ++c) o.set(orow + c, acc[r * d + c] * inv);
         if (lse) lse[(b * H + h) * N + i0 + r] = row_max[r] + std::log(row_sum[r]);
       }
@@ -115,34 +113,31 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
 
 }  // namespace
 
-void CpuOps::attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v,
-                               int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale,
-                               DType) {
+void CpuOps::attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N,
+                               int64_t M, int64_t H, int64_t d, float scale, DType) {
   attention_forward_impl(o, lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
 }
 
-void CpuOps::attention_masked_forward(float* o, const float* q, const float* k, const float* v,
-                                      const uint8_t* key_mask, bool causal, int64_t B, int64_t N,
-                                      int64_t M, int64_t H, int64_t d, float scale) {
+void CpuOps::attention_masked_forward(float* o, const float* q, const float* k, const float* v, const uint8_t* key_mask,
+                                      bool causal, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) {
   attention_forward_impl(o, nullptr, q, k, v, key_mask, causal, B, N, M, H, d, scale);
 }
 
-void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* dout,
-                                TensorRef q, TensorRef k, TensorRef v, TensorRef o,
-                                const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
+void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* dout, TensorRef q, TensorRef k,
+                                TensorRef v, TensorRef o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
                                 int64_t d, float scale, DType) {
   const int64_t ld = H * d;
   parallel_for(B * H, [&](int64_t task) {
     const int64_t b = task / H, h = task % H;
     // One head's rows inside an interleaved (rows, H*d) tensor; keeps the pointer's constness.
     auto head = [&](auto* base, int64_t rows) { return base + b * rows * ld + h * d; };
-    auto at = [&](int64_t rows) { return b * rows * ld + h * d; };  // a head's first element
-    const std::vector<float> qh = gather_head(q, at(N), N, d, ld);       // (N, d)
-    const std::vector<float> kh = gather_head(k, at(M), M, d, ld);       // (M, d)
-    const std::vector<float> vh = gather_head(v, at(M), M, d, ld);       // (M, d)
+    auto at = [&](int64_t rows) { return b * rows * ld + h * d; };        // a head's first element
+    const std::vector<float> qh = gather_head(q, at(N), N, d, ld);        // (N, d)
+    const std::vector<float> kh = gather_head(k, at(M), M, d, ld);        // (M, d)
+    const std::vector<float> vh = gather_head(v, at(M), M, d, ld);        // (M, d)
     const std::vector<float> doh = gather_head(head(dout, N), N, d, ld);  // (N, d)
-    const std::vector<float> oh = gather_head(o, at(N), N, d, ld);       // (N, d)
-    std::vector<float> dqh(N * d), dkh(M * d), dvh(M * d);               // contiguous accumulators
+    const std::vector<float> oh = gather_head(o, at(N), N, d, ld);        // (N, d)
+    std::vector<float> dqh(N * d), dkh(M * d), dvh(M * d);                // contiguous accumulators
     const float* lse_h = lse + (b * H + h) * N;
     const auto& ks = active_kernels();
     // delta_i = sum_c dout_ic o_ic = sum_j p_ij dp_ij, the softmax backward's row term.

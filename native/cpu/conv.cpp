@@ -19,9 +19,8 @@ std::vector<float> taps_channels_last(const float* w, int64_t C) {
 
 }  // namespace
 
-void CpuOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w,
-                                       const float* bias, int64_t B, int64_t H, int64_t W,
-                                       int64_t C) {
+void CpuOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
+                                       int64_t H, int64_t W, int64_t C) {
   const std::vector<float> taps = taps_channels_last(w, C);
   parallel_for(B * H, [&](int64_t bh) {
     const int64_t b = bh / H, h = bh % H;
@@ -43,9 +42,8 @@ void CpuOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w,
   });
 }
 
-void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy,
-                                        const float* x, const float* w, int64_t B, int64_t H,
-                                        int64_t W, int64_t C) {
+void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x,
+                                        const float* w, int64_t B, int64_t H, int64_t W, int64_t C) {
   const std::vector<float> taps = taps_channels_last(w, C);
   // dx gathers from the 3x3 output neighbourhood (the kernel flipped), so rows are independent.
   if (dx)
@@ -102,9 +100,8 @@ void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, cons
   }
 }
 
-void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
-                            int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k,
-                            int64_t stride) {
+void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                            int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   const int64_t rows = B * Ho * Wo, K = k * k * Cin;
   for (int64_t r = 0; r < rows; ++r)
@@ -125,8 +122,10 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
         for (int64_t ky = 0; ky < k; ++ky)
           for (int64_t kx = 0; kx < k; ++kx, p += Cin) {
             const int64_t iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
-            if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::fill(p, p + Cin, 0.0f);
-            else std::copy(x + ((b * H + iy) * W + ix) * Cin, x + ((b * H + iy) * W + ix + 1) * Cin, p);
+            if (iy < 0 || iy >= H || ix < 0 || ix >= W)
+              std::fill(p, p + Cin, 0.0f);
+            else
+              std::copy(x + ((b * H + iy) * W + ix) * Cin, x + ((b * H + iy) * W + ix + 1) * Cin, p);
           }
       }
     });
@@ -134,9 +133,8 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
   }
 }
 
-void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias,
-                                    int64_t B, int64_t H, int64_t W, int64_t C, int64_t k,
-                                    int64_t stride) {
+void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                                    int64_t W, int64_t C, int64_t k, int64_t stride) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   std::vector<float> taps(k * k * C);  // (k*k, C): contiguous channels in the inner loop
   for (int64_t c = 0; c < C; ++c)
@@ -161,8 +159,8 @@ void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, co
   });
 }
 
-void CpuOps::conv1x1_forward(float* y, const float* x, const float* w, const float* bias,
-                             int64_t B, int64_t Cin, int64_t Cout, int64_t P) {
+void CpuOps::conv1x1_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t Cin,
+                             int64_t Cout, int64_t P) {
   for (int64_t b = 0; b < B; ++b) {
     float* yb = y + b * Cout * P;  // (Cout, P)
     for (int64_t o = 0; o < Cout; ++o) std::fill(yb + o * P, yb + (o + 1) * P, bias ? bias[o] : 0.0f);
@@ -170,9 +168,8 @@ void CpuOps::conv1x1_forward(float* y, const float* x, const float* w, const flo
   }
 }
 
-void CpuOps::conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy,
-                              const float* x, const float* w, int64_t B, int64_t Cin,
-                              int64_t Cout, int64_t P) {
+void CpuOps::conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
+                              int64_t B, int64_t Cin, int64_t Cout, int64_t P) {
   for (int64_t b = 0; b < B; ++b) {
     const float* dyb = dy + b * Cout * P;  // (Cout, P)
     const float* xb = x + b * Cin * P;     // (Cin, P)

@@ -50,9 +50,10 @@ double measure_clock_ghz(double seconds) {
     for (long r = 0; r < rounds; ++r) {
       // 1000 adds, each waiting on the previous one: 1000 cycles per round on any x86 core.
       for (int i = 0; i < 100; ++i)
-        __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
-                         "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
-                         : "+r"(x));
+        __asm__ volatile(
+            "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+            "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
+            : "+r"(x));
     }
     double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
     double ghz = static_cast<double>(rounds) * kAddsPerRound / elapsed / 1e9;

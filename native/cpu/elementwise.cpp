@@ -12,8 +12,7 @@
 
 namespace lt::cpu {
 
-void CpuOps::modulate_forward(float* y, const float* x, const float* ab, int64_t B, int64_t P,
-                              int64_t C) {
+void CpuOps::modulate_forward(float* y, const float* x, const float* ab, int64_t B, int64_t P, int64_t C) {
   parallel_for(B, [&](int64_t b) {
     const float* a = ab + b * 2 * C;
     const float* sh = a + C;
@@ -25,8 +24,8 @@ void CpuOps::modulate_forward(float* y, const float* x, const float* ab, int64_t
   });
 }
 
-void CpuOps::modulate_backward(float* dx, float* dab, const float* dy, const float* x,
-                               const float* ab, int64_t B, int64_t P, int64_t C) {
+void CpuOps::modulate_backward(float* dx, float* dab, const float* dy, const float* x, const float* ab, int64_t B,
+                               int64_t P, int64_t C) {
   parallel_for(B, [&](int64_t b) {
     const float* a = ab + b * 2 * C;
     std::vector<double> da(dab ? C : 0, 0.0), db(dab ? C : 0, 0.0);
@@ -53,7 +52,7 @@ void CpuOps::modulate_backward(float* dx, float* dab, const float* dy, const flo
 
 void CpuOps::dropout_forward(TensorOut y, TensorRef x, float p, uint64_t seed, int64_t n) {
   if (x.type != DType::f32 || y.type != DType::f32) {  // through fp32: widen, drop, round once
-    std::vector<float> tmp(static_cast<size_t>(n));  // (n)
+    std::vector<float> tmp(static_cast<size_t>(n));    // (n)
     convert(tmp.data(), DType::f32, x, n);
     dropout_forward(tmp.data(), tmp.data(), p, seed, n);
     convert(y.data, y.type, tmp.data(), n);
@@ -66,8 +65,7 @@ void CpuOps::dropout_forward(TensorOut y, TensorRef x, float p, uint64_t seed, i
   });
 }
 
-void CpuOps::dropout_add_forward(float* out, const float* y, const float* residual, float p, uint64_t seed,
-                                 int64_t n) {
+void CpuOps::dropout_add_forward(float* out, const float* y, const float* residual, float p, uint64_t seed, int64_t n) {
   const KernelSet& ks = active_kernels();
   const DropoutKey key = DropoutKey::from_seed(seed);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
@@ -84,8 +82,7 @@ void CpuOps::dropout_backward(float* dx, const float* dy, float p, uint64_t seed
   });
 }
 
-void CpuOps::embedding_forward(float* out, const float* table, const int32_t* ids, int64_t n,
-                               int64_t dim) {
+void CpuOps::embedding_forward(float* out, const float* table, const int32_t* ids, int64_t n, int64_t dim) {
   parallel_range(n, 16, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) std::copy(table + ids[i] * dim, table + (ids[i] + 1) * dim, out + i * dim);
   });
@@ -100,8 +97,7 @@ void CpuOps::channel_mean(float* out, const float* x, int64_t B, int64_t P, int6
   });
 }
 
-void CpuOps::scale_channels(float* y, const float* x, const float* s, int64_t B, int64_t P,
-                            int64_t C) {
+void CpuOps::scale_channels(float* y, const float* x, const float* s, int64_t B, int64_t P, int64_t C) {
   parallel_range(B * P, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t bp = r0; bp < r1; ++bp) {
       const float* sb = s + (bp / P) * C;
@@ -110,8 +106,7 @@ void CpuOps::scale_channels(float* y, const float* x, const float* s, int64_t B,
   });
 }
 
-void CpuOps::concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int64_t Na,
-                        int64_t Nb, int64_t C) {
+void CpuOps::concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
   const bool f32 = out.type == DType::f32 && a.type == DType::f32 && b.type == DType::f32;
   parallel_for(B, [&](int64_t i) {
     const int64_t row = i * (Na + Nb) * C;
@@ -125,8 +120,7 @@ void CpuOps::concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int6
   });
 }
 
-void CpuOps::split_seq_backward(float* da, float* db, const float* dout, int64_t B, int64_t Na,
-                                int64_t Nb, int64_t C) {
+void CpuOps::split_seq_backward(float* da, float* db, const float* dout, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
   parallel_for(B, [&](int64_t i) {
     const float* src = dout + i * (Na + Nb) * C;
     if (da)
@@ -148,8 +142,7 @@ void CpuOps::transpose_cp(float* out, const float* x, int64_t B, int64_t C, int6
   });
 }
 
-void CpuOps::prior_output_forward(float* out, const float* x_in, const float* ab, int64_t B,
-                                  int64_t Cin, int64_t P) {
+void CpuOps::prior_output_forward(float* out, const float* x_in, const float* ab, int64_t B, int64_t Cin, int64_t P) {
   parallel_for(B, [&](int64_t b) {
     for (int64_t c = 0; c < Cin; ++c)
       for (int64_t p = 0; p < P; ++p) {
@@ -160,8 +153,8 @@ void CpuOps::prior_output_forward(float* out, const float* x_in, const float* ab
   });
 }
 
-void CpuOps::prior_output_backward(float* dab, const float* dout, const float* x_in,
-                                   const float* ab, int64_t B, int64_t Cin, int64_t P) {
+void CpuOps::prior_output_backward(float* dab, const float* dout, const float* x_in, const float* ab, int64_t B,
+                                   int64_t Cin, int64_t P) {
   // out = (x - a) / (|1 - b| + eps): d/da = -1/den; d/db = (x - a) sign(1 - b) / den^2
   // (torch's sign(0) = 0 at b = 1).
   parallel_for(B, [&](int64_t b) {

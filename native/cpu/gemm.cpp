@@ -45,19 +45,24 @@ inline float widen<float>(const float* p, int64_t i, DType t) {
   return t == DType::f32 ? p[i] : lowp_to_f32(f32_to_lowp(p[i], t), t);
 }
 template <>
-inline float widen<uint16_t>(const uint16_t* p, int64_t i, DType t) { return lowp_to_f32(p[i], t); }
+inline float widen<uint16_t>(const uint16_t* p, int64_t i, DType t) {
+  return lowp_to_f32(p[i], t);
+}
 
 // Packs op(A)[i0:i0+mc, p0:p0+kc] into ceil(mc/mr) panels of (kc, mr), zero-padding rows.
 template <typename T>
-void pack_a(float* dst, const T* A, DType t, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) {
+void pack_a(float* dst, const T* A, DType t, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
+            int mr) {
   for (int64_t ip = 0; ip < mc; ip += mr, dst += kc * mr) {
     int64_t rows = std::min<int64_t>(mr, mc - ip);
     if (g.transA) {  // op(A)(i, p) = A[p, i]: rows of the panel are contiguous in A
       const T* src = A + (p0)*g.lda + (i0 + ip);
       for (int64_t p = 0; p < kc; ++p, src += g.lda) {
         float* d = dst + p * mr;
-        if (std::is_same_v<T, float> && t == DType::f32) std::memcpy(d, src, rows * sizeof(float));
-        else for (int64_t i = 0; i < rows; ++i) d[i] = widen(src, i, t);
+        if (std::is_same_v<T, float> && t == DType::f32)
+          std::memcpy(d, src, rows * sizeof(float));
+        else
+          for (int64_t i = 0; i < rows; ++i) d[i] = widen(src, i, t);
         for (int64_t i = rows; i < mr; ++i) d[i] = 0.0f;
       }
     } else {
@@ -76,15 +81,18 @@ void pack_a(float* dst, const T* A, DType t, const GemmArgs& g, int64_t i0, int6
 
 // Packs op(B)[p0:p0+kc, j0:j0+nc] into ceil(nc/nr) panels of (kc, nr), zero-padding columns.
 template <typename T>
-void pack_b(float* dst, const T* B, DType t, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) {
+void pack_b(float* dst, const T* B, DType t, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
+            int nr) {
   for (int64_t jp = 0; jp < nc; jp += nr, dst += kc * nr) {
     int64_t cols = std::min<int64_t>(nr, nc - jp);
     if (!g.transB) {  // op(B)(p, j) = B[p, j]: panel rows contiguous
       const T* src = B + p0 * g.ldb + (j0 + jp);
       for (int64_t p = 0; p < kc; ++p, src += g.ldb) {
         float* d = dst + p * nr;
-        if (std::is_same_v<T, float> && t == DType::f32) std::memcpy(d, src, cols * sizeof(float));
-        else for (int64_t j = 0; j < cols; ++j) d[j] = widen(src, j, t);
+        if (std::is_same_v<T, float> && t == DType::f32)
+          std::memcpy(d, src, cols * sizeof(float));
+        else
+          for (int64_t j = 0; j < cols; ++j) d[j] = widen(src, j, t);
         for (int64_t j = cols; j < nr; ++j) d[j] = 0.0f;
       }
     } else {
@@ -100,20 +108,22 @@ void pack_b(float* dst, const T* B, DType t, const GemmArgs& g, int64_t p0, int6
 
 void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) {
   const DType t = gemm_operand_type(g.A.type, g.B.type);
-  if (g.A.type == DType::f32) pack_a(dst, g.A.f32(), t, g, i0, mc, p0, kc, mr);
-  else pack_a(dst, g.A.lowp(), t, g, i0, mc, p0, kc, mr);
+  if (g.A.type == DType::f32)
+    pack_a(dst, g.A.f32(), t, g, i0, mc, p0, kc, mr);
+  else
+    pack_a(dst, g.A.lowp(), t, g, i0, mc, p0, kc, mr);
 }
 
 void pack_b(float* dst, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) {
   const DType t = gemm_operand_type(g.A.type, g.B.type);
-  if (g.B.type == DType::f32) pack_b(dst, g.B.f32(), t, g, p0, kc, j0, nc, nr);
-  else pack_b(dst, g.B.lowp(), t, g, p0, kc, j0, nc, nr);
+  if (g.B.type == DType::f32)
+    pack_b(dst, g.B.f32(), t, g, p0, kc, j0, nc, nr);
+  else
+    pack_b(dst, g.B.lowp(), t, g, p0, kc, j0, nc, nr);
 }
 
 // A stored operand advanced by n elements.
-TensorRef offset(TensorRef x, int64_t n) {
-  return {static_cast<const char*>(x.data) + n * dtype_size(x.type), x.type};
-}
+TensorRef offset(TensorRef x, int64_t n) { return {static_cast<const char*>(x.data) + n * dtype_size(x.type), x.type}; }
 
 void scale_c(const GemmArgs& g) {
   for (int64_t i = 0; i < g.M; ++i) {
@@ -180,7 +190,10 @@ void gemm(const GemmArgs& g) {
   for (int t = threads; t > 1;) {  // factor threads greedily into the larger tile count
     int f = 2;
     while (t % f) ++f;
-    if (mtiles / tm >= ntiles / tn) tm *= f; else tn *= f;
+    if (mtiles / tm >= ntiles / tn)
+      tm *= f;
+    else
+      tn *= f;
     t /= f;
   }
   tm = static_cast<int>(std::min<int64_t>(tm, mtiles));
@@ -200,9 +213,8 @@ void gemm(const GemmArgs& g) {
   });
 }
 
-void CpuOps::gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K,
-                  bool transA, bool transB, float alpha, float beta, int64_t lda, int64_t ldb,
-                  int64_t ldc) {
+void CpuOps::gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
+                  float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) {
   cpu::gemm({C, A, B, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc});
 }
 

@@ -8,9 +8,9 @@
 namespace lt::cpu {
 
 struct GemmArgs {
-  float* C;        // (M, N), row stride ldc
-  TensorRef A;     // op(A) (M, K), row stride lda of A as stored
-  TensorRef B;     // op(B) (K, N), row stride ldb of B as stored
+  float* C;     // (M, N), row stride ldc
+  TensorRef A;  // op(A) (M, K), row stride lda of A as stored
+  TensorRef B;  // op(B) (K, N), row stride ldb of B as stored
   int64_t M, N, K;
   bool transA, transB;
   float alpha, beta;  // C = alpha op(A) op(B) + beta C; C not read when beta == 0

@@ -10,12 +10,11 @@ namespace lt::cpu {
 
 struct KernelSet {
   const char* name;
-  int mr, nr;        // register tile of the GEMM micro-kernel
-  int mc, kc, nc;    // cache blocking: A block (mc, kc) sits in L2, B panel (kc, nc) in L3
+  int mr, nr;      // register tile of the GEMM micro-kernel
+  int mc, kc, nc;  // cache blocking: A block (mc, kc) sits in L2, B panel (kc, nc) in L3
   // C (mr, nr), row stride ldc = alpha * Ap^T Bp + beta * C (C not read when beta == 0).
   // Ap: kc steps of mr values (packed A); Bp: kc steps of nr values (packed B).
-  void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc,
-                    float alpha, float beta);
+  void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta);
   // Softmax row helpers for attention, accurate to a few ulp; exp(-inf) = 0.
   float (*row_max)(const float* x, int64_t n);
   // x[i] = exp(x[i] - shift) for i < n; returns the sum of the new values.
@@ -27,8 +26,8 @@ struct KernelSet {
   void (*sigmoid)(float* y, const float* x, int64_t n, bool times_x);
   // Inverted dropout over elements [first, first + n) of a tensor: kept when
   // uniform01(key, first + i) >= p. Forward: y = kept ? x * scale : 0. Backward: dx += kept ? dy * scale : 0.
-  void (*dropout)(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b,
-                  int64_t first, int64_t n, bool accumulate);
+  void (*dropout)(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b, int64_t first,
+                  int64_t n, bool accumulate);
 };
 
 extern const KernelSet kGenericKernels;

@@ -9,8 +9,7 @@ namespace {
 
 constexpr int kMR = 6, kNR = 16;  // 12 ymm accumulators + 2 B vectors + 1 broadcast
 
-void gemm_tile_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc,
-                    float alpha, float beta) {
+void gemm_tile_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
   __m256 c[kMR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < kMR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
@@ -137,8 +136,8 @@ inline __m256i hash32_avx2(__m256i x) {
   return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
 }
 
-void dropout_avx2(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b,
-                  int64_t first, int64_t n, bool accumulate) {
+void dropout_avx2(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b, int64_t first,
+                  int64_t n, bool accumulate) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i a = _mm256_set1_epi32(static_cast<int>(key_a)), b = _mm256_set1_epi32(static_cast<int>(key_b));
   const __m256 vp = _mm256_set1_ps(p), vscale = _mm256_set1_ps(scale), unit = _mm256_set1_ps(1.0f / 16777216.0f);
@@ -155,7 +154,18 @@ void dropout_avx2(float* y, const float* x, float p, float scale, uint32_t key_a
 
 }  // namespace
 
-const KernelSet kAvx2Kernels = {"avx2", kMR, kNR, 96, 768, 4080, gemm_tile_avx2, row_max_avx2, exp_shift_sum_avx2,
-                                gelu_forward_avx2, gelu_backward_avx2, sigmoid_avx2, dropout_avx2};
+const KernelSet kAvx2Kernels = {"avx2",
+                                kMR,
+                                kNR,
+                                96,
+                                768,
+                                4080,
+                                gemm_tile_avx2,
+                                row_max_avx2,
+                                exp_shift_sum_avx2,
+                                gelu_forward_avx2,
+                                gelu_backward_avx2,
+                                sigmoid_avx2,
+                                dropout_avx2};
 
 }  // namespace lt::cpu

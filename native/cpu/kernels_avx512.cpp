@@ -10,8 +10,7 @@ namespace {
 
 constexpr int kMR = 12, kNR = 32;  // 24 zmm accumulators + 2 B vectors + 1 broadcast
 
-void gemm_tile_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc,
-                      float alpha, float beta) {
+void gemm_tile_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
   __m512 c[kMR][2];
 #pragma GCC unroll 12
   for (int i = 0; i < kMR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
@@ -119,8 +118,8 @@ inline __m512i hash32_avx512(__m512i x) {
   return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
 }
 
-void dropout_avx512(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b,
-                    int64_t first, int64_t n, bool accumulate) {
+void dropout_avx512(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b, int64_t first,
+                    int64_t n, bool accumulate) {
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i a = _mm512_set1_epi32(static_cast<int>(key_a)), b = _mm512_set1_epi32(static_cast<int>(key_b));
   const __m512 vp = _mm512_set1_ps(p), vscale = _mm512_set1_ps(scale), unit = _mm512_set1_ps(1.0f / 16777216.0f);
@@ -137,8 +136,18 @@ void dropout_avx512(float* y, const float* x, float p, float scale, uint32_t key
 
 }  // namespace
 
-const KernelSet kAvx512Kernels = {"avx512", kMR, kNR, 96, 768, 4096, gemm_tile_avx512,
-                                  row_max_avx512, exp_shift_sum_avx512, gelu_forward_avx512,
-                                  gelu_backward_avx512, sigmoid_avx512, dropout_avx512};
+const KernelSet kAvx512Kernels = {"avx512",
+                                  kMR,
+                                  kNR,
+                                  96,
+                                  768,
+                                  4096,
+                                  gemm_tile_avx512,
+                                  row_max_avx512,
+                                  exp_shift_sum_avx512,
+                                  gelu_forward_avx512,
+                                  gelu_backward_avx512,
+                                  sigmoid_avx512,
+                                  dropout_avx512};
 
 }  // namespace lt::cpu

@@ -11,8 +11,7 @@ namespace {
 
 constexpr int kMR = 4, kNR = 8;
 
-void gemm_tile_generic(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc,
-                       float alpha, float beta) {
+void gemm_tile_generic(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
   float acc[kMR][kNR] = {};
   for (int64_t p = 0; p < kc; ++p, Ap += kMR, Bp += kNR)
     for (int i = 0; i < kMR; ++i)
@@ -53,8 +52,8 @@ void sigmoid_generic(float* y, const float* x, int64_t n, bool times_x) {
   }
 }
 
-void dropout_generic(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b,
-                     int64_t first, int64_t n, bool accumulate) {
+void dropout_generic(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b, int64_t first,
+                     int64_t n, bool accumulate) {
   const DropoutKey key{key_a, key_b};
   for (int64_t i = 0; i < n; ++i) {
     const float v = uniform01(key, static_cast<uint32_t>(first + i)) >= p ? x[i] * scale : 0.0f;
@@ -64,9 +63,18 @@ void dropout_generic(float* y, const float* x, float p, float scale, uint32_t ke
 
 }  // namespace
 
-const KernelSet kGenericKernels = {"generic", kMR, kNR, 128, 256, 4096, gemm_tile_generic,
-                                   row_max_generic, exp_shift_sum_generic,
-                                   gelu_forward_generic, gelu_backward_generic, sigmoid_generic,
+const KernelSet kGenericKernels = {"generic",
+                                   kMR,
+                                   kNR,
+                                   128,
+                                   256,
+                                   4096,
+                                   gemm_tile_generic,
+                                   row_max_generic,
+                                   exp_shift_sum_generic,
+                                   gelu_forward_generic,
+                                   gelu_backward_generic,
+                                   sigmoid_generic,
                                    dropout_generic};
 
 }  // namespace lt::cpu

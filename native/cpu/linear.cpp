@@ -34,42 +34,46 @@ void write_rounded(Ops& ops, TensorOut y, int64_t n, Compute compute) {
 
 }  // namespace
 
-void CpuOps::linear_forward(TensorOut y, TensorRef x, TensorRef W, const float* b,
-                            int64_t rows, int64_t in, int64_t out) {
-  if (y.type != DType::f32) return write_rounded(*this, y, rows * out, [&](float* y32) { linear_forward(y32, x, W, b, rows, in, out); });
+void CpuOps::linear_forward(TensorOut y, TensorRef x, TensorRef W, const float* b, int64_t rows, int64_t in,
+                            int64_t out) {
+  if (y.type != DType::f32)
+    return write_rounded(*this, y, rows * out, [&](float* y32) { linear_forward(y32, x, W, b, rows, in, out); });
   fill_bias(y.f32(), b, rows, out);
   cpu::gemm({y.f32(), x, W, rows, out, in, false, true, 1.0f, 1.0f, in, in, out});  // y += x W^T
 }
 
-void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x,
-                             TensorRef W, int64_t rows, int64_t in, int64_t out, bool accumulate_dx) {
-  if (dx) cpu::gemm({dx, dy, W, rows, in, out, false, false, 1.0f, accumulate_dx ? 1.0f : 0.0f, out, in, in});  // dx (+)= dy W
-  if (dW) cpu::gemm({dW, dy, x, out, in, rows, true, false, 1.0f, 1.0f, out, in, in});  // dW += dy^T x
+void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x, TensorRef W, int64_t rows,
+                             int64_t in, int64_t out, bool accumulate_dx) {
+  if (dx)
+    cpu::gemm(
+        {dx, dy, W, rows, in, out, false, false, 1.0f, accumulate_dx ? 1.0f : 0.0f, out, in, in});  // dx (+)= dy W
+  if (dW) cpu::gemm({dW, dy, x, out, in, rows, true, false, 1.0f, 1.0f, out, in, in});              // dW += dy^T x
   if (db) add_column_sums(db, dy, rows, out);
 }
 
-void CpuOps::lora_linear_forward(TensorOut y, float* xa, TensorRef x, TensorRef x_lora,
-                                 TensorRef W, const float* b, const float* A, const float* B,
-                                 float scale, int64_t rows, int64_t in, int64_t out, int64_t r) {
+void CpuOps::lora_linear_forward(TensorOut y, float* xa, TensorRef x, TensorRef x_lora, TensorRef W, const float* b,
+                                 const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out,
+                                 int64_t r) {
   if (y.type != DType::f32)
-    return write_rounded(*this, y, rows * out, [&](float* y32) { lora_linear_forward(y32, xa, x, x_lora, W, b, A, B, scale, rows, in, out, r); });
+    return write_rounded(*this, y, rows * out, [&](float* y32) {
+      lora_linear_forward(y32, xa, x, x_lora, W, b, A, B, scale, rows, in, out, r);
+    });
   const TensorRef xl = x_lora.data ? x_lora : x;
   cpu::gemm({xa, xl, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r});  // xa = x_lora A^T
   linear_forward(y, x, W, b, rows, in, out);
   cpu::gemm({y.f32(), xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out});  // y += s xa B^T
 }
 
-void CpuOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW,
-                                  float* db, const float* dy, TensorRef x,
-                                  const float* x_lora, const float* xa, TensorRef W,
-                                  const float* A, const float* B, float scale, int64_t rows,
-                                  int64_t in, int64_t out, int64_t r, bool accumulate_dx) {
+void CpuOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db,
+                                  const float* dy, TensorRef x, const float* x_lora, const float* xa, TensorRef W,
+                                  const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out,
+                                  int64_t r, bool accumulate_dx) {
   const TensorRef xl = x_lora ? TensorRef(x_lora) : x;
   float* dxl = dx_lora ? dx_lora : dx;
-  cpu::gemm({dB, dy, xa, out, r, rows, true, false, scale, 1.0f, out, r, r});  // dB += s dy^T xa
-  std::vector<float> dxa(static_cast<size_t>(rows * r));                          // (rows, r)
+  cpu::gemm({dB, dy, xa, out, r, rows, true, false, scale, 1.0f, out, r, r});          // dB += s dy^T xa
+  std::vector<float> dxa(static_cast<size_t>(rows * r));                               // (rows, r)
   cpu::gemm({dxa.data(), dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r});  // s dy B
-  cpu::gemm({dA, dxa.data(), xl, r, in, rows, true, false, 1.0f, 1.0f, r, in, in});   // dA += dxa^T x_lora
+  cpu::gemm({dA, dxa.data(), xl, r, in, rows, true, false, 1.0f, 1.0f, r, in, in});    // dA += dxa^T x_lora
   linear_backward(dx, dW, db, dy, x, W, rows, in, out, accumulate_dx);
   // dx already holds the base path's part; a separate dx_lora is written afresh.
   const float beta = dxl == dx ? 1.0f : 0.0f;

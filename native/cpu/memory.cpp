@@ -26,9 +26,8 @@ void CpuOps::download_bytes(void* host_dst, const void* src, int64_t bytes) {
 }
 
 void CpuOps::zero(float* x, int64_t n) {
-  parallel_range(n, 1 << 16, [&](int64_t i0, int64_t i1) {
-    std::memset(x + i0, 0, static_cast<size_t>(i1 - i0) * sizeof(float));
-  });
+  parallel_range(n, 1 << 16,
+                 [&](int64_t i0, int64_t i1) { std::memset(x + i0, 0, static_cast<size_t>(i1 - i0) * sizeof(float)); });
 }
 
 void CpuOps::axpy(float* y, const float* x, float alpha, int64_t n) {

@@ -23,8 +23,8 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 }  // namespace
 
-void CpuOps::layernorm_forward(TensorOut y, float* mean, float* rstd, const float* x, int64_t rows,
-                               int64_t C, float eps) {
+void CpuOps::layernorm_forward(TensorOut y, float* mean, float* rstd, const float* x, int64_t rows, int64_t C,
+                               float eps) {
   parallel_range(rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * C;
@@ -44,8 +44,8 @@ void CpuOps::layernorm_forward(TensorOut y, float* mean, float* rstd, const floa
   });
 }
 
-void CpuOps::layernorm_affine_forward(float* y, const float* x, const float* weight,
-                                      const float* bias, int64_t rows, int64_t C, float eps) {
+void CpuOps::layernorm_affine_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows,
+                                      int64_t C, float eps) {
   std::vector<float> mean(rows), rstd(rows);
   layernorm_forward(y, mean.data(), rstd.data(), x, rows, C, eps);
   parallel_range(rows, 64, [&](int64_t r0, int64_t r1) {
@@ -54,8 +54,8 @@ void CpuOps::layernorm_affine_forward(float* y, const float* x, const float* wei
   });
 }
 
-void CpuOps::layernorm_backward(float* dx, const float* dy, const float* x, const float* mean,
-                                const float* rstd, int64_t rows, int64_t C) {
+void CpuOps::layernorm_backward(float* dx, const float* dy, const float* x, const float* mean, const float* rstd,
+                                int64_t rows, int64_t C) {
   // dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
   parallel_range(rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -70,8 +70,7 @@ void CpuOps::layernorm_backward(float* dx, const float* dy, const float* x, cons
       const float mean_dy = static_cast<float>(sum_dy / C);
       const float mean_dy_xhat = static_cast<float>(sum_dy_xhat / C);
       float* dxr = dx + r * C;
-      for (int64_t c = 0; c < C; ++c)
-        dxr[c] += s * (dyr[c] - mean_dy - (xr[c] - m) * s * mean_dy_xhat);
+      for (int64_t c = 0; c < C; ++c) dxr[c] += s * (dyr[c] - mean_dy - (xr[c] - m) * s * mean_dy_xhat);
     }
   });
 }
@@ -83,7 +82,8 @@ void CpuOps::gelu_forward(float* y, const float* x, int64_t n) {
 
 void CpuOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
   const KernelSet& ks = active_kernels();
-  parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) { ks.gelu_backward(dx + i0, dy + i0, x + i0, i1 - i0); });
+  parallel_range(n, kElementwiseChunk,
+                 [&](int64_t i0, int64_t i1) { ks.gelu_backward(dx + i0, dy + i0, x + i0, i1 - i0); });
 }
 
 void CpuOps::quick_gelu_forward(float* y, const float* x, int64_t n) {
@@ -111,8 +111,7 @@ void CpuOps::leaky_relu_forward(float* y, const float* x, float slope, int64_t n
   elementwise(n, [&](int64_t i) { y[i] = x[i] > 0.0f ? x[i] : slope * x[i]; });
 }
 
-void CpuOps::leaky_relu_backward(float* dx, const float* dy, const float* x, float slope,
-                                 int64_t n) {
+void CpuOps::leaky_relu_backward(float* dx, const float* dy, const float* x, float slope, int64_t n) {
   elementwise(n, [&](int64_t i) { dx[i] += x[i] > 0.0f ? dy[i] : slope * dy[i]; });
 }
 
@@ -131,8 +130,8 @@ double mean_of(const std::vector<double>& v) {
 }
 }  // namespace
 
-void CpuOps::grn_forward(float* y, const float* u, const float* gamma, const float* beta,
-                         int64_t B, int64_t P, int64_t C, float eps) {
+void CpuOps::grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
+                         int64_t C, float eps) {
   parallel_for(B, [&](int64_t b) {
     const float* ub = u + b * P * C;
     float* yb = y + b * P * C;
@@ -146,9 +145,8 @@ void CpuOps::grn_forward(float* y, const float* u, const float* gamma, const flo
   });
 }
 
-void CpuOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* dy,
-                          const float* u, const float* gamma, int64_t B, int64_t P, int64_t C,
-                          float eps) {
+void CpuOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* dy, const float* u, const float* gamma,
+                          int64_t B, int64_t P, int64_t C, float eps) {
   // y_pc = gamma_c u_pc nx_c + beta_c + u_pc with nx_c = g_c / (mean(g) + eps), g_c = ||u_:c||.
   // With s_c = gamma_c sum_p dy_pc u_pc:
   //   dL/dg_c = s_c / D - (sum_k s_k g_k) / (C D^2),  D = mean(g) + eps
@@ -175,8 +173,7 @@ void CpuOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* d
     }
     float* dub = du + b * P * C;
     for (int64_t p = 0; p < P; ++p)
-      for (int64_t c = 0; c < C; ++c)
-        dub[p * C + c] += dyb[p * C + c] * gain[c] + coef[c] * ub[p * C + c];
+      for (int64_t c = 0; c < C; ++c) dub[p * C + c] += dyb[p * C + c] * gain[c] + coef[c] * ub[p * C + c];
   });
   if (dgamma)
     for (int64_t c = 0; c < C; ++c) {
@@ -192,8 +189,7 @@ void CpuOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* d
   }
 }
 
-double CpuOps::mse_loss(float* dpred, const float* pred, const float* target, int64_t n,
-                        float grad_scale) {
+double CpuOps::mse_loss(float* dpred, const float* pred, const float* target, int64_t n, float grad_scale) {
   const int threads = num_threads();
   std::vector<double> partial(threads, 0.0);
   const int64_t step = (n + threads - 1) / threads;
@@ -218,10 +214,10 @@ namespace lt::cpu {
 
 // The CPU composes the fused ops from the reference ones (the fusion is a GPU memory-traffic
 // saving; here it would only duplicate code).
-void CpuOps::gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, const float* beta, int64_t B,
-                              int64_t P, int64_t C, float eps) {
+void CpuOps::gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P,
+                              int64_t C, float eps) {
   std::vector<float> g(static_cast<size_t>(B * P * C));  // (B, P, C)
-  if (u.type != DType::f32) {  // widen in place, then GELU
+  if (u.type != DType::f32) {                            // widen in place, then GELU
     convert(g.data(), DType::f32, u, B * P * C);
     gelu_forward(g.data(), g.data(), B * P * C);
   } else {
@@ -232,8 +228,8 @@ void CpuOps::gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, cons
   convert(y.data, y.type, g.data(), B * P * C);
 }
 
-void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const float* gamma, int64_t B,
-                               int64_t P, int64_t C, float eps) {
+void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const float* gamma, int64_t B, int64_t P,
+                               int64_t C, float eps) {
   const int64_t n = B * P * C;
   std::vector<float> widened;  // (B, P, C): u in fp32 when it is stored narrower
   if (u.type != DType::f32) {

@@ -126,8 +126,7 @@ void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   pool().run(n, fn);
 }
 
-void parallel_range(int64_t total, int64_t min_chunk,
-                    const std::function<void(int64_t, int64_t)>& fn) {
+void parallel_range(int64_t total, int64_t min_chunk, const std::function<void(int64_t, int64_t)>& fn) {
   if (total <= 0) return;
   int64_t chunks = std::min<int64_t>(num_threads(), std::max<int64_t>(1, total / std::max<int64_t>(1, min_chunk)));
   int64_t step = (total + chunks - 1) / chunks;

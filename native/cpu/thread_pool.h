@@ -16,7 +16,6 @@ int num_threads();
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 
 // Splits [0, total) into contiguous chunks, at least min_chunk long, one call per chunk.
-void parallel_range(int64_t total, int64_t min_chunk,
-                    const std::function<void(int64_t begin, int64_t end)>& fn);
+void parallel_range(int64_t total, int64_t min_chunk, const std::function<void(int64_t begin, int64_t end)>& fn);
 
 }  // namespace lt::cpu

@@ -7,12 +7,10 @@
 
 namespace lt::cpu {
 
-#define LT_EXP_CONSTANTS                                                              \
-  constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f,               \
-                  kLn2Lo = -2.12194440e-4f, kP0 = 1.9875691500e-4f,                  \
-                  kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f,                    \
-                  kP3 = 4.1665795894e-2f, kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f, \
-                  kMaxX = 88.7228391f, kMinX = -87.3365448f;
+#define LT_EXP_CONSTANTS                                                                                          \
+  constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f,                 \
+                  kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f, kP3 = 4.1665795894e-2f, \
+                  kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f, kMaxX = 88.7228391f, kMinX = -87.3365448f;
 
 #if defined(__AVX512F__)
 inline __m512 exp_ps_avx512(__m512 x) {
@@ -20,7 +18,8 @@ inline __m512 exp_ps_avx512(__m512 x) {
   __mmask16 underflow = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMinX), _CMP_LT_OQ);
   __mmask16 overflow = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMaxX), _CMP_GT_OQ);
   __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), _mm512_set1_ps(kMaxX));
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 n =
+      _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), xc);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
   __m512 p = _mm512_set1_ps(kP0);
@@ -58,7 +57,8 @@ inline __m256 exp_ps_avx2(__m256 x) {
   __m256i ni = _mm256_cvtps_epi32(n);
   __m256i half = _mm256_srai_epi32(ni, 1);
   __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
-  __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+  __m256 s2 =
+      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
   __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
   y = _mm256_andnot_ps(underflow, y);
   y = _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()), overflow);
@@ -69,9 +69,9 @@ inline __m256 exp_ps_avx2(__m256 x) {
 #undef LT_EXP_CONSTANTS
 
 // erf(z) by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), given e = exp(-z^2).
-#define LT_ERF_CONSTANTS                                                                \
-  constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f,            \
-                  kA3 = 1.421413741f, kA4 = -1.453152027f, kA5 = 1.061405429f;
+#define LT_ERF_CONSTANTS                                                                                             \
+  constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f, kA4 = -1.453152027f, \
+                  kA5 = 1.061405429f;
 
 #if defined(__AVX512F__)
 inline __m512 erf_abs_ps_avx512(__m512 z_abs, __m512 exp_neg_z2) {

@@ -30,15 +30,20 @@ static_assert(kD == kTile, "warp_rows_times_tile takes the inner dimension of bo
 template <typename T>
 __device__ inline T to_lowp(float x);
 template <>
-__device__ inline __nv_bfloat16 to_lowp<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+__device__ inline __nv_bfloat16 to_lowp<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
 template <>
-__device__ inline __half to_lowp<__half>(float x) { return __float2half_rn(x); }
+__device__ inline __half to_lowp<__half>(float x) {
+  return __float2half_rn(x);
+}
 
 // Four consecutive elements of x from element i: one 16-byte (fp32) or 8-byte (bf16/fp16) load.
 __device__ inline float4 load4(TensorRef x, int64_t i) {
   if (x.type == DType::f32) return *reinterpret_cast<const float4*>(static_cast<const float*>(x.data) + i);
   const ushort4 h = *reinterpret_cast<const ushort4*>(static_cast<const uint16_t*>(x.data) + i);
-  return make_float4(lowp_to_f32(h.x, x.type), lowp_to_f32(h.y, x.type), lowp_to_f32(h.z, x.type), lowp_to_f32(h.w, x.type));
+  return make_float4(lowp_to_f32(h.x, x.type), lowp_to_f32(h.y, x.type), lowp_to_f32(h.z, x.type),
+                     lowp_to_f32(h.w, x.type));
 }
 
 // rows [r0, r0 + kTile) of the head starting at element `head` of x (row stride ld, any
@@ -77,8 +82,10 @@ __device__ inline void warp_rows_times_tile(float* out, const T* a, const T* b, 
   for (int kk = 0; kk < kD / 16; ++kk) wmma::load_matrix_sync(fa[kk], a + kk * 16, kLdh);
   for (int n = 0; n < kTile / 16; ++n) {
     FragC acc;
-    if (accumulate) wmma::load_matrix_sync(acc, out + n * 16, kLdf, wmma::mem_row_major);
-    else wmma::fill_fragment(acc, 0.0f);
+    if (accumulate)
+      wmma::load_matrix_sync(acc, out + n * 16, kLdf, wmma::mem_row_major);
+    else
+      wmma::fill_fragment(acc, 0.0f);
     for (int kk = 0; kk < kD / 16; ++kk) {
       FragOpB fb;
       wmma::load_matrix_sync(fb, Transposed ? b + n * 16 * kLdh + kk * 16 : b + kk * 16 * kLdh + n * 16, kLdh);
@@ -95,19 +102,20 @@ struct RowHalf {
   int row;    // within the block's 64
   int first;  // first column of the half: 0 or 32
   int rot;    // rotation of the visiting order
-  __device__ RowHalf(int warp, int lane) : row(warp * 16 + lane / 2), first((lane % 2) * 32), rot(lane / 2 + 16 * (lane % 2)) {}
+  __device__ RowHalf(int warp, int lane)
+      : row(warp * 16 + lane / 2), first((lane % 2) * 32), rot(lane / 2 + 16 * (lane % 2)) {}
   __device__ int col(int j) const { return first + ((j + rot) & 31); }
 };
 
 template <typename T>
-__global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(TensorOut o, float* lse, TensorRef q, TensorRef k,
-                                                                      TensorRef v, int64_t N, int64_t M, int64_t H,
-                                                                      float scale) {
+__global__ void __launch_bounds__(kFlashThreads)
+    flash_forward_kernel(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t N, int64_t M,
+                         int64_t H, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   T* Qs = reinterpret_cast<T*>(smem);  // (64 queries, kLdh)
   T* Ks = Qs + kTile * kLdh;           // (64 keys, kLdh)
   T* Vs = Ks + kTile * kLdh;
-  T* Ps = Vs + kTile * kLdh;                              // (64 queries, 64 keys) probabilities
+  T* Ps = Vs + kTile * kLdh;                                // (64 queries, 64 keys) probabilities
   float* Ss = reinterpret_cast<float*>(Ps + kTile * kLdh);  // (64, kLdf) scores
   float* Os = Ss + kTile * kLdf;                            // (64, kLdf) unnormalised output
   float* row_max = Os + kTile * kLdf;
@@ -172,14 +180,13 @@ __global__ void __launch_bounds__(kFlashThreads) flash_forward_kernel(TensorOut 
 // One block per (64-key tile, head, batch): dK, dV of the tile over every query tile; dQ added
 // with atomics. delta (B, H, N) = rowsum(dout * o).
 template <typename T>
-__global__ void __launch_bounds__(kFlashThreads) flash_backward_kernel(float* dq, float* dk, float* dv, TensorRef dout,
-                                                                       TensorRef q, TensorRef k, TensorRef v,
-                                                                       const float* lse, const float* delta, int64_t N,
-                                                                       int64_t M, int64_t H, float scale) {
+__global__ void __launch_bounds__(kFlashThreads)
+    flash_backward_kernel(float* dq, float* dk, float* dv, TensorRef dout, TensorRef q, TensorRef k, TensorRef v,
+                          const float* lse, const float* delta, int64_t N, int64_t M, int64_t H, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   T* Ks = reinterpret_cast<T*>(smem);  // (64 keys, kLdh)
   T* Vs = Ks + kTile * kLdh;
-  T* Qs = Vs + kTile * kLdh;   // (64 queries, kLdh)
+  T* Qs = Vs + kTile * kLdh;  // (64 queries, kLdh)
   T* dOs = Qs + kTile * kLdh;
   T* Ps = dOs + kTile * kLdh;  // (64 queries, 64 keys)
   T* dSs = Ps + kTile * kLdh;
@@ -297,7 +304,8 @@ void flash_backward(float* dq, float* dk, float* dv, const float* dout, TensorRe
   static const bool configured = allow_shared_memory(flash_backward_kernel<T>, kFlashBackwardSmem);
   (void)configured;
   dim3 grid(static_cast<unsigned>((M + kTile - 1) / kTile), static_cast<unsigned>(H), static_cast<unsigned>(B));
-  flash_backward_kernel<T><<<grid, kFlashThreads, kFlashBackwardSmem>>>(dq, dk, dv, dout, q, k, v, lse, delta, N, M, H, scale);
+  flash_backward_kernel<T>
+      <<<grid, kFlashThreads, kFlashBackwardSmem>>>(dq, dk, dv, dout, q, k, v, lse, delta, N, M, H, scale);
   LT_LAUNCHED("attention_backward (flash)");
 }
 
@@ -348,8 +356,8 @@ __global__ void attention_forward_kernel(TensorOut o, float* lse, const float* q
 }
 
 // delta (B, H, N) = rowsum(dout * o) per head.
-__global__ void attention_delta_kernel(float* delta, const float* dout, TensorRef o, int64_t B, int64_t N,
-                                       int64_t H, int64_t d) {
+__global__ void attention_delta_kernel(float* delta, const float* dout, TensorRef o, int64_t B, int64_t N, int64_t H,
+                                       int64_t d) {
   LT_FOR(t, B * H * N) {
     const int64_t i = t % N, h = (t / N) % H, b = t / (N * H), ld = H * d;
     float s = 0.0f;
@@ -391,7 +399,7 @@ __global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, c
                                       const float* v, const float* lse, const float* delta, int64_t N, int64_t M,
                                       int64_t H, int64_t d, float scale) {
   extern __shared__ float shared[];
-  float* p = shared;      // (N)
+  float* p = shared;       // (N)
   float* ds = shared + N;  // (N)
   const int64_t j = blockIdx.x, h = blockIdx.y, b = blockIdx.z, ld = H * d;
   const float* kj = k + (b * M + j) * ld + h * d;
@@ -424,7 +432,8 @@ __global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, c
 // reduction scratch, within the default 48 KB.
 void check_shared(int64_t floats, const char* what) {
   if (floats * 4 > 48 * 1024 - 1024)
-    throw std::runtime_error(std::string(what) + ": sequence too long for this kernel's shared-memory row (" + std::to_string(floats) + " floats)");
+    throw std::runtime_error(std::string(what) + ": sequence too long for this kernel's shared-memory row (" +
+                             std::to_string(floats) + " floats)");
 }
 
 }  // namespace
@@ -443,13 +452,13 @@ void CudaOps::attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef 
               *v32 = converted(wide[2], v, DType::f32, B * M * H * d).f32();
   dim3 grid(static_cast<unsigned>(N), static_cast<unsigned>(H), static_cast<unsigned>(B));
   attention_forward_kernel<<<grid, kAttnThreads, M * sizeof(float)>>>(o, lse, q32, k32, v32, nullptr, false, N, M, H, d,
-                                                                     scale);
+                                                                      scale);
   LT_LAUNCHED("attention_forward");
 }
 
 void CudaOps::attention_masked_forward(float* o, const float* q, const float* k, const float* v,
-                                       const uint8_t* key_mask, bool causal, int64_t B, int64_t N, int64_t M,
-                                       int64_t H, int64_t d, float scale) {
+                                       const uint8_t* key_mask, bool causal, int64_t B, int64_t N, int64_t M, int64_t H,
+                                       int64_t d, float scale) {
   LT_PROFILE("attention_masked_forward");
   check_shared(M, "attention_masked_forward");
   DeviceBuffer mask_buf;  // the mask arrives as a host pointer (ops.h)
@@ -459,20 +468,22 @@ void CudaOps::attention_masked_forward(float* o, const float* q, const float* k,
     LT_CUDA(cudaMemcpyAsync(mask, key_mask, static_cast<size_t>(B * M), cudaMemcpyHostToDevice, 0));
   }
   dim3 grid(static_cast<unsigned>(N), static_cast<unsigned>(H), static_cast<unsigned>(B));
-  attention_forward_kernel<<<grid, kAttnThreads, M * sizeof(float)>>>(o, nullptr, q, k, v, mask, causal, N, M, H, d, scale);
+  attention_forward_kernel<<<grid, kAttnThreads, M * sizeof(float)>>>(o, nullptr, q, k, v, mask, causal, N, M, H, d,
+                                                                      scale);
   LT_LAUNCHED("attention_masked_forward");
 }
 
 void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* dout, TensorRef q, TensorRef k,
-                                 TensorRef v, TensorRef o, const float* lse, int64_t B, int64_t N, int64_t M,
-                                 int64_t H, int64_t d, float scale, DType compute) {
+                                 TensorRef v, TensorRef o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
+                                 int64_t d, float scale, DType compute) {
   LT_PROFILE("attention_backward");
   if (use_flash(compute, d, {dq, dk, dv, dout, q.data, k.data, v.data})) {
     DeviceBuffer delta_buf;
     float* delta = delta_buf.floats(B * H * N);
     attention_delta_kernel<<<blocks_for(B * H * N), kThreads>>>(delta, dout, o, B, N, H, d);
     LT_LAUNCHED("attention delta");
-    if (compute == DType::bf16) return flash_backward<__nv_bfloat16>(dq, dk, dv, dout, q, k, v, lse, delta, B, N, M, H, scale);
+    if (compute == DType::bf16)
+      return flash_backward<__nv_bfloat16>(dq, dk, dv, dout, q, k, v, lse, delta, B, N, M, H, scale);
     return flash_backward<__half>(dq, dk, dv, dout, q, k, v, lse, delta, B, N, M, H, scale);
   }
   check_shared(M, "attention_backward");
@@ -485,9 +496,11 @@ void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* d
   float* delta = delta_buf.floats(B * H * N);
   attention_delta_kernel<<<blocks_for(B * H * N), kThreads>>>(delta, dout, o, B, N, H, d);
   dim3 qgrid(static_cast<unsigned>(N), static_cast<unsigned>(H), static_cast<unsigned>(B));
-  attention_dq_kernel<<<qgrid, kAttnThreads, M * sizeof(float)>>>(dq, dout, q32, k32, v32, lse, delta, N, M, H, d, scale);
+  attention_dq_kernel<<<qgrid, kAttnThreads, M * sizeof(float)>>>(dq, dout, q32, k32, v32, lse, delta, N, M, H, d,
+                                                                  scale);
   dim3 kgrid(static_cast<unsigned>(M), static_cast<unsigned>(H), static_cast<unsigned>(B));
-  attention_dkdv_kernel<<<kgrid, kAttnThreads, 2 * N * sizeof(float)>>>(dk, dv, dout, q32, k32, v32, lse, delta, N, M, H, d, scale);
+  attention_dkdv_kernel<<<kgrid, kAttnThreads, 2 * N * sizeof(float)>>>(dk, dv, dout, q32, k32, v32, lse, delta, N, M,
+                                                                        H, d, scale);
   LT_LAUNCHED("attention_backward");
 }
 

@@ -67,7 +67,8 @@ inline unsigned blocks_for(int64_t n, int threads = kThreads) {
 }
 
 // Grid-stride loop over [0, n).
-#define LT_FOR(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+#define LT_FOR(i, n) \
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 // Sum over a block of up to 1024 threads, a multiple of 32 (full-warp shuffles); every thread
 // gets the result. Safe to call several times in one kernel (it synchronises before reusing

@@ -141,7 +141,8 @@ void CudaOps::conv1x1_forward(float* y, const float* x, const float* w, const fl
   LT_PROFILE("conv1x1_forward");
   fill_channels_kernel<<<blocks_for(B * Cout * P), kThreads>>>(y, bias, B, Cout, P);
   LT_LAUNCHED("conv1x1 bias");
-  for (int64_t b = 0; b < B; ++b) gemm(y + b * Cout * P, w, x + b * Cin * P, Cout, P, Cin, false, false, 1.0f, 1.0f, Cin, P, P);
+  for (int64_t b = 0; b < B; ++b)
+    gemm(y + b * Cout * P, w, x + b * Cin * P, Cout, P, Cin, false, false, 1.0f, 1.0f, Cin, P, P);
 }
 
 void CudaOps::conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,

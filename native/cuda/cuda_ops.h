@@ -34,6 +34,7 @@ void convert_device(void* dst, DType dst_type, TensorRef src, int64_t n);
 // C (M, N) = alpha op(A) op(B) + beta C (+ bias (N) on every row when given), through
 // cuBLASLt (gemm.cu).
 void gemm_device(TensorOut C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
-                 float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32, const float* bias = nullptr);
+                 float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32,
+                 const float* bias = nullptr);
 
 }  // namespace lt::cuda

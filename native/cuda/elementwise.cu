@@ -41,7 +41,8 @@ __global__ void dropout_kernel(float* y, const float* x, float p, float scale, u
   }
 }
 
-__global__ void dropout_typed_kernel(TensorOut y, TensorRef x, float p, float scale, uint32_t a, uint32_t b, int64_t n) {
+__global__ void dropout_typed_kernel(TensorOut y, TensorRef x, float p, float scale, uint32_t a, uint32_t b,
+                                     int64_t n) {
   LT_FOR(i, n) y.set(i, uniform01(a, b, static_cast<uint32_t>(i)) >= p ? x.at(i) * scale : 0.0f);
 }
 
@@ -161,7 +162,8 @@ void CudaOps::concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int
   LT_LAUNCHED("concat_seq");
 }
 
-void CudaOps::split_seq_backward(float* da, float* db, const float* dout, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
+void CudaOps::split_seq_backward(float* da, float* db, const float* dout, int64_t B, int64_t Na, int64_t Nb,
+                                 int64_t C) {
   LT_PROFILE("split_seq_backward");
   split_kernel<<<blocks_for(B * (Na + Nb) * C), kThreads>>>(da, db, dout, B, Na, Nb, C);
   LT_LAUNCHED("split_seq_backward");

@@ -41,7 +41,8 @@ const CublasLt* cublaslt(std::string* why) {
       tried += (tried.empty() ? "" : ", ") + t;
     }
     if (!lib) {
-      failure = "cuBLASLt not found (tried " + tried + "); install it with `pip install nvidia-cublas` or the CUDA "
+      failure = "cuBLASLt not found (tried " + tried +
+                "); install it with `pip install nvidia-cublas` or the CUDA "
                 "toolkit and add its lib folder to LD_LIBRARY_PATH, or set LORA_TRAIN_CUBLASLT to the file";
       return;
     }
@@ -73,12 +74,11 @@ const CublasLt* cublaslt(std::string* why) {
 namespace {
 
 void check_blas(const CublasLt& lt, cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error(std::string("cuBLASLt: ") + what + ": " + lt.status_string(s));
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw std::runtime_error(std::string("cuBLASLt: ") + what + ": " + lt.status_string(s));
 }
 
-cudaDataType_t cuda_type(DType t) {
-  return t == DType::f32 ? CUDA_R_32F : t == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F;
-}
+cudaDataType_t cuda_type(DType t) { return t == DType::f32 ? CUDA_R_32F : t == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F; }
 
 // Largest power of two (up to 256, cuBLASLt's default) dividing the address: the heuristic
 // must know it.
@@ -91,7 +91,8 @@ int alignment(const void* p) {
 
 // M, N, K, transA, transB, lda, ldb, ldc, operand type, tf32, alignments of A, B, C and the bias
 // (0: none), C's type
-using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, int, bool, int, int, int, int, int>;
+using PlanKey =
+    std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, int, bool, int, int, int, int, int>;
 
 struct Plan {
   cublasLtMatmulDesc_t desc;
@@ -117,11 +118,25 @@ class Blas {
   // C (M, N) = alpha op(A) op(B) + beta C (+ bias (N) per row, only with beta == 0) with
   // A and B of type t (already matching). False when cuBLASLt has no algorithm for it.
   bool matmul(TensorOut C, const void* A, const void* B, DType t, int64_t M, int64_t N, int64_t K, bool transA,
-              bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32, const float* bias) {
+              bool transB, float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc, bool tf32,
+              const float* bias) {
     std::lock_guard<std::mutex> lock(mutex_);
     const CublasLt& lt = api();
-    const PlanKey key{M, N, K, transA, transB, lda, ldb, ldc, static_cast<int>(t), tf32 && t == DType::f32,
-                      alignment(A), alignment(B), alignment(C.data), bias ? alignment(bias) : 0, static_cast<int>(C.type)};
+    const PlanKey key{M,
+                      N,
+                      K,
+                      transA,
+                      transB,
+                      lda,
+                      ldb,
+                      ldc,
+                      static_cast<int>(t),
+                      tf32 && t == DType::f32,
+                      alignment(A),
+                      alignment(B),
+                      alignment(C.data),
+                      bias ? alignment(bias) : 0,
+                      static_cast<int>(C.type)};
     auto it = plans_.find(key);
     if (it == plans_.end()) it = plans_.emplace(key, make_plan(lt, key, t, bias)).first;
     const Plan& p = it->second;
@@ -134,8 +149,9 @@ class Blas {
       beta = 1.0f;
     }
     // cuBLASLt's A is our op(B)^T and its B our op(A)^T (see the file comment).
-    check_blas(lt, lt.matmul(handle_, p.desc, &alpha, B, p.a, A, p.b, &beta, C.data, p.c, C.data, p.c, &p.algo, workspace_,
-                             kWorkspaceBytes, 0),
+    check_blas(lt,
+               lt.matmul(handle_, p.desc, &alpha, B, p.a, A, p.b, &beta, C.data, p.c, C.data, p.c, &p.algo, workspace_,
+                         kWorkspaceBytes, 0),
                "matmul");
     return true;
   }
@@ -170,8 +186,10 @@ class Blas {
     const uint64_t ws = kWorkspaceBytes;
     const uint32_t aa = al_b, ab = al_a, ac = al_c;
     cublasStatus_t s = lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-    for (auto [attr, value] : {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa}, {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab},
-                               {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac}, {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac}})
+    for (auto [attr, value] : {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa},
+                               {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab},
+                               {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac},
+                               {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac}})
       if (s == CUBLAS_STATUS_SUCCESS) s = lt.pref_set(pref, attr, value, sizeof(uint32_t));
     if (s != CUBLAS_STATUS_SUCCESS) lt.pref_destroy(pref);
     check_blas(lt, s, "preference");
@@ -185,8 +203,10 @@ class Blas {
       // Our biases are fp32; without the epilogue, back to the default (D's type).
       const cudaDataType_t bias_type = epilogue ? CUDA_R_32F : cuda_type(static_cast<DType>(c_type));
       s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof(e));
-      if (s == CUBLAS_STATUS_SUCCESS) s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type));
-      if (s == CUBLAS_STATUS_SUCCESS && epilogue) s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_pointer, sizeof(bias_pointer));
+      if (s == CUBLAS_STATUS_SUCCESS)
+        s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type));
+      if (s == CUBLAS_STATUS_SUCCESS && epilogue)
+        s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_pointer, sizeof(bias_pointer));
       found = 0;
       if (s == CUBLAS_STATUS_SUCCESS) s = lt.heuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
       p.bias = epilogue;
@@ -234,7 +254,8 @@ void gemm_device(TensorOut C, TensorRef A, TensorRef B, int64_t M, int64_t N, in
   // A bf16/fp16 C takes operands of its type (cuBLASLt pairs fp32 operands with fp32 C only).
   const DType t = A.type == DType::f32 && B.type == DType::f32 ? C.type : gemm_operand_type(A.type, B.type);
   if (C.type != DType::f32 && C.type != t)
-    throw std::invalid_argument(std::string("gemm_device: a ") + dtype_name(C.type) + " C with " + dtype_name(t) + " operands");
+    throw std::invalid_argument(std::string("gemm_device: a ") + dtype_name(C.type) + " C with " + dtype_name(t) +
+                                " operands");
   // Elements each stored operand spans.
   const int64_t a_span = transA ? (K - 1) * lda + M : (M - 1) * lda + K;
   const int64_t b_span = transB ? (N - 1) * ldb + K : (K - 1) * ldb + N, c_span = (M - 1) * ldc + N;
@@ -256,8 +277,8 @@ void gemm_device(TensorOut C, TensorRef A, TensorRef B, int64_t M, int64_t N, in
       return;
     }
   }
-  throw std::runtime_error("cuBLASLt has no algorithm for a " + std::string(dtype_name(t)) + " GEMM of M=" +
-                           std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+  throw std::runtime_error("cuBLASLt has no algorithm for a " + std::string(dtype_name(t)) +
+                           " GEMM of M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
 }
 
 void CudaOps::gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,

@@ -58,7 +58,7 @@ __global__ void pack_kernel(TensorOut dst, int64_t ld_dst, int64_t col0, TensorR
 void pack(uint16_t* dst, DType t, int64_t ld_dst, int64_t col0, TensorRef src, int64_t ld_src, int64_t rows,
           int64_t cols, int64_t cols_pad, float scale = 1.0f) {
   pack_kernel<<<blocks_for(rows * cols_pad), kThreads>>>(TensorOut(dst, t), ld_dst, col0, src, ld_src, rows, cols,
-                                                          cols_pad, scale);
+                                                         cols_pad, scale);
   LT_LAUNCHED("LoRA operand pack");
 }
 
@@ -71,7 +71,8 @@ int64_t padded_rank(int64_t r) { return (r + 7) / 8 * 8; }
 // pays when that is less than the separate path's second pass over the output (8 bytes an
 // element of (rows, out_dim)): 2 rows > in_dim. The mapper's B rows and the text tokens' few
 // hundred are not worth it.
-CudaOps::LoraPath CudaOps::lora_path(TensorRef W, bool dropout, int64_t rows, int64_t in_dim, int64_t in, int64_t out) const {
+CudaOps::LoraPath CudaOps::lora_path(TensorRef W, bool dropout, int64_t rows, int64_t in_dim, int64_t in,
+                                     int64_t out) const {
   if (dropout) return LoraPath::separate;
   if (W.type != DType::f32)
     return in % 8 == 0 && out % 8 == 0 && 2 * rows > in_dim ? LoraPath::concatenated : LoraPath::separate;
@@ -84,20 +85,20 @@ void CudaOps::linear_forward(TensorOut y, TensorRef x, TensorRef W, const float*
   gemm_device(y, x, W, rows, out, in, false, true, 1.0f, 0.0f, in, in, out, allow_tf32_, b);  // y = x W^T + b
 }
 
-void CudaOps::linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x, TensorRef W,
-                              int64_t rows, int64_t in, int64_t out, bool accumulate_dx) {
+void CudaOps::linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x, TensorRef W, int64_t rows,
+                              int64_t in, int64_t out, bool accumulate_dx) {
   LT_PROFILE("linear_backward");
   if (dx) gemm(dx, dy, W, rows, in, out, false, false, 1.0f, accumulate_dx ? 1.0f : 0.0f, out, in, in);  // dx (+)= dy W
-  if (dW) gemm(dW, dy, x, out, in, rows, true, false, 1.0f, 1.0f, out, in, in);   // dW += dy^T x
+  if (dW) gemm(dW, dy, x, out, in, rows, true, false, 1.0f, 1.0f, out, in, in);                          // dW += dy^T x
   if (db) {
     column_sums_kernel<<<blocks_for(out), kThreads>>>(db, dy, rows, out);
     LT_LAUNCHED("linear bias grad");
   }
 }
 
-void CudaOps::lora_linear_forward(TensorOut y, float* xa, TensorRef x, TensorRef x_lora, TensorRef W,
-                                  const float* b, const float* A, const float* B, float scale, int64_t rows,
-                                  int64_t in, int64_t out, int64_t r) {
+void CudaOps::lora_linear_forward(TensorOut y, float* xa, TensorRef x, TensorRef x_lora, TensorRef W, const float* b,
+                                  const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out,
+                                  int64_t r) {
   LT_PROFILE("lora_linear_forward");
   gemm(xa, x_lora.data ? x_lora : x, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r);  // xa = x_lora A^T
   // LoRA dropout only changes xa, so the forward may still concatenate (or fold in fp32).
@@ -134,20 +135,22 @@ void CudaOps::lora_linear_forward(TensorOut y, float* xa, TensorRef x, TensorRef
 }
 
 void CudaOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db,
-                                   const float* dy, TensorRef x, const float* x_lora, const float* xa,
-                                   TensorRef W, const float* A, const float* B, float scale, int64_t rows,
-                                   int64_t in, int64_t out, int64_t r, bool accumulate_dx) {
+                                   const float* dy, TensorRef x, const float* x_lora, const float* xa, TensorRef W,
+                                   const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out,
+                                   int64_t r, bool accumulate_dx) {
   LT_PROFILE("lora_linear_backward");
   const float beta = accumulate_dx ? 1.0f : 0.0f;
   gemm(dB, dy, xa, out, r, rows, true, false, scale, 1.0f, out, r, r);  // dB += s dy^T xa
   DeviceBuffer dxa_buf;
-  float* dxa = dxa_buf.floats(rows * r);                                 // (rows, r)
-  gemm(dxa, dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r);  // s dy B
+  float* dxa = dxa_buf.floats(rows * r);                                                           // (rows, r)
+  gemm(dxa, dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r);                            // s dy B
   gemm(dA, dxa, x_lora ? TensorRef(x_lora) : x, r, in, rows, true, false, 1.0f, 1.0f, r, in, in);  // dA += dxa^T x_lora
-  const LoraPath path = dx ? lora_path(W, x_lora != nullptr || dx_lora != nullptr, rows, out, in, out) : LoraPath::separate;
+  const LoraPath path =
+      dx ? lora_path(W, x_lora != nullptr || dx_lora != nullptr, rows, out, in, out) : LoraPath::separate;
   if (path == LoraPath::merged) {  // both paths' input gradients in one GEMM through W' = W + s B A
     DeviceBuffer merged;
-    linear_backward(dx, dW, db, dy, x, merge_lora(merged, W.f32(), A, B, scale, out, in, r), rows, in, out, accumulate_dx);
+    linear_backward(dx, dW, db, dy, x, merge_lora(merged, W.f32(), A, B, scale, out, in, r), rows, in, out,
+                    accumulate_dx);
     return;
   }
   if (path == LoraPath::concatenated) {  // dx += [dy | s dy B | 0] [W ; A ; 0]

@@ -12,8 +12,10 @@ namespace lt::cuda {
 
 std::string unavailable_reason() {
   // Without a driver, cudart only says "driver version is insufficient"; name the real cause.
-  if (void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL)) dlclose(driver);
-  else return "no NVIDIA driver (libcuda.so.1 is not installed)";
+  if (void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL))
+    dlclose(driver);
+  else
+    return "no NVIDIA driver (libcuda.so.1 is not installed)";
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {
@@ -45,8 +47,8 @@ std::string device_description() {
   }
   char memory[32];
   std::snprintf(memory, sizeof(memory), "%.1f GiB", static_cast<double>(prop.totalGlobalMem) / (1u << 30));
-  return std::string(prop.name) + ", compute capability " + std::to_string(prop.major) + "." + std::to_string(prop.minor) +
-         ", " + memory;
+  return std::string(prop.name) + ", compute capability " + std::to_string(prop.major) + "." +
+         std::to_string(prop.minor) + ", " + memory;
 }
 
 float* CudaOps::alloc(int64_t n) {
@@ -84,9 +86,7 @@ void CudaOps::zero(float* x, int64_t n) {
   LT_CUDA(cudaMemset(x, 0, static_cast<size_t>(n) * sizeof(float)));
 }
 
-__global__ void axpy_kernel(float* y, const float* x, float alpha, int64_t n) {
-  LT_FOR(i, n) y[i] += alpha * x[i];
-}
+__global__ void axpy_kernel(float* y, const float* x, float alpha, int64_t n) { LT_FOR(i, n) y[i] += alpha * x[i]; }
 
 void CudaOps::axpy(float* y, const float* x, float alpha, int64_t n) {
   LT_PROFILE("axpy");
@@ -94,9 +94,7 @@ void CudaOps::axpy(float* y, const float* x, float alpha, int64_t n) {
   LT_LAUNCHED("axpy");
 }
 
-__global__ void convert_kernel(TensorOut dst, TensorRef src, int64_t n) {
-  LT_FOR(i, n) dst.set(i, src.at(i));
-}
+__global__ void convert_kernel(TensorOut dst, TensorRef src, int64_t n) { LT_FOR(i, n) dst.set(i, src.at(i)); }
 
 void convert_device(void* dst, DType dst_type, TensorRef src, int64_t n) {
   if (n <= 0) return;

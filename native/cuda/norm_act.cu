@@ -13,9 +13,9 @@ namespace {
 // x * (1 + a) + b for its batch item (P rows each), and written to modulated: the
 // TimestepBlock fused into the LayerNorm after it.
 // (Launched with up to 1024 threads: the bound keeps nvcc within the registers that allows.)
-__global__ void __launch_bounds__(1024) layernorm_kernel(TensorOut y, float* mean, float* rstd, const float* x, const float* weight,
-                                 const float* bias, int64_t C, float eps, float* modulated = nullptr,
-                                 const float* ab = nullptr, int64_t P = 1) {
+__global__ void __launch_bounds__(1024)
+    layernorm_kernel(TensorOut y, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
+                     int64_t C, float eps, float* modulated = nullptr, const float* ab = nullptr, int64_t P = 1) {
   const float* xr = x + blockIdx.x * C;
   if (ab) {
     const float* a = ab + (blockIdx.x / P) * 2 * C;
@@ -39,8 +39,8 @@ __global__ void __launch_bounds__(1024) layernorm_kernel(TensorOut y, float* mea
   }
 }
 
-__global__ void __launch_bounds__(1024) layernorm_backward_kernel(float* dx, const float* dy, const float* x, const float* mean,
-                                          const float* rstd, int64_t C) {
+__global__ void __launch_bounds__(1024) layernorm_backward_kernel(float* dx, const float* dy, const float* x,
+                                                                  const float* mean, const float* rstd, int64_t C) {
   const int64_t row = blockIdx.x;
   const float* xr = x + row * C;
   const float* dyr = dy + row * C;
@@ -69,11 +69,21 @@ __global__ void act_forward_kernel(float* y, const float* x, int64_t n, int kind
   LT_FOR(i, n) {
     const float v = x[i];
     switch (kind) {
-      case kGelu: y[i] = gelu(v); break;
-      case kSilu: y[i] = v * sigmoidf(v); break;
-      case kLeaky: y[i] = v > 0.0f ? v : slope * v; break;
-      case kQuickGelu: y[i] = v * sigmoidf(1.702f * v); break;
-      default: y[i] = sigmoidf(v); break;
+      case kGelu:
+        y[i] = gelu(v);
+        break;
+      case kSilu:
+        y[i] = v * sigmoidf(v);
+        break;
+      case kLeaky:
+        y[i] = v > 0.0f ? v : slope * v;
+        break;
+      case kQuickGelu:
+        y[i] = v * sigmoidf(1.702f * v);
+        break;
+      default:
+        y[i] = sigmoidf(v);
+        break;
     }
   }
 }
@@ -83,10 +93,20 @@ __global__ void act_backward_kernel(float* dx, const float* dy, const float* x, 
     const float v = x[i];
     float g;
     switch (kind) {
-      case kGelu: g = gelu_grad(v); break;
-      case kSilu: { const float s = sigmoidf(v); g = s * (1.0f + v * (1.0f - s)); break; }
-      case kLeaky: g = v > 0.0f ? 1.0f : slope; break;
-      default: g = NAN; break;  // no backward for this activation: make misuse visible
+      case kGelu:
+        g = gelu_grad(v);
+        break;
+      case kSilu: {
+        const float s = sigmoidf(v);
+        g = s * (1.0f + v * (1.0f - s));
+        break;
+      }
+      case kLeaky:
+        g = v > 0.0f ? 1.0f : slope;
+        break;
+      default:
+        g = NAN;
+        break;  // no backward for this activation: make misuse visible
     }
     dx[i] += dy[i] * g;
   }
@@ -104,7 +124,9 @@ void act_backward(float* dx, const float* dy, const float* x, int64_t n, int kin
 // The GRN kernels read their input (of any storage type) through GELU when kGelu (gelu_grn_*:
 // GELU(u) is never stored), else as it is.
 template <bool kGelu>
-__device__ inline float grn_input(TensorRef u, int64_t i) { return kGelu ? gelu(u.at(i)) : u.at(i); }
+__device__ inline float grn_input(TensorRef u, int64_t i) {
+  return kGelu ? gelu(u.at(i)) : u.at(i);
+}
 
 // g (B, C) = ||u[b, :, c]||, one thread per (b, c).
 template <bool kGelu>
@@ -186,12 +208,12 @@ __global__ void grn_param_grads_kernel(float* dgamma, float* dbeta, const float*
   }
 }
 
-
 int block_for_row(int64_t C) { return C >= 1024 ? 1024 : C >= 256 ? 256 : 128; }
 
 }  // namespace
 
-void CudaOps::layernorm_forward(TensorOut y, float* mean, float* rstd, const float* x, int64_t rows, int64_t C, float eps) {
+void CudaOps::layernorm_forward(TensorOut y, float* mean, float* rstd, const float* x, int64_t rows, int64_t C,
+                                float eps) {
   LT_PROFILE("layernorm_forward");
   layernorm_kernel<<<static_cast<unsigned>(rows), block_for_row(C)>>>(y, mean, rstd, x, nullptr, nullptr, C, eps);
   LT_LAUNCHED("layernorm");
@@ -245,13 +267,13 @@ void CudaOps::sigmoid_forward(float* y, const float* x, int64_t n) {
 }
 
 template <bool kGelu>
-void grn_forward_device(TensorOut y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P, int64_t C,
-                        float eps) {
+void grn_forward_device(TensorOut y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P,
+                        int64_t C, float eps) {
   DeviceBuffer g, D;
   grn_norms_kernel<kGelu><<<blocks_for(B * C), kThreads>>>(g.floats(B * C), u, B, P, C);
   grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D.floats(B), static_cast<float*>(g.data()), C, eps);
   grn_forward_kernel<kGelu><<<blocks_for(B * P * C), kThreads>>>(y, u, gamma, beta, static_cast<float*>(g.data()),
-                                                                static_cast<float*>(D.data()), B, P, C);
+                                                                 static_cast<float*>(D.data()), B, P, C);
   LT_LAUNCHED("grn");
 }
 
@@ -299,7 +321,7 @@ void CudaOps::modulate_layernorm_forward(float* y, TensorOut normed, float* mean
                                          const float* ab, int64_t B, int64_t P, int64_t C, float eps) {
   LT_PROFILE("modulate_layernorm_forward");
   layernorm_kernel<<<static_cast<unsigned>(B * P), block_for_row(C)>>>(normed, mean, rstd, x, nullptr, nullptr, C, eps,
-                                                                      y, ab, P);
+                                                                       y, ab, P);
   LT_LAUNCHED("modulate + layernorm");
 }
 
@@ -321,7 +343,8 @@ double CudaOps::mse_loss(float* dpred, const float* pred, const float* target, i
   DeviceBuffer sum;
   double* total = static_cast<double*>(sum.reserve(sizeof(double)));
   LT_CUDA(cudaMemsetAsync(total, 0, sizeof(double), 0));
-  mse_kernel<<<std::min<unsigned>(blocks_for(n), 1024), kThreads>>>(total, dpred, pred, target, n, 2.0f * grad_scale / static_cast<float>(n));
+  mse_kernel<<<std::min<unsigned>(blocks_for(n), 1024), kThreads>>>(total, dpred, pred, target, n,
+                                                                    2.0f * grad_scale / static_cast<float>(n));
   LT_LAUNCHED("mse_loss");
   double host = 0.0;
   LT_CUDA(cudaMemcpy(&host, total, sizeof(double), cudaMemcpyDeviceToHost));

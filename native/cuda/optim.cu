@@ -23,7 +23,10 @@ __device__ inline const Slot& slot_of(const Slot* slots, int64_t count, int64_t 
   int64_t lo = 0, hi = count - 1;
   while (lo < hi) {
     const int64_t mid = (lo + hi + 1) / 2;
-    if (slots[mid].start <= i) lo = mid; else hi = mid - 1;
+    if (slots[mid].start <= i)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return slots[lo];
 }
@@ -95,7 +98,8 @@ void CudaOps::adamw(const AdamWTensor* tensors, int64_t count, float lr, float b
   const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
   std::vector<Slot> slots;
-  for (int64_t t = 0; t < count; ++t) slots.push_back({tensors[t].param, tensors[t].exp_avg, tensors[t].exp_avg_sq, tensors[t].grad, tensors[t].n});
+  for (int64_t t = 0; t < count; ++t)
+    slots.push_back({tensors[t].param, tensors[t].exp_avg, tensors[t].exp_avg_sq, tensors[t].grad, tensors[t].n});
   DeviceBuffer table;
   const int64_t total = upload_slots(table, slots);
   adamw_kernel<<<grid_for(total), kThreads>>>(static_cast<const Slot*>(table.data()), count, total, beta1, beta2, eps,

@@ -13,7 +13,8 @@ std::string layer(int64_t i) { return "text_model.encoder.layers." + std::to_str
 ClipTextModel::ClipTextModel(Ops& ops, const ClipTextConfig& config) : ops_(ops), config_(config), params_(ops) {
   const ClipTextConfig& k = config_;
   if (k.hidden % k.heads != 0)
-    throw std::invalid_argument("text encoder config: hidden_size (" + std::to_string(k.hidden) + ") must be divisible by num_attention_heads (" + std::to_string(k.heads) + ")");
+    throw std::invalid_argument("text encoder config: hidden_size (" + std::to_string(k.hidden) +
+                                ") must be divisible by num_attention_heads (" + std::to_string(k.heads) + ")");
   params_.add("text_model.embeddings.token_embedding.weight", {k.vocab_size, k.hidden});
   params_.add("text_model.embeddings.position_embedding.weight", {k.max_positions, k.hidden});
   auto linear = [&](const std::string& name, int64_t in, int64_t out) {
@@ -21,7 +22,8 @@ ClipTextModel::ClipTextModel(Ops& ops, const ClipTextConfig& config) : ops_(ops)
     params_.add(name + ".bias", {out});
   };
   for (int64_t i = 0; i < k.layers; ++i) {
-    for (const char* p : {"q_proj", "k_proj", "v_proj", "out_proj"}) linear(layer(i) + "self_attn." + p, k.hidden, k.hidden);
+    for (const char* p : {"q_proj", "k_proj", "v_proj", "out_proj"})
+      linear(layer(i) + "self_attn." + p, k.hidden, k.hidden);
     linear(layer(i) + "mlp.fc1", k.hidden, k.intermediate);
     linear(layer(i) + "mlp.fc2", k.intermediate, k.hidden);
     for (const char* n : {"layer_norm1", "layer_norm2"}) {
@@ -52,32 +54,41 @@ void ClipTextModel::plan(int64_t B, int64_t T) {
 
 void ClipTextModel::forward(float* out, const int32_t* ids, const uint8_t* mask, int64_t B, int64_t T) {
   const ClipTextConfig& k = config_;
-  if (T > k.max_positions) throw std::invalid_argument("text encoder: " + std::to_string(T) + " tokens exceed max_position_embeddings " + std::to_string(k.max_positions));
+  if (T > k.max_positions)
+    throw std::invalid_argument("text encoder: " + std::to_string(T) + " tokens exceed max_position_embeddings " +
+                                std::to_string(k.max_positions));
   for (int64_t i = 0; i < B * T; ++i)
-    if (ids[i] < 0 || ids[i] >= k.vocab_size) throw std::invalid_argument("text encoder: token id " + std::to_string(ids[i]) + " is outside the vocabulary of " + std::to_string(k.vocab_size));
+    if (ids[i] < 0 || ids[i] >= k.vocab_size)
+      throw std::invalid_argument("text encoder: token id " + std::to_string(ids[i]) +
+                                  " is outside the vocabulary of " + std::to_string(k.vocab_size));
   plan(B, T);
   const int64_t rows = B * T, C = k.hidden, d = C / k.heads;
   auto P = [&](const std::string& name) { return params_.get(name); };
 
   ops_.embedding_forward(x_, P("text_model.embeddings.token_embedding.weight"), ids, rows, C);
-  for (int64_t b = 0; b < B; ++b) ops_.axpy(x_ + b * T * C, P("text_model.embeddings.position_embedding.weight"), 1.0f, T * C);
+  for (int64_t b = 0; b < B; ++b)
+    ops_.axpy(x_ + b * T * C, P("text_model.embeddings.position_embedding.weight"), 1.0f, T * C);
   for (int64_t i = 0; i < k.layers; ++i) {
     const std::string L = layer(i);
     ops_.layernorm_affine_forward(h_, x_, P(L + "layer_norm1.weight"), P(L + "layer_norm1.bias"), rows, C, k.eps);
     ops_.linear_forward(q_, h_, P(L + "self_attn.q_proj.weight"), P(L + "self_attn.q_proj.bias"), rows, C, C);
     ops_.linear_forward(k_, h_, P(L + "self_attn.k_proj.weight"), P(L + "self_attn.k_proj.bias"), rows, C, C);
     ops_.linear_forward(v_, h_, P(L + "self_attn.v_proj.weight"), P(L + "self_attn.v_proj.bias"), rows, C, C);
-    ops_.attention_masked_forward(o_, q_, k_, v_, mask, true, B, T, T, k.heads, d, 1.0f / std::sqrt(static_cast<float>(d)));
+    ops_.attention_masked_forward(o_, q_, k_, v_, mask, true, B, T, T, k.heads, d,
+                                  1.0f / std::sqrt(static_cast<float>(d)));
     ops_.linear_forward(h_, o_, P(L + "self_attn.out_proj.weight"), P(L + "self_attn.out_proj.bias"), rows, C, C);
     ops_.axpy(x_, h_, 1.0f, rows * C);
     ops_.layernorm_affine_forward(h_, x_, P(L + "layer_norm2.weight"), P(L + "layer_norm2.bias"), rows, C, k.eps);
     ops_.linear_forward(mlp_, h_, P(L + "mlp.fc1.weight"), P(L + "mlp.fc1.bias"), rows, C, k.intermediate);
-    if (k.quick_gelu) ops_.quick_gelu_forward(act_, mlp_, rows * k.intermediate);
-    else ops_.gelu_forward(act_, mlp_, rows * k.intermediate);
+    if (k.quick_gelu)
+      ops_.quick_gelu_forward(act_, mlp_, rows * k.intermediate);
+    else
+      ops_.gelu_forward(act_, mlp_, rows * k.intermediate);
     ops_.linear_forward(h_, act_, P(L + "mlp.fc2.weight"), P(L + "mlp.fc2.bias"), rows, k.intermediate, C);
     ops_.axpy(x_, h_, 1.0f, rows * C);
   }
-  ops_.layernorm_affine_forward(h_, x_, P("text_model.final_layer_norm.weight"), P("text_model.final_layer_norm.bias"), rows, C, k.eps);
+  ops_.layernorm_affine_forward(h_, x_, P("text_model.final_layer_norm.weight"), P("text_model.final_layer_norm.bias"),
+                                rows, C, k.eps);
   ops_.download(out, h_, rows * C);
 }
 

@@ -14,8 +14,7 @@
 namespace lt {
 
 struct ClipTextConfig {
-  int64_t vocab_size = 49408, hidden = 1280, layers = 32, heads = 20, intermediate = 5120,
-          max_positions = 77;
+  int64_t vocab_size = 49408, hidden = 1280, layers = 32, heads = 20, intermediate = 5120, max_positions = 77;
   float eps = 1e-5f;
   bool quick_gelu = false;  // hidden_act "quick_gelu" (OpenAI CLIP) or "gelu" (OpenCLIP bigG)
 };
@@ -38,7 +37,8 @@ class ClipTextModel {
   ParamStore params_;
   float* arena_ = nullptr;
   int64_t planned_B_ = 0, planned_T_ = 0;
-  float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *o_ = nullptr, *mlp_ = nullptr, *act_ = nullptr;
+  float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *o_ = nullptr, *mlp_ = nullptr,
+        *act_ = nullptr;
   std::mutex mutex_;
 };
 

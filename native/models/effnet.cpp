@@ -13,8 +13,10 @@ int64_t effnet_expanded_channels(int64_t in, int64_t expand) {
 }
 
 void EffNetEncoder::conv(const std::string& name, int64_t in, int64_t out, int64_t k, bool depthwise) {
-  if (depthwise) params_.add(name + ".weight", {out, k, k});
-  else params_.add(name + ".weight", {out, k, k, in});
+  if (depthwise)
+    params_.add(name + ".weight", {out, k, k});
+  else
+    params_.add(name + ".weight", {out, k, k, in});
   params_.add(name + ".bias", {out});
 }
 
@@ -64,13 +66,14 @@ EffNetEncoder::EffNetEncoder(Ops& ops, const EffNetConfig& config) : ops_(ops), 
 
 EffNetEncoder::~EffNetEncoder() = default;
 
-void EffNetEncoder::run_conv(const std::string& name, float* y, const float* x, int64_t B, int64_t H,
-                             int64_t W, int64_t in, int64_t out, int64_t k, int64_t stride, bool depthwise,
-                             bool silu) {
+void EffNetEncoder::run_conv(const std::string& name, float* y, const float* x, int64_t B, int64_t H, int64_t W,
+                             int64_t in, int64_t out, int64_t k, int64_t stride, bool depthwise, bool silu) {
   const float* w = params_.get(name + ".weight");
   const float* b = params_.get(name + ".bias");
-  if (depthwise) ops_.depthwise_conv_forward(y, x, w, b, B, H, W, out, k, stride);
-  else ops_.conv2d_forward(y, x, w, b, B, H, W, in, out, k, stride);
+  if (depthwise)
+    ops_.depthwise_conv_forward(y, x, w, b, B, H, W, out, k, stride);
+  else
+    ops_.conv2d_forward(y, x, w, b, B, H, W, in, out, k, stride);
   if (silu) {
     const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * out;
     ops_.silu_forward(y, y, n);
@@ -78,7 +81,9 @@ void EffNetEncoder::run_conv(const std::string& name, float* y, const float* x, 
 }
 
 void EffNetEncoder::forward(float* out, const float* images, int64_t B, int64_t H, int64_t W) {
-  if (H % 32 || W % 32) throw std::invalid_argument("image encoder: image size " + std::to_string(H) + "x" + std::to_string(W) + " is not a multiple of 32");
+  if (H % 32 || W % 32)
+    throw std::invalid_argument("image encoder: image size " + std::to_string(H) + "x" + std::to_string(W) +
+                                " is not a multiple of 32");
   // The largest tensor any layer reads or writes sizes the four working buffers.
   int64_t cap = B * H * W * 3, h = (H + 1) / 2, w = (W + 1) / 2, widest_se = 1;
   cap = std::max(cap, B * h * w * stem_channels_);
@@ -126,9 +131,11 @@ void EffNetEncoder::forward(float* out, const float* images, int64_t B, int64_t 
       run_conv(b.prefix + (expands ? "1.0" : "0.0"), u, expanded, B, H, W, b.exp, b.exp, b.k, b.stride, true, true);
       const std::string se = b.prefix + (expands ? "2." : "1.");
       ops_.channel_mean(se_mean, u, B, Ho * Wo, b.exp);
-      ops_.linear_forward(se_hidden, se_mean, params_.get(se + "fc1.weight"), params_.get(se + "fc1.bias"), B, b.exp, b.squeeze);
+      ops_.linear_forward(se_hidden, se_mean, params_.get(se + "fc1.weight"), params_.get(se + "fc1.bias"), B, b.exp,
+                          b.squeeze);
       ops_.silu_forward(se_hidden, se_hidden, B * b.squeeze);
-      ops_.linear_forward(se_mean, se_hidden, params_.get(se + "fc2.weight"), params_.get(se + "fc2.bias"), B, b.squeeze, b.exp);
+      ops_.linear_forward(se_mean, se_hidden, params_.get(se + "fc2.weight"), params_.get(se + "fc2.bias"), B,
+                          b.squeeze, b.exp);
       ops_.sigmoid_forward(se_mean, se_mean, B * b.exp);
       ops_.scale_channels(u, u, se_mean, B, Ho * Wo, b.exp);
       run_conv(b.prefix + (expands ? "3.0" : "2.0"), y, u, B, Ho, Wo, b.exp, b.out, 1, 1, false, false);

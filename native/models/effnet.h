@@ -47,8 +47,8 @@ class EffNetEncoder {
     std::string prefix;
   };
   void conv(const std::string& name, int64_t in, int64_t out, int64_t k, bool depthwise);
-  void run_conv(const std::string& name, float* y, const float* x, int64_t B, int64_t H, int64_t W,
-                int64_t in, int64_t out, int64_t k, int64_t stride, bool depthwise, bool silu);
+  void run_conv(const std::string& name, float* y, const float* x, int64_t B, int64_t H, int64_t W, int64_t in,
+                int64_t out, int64_t k, int64_t stride, bool depthwise, bool silu);
 
   Ops& ops_;
   EffNetConfig config_;

@@ -52,7 +52,9 @@ class ParamStore {
   ParamStore& operator=(const ParamStore&) = delete;
 
   // A zero-filled fp32 parameter.
-  float* add(const std::string& name, std::vector<int64_t> shape) { return static_cast<float*>(add(name, std::move(shape), DType::f32)); }
+  float* add(const std::string& name, std::vector<int64_t> shape) {
+    return static_cast<float*>(add(name, std::move(shape), DType::f32));
+  }
   // A zero-filled parameter of any storage type.
   void* add(const std::string& name, std::vector<int64_t> shape, DType type) {
     NamedShape s{name, std::move(shape)};
@@ -85,7 +87,8 @@ class ParamStore {
   void set(const std::string& name, const float* host, int64_t n) {
     const Entry& e = entry(name);
     if (e.shape.numel() != n)
-      throw std::invalid_argument("parameter '" + name + "' has " + std::to_string(e.shape.numel()) + " values, got " + std::to_string(n));
+      throw std::invalid_argument("parameter '" + name + "' has " + std::to_string(e.shape.numel()) + " values, got " +
+                                  std::to_string(n));
     if (e.type == DType::f32) return ops_.upload(e.data, host, n);
     Scratch staging(ops_);
     float* f32 = staging.alloc(n);

@@ -11,8 +11,8 @@
 namespace lt {
 
 struct Prior::LoraTensors {
-  float *A, *B;      // (r, in), (out, r)
-  float *dA, *dB;    // gradients, same shapes
+  float *A, *B;              // (r, in), (out, r)
+  float *dA, *dB;            // gradients, same shapes
   float *mA, *vA, *mB, *vB;  // AdamW moments
 };
 
@@ -21,8 +21,8 @@ struct Prior::Linear {
   int64_t in, out;
   TensorRef W{nullptr};  // (out, in), PriorConfig::weight_type
   float* b;              // (out)
-  int64_t index;  // position in the model, seeds this layer's LoRA dropout
-  bool adaptable;  // LoRA supported here (the Linear layers inside the blocks)
+  int64_t index;         // position in the model, seeds this layer's LoRA dropout
+  bool adaptable;        // LoRA supported here (the Linear layers inside the blocks)
   std::unique_ptr<LoraTensors> lora;
 };
 
@@ -40,8 +40,8 @@ struct Prior::Saved {
 struct Prior::Acts {
   struct Res {
     float *dw, *mean, *rstd;
-    Saved n;                        // (B, P, c): channelwise.0's input (the LayerNorm's output)
-    Saved u1, grn, drop;            // (B, P, 4c): GELU input, GELU+GRN output, its dropout
+    Saved n;                       // (B, P, c): channelwise.0's input (the LayerNorm's output)
+    Saved u1, grn, drop;           // (B, P, 4c): GELU input, GELU+GRN output, its dropout
     float *xa1, *xl1, *xa2, *xl2;  // LoRA intermediates of channelwise.0 / channelwise.4
   };
   struct Attn {
@@ -59,7 +59,7 @@ struct Prior::Acts {
   float *tmp_n, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;
   float *tmp_u1, *tmp_nx, *tmp_src, *tmp_q, *tmp_k, *tmp_v, *tmp_o;
   float *tmp_stream_in, *tmp_stream_mid, *tmp_stream_attn, *tmp_dw;
-  std::vector<float*> stream;  // residual stream before each block and after the last: (B, P, c)
+  std::vector<float*> stream;               // residual stream before each block and after the last: (B, P, c)
   std::vector<float*> ts_ab, ts_xa, ts_xl;  // per timestep block: mapper output (B, 2c)
   std::vector<Res> res;
   std::vector<Attn> attn;
@@ -90,8 +90,10 @@ Prior::Prior(Ops& ops, const PriorConfig& config) : ops_(ops), config_(config), 
   if (k.c_in < 1 || k.c < 1 || k.c_cond < 1 || k.c_r < 2 || k.depth < 1 || k.nhead < 1)
     throw std::invalid_argument("prior config: c_in, c, c_cond, depth and nhead must be >= 1 and c_r >= 2");
   if (k.c % k.nhead != 0)
-    throw std::invalid_argument("prior config: c (" + std::to_string(k.c) + ") must be divisible by nhead (" + std::to_string(k.nhead) + ")");
-  if (k.c_r / 2 < 2) throw std::invalid_argument("prior config: c_r must be at least 4 (the r embedding divides by c_r/2 - 1)");
+    throw std::invalid_argument("prior config: c (" + std::to_string(k.c) + ") must be divisible by nhead (" +
+                                std::to_string(k.nhead) + ")");
+  if (k.c_r / 2 < 2)
+    throw std::invalid_argument("prior config: c_r must be at least 4 (the r embedding divides by c_r/2 - 1)");
   if (!(k.dropout >= 0.0f && k.dropout < 1.0f)) throw std::invalid_argument("prior config: dropout must be in [0, 1)");
 
   auto add = [&](const std::string& name, std::vector<int64_t> shape) { return params_.add(name, std::move(shape)); };
@@ -157,12 +159,14 @@ void Prior::enable_lora(const LoraConfig& lora) {
     for (auto& l : linears_) {
       if (!ends_with_module(l->name, target)) continue;
       if (!l->adaptable)
-        throw std::invalid_argument("LoRA target '" + target + "' matches " + l->name +
-                                    ", which lora-train cannot adapt (supported: to_q, to_k, to_v, to_out.0, kv_mapper.1, "
-                                    "channelwise.0, channelwise.4, mapper)");
+        throw std::invalid_argument(
+            "LoRA target '" + target + "' matches " + l->name +
+            ", which lora-train cannot adapt (supported: to_q, to_k, to_v, to_out.0, kv_mapper.1, "
+            "channelwise.0, channelwise.4, mapper)");
       if (std::find(chosen.begin(), chosen.end(), l.get()) == chosen.end()) chosen.push_back(l.get());
     }
-    if (chosen.size() == before) throw std::invalid_argument("LoRA target '" + target + "' matches no Linear layer of the prior");
+    if (chosen.size() == before)
+      throw std::invalid_argument("LoRA target '" + target + "' matches no Linear layer of the prior");
   }
   std::sort(chosen.begin(), chosen.end(), [](Linear* a, Linear* b) { return a->index < b->index; });
   for (Linear* l : lora_layers_) {
@@ -175,8 +179,14 @@ void Prior::enable_lora(const LoraConfig& lora) {
   for (Linear* l : lora_layers_) {
     auto t = std::make_unique<LoraTensors>();
     const int64_t na = lora.rank * l->in, nb = l->out * lora.rank;
-    for (auto [ptr, n] : {std::pair<float**, int64_t>{&t->A, na}, {&t->dA, na}, {&t->mA, na}, {&t->vA, na},
-                          {&t->B, nb}, {&t->dB, nb}, {&t->mB, nb}, {&t->vB, nb}}) {
+    for (auto [ptr, n] : {std::pair<float**, int64_t>{&t->A, na},
+                          {&t->dA, na},
+                          {&t->mA, na},
+                          {&t->vA, na},
+                          {&t->B, nb},
+                          {&t->dB, nb},
+                          {&t->mB, nb},
+                          {&t->vB, nb}}) {
       *ptr = ops_.alloc(n);
       ops_.zero(*ptr, n);
     }
@@ -210,7 +220,9 @@ int64_t lora_numel(const std::vector<NamedShape>& shapes, const std::string& nam
   return -1;
 }
 void check_count(const std::string& name, int64_t expected, int64_t n) {
-  if (expected != n) throw std::invalid_argument("LoRA parameter '" + name + "' has " + std::to_string(expected) + " values, got " + std::to_string(n));
+  if (expected != n)
+    throw std::invalid_argument("LoRA parameter '" + name + "' has " + std::to_string(expected) + " values, got " +
+                                std::to_string(n));
 }
 }  // namespace
 
@@ -311,9 +323,13 @@ void Prior::plan(const StepShape& s, bool train) {
   // backward reads.
   a.stream.assign(3 * k.depth + 1, nullptr);
   for (int64_t i = 0; i <= 3 * k.depth; ++i) {
-    if (i % 3 == 0) keep_or_share(false, a.stream[i], B * P * c, a.tmp_stream_in);
-    else if (i % 3 == 1) keep_or_share(train && adapted("blocks." + std::to_string(i) + ".mapper"), a.stream[i], B * P * c, a.tmp_stream_mid);
-    else keep_or_share(train, a.stream[i], B * P * c, a.tmp_stream_attn);
+    if (i % 3 == 0)
+      keep_or_share(false, a.stream[i], B * P * c, a.tmp_stream_in);
+    else if (i % 3 == 1)
+      keep_or_share(train && adapted("blocks." + std::to_string(i) + ".mapper"), a.stream[i], B * P * c,
+                    a.tmp_stream_mid);
+    else
+      keep_or_share(train, a.stream[i], B * P * c, a.tmp_stream_attn);
   }
   a.res.assign(k.depth, {});
   a.attn.assign(k.depth, {});
@@ -391,8 +407,8 @@ void Prior::plan(const StepShape& s, bool train) {
   planned_train_ = train;
 }
 
-void Prior::linear_forward(Linear& l, TensorOut y, TensorRef x, float* xa, float* x_drop,
-                           int64_t rows, bool train, uint64_t seed) {
+void Prior::linear_forward(Linear& l, TensorOut y, TensorRef x, float* xa, float* x_drop, int64_t rows, bool train,
+                           uint64_t seed) {
   if (!l.lora) return ops_.linear_forward(y, x, l.W, l.b, rows, l.in, l.out);
   const float* x_lora = nullptr;
   if (train && lora_config_.dropout > 0.0f) {
@@ -400,12 +416,12 @@ void Prior::linear_forward(Linear& l, TensorOut y, TensorRef x, float* xa, float
     x_lora = x_drop;
   }
   const float scale = lora_config_.alpha / static_cast<float>(lora_config_.rank);
-  ops_.lora_linear_forward(y, xa, x, x_lora, l.W, l.b, l.lora->A, l.lora->B, scale, rows, l.in, l.out, lora_config_.rank);
+  ops_.lora_linear_forward(y, xa, x, x_lora, l.W, l.b, l.lora->A, l.lora->B, scale, rows, l.in, l.out,
+                           lora_config_.rank);
 }
 
-void Prior::linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa,
-                            const float* x_drop, float* dx_scratch, int64_t rows, bool train,
-                            uint64_t seed, bool accumulate) {
+void Prior::linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa, const float* x_drop,
+                            float* dx_scratch, int64_t rows, bool train, uint64_t seed, bool accumulate) {
   if (!l.lora) {
     if (dx) ops_.linear_backward(dx, nullptr, nullptr, dy, x, l.W, rows, l.in, l.out, accumulate);
     return;
@@ -446,11 +462,12 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     // ResBlock: x + channelwise(LN(depthwise(x)))
     Acts::Res& R = a.res[d];
     const float* x = a.stream[3 * d];
-    ops_.depthwise_conv3x3_forward(R.dw, x, param(res + ".depthwise.weight"), param(res + ".depthwise.bias"), B, s.H, s.W, c);
+    ops_.depthwise_conv3x3_forward(R.dw, x, param(res + ".depthwise.weight"), param(res + ".depthwise.bias"), B, s.H,
+                                   s.W, c);
     ops_.layernorm_forward(output(R.n), R.mean, R.rstd, R.dw, B * P, c, kLnEps);
     linear_forward(linear(res + ".channelwise.0"), output(R.u1), saved(R.n), R.xa1, R.xl1, B * P, train, seed);
-    ops_.gelu_grn_forward(output(R.grn), saved(R.u1), param(res + ".channelwise.2.gamma"), param(res + ".channelwise.2.beta"), B, P,
-                          4 * c, kGrnEps);
+    ops_.gelu_grn_forward(output(R.grn), saved(R.u1), param(res + ".channelwise.2.gamma"),
+                          param(res + ".channelwise.2.beta"), B, P, 4 * c, kGrnEps);
     TensorRef fc2_in = saved(R.grn);
     if (dropout) {
       ops_.dropout_forward(output(R.drop), saved(R.grn), k.dropout, site_seed(seed, 3 * d, 1), B * P * 4 * c);
@@ -467,8 +484,8 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     const float* xa = a.stream[3 * d + 2];
     linear_forward(linear(at + ".kv_mapper.1"), A.kv, a.silu_c, A.xa_kv, A.xl_kv, B * T, train, seed);
     // TimestepBlock's modulation and the AttnBlock's LayerNorm in one op
-    ops_.modulate_layernorm_forward(a.stream[3 * d + 2], output(A.nx), A.mean, A.rstd, a.stream[3 * d + 1], a.ts_ab[d], B, P, c,
-                                    kLnEps);
+    ops_.modulate_layernorm_forward(a.stream[3 * d + 2], output(A.nx), A.mean, A.rstd, a.stream[3 * d + 1], a.ts_ab[d],
+                                    B, P, c, kLnEps);
     ops_.concat_seq(output(A.src), saved(A.nx), A.kv, B, P, T, c);
     // The LayerNorm and concat outputs, q, k, v and the attention output are written in the
     // kept type directly and read so (half the bytes; GEMMs and the GPU's tensor cores round
@@ -479,9 +496,12 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     ops_.attention_forward(output(A.o), A.lse, saved(A.q), saved(A.k), saved(A.v), B, P, S, k.nhead, d_head,
                            1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
     float* next = a.stream[3 * d + 3];
-    linear_forward(linear(at + ".attention.to_out.0"), dropout ? A.y : next, saved(A.o), A.xa_out, A.xl_out, B * P, train, seed);
-    if (dropout) ops_.dropout_add_forward(next, A.y, xa, k.dropout, site_seed(seed, 3 * d + 2, 1), B * P * c);
-    else ops_.axpy(next, xa, 1.0f, B * P * c);
+    linear_forward(linear(at + ".attention.to_out.0"), dropout ? A.y : next, saved(A.o), A.xa_out, A.xl_out, B * P,
+                   train, seed);
+    if (dropout)
+      ops_.dropout_add_forward(next, A.y, xa, k.dropout, site_seed(seed, 3 * d + 2, 1), B * P * c);
+    else
+      ops_.axpy(next, xa, 1.0f, B * P * c);
   }
 
   ops_.layernorm_forward(a.out_ln, a.out_mean, a.out_rstd, a.stream[3 * k.depth], B * P, c, kLnEps);
@@ -499,7 +519,7 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
   ops_.zero(a.d_ab, B * P * 2 * k.c_in);
   ops_.prior_output_backward(a.d_ab, a.dout, a.x_in, a.out_ab, B, k.c_in, P);
   linear_backward(linear("out.1"), a.dc0, a.d_ab, a.out_ln, nullptr, nullptr, a.dx_lora, B * P, train, seed, false);
-  float* ds = a.ds0;     // gradient of the residual stream at the current point
+  float* ds = a.ds0;  // gradient of the residual stream at the current point
   float* spare = a.ds1;
   ops_.zero(ds, nc);
   ops_.layernorm_backward(ds, a.dc0, a.stream[3 * k.depth], a.out_mean, a.out_rstd, B * P, c);
@@ -515,17 +535,20 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
       ops_.dropout_forward(a.dc0, ds, k.dropout, site_seed(seed, 3 * d + 2, 1), nc);
       dy = a.dc0;
     }
-    linear_backward(linear(at + ".attention.to_out.0"), a.dc1, dy, saved(A.o), A.xa_out, A.xl_out, a.dx_lora, B * P, train, seed,
-                    false);
+    linear_backward(linear(at + ".attention.to_out.0"), a.dc1, dy, saved(A.o), A.xa_out, A.xl_out, a.dx_lora, B * P,
+                    train, seed, false);
     ops_.zero(a.dq, nc);
     ops_.zero(a.dk, B * S * c);
     ops_.zero(a.dv, B * S * c);
-    ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, saved(A.q), saved(A.k), saved(A.v), saved(A.o), A.lse, B, P, S, k.nhead, d_head,
-                            1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
+    ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, saved(A.q), saved(A.k), saved(A.v), saved(A.o), A.lse, B, P, S,
+                            k.nhead, d_head, 1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
     // dc2: d LN(x); the first contribution to each gradient overwrites it
-    linear_backward(linear(at + ".attention.to_q"), a.dc2, a.dq, saved(A.nx), A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed, false);
-    linear_backward(linear(at + ".attention.to_k"), a.d_src, a.dk, saved(A.src), A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed, false);
-    linear_backward(linear(at + ".attention.to_v"), a.d_src, a.dv, saved(A.src), A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed, true);
+    linear_backward(linear(at + ".attention.to_q"), a.dc2, a.dq, saved(A.nx), A.xa_q, A.xl_q, a.dx_lora, B * P, train,
+                    seed, false);
+    linear_backward(linear(at + ".attention.to_k"), a.d_src, a.dk, saved(A.src), A.xa_k, A.xl_k, a.dx_lora, B * S,
+                    train, seed, false);
+    linear_backward(linear(at + ".attention.to_v"), a.d_src, a.dv, saved(A.src), A.xa_v, A.xl_v, a.dx_lora, B * S,
+                    train, seed, true);
     Linear& kv = linear(at + ".kv_mapper.1");
     // c_embed comes from the frozen cond_mapper and the caller's text embeddings, so the
     // keys/values from text need a gradient only to train an adapter on kv_mapper.
@@ -540,14 +563,15 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     ops_.zero(spare, nc);
     if (mapper.lora) ops_.zero(a.d_ts, B * 2 * c);
     ops_.modulate_backward(spare, mapper.lora ? a.d_ts : nullptr, ds, a.stream[3 * d + 1], a.ts_ab[d], B, P, c);
-    if (mapper.lora) linear_backward(mapper, nullptr, a.d_ts, a.r_embed, a.ts_xa[d], a.ts_xl[d], a.dx_lora, B, train, seed, true);
+    if (mapper.lora)
+      linear_backward(mapper, nullptr, a.d_ts, a.r_embed, a.ts_xa[d], a.ts_xl[d], a.dx_lora, B, train, seed, true);
     std::swap(ds, spare);  // ds: d stream[3d+1]
 
     // ResBlock
     Acts::Res& R = a.res[d];
     const float* x = a.stream[3 * d];
-    linear_backward(linear(res + ".channelwise.4"), a.d4a, ds, saved(dropout ? R.drop : R.grn), R.xa2, R.xl2, a.dx_lora, B * P, train,
-                    seed, false);
+    linear_backward(linear(res + ".channelwise.4"), a.d4a, ds, saved(dropout ? R.drop : R.grn), R.xa2, R.xl2, a.dx_lora,
+                    B * P, train, seed, false);
     float* d_grn = a.d4a;
     if (dropout) {
       ops_.dropout_forward(a.d4b, a.d4a, k.dropout, site_seed(seed, 3 * d, 1), n4);
@@ -556,7 +580,8 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     float* d_u1 = d_grn == a.d4a ? a.d4b : a.d4a;
     ops_.zero(d_u1, n4);
     ops_.gelu_grn_backward(d_u1, d_grn, saved(R.u1), param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
-    linear_backward(linear(res + ".channelwise.0"), a.dc2, d_u1, saved(R.n), R.xa1, R.xl1, a.dx_lora, B * P, train, seed, false);
+    linear_backward(linear(res + ".channelwise.0"), a.dc2, d_u1, saved(R.n), R.xa1, R.xl1, a.dx_lora, B * P, train,
+                    seed, false);
     ops_.zero(a.dc1, nc);
     ops_.layernorm_backward(a.dc1, a.dc2, R.dw, R.mean, R.rstd, B * P, c);
     ops_.depthwise_conv3x3_backward(ds, nullptr, nullptr, a.dc1, x, param(res + ".depthwise.weight"), B, s.H, s.W, c);
@@ -584,8 +609,8 @@ void r_embedding(float* out, const float* r, int64_t B, int64_t c_r) {
 }
 }  // namespace
 
-void Prior::forward(float* out, const float* x, const float* r, const float* clip, const StepShape& s,
-                    bool train, uint64_t seed) {
+void Prior::forward(float* out, const float* x, const float* r, const float* clip, const StepShape& s, bool train,
+                    uint64_t seed) {
   plan(s, false);
   const PriorConfig& k = config_;
   const int64_t P = s.H * s.W;
@@ -598,8 +623,8 @@ void Prior::forward(float* out, const float* x, const float* r, const float* cli
   ops_.download(out, acts_->out, s.B * k.c_in * P);
 }
 
-double Prior::loss_and_grad(const float* x, const float* r, const float* clip, const float* target,
-                            const StepShape& s, uint64_t seed, bool accumulate, bool train, float loss_scale) {
+double Prior::loss_and_grad(const float* x, const float* r, const float* clip, const float* target, const StepShape& s,
+                            uint64_t seed, bool accumulate, bool train, float loss_scale) {
   if (lora_layers_.empty()) throw std::logic_error("loss_and_grad needs LoRA adapters: call enable_lora first");
   plan(s, true);
   const PriorConfig& k = config_;
@@ -622,8 +647,8 @@ double Prior::loss_and_grad(const float* x, const float* r, const float* clip, c
   return loss;
 }
 
-double Prior::optimizer_step(float lr, float beta1, float beta2, float eps, float weight_decay,
-                             double max_norm, int64_t step, float inv_loss_scale) {
+double Prior::optimizer_step(float lr, float beta1, float beta2, float eps, float weight_decay, double max_norm,
+                             int64_t step, float inv_loss_scale) {
   std::vector<float*> grads;
   std::vector<int64_t> sizes;
   std::vector<Ops::AdamWTensor> tensors;
@@ -638,12 +663,14 @@ double Prior::optimizer_step(float lr, float beta1, float beta2, float eps, floa
     tensors.push_back({t.B, t.mB, t.vB, t.dB, nb});
   }
   // The norm pass only measures; unscaling and clipping happen as AdamW reads each gradient.
-  const double norm = ops_.clip_grad_norm(grads.data(), sizes.data(), static_cast<int64_t>(grads.size()), 0.0) * inv_loss_scale;
+  const double norm =
+      ops_.clip_grad_norm(grads.data(), sizes.data(), static_cast<int64_t>(grads.size()), 0.0) * inv_loss_scale;
   if (!std::isfinite(norm)) return norm;
   // torch.nn.utils.clip_grad_norm_'s coefficient, applied in fp32 as it multiplies in place.
   const double coef = max_norm > 0.0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;
   const float grad_scale = coef < 1.0 ? static_cast<float>(coef) * inv_loss_scale : inv_loss_scale;
-  ops_.adamw(tensors.data(), static_cast<int64_t>(tensors.size()), lr, beta1, beta2, eps, weight_decay, step, grad_scale);
+  ops_.adamw(tensors.data(), static_cast<int64_t>(tensors.size()), lr, beta1, beta2, eps, weight_decay, step,
+             grad_scale);
   return norm;
 }
 

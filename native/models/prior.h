@@ -63,20 +63,19 @@ class Prior {
 
   // out (B, c_in, H, W) = prior(x (B, c_in, H, W), r (B), clip (B, T, c_cond)); host pointers.
   // Dropout (and LoRA dropout) only when train, drawn from seed.
-  void forward(float* out, const float* x, const float* r, const float* clip, const StepShape& s,
-               bool train, uint64_t seed);
+  void forward(float* out, const float* x, const float* r, const float* clip, const StepShape& s, bool train,
+               uint64_t seed);
   // Forward in training mode, MSE against target (B, c_in, H, W), backward into the LoRA
   // gradients (zeroed first unless accumulate). Returns the loss.
   // loss_scale multiplies the loss's gradient (fp16 dynamic loss scaling); the returned loss
   // is unscaled.
-  double loss_and_grad(const float* x, const float* r, const float* clip, const float* target,
-                       const StepShape& s, uint64_t seed, bool accumulate, bool train = true,
-                       float loss_scale = 1.0f);
+  double loss_and_grad(const float* x, const float* r, const float* clip, const float* target, const StepShape& s,
+                       uint64_t seed, bool accumulate, bool train = true, float loss_scale = 1.0f);
   // One AdamW step on every LoRA tensor with the gradients read as grad * inv_loss_scale and
   // clipped to a global norm of max_norm (<= 0: no clipping). Returns the unscaled gradient
   // norm before clipping; when it is not finite (an fp16 overflow) nothing is updated.
-  double optimizer_step(float lr, float beta1, float beta2, float eps, float weight_decay,
-                        double max_norm, int64_t step, float inv_loss_scale = 1.0f);
+  double optimizer_step(float lr, float beta1, float beta2, float eps, float weight_decay, double max_norm,
+                        int64_t step, float inv_loss_scale = 1.0f);
   // AdamW moments by LoRA parameter name, for checkpoints: "<name>.exp_avg" / ".exp_avg_sq".
   void get_optimizer_state(const std::string& name, float* host, int64_t n) const;
   void set_optimizer_state(const std::string& name, const float* host, int64_t n);
@@ -103,12 +102,11 @@ class Prior {
   // (low precision in a mixed-precision training plan, else fp32).
   TensorRef saved(const Saved& v) const;
   TensorOut output(const Saved& v) const;
-  void linear_forward(Linear& l, TensorOut y, TensorRef x, float* xa, float* x_drop, int64_t rows,
-                      bool train, uint64_t seed);
+  void linear_forward(Linear& l, TensorOut y, TensorRef x, float* xa, float* x_drop, int64_t rows, bool train,
+                      uint64_t seed);
   // accumulate false: dx receives the first contribution (overwritten, not zeroed first).
-  void linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa,
-                       const float* x_drop, float* dx_scratch, int64_t rows, bool train,
-                       uint64_t seed, bool accumulate);
+  void linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa, const float* x_drop,
+                       float* dx_scratch, int64_t rows, bool train, uint64_t seed, bool accumulate);
   const LoraTensors& lora_tensors(const std::string& name, const char** which) const;
   // The AdamW moment buffer "<lora param>.exp_avg" or ".exp_avg_sq", checked to hold n values.
   float* optimizer_buffer(const std::string& name, int64_t n) const;

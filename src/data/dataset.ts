@@ -37,10 +37,17 @@ function listFiles(dir: string, keep: (f: string) => boolean): string[] {
 function captionsOf(value: unknown, where: string, column: string): string[] {
   if (typeof value === 'string') return [value];
   if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string')) return value as string[];
-  throw new Error(`${where}: caption column '${column}' holds ${JSON.stringify(value)}, not a string or a list of strings`);
+  throw new Error(
+    `${where}: caption column '${column}' holds ${JSON.stringify(value)}, not a string or a list of strings`,
+  );
 }
 
-async function parquetItems(files: string[], root: string, imageColumn: string, captionColumn: string): Promise<DatasetItem[]> {
+async function parquetItems(
+  files: string[],
+  root: string,
+  imageColumn: string,
+  captionColumn: string,
+): Promise<DatasetItem[]> {
   const { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } = await import('hyparquet');
   const items: DatasetItem[] = [];
   for (const file of files) {
@@ -49,8 +56,16 @@ async function parquetItems(files: string[], root: string, imageColumn: string, 
     const columns = parquetSchema(metadata).children.map((c) => c.element.name);
     const where = relative(root, file) || file;
     for (const column of [imageColumn, captionColumn])
-      if (!columns.includes(column)) throw new Error(`${where}: no column '${column}' (columns: ${columns.join(', ')}); set train_dataloader.dataset.${column === imageColumn ? 'image_column' : 'caption_column'}`);
-    const rows = (await parquetReadObjects({ file: buffer, metadata, columns: [imageColumn, captionColumn], utf8: false })) as Record<string, unknown>[];
+      if (!columns.includes(column))
+        throw new Error(
+          `${where}: no column '${column}' (columns: ${columns.join(', ')}); set train_dataloader.dataset.${column === imageColumn ? 'image_column' : 'caption_column'}`,
+        );
+    const rows = (await parquetReadObjects({
+      file: buffer,
+      metadata,
+      columns: [imageColumn, captionColumn],
+      utf8: false,
+    })) as Record<string, unknown>[];
     rows.forEach((row, i) => {
       const source = `${where} row ${i}`;
       const image = row[imageColumn] as { bytes?: Uint8Array; path?: string | null } | Uint8Array | null;
@@ -77,11 +92,11 @@ function parseCsvLine(line: string): string[] {
   for (let i = 0; i < line.length; i++) {
     const ch = line[i]!;
     if (quoted) {
-      if (ch === '"' && line[i + 1] === '"') (cur += '"'), i++;
+      if (ch === '"' && line[i + 1] === '"') ((cur += '"'), i++);
       else if (ch === '"') quoted = false;
       else cur += ch;
     } else if (ch === '"') quoted = true;
-    else if (ch === ',') out.push(cur), (cur = '');
+    else if (ch === ',') (out.push(cur), (cur = ''));
     else cur += ch;
   }
   out.push(cur);
@@ -93,24 +108,38 @@ function metadataItems(dir: string, captionColumn: string): DatasetItem[] | unde
   const csv = join(dir, 'metadata.csv');
   let rows: { row: Record<string, unknown>; where: string }[];
   if (existsSync(jsonl)) {
-    rows = readFileSync(jsonl, 'utf8').split('\n').flatMap((line, i) => {
-      if (!line.trim()) return [];
-      try {
-        return [{ row: JSON.parse(line) as Record<string, unknown>, where: `${jsonl}:${i + 1}` }];
-      } catch (e) {
-        throw new Error(`${jsonl}:${i + 1}: not valid JSON (${(e as Error).message})`);
-      }
-    });
+    rows = readFileSync(jsonl, 'utf8')
+      .split('\n')
+      .flatMap((line, i) => {
+        if (!line.trim()) return [];
+        try {
+          return [{ row: JSON.parse(line) as Record<string, unknown>, where: `${jsonl}:${i + 1}` }];
+        } catch (e) {
+          throw new Error(`${jsonl}:${i + 1}: not valid JSON (${(e as Error).message})`);
+        }
+      });
   } else if (existsSync(csv)) {
-    const lines = readFileSync(csv, 'utf8').split(/\r?\n/).filter((l) => l.trim());
+    const lines = readFileSync(csv, 'utf8')
+      .split(/\r?\n/)
+      .filter((l) => l.trim());
     const header = parseCsvLine(lines[0] ?? '');
-    rows = lines.slice(1).map((l, i) => ({ row: Object.fromEntries(parseCsvLine(l).map((v, j) => [header[j] ?? `column${j}`, v])), where: `${csv}:${i + 2}` }));
+    rows = lines.slice(1).map((l, i) => ({
+      row: Object.fromEntries(parseCsvLine(l).map((v, j) => [header[j] ?? `column${j}`, v])),
+      where: `${csv}:${i + 2}`,
+    }));
   } else return undefined;
   return rows.map(({ row, where }) => {
     if (typeof row.file_name !== 'string') throw new Error(`${where}: no file_name`);
-    if (!(captionColumn in row)) throw new Error(`${where}: no caption column '${captionColumn}' (keys: ${Object.keys(row).join(', ')}); set train_dataloader.dataset.caption_column`);
+    if (!(captionColumn in row))
+      throw new Error(
+        `${where}: no caption column '${captionColumn}' (keys: ${Object.keys(row).join(', ')}); set train_dataloader.dataset.caption_column`,
+      );
     const file = join(dir, row.file_name);
-    return { source: file, captions: captionsOf(row[captionColumn], where, captionColumn), image: () => readFile(file) };
+    return {
+      source: file,
+      captions: captionsOf(row[captionColumn], where, captionColumn),
+      image: () => readFile(file),
+    };
   });
 }
 
@@ -136,8 +165,11 @@ export async function loadDataset(idOrPath: string, options: DatasetOptions = {}
     const parquet = listFiles(root, (f) => f.endsWith('.parquet'));
     items = parquet.length
       ? await parquetItems(parquet, root, imageColumn, captionColumn)
-      : metadataItems(root, captionColumn) ?? textFileItems(root);
-    if (items.length === 0) throw new Error(`${root}: the dataset is empty (no parquet files, no metadata.jsonl/metadata.csv, no images with .txt captions)`);
+      : (metadataItems(root, captionColumn) ?? textFileItems(root));
+    if (items.length === 0)
+      throw new Error(
+        `${root}: the dataset is empty (no parquet files, no metadata.jsonl/metadata.csv, no images with .txt captions)`,
+      );
   }
   return options.subset ? items.slice(0, options.subset) : items;
 }

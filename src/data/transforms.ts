@@ -38,7 +38,8 @@ export class ImageTransform {
       const at = `${where}: train_dataloader.dataset.pipeline[${i}] (${t.type})`;
       switch (t.type.replace(/^torchvision\//, '')) {
         case 'Resize': {
-          if (t.interpolation !== undefined && t.interpolation !== 'bilinear') throw new Error(`${at}: interpolation ${JSON.stringify(t.interpolation)} is not supported (bilinear is)`);
+          if (t.interpolation !== undefined && t.interpolation !== 'bilinear')
+            throw new Error(`${at}: interpolation ${JSON.stringify(t.interpolation)} is not supported (bilinear is)`);
           const size = Number.isInteger(t.size) ? (t.size as number) : sizePair(t.size, at);
           if (typeof size === 'number' && size <= 0) throw new Error(`${at}: size must be positive`);
           this.steps.push({ kind: 'resize', size });
@@ -50,14 +51,18 @@ export class ImageTransform {
           break;
         case 'RandomHorizontalFlip': {
           const p = t.p ?? 0.5;
-          if (typeof p !== 'number' || p < 0 || p > 1) throw new Error(`${at}: p must be in [0, 1], got ${JSON.stringify(p)}`);
+          if (typeof p !== 'number' || p < 0 || p > 1)
+            throw new Error(`${at}: p must be in [0, 1], got ${JSON.stringify(p)}`);
           this.steps.push({ kind: 'flip', p });
           break;
         }
         case 'Normalize': {
-          const mean = t.mean as number[], std = t.std as number[];
-          const ok = (a: unknown) => Array.isArray(a) && (a.length === 1 || a.length === 3) && a.every((x) => typeof x === 'number');
-          if (!ok(mean) || !ok(std) || std.some((s) => s <= 0)) throw new Error(`${at}: mean and std must be 1 or 3 numbers (std > 0)`);
+          const mean = t.mean as number[],
+            std = t.std as number[];
+          const ok = (a: unknown) =>
+            Array.isArray(a) && (a.length === 1 || a.length === 3) && a.every((x) => typeof x === 'number');
+          if (!ok(mean) || !ok(std) || std.some((s) => s <= 0))
+            throw new Error(`${at}: mean and std must be 1 or 3 numbers (std > 0)`);
           this.steps.push({ kind: 'normalize', mean, std });
           break;
         }
@@ -65,13 +70,17 @@ export class ImageTransform {
         case 'PackInputs':
           break;
         default:
-          throw new Error(`${at}: unknown transform '${t.type}' (supported: torchvision/Resize, RandomCrop, CenterCrop, RandomHorizontalFlip, torchvision/ToTensor, torchvision/Normalize, PackInputs)`);
+          throw new Error(
+            `${at}: unknown transform '${t.type}' (supported: torchvision/Resize, RandomCrop, CenterCrop, RandomHorizontalFlip, torchvision/ToTensor, torchvision/Normalize, PackInputs)`,
+          );
       }
     });
     const canonical = ['resize', 'crop', 'flip', 'normalize'];
     const ranks = this.steps.map((s) => canonical.indexOf(s.kind));
     if (ranks.some((r, i) => i > 0 && r <= ranks[i - 1]!))
-      throw new Error(`${where}: the pipeline must be Resize, crop, flip, ToTensor, Normalize in that order, each at most once (got ${this.steps.map((s) => s.kind).join(', ')})`);
+      throw new Error(
+        `${where}: the pipeline must be Resize, crop, flip, ToTensor, Normalize in that order, each at most once (got ${this.steps.map((s) => s.kind).join(', ')})`,
+      );
   }
 
   /** Probability of a horizontal flip. */
@@ -108,9 +117,17 @@ export class ImageTransform {
     const c = this.steps.find((s): s is Extract<Step, { kind: 'crop' }> => s.kind === 'crop');
     if (c) {
       const [ch, cw] = c.size;
-      if (cw > w || ch > h) throw new Error(`${source}: image of ${g.width}x${g.height} resized to ${w}x${h} is smaller than the ${cw}x${ch} crop`);
+      if (cw > w || ch > h)
+        throw new Error(
+          `${source}: image of ${g.width}x${g.height} resized to ${w}x${h} is smaller than the ${cw}x${ch} crop`,
+        );
       crop = c.random
-        ? { left: Math.floor(rng.uniform() * (w - cw + 1)), top: Math.floor(rng.uniform() * (h - ch + 1)), width: cw, height: ch }
+        ? {
+            left: Math.floor(rng.uniform() * (w - cw + 1)),
+            top: Math.floor(rng.uniform() * (h - ch + 1)),
+            width: cw,
+            height: ch,
+          }
         : { left: Math.round((w - cw) / 2), top: Math.round((h - ch) / 2), width: cw, height: ch };
     }
     const p = this.flipProbability;

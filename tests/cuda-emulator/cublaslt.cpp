@@ -39,7 +39,9 @@ namespace {
 bool known_type(cudaDataType_t t) { return t == CUDA_R_32F || t == CUDA_R_16BF || t == CUDA_R_16F; }
 size_t elem_bytes(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
 // Bytes a column-major layout spans.
-size_t span_bytes(const EmuLtMatrixLayout* l) { return ((l->cols - 1) * static_cast<size_t>(l->ld) + l->rows) * elem_bytes(l->type); }
+size_t span_bytes(const EmuLtMatrixLayout* l) {
+  return ((l->cols - 1) * static_cast<size_t>(l->ld) + l->rows) * elem_bytes(l->type);
+}
 
 // Why the last call on this thread returned CUBLAS_STATUS_INVALID_VALUE (cublasLtGetStatusString).
 thread_local std::string invalid_detail;
@@ -59,9 +61,12 @@ float load(const void* p, cudaDataType_t t, size_t i) {
   return static_cast<const __half*>(p)[i];
 }
 void store(void* p, cudaDataType_t t, size_t i, float v) {
-  if (t == CUDA_R_32F) static_cast<float*>(p)[i] = v;
-  else if (t == CUDA_R_16BF) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
-  else static_cast<__half*>(p)[i] = __float2half_rn(v);
+  if (t == CUDA_R_32F)
+    static_cast<float*>(p)[i] = v;
+  else if (t == CUDA_R_16BF)
+    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+  else
+    static_cast<__half*>(p)[i] = __float2half_rn(v);
 }
 // fp32 to TF32 (10 mantissa bits), to nearest with ties away from zero.
 float tf32(float x) {
@@ -83,21 +88,26 @@ struct Problem {
   std::string error;
   bool unsupported = false;
 };
-Problem check(const EmuLtMatmulDesc* desc, const EmuLtMatrixLayout* a, const EmuLtMatrixLayout* b, const EmuLtMatrixLayout* c,
-              const EmuLtMatrixLayout* d) {
+Problem check(const EmuLtMatmulDesc* desc, const EmuLtMatrixLayout* a, const EmuLtMatrixLayout* b,
+              const EmuLtMatrixLayout* c, const EmuLtMatrixLayout* d) {
   Problem p{};
   if (!desc || !a || !b || !c || !d) return p.error = "a null descriptor", p;
   p.m = d->rows, p.n = d->cols;
-  const uint64_t a_rows = desc->trans_a == CUBLAS_OP_N ? a->rows : a->cols, a_cols = desc->trans_a == CUBLAS_OP_N ? a->cols : a->rows;
-  const uint64_t b_rows = desc->trans_b == CUBLAS_OP_N ? b->rows : b->cols, b_cols = desc->trans_b == CUBLAS_OP_N ? b->cols : b->rows;
+  const uint64_t a_rows = desc->trans_a == CUBLAS_OP_N ? a->rows : a->cols,
+                 a_cols = desc->trans_a == CUBLAS_OP_N ? a->cols : a->rows;
+  const uint64_t b_rows = desc->trans_b == CUBLAS_OP_N ? b->rows : b->cols,
+                 b_cols = desc->trans_b == CUBLAS_OP_N ? b->cols : b->rows;
   p.k = a_cols;
-  if (c->rows != d->rows || c->cols != d->cols || c->ld != d->ld || c->type != d->type) p.error = "C and D differ (in-place only here)";
+  if (c->rows != d->rows || c->cols != d->cols || c->ld != d->ld || c->type != d->type)
+    p.error = "C and D differ (in-place only here)";
   else if (a_rows != p.m || b_cols != p.n || b_rows != p.k)
-    p.error = "op(A) " + std::to_string(a_rows) + "x" + std::to_string(a_cols) + ", op(B) " + std::to_string(b_rows) + "x" +
-              std::to_string(b_cols) + ", D " + std::to_string(p.m) + "x" + std::to_string(p.n) + " do not multiply";
+    p.error = "op(A) " + std::to_string(a_rows) + "x" + std::to_string(a_cols) + ", op(B) " + std::to_string(b_rows) +
+              "x" + std::to_string(b_cols) + ", D " + std::to_string(p.m) + "x" + std::to_string(p.n) +
+              " do not multiply";
   for (const EmuLtMatrixLayout* l : {a, b, d})
     if (p.error.empty() && (l->ld < static_cast<int64_t>(l->rows) || l->rows == 0 || l->cols == 0))
-      p.error = "a " + std::to_string(l->rows) + "x" + std::to_string(l->cols) + " layout with leading dimension " + std::to_string(l->ld);
+      p.error = "a " + std::to_string(l->rows) + "x" + std::to_string(l->cols) + " layout with leading dimension " +
+                std::to_string(l->ld);
   if (!p.error.empty()) return p;
   const bool fp32 = a->type == CUDA_R_32F;
   if (a->type != b->type || desc->scale != CUDA_R_32F || (d->type != CUDA_R_32F && d->type != a->type) ||
@@ -105,8 +115,10 @@ Problem check(const EmuLtMatmulDesc* desc, const EmuLtMatrixLayout* a, const Emu
     p.unsupported = true, p.error = "an unsupported combination of types";
   if (desc->epilogue == CUBLASLT_EPILOGUE_BIAS) {
     const cudaDataType_t bias_type = desc->bias_type_set ? desc->bias_type : d->type;
-    if (!desc->bias) p.error = "the bias epilogue without a bias pointer";
-    else if (bias_type != CUDA_R_32F && bias_type != d->type) p.unsupported = true, p.error = "a bias of another type";
+    if (!desc->bias)
+      p.error = "the bias epilogue without a bias pointer";
+    else if (bias_type != CUDA_R_32F && bias_type != d->type)
+      p.unsupported = true, p.error = "a bias of another type";
   }
   return p;
 }
@@ -124,24 +136,31 @@ cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComput
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr, const void* buf,
-                                              size_t size) {
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,
+                                              const void* buf, size_t size) {
   auto take = [&](auto& field) {
     if (size != sizeof(field)) return invalid("a descriptor attribute of the wrong size");
     std::memcpy(&field, buf, size);
     return CUBLAS_STATUS_SUCCESS;
   };
   switch (attr) {
-    case CUBLASLT_MATMUL_DESC_TRANSA: return take(desc->trans_a);
-    case CUBLASLT_MATMUL_DESC_TRANSB: return take(desc->trans_b);
-    case CUBLASLT_MATMUL_DESC_EPILOGUE: return take(desc->epilogue);
-    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return take(desc->bias);
-    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: desc->bias_type_set = true; return take(desc->bias_type);
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+      return take(desc->trans_a);
+    case CUBLASLT_MATMUL_DESC_TRANSB:
+      return take(desc->trans_b);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+      return take(desc->epilogue);
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+      return take(desc->bias);
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
+      desc->bias_type_set = true;
+      return take(desc->bias_type);
   }
   return invalid("a descriptor attribute the emulator lacks");
 }
 
-cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType_t type, uint64_t rows, uint64_t cols, int64_t ld) {
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType_t type, uint64_t rows,
+                                          uint64_t cols, int64_t ld) {
   if (!known_type(type)) return CUBLAS_STATUS_NOT_SUPPORTED;
   *layout = new EmuLtMatrixLayout{type, rows, cols, ld};
   return CUBLAS_STATUS_SUCCESS;
@@ -152,8 +171,9 @@ cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) 
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttributes_t attr,
-                                                    const void* buf, size_t size) {
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
+                                                    cublasLtMatmulPreferenceAttributes_t attr, const void* buf,
+                                                    size_t size) {
   if (size != (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES ? sizeof(uint64_t) : sizeof(uint32_t)))
     return invalid("a preference attribute of the wrong size");
   if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) return CUBLAS_STATUS_SUCCESS;
@@ -172,8 +192,9 @@ cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) 
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
-                                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
                                               cublasLtMatmulPreference_t pref, int requested,
                                               cublasLtMatmulHeuristicResult_t* results, int* found) {
   *found = 0;
@@ -181,7 +202,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
   const Problem p = check(desc, a, b, c, d);
   if (p.unsupported) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (!p.error.empty()) return invalid(p.error);
-  if ((refused("no-bias-epilogue") && desc->epilogue == CUBLASLT_EPILOGUE_BIAS) || (refused("no-lowp") && a->type != CUDA_R_32F))
+  if ((refused("no-bias-epilogue") && desc->epilogue == CUBLASLT_EPILOGUE_BIAS) ||
+      (refused("no-lowp") && a->type != CUDA_R_32F))
     return CUBLAS_STATUS_SUCCESS;  // no algorithm: *found stays 0
   results[0] = {};
   results[0].algo.data[0] = pref->align_a, results[0].algo.data[1] = pref->align_b;
@@ -192,9 +214,9 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
 }
 
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void* alpha_p, const void* A,
-                              cublasLtMatrixLayout_t a, const void* B, cublasLtMatrixLayout_t b, const void* beta_p, const void* C,
-                              cublasLtMatrixLayout_t c, void* D, cublasLtMatrixLayout_t d, const cublasLtMatmulAlgo_t* algo,
-                              void*, size_t, cudaStream_t) {
+                              cublasLtMatrixLayout_t a, const void* B, cublasLtMatrixLayout_t b, const void* beta_p,
+                              const void* C, cublasLtMatrixLayout_t c, void* D, cublasLtMatrixLayout_t d,
+                              const cublasLtMatmulAlgo_t* algo, void*, size_t, cudaStream_t) {
   if (!handle || !algo || !alpha_p || !beta_p) return invalid("a null handle, algorithm, alpha or beta");
   const Problem p = check(desc, a, b, c, d);
   if (p.unsupported) return CUBLAS_STATUS_NOT_SUPPORTED;
@@ -205,7 +227,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   const bool bias = desc->epilogue == CUBLASLT_EPILOGUE_BIAS;
   const cudaDataType_t bias_type = desc->bias_type_set ? desc->bias_type : d->type;
   if (!lt_emu::is_device_span(A, span_bytes(a)) || !lt_emu::is_device_span(B, span_bytes(b)) ||
-      !lt_emu::is_device_span(D, span_bytes(d)) || (bias && !lt_emu::is_device_span(desc->bias, p.m * elem_bytes(bias_type))))
+      !lt_emu::is_device_span(D, span_bytes(d)) ||
+      (bias && !lt_emu::is_device_span(desc->bias, p.m * elem_bytes(bias_type))))
     return invalid("an operand outside device memory");  // a GPU would fault reading it
   const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
   lt_emu::DeviceAccess access;
@@ -241,15 +264,19 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
 
 const char* cublasLtGetStatusString(cublasStatus_t status) {
   switch (status) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_SUCCESS:
+      return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "CUBLAS_STATUS_NOT_INITIALIZED";
     case CUBLAS_STATUS_INVALID_VALUE: {
       static thread_local std::string text;
       text = "CUBLAS_STATUS_INVALID_VALUE (cuda emulator: " + invalid_detail + ")";
       return text.c_str();
     }
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
   }
   return "unknown cuBLASLt status";
 }

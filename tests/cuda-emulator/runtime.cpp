@@ -10,8 +10,8 @@
 // poison pattern (NaN, or 3.4e38 in reverse order).
 #include <signal.h>
 #include <sys/mman.h>
-#include <unistd.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -94,7 +94,7 @@ constexpr size_t kPage = 4096, kHeapReserve = size_t(1) << 40;
 char* heap = nullptr;
 size_t heap_used = 0;                      // under state_mutex
 std::multimap<size_t, char*> free_blocks;  // by size; under state_mutex
-bool protect = false;  // set once, with the heap
+bool protect = false;                      // set once, with the heap
 std::recursive_mutex access_mutex;
 int access_depth = 0;  // under access_mutex
 struct sigaction previous_segv;
@@ -106,18 +106,22 @@ void write_hex(char* out, uintptr_t v) {
 void on_segv(int sig, siginfo_t* info, void* context) {
   const auto a = reinterpret_cast<uintptr_t>(info->si_addr), base = reinterpret_cast<uintptr_t>(heap);
   if (heap && a >= base && a < base + kHeapReserve) {
-    char msg[] = "lora-train CUDA emulator: a kernel read or wrote past the end of a device allocation (into its guard "
-                 "page), or host code touched device memory outside a kernel or a copy, at 0x0000000000000000; a GPU "
-                 "faults there too\n";
+    char msg[] =
+        "lora-train CUDA emulator: a kernel read or wrote past the end of a device allocation (into its guard "
+        "page), or host code touched device memory outside a kernel or a copy, at 0x0000000000000000; a GPU "
+        "faults there too\n";
     write_hex(std::strstr(msg, "0x") + 2, a);
     if (::write(2, msg, sizeof(msg) - 1) < 0) {
     }
     sigaction(SIGSEGV, &previous_segv, nullptr);  // the access faults again, now fatally
     return;
   }
-  if (previous_segv.sa_flags & SA_SIGINFO) previous_segv.sa_sigaction(sig, info, context);
-  else if (previous_segv.sa_handler != SIG_DFL && previous_segv.sa_handler != SIG_IGN) previous_segv.sa_handler(sig);
-  else signal(SIGSEGV, SIG_DFL);
+  if (previous_segv.sa_flags & SA_SIGINFO)
+    previous_segv.sa_sigaction(sig, info, context);
+  else if (previous_segv.sa_handler != SIG_DFL && previous_segv.sa_handler != SIG_IGN)
+    previous_segv.sa_handler(sig);
+  else
+    signal(SIGSEGV, SIG_DFL);
 }
 
 char* reserve_heap() {
@@ -169,7 +173,8 @@ cudaError_t device_alloc(void** p, size_t bytes) {
   void* q = nullptr;
   {
     std::lock_guard<std::mutex> lock(state_mutex);
-    if (allocated_bytes + bytes > kDeviceMemory) return record_failure(cudaErrorMemoryAllocation, "out of emulated device memory", false);
+    if (allocated_bytes + bytes > kDeviceMemory)
+      return record_failure(cudaErrorMemoryAllocation, "out of emulated device memory", false);
 #ifdef __SANITIZE_ADDRESS__
     q = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
 #else
@@ -177,7 +182,8 @@ cudaError_t device_alloc(void** p, size_t bytes) {
     heap = reserved;
     char* block = nullptr;
     auto reuse = free_blocks.find(block_bytes(bytes));
-    if (reuse != free_blocks.end()) block = reuse->second, free_blocks.erase(reuse);
+    if (reuse != free_blocks.end())
+      block = reuse->second, free_blocks.erase(reuse);
     else if (heap && heap_used + block_bytes(bytes) + kPage <= kHeapReserve) {
       block = heap + heap_used;
       heap_used += block_bytes(bytes) + kPage;  // the guard page after it stays PROT_NONE
@@ -185,7 +191,9 @@ cudaError_t device_alloc(void** p, size_t bytes) {
     }
     if (block) q = block + offset_in_block(bytes);
 #endif
-    if (!q) return record_failure(cudaErrorMemoryAllocation, "the emulator's address space for device memory is used up", false);
+    if (!q)
+      return record_failure(cudaErrorMemoryAllocation, "the emulator's address space for device memory is used up",
+                            false);
     allocations[q] = bytes;
     allocated_bytes += bytes;
   }
@@ -202,7 +210,8 @@ cudaError_t device_free(void* p) {
   {
     std::lock_guard<std::mutex> lock(state_mutex);
     auto it = allocations.find(p);
-    if (it == allocations.end()) return record_failure(cudaErrorInvalidDevicePointer, "cudaFree of a pointer cudaMalloc did not return", false);
+    if (it == allocations.end())
+      return record_failure(cudaErrorInvalidDevicePointer, "cudaFree of a pointer cudaMalloc did not return", false);
     bytes = it->second;
     allocated_bytes -= bytes;
     allocations.erase(it);
@@ -342,7 +351,9 @@ bool release_warp(Block& b, size_t w, size_t end) {
     if (!first) first = &f;
   }
   if (!first) return false;
-  if (end - w < 32) throw std::logic_error("a warp-synchronous call with a full mask in a warp of " + std::to_string(end - w) + " threads");
+  if (end - w < 32)
+    throw std::logic_error("a warp-synchronous call with a full mask in a warp of " + std::to_string(end - w) +
+                           " threads");
   for (size_t i = w; i < end; ++i)
     if (b.fibers[i].state == FiberState::at_warp_barrier) b.fibers[i].state = FiberState::ready;
   return true;
@@ -377,8 +388,11 @@ void start_fibers(Block& b, uint3 block_idx, dim3 t, dim3 g) {
     Fiber& f = b.fibers[i];
     f.state = FiberState::ready;
     f.warp_calls = 0;
-    f.thread = {{static_cast<unsigned>(i % t.x), static_cast<unsigned>(i / t.x % t.y), static_cast<unsigned>(i / (size_t(t.x) * t.y))},
-                block_idx, t, g};
+    f.thread = {{static_cast<unsigned>(i % t.x), static_cast<unsigned>(i / t.x % t.y),
+                 static_cast<unsigned>(i / (size_t(t.x) * t.y))},
+                block_idx,
+                t,
+                g};
     prepare_context(f.context, stack_of(i), kStackBytes, fiber_main);
   }
 }
@@ -458,7 +472,8 @@ void exchanged_value(int lane, void* out, size_t bytes) {
   const int source = id - id % 32 + lane;
   if (lane < 0 || lane >= 32 || source >= static_cast<int>(block->fibers.size()))
     throw std::logic_error("a shuffle from lane " + std::to_string(lane) + ", which does not exist");
-  if (block->fibers[source].state == FiberState::done) return (void)std::memset(out, block->poison, bytes);  // an exited lane
+  if (block->fibers[source].state == FiberState::done)
+    return (void)std::memset(out, block->poison, bytes);  // an exited lane
   std::memcpy(out, &block->exchange[f->warp_calls & 1][source], bytes);
 }
 
@@ -474,8 +489,10 @@ bool register_shared(void* p, size_t bytes) {
 }
 
 cudaError_t set_function_attribute(const void* kernel, cudaFuncAttribute attr, int value) {
-  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || static_cast<size_t>(value) > kMaxDynamicShared)
-    return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: " + std::to_string(value) + " bytes of dynamic shared memory", false);
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
+      static_cast<size_t>(value) > kMaxDynamicShared)
+    return fail(cudaErrorInvalidValue,
+                "cudaFuncSetAttribute: " + std::to_string(value) + " bytes of dynamic shared memory", false);
   std::lock_guard<std::mutex> lock(state_mutex);
   max_dynamic_shared[kernel] = value;
   return sticky_error;
@@ -492,11 +509,13 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
     if (it != max_dynamic_shared.end()) shared_limit = it->second;
   }
   std::string bad;
-  if (threads == 0 || threads > kMaxThreads || t.z > 64) bad = "a block of " + dims(t) + " threads";
-  else if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > 2147483647u || g.y > 65535 || g.z > 65535) bad = "a grid of " + dims(g) + " blocks";
+  if (threads == 0 || threads > kMaxThreads || t.z > 64)
+    bad = "a block of " + dims(t) + " threads";
+  else if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > 2147483647u || g.y > 65535 || g.z > 65535)
+    bad = "a grid of " + dims(g) + " blocks";
   else if (config.shared_bytes > shared_limit)
-    bad = std::to_string(config.shared_bytes) + " bytes of dynamic shared memory (the kernel may use " + std::to_string(shared_limit) +
-          "; cudaFuncSetAttribute raises it)";
+    bad = std::to_string(config.shared_bytes) + " bytes of dynamic shared memory (the kernel may use " +
+          std::to_string(shared_limit) + "; cudaFuncSetAttribute raises it)";
   const Order order = order_from_env(&bad);
   if (!bad.empty()) {
     fail(cudaErrorInvalidConfiguration, "invalid launch: " + bad, false);
@@ -530,7 +549,8 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
       b.failure = e.what();
     }
     if (!b.failure.empty())
-      b.failure = "block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " + std::to_string(bz) + "): " + b.failure;
+      b.failure =
+          "block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " + std::to_string(bz) + "): " + b.failure;
   }
   block = nullptr;
   current = nullptr;
@@ -550,14 +570,16 @@ bool is_device_span(const void* p, size_t bytes) {
 bool is_device_pointer(const void* p) { return !p || is_device_span(p, 0); }
 
 void fail_host_pointer(int index) {
-  fail(cudaErrorIllegalAddress, "kernel argument " + std::to_string(index + 1) + " points outside device memory (a host pointer?)", true);
+  fail(cudaErrorIllegalAddress,
+       "kernel argument " + std::to_string(index + 1) + " points outside device memory (a host pointer?)", true);
 }
 
 void* open_library(const char* file, int flags) {
   const std::string name = file ? file : "";
   if (name == "libcuda.so.1" || name.rfind("libcublasLt.so", 0) == 0) {
     Dl_info self;
-    if (dladdr(reinterpret_cast<void*>(&open_library), &self) && self.dli_fname) return (dlopen)(self.dli_fname, RTLD_NOW | RTLD_LOCAL);
+    if (dladdr(reinterpret_cast<void*>(&open_library), &self) && self.dli_fname)
+      return (dlopen)(self.dli_fname, RTLD_NOW | RTLD_LOCAL);
   }
   return (dlopen)(file, flags);
 }
@@ -570,13 +592,13 @@ using lt_emu::status;
 const char* cudaGetErrorString(cudaError_t e) {
   static thread_local std::string text;
   const char* name = e == cudaSuccess                     ? "no error"
-                     : e == cudaErrorInvalidValue          ? "invalid argument"
-                     : e == cudaErrorMemoryAllocation      ? "out of memory"
-                     : e == cudaErrorInvalidConfiguration  ? "invalid configuration argument"
-                     : e == cudaErrorInvalidDevicePointer  ? "invalid device pointer"
-                     : e == cudaErrorIllegalAddress        ? "an illegal memory access was encountered"
-                     : e == cudaErrorLaunchFailure         ? "unspecified launch failure"
-                                                           : "unknown error";
+                     : e == cudaErrorInvalidValue         ? "invalid argument"
+                     : e == cudaErrorMemoryAllocation     ? "out of memory"
+                     : e == cudaErrorInvalidConfiguration ? "invalid configuration argument"
+                     : e == cudaErrorInvalidDevicePointer ? "invalid device pointer"
+                     : e == cudaErrorIllegalAddress       ? "an illegal memory access was encountered"
+                     : e == cudaErrorLaunchFailure        ? "unspecified launch failure"
+                                                          : "unknown error";
   std::lock_guard<std::mutex> lock(lt_emu::state_mutex);
   text = name;
   if (e != cudaSuccess && !lt_emu::error_detail.empty()) text += " (cuda emulator: " + lt_emu::error_detail + ")";
@@ -600,10 +622,17 @@ cudaError_t cudaGetDevice(int* device) {
 }
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
   switch (attr) {
-    case cudaDevAttrMultiProcessorCount: *value = lt_emu::kMultiprocessors; break;
-    case cudaDevAttrComputeCapabilityMajor: *value = lt_emu::kComputeMajor; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = lt_emu::kComputeMinor; break;
-    default: return fail(cudaErrorInvalidValue, "cudaDeviceGetAttribute: an attribute the emulator lacks", false);
+    case cudaDevAttrMultiProcessorCount:
+      *value = lt_emu::kMultiprocessors;
+      break;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = lt_emu::kComputeMajor;
+      break;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = lt_emu::kComputeMinor;
+      break;
+    default:
+      return fail(cudaErrorInvalidValue, "cudaDeviceGetAttribute: an attribute the emulator lacks", false);
   }
   return status();
 }
@@ -628,8 +657,10 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
   if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue, "cudaMemcpy with a null pointer", false);
   const bool to_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool from_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
-  if (bytes && ((to_device && !lt_emu::is_device_span(dst, bytes)) || (from_device && !lt_emu::is_device_span(src, bytes))))
-    return fail(cudaErrorInvalidValue, "cudaMemcpy of " + std::to_string(bytes) + " bytes outside a device allocation", false);
+  if (bytes &&
+      ((to_device && !lt_emu::is_device_span(dst, bytes)) || (from_device && !lt_emu::is_device_span(src, bytes))))
+    return fail(cudaErrorInvalidValue, "cudaMemcpy of " + std::to_string(bytes) + " bytes outside a device allocation",
+                false);
   lt_emu::DeviceAccess access;
   std::memmove(dst, src, bytes);
   return cudaSuccess;
@@ -640,7 +671,8 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   if (status() != cudaSuccess) return status();
   if (bytes && !lt_emu::is_device_span(p, bytes))
-    return fail(cudaErrorInvalidValue, "cudaMemset of " + std::to_string(bytes) + " bytes outside a device allocation", false);
+    return fail(cudaErrorInvalidValue, "cudaMemset of " + std::to_string(bytes) + " bytes outside a device allocation",
+                false);
   lt_emu::DeviceAccess access;
   std::memset(p, value, bytes);
   return cudaSuccess;
@@ -672,7 +704,8 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
   return status();
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
-  if (!start->recorded || !stop->recorded) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime of an unrecorded event", false);
+  if (!start->recorded || !stop->recorded)
+    return fail(cudaErrorInvalidValue, "cudaEventElapsedTime of an unrecorded event", false);
   *ms = std::chrono::duration<float, std::milli>(stop->at - start->at).count();
   return status();
 }

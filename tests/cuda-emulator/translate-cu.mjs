@@ -16,16 +16,23 @@ if (!input || !output) {
 }
 let source = readFileSync(input, 'utf8');
 
-const sharedDecl = /extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s:]*?)\s+([A-Za-z_]\w*)\s*\[\s*\]\s*;/g;
+const sharedDecl =
+  /extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s:]*?)\s+([A-Za-z_]\w*)\s*\[\s*\]\s*;/g;
 source = source.replace(sharedDecl, (_, type, name) => `${type}* ${name} = ::lt_emu::dynamic_shared<${type}>();`);
 
 // Fixed-size shared variables, registered so the emulator poisons them before every block.
 const staticShared = /\b__shared__\s+[^;=(){}]*?\b([A-Za-z_]\w*)\s*((?:\[[^\]]*\]\s*)*);/g;
-source = source.replace(staticShared, (decl, name) =>
-  `${decl} { static const bool lt_emu_registered = ::lt_emu::register_shared(&${name}, sizeof(${name})); (void)lt_emu_registered; }`);
+source = source.replace(
+  staticShared,
+  (decl, name) =>
+    `${decl} { static const bool lt_emu_registered = ::lt_emu::register_shared(&${name}, sizeof(${name})); (void)lt_emu_registered; }`,
+);
 
 // A kernel's declared bound is checked against its block size (a GPU refuses a larger block).
-source = source.replace(/__launch_bounds__\(([^()]*)\)([^{;]*)\{/g, (_, bound, signature) => `${signature}{ ::lt_emu::check_launch_bound(${bound});`);
+source = source.replace(
+  /__launch_bounds__\(([^()]*)\)([^{;]*)\{/g,
+  (_, bound, signature) => `${signature}{ ::lt_emu::check_launch_bound(${bound});`,
+);
 
 // The kernel name (with template arguments) right before <<<, the configuration up to >>>,
 // then the argument list up to its balanced closing parenthesis.
@@ -51,7 +58,8 @@ for (let m = launchStart.exec(source); m; m = launchStart.exec(source)) {
 }
 out += source.slice(last);
 if (/<<<|>>>/.test(out)) throw new Error(`${input}: a kernel launch this script could not read is left`);
-if (/__shared__\s[^;]*\[\s*\]/.test(out)) throw new Error(`${input}: a dynamic shared-memory declaration this script could not read is left`);
+if (/__shared__\s[^;]*\[\s*\]/.test(out))
+  throw new Error(`${input}: a dynamic shared-memory declaration this script could not read is left`);
 
 writeFileSync(output, `#include <cuda_runtime.h>\n#line 1 "${resolve(input)}"\n${out}`);
 console.log(`${input}: ${count} launches`);

@@ -8,6 +8,12 @@ export default defineConfig({
     type: 'WuerstchenPriorModel',
     prior_model: 'warp-ai/wuerstchen-prior',
     image_encoder: { repo: 'dome272/wuerstchen', file: 'model_v2_stage_b.pt', key: 'effnet_state_dict' },
-    prior_lora_config: { type: 'LoRA', r: 8, lora_alpha: 8, target_modules: ['to_q', 'to_k', 'to_v', 'to_out.0'], lora_dropout: 0 },
+    prior_lora_config: {
+      type: 'LoRA',
+      r: 8,
+      lora_alpha: 8,
+      target_modules: ['to_q', 'to_k', 'to_v', 'to_out.0'],
+      lora_dropout: 0,
+    },
   },
 });

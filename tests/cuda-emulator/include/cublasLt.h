@@ -50,24 +50,27 @@ struct cublasLtMatmulHeuristicResult_t {
 
 #define LT_EMU_EXPORT extern "C" __attribute__((visibility("default")))
 LT_EMU_EXPORT cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle);
-LT_EMU_EXPORT cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute, cudaDataType_t scale);
-LT_EMU_EXPORT cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,
-                                                            const void* buf, size_t size);
-LT_EMU_EXPORT cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType_t type, uint64_t rows,
-                                                        uint64_t cols, int64_t ld);
+LT_EMU_EXPORT cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute,
+                                                      cudaDataType_t scale);
+LT_EMU_EXPORT cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
+                                                            cublasLtMatmulDescAttributes_t attr, const void* buf,
+                                                            size_t size);
+LT_EMU_EXPORT cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType_t type,
+                                                        uint64_t rows, uint64_t cols, int64_t ld);
 LT_EMU_EXPORT cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref);
 LT_EMU_EXPORT cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
-                                                                  cublasLtMatmulPreferenceAttributes_t attr, const void* buf,
-                                                                  size_t size);
+                                                                  cublasLtMatmulPreferenceAttributes_t attr,
+                                                                  const void* buf, size_t size);
 LT_EMU_EXPORT cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref);
 LT_EMU_EXPORT cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
                                                             cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
                                                             cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
                                                             cublasLtMatmulPreference_t pref, int requested,
                                                             cublasLtMatmulHeuristicResult_t* results, int* found);
-LT_EMU_EXPORT cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void* alpha, const void* A,
-                                            cublasLtMatrixLayout_t a, const void* B, cublasLtMatrixLayout_t b, const void* beta,
-                                            const void* C, cublasLtMatrixLayout_t c, void* D, cublasLtMatrixLayout_t d,
+LT_EMU_EXPORT cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void* alpha,
+                                            const void* A, cublasLtMatrixLayout_t a, const void* B,
+                                            cublasLtMatrixLayout_t b, const void* beta, const void* C,
+                                            cublasLtMatrixLayout_t c, void* D, cublasLtMatrixLayout_t d,
                                             const cublasLtMatmulAlgo_t* algo, void* workspace, size_t workspace_bytes,
                                             cudaStream_t stream);
 LT_EMU_EXPORT const char* cublasLtGetStatusString(cublasStatus_t status);

@@ -66,8 +66,18 @@ enum cudaError_t {
 using cudaStream_t = struct EmuStream*;
 using cudaEvent_t = struct EmuEvent*;
 using cudaMemPool_t = struct EmuMemPool*;
-enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
-enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16, cudaDevAttrComputeCapabilityMajor = 75, cudaDevAttrComputeCapabilityMinor = 76 };
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost,
+  cudaMemcpyHostToDevice,
+  cudaMemcpyDeviceToHost,
+  cudaMemcpyDeviceToDevice,
+  cudaMemcpyDefault
+};
+enum cudaDeviceAttr {
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrComputeCapabilityMajor = 75,
+  cudaDevAttrComputeCapabilityMinor = 76
+};
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 enum cudaMemPoolAttr { cudaMemPoolAttrReleaseThreshold = 4 };
 struct cudaDeviceProp {
@@ -98,7 +108,8 @@ cudaError_t cudaMallocAsync(T** p, size_t bytes, cudaStream_t stream) {
   return cudaMallocAsync(reinterpret_cast<void**>(p), bytes, stream);
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream = nullptr);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream = nullptr);
 cudaError_t cudaMemset(void* p, int value, size_t bytes);
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream = nullptr);
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
@@ -178,8 +189,8 @@ inline int lane_id() { return linear_thread_id(*current) % 32; }
 // GPU refuses the launch.
 inline void check_launch_bound(unsigned max_threads) {
   if (blockDim.x * blockDim.y * blockDim.z > max_threads)
-    throw std::logic_error("a block of " + std::to_string(blockDim.x * blockDim.y * blockDim.z) + " threads for a kernel declared __launch_bounds__(" +
-                           std::to_string(max_threads) + ")");
+    throw std::logic_error("a block of " + std::to_string(blockDim.x * blockDim.y * blockDim.z) +
+                           " threads for a kernel declared __launch_bounds__(" + std::to_string(max_threads) + ")");
 }
 }  // namespace lt_emu
 
@@ -244,9 +255,12 @@ struct HasData<T, std::void_t<decltype(static_cast<const void*>(std::declval<con
 // The memory a kernel argument points to: a pointer, or a tensor's data (TensorRef/TensorOut).
 template <typename T>
 const void* pointer_argument(const T& a) {
-  if constexpr (std::is_pointer_v<T>) return a;
-  else if constexpr (HasData<T>::value) return a.data;
-  else return nullptr;
+  if constexpr (std::is_pointer_v<T>)
+    return a;
+  else if constexpr (HasData<T>::value)
+    return a.data;
+  else
+    return nullptr;
 }
 
 // kernel<<<grid, block, shared, stream>>>(args...) becomes
