@@ -8,9 +8,9 @@
 // (LORA_TRAIN_NATIVE=build-emulator/Release/lora_train.node), on its emulated device: a check
 // of this script before device time.
 import { join } from 'node:path';
-import { native } from '../src/native.js';
-import { type Device, setAllowTf32 } from '../src/ops.js';
-import { Prior, type PriorConfig } from '../src/prior.js';
+import { native } from '../src/native/addon.js';
+import { type Device, setAllowTf32 } from '../src/native/ops.js';
+import { Prior, type PriorConfig } from '../src/models/prior.js';
 import { dataOf, parityCases, randomStepInputs, relativeError } from './parity.js';
 
 async function main() {

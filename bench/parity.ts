@@ -1,11 +1,11 @@
 // The backend parity cases (ggml's test-backend-ops): every op of the fixture suite, and a whole
 // prior LoRA step, run on any device; shared by tests/parity.test.ts and bench/gpu-check.ts.
 import { join } from 'node:path';
-import * as ops from '../src/ops.js';
-import { Prior, type PriorConfig } from '../src/prior.js';
-import { Rng } from '../src/rng.js';
-import { getTensor, readSafetensors, type SafetensorsFile } from '../src/safetensors.js';
-import type { DType, LowpDType, LowpTensor, Tensor } from '../src/tensor.js';
+import * as ops from '../src/native/ops.js';
+import { Prior, type PriorConfig } from '../src/models/prior.js';
+import { Rng } from '../src/core/rng.js';
+import { getTensor, readSafetensors, type SafetensorsFile } from '../src/io/safetensors.js';
+import type { DType, LowpDType, LowpTensor, Tensor } from '../src/core/tensor.js';
 
 /** fp32 tolerances (issue 2): relative error of forward outputs and of gradients. */
 export const FWD = 1e-5;

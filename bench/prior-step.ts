@@ -1,7 +1,7 @@
 // One LoRA training step of the prior (forward, MSE, backward, clip, AdamW), run in a process
 // of its own so that its peak memory is its own. Prints one JSON line.
 import { readFileSync } from 'node:fs';
-import { Prior, type PriorConfig, type Precision } from '../src/prior.js';
+import { Prior, type PriorConfig, type Precision } from '../src/models/prior.js';
 import { randomStepInputs } from './parity.js';
 
 export interface PriorStepCase {

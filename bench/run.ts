@@ -6,13 +6,13 @@
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { native } from '../src/native.js';
-import * as ops from '../src/ops.js';
-import { EFFICIENTNET_V2_S, ImageEncoder } from '../src/image-encoder.js';
-import { Rng } from '../src/rng.js';
-import { TextEncoder } from '../src/text-encoder.js';
-import { packageRoot } from '../src/package-root.js';
-import type { Tensor } from '../src/tensor.js';
+import { native } from '../src/native/addon.js';
+import * as ops from '../src/native/ops.js';
+import { EFFICIENTNET_V2_S, ImageEncoder } from '../src/models/image-encoder.js';
+import { Rng } from '../src/core/rng.js';
+import { TextEncoder } from '../src/models/text-encoder.js';
+import { packageRoot } from '../src/core/package-root.js';
+import type { Tensor } from '../src/core/tensor.js';
 
 interface PeerSpec {
   kind: 'gemm' | 'attention' | 'prior_step' | 'text_encoder' | 'image_encoder';

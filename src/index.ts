@@ -1,6 +1,6 @@
-export * as ops from './ops.js';
-export { native, NativeLoadError, type NativeInfo } from './native.js';
-export { type Tensor, tensor, zeros, numel } from './tensor.js';
+export * as ops from './native/ops.js';
+export { native, NativeLoadError, type NativeInfo } from './native/addon.js';
+export { type Tensor, tensor, zeros, numel } from './core/tensor.js';
 export {
   readSafetensors,
   parseSafetensors,
@@ -8,7 +8,7 @@ export {
   writeSafetensors,
   serializeSafetensors,
   SafetensorsError,
-} from './safetensors.js';
+} from './io/safetensors.js';
 export {
   loadPrior,
   Prior,
@@ -17,12 +17,12 @@ export {
   type LoraOptions,
   type LoadPriorOptions,
   DEFAULT_LORA_TARGETS,
-} from './prior.js';
-export { SafetensorsReader } from './safetensors.js';
-export { ClipTokenizer, type TokenizedBatch } from './tokenizer.js';
-export { TextEncoder, readTextEncoderConfig, type TextEncoderConfig } from './text-encoder.js';
-export { ImageEncoder, EFFICIENTNET_V2_S, type ImageEncoderConfig } from './image-encoder.js';
-export { TorchCheckpoint, TensorRef, CheckpointError } from './torch-checkpoint.js';
-export { EmbeddingCache } from './embedding-cache.js';
-export { Progress } from './progress.js';
-export { defineConfig, loadConfig, type LoraTrainConfig, ConfigError } from './config.js';
+} from './models/prior.js';
+export { SafetensorsReader } from './io/safetensors.js';
+export { ClipTokenizer, type TokenizedBatch } from './models/tokenizer.js';
+export { TextEncoder, readTextEncoderConfig, type TextEncoderConfig } from './models/text-encoder.js';
+export { ImageEncoder, EFFICIENTNET_V2_S, type ImageEncoderConfig } from './models/image-encoder.js';
+export { TorchCheckpoint, TensorRef, CheckpointError } from './io/torch-checkpoint.js';
+export { EmbeddingCache } from './data/embedding-cache.js';
+export { Progress } from './core/progress.js';
+export { defineConfig, loadConfig, type LoraTrainConfig, ConfigError } from './config/load.js';

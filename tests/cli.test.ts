@@ -3,8 +3,8 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ImageEncoder, type ImageEncoderConfig } from '../src/image-encoder.js';
-import { getTensor, readSafetensors } from '../src/safetensors.js';
+import { ImageEncoder, type ImageEncoderConfig } from '../src/models/image-encoder.js';
+import { getTensor, readSafetensors } from '../src/io/safetensors.js';
 import { expectClose, fixturesDir } from './helpers.js';
 
 const bin = join(import.meta.dirname, '..', 'bin', 'lora-train.js');

@@ -1,8 +1,8 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, parseOverride } from '../src/config.js';
-import { trainingPrecision } from '../src/models.js';
-import { lrFactor } from '../src/schedule.js';
+import { ConfigError, loadConfig, parseOverride } from '../src/config/load.js';
+import { trainingPrecision } from '../src/models/from-config.js';
+import { lrFactor } from '../src/train/schedule.js';
 import { fixturesDir } from './helpers.js';
 
 const dir = join(fixturesDir, 'configs');

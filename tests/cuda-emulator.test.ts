@@ -13,12 +13,12 @@ const binary = join(import.meta.dirname, '..', 'build-emulator', 'Release', 'lor
 // Before anything loads the addon: this file's process uses the emulator build.
 process.env.LORA_TRAIN_NATIVE = binary;
 const { parityCases } = await import('../bench/parity.js');
-const { backendInfo } = await import('../src/ops.js');
+const { backendInfo } = await import('../src/native/ops.js');
 const { expectCudaMatchesCpu, fixturesDir, logLosses, tinyTrainingConfig, useFixtureHubCache } =
   await import('./helpers.js');
-const { loadConfig } = await import('../src/config.js');
-const { createTinyStack } = await import('../src/tiny.js');
-const { train } = await import('../src/train.js');
+const { loadConfig } = await import('../src/config/load.js');
+const { createTinyStack } = await import('../src/models/tiny.js');
+const { train } = await import('../src/train/train.js');
 
 it('loads the emulator build', () => {
   expect(existsSync(binary), `${binary} is missing: build it with \`npm run build:emulator\` (npm test does)`).toBe(

@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { loadDataset } from '../src/data/dataset.js';
 import { ImageTransform } from '../src/data/transforms.js';
-import { Rng } from '../src/rng.js';
+import { Rng } from '../src/core/rng.js';
 import { fixturesDir } from './helpers.js';
 
 const hubDataset = join(

@@ -2,8 +2,8 @@ import { mkdtempSync, readdirSync, readFileSync, truncateSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { EmbeddingCache } from '../src/embedding-cache.js';
-import { Progress } from '../src/progress.js';
+import { EmbeddingCache } from '../src/data/embedding-cache.js';
+import { Progress } from '../src/core/progress.js';
 
 const tensor = (values: number[]) => ({ data: Float32Array.from(values), shape: [values.length] });
 

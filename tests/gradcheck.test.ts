@@ -2,8 +2,8 @@
 // L = sum(f(x) * r), the analytic directional derivative <dL/dx, v> must match
 // (L(x + h v) - L(x - h v)) / 2h along a random direction v, for every differentiable input.
 import { describe, expect, it } from 'vitest';
-import * as ops from '../src/ops.js';
-import type { Tensor } from '../src/tensor.js';
+import * as ops from '../src/native/ops.js';
+import type { Tensor } from '../src/core/tensor.js';
 
 function rng(seed: number) {
   let s = seed;

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { dataOf, type ParityCase, relativeError } from '../bench/parity.js';
-import type { Tensor } from '../src/tensor.js';
+import type { Tensor } from '../src/core/tensor.js';
 
 export const fixturesDir = join(import.meta.dirname, 'fixtures');
 

@@ -3,8 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig, expectedKeys } from '../src/image-encoder.js';
-import { getTensor, readSafetensors } from '../src/safetensors.js';
+import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig, expectedKeys } from '../src/models/image-encoder.js';
+import { getTensor, readSafetensors } from '../src/io/safetensors.js';
 import { expectClose, fixturesDir } from './helpers.js';
 
 const dir = join(fixturesDir, 'image_encoder');

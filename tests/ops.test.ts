@@ -2,10 +2,10 @@
 // once per micro-kernel set this CPU can run; sets it cannot run are reported as skipped.
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import * as ops from '../src/ops.js';
-import { backendInfo } from '../src/ops.js';
+import * as ops from '../src/native/ops.js';
+import { backendInfo } from '../src/native/ops.js';
 import { LOWP_GEMM, lowpTensor, makeLowpRunners } from '../bench/parity.js';
-import type { Tensor } from '../src/tensor.js';
+import type { Tensor } from '../src/core/tensor.js';
 import { Fixture, FORWARD_TOLERANCE as FWD, GRADIENT_TOLERANCE as GRAD, expectClose, fixturesDir } from './helpers.js';
 
 const fx = new Fixture(join(fixturesDir, 'ops.safetensors'));

@@ -2,7 +2,7 @@
 // backend (ggml's test-backend-ops). Without a usable CUDA device these report skipped and say why.
 import { describe, it } from 'vitest';
 import { parityCases } from '../bench/parity.js';
-import { backendInfo } from '../src/ops.js';
+import { backendInfo } from '../src/native/ops.js';
 import { expectCudaMatchesCpu, fixturesDir } from './helpers.js';
 
 const info = backendInfo();

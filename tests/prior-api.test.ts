@@ -4,9 +4,9 @@ import { cpSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type Prior, loadPrior } from '../src/prior.js';
-import { getTensor, readSafetensors, writeSafetensors } from '../src/safetensors.js';
-import type { Tensor } from '../src/tensor.js';
+import { type Prior, loadPrior } from '../src/models/prior.js';
+import { getTensor, readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
+import type { Tensor } from '../src/core/tensor.js';
 import { FORWARD_TOLERANCE, expectClose, fixturesDir, relativeError } from './helpers.js';
 
 const base = join(fixturesDir, 'prior', 'f32_nonsquare'); // dropout 0.1, LoRA rank 4 alpha 8

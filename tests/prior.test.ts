@@ -4,8 +4,8 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadPrior } from '../src/prior.js';
-import { getTensor, readSafetensors } from '../src/safetensors.js';
+import { loadPrior } from '../src/models/prior.js';
+import { getTensor, readSafetensors } from '../src/io/safetensors.js';
 import { MIXED } from '../bench/parity.js';
 import { FORWARD_TOLERANCE, GRADIENT_TOLERANCE, expectClose, fixturesDir } from './helpers.js';
 

@@ -12,7 +12,7 @@ import {
   readSafetensors,
   serializeSafetensors,
   writeSafetensors,
-} from '../src/safetensors.js';
+} from '../src/io/safetensors.js';
 
 function fileWith(header: unknown, dataBytes: number, headerLen?: bigint): Uint8Array {
   const json = Buffer.from(typeof header === 'string' ? header : JSON.stringify(header));

@@ -5,9 +5,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadPrior } from '../src/prior.js';
-import { getTensor, readSafetensors } from '../src/safetensors.js';
-import { STAGE_C_TIMESTEPS, latentSide, samplePrior } from '../src/sampler.js';
+import { loadPrior } from '../src/models/prior.js';
+import { getTensor, readSafetensors } from '../src/io/safetensors.js';
+import { STAGE_C_TIMESTEPS, latentSide, samplePrior } from '../src/sample/sampler.js';
 import { expectClose, fixturesDir } from './helpers.js';
 
 const ref = readSafetensors(join(fixturesDir, 'sampler', 'reference.safetensors'));

@@ -4,8 +4,8 @@ import { cpSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { getTensor, readSafetensors } from '../src/safetensors.js';
-import { TextEncoder } from '../src/text-encoder.js';
+import { getTensor, readSafetensors } from '../src/io/safetensors.js';
+import { TextEncoder } from '../src/models/text-encoder.js';
 import { expectClose, fixturesDir } from './helpers.js';
 
 const root = join(fixturesDir, 'text_encoder');

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ClipTokenizer } from '../src/tokenizer.js';
+import { ClipTokenizer } from '../src/models/tokenizer.js';
 import { fixturesDir } from './helpers.js';
 
 const dir = join(fixturesDir, '..', '..', 'assets', 'clip-tokenizer');

@@ -3,9 +3,9 @@ import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from '../src/image-encoder.js';
-import { getTensor, readSafetensors } from '../src/safetensors.js';
-import { CheckpointError, TensorRef, TorchCheckpoint } from '../src/torch-checkpoint.js';
+import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from '../src/models/image-encoder.js';
+import { getTensor, readSafetensors } from '../src/io/safetensors.js';
+import { CheckpointError, TensorRef, TorchCheckpoint } from '../src/io/torch-checkpoint.js';
 import { expectClose, fixturesDir } from './helpers.js';
 
 const dir = join(fixturesDir, 'pickle');

@@ -7,11 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../src/config.js';
-import { GradScaler } from '../src/grad-scaler.js';
-import { readSafetensors } from '../src/safetensors.js';
-import { createTinyStack } from '../src/tiny.js';
-import { train } from '../src/train.js';
+import { loadConfig } from '../src/config/load.js';
+import { GradScaler } from '../src/train/grad-scaler.js';
+import { readSafetensors } from '../src/io/safetensors.js';
+import { createTinyStack } from '../src/models/tiny.js';
+import { train } from '../src/train/train.js';
 import { fixturesDir, logLosses, tinyTrainingConfig, useFixtureHubCache } from './helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'lora-train-e2e-'));

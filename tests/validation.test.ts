@@ -10,9 +10,9 @@ import {
   loadNativeFrom,
   native,
   nvidiaDriverPresent,
-} from '../src/native.js';
-import * as ops from '../src/ops.js';
-import { zeros } from '../src/tensor.js';
+} from '../src/native/addon.js';
+import * as ops from '../src/native/ops.js';
+import { zeros } from '../src/core/tensor.js';
 
 const t = (shape: number[]) => zeros(shape);
 

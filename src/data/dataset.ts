@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, extname, join, relative } from 'node:path';
-import { resolveRepo } from '../hub.js';
+import { resolveRepo } from '../io/hub.js';
 
 export interface DatasetItem {
   /** Where the item came from, for messages: file path or parquet file and row. */

@@ -3,8 +3,8 @@
 // to tensor and normalise. Random choices come from the caller's generator, so a run (and a
 // resumed run) draws the same crops and flips.
 import sharp from 'sharp';
-import type { TransformConfig } from '../config.js';
-import { Rng } from '../rng.js';
+import type { TransformConfig } from '../config/load.js';
+import { Rng } from '../core/rng.js';
 
 export interface TransformPlan {
   resize: [number, number]; // width, height after resizing

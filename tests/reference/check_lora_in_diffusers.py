@@ -1,7 +1,7 @@
 """Cross-check, by hand, that diffusers reproduces lora-train's adapted prior from the LoRA file
 lora-train saved. Not part of `npm test` (CI has no Python):
 
-    node scripts/export-lora-check.js <prior dir> <lora source> <out dir>   # writes the file and outputs
+    node tests/reference/export-lora-check.js <prior dir> <lora source> <out dir>   # writes the file and outputs
     python tests/reference/check_lora_in_diffusers.py <prior dir> <out dir>
 
 It loads the prior with diffusers, loads <out dir>/pytorch_lora_weights.safetensors the way

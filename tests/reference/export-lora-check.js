@@ -1,15 +1,15 @@
 // Writes what tests/reference/check_lora_in_diffusers.py compares: lora-train's saved LoRA file
 // for a prior, and lora-train's output with it on random inputs.
-// Usage: node scripts/export-lora-check.js <prior dir> <lora file or folder> <out dir>
+// Usage: node tests/reference/export-lora-check.js <prior dir> <lora file or folder> <out dir>
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadPrior } from '../dist/src/prior.js';
-import { Rng } from '../dist/src/rng.js';
-import { writeSafetensors } from '../dist/src/safetensors.js';
+import { loadPrior } from '../../dist/src/models/prior.js';
+import { Rng } from '../../dist/src/core/rng.js';
+import { writeSafetensors } from '../../dist/src/io/safetensors.js';
 
 const [priorDir, lora, outDir] = process.argv.slice(2);
 if (!outDir) {
-  console.error('usage: node scripts/export-lora-check.js <prior dir> <lora file or folder> <out dir>');
+  console.error('usage: node tests/reference/export-lora-check.js <prior dir> <lora file or folder> <out dir>');
   process.exit(2);
 }
 const prior = await loadPrior(priorDir);

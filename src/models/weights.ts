@@ -2,7 +2,7 @@
 // tensor checked against the shapes the model's config implies.
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { SafetensorsReader } from './safetensors.js';
+import { SafetensorsReader } from '../io/safetensors.js';
 
 export const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
 

@@ -2,12 +2,12 @@
 // --help (vitest's CLI style).
 import yargs, { type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { loadConfig } from './config.js';
-import { native } from './native.js';
-import { sampleCommand } from './sample.js';
-import { train } from './train.js';
-import { type WritableTensor, writeSafetensors } from './safetensors.js';
-import { TorchCheckpoint } from './torch-checkpoint.js';
+import { loadConfig } from '../config/load.js';
+import { native } from '../native/addon.js';
+import { sampleCommand } from '../sample/generate.js';
+import { train } from '../train/train.js';
+import { type WritableTensor, writeSafetensors } from '../io/safetensors.js';
+import { TorchCheckpoint } from '../io/torch-checkpoint.js';
 
 export const trainOptions = {
   config: {

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync 
 import { createRequire } from 'node:module';
 import { basename, dirname, extname, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { packageRoot } from './package-root.js';
+import { packageRoot } from '../core/package-root.js';
 
 export interface TransformConfig {
   type: string;

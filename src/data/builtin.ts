@@ -7,9 +7,9 @@ import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
-import { packageRoot } from './package-root.js';
-import { Progress } from './progress.js';
-import { createTinyStack } from './tiny.js';
+import { packageRoot } from '../core/package-root.js';
+import { Progress } from '../core/progress.js';
+import { createTinyStack } from '../models/tiny.js';
 
 export const TINY_MODEL_ID = 'builtin:tiny-wuerstchen';
 export const TWEMOJI_DATASET_ID = 'builtin:twemoji';

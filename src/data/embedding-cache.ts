@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { type Tensor } from './tensor.js';
-import { getTensor, parseSafetensors, writeSafetensors } from './safetensors.js';
+import { type Tensor } from '../core/tensor.js';
+import { getTensor, parseSafetensors, writeSafetensors } from '../io/safetensors.js';
 
 export function sha256(...parts: (string | Uint8Array)[]): string {
   const h = createHash('sha256');

@@ -5,8 +5,8 @@
 // that names the problem, never an out-of-bounds read.
 import { closeSync, fstatSync, fsyncSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import type { Tensor } from './tensor.js';
-import { numel } from './tensor.js';
+import type { Tensor } from '../core/tensor.js';
+import { numel } from '../core/tensor.js';
 
 export const DTYPE_BYTES = {
   F64: 8,

@@ -2,12 +2,12 @@
 // + a 1x1 conv and batch norm mapper) in native code. Batch norms are folded into their
 // convolutions here, at load time; the native model runs convolutions with biases only.
 import { existsSync } from 'node:fs';
-import { native } from './native.js';
-import { Rng } from './rng.js';
-import { SafetensorsReader } from './safetensors.js';
-import { TorchCheckpoint } from './torch-checkpoint.js';
-import type { Tensor } from './tensor.js';
-import { ShapeCheck, invalid } from './tensor.js';
+import { native } from '../native/addon.js';
+import { Rng } from '../core/rng.js';
+import { SafetensorsReader } from '../io/safetensors.js';
+import { TorchCheckpoint } from '../io/torch-checkpoint.js';
+import type { Tensor } from '../core/tensor.js';
+import { ShapeCheck, invalid } from '../core/tensor.js';
 import { shapeText } from './weights.js';
 
 export interface EffNetStage {

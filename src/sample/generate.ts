@@ -2,15 +2,15 @@
 // safetensors with their prompts in the metadata, ready for Würstchen's decoder.
 import { dirname } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import type { LoadedConfig } from './config.js';
-import type { Prior } from './prior.js';
-import { Rng } from './rng.js';
-import { writeSafetensors } from './safetensors.js';
+import type { LoadedConfig } from '../config/load.js';
+import type { Prior } from '../models/prior.js';
+import { Rng } from '../core/rng.js';
+import { writeSafetensors } from '../io/safetensors.js';
 import { latentSide, samplePrior } from './sampler.js';
-import type { Tensor } from './tensor.js';
-import type { TextEncoder } from './text-encoder.js';
-import type { ClipTokenizer } from './tokenizer.js';
-import { loadModels } from './models.js';
+import type { Tensor } from '../core/tensor.js';
+import type { TextEncoder } from '../models/text-encoder.js';
+import type { ClipTokenizer } from '../models/tokenizer.js';
+import { loadModels } from '../models/from-config.js';
 
 export interface GenerateOptions {
   prompts: string[];

@@ -4,7 +4,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { packageRoot } from './package-root.js';
+import { packageRoot } from '../core/package-root.js';
 
 export interface NativeInfo {
   version: string;
@@ -26,7 +26,7 @@ export interface NativeInfo {
 
 type Buf = Float32Array | null;
 
-/** The raw binding (see native/addon.cpp); src/ops.ts is the checked, documented API. */
+/** The raw binding (see native/addon.cpp); src/native/ops.ts is the checked, documented API. */
 export interface NativeAddon {
   info(): NativeInfo;
   setCpuKernels(name: string): void;

@@ -4,10 +4,10 @@
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ImageEncoderConfig, expectedKeys } from './image-encoder.js';
-import { native } from './native.js';
+import { native } from '../native/addon.js';
 import { type PriorConfig, priorDefaultInit } from './prior.js';
-import { Rng } from './rng.js';
-import { type WritableTensor, writeSafetensors } from './safetensors.js';
+import { Rng } from '../core/rng.js';
+import { type WritableTensor, writeSafetensors } from '../io/safetensors.js';
 import type { TextEncoderConfig } from './text-encoder.js';
 
 export interface TinyStackOptions {

@@ -1,9 +1,9 @@
 // The Würstchen prior sampler (diffusers' WuerstchenPriorPipeline with DDPMWuerstchenScheduler,
 // spec §5): Stage C's default timesteps, classifier-free guidance against the empty prompt, the
 // scheduler's step, and the final latents * 42 - 1 handed to the decoder.
-import { alphaCumprod } from './noise.js';
-import type { Prior } from './prior.js';
-import type { Tensor } from './tensor.js';
+import { alphaCumprod } from '../models/noise-schedule.js';
+import type { Prior } from '../models/prior.js';
+import type { Tensor } from '../core/tensor.js';
 
 function linspace(start: number, stop: number, num: number): number[] {
   const step = (stop - start) / (num - 1);

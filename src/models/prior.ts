@@ -2,10 +2,10 @@
 // natively, reads and writes LoRA files in diffusers' and peft's formats.
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { native } from './native.js';
-import { Rng } from './rng.js';
-import { type SafetensorsFile, getTensor, readSafetensors, writeSafetensors } from './safetensors.js';
-import { ShapeCheck, type Tensor, invalid } from './tensor.js';
+import { native } from '../native/addon.js';
+import { Rng } from '../core/rng.js';
+import { type SafetensorsFile, getTensor, readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { ShapeCheck, type Tensor, invalid } from '../core/tensor.js';
 import { loadCheckedWeights, readJsonConfig, shapeText, weightFiles } from './weights.js';
 
 export interface PriorConfig {

@@ -5,7 +5,7 @@
 // called except the tensor rebuilders, which only record where the bytes are.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { f16ToF32 } from './safetensors.js';
-import type { Tensor } from './tensor.js';
+import type { Tensor } from '../core/tensor.js';
 
 export class CheckpointError extends Error {
   constructor(path: string, problem: string) {

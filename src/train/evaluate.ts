@@ -1,9 +1,9 @@
 // Held-out style evaluation: the denoising loss on fixed noise and timesteps, without dropout,
 // so that two adapters (or none) are compared on exactly the same draws.
-import { addNoise } from './noise.js';
-import type { Prior } from './prior.js';
-import { Rng } from './rng.js';
-import type { Tensor } from './tensor.js';
+import { addNoise } from '../models/noise-schedule.js';
+import type { Prior } from '../models/prior.js';
+import { Rng } from '../core/rng.js';
+import type { Tensor } from '../core/tensor.js';
 
 export interface EvalItem {
   /** Image embedding (c_in, h, w) and text embedding (T, c_cond). */

@@ -2,8 +2,8 @@
 // here (sharp-style messages), outputs are freshly allocated, and native errors are re-thrown
 // with the caller's stack. Training code composes ops natively (src/ models, later); this API
 // is for tests, benchmarks and tools.
-import { native } from './native.js';
-import { type DType, type LowpDType, type LowpTensor, ShapeCheck, type Tensor, invalid, numel } from './tensor.js';
+import { native } from './addon.js';
+import { type DType, type LowpDType, type LowpTensor, ShapeCheck, type Tensor, invalid, numel } from '../core/tensor.js';
 
 export type Device = 'cpu' | 'cuda';
 export interface DeviceOption {

@@ -1,10 +1,10 @@
 // The models a config names: the prior (with fresh LoRA adapters), tokenizer and text encoder,
 // from the built-in tiny stack, a folder, or the local Hugging Face cache.
-import { TINY_MODEL_ID, tinyModel } from './builtin.js';
-import { ConfigError, type LoraTrainConfig } from './config.js';
+import { TINY_MODEL_ID, tinyModel } from '../data/builtin.js';
+import { ConfigError, type LoraTrainConfig } from '../config/load.js';
 import { readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
-import { resolveRepo, resolveRepoFile } from './hub.js';
+import { resolveRepo, resolveRepoFile } from '../io/hub.js';
 import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from './image-encoder.js';
 import { type Precision, loadPrior } from './prior.js';
 import { TextEncoder } from './text-encoder.js';

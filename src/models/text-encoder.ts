@@ -2,10 +2,10 @@
 // for the prior, last_hidden_state after the final LayerNorm.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { native } from './native.js';
-import { Rng } from './rng.js';
-import type { Tensor } from './tensor.js';
-import { invalid } from './tensor.js';
+import { native } from '../native/addon.js';
+import { Rng } from '../core/rng.js';
+import type { Tensor } from '../core/tensor.js';
+import { invalid } from '../core/tensor.js';
 import type { TokenizedBatch } from './tokenizer.js';
 import { loadCheckedWeights, readJsonConfig, weightFiles } from './weights.js';
 
