@@ -8,7 +8,7 @@
 // (LORA_TRAIN_NATIVE=build-emulator/Release/lora_train.node), on its emulated device: a check
 // of this script before device time.
 import { join } from 'node:path';
-import { native } from '../src/native/addon.js';
+import { native } from '../src/native/loader.js';
 import { type Device, setAllowTf32 } from '../src/native/ops.js';
 import { Prior, type PriorConfig } from '../src/models/prior.js';
 import { dataOf, parityCases, randomStepInputs, relativeError } from './parity.js';

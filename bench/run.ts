@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { native } from '../src/native/addon.js';
+import { native } from '../src/native/loader.js';
 import * as ops from '../src/native/ops.js';
 import { EFFICIENTNET_V2_S, ImageEncoder } from '../src/models/image-encoder.js';
 import { Rng } from '../src/core/rng.js';

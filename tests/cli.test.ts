@@ -80,6 +80,17 @@ describe('lora-train CLI', () => {
     );
   });
 
+  it('checks every option as the config key it sets, naming the flag', () => {
+    const seed = run('--config', 'twemoji_tiny_wuerstchen', '--seed', '-1');
+    expect(seed.status).toBe(1);
+    expect(seed.stderr).toContain("--seed: 'seed' must be an integer >= 0, got -1");
+    const num = run('sample', '--config', 'twemoji_tiny_wuerstchen', '--prompt', 'a', '--num', '0');
+    expect(num.status).toBe(1);
+    expect(num.stderr).toContain("--num: 'sample.num' must be a positive integer, got 0");
+    const help = run('sample', '--help');
+    expect(help.stdout).toMatch(/--guidance\s+Classifier-free guidance scale \(config: sample\.guidance, default 4\)/);
+  });
+
   it('rejects unknown options and bad choices with the help text', () => {
     const unknown = run('--confg', 'x');
     expect(unknown.status).toBe(2);

@@ -1,8 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseOverride } from '../src/config/load.js';
-import { trainingPrecision } from '../src/models/from-config.js';
-import { lrFactor } from '../src/train/schedule.js';
+import { configReference } from '../src/config/reference.js';
+import { resolveConfig } from '../src/config/validate.js';
 import { fixturesDir } from './helpers.js';
 
 const dir = join(fixturesDir, 'configs');
@@ -20,8 +21,9 @@ describe('configs', () => {
     });
     expect(config.optim_wrapper?.optimizer).toMatchObject({ lr: 1e-4, weight_decay: 1e-2 });
     expect(config.optim_wrapper?.clip_grad?.max_norm).toBe(1);
-    expect(config.optim_wrapper?.type).toBeUndefined(); // diffengine replaces the schedule's AmpOptimWrapper
-    expect(trainingPrecision(config, 'cuda')).toBe('fp32');
+    expect(config.optim_wrapper.type).toBe('OptimWrapper'); // diffengine replaces the schedule's AmpOptimWrapper
+    expect(config.mixed_precision).toBe('no');
+    expect(config.work_dir).toBe(join('work_dirs', 'wuerstchen_prior_lora_pokemon_blip'));
     expect(config.train_dataloader?.dataset?.pipeline?.map((t) => t.type)).toEqual([
       'torchvision/Resize',
       'RandomCrop',
@@ -39,7 +41,12 @@ describe('configs', () => {
     ]);
     expect(config.optim_wrapper?.optimizer).toMatchObject({ type: 'AdamW', lr: 5e-5, weight_decay: 1e-2 }); // merged key by key
     expect(config.train_cfg).toEqual({ by_epoch: false, max_epochs: 50, max_iters: 300 });
-    expect(config.train_dataloader?.dataset).toEqual({ dataset: 'some/dataset', caption_column: 'caption' }); // replaced whole
+    // replaced whole: the base's pipeline is gone, the defaults fill the rest
+    expect(config.train_dataloader.dataset).toMatchObject({
+      dataset: 'some/dataset',
+      caption_column: 'caption',
+      pipeline: [],
+    });
     expect(config.train_dataloader?.batch_size).toBe(2);
     expect(config.model?.prior_lora_config?.target_modules).toEqual(['to_q', 'to_v']);
   });
@@ -63,14 +70,14 @@ describe('configs', () => {
 
   it('chooses the precision from mixed_precision, else an AmpOptimWrapper on CUDA', async () => {
     const { config } = await loadConfig('wuerstchen_prior_lora_pokemon_blip', ['mixed_precision=bf16']);
-    expect(trainingPrecision(config, 'cuda')).toBe('bf16');
-    expect(trainingPrecision(config, 'cpu')).toBe('bf16');
-    expect(trainingPrecision({ mixed_precision: 'no', optim_wrapper: { type: 'AmpOptimWrapper' } }, 'cuda')).toBe(
-      'fp32',
-    );
-    expect(trainingPrecision({ optim_wrapper: { type: 'AmpOptimWrapper' } }, 'cuda')).toBe('fp16'); // mmengine's default dtype
-    expect(trainingPrecision({ optim_wrapper: { type: 'AmpOptimWrapper', dtype: 'bfloat16' } }, 'cuda')).toBe('bf16');
-    expect(trainingPrecision({ optim_wrapper: { type: 'AmpOptimWrapper', dtype: 'bfloat16' } }, 'cpu')).toBe('fp32');
+    expect(config.mixed_precision).toBe('bf16');
+    const precision = (raw: object) => resolveConfig(raw, new Map()).mixed_precision;
+    const amp = (dtype?: string) => ({ type: 'AmpOptimWrapper', ...(dtype ? { dtype } : {}) });
+    expect(precision({ mixed_precision: 'no', device: 'cuda', optim_wrapper: amp() })).toBe('no');
+    expect(precision({ device: 'cuda', optim_wrapper: amp() })).toBe('fp16'); // mmengine's default dtype
+    expect(precision({ device: 'cuda', optim_wrapper: amp('bfloat16') })).toBe('bf16');
+    expect(precision({ device: 'cpu', optim_wrapper: amp('bfloat16') })).toBe('no');
+    expect(precision({ device: 'cuda' })).toBe('no');
     await expect(loadConfig('wuerstchen_prior_lora_pokemon_blip', ['mixed_precision=fp8'])).rejects.toThrow(
       `'mixed_precision' must be one of "no", "bf16", "fp16", got "fp8"`,
     );
@@ -87,13 +94,58 @@ describe('configs', () => {
   });
 });
 
-describe('learning-rate schedules (diffusers semantics)', () => {
-  it('constant, with warmup, linear and cosine', () => {
-    expect([0, 5, 99].map((k) => lrFactor('constant', k, 100, 10))).toEqual([1, 1, 1]);
-    expect([0, 5, 10, 50].map((k) => lrFactor('constant_with_warmup', k, 100, 10))).toEqual([0, 0.5, 1, 1]);
-    expect([0, 5, 10, 55, 100].map((k) => lrFactor('linear', k, 100, 10))).toEqual([0, 0.5, 1, 0.5, 0]);
-    expect(lrFactor('cosine', 10, 100, 10)).toBe(1);
-    expect(lrFactor('cosine', 55, 100, 10)).toBeCloseTo(0.5, 12);
-    expect(lrFactor('cosine', 100, 100, 10)).toBeCloseTo(0, 12);
+describe('the schema as data', () => {
+  it('docs/config.md is the reference the schema writes (npm run docs:config)', () => {
+    expect(readFileSync(join(import.meta.dirname, '..', 'docs', 'config.md'), 'utf8')).toBe(configReference());
+  });
+
+  it('fills every default, and resolves keys that default to others', async () => {
+    const { config } = await loadConfig(join(dir, 'user_config.ts'), ['model.prior_lora_config.r=4']);
+    expect(config.model.prior_lora_config).toMatchObject({ r: 4, lora_alpha: 4, lora_dropout: 0 });
+    expect(config.default_hooks.checkpoint.by_epoch).toBe(true); // the schedule's own
+    const byIteration = resolveConfig({ train_cfg: { by_epoch: false } }, new Map());
+    expect(byIteration.default_hooks.checkpoint.by_epoch).toBe(false); // unset: train_cfg's
+    expect(config.train_dataloader.sampler).toEqual({ type: 'DefaultSampler', shuffle: true });
+    expect(config.sample).toMatchObject({ num: 1, guidance: 4, height: 1024, width: 1024, negative_prompt: '' });
+    expect(resolveConfig({ model: { prior_model: 'a/b' } }, new Map()).model.text_encoder_model).toBe('a/b');
+  });
+
+  it('names keys lora-train does not take, and why', async () => {
+    await expect(
+      loadConfig(join(dir, 'user_config.ts'), [
+        'model.gradient_checkpointing=true',
+        'train_dataloader.persistent_workers=true',
+      ]),
+    ).rejects.toThrow(
+      new ConfigError(
+        [
+          "--cfg-options model.gradient_checkpointing=true: 'model.gradient_checkpointing' is not supported: lora-train keeps every activation in one planned arena and does not recompute them; remove the key",
+          "--cfg-options train_dataloader.persistent_workers=true: 'train_dataloader.persistent_workers' is not supported: lora-train prepares data in its own process, with no workers to keep; remove the key",
+        ].join('\n'),
+      ),
+    );
+  });
+
+  it('checks hooks and transforms by their type, naming the item', async () => {
+    await expect(loadConfig(join(dir, 'user_config.ts'), ['custom_hooks=[{"type": "PeftSaveHook"}]'])).rejects.toThrow(
+      `--cfg-options custom_hooks=[{"type": "PeftSaveHook"}]: 'custom_hooks[0].type' must be one of "VisualizationHook", got "PeftSaveHook"`,
+    );
+    await expect(
+      loadConfig(join(dir, 'user_config.ts'), [
+        'custom_hooks=[{"type": "VisualizationHook", "prompt": "a", "heigth": 64}]',
+      ]),
+    ).rejects.toThrow(`'custom_hooks[0].heigth'`);
+    await expect(
+      loadConfig(join(dir, 'user_config.ts'), ['train_dataloader.dataset.pipeline=[{"type": "RandomCrop"}]']),
+    ).rejects.toThrow(`'train_dataloader.dataset.pipeline[0].size' is required`);
+  });
+
+  it('takes a command-line flag as its config key, named by the flag in errors', async () => {
+    const { config } = await loadConfig(join(dir, 'user_config.ts'), [{ key: 'seed', value: 7, origin: '--seed' }]);
+    expect(config.seed).toBe(7);
+    for (const bad of [-1, 1.5, Number.NaN])
+      await expect(
+        loadConfig(join(dir, 'user_config.ts'), [{ key: 'seed', value: bad, origin: '--seed' }]),
+      ).rejects.toThrow(`--seed: 'seed' must be an integer >= 0, got ${Number.isNaN(bad) ? 'NaN' : bad}`);
   });
 });

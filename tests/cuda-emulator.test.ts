@@ -8,13 +8,14 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Device } from '../src/core/device.js';
 
 const binary = join(import.meta.dirname, '..', 'build-emulator', 'Release', 'lora_train.node');
 // Before anything loads the addon: this file's process uses the emulator build.
 process.env.LORA_TRAIN_NATIVE = binary;
 const { parityCases } = await import('../bench/parity.js');
 const { backendInfo } = await import('../src/native/ops.js');
-const { expectCudaMatchesCpu, fixturesDir, logLosses, tinyTrainingConfig, useFixtureHubCache } =
+const { expectCudaMatchesCpu, fixturesDir, logLosses, settings, tinyTrainingConfig, useFixtureHubCache } =
   await import('./helpers.js');
 const { loadConfig } = await import('../src/config/load.js');
 const { createTinyStack } = await import('../src/models/tiny.js');
@@ -87,14 +88,15 @@ describe('training on the emulated cuda device', () => {
           }),
         ),
       );
-      const run = async (device: 'cpu' | 'cuda', workDir: string, more: { stopAfter?: number; resume?: 'auto' } = {}) =>
+      const run = async (device: Device, workDir: string, more: { stopAfter?: number; resume?: 'auto' } = {}) =>
         train({
-          config: await loadConfig(file),
-          workDir: join(root, precision, workDir),
+          config: await loadConfig(
+            file,
+            settings({ work_dir: join(root, precision, workDir), device, resume: more.resume }),
+          ),
           log: () => undefined,
           cacheDir: join(root, precision, `cache-${device}`),
-          device,
-          ...more,
+          stopAfter: more.stopAfter,
         });
       await run('cpu', 'cpu');
       await run('cuda', 'cuda');

@@ -1,10 +1,11 @@
 // Datasets in every supported layout, and the sharp transforms against first principles.
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { loadDataset } from '../src/data/dataset.js';
+import type { TransformInput } from '../src/config/schema.js';
 import { ImageTransform } from '../src/data/transforms.js';
 import { Rng } from '../src/core/rng.js';
 import { fixturesDir } from './helpers.js';
@@ -73,8 +74,39 @@ describe('datasets', () => {
   });
 });
 
+describe('dataset splits', () => {
+  it("reads a Hub dataset's split by its file names, and everything as train where no file names one", async () => {
+    const [first, second] = ['train-00000-of-00002.parquet', 'train-00001-of-00002.parquet'].map((f) =>
+      join(hubDataset, 'data', f),
+    );
+    const root = mkdtempSync(join(tmpdir(), 'lora-train-splits-'));
+    mkdirSync(join(root, 'data'));
+    copyFileSync(first!, join(root, 'data', 'train-00000-of-00001.parquet'));
+    copyFileSync(second!, join(root, 'data', 'test-00000-of-00001.parquet'));
+    const [all, train, test] = await Promise.all([
+      loadDataset(hubDataset),
+      loadDataset(root),
+      loadDataset(root, { split: 'test' }),
+    ]);
+    expect(train.map((i) => i.captions[0])).toEqual(all.slice(0, train.length).map((i) => i.captions[0]));
+    expect(test.map((i) => i.captions[0])).toEqual(all.slice(train.length).map((i) => i.captions[0]));
+    expect(train.length + test.length).toBe(all.length);
+    await expect(loadDataset(root, { split: 'validation' })).rejects.toThrow(
+      `${root}: no parquet files of split 'validation' (splits: test, train); set train_dataloader.dataset.split`,
+    );
+    const unnamed = mkdtempSync(join(tmpdir(), 'lora-train-unnamed-'));
+    copyFileSync(first!, join(unnamed, 'shard-a.parquet'));
+    copyFileSync(second!, join(unnamed, 'shard-b.parquet'));
+    expect(await loadDataset(unnamed)).toHaveLength(all.length);
+  });
+});
+
 describe('transforms', () => {
-  const normalize = { type: 'torchvision/Normalize', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+  const normalize: TransformInput = {
+    type: 'torchvision/Normalize',
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+  };
 
   it('resizes the shorter side, crops, flips with probability p and normalises', async () => {
     const t = new ImageTransform(
@@ -130,8 +162,12 @@ describe('transforms', () => {
   });
 
   it('refuses unknown transforms and crops larger than the image, naming them', () => {
-    expect(() => new ImageTransform([{ type: 'ColorJitter' }], 'cfg.ts')).toThrow(
-      "cfg.ts: train_dataloader.dataset.pipeline[0] (ColorJitter): unknown transform 'ColorJitter'",
+    const jitter = [{ type: 'ColorJitter' }] as unknown as TransformInput[];
+    expect(() => new ImageTransform(jitter, 'cfg.ts')).toThrow(
+      `cfg.ts: 'train_dataloader.dataset.pipeline[0].type' must be one of "torchvision/Resize", "RandomCrop", "CenterCrop", "RandomHorizontalFlip", "torchvision/ToTensor", "torchvision/Normalize", "PackInputs", got "ColorJitter"`,
+    );
+    expect(() => new ImageTransform([{ type: 'RandomHorizontalFlip', p: 2 }], 'cfg.ts')).toThrow(
+      `cfg.ts: 'train_dataloader.dataset.pipeline[0].p' must be a number in [0, 1], got 2`,
     );
     const t = new ImageTransform([{ type: 'RandomCrop', size: 64 }], 'cfg.ts');
     expect(() => t.plan({ width: 32, height: 32 }, new Rng(1), 'img.png')).toThrow(

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { emojiCaption } from '../src/data/builtin.js';
+import { emojiCaption } from '../src/data/twemoji.js';
 
 describe('embedded default', () => {
   it('captions emoji from their label and tags', () => {

@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { EmbeddingCache } from '../src/data/embedding-cache.js';
-import { Progress } from '../src/core/progress.js';
 
 const tensor = (values: number[]) => ({ data: Float32Array.from(values), shape: [values.length] });
 
@@ -82,25 +81,5 @@ describe('embedding cache', () => {
     expect(cache.weightsFingerprint([w])).toBe(f1);
     writeFileSync(w, 'weights v2');
     expect(cache.weightsFingerprint([w])).not.toBe(f1);
-  });
-});
-
-describe('progress', () => {
-  it('redraws one line on a TTY and prints plain lines elsewhere', () => {
-    const tty: string[] = [];
-    const p = new Progress('cache', 3, { stream: { write: (s: string) => tty.push(s) > 0, isTTY: true } });
-    p.tick();
-    p.tick();
-    p.tick();
-    expect(tty).toHaveLength(3);
-    expect(tty[0]).toMatch(/^cache \[#{8}\.{16}\] 1\/3 .* it\/s ETA \d+:\d\d\r$/);
-    expect(tty[2]).toMatch(/3\/3 .*\n$/);
-    const plain: string[] = [];
-    const q = new Progress('cache', 3, { stream: { write: (s: string) => plain.push(s) > 0 }, lineInterval: 60_000 });
-    q.tick();
-    q.tick();
-    q.tick();
-    expect(plain.length).toBe(2); // the first tick, then the final one
-    expect(plain.every((l) => l.endsWith('\n'))).toBe(true);
   });
 });

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { dataOf, type ParityCase, relativeError } from '../bench/parity.js';
+import type { ConfigOverride } from '../src/config/load.js';
 import type { Tensor } from '../src/core/tensor.js';
 
 export const fixturesDir = join(import.meta.dirname, 'fixtures');
@@ -98,4 +99,9 @@ export function useFixtureHubCache(): void {
     if (saved === undefined) delete process.env.HF_HUB_CACHE;
     else process.env.HF_HUB_CACHE = saved;
   });
+}
+
+/** Config keys set as a caller would (the CLI's flags do the same), e.g. { work_dir, resume }. */
+export function settings(values: Record<string, unknown>): ConfigOverride[] {
+  return Object.entries(values).map(([key, value]) => ({ key, value, origin: 'the test' }));
 }

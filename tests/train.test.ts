@@ -8,11 +8,10 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
-import { GradScaler } from '../src/train/grad-scaler.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { createTinyStack } from '../src/models/tiny.js';
 import { train } from '../src/train/train.js';
-import { fixturesDir, logLosses, tinyTrainingConfig, useFixtureHubCache } from './helpers.js';
+import { fixturesDir, logLosses, settings, tinyTrainingConfig, useFixtureHubCache } from './helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'lora-train-e2e-'));
 const stack = createTinyStack(join(root, 'stack'), {
@@ -33,28 +32,12 @@ function configFile(
 }
 
 const quiet = () => undefined;
-describe('GradScaler', () => {
-  it('follows torch.amp.GradScaler: halve and skip on overflow, double after growthInterval finite steps', () => {
-    const scaler = new GradScaler(true, undefined, 3);
-    expect(scaler.scale).toBe(65536);
-    expect(scaler.update(Number.POSITIVE_INFINITY)).toBe(true);
-    expect(scaler.scale).toBe(32768);
-    expect([scaler.update(1), scaler.update(2)]).toEqual([false, false]);
-    expect(scaler.scale).toBe(32768);
-    expect(scaler.update(Number.NaN)).toBe(true);
-    expect(scaler.toJSON()).toEqual({ scale: 16384, growthTracker: 0 });
-    for (let i = 0; i < 3; i++) scaler.update(1);
-    expect(scaler.scale).toBe(32768);
-    const off = new GradScaler(false);
-    expect([off.scale, off.update(Number.NaN), off.scale]).toEqual([1, false, 1]);
-  });
-});
-
 describe('training', () => {
   it('trains LoRA adapters that lower the fixed-noise loss, and writes the diffusers file, log and checkpoints', async () => {
     const workDir = join(root, 'fit');
-    const config = await loadConfig(configFile('fit', { train_cfg: { by_epoch: false, max_iters: 60 } }));
-    const result = await train({ config, workDir, log: quiet, cacheDir: join(root, 'cache'), evaluateDraws: 4 });
+    const fit = configFile('fit', { train_cfg: { by_epoch: false, max_iters: 60 }, report: { draws: 4 } });
+    const config = await loadConfig(fit, settings({ work_dir: workDir }));
+    const result = await train({ config, log: quiet, cacheDir: join(root, 'cache') });
     expect(result.steps).toBe(60);
     expect(result.evaluation!.items).toBe(6);
     expect(result.evaluation!.after).toBeLessThan(result.evaluation!.before * 0.95);
@@ -71,25 +54,69 @@ describe('training', () => {
     const whole = join(root, 'whole');
     const split = join(root, 'split');
     const file = configFile('resume', {}, 'tiny/disc-captions', 'RandomCrop');
-    await train({ config: await loadConfig(file), workDir: whole, log: quiet, cacheDir: join(root, 'cache') });
+    await train({
+      config: await loadConfig(file, settings({ work_dir: whole })),
+      log: quiet,
+      cacheDir: join(root, 'cache'),
+    });
     const first = await train({
-      config: await loadConfig(file),
-      workDir: split,
+      config: await loadConfig(file, settings({ work_dir: split })),
       log: quiet,
       cacheDir: join(root, 'cache'),
       stopAfter: 5,
     });
     expect(first.steps).toBe(5);
     const second = await train({
-      config: await loadConfig(file),
-      workDir: split,
+      config: await loadConfig(file, settings({ work_dir: split, resume: 'auto' })),
       log: quiet,
       cacheDir: join(root, 'cache'),
-      resume: 'auto',
     });
     expect(second.steps).toBe(12);
     expect(logLosses(split)).toHaveLength(12);
     expect(logLosses(split)).toEqual(logLosses(whole));
+  });
+
+  it('prepares embeddings several images at a time with the same result (num_workers)', async () => {
+    const runs = [];
+    for (const workers of [0, 3]) {
+      const name = `workers${workers}`;
+      const file = configFile(name, { train_cfg: { by_epoch: false, max_iters: 3 } });
+      await train({
+        config: await loadConfig(
+          file,
+          settings({ work_dir: join(root, name), 'train_dataloader.num_workers': workers }),
+        ),
+        log: quiet,
+        cacheDir: join(root, `cache-${name}`),
+      });
+      runs.push(logLosses(join(root, name)));
+    }
+    expect(runs[1]).toEqual(runs[0]);
+  });
+
+  it('leaves AdamW moments out of checkpoints with save_optimizer: false, and says so on resume', async () => {
+    const workDir = join(root, 'no-moments');
+    const file = configFile('no-moments', {
+      default_hooks: { checkpoint: { interval: 4, by_epoch: false, save_optimizer: false }, logger: { interval: 100 } },
+    });
+    await train({
+      config: await loadConfig(file, settings({ work_dir: workDir })),
+      log: quiet,
+      cacheDir: join(root, 'cache'),
+      stopAfter: 4,
+    });
+    const state = readSafetensors(join(workDir, 'checkpoints', 'iter_4', 'training_state.safetensors'));
+    const keys = [...state.entries.keys()];
+    expect(keys.some((k) => k.startsWith('lora.'))).toBe(true);
+    expect(keys.some((k) => k.startsWith('optimizer.'))).toBe(false);
+    const lines: string[] = [];
+    const resumed = await train({
+      config: await loadConfig(file, settings({ work_dir: workDir, resume: 'auto' })),
+      log: (l) => lines.push(l),
+      cacheDir: join(root, 'cache'),
+    });
+    expect(resumed.steps).toBe(12);
+    expect(lines.some((l) => l.includes('holds no AdamW moments (save_optimizer: false)'))).toBe(true);
   });
 
   it('trains in fp16 mixed precision with dynamic loss scaling, and resumes exactly with the scaler', async () => {
@@ -98,15 +125,13 @@ describe('training', () => {
     const file = configFile('fp16', { mixed_precision: 'fp16' });
     const lines: string[] = [];
     await train({
-      config: await loadConfig(file),
-      workDir: whole,
+      config: await loadConfig(file, settings({ work_dir: whole })),
       log: (l) => lines.push(l),
       cacheDir: join(root, 'cache'),
     });
     expect(lines.some((l) => l.includes('mixed precision fp16'))).toBe(true);
     await train({
-      config: await loadConfig(file),
-      workDir: split,
+      config: await loadConfig(file, settings({ work_dir: split })),
       log: quiet,
       cacheDir: join(root, 'cache'),
       stopAfter: 5,
@@ -116,17 +141,14 @@ describe('training', () => {
     };
     expect(state.scaler).toEqual({ scale: 2 ** 16, growthTracker: 5 });
     await train({
-      config: await loadConfig(file),
-      workDir: split,
+      config: await loadConfig(file, settings({ work_dir: split, resume: 'auto' })),
       log: quiet,
       cacheDir: join(root, 'cache'),
-      resume: 'auto',
     });
     expect(logLosses(split)).toEqual(logLosses(whole));
     const fp32 = join(root, 'fp16-vs-fp32');
     await train({
-      config: await loadConfig(configFile('fp32', {})),
-      workDir: fp32,
+      config: await loadConfig(configFile('fp32', {}), settings({ work_dir: fp32 })),
       log: quiet,
       cacheDir: join(root, 'cache'),
     });
@@ -146,8 +168,7 @@ describe('training', () => {
       by_epoch: false,
     };
     await train({
-      config: await loadConfig(configFile('vis', { custom_hooks: [hook] })),
-      workDir,
+      config: await loadConfig(configFile('vis', { custom_hooks: [hook] }), settings({ work_dir: workDir })),
       log: quiet,
       cacheDir: join(root, 'cache'),
     });
@@ -166,8 +187,9 @@ describe('training', () => {
         lr_scheduler: { type: 'linear', warmup_iters: 1 },
         train_cfg: { by_epoch: false, max_iters: 7 },
       }),
+      settings({ work_dir: workDir }),
     );
-    await train({ config, workDir, log: quiet, cacheDir: join(root, 'cache') });
+    await train({ config, log: quiet, cacheDir: join(root, 'cache') });
     const lines = readFileSync(join(workDir, 'log.jsonl'), 'utf8')
       .trim()
       .split('\n')
@@ -194,8 +216,10 @@ describe('training', () => {
     writeFileSync(join(folder, 'metadata.jsonl'), lines.join('\n'));
     const messages: string[] = [];
     const result = await train({
-      config: await loadConfig(configFile('folder', { train_cfg: { by_epoch: true, max_epochs: 1 } }, folder)),
-      workDir: join(root, 'folder-run'),
+      config: await loadConfig(
+        configFile('folder', { train_cfg: { by_epoch: true, max_epochs: 1 } }, folder),
+        settings({ work_dir: join(root, 'folder-run') }),
+      ),
       log: (l) => messages.push(l),
       cacheDir: join(root, 'cache'),
     });
@@ -208,14 +232,18 @@ describe('training', () => {
   it('reuses cached embeddings and recomputes when the transform changes', async () => {
     const messages: string[] = [];
     await train({
-      config: await loadConfig(configFile('cache1', { train_cfg: { by_epoch: false, max_iters: 1 } })),
-      workDir: join(root, 'c1'),
+      config: await loadConfig(
+        configFile('cache1', { train_cfg: { by_epoch: false, max_iters: 1 } }),
+        settings({ work_dir: join(root, 'c1') }),
+      ),
       log: (l) => messages.push(l),
       cacheDir: join(root, 'cache2'),
     });
     await train({
-      config: await loadConfig(configFile('cache2', { train_cfg: { by_epoch: false, max_iters: 1 } })),
-      workDir: join(root, 'c2'),
+      config: await loadConfig(
+        configFile('cache2', { train_cfg: { by_epoch: false, max_iters: 1 } }),
+        settings({ work_dir: join(root, 'c2') }),
+      ),
       log: (l) => messages.push(l),
       cacheDir: join(root, 'cache2'),
     });
@@ -225,17 +253,18 @@ describe('training', () => {
   });
 
   it('fails before training on a missing caption column or an empty dataset', async () => {
-    const badColumn = await loadConfig(configFile('badcol', {}, 'tiny/disc-captions'));
-    badColumn.config.train_dataloader!.dataset!.caption_column = 'caption';
-    await expect(
-      train({ config: badColumn, workDir: join(root, 'bad'), log: quiet, cacheDir: join(root, 'cache') }),
-    ).rejects.toThrow(/no column 'caption' \(columns: image, text\); set train_dataloader\.dataset\.caption_column/);
+    const badColumn = await loadConfig(
+      configFile('badcol', {}, 'tiny/disc-captions'),
+      settings({ work_dir: join(root, 'bad'), 'train_dataloader.dataset.caption_column': 'caption' }),
+    );
+    await expect(train({ config: badColumn, log: quiet, cacheDir: join(root, 'cache') })).rejects.toThrow(
+      /no column 'caption' \(columns: image, text\); set train_dataloader\.dataset\.caption_column/,
+    );
     const empty = join(root, 'empty');
     mkdirSync(empty, { recursive: true });
     await expect(
       train({
-        config: await loadConfig(configFile('empty', {}, empty)),
-        workDir: join(root, 'bad2'),
+        config: await loadConfig(configFile('empty', {}, empty), settings({ work_dir: join(root, 'bad2') })),
         log: quiet,
         cacheDir: join(root, 'cache'),
       }),
@@ -267,8 +296,11 @@ describe('training', () => {
   });
 
   it('names a model missing from the Hugging Face cache and how to get it', async () => {
-    const config = await loadConfig(configFile('nomodel', { model: { prior_model: 'warp-ai/wuerstchen-prior' } }));
-    await expect(train({ config, workDir: join(root, 'nomodel'), log: quiet })).rejects.toThrow(
+    const config = await loadConfig(
+      configFile('nomodel', { model: { prior_model: 'warp-ai/wuerstchen-prior' } }),
+      settings({ work_dir: join(root, 'nomodel') }),
+    );
+    await expect(train({ config, log: quiet })).rejects.toThrow(
       /model 'warp-ai\/wuerstchen-prior' is neither a folder nor in the local Hugging Face cache .*huggingface-cli download warp-ai\/wuerstchen-prior/,
     );
   });

@@ -10,7 +10,7 @@ import {
   loadNativeFrom,
   native,
   nvidiaDriverPresent,
-} from '../src/native/addon.js';
+} from '../src/native/loader.js';
 import * as ops from '../src/native/ops.js';
 import { zeros } from '../src/core/tensor.js';
 

@@ -1,3 +1,5 @@
+import { sha256 } from './hash.js';
+
 /** A small seedable generator (splitmix32 seeding a xoshiro128**), for reproducible LoRA
  * initialisation and data order. Not cryptographic. */
 export class Rng {
@@ -50,6 +52,27 @@ export class Rng {
     r.s = Uint32Array.from(state);
     return r;
   }
+}
+
+/** A stream for one purpose, reproducible from the seed and its labels ('order', epoch, ...):
+ * what makes a resumed run draw exactly what an uninterrupted one would. */
+export function seededRng(seed: number, ...labels: (string | number)[]): Rng {
+  return new Rng(Number.parseInt(sha256(`${seed}:${labels.join(':')}`).slice(0, 8), 16));
+}
+
+/** A 52-bit seed for the native dropout masks of one purpose, from the seed and its labels. */
+export function nativeSeed(seed: number, ...labels: (string | number)[]): number {
+  return Number.parseInt(sha256(`${seed}:${labels.join(':')}`).slice(0, 12), 16);
+}
+
+/** 0..n-1 shuffled (Fisher-Yates). */
+export function permutation(n: number, rng: Rng): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng.uniform() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
 }
 
 function rotl(x: number, k: number): number {

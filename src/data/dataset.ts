@@ -5,6 +5,7 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, extname, join, relative } from 'node:path';
+import { CONFIG_DEFAULTS } from '../config/schema.js';
 import { resolveRepo } from '../io/hub.js';
 
 export interface DatasetItem {
@@ -15,9 +16,13 @@ export interface DatasetItem {
   image(): Promise<Uint8Array>;
 }
 
+const DATASET_DEFAULTS = CONFIG_DEFAULTS.train_dataloader.dataset;
+
 export interface DatasetOptions {
   imageColumn?: string;
   captionColumn?: string;
+  /** The split of a Hub dataset's parquet files (default train). */
+  split?: string;
   /** Use only the first N items. */
   subset?: number;
 }
@@ -152,10 +157,40 @@ function textFileItems(dir: string): DatasetItem[] {
   });
 }
 
+/** The Hub's split keywords, as file and folder names use them (train-00000-of-00001.parquet,
+ * data/validation.parquet, test/0000.parquet). */
+const SPLIT_KEYWORDS: Record<string, string[]> = {
+  train: ['train', 'training'],
+  validation: ['validation', 'valid', 'val', 'dev'],
+  test: ['test', 'testing', 'eval', 'evaluation'],
+};
+
+/** The split a file belongs to by its path's names, or undefined when they name none. */
+function splitOf(file: string, root: string): string | undefined {
+  for (const part of relative(root, file).split(/[\\/]/)) {
+    const word = /^[a-z]+/i.exec(part)?.[0]?.toLowerCase();
+    for (const [split, words] of Object.entries(SPLIT_KEYWORDS)) if (word && words.includes(word)) return split;
+  }
+  return undefined;
+}
+
+/** The parquet files of one split. Files that name no split are all "train", as the Hub's
+ * datasets library reads them. */
+function splitFiles(files: string[], root: string, split: string): string[] {
+  const splits = files.map((f) => splitOf(f, root) ?? 'train');
+  const chosen = files.filter((_, i) => splits[i] === split);
+  if (chosen.length === 0)
+    throw new Error(
+      `${root}: no parquet files of split '${split}' (splits: ${[...new Set(splits)].sort().join(', ')}); set train_dataloader.dataset.split`,
+    );
+  return chosen;
+}
+
 /** Loads the items of a dataset: Hub id (local cache), folder or parquet file(s). */
 export async function loadDataset(idOrPath: string, options: DatasetOptions = {}): Promise<DatasetItem[]> {
-  const imageColumn = options.imageColumn ?? 'image';
-  const captionColumn = options.captionColumn ?? 'text';
+  const imageColumn = options.imageColumn ?? DATASET_DEFAULTS.image_column;
+  const captionColumn = options.captionColumn ?? DATASET_DEFAULTS.caption_column;
+  const split = options.split ?? DATASET_DEFAULTS.split;
   let items: DatasetItem[];
   if (existsSync(idOrPath) && statSync(idOrPath).isFile()) {
     if (extname(idOrPath) !== '.parquet') throw new Error(`${idOrPath}: a dataset file must be .parquet`);
@@ -163,8 +198,12 @@ export async function loadDataset(idOrPath: string, options: DatasetOptions = {}
   } else {
     const root = resolveRepo(idOrPath, 'dataset');
     const parquet = listFiles(root, (f) => f.endsWith('.parquet'));
+    if (!parquet.length && split !== 'train')
+      throw new Error(
+        `${root}: an image folder has one split, 'train', not '${split}'; set train_dataloader.dataset.split`,
+      );
     items = parquet.length
-      ? await parquetItems(parquet, root, imageColumn, captionColumn)
+      ? await parquetItems(splitFiles(parquet, root, split), root, imageColumn, captionColumn)
       : (metadataItems(root, captionColumn) ?? textFileItems(root));
     if (items.length === 0)
       throw new Error(

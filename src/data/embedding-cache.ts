@@ -4,35 +4,11 @@
 // files written atomically, carrying their key and a checksum of their tensor bytes; an entry
 // that does not parse, names another key or fails its checksum is recomputed, never trusted.
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { canonicalJson, fileHash, sha256 } from '../core/hash.js';
 import { type Tensor } from '../core/tensor.js';
 import { getTensor, parseSafetensors, writeSafetensors } from '../io/safetensors.js';
-
-export function sha256(...parts: (string | Uint8Array)[]): string {
-  const h = createHash('sha256');
-  for (const p of parts) h.update(p);
-  return h.digest('hex');
-}
-
-/** sha256 of a file's bytes, streamed. */
-export function fileHash(path: string): string {
-  const h = createHash('sha256');
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(1 << 22);
-    let pos = 0;
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, pos);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-      pos += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest('hex');
-}
 
 function tensorChecksum(tensors: Record<string, Tensor>): string {
   const h = createHash('sha256');
@@ -42,16 +18,6 @@ function tensorChecksum(tensors: Record<string, Tensor>): string {
     h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
   }
   return h.digest('hex');
-}
-
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value && typeof value === 'object')
-    return `{${Object.keys(value)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`)
-      .join(',')}}`;
-  return JSON.stringify(value) ?? 'null';
 }
 
 export interface CacheStats {

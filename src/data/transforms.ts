@@ -3,7 +3,8 @@
 // to tensor and normalise. Random choices come from the caller's generator, so a run (and a
 // resumed run) draws the same crops and flips.
 import sharp from 'sharp';
-import type { TransformConfig } from '../config/load.js';
+import { type TransformConfig, type TransformInput, pipelineSchema } from '../config/schema.js';
+import { checkedParse } from '../config/validate.js';
 import { Rng } from '../core/rng.js';
 
 export interface TransformPlan {
@@ -23,58 +24,45 @@ type Step =
   | { kind: 'flip'; p: number }
   | { kind: 'normalize'; mean: number[]; std: number[] };
 
-function sizePair(v: unknown, where: string): [number, number] {
-  if (Number.isInteger(v) && (v as number) > 0) return [v as number, v as number];
-  if (Array.isArray(v) && v.length === 2 && v.every((x) => Number.isInteger(x) && x > 0)) return [v[0], v[1]]; // (h, w) as torchvision
-  throw new Error(`${where}: size must be a positive integer or [height, width], got ${JSON.stringify(v)}`);
+/** torchvision's size: one side for both, or (height, width). */
+const sizePair = (size: number | [number, number]): [number, number] => (Array.isArray(size) ? size : [size, size]);
+
+/** A pipeline step's transform name without torchvision's prefix. */
+const transformName = (t: TransformConfig) => t.type.replace(/^torchvision\//, '');
+
+function stepOf(t: TransformConfig): Step | undefined {
+  switch (t.type) {
+    case 'Resize':
+    case 'torchvision/Resize':
+      return { kind: 'resize', size: t.size };
+    case 'RandomCrop':
+    case 'torchvision/RandomCrop':
+    case 'CenterCrop':
+    case 'torchvision/CenterCrop':
+      return { kind: 'crop', size: sizePair(t.size), random: transformName(t) === 'RandomCrop' };
+    case 'RandomHorizontalFlip':
+    case 'torchvision/RandomHorizontalFlip':
+      return { kind: 'flip', p: t.p };
+    case 'Normalize':
+    case 'torchvision/Normalize':
+      return { kind: 'normalize', mean: t.mean, std: t.std };
+    default:
+      return undefined; // ToTensor and PackInputs: the output is always a normalised tensor
+  }
 }
 
 export class ImageTransform {
-  private readonly steps: Step[] = [];
+  private readonly steps: Step[];
 
-  /** `where` names the config for error messages. */
-  constructor(pipeline: TransformConfig[], where: string) {
-    pipeline.forEach((t, i) => {
-      const at = `${where}: train_dataloader.dataset.pipeline[${i}] (${t.type})`;
-      switch (t.type.replace(/^torchvision\//, '')) {
-        case 'Resize': {
-          if (t.interpolation !== undefined && t.interpolation !== 'bilinear')
-            throw new Error(`${at}: interpolation ${JSON.stringify(t.interpolation)} is not supported (bilinear is)`);
-          const size = Number.isInteger(t.size) ? (t.size as number) : sizePair(t.size, at);
-          if (typeof size === 'number' && size <= 0) throw new Error(`${at}: size must be positive`);
-          this.steps.push({ kind: 'resize', size });
-          break;
-        }
-        case 'RandomCrop':
-        case 'CenterCrop':
-          this.steps.push({ kind: 'crop', size: sizePair(t.size, at), random: t.type.endsWith('RandomCrop') });
-          break;
-        case 'RandomHorizontalFlip': {
-          const p = t.p ?? 0.5;
-          if (typeof p !== 'number' || p < 0 || p > 1)
-            throw new Error(`${at}: p must be in [0, 1], got ${JSON.stringify(p)}`);
-          this.steps.push({ kind: 'flip', p });
-          break;
-        }
-        case 'Normalize': {
-          const mean = t.mean as number[],
-            std = t.std as number[];
-          const ok = (a: unknown) =>
-            Array.isArray(a) && (a.length === 1 || a.length === 3) && a.every((x) => typeof x === 'number');
-          if (!ok(mean) || !ok(std) || std.some((s) => s <= 0))
-            throw new Error(`${at}: mean and std must be 1 or 3 numbers (std > 0)`);
-          this.steps.push({ kind: 'normalize', mean, std });
-          break;
-        }
-        case 'ToTensor':
-        case 'PackInputs':
-          break;
-        default:
-          throw new Error(
-            `${at}: unknown transform '${t.type}' (supported: torchvision/Resize, RandomCrop, CenterCrop, RandomHorizontalFlip, torchvision/ToTensor, torchvision/Normalize, PackInputs)`,
-          );
-      }
-    });
+  /** The config's pipeline (train_dataloader.dataset.pipeline), checked against its schema;
+   * `where` names the config for error messages. */
+  constructor(pipeline: readonly TransformInput[], where: string) {
+    const checked = checkedParse(pipelineSchema, pipeline, new Map([['', where]]), [
+      'train_dataloader',
+      'dataset',
+      'pipeline',
+    ]);
+    this.steps = checked.map(stepOf).filter((s): s is Step => s !== undefined);
     const canonical = ['resize', 'crop', 'flip', 'normalize'];
     const ranks = this.steps.map((s) => canonical.indexOf(s.kind));
     if (ranks.some((r, i) => i > 0 && r <= ranks[i - 1]!))

@@ -1,79 +1,105 @@
-// The models a config names: the prior (with fresh LoRA adapters), tokenizer and text encoder,
-// from the built-in tiny stack, a folder, or the local Hugging Face cache.
-import { TINY_MODEL_ID, tinyModel } from '../data/builtin.js';
-import { ConfigError, type LoraTrainConfig } from '../config/load.js';
+// The models a config names: the prior (with fresh LoRA adapters), the tokenizer and text
+// encoder, and the image encoder, from the built-in tiny stack, a folder, or the local Hugging
+// Face cache, on the config's device and in its precision.
 import { readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
+import { type LoadedConfig, required } from '../config/load.js';
 import { resolveRepo, resolveRepoFile } from '../io/hub.js';
+import { setAllowTf32 } from '../native/ops.js';
 import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from './image-encoder.js';
-import { type Precision, loadPrior } from './prior.js';
-import { TextEncoder } from './text-encoder.js';
-import { ClipTokenizer } from './tokenizer.js';
+import { type Precision, type Prior, loadPrior } from './prior.js';
+import { TextEncoder, textEncoderFolder } from './text-encoder.js';
+import { TINY_MODEL_ID, tinyModel } from './tiny.js';
+import { ClipTokenizer, tokenizerFolder } from './tokenizer.js';
+import { weightFiles } from './weights.js';
 
-export function required<T>(value: T | undefined, key: string, file: string): T {
-  if (value === undefined) throw new ConfigError(`${file}: '${key}' is required`);
-  return value;
+/** The precision of the frozen weights and GEMMs ('no' mixed precision: fp32). */
+export function precisionOf({ config }: LoadedConfig): Precision {
+  return config.mixed_precision === 'no' ? 'fp32' : config.mixed_precision;
 }
 
-/** The precision a config trains in: mixed_precision when given; else diffengine's
- * AmpOptimWrapper (float16 unless its dtype says otherwise) on CUDA only, as its autocast
- * targets the GPU; else fp32. */
-export function trainingPrecision(cfg: LoraTrainConfig, device: 'cpu' | 'cuda'): Precision {
-  const mixed = cfg.mixed_precision;
-  if (mixed !== undefined) return mixed === 'no' ? 'fp32' : mixed;
-  const wrapper = cfg.optim_wrapper;
-  if (device !== 'cuda' || wrapper?.type !== 'AmpOptimWrapper') return 'fp32';
-  return ({ float16: 'fp16', bfloat16: 'bf16', float32: 'fp32' } as const)[wrapper.dtype ?? 'float16'];
+/** A model id as a folder: the built-in stack, a local folder, or a Hub snapshot in the cache. */
+async function snapshotOf(id: string): Promise<string> {
+  return id === TINY_MODEL_ID ? tinyModel() : resolveRepo(id, 'model');
 }
 
-/** The prior (with fresh adapters from the config), tokenizer and text encoder of a config. */
-export async function loadModels(cfg: LoraTrainConfig, file: string, seed: number, device: 'cpu' | 'cuda' = 'cpu') {
-  const model = required(cfg.model, 'model', file);
-  const priorModel = required(model.prior_model, 'model.prior_model', file);
-  const priorSnapshot = priorModel === TINY_MODEL_ID ? tinyModel() : resolveRepo(priorModel, 'model');
-  const lora = model.prior_lora_config ?? {};
+export interface TextModels {
+  prior: Prior;
+  tokenizer: ClipTokenizer;
+  textEncoder: TextEncoder;
+  /** The files the text encoder's outputs depend on (config, weights, tokenizer). */
+  textFiles: string[];
+}
+
+/** The prior with fresh adapters from the config (lora_A from the seed), and the text side. */
+export async function loadTextModels(loaded: LoadedConfig): Promise<TextModels> {
+  const { config, file } = loaded;
+  const { device, seed } = config;
+  const priorSnapshot = await snapshotOf(required(config.model.prior_model, 'model.prior_model', file));
+  const lora = config.model.prior_lora_config;
   const prior = await loadPrior(priorSnapshot, {
     device,
-    precision: trainingPrecision(cfg, device),
-    lora: {
-      rank: lora.r ?? 8,
-      alpha: lora.lora_alpha ?? lora.r ?? 8,
-      targets: lora.target_modules,
-      dropout: lora.lora_dropout ?? 0,
-      seed,
-    },
+    precision: precisionOf(loaded),
+    lora: { rank: lora.r, alpha: lora.lora_alpha, targets: lora.target_modules, dropout: lora.lora_dropout, seed },
   });
-  const textSnapshot = model.text_encoder_model ? resolveRepo(model.text_encoder_model, 'model') : priorSnapshot;
+  const textSnapshot = await snapshotOf(config.model.text_encoder_model ?? priorSnapshot);
   const tokenizer = ClipTokenizer.load(textSnapshot);
   const textEncoder = TextEncoder.load(textSnapshot, { device });
   if (textEncoder.config.hidden !== prior.config.c_cond)
     throw new Error(
       `the text encoder's hidden size ${textEncoder.config.hidden} differs from the prior's c_cond ${prior.config.c_cond}`,
     );
-  return { prior, tokenizer, textEncoder, textSnapshot };
+  const textFolder = textEncoderFolder(textSnapshot);
+  const textFiles = [
+    join(textFolder, 'config.json'),
+    ...weightFiles(textFolder, 'model'),
+    join(tokenizerFolder(textSnapshot), 'tokenizer.json'),
+  ];
+  return { prior, tokenizer, textEncoder, textFiles };
 }
 
 /** The EfficientNet encoder a config names: the built-in tiny one, a file (.safetensors, or a
  * .pt read safely under `key`), or a file of a Hub repository in the local cache. */
-export function loadImageEncoder(
-  cfg: LoraTrainConfig,
-  file: string,
-  device: 'cpu' | 'cuda' = 'cpu',
-): { imageEncoder: ImageEncoder; imageFile: string } {
-  const ie = required(cfg.model?.image_encoder, 'model.image_encoder', file);
-  const builtin = ie.path === TINY_MODEL_ID;
-  const imageFile = builtin
-    ? join(tinyModel(), 'image_encoder', 'effnet.safetensors')
+export async function loadImageEncoder(
+  loaded: LoadedConfig,
+): Promise<{ imageEncoder: ImageEncoder; weightFile: string }> {
+  const { config, file } = loaded;
+  const ie = config.model.image_encoder;
+  const builtin = ie.path === TINY_MODEL_ID ? join(await tinyModel(), 'image_encoder') : undefined;
+  const weightFile = builtin
+    ? join(builtin, 'effnet.safetensors')
     : (ie.path ??
       resolveRepoFile(
         required(ie.repo, 'model.image_encoder.repo', file),
         required(ie.file, 'model.image_encoder.file', file),
       ));
-  const configFile = builtin ? join(tinyModel(), 'image_encoder', 'config.json') : ie.config;
-  const config = configFile ? (JSON.parse(readFileSync(configFile, 'utf8')) as ImageEncoderConfig) : EFFICIENTNET_V2_S;
+  const configFile = builtin ? join(builtin, 'config.json') : ie.config;
+  const encoderConfig = configFile
+    ? (JSON.parse(readFileSync(configFile, 'utf8')) as ImageEncoderConfig)
+    : EFFICIENTNET_V2_S;
+  const options = { device: config.device };
   const imageEncoder =
-    extname(imageFile) === '.pt'
-      ? ImageEncoder.loadCheckpoint(imageFile, ie.key ?? 'effnet_state_dict', config, { device })
-      : ImageEncoder.load(imageFile, config, { device });
-  return { imageEncoder, imageFile };
+    extname(weightFile) === '.pt'
+      ? ImageEncoder.loadCheckpoint(weightFile, ie.key, encoderConfig, options)
+      : ImageEncoder.load(weightFile, encoderConfig, options);
+  return { imageEncoder, weightFile };
+}
+
+/** Every model training needs, on the config's device, checked against each other. */
+export async function loadTrainingModels(loaded: LoadedConfig, log: (line: string) => void) {
+  const models = await loadTextModels(loaded);
+  const { prior } = models;
+  const { device, allow_tf32: allowTf32 } = loaded.config;
+  setAllowTf32(allowTf32, { device });
+  if (prior.precision !== 'fp32') {
+    const scaling = prior.precision === 'fp16' ? ', dynamic loss scaling' : '';
+    log(
+      `lora-train: mixed precision ${prior.precision} (frozen weights and GEMM operands; LoRA weights, gradients and AdamW state fp32${scaling})`,
+    );
+  }
+  const { imageEncoder, weightFile } = await loadImageEncoder(loaded);
+  const latents = imageEncoder.config.latent_channels;
+  if (latents !== prior.config.c_in)
+    throw new Error(`the image encoder's ${latents} latent channels differ from the prior's c_in ${prior.config.c_in}`);
+  return { ...models, imageEncoder, imageFiles: [weightFile] };
 }

@@ -2,7 +2,9 @@
 // + a 1x1 conv and batch norm mapper) in native code. Batch norms are folded into their
 // convolutions here, at load time; the native model runs convolutions with biases only.
 import { existsSync } from 'node:fs';
-import { native } from '../native/addon.js';
+import { type Device, checkDevice } from '../core/device.js';
+import type { NativeImageEncoder } from '../native/addon.js';
+import { native } from '../native/loader.js';
 import { Rng } from '../core/rng.js';
 import { SafetensorsReader } from '../io/safetensors.js';
 import { TorchCheckpoint } from '../io/torch-checkpoint.js';
@@ -164,12 +166,6 @@ export function checkpointSource(path: string, key?: string): TensorSource & { c
   }
 }
 
-interface NativeImageEncoder {
-  parameters(): { name: string; shape: number[] }[];
-  setParameter(name: string, data: Float32Array): void;
-  encode(out: Float32Array, images: Float32Array, B: number, H: number, W: number): Promise<void>;
-}
-
 export class ImageEncoder {
   private constructor(
     readonly config: ImageEncoderConfig,
@@ -181,10 +177,9 @@ export class ImageEncoder {
   static fromTensors(
     source: TensorSource,
     config: ImageEncoderConfig = EFFICIENTNET_V2_S,
-    options: { device?: 'cpu' | 'cuda' } = {},
+    options: { device?: Device } = {},
   ): ImageEncoder {
-    const device = options.device ?? 'cpu';
-    if (device !== 'cpu' && device !== 'cuda') invalid('loadImageEncoder', "'cpu' or 'cuda'", 'device', device);
+    const device = checkDevice('loadImageEncoder', options.device);
     const expected = expectedKeys(config);
     const problems: string[] = [];
     const present = new Set(source.names());
@@ -203,10 +198,7 @@ export class ImageEncoder {
         `${source.path}: the weights do not fit the EfficientNet encoder config:\n  - ${problems.join('\n  - ')}`,
       );
 
-    const Ctor = (
-      native() as unknown as { ImageEncoder: new (device: string, config: ImageEncoderConfig) => NativeImageEncoder }
-    ).ImageEncoder;
-    const model = new Ctor(device, config);
+    const model = new (native().ImageEncoder)(device, config);
     for (const c of convSpecs(config)) {
       const w = source.read(`${c.conv}.weight`).data; // (out, in/groups, k, k)
       const bias = new Float32Array(c.out);
@@ -263,7 +255,7 @@ export class ImageEncoder {
   static load(
     path: string,
     config: ImageEncoderConfig = EFFICIENTNET_V2_S,
-    options: { device?: 'cpu' | 'cuda' } = {},
+    options: { device?: Device } = {},
   ): ImageEncoder {
     if (!existsSync(path)) throw new Error(`${path}: no image encoder weights here`);
     const source = safetensorsSource(path);
@@ -280,7 +272,7 @@ export class ImageEncoder {
     path: string,
     key = 'effnet_state_dict',
     config: ImageEncoderConfig = EFFICIENTNET_V2_S,
-    options: { device?: 'cpu' | 'cuda' } = {},
+    options: { device?: Device } = {},
   ): ImageEncoder {
     const source = checkpointSource(path, key);
     try {

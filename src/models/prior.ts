@@ -2,7 +2,10 @@
 // natively, reads and writes LoRA files in diffusers' and peft's formats.
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { native } from '../native/addon.js';
+import { CONFIG_DEFAULTS } from '../config/schema.js';
+import { type Device, checkDevice } from '../core/device.js';
+import type { NativePrior } from '../native/addon.js';
+import { native } from '../native/loader.js';
 import { Rng } from '../core/rng.js';
 import { type SafetensorsFile, getTensor, readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { ShapeCheck, type Tensor, invalid } from '../core/tensor.js';
@@ -38,7 +41,7 @@ export type Precision = 'fp32' | 'bf16' | 'fp16';
 const WEIGHT_TYPE = { fp32: 'f32', bf16: 'bf16', fp16: 'f16' } as const;
 
 export interface LoadPriorOptions {
-  device?: 'cpu' | 'cuda';
+  device?: Device;
   lora?: LoraOptions;
   precision?: Precision;
 }
@@ -73,74 +76,19 @@ export interface AdamWOptions {
   lossScale?: number;
 }
 
-export const DEFAULT_LORA_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0'];
 const DIFFUSERS_PREFIX = 'prior.';
 const PEFT_PREFIX = 'base_model.model.';
 export const DIFFUSERS_LORA_FILE = 'pytorch_lora_weights.safetensors';
-
-interface NativePrior {
-  parameters(): { name: string; shape: number[] }[];
-  setParameter(name: string, data: Float32Array): void;
-  enableLora(lora: { rank: number; alpha: number; targets: string[]; dropout: number }): void;
-  loraParameters(): { name: string; shape: number[] }[];
-  setLora(name: string, data: Float32Array): void;
-  getLora(name: string, data: Float32Array): void;
-  getLoraGrad(name: string, data: Float32Array): void;
-  getOptimizerState(name: string, data: Float32Array): void;
-  setOptimizerState(name: string, data: Float32Array): void;
-  forward(
-    out: Float32Array,
-    x: Float32Array,
-    r: Float32Array,
-    clip: Float32Array,
-    B: number,
-    H: number,
-    W: number,
-    T: number,
-    train: boolean,
-    seed: number,
-  ): Promise<void>;
-  lossAndGrad(
-    x: Float32Array,
-    r: Float32Array,
-    clip: Float32Array,
-    target: Float32Array,
-    B: number,
-    H: number,
-    W: number,
-    T: number,
-    seed: number,
-    accumulate: boolean,
-    train: boolean,
-    lossScale: number,
-  ): Promise<number>;
-  optimizerStep(
-    lr: number,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    weightDecay: number,
-    maxNorm: number,
-    step: number,
-    invLossScale: number,
-  ): Promise<number>;
-  activationBytes(): number;
-  parameterBytes(): number;
-}
-
-type NativePriorCtor = new (device: string, config: PriorConfig & { weight_type: string }) => NativePrior;
 
 function createNative(
   op: string,
   config: PriorConfig,
   options: LoadPriorOptions,
-): { device: 'cpu' | 'cuda'; precision: Precision; model: NativePrior } {
-  const device = options.device ?? 'cpu';
-  if (device !== 'cpu' && device !== 'cuda') invalid(op, "'cpu' or 'cuda'", 'device', device);
+): { device: Device; precision: Precision; model: NativePrior } {
+  const device = checkDevice(op, options.device);
   const precision = options.precision ?? 'fp32';
   if (!(precision in WEIGHT_TYPE)) invalid(op, "'fp32', 'bf16' or 'fp16'", 'precision', precision);
-  const Ctor = (native() as unknown as { Prior: NativePriorCtor }).Prior;
-  return { device, precision, model: new Ctor(device, { ...config, weight_type: WEIGHT_TYPE[precision] }) };
+  return { device, precision, model: new (native().Prior)(device, { ...config, weight_type: WEIGHT_TYPE[precision] }) };
 }
 
 /** The folder holding config.json: the given one, or its prior/ subfolder (a whole snapshot). */
@@ -217,7 +165,7 @@ export class Prior {
 
   private constructor(
     readonly config: PriorConfig,
-    readonly device: 'cpu' | 'cuda',
+    readonly device: Device,
     readonly precision: Precision,
     private readonly model: NativePrior,
   ) {}
@@ -252,10 +200,11 @@ export class Prior {
   /** Adds fresh adapters: lora_A kaiming-uniform from the seed, lora_B zero (peft's init). */
   addLora(options: LoraOptions = {}): void {
     const s = new ShapeCheck('addLora');
-    const rank = s.positiveInteger('lora.rank', options.rank ?? 8);
+    const defaults = CONFIG_DEFAULTS.model.prior_lora_config;
+    const rank = s.positiveInteger('lora.rank', options.rank ?? defaults.r);
     const alpha = s.finite('lora.alpha', options.alpha ?? rank);
-    const dropout = s.finite('lora.dropout', options.dropout ?? 0);
-    const targets = options.targets ?? DEFAULT_LORA_TARGETS;
+    const dropout = s.finite('lora.dropout', options.dropout ?? defaults.lora_dropout);
+    const targets = options.targets ?? defaults.target_modules;
     if (!Array.isArray(targets) || targets.length === 0 || !targets.every((t) => typeof t === 'string'))
       invalid('addLora', 'a non-empty array of module names', 'lora.targets', targets);
     this.enable({ rank, alpha, targets: [...targets], dropout });
@@ -353,12 +302,13 @@ export class Prior {
     this.requireLora('optimizerStep');
     const s = new ShapeCheck('optimizerStep');
     s.positiveInteger('step', step);
+    const defaults = CONFIG_DEFAULTS.optim_wrapper.optimizer;
     return this.model.optimizerStep(
       s.finite('lr', options.lr),
-      s.finite('beta1', options.beta1 ?? 0.9),
-      s.finite('beta2', options.beta2 ?? 0.999),
-      s.finite('eps', options.eps ?? 1e-8),
-      s.finite('weightDecay', options.weightDecay ?? 1e-2),
+      s.finite('beta1', options.beta1 ?? defaults.betas[0]),
+      s.finite('beta2', options.beta2 ?? defaults.betas[1]),
+      s.finite('eps', options.eps ?? defaults.eps),
+      s.finite('weightDecay', options.weightDecay ?? defaults.weight_decay),
       s.finite('maxNorm', options.maxNorm ?? 0),
       step,
       1 / s.finite('lossScale', options.lossScale ?? 1),
@@ -375,6 +325,20 @@ export class Prior {
       out[p.name] = { data, shape: p.shape };
     }
     return out;
+  }
+
+  /** Runs fn with the adapters contributing nothing (lora_B zero), then restores them. */
+  async withoutAdapters<T>(fn: () => Promise<T>): Promise<T> {
+    const trained = this.loraWeights();
+    const zeroB = Object.entries(trained).filter(([name]) => name.endsWith('.lora_B.weight'));
+    this.setLoraWeights(
+      Object.fromEntries(zeroB.map(([name, t]) => [name, { data: new Float32Array(t.data.length), shape: t.shape }])),
+    );
+    try {
+      return await fn();
+    } finally {
+      this.setLoraWeights(trained);
+    }
   }
 
   /** Sets adapter weights by module parameter name (as loraWeights returns them). */

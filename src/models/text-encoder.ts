@@ -2,7 +2,9 @@
 // for the prior, last_hidden_state after the final LayerNorm.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { native } from '../native/addon.js';
+import { type Device, checkDevice } from '../core/device.js';
+import type { NativeTextEncoder } from '../native/addon.js';
+import { native } from '../native/loader.js';
 import { Rng } from '../core/rng.js';
 import type { Tensor } from '../core/tensor.js';
 import { invalid } from '../core/tensor.js';
@@ -18,12 +20,6 @@ export interface TextEncoderConfig {
   max_positions: number;
   eps: number;
   quick_gelu: boolean;
-}
-
-interface NativeTextEncoder {
-  parameters(): { name: string; shape: number[] }[];
-  setParameter(name: string, data: Float32Array): void;
-  encode(out: Float32Array, ids: Int32Array, mask: Uint8Array, B: number, T: number): Promise<void>;
 }
 
 /** text_encoder/config.json as transformers' CLIPTextConfig reads it (its defaults included). */
@@ -73,17 +69,13 @@ export class TextEncoder {
 
   /** Loads text_encoder/ (config.json + model.safetensors, F32/F16/BF16, or sharded) from a
    * folder or a snapshot holding it. */
-  static load(dir: string, options: { device?: 'cpu' | 'cuda' } = {}): TextEncoder {
-    const device = options.device ?? 'cpu';
-    if (device !== 'cpu' && device !== 'cuda') invalid('loadTextEncoder', "'cpu' or 'cuda'", 'device', device);
+  static load(dir: string, options: { device?: Device } = {}): TextEncoder {
+    const device = checkDevice('loadTextEncoder', options.device);
     const folder = textEncoderFolder(dir);
     if (!existsSync(join(folder, 'config.json')))
       throw new Error(`${dir}: no text encoder here (looked for text_encoder/config.json and config.json)`);
     const config = readTextEncoderConfig(join(folder, 'config.json'));
-    const Ctor = (
-      native() as unknown as { TextEncoder: new (device: string, config: TextEncoderConfig) => NativeTextEncoder }
-    ).TextEncoder;
-    const model = new Ctor(device, config);
+    const model = new (native().TextEncoder)(device, config);
     // position_ids is a buffer some checkpoints carry; it holds nothing to load.
     loadCheckedWeights(
       folder,
@@ -96,10 +88,7 @@ export class TextEncoder {
 
   /** Random weights (CLIP's init: normal 0.02, LayerNorm 1 and 0) from a seed, for benchmarks. */
   static random(config: TextEncoderConfig, seed = 0): TextEncoder {
-    const Ctor = (
-      native() as unknown as { TextEncoder: new (device: string, config: TextEncoderConfig) => NativeTextEncoder }
-    ).TextEncoder;
-    const model = new Ctor('cpu', config);
+    const model = new (native().TextEncoder)('cpu', config);
     const rng = new Rng(seed);
     for (const p of model.parameters()) {
       const n = p.shape.reduce((a, b) => a * b, 1);

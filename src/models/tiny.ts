@@ -1,14 +1,29 @@
 // A tiny Würstchen stack in exactly the diffusers layout of the real one (prior/, text_encoder/,
 // tokenizer/) plus an EfficientNet encoder file, with PyTorch's default initialisation drawn
-// from a seed: it runs every code path the real model runs, in seconds.
+// from a seed: it runs every code path the real model runs, in seconds. The demo's model is one,
+// made once under $LORA_TRAIN_HOME/models.
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { packageRoot } from '../core/package-root.js';
+import { loraTrainHome } from '../core/paths.js';
+import { buildFolderOnce } from '../io/atomic.js';
 import { type ImageEncoderConfig, expectedKeys } from './image-encoder.js';
-import { native } from '../native/addon.js';
+import { native } from '../native/loader.js';
 import { type PriorConfig, priorDefaultInit } from './prior.js';
 import { Rng } from '../core/rng.js';
 import { type WritableTensor, writeSafetensors } from '../io/safetensors.js';
 import type { TextEncoderConfig } from './text-encoder.js';
+
+export const TINY_MODEL_ID = 'builtin:tiny-wuerstchen';
+const TINY_MODEL_VERSION = 'v1-seed0';
+
+/** The demo's stack (prior/, text_encoder/, tokenizer/, image_encoder/), made on first use. */
+export function tinyModel(): Promise<string> {
+  const target = join(loraTrainHome(), 'models', `tiny-wuerstchen-${TINY_MODEL_VERSION}`);
+  return buildFolderOnce(target, (tmp) =>
+    createTinyStack(tmp, { seed: 0, tokenizer: join(packageRoot, 'assets', 'clip-tokenizer') }),
+  );
+}
 
 export interface TinyStackOptions {
   seed?: number;
@@ -76,11 +91,8 @@ export function createTinyStack(
     writeSafetensors(join(folder, file), tensors, { format: 'pt' });
   };
 
-  const nativeAddon = native() as unknown as {
-    Prior: new (device: string, c: PriorConfig) => { parameters(): { name: string; shape: number[] }[] };
-    TextEncoder: new (device: string, c: TextEncoderConfig) => { parameters(): { name: string; shape: number[] }[] };
-  };
-  const priorShapes = new nativeAddon.Prior('cpu', prior).parameters();
+  const addon = native();
+  const priorShapes = new addon.Prior('cpu', { ...prior, weight_type: 'f32' }).parameters();
   const priorValues = new Map(priorDefaultInit(priorShapes, rng));
   write(
     join(dir, 'prior'),
@@ -90,7 +102,7 @@ export function createTinyStack(
     (name) => priorValues.get(name)!,
   );
 
-  const textShapes = new nativeAddon.TextEncoder('cpu', text).parameters();
+  const textShapes = new addon.TextEncoder('cpu', text).parameters();
   const textConfig = {
     architectures: ['CLIPTextModel'],
     model_type: 'clip_text_model',

@@ -1,10 +1,10 @@
-// Finds and loads the native addon: an explicit LORA_TRAIN_NATIVE path, then a prebuilt binary
-// for this platform, then the local build. When none loads, the error lists every path tried,
-// why each failed, and the command that fixes it.
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { packageRoot } from '../core/package-root.js';
+// The native addon's raw interface (native/addon.cpp and the model bindings), typed once: the
+// ops take host arrays and sizes, the model classes own their weights and activations on the
+// device. src/native/ops.ts and src/models/ wrap it with checked, documented APIs.
+import type { Device } from '../core/device.js';
+import type { ImageEncoderConfig } from '../models/image-encoder.js';
+import type { PriorConfig } from '../models/prior.js';
+import type { TextEncoderConfig } from '../models/text-encoder.js';
 
 export interface NativeInfo {
   version: string;
@@ -26,7 +26,7 @@ export interface NativeInfo {
 
 type Buf = Float32Array | null;
 
-/** The raw binding (see native/addon.cpp); src/native/ops.ts is the checked, documented API. */
+/** The raw binding: ops, backend information and the model classes. */
 export interface NativeAddon {
   info(): NativeInfo;
   setCpuKernels(name: string): void;
@@ -279,113 +279,83 @@ export interface NativeAddon {
     gradScale: number,
   ): Promise<void>;
   clipGradNorm(device: string, grads: Float32Array[], maxNorm: number): Promise<number>;
+  Prior: new (device: Device, config: PriorConfig & { weight_type: WeightType }) => NativePrior;
+  TextEncoder: new (device: Device, config: TextEncoderConfig) => NativeTextEncoder;
+  ImageEncoder: new (device: Device, config: ImageEncoderConfig) => NativeImageEncoder;
 }
 
-export interface LoadAttempt {
-  path: string;
-  error: string;
+/** A parameter or LoRA tensor: its state-dict name and shape. */
+export interface NamedShape {
+  name: string;
+  shape: number[];
 }
 
-export function libcTag(): 'glibc' | 'musl' {
-  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
-  return report?.header?.glibcVersionRuntime ? 'glibc' : 'musl';
+/** What every native model has: named, shaped parameters filled from fp32 host arrays. */
+export interface NativeModel {
+  parameters(): NamedShape[];
+  setParameter(name: string, data: Float32Array): void;
 }
 
-/** Whether an NVIDIA driver is installed: LORA_TRAIN_CUDA=0/1 decides when set; else the
- * kernel module's /proc entry or libcuda.so.1 in the loader's usual folders. */
-export function nvidiaDriverPresent(): boolean {
-  const forced = process.env.LORA_TRAIN_CUDA;
-  if (forced === '0' || forced === '1') return forced === '1';
-  if (existsSync('/proc/driver/nvidia/version')) return true;
-  const dirs = [
-    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
-    '/usr/lib/x86_64-linux-gnu',
-    '/usr/lib/aarch64-linux-gnu',
-    '/usr/lib64',
-    '/usr/lib',
-    '/usr/local/nvidia/lib64',
-    '/usr/lib/wsl/lib',
-  ];
-  return dirs.some((d) => existsSync(join(d, 'libcuda.so.1')));
+/** Storage of the prior's frozen Linear weights. */
+export type WeightType = 'f32' | 'bf16' | 'f16';
+
+export interface NativePrior extends NativeModel {
+  enableLora(lora: { rank: number; alpha: number; targets: string[]; dropout: number }): void;
+  loraParameters(): NamedShape[];
+  setLora(name: string, data: Float32Array): void;
+  getLora(name: string, data: Float32Array): void;
+  getLoraGrad(name: string, data: Float32Array): void;
+  getOptimizerState(name: string, data: Float32Array): void;
+  setOptimizerState(name: string, data: Float32Array): void;
+  /** out (B, c_in, H, W) from x (B, c_in, H, W), r (B), clip (B, T, c_cond). */
+  forward(
+    out: Float32Array,
+    x: Float32Array,
+    r: Float32Array,
+    clip: Float32Array,
+    B: number,
+    H: number,
+    W: number,
+    T: number,
+    train: boolean,
+    seed: number,
+  ): Promise<void>;
+  /** The MSE loss against target; the LoRA gradients stay native. */
+  lossAndGrad(
+    x: Float32Array,
+    r: Float32Array,
+    clip: Float32Array,
+    target: Float32Array,
+    B: number,
+    H: number,
+    W: number,
+    T: number,
+    seed: number,
+    accumulate: boolean,
+    train: boolean,
+    lossScale: number,
+  ): Promise<number>;
+  /** Clipping and AdamW over every LoRA tensor; the gradient norm before clipping. */
+  optimizerStep(
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    maxNorm: number,
+    step: number,
+    invLossScale: number,
+  ): Promise<number>;
+  activationBytes(): number;
+  parameterBytes(): number;
 }
 
-/** Candidate binaries in load order: $LORA_TRAIN_NATIVE, the prebuilt binaries for this
- * platform (the CUDA one first where an NVIDIA driver is, left out elsewhere), then the local
- * build, except that a local build newer than every prebuilt binary goes first, so a
- * developer's fresh build is never shadowed by a stale prebuild. */
-export function candidatePaths(root = packageRoot, driver = nvidiaDriverPresent()): string[] {
-  const paths: string[] = [];
-  if (process.env.LORA_TRAIN_NATIVE) paths.push(process.env.LORA_TRAIN_NATIVE);
-  const prebuiltDir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
-  const prebuilt: string[] = [];
-  if (existsSync(prebuiltDir)) {
-    const libc = process.platform === 'linux' ? libcTag() : undefined;
-    const names = readdirSync(prebuiltDir)
-      .filter((f) => f.endsWith('.node'))
-      .filter((f) => !libc || !/\.(glibc|musl)\./.test(f) || f.includes(`.${libc}.`))
-      .filter((f) => driver || !f.includes('.cuda.'));
-    // The CUDA build first (only listed with a driver), then N-API builds (any Node version)
-    // before ABI-specific ones.
-    const rank = (f: string) => Number(f.includes('.cuda.')) * 2 + Number(f.includes('.napi'));
-    names.sort((a, b) => rank(b) - rank(a));
-    for (const name of names) prebuilt.push(join(prebuiltDir, name));
-  }
-  const local = join(root, 'build', 'Release', 'lora_train.node');
-  const mtime = (p: string) => (existsSync(p) ? statSync(p).mtimeMs : -1);
-  const localIsNewest = existsSync(local) && prebuilt.every((p) => mtime(p) < mtime(local));
-  if (localIsNewest) paths.push(local);
-  if (prebuilt.length) paths.push(...prebuilt);
-  else paths.push(join(prebuiltDir, '<no prebuilt binary for this platform>'));
-  if (!localIsNewest) paths.push(local);
-  return paths;
+export interface NativeTextEncoder extends NativeModel {
+  /** out (B, T, hidden) from ids and mask (B, T). */
+  encode(out: Float32Array, ids: Int32Array, mask: Uint8Array, B: number, T: number): Promise<void>;
 }
 
-export class NativeLoadError extends Error {
-  constructor(readonly attempts: LoadAttempt[]) {
-    super(
-      'lora-train: could not load its native addon. Tried:\n' +
-        attempts.map((a) => `  - ${a.path}: ${a.error}`).join('\n') +
-        '\nTo fix it, build the addon for this machine: run `npm run build:native` in ' +
-        `${packageRoot} (needs cmake >= 3.18 and a C++17 compiler), or \`npm rebuild lora-train\` ` +
-        "where lora-train is a dependency (npm 11 runs a dependency's install script only once approved: " +
-        '`npm install-scripts approve lora-train`). `npm run build:gyp` builds the CPU addon with node-gyp instead.',
-    );
-    this.name = 'NativeLoadError';
-  }
-}
-
-export function loadNativeFrom(paths: string[]): NativeAddon {
-  const require = createRequire(import.meta.url);
-  const attempts: LoadAttempt[] = [];
-  for (const path of paths) {
-    if (!existsSync(path)) {
-      attempts.push({ path, error: 'not found' });
-      continue;
-    }
-    try {
-      return require(path) as NativeAddon;
-    } catch (e) {
-      attempts.push({ path, error: (e as Error).message.split('\n')[0] ?? String(e) });
-    }
-  }
-  throw new NativeLoadError(attempts);
-}
-
-let cached: NativeAddon | undefined;
-
-/** The addon, loaded once. A LORA_TRAIN_CPU_KERNEL that this CPU cannot run is an error
- * here rather than a silent fallback. */
-export function native(): NativeAddon {
-  if (cached) return cached;
-  const addon = loadNativeFrom(candidatePaths());
-  const forced = process.env.LORA_TRAIN_CPU_KERNEL;
-  if (forced) {
-    const { kernels, availableKernels } = addon.info().cpu;
-    if (kernels !== forced)
-      throw new Error(
-        `LORA_TRAIN_CPU_KERNEL=${forced} is not available on this CPU (available: ${availableKernels.join(', ')}); unset it or pick one of those`,
-      );
-  }
-  cached = addon;
-  return addon;
+export interface NativeImageEncoder extends NativeModel {
+  /** out (B, latent, H/32, W/32) from images (B, 3, H, W). */
+  encode(out: Float32Array, images: Float32Array, B: number, H: number, W: number): Promise<void>;
 }

@@ -2,18 +2,22 @@
 // here (sharp-style messages), outputs are freshly allocated, and native errors are re-thrown
 // with the caller's stack. Training code composes ops natively (src/ models, later); this API
 // is for tests, benchmarks and tools.
-import { native } from './addon.js';
-import { type DType, type LowpDType, type LowpTensor, ShapeCheck, type Tensor, invalid, numel } from '../core/tensor.js';
+import { native } from './loader.js';
+import {
+  type DType,
+  type LowpDType,
+  type LowpTensor,
+  ShapeCheck,
+  type Tensor,
+  invalid,
+  numel,
+} from '../core/tensor.js';
 
-export type Device = 'cpu' | 'cuda';
+import { type Device, checkDevice } from '../core/device.js';
+
+export type { Device };
 export interface DeviceOption {
   device?: Device;
-}
-
-function device(op: string, opts?: DeviceOption): Device {
-  const d = opts?.device ?? 'cpu';
-  if (d !== 'cpu' && d !== 'cuda') invalid(op, "'cpu' or 'cuda'", 'device', d);
-  return d;
 }
 
 /** Runs a native call; a failure is re-thrown with the stack of the code that called the op. */
@@ -61,7 +65,7 @@ export async function matmul(
   opts: MatmulOptions = {},
 ): Promise<Tensor> {
   const s = new ShapeCheck('matmul');
-  const dev = device('matmul', opts);
+  const dev = checkDevice('matmul', opts.device);
   const transA = opts.transA ?? false,
     transB = opts.transB ?? false;
   s.typedTensor('a', a, transA ? ['K', 'M'] : ['M', 'K']);
@@ -82,7 +86,7 @@ export async function matmul(
 /** x rounded to bf16 or fp16 (nearest, ties to even), as raw bits. */
 export async function toLowp(x: Tensor, dtype: LowpDType, opts: DeviceOption = {}): Promise<LowpTensor> {
   const s = new ShapeCheck('toLowp');
-  const dev = device('toLowp', opts);
+  const dev = checkDevice('toLowp', opts.device);
   s.tensor('x', x, ['...n']);
   if (dtype !== 'bf16' && dtype !== 'f16') invalid('toLowp', "'bf16' or 'f16'", 'dtype', dtype);
   const y: LowpTensor = { data: new Uint16Array(x.data.length), shape: [...x.shape], dtype };
@@ -93,7 +97,7 @@ export async function toLowp(x: Tensor, dtype: LowpDType, opts: DeviceOption = {
 /** A bf16/fp16 tensor widened to fp32 (exact). */
 export async function fromLowp(x: LowpTensor, opts: DeviceOption = {}): Promise<Tensor> {
   const s = new ShapeCheck('fromLowp');
-  const dev = device('fromLowp', opts);
+  const dev = checkDevice('fromLowp', opts.device);
   s.typedTensor('x', x, ['...n']);
   const y = out([...x.shape]);
   await callNative(() => native().convert(dev, y.data, 'f32', x.data, dtypeOf(x), x.data.length));
@@ -102,7 +106,7 @@ export async function fromLowp(x: LowpTensor, opts: DeviceOption = {}): Promise<
 
 /** Whether the device's fp32 GEMMs may round inputs to TF32 (CUDA; the CPU ignores it). */
 export function setAllowTf32(allow: boolean, opts: DeviceOption = {}): void {
-  const dev = device('setAllowTf32', opts);
+  const dev = checkDevice('setAllowTf32', opts.device);
   if (typeof allow !== 'boolean') invalid('setAllowTf32', 'a boolean', 'allow', allow);
   native().setAllowTf32(dev, allow);
 }
@@ -125,7 +129,7 @@ export async function linear(
   opts: DeviceOption = {},
 ): Promise<Tensor> {
   const s = new ShapeCheck('linear');
-  const dev = device('linear', opts);
+  const dev = checkDevice('linear', opts.device);
   s.tensor('x', x, ['...rows', 'in']);
   s.tensor('weight', weight, ['out', 'in']);
   const b = s.optionalTensor('bias', bias, ['out']);
@@ -149,7 +153,7 @@ export async function linearBackward(
   want: GradRequest = {},
 ): Promise<LinearGrads> {
   const s = new ShapeCheck('linearBackward');
-  const dev = device('linearBackward', want);
+  const dev = checkDevice('linearBackward', want.device);
   s.tensor('x', x, ['...rows', 'in']);
   s.tensor('weight', weight, ['out', 'in']);
   s.tensor('dy', dy, ['...rows', 'out']);
@@ -195,7 +199,7 @@ export async function loraLinear(
   opts: DeviceOption = {},
 ): Promise<{ y: Tensor; xa: Tensor }> {
   const s = new ShapeCheck('loraLinear');
-  const dev = device('loraLinear', opts);
+  const dev = checkDevice('loraLinear', opts.device);
   s.tensor('x', x, ['...rows', 'in']);
   s.tensor('weight', weight, ['out', 'in']);
   const b = s.optionalTensor('bias', bias, ['out']);
@@ -239,7 +243,7 @@ export async function loraLinearBackward(
   want: GradRequest = {},
 ): Promise<LoraGrads> {
   const s = new ShapeCheck('loraLinearBackward');
-  const dev = device('loraLinearBackward', want);
+  const dev = checkDevice('loraLinearBackward', want.device);
   s.tensor('x', x, ['...rows', 'in']);
   s.tensor('weight', weight, ['out', 'in']);
   s.tensor('lora.down', lora.down, ['r', 'in']);
@@ -315,7 +319,7 @@ export async function attention(
   opts: AttentionOptions = {},
 ): Promise<{ out: Tensor; lse: Tensor }> {
   const s = new ShapeCheck('attention');
-  const dev = device('attention', opts);
+  const dev = checkDevice('attention', opts.device);
   const { B, N, M, H, d } = attentionDims(s, q, k, v, heads);
   const scale = s.finite('scale', opts.scale ?? 1 / Math.sqrt(d));
   const o = out([B, N, H * d]),
@@ -351,7 +355,7 @@ export async function attentionBackward(
   opts: AttentionOptions = {},
 ): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor }> {
   const s = new ShapeCheck('attentionBackward');
-  const dev = device('attentionBackward', opts);
+  const dev = checkDevice('attentionBackward', opts.device);
   const { B, N, M, H, d } = attentionDims(s, q, k, v, heads);
   s.tensor('out', o, ['B', 'N', 'C']);
   s.tensor('dout', dout, ['B', 'N', 'C']);
@@ -393,7 +397,7 @@ export async function layerNorm(
   opts: DeviceOption = {},
 ): Promise<{ y: Tensor; mean: Tensor; rstd: Tensor }> {
   const s = new ShapeCheck('layerNorm');
-  const dev = device('layerNorm', opts);
+  const dev = checkDevice('layerNorm', opts.device);
   s.tensor('x', x, ['...rows', 'C']);
   s.finite('eps', eps);
   const rows = s.dim('rows'),
@@ -413,7 +417,7 @@ export async function layerNormBackward(
   opts: DeviceOption = {},
 ): Promise<Tensor> {
   const s = new ShapeCheck('layerNormBackward');
-  const dev = device('layerNormBackward', opts);
+  const dev = checkDevice('layerNormBackward', opts.device);
   s.tensor('x', x, ['...rows', 'C']);
   s.tensor('dy', dy, ['...rows', 'C']);
   s.tensor('mean', mean, ['rows']);
@@ -434,7 +438,7 @@ export async function activation(
   opts: DeviceOption & { slope?: number } = {},
 ): Promise<Tensor> {
   const s = new ShapeCheck(kind);
-  const dev = device(kind, opts);
+  const dev = checkDevice(kind, opts.device);
   s.tensor('x', x, ['...n']);
   const slope = s.finite('slope', opts.slope ?? 0.01);
   const y = out([...x.shape]);
@@ -449,7 +453,7 @@ export async function activationBackward(
   opts: DeviceOption & { slope?: number } = {},
 ): Promise<Tensor> {
   const s = new ShapeCheck(`${kind}Backward`);
-  const dev = device(kind, opts);
+  const dev = checkDevice(kind, opts.device);
   s.tensor('x', x, ['...n']);
   s.tensor('dy', dy, ['...n']);
   if (dy.shape.join() !== x.shape.join())
@@ -468,7 +472,7 @@ export async function globalResponseNorm(
   opts: DeviceOption & { eps?: number } = {},
 ): Promise<Tensor> {
   const s = new ShapeCheck('globalResponseNorm');
-  const dev = device('globalResponseNorm', opts);
+  const dev = checkDevice('globalResponseNorm', opts.device);
   s.tensor('u', u, ['B', 'H', 'W', 'C']);
   s.tensor('gamma', gamma, ['...one', 'C']);
   s.tensor('beta', beta, ['...one', 'C']);
@@ -497,7 +501,7 @@ export async function globalResponseNormBackward(
   want: GradRequest & { eps?: number } = {},
 ): Promise<{ du?: Tensor; dGamma?: Tensor; dBeta?: Tensor }> {
   const s = new ShapeCheck('globalResponseNormBackward');
-  const dev = device('globalResponseNormBackward', want);
+  const dev = checkDevice('globalResponseNormBackward', want.device);
   s.tensor('u', u, ['B', 'H', 'W', 'C']);
   s.tensor('dy', dy, ['B', 'H', 'W', 'C']);
   s.tensor('gamma', gamma, ['...one', 'C']);
@@ -535,7 +539,7 @@ export async function depthwiseConv3x3(
   opts: DeviceOption = {},
 ): Promise<Tensor> {
   const s = new ShapeCheck('depthwiseConv3x3');
-  const dev = device('depthwiseConv3x3', opts);
+  const dev = checkDevice('depthwiseConv3x3', opts.device);
   s.tensor('x', x, ['B', 'H', 'W', 'C']);
   s.tensor('weight', weight, ['C', 1, 3, 3]);
   const b = s.optionalTensor('bias', bias, ['C']);
@@ -563,7 +567,7 @@ export async function depthwiseConv3x3Backward(
   want: GradRequest = {},
 ): Promise<LinearGrads> {
   const s = new ShapeCheck('depthwiseConv3x3Backward');
-  const dev = device('depthwiseConv3x3Backward', want);
+  const dev = checkDevice('depthwiseConv3x3Backward', want.device);
   s.tensor('x', x, ['B', 'H', 'W', 'C']);
   s.tensor('dy', dy, ['B', 'H', 'W', 'C']);
   s.tensor('weight', weight, ['C', 1, 3, 3]);
@@ -597,7 +601,7 @@ export async function conv1x1(
   opts: DeviceOption = {},
 ): Promise<Tensor> {
   const s = new ShapeCheck('conv1x1');
-  const dev = device('conv1x1', opts);
+  const dev = checkDevice('conv1x1', opts.device);
   s.tensor('x', x, ['B', 'Cin', 'H', 'W']);
   s.tensor('weight', weight, ['Cout', 'Cin', 1, 1]);
   const b = s.optionalTensor('bias', bias, ['Cout']);
@@ -625,7 +629,7 @@ export async function conv1x1Backward(
   want: GradRequest = {},
 ): Promise<LinearGrads> {
   const s = new ShapeCheck('conv1x1Backward');
-  const dev = device('conv1x1Backward', want);
+  const dev = checkDevice('conv1x1Backward', want.device);
   s.tensor('x', x, ['B', 'Cin', 'H', 'W']);
   s.tensor('weight', weight, ['Cout', 'Cin', 1, 1]);
   s.tensor('dy', dy, ['B', 'Cout', 'H', 'W']);
@@ -660,7 +664,7 @@ export async function mseLoss(
   opts: DeviceOption = {},
 ): Promise<{ loss: number; dpred: Tensor }> {
   const s = new ShapeCheck('mseLoss');
-  const dev = device('mseLoss', opts);
+  const dev = checkDevice('mseLoss', opts.device);
   s.tensor('pred', pred, ['...n']);
   s.tensor('target', target, ['...n']);
   if (pred.shape.join() !== target.shape.join())
@@ -695,7 +699,7 @@ export async function adamw(
   opts: DeviceOption = {},
 ): Promise<void> {
   const op = 'adamw';
-  const dev = device(op, opts);
+  const dev = checkDevice(op, opts.device);
   const s = new ShapeCheck(op);
   if (!Array.isArray(slots)) invalid(op, 'an array of { param, grad, expAvg, expAvgSq }', 'slots', slots);
   slots.forEach((slot, i) => {
@@ -735,7 +739,7 @@ export async function adamw(
 /** Global L2 norm of all gradients; scales them in place to maxNorm when above it
  * (torch.nn.utils.clip_grad_norm_). maxNorm 0 only measures. Returns the norm before clipping. */
 export async function clipGradNorm(grads: Float32Array[], maxNorm: number, opts: DeviceOption = {}): Promise<number> {
-  const dev = device('clipGradNorm', opts);
+  const dev = checkDevice('clipGradNorm', opts.device);
   if (!Array.isArray(grads)) invalid('clipGradNorm', 'an array of Float32Array', 'grads', grads);
   grads.forEach((g, i) => {
     if (!(g instanceof Float32Array)) invalid('clipGradNorm', 'a Float32Array', `grads[${i}]`, g);

@@ -1,27 +1,31 @@
-// `lora-train sample`: image embeddings from prompts with the (LoRA-adapted) prior, saved as
-// safetensors with their prompts in the metadata, ready for Würstchen's decoder.
-import { dirname } from 'node:path';
+// Image embeddings from prompts with the (LoRA-adapted) prior, saved as safetensors with their
+// prompts in the metadata, ready for Würstchen's decoder: `lora-train sample` and the
+// VisualizationHook.
 import { mkdirSync } from 'node:fs';
-import type { LoadedConfig } from '../config/load.js';
-import type { Prior } from '../models/prior.js';
+import { dirname } from 'node:path';
+import { type LoadedConfig, required } from '../config/load.js';
 import { Rng } from '../core/rng.js';
-import { writeSafetensors } from '../io/safetensors.js';
-import { latentSide, samplePrior } from './sampler.js';
 import type { Tensor } from '../core/tensor.js';
+import { writeSafetensors } from '../io/safetensors.js';
+import { loadTextModels } from '../models/from-config.js';
+import type { Prior } from '../models/prior.js';
 import type { TextEncoder } from '../models/text-encoder.js';
 import type { ClipTokenizer } from '../models/tokenizer.js';
-import { loadModels } from '../models/from-config.js';
+import { latentSide, samplePrior } from './sampler.js';
 
 export interface GenerateOptions {
   prompts: string[];
-  /** Images per prompt (default 1). */
-  num?: number;
-  /** Classifier-free guidance scale (default 4, as the combined Würstchen pipeline). */
-  guidance?: number;
-  height?: number;
-  width?: number;
-  seed?: number;
-  negativePrompt?: string;
+  /** Images per prompt. */
+  num: number;
+  /** Classifier-free guidance scale (4 in the combined Würstchen pipeline). */
+  guidance: number;
+  /** Image size in pixels; the latents are ceil(side / 42.67). */
+  height: number;
+  width: number;
+  /** Seed of the initial latents and every step's noise. */
+  seed: number;
+  /** The unconditional prompt ('' in diffusers). */
+  negativePrompt: string;
 }
 
 async function embed(tokenizer: ClipTokenizer, encoder: TextEncoder, texts: string[]): Promise<Tensor> {
@@ -35,25 +39,22 @@ export async function generateEmbeddings(
   textEncoder: TextEncoder,
   options: GenerateOptions,
 ): Promise<{ embeddings: Tensor; prompts: string[] }> {
-  const num = options.num ?? 1;
-  const prompts = options.prompts.flatMap((p) => Array<string>(num).fill(p));
-  const h = latentSide(options.height ?? 1024),
-    w = latentSide(options.width ?? 1024);
+  const prompts = options.prompts.flatMap((p) => Array<string>(options.num).fill(p));
   const cond = await embed(tokenizer, textEncoder, prompts);
   const uncond = await embed(
     tokenizer,
     textEncoder,
-    prompts.map(() => options.negativePrompt ?? ''),
+    prompts.map(() => options.negativePrompt),
   );
-  const rng = new Rng(options.seed ?? 0);
-  const shape = [prompts.length, prior.config.c_in, h, w];
+  const rng = new Rng(options.seed);
+  const shape = [prompts.length, prior.config.c_in, latentSide(options.height), latentSide(options.width)];
   const n = shape.reduce((a, b) => a * b, 1);
   const latents = { data: Float32Array.from({ length: n }, () => rng.normal()), shape };
   const embeddings = await samplePrior(prior, {
     cond,
     uncond,
     latents,
-    guidance: options.guidance ?? 4,
+    guidance: options.guidance,
     stepNoise: () => Float32Array.from({ length: n }, () => rng.normal()),
   });
   return { embeddings, prompts };
@@ -73,37 +74,16 @@ export function saveEmbeddings(
   );
 }
 
-export interface SampleCommandOptions extends GenerateOptions {
-  config: LoadedConfig;
-  lora?: string;
-  out: string;
-  device?: 'cpu' | 'cuda';
-}
-
-export async function sampleCommand(options: SampleCommandOptions): Promise<string> {
-  const seed = options.seed ?? options.config.config.seed ?? 0;
-  const { prior, tokenizer, textEncoder } = await loadModels(
-    options.config.config,
-    options.config.file,
-    seed,
-    options.device ?? 'cpu',
-  );
-  if (options.lora) prior.loadLora(options.lora);
-  else
-    prior.setLoraWeights(
-      Object.fromEntries(
-        Object.entries(prior.loraWeights())
-          .filter(([k]) => k.endsWith('lora_B.weight'))
-          .map(([k, t]) => [k, { data: new Float32Array(t.data.length), shape: t.shape }]),
-      ),
-    );
-  const { embeddings, prompts } = await generateEmbeddings(prior, tokenizer, textEncoder, { ...options, seed });
-  saveEmbeddings(options.out, embeddings, prompts, {
-    guidance: options.guidance ?? 4,
-    height: options.height ?? 1024,
-    width: options.width ?? 1024,
-    seed,
-    lora: options.lora ?? null,
-  });
-  return options.out;
+/** `lora-train sample`: the config's `sample` prompts through its prior (with `sample.lora`;
+ * without one the fresh adapters add nothing: the base prior), written to `sample.out`. */
+export async function sampleCommand(loaded: LoadedConfig): Promise<{ file: string; count: number }> {
+  const { seed, sample } = loaded.config;
+  const prompts = required(sample.prompt, 'sample.prompt', loaded.file);
+  const { prior, tokenizer, textEncoder } = await loadTextModels(loaded);
+  if (sample.lora) prior.loadLora(sample.lora);
+  const { guidance, height, width, num } = sample;
+  const options = { prompts, num, guidance, height, width, seed, negativePrompt: sample.negative_prompt };
+  const { embeddings, prompts: all } = await generateEmbeddings(prior, tokenizer, textEncoder, options);
+  saveEmbeddings(sample.out, embeddings, all, { guidance, height, width, seed, lora: sample.lora ?? null });
+  return { file: sample.out, count: all.length };
 }

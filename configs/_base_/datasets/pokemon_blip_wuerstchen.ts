@@ -6,7 +6,6 @@ export default defineConfig({
   train_dataloader: {
     batch_size: 8,
     num_workers: 4,
-    persistent_workers: true,
     sampler: { type: 'DefaultSampler', shuffle: true },
     dataset: {
       type: 'HFDataset',

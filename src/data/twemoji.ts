@@ -1,46 +1,15 @@
-// The embedded default: a tiny Würstchen stack made from a seed, and a real dataset built from
-// npm packages (Twemoji graphics rendered with sharp, captions from emojibase's labels and
-// tags). Both are written once into lora-train's cache, each into a temporary folder renamed
-// into place, so an interrupted build never leaves half a model or dataset behind.
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+// The demo's dataset, built from npm packages on first use: the Twemoji graphics rendered with
+// sharp and captioned from emojibase's labels and tags, written once as an image folder with
+// metadata.jsonl under $LORA_TRAIN_HOME/datasets.
+import { readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
-import { packageRoot } from '../core/package-root.js';
+import { loraTrainHome } from '../core/paths.js';
 import { Progress } from '../core/progress.js';
-import { createTinyStack } from '../models/tiny.js';
+import { buildFolderOnce } from '../io/atomic.js';
 
-export const TINY_MODEL_ID = 'builtin:tiny-wuerstchen';
 export const TWEMOJI_DATASET_ID = 'builtin:twemoji';
-const TINY_MODEL_VERSION = 'v1-seed0';
-
-export function builtinRoot(): string {
-  return process.env.LORA_TRAIN_HOME ?? join(homedir(), '.cache', 'lora-train');
-}
-
-function buildOnce(target: string, build: (tmp: string) => void | Promise<void>): Promise<string> | string {
-  if (existsSync(join(target, '.complete'))) return target;
-  const tmp = `${target}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  const finish = () => {
-    writeFileSync(join(tmp, '.complete'), new Date().toISOString());
-    rmSync(target, { recursive: true, force: true });
-    mkdirSync(dirname(target), { recursive: true });
-    renameSync(tmp, target);
-    return target;
-  };
-  const result = build(tmp);
-  return result instanceof Promise ? result.then(finish) : finish();
-}
-
-/** The tiny stack's folder (prior/, text_encoder/, tokenizer/, image_encoder/), made on first use. */
-export function tinyModel(): string {
-  return buildOnce(join(builtinRoot(), 'models', `tiny-wuerstchen-${TINY_MODEL_VERSION}`), (tmp) => {
-    createTinyStack(tmp, { seed: 0, tokenizer: join(packageRoot, 'assets', 'clip-tokenizer') }) as unknown as void;
-  }) as string;
-}
 
 interface EmojiEntry {
   label: string;
@@ -74,8 +43,8 @@ export async function twemojiDataset(size = 128): Promise<string> {
   const require = createRequire(import.meta.url);
   const svgDir = dirname(require.resolve('@twemoji/svg/package.json'));
   const version = JSON.parse(readFileSync(join(svgDir, 'package.json'), 'utf8')).version as string;
-  const target = join(builtinRoot(), 'datasets', `twemoji-${version}-${size}px`);
-  return buildOnce(target, async (tmp) => {
+  const target = join(loraTrainHome(), 'datasets', `twemoji-${version}-${size}px`);
+  return buildFolderOnce(target, async (tmp) => {
     const entries = require('emojibase-data/en/data.json') as EmojiEntry[];
     const byCode = new Map<string, EmojiEntry>();
     for (const e of entries)

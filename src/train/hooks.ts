@@ -1,0 +1,37 @@
+// diffengine's VisualizationHook: image embeddings of the hook's prompts before training and
+// every `interval` epochs (or iterations) and at the end, saved as
+// work_dir/vis_data/iter_N.safetensors for Würstchen's decoder.
+import { join } from 'node:path';
+import type { LoraTrainConfig, VisualizationHookConfig } from '../config/schema.js';
+import type { TextModels } from '../models/from-config.js';
+import { generateEmbeddings, saveEmbeddings } from '../sample/generate.js';
+import type { TrainingPlan } from './plan.js';
+
+export class Visualization {
+  private readonly hooks: VisualizationHookConfig[];
+
+  constructor(
+    private readonly models: TextModels,
+    private readonly config: LoraTrainConfig,
+    private readonly plan: TrainingPlan,
+  ) {
+    this.hooks = config.custom_hooks;
+  }
+
+  /** Samples every hook due after iteration `it` (0: before training). */
+  async after(it: number): Promise<void> {
+    for (const [i, hook] of this.hooks.entries()) {
+      const due =
+        it === 0 || it === this.plan.totalIters || it % this.plan.iterations(hook.interval, hook.by_epoch) === 0;
+      if (due) await this.sample(hook, `iter_${it}${this.hooks.length > 1 ? `_hook${i}` : ''}`);
+    }
+  }
+
+  private async sample(hook: VisualizationHookConfig, label: string): Promise<void> {
+    const { prior, tokenizer, textEncoder } = this.models;
+    const settings = { height: hook.height, width: hook.width, guidance: hook.guidance, seed: this.config.seed };
+    const options = { prompts: hook.prompt, num: 1, negativePrompt: '', ...settings };
+    const { embeddings, prompts } = await generateEmbeddings(prior, tokenizer, textEncoder, options);
+    saveEmbeddings(join(this.config.work_dir, 'vis_data', `${label}.safetensors`), embeddings, prompts, settings);
+  }
+}
