@@ -243,6 +243,19 @@ describe('the loader', () => {
     }
   });
 
+  it('takes LORA_TRAIN_NATIVE relative to the working directory, first', () => {
+    const saved = process.env.LORA_TRAIN_NATIVE;
+    process.env.LORA_TRAIN_NATIVE = join('build-emulator', 'Release', 'lora_train.node');
+    try {
+      expect(candidatePaths(mkdtempSync(join(tmpdir(), 'lora-train-root-')))[0]).toBe(
+        join(process.cwd(), 'build-emulator', 'Release', 'lora_train.node'),
+      );
+    } finally {
+      if (saved === undefined) delete process.env.LORA_TRAIN_NATIVE;
+      else process.env.LORA_TRAIN_NATIVE = saved;
+    }
+  });
+
   it('names every path it tried, why each failed, and the fix', () => {
     const garbage = join(tmpdir(), `lora-train-garbage-${process.pid}.node`);
     writeFileSync(garbage, 'not a shared object');

@@ -3,7 +3,7 @@
 // why each failed, and the command that fixes it.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { packageRoot } from '../core/package-root.js';
 import type { NativeAddon } from './addon.js';
 
@@ -41,7 +41,8 @@ export function nvidiaDriverPresent(): boolean {
  * developer's fresh build is never shadowed by a stale prebuild. */
 export function candidatePaths(root = packageRoot, driver = nvidiaDriverPresent()): string[] {
   const paths: string[] = [];
-  if (process.env.LORA_TRAIN_NATIVE) paths.push(process.env.LORA_TRAIN_NATIVE);
+  // Relative to the working directory (require would take a bare relative path for a package).
+  if (process.env.LORA_TRAIN_NATIVE) paths.push(resolve(process.env.LORA_TRAIN_NATIVE));
   const prebuiltDir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
   const prebuilt: string[] = [];
   if (existsSync(prebuiltDir)) {
