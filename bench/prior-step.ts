@@ -2,7 +2,7 @@
 // of its own so that its peak memory is its own. Prints one JSON line.
 import { readFileSync } from 'node:fs';
 import { Prior, type PriorConfig, type Precision } from '../src/models/prior.js';
-import { randomStepInputs } from './parity.js';
+import { randomStepInputs } from './inputs.js';
 
 export interface PriorStepCase {
   config: PriorConfig;

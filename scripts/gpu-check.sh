@@ -7,7 +7,7 @@
 # Run there:     carry .device dist node_modules/node-addon-api node_modules/node-api-headers
 #                command: bash scripts/gpu-check.sh   (SKIP_PARITY=1 times the steps only)
 # Check the JS side here first, at a tiny size on the CPU emulator's CUDA device (npm test builds it):
-#   LORA_TRAIN_NATIVE=build-emulator/Release/lora_train.node node dist/bench/gpu-check.js --dry-run
+#   LORA_TRAIN_NATIVE=build-emulator/Release/lora_train.node node dist/tests/gpu-check.js --dry-run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .device/node.xz ]; then xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH; fi
@@ -46,11 +46,11 @@ export LORA_TRAIN_NATIVE="$PWD/build/Release/lora_train.node"
 status=0
 # Parity and timing in separate processes: a kernel fault poisons its process's CUDA context.
 if [ -z "${SKIP_PARITY:-}" ]; then
-  node dist/bench/gpu-check.js "$PWD/tests/fixtures" --parity-only 2>&1 | tee "$out/parity.md"
+  node dist/tests/gpu-check.js "$PWD/tests/fixtures" --parity-only 2>&1 | tee "$out/parity.md"
   status=${PIPESTATUS[0]}
 fi
 sampler=$(sample "$out/memory-lora-train.txt")
-node dist/bench/gpu-check.js --no-parity 2>&1 | tee "$out/step.json"
+node dist/tests/gpu-check.js --no-parity 2>&1 | tee "$out/step.json"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 kill "$sampler" 2>/dev/null
 sampler=$(sample "$out/memory-torch.txt")

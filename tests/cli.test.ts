@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ImageEncoder, type ImageEncoderConfig } from '../src/models/image-encoder.js';
 import { getTensor, readSafetensors } from '../src/io/safetensors.js';
+import { TOLERANCE } from './cases/index.js';
 import { expectClose, fixturesDir } from './helpers.js';
 
 const bin = join(import.meta.dirname, '..', 'bin', 'lora-train.js');
@@ -62,7 +63,7 @@ describe('lora-train CLI', () => {
     ) as ImageEncoderConfig;
     const ref = readSafetensors(join(fixturesDir, 'image_encoder', 'reference.safetensors'));
     const encoder = ImageEncoder.load(out, config);
-    expectClose('latents', await encoder.encode(getTensor(ref, 'images')), getTensor(ref, 'out'), 1e-4);
+    expectClose('latents', await encoder.encode(getTensor(ref, 'images')), getTensor(ref, 'out'), TOLERANCE.encoder);
     const refused = run('convert', join(fixturesDir, 'pickle', 'forbidden_global.pt'), out);
     expect(refused.status).toBe(1);
     expect(refused.stderr).toContain('refuses to unpickle the global posix.system');

@@ -13,7 +13,7 @@ import type { Device } from '../src/core/device.js';
 const binary = join(import.meta.dirname, '..', 'build-emulator', 'Release', 'lora_train.node');
 // Before anything loads the addon: this file's process uses the emulator build.
 process.env.LORA_TRAIN_NATIVE = binary;
-const { parityCases } = await import('../bench/parity.js');
+const { parityCases } = await import('./cases/index.js');
 const { backendInfo } = await import('../src/native/ops.js');
 const { expectCudaMatchesCpu, fixturesDir, logLosses, settings, tinyTrainingConfig, useFixtureHubCache } =
   await import('./helpers.js');

@@ -1,4 +1,4 @@
-// `node dist/bench/gpu-check.js [fixtures dir] [--parity-only | --no-parity] [--dry-run]`: on a
+// `node dist/tests/gpu-check.js [fixtures dir] [--parity-only | --no-parity] [--dry-run]`: on a
 // machine with a CUDA device, runs every parity case on cuda against cpu and prints a table,
 // then times LoRA training steps of the real-size prior (c 1536, c_cond 1280, depth 32, nhead 24;
 // random weights; batch 8, 24x24 latents, 77 tokens) on cuda in bf16 mixed precision (TF32 for
@@ -6,12 +6,14 @@
 // parity cases and the timing in separate processes, so a kernel fault in one leaves the other.
 // --dry-run does all of it at a tiny size, on the CPU or, with the CUDA emulator's build
 // (LORA_TRAIN_NATIVE=build-emulator/Release/lora_train.node), on its emulated device: a check
-// of this script before device time.
+// of this script before device time. It is compiled with the package's TypeScript (npm run
+// build:ts) but not shipped with it.
 import { join } from 'node:path';
 import { native } from '../src/native/loader.js';
 import { type Device, setAllowTf32 } from '../src/native/ops.js';
 import { Prior, type PriorConfig } from '../src/models/prior.js';
-import { dataOf, parityCases, randomStepInputs, relativeError } from './parity.js';
+import { randomStepInputs } from '../bench/inputs.js';
+import { compareWithCpu, parityCases } from './cases/index.js';
 
 async function main() {
   const args = process.argv.slice(2);
@@ -38,14 +40,12 @@ async function parity(fixtures: string, device: Device): Promise<number> {
   console.log('| case | output | relative error | tolerance | ok |\n| --- | --- | --- | --- | --- |');
   for (const c of parityCases(fixtures)) {
     try {
-      const cpu = await c.run('cpu');
-      const gpu = await c.run(device);
-      for (const [key, { tensor, tolerance }] of Object.entries(cpu)) {
-        const err = relativeError(dataOf(gpu[key]?.tensor), dataOf(tensor));
-        const ok = err <= tolerance;
+      const results = await compareWithCpu(c, device);
+      for (const [i, { output, error, tolerance }] of results.entries()) {
+        const ok = error <= tolerance;
         if (!ok) failed++;
-        if (!ok || key === Object.keys(cpu)[0])
-          console.log(`| ${c.name} | ${key} | ${err.toExponential(2)} | ${tolerance} | ${ok ? 'yes' : 'NO'} |`);
+        if (!ok || i === 0)
+          console.log(`| ${c.name} | ${output} | ${error.toExponential(2)} | ${tolerance} | ${ok ? 'yes' : 'NO'} |`);
       }
     } catch (e) {
       failed++;

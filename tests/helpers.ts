@@ -1,20 +1,14 @@
+// Shared by the test files: fixture comparisons, the backend comparison, the tiny training config.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect } from 'vitest';
-import { dataOf, type ParityCase, relativeError } from '../bench/parity.js';
 import type { ConfigOverride } from '../src/config/load.js';
 import type { Tensor } from '../src/core/tensor.js';
+import { type OpCase, compareWithCpu, relativeError } from './cases/index.js';
 
 export const fixturesDir = join(import.meta.dirname, 'fixtures');
 
-export {
-  Fixture,
-  type FixtureCase,
-  FWD as FORWARD_TOLERANCE,
-  GRAD as GRADIENT_TOLERANCE,
-  relativeError,
-} from '../bench/parity.js';
-
+/** actual within `tolerance` (relative error) of expected, with the same shape. */
 export function expectClose(
   label: string,
   actual: Tensor | Float32Array | undefined,
@@ -28,17 +22,12 @@ export function expectClose(
   expect(err, `${label}: relative error ${err.toExponential(2)} > ${tolerance}`).toBeLessThanOrEqual(tolerance);
 }
 
-/** Runs a backend parity case on the CPU and on CUDA; every output within its tolerance. */
-export async function expectCudaMatchesCpu(c: ParityCase): Promise<void> {
-  const cpu = await c.run('cpu');
-  const gpu = await c.run('cuda');
-  expect(Object.keys(gpu).sort()).toEqual(Object.keys(cpu).sort());
-  for (const [key, { tensor, tolerance }] of Object.entries(cpu)) {
-    const err = relativeError(dataOf(gpu[key]!.tensor), dataOf(tensor));
-    expect(err, `${c.name} ${key}: relative error ${err.toExponential(2)} > ${tolerance}`).toBeLessThanOrEqual(
-      tolerance,
-    );
-  }
+/** Every output of a case on CUDA within its tolerance of the CPU backend's. */
+export async function expectCudaMatchesCpu(c: OpCase): Promise<void> {
+  const failing = (await compareWithCpu(c, 'cuda')).filter((r) => !(r.error <= r.tolerance));
+  expect(
+    failing.map((r) => `${c.name} ${r.output}: relative error ${r.error.toExponential(2)} > ${r.tolerance}`),
+  ).toEqual([]);
 }
 
 const tinyPipeline = (crop: 'CenterCrop' | 'RandomCrop') => [

@@ -1,8 +1,8 @@
-// Every op, and a whole prior training step, on each available GPU backend against the CPU
+// Every op case and whole prior training steps on each available GPU backend against the CPU
 // backend (ggml's test-backend-ops). Without a usable CUDA device these report skipped and say why.
 import { describe, it } from 'vitest';
-import { parityCases } from '../bench/parity.js';
 import { backendInfo } from '../src/native/ops.js';
+import { parityCases } from './cases/index.js';
 import { expectCudaMatchesCpu, fixturesDir } from './helpers.js';
 
 const info = backendInfo();

@@ -7,7 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { type Prior, loadPrior } from '../src/models/prior.js';
 import { getTensor, readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import type { Tensor } from '../src/core/tensor.js';
-import { FORWARD_TOLERANCE, expectClose, fixturesDir, relativeError } from './helpers.js';
+import { TOLERANCE, relativeError } from './cases/index.js';
+import { expectClose, fixturesDir } from './helpers.js';
 
 const base = join(fixturesDir, 'prior', 'f32_nonsquare'); // dropout 0.1, LoRA rank 4 alpha 8
 const sharded = join(fixturesDir, 'prior', 'bf16_sharded_all_targets');
@@ -60,7 +61,7 @@ describe('loading a prior', () => {
     const snapshot = mkdtempSync(join(tmpdir(), 'lora-train-snapshot-'));
     cpSync(base, join(snapshot, 'prior'), { recursive: true });
     const prior = await loadPrior(snapshot);
-    expectClose('out', await prior.forward(...inputs()), t('out'), FORWARD_TOLERANCE);
+    expectClose('out', await prior.forward(...inputs()), t('out'), TOLERANCE.forward);
   });
 
   it('lists missing, unexpected and wrongly shaped tensors with both shapes', async () => {
@@ -147,7 +148,7 @@ describe('dropout', () => {
 describe('LoRA adapters', () => {
   it('start as peft does: lora_A kaiming-uniform from the seed, lora_B zero, output unchanged', async () => {
     const prior = await loadPrior(base, { lora: { rank: 4, alpha: 8, seed: 7 } });
-    expectClose('fresh LoRA leaves the output', await prior.forward(...inputs()), t('out'), FORWARD_TOLERANCE);
+    expectClose('fresh LoRA leaves the output', await prior.forward(...inputs()), t('out'), TOLERANCE.forward);
     const w = prior.loraWeights();
     expect(Object.keys(w)).toHaveLength(2 * 4 * 2); // 4 targets x 2 blocks x (A, B)
     const a = w['blocks.2.attention.to_q.lora_A.weight']!;
@@ -262,7 +263,7 @@ describe('LoRA files', () => {
     );
     const reloaded = await loadPrior(base);
     reloaded.loadLora(file);
-    expectClose('reloaded', await reloaded.forward(...inputs()), t('merged_peft_out'), FORWARD_TOLERANCE);
+    expectClose('reloaded', await reloaded.forward(...inputs()), t('merged_peft_out'), TOLERANCE.forward);
   });
 
   it("reads alpha from diffusers' lora_adapter_metadata and from a peft rsLoRA config", async () => {
@@ -279,7 +280,7 @@ describe('LoRA files', () => {
     const prior = await loadPrior(base);
     prior.loadLora(dir);
     expect(prior.loraState).toMatchObject({ rank: 4, alpha: 8 });
-    expectClose('metadata alpha', await prior.forward(...inputs()), t('merged_peft_out'), FORWARD_TOLERANCE);
+    expectClose('metadata alpha', await prior.forward(...inputs()), t('merged_peft_out'), TOLERANCE.forward);
     // rsLoRA scales by alpha / sqrt(r): alpha 4 at rank 4 is a scale of 2, the reference's.
     const rs = mkdtempSync(join(tmpdir(), 'lora-train-rslora-'));
     cpSync(join(base, 'lora_peft'), rs, { recursive: true });
@@ -287,7 +288,7 @@ describe('LoRA files', () => {
     writeFileSync(join(rs, 'adapter_config.json'), JSON.stringify({ ...config, lora_alpha: 4, use_rslora: true }));
     prior.loadLora(rs);
     expect(prior.loraState?.alpha).toBe(8); // stored as alpha' / r = 2
-    expectClose('rsLoRA', await prior.forward(...inputs()), t('merged_peft_out'), FORWARD_TOLERANCE);
+    expectClose('rsLoRA', await prior.forward(...inputs()), t('merged_peft_out'), TOLERANCE.forward);
   });
 
   it('refuses files whose keys or ranks do not fit, listing what did not match', async () => {

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadPrior } from '../src/models/prior.js';
 import { getTensor, readSafetensors } from '../src/io/safetensors.js';
-import { MIXED } from '../bench/parity.js';
-import { FORWARD_TOLERANCE, GRADIENT_TOLERANCE, expectClose, fixturesDir } from './helpers.js';
+import { TOLERANCE } from './cases/index.js';
+import { expectClose, fixturesDir } from './helpers.js';
 
 const root = join(fixturesDir, 'prior');
 const cases = readdirSync(root).sort();
@@ -25,22 +25,22 @@ describe.each(cases)('prior %s', (name) => {
   it('forward equals diffusers', async () => {
     const prior = await loadPrior(dir);
     const out = await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip'));
-    expectClose('out', out, ref.t('out'), FORWARD_TOLERANCE);
+    expectClose('out', out, ref.t('out'), TOLERANCE.forward);
   });
 
   it('LoRA forward, loss and gradients equal peft', async () => {
     const prior = await loadPrior(dir);
     prior.loadLora(join(dir, 'lora_peft'));
     const out = await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip'));
-    expectClose('lora out', out, ref.t('lora_out'), FORWARD_TOLERANCE);
+    expectClose('lora out', out, ref.t('lora_out'), TOLERANCE.forward);
     const { loss, grads } = await prior.lossAndGrad(ref.t('x'), ref.t('r'), ref.t('clip'), ref.t('target'), {
       train: false,
     });
-    expectClose('loss', new Float32Array([loss]), ref.t('loss'), FORWARD_TOLERANCE);
+    expectClose('loss', new Float32Array([loss]), ref.t('loss'), TOLERANCE.forward);
     const gradKeys = ref.keys.filter((k) => k.endsWith('.grad'));
     expect(Object.keys(grads).sort()).toEqual(gradKeys.map((k) => `prior.${k.replace(/\.grad$/, '')}`).sort());
     for (const key of gradKeys)
-      expectClose(key, grads[`prior.${key.replace(/\.grad$/, '')}`], ref.t(key), GRADIENT_TOLERANCE);
+      expectClose(key, grads[`prior.${key.replace(/\.grad$/, '')}`], ref.t(key), TOLERANCE.gradient);
   });
 
   it.each(['bf16', 'fp16'] as const)(
@@ -49,20 +49,25 @@ describe.each(cases)('prior %s', (name) => {
       const prior = await loadPrior(dir, { precision });
       const fp32 = await loadPrior(dir);
       expect(prior.parameterBytes()).toBeLessThan(0.6 * fp32.parameterBytes());
-      const tol = MIXED[precision];
-      expectClose('out', await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')), ref.t('out'), tol.fwd);
+      const tol = TOLERANCE.mixed[precision];
+      expectClose('out', await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')), ref.t('out'), tol.forward);
       prior.loadLora(join(dir, 'lora_peft'));
-      expectClose('lora out', await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')), ref.t('lora_out'), tol.fwd);
+      expectClose(
+        'lora out',
+        await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')),
+        ref.t('lora_out'),
+        tol.forward,
+      );
       // A loss scale multiplies every gradient and leaves the loss as it is.
       const scale = 1024;
       const { loss, grads } = await prior.lossAndGrad(ref.t('x'), ref.t('r'), ref.t('clip'), ref.t('target'), {
         train: false,
         lossScale: scale,
       });
-      expectClose('loss', new Float32Array([loss]), ref.t('loss'), tol.fwd);
+      expectClose('loss', new Float32Array([loss]), ref.t('loss'), tol.forward);
       for (const key of ref.keys.filter((k) => k.endsWith('.grad'))) {
         const g = grads[`prior.${key.replace(/\.grad$/, '')}`]!;
-        expectClose(key, { data: g.data.map((v) => v / scale), shape: g.shape }, ref.t(key), tol.grad);
+        expectClose(key, { data: g.data.map((v) => v / scale), shape: g.shape }, ref.t(key), tol.gradient);
       }
     },
   );
@@ -75,7 +80,7 @@ describe.each(cases)('prior %s', (name) => {
       'merged (peft)',
       await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')),
       ref.t('merged_peft_out'),
-      FORWARD_TOLERANCE,
+      TOLERANCE.forward,
     );
   });
 
@@ -87,7 +92,7 @@ describe.each(cases)('prior %s', (name) => {
       'merged (diffusers)',
       await prior.forward(ref.t('x'), ref.t('r'), ref.t('clip')),
       ref.t('merged_diffusers_out'),
-      FORWARD_TOLERANCE,
+      TOLERANCE.forward,
     );
   });
 });

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { loadPrior } from '../src/models/prior.js';
 import { getTensor, readSafetensors } from '../src/io/safetensors.js';
 import { STAGE_C_TIMESTEPS, latentSide, samplePrior } from '../src/sample/sampler.js';
+import { TOLERANCE } from './cases/index.js';
 import { expectClose, fixturesDir } from './helpers.js';
 
 const ref = readSafetensors(join(fixturesDir, 'sampler', 'reference.safetensors'));
@@ -37,9 +38,14 @@ describe('prior sampler', () => {
     const trajectory = t('trajectory');
     expect(steps).toHaveLength(29);
     steps.forEach((x, i) =>
-      expectClose(`step ${i}`, x, { data: trajectory.data.subarray(i * per, (i + 1) * per), shape: [per] }, 1e-5),
+      expectClose(
+        `step ${i}`,
+        x,
+        { data: trajectory.data.subarray(i * per, (i + 1) * per), shape: [per] },
+        TOLERANCE.forward,
+      ),
     );
-    expectClose('final', final, t('final'), 1e-5);
+    expectClose('final', final, t('final'), TOLERANCE.forward);
   });
 });
 

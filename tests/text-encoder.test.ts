@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getTensor, readSafetensors } from '../src/io/safetensors.js';
 import { TextEncoder } from '../src/models/text-encoder.js';
+import { TOLERANCE } from './cases/index.js';
 import { expectClose, fixturesDir } from './helpers.js';
 
 const root = join(fixturesDir, 'text_encoder');
@@ -20,8 +21,12 @@ describe.each(readdirSync(root).sort())('text encoder %s', (name) => {
 
   it('last_hidden_state equals transformers', async () => {
     const encoder = TextEncoder.load(dir);
-    // 1e-4: the spec's tolerance for the frozen encoders
-    expectClose('last_hidden_state', await encoder.encode(batch), getTensor(ref, 'last_hidden_state'), 1e-4);
+    expectClose(
+      'last_hidden_state',
+      await encoder.encode(batch),
+      getTensor(ref, 'last_hidden_state'),
+      TOLERANCE.encoder,
+    );
   });
 });
 

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from '../src/models/image-encoder.js';
 import { getTensor, readSafetensors } from '../src/io/safetensors.js';
 import { CheckpointError, TensorRef, TorchCheckpoint } from '../src/io/torch-checkpoint.js';
+import { TOLERANCE } from './cases/index.js';
 import { expectClose, fixturesDir } from './helpers.js';
 
 const dir = join(fixturesDir, 'pickle');
@@ -57,7 +58,7 @@ describe('torch checkpoint reader', () => {
     const config = JSON.parse(readFileSync(join(encDir, 'tiny_effnet.config.json'), 'utf8')) as ImageEncoderConfig;
     const ref = readSafetensors(join(encDir, 'reference.safetensors'));
     const encoder = ImageEncoder.loadCheckpoint(join(encDir, 'tiny_effnet.pt'), 'effnet_state_dict', config);
-    expectClose('latents', await encoder.encode(getTensor(ref, 'images')), getTensor(ref, 'out'), 1e-4);
+    expectClose('latents', await encoder.encode(getTensor(ref, 'images')), getTensor(ref, 'out'), TOLERANCE.encoder);
     expect(() => ImageEncoder.loadCheckpoint(join(encDir, 'tiny_effnet.pt'), 'state_dict', EFFICIENTNET_V2_S)).toThrow(
       "has no key 'state_dict' (top-level keys: effnet_state_dict, step)",
     );
