@@ -12,26 +12,7 @@
   "targets": [
     {
       "target_name": "lora_train",
-      "sources": [
-        "native/addon.cpp",
-        "native/cpu/thread_pool.cpp",
-        "native/cpu/kernels.cpp",
-        "native/cpu/cpu_info.cpp",
-        "native/cpu/kernels_generic.cpp",
-        "native/cpu/memory.cpp",
-        "native/cpu/gemm.cpp",
-        "native/cpu/linear.cpp",
-        "native/cpu/attention.cpp",
-        "native/cpu/norm_act.cpp",
-        "native/cpu/conv.cpp",
-        "native/cpu/elementwise.cpp",
-        "native/cpu/optim.cpp",
-        "native/models/prior.cpp",
-        "native/models/clip_text.cpp",
-        "native/models/effnet.cpp",
-        "native/encoder_binding.cpp",
-        "native/prior_binding.cpp"
-      ],
+      "sources": ["<!@(node -p \"require('./native/sources.json').sources.join(' ')\")"],
       "conditions": [
         ["target_arch=='x64'", {"dependencies": ["lora_train_avx2", "lora_train_avx512"]}]
       ]
@@ -43,13 +24,13 @@
         {
           "target_name": "lora_train_avx2",
           "type": "static_library",
-          "sources": ["native/cpu/kernels_avx2.cpp"],
+          "sources": ["<!(node -p \"require('./native/sources.json').x64.avx2\")"],
           "cflags_cc": ["-mavx2", "-mfma", "-fPIC"]
         },
         {
           "target_name": "lora_train_avx512",
           "type": "static_library",
-          "sources": ["native/cpu/kernels_avx512.cpp"],
+          "sources": ["<!(node -p \"require('./native/sources.json').x64.avx512\")"],
           "cflags_cc": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma", "-fPIC", "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
         }
       ]

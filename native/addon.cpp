@@ -18,7 +18,6 @@
 #include "backends.h"
 #include "model_binding.h"
 #include "napi_call.h"
-#include "prior_binding.h"
 
 #ifndef LORA_TRAIN_VERSION
 #define LORA_TRAIN_VERSION "dev"

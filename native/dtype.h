@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "rng.h"  // LT_HOST_DEVICE
+#include "host_device.h"
 
 namespace lt {
 

@@ -1,32 +1,24 @@
-// JS classes for the frozen encoders: `TextEncoder` (CLIPTextModel). Parameters are set by
-// synchronous copies; encode runs on a worker thread and returns a Promise.
-#include <memory>
-#include <mutex>
+// JS classes for the frozen encoders: `TextEncoder` (transformers' CLIPTextModel) and
+// `ImageEncoder` (Würstchen's EfficientNetV2 encoder). encode runs on a worker thread and
+// returns a Promise.
 #include <string>
 
-#include "backends.h"
 #include "model_binding.h"
 #include "models/clip_text.h"
 #include "models/effnet.h"
-#include "napi_call.h"
 
 namespace lt {
 namespace {
 
-class TextEncoderWrap : public Napi::ObjectWrap<TextEncoderWrap> {
+class TextEncoderWrap : public ModelWrap<TextEncoderWrap, ClipTextModel> {
  public:
-  static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "TextEncoder",
-                       {InstanceMethod("parameters", &TextEncoderWrap::Parameters),
-                        InstanceMethod("setParameter", &TextEncoderWrap::SetParameter),
-                        InstanceMethod("encode", &TextEncoderWrap::Encode)});
-  }
+  static constexpr const char* kName = "TextEncoder";
+  using Config = ClipTextConfig;
 
-  // new TextEncoder(device, {vocab_size, hidden, layers, heads, intermediate, max_positions, eps, quick_gelu})
-  explicit TextEncoderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TextEncoderWrap>(info) {
-    OpCall call(info, "TextEncoder");
-    Ops& ops = backend_for(call, 0);
-    Napi::Object o = call.object(1, "config");
+  static Napi::Function Define(Napi::Env env) { return define(env, {{"encode", &TextEncoderWrap::Encode}}); }
+
+  // {vocab_size, hidden, layers, heads, intermediate, max_positions, eps, quick_gelu}
+  static ClipTextConfig read_config(OpCall& call, Napi::Object o) {
     ClipTextConfig c;
     c.vocab_size = call.dim_of(o, "vocab_size");
     c.hidden = call.dim_of(o, "hidden");
@@ -36,18 +28,12 @@ class TextEncoderWrap : public Napi::ObjectWrap<TextEncoderWrap> {
     c.max_positions = call.dim_of(o, "max_positions");
     c.eps = static_cast<float>(call.number_of(o, "eps"));
     c.quick_gelu = call.flag_of(o, "quick_gelu");
-    try {
-      model_ = std::make_unique<ClipTextModel>(ops, c);
-    } catch (const std::exception& e) {
-      throw Napi::RangeError::New(info.Env(), e.what());
-    }
+    return c;
   }
 
+  explicit TextEncoderWrap(const Napi::CallbackInfo& info) : ModelWrap(info) {}
+
  private:
-  Napi::Value Parameters(const Napi::CallbackInfo& info) { return parameters_of(info, *model_); }
-
-  Napi::Value SetParameter(const Napi::CallbackInfo& info) { return set_parameter_of(info, *model_); }
-
   // (out Float32Array (B, T, hidden), ids Int32Array (B, T), mask Uint8Array (B, T), B, T) -> Promise
   Napi::Value Encode(const Napi::CallbackInfo& info) {
     OpCall call(info, "encode");
@@ -55,32 +41,19 @@ class TextEncoderWrap : public Napi::ObjectWrap<TextEncoderWrap> {
     float* out = call.f32(0, "out", B * T * model_->config().hidden);
     const int32_t* ids = call.typed<int32_t, napi_int32_array>(1, "ids", B * T, "Int32Array");
     const uint8_t* mask = call.typed<uint8_t, napi_uint8_array>(2, "mask", B * T, "Uint8Array");
-    call.pin(Value());
-    ClipTextModel* m = model_.get();
-    return call.run([=] {
-      std::lock_guard<std::mutex> lock(m->mutex());
-      m->forward(out, ids, mask, B, T);
-    });
+    return run_locked(call, [=](ClipTextModel& m) { m.forward(out, ids, mask, B, T); });
   }
-
-  std::unique_ptr<ClipTextModel> model_;
 };
 
-class ImageEncoderWrap : public Napi::ObjectWrap<ImageEncoderWrap> {
+class ImageEncoderWrap : public ModelWrap<ImageEncoderWrap, EffNetEncoder> {
  public:
-  static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "ImageEncoder",
-                       {InstanceMethod("parameters", &ImageEncoderWrap::Parameters),
-                        InstanceMethod("setParameter", &ImageEncoderWrap::SetParameter),
-                        InstanceMethod("encode", &ImageEncoderWrap::Encode)});
-  }
+  static constexpr const char* kName = "ImageEncoder";
+  using Config = EffNetConfig;
 
-  // new ImageEncoder(device, {stages: [{fused, expand, kernel, stride, in, out, layers}], last_channel,
-  // latent_channels})
-  explicit ImageEncoderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ImageEncoderWrap>(info) {
-    OpCall call(info, "ImageEncoder");
-    Ops& ops = backend_for(call, 0);
-    Napi::Object o = call.object(1, "config");
+  static Napi::Function Define(Napi::Env env) { return define(env, {{"encode", &ImageEncoderWrap::Encode}}); }
+
+  // {stages: [{fused, expand, kernel, stride, in, out, layers}], last_channel, latent_channels}
+  static EffNetConfig read_config(OpCall& call, Napi::Object o) {
     EffNetConfig c;
     c.last_channel = call.dim_of(o, "last_channel");
     c.latent_channels = call.dim_of(o, "latent_channels");
@@ -95,18 +68,12 @@ class ImageEncoderWrap : public Napi::ObjectWrap<ImageEncoderWrap> {
                           call.dim_of(st, "stride"), call.dim_of(st, "in"), call.dim_of(st, "out"),
                           call.dim_of(st, "layers")});
     }
-    try {
-      model_ = std::make_unique<EffNetEncoder>(ops, c);
-    } catch (const std::exception& e) {
-      throw Napi::RangeError::New(info.Env(), e.what());
-    }
+    return c;
   }
 
+  explicit ImageEncoderWrap(const Napi::CallbackInfo& info) : ModelWrap(info) {}
+
  private:
-  Napi::Value Parameters(const Napi::CallbackInfo& info) { return parameters_of(info, *model_); }
-
-  Napi::Value SetParameter(const Napi::CallbackInfo& info) { return set_parameter_of(info, *model_); }
-
   // (out Float32Array (B, latent, H/32, W/32), images Float32Array (B, 3, H, W), B, H, W) -> Promise
   Napi::Value Encode(const Napi::CallbackInfo& info) {
     OpCall call(info, "encode");
@@ -114,15 +81,8 @@ class ImageEncoderWrap : public Napi::ObjectWrap<ImageEncoderWrap> {
     if (H % 32 || W % 32) call.fail_range("a multiple of 32", H % 32 ? "H" : "W", info[H % 32 ? 3 : 4]);
     float* out = call.f32(0, "out", B * model_->config().latent_channels * (H / 32) * (W / 32));
     const float* images = call.f32(1, "images", B * 3 * H * W);
-    call.pin(Value());
-    EffNetEncoder* m = model_.get();
-    return call.run([=] {
-      std::lock_guard<std::mutex> lock(m->mutex());
-      m->forward(out, images, B, H, W);
-    });
+    return run_locked(call, [=](EffNetEncoder& m) { m.forward(out, images, B, H, W); });
   }
-
-  std::unique_ptr<EffNetEncoder> model_;
 };
 
 }  // namespace

@@ -1,42 +1,36 @@
-// JS class `Prior` (native side of src/prior.ts): owns one lt::Prior. Weight and LoRA transfers
-// are synchronous copies; forward, lossAndGrad and optimizerStep run on a worker thread and
-// return Promises. The model's mutex serialises them.
-#include "prior_binding.h"
-
-#include <memory>
-#include <mutex>
+// JS class `Prior` (the native side of src/models/prior.ts): owns one lt::Prior. LoRA and
+// optimizer-state transfers are synchronous copies; forward, lossAndGrad and optimizerStep run on
+// a worker thread and return Promises.
 #include <string>
 
-#include "backends.h"
 #include "model_binding.h"
 #include "models/prior.h"
-#include "napi_call.h"
 
 namespace lt {
 namespace {
 
-class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
+class PriorWrap : public ModelWrap<PriorWrap, Prior> {
  public:
+  static constexpr const char* kName = "Prior";
+  using Config = PriorConfig;
+
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(
-        env, "Prior",
-        {InstanceMethod("parameters", &PriorWrap::Parameters), InstanceMethod("setParameter", &PriorWrap::SetParameter),
-         InstanceMethod("enableLora", &PriorWrap::EnableLora),
-         InstanceMethod("loraParameters", &PriorWrap::LoraParameters), InstanceMethod("setLora", &PriorWrap::SetLora),
-         InstanceMethod("getLora", &PriorWrap::GetLora), InstanceMethod("getLoraGrad", &PriorWrap::GetLoraGrad),
-         InstanceMethod("getOptimizerState", &PriorWrap::GetOptimizerState),
-         InstanceMethod("setOptimizerState", &PriorWrap::SetOptimizerState),
-         InstanceMethod("forward", &PriorWrap::Forward), InstanceMethod("lossAndGrad", &PriorWrap::LossAndGrad),
-         InstanceMethod("optimizerStep", &PriorWrap::OptimizerStep),
-         InstanceMethod("activationBytes", &PriorWrap::ActivationBytes),
-         InstanceMethod("parameterBytes", &PriorWrap::ParameterBytes)});
+    return define(env, {{"enableLora", &PriorWrap::EnableLora},
+                        {"loraParameters", &PriorWrap::LoraParameters},
+                        {"setLora", &PriorWrap::SetLora},
+                        {"getLora", &PriorWrap::GetLora},
+                        {"getLoraGrad", &PriorWrap::GetLoraGrad},
+                        {"getOptimizerState", &PriorWrap::GetOptimizerState},
+                        {"setOptimizerState", &PriorWrap::SetOptimizerState},
+                        {"forward", &PriorWrap::Forward},
+                        {"lossAndGrad", &PriorWrap::LossAndGrad},
+                        {"optimizerStep", &PriorWrap::OptimizerStep},
+                        {"activationBytes", &PriorWrap::ActivationBytes},
+                        {"parameterBytes", &PriorWrap::ParameterBytes}});
   }
 
-  // new Prior(device, {c_in, c, c_cond, c_r, depth, nhead, dropout, weight_type?: 'f32' | 'bf16' | 'f16'})
-  explicit PriorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PriorWrap>(info) {
-    OpCall call(info, "Prior");
-    Ops& ops = backend_for(call, 0);
-    Napi::Object cfg = call.object(1, "config");
+  // {c_in, c, c_cond, c_r, depth, nhead, dropout, weight_type?: 'f32' | 'bf16' | 'f16'}
+  static PriorConfig read_config(OpCall& call, Napi::Object cfg) {
     PriorConfig c;
     c.c_in = call.dim_of(cfg, "c_in");
     c.c = call.dim_of(cfg, "c");
@@ -48,30 +42,12 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     Napi::Value wt = cfg.Get("weight_type");
     if (!wt.IsUndefined() && (!wt.IsString() || !parse_dtype(wt.As<Napi::String>().Utf8Value(), &c.weight_type)))
       call.fail_type("'f32', 'bf16' or 'f16'", "weight_type", wt);
-    try {
-      model_ = std::make_unique<Prior>(ops, c);
-    } catch (const std::exception& e) {
-      throw Napi::RangeError::New(info.Env(), e.what());
-    }
+    return c;
   }
+
+  explicit PriorWrap(const Napi::CallbackInfo& info) : ModelWrap(info) {}
 
  private:
-  template <typename F>
-  Napi::Value locked(const Napi::CallbackInfo& info, F f) {
-    std::lock_guard<std::mutex> lock(model_->mutex());
-    try {
-      return f();
-    } catch (const Napi::Error&) {
-      throw;
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(info.Env(), e.what());
-    }
-  }
-
-  Napi::Value Parameters(const Napi::CallbackInfo& info) { return parameters_of(info, *model_); }
-
-  Napi::Value SetParameter(const Napi::CallbackInfo& info) { return set_parameter_of(info, *model_); }
-
   // ({rank, alpha, targets: string[], dropout})
   Napi::Value EnableLora(const Napi::CallbackInfo& info) {
     OpCall call(info, "enableLora");
@@ -82,7 +58,6 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     lora.dropout = static_cast<float>(call.number_of(o, "dropout"));
     Napi::Value targets = o.Get("targets");
     if (!targets.IsArray()) call.fail_type("an Array of strings", "lora.targets", targets);
-    lora.targets.clear();
     Napi::Array t = targets.As<Napi::Array>();
     for (uint32_t i = 0; i < t.Length(); ++i) {
       Napi::Value s = t.Get(i);
@@ -99,19 +74,6 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     return locked(info, [&] { return named_shapes(info.Env(), model_->lora_parameters()).As<Napi::Value>(); });
   }
 
-  template <typename F>
-  Napi::Value transfer(const Napi::CallbackInfo& info, const char* op, F f) {
-    OpCall call(info, op);
-    std::string name = call.string(0, "name");
-    Napi::Value v = info[1];
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-      call.fail_type("a Float32Array", "data", v);
-    auto arr = v.As<Napi::Float32Array>();
-    return locked(info, [&] {
-      f(name, arr.Data(), static_cast<int64_t>(arr.ElementLength()));
-      return info.Env().Undefined();
-    });
-  }
   Napi::Value SetLora(const Napi::CallbackInfo& info) {
     return transfer(info, "setLora", [&](const std::string& n, float* p, int64_t len) { model_->set_lora(n, p, len); });
   }
@@ -143,16 +105,11 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     uint64_t seed = call.seed(9, "seed");
     const PriorConfig& k = model_->config();
     const int64_t n = s.B * k.c_in * s.H * s.W;
-    float* out = call.f32(0, "out", n);
-    const float* x = call.f32(1, "x", n);
-    const float* r = call.f32(2, "r", s.B);
-    const float* clip = call.f32(3, "clip", s.B * s.T * k.c_cond);
-    call.pin(Value());
-    Prior* m = model_.get();
-    return call.run([=] {
-      std::lock_guard<std::mutex> lock(m->mutex());
-      m->forward(out, x, r, clip, s, train, seed);
-    });
+    float* out = call.f32(0, "out", n);                             // (B, c_in, H, W)
+    const float* x = call.f32(1, "x", n);                           // (B, c_in, H, W)
+    const float* r = call.f32(2, "r", s.B);                         // (B)
+    const float* clip = call.f32(3, "clip", s.B * s.T * k.c_cond);  // (B, T, c_cond)
+    return run_locked(call, [=](Prior& m) { m.forward(out, x, r, clip, s, train, seed); });
   }
 
   // (x, r, clip, target, B, H, W, T, seed, accumulate, train, lossScale) -> Promise<loss>
@@ -164,16 +121,12 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     float loss_scale = static_cast<float>(call.number(11, "lossScale"));
     const PriorConfig& k = model_->config();
     const int64_t n = s.B * k.c_in * s.H * s.W;
-    const float* x = call.f32(0, "x", n);
-    const float* r = call.f32(1, "r", s.B);
-    const float* clip = call.f32(2, "clip", s.B * s.T * k.c_cond);
-    const float* target = call.f32(3, "target", n);
-    call.pin(Value());
-    Prior* m = model_.get();
-    return call.run_number([=] {
-      std::lock_guard<std::mutex> lock(m->mutex());
-      return m->loss_and_grad(x, r, clip, target, s, seed, accumulate, train, loss_scale);
-    });
+    const float* x = call.f32(0, "x", n);                           // (B, c_in, H, W)
+    const float* r = call.f32(1, "r", s.B);                         // (B)
+    const float* clip = call.f32(2, "clip", s.B * s.T * k.c_cond);  // (B, T, c_cond)
+    const float* target = call.f32(3, "target", n);                 // (B, c_in, H, W)
+    return run_locked(
+        call, [=](Prior& m) { return m.loss_and_grad(x, r, clip, target, s, seed, accumulate, train, loss_scale); });
   }
 
   // (lr, beta1, beta2, eps, weightDecay, maxNorm, step, invLossScale) -> Promise<grad norm>
@@ -185,12 +138,8 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
     double max_norm = call.number(5, "maxNorm");
     int64_t step = call.dim(6, "step");
     float inv_loss_scale = static_cast<float>(call.number(7, "invLossScale"));
-    call.pin(Value());
-    Prior* m = model_.get();
-    return call.run_number([=] {
-      std::lock_guard<std::mutex> lock(m->mutex());
-      return m->optimizer_step(lr, b1, b2, eps, wd, max_norm, step, inv_loss_scale);
-    });
+    return run_locked(call,
+                      [=](Prior& m) { return m.optimizer_step(lr, b1, b2, eps, wd, max_norm, step, inv_loss_scale); });
   }
 
   Napi::Value ActivationBytes(const Napi::CallbackInfo& info) {
@@ -204,8 +153,6 @@ class PriorWrap : public Napi::ObjectWrap<PriorWrap> {
       return Napi::Number::New(info.Env(), static_cast<double>(model_->parameter_bytes())).As<Napi::Value>();
     });
   }
-
-  std::unique_ptr<Prior> model_;
 };
 
 }  // namespace

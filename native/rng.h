@@ -4,12 +4,7 @@
 #pragma once
 #include <cstdint>
 
-// The scalar hash and uniform are also compiled for the GPU, so every backend draws the same masks.
-#ifdef __CUDACC__
-#define LT_HOST_DEVICE __host__ __device__
-#else
-#define LT_HOST_DEVICE
-#endif
+#include "host_device.h"  // the hash and uniform compile for the GPU too: every backend draws the same masks
 
 namespace lt {
 

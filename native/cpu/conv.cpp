@@ -1,4 +1,5 @@
-// 3x3 depthwise convolution (channels last, padding 1) and 1x1 convolution (NCHW).
+// Depthwise k x k convolution (channels last; the prior's 3x3 with its backward), general k x k
+// convolution (the image encoder's), and 1x1 convolution (NCHW).
 #include <algorithm>
 #include <vector>
 
@@ -9,11 +10,11 @@
 namespace lt::cpu {
 namespace {
 
-// w (C, 1, 3, 3) -> taps (9, C) so the inner loop runs over contiguous channels.
-std::vector<float> taps_channels_last(const float* w, int64_t C) {
-  std::vector<float> taps(9 * C);
+// w (C, k, k) -> taps (k*k, C), so the inner loops run over contiguous channels.
+std::vector<float> taps_channels_last(const float* w, int64_t C, int64_t kk) {
+  std::vector<float> taps(kk * C);
   for (int64_t c = 0; c < C; ++c)
-    for (int t = 0; t < 9; ++t) taps[t * C + c] = w[c * 9 + t];
+    for (int64_t t = 0; t < kk; ++t) taps[t * C + c] = w[c * kk + t];
   return taps;
 }
 
@@ -21,30 +22,12 @@ std::vector<float> taps_channels_last(const float* w, int64_t C) {
 
 void CpuOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
                                        int64_t H, int64_t W, int64_t C) {
-  const std::vector<float> taps = taps_channels_last(w, C);
-  parallel_for(B * H, [&](int64_t bh) {
-    const int64_t b = bh / H, h = bh % H;
-    for (int64_t wi = 0; wi < W; ++wi) {
-      float* out = y + ((b * H + h) * W + wi) * C;
-      for (int64_t c = 0; c < C; ++c) out[c] = bias ? bias[c] : 0.0f;
-      for (int ky = 0; ky < 3; ++ky) {
-        const int64_t hy = h + ky - 1;
-        if (hy < 0 || hy >= H) continue;
-        for (int kx = 0; kx < 3; ++kx) {
-          const int64_t wx = wi + kx - 1;
-          if (wx < 0 || wx >= W) continue;
-          const float* in = x + ((b * H + hy) * W + wx) * C;
-          const float* tap = taps.data() + (ky * 3 + kx) * C;
-          for (int64_t c = 0; c < C; ++c) out[c] += tap[c] * in[c];
-        }
-      }
-    }
-  });
+  depthwise_conv_forward(y, x, w, bias, B, H, W, C, 3, 1);
 }
 
 void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x,
                                         const float* w, int64_t B, int64_t H, int64_t W, int64_t C) {
-  const std::vector<float> taps = taps_channels_last(w, C);
+  const std::vector<float> taps = taps_channels_last(w, C, 9);
   // dx gathers from the 3x3 output neighbourhood (the kernel flipped), so rows are independent.
   if (dx)
     parallel_for(B * H, [&](int64_t bh) {
@@ -136,9 +119,7 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
 void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                                     int64_t W, int64_t C, int64_t k, int64_t stride) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
-  std::vector<float> taps(k * k * C);  // (k*k, C): contiguous channels in the inner loop
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t t = 0; t < k * k; ++t) taps[t * C + c] = w[c * k * k + t];
+  const std::vector<float> taps = taps_channels_last(w, C, k * k);
   parallel_for(B * Ho, [&](int64_t bh) {
     const int64_t b = bh / Ho, oy = bh % Ho;
     for (int64_t ox = 0; ox < Wo; ++ox) {

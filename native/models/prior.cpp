@@ -26,6 +26,23 @@ struct Prior::Linear {
   std::unique_ptr<LoraTensors> lora;
 };
 
+// The prior's blocks at one depth, resolved at construction into pointers to their layers and
+// parameters, so a step looks nothing up by name.
+struct Prior::Block {
+  // ResBlock (blocks.3d): x + channelwise(LN(depthwise(x)))
+  float* depthwise_w;  // (c, 1, 3, 3)
+  float* depthwise_b;  // (c)
+  Linear* fc1;         // channelwise.0: c -> 4c
+  float* grn_gamma;    // (4c) channelwise.2
+  float* grn_beta;     // (4c)
+  Linear* fc2;         // channelwise.4: 4c -> c
+  // TimestepBlock (blocks.3d+1): x * (1 + a) + b
+  Linear* mapper;  // c_r -> 2c, [a | b]
+  // AttnBlock (blocks.3d+2): x + to_out(attention(to_q(LN x), to_k/to_v([LN x; kv])))
+  Linear* kv_mapper;                    // kv_mapper.1: c -> c, after SiLU
+  Linear *to_q, *to_k, *to_v, *to_out;  // c -> c each
+};
+
 // An activation the backward reads. In fp32, f32 is the block's own buffer. In mixed
 // precision training only lowp is set: the op producing the activation writes it in the
 // low-precision type (output) and the ops after it and the backward read it so (saved): half
@@ -36,35 +53,72 @@ struct Prior::Saved {
   float* lowp = nullptr;  // (n) of PriorConfig::weight_type, in arena floats
 };
 
-// Every activation the backward reads, and the backward's scratch, as views into one arena.
+// Every activation the backward reads, and the backward's scratch, as views into one arena
+// (llm.c's ActivationTensors). P = H*W latent positions, T text tokens, S = P + T keys, r the
+// LoRA rank. A LoRA intermediate is null where its Linear has no adapter (xl_*: no LoRA dropout).
 struct Prior::Acts {
   struct Res {
-    float *dw, *mean, *rstd;
-    Saved n;                       // (B, P, c): channelwise.0's input (the LayerNorm's output)
-    Saved u1, grn, drop;           // (B, P, 4c): GELU input, GELU+GRN output, its dropout
-    float *xa1, *xl1, *xa2, *xl2;  // LoRA intermediates of channelwise.0 / channelwise.4
+    float* dw;           // (B, P, c) depthwise output, the LayerNorm's input
+    float *mean, *rstd;  // (B, P) the LayerNorm's statistics
+    Saved n;             // (B, P, c) the LayerNorm's output, channelwise.0's input
+    Saved u1;            // (B, P, 4c) channelwise.0's output, GELU's input
+    Saved grn;           // (B, P, 4c) GELU+GRN's output
+    Saved drop;          // (B, P, 4c) its dropout: channelwise.4's input
+    float *xa1, *xl1;    // (B, P, r), (B, P, c) channelwise.0's x A^T, dropped-out x
+    float *xa2, *xl2;    // (B, P, r), (B, P, 4c) channelwise.4's
   };
   struct Attn {
-    float *kv, *mean, *rstd, *lse, *y;
-    Saved nx, src, q, k, v, o;  // (B, P, c), (B, S, c), q and o like nx, k and v like src
-    float *xa_kv, *xl_kv, *xa_q, *xl_q, *xa_k, *xl_k, *xa_v, *xl_v, *xa_out, *xl_out;
+    float* kv;               // (B, T, c) kv_mapper's output
+    float *mean, *rstd;      // (B, P) the LayerNorm's statistics
+    float* lse;              // (B, nhead, P) attention's log-sum-exp
+    float* y;                // (B, P, c) to_out's output before dropout
+    Saved nx;                // (B, P, c) LN(modulated x): to_q's input
+    Saved src;               // (B, S, c) [nx; kv]: to_k's and to_v's input
+    Saved q, o;              // (B, P, c) queries, attention output
+    Saved k, v;              // (B, S, c) keys, values
+    float *xa_kv, *xl_kv;    // (B, T, r), (B, T, c)
+    float *xa_q, *xl_q;      // (B, P, r), (B, P, c)
+    float *xa_k, *xl_k;      // (B, S, r), (B, S, c)
+    float *xa_v, *xl_v;      // (B, S, r), (B, S, c)
+    float *xa_out, *xl_out;  // (B, P, r), (B, P, c)
   };
-  float *x_in, *x_cl, *r_embed, *clip, *cm1, *cm1a, *c_embed, *silu_c;
-  float *out_ln, *out_mean, *out_rstd, *out_ab, *out, *target;
-  // Buffers the backward does not read unless an adapter needs them (as its input x) are one
-  // scratch shared by every block: most of a ResBlock's activations. GELU's output is never
+  float* x_in;                 // (B, c_in, P) the caller's x, channels first
+  float* x_cl;                 // (B, P, c_in) channels last
+  float* r_embed;              // (B, c_r) the timestep embedding
+  float* clip;                 // (B, T, c_cond) text embeddings
+  float* cm1;                  // (B, T, c) cond_mapper.0's output
+  float* cm1a;                 // (B, T, c) after LeakyReLU(0.2)
+  float* c_embed;              // (B, T, c) cond_mapper.2's output
+  float* silu_c;               // (B, T, c) SiLU(c_embed): every kv_mapper's input
+  float* out_ln;               // (B, P, c) the final LayerNorm's output
+  float *out_mean, *out_rstd;  // (B, P)
+  float* out_ab;               // (B, P, 2 c_in) out.1's output [a | b]
+  float* out;                  // (B, c_in, P) the prior's output
+  float* target;               // (B, c_in, P) the loss's target
+  std::vector<float*> stream;  // (3 depth + 1) x (B, P, c) residual stream before each block and after the last
+  std::vector<float*> ts_ab;   // (depth) x (B, 2c) each TimestepBlock's mapper output
+  std::vector<float*> ts_xa;   // (depth) x (B, r)
+  std::vector<float*> ts_xl;   // (depth) x (B, c_r)
+  std::vector<Res> res;        // (depth)
+  std::vector<Attn> attn;      // (depth)
+  // Scratch shared by every block for the buffers above that the backward does not read unless
+  // an adapter needs them (allocated only when a plan shares into them; those behind a Saved
+  // activation hold bf16/fp16 in a mixed-precision training plan). GELU's output is never
   // stored (gelu_grn_* recompute it).
-  // (Allocated only when a plan shares into them; those behind a Saved activation hold
-  // bf16/fp16 in a mixed-precision training plan.)
   float *tmp_n, *tmp_grn, *tmp_drop, *tmp_kv, *tmp_y;
   float *tmp_u1, *tmp_nx, *tmp_src, *tmp_q, *tmp_k, *tmp_v, *tmp_o;
   float *tmp_stream_in, *tmp_stream_mid, *tmp_stream_attn, *tmp_dw;
-  std::vector<float*> stream;               // residual stream before each block and after the last: (B, P, c)
-  std::vector<float*> ts_ab, ts_xa, ts_xl;  // per timestep block: mapper output (B, 2c)
-  std::vector<Res> res;
-  std::vector<Attn> attn;
-  // backward
-  float *dout, *d_ab, *ds0, *ds1, *dc0, *dc1, *dc2, *d4a, *d4b, *dq, *dk, *dv, *d_src, *d_kv, *d_ts, *dx_lora;
+  // The backward's buffers (training plans only)
+  float* dout;             // (B, c_in, P) d loss / d out
+  float* d_ab;             // (B, P, 2 c_in)
+  float *ds0, *ds1;        // (B, P, c) the residual stream's gradient, and a spare
+  float *dc0, *dc1, *dc2;  // (B, P, c) gradients inside a block
+  float *d4a, *d4b;        // (B, P, 4c) inside a ResBlock's MLP
+  float* dq;               // (B, P, c)
+  float *dk, *dv, *d_src;  // (B, S, c)
+  float* d_kv;             // (B, T, c)
+  float* d_ts;             // (B, 2c)
+  float* dx_lora;          // (B, S, 4c) at most: an adapter's input gradient under LoRA dropout
 };
 
 namespace {
@@ -97,41 +151,44 @@ Prior::Prior(Ops& ops, const PriorConfig& config) : ops_(ops), config_(config), 
   if (!(k.dropout >= 0.0f && k.dropout < 1.0f)) throw std::invalid_argument("prior config: dropout must be in [0, 1)");
 
   auto add = [&](const std::string& name, std::vector<int64_t> shape) { return params_.add(name, std::move(shape)); };
-  auto add_linear = [&](const std::string& module, int64_t in, int64_t out, std::vector<int64_t> wshape = {},
-                        bool adaptable = true) {
-    if (wshape.empty()) wshape = {out, in};
-    auto l = std::make_unique<Linear>();
-    l->name = module;
-    l->in = in;
-    l->out = out;
-    params_.add(module + ".weight", wshape, k.weight_type);
-    l->W = params_.ref(module + ".weight");
-    l->b = add(module + ".bias", {out});
-    l->index = static_cast<int64_t>(linears_.size());
-    l->adaptable = adaptable;
-    linear_by_name_[module] = l.get();
-    linears_.push_back(std::move(l));
-  };
-  add_linear("projection", k.c_in, k.c, {k.c, k.c_in, 1, 1}, false);
-  add_linear("cond_mapper.0", k.c_cond, k.c, {}, false);
-  add_linear("cond_mapper.2", k.c, k.c, {}, false);
+  projection_ = add_linear("projection", k.c_in, k.c, {k.c, k.c_in, 1, 1}, false);
+  cond_mapper_0_ = add_linear("cond_mapper.0", k.c_cond, k.c, {}, false);
+  cond_mapper_2_ = add_linear("cond_mapper.2", k.c, k.c, {}, false);
+  blocks_.resize(k.depth);
   for (int64_t d = 0; d < k.depth; ++d) {
     const std::string res = "blocks." + std::to_string(3 * d), ts = "blocks." + std::to_string(3 * d + 1),
                       at = "blocks." + std::to_string(3 * d + 2);
-    add(res + ".depthwise.weight", {k.c, 1, 3, 3});
-    add(res + ".depthwise.bias", {k.c});
-    add_linear(res + ".channelwise.0", k.c, 4 * k.c);
-    add(res + ".channelwise.2.gamma", {1, 1, 1, 4 * k.c});
-    add(res + ".channelwise.2.beta", {1, 1, 1, 4 * k.c});
-    add_linear(res + ".channelwise.4", 4 * k.c, k.c);
-    add_linear(ts + ".mapper", k.c_r, 2 * k.c);
-    add_linear(at + ".kv_mapper.1", k.c, k.c);
-    add_linear(at + ".attention.to_q", k.c, k.c);
-    add_linear(at + ".attention.to_k", k.c, k.c);
-    add_linear(at + ".attention.to_v", k.c, k.c);
-    add_linear(at + ".attention.to_out.0", k.c, k.c);
+    Block& b = blocks_[d];
+    b.depthwise_w = add(res + ".depthwise.weight", {k.c, 1, 3, 3});
+    b.depthwise_b = add(res + ".depthwise.bias", {k.c});
+    b.fc1 = add_linear(res + ".channelwise.0", k.c, 4 * k.c);
+    b.grn_gamma = add(res + ".channelwise.2.gamma", {1, 1, 1, 4 * k.c});
+    b.grn_beta = add(res + ".channelwise.2.beta", {1, 1, 1, 4 * k.c});
+    b.fc2 = add_linear(res + ".channelwise.4", 4 * k.c, k.c);
+    b.mapper = add_linear(ts + ".mapper", k.c_r, 2 * k.c);
+    b.kv_mapper = add_linear(at + ".kv_mapper.1", k.c, k.c);
+    b.to_q = add_linear(at + ".attention.to_q", k.c, k.c);
+    b.to_k = add_linear(at + ".attention.to_k", k.c, k.c);
+    b.to_v = add_linear(at + ".attention.to_v", k.c, k.c);
+    b.to_out = add_linear(at + ".attention.to_out.0", k.c, k.c);
   }
-  add_linear("out.1", k.c, 2 * k.c_in, {2 * k.c_in, k.c, 1, 1}, false);
+  out_ = add_linear("out.1", k.c, 2 * k.c_in, {2 * k.c_in, k.c, 1, 1}, false);
+}
+
+Prior::Linear* Prior::add_linear(const std::string& module, int64_t in, int64_t out, std::vector<int64_t> wshape,
+                                 bool adaptable) {
+  auto l = std::make_unique<Linear>();
+  l->name = module;
+  l->in = in;
+  l->out = out;
+  params_.add(module + ".weight", wshape.empty() ? std::vector<int64_t>{out, in} : std::move(wshape),
+              config_.weight_type);
+  l->W = params_.ref(module + ".weight");
+  l->b = params_.add(module + ".bias", {out});
+  l->index = static_cast<int64_t>(linears_.size());
+  l->adaptable = adaptable;
+  linears_.push_back(std::move(l));
+  return linears_.back().get();
 }
 
 Prior::~Prior() {
@@ -144,11 +201,7 @@ Prior::~Prior() {
 
 std::vector<NamedShape> Prior::parameters() const { return params_.list(); }
 
-float* Prior::param(const std::string& name) const { return params_.get(name); }
-
 void Prior::set_parameter(const std::string& name, const float* host, int64_t n) { params_.set(name, host, n); }
-
-Prior::Linear& Prior::linear(const std::string& module) { return *linear_by_name_.at(module); }
 
 void Prior::enable_lora(const LoraConfig& lora) {
   if (lora.rank < 1) throw std::invalid_argument("LoRA rank must be >= 1");
@@ -281,14 +334,12 @@ void Prior::plan(const StepShape& s, bool train) {
   // First pass counts floats, second pass hands out pointers: one layout, one allocation.
   std::vector<std::pair<float**, int64_t>> slots;
   auto take = [&](float*& p, int64_t n) { slots.emplace_back(&p, n); };
-  auto lora_slots = [&](const std::string& module, float*& xa, float*& xl, int64_t rows) {
+  auto lora_slots = [&](const Linear& l, float*& xa, float*& xl, int64_t rows) {
     xa = xl = nullptr;
-    const Linear& l = *linear_by_name_.at(module);
     if (!l.lora) return;
     take(xa, rows * r);
     if (lora_drop) take(xl, rows * l.in);  // also forward-only: Prior::forward may run with dropout
   };
-  auto adapted = [&](const std::string& module) { return linear_by_name_.at(module)->lora != nullptr; };
   // A block's own buffer when `keep`, else one scratch shared by every block, taken (sized)
   // by the first block that shares it and bound after allocation; scratch nobody shares is
   // never allocated.
@@ -326,8 +377,7 @@ void Prior::plan(const StepShape& s, bool train) {
     if (i % 3 == 0)
       keep_or_share(false, a.stream[i], B * P * c, a.tmp_stream_in);
     else if (i % 3 == 1)
-      keep_or_share(train && adapted("blocks." + std::to_string(i) + ".mapper"), a.stream[i], B * P * c,
-                    a.tmp_stream_mid);
+      keep_or_share(train && blocks_[i / 3].mapper->lora, a.stream[i], B * P * c, a.tmp_stream_mid);
     else
       keep_or_share(train, a.stream[i], B * P * c, a.tmp_stream_attn);
   }
@@ -337,40 +387,39 @@ void Prior::plan(const StepShape& s, bool train) {
   a.ts_xa.assign(k.depth, nullptr);
   a.ts_xl.assign(k.depth, nullptr);
   for (int64_t d = 0; d < k.depth; ++d) {
-    const std::string res = "blocks." + std::to_string(3 * d), ts = "blocks." + std::to_string(3 * d + 1),
-                      at = "blocks." + std::to_string(3 * d + 2);
+    const Block& L = blocks_[d];
     Acts::Res& R = a.res[d];
     keep_or_share(train, R.dw, B * P * c, a.tmp_dw);
     take(R.mean, B * P);
     take(R.rstd, B * P);
-    keep_saved(adapted(res + ".channelwise.0"), R.n, B * P * c, a.tmp_n);
+    keep_saved(L.fc1->lora != nullptr, R.n, B * P * c, a.tmp_n);
     keep_saved(true, R.u1, B * P * 4 * c, a.tmp_u1);
     // channelwise.4's input (GELU+GRN, then dropout): its adapter's dA reads it.
-    const bool fc2 = adapted(res + ".channelwise.4");
+    const bool fc2 = L.fc2->lora != nullptr;
     keep_saved(fc2, R.grn, B * P * 4 * c, a.tmp_grn);
     R.drop = Saved{};
     if (k.dropout > 0.0f) keep_saved(fc2, R.drop, B * P * 4 * c, a.tmp_drop);
-    lora_slots(res + ".channelwise.0", R.xa1, R.xl1, B * P);
-    lora_slots(res + ".channelwise.4", R.xa2, R.xl2, B * P);
+    lora_slots(*L.fc1, R.xa1, R.xl1, B * P);
+    lora_slots(*L.fc2, R.xa2, R.xl2, B * P);
     take(a.ts_ab[d], B * 2 * c);
-    lora_slots(ts + ".mapper", a.ts_xa[d], a.ts_xl[d], B);
+    lora_slots(*L.mapper, a.ts_xa[d], a.ts_xl[d], B);
     Acts::Attn& A = a.attn[d];
     keep_or_share(false, A.kv, B * T * c, a.tmp_kv);
-    keep_saved(adapted(at + ".attention.to_q"), A.nx, B * P * c, a.tmp_nx);
+    keep_saved(L.to_q->lora != nullptr, A.nx, B * P * c, a.tmp_nx);
     take(A.mean, B * P);
     take(A.rstd, B * P);
-    keep_saved(adapted(at + ".attention.to_k") || adapted(at + ".attention.to_v"), A.src, B * S * c, a.tmp_src);
+    keep_saved(L.to_k->lora || L.to_v->lora, A.src, B * S * c, a.tmp_src);
     keep_saved(true, A.q, B * P * c, a.tmp_q);
     keep_saved(true, A.k, B * S * c, a.tmp_k);
     keep_saved(true, A.v, B * S * c, a.tmp_v);
     keep_saved(true, A.o, B * P * c, a.tmp_o);
     take(A.lse, B * k.nhead * P);
     keep_or_share(false, A.y, B * P * c, a.tmp_y);
-    lora_slots(at + ".kv_mapper.1", A.xa_kv, A.xl_kv, B * T);
-    lora_slots(at + ".attention.to_q", A.xa_q, A.xl_q, B * P);
-    lora_slots(at + ".attention.to_k", A.xa_k, A.xl_k, B * S);
-    lora_slots(at + ".attention.to_v", A.xa_v, A.xl_v, B * S);
-    lora_slots(at + ".attention.to_out.0", A.xa_out, A.xl_out, B * P);
+    lora_slots(*L.kv_mapper, A.xa_kv, A.xl_kv, B * T);
+    lora_slots(*L.to_q, A.xa_q, A.xl_q, B * P);
+    lora_slots(*L.to_k, A.xa_k, A.xl_k, B * S);
+    lora_slots(*L.to_v, A.xa_v, A.xl_v, B * S);
+    lora_slots(*L.to_out, A.xa_out, A.xl_out, B * P);
   }
   take(a.out_ln, B * P * c);
   take(a.out_mean, B * P);
@@ -450,39 +499,36 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
   const bool dropout = train && k.dropout > 0.0f;
 
   ops_.transpose_cp(a.x_cl, a.x_in, B, k.c_in, P);
-  linear_forward(linear("projection"), a.stream[0], a.x_cl, nullptr, nullptr, B * P, train, seed);
-  linear_forward(linear("cond_mapper.0"), a.cm1, a.clip, nullptr, nullptr, B * T, train, seed);
+  linear_forward(*projection_, a.stream[0], a.x_cl, nullptr, nullptr, B * P, train, seed);
+  linear_forward(*cond_mapper_0_, a.cm1, a.clip, nullptr, nullptr, B * T, train, seed);
   ops_.leaky_relu_forward(a.cm1a, a.cm1, 0.2f, B * T * c);
-  linear_forward(linear("cond_mapper.2"), a.c_embed, a.cm1a, nullptr, nullptr, B * T, train, seed);
+  linear_forward(*cond_mapper_2_, a.c_embed, a.cm1a, nullptr, nullptr, B * T, train, seed);
   ops_.silu_forward(a.silu_c, a.c_embed, B * T * c);  // every block's kv_mapper starts with SiLU
 
   for (int64_t d = 0; d < k.depth; ++d) {
-    const std::string res = "blocks." + std::to_string(3 * d), ts = "blocks." + std::to_string(3 * d + 1),
-                      at = "blocks." + std::to_string(3 * d + 2);
+    const Block& L = blocks_[d];
     // ResBlock: x + channelwise(LN(depthwise(x)))
     Acts::Res& R = a.res[d];
     const float* x = a.stream[3 * d];
-    ops_.depthwise_conv3x3_forward(R.dw, x, param(res + ".depthwise.weight"), param(res + ".depthwise.bias"), B, s.H,
-                                   s.W, c);
+    ops_.depthwise_conv3x3_forward(R.dw, x, L.depthwise_w, L.depthwise_b, B, s.H, s.W, c);
     ops_.layernorm_forward(output(R.n), R.mean, R.rstd, R.dw, B * P, c, kLnEps);
-    linear_forward(linear(res + ".channelwise.0"), output(R.u1), saved(R.n), R.xa1, R.xl1, B * P, train, seed);
-    ops_.gelu_grn_forward(output(R.grn), saved(R.u1), param(res + ".channelwise.2.gamma"),
-                          param(res + ".channelwise.2.beta"), B, P, 4 * c, kGrnEps);
+    linear_forward(*L.fc1, output(R.u1), saved(R.n), R.xa1, R.xl1, B * P, train, seed);
+    ops_.gelu_grn_forward(output(R.grn), saved(R.u1), L.grn_gamma, L.grn_beta, B, P, 4 * c, kGrnEps);
     TensorRef fc2_in = saved(R.grn);
     if (dropout) {
       ops_.dropout_forward(output(R.drop), saved(R.grn), k.dropout, site_seed(seed, 3 * d, 1), B * P * 4 * c);
       fc2_in = saved(R.drop);
     }
-    linear_forward(linear(res + ".channelwise.4"), a.stream[3 * d + 1], fc2_in, R.xa2, R.xl2, B * P, train, seed);
+    linear_forward(*L.fc2, a.stream[3 * d + 1], fc2_in, R.xa2, R.xl2, B * P, train, seed);
     ops_.axpy(a.stream[3 * d + 1], x, 1.0f, B * P * c);
 
     // TimestepBlock: x * (1 + a) + b from the r embedding
-    linear_forward(linear(ts + ".mapper"), a.ts_ab[d], a.r_embed, a.ts_xa[d], a.ts_xl[d], B, train, seed);
+    linear_forward(*L.mapper, a.ts_ab[d], a.r_embed, a.ts_xa[d], a.ts_xl[d], B, train, seed);
 
     // AttnBlock: x + to_out(attention(q(LN x), k/v([LN x; kv_mapper(c_embed)])))
     Acts::Attn& A = a.attn[d];
     const float* xa = a.stream[3 * d + 2];
-    linear_forward(linear(at + ".kv_mapper.1"), A.kv, a.silu_c, A.xa_kv, A.xl_kv, B * T, train, seed);
+    linear_forward(*L.kv_mapper, A.kv, a.silu_c, A.xa_kv, A.xl_kv, B * T, train, seed);
     // TimestepBlock's modulation and the AttnBlock's LayerNorm in one op
     ops_.modulate_layernorm_forward(a.stream[3 * d + 2], output(A.nx), A.mean, A.rstd, a.stream[3 * d + 1], a.ts_ab[d],
                                     B, P, c, kLnEps);
@@ -490,14 +536,13 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
     // The LayerNorm and concat outputs, q, k, v and the attention output are written in the
     // kept type directly and read so (half the bytes; GEMMs and the GPU's tensor cores round
     // to that type anyway).
-    linear_forward(linear(at + ".attention.to_q"), output(A.q), saved(A.nx), A.xa_q, A.xl_q, B * P, train, seed);
-    linear_forward(linear(at + ".attention.to_k"), output(A.k), saved(A.src), A.xa_k, A.xl_k, B * S, train, seed);
-    linear_forward(linear(at + ".attention.to_v"), output(A.v), saved(A.src), A.xa_v, A.xl_v, B * S, train, seed);
+    linear_forward(*L.to_q, output(A.q), saved(A.nx), A.xa_q, A.xl_q, B * P, train, seed);
+    linear_forward(*L.to_k, output(A.k), saved(A.src), A.xa_k, A.xl_k, B * S, train, seed);
+    linear_forward(*L.to_v, output(A.v), saved(A.src), A.xa_v, A.xl_v, B * S, train, seed);
     ops_.attention_forward(output(A.o), A.lse, saved(A.q), saved(A.k), saved(A.v), B, P, S, k.nhead, d_head,
                            1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
     float* next = a.stream[3 * d + 3];
-    linear_forward(linear(at + ".attention.to_out.0"), dropout ? A.y : next, saved(A.o), A.xa_out, A.xl_out, B * P,
-                   train, seed);
+    linear_forward(*L.to_out, dropout ? A.y : next, saved(A.o), A.xa_out, A.xl_out, B * P, train, seed);
     if (dropout)
       ops_.dropout_add_forward(next, A.y, xa, k.dropout, site_seed(seed, 3 * d + 2, 1), B * P * c);
     else
@@ -505,7 +550,7 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
   }
 
   ops_.layernorm_forward(a.out_ln, a.out_mean, a.out_rstd, a.stream[3 * k.depth], B * P, c, kLnEps);
-  linear_forward(linear("out.1"), a.out_ab, a.out_ln, nullptr, nullptr, B * P, train, seed);
+  linear_forward(*out_, a.out_ab, a.out_ln, nullptr, nullptr, B * P, train, seed);
   ops_.prior_output_forward(a.out, a.x_in, a.out_ab, B, k.c_in, P);
 }
 
@@ -518,15 +563,14 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
 
   ops_.zero(a.d_ab, B * P * 2 * k.c_in);
   ops_.prior_output_backward(a.d_ab, a.dout, a.x_in, a.out_ab, B, k.c_in, P);
-  linear_backward(linear("out.1"), a.dc0, a.d_ab, a.out_ln, nullptr, nullptr, a.dx_lora, B * P, train, seed, false);
+  linear_backward(*out_, a.dc0, a.d_ab, a.out_ln, nullptr, nullptr, a.dx_lora, B * P, train, seed, false);
   float* ds = a.ds0;  // gradient of the residual stream at the current point
   float* spare = a.ds1;
   ops_.zero(ds, nc);
   ops_.layernorm_backward(ds, a.dc0, a.stream[3 * k.depth], a.out_mean, a.out_rstd, B * P, c);
 
   for (int64_t d = k.depth - 1; d >= 0; --d) {
-    const std::string res = "blocks." + std::to_string(3 * d), ts = "blocks." + std::to_string(3 * d + 1),
-                      at = "blocks." + std::to_string(3 * d + 2);
+    const Block& L = blocks_[d];
     // AttnBlock
     Acts::Attn& A = a.attn[d];
     const float* xa = a.stream[3 * d + 2];
@@ -535,21 +579,17 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
       ops_.dropout_forward(a.dc0, ds, k.dropout, site_seed(seed, 3 * d + 2, 1), nc);
       dy = a.dc0;
     }
-    linear_backward(linear(at + ".attention.to_out.0"), a.dc1, dy, saved(A.o), A.xa_out, A.xl_out, a.dx_lora, B * P,
-                    train, seed, false);
+    linear_backward(*L.to_out, a.dc1, dy, saved(A.o), A.xa_out, A.xl_out, a.dx_lora, B * P, train, seed, false);
     ops_.zero(a.dq, nc);
     ops_.zero(a.dk, B * S * c);
     ops_.zero(a.dv, B * S * c);
     ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, saved(A.q), saved(A.k), saved(A.v), saved(A.o), A.lse, B, P, S,
                             k.nhead, d_head, 1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
     // dc2: d LN(x); the first contribution to each gradient overwrites it
-    linear_backward(linear(at + ".attention.to_q"), a.dc2, a.dq, saved(A.nx), A.xa_q, A.xl_q, a.dx_lora, B * P, train,
-                    seed, false);
-    linear_backward(linear(at + ".attention.to_k"), a.d_src, a.dk, saved(A.src), A.xa_k, A.xl_k, a.dx_lora, B * S,
-                    train, seed, false);
-    linear_backward(linear(at + ".attention.to_v"), a.d_src, a.dv, saved(A.src), A.xa_v, A.xl_v, a.dx_lora, B * S,
-                    train, seed, true);
-    Linear& kv = linear(at + ".kv_mapper.1");
+    linear_backward(*L.to_q, a.dc2, a.dq, saved(A.nx), A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed, false);
+    linear_backward(*L.to_k, a.d_src, a.dk, saved(A.src), A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed, false);
+    linear_backward(*L.to_v, a.d_src, a.dv, saved(A.src), A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed, true);
+    Linear& kv = *L.kv_mapper;
     // c_embed comes from the frozen cond_mapper and the caller's text embeddings, so the
     // keys/values from text need a gradient only to train an adapter on kv_mapper.
     float* d_kv = kv.lora ? a.d_kv : nullptr;
@@ -559,7 +599,7 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     ops_.layernorm_backward(ds, a.dc2, xa, A.mean, A.rstd, B * P, c);  // ds: now d stream[3d+2]
 
     // TimestepBlock
-    Linear& mapper = linear(ts + ".mapper");
+    Linear& mapper = *L.mapper;
     ops_.zero(spare, nc);
     if (mapper.lora) ops_.zero(a.d_ts, B * 2 * c);
     ops_.modulate_backward(spare, mapper.lora ? a.d_ts : nullptr, ds, a.stream[3 * d + 1], a.ts_ab[d], B, P, c);
@@ -570,8 +610,8 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     // ResBlock
     Acts::Res& R = a.res[d];
     const float* x = a.stream[3 * d];
-    linear_backward(linear(res + ".channelwise.4"), a.d4a, ds, saved(dropout ? R.drop : R.grn), R.xa2, R.xl2, a.dx_lora,
-                    B * P, train, seed, false);
+    linear_backward(*L.fc2, a.d4a, ds, saved(dropout ? R.drop : R.grn), R.xa2, R.xl2, a.dx_lora, B * P, train, seed,
+                    false);
     float* d_grn = a.d4a;
     if (dropout) {
       ops_.dropout_forward(a.d4b, a.d4a, k.dropout, site_seed(seed, 3 * d, 1), n4);
@@ -579,12 +619,11 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     }
     float* d_u1 = d_grn == a.d4a ? a.d4b : a.d4a;
     ops_.zero(d_u1, n4);
-    ops_.gelu_grn_backward(d_u1, d_grn, saved(R.u1), param(res + ".channelwise.2.gamma"), B, P, 4 * c, kGrnEps);
-    linear_backward(linear(res + ".channelwise.0"), a.dc2, d_u1, saved(R.n), R.xa1, R.xl1, a.dx_lora, B * P, train,
-                    seed, false);
+    ops_.gelu_grn_backward(d_u1, d_grn, saved(R.u1), L.grn_gamma, B, P, 4 * c, kGrnEps);
+    linear_backward(*L.fc1, a.dc2, d_u1, saved(R.n), R.xa1, R.xl1, a.dx_lora, B * P, train, seed, false);
     ops_.zero(a.dc1, nc);
     ops_.layernorm_backward(a.dc1, a.dc2, R.dw, R.mean, R.rstd, B * P, c);
-    ops_.depthwise_conv3x3_backward(ds, nullptr, nullptr, a.dc1, x, param(res + ".depthwise.weight"), B, s.H, s.W, c);
+    ops_.depthwise_conv3x3_backward(ds, nullptr, nullptr, a.dc1, x, L.depthwise_w, B, s.H, s.W, c);
     // ds: d stream[3d]
   }
   // The projection and cond_mapper are frozen and fed by data: nothing further to train.

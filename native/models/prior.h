@@ -1,11 +1,10 @@
-// The Würstchen v2 prior (diffusers' WuerstchenPrior, ../shared/spec §2-3) composed from the
-// ops in ops.h, with LoRA adapters on chosen Linear layers. Activations live in one arena
+// The Würstchen v2 prior (diffusers' WuerstchenPrior, docs/wuerstchen-prior.md §2-3) composed
+// from the ops in ops.h, with LoRA adapters on chosen Linear layers. Activations live in one arena
 // planned per batch shape, so a training step is one call: forward, MSE loss, backward into
 // the LoRA gradients. Internally the residual stream is channels last, (B, H*W, c), tokens in
 // h-major order as diffusers' attention sees them.
 #pragma once
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -16,20 +15,23 @@
 
 namespace lt {
 
+// No defaults here: every field comes from the model's config.json, which JS reads with
+// diffusers' defaults for the keys it leaves out. Zero is refused by the constructor.
 struct PriorConfig {
-  int64_t c_in = 16, c = 1536, c_cond = 1280, c_r = 64, depth = 32, nhead = 24;
-  float dropout = 0.1f;
+  int64_t c_in = 0, c = 0, c_cond = 0, c_r = 0, depth = 0, nhead = 0;
+  float dropout = 0.0f;
   // Storage of the frozen Linear weights. bf16/f16 is mixed precision: those GEMMs read their
   // activations rounded to the same type and accumulate in fp32; everything else (activations,
   // norms, LoRA weights, gradients, AdamW state) stays fp32.
   DType weight_type = DType::f32;
 };
 
+// As the config's prior_lora_config, whose defaults JS applies.
 struct LoraConfig {
-  int64_t rank = 8;
-  float alpha = 8.0f;
+  int64_t rank = 0;
+  float alpha = 0.0f;
   // Module-name suffixes as peft matches them: "to_q" adapts every blocks.N.attention.to_q.
-  std::vector<std::string> targets = {"to_q", "to_k", "to_v", "to_out.0"};
+  std::vector<std::string> targets;
   float dropout = 0.0f;
 };
 
@@ -89,12 +91,14 @@ class Prior {
 
  private:
   struct Linear;
+  struct Block;
   struct Saved;
   struct Acts;
   struct LoraTensors;
 
-  Linear& linear(const std::string& module);
-  float* param(const std::string& name) const;
+  // Adds a Linear's weight (out, in) or wshape and bias (out) to the parameters.
+  Linear* add_linear(const std::string& module, int64_t in, int64_t out, std::vector<int64_t> wshape = {},
+                     bool adaptable = true);
   void plan(const StepShape& s, bool train);
   void run_forward(const StepShape& s, bool train, uint64_t seed);
   void run_backward(const StepShape& s, bool train, uint64_t seed);
@@ -113,9 +117,11 @@ class Prior {
 
   Ops& ops_;
   PriorConfig config_;
-  ParamStore params_;  // frozen weights
-  std::vector<std::unique_ptr<Linear>> linears_;
-  std::map<std::string, Linear*> linear_by_name_;
+  ParamStore params_;                             // frozen weights
+  std::vector<std::unique_ptr<Linear>> linears_;  // every Linear, in state-dict order
+  // The layers as the forward walks them, resolved once at construction.
+  Linear *projection_, *cond_mapper_0_, *cond_mapper_2_, *out_;
+  std::vector<Block> blocks_;  // (depth): one ResBlock, TimestepBlock and AttnBlock each
   std::vector<Linear*> lora_layers_;
   LoraConfig lora_config_;
   std::unique_ptr<Acts> acts_;
