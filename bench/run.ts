@@ -328,9 +328,12 @@ async function main(argv: string[]) {
     };
     if (json) console.log(JSON.stringify(row));
     else {
-      const mem = (o: object) => ('peak_rss_mb' in o ? `, peak RSS ${o.peak_rss_mb} MB` : '');
+      const field = (o: object, key: string) => (o as Record<string, number | undefined>)[key];
+      const mem = (o: object) =>
+        field(o, 'peak_rss_mb') === undefined ? '' : `, peak RSS ${field(o, 'peak_rss_mb')} MB`;
       const rate = (g: number | null) => (g === null ? '' : `, ${g} GFLOP/s`);
-      const items = (o: object) => ('items_per_s' in o ? `, ${o.items_per_s} items/s` : '');
+      const items = (o: object) =>
+        field(o, 'items_per_s') === undefined ? '' : `, ${field(o, 'items_per_s')} items/s`;
       const p = row.peer
         ? `   peer ${row.peer.impl}: ${(row.peer.seconds * 1e3).toFixed(2)} ms${rate(row.peer.gflops)}${items(row.peer)}${mem(row.peer)}; lora-train ${row.peer.ratio}x faster`
         : '   peer: none (no Python with numpy or torch found)';

@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import type { NativeInfo } from '../src/native/addon.js';
 import { ImageEncoder, type ImageEncoderConfig } from '../src/models/image-encoder.js';
 import { getTensor, readSafetensors } from '../src/io/safetensors.js';
 import { TOLERANCE } from './cases/index.js';
@@ -34,7 +35,7 @@ describe('lora-train CLI', () => {
   it('info reports the built backends and the CPU kernel set', () => {
     const r = run('info');
     expect(r.status).toBe(0);
-    const info = JSON.parse(r.stdout);
+    const info = JSON.parse(r.stdout) as NativeInfo;
     expect(info.backends).toContain('cpu');
     expect(info.cpu.availableKernels).toContain(info.cpu.kernels);
     expect(info.cpu.threads).toBeGreaterThan(0);
@@ -43,7 +44,7 @@ describe('lora-train CLI', () => {
   it('LORA_TRAIN_CPU_KERNEL forces a kernel set, and refuses one the CPU lacks', () => {
     const generic = runWith({ LORA_TRAIN_CPU_KERNEL: 'generic' }, 'info');
     expect(generic.status).toBe(0);
-    expect(JSON.parse(generic.stdout).cpu.kernels).toBe('generic');
+    expect((JSON.parse(generic.stdout) as NativeInfo).cpu.kernels).toBe('generic');
     const impossible = runWith({ LORA_TRAIN_CPU_KERNEL: 'avx9' }, 'info');
     expect(impossible.status).toBe(1);
     expect(impossible.stderr).toMatch(

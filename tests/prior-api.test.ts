@@ -96,7 +96,7 @@ describe('loading a prior', () => {
 
   it('refuses configs that do not describe a WuerstchenPrior', async () => {
     const dir = copyOf(base);
-    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as object;
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, _class_name: 'UNet2DConditionModel' }));
     await expect(loadPrior(dir)).rejects.toThrow('_class_name is "UNet2DConditionModel", expected "WuerstchenPrior"');
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, nhead: 3 }));
@@ -244,7 +244,7 @@ describe('LoRA files', () => {
     expect(file).toBe(join(dir, 'pytorch_lora_weights.safetensors'));
     const saved = readSafetensors(file);
     expect(saved.metadata.format).toBe('pt');
-    const meta = JSON.parse(saved.metadata.lora_adapter_metadata!);
+    const meta = JSON.parse(saved.metadata.lora_adapter_metadata!) as Record<string, unknown>;
     expect(meta).toMatchObject({ 'prior.r': 4, 'prior.lora_alpha': 4 });
     expect(meta['prior.target_modules']).toContain('blocks.2.attention.to_q');
     expect([...saved.entries.keys()].sort()).toEqual(
@@ -284,7 +284,7 @@ describe('LoRA files', () => {
     // rsLoRA scales by alpha / sqrt(r): alpha 4 at rank 4 is a scale of 2, the reference's.
     const rs = mkdtempSync(join(tmpdir(), 'lora-train-rslora-'));
     cpSync(join(base, 'lora_peft'), rs, { recursive: true });
-    const config = JSON.parse(readFileSync(join(rs, 'adapter_config.json'), 'utf8'));
+    const config = JSON.parse(readFileSync(join(rs, 'adapter_config.json'), 'utf8')) as object;
     writeFileSync(join(rs, 'adapter_config.json'), JSON.stringify({ ...config, lora_alpha: 4, use_rslora: true }));
     prior.loadLora(rs);
     expect(prior.loraState?.alpha).toBe(8); // stored as alpha' / r = 2

@@ -34,7 +34,7 @@ describe('text encoder config', () => {
   it('refuses an activation it does not implement and wrongly shaped weights', () => {
     const dir = mkdtempSync(join(tmpdir(), 'lora-train-te-'));
     cpSync(join(root, 'gelu_f32'), dir, { recursive: true });
-    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as object;
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, hidden_act: 'relu' }));
     expect(() => TextEncoder.load(dir)).toThrow('hidden_act "relu" is not supported');
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, intermediate_size: 128 }));

@@ -42,9 +42,10 @@ function trainCommand(y: Argv) {
         .options(configOptions)
         .options(yargsOptions(trainOptions)),
     async (args) => {
-      if (args.name && args.config && args.name !== args.config)
-        throw new Error(`lora-train: two configs given (${args.name} and --config ${args.config}); pass one`);
-      const name = (args.config ?? args.name) as string | undefined;
+      const [config, positional] = [args.config as string | undefined, args.name as string | undefined];
+      if (positional && config && positional !== config)
+        throw new Error(`lora-train: two configs given (${positional} and --config ${config}); pass one`);
+      const name = config ?? positional;
       if (!name) {
         console.log('lora-train: nothing to do. Run `lora-train --config <config>` to train, or `lora-train --help`.');
         return;
@@ -114,7 +115,7 @@ export async function main(argv: string[]): Promise<void> {
     .help()
     .fail((msg, err, y) => {
       if (err) throw err;
-      console.error(`${y.help()}\n\n${msg}`);
+      y.showHelp((help) => console.error(`${help}\n\n${msg}`));
       process.exit(2);
     })
     .parseAsync();

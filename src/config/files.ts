@@ -64,7 +64,7 @@ export async function importModule(file: string): Promise<unknown> {
     const twin = join(packageRoot, 'dist', relative(packageRoot, file)).replace(/\.ts$/, '.js');
     let ts: typeof import('typescript') | undefined;
     try {
-      ts = createRequire(import.meta.url)('typescript');
+      ts = createRequire(import.meta.url)('typescript') as typeof import('typescript');
     } catch {
       ts = undefined;
     }

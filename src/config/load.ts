@@ -38,7 +38,7 @@ function merge(
       out[key] = rest;
       origin.set(path, file);
     } else if (isPlainObject(value) && isPlainObject(out[key])) {
-      out[key] = merge(out[key] as Record<string, unknown>, value, file, origin, path);
+      out[key] = merge(out[key], value, file, origin, path);
     } else {
       out[key] = value;
       origin.set(path, file);
@@ -102,7 +102,7 @@ export interface LoadedConfig {
 export type ConfigOverride = string | { key: string; value: unknown; origin: string };
 
 function patchOf(path: string[], value: unknown): Record<string, unknown> {
-  return path.reduceRight<Record<string, unknown>>((inner, key) => ({ [key]: inner }), value as never) as never;
+  return path.reduceRight<unknown>((inner, key) => ({ [key]: inner }), value) as Record<string, unknown>;
 }
 
 /** Loads a config file or name, applies the overrides in order, checks the result and fills

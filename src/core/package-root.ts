@@ -8,7 +8,11 @@ export const packageRoot: string = (() => {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const candidate = join(dir, 'package.json');
-    if (existsSync(candidate) && JSON.parse(readFileSync(candidate, 'utf8')).name === 'lora-train') return dir;
+    if (
+      existsSync(candidate) &&
+      (JSON.parse(readFileSync(candidate, 'utf8')) as { name?: string }).name === 'lora-train'
+    )
+      return dir;
     const parent = dirname(dir);
     if (parent === dir)
       throw new Error(`lora-train: cannot find its package.json above ${fileURLToPath(import.meta.url)}`);

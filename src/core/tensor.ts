@@ -30,7 +30,8 @@ export function describeValue(value: unknown): string {
   if (typeof value === 'string') return `'${value}'`;
   if (typeof value === 'object')
     return value.constructor?.name && value.constructor !== Object ? value.constructor.name : 'object';
-  return String(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  return typeof value; // a function or a symbol
 }
 
 /** Throws `Expected <what> for <name> but received <value>` (sharp's wording). */
@@ -111,7 +112,7 @@ export class ShapeCheck {
     if (variadic ? shape.length < fixed.length : shape.length !== fixed.length)
       invalid(this.op, expected(), name, shape, RangeError);
     const lead = shape.length - fixed.length;
-    const bindings: [string | number, number][] = fixed.map((p, i) => [p, shape[lead + i]!]);
+    const bindings = fixed.map((p, i): [string | number, number] => [p, shape[lead + i] as number]);
     if (variadic) bindings.unshift([(pattern[0] as string).slice(3), numel(shape.slice(0, lead))]);
     for (const [p, size] of bindings) {
       if (typeof p === 'number') {

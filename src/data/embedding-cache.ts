@@ -41,7 +41,7 @@ export class EmbeddingCache {
   weightsFingerprint(files: string[]): string {
     let known: Record<string, string> = {};
     try {
-      known = JSON.parse(readFileSync(this.fingerprints, 'utf8'));
+      known = JSON.parse(readFileSync(this.fingerprints, 'utf8')) as Record<string, string>;
     } catch {
       known = {};
     }
@@ -53,7 +53,7 @@ export class EmbeddingCache {
         known[id] = fileHash(f);
         changed = true;
       }
-      return known[id]!;
+      return known[id];
     });
     if (changed) writeFileSync(this.fingerprints, JSON.stringify(known, null, 1));
     return sha256(...hashes);

@@ -78,7 +78,7 @@ export class Embedder {
       transform: this.transform.settings,
       plan,
     });
-    return (this.cache ? await this.cache.get(key, run) : await run()).embedding!;
+    return (this.cache ? await this.cache.get(key, run) : await run()).embedding;
   }
 }
 
@@ -115,7 +115,7 @@ export async function prepareItems(
   options: { concurrency: number; log: (line: string) => void },
 ): Promise<{ prepared: PreparedItem[]; skipped: string[] }> {
   const text = await embedder.captions(items.flatMap((item) => item.captions));
-  const results: (PreparedItem | undefined)[] = new Array(items.length);
+  const results = new Array<PreparedItem | undefined>(items.length);
   const progress = new Progress('embeddings', items.length);
   let next = 0;
   const worker = async () => {

@@ -42,7 +42,7 @@ const normaliseCode = (code: string) =>
 export async function twemojiDataset(size = 128): Promise<string> {
   const require = createRequire(import.meta.url);
   const svgDir = dirname(require.resolve('@twemoji/svg/package.json'));
-  const version = JSON.parse(readFileSync(join(svgDir, 'package.json'), 'utf8')).version as string;
+  const version = (JSON.parse(readFileSync(join(svgDir, 'package.json'), 'utf8')) as { version: string }).version;
   const target = join(loraTrainHome(), 'datasets', `twemoji-${version}-${size}px`);
   return buildFolderOnce(target, async (tmp) => {
     const entries = require('emojibase-data/en/data.json') as EmojiEntry[];

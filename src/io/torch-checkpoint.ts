@@ -81,7 +81,10 @@ function readZipDirectory(fd: number, path: string): Map<string, ZipEntry> {
         len = cd.readUInt16LE(x + 2);
       if (id === 0x0001) {
         let p = x + 4;
-        if (cd.readUInt32LE(at + 24) === 0xffffffff) ((size32 = Number(cd.readBigUInt64LE(p))), (p += 8));
+        if (cd.readUInt32LE(at + 24) === 0xffffffff) {
+          size32 = Number(cd.readBigUInt64LE(p));
+          p += 8;
+        }
         if (cd.readUInt32LE(at + 20) === 0xffffffff) p += 8;
         if (cd.readUInt32LE(at + 42) === 0xffffffff) local = Number(cd.readBigUInt64LE(p));
       }

@@ -465,7 +465,7 @@ export function readLoraFile(path: string): LoadedLora {
       file = join(path, 'adapter_model.safetensors');
       const configFile = join(path, 'adapter_config.json');
       try {
-        peftConfig = JSON.parse(readFileSync(configFile, 'utf8'));
+        peftConfig = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
       } catch (e) {
         throw new Error(`${configFile}: cannot read the peft adapter config (${(e as Error).message})`);
       }
@@ -511,9 +511,11 @@ export function readLoraFile(path: string): LoadedLora {
   let dropout = 0;
   if (peftConfig) {
     if (peftConfig.r !== undefined && peftConfig.r !== rank)
-      throw new Error(`${file}: adapter_config.json says r = ${peftConfig.r}, the tensors have rank ${rank}`);
+      throw new Error(
+        `${file}: adapter_config.json says r = ${JSON.stringify(peftConfig.r)}, the tensors have rank ${rank}`,
+      );
     for (const key of ['rank_pattern', 'alpha_pattern'])
-      if (peftConfig[key] && Object.keys(peftConfig[key] as object).length)
+      if (peftConfig[key] && Object.keys(peftConfig[key]).length)
         throw new Error(`${file}: adapter_config.json uses ${key}, which lora-train does not support`);
     if (peftConfig.use_dora) throw new Error(`${file}: DoRA adapters (use_dora) are not supported`);
     alpha = typeof peftConfig.lora_alpha === 'number' ? peftConfig.lora_alpha : rank;
@@ -522,11 +524,11 @@ export function readLoraFile(path: string): LoadedLora {
   } else if (st.metadata.lora_adapter_metadata) {
     let meta: Record<string, unknown>;
     try {
-      meta = JSON.parse(st.metadata.lora_adapter_metadata);
+      meta = JSON.parse(st.metadata.lora_adapter_metadata) as Record<string, unknown>;
     } catch (e) {
       throw new Error(`${file}: lora_adapter_metadata is not JSON (${(e as Error).message})`);
     }
-    if (typeof meta['prior.lora_alpha'] === 'number') alpha = meta['prior.lora_alpha'] as number;
+    if (typeof meta['prior.lora_alpha'] === 'number') alpha = meta['prior.lora_alpha'];
     if (typeof meta['prior.r'] === 'number' && meta['prior.r'] !== rank)
       throw new Error(`${file}: lora_adapter_metadata says r = ${meta['prior.r']}, the tensors have rank ${rank}`);
   }

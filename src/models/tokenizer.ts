@@ -48,7 +48,8 @@ export class ClipTokenizer {
     let pad: string | undefined;
     for (const config of ['special_tokens_map.json', 'tokenizer_config.json']) {
       const path = join(folder, config);
-      if (!pad && existsSync(path)) pad = specialToken(JSON.parse(readFileSync(path, 'utf8')).pad_token);
+      if (!pad && existsSync(path))
+        pad = specialToken((JSON.parse(readFileSync(path, 'utf8')) as { pad_token?: unknown }).pad_token);
     }
     pad ??= '<|endoftext|>';
     const padId = tokenizer.tokenToId(pad);

@@ -19,7 +19,7 @@ export function weightFiles(folder: string, stem: string): string[] {
   if (existsSync(index)) {
     let map: Record<string, string>;
     try {
-      map = JSON.parse(readFileSync(index, 'utf8')).weight_map;
+      map = (JSON.parse(readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
     } catch (e) {
       throw new Error(`${index}: cannot read the shard index (${(e as Error).message})`);
     }
@@ -75,9 +75,9 @@ export function loadCheckedWeights(
 /** Reads a JSON config file, with the file named in any error. */
 export function readJsonConfig(file: string, what: string): Record<string, unknown> {
   try {
-    const value = JSON.parse(readFileSync(file, 'utf8'));
+    const value: unknown = JSON.parse(readFileSync(file, 'utf8'));
     if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not a JSON object');
-    return value;
+    return value as Record<string, unknown>;
   } catch (e) {
     throw new Error(`${file}: cannot read the ${what} config (${(e as Error).message})`);
   }

@@ -31,7 +31,7 @@ export interface OpCase {
   run(device: Device): Promise<Outputs>;
   /** PyTorch's float64 results for the outputs run names (absent: a case that compares
    * backends only). */
-  reference?(): Tensors;
+  reference?: () => Tensors;
   gradient?: Differentiable;
 }
 
