@@ -145,7 +145,7 @@ export function benchCases(): BenchCase[] {
     },
   });
 
-  // The prior's LoRA training step at issue 3's size: c 256, c_cond 256, depth 4, nhead 4,
+  // The prior's LoRA training step at a small size: c 256, c_cond 256, depth 4, nhead 4,
   // batch 4, 24x24 latents, 77 text tokens, rank 8 on to_q/to_k/to_v/to_out.0, fp32.
   // Also in bf16 mixed precision (no CPU peer: PyTorch's CPU autocast is not what users train with).
   const step = {

@@ -1,6 +1,6 @@
 // N-API entry point: exposes the op interface (ops.h) to JS. Sizes come first in each op's
 // argument list here (unlike ops.h) only where a buffer's expected length depends on them;
-// the JS wrapper in src/ops.ts is the documented API.
+// the JS wrapper in src/native/ops.ts is the documented API.
 #include <napi.h>
 
 #include <memory>

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One call on a GPU machine with no Node and no network (the workplace's device, see
-# ../shared/device/README.md): unpack the carried Node, build the addon with that machine's
-# nvcc, run the CUDA-vs-CPU parity cases and the real-size bf16 LoRA step, then the PyTorch
-# reference step (bf16 weights, autocast, SDPA) at the same size; print a table.
-# Prepare here:  ../shared/device/pack-node.sh && npm run build:ts
-# Run there:     carry .device dist node_modules/node-addon-api node_modules/node-api-headers
-#                command: bash scripts/gpu-check.sh   (SKIP_PARITY=1 times the steps only)
+# One call on a GPU machine that may have no Node and no network: unpack a carried Node binary
+# (.device/node.xz, xz-compressed, when present), build the addon with that machine's nvcc, run
+# the CUDA-vs-CPU parity cases and the real-size bf16 LoRA step, then the PyTorch reference step
+# (bf16 weights, autocast, SDPA) at the same size; print a table.
+# Prepare here:  put the Node binary at .device/node.xz and run npm run build:ts
+# Run there:     with .device dist node_modules/node-addon-api node_modules/node-api-headers copied
+#                along: bash scripts/gpu-check.sh   (SKIP_PARITY=1 times the steps only)
 # Check the JS side here first, at a tiny size on the CPU emulator's CUDA device (npm test builds it):
 #   LORA_TRAIN_NATIVE=build-emulator/Release/lora_train.node node dist/tests/gpu-check.js --dry-run
 set -euo pipefail

@@ -39,7 +39,7 @@ const tinyPipeline = (crop: 'CenterCrop' | 'RandomCrop') => [
   { type: 'PackInputs' },
 ];
 
-/** A config training LoRA adapters on a tiny random stack (src/tiny.ts) for 12 iterations, on
+/** A config training LoRA adapters on a tiny random stack (src/models/tiny.ts) for 12 iterations, on
  * a dataset of tests/fixtures/datasets/hub (HF_HUB_CACHE must point there). */
 export function tinyTrainingConfig(
   stack: { snapshot: string; imageEncoder: string; imageEncoderConfig: string },

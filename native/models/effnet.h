@@ -1,6 +1,6 @@
 // The Würstchen EfficientNetEncoder, forward only: torchvision's efficientnet_v2 `features`
 // (fused-MBConv and MBConv stages with squeeze-excitation, SiLU) and the mapper, with every
-// batch norm already folded into its convolution by the loader (src/image-encoder.ts).
+// batch norm already folded into its convolution by the loader (src/models/image-encoder.ts).
 // Channels last inside. Parameter names are torchvision's conv names under backbone./mapper.,
 // each with .weight in (Cout, k, k, Cin) layout ((C, k, k) for depthwise) and a .bias.
 #pragma once

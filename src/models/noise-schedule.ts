@@ -1,4 +1,4 @@
-// The Würstchen prior's training objective (../shared/spec §4): the cosine schedule of
+// The Würstchen prior's training objective (docs/wuerstchen-prior.md §4): the cosine schedule of
 // DDPMWuerstchenScheduler (s = 0.008, scaler 1) and the noising of image embeddings.
 const S = 0.008;
 const INIT = Math.cos((S / (1 + S)) * Math.PI * 0.5) ** 2;

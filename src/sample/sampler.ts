@@ -1,5 +1,5 @@
 // The Würstchen prior sampler (diffusers' WuerstchenPriorPipeline with DDPMWuerstchenScheduler,
-// spec §5): Stage C's default timesteps, classifier-free guidance against the empty prompt, the
+// docs/wuerstchen-prior.md §5): Stage C's default timesteps, classifier-free guidance against the empty prompt, the
 // scheduler's step, and the final latents * 42 - 1 handed to the decoder.
 import { alphaCumprod } from '../models/noise-schedule.js';
 import type { Prior } from '../models/prior.js';
