@@ -323,137 +323,157 @@ void Prior::set_optimizer_state(const std::string& name, const float* host, int6
   ops_.upload(optimizer_buffer(name, n), host, n);
 }
 
-void Prior::plan(const StepShape& s, bool train) {
-  if (arena_ && s == planned_ && (planned_train_ || !train)) return;
-  const PriorConfig& k = config_;
-  const int64_t B = s.B, P = s.H * s.W, T = s.T, c = k.c, S = P + T;
-  const int64_t r = lora_config_.rank;
-  const bool lora_drop = lora_config_.dropout > 0.0f;
-  acts_ = std::make_unique<Acts>();
-  Acts& a = *acts_;
-  // First pass counts floats, second pass hands out pointers: one layout, one allocation.
+// The arena's layout, gathered in one pass: each buffer a slot, counted and then pointed into
+// the one allocation. A buffer the backward does not need is bound instead to one scratch shared
+// by every block, sized by the first block that shares it (scratch nobody shares is never
+// allocated).
+struct Prior::ArenaPlan {
+  bool train;         // a training plan keeps what the backward reads
+  DType lowp_type;    // f32, or the type mixed precision keeps activations in
+  int64_t rank;       // LoRA rank
+  bool lora_dropout;  // adapters see a dropped-out input
   std::vector<std::pair<float**, int64_t>> slots;
-  auto take = [&](float*& p, int64_t n) { slots.emplace_back(&p, n); };
-  auto lora_slots = [&](const Linear& l, float*& xa, float*& xl, int64_t rows) {
-    xa = xl = nullptr;
-    if (!l.lora) return;
-    take(xa, rows * r);
-    if (lora_drop) take(xl, rows * l.in);  // also forward-only: Prior::forward may run with dropout
-  };
-  // A block's own buffer when `keep`, else one scratch shared by every block, taken (sized)
-  // by the first block that shares it and bound after allocation; scratch nobody shares is
-  // never allocated.
   std::vector<std::pair<float**, float**>> shared;
   std::set<float**> scratch_taken;
-  auto keep_or_share = [&](bool keep, float*& p, int64_t n, float*& scratch) {
+
+  void take(float*& p, int64_t n) { slots.emplace_back(&p, n); }
+
+  // A buffer of its own when `keep`, else the shared scratch.
+  void keep_or_share(bool keep, float*& p, int64_t n, float*& scratch) {
     if (keep) return take(p, n);
     if (scratch_taken.insert(&scratch).second) take(scratch, n);
     shared.emplace_back(&p, &scratch);
-  };
-  // An activation a backward may read (Saved). In a mixed-precision training plan it is kept
-  // in the low-precision type, written so by its op. A forward-only plan keeps nothing.
-  const bool lowp = k.weight_type != DType::f32 && train;
-  const auto lowp_floats = [&](int64_t n) { return (n * dtype_size(k.weight_type) + 3) / 4; };
-  auto keep_saved = [&](bool needed, Saved& v, int64_t n, float*& scratch) {
-    v = Saved{};
-    if (!lowp) return keep_or_share(needed && train, v.f32, n, scratch);
-    keep_or_share(needed, v.lowp, lowp_floats(n), scratch);
-  };
-  take(a.x_in, B * k.c_in * P);
-  take(a.x_cl, B * P * k.c_in);
-  take(a.r_embed, B * k.c_r);
-  take(a.clip, B * T * k.c_cond);
-  take(a.cm1, B * T * c);
-  take(a.cm1a, B * T * c);
-  take(a.c_embed, B * T * c);
-  take(a.silu_c, B * T * c);
+  }
+
+  // An activation a backward may read (Saved), kept when `needed` in a training plan: in the
+  // low-precision type in a mixed-precision plan, written so by its op.
+  void keep_saved(bool needed, Saved& v, int64_t n, float*& scratch) {
+    if (!train || lowp_type == DType::f32) return keep_or_share(needed && train, v.f32, n, scratch);
+    keep_or_share(needed, v.lowp, (n * dtype_size(lowp_type) + 3) / 4, scratch);
+  }
+
+  // An adapted Linear's x A^T (rows, r) and, under LoRA dropout, its dropped-out input (rows, in);
+  // the latter in forward-only plans too, as Prior::forward may run with dropout.
+  void lora_slots(const Linear& l, float*& xa, float*& xl, int64_t rows) {
+    if (!l.lora) return;
+    take(xa, rows * rank);
+    if (lora_dropout) take(xl, rows * l.in);
+  }
+
+  static int64_t aligned(int64_t n) { return (n + 15) / 16 * 16; }  // every buffer 64-byte aligned
+
+  int64_t floats() const {
+    int64_t total = 0;
+    for (const auto& [ptr, n] : slots) total += aligned(n);
+    return total;
+  }
+
+  void bind(float* arena) const {
+    int64_t offset = 0;
+    for (const auto& [ptr, n] : slots) {
+      *ptr = arena + offset;
+      offset += aligned(n);
+    }
+    for (const auto& [ptr, scratch] : shared) *ptr = *scratch;
+  }
+};
+
+void Prior::plan(const StepShape& s, bool train) {
+  if (arena_ && s == planned_ && (planned_train_ || !train)) return;
+  const PriorConfig& k = config_;
+  const int64_t B = s.B, P = s.H * s.W, T = s.T, c = k.c;
+  acts_ = std::make_unique<Acts>();  // every pointer null until planned
+  Acts& a = *acts_;
+  ArenaPlan p{train, train ? k.weight_type : DType::f32, lora_config_.rank, lora_config_.dropout > 0.0f, {}, {}, {}};
+  p.take(a.x_in, B * k.c_in * P);
+  p.take(a.x_cl, B * P * k.c_in);
+  p.take(a.r_embed, B * k.c_r);
+  p.take(a.clip, B * T * k.c_cond);
+  for (float** t : {&a.cm1, &a.cm1a, &a.c_embed, &a.silu_c}) p.take(*t, B * T * c);
   // Of the residual stream only the AttnBlocks' inputs are read by the backward (their
   // LayerNorm's), and a TimestepBlock's input when its mapper has an adapter: the block
-  // inputs and ResBlock outputs alternate between two scratch buffers.
-  // A forward-only plan keeps none of them, nor the other activations below that only a
-  // backward reads.
+  // inputs and ResBlock outputs alternate between two scratch buffers. A forward-only plan
+  // keeps none of them, nor the other activations only a backward reads.
   a.stream.assign(3 * k.depth + 1, nullptr);
   for (int64_t i = 0; i <= 3 * k.depth; ++i) {
     if (i % 3 == 0)
-      keep_or_share(false, a.stream[i], B * P * c, a.tmp_stream_in);
+      p.keep_or_share(false, a.stream[i], B * P * c, a.tmp_stream_in);
     else if (i % 3 == 1)
-      keep_or_share(train && blocks_[i / 3].mapper->lora, a.stream[i], B * P * c, a.tmp_stream_mid);
+      p.keep_or_share(train && blocks_[i / 3].mapper->lora, a.stream[i], B * P * c, a.tmp_stream_mid);
     else
-      keep_or_share(train, a.stream[i], B * P * c, a.tmp_stream_attn);
+      p.keep_or_share(train, a.stream[i], B * P * c, a.tmp_stream_attn);
   }
   a.res.assign(k.depth, {});
   a.attn.assign(k.depth, {});
   a.ts_ab.assign(k.depth, nullptr);
   a.ts_xa.assign(k.depth, nullptr);
   a.ts_xl.assign(k.depth, nullptr);
-  for (int64_t d = 0; d < k.depth; ++d) {
-    const Block& L = blocks_[d];
-    Acts::Res& R = a.res[d];
-    keep_or_share(train, R.dw, B * P * c, a.tmp_dw);
-    take(R.mean, B * P);
-    take(R.rstd, B * P);
-    keep_saved(L.fc1->lora != nullptr, R.n, B * P * c, a.tmp_n);
-    keep_saved(true, R.u1, B * P * 4 * c, a.tmp_u1);
-    // channelwise.4's input (GELU+GRN, then dropout): its adapter's dA reads it.
-    const bool fc2 = L.fc2->lora != nullptr;
-    keep_saved(fc2, R.grn, B * P * 4 * c, a.tmp_grn);
-    R.drop = Saved{};
-    if (k.dropout > 0.0f) keep_saved(fc2, R.drop, B * P * 4 * c, a.tmp_drop);
-    lora_slots(*L.fc1, R.xa1, R.xl1, B * P);
-    lora_slots(*L.fc2, R.xa2, R.xl2, B * P);
-    take(a.ts_ab[d], B * 2 * c);
-    lora_slots(*L.mapper, a.ts_xa[d], a.ts_xl[d], B);
-    Acts::Attn& A = a.attn[d];
-    keep_or_share(false, A.kv, B * T * c, a.tmp_kv);
-    keep_saved(L.to_q->lora != nullptr, A.nx, B * P * c, a.tmp_nx);
-    take(A.mean, B * P);
-    take(A.rstd, B * P);
-    keep_saved(L.to_k->lora || L.to_v->lora, A.src, B * S * c, a.tmp_src);
-    keep_saved(true, A.q, B * P * c, a.tmp_q);
-    keep_saved(true, A.k, B * S * c, a.tmp_k);
-    keep_saved(true, A.v, B * S * c, a.tmp_v);
-    keep_saved(true, A.o, B * P * c, a.tmp_o);
-    take(A.lse, B * k.nhead * P);
-    keep_or_share(false, A.y, B * P * c, a.tmp_y);
-    lora_slots(*L.kv_mapper, A.xa_kv, A.xl_kv, B * T);
-    lora_slots(*L.to_q, A.xa_q, A.xl_q, B * P);
-    lora_slots(*L.to_k, A.xa_k, A.xl_k, B * S);
-    lora_slots(*L.to_v, A.xa_v, A.xl_v, B * S);
-    lora_slots(*L.to_out, A.xa_out, A.xl_out, B * P);
-  }
-  take(a.out_ln, B * P * c);
-  take(a.out_mean, B * P);
-  take(a.out_rstd, B * P);
-  take(a.out_ab, B * P * 2 * k.c_in);
-  take(a.out, B * k.c_in * P);
-  a.target = a.dout = a.d_ab = a.ds0 = a.ds1 = a.dc0 = a.dc1 = a.dc2 = a.d4a = a.d4b = nullptr;
-  a.dq = a.dk = a.dv = a.d_src = a.d_kv = a.d_ts = a.dx_lora = nullptr;
-  if (train) {
-    take(a.target, B * k.c_in * P);
-    take(a.dout, B * k.c_in * P);
-    take(a.d_ab, B * P * 2 * k.c_in);
-    for (float** p : {&a.ds0, &a.ds1, &a.dc0, &a.dc1, &a.dc2, &a.dq}) take(*p, B * P * c);
-    take(a.d4a, B * P * 4 * c);
-    take(a.d4b, B * P * 4 * c);
-    for (float** p : {&a.dk, &a.dv, &a.d_src}) take(*p, B * S * c);
-    take(a.d_kv, B * T * c);
-    take(a.d_ts, B * 2 * c);
-    if (lora_drop) take(a.dx_lora, B * S * 4 * c);  // the largest rows x in of any adapted Linear
-  }
-  int64_t total = 0;
-  for (auto& [ptr, n] : slots) total += (n + 15) / 16 * 16;  // keep every buffer 64-byte aligned
+  for (int64_t d = 0; d < k.depth; ++d) plan_block(p, s, d);
+  p.take(a.out_ln, B * P * c);
+  p.take(a.out_mean, B * P);
+  p.take(a.out_rstd, B * P);
+  p.take(a.out_ab, B * P * 2 * k.c_in);
+  p.take(a.out, B * k.c_in * P);
+  if (train) plan_backward(p, s);
   if (arena_) ops_.release(arena_);
   arena_ = nullptr;
-  arena_ = ops_.alloc(total);
-  arena_floats_ = total;
-  int64_t offset = 0;
-  for (auto& [ptr, n] : slots) {
-    *ptr = arena_ + offset;
-    offset += (n + 15) / 16 * 16;
-  }
-  for (auto& [ptr, scratch] : shared) *ptr = *scratch;
+  arena_floats_ = p.floats();
+  arena_ = ops_.alloc(arena_floats_);
+  p.bind(arena_);
   planned_ = s;
   planned_train_ = train;
+}
+
+void Prior::plan_block(ArenaPlan& p, const StepShape& s, int64_t d) {
+  const int64_t B = s.B, P = s.H * s.W, T = s.T, c = config_.c, S = P + T;
+  const Block& L = blocks_[d];
+  Acts& a = *acts_;
+  Acts::Res& R = a.res[d];
+  p.keep_or_share(p.train, R.dw, B * P * c, a.tmp_dw);
+  p.take(R.mean, B * P);
+  p.take(R.rstd, B * P);
+  p.keep_saved(L.fc1->lora != nullptr, R.n, B * P * c, a.tmp_n);
+  p.keep_saved(true, R.u1, B * P * 4 * c, a.tmp_u1);
+  // channelwise.4's input (GELU+GRN, then dropout): its adapter's dA reads it.
+  const bool fc2 = L.fc2->lora != nullptr;
+  p.keep_saved(fc2, R.grn, B * P * 4 * c, a.tmp_grn);
+  if (config_.dropout > 0.0f) p.keep_saved(fc2, R.drop, B * P * 4 * c, a.tmp_drop);
+  p.lora_slots(*L.fc1, R.xa1, R.xl1, B * P);
+  p.lora_slots(*L.fc2, R.xa2, R.xl2, B * P);
+  p.take(a.ts_ab[d], B * 2 * c);
+  p.lora_slots(*L.mapper, a.ts_xa[d], a.ts_xl[d], B);
+  Acts::Attn& A = a.attn[d];
+  p.keep_or_share(false, A.kv, B * T * c, a.tmp_kv);
+  p.keep_saved(L.to_q->lora != nullptr, A.nx, B * P * c, a.tmp_nx);
+  p.take(A.mean, B * P);
+  p.take(A.rstd, B * P);
+  p.keep_saved(L.to_k->lora || L.to_v->lora, A.src, B * S * c, a.tmp_src);
+  p.keep_saved(true, A.q, B * P * c, a.tmp_q);
+  p.keep_saved(true, A.k, B * S * c, a.tmp_k);
+  p.keep_saved(true, A.v, B * S * c, a.tmp_v);
+  p.keep_saved(true, A.o, B * P * c, a.tmp_o);
+  p.take(A.lse, B * config_.nhead * P);
+  p.keep_or_share(false, A.y, B * P * c, a.tmp_y);
+  p.lora_slots(*L.kv_mapper, A.xa_kv, A.xl_kv, B * T);
+  p.lora_slots(*L.to_q, A.xa_q, A.xl_q, B * P);
+  p.lora_slots(*L.to_k, A.xa_k, A.xl_k, B * S);
+  p.lora_slots(*L.to_v, A.xa_v, A.xl_v, B * S);
+  p.lora_slots(*L.to_out, A.xa_out, A.xl_out, B * P);
+}
+
+void Prior::plan_backward(ArenaPlan& p, const StepShape& s) {
+  const int64_t B = s.B, P = s.H * s.W, T = s.T, c = config_.c, S = P + T, c_in = config_.c_in;
+  Acts& a = *acts_;
+  p.take(a.target, B * c_in * P);
+  p.take(a.dout, B * c_in * P);
+  p.take(a.d_ab, B * P * 2 * c_in);
+  for (float** t : {&a.ds0, &a.ds1, &a.dc0, &a.dc1, &a.dc2, &a.dq}) p.take(*t, B * P * c);
+  p.take(a.d4a, B * P * 4 * c);
+  p.take(a.d4b, B * P * 4 * c);
+  for (float** t : {&a.dk, &a.dv, &a.d_src}) p.take(*t, B * S * c);
+  p.take(a.d_kv, B * T * c);
+  p.take(a.d_ts, B * 2 * c);
+  if (p.lora_dropout) p.take(a.dx_lora, B * S * 4 * c);  // the largest rows x in of any adapted Linear
 }
 
 void Prior::linear_forward(Linear& l, TensorOut y, TensorRef x, float* xa, float* x_drop, int64_t rows, bool train,

@@ -94,12 +94,17 @@ class Prior {
   struct Block;
   struct Saved;
   struct Acts;
+  struct ArenaPlan;
   struct LoraTensors;
 
   // Adds a Linear's weight (out, in) or wshape and bias (out) to the parameters.
   Linear* add_linear(const std::string& module, int64_t in, int64_t out, std::vector<int64_t> wshape = {},
                      bool adaptable = true);
+  // Lays the activations of one batch shape out in one arena (again only when the shape, or
+  // forward-only to training, changes).
   void plan(const StepShape& s, bool train);
+  void plan_block(ArenaPlan& p, const StepShape& s, int64_t d);
+  void plan_backward(ArenaPlan& p, const StepShape& s);
   void run_forward(const StepShape& s, bool train, uint64_t seed);
   void run_backward(const StepShape& s, bool train, uint64_t seed);
   // A kept activation (Saved) as the tensor later ops read, and as the output its op writes

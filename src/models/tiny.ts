@@ -8,6 +8,7 @@ import { packageRoot } from '../core/package-root.js';
 import { loraTrainHome } from '../core/paths.js';
 import { buildFolderOnce } from '../io/atomic.js';
 import { type ImageEncoderConfig, expectedKeys } from './image-encoder.js';
+import type { NamedShape } from '../native/addon.js';
 import { native } from '../native/loader.js';
 import { type PriorConfig, priorDefaultInit } from './prior.js';
 import { Rng } from '../core/rng.js';
@@ -47,8 +48,99 @@ export const TINY_IMAGE_ENCODER: ImageEncoderConfig = {
   latent_channels: 16,
 };
 
+/** A model folder: config.json and one safetensors file of the shapes' values. */
+function writeModel(
+  folder: string,
+  file: string,
+  config: object,
+  shapes: NamedShape[],
+  init: (name: string, shape: number[]) => Float32Array,
+): void {
+  mkdirSync(folder, { recursive: true });
+  writeFileSync(join(folder, 'config.json'), JSON.stringify(config, null, 2));
+  const tensors: Record<string, WritableTensor> = {};
+  for (const { name, shape } of shapes) tensors[name] = { data: init(name, shape), shape };
+  writeSafetensors(join(folder, file), tensors, { format: 'pt' });
+}
+
+function writePrior(dir: string, prior: PriorConfig, rng: Rng): void {
+  const shapes = new (native().Prior)('cpu', { ...prior, weight_type: 'f32' }).parameters();
+  const values = new Map(priorDefaultInit(shapes, rng));
+  const config = { _class_name: 'WuerstchenPrior', _diffusers_version: '0.30.3', ...prior };
+  writeModel(join(dir, 'prior'), 'diffusion_pytorch_model.safetensors', config, shapes, (name) => values.get(name)!);
+}
+
+/** transformers' CLIPTextModel config.json and weights with CLIP's initialisation. */
+function writeTextEncoder(dir: string, text: TextEncoderConfig, rng: Rng): void {
+  const shapes = new (native().TextEncoder)('cpu', text).parameters();
+  const config = {
+    architectures: ['CLIPTextModel'],
+    model_type: 'clip_text_model',
+    vocab_size: text.vocab_size,
+    hidden_size: text.hidden,
+    intermediate_size: text.intermediate,
+    num_hidden_layers: text.layers,
+    num_attention_heads: text.heads,
+    max_position_embeddings: text.max_positions,
+    layer_norm_eps: text.eps,
+    hidden_act: text.quick_gelu ? 'quick_gelu' : 'gelu',
+    bos_token_id: 49406,
+    eos_token_id: 49407,
+    pad_token_id: 1,
+  };
+  writeModel(join(dir, 'text_encoder'), 'model.safetensors', config, shapes, (name, shape) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (/layer_norm/.test(name)) return new Float32Array(n).fill(name.endsWith('.weight') ? 1 : 0);
+    if (name.endsWith('.bias')) return new Float32Array(n);
+    return Float32Array.from({ length: n }, () => rng.normal() * 0.02);
+  });
+}
+
+/** The tokenizer's files, and the pipeline and scheduler configs of a prior snapshot. */
+function writeSnapshotFiles(dir: string, tokenizer: string): void {
+  mkdirSync(join(dir, 'tokenizer'), { recursive: true });
+  for (const f of ['tokenizer.json', 'special_tokens_map.json', 'tokenizer_config.json'])
+    if (existsSync(join(tokenizer, f))) copyFileSync(join(tokenizer, f), join(dir, 'tokenizer', f));
+  const pipeline = {
+    _class_name: 'WuerstchenPriorPipeline',
+    _diffusers_version: '0.30.3',
+    prior: ['diffusers', 'WuerstchenPrior'],
+    text_encoder: ['transformers', 'CLIPTextModel'],
+    tokenizer: ['transformers', 'CLIPTokenizerFast'],
+    scheduler: ['diffusers', 'DDPMWuerstchenScheduler'],
+    latent_mean: 42.0,
+    latent_std: 1.0,
+    resolution_multiple: 42.67,
+  };
+  writeFileSync(join(dir, 'model_index.json'), JSON.stringify(pipeline, null, 2));
+  mkdirSync(join(dir, 'scheduler'), { recursive: true });
+  const scheduler = { _class_name: 'DDPMWuerstchenScheduler', s: 0.008, scaler: 1.0 };
+  writeFileSync(join(dir, 'scheduler', 'scheduler_config.json'), JSON.stringify(scheduler, null, 2));
+}
+
+/** The EfficientNet encoder's state dict (torchvision's initialisation, identity batch norms)
+ * and its stage layout. */
+function writeImageEncoder(imageDir: string, image: ImageEncoderConfig, rng: Rng): void {
+  mkdirSync(imageDir, { recursive: true });
+  const tensors: Record<string, WritableTensor> = {};
+  for (const [name, shape] of expectedKeys(image)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (name.endsWith('num_batches_tracked')) tensors[name] = { data: new Float32Array(1), shape, dtype: 'I64' };
+    else if (name.endsWith('running_var') || (name.endsWith('.weight') && shape.length === 1))
+      tensors[name] = { data: new Float32Array(n).fill(1), shape };
+    else if (shape.length === 1) tensors[name] = { data: new Float32Array(n), shape };
+    else {
+      // Kaiming-normal fan-out, torchvision's init for EfficientNet convolutions
+      const std = Math.sqrt(2 / (shape[0]! * (shape[2] ?? 1) * (shape[3] ?? 1)));
+      tensors[name] = { data: Float32Array.from({ length: n }, () => rng.normal() * std), shape };
+    }
+  }
+  writeSafetensors(join(imageDir, 'effnet.safetensors'), tensors, { format: 'pt' });
+  writeFileSync(join(imageDir, 'config.json'), JSON.stringify(image, null, 1));
+}
+
 /** Writes the stack into `dir` (prior/, text_encoder/, tokenizer/, image_encoder/) and returns
- * the paths a config needs. */
+ * the paths a config needs. One generator draws every weight, in this order. */
 export function createTinyStack(
   dir: string,
   options: TinyStackOptions,
@@ -75,100 +167,11 @@ export function createTinyStack(
     quick_gelu: false,
     ...options.textEncoder,
   };
-  const image = options.imageEncoder ?? TINY_IMAGE_ENCODER;
-
-  const write = (
-    folder: string,
-    file: string,
-    config: object,
-    shapes: { name: string; shape: number[] }[],
-    init: (name: string, shape: number[]) => Float32Array,
-  ) => {
-    mkdirSync(folder, { recursive: true });
-    writeFileSync(join(folder, 'config.json'), JSON.stringify(config, null, 2));
-    const tensors: Record<string, WritableTensor> = {};
-    for (const { name, shape } of shapes) tensors[name] = { data: init(name, shape), shape };
-    writeSafetensors(join(folder, file), tensors, { format: 'pt' });
-  };
-
-  const addon = native();
-  const priorShapes = new addon.Prior('cpu', { ...prior, weight_type: 'f32' }).parameters();
-  const priorValues = new Map(priorDefaultInit(priorShapes, rng));
-  write(
-    join(dir, 'prior'),
-    'diffusion_pytorch_model.safetensors',
-    { _class_name: 'WuerstchenPrior', _diffusers_version: '0.30.3', ...prior },
-    priorShapes,
-    (name) => priorValues.get(name)!,
-  );
-
-  const textShapes = new addon.TextEncoder('cpu', text).parameters();
-  const textConfig = {
-    architectures: ['CLIPTextModel'],
-    model_type: 'clip_text_model',
-    vocab_size: text.vocab_size,
-    hidden_size: text.hidden,
-    intermediate_size: text.intermediate,
-    num_hidden_layers: text.layers,
-    num_attention_heads: text.heads,
-    max_position_embeddings: text.max_positions,
-    layer_norm_eps: text.eps,
-    hidden_act: text.quick_gelu ? 'quick_gelu' : 'gelu',
-    bos_token_id: 49406,
-    eos_token_id: 49407,
-    pad_token_id: 1,
-  };
-  write(join(dir, 'text_encoder'), 'model.safetensors', textConfig, textShapes, (name, shape) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    if (/layer_norm/.test(name)) return new Float32Array(n).fill(name.endsWith('.weight') ? 1 : 0);
-    if (name.endsWith('.bias')) return new Float32Array(n);
-    return Float32Array.from({ length: n }, () => rng.normal() * 0.02); // CLIP's init
-  });
-
-  mkdirSync(join(dir, 'tokenizer'), { recursive: true });
-  for (const f of ['tokenizer.json', 'special_tokens_map.json', 'tokenizer_config.json'])
-    if (existsSync(join(options.tokenizer, f))) copyFileSync(join(options.tokenizer, f), join(dir, 'tokenizer', f));
-  writeFileSync(
-    join(dir, 'model_index.json'),
-    JSON.stringify(
-      {
-        _class_name: 'WuerstchenPriorPipeline',
-        _diffusers_version: '0.30.3',
-        prior: ['diffusers', 'WuerstchenPrior'],
-        text_encoder: ['transformers', 'CLIPTextModel'],
-        tokenizer: ['transformers', 'CLIPTokenizerFast'],
-        scheduler: ['diffusers', 'DDPMWuerstchenScheduler'],
-        latent_mean: 42.0,
-        latent_std: 1.0,
-        resolution_multiple: 42.67,
-      },
-      null,
-      2,
-    ),
-  );
-  mkdirSync(join(dir, 'scheduler'), { recursive: true });
-  writeFileSync(
-    join(dir, 'scheduler', 'scheduler_config.json'),
-    JSON.stringify({ _class_name: 'DDPMWuerstchenScheduler', s: 0.008, scaler: 1.0 }, null, 2),
-  );
-
+  writePrior(dir, prior, rng);
+  writeTextEncoder(dir, text, rng);
+  writeSnapshotFiles(dir, options.tokenizer);
   const imageDir = join(dir, 'image_encoder');
-  mkdirSync(imageDir, { recursive: true });
-  const tensors: Record<string, WritableTensor> = {};
-  for (const [name, shape] of expectedKeys(image)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    if (name.endsWith('num_batches_tracked')) tensors[name] = { data: new Float32Array(1), shape, dtype: 'I64' };
-    else if (name.endsWith('running_var') || (name.endsWith('.weight') && shape.length === 1))
-      tensors[name] = { data: new Float32Array(n).fill(1), shape };
-    else if (shape.length === 1) tensors[name] = { data: new Float32Array(n), shape };
-    else {
-      // Kaiming-normal fan-out, torchvision's init for EfficientNet convolutions
-      const std = Math.sqrt(2 / (shape[0]! * (shape[2] ?? 1) * (shape[3] ?? 1)));
-      tensors[name] = { data: Float32Array.from({ length: n }, () => rng.normal() * std), shape };
-    }
-  }
-  writeSafetensors(join(imageDir, 'effnet.safetensors'), tensors, { format: 'pt' });
-  writeFileSync(join(imageDir, 'config.json'), JSON.stringify(image, null, 1));
+  writeImageEncoder(imageDir, options.imageEncoder ?? TINY_IMAGE_ENCODER, rng);
   return {
     snapshot: dir,
     imageEncoder: join(imageDir, 'effnet.safetensors'),
