@@ -67,27 +67,15 @@ describe('lora-train sample', () => {
       },
     );
 
+  const prompts = ['--prompt', 'an emoji of a dog face', '--prompt', 'an emoji of a cat face'];
+  const twoPrompts = [...prompts, '--num', '2', '--height', '128', '--width', '170'];
+
   it('writes image embeddings with their prompts; a seed fixes them; a LoRA changes them', async () => {
     const a = join(home, 'a.safetensors'),
       b = join(home, 'b.safetensors'),
       c = join(home, 'c.safetensors'),
       d = join(home, 'd.safetensors');
-    const first = run(
-      '--prompt',
-      'an emoji of a dog face',
-      '--prompt',
-      'an emoji of a cat face',
-      '--num',
-      '2',
-      '--height',
-      '128',
-      '--width',
-      '170',
-      '--seed',
-      '5',
-      '--out',
-      a,
-    );
+    const first = run(...twoPrompts, '--seed', '5', '--out', a);
     expect(first.status, first.stderr).toBe(0);
     expect(first.stdout).toContain(`wrote 4 image embeddings to ${a}`);
     const st = readSafetensors(a);
@@ -101,16 +89,7 @@ describe('lora-train sample', () => {
     ]);
     expect(
       run(
-        '--prompt',
-        'an emoji of a dog face',
-        '--prompt',
-        'an emoji of a cat face',
-        '--num',
-        '2',
-        '--height',
-        '128',
-        '--width',
-        '170',
+        ...twoPrompts,
         '--out',
         b,
         '--cfg-options',
@@ -118,24 +97,7 @@ describe('lora-train sample', () => {
       ).status,
     ).toBe(0);
     expect(getTensor(readSafetensors(b), 'image_embeddings').data).toEqual(emb.data);
-    expect(
-      run(
-        '--prompt',
-        'an emoji of a dog face',
-        '--prompt',
-        'an emoji of a cat face',
-        '--num',
-        '2',
-        '--height',
-        '128',
-        '--width',
-        '170',
-        '--seed',
-        '6',
-        '--out',
-        c,
-      ).status,
-    ).toBe(0);
+    expect(run(...twoPrompts, '--seed', '6', '--out', c).status).toBe(0);
     expect(getTensor(readSafetensors(c), 'image_embeddings').data).not.toEqual(emb.data);
     // a LoRA with non-zero lora_B: the adapted prior samples something else from the same seed
     const prior = await loadPrior(join(home, 'models', 'tiny-wuerstchen-v1-seed0'), { lora: { rank: 2, seed: 1 } });
@@ -148,26 +110,7 @@ describe('lora-train sample', () => {
       ),
     );
     prior.saveLora(join(home, 'lora'));
-    expect(
-      run(
-        '--prompt',
-        'an emoji of a dog face',
-        '--prompt',
-        'an emoji of a cat face',
-        '--num',
-        '2',
-        '--height',
-        '128',
-        '--width',
-        '170',
-        '--seed',
-        '5',
-        '--lora',
-        join(home, 'lora'),
-        '--out',
-        d,
-      ).status,
-    ).toBe(0);
+    expect(run(...twoPrompts, '--seed', '5', '--lora', join(home, 'lora'), '--out', d).status).toBe(0);
     expect(getTensor(readSafetensors(d), 'image_embeddings').data).not.toEqual(emb.data);
   });
 });
