@@ -89,6 +89,9 @@ describe('lora-train CLI', () => {
     const num = run('sample', '--config', 'twemoji_tiny_wuerstchen', '--prompt', 'a', '--num', '0');
     expect(num.status).toBe(1);
     expect(num.stderr).toContain("--num: 'sample.num' must be a positive integer, got 0");
+    const none = run('sample', '--config', 'twemoji_tiny_wuerstchen');
+    expect(none.status).toBe(1);
+    expect(none.stderr).toMatch(/twemoji_tiny_wuerstchen\.ts: 'sample\.prompt' is required/);
     const help = run('sample', '--help');
     expect(help.stdout).toMatch(/--guidance\s+Classifier-free guidance scale \(config: sample\.guidance, default 4\)/);
   });

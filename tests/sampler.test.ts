@@ -87,15 +87,9 @@ describe('lora-train sample', () => {
       'an emoji of a cat face',
       'an emoji of a cat face',
     ]);
-    expect(
-      run(
-        ...twoPrompts,
-        '--out',
-        b,
-        '--cfg-options',
-        'seed=5', // the config's seed is the sampler's, as --seed sets it
-      ).status,
-    ).toBe(0);
+    // The same settings from the config's keys: its seed is the sampler's, as --seed sets it.
+    const fromConfig = ['sample.prompt=["an emoji of a dog face", "an emoji of a cat face"]', 'sample.num=2', 'seed=5'];
+    expect(run(...twoPrompts.slice(4), '--out', b, '--cfg-options', ...fromConfig).status).toBe(0);
     expect(getTensor(readSafetensors(b), 'image_embeddings').data).toEqual(emb.data);
     expect(run(...twoPrompts, '--seed', '6', '--out', c).status).toBe(0);
     expect(getTensor(readSafetensors(c), 'image_embeddings').data).not.toEqual(emb.data);

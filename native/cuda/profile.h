@@ -1,5 +1,5 @@
 // Per-op GPU time of the CUDA backend, to see what a training step spends its time on
-// (bench/gpu-check.ts prints it). Off unless started: then each outermost op call records a
+// (tests/gpu-check.ts prints it). Off unless started: then each outermost op call records a
 // pair of CUDA events on the default stream, summed per op when stopped.
 #pragma once
 #include <cstdint>

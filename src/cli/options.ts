@@ -22,8 +22,6 @@ export interface ConfigOption {
   key: ConfigKey;
   /** Help text beyond the key's own description. */
   note?: string;
-  /** A required option (sample's --prompt). */
-  demand?: boolean;
 }
 
 /** An option table: flag name -> the config key it sets. */
@@ -37,11 +35,11 @@ const YARGS_TYPE: Record<string, Options['type']> = {
 };
 
 /** The yargs option of one config key: its type or choices, help and default from the schema. */
-function yargsOption({ key, note, demand }: ConfigOption): Options {
+function yargsOption({ key, note }: ConfigOption): Options {
   const info = keyInfo(key);
   const help = [info.description, note].filter(Boolean).join(' ');
   const shownDefault = info.default === undefined ? '' : `, default ${JSON.stringify(info.default)}`;
-  const option: Options = { describe: `${help} (config: ${key}${shownDefault})`, demandOption: demand };
+  const option: Options = { describe: `${help} (config: ${key}${shownDefault})` };
   if (info.kind === 'enum') option.choices = info.choices;
   else if (info.kind === 'array') Object.assign(option, { type: 'array', string: true });
   else option.type = YARGS_TYPE[info.kind] ?? 'string';
@@ -70,7 +68,7 @@ export const trainOptions = {
 
 /** `lora-train sample`'s options. */
 export const sampleOptions = {
-  prompt: { key: 'sample.prompt', demand: true },
+  prompt: { key: 'sample.prompt' },
   'negative-prompt': { key: 'sample.negative_prompt' },
   num: { key: 'sample.num' },
   guidance: { key: 'sample.guidance' },

@@ -319,6 +319,8 @@ export const UNSUPPORTED_KEYS: Record<string, string> = {
     'lora-train keeps every activation in one planned arena and does not recompute them; remove the key',
   'train_dataloader.persistent_workers':
     'lora-train prepares data in its own process, with no workers to keep; remove the key',
+  'train_cfg.type':
+    "lora-train's loop counts epochs when train_cfg.by_epoch is true (EpochBasedTrainLoop) and iterations otherwise (IterBasedTrainLoop); set by_epoch and remove the key",
 };
 
 /** Every default, for library functions that take the same settings as the config. */

@@ -70,7 +70,7 @@ export async function loadImageEncoder(
     ? join(builtin, 'effnet.safetensors')
     : (ie.path ??
       resolveRepoFile(
-        required(ie.repo, 'model.image_encoder.repo', file),
+        required(ie.repo, 'model.image_encoder.path (or repo and file)', file),
         required(ie.file, 'model.image_encoder.file', file),
       ));
   const configFile = builtin ? join(builtin, 'config.json') : ie.config;

@@ -113,10 +113,11 @@ export function startingState(config: LoraTrainConfig, prior: Prior, log: (line:
   if (resume === undefined) return freshState(prior);
   const from = resume === 'auto' ? listCheckpoints(config.work_dir).at(-1) : resume;
   if (!from) {
-    log('lora-train: --resume auto found no checkpoint; starting fresh');
+    log(`lora-train: resume 'auto' found no checkpoint in ${config.work_dir}; starting fresh`);
     return freshState(prior);
   }
-  if (!existsSync(join(from, 'state.json'))) throw new Error(`--resume ${resume}: no such checkpoint`);
+  if (!existsSync(join(from, 'state.json')))
+    throw new Error(`resume '${resume}': no checkpoint there (no ${join(from, 'state.json')})`);
   const state = loadCheckpoint(from, prior, log);
   log(`lora-train: resumed from ${from} at iteration ${state.iteration}`);
   return state;

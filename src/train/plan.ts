@@ -1,4 +1,4 @@
-// How long a run is and when things happen in it, from the config and the dataset's size:
+// How long a run is and when things happen in it, from the config and an epoch's iterations:
 // iterations per epoch and in all, optimizer steps (one per accumulative_counts iterations),
 // checkpoints and plain log lines. Iterations count from 1 here, as the log and checkpoints do.
 import type { LoraTrainConfig } from '../config/schema.js';
@@ -12,10 +12,10 @@ export class TrainingPlan {
 
   constructor(
     private readonly config: LoraTrainConfig,
-    trainItems: number,
+    itersPerEpoch: number,
   ) {
     const { train_cfg: loop, default_hooks: hooks } = config;
-    this.itersPerEpoch = Math.ceil(trainItems / config.train_dataloader.batch_size);
+    this.itersPerEpoch = itersPerEpoch;
     this.totalIters = loop.max_iters ?? loop.max_epochs * this.itersPerEpoch;
     this.accumulate = config.optim_wrapper.accumulative_counts;
     this.totalOptimizerSteps = Math.ceil(this.totalIters / this.accumulate);

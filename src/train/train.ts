@@ -54,17 +54,17 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     log,
   });
 
-  const plan = new TrainingPlan(config, data.train.length);
-  const state = startingState(config, prior, log);
-  const optimizer = new AdapterOptimizer(prior, config, plan, state, log);
   const { batch_size: batchSize, sampler } = config.train_dataloader;
   const batches = new Batches(data.train, data.embedder, { batchSize, seed: config.seed, shuffle: sampler.shuffle });
+  const plan = new TrainingPlan(config, batches.itersPerEpoch);
+  const state = startingState(config, prior, log);
+  const optimizer = new AdapterOptimizer(prior, config, plan, state, log);
   const evaluation = await AdapterEvaluation.begin(prior, data, config);
   const visualization = new Visualization(models, config, plan);
-  const trainingLog = new TrainingLog(config.work_dir, plan, state.iteration, log);
   const stop = new StopRequest(log);
   try {
     if (state.iteration === 0) await visualization.after(0);
+    const trainingLog = new TrainingLog(config.work_dir, plan, state.iteration, log);
     const firstIteration = state.iteration;
     let next = state.iteration < plan.totalIters ? batches.get(state.iteration) : undefined;
     while (next) {
