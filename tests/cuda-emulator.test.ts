@@ -15,8 +15,16 @@ const binary = join(import.meta.dirname, '..', 'build-emulator', 'Release', 'lor
 process.env.LORA_TRAIN_NATIVE = binary;
 const { parityCases } = await import('./cases/index.js');
 const { backendInfo } = await import('../src/native/ops.js');
-const { expectCudaMatchesCpu, fixturesDir, logLosses, settings, tinyTrainingConfig, useFixtureHubCache } =
-  await import('./helpers.js');
+const {
+  NAN_CASES,
+  expectAttentionPropagatesNaN,
+  expectCudaMatchesCpu,
+  fixturesDir,
+  logLosses,
+  settings,
+  tinyTrainingConfig,
+  useFixtureHubCache,
+} = await import('./helpers.js');
 const { loadConfig } = await import('../src/config/load.js');
 const { createTinyStack } = await import('../src/models/tiny.js');
 const { train } = await import('../src/train/train.js');
@@ -59,6 +67,12 @@ describe.each(schedules)(
     );
   },
 );
+
+describe('cuda backend in the CPU emulator: NaN', () => {
+  it.each(NAN_CASES)('attention propagates NaN as PyTorch does (%s compute, head dim %i)', async (compute, d) =>
+    expectAttentionPropagatesNaN('cuda', compute, d),
+  );
+});
 
 // The training job on the emulated device: encoders, embedding cache, steps, AdamW, checkpoints.
 describe('training on the emulated cuda device', () => {

@@ -3,7 +3,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect } from 'vitest';
 import type { ConfigOverride } from '../src/config/load.js';
-import type { Tensor } from '../src/core/tensor.js';
+import type { Device } from '../src/core/device.js';
+import type { DType, Tensor } from '../src/core/tensor.js';
+import * as ops from '../src/native/ops.js';
 import { type OpCase, compareWithCpu, relativeError } from './cases/index.js';
 
 export const fixturesDir = join(import.meta.dirname, 'fixtures');
@@ -93,4 +95,54 @@ export function useFixtureHubCache(): void {
 /** Config keys set as a caller would (the CLI's flags do the same), e.g. { work_dir, resume }. */
 export function settings(values: Record<string, unknown>): ConfigOverride[] {
   return Object.entries(values).map(([key, value]) => ({ key, value, origin: 'the test' }));
+}
+
+/** The attention paths a GPU takes: row kernels (fp32, head dim 4 or 64) and tensor-core flash
+ * attention (bf16, head dim 64). */
+export const NAN_CASES: [DType, number][] = [
+  ['f32', 4],
+  ['f32', 64],
+  ['bf16', 64],
+];
+
+/** Attention with one NaN placed in q, k or v (batch 0, row 2, head 0) must give NaN exactly
+ * where PyTorch's matmul-softmax-matmul does. A NaN query makes its row's scores NaN: that row's
+ * output and log-sum-exp, its dq, and every dk and dv of the head. A NaN key makes a score of
+ * every row NaN: every output, log-sum-exp, dq, dk and dv of the head. A NaN value reaches every
+ * output of the head and, through dP = dO v^T, every dq and dk; dv does not depend on v. */
+export async function expectAttentionPropagatesNaN(device: Device, compute: DType, d: number): Promise<void> {
+  const [B, N, M, H] = [1, 5, 7, 2];
+  const C = H * d;
+  const tensor = (rows: number, seed: number) => ({
+    data: Float32Array.from({ length: B * rows * C }, (_, i) => Math.sin(i * 1.3 + seed)),
+    shape: [B, rows, C],
+  });
+  const head0 = (t: Float32Array, rows: number) =>
+    Array.from({ length: rows }, (_, r) => t.subarray(r * C, r * C + d).some(Number.isNaN));
+  const head1 = (t: Float32Array, rows: number) =>
+    Array.from({ length: rows }, (_, r) => t.subarray(r * C + d, (r + 1) * C).some(Number.isNaN));
+  const all = (rows: number, value: boolean) => Array<boolean>(rows).fill(value);
+  const onlyRow2 = (rows: number) => Array.from({ length: rows }, (_, r) => r === 2);
+  const expected = {
+    q: { o: onlyRow2(N), lse: onlyRow2(N), dq: onlyRow2(N), dk: all(M, true), dv: all(M, true) },
+    k: { o: all(N, true), lse: all(N, true), dq: all(N, true), dk: all(M, true), dv: all(M, true) },
+    v: { o: all(N, true), lse: all(N, false), dq: all(N, true), dk: all(M, true), dv: all(M, false) },
+  };
+  for (const where of ['q', 'k', 'v'] as const) {
+    const inputs = { q: tensor(N, 1), k: tensor(M, 2), v: tensor(M, 3) };
+    inputs[where].data[2 * C + 1] = Number.NaN;
+    const { q, k, v } = inputs;
+    const { out, lse } = await ops.attention(q, k, v, H, { device, compute });
+    const g = await ops.attentionBackward(tensor(N, 4), q, k, v, out, lse, H, { device, compute });
+    const seen = {
+      o: head0(out.data, N),
+      lse: Array.from({ length: N }, (_, r) => Number.isNaN(lse.data[r])),
+      dq: head0(g.dq.data, N),
+      dk: head0(g.dk.data, M),
+      dv: head0(g.dv.data, M),
+    };
+    expect(seen, `NaN in ${where}`).toEqual(expected[where]);
+    const otherHead = [head1(out.data, N), head1(g.dq.data, N), head1(g.dk.data, M), head1(g.dv.data, M)];
+    expect(otherHead.flat().some(Boolean), `NaN in ${where} reaches head 1`).toBe(false);
+  }
 }

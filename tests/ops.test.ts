@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as ops from '../src/native/ops.js';
 import { backendInfo } from '../src/native/ops.js';
 import { Fixture, type OpCase, opCases } from './cases/index.js';
-import { expectClose, fixturesDir } from './helpers.js';
+import { expectAttentionPropagatesNaN, expectClose, fixturesDir } from './helpers.js';
 
 const lowp = new Fixture(join(fixturesDir, 'lowp.safetensors'));
 const cases = opCases(fixturesDir).filter((c) => c.reference);
@@ -65,6 +65,11 @@ for (const set of ['avx512', 'avx2', 'generic'] as const) {
     it.each(cases.map((c) => [c.name, c] as const))('%s', async (_, c) => {
       ops.setCpuKernels(set);
       await expectMatchesReference(c);
+    });
+
+    it.each([4, 64])('attention propagates NaN as PyTorch does (head dim %i)', async (d) => {
+      ops.setCpuKernels(set);
+      await expectAttentionPropagatesNaN('cpu', 'f32', d);
     });
   });
 }

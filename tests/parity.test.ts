@@ -3,7 +3,7 @@
 import { describe, it } from 'vitest';
 import { backendInfo } from '../src/native/ops.js';
 import { parityCases } from './cases/index.js';
-import { expectCudaMatchesCpu, fixturesDir } from './helpers.js';
+import { NAN_CASES, expectAttentionPropagatesNaN, expectCudaMatchesCpu, fixturesDir } from './helpers.js';
 
 const info = backendInfo();
 const cuda = info.cuda === true;
@@ -13,4 +13,7 @@ const reason = cuda
 
 describe.skipIf(!cuda)(`cuda backend against cpu${reason}`, () => {
   it.each(parityCases(fixturesDir).map((c) => [c.name, c] as const))('%s', async (_, c) => expectCudaMatchesCpu(c));
+  it.each(NAN_CASES)('attention propagates NaN as PyTorch does (%s compute, head dim %i)', async (compute, d) =>
+    expectAttentionPropagatesNaN('cuda', compute, d),
+  );
 });

@@ -89,6 +89,9 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
               if ((mask && !mask[j0 + c]) || (causal && j0 + c > i0 + r)) srow[c] = kNegInf;
           const float m_new = std::max(row_max[r], ks.row_max(srow, bc));
           if (m_new == kNegInf) {  // nothing visible to this row yet: contributes nothing
+            // ... unless a score is NaN (a NaN query): then the row's output is NaN, as PyTorch's.
+            if (std::any_of(srow, srow + bc, [](float x) { return std::isnan(x); }))
+              row_max[r] = row_sum[r] = std::numeric_limits<float>::quiet_NaN();
             std::fill(srow, srow + bc, 0.0f);
             continue;
           }
@@ -102,8 +105,8 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
         gemm_tile(acc.data(), s.data(), vh.data() + j0 * d, br, d, bc, false, false, 1.0f, 1.0f, kBc, d, d);
       }
       for (int64_t r = 0; r < br; ++r) {
-        const float inv = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;  // a row that saw no key: zeros
-        const int64_t orow = at(N) + (i0 + r) * ld;                      // (d) of o's (N, d) head, rows strided by ld
+        const float inv = row_sum[r] == 0.0f ? 0.0f : 1.0f / row_sum[r];  // a row that saw no key: zeros
+        const int64_t orow = at(N) + (i0 + r) * ld;                       // (d) of o's (N, d) head, rows strided by ld
         for (int64_t c = 0; c < d; ++c) o.set(orow + c, acc[r * d + c] * inv);
         if (lse) lse[(b * H + h) * N + i0 + r] = row_max[r] + std::log(row_sum[r]);
       }

@@ -341,12 +341,13 @@ __global__ void attention_forward_kernel(TensorOut o, float* lse, const float* q
   __syncthreads();
   float local_sum = 0.0f;
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
-    const float p = row_max == -INFINITY ? 0.0f : expf(scores[j] - row_max);
+    // No visible key: nothing, unless the score is NaN (a NaN query), which stays NaN as in PyTorch.
+    const float p = row_max == -INFINITY && !isnan(scores[j]) ? 0.0f : expf(scores[j] - row_max);
     scores[j] = p;
     local_sum += p;
   }
   const float row_sum = block_sum(local_sum);
-  const float inv = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
+  const float inv = row_sum == 0.0f ? 0.0f : 1.0f / row_sum;
   for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
     float acc = 0.0f;
     for (int64_t j = 0; j < M; ++j) acc += scores[j] * v[(b * M + j) * ld + h * d + c];

@@ -21,6 +21,10 @@
 #include <type_traits>
 #include <utility>
 
+// CUDA's math API has isnan and isinf at global scope, as C's <math.h> has them.
+using std::isinf;
+using std::isnan;
+
 // ---- qualifiers --------------------------------------------------------------------------
 #define __global__
 #define __device__
