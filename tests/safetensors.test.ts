@@ -86,6 +86,45 @@ describe('safetensors', () => {
       /tensors 'a' and 'b' overlap/,
     ],
     ['non-string metadata', fileWith({ __metadata__: { format: 1 } }, 0), /__metadata__.format is not a string/],
+    // As strict as the format's Rust library: the tensors tile the data section exactly.
+    [
+      'a gap between tensors',
+      fileWith({ a: entry('F32', [1], 0, 4), b: entry('F32', [1], 8, 12) }, 12),
+      /4 bytes before tensor 'b' belong to no tensor \(after 'a'\)/,
+    ],
+    [
+      'a gap before the first tensor',
+      fileWith({ a: entry('F32', [1], 4, 8) }, 8),
+      /4 bytes before tensor 'a' belong to no tensor \(at the start\)/,
+    ],
+    [
+      'bytes after the last tensor',
+      fileWith({ a: entry('F32', [1], 0, 4) }, 12),
+      /8 bytes after the last tensor 'a' belong to no tensor/,
+    ],
+    [
+      'a key twice',
+      fileWith(
+        '{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
+        4,
+      ),
+      /the header names 'w' twice/,
+    ],
+    [
+      'a __proto__ tensor name',
+      fileWith('{"__proto__": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', 4),
+      /tensor name '__proto__' is not allowed/,
+    ],
+    [
+      'a prototype key inside a name',
+      fileWith({ 'prior.__proto__.lora_A.weight': entry('F32', [1], 0, 4) }, 4),
+      /tensor name 'prior.__proto__.lora_A.weight' is not allowed/,
+    ],
+    [
+      'a constructor metadata key',
+      fileWith({ __metadata__: { constructor: 'x' } }, 0),
+      /__metadata__ key 'constructor' is not allowed/,
+    ],
   ];
   it.each(malformed)('refuses %s, in memory and on disk', (_, bytes, message) => {
     expect(() => parseSafetensors(bytes, 'bad.safetensors')).toThrow(SafetensorsError);

@@ -5,6 +5,7 @@
 // or option that set it.
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
+import { PROTOTYPE_KEYS } from '../core/untrusted.js';
 import { importModule, resolveConfigPath } from './files.js';
 import type { ConfigInput, LoraTrainConfig } from './schema.js';
 import { ConfigError, type Origins, resolveConfig } from './validate.js';
@@ -55,6 +56,7 @@ async function loadFile(file: string, origin: Origins, chain: string[]): Promise
   const raw = await importModule(file);
   if (!isPlainObject(raw))
     throw new ConfigError(`${file}: a config must export an object (export default defineConfig({ ... }))`);
+  checkKeys(raw, file, '');
   let merged: Record<string, unknown> = {};
   const bases = raw._base_ === undefined ? [] : Array.isArray(raw._base_) ? raw._base_ : [raw._base_];
   for (const base of bases) {
@@ -68,6 +70,22 @@ async function loadFile(file: string, origin: Origins, chain: string[]): Promise
   const { _base_, ...own } = raw;
   void _base_;
   return merge(merged, own, file, origin);
+}
+
+/** Refuses, at any depth, keys that would reach an object's prototype and objects that have a
+ * prototype of their own (what a `__proto__:` key in a JavaScript object literal makes). */
+function checkKeys(value: unknown, where: string, path: string): void {
+  if (Array.isArray(value)) return value.forEach((v, i) => checkKeys(v, where, `${path}[${i}]`));
+  if (typeof value !== 'object' || value === null) return;
+  const proto: unknown = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null)
+    throw new ConfigError(`${where}: '${path}' is not a plain object (a __proto__ key sets its prototype)`);
+  for (const [key, v] of Object.entries(value)) {
+    const keyPath = path ? `${path}.${key}` : key;
+    if (PROTOTYPE_KEYS.has(key))
+      throw new ConfigError(`${where}: key '${keyPath}' is not allowed: it would reach every object's prototype`);
+    checkKeys(v, where, keyPath);
+  }
 }
 
 /** Parses one `key.path=value`: JSON when it parses, a comma list, else a string. */
@@ -116,6 +134,7 @@ export async function loadConfig(nameOrPath: string, overrides: ConfigOverride[]
       typeof override === 'string'
         ? [...parseOverride(override), `--cfg-options ${override}`]
         : [override.key.split('.'), override.value, override.origin];
+    checkKeys(patchOf(path, value), origin, '');
     merged = merge(merged, patchOf(path, value), origin, origins);
   }
   const name = basename(file, extname(file));

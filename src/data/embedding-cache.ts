@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { canonicalJson, fileHash, sha256 } from '../core/hash.js';
+import { nullRecord } from '../core/untrusted.js';
 import { type Tensor } from '../core/tensor.js';
 import { getTensor, parseSafetensors, writeSafetensors } from '../io/safetensors.js';
 
@@ -39,11 +40,11 @@ export class EmbeddingCache {
   /** A stable fingerprint of weight files: their content hashes, remembered per (path, size,
    * mtime) so that a multi-gigabyte encoder is hashed once, not on every run. */
   weightsFingerprint(files: string[]): string {
-    let known: Record<string, string> = {};
+    const known = nullRecord<string>();
     try {
-      known = JSON.parse(readFileSync(this.fingerprints, 'utf8')) as Record<string, string>;
+      Object.assign(known, JSON.parse(readFileSync(this.fingerprints, 'utf8')));
     } catch {
-      known = {};
+      // a damaged list of fingerprints: the files are hashed again
     }
     let changed = false;
     const hashes = files.map((f) => {
@@ -76,7 +77,7 @@ export class EmbeddingCache {
     try {
       const st = parseSafetensors(readFileSync(file), file);
       if (st.metadata.key !== key) throw new Error('names another key');
-      const tensors: Record<string, Tensor> = {};
+      const tensors = nullRecord<Tensor>();
       for (const name of st.entries.keys()) tensors[name] = getTensor(st, name);
       if (tensorChecksum(tensors) !== st.metadata.checksum) throw new Error('checksum mismatch');
       return tensors;

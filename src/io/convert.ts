@@ -1,5 +1,6 @@
 // `lora-train convert`: the tensors of a PyTorch checkpoint (read without running its pickle)
 // as a safetensors file, e.g. the EfficientNet inside Würstchen's model_v2_stage_b.pt.
+import { nullRecord } from '../core/untrusted.js';
 import { type WritableTensor, writeSafetensors } from './safetensors.js';
 import { TorchCheckpoint } from './torch-checkpoint.js';
 
@@ -8,7 +9,7 @@ import { TorchCheckpoint } from './torch-checkpoint.js';
 export function convertCheckpoint(input: string, output: string, key?: string): number {
   const checkpoint = new TorchCheckpoint(input);
   try {
-    const tensors: Record<string, WritableTensor> = {};
+    const tensors = nullRecord<WritableTensor>();
     for (const [name, ref] of checkpoint.stateDict(key)) {
       const t = checkpoint.tensor(ref);
       tensors[name] = ref.dtype.startsWith('float') || ref.dtype === 'bfloat16' ? t : { ...t, dtype: 'I64' };

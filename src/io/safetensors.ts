@@ -1,12 +1,15 @@
 // safetensors reading and writing (https://github.com/huggingface/safetensors format):
 // u64 little-endian header length, a JSON header {name: {dtype, shape, data_offsets}, ...,
 // "__metadata__": {str: str}}, then the raw little-endian tensor bytes. The reader checks
-// every header field against the file before touching data, so a malformed file is an error
-// that names the problem, never an out-of-bounds read.
+// every header field against the file before touching data, as strictly as the format's own
+// Rust library (tensors tile the data section exactly: no gaps, overlaps or trailing bytes),
+// and refuses duplicate keys and names that would reach an object's prototype, so a
+// malformed or hostile file is an error naming the problem, never an out-of-bounds read.
 import { closeSync, fstatSync, fsyncSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Tensor } from '../core/tensor.js';
 import { numel } from '../core/tensor.js';
+import { duplicateKey, nullRecord, touchesPrototype } from '../core/untrusted.js';
 
 export const DTYPE_BYTES = {
   F64: 8,
@@ -58,18 +61,24 @@ export function parseHeader(
     throw new SafetensorsError(path, problem);
   };
   let header: unknown;
+  let text = '';
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+    header = JSON.parse(text);
   } catch (e) {
     fail(`header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
-  const metadata: Record<string, string> = {};
+  const repeated = duplicateKey(text);
+  if (repeated !== undefined) fail(`the header names '${repeated}' twice`);
+  const metadata = nullRecord<string>();
   const entries = new Map<string, TensorEntry>();
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
+    if (touchesPrototype(name)) fail(`tensor name '${name}' is not allowed (it names an object prototype)`);
     if (name === '__metadata__') {
       if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('__metadata__ is not an object');
       for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+        if (touchesPrototype(k)) fail(`__metadata__ key '${k}' is not allowed (it names an object prototype)`);
         if (typeof v !== 'string') fail(`__metadata__.${k} is not a string`);
         metadata[k] = v as string;
       }
@@ -99,14 +108,28 @@ export function parseHeader(
       fail(`tensor '${name}' has ${end - begin} bytes but ${dtype} [${shape.join(', ')}] needs ${expected}`);
     entries.set(name, { dtype, shape, begin, end });
   }
-  const sorted = [...entries.entries()].sort((a, b) => a[1].begin - b[1].begin);
-  for (let i = 1; i < sorted.length; i++) {
-    const [prevName, prev] = sorted[i - 1]!;
-    const [name, cur] = sorted[i]!;
-    if (cur.begin < prev.end)
-      fail(`tensors '${prevName}' and '${name}' overlap ([${prev.begin}, ${prev.end}) and [${cur.begin}, ${cur.end}))`);
-  }
+  checkTiling(entries, dataLength, fail);
   return { metadata, entries };
+}
+
+/** The tensors must cover the data section exactly, in offset order: each begins where the
+ * previous one ends, the first at 0, the last at the section's end. */
+function checkTiling(entries: Map<string, TensorEntry>, dataLength: number, fail: (problem: string) => never): void {
+  const sorted = [...entries.entries()].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
+  let end = 0;
+  let last = '';
+  for (const [name, e] of sorted) {
+    if (e.begin < end)
+      fail(`tensors '${last}' and '${name}' overlap (bytes [${e.begin}, ${Math.min(end, e.end)}) of the data section)`);
+    if (e.begin > end)
+      fail(
+        `${e.begin - end} bytes before tensor '${name}' belong to no tensor (${last ? `after '${last}'` : 'at the start'})`,
+      );
+    end = e.end;
+    last = name;
+  }
+  if (end !== dataLength)
+    fail(`${dataLength - end} bytes after the last tensor${last ? ` '${last}'` : ''} belong to no tensor`);
 }
 
 /** Reads the 8-byte length prefix and checks it against the file size; returns the header length. */
@@ -247,7 +270,7 @@ export function serializeSafetensors(
   metadata?: Record<string, string>,
 ): Uint8Array {
   const names = Object.keys(tensors).sort();
-  const header: Record<string, unknown> = {};
+  const header = nullRecord<unknown>();
   if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
   const blobs = names.map((name) => {

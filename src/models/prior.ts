@@ -3,6 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CONFIG_DEFAULTS } from '../config/schema.js';
+import { nullRecord } from '../core/untrusted.js';
 import { type Device, checkDevice } from '../core/device.js';
 import type { NativePrior } from '../native/addon.js';
 import { native } from '../native/loader.js';
@@ -482,7 +483,7 @@ export function readLoraFile(path: string): LoadedLora {
       `${file}: kohya-style LoRA keys (lora_unet_…) do not load into the diffusers Würstchen prior; convert the file to diffusers' format first`,
     );
   const prefix = peftConfig ? PEFT_PREFIX : DIFFUSERS_PREFIX;
-  const weights: Record<string, { A?: Tensor; B?: Tensor }> = {};
+  const weights = nullRecord<{ A?: Tensor; B?: Tensor }>();
   const stray: string[] = [];
   for (const key of keys) {
     const m = key.startsWith(prefix) ? /^(.*)\.lora_([AB])\.weight$/.exec(key.slice(prefix.length)) : null;

@@ -6,6 +6,7 @@ import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import type { LoraTrainConfig } from '../config/schema.js';
 import type { Tensor } from '../core/tensor.js';
+import { nullRecord } from '../core/untrusted.js';
 import { writeFolderAtomically } from '../io/atomic.js';
 import { getTensor, readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { Prior } from '../models/prior.js';
@@ -86,8 +87,8 @@ export async function saveCheckpoint(prior: Prior, state: TrainingState, config:
 export function loadCheckpoint(dir: string, prior: Prior, log: (line: string) => void): TrainingState {
   const file = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as StateFile;
   const tensors = readSafetensors(join(dir, 'training_state.safetensors'));
-  const weights: Record<string, Tensor> = {};
-  const moments: Record<string, Tensor> = {};
+  const weights = nullRecord<Tensor>();
+  const moments = nullRecord<Tensor>();
   for (const name of tensors.entries.keys())
     (name.startsWith('optimizer.') ? moments : weights)[name.replace(/^(optimizer|lora)\./, '')] = getTensor(
       tensors,
