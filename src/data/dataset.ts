@@ -2,11 +2,14 @@
 // (an image struct {bytes, path} and a caption column, as lambdalabs/pokemon-blip-captions),
 // an image folder with metadata.jsonl or metadata.csv (file_name, caption), or images with
 // same-name .txt captions. Items load their image bytes lazily.
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, extname, join, relative } from 'node:path';
+import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { CONFIG_DEFAULTS } from '../config/schema.js';
 import { resolveRepo } from '../io/hub.js';
+
+/** An error in a dataset's files, naming the file (and line or row). */
+class DatasetError extends Error {}
 
 export interface DatasetItem {
   /** Where the item came from, for messages: file path or parquet file and row. */
@@ -53,24 +56,10 @@ async function parquetItems(
   imageColumn: string,
   captionColumn: string,
 ): Promise<DatasetItem[]> {
-  const { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } = await import('hyparquet');
   const items: DatasetItem[] = [];
   for (const file of files) {
-    const buffer = await asyncBufferFromFile(file);
-    const metadata = await parquetMetadataAsync(buffer);
-    const columns = parquetSchema(metadata).children.map((c) => c.element.name);
     const where = relative(root, file) || file;
-    for (const column of [imageColumn, captionColumn])
-      if (!columns.includes(column))
-        throw new Error(
-          `${where}: no column '${column}' (columns: ${columns.join(', ')}); set train_dataloader.dataset.${column === imageColumn ? 'image_column' : 'caption_column'}`,
-        );
-    const rows = (await parquetReadObjects({
-      file: buffer,
-      metadata,
-      columns: [imageColumn, captionColumn],
-      utf8: false,
-    })) as Record<string, unknown>[];
+    const rows = await readParquet(file, where, { image_column: imageColumn, caption_column: captionColumn });
     rows.forEach((row, i) => {
       const source = `${where} row ${i}`;
       const image = row[imageColumn] as { bytes?: Uint8Array; path?: string | null } | Uint8Array | null;
@@ -81,13 +70,69 @@ async function parquetItems(
         captions: captionsOf(row[captionColumn], source, captionColumn),
         image: async () => {
           if (bytes && bytes.length) return bytes;
-          if (path) return readFile(join(root, path));
+          if (path) return readFile(fileInside(root, path, source));
           throw new Error(`${source}: the image has neither bytes nor a path`);
         },
       });
     });
   }
   return items;
+}
+
+/** The rows of a parquet file's two columns (keyed by the config keys naming them); a file that
+ * is not parquet, or lacks a column, is an error naming it. */
+async function readParquet(
+  file: string,
+  where: string,
+  columns: Record<string, string>,
+): Promise<Record<string, unknown>[]> {
+  const { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } = await import('hyparquet');
+  let rows: Record<string, unknown>[];
+  try {
+    const buffer = await asyncBufferFromFile(file);
+    const metadata = await parquetMetadataAsync(buffer);
+    const present = parquetSchema(metadata).children.map((c) => c.element.name);
+    for (const [key, column] of Object.entries(columns))
+      if (!present.includes(column))
+        throw new DatasetError(
+          `${where}: no column '${column}' (columns: ${present.join(', ')}); set train_dataloader.dataset.${key}`,
+        );
+    rows = (await parquetReadObjects({
+      file: buffer,
+      metadata,
+      columns: Object.values(columns),
+      utf8: false,
+    })) as Record<string, unknown>[];
+  } catch (e) {
+    if (e instanceof DatasetError) throw e;
+    throw new DatasetError(`${file}: not a readable parquet file (${(e as Error).message})`);
+  }
+  return rows;
+}
+
+/** The boundary a dataset's files must stay inside: its folder, or for a snapshot in the Hugging
+ * Face cache the repository's folder (snapshot files link into its blobs/). */
+function boundaryOf(root: string): string {
+  const real = realpathSync(root);
+  return basename(dirname(real)) === 'snapshots' ? dirname(dirname(real)) : real;
+}
+
+/** A file a dataset names (metadata's file_name, a parquet image's path) inside the dataset,
+ * after symlinks; anything outside is an error naming where the name came from. */
+function fileInside(root: string, name: string, where: string): string {
+  const path = resolve(root, name);
+  const real = existsSync(path) ? realpathSync(path) : path;
+  const boundary = boundaryOf(root);
+  if (!real.startsWith(boundary + sep))
+    throw new DatasetError(`${where}: '${name}' is outside the dataset's folder ${root}; refusing to read it`);
+  return path;
+}
+
+/** A text file's lines, without a UTF-8 byte-order mark. */
+function textLines(file: string): string[] {
+  return readFileSync(file, 'utf8')
+    .replace(/^\uFEFF/, '')
+    .split(/\r?\n/);
 }
 
 function parseCsvLine(line: string): string[] {
@@ -117,33 +162,40 @@ function metadataItems(dir: string, captionColumn: string): DatasetItem[] | unde
   const csv = join(dir, 'metadata.csv');
   let rows: { row: Record<string, unknown>; where: string }[];
   if (existsSync(jsonl)) {
-    rows = readFileSync(jsonl, 'utf8')
-      .split('\n')
-      .flatMap((line, i) => {
-        if (!line.trim()) return [];
-        try {
-          return [{ row: JSON.parse(line) as Record<string, unknown>, where: `${jsonl}:${i + 1}` }];
-        } catch (e) {
-          throw new Error(`${jsonl}:${i + 1}: not valid JSON (${(e as Error).message})`);
-        }
-      });
+    rows = textLines(jsonl).flatMap((line, i) => {
+      if (!line.trim()) return [];
+      const where = `${jsonl}:${i + 1}`;
+      let row: unknown;
+      try {
+        row = JSON.parse(line);
+      } catch (e) {
+        throw new DatasetError(`${where}: not valid JSON (${(e as Error).message})`);
+      }
+      if (typeof row !== 'object' || row === null || Array.isArray(row))
+        throw new DatasetError(`${where}: not a JSON object (${line.trim().slice(0, 40)})`);
+      return [{ row: row as Record<string, unknown>, where }];
+    });
   } else if (existsSync(csv)) {
-    const lines = readFileSync(csv, 'utf8')
-      .split(/\r?\n/)
-      .filter((l) => l.trim());
+    const lines = textLines(csv);
     const header = parseCsvLine(lines[0] ?? '');
-    rows = lines.slice(1).map((l, i) => ({
-      row: Object.fromEntries(parseCsvLine(l).map((v, j) => [header[j] ?? `column${j}`, v])),
-      where: `${csv}:${i + 2}`,
-    }));
+    rows = lines.slice(1).flatMap((l, i) =>
+      l.trim()
+        ? [
+            {
+              row: Object.fromEntries(parseCsvLine(l).map((v, j) => [header[j] ?? `column${j}`, v])),
+              where: `${csv}:${i + 2}`,
+            },
+          ]
+        : [],
+    );
   } else return undefined;
   return rows.map(({ row, where }) => {
-    if (typeof row.file_name !== 'string') throw new Error(`${where}: no file_name`);
-    if (!(captionColumn in row))
-      throw new Error(
+    if (typeof row.file_name !== 'string') throw new DatasetError(`${where}: no file_name`);
+    if (!Object.hasOwn(row, captionColumn))
+      throw new DatasetError(
         `${where}: no caption column '${captionColumn}' (keys: ${Object.keys(row).join(', ')}); set train_dataloader.dataset.caption_column`,
       );
-    const file = join(dir, row.file_name);
+    const file = fileInside(dir, row.file_name, where);
     return {
       source: file,
       captions: captionsOf(row[captionColumn], where, captionColumn),

@@ -99,8 +99,12 @@ async function prepareItem(item: DatasetItem, embedder: Embedder, text: Map<stri
   const hash = sha256(bytes);
   const { transform } = embedder;
   const prepared = { source: item.source, text: item.captions.map((c) => text.get(c)!), geometry };
-  if (transform.cropVaries(geometry)) return { ...prepared, image: null, bytes: { data: bytes, hash } };
   const fixed = transform.plan(geometry, new Rng(0), item.source);
+  if (transform.cropVaries(geometry)) {
+    // Decoded once here, so an image that cannot be is skipped now rather than stopping a step.
+    await transform.apply(bytes, fixed);
+    return { ...prepared, image: null, bytes: { data: bytes, hash } };
+  }
   const plain = await embedder.image(bytes, hash, { ...fixed, flip: false });
   const flipped =
     transform.flipProbability > 0 ? await embedder.image(bytes, hash, { ...fixed, flip: true }) : undefined;
