@@ -82,13 +82,29 @@ describe('lora-train CLI', () => {
     );
   });
 
+  // Values that once ran (NaN guidance wrote NaN embeddings, 1e9 images aborted the process
+  // after minutes) or reached the native code unchecked.
+  const BAD_SAMPLE_VALUES = [
+    ['seed', 'NaN', "'seed' must be an integer >= 0"],
+    ['seed', '1.5', "'seed' must be an integer >= 0"],
+    ['num', '0', "'sample.num' must be a positive integer <= 1024"],
+    ['num', '-3', "'sample.num' must be a positive integer <= 1024"],
+    ['num', '1000000000', "'sample.num' must be a positive integer <= 1024"],
+    ['height', '0', "'sample.height' must be a positive integer <= 8192"],
+    ['width', '1000000000000', "'sample.width' must be a positive integer <= 8192"],
+    ['guidance', 'NaN', "'sample.guidance' must be a finite number"],
+    ['guidance', 'Infinity', "'sample.guidance' must be a finite number"],
+  ] as const;
+
   it('checks every option as the config key it sets, naming the flag', () => {
     const seed = run('--config', 'twemoji_tiny_wuerstchen', '--seed', '-1');
     expect(seed.status).toBe(1);
     expect(seed.stderr).toContain("--seed: 'seed' must be an integer >= 0, got -1");
-    const num = run('sample', '--config', 'twemoji_tiny_wuerstchen', '--prompt', 'a', '--num', '0');
-    expect(num.status).toBe(1);
-    expect(num.stderr).toContain("--num: 'sample.num' must be a positive integer, got 0");
+    for (const [flag, value, message] of BAD_SAMPLE_VALUES) {
+      const bad = run('sample', '--config', 'twemoji_tiny_wuerstchen', '--prompt', 'a', `--${flag}`, value);
+      expect(bad.status, `--${flag} ${value}`).toBe(1);
+      expect(bad.stderr).toContain(`--${flag}: ${message}, got ${value}`);
+    }
     const none = run('sample', '--config', 'twemoji_tiny_wuerstchen');
     expect(none.status).toBe(1);
     expect(none.stderr).toMatch(/twemoji_tiny_wuerstchen\.ts: 'sample\.prompt' is required/);

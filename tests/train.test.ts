@@ -199,35 +199,47 @@ describe('training', () => {
     expect(lines.map((l) => l.lr)).toEqual([null, null, 0, null, null, 1e-3, 5e-4]);
   });
 
-  it('skips an unreadable image with a warning naming it, and counts it', async () => {
-    const folder = join(root, 'folder');
-    mkdirSync(folder, { recursive: true });
-    const lines: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      await sharp({
-        create: { width: 64, height: 64, channels: 3, background: { r: 40 * i, g: 100, b: 200 - 50 * i } },
+  it.each(['CenterCrop', 'RandomCrop'] as const)(
+    'skips unreadable and truncated images with a warning naming each, and counts them (%s)',
+    async (crop) => {
+      const folder = join(root, `folder-${crop}`);
+      mkdirSync(folder, { recursive: true });
+      const lines: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        await sharp({
+          create: { width: 96, height: 64, channels: 3, background: { r: 40 * i, g: 100, b: 200 - 50 * i } },
+        })
+          .png()
+          .toFile(join(folder, `img${i}.png`));
+        lines.push(JSON.stringify({ file_name: `img${i}.png`, text: `a colour swatch number ${i}` }));
+      }
+      writeFileSync(join(folder, 'broken.png'), 'this is not a png');
+      // A PNG whose header reads but whose pixels are cut off: only decoding finds out. Wider
+      // than tall, so that RandomCrop's crop varies and the image is decoded at every step.
+      const noise = await sharp(Buffer.from(Array.from({ length: 96 * 64 * 3 }, (_, i) => (i * 7919) % 256)), {
+        raw: { width: 96, height: 64, channels: 3 },
       })
         .png()
-        .toFile(join(folder, `img${i}.png`));
-      lines.push(JSON.stringify({ file_name: `img${i}.png`, text: `a colour swatch number ${i}` }));
-    }
-    writeFileSync(join(folder, 'broken.png'), 'this is not a png');
-    lines.push(JSON.stringify({ file_name: 'broken.png', text: 'broken' }));
-    writeFileSync(join(folder, 'metadata.jsonl'), lines.join('\n'));
-    const messages: string[] = [];
-    const result = await train({
-      config: await loadConfig(
-        configFile('folder', { train_cfg: { by_epoch: true, max_epochs: 1 } }, folder),
-        settings({ work_dir: join(root, 'folder-run') }),
-      ),
-      log: (l) => messages.push(l),
-      cacheDir: join(root, 'cache'),
-    });
-    expect(result.skipped).toEqual([join(folder, 'broken.png')]);
-    expect(messages.some((m) => m.includes(`skipping ${join(folder, 'broken.png')}`))).toBe(true);
-    expect(messages.some((m) => m.includes('1 unreadable images skipped'))).toBe(true);
-    expect(result.steps).toBe(2); // 3 items, batch 2
-  });
+        .toBuffer();
+      writeFileSync(join(folder, 'truncated.png'), noise.subarray(0, noise.length / 2));
+      for (const name of ['broken.png', 'truncated.png']) lines.push(JSON.stringify({ file_name: name, text: name }));
+      writeFileSync(join(folder, 'metadata.jsonl'), lines.join('\n'));
+      const messages: string[] = [];
+      const result = await train({
+        config: await loadConfig(
+          configFile(`folder-${crop}`, { train_cfg: { by_epoch: true, max_epochs: 1 } }, folder, crop),
+          settings({ work_dir: join(root, `folder-run-${crop}`) }),
+        ),
+        log: (l) => messages.push(l),
+        cacheDir: join(root, 'cache'),
+      });
+      const bad = ['broken.png', 'truncated.png'].map((f) => join(folder, f));
+      expect(result.skipped).toEqual(bad);
+      for (const file of bad) expect(messages.some((m) => m.includes(`skipping ${file}`))).toBe(true);
+      expect(messages.some((m) => m.includes('2 unreadable images skipped'))).toBe(true);
+      expect(result.steps).toBe(2); // 3 items, batch 2
+    },
+  );
 
   it('reuses cached embeddings and recomputes when the transform changes', async () => {
     const messages: string[] = [];

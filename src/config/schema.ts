@@ -11,6 +11,13 @@ const boolean = () => z.boolean(expected('true or false'));
 const number = () => z.number(expected('a finite number'));
 const positiveNumber = () => z.number(expected('a positive number')).positive(expected('a positive number'));
 const positiveInteger = () => z.int(expected('a positive integer')).positive(expected('a positive integer'));
+/** A positive integer up to `max`: sizes whose absurd values would only exhaust memory. */
+const upTo = (max: number) => {
+  const what = expected(`a positive integer <= ${max}`);
+  return z.int(what).positive(what).max(max, what);
+};
+/** Image sides: 8192 pixels is 192 latent pixels, already far past what the prior was trained on. */
+const pixels = () => upTo(8192);
 const count = () => z.int(expected('an integer >= 0')).nonnegative(expected('an integer >= 0'));
 const probability = () =>
   z
@@ -174,6 +181,11 @@ const optimWrapper = section({
     .nullable()
     .default(null)
     .describe('Clip the global gradient norm to max_norm'),
+  max_consecutive_skips: positiveInteger()
+    .default(20)
+    .describe(
+      'Optimizer steps in a row skipped for a non-finite loss or gradient before the run stops as diverged (fp16 overflows included)',
+    ),
 });
 
 const schedule = section({
@@ -213,8 +225,8 @@ const prompts = z
 const visualizationHook = z.strictObject({
   type: oneOf(['VisualizationHook']),
   prompt: prompts.describe('A prompt or a list of prompts'),
-  height: positiveInteger().default(768).describe('Image height in pixels'),
-  width: positiveInteger().default(768).describe('Image width in pixels'),
+  height: pixels().default(768).describe('Image height in pixels'),
+  width: pixels().default(768).describe('Image width in pixels'),
   guidance: number().default(4).describe('Classifier-free guidance scale'),
   interval: positiveInteger().default(1).describe('Epochs (or iterations) between samples'),
   by_epoch: boolean().default(true).describe('interval counts epochs (else iterations)'),
@@ -226,10 +238,10 @@ export type VisualizationHookConfig = z.output<typeof visualizationHook>;
 const sample = section({
   prompt: strings().optional().describe('Prompts to sample'),
   negative_prompt: string().default('').describe('The unconditional prompt of classifier-free guidance'),
-  num: positiveInteger().default(1).describe('Images per prompt'),
+  num: upTo(1024).default(1).describe('Images per prompt (all prompts are sampled as one batch)'),
   guidance: number().default(4).describe('Classifier-free guidance scale'),
-  height: positiveInteger().default(1024).describe('Image height in pixels (latents: ceil(h / 42.67))'),
-  width: positiveInteger().default(1024).describe('Image width in pixels'),
+  height: pixels().default(1024).describe('Image height in pixels (latents: ceil(h / 42.67))'),
+  width: pixels().default(1024).describe('Image width in pixels'),
   lora: string().optional().describe('LoRA file or folder (diffusers or peft format); none: the base prior'),
   out: string().default('image_embeddings.safetensors').describe('safetensors file to write'),
 });

@@ -5,11 +5,12 @@
 // Rust library (tensors tile the data section exactly: no gaps, overlaps or trailing bytes),
 // and refuses duplicate keys and names that would reach an object's prototype, so a
 // malformed or hostile file is an error naming the problem, never an out-of-bounds read.
-import { closeSync, fstatSync, fsyncSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { describeNonFinite, NonFiniteError } from '../core/finite.js';
 import type { Tensor } from '../core/tensor.js';
 import { numel } from '../core/tensor.js';
 import { duplicateKey, nullRecord, touchesPrototype } from '../core/untrusted.js';
+import { writeFileDurably } from './atomic.js';
 
 export const DTYPE_BYTES = {
   F64: 8,
@@ -264,7 +265,8 @@ function tensorBytes(t: WritableTensor): Uint8Array {
   return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 }
 
-/** Serialises tensors (F32 unless marked I64); keys are written sorted, header padded to 8 bytes. */
+/** Serialises tensors (F32 unless marked I64); keys are written sorted, header padded to 8 bytes.
+ * A tensor holding NaN or Inf is refused with a NonFiniteError. */
 export function serializeSafetensors(
   tensors: Record<string, WritableTensor>,
   metadata?: Record<string, string>,
@@ -277,6 +279,8 @@ export function serializeSafetensors(
     const t = tensors[name]!;
     if (t.data.length !== numel(t.shape))
       throw new RangeError(`tensor '${name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`);
+    const problem = describeNonFinite(name, t.data);
+    if (problem) throw new NonFiniteError(`not written: ${problem}, and lora-train never writes NaN or Inf`, name);
     const bytes = tensorBytes(t);
     header[name] = { dtype: t.dtype ?? 'F32', shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
     offset += bytes.byteLength;
@@ -296,20 +300,20 @@ export function serializeSafetensors(
   return out;
 }
 
-/** Writes atomically: a temporary file in the same folder, fsynced, then renamed over path. */
+/** Writes atomically: a temporary file in the same folder, fsynced, then renamed over path
+ * (and the folder fsynced, so the rename survives a power cut). Nothing is left behind when
+ * the write fails, and a file that was there stays. */
 export function writeSafetensors(
   path: string,
   tensors: Record<string, WritableTensor>,
   metadata?: Record<string, string>,
 ): void {
-  const bytes = serializeSafetensors(tensors, metadata);
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-  const fd = openSync(tmp, 'w');
+  let bytes: Uint8Array;
   try {
-    writeSync(fd, bytes);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    bytes = serializeSafetensors(tensors, metadata);
+  } catch (e) {
+    if (e instanceof NonFiniteError) throw new NonFiniteError(`${path}: ${e.message}`, e.tensor);
+    throw e;
   }
-  renameSync(tmp, path);
+  writeFileDurably(path, bytes);
 }

@@ -3,6 +3,7 @@
 // convolutions here, at load time; the native model runs convolutions with biases only.
 import { existsSync } from 'node:fs';
 import { type Device, checkDevice } from '../core/device.js';
+import { NonFiniteError, describeNonFinite } from '../core/finite.js';
 import type { NativeImageEncoder } from '../native/addon.js';
 import { native } from '../native/loader.js';
 import { Rng } from '../core/rng.js';
@@ -166,6 +167,55 @@ export function checkpointSource(path: string, key?: string): TensorSource & { c
   }
 }
 
+/** Throws one error listing every missing, unexpected and wrongly shaped tensor of `source`. */
+function checkKeys(source: TensorSource, config: ImageEncoderConfig): void {
+  const expected = expectedKeys(config);
+  const problems: string[] = [];
+  const present = new Set(source.names());
+  for (const name of present) {
+    const shape = expected.get(name);
+    if (!shape) problems.push(`unexpected tensor ${name} ${shapeText(source.shape(name))}`);
+    else if (shapeText(shape) !== shapeText(source.shape(name)))
+      problems.push(`tensor ${name} has shape ${shapeText(source.shape(name))}, the config needs ${shapeText(shape)}`);
+  }
+  for (const [name, shape] of expected)
+    if (!present.has(name)) problems.push(`missing tensor ${name} ${shapeText(shape)}`);
+  if (problems.length)
+    throw new Error(
+      `${source.path}: the weights do not fit the EfficientNet encoder config:\n  - ${problems.join('\n  - ')}`,
+    );
+}
+
+/** A convolution with its batch norm folded in: weight (out, k, k, in) or depthwise
+ * (out, k, k), bias (out). */
+function foldBatchNorm(
+  c: ConvSpec,
+  read: (name: string) => Float32Array,
+): { weight: Float32Array; bias: Float32Array } {
+  const w = read(`${c.conv}.weight`); // (out, in/groups, k, k)
+  const bias = new Float32Array(c.out);
+  const scale = new Float32Array(c.out).fill(1);
+  if (c.hasBias) bias.set(read(`${c.conv}.bias`));
+  if (c.bn) {
+    const g = read(`${c.bn}.weight`),
+      b = read(`${c.bn}.bias`);
+    const mean = read(`${c.bn}.running_mean`),
+      variance = read(`${c.bn}.running_var`);
+    for (let o = 0; o < c.out; o++) {
+      scale[o] = g[o]! / Math.sqrt(variance[o]! + c.bnEps!);
+      bias[o] = b[o]! - mean[o]! * scale[o]!;
+    }
+  }
+  const kk = c.k * c.k;
+  const weight = new Float32Array(w.length);
+  if (c.depthwise) for (let i = 0; i < w.length; i++) weight[i] = w[i]! * scale[Math.floor(i / kk)]!;
+  else
+    for (let o = 0; o < c.out; o++)
+      for (let i = 0; i < c.in; i++)
+        for (let t = 0; t < kk; t++) weight[(o * kk + t) * c.in + i] = w[(o * c.in + i) * kk + t]! * scale[o]!;
+  return { weight, bias };
+}
+
 export class ImageEncoder {
   private constructor(
     readonly config: ImageEncoderConfig,
@@ -180,49 +230,17 @@ export class ImageEncoder {
     options: { device?: Device } = {},
   ): ImageEncoder {
     const device = checkDevice('loadImageEncoder', options.device);
-    const expected = expectedKeys(config);
-    const problems: string[] = [];
-    const present = new Set(source.names());
-    for (const name of present) {
-      const shape = expected.get(name);
-      if (!shape) problems.push(`unexpected tensor ${name} ${shapeText(source.shape(name))}`);
-      else if (shapeText(shape) !== shapeText(source.shape(name)))
-        problems.push(
-          `tensor ${name} has shape ${shapeText(source.shape(name))}, the config needs ${shapeText(shape)}`,
-        );
-    }
-    for (const [name, shape] of expected)
-      if (!present.has(name)) problems.push(`missing tensor ${name} ${shapeText(shape)}`);
-    if (problems.length)
-      throw new Error(
-        `${source.path}: the weights do not fit the EfficientNet encoder config:\n  - ${problems.join('\n  - ')}`,
-      );
-
+    checkKeys(source, config);
+    const read = (name: string): Float32Array => {
+      const { data } = source.read(name);
+      const problem = describeNonFinite(name, data);
+      if (problem) throw new NonFiniteError(`${source.path}: ${problem}, which no model can use`, name);
+      return data;
+    };
     const model = new (native().ImageEncoder)(device, config);
     for (const c of convSpecs(config)) {
-      const w = source.read(`${c.conv}.weight`).data; // (out, in/groups, k, k)
-      const bias = new Float32Array(c.out);
-      const scale = new Float32Array(c.out).fill(1);
-      if (c.hasBias) bias.set(source.read(`${c.conv}.bias`).data);
-      if (c.bn) {
-        const g = source.read(`${c.bn}.weight`).data,
-          b = source.read(`${c.bn}.bias`).data;
-        const mean = source.read(`${c.bn}.running_mean`).data,
-          variance = source.read(`${c.bn}.running_var`).data;
-        for (let o = 0; o < c.out; o++) {
-          scale[o] = g[o]! / Math.sqrt(variance[o]! + c.bnEps!);
-          bias[o] = b[o]! - mean[o]! * scale[o]!;
-        }
-      }
-      // (out, in, k, k) scaled per output channel -> (out, k, k, in); depthwise (out, k, k) as stored
-      const kk = c.k * c.k;
-      const folded = new Float32Array(w.length);
-      if (c.depthwise) for (let i = 0; i < w.length; i++) folded[i] = w[i]! * scale[Math.floor(i / kk)]!;
-      else
-        for (let o = 0; o < c.out; o++)
-          for (let i = 0; i < c.in; i++)
-            for (let t = 0; t < kk; t++) folded[(o * kk + t) * c.in + i] = w[(o * c.in + i) * kk + t]! * scale[o]!;
-      model.setParameter(`${c.conv}.weight`, folded);
+      const { weight, bias } = foldBatchNorm(c, read);
+      model.setParameter(`${c.conv}.weight`, weight);
       model.setParameter(`${c.conv}.bias`, bias);
     }
     return new ImageEncoder(config, model);

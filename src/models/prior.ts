@@ -3,6 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CONFIG_DEFAULTS } from '../config/schema.js';
+import { describeNonFinite } from '../core/finite.js';
 import { nullRecord } from '../core/untrusted.js';
 import { type Device, checkDevice } from '../core/device.js';
 import type { NativePrior } from '../native/addon.js';
@@ -203,6 +204,15 @@ export class Prior {
     const s = new ShapeCheck('addLora');
     const defaults = CONFIG_DEFAULTS.model.prior_lora_config;
     const rank = s.positiveInteger('lora.rank', options.rank ?? defaults.r);
+    const widest = this.widestLayer();
+    if (rank > widest)
+      invalid(
+        'addLora',
+        `a rank <= ${widest} (the prior's widest layer; more adds nothing)`,
+        'lora.rank',
+        rank,
+        RangeError,
+      );
     const alpha = s.finite('lora.alpha', options.alpha ?? rank);
     const dropout = s.finite('lora.dropout', options.dropout ?? defaults.lora_dropout);
     const targets = options.targets ?? defaults.target_modules;
@@ -212,6 +222,14 @@ export class Prior {
     const rng = new Rng(options.seed ?? 0);
     for (const p of this.model.loraParameters())
       if (p.name.endsWith('.lora_A.weight')) this.model.setLora(p.name, kaimingUniform(rng, p.shape[0]!, p.shape[1]!));
+  }
+
+  /** The largest min(out, in) of the prior's Linear layers: the highest rank any adapter can use. */
+  private widestLayer(): number {
+    let widest = 0;
+    for (const { shape } of this.model.parameters())
+      if (shape.length === 2) widest = Math.max(widest, Math.min(shape[0]!, shape[1]!));
+    return widest;
   }
 
   private enable(state: LoraState): void {
@@ -485,6 +503,7 @@ export function readLoraFile(path: string): LoadedLora {
   const prefix = peftConfig ? PEFT_PREFIX : DIFFUSERS_PREFIX;
   const weights = nullRecord<{ A?: Tensor; B?: Tensor }>();
   const stray: string[] = [];
+  const poisoned: string[] = [];
   for (const key of keys) {
     const m = key.startsWith(prefix) ? /^(.*)\.lora_([AB])\.weight$/.exec(key.slice(prefix.length)) : null;
     if (!m) {
@@ -492,9 +511,12 @@ export function readLoraFile(path: string): LoadedLora {
       continue;
     }
     const entry = (weights[m[1]!] ??= {});
-    entry[m[2] as 'A' | 'B'] = getTensor(st, key);
+    const t = getTensor(st, key);
+    const nonFinite = describeNonFinite(key, t.data);
+    if (nonFinite) poisoned.push(nonFinite);
+    entry[m[2] as 'A' | 'B'] = t;
   }
-  const problems = stray.map((k) => `${k}: not a ${prefix}<module>.lora_A/B.weight key`);
+  const problems = stray.map((k) => `${k}: not a ${prefix}<module>.lora_A/B.weight key`).concat(poisoned);
   const ranks = new Set<number>();
   for (const [module, { A, B }] of Object.entries(weights)) {
     if (!A || !B) problems.push(`${module}: has lora_${A ? 'A' : 'B'} but not lora_${A ? 'B' : 'A'}`);
@@ -508,8 +530,18 @@ export function readLoraFile(path: string): LoadedLora {
   if (ranks.size > 1) problems.push(`mixed ranks ${[...ranks].join(', ')} (one rank per file is supported)`);
   if (problems.length) throw new Error(`${file}: not a usable LoRA file:\n  - ${problems.join('\n  - ')}`);
   const rank = [...ranks][0]!;
-  let alpha = rank; // diffusers loads a file without metadata with alpha = r
-  let dropout = 0;
+  const { alpha, dropout } = loraScaling(file, rank, peftConfig, st.metadata.lora_adapter_metadata);
+  return { file, rank, alpha, dropout, weights: weights as Record<string, { A: Tensor; B: Tensor }> };
+}
+
+/** alpha and dropout of a LoRA file of rank `rank`: from peft's adapter_config.json, else
+ * diffusers' lora_adapter_metadata, else alpha = r as diffusers loads a file without either. */
+function loraScaling(
+  file: string,
+  rank: number,
+  peftConfig: Record<string, unknown> | undefined,
+  adapterMetadata: string | undefined,
+): { alpha: number; dropout: number } {
   if (peftConfig) {
     if (peftConfig.r !== undefined && peftConfig.r !== rank)
       throw new Error(
@@ -519,21 +551,20 @@ export function readLoraFile(path: string): LoadedLora {
       if (peftConfig[key] && Object.keys(peftConfig[key]).length)
         throw new Error(`${file}: adapter_config.json uses ${key}, which lora-train does not support`);
     if (peftConfig.use_dora) throw new Error(`${file}: DoRA adapters (use_dora) are not supported`);
-    alpha = typeof peftConfig.lora_alpha === 'number' ? peftConfig.lora_alpha : rank;
+    let alpha = typeof peftConfig.lora_alpha === 'number' ? peftConfig.lora_alpha : rank;
     if (peftConfig.use_rslora) alpha *= Math.sqrt(rank); // rsLoRA scales by alpha / sqrt(r) = (alpha sqrt(r)) / r
-    dropout = typeof peftConfig.lora_dropout === 'number' ? peftConfig.lora_dropout : 0;
-  } else if (st.metadata.lora_adapter_metadata) {
-    let meta: Record<string, unknown>;
-    try {
-      meta = JSON.parse(st.metadata.lora_adapter_metadata) as Record<string, unknown>;
-    } catch (e) {
-      throw new Error(`${file}: lora_adapter_metadata is not JSON (${(e as Error).message})`);
-    }
-    if (typeof meta['prior.lora_alpha'] === 'number') alpha = meta['prior.lora_alpha'];
-    if (typeof meta['prior.r'] === 'number' && meta['prior.r'] !== rank)
-      throw new Error(`${file}: lora_adapter_metadata says r = ${meta['prior.r']}, the tensors have rank ${rank}`);
+    return { alpha, dropout: typeof peftConfig.lora_dropout === 'number' ? peftConfig.lora_dropout : 0 };
   }
-  return { file, rank, alpha, dropout, weights: weights as Record<string, { A: Tensor; B: Tensor }> };
+  if (!adapterMetadata) return { alpha: rank, dropout: 0 };
+  let meta: Record<string, unknown>;
+  try {
+    meta = JSON.parse(adapterMetadata) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${file}: lora_adapter_metadata is not JSON (${(e as Error).message})`);
+  }
+  if (typeof meta['prior.r'] === 'number' && meta['prior.r'] !== rank)
+    throw new Error(`${file}: lora_adapter_metadata says r = ${meta['prior.r']}, the tensors have rank ${rank}`);
+  return { alpha: typeof meta['prior.lora_alpha'] === 'number' ? meta['prior.lora_alpha'] : rank, dropout: 0 };
 }
 
 /** Loads a diffusers prior folder (or a snapshot with prior/ inside). */

@@ -2,6 +2,7 @@
 // tensor checked against the shapes the model's config implies.
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { describeNonFinite } from '../core/finite.js';
 import { SafetensorsReader } from '../io/safetensors.js';
 
 export const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
@@ -33,8 +34,8 @@ export function weightFiles(folder: string, stem: string): string[] {
 }
 
 /** Copies every tensor of `files` into the model, converting F16/BF16/F64 to F32. Missing,
- * unexpected (unless `ignore` says so) and wrongly shaped tensors are collected and reported
- * together, naming each tensor and both shapes. */
+ * unexpected (unless `ignore` says so), wrongly shaped and non-finite tensors are collected and
+ * reported together, naming each tensor and both shapes. */
 export function loadCheckedWeights(
   what: string,
   files: string[],
@@ -44,6 +45,7 @@ export function loadCheckedWeights(
   const expected = new Map(model.parameters().map((p) => [p.name, p.shape]));
   const seen = new Set<string>();
   const problems: string[] = [];
+  const poisoned: string[] = [];
   for (const file of files) {
     const reader = new SafetensorsReader(file);
     try {
@@ -61,7 +63,10 @@ export function loadCheckedWeights(
           );
           continue;
         }
-        model.setParameter(name, reader.read(name).data);
+        const { data } = reader.read(name);
+        const nonFinite = describeNonFinite(name, data);
+        if (nonFinite) poisoned.push(`${nonFinite} in ${basename(file)}`);
+        else model.setParameter(name, data);
       }
     } finally {
       reader.close();
@@ -69,7 +74,11 @@ export function loadCheckedWeights(
   }
   for (const [name, shape] of expected)
     if (!seen.has(name)) problems.push(`missing tensor ${name} ${shapeText(shape)}`);
-  if (problems.length) throw new Error(`${what}: the weights do not fit config.json:\n  - ${problems.join('\n  - ')}`);
+  const list = (lines: string[]) => `\n  - ${lines.join('\n  - ')}`;
+  if (problems.length)
+    throw new Error(`${what}: the weights do not fit config.json:${list([...problems, ...poisoned])}`);
+  if (poisoned.length)
+    throw new Error(`${what}: the weights hold NaN or Inf, which no model can use:${list(poisoned)}`);
 }
 
 /** Reads a JSON config file, with the file named in any error. */

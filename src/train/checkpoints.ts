@@ -2,12 +2,13 @@
 // adapters and AdamW's moments (training_state.safetensors), the counters, scaler, losses and
 // resolved config (state.json), and the adapters in diffusers' format. Resuming restores all
 // of it, so the run continues exactly as an uninterrupted one.
-import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LoraTrainConfig } from '../config/schema.js';
+import { NonFiniteError, describeNonFinite } from '../core/finite.js';
 import type { Tensor } from '../core/tensor.js';
 import { nullRecord } from '../core/untrusted.js';
-import { writeFolderAtomically } from '../io/atomic.js';
+import { writeFileDurably, writeFolderAtomically } from '../io/atomic.js';
 import { getTensor, readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { Prior } from '../models/prior.js';
 import { GradScaler, type GradScalerState } from './grad-scaler.js';
@@ -18,10 +19,12 @@ export interface TrainingState {
   iteration: number;
   /** Optimizer steps done, skipped ones included (the LR schedule counts them). */
   optimizerSteps: number;
-  /** Optimizer steps skipped for fp16 overflow (AdamW's own step count excludes them). */
+  /** Optimizer steps skipped for a non-finite loss or gradient (AdamW's step count excludes them). */
   skippedSteps: number;
+  /** The skipped steps since the last one taken. */
+  skippedInARow: number;
   scaler: GradScaler;
-  /** The loss of every iteration so far. */
+  /** The loss of every iteration so far (NaN where it was not finite). */
   losses: number[];
 }
 
@@ -29,10 +32,12 @@ interface StateFile {
   iteration: number;
   optimizerSteps: number;
   skippedSteps?: number;
+  skippedInARow?: number;
   scaler?: GradScalerState;
   seed: number;
   config: LoraTrainConfig;
-  losses: number[];
+  /** JSON has no NaN: a non-finite loss is null. */
+  losses: (number | null)[];
 }
 
 export function freshState(prior: Prior): TrainingState {
@@ -40,6 +45,7 @@ export function freshState(prior: Prior): TrainingState {
     iteration: 0,
     optimizerSteps: 0,
     skippedSteps: 0,
+    skippedInARow: 0,
     scaler: new GradScaler(prior.precision === 'fp16'),
     losses: [],
   };
@@ -56,7 +62,8 @@ export function listCheckpoints(workDir: string): string[] {
 }
 
 /** Writes checkpoints/iter_N, refreshes the work dir's LoRA file and keeps the newest
- * max_keep_ckpts. */
+ * max_keep_ckpts. Adapters holding NaN or Inf are refused (NonFiniteError) before anything is
+ * written, so the previous checkpoint and LoRA file stay. */
 export async function saveCheckpoint(prior: Prior, state: TrainingState, config: LoraTrainConfig): Promise<void> {
   const { work_dir: workDir, default_hooks: hooks } = config;
   await writeFolderAtomically(join(workDir, 'checkpoints', `iter_${state.iteration}`), (dir) => {
@@ -66,34 +73,80 @@ export async function saveCheckpoint(prior: Prior, state: TrainingState, config:
       for (const [k, v] of Object.entries(prior.optimizerState())) tensors[`optimizer.${k}`] = v;
     writeSafetensors(join(dir, 'training_state.safetensors'), tensors);
     prior.saveLora(dir);
-    const { iteration, optimizerSteps, skippedSteps, scaler, losses } = state;
+    const { iteration, optimizerSteps, skippedSteps, skippedInARow, scaler, losses } = state;
     const file: StateFile = {
       iteration,
       optimizerSteps,
       skippedSteps,
+      skippedInARow,
       scaler: scaler.toJSON(),
       seed: config.seed,
       config,
       losses,
     };
-    writeFileSync(join(dir, 'state.json'), JSON.stringify(file));
+    writeFileDurably(join(dir, 'state.json'), JSON.stringify(file));
   });
   prior.saveLora(workDir);
   for (const old of listCheckpoints(workDir).slice(0, -hooks.checkpoint.max_keep_ckpts))
     rmSync(old, { recursive: true, force: true });
 }
 
-/** Restores a checkpoint's adapters, moments and counters into the prior. */
-export function loadCheckpoint(dir: string, prior: Prior, log: (line: string) => void): TrainingState {
-  const file = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as StateFile;
-  const tensors = readSafetensors(join(dir, 'training_state.safetensors'));
+/** A checkpoint read whole and checked, before any of it reaches the prior. */
+interface ReadCheckpoint {
+  file: StateFile;
+  weights: Record<string, Tensor>;
+  moments: Record<string, Tensor>;
+}
+
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/** What makes `f` not a state file, if anything. */
+function stateProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object';
+  const f = value as Partial<StateFile>;
+  if (!isCount(f.iteration) || !isCount(f.optimizerSteps)) return 'iteration and optimizerSteps must be integers >= 0';
+  if (!Array.isArray(f.losses) || f.losses.length !== f.iteration)
+    return `losses must list one loss per iteration (${f.iteration})`;
+  if (!f.losses.every((l) => l === null || typeof l === 'number')) return 'losses must be numbers';
+  if (![f.skippedSteps, f.skippedInARow].every((n) => n === undefined || isCount(n)))
+    return 'skippedSteps and skippedInARow must be integers >= 0';
+  if (f.scaler !== undefined && !(typeof f.scaler?.scale === 'number' && isCount(f.scaler.growthTracker)))
+    return 'scaler must be { scale, growthTracker }';
+  return undefined;
+}
+
+/** state.json, every field checked; errors name the file. */
+function readStateFile(path: string): StateFile {
+  let file: unknown;
+  try {
+    file = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new Error(`${path}: cannot read the checkpoint's state (${(e as Error).message})`);
+  }
+  const problem = stateProblem(file);
+  if (problem) throw new Error(`${path}: not a lora-train checkpoint state: ${problem}`);
+  return file as StateFile;
+}
+
+function readCheckpoint(dir: string): ReadCheckpoint {
+  const file = readStateFile(join(dir, 'state.json'));
+  const path = join(dir, 'training_state.safetensors');
+  const tensors = readSafetensors(path);
   const weights = nullRecord<Tensor>();
   const moments = nullRecord<Tensor>();
-  for (const name of tensors.entries.keys())
-    (name.startsWith('optimizer.') ? moments : weights)[name.replace(/^(optimizer|lora)\./, '')] = getTensor(
-      tensors,
-      name,
-    );
+  for (const name of tensors.entries.keys()) {
+    const t = getTensor(tensors, name);
+    const problem = describeNonFinite(name, t.data);
+    if (problem) throw new NonFiniteError(`${path}: ${problem}`, name);
+    (name.startsWith('optimizer.') ? moments : weights)[name.replace(/^(optimizer|lora)\./, '')] = t;
+  }
+  return { file, weights, moments };
+}
+
+/** Restores a checkpoint's adapters, moments and counters into the prior. Everything is read
+ * and checked first, so a damaged checkpoint changes nothing. */
+export function loadCheckpoint(dir: string, prior: Prior, log: (line: string) => void): TrainingState {
+  const { file, weights, moments } = readCheckpoint(dir);
   prior.setLoraWeights(weights);
   prior.setOptimizerState(moments);
   if (Object.keys(moments).length === 0)
@@ -102,24 +155,52 @@ export function loadCheckpoint(dir: string, prior: Prior, log: (line: string) =>
     iteration: file.iteration,
     optimizerSteps: file.optimizerSteps,
     skippedSteps: file.skippedSteps ?? 0,
+    skippedInARow: file.skippedInARow ?? 0,
     scaler: new GradScaler(prior.precision === 'fp16', file.scaler),
-    losses: file.losses,
+    losses: file.losses.map((l) => l ?? NaN),
   };
 }
 
-/** The state a run starts from: the checkpoint `resume` names ('auto': the work dir's newest,
- * if any), or a fresh one. */
+/** The state a run starts from: the checkpoint `resume` names, or with 'auto' the work dir's
+ * newest that loads (a damaged one is passed over with a warning), or a fresh one. */
 export function startingState(config: LoraTrainConfig, prior: Prior, log: (line: string) => void): TrainingState {
   const { resume } = config;
-  if (resume === undefined) return freshState(prior);
-  const from = resume === 'auto' ? listCheckpoints(config.work_dir).at(-1) : resume;
-  if (!from) {
+  if (resume === undefined) {
+    const earlier = listCheckpoints(config.work_dir).at(-1);
+    // A fresh run would interleave its checkpoints with these, and keeping the newest few
+    // could delete its own.
+    if (earlier)
+      throw new Error(
+        `${config.work_dir} holds checkpoints of an earlier run (the newest: ${earlier}): pass --resume auto to continue it, ` +
+          `choose another --work-dir, or remove ${join(config.work_dir, 'checkpoints')} to start over`,
+      );
+    return freshState(prior);
+  }
+  if (resume !== 'auto') {
+    if (!existsSync(join(resume, 'state.json')))
+      throw new Error(`resume '${resume}': no checkpoint there (no ${join(resume, 'state.json')})`);
+    return resumed(resume, loadCheckpoint(resume, prior, log), log);
+  }
+  const candidates = listCheckpoints(config.work_dir).reverse();
+  if (candidates.length === 0) {
     log(`lora-train: resume 'auto' found no checkpoint in ${config.work_dir}; starting fresh`);
     return freshState(prior);
   }
-  if (!existsSync(join(from, 'state.json')))
-    throw new Error(`resume '${resume}': no checkpoint there (no ${join(from, 'state.json')})`);
-  const state = loadCheckpoint(from, prior, log);
-  log(`lora-train: resumed from ${from} at iteration ${state.iteration}`);
+  const failures: string[] = [];
+  for (const dir of candidates) {
+    try {
+      return resumed(dir, loadCheckpoint(dir, prior, log), log);
+    } catch (e) {
+      failures.push((e as Error).message);
+      log(`lora-train: warning: checkpoint ${dir} is damaged, so it is passed over: ${(e as Error).message}`);
+    }
+  }
+  throw new Error(
+    `resume 'auto': no checkpoint in ${config.work_dir} loads:\n  - ${failures.join('\n  - ')}\nRemove them (or the resume setting) to start fresh.`,
+  );
+}
+
+function resumed(dir: string, state: TrainingState, log: (line: string) => void): TrainingState {
+  log(`lora-train: resumed from ${dir} at iteration ${state.iteration}`);
   return state;
 }

@@ -2,6 +2,7 @@
 // every `interval` epochs (or iterations) and at the end, saved as
 // work_dir/vis_data/iter_N.safetensors for Würstchen's decoder.
 import { join } from 'node:path';
+import { NonFiniteError } from '../core/finite.js';
 import type { LoraTrainConfig, VisualizationHookConfig } from '../config/schema.js';
 import type { TextModels } from '../models/from-config.js';
 import { generateEmbeddings, saveEmbeddings } from '../sample/generate.js';
@@ -14,6 +15,7 @@ export class Visualization {
     private readonly models: TextModels,
     private readonly config: LoraTrainConfig,
     private readonly plan: TrainingPlan,
+    private readonly log: (line: string) => void,
   ) {
     this.hooks = config.custom_hooks;
   }
@@ -32,6 +34,12 @@ export class Visualization {
     const settings = { height: hook.height, width: hook.width, guidance: hook.guidance, seed: this.config.seed };
     const options = { prompts: hook.prompt, num: 1, negativePrompt: '', ...settings };
     const { embeddings, prompts } = await generateEmbeddings(prior, tokenizer, textEncoder, options);
-    saveEmbeddings(join(this.config.work_dir, 'vis_data', `${label}.safetensors`), embeddings, prompts, settings);
+    try {
+      saveEmbeddings(join(this.config.work_dir, 'vis_data', `${label}.safetensors`), embeddings, prompts, settings);
+    } catch (e) {
+      // Samples of diverged adapters are not written; the optimizer decides whether the run goes on.
+      if (!(e instanceof NonFiniteError)) throw e;
+      this.log(`lora-train: warning: samples ${label} not written: ${e.message}`);
+    }
   }
 }

@@ -6,13 +6,15 @@
 // file (plan, optimizer, checkpoints, log, hooks, evaluate, report) and in data/ and models/.
 import { join } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
+import type { LoraTrainConfig } from '../config/schema.js';
 import { embeddingCacheDir } from '../core/paths.js';
+import { nonFinite } from '../core/finite.js';
 import { nativeSeed } from '../core/rng.js';
-import { Batches } from '../data/batches.js';
+import { type Batch, Batches } from '../data/batches.js';
 import { loadTrainingData } from '../data/from-config.js';
 import { loadTrainingModels } from '../models/from-config.js';
-import { DIFFUSERS_LORA_FILE } from '../models/prior.js';
-import { saveCheckpoint, startingState } from './checkpoints.js';
+import { DIFFUSERS_LORA_FILE, type Prior } from '../models/prior.js';
+import { type TrainingState, saveCheckpoint, startingState } from './checkpoints.js';
 import { AdapterEvaluation } from './evaluate.js';
 import { Visualization } from './hooks.js';
 import { TrainingLog } from './log.js';
@@ -20,6 +22,7 @@ import { AdapterOptimizer } from './optimizer.js';
 import { TrainingPlan } from './plan.js';
 import { type Evaluation, writeReport } from './report.js';
 import { StopRequest } from './stop.js';
+import { WorkDirLock, removeLeftovers } from './work-dir.js';
 
 export interface TrainOptions {
   config: LoadedConfig;
@@ -47,47 +50,32 @@ export interface TrainResult {
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const { config } = options.config;
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const lock = WorkDirLock.acquire(config.work_dir, log);
+  try {
+    removeLeftovers(config.work_dir, log);
+    return await trainLocked(options, log);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainLocked(options: TrainOptions, log: (line: string) => void): Promise<TrainResult> {
+  const { config } = options.config;
   const models = await loadTrainingModels(options.config, log);
   const { prior } = models;
   const data = await loadTrainingData(options.config, models, {
     cacheDir: options.cacheDir ?? embeddingCacheDir(),
     log,
   });
-
   const { batch_size: batchSize, sampler } = config.train_dataloader;
   const batches = new Batches(data.train, data.embedder, { batchSize, seed: config.seed, shuffle: sampler.shuffle });
   const plan = new TrainingPlan(config, batches.itersPerEpoch);
   const state = startingState(config, prior, log);
-  const optimizer = new AdapterOptimizer(prior, config, plan, state, log);
   const evaluation = await AdapterEvaluation.begin(prior, data, config);
-  const visualization = new Visualization(models, config, plan);
   const stop = new StopRequest(log);
   try {
-    if (state.iteration === 0) await visualization.after(0);
-    const trainingLog = new TrainingLog(config.work_dir, plan, state.iteration, log);
-    const firstIteration = state.iteration;
-    let next = state.iteration < plan.totalIters ? batches.get(state.iteration) : undefined;
-    while (next) {
-      const batch = await next;
-      const it = state.iteration + 1;
-      const step = prior.step(batch.x, batch.r, batch.clip, batch.target, {
-        seed: nativeSeed(config.seed, 'dropout', it - 1),
-        accumulate: optimizer.accumulates(it),
-        lossScale: optimizer.lossScale,
-      });
-      // The next batch is prepared while the native step runs off the JS thread.
-      next = it < plan.totalIters ? batches.get(it) : undefined;
-      const loss = await step;
-      const record = await optimizer.afterIteration(it);
-      state.iteration = it;
-      state.losses.push(loss);
-      trainingLog.record(it, batch.epoch, loss, record);
-      const stopNow =
-        plan.atStepBoundary(it) && (stop.stopRequested || it - firstIteration >= (options.stopAfter ?? Infinity));
-      if (plan.checkpointDue(it) || stopNow) await saveCheckpoint(prior, state, config);
-      await visualization.after(it);
-      if (stopNow) break;
-    }
+    const run = { config, plan, state, batches, prior, log, stop, stopAfter: options.stopAfter ?? Infinity };
+    await iterate(run, new Visualization(models, config, plan, log));
   } finally {
     stop.dispose();
   }
@@ -103,4 +91,70 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     interrupted: stop.stopRequested,
     evaluation: result,
   };
+}
+
+interface Run {
+  config: LoraTrainConfig;
+  plan: TrainingPlan;
+  state: TrainingState;
+  batches: Batches;
+  prior: Prior;
+  log: (line: string) => void;
+  stop: StopRequest;
+  /** Iterations of this run after which it stops at an optimizer step's end. */
+  stopAfter: number;
+}
+
+/** The iterations from the state's to the plan's end (or a stop request), with the optimizer,
+ * log, checkpoints and samples each is due. */
+async function iterate(run: Run, visualization: Visualization): Promise<void> {
+  const { config, plan, state, batches, prior, stop } = run;
+  const optimizer = new AdapterOptimizer(prior, config, plan, state, run.log);
+  if (state.iteration === 0) await visualization.after(0);
+  const trainingLog = new TrainingLog(config.work_dir, plan, state.iteration, run.log);
+  const firstIteration = state.iteration;
+  let next = state.iteration < plan.totalIters ? batches.get(state.iteration) : undefined;
+  while (next) {
+    const batch = await next;
+    const it = state.iteration + 1;
+    const step = prior.step(batch.x, batch.r, batch.clip, batch.target, {
+      seed: nativeSeed(config.seed, 'dropout', it - 1),
+      accumulate: optimizer.accumulates(it),
+      lossScale: optimizer.lossScale,
+    });
+    // The next batch is prepared while the native step runs off the JS thread.
+    next = it < plan.totalIters ? batches.get(it) : undefined;
+    const loss = await step;
+    state.iteration = it;
+    state.losses.push(loss);
+    const record = await optimizer.afterIteration(it, loss);
+    trainingLog.record(it, batch.epoch, loss, record);
+    optimizer.checkConverging(it);
+    const stopNow = plan.atStepBoundary(it) && (stop.stopRequested || it - firstIteration >= run.stopAfter);
+    if (plan.checkpointDue(it) || stopNow) await checkpoint(run, loss, batch);
+    await visualization.after(it);
+    if (stopNow) break;
+  }
+}
+
+/** A checkpoint of the current adapters, unless they are known to be bad: the iteration's loss
+ * was not finite, or the step just taken made their output on its batch non-finite (a diverging
+ * step can leave finite weights of 1e29 behind). The last good checkpoint and LoRA file stay. */
+async function checkpoint(run: Run, loss: number, batch: Batch): Promise<void> {
+  const problem = Number.isFinite(loss) ? await outputProblem(run.prior, batch) : `its loss was ${loss}`;
+  if (problem) {
+    run.log(
+      `lora-train: warning: no checkpoint at iteration ${run.state.iteration}: ${problem}; the last checkpoint and LoRA file stay`,
+    );
+    return;
+  }
+  await saveCheckpoint(run.prior, run.state, run.config);
+}
+
+async function outputProblem(prior: Prior, batch: Batch): Promise<string | undefined> {
+  const { data } = await prior.forward(batch.x, batch.r, batch.clip);
+  const { count } = nonFinite(data);
+  return count
+    ? `after its optimizer step the prior's output on its batch holds ${count} NaN or Inf values`
+    : undefined;
 }
