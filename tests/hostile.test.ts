@@ -191,6 +191,53 @@ describe('keys that reach Object.prototype', () => {
   });
 });
 
+describe('LoRA and safetensors fields of the wrong kind', () => {
+  const pair = (dir: string, metadata?: Record<string, string>) => {
+    mkdirSync(dir, { recursive: true });
+    const t = { data: new Float32Array(4), shape: [2, 2] };
+    const prefix = metadata ? 'prior.' : 'base_model.model.';
+    writeSafetensors(
+      join(dir, metadata ? 'pytorch_lora_weights.safetensors' : 'adapter_model.safetensors'),
+      { [`${prefix}blocks.2.attention.to_q.lora_A.weight`]: t, [`${prefix}blocks.2.attention.to_q.lora_B.weight`]: t },
+      metadata,
+    );
+    return dir;
+  };
+
+  it('names what is wrong in adapter_config.json and lora_adapter_metadata', () => {
+    const cases: [string, string][] = [
+      ['null', 'not a peft adapter config (expected a JSON object)'],
+      ['{"r": 2, "lora_alpha": "8"}', 'adapter_config.json lora_alpha is "8", not a usable value'],
+      ['{"r": "2"}', 'adapter_config.json says r = "2", the tensors have rank 2'],
+      ['{"lora_dropout": 1.5}', 'adapter_config.json lora_dropout is 1.5, not a usable value'],
+    ];
+    for (const [i, [text, message]] of cases.entries()) {
+      const dir = pair(join(root, `peft-${i}`));
+      writeFileSync(join(dir, 'adapter_config.json'), text);
+      expect(() => readLoraFile(dir)).toThrow(message);
+    }
+    expect(readLoraFile(pair(join(root, 'meta-ok'), { lora_adapter_metadata: '{"prior.lora_alpha": 8}' })).alpha).toBe(
+      8,
+    );
+    for (const [text, message] of [
+      ['null', 'lora_adapter_metadata is not a JSON object'],
+      ['{"prior.lora_alpha": -1}', "lora_adapter_metadata's prior.lora_alpha is -1, not a usable value"],
+    ])
+      expect(() => readLoraFile(pair(join(root, `meta-${message.length}`), { lora_adapter_metadata: text }))).toThrow(
+        message,
+      );
+  });
+
+  it("refuses a dtype that is a name of Object's prototype", () => {
+    const file = rawSafetensors(
+      'dtype.safetensors',
+      JSON.stringify({ w: { dtype: 'toString', shape: [1], data_offsets: [0, 4] } }),
+      4,
+    );
+    expect(() => readSafetensors(file)).toThrow(`tensor 'w' has unknown dtype "toString"`);
+  });
+});
+
 describe('bounded work on hostile checkpoints', () => {
   it('refuses a shared-reference bomb in milliseconds', () => {
     const file = torchZip('bomb.pt', memoBomb(60));

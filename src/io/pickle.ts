@@ -157,7 +157,7 @@ class Machine {
     if (!Array.isArray(pid) || pid[0] !== 'storage' || !(pid[1] instanceof Global))
       this.fail('unsupported persistent id');
     const type = pid[1];
-    const kind = STORAGE_DTYPES[type.name];
+    const kind = Object.hasOwn(STORAGE_DTYPES, type.name) ? STORAGE_DTYPES[type.name] : undefined;
     if (!kind || type.module !== 'torch') this.fail(`unsupported storage type ${type.qualified}`);
     if (typeof pid[2] !== 'string' || !isCount(pid[4])) this.fail('a storage without a key or an element count');
     return new StorageRef(kind.dtype, kind.bytes, pid[2], pid[4]);

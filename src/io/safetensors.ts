@@ -72,45 +72,55 @@ export function parseHeader(
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
   const repeated = duplicateKey(text);
   if (repeated !== undefined) fail(`the header names '${repeated}' twice`);
-  const metadata = nullRecord<string>();
+  let metadata = nullRecord<string>();
   const entries = new Map<string, TensorEntry>();
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (touchesPrototype(name)) fail(`tensor name '${name}' is not allowed (it names an object prototype)`);
-    if (name === '__metadata__') {
-      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('__metadata__ is not an object');
-      for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
-        if (touchesPrototype(k)) fail(`__metadata__ key '${k}' is not allowed (it names an object prototype)`);
-        if (typeof v !== 'string') fail(`__metadata__.${k} is not a string`);
-        metadata[k] = v as string;
-      }
-      continue;
-    }
-    const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof e !== 'object' || e === null) fail(`tensor '${name}' has no {dtype, shape, data_offsets} entry`);
-    if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_BYTES))
-      fail(
-        `tensor '${name}' has unknown dtype ${JSON.stringify(e.dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`,
-      );
-    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
-      fail(`tensor '${name}' has an invalid shape ${JSON.stringify(e.shape)}`);
-    const offsets = e.data_offsets;
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0))
-      fail(`tensor '${name}' has invalid data_offsets ${JSON.stringify(offsets)}`);
-    const [begin, end] = offsets as [number, number];
-    const dtype = e.dtype as Dtype;
-    const shape = e.shape as number[];
-    if (end < begin) fail(`tensor '${name}' has data_offsets [${begin}, ${end}] ending before they begin`);
-    if (end > dataLength)
-      fail(
-        `tensor '${name}' has data_offsets [${begin}, ${end}] outside the ${dataLength}-byte data section (truncated?)`,
-      );
-    const expected = numel(shape) * DTYPE_BYTES[dtype];
-    if (end - begin !== expected)
-      fail(`tensor '${name}' has ${end - begin} bytes but ${dtype} [${shape.join(', ')}] needs ${expected}`);
-    entries.set(name, { dtype, shape, begin, end });
+    if (name === '__metadata__') metadata = readMetadata(raw, fail);
+    else entries.set(name, tensorEntry(name, raw, dataLength, fail));
   }
   checkTiling(entries, dataLength, fail);
   return { metadata, entries };
+}
+
+/** The header's __metadata__: string values only, no prototype keys. */
+function readMetadata(raw: unknown, fail: (problem: string) => never): Record<string, string> {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('__metadata__ is not an object');
+  const metadata = nullRecord<string>();
+  for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+    if (touchesPrototype(k)) fail(`__metadata__ key '${k}' is not allowed (it names an object prototype)`);
+    if (typeof v !== 'string') fail(`__metadata__.${k} is not a string`);
+    metadata[k] = v;
+  }
+  return metadata;
+}
+
+/** One tensor's header entry, checked on its own: dtype, shape, and offsets inside the data
+ * section spanning exactly the bytes the shape needs. */
+function tensorEntry(name: string, raw: unknown, dataLength: number, fail: (problem: string) => never): TensorEntry {
+  const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+  if (typeof e !== 'object' || e === null) fail(`tensor '${name}' has no {dtype, shape, data_offsets} entry`);
+  if (typeof e.dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, e.dtype))
+    fail(
+      `tensor '${name}' has unknown dtype ${JSON.stringify(e.dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+    );
+  if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+    fail(`tensor '${name}' has an invalid shape ${JSON.stringify(e.shape)}`);
+  const offsets = e.data_offsets;
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0))
+    fail(`tensor '${name}' has invalid data_offsets ${JSON.stringify(offsets)}`);
+  const [begin, end] = offsets as [number, number];
+  const dtype = e.dtype as Dtype;
+  const shape = e.shape as number[];
+  if (end < begin) fail(`tensor '${name}' has data_offsets [${begin}, ${end}] ending before they begin`);
+  if (end > dataLength)
+    fail(
+      `tensor '${name}' has data_offsets [${begin}, ${end}] outside the ${dataLength}-byte data section (truncated?)`,
+    );
+  const expected = numel(shape) * DTYPE_BYTES[dtype];
+  if (end - begin !== expected)
+    fail(`tensor '${name}' has ${end - begin} bytes but ${dtype} [${shape.join(', ')}] needs ${expected}`);
+  return { dtype, shape, begin, end };
 }
 
 /** The tensors must cover the data section exactly, in offset order: each begins where the

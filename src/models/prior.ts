@@ -89,7 +89,8 @@ function createNative(
 ): { device: Device; precision: Precision; model: NativePrior } {
   const device = checkDevice(op, options.device);
   const precision = options.precision ?? 'fp32';
-  if (!(precision in WEIGHT_TYPE)) invalid(op, "'fp32', 'bf16' or 'fp16'", 'precision', precision);
+  if (typeof precision !== 'string' || !Object.hasOwn(WEIGHT_TYPE, precision))
+    invalid(op, "'fp32', 'bf16' or 'fp16'", 'precision', precision);
   return { device, precision, model: new (native().Prior)(device, { ...config, weight_type: WEIGHT_TYPE[precision] }) };
 }
 
@@ -477,19 +478,7 @@ interface LoadedLora {
 
 /** Parses a LoRA file in diffusers' or peft's layout into per-module A/B pairs. */
 export function readLoraFile(path: string): LoadedLora {
-  let file = path;
-  let peftConfig: Record<string, unknown> | undefined;
-  if (existsSync(path) && statSync(path).isDirectory()) {
-    if (existsSync(join(path, 'adapter_config.json'))) {
-      file = join(path, 'adapter_model.safetensors');
-      const configFile = join(path, 'adapter_config.json');
-      try {
-        peftConfig = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
-      } catch (e) {
-        throw new Error(`${configFile}: cannot read the peft adapter config (${(e as Error).message})`);
-      }
-    } else file = join(path, DIFFUSERS_LORA_FILE);
-  }
+  const { file, peftConfig } = loraLocation(path);
   if (!existsSync(file))
     throw new Error(
       `${file}: no LoRA file here (expected ${DIFFUSERS_LORA_FILE}, or a peft folder with adapter_config.json)`,
@@ -500,23 +489,7 @@ export function readLoraFile(path: string): LoadedLora {
     throw new Error(
       `${file}: kohya-style LoRA keys (lora_unet_…) do not load into the diffusers Würstchen prior; convert the file to diffusers' format first`,
     );
-  const prefix = peftConfig ? PEFT_PREFIX : DIFFUSERS_PREFIX;
-  const weights = nullRecord<{ A?: Tensor; B?: Tensor }>();
-  const stray: string[] = [];
-  const poisoned: string[] = [];
-  for (const key of keys) {
-    const m = key.startsWith(prefix) ? /^(.*)\.lora_([AB])\.weight$/.exec(key.slice(prefix.length)) : null;
-    if (!m) {
-      stray.push(key);
-      continue;
-    }
-    const entry = (weights[m[1]!] ??= {});
-    const t = getTensor(st, key);
-    const nonFinite = describeNonFinite(key, t.data);
-    if (nonFinite) poisoned.push(nonFinite);
-    entry[m[2] as 'A' | 'B'] = t;
-  }
-  const problems = stray.map((k) => `${k}: not a ${prefix}<module>.lora_A/B.weight key`).concat(poisoned);
+  const { weights, problems } = loraPairs(st, peftConfig ? PEFT_PREFIX : DIFFUSERS_PREFIX);
   const ranks = new Set<number>();
   for (const [module, { A, B }] of Object.entries(weights)) {
     if (!A || !B) problems.push(`${module}: has lora_${A ? 'A' : 'B'} but not lora_${A ? 'B' : 'A'}`);
@@ -534,6 +507,41 @@ export function readLoraFile(path: string): LoadedLora {
   return { file, rank, alpha, dropout, weights: weights as Record<string, { A: Tensor; B: Tensor }> };
 }
 
+/** The safetensors file a LoRA path names (the file, or a diffusers or peft folder), and the
+ * peft folder's adapter_config.json. */
+function loraLocation(path: string): { file: string; peftConfig?: Record<string, unknown> } {
+  if (!existsSync(path) || !statSync(path).isDirectory()) return { file: path };
+  const configFile = join(path, 'adapter_config.json');
+  if (!existsSync(configFile)) return { file: join(path, DIFFUSERS_LORA_FILE) };
+  let peftConfig: unknown;
+  try {
+    peftConfig = JSON.parse(readFileSync(configFile, 'utf8'));
+  } catch (e) {
+    throw new Error(`${configFile}: cannot read the peft adapter config (${(e as Error).message})`);
+  }
+  if (typeof peftConfig !== 'object' || peftConfig === null || Array.isArray(peftConfig))
+    throw new Error(`${configFile}: not a peft adapter config (expected a JSON object)`);
+  return { file: join(path, 'adapter_model.safetensors'), peftConfig: peftConfig as Record<string, unknown> };
+}
+
+/** The file's tensors as per-module lora_A/lora_B pairs, and what is wrong with any of them. */
+function loraPairs(st: SafetensorsFile, prefix: string) {
+  const weights = nullRecord<{ A?: Tensor; B?: Tensor }>();
+  const problems: string[] = [];
+  for (const key of st.entries.keys()) {
+    const m = key.startsWith(prefix) ? /^(.*)\.lora_([AB])\.weight$/.exec(key.slice(prefix.length)) : null;
+    if (!m) {
+      problems.push(`${key}: not a ${prefix}<module>.lora_A/B.weight key`);
+      continue;
+    }
+    const t = getTensor(st, key);
+    const nonFinite = describeNonFinite(key, t.data);
+    if (nonFinite) problems.push(nonFinite);
+    (weights[m[1]!] ??= {})[m[2] as 'A' | 'B'] = t;
+  }
+  return { weights, problems };
+}
+
 /** alpha and dropout of a LoRA file of rank `rank`: from peft's adapter_config.json, else
  * diffusers' lora_adapter_metadata, else alpha = r as diffusers loads a file without either. */
 function loraScaling(
@@ -542,8 +550,16 @@ function loraScaling(
   peftConfig: Record<string, unknown> | undefined,
   adapterMetadata: string | undefined,
 ): { alpha: number; dropout: number } {
+  /** A number the file may leave out (null too, as peft writes unset values). */
+  const numberAt = (where: string, value: unknown, fallback: number, valid: (n: number) => boolean) => {
+    if (value === undefined || value === null) return fallback;
+    if (typeof value !== 'number' || !valid(value))
+      throw new Error(`${file}: ${where} is ${JSON.stringify(value)}, not a usable value`);
+    return value;
+  };
+  const positive = (n: number) => Number.isFinite(n) && n > 0;
   if (peftConfig) {
-    if (peftConfig.r !== undefined && peftConfig.r !== rank)
+    if (peftConfig.r != null && peftConfig.r !== rank)
       throw new Error(
         `${file}: adapter_config.json says r = ${JSON.stringify(peftConfig.r)}, the tensors have rank ${rank}`,
       );
@@ -551,20 +567,29 @@ function loraScaling(
       if (peftConfig[key] && Object.keys(peftConfig[key]).length)
         throw new Error(`${file}: adapter_config.json uses ${key}, which lora-train does not support`);
     if (peftConfig.use_dora) throw new Error(`${file}: DoRA adapters (use_dora) are not supported`);
-    let alpha = typeof peftConfig.lora_alpha === 'number' ? peftConfig.lora_alpha : rank;
+    let alpha = numberAt('adapter_config.json lora_alpha', peftConfig.lora_alpha, rank, positive);
     if (peftConfig.use_rslora) alpha *= Math.sqrt(rank); // rsLoRA scales by alpha / sqrt(r) = (alpha sqrt(r)) / r
-    return { alpha, dropout: typeof peftConfig.lora_dropout === 'number' ? peftConfig.lora_dropout : 0 };
+    const dropout = numberAt('adapter_config.json lora_dropout', peftConfig.lora_dropout, 0, (p) => p >= 0 && p < 1);
+    return { alpha, dropout };
   }
   if (!adapterMetadata) return { alpha: rank, dropout: 0 };
-  let meta: Record<string, unknown>;
+  let meta: unknown;
   try {
-    meta = JSON.parse(adapterMetadata) as Record<string, unknown>;
+    meta = JSON.parse(adapterMetadata);
   } catch (e) {
     throw new Error(`${file}: lora_adapter_metadata is not JSON (${(e as Error).message})`);
   }
-  if (typeof meta['prior.r'] === 'number' && meta['prior.r'] !== rank)
-    throw new Error(`${file}: lora_adapter_metadata says r = ${meta['prior.r']}, the tensors have rank ${rank}`);
-  return { alpha: typeof meta['prior.lora_alpha'] === 'number' ? meta['prior.lora_alpha'] : rank, dropout: 0 };
+  if (typeof meta !== 'object' || meta === null || Array.isArray(meta))
+    throw new Error(`${file}: lora_adapter_metadata is not a JSON object`);
+  const fields = meta as Record<string, unknown>;
+  if (fields['prior.r'] != null && fields['prior.r'] !== rank)
+    throw new Error(
+      `${file}: lora_adapter_metadata says r = ${JSON.stringify(fields['prior.r'])}, the tensors have rank ${rank}`,
+    );
+  return {
+    alpha: numberAt("lora_adapter_metadata's prior.lora_alpha", fields['prior.lora_alpha'], rank, positive),
+    dropout: 0,
+  };
 }
 
 /** Loads a diffusers prior folder (or a snapshot with prior/ inside). */
