@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config/load.js';
 import { loadDataset } from '../src/data/dataset.js';
+import { ImageTransform } from '../src/data/transforms.js';
 import { readLoraFile } from '../src/models/prior.js';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { TorchCheckpoint } from '../src/io/torch-checkpoint.js';
@@ -284,6 +285,16 @@ describe('dataset files', () => {
     sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 10, g: 20, b: 30 } } })
       .png()
       .toFile(file);
+
+  it('decodes raster images only: an SVG named .png, which could refer to other files, is refused', async () => {
+    const svg = Buffer.from(
+      `<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><image href="file://${join(root, 'outside-secret.png')}" width="8" height="8"/></svg>`,
+    );
+    await expect(ImageTransform.geometry(svg)).rejects.toThrow('svg is not an image format lora-train trains on');
+    const transform = new ImageTransform([{ type: 'CenterCrop', size: 8 }], 'cfg.ts');
+    const plan = { resize: [8, 8] as [number, number], crop: { left: 0, top: 0, width: 8, height: 8 }, flip: false };
+    await expect(transform.apply(svg, plan)).rejects.toThrow('svg is not an image format');
+  });
 
   it("refuses file names that leave the dataset's folder, naming the line", async () => {
     const outside = join(root, 'outside-secret.png');

@@ -7,6 +7,19 @@ import { type TransformConfig, type TransformInput, pipelineSchema } from '../co
 import { checkedParse } from '../config/validate.js';
 import { Rng } from '../core/rng.js';
 
+/** What sharp decodes from bytes alone, without vector formats that can reach other files. */
+const RASTER_FORMATS: ReadonlySet<string | undefined> = new Set([
+  'jpeg',
+  'png',
+  'webp',
+  'gif',
+  'tiff',
+  'heif',
+  'avif',
+  'jp2',
+  'jxl',
+]);
+
 export interface TransformPlan {
   resize: [number, number]; // width, height after resizing
   crop: { left: number; top: number; width: number; height: number };
@@ -124,6 +137,7 @@ export class ImageTransform {
 
   /** Decodes and transforms one image: (3, H, W) float, normalised. */
   async apply(bytes: Uint8Array, plan: TransformPlan): Promise<Float32Array> {
+    await ImageTransform.geometry(bytes); // the format check; the header alone is read
     let img = sharp(bytes, { failOn: 'error' }).removeAlpha().toColourspace('srgb');
     const [w, h] = plan.resize;
     img = img.resize(w, h, { kernel: 'linear', fit: 'fill' });
@@ -143,9 +157,13 @@ export class ImageTransform {
     return out;
   }
 
-  /** Width and height of an encoded image, or a clear error for a file that is not one. */
+  /** Width and height of an encoded image, or a clear error for a file that is not one. Only
+   * raster formats are taken: an SVG or PDF (which sharp would also render) may refer to other
+   * files, and a dataset image has no business doing so. */
   static async geometry(bytes: Uint8Array): Promise<ImageGeometry> {
     const meta = await sharp(bytes).metadata();
+    if (!RASTER_FORMATS.has(meta.format))
+      throw new Error(`${meta.format} is not an image format lora-train trains on (${[...RASTER_FORMATS].join(', ')})`);
     if (!meta.width || !meta.height) throw new Error('not an image sharp can read');
     return { width: meta.width, height: meta.height };
   }
