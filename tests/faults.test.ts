@@ -12,6 +12,7 @@ import { parseSafetensors, readSafetensors, writeSafetensors } from '../src/io/s
 import { ImageEncoder, type ImageEncoderConfig } from '../src/models/image-encoder.js';
 import { loadPrior, readLoraFile } from '../src/models/prior.js';
 import { createTinyStack } from '../src/models/tiny.js';
+import { StopRequest } from '../src/train/stop.js';
 import { train } from '../src/train/train.js';
 import { fixturesDir, logLosses, settings, tinyTrainingConfig, useFixtureHubCache } from './helpers.js';
 
@@ -176,6 +177,23 @@ describe('faults in the work dir', () => {
     // The killed and resumed run logs the losses of one that was never interrupted.
     const whole = await run(file, { work_dir: join(root, 'unkilled') }, resumed.steps);
     expect(logLosses(workDir)).toEqual(logLosses(whole.workDir));
+  });
+
+  it('a second SIGINT or SIGTERM is obeyed at once', () => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const lines: string[] = [];
+      const obeyed: string[] = [];
+      const stop = new StopRequest(
+        (line) => lines.push(line),
+        (s) => obeyed.push(s),
+      );
+      process.emit(signal, signal);
+      expect([stop.stopRequested, obeyed]).toEqual([true, []]);
+      process.emit(signal, signal);
+      expect(obeyed).toEqual([signal]);
+      expect(lines[1]).toBe(`lora-train: ${signal} again: stopping now, without a checkpoint`);
+      expect(process.listenerCount(signal)).toBe(0);
+    }
   });
 
   it('passes over a damaged newest checkpoint with a warning naming it, and names the file when told to use it', async () => {
