@@ -220,10 +220,11 @@ describe('LoRA and safetensors fields of the wrong kind', () => {
     expect(readLoraFile(pair(join(root, 'meta-ok'), { lora_adapter_metadata: '{"prior.lora_alpha": 8}' })).alpha).toBe(
       8,
     );
-    for (const [text, message] of [
+    const metadataCases: [string, string][] = [
       ['null', 'lora_adapter_metadata is not a JSON object'],
       ['{"prior.lora_alpha": -1}', "lora_adapter_metadata's prior.lora_alpha is -1, not a usable value"],
-    ])
+    ];
+    for (const [text, message] of metadataCases)
       expect(() => readLoraFile(pair(join(root, `meta-${message.length}`), { lora_adapter_metadata: text }))).toThrow(
         message,
       );

@@ -17,7 +17,7 @@ export class StopRequest {
   constructor(
     private readonly log: (line: string) => void,
     /** What a second signal does: the signal's default action, ending the process. */
-    private readonly obey = (signal: NodeJS.Signals) => process.kill(process.pid, signal),
+    private readonly obey: (signal: NodeJS.Signals) => unknown = (signal) => process.kill(process.pid, signal),
   ) {
     process.on('SIGINT', this.onSignal);
     process.on('SIGTERM', this.onSignal);
