@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseOverride } from '../src/config/load.js';
@@ -147,5 +148,41 @@ describe('the schema as data', () => {
       await expect(
         loadConfig(join(dir, 'user_config.ts'), [{ key: 'seed', value: bad, origin: '--seed' }]),
       ).rejects.toThrow(`--seed: 'seed' must be an integer >= 0, got ${Number.isNaN(bad) ? 'NaN' : bad}`);
+  });
+});
+
+describe('configs that would run code or never end', () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'lora-train-config-'));
+  const write = (name: string, text: string) => {
+    writeFileSync(join(scratch, name), text);
+    return join(scratch, name);
+  };
+  const marker = join(scratch, 'ran');
+  const payload = `import { writeFileSync } from 'node:fs'; writeFileSync(${JSON.stringify(marker)}, 'x'); export default {};`;
+
+  it('a JSON config inherits from no program but the shipped configs, and no config file lacks an extension', async () => {
+    write('payload', payload);
+    write('payload.mjs', payload);
+    for (const base of ['payload', 'payload.mjs']) {
+      const json = write(`on-${base}.json`, JSON.stringify({ _base_: [base] }));
+      await expect(loadConfig(json)).rejects.toThrow(
+        `${json}: _base_ '${base}' is a program (${base.endsWith('.mjs') ? '.mjs' : 'no extension'}); a JSON config inherits only from JSON files and shipped configs`,
+      );
+    }
+    const ts = write('on-payload.mjs', `export default { _base_: ['payload'] };`);
+    await expect(loadConfig(ts)).rejects.toThrow(
+      `${join(scratch, 'payload')}: a config file ends in .ts, .js, .mjs, .json`,
+    );
+    expect(existsSync(marker)).toBe(false);
+    const shipped = join(fixturesDir, '..', '..', 'configs', 'demo', 'twemoji_tiny_wuerstchen.ts');
+    const onShipped = write('on-shipped.json', JSON.stringify({ _base_: [shipped], seed: 5 }));
+    expect((await loadConfig(onShipped)).config.seed).toBe(5);
+  });
+
+  it('names the file of a config nested past reason or containing itself', async () => {
+    const deep = write('deep.json', `{"train_cfg": ${'['.repeat(20000)}${']'.repeat(20000)}}`);
+    await expect(loadConfig(deep)).rejects.toThrow(deep);
+    const cycle = write('cycle.mjs', 'const c = { train_cfg: {} }; c.train_cfg.self = c; export default c;');
+    await expect(loadConfig(cycle)).rejects.toThrow(`${cycle}: 'train_cfg.self.train_cfg.self`);
   });
 });

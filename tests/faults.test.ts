@@ -3,15 +3,16 @@
 // killed run resumes with every step logged once, a second trainer on one work dir is turned
 // away, and what a killed write left behind is cleaned up or passed over.
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
-import { parseSafetensors, readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
+import { getTensor, parseSafetensors, readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { ImageEncoder, type ImageEncoderConfig } from '../src/models/image-encoder.js';
 import { loadPrior, readLoraFile } from '../src/models/prior.js';
 import { createTinyStack } from '../src/models/tiny.js';
+import { ClipTokenizer } from '../src/models/tokenizer.js';
 import { StopRequest } from '../src/train/stop.js';
 import { train } from '../src/train/train.js';
 import { fixturesDir, logLosses, settings, tinyTrainingConfig, useFixtureHubCache } from './helpers.js';
@@ -45,12 +46,10 @@ function withValue(source: string, target: string, tensor: string, value: number
   return target;
 }
 
-const everyValueFinite = (file: string) =>
-  [...readSafetensors(file).entries.keys()].every((name) => {
-    const st = readSafetensors(file);
-    const e = st.entries.get(name)!;
-    return new Float32Array(st.data.slice(e.begin, e.end).buffer).every(Number.isFinite);
-  });
+const everyValueFinite = (file: string) => {
+  const st = readSafetensors(file);
+  return [...st.entries.keys()].every((name) => getTensor(st, name).data.every(Number.isFinite));
+};
 
 describe('a diverging run', () => {
   it('skips non-finite steps with a warning, stops after max_consecutive_skips, and keeps the last good LoRA', async () => {
@@ -77,6 +76,20 @@ describe('a diverging run', () => {
     expect(readdirSync(join(workDir, 'checkpoints'))).toEqual(['iter_4']);
     const log = logLosses(workDir);
     expect(log.filter((l) => l.loss === null).length).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('a run that ends diverged', () => {
+  it('fails naming the last iteration instead of reporting a LoRA it did not write', async () => {
+    const workDir = join(root, 'short-wild');
+    const file = configFile('short-wild', {
+      optim_wrapper: { optimizer: { lr: 1e30 }, clip_grad: null },
+      train_cfg: { by_epoch: false, max_iters: 3 },
+    });
+    await expect(run(file, { work_dir: workDir })).rejects.toThrow(
+      'lora-train: the run ended at iteration 3 with adapters that give NaN or Inf, so neither a checkpoint nor pytorch_lora_weights.safetensors was written for them',
+    );
+    expect(existsSync(join(workDir, 'checkpoints'))).toBe(false);
   });
 });
 
@@ -215,6 +228,29 @@ describe('faults in the work dir', () => {
     expect(logLosses(workDir)).toEqual(before);
   });
 
+  it('refuses a checkpoint that lacks some adapters or their moments, naming them', async () => {
+    const workDir = join(root, 'partial');
+    const file = configFile('partial');
+    await run(file, { work_dir: workDir }, 4);
+    const newest = join(workDir, 'checkpoints', 'iter_4');
+    const stateFile = join(newest, 'training_state.safetensors');
+    const st = readSafetensors(stateFile);
+    const kept: Record<string, { data: Float32Array; shape: number[] }> = {};
+    for (const name of st.entries.keys())
+      if (!name.includes('to_q')) kept[name] = { data: getTensor(st, name).data, shape: st.entries.get(name)!.shape };
+    writeSafetensors(stateFile, kept);
+    await expect(run(file, { work_dir: workDir, resume: newest })).rejects.toThrow(
+      new RegExp(
+        `${stateFile}: the checkpoint lacks tensors of these adapters:\\n  - blocks\\.\\d+\\.attention\\.to_q\\.lora_A\\.weight`,
+      ),
+    );
+    for (const name of Object.keys(kept)) if (name.startsWith('optimizer.')) delete kept[name];
+    writeSafetensors(stateFile, kept);
+    await expect(run(file, { work_dir: workDir, resume: newest })).rejects.toThrow(
+      "every AdamW moment (the run saved them: save_optimizer wasn't false)",
+    );
+  });
+
   it('refuses a fresh run in a work dir holding an earlier run, which it would interleave with', async () => {
     const workDir = join(root, 'damaged');
     await expect(run(configFile('again'), { work_dir: workDir })).rejects.toThrow(
@@ -228,5 +264,79 @@ describe('faults in the work dir', () => {
     expect(() => writeSafetensors(target, { w: { data: new Float32Array([1]), shape: [1] } })).toThrow();
     expect(readdirSync(root).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     expect(existsSync(join(target, 'prior'))).toBe(true);
+  });
+});
+
+describe('errors that name their source', () => {
+  const copyOfStack = (name: string) => {
+    const snapshot = join(root, name);
+    cpSync(stack.snapshot, snapshot, { recursive: true });
+    return snapshot;
+  };
+
+  it('model folders: absurd sizes, a bad shard index, a tokenizer that is not one', async () => {
+    const huge = copyOfStack('huge-prior');
+    const config = join(huge, 'prior', 'config.json');
+    writeFileSync(config, JSON.stringify({ ...JSON.parse(readFileSync(config, 'utf8')), depth: 1e9 }));
+    await expect(loadPrior(huge)).rejects.toThrow(
+      `${config}: depth must be a positive integer <= 65536, got 1000000000`,
+    );
+
+    const sharded = copyOfStack('bad-index');
+    const index = join(sharded, 'prior', 'diffusion_pytorch_model.safetensors.index.json');
+    rmSync(join(sharded, 'prior', 'diffusion_pytorch_model.safetensors'));
+    writeFileSync(index, JSON.stringify({ weight_map: { 'out.1.weight': 5 } }));
+    await expect(loadPrior(sharded)).rejects.toThrow(
+      `${index}: weight_map names 5 for out.1.weight, not a .safetensors file beside it`,
+    );
+
+    const tokenizer = copyOfStack('bad-tokenizer');
+    const tokenizerFile = join(tokenizer, 'tokenizer', 'tokenizer.json');
+    writeFileSync(tokenizerFile, '{}');
+    expect(() => ClipTokenizer.load(tokenizer)).toThrow(
+      `${tokenizerFile}: not a tokenizer the tokenizers library reads`,
+    );
+  });
+
+  it('config values that cannot train: betas, weight decay, workers, draws, targets, an empty prompt list', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [
+        { optim_wrapper: { optimizer: { betas: [1, 1] } } },
+        "'optim_wrapper.optimizer.betas[0]' must be a number in [0, 1)",
+      ],
+      [
+        { optim_wrapper: { optimizer: { weight_decay: -1 } } },
+        "'optim_wrapper.optimizer.weight_decay' must be a number >= 0",
+      ],
+      [{ train_dataloader: { num_workers: 1e9 } }, "'train_dataloader.num_workers' must be an integer in [0, 256]"],
+      [{ report: { draws: 1e9 } }, "'report.draws' must be a positive integer <= 256"],
+      [{ sample: { prompt: [] } }, "'sample.prompt' must be a non-empty array of strings"],
+      [{ work_dir: '' }, "'work_dir' must be a non-empty string"],
+    ];
+    for (const [values, message] of cases) {
+      const overrides = Object.entries(values).map(([key, value]) => ({ key, value, origin: 'the test' }));
+      await expect(loadConfig(configFile('bad-values'), overrides), message).rejects.toThrow(message);
+    }
+    const targets = configFile('bad-targets', {
+      model: { ...(tinyTrainingConfig(stack).model as object), prior_lora_config: { target_modules: ['nowhere'] } },
+    });
+    await expect(run(targets, { work_dir: join(root, 'bad-targets') })).rejects.toThrow(
+      `${targets}: model.prior_lora_config: LoRA target 'nowhere' matches no Linear layer`,
+    );
+  });
+
+  it('a work dir that is a file, and a LoRA file of rank 0', async () => {
+    const file = join(root, 'not-a-folder');
+    writeFileSync(file, '');
+    await expect(run(configFile('file-dir'), { work_dir: file })).rejects.toThrow(
+      `${file}: work_dir is a file, not a folder`,
+    );
+    const lora = join(root, 'rank0.safetensors');
+    const empty = { data: new Float32Array(0), shape: [0, 4] };
+    writeSafetensors(lora, {
+      'prior.blocks.0.attention.to_q.lora_A.weight': empty,
+      'prior.blocks.0.attention.to_q.lora_B.weight': { data: new Float32Array(0), shape: [4, 0] },
+    });
+    expect(() => readLoraFile(lora)).toThrow('blocks.0.attention.to_q: has rank 0');
   });
 });

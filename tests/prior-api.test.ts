@@ -102,7 +102,7 @@ describe('loading a prior', () => {
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, nhead: 3 }));
     await expect(loadPrior(dir)).rejects.toThrow('c (32) is not divisible by nhead (3)');
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, depth: 1.5 }));
-    await expect(loadPrior(dir)).rejects.toThrow('depth must be a positive integer, got 1.5');
+    await expect(loadPrior(dir)).rejects.toThrow('depth must be a positive integer <= 65536, got 1.5');
     await expect(loadPrior(join(dir, 'nope'))).rejects.toThrow(/no prior here/);
   });
 

@@ -283,7 +283,7 @@ describe('training', () => {
     ).rejects.toThrow(/the dataset is empty/);
   });
 
-  it('writes a checkpoint and exits cleanly on SIGTERM', async () => {
+  it('writes a checkpoint on SIGTERM and exits with 128 + 15, as a shell reports a signal', async () => {
     const workDir = join(root, 'signal');
     const file = configFile('signal', { train_cfg: { by_epoch: false, max_iters: 1000000 } });
     const child = spawn(
@@ -301,9 +301,9 @@ describe('training', () => {
       await new Promise((r) => setTimeout(r, 50));
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((r) => child.on('exit', r));
-    expect(code).toBe(0);
+    expect(code).toBe(143);
     const steps = logLosses(workDir).length;
-    expect(stdout).toContain(`stopped after ${steps} iterations`);
+    expect(stdout).toContain(`stopped by SIGTERM after ${steps} iterations (continue with --resume auto)`);
     expect(existsSync(join(workDir, 'checkpoints', `iter_${steps}`, 'training_state.safetensors'))).toBe(true);
   });
 

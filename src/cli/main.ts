@@ -1,6 +1,7 @@
 // The lora-train command line: train (the default), sample, convert and info. Every option of
 // train and sample sets a config key (options.ts), so the config file, --cfg-options and the
 // flags meet in one resolved config.
+import { constants } from 'node:os';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { type ConfigOverride, loadConfig } from '../config/load.js';
@@ -51,8 +52,15 @@ function trainCommand(y: Argv) {
         return;
       }
       const result = await train({ config: await configFrom(name, args, trainOptions) });
-      const outcome = result.interrupted ? 'stopped' : 'finished';
-      console.log(`lora-train: ${outcome} after ${result.steps} iterations; LoRA: ${result.loraFile}`);
+      if (!result.signal) {
+        console.log(`lora-train: finished after ${result.steps} iterations; LoRA: ${result.loraFile}`);
+        return;
+      }
+      console.log(
+        `lora-train: stopped by ${result.signal} after ${result.steps} iterations (continue with --resume auto); LoRA: ${result.loraFile}`,
+      );
+      // As a shell reports a process a signal ended, so scripts can tell a stop from the end.
+      process.exitCode = 128 + constants.signals[result.signal];
     },
   );
 }

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { basename, extname, join, relative, resolve } from 'node:path';
+import { basename, extname, isAbsolute, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { packageRoot } from '../core/package-root.js';
 import { ConfigError } from './validate.js';
@@ -45,9 +45,20 @@ export function resolveConfigPath(nameOrPath: string): string {
   );
 }
 
+/** Whether `file` is a config shipped with lora-train (trusted like its code). */
+export function isShippedConfig(file: string): boolean {
+  const path = relative(CONFIG_ROOT, file);
+  return !path.startsWith('..') && !isAbsolute(path);
+}
+
+/** Whether reading `file` runs it: a JavaScript or TypeScript config is a program. */
+export const isProgram = (file: string) => extname(file) !== '.json';
+
 /** The object a config file exports (its default export, or the module). */
 export async function importModule(file: string): Promise<unknown> {
   const ext = extname(file);
+  if (!EXTENSIONS.includes(ext))
+    throw new ConfigError(`${file}: a config file ends in ${EXTENSIONS.join(', ')} (this one is not read)`);
   if (ext === '.json') {
     try {
       return JSON.parse(readFileSync(file, 'utf8'));

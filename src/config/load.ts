@@ -6,7 +6,7 @@
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { PROTOTYPE_KEYS } from '../core/untrusted.js';
-import { importModule, resolveConfigPath } from './files.js';
+import { importModule, isProgram, isShippedConfig, resolveConfigPath } from './files.js';
 import type { ConfigInput, LoraTrainConfig } from './schema.js';
 import { ConfigError, type Origins, resolveConfig } from './validate.js';
 
@@ -65,6 +65,11 @@ async function loadFile(file: string, origin: Origins, chain: string[]): Promise
     const basePath = resolve(dirname(file), base);
     if (!existsSync(basePath))
       throw new ConfigError(`${file}: _base_ '${base}' does not exist (looked at ${basePath})`);
+    // A JSON config is data: reading it must not run a program it names.
+    if (!isProgram(file) && isProgram(basePath) && !isShippedConfig(basePath))
+      throw new ConfigError(
+        `${file}: _base_ '${base}' is a program (${extname(basePath) || 'no extension'}); a JSON config inherits only from JSON files and shipped configs, so that reading it runs no code`,
+      );
     merged = merge(merged, await loadFile(basePath, origin, [...chain, file]), basePath, origin);
   }
   const { _base_, ...own } = raw;
@@ -72,11 +77,19 @@ async function loadFile(file: string, origin: Origins, chain: string[]): Promise
   return merge(merged, own, file, origin);
 }
 
+/** Configs nest a few levels; deeper is a hostile file or an object that contains itself. */
+const MAX_DEPTH = 32;
+
 /** Refuses, at any depth, keys that would reach an object's prototype and objects that have a
- * prototype of their own (what a `__proto__:` key in a JavaScript object literal makes). */
-function checkKeys(value: unknown, where: string, path: string): void {
-  if (Array.isArray(value)) return value.forEach((v, i) => checkKeys(v, where, `${path}[${i}]`));
+ * prototype of their own (what a `__proto__:` key in a JavaScript object literal makes), and
+ * nesting deeper than MAX_DEPTH. */
+function checkKeys(value: unknown, where: string, path: string, depth = 0): void {
   if (typeof value !== 'object' || value === null) return;
+  if (depth > MAX_DEPTH)
+    throw new ConfigError(
+      `${where}: '${path}' is nested deeper than ${MAX_DEPTH} levels (a value that contains itself?)`,
+    );
+  if (Array.isArray(value)) return value.forEach((v, i) => checkKeys(v, where, `${path}[${i}]`, depth + 1));
   const proto: unknown = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null)
     throw new ConfigError(`${where}: '${path}' is not a plain object (a __proto__ key sets its prototype)`);
@@ -84,7 +97,7 @@ function checkKeys(value: unknown, where: string, path: string): void {
     const keyPath = path ? `${path}.${key}` : key;
     if (PROTOTYPE_KEYS.has(key))
       throw new ConfigError(`${where}: key '${keyPath}' is not allowed: it would reach every object's prototype`);
-    checkKeys(v, where, keyPath);
+    checkKeys(v, where, keyPath, depth + 1);
   }
 }
 

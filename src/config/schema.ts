@@ -18,6 +18,13 @@ const upTo = (max: number) => {
 };
 /** Image sides: 8192 pixels is 192 latent pixels, already far past what the prior was trained on. */
 const pixels = () => upTo(8192);
+const nonEmpty = () => z.string(expected('a non-empty string')).min(1, expected('a non-empty string'));
+/** A number in [0, 1): AdamW's betas, as torch checks them. */
+const decay = () =>
+  z
+    .number(expected('a number in [0, 1)'))
+    .nonnegative(expected('a number in [0, 1)'))
+    .lt(1, expected('a number in [0, 1)'));
 const count = () => z.int(expected('an integer >= 0')).nonnegative(expected('an integer >= 0'));
 const probability = () =>
   z
@@ -143,7 +150,10 @@ const dataset = section({
 
 const dataloader = section({
   batch_size: positiveInteger().default(1).describe('Items per iteration'),
-  num_workers: count()
+  num_workers: z
+    .int(expected('an integer in [0, 256]'))
+    .min(0, expected('an integer in [0, 256]'))
+    .max(256, expected('an integer in [0, 256]'))
     .default(0)
     .describe('Images decoded and transformed at once while preparing embeddings (0: one)'),
   sampler: section({
@@ -166,9 +176,13 @@ const optimWrapper = section({
   optimizer: section({
     type: oneOf(['AdamW']).default('AdamW').describe('torch.optim.AdamW'),
     lr: positiveNumber().default(1e-4).describe('Base learning rate (the schedule scales it)'),
-    weight_decay: number().default(1e-2).describe("AdamW's decoupled weight decay"),
+    weight_decay: z
+      .number(expected('a number >= 0'))
+      .nonnegative(expected('a number >= 0'))
+      .default(1e-2)
+      .describe("AdamW's decoupled weight decay"),
     betas: z
-      .tuple([number(), number()], expected('two numbers'))
+      .tuple([decay(), decay()], expected('two numbers in [0, 1)'))
       .default([0.9, 0.999])
       .describe("AdamW moments' decay rates"),
     eps: positiveNumber().default(1e-8).describe("AdamW's epsilon"),
@@ -236,14 +250,14 @@ export type VisualizationHookConfig = z.output<typeof visualizationHook>;
 // ---- sampling --------------------------------------------------------------------------------
 
 const sample = section({
-  prompt: strings().optional().describe('Prompts to sample'),
+  prompt: strings().nonempty(expected('a non-empty array of strings')).optional().describe('Prompts to sample'),
   negative_prompt: string().default('').describe('The unconditional prompt of classifier-free guidance'),
   num: upTo(1024).default(1).describe('Images per prompt (all prompts are sampled as one batch)'),
   guidance: number().default(4).describe('Classifier-free guidance scale'),
   height: pixels().default(1024).describe('Image height in pixels (latents: ceil(h / 42.67))'),
   width: pixels().default(1024).describe('Image width in pixels'),
-  lora: string().optional().describe('LoRA file or folder (diffusers or peft format); none: the base prior'),
-  out: string().default('image_embeddings.safetensors').describe('safetensors file to write'),
+  lora: nonEmpty().optional().describe('LoRA file or folder (diffusers or peft format); none: the base prior'),
+  out: nonEmpty().default('image_embeddings.safetensors').describe('safetensors file to write'),
 });
 
 // ---- the whole config ------------------------------------------------------------------------
@@ -259,10 +273,12 @@ const fields = z.strictObject({
     .array(visualizationHook, expected('an array of hooks'))
     .default([])
     .describe('Hooks besides the default ones (below)'),
-  work_dir: string()
+  work_dir: nonEmpty()
     .optional()
     .describe('Folder for checkpoints, logs and the LoRA file (default: work_dirs/<config name>)'),
-  resume: string().optional().describe("Resume from 'auto' (the work dir's latest checkpoint) or a checkpoint folder"),
+  resume: nonEmpty()
+    .optional()
+    .describe("Resume from 'auto' (the work dir's latest checkpoint) or a checkpoint folder"),
   seed: count().default(0).describe('Seed of every random draw'),
   device: oneOf(DEVICES).default('cpu').describe('Backend to train and sample on'),
   mixed_precision: oneOf(['no', 'bf16', 'fp16'])
@@ -273,7 +289,7 @@ const fields = z.strictObject({
   allow_tf32: boolean().default(false).describe("The GPU's fp32 GEMMs may round inputs to TF32"),
   cache_embeddings: boolean().default(true).describe("Keep the frozen encoders' outputs on disk"),
   report: z
-    .strictObject({ draws: positiveInteger().default(4).describe('Fixed-noise draws per item') }, expected('an object'))
+    .strictObject({ draws: upTo(256).default(4).describe('Fixed-noise draws per item') }, expected('an object'))
     .optional()
     .describe('Write loss.png and report.md/json: the fixed-noise loss without and with the adapters'),
   sample,

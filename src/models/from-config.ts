@@ -43,8 +43,11 @@ export async function loadTextModels(loaded: LoadedConfig): Promise<TextModels> 
     lora: { rank: lora.r, alpha: lora.lora_alpha, targets: lora.target_modules, dropout: lora.lora_dropout, seed },
   }).catch((e: unknown) => {
     // The adapters' checks speak of addLora's options; the user wrote model.prior_lora_config.
-    if (e instanceof Error && e.message.startsWith('addLora:'))
-      throw new RangeError(`${file}: model.prior_lora_config: ${e.message.replace('lora.rank', 'r')}`);
+    const ours = e instanceof Error && /^(addLora|LoRA): /.exec(e.message);
+    if (ours)
+      throw new RangeError(
+        `${file}: model.prior_lora_config: ${(e).message.slice(ours[0].length).replace('lora.rank', 'r')}`,
+      );
     throw e;
   });
   const textSnapshot = await snapshotOf(config.model.text_encoder_model ?? priorSnapshot);

@@ -11,7 +11,7 @@ import { native } from '../native/loader.js';
 import { Rng } from '../core/rng.js';
 import { type SafetensorsFile, getTensor, readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { ShapeCheck, type Tensor, invalid } from '../core/tensor.js';
-import { loadCheckedWeights, readJsonConfig, shapeText, weightFiles } from './weights.js';
+import { MAX_MODEL_DIM, buildFrom, loadCheckedWeights, readJsonConfig, shapeText, weightFiles } from './weights.js';
 
 export interface PriorConfig {
   c_in: number;
@@ -82,16 +82,19 @@ const DIFFUSERS_PREFIX = 'prior.';
 const PEFT_PREFIX = 'base_model.model.';
 export const DIFFUSERS_LORA_FILE = 'pytorch_lora_weights.safetensors';
 
+/** The native prior of `config` (from `file`, named if its sizes cannot be allocated). */
 function createNative(
   op: string,
   config: PriorConfig,
   options: LoadPriorOptions,
+  file = '<config>',
 ): { device: Device; precision: Precision; model: NativePrior } {
   const device = checkDevice(op, options.device);
   const precision = options.precision ?? 'fp32';
   if (typeof precision !== 'string' || !Object.hasOwn(WEIGHT_TYPE, precision))
     invalid(op, "'fp32', 'bf16' or 'fp16'", 'precision', precision);
-  return { device, precision, model: new (native().Prior)(device, { ...config, weight_type: WEIGHT_TYPE[precision] }) };
+  const model = buildFrom(file, () => new (native().Prior)(device, { ...config, weight_type: WEIGHT_TYPE[precision] }));
+  return { device, precision, model };
 }
 
 /** The folder holding config.json: the given one, or its prior/ subfolder (a whole snapshot). */
@@ -112,10 +115,13 @@ export function readPriorConfig(file: string): PriorConfig {
   const config = { ...defaults };
   for (const key of Object.keys(defaults) as (keyof PriorConfig)[]) {
     const v = raw[key] ?? defaults[key];
-    const ok = key === 'dropout' ? typeof v === 'number' && v >= 0 && v < 1 : Number.isInteger(v) && (v as number) >= 1;
+    const ok =
+      key === 'dropout'
+        ? typeof v === 'number' && v >= 0 && v < 1
+        : Number.isInteger(v) && (v as number) >= 1 && (v as number) <= MAX_MODEL_DIM;
     if (!ok)
       throw new Error(
-        `${file}: ${key} must be ${key === 'dropout' ? 'a number in [0, 1)' : 'a positive integer'}, got ${JSON.stringify(v)}`,
+        `${file}: ${key} must be ${key === 'dropout' ? 'a number in [0, 1)' : `a positive integer <= ${MAX_MODEL_DIM}`}, got ${JSON.stringify(v)}`,
       );
     config[key] = v as number;
   }
@@ -176,8 +182,9 @@ export class Prior {
   /** Loads config and weights (F32, F16 or BF16; single file or sharded), checking every tensor. */
   static async load(dir: string, options: LoadPriorOptions = {}): Promise<Prior> {
     const folder = resolvePriorFolder(dir);
-    const config = readPriorConfig(join(folder, 'config.json'));
-    const { device, precision, model } = createNative('loadPrior', config, options);
+    const configFile = join(folder, 'config.json');
+    const config = readPriorConfig(configFile);
+    const { device, precision, model } = createNative('loadPrior', config, options, configFile);
     loadCheckedWeights(folder, weightFiles(folder, 'diffusion_pytorch_model'), model);
     const prior = new Prior(config, device, precision, model);
     if (options.lora) prior.addLora(options.lora);
@@ -361,6 +368,12 @@ export class Prior {
     }
   }
 
+  /** The adapters' parameter names ("<module>.lora_A.weight", …), as loraWeights keys them. */
+  loraParameterNames(): string[] {
+    this.requireLora('loraParameterNames');
+    return this.model.loraParameters().map((p) => p.name);
+  }
+
   /** Sets adapter weights by module parameter name (as loraWeights returns them). */
   setLoraWeights(weights: Record<string, Tensor>): void {
     this.requireLora('setLoraWeights');
@@ -496,6 +509,7 @@ export function readLoraFile(path: string): LoadedLora {
     else {
       if (A.shape.length !== 2 || B.shape.length !== 2 || A.shape[0] !== B.shape[1])
         problems.push(`${module}: lora_A ${shapeText(A.shape)} and lora_B ${shapeText(B.shape)} disagree on the rank`);
+      else if (A.shape[0] === 0) problems.push(`${module}: has rank 0`);
       ranks.add(A.shape[0]!);
     }
   }

@@ -9,7 +9,7 @@ import { Rng } from '../core/rng.js';
 import type { Tensor } from '../core/tensor.js';
 import { invalid } from '../core/tensor.js';
 import type { TokenizedBatch } from './tokenizer.js';
-import { loadCheckedWeights, readJsonConfig, weightFiles } from './weights.js';
+import { MAX_MODEL_DIM, buildFrom, loadCheckedWeights, readJsonConfig, weightFiles } from './weights.js';
 
 export interface TextEncoderConfig {
   vocab_size: number;
@@ -25,10 +25,10 @@ export interface TextEncoderConfig {
 /** text_encoder/config.json as transformers' CLIPTextConfig reads it (its defaults included). */
 export function readTextEncoderConfig(file: string): TextEncoderConfig {
   const raw = readJsonConfig(file, 'text encoder');
-  const int = (key: string, fallback: number) => {
+  const int = (key: string, fallback: number, max = MAX_MODEL_DIM) => {
     const v = raw[key] ?? fallback;
-    if (!Number.isInteger(v) || (v as number) < 1)
-      throw new Error(`${file}: ${key} must be a positive integer, got ${JSON.stringify(v)}`);
+    if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > max)
+      throw new Error(`${file}: ${key} must be a positive integer <= ${max}, got ${JSON.stringify(v)}`);
     return v as number;
   };
   const act = raw.hidden_act ?? 'quick_gelu';
@@ -40,7 +40,7 @@ export function readTextEncoderConfig(file: string): TextEncoderConfig {
   if (typeof eps !== 'number' || !(eps > 0))
     throw new Error(`${file}: layer_norm_eps must be a positive number, got ${JSON.stringify(eps)}`);
   const config = {
-    vocab_size: int('vocab_size', 49408),
+    vocab_size: int('vocab_size', 49408, 2 ** 20),
     hidden: int('hidden_size', 512),
     layers: int('num_hidden_layers', 12),
     heads: int('num_attention_heads', 8),
@@ -74,8 +74,9 @@ export class TextEncoder {
     const folder = textEncoderFolder(dir);
     if (!existsSync(join(folder, 'config.json')))
       throw new Error(`${dir}: no text encoder here (looked for text_encoder/config.json and config.json)`);
-    const config = readTextEncoderConfig(join(folder, 'config.json'));
-    const model = new (native().TextEncoder)(device, config);
+    const configFile = join(folder, 'config.json');
+    const config = readTextEncoderConfig(configFile);
+    const model = buildFrom(configFile, () => new (native().TextEncoder)(device, config));
     // position_ids is a buffer some checkpoints carry; it holds nothing to load.
     loadCheckedWeights(
       folder,

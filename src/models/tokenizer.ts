@@ -1,9 +1,10 @@
 // The CLIP tokenizer through Hugging Face's own `tokenizers` package: the same Rust code as
 // Python's CLIPTokenizerFast, configured as diffusers calls it (padding to max_length with the
 // pad token, truncation keeping BOS/EOS).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { readJsonConfig } from './weights.js';
 
 type TokenizersModule = typeof import('tokenizers');
 const { Tokenizer } = createRequire(import.meta.url)('tokenizers') as TokenizersModule;
@@ -44,12 +45,16 @@ export class ClipTokenizer {
       throw new Error(
         `${folder}: no tokenizer.json (lora-train reads the fast tokenizer's file; transformers writes it with save_pretrained)`,
       );
-    const tokenizer = Tokenizer.fromFile(file);
+    let tokenizer: InstanceType<TokenizersModule['Tokenizer']>;
+    try {
+      tokenizer = Tokenizer.fromFile(file);
+    } catch (e) {
+      throw new Error(`${file}: not a tokenizer the tokenizers library reads (${(e as Error).message})`);
+    }
     let pad: string | undefined;
     for (const config of ['special_tokens_map.json', 'tokenizer_config.json']) {
       const path = join(folder, config);
-      if (!pad && existsSync(path))
-        pad = specialToken((JSON.parse(readFileSync(path, 'utf8')) as { pad_token?: unknown }).pad_token);
+      if (!pad && existsSync(path)) pad = specialToken(readJsonConfig(path, 'tokenizer').pad_token);
     }
     pad ??= '<|endoftext|>';
     const padId = tokenizer.tokenToId(pad);

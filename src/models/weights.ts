@@ -24,7 +24,12 @@ export function weightFiles(folder: string, stem: string): string[] {
     } catch (e) {
       throw new Error(`${index}: cannot read the shard index (${(e as Error).message})`);
     }
-    if (!map || typeof map !== 'object') throw new Error(`${index}: has no weight_map`);
+    if (!map || typeof map !== 'object' || Array.isArray(map)) throw new Error(`${index}: has no weight_map`);
+    for (const [name, shard] of Object.entries(map))
+      if (typeof shard !== 'string' || basename(shard) !== shard || !shard.endsWith('.safetensors'))
+        throw new Error(
+          `${index}: weight_map names ${JSON.stringify(shard)} for ${name}, not a .safetensors file beside it`,
+        );
     const shards = [...new Set(Object.values(map))].sort();
     for (const shard of shards)
       if (!existsSync(join(folder, shard))) throw new Error(`${index}: names shard ${shard}, which is missing`);
@@ -79,6 +84,20 @@ export function loadCheckedWeights(
     throw new Error(`${what}: the weights do not fit config.json:${list([...problems, ...poisoned])}`);
   if (poisoned.length)
     throw new Error(`${what}: the weights hold NaN or Inf, which no model can use:${list(poisoned)}`);
+}
+
+/** Sizes a model config may give: far above any released Würstchen or CLIP, far below what
+ * would only end in a failed allocation. */
+export const MAX_MODEL_DIM = 65536;
+
+/** A model built from the sizes `file` gives, with the file named when they cannot be
+ * allocated (the native error alone, e.g. std::bad_alloc, says nothing of where they came from). */
+export function buildFrom<T>(file: string, build: () => T): T {
+  try {
+    return build();
+  } catch (e) {
+    throw new Error(`${file}: cannot build the model it describes (${(e as Error).message})`);
+  }
 }
 
 /** Reads a JSON config file, with the file named in any error. */

@@ -4,6 +4,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { type LoadedConfig, required } from '../config/load.js';
+import { NonFiniteError } from '../core/finite.js';
 import { Rng } from '../core/rng.js';
 import type { Tensor } from '../core/tensor.js';
 import { writeSafetensors } from '../io/safetensors.js';
@@ -50,14 +51,32 @@ export async function generateEmbeddings(
   const shape = [prompts.length, prior.config.c_in, latentSide(options.height), latentSide(options.width)];
   const n = shape.reduce((a, b) => a * b, 1);
   const latents = { data: Float32Array.from({ length: n }, () => rng.normal()), shape };
-  const embeddings = await samplePrior(prior, {
-    cond,
-    uncond,
-    latents,
-    guidance: options.guidance,
-    stepNoise: () => Float32Array.from({ length: n }, () => rng.normal()),
-  });
+  const embeddings = await withSizeHint(shape, () =>
+    samplePrior(prior, {
+      cond,
+      uncond,
+      latents,
+      guidance: options.guidance,
+      stepNoise: () => Float32Array.from({ length: n }, () => rng.normal()),
+    }),
+  );
   return { embeddings, prompts };
+}
+
+/** Runs `sample`, naming the batch's size when its memory cannot be had: every prompt and image
+ * is one batch (as in diffusers), so the fix is fewer or smaller images. */
+async function withSizeHint<T>(shape: number[], sample: () => Promise<T>): Promise<T> {
+  try {
+    return await sample();
+  } catch (e) {
+    const message = (e as Error).message;
+    if (!/bad_alloc|out of memory|cannot allocate/i.test(message)) throw e;
+    const [images, , h, w] = shape;
+    throw new Error(
+      `sampling ${images} images of ${h}×${w} latents at once needs more memory than there is (${message}); ` +
+        'ask for fewer (sample.num, sample.prompt) or smaller (sample.height, sample.width) images',
+    );
+  }
 }
 
 export function saveEmbeddings(
@@ -84,6 +103,14 @@ export async function sampleCommand(loaded: LoadedConfig): Promise<{ file: strin
   const { guidance, height, width, num } = sample;
   const options = { prompts, num, guidance, height, width, seed, negativePrompt: sample.negative_prompt };
   const { embeddings, prompts: all } = await generateEmbeddings(prior, tokenizer, textEncoder, options);
-  saveEmbeddings(sample.out, embeddings, all, { guidance, height, width, seed, lora: sample.lora ?? null });
+  try {
+    saveEmbeddings(sample.out, embeddings, all, { guidance, height, width, seed, lora: sample.lora ?? null });
+  } catch (e) {
+    if (!(e instanceof NonFiniteError)) throw e;
+    throw new NonFiniteError(
+      `${e.message}: the prior gave NaN or Inf with sample.guidance ${guidance}${sample.lora ? ` and the LoRA ${sample.lora}` : ''}`,
+      e.tensor,
+    );
+  }
   return { file: sample.out, count: all.length };
 }

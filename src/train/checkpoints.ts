@@ -147,9 +147,17 @@ function readCheckpoint(dir: string): ReadCheckpoint {
  * and checked first, so a damaged checkpoint changes nothing. */
 export function loadCheckpoint(dir: string, prior: Prior, log: (line: string) => void): TrainingState {
   const { file, weights, moments } = readCheckpoint(dir);
+  const withoutMoments = Object.keys(moments).length === 0;
+  const missing = missingTensors(prior, weights, withoutMoments ? undefined : moments);
+  if (withoutMoments && file.config?.default_hooks?.checkpoint?.save_optimizer !== false)
+    missing.push("every AdamW moment (the run saved them: save_optimizer wasn't false)");
+  if (missing.length)
+    throw new Error(
+      `${join(dir, 'training_state.safetensors')}: the checkpoint lacks tensors of these adapters:\n  - ${missing.join('\n  - ')}`,
+    );
   prior.setLoraWeights(weights);
   prior.setOptimizerState(moments);
-  if (Object.keys(moments).length === 0)
+  if (withoutMoments)
     log(`lora-train: ${dir} holds no AdamW moments (save_optimizer: false): they start again from zero`);
   return {
     iteration: file.iteration,
@@ -159,6 +167,17 @@ export function loadCheckpoint(dir: string, prior: Prior, log: (line: string) =>
     scaler: new GradScaler(prior.precision === 'fp16', file.scaler),
     losses: file.losses.map((l) => l ?? NaN),
   };
+}
+
+/** The adapter tensors (and moments, when given) the prior has and the checkpoint lacks. */
+function missingTensors(
+  prior: Prior,
+  weights: Record<string, Tensor>,
+  moments: Record<string, Tensor> | undefined,
+): string[] {
+  const names = prior.loraParameterNames();
+  const wanted = moments ? names.flatMap((n) => [n, `${n}.exp_avg`, `${n}.exp_avg_sq`]) : names;
+  return wanted.filter((n) => !(n in weights) && !(moments && n in moments));
 }
 
 /** The state a run starts from: the checkpoint `resume` names, or with 'auto' the work dir's

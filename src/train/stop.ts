@@ -2,15 +2,15 @@
 // the run returns, instead of the process dying mid-write. A second signal is obeyed at once
 // (every file is written atomically, so nothing is left half-written).
 export class StopRequest {
-  private requested = false;
+  private received: NodeJS.Signals | undefined;
   private readonly onSignal = (signal: NodeJS.Signals) => {
-    if (this.requested) {
+    if (this.received) {
       this.log(`lora-train: ${signal} again: stopping now, without a checkpoint`);
       this.dispose();
       this.obey(signal);
       return;
     }
-    this.requested = true;
+    this.received = signal;
     this.log(`lora-train: stopping after this step (a checkpoint will be written; ${signal} again stops at once)`);
   };
 
@@ -24,7 +24,12 @@ export class StopRequest {
   }
 
   get stopRequested(): boolean {
-    return this.requested;
+    return this.received !== undefined;
+  }
+
+  /** The signal that asked the run to stop, if one did. */
+  get signal(): NodeJS.Signals | undefined {
+    return this.received;
   }
 
   dispose(): void {

@@ -18,7 +18,7 @@ import { type TrainingState, saveCheckpoint, startingState } from './checkpoints
 import { AdapterEvaluation } from './evaluate.js';
 import { Visualization } from './hooks.js';
 import { TrainingLog } from './log.js';
-import { AdapterOptimizer } from './optimizer.js';
+import { AdapterOptimizer, DivergedError } from './optimizer.js';
 import { TrainingPlan } from './plan.js';
 import { type Evaluation, writeReport } from './report.js';
 import { StopRequest } from './stop.js';
@@ -43,6 +43,8 @@ export interface TrainResult {
   skipped: string[];
   /** Stopped by SIGINT/SIGTERM before the end. */
   interrupted: boolean;
+  /** The signal that stopped it. */
+  signal?: NodeJS.Signals;
   /** Fixed-noise denoising loss without and with the trained adapters (config.report). */
   evaluation?: Evaluation;
 }
@@ -89,6 +91,7 @@ async function trainLocked(options: TrainOptions, log: (line: string) => void): 
     losses: state.losses,
     skipped: data.skipped,
     interrupted: stop.stopRequested,
+    signal: stop.signal,
     evaluation: result,
   };
 }
@@ -131,7 +134,12 @@ async function iterate(run: Run, visualization: Visualization): Promise<void> {
     trainingLog.record(it, batch.epoch, loss, record);
     optimizer.checkConverging(it);
     const stopNow = plan.atStepBoundary(it) && (stop.stopRequested || it - firstIteration >= run.stopAfter);
-    if (plan.checkpointDue(it) || stopNow) await checkpoint(run, loss, batch);
+    const lastOne = stopNow || it === plan.totalIters;
+    if ((plan.checkpointDue(it) || stopNow) && !(await checkpoint(run, loss, batch)) && lastOne)
+      throw new DivergedError(
+        `lora-train: the run ended at iteration ${it} with adapters that give NaN or Inf, so neither a checkpoint nor ${DIFFUSERS_LORA_FILE} was written for them ` +
+          `(${join(config.work_dir, DIFFUSERS_LORA_FILE)} holds the last good adapters, if any). Lower optim_wrapper.optimizer.lr or set optim_wrapper.clip_grad.`,
+      );
     await visualization.after(it);
     if (stopNow) break;
   }
@@ -140,15 +148,16 @@ async function iterate(run: Run, visualization: Visualization): Promise<void> {
 /** A checkpoint of the current adapters, unless they are known to be bad: the iteration's loss
  * was not finite, or the step just taken made their output on its batch non-finite (a diverging
  * step can leave finite weights of 1e29 behind). The last good checkpoint and LoRA file stay. */
-async function checkpoint(run: Run, loss: number, batch: Batch): Promise<void> {
+async function checkpoint(run: Run, loss: number, batch: Batch): Promise<boolean> {
   const problem = Number.isFinite(loss) ? await outputProblem(run.prior, batch) : `its loss was ${loss}`;
   if (problem) {
     run.log(
       `lora-train: warning: no checkpoint at iteration ${run.state.iteration}: ${problem}; the last checkpoint and LoRA file stay`,
     );
-    return;
+    return false;
   }
   await saveCheckpoint(run.prior, run.state, run.config);
+  return true;
 }
 
 async function outputProblem(prior: Prior, batch: Batch): Promise<string | undefined> {

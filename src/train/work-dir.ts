@@ -4,7 +4,7 @@
 // process stops the second run at once, naming both.
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { removeTemporaries, writeError } from '../io/atomic.js';
 
 interface LockOwner {
@@ -21,6 +21,8 @@ export class WorkDirLock {
 
   /** Takes work_dir/.lock, or throws naming the run that holds it. */
   static acquire(workDir: string, log: (line: string) => void): WorkDirLock {
+    if (existsSync(workDir) && !statSync(workDir).isDirectory())
+      throw new Error(`${workDir}: work_dir is a file, not a folder`);
     mkdirSync(workDir, { recursive: true });
     const file = join(workDir, '.lock');
     const owner: LockOwner = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
