@@ -46,7 +46,7 @@ export async function loadTextModels(loaded: LoadedConfig): Promise<TextModels> 
     const ours = e instanceof Error && /^(addLora|LoRA): /.exec(e.message);
     if (ours)
       throw new RangeError(
-        `${file}: model.prior_lora_config: ${(e).message.slice(ours[0].length).replace('lora.rank', 'r')}`,
+        `${file}: model.prior_lora_config: ${e.message.slice(ours[0].length).replace('lora.rank', 'r')}`,
       );
     throw e;
   });
