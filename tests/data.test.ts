@@ -1,5 +1,5 @@
 // Datasets in every supported layout, and the sharp transforms against first principles.
-import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -71,6 +71,36 @@ describe('datasets', () => {
     expect((await loadDataset(txt))[0]!.captions).toEqual(['a caption from a text file']);
     await png(join(txt, 'd.png'), 8, 8, [1, 2, 3]);
     await expect(loadDataset(txt)).rejects.toThrow(/d\.png: no caption file d\.txt beside it/);
+  });
+
+  it("follows a Hub snapshot's links into its blobs/: parquet shards, metadata, captions and images", async () => {
+    const repo = join(mkdtempSync(join(tmpdir(), 'lora-train-blobs-')), 'datasets--tiny--linked');
+    const blob = (name: string) => join(repo, 'blobs', name);
+    mkdirSync(join(repo, 'blobs'), { recursive: true });
+    const shard = join(hubDataset, 'data', 'train-00000-of-00002.parquet');
+    copyFileSync(shard, blob('shard'));
+    await png(blob('image'), 8, 8, [1, 2, 3]);
+    writeFileSync(blob('metadata'), `${JSON.stringify({ file_name: 'a.png', text: 'from metadata' })}\n`);
+    writeFileSync(blob('caption'), 'from a caption file\n');
+    /** A snapshot whose files are relative links into blobs/, as huggingface_hub makes them. */
+    const snapshot = (commit: string, files: Record<string, string>) => {
+      const dir = join(repo, 'snapshots', commit);
+      for (const [file, target] of Object.entries(files)) {
+        const depth = file.split('/').length + 1;
+        mkdirSync(join(dir, file, '..'), { recursive: true });
+        symlinkSync(join(...Array<string>(depth).fill('..'), 'blobs', target), join(dir, file));
+      }
+      return dir;
+    };
+    const parquet = snapshot('c1', { 'data/train-00000-of-00001.parquet': 'shard' });
+    const direct = await loadDataset(shard);
+    expect((await loadDataset(parquet)).map((i) => i.captions)).toEqual(direct.map((i) => i.captions));
+    const metadata = snapshot('c2', { 'a.png': 'image', 'metadata.jsonl': 'metadata' });
+    const [item] = await loadDataset(metadata);
+    expect(item!.captions).toEqual(['from metadata']);
+    expect(Buffer.from(await item!.image())).toEqual(readFileSync(blob('image')));
+    const captions = snapshot('c3', { 'b.png': 'image', 'b.txt': 'caption' });
+    expect((await loadDataset(captions)).map((i) => i.captions)).toEqual([['from a caption file']]);
   });
 });
 

@@ -2,8 +2,19 @@
 // (an image struct {bytes, path} and a caption column, as lambdalabs/pokemon-blip-captions),
 // an image folder with metadata.jsonl or metadata.csv (file_name, caption), or images with
 // same-name .txt captions. Items load their image bytes lazily.
-import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import {
+  type Stats,
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  statSync,
+} from 'node:fs';
+import { open } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { CONFIG_DEFAULTS } from '../config/schema.js';
 import { resolveRepo } from '../io/hub.js';
@@ -32,12 +43,18 @@ export interface DatasetOptions {
 
 const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.webp', '.gif', '.tif', '.tiff', '.avif', '.bmp']);
 
+/** The regular files under `dir` that `keep`, and the links to regular files: a Hub snapshot's
+ * files are links into its blobs/ (where a link leads is checked before it is read). */
 function listFiles(dir: string, keep: (f: string) => boolean): string[] {
   const out: string[] = [];
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, entry.name);
     if (entry.isDirectory() && !entry.name.startsWith('.')) out.push(...listFiles(p, keep));
-    else if (entry.isFile() && keep(p)) out.push(p);
+    else if (
+      keep(p) &&
+      (entry.isFile() || (entry.isSymbolicLink() && statSync(p, { throwIfNoEntry: false })?.isFile()))
+    )
+      out.push(p);
   }
   return out.sort();
 }
@@ -58,6 +75,10 @@ async function parquetItems(
 ): Promise<DatasetItem[]> {
   const items: DatasetItem[] = [];
   for (const file of files) {
+    // A parquet file given by path (root '') is its own dataset, in its folder.
+    if (root) ownFile(root, file);
+    regularOnly(file, statSync(file));
+    const base = root || dirname(resolve(file));
     const where = relative(root, file) || file;
     const rows = await readParquet(file, where, { image_column: imageColumn, caption_column: captionColumn });
     rows.forEach((row, i) => {
@@ -70,7 +91,7 @@ async function parquetItems(
         captions: captionsOf(row[captionColumn], source, captionColumn),
         image: async () => {
           if (bytes && bytes.length) return bytes;
-          if (path) return readFile(fileInside(root, path, source));
+          if (path) return readImage(base, fileInside(base, path, source));
           throw new Error(`${source}: the image has neither bytes nor a path`);
         },
       });
@@ -117,54 +138,87 @@ function boundaryOf(root: string): string {
   return basename(dirname(real)) === 'snapshots' ? dirname(dirname(real)) : real;
 }
 
+/** `path` after symlinks; for a path that does not exist, its nearest existing folder's, so that
+ * a missing file is judged by where it would be. */
+function realOf(path: string): string {
+  if (existsSync(path)) return realpathSync(path);
+  const parent = dirname(path);
+  return parent === path ? path : join(realOf(parent), basename(path));
+}
+
+function isInside(root: string, path: string): boolean {
+  return realOf(resolve(path)).startsWith(boundaryOf(root) + sep);
+}
+
 /** A file a dataset names (metadata's file_name, a parquet image's path) inside the dataset,
  * after symlinks; anything outside is an error naming where the name came from. */
 function fileInside(root: string, name: string, where: string): string {
   const path = resolve(root, name);
-  const real = existsSync(path) ? realpathSync(path) : path;
-  const boundary = boundaryOf(root);
-  if (!real.startsWith(boundary + sep))
+  if (path === resolve(root)) throw new DatasetError(`${where}: '${name}' does not name a file`);
+  if (!isInside(root, path))
     throw new DatasetError(`${where}: '${name}' is outside the dataset's folder ${root}; refusing to read it`);
   return path;
 }
 
-/** A text file's lines, without a UTF-8 byte-order mark. */
-function textLines(file: string): string[] {
-  return readFileSync(file, 'utf8')
-    .replace(/^\uFEFF/, '')
-    .split(/\r?\n/);
+/** A file the reader finds by itself (a caption, metadata, a parquet file or a listed image),
+ * held to the rule of the files a dataset names: a link out of the dataset is not followed. */
+function ownFile(root: string, file: string): string {
+  if (!isInside(root, file))
+    throw new DatasetError(`${file}: outside the dataset's folder ${root} (after symlinks); refusing to read it`);
+  return file;
 }
 
-function parseCsvLine(line: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  let quoted = false;
-  for (let i = 0; i < line.length; i++) {
-    const ch = line[i]!;
-    if (quoted) {
-      if (ch === '"' && line[i + 1] === '"') {
-        cur += '"';
-        i++;
-      } else if (ch === '"') quoted = false;
-      else cur += ch;
-    } else if (ch === '"') quoted = true;
-    else if (ch === ',') {
-      out.push(cur);
-      cur = '';
-    } else cur += ch;
+/** Opening a named pipe waits for a writer, forever; O_NONBLOCK makes the open return so that
+ * fstat can refuse it (regular files ignore the flag; Windows lacks it and has no such pipes). */
+const READ_FLAGS = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0);
+
+function kindOf(stats: Stats): string {
+  if (stats.isDirectory()) return 'a directory';
+  if (stats.isFIFO()) return 'a named pipe';
+  if (stats.isSocket()) return 'a socket';
+  return 'a device';
+}
+
+/** Only regular files are read: a pipe or device could block or never end, a folder gives a bare EISDIR. */
+function regularOnly(file: string, stats: Stats): void {
+  if (!stats.isFile()) throw new DatasetError(`${file}: ${kindOf(stats)}, not a regular file; refusing to read it`);
+}
+
+/** A caption or metadata file's text, without a UTF-8 byte-order mark. */
+function readText(root: string, file: string): string {
+  const fd = openSync(ownFile(root, file), READ_FLAGS);
+  try {
+    regularOnly(file, fstatSync(fd));
+    return readFileSync(fd, 'utf8').replace(/^\uFEFF/, '');
+  } finally {
+    closeSync(fd);
   }
-  out.push(cur);
-  return out;
 }
 
-function metadataItems(dir: string, captionColumn: string): DatasetItem[] | undefined {
-  const jsonl = join(dir, 'metadata.jsonl');
-  const csv = join(dir, 'metadata.csv');
-  let rows: { row: Record<string, unknown>; where: string }[];
-  if (existsSync(jsonl)) {
-    rows = textLines(jsonl).flatMap((line, i) => {
+/** An image's bytes. Checked again when read, which may be long after loading; the error skips
+ * the item as an unreadable image. */
+async function readImage(root: string, file: string): Promise<Uint8Array> {
+  const handle = await open(ownFile(root, file), READ_FLAGS);
+  try {
+    regularOnly(file, await handle.stat());
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
+interface MetadataRow {
+  row: Record<string, unknown>;
+  /** The file and line, for messages. */
+  where: string;
+}
+
+function jsonlRows(dir: string, file: string): MetadataRow[] {
+  return readText(dir, file)
+    .split(/\r?\n/)
+    .flatMap((line, i) => {
       if (!line.trim()) return [];
-      const where = `${jsonl}:${i + 1}`;
+      const where = `${file}:${i + 1}`;
       let row: unknown;
       try {
         row = JSON.parse(line);
@@ -175,33 +229,88 @@ function metadataItems(dir: string, captionColumn: string): DatasetItem[] | unde
         throw new DatasetError(`${where}: not a JSON object (${line.trim().slice(0, 40)})`);
       return [{ row: row as Record<string, unknown>, where }];
     });
-  } else if (existsSync(csv)) {
-    const lines = textLines(csv);
-    const header = parseCsvLine(lines[0] ?? '');
-    rows = lines.slice(1).flatMap((l, i) =>
-      l.trim()
-        ? [
-            {
-              row: Object.fromEntries(parseCsvLine(l).map((v, j) => [header[j] ?? `column${j}`, v])),
-              where: `${csv}:${i + 2}`,
-            },
-          ]
-        : [],
+}
+
+interface CsvRecord {
+  fields: string[];
+  /** The line the record starts on. */
+  line: number;
+}
+
+/** Where the quoted field whose text starts at `from` closes (a doubled quote is a quote in
+ * the text), or -1. */
+function closingQuote(text: string, from: number): number {
+  for (let q = text.indexOf('"', from); q >= 0; q = text.indexOf('"', q + 2)) if (text[q + 1] !== '"') return q;
+  return -1;
+}
+
+/** A CSV text's records as RFC 4180 has them: a quoted field may hold commas, doubled quotes
+ * and line breaks; lines end in LF or CRLF. Blank lines are skipped. Text after a closing quote,
+ * or a quote inside an unquoted field, is kept as it is, as Python's csv (which the Hub's
+ * datasets library reads with) keeps it. */
+function csvRecords(text: string, file: string): CsvRecord[] {
+  const records: CsvRecord[] = [];
+  const delimiter = /,|\r?\n/g;
+  let line = 1;
+  for (let i = 0; i < text.length;) {
+    const start = i;
+    const fields: string[] = [];
+    for (let more = true; more;) {
+      let field = '';
+      if (text[i] === '"') {
+        const close = closingQuote(text, i + 1);
+        if (close < 0) throw new DatasetError(`${file}:${line}: a quoted field is never closed`);
+        field = text.slice(i + 1, close).replaceAll('""', '"');
+        i = close + 1;
+      }
+      delimiter.lastIndex = i;
+      const stop = delimiter.exec(text)?.index ?? text.length;
+      fields.push(field + text.slice(i, stop));
+      more = text[stop] === ',';
+      i = stop + (text.startsWith('\r\n', stop) ? 2 : 1);
+    }
+    const raw = text.slice(start, i);
+    if (raw.trim()) records.push({ fields, line });
+    line += raw.split('\n').length - 1;
+  }
+  return records;
+}
+
+/** metadata.csv's rows, keyed by its header's column names. */
+function csvRows(dir: string, file: string): MetadataRow[] {
+  const [header, ...records] = csvRecords(readText(dir, file), file);
+  if (!header) return [];
+  const names = header.fields;
+  // Unnamed columns (a trailing comma in a spreadsheet's export) name nothing a dataset reads.
+  const twice = names.find((name, i) => name !== '' && names.indexOf(name) !== i);
+  if (twice !== undefined) throw new DatasetError(`${file}:${header.line}: the header names column '${twice}' twice`);
+  return records.map(({ fields, line }) => ({
+    row: Object.fromEntries(fields.map((v, j) => [names[j] ?? `column${j}`, v])),
+    where: `${file}:${line}`,
+  }));
+}
+
+function metadataItem(dir: string, { row, where }: MetadataRow, captionColumn: string): DatasetItem {
+  if (!Object.hasOwn(row, 'file_name')) throw new DatasetError(`${where}: no file_name`);
+  if (typeof row.file_name !== 'string')
+    throw new DatasetError(`${where}: file_name must be a string, got ${JSON.stringify(row.file_name).slice(0, 40)}`);
+  if (!Object.hasOwn(row, captionColumn))
+    throw new DatasetError(
+      `${where}: no caption column '${captionColumn}' (keys: ${Object.keys(row).join(', ')}); set train_dataloader.dataset.caption_column`,
     );
-  } else return undefined;
-  return rows.map(({ row, where }) => {
-    if (typeof row.file_name !== 'string') throw new DatasetError(`${where}: no file_name`);
-    if (!Object.hasOwn(row, captionColumn))
-      throw new DatasetError(
-        `${where}: no caption column '${captionColumn}' (keys: ${Object.keys(row).join(', ')}); set train_dataloader.dataset.caption_column`,
-      );
-    const file = fileInside(dir, row.file_name, where);
-    return {
-      source: file,
-      captions: captionsOf(row[captionColumn], where, captionColumn),
-      image: () => readFile(file),
-    };
-  });
+  const file = fileInside(dir, row.file_name, where);
+  return {
+    source: file,
+    captions: captionsOf(row[captionColumn], where, captionColumn),
+    image: () => readImage(dir, file),
+  };
+}
+
+function metadataItems(dir: string, captionColumn: string): DatasetItem[] | undefined {
+  const jsonl = join(dir, 'metadata.jsonl');
+  const csv = join(dir, 'metadata.csv');
+  const rows = existsSync(jsonl) ? jsonlRows(dir, jsonl) : existsSync(csv) ? csvRows(dir, csv) : undefined;
+  return rows?.map((row) => metadataItem(dir, row, captionColumn));
 }
 
 function textFileItems(dir: string): DatasetItem[] {
@@ -209,7 +318,8 @@ function textFileItems(dir: string): DatasetItem[] {
   return images.map((file) => {
     const txt = file.slice(0, -extname(file).length) + '.txt';
     if (!existsSync(txt)) throw new Error(`${file}: no caption file ${basename(txt)} beside it`);
-    return { source: file, captions: [readFileSync(txt, 'utf8').trim()], image: () => readFile(file) };
+    ownFile(dir, file);
+    return { source: file, captions: [readText(dir, txt).trim()], image: () => readImage(dir, file) };
   });
 }
 
