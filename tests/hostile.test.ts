@@ -342,4 +342,380 @@ describe('dataset files', () => {
     writeFileSync(join(dir, 'train.parquet'), 'PAR1 this is not parquet');
     await expect(loadDataset(dir)).rejects.toThrow(`${join(dir, 'train.parquet')}: not a readable parquet file`);
   });
+
+  /** The message a load fails with. */
+  const failure = (dir: string) =>
+    loadDataset(dir).then(
+      () => '',
+      (e: Error) => e.message,
+    );
+
+  it("refuses captions, metadata and parquet files that link out of the dataset's folder, without echoing them", async () => {
+    const secret = join(root, 'outside-secret.txt');
+    writeFileSync(secret, 'secret-contents\n');
+    const caption = join(root, 'caption-link');
+    mkdirSync(caption, { recursive: true });
+    await image(join(caption, 'a.png'));
+    symlinkSync(secret, join(caption, 'a.txt'));
+    await expect(loadDataset(caption)).rejects.toThrow(
+      `${join(caption, 'a.txt')}: outside the dataset's folder ${caption} (after symlinks); refusing to read it`,
+    );
+    for (const name of ['metadata.jsonl', 'metadata.csv']) {
+      const dir = join(root, `link-${name}`);
+      mkdirSync(dir, { recursive: true });
+      await image(join(dir, 'a.png'));
+      symlinkSync(secret, join(dir, name));
+      const message = await failure(dir);
+      expect(message).toContain(`${join(dir, name)}: outside the dataset's folder ${dir}`);
+      expect(message).not.toContain('secret-contents');
+    }
+    const parquet = join(root, 'link-parquet');
+    mkdirSync(parquet, { recursive: true });
+    const snapshots = join(fixturesDir, 'datasets', 'hub', 'datasets--tiny--disc-captions', 'snapshots');
+    symlinkSync(
+      join(snapshots, '0123456789abcdef0123456789abcdef01234567', 'data', 'train-00000-of-00002.parquet'),
+      join(parquet, 'train.parquet'),
+    );
+    await expect(loadDataset(parquet)).rejects.toThrow(
+      `${join(parquet, 'train.parquet')}: outside the dataset's folder ${parquet}`,
+    );
+    // A snapshot's boundary is its repository's folder: a link past that is refused too.
+    const snapshot = join(root, 'datasets--x--y', 'snapshots', 'c1');
+    mkdirSync(snapshot, { recursive: true });
+    await image(join(snapshot, 'a.png'));
+    symlinkSync(secret, join(snapshot, 'a.txt'));
+    await expect(loadDataset(snapshot)).rejects.toThrow(`${join(snapshot, 'a.txt')}: outside the dataset's folder`);
+  });
+
+  /** A named pipe, and a writer that opens it after a second: a reader blocked on it (as one that
+   * does not check the kind of file would be) then sees its end instead of hanging the test. */
+  const namedPipe = async (path: string) => {
+    const { execFileSync, spawn } = await import('node:child_process');
+    execFileSync('mkfifo', [path]);
+    const opener = `setTimeout(() => require('node:fs').writeFileSync(${JSON.stringify(path)}, ''), 1000)`;
+    const writer = spawn(process.execPath, ['-e', opener], { stdio: 'ignore' });
+    return () => writer.kill();
+  };
+
+  it.skipIf(process.platform === 'win32')(
+    'refuses named pipes and folders where a file is expected: metadata and captions stop the load, images skip their item',
+    async () => {
+      const stops: (() => void)[] = [];
+      try {
+        for (const name of ['metadata.jsonl', 'metadata.csv', 'a.txt']) {
+          for (const [kind, make] of [
+            ['a named pipe', async (p: string) => stops.push(await namedPipe(p))],
+            ['a directory', async (p: string) => mkdirSync(p)],
+          ] as const) {
+            const dir = join(root, `${kind.replace(/\W/g, '-')}-${name}`);
+            mkdirSync(dir, { recursive: true });
+            await image(join(dir, 'a.png'));
+            await make(join(dir, name));
+            await expect(loadDataset(dir)).rejects.toThrow(
+              `${join(dir, name)}: ${kind}, not a regular file; refusing to read it`,
+            );
+          }
+        }
+        const dir = join(root, 'pipe-image');
+        mkdirSync(join(dir, 'folder.png'), { recursive: true });
+        stops.push(await namedPipe(join(dir, 'pipe.png')));
+        writeFileSync(
+          join(dir, 'metadata.jsonl'),
+          ['pipe.png', 'folder.png'].map((f) => JSON.stringify({ file_name: f, text: 'x' })).join('\n'),
+        );
+        const items = await loadDataset(dir);
+        await expect(items[0]!.image()).rejects.toThrow(
+          `${join(dir, 'pipe.png')}: a named pipe, not a regular file; refusing to read it`,
+        );
+        // The error an image read gives skips its item, as an unreadable image, and names it.
+        const { prepareItems } = await import('../src/data/embeddings.js');
+        const embedder = { captions: async () => new Map() } as unknown as Parameters<typeof prepareItems>[1];
+        const lines: string[] = [];
+        const { prepared, skipped } = await prepareItems(items, embedder, {
+          concurrency: 1,
+          log: (l) => lines.push(l),
+        });
+        expect(prepared).toEqual([]);
+        expect(skipped).toEqual([join(dir, 'pipe.png'), join(dir, 'folder.png')]);
+        expect(lines).toEqual([
+          `lora-train: skipping ${join(dir, 'pipe.png')}: ${join(dir, 'pipe.png')}: a named pipe, not a regular file; refusing to read it`,
+          `lora-train: skipping ${join(dir, 'folder.png')}: ${join(dir, 'folder.png')}: a directory, not a regular file; refusing to read it`,
+        ]);
+      } finally {
+        for (const stop of stops) stop();
+      }
+    },
+    10_000,
+  );
+
+  it('reads metadata.csv as RFC 4180, naming the line a record starts on, an unclosed quote and a repeated column', async () => {
+    const dir = join(root, 'csv');
+    mkdirSync(dir, { recursive: true });
+    await image(join(dir, 'a.png'));
+    await image(join(dir, 'b.png'));
+    const csv = join(dir, 'metadata.csv');
+    const rows = '\uFEFFfile_name,text\r\na.png,"two\nlines, ""quoted"""\r\n\r\nb.png,plain\r\n';
+    writeFileSync(csv, rows);
+    expect((await loadDataset(dir)).map((i) => i.captions)).toEqual([['two\nlines, "quoted"'], ['plain']]);
+    writeFileSync(csv, `${rows}c.png\r\n`);
+    await expect(loadDataset(dir)).rejects.toThrow(`${csv}:6: no caption column 'text'`);
+    writeFileSync(csv, 'file_name,text\na.png,x\nb.png,"never closed\na.png,y\n');
+    await expect(loadDataset(dir)).rejects.toThrow(`${csv}:3: a quoted field is never closed`);
+    writeFileSync(csv, 'file_name,text,text\na.png,x,y\n');
+    await expect(loadDataset(dir)).rejects.toThrow(`${csv}:1: the header names column 'text' twice`);
+  });
+
+  it('says a file_name must be a string that names a file, naming the line', async () => {
+    const dir = join(root, 'file-names');
+    mkdirSync(dir, { recursive: true });
+    await image(join(dir, 'a.png'));
+    const jsonl = join(dir, 'metadata.jsonl');
+    for (const [name, message] of [
+      [5, 'file_name must be a string, got 5'],
+      [null, 'file_name must be a string, got null'],
+      ['', "'' does not name a file"],
+      ['.', "'.' does not name a file"],
+      ['sub/..', "'sub/..' does not name a file"],
+      [undefined, 'no file_name'],
+    ] as const) {
+      const rows = [
+        { file_name: 'a.png', text: 'a' },
+        { file_name: name, text: 'b' },
+      ];
+      writeFileSync(jsonl, rows.map((r) => JSON.stringify(r)).join('\n'));
+      await expect(loadDataset(dir)).rejects.toThrow(`${jsonl}:2: ${message}`);
+    }
+  });
+});
+
+describe('lora-train convert on hostile and edge-case checkpoints', () => {
+  /** LONG1: any integer, as 16 little-endian two's-complement bytes. */
+  const long = (v: number | bigint) => {
+    const b = Buffer.alloc(16);
+    b.writeBigInt64LE(BigInt.asIntN(64, BigInt(v)), 0);
+    b.writeBigInt64LE(BigInt.asIntN(64, BigInt(v) >> 64n), 8);
+    return Buffer.concat([op(0x8a, 16), b]);
+  };
+  const tupleOf = (values: (number | bigint)[]) => Buffer.concat([op(0x28), ...values.map(long), op(0x74)]);
+  const global = (m: string, n: string) => Buffer.concat([op(0x63), Buffer.from(`${m}\n${n}\n`)]);
+  interface View {
+    storage: string;
+    key: string;
+    numel: number | bigint;
+    shape: (number | bigint)[];
+    stride?: (number | bigint)[];
+    offset?: number | bigint;
+  }
+  /** The pickle of one _rebuild_tensor_v2 call (row-major strides unless given). */
+  const tensorOf = ({ storage, key, numel, shape, stride, offset = 0 }: View) => {
+    const rowMajor = shape.map((_, d) => shape.slice(d + 1).reduce<number>((a, b) => a * Number(b), 1));
+    const pid = Buffer.concat([op(0x28), str('storage'), global('torch', storage), str(key), str('cpu')]);
+    return Buffer.concat([
+      global('torch._utils', '_rebuild_tensor_v2'),
+      op(0x28),
+      pid,
+      long(numel),
+      op(0x74, 0x51),
+      long(offset),
+      tupleOf(shape),
+      tupleOf(stride ?? rowMajor),
+      op(0x74, 0x52),
+    ]);
+  };
+  /** {name: tensor, ...} as a whole pickle. */
+  const dictOf = (items: Record<string, Buffer>) =>
+    Buffer.concat([PROTO, op(0x7d, 0x28), ...Object.entries(items).flatMap(([k, v]) => [str(k), v]), op(0x75), STOP]);
+  const converted = (name: string) => join(root, `${name}.safetensors`);
+  // Imported here so that this block adds nothing above it.
+  const modules = async () => ({ ...(await import('node:fs')), ...(await import('../src/io/convert.js')) });
+
+  it('writes integer tensors exactly, in their own dtype, however large', async () => {
+    const { convertCheckpoint } = await modules();
+    const i64 = Buffer.alloc(40);
+    const int64s = [16777217n, 2n ** 53n + 1n, 2n ** 63n - 1n, -(2n ** 63n), -1n];
+    int64s.forEach((v, i) => i64.writeBigInt64LE(v, i * 8));
+    const i32 = Buffer.alloc(12);
+    [2 ** 31 - 1, -(2 ** 31), 16777217].forEach((v, i) => i32.writeInt32LE(v, i * 4));
+    const i16 = Buffer.alloc(4);
+    [32767, -32768].forEach((v, i) => i16.writeInt16LE(v, i * 2));
+    const file = torchZip(
+      'ints.pt',
+      dictOf({
+        i64: tensorOf({ storage: 'LongStorage', key: '0', numel: 5, shape: [5] }),
+        // A transposed view: [[v0, v2], [v1, v3]].
+        i64t: tensorOf({ storage: 'LongStorage', key: '0', numel: 5, shape: [2, 2], stride: [1, 2] }),
+        i32: tensorOf({ storage: 'IntStorage', key: '1', numel: 3, shape: [3] }),
+        i16: tensorOf({ storage: 'ShortStorage', key: '2', numel: 2, shape: [2] }),
+        i8: tensorOf({ storage: 'CharStorage', key: '3', numel: 2, shape: [2] }),
+        u8: tensorOf({ storage: 'ByteStorage', key: '4', numel: 2, shape: [2] }),
+        bool: tensorOf({ storage: 'BoolStorage', key: '5', numel: 2, shape: [1, 2] }),
+      }),
+      { '0': i64, '1': i32, '2': i16, '3': Buffer.from([0x7f, 0x80]), '4': Buffer.from([0, 255]), '5': op(1, 0) },
+    );
+    expect(convertCheckpoint(file, converted('ints'))).toBe(7);
+    const st = readSafetensors(converted('ints'));
+    const bytes = (name: string) => {
+      const e = st.entries.get(name)!;
+      return { dtype: e.dtype, shape: e.shape, bytes: Buffer.from(st.data.subarray(e.begin, e.end)) };
+    };
+    expect(bytes('i64')).toEqual({ dtype: 'I64', shape: [5], bytes: i64 });
+    expect(bytes('i64t')).toEqual({
+      dtype: 'I64',
+      shape: [2, 2],
+      bytes: Buffer.concat([0, 2, 1, 3].map((i) => i64.subarray(i * 8, i * 8 + 8))),
+    });
+    expect(bytes('i32')).toEqual({ dtype: 'I32', shape: [3], bytes: i32 });
+    expect(bytes('i16')).toEqual({ dtype: 'I16', shape: [2], bytes: i16 });
+    expect(bytes('i8')).toEqual({ dtype: 'I8', shape: [2], bytes: Buffer.from([0x7f, 0x80]) });
+    expect(bytes('u8')).toEqual({ dtype: 'U8', shape: [2], bytes: Buffer.from([0, 255]) });
+    expect(bytes('bool')).toEqual({ dtype: 'BOOL', shape: [1, 2], bytes: op(1, 0) });
+    // The fp32 view the model loaders use is unchanged.
+    const checkpoint = new TorchCheckpoint(file);
+    expect([...checkpoint.tensor(checkpoint.stateDict().get('i8')!).data]).toEqual([127, -128]);
+    checkpoint.close();
+  });
+
+  it('writes float64 exactly, even past the range of fp32, and still never NaN', async () => {
+    const { convertCheckpoint } = await modules();
+    const doubles = (...values: number[]) => Buffer.from(Float64Array.from(values).buffer);
+    const f64 = (values: Buffer) =>
+      torchZip(
+        `f64-${values.length}.pt`,
+        dictOf({
+          w: tensorOf({ storage: 'DoubleStorage', key: '0', numel: values.length / 8, shape: [values.length / 8] }),
+        }),
+        { '0': values },
+      );
+    const exact = doubles(0.1, 1e300, -5e-324);
+    expect(convertCheckpoint(f64(exact), converted('f64'))).toBe(1);
+    const st = readSafetensors(converted('f64'));
+    expect(st.entries.get('w')!.dtype).toBe('F64');
+    expect(Buffer.from(st.data)).toEqual(exact);
+    expect(() => convertCheckpoint(f64(doubles(1, 2, NaN, 3)), converted('f64-nan'))).toThrow(
+      `${converted('f64-nan')}: not written: tensor 'w' holds 1 non-finite value of 4 (the first, at index 2, is NaN)`,
+    );
+  });
+
+  it('names a storage, shape, stride or offset of 2^70, not a JSON error', () => {
+    const big = 2n ** 70n;
+    const cases: [Partial<View>, string][] = [
+      [{ numel: big }, `storage '0' has an element count of ${big}, not a count`],
+      [{ shape: [big] }, `a tensor with shape [${big}] and strides [1]`],
+      [{ stride: [big] }, `a tensor with shape [4] and strides [${big}]`],
+      [{ offset: big }, `a tensor at storage offset ${big}`],
+    ];
+    for (const [i, [view, message]] of cases.entries()) {
+      const pickle = dictOf({ w: tensorOf({ storage: 'FloatStorage', key: '0', numel: 4, shape: [4], ...view }) });
+      const file = torchZip(`big-${i}.pt`, pickle, { '0': Buffer.alloc(16) });
+      expectFastError(() => new TorchCheckpoint(file), `${file}: ${message}`);
+    }
+  });
+
+  it('bounds repeated elements by the bytes a storage has, not the count it claims', () => {
+    const view = { storage: 'FloatStorage', key: '0', numel: 2 ** 50, shape: [2 ** 20, 2 ** 20], stride: [0, 0] };
+    const file = torchZip('claims.pt', dictOf({ w: tensorOf(view) }), { '0': Buffer.alloc(4) });
+    const checkpoint = new TorchCheckpoint(file);
+    expectFastError(
+      () => checkpoint.rawTensor(checkpoint.stateDict().get('w')!),
+      `${file}: a tensor of shape [1048576, 1048576] is larger than the file holds`,
+    );
+    checkpoint.close();
+  });
+
+  it('says what the top level or --key is when it is not a dict of tensors', async () => {
+    const { convertCheckpoint } = await modules();
+    const text = torchZip('text.pt', Buffer.concat([PROTO, str('hello'), STOP]));
+    expect(() => convertCheckpoint(text, converted('text'))).toThrow(
+      `${text}: the top level is a string, not a dict of tensors`,
+    );
+    const tensor = Buffer.concat([PROTO, tensorOf({ storage: 'FloatStorage', key: '0', numel: 1, shape: [] }), STOP]);
+    const bare = torchZip('bare.pt', tensor, { '0': Buffer.alloc(4) });
+    expect(() => convertCheckpoint(bare, converted('bare'))).toThrow(
+      `${bare}: the top level is a tensor, not a dict of tensors`,
+    );
+    const nested = torchZip('nested.pt', dictOf({ w: tensor.subarray(PROTO.length, -1) }), { '0': Buffer.alloc(4) });
+    expect(() => convertCheckpoint(nested, converted('nested'), 'w')).toThrow(
+      `${nested}: 'w' is a tensor, not a dict of tensors`,
+    );
+  });
+
+  it('refuses damaged zip64 records and entry sizes beyond the file, naming the file', async () => {
+    const { readFileSync } = await modules();
+    const pickle = dictOf({ w: tensorOf({ storage: 'FloatStorage', key: '0', numel: 1, shape: [] }) });
+    const good = readFileSync(torchZip('zip-good.pt', pickle, { '0': Buffer.alloc(4) }));
+    const eocd = good.length - 22;
+    const cdOffset = good.readUInt32LE(eocd + 16);
+    const cdSize = good.readUInt32LE(eocd + 12);
+    const write = (name: string, bytes: Buffer) => {
+      const file = join(root, name);
+      writeFileSync(file, bytes);
+      return file;
+    };
+    /** The zip with its first central directory entry given a zip64 extra field of `fields`. */
+    const zip64Entry = (size32: number, local32: number, fields: bigint[]) => {
+      const nameLen = good.readUInt16LE(cdOffset + 28);
+      const entry = Buffer.from(good.subarray(cdOffset, cdOffset + 46 + nameLen));
+      entry.writeUInt32LE(size32, 24);
+      entry.writeUInt32LE(local32, 42);
+      const extra = Buffer.alloc(4 + 8 * fields.length);
+      extra.writeUInt16LE(1, 0);
+      extra.writeUInt16LE(8 * fields.length, 2);
+      fields.forEach((f, i) => extra.writeBigUInt64LE(f, 4 + 8 * i));
+      entry.writeUInt16LE(extra.length, 30);
+      const end = Buffer.from(good.subarray(eocd));
+      end.writeUInt32LE(cdSize + extra.length, 12);
+      const rest = good.subarray(cdOffset + 46 + nameLen, eocd);
+      return Buffer.concat([good.subarray(0, cdOffset), entry, extra, rest, end]);
+    };
+    const cases: [string, Buffer, string][] = [
+      [
+        'size32.pt',
+        (() => {
+          const b = Buffer.from(good);
+          b.writeUInt32LE(0xfffffff0, cdOffset + 24);
+          return b;
+        })(),
+        'archive/data.pkl (4294967280 bytes at offset 0) runs past the end of the',
+      ],
+      ['size64.pt', zip64Entry(0xffffffff, 0, [2n ** 64n - 1n]), 'data.pkl: size 18446744073709551615 is past the end'],
+      [
+        'local64.pt',
+        zip64Entry(0xffffffff, 0xffffffff, [8n, 2n ** 60n]),
+        'data.pkl: local header offset 1152921504606846976 is past the end',
+      ],
+      ['extra-short.pt', zip64Entry(0xffffffff, 0xffffffff, [8n]), 'its zip64 extra field is too short'],
+      [
+        'zip64-end.pt',
+        (() => {
+          const locator = Buffer.alloc(20);
+          locator.writeUInt32LE(0x07064b50, 0);
+          locator.writeBigUInt64LE(2n ** 64n - 1n, 8);
+          const end = Buffer.from(good.subarray(eocd));
+          end.writeUInt32LE(0xffffffff, 16);
+          return Buffer.concat([good.subarray(0, eocd), locator, end]);
+        })(),
+        'the zip64 end record is outside the file',
+      ],
+    ];
+    for (const [name, bytes, message] of cases) {
+      const file = write(name, bytes);
+      expectFastError(() => new TorchCheckpoint(file), `${file}: not a PyTorch zip checkpoint: `);
+      expect(() => new TorchCheckpoint(file)).toThrow(message);
+    }
+  });
+
+  it('refuses a tensor name the safetensors reader would refuse, writing nothing', async () => {
+    const { convertCheckpoint, existsSync } = await modules();
+    for (const name of ['a.__proto__.b', 'constructor.weight', '__metadata__']) {
+      const pickle = dictOf({
+        ok: tensorOf({ storage: 'FloatStorage', key: '0', numel: 1, shape: [] }),
+        [name]: tensorOf({ storage: 'FloatStorage', key: '0', numel: 1, shape: [] }),
+      });
+      const file = torchZip(`name-${name.length}.pt`, pickle, { '0': Buffer.alloc(4) });
+      const out = converted(`name-${name.length}`);
+      expect(() => convertCheckpoint(file, out)).toThrow(`${file}: tensor name '${name}' is not allowed`);
+      expect(existsSync(out)).toBe(false);
+    }
+    expect(prototypeState()).toEqual(before);
+  });
 });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from '../src/models/image-encoder.js';
 import { getTensor, readSafetensors } from '../src/io/safetensors.js';
+import { convertCheckpoint } from '../src/io/convert.js';
 import { CheckpointError, TensorRef, TorchCheckpoint } from '../src/io/torch-checkpoint.js';
 import { TOLERANCE } from './cases/index.js';
 import { expectClose, fixturesDir } from './helpers.js';
@@ -31,6 +32,48 @@ describe('torch checkpoint reader', () => {
       const t = ckpt.tensor(root.weights[name]!);
       expect(t.shape, name).toEqual(want.shape);
       expect([...t.data], name).toEqual(want.values.map((v) => Math.fround(v)));
+    }
+    ckpt.close();
+  });
+
+  it('converts every dtype: integers and float64 exactly in their own dtype, the other floats as F32', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'lora-train-convert-')), 'tensors.safetensors');
+    expect(convertCheckpoint(join(dir, 'tensors.pt'), out, 'weights')).toBe(Object.keys(expected.weights).length);
+    const st = readSafetensors(out);
+    const dtypes = Object.fromEntries([...st.entries].map(([name, e]) => [name, e.dtype]));
+    expect(dtypes).toEqual({
+      f32: 'F32',
+      f16: 'F32',
+      bf16: 'F32',
+      f64: 'F64',
+      i64: 'I64',
+      transposed: 'F32',
+      slice: 'F32',
+      scalar: 'F32',
+    });
+    const bytes = (name: string) => {
+      const e = st.entries.get(name)!;
+      expect(e.shape, name).toEqual(expected.weights[name]!.shape);
+      return new Uint8Array(st.data.subarray(e.begin, e.end)).buffer; // a copy, aligned
+    };
+    // float64 through fp32 was 0.10000000149011612; now the double itself.
+    expect([...new Float64Array(bytes('f64'))]).toEqual(expected.weights.f64!.values);
+    expect([...new BigInt64Array(bytes('i64'))]).toEqual([7n, -8n, 9n]);
+    for (const name of ['f32', 'f16', 'bf16', 'transposed', 'slice', 'scalar'])
+      expect([...new Float32Array(bytes(name))], name).toEqual(expected.weights[name]!.values.map(Math.fround));
+  });
+
+  it('reads the raw elements of a strided view in row-major order', () => {
+    const ckpt = new TorchCheckpoint(join(dir, 'tensors.pt'));
+    const weights = ckpt.stateDict('weights');
+    for (const name of ['transposed', 'slice', 'i64']) {
+      const raw = ckpt.rawTensor(weights.get(name)!);
+      expect(raw.dtype, name).toBe(weights.get(name)!.dtype);
+      const values =
+        raw.dtype === 'int64'
+          ? [...new BigInt64Array(new Uint8Array(raw.bytes).buffer)].map(Number)
+          : [...new Float32Array(new Uint8Array(raw.bytes).buffer)];
+      expect(values, name).toEqual(expected.weights[name]!.values);
     }
     ckpt.close();
   });

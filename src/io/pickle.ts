@@ -70,6 +70,20 @@ export class TensorRef {
 const MARK = Symbol('mark');
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
+/** A pickled value for an error message. Not JSON.stringify: it throws on the bigints LONG1
+ * makes of integers past 2^53, and those are exactly the values a message must show. */
+export function show(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(show).join(', ')}]`;
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return String(value);
+  if (value === null) return 'None';
+  if (value instanceof TensorRef) return 'a tensor';
+  if (value instanceof StorageRef) return 'a storage';
+  if (value instanceof Global) return value.qualified;
+  if (Buffer.isBuffer(value)) return 'bytes';
+  return value instanceof Map ? 'a dict' : typeof value;
+}
+
 class Machine {
   pos = 0;
   readonly stack: unknown[] = [];
@@ -159,8 +173,10 @@ class Machine {
     const type = pid[1];
     const kind = Object.hasOwn(STORAGE_DTYPES, type.name) ? STORAGE_DTYPES[type.name] : undefined;
     if (!kind || type.module !== 'torch') this.fail(`unsupported storage type ${type.qualified}`);
-    if (typeof pid[2] !== 'string' || !isCount(pid[4])) this.fail('a storage without a key or an element count');
-    return new StorageRef(kind.dtype, kind.bytes, pid[2], pid[4]);
+    const [, , key, , numel] = pid as unknown[];
+    if (typeof key !== 'string') this.fail('a storage without a key');
+    if (!isCount(numel)) this.fail(`storage '${key}' has an element count of ${show(numel)}, not a count`);
+    return new StorageRef(kind.dtype, kind.bytes, key, numel);
   }
 
   /** The result of calling an allowed global: recorded, never run. */
@@ -173,10 +189,10 @@ class Machine {
       case 'torch._utils._rebuild_tensor_v2': {
         const [storage, offset, size, stride] = args as unknown[];
         if (!(storage instanceof StorageRef)) this.fail('_rebuild_tensor_v2 without a storage');
-        if (!isCount(offset) || !Array.isArray(size) || !Array.isArray(stride))
-          this.fail('_rebuild_tensor_v2 without a view');
+        if (!isCount(offset)) this.fail(`a tensor at storage offset ${show(offset)}`);
+        if (!Array.isArray(size) || !Array.isArray(stride)) this.fail('_rebuild_tensor_v2 without a view');
         if (!size.every(isCount) || !stride.every(isCount) || size.length !== stride.length)
-          this.fail(`a tensor with shape ${JSON.stringify(size)} and strides ${JSON.stringify(stride)}`);
+          this.fail(`a tensor with shape ${show(size)} and strides ${show(stride)}`);
         return new TensorRef(storage, offset, [...size] as number[], [...stride] as number[]);
       }
       case 'torch._utils._rebuild_parameter':

@@ -267,16 +267,47 @@ function decodeTensor(bytes: Uint8Array, e: TensorEntry, what: string): Tensor {
   return { data: out, shape: [...e.shape] };
 }
 
-/** A tensor to write: fp32, or integers stored as I64 (e.g. batch norms' num_batches_tracked). */
-export type WritableTensor = Tensor & { dtype?: 'F32' | 'I64' };
+/** A tensor to write: fp32, or integers stored as I64 (e.g. batch norms' num_batches_tracked),
+ * or elements already encoded. */
+export type WritableTensor = (Tensor & { dtype?: 'F32' | 'I64' }) | EncodedTensor;
 
-function tensorBytes(t: WritableTensor): Uint8Array {
+/** Elements already in `dtype`'s little-endian layout, written byte for byte: how a converted
+ * checkpoint keeps integers past 2^24 and float64 exact, which an fp32 `data` cannot hold. */
+export interface EncodedTensor {
+  bytes: Uint8Array;
+  shape: number[];
+  dtype: 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+}
+
+function tensorBytes(name: string, t: WritableTensor): Uint8Array {
+  if ('bytes' in t) return encodedBytes(name, t);
+  if (t.data.length !== numel(t.shape))
+    throw new RangeError(`tensor '${name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`);
+  const problem = describeNonFinite(name, t.data);
+  if (problem) throw new NonFiniteError(`not written: ${problem}, and lora-train never writes NaN or Inf`, name);
   if (t.dtype === 'I64') return new Uint8Array(BigInt64Array.from(t.data, (v) => BigInt(Math.round(v))).buffer);
   return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 }
 
-/** Serialises tensors (F32 unless marked I64); keys are written sorted, header padded to 8 bytes.
- * A tensor holding NaN or Inf is refused with a NonFiniteError. */
+function encodedBytes(name: string, t: EncodedTensor): Uint8Array {
+  const expected = numel(t.shape) * DTYPE_BYTES[t.dtype];
+  if (t.bytes.byteLength !== expected)
+    throw new RangeError(`tensor '${name}': ${t.bytes.byteLength} bytes for ${t.dtype} [${t.shape.join(', ')}]`);
+  if (t.dtype === 'F64') {
+    // NaN and ±Inf kept, finite values as 0: a finite double past fp32's range is no Inf.
+    const view = new DataView(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength);
+    const marks = Float32Array.from({ length: expected / 8 }, (_, i) => {
+      const v = view.getFloat64(i * 8, true);
+      return Number.isFinite(v) ? 0 : v;
+    });
+    const problem = describeNonFinite(name, marks);
+    if (problem) throw new NonFiniteError(`not written: ${problem}, and lora-train never writes NaN or Inf`, name);
+  }
+  return t.bytes;
+}
+
+/** Serialises tensors (F32 unless marked otherwise); keys are written sorted, header padded to
+ * 8 bytes. A tensor holding NaN or Inf is refused with a NonFiniteError. */
 export function serializeSafetensors(
   tensors: Record<string, WritableTensor>,
   metadata?: Record<string, string>,
@@ -287,11 +318,7 @@ export function serializeSafetensors(
   let offset = 0;
   const blobs = names.map((name) => {
     const t = tensors[name]!;
-    if (t.data.length !== numel(t.shape))
-      throw new RangeError(`tensor '${name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`);
-    const problem = describeNonFinite(name, t.data);
-    if (problem) throw new NonFiniteError(`not written: ${problem}, and lora-train never writes NaN or Inf`, name);
-    const bytes = tensorBytes(t);
+    const bytes = tensorBytes(name, t);
     header[name] = { dtype: t.dtype ?? 'F32', shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
     offset += bytes.byteLength;
     return bytes;

@@ -5,7 +5,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { f16ToF32 } from './safetensors.js';
 import type { Tensor } from '../core/tensor.js';
-import { MAX_VALUES_PER_BYTE, PickleError, TensorRef, toPlain, unpickle } from './pickle.js';
+import { MAX_VALUES_PER_BYTE, PickleError, show, type StorageRef, TensorRef, toPlain, unpickle } from './pickle.js';
 
 export { TensorRef };
 
@@ -25,6 +25,14 @@ interface ZipEntry {
   localHeader: number;
 }
 
+/** An open archive being read: every offset and size it claims is checked against `size`
+ * before it is used, so a hostile one fails with `fail`, never with Node's range errors. */
+interface Zip {
+  fd: number;
+  size: number;
+  fail: (problem: string) => never;
+}
+
 function readAt(fd: number, position: number, length: number): Buffer {
   const buf = Buffer.alloc(length);
   let done = 0;
@@ -36,66 +44,100 @@ function readAt(fd: number, position: number, length: number): Buffer {
   return buf.subarray(0, done);
 }
 
+/** A zip64 offset or size, which must lie within the file, as a number (exact there). */
+function within(zip: Zip, value: bigint, what: string): number {
+  if (value > BigInt(zip.size)) zip.fail(`${what} ${value} is past the end of the ${zip.size}-byte file`);
+  return Number(value);
+}
+
 function readZipDirectory(fd: number, path: string): Map<string, ZipEntry> {
-  const fail = (problem: string): never => {
-    throw new CheckpointError(path, `not a PyTorch zip checkpoint: ${problem}`);
+  const zip: Zip = {
+    fd,
+    size: fstatSync(fd).size,
+    fail: (problem) => {
+      throw new CheckpointError(path, `not a PyTorch zip checkpoint: ${problem}`);
+    },
   };
-  const size = fstatSync(fd).size;
-  const tail = readAt(fd, Math.max(0, size - 65557), Math.min(size, 65557));
+  const { entries, cdOffset, cdSize } = centralDirectory(zip);
+  const cd = readAt(fd, cdOffset, cdSize);
+  const out = new Map<string, ZipEntry>();
+  let at = 0;
+  for (let e = 0; e < entries; e++) {
+    const { entry, next } = directoryEntry(zip, cd, at, e);
+    if (entry.localHeader + 30 + entry.size > zip.size)
+      zip.fail(
+        `${entry.name} (${entry.size} bytes at offset ${entry.localHeader}) runs past the end of the ${zip.size}-byte file`,
+      );
+    out.set(entry.name, entry);
+    at = next;
+  }
+  return out;
+}
+
+/** Where the central directory is and how many entries it has, from the end record (or the
+ * zip64 end record, when a field of the end record is saturated). */
+function centralDirectory(zip: Zip): { entries: number; cdOffset: number; cdSize: number } {
+  const tail = readAt(zip.fd, Math.max(0, zip.size - 65557), Math.min(zip.size, 65557));
   let eocd = -1;
   for (let i = tail.length - 22; i >= 0; i--)
     if (tail.readUInt32LE(i) === 0x06054b50) {
       eocd = i;
       break;
     }
-  if (eocd < 0) fail('no end-of-central-directory record (a legacy pre-1.6 torch.save file, or not a zip)');
+  if (eocd < 0) zip.fail('no end-of-central-directory record (a legacy pre-1.6 torch.save file, or not a zip)');
   let entries = tail.readUInt16LE(eocd + 10);
   let cdSize = tail.readUInt32LE(eocd + 12);
   let cdOffset = tail.readUInt32LE(eocd + 16);
   if (cdOffset === 0xffffffff || entries === 0xffff || cdSize === 0xffffffff) {
     const locator = eocd - 20;
-    if (locator < 0 || tail.readUInt32LE(locator) !== 0x07064b50) fail('zip64 locator missing');
-    const zip64At = Number(tail.readBigUInt64LE(locator + 8));
-    const z = readAt(fd, zip64At, 56);
-    if (z.length < 56 || z.readUInt32LE(0) !== 0x06064b50) fail('zip64 end record missing');
-    entries = Number(z.readBigUInt64LE(32));
-    cdSize = Number(z.readBigUInt64LE(40));
-    cdOffset = Number(z.readBigUInt64LE(48));
+    if (locator < 0 || tail.readUInt32LE(locator) !== 0x07064b50) zip.fail('zip64 locator missing');
+    const zip64At = tail.readBigUInt64LE(locator + 8);
+    if (zip64At + 56n > BigInt(zip.size)) zip.fail(`the zip64 end record is outside the file (at ${zip64At})`);
+    const z = readAt(zip.fd, Number(zip64At), 56);
+    if (z.length < 56 || z.readUInt32LE(0) !== 0x06064b50) zip.fail('zip64 end record missing');
+    entries = Number(z.readBigUInt64LE(32)); // the loop over them stops at the first one missing
+    cdSize = within(zip, z.readBigUInt64LE(40), 'the central directory size');
+    cdOffset = within(zip, z.readBigUInt64LE(48), 'the central directory offset');
   }
-  if (cdOffset + cdSize > size) fail('central directory outside the file (truncated?)');
-  const cd = readAt(fd, cdOffset, cdSize);
-  const out = new Map<string, ZipEntry>();
-  let at = 0;
-  for (let e = 0; e < entries; e++) {
-    if (at + 46 > cd.length || cd.readUInt32LE(at) !== 0x02014b50) fail(`central directory entry ${e} is damaged`);
-    const method = cd.readUInt16LE(at + 10);
-    let size32: number = cd.readUInt32LE(at + 24);
-    const nameLen = cd.readUInt16LE(at + 28),
-      extraLen = cd.readUInt16LE(at + 30),
-      commentLen = cd.readUInt16LE(at + 32);
-    let local: number = cd.readUInt32LE(at + 42);
-    const name = cd.toString('utf8', at + 46, at + 46 + nameLen);
-    let x = at + 46 + nameLen;
-    const extraEnd = x + extraLen;
-    while (x + 4 <= extraEnd) {
-      // zip64 extra field: the 0xffffffff fields, in order
-      const id = cd.readUInt16LE(x),
-        len = cd.readUInt16LE(x + 2);
-      if (id === 0x0001) {
-        let p = x + 4;
-        if (cd.readUInt32LE(at + 24) === 0xffffffff) {
-          size32 = Number(cd.readBigUInt64LE(p));
-          p += 8;
-        }
-        if (cd.readUInt32LE(at + 20) === 0xffffffff) p += 8;
-        if (cd.readUInt32LE(at + 42) === 0xffffffff) local = Number(cd.readBigUInt64LE(p));
-      }
-      x += 4 + len;
-    }
-    out.set(name, { name, method, size: size32, localHeader: local });
-    at = extraEnd + commentLen;
+  if (cdOffset + cdSize > zip.size) zip.fail('central directory outside the file (truncated?)');
+  return { entries, cdOffset, cdSize };
+}
+
+/** Central directory entry `index`, at byte `at` of `cd`, with its zip64 sizes applied;
+ * `next` is where the following entry begins. */
+function directoryEntry(zip: Zip, cd: Buffer, at: number, index: number): { entry: ZipEntry; next: number } {
+  const damaged = () => zip.fail(`central directory entry ${index} is damaged`);
+  if (at + 46 > cd.length || cd.readUInt32LE(at) !== 0x02014b50) damaged();
+  const extraAt = at + 46 + cd.readUInt16LE(at + 28);
+  const extraEnd = extraAt + cd.readUInt16LE(at + 30);
+  const next = extraEnd + cd.readUInt16LE(at + 32);
+  if (next > cd.length) damaged();
+  const entry: ZipEntry = {
+    name: cd.toString('utf8', at + 46, extraAt),
+    method: cd.readUInt16LE(at + 10),
+    size: cd.readUInt32LE(at + 24),
+    localHeader: cd.readUInt32LE(at + 42),
+  };
+  for (let x = extraAt; x + 4 <= extraEnd;) {
+    const end = Math.min(extraEnd, x + 4 + cd.readUInt16LE(x + 2));
+    if (cd.readUInt16LE(x) === 0x0001) applyZip64(zip, entry, cd.subarray(at, at + 46), cd.subarray(x + 4, end));
+    x = end;
   }
-  return out;
+  return { entry, next };
+}
+
+/** The zip64 extra field holds, in order, the 64-bit values of the saturated 32-bit fields:
+ * uncompressed size, compressed size, local header offset. */
+function applyZip64(zip: Zip, entry: ZipEntry, header: Buffer, field: Buffer): void {
+  let p = 0;
+  const next = (what: string): number => {
+    if (p + 8 > field.length) zip.fail(`${entry.name}: its zip64 extra field is too short`);
+    p += 8;
+    return within(zip, field.readBigUInt64LE(p - 8), `${entry.name}: ${what}`);
+  };
+  if (header.readUInt32LE(24) === 0xffffffff) entry.size = next('size');
+  if (header.readUInt32LE(20) === 0xffffffff) next('compressed size');
+  if (header.readUInt32LE(42) === 0xffffffff) entry.localHeader = next('local header offset');
 }
 
 export class TorchCheckpoint {
@@ -147,44 +189,48 @@ export class TorchCheckpoint {
     return buf;
   }
 
-  /** The elements of a tensor as fp32 (floating point) or as numbers (integers), strides applied. */
+  /** The elements of a tensor as fp32 (floating point) or as numbers (integers), strides
+   * applied: what the model loaders compute with. Integers past 2^24 are rounded here;
+   * rawTensor has them exactly. */
   tensor(ref: TensorRef): Tensor {
     try {
-      return this.elements(ref);
+      const raw = this.gather(ref);
+      return { data: decode(raw.bytes, ref.storage), shape: raw.shape };
     } catch (e) {
       throw this.named(e);
     }
   }
 
-  private elements(ref: TensorRef): Tensor {
+  /** The elements of a tensor exactly as the file stores them, strides applied: for writing
+   * them out unchanged, in their own dtype (`lora-train convert`). */
+  rawTensor(ref: TensorRef): RawTensor {
+    try {
+      return this.gather(ref);
+    } catch (e) {
+      throw this.named(e);
+    }
+  }
+
+  private gather(ref: TensorRef): RawTensor {
     const { storage, offset, shape, stride } = ref;
     const numel = shape.reduce((a, b) => a * b, 1);
     let last = offset;
     for (let i = 0; i < shape.length; i++) last += (shape[i]! - 1) * stride[i]!;
     if (numel > 0 && last >= storage.numel)
       throw new CheckpointError(this.path, `a tensor reaches past its storage ${storage.key}`);
-    // Strides of 0 repeat elements; never more of them than the file could hold.
-    if (numel > Math.max(storage.numel, 2 ** 24))
-      throw new CheckpointError(this.path, `a tensor of shape [${shape.join(', ')}] is larger than the file holds`);
+    const width = storage.bytesPerElement;
+    const entry = `${this.prefix}data/${storage.key}`;
     const span = numel > 0 ? last - offset + 1 : 0;
-    const bytes = this.readEntry(
-      `${this.prefix}data/${storage.key}`,
-      offset * storage.bytesPerElement,
-      span * storage.bytesPerElement,
-    );
-    const get = elementReader(bytes, storage.dtype);
-    const out = new Float32Array(numel);
-    const index = new Array(shape.length).fill(0);
-    for (let i = 0; i < numel; i++) {
-      let e = 0;
-      for (let d = 0; d < shape.length; d++) e += index[d] * stride[d]!;
-      out[i] = get(e);
-      for (let d = shape.length - 1; d >= 0; d--) {
-        if (++index[d] < shape[d]!) break;
-        index[d] = 0;
-      }
-    }
-    return { data: out, shape: [...shape] };
+    const bytes = this.readEntry(entry, offset * width, span * width);
+    // Strides of 0 repeat elements; never more of them than the file could hold.
+    if (numel > Math.max(this.entries.get(entry)!.size / width, 2 ** 24))
+      throw new CheckpointError(this.path, `a tensor of shape [${shape.join(', ')}] is larger than the file holds`);
+    const rowMajor = isRowMajor(shape, stride);
+    return {
+      bytes: rowMajor ? bytes : gatherStrided(bytes, shape, stride, width, numel),
+      shape: [...shape],
+      dtype: storage.dtype,
+    };
   }
 
   /** The TensorRef leaves under `key` (a dotted path into the root, e.g. effnet_state_dict). */
@@ -197,10 +243,14 @@ export class TorchCheckpoint {
       }
       node = (node as Record<string, unknown>)[part];
     }
-    if (!node || typeof node !== 'object' || node instanceof TensorRef)
-      throw new CheckpointError(this.path, `'${key}' is not a dict of tensors`);
+    // toPlain made every dict with string keys a plain object; anything else holds no names.
+    if (!Array.isArray(node) && (typeof node !== 'object' || Object.getPrototypeOf(node) !== Object.prototype))
+      throw new CheckpointError(
+        this.path,
+        `${key ? `'${key}'` : 'the top level'} is ${kindOf(node)}, not a dict of tensors`,
+      );
     const out = new Map<string, TensorRef>();
-    for (const [k, v] of Object.entries(node)) if (v instanceof TensorRef) out.set(k, v);
+    for (const [k, v] of Object.entries(node as object)) if (v instanceof TensorRef) out.set(k, v);
     return out;
   }
 
@@ -208,6 +258,57 @@ export class TorchCheckpoint {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
   }
+}
+
+/** A tensor's elements as stored: little-endian, `dtype`'s own width, row-major. */
+export interface RawTensor {
+  bytes: Buffer;
+  shape: number[];
+  /** The torch dtype: float32, bfloat16, int64, bool, ... */
+  dtype: string;
+}
+
+/** What an unpickled value is, for a message. */
+function kindOf(value: unknown): string {
+  if (value === null || value === undefined) return 'None';
+  if (value instanceof TensorRef) return 'a tensor';
+  if (value instanceof Map) return 'a dict whose keys are not all strings';
+  if (typeof value === 'object') return show(value);
+  return `a ${typeof value === 'bigint' ? 'number' : typeof value}`;
+}
+
+/** Whether the strides walk the elements in order, so the bytes read are the tensor's. */
+function isRowMajor(shape: number[], stride: number[]): boolean {
+  let expected = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    if (shape[d] !== 1 && stride[d] !== expected) return false;
+    expected *= shape[d]!;
+  }
+  return true;
+}
+
+/** The elements of a strided view of `bytes`, `width` bytes each, copied into row-major order. */
+function gatherStrided(bytes: Buffer, shape: number[], stride: number[], width: number, numel: number): Buffer {
+  const out = Buffer.alloc(numel * width);
+  const index = new Array<number>(shape.length).fill(0);
+  for (let i = 0; i < numel; i++) {
+    let e = 0;
+    for (let d = 0; d < shape.length; d++) e += index[d]! * stride[d]!;
+    for (let b = 0; b < width; b++) out[i * width + b] = bytes[e * width + b]!;
+    for (let d = shape.length - 1; d >= 0; d--) {
+      if (++index[d]! < shape[d]!) break;
+      index[d] = 0;
+    }
+  }
+  return out;
+}
+
+/** Row-major elements of a storage's dtype as fp32. */
+function decode(bytes: Buffer, storage: StorageRef): Float32Array {
+  const get = elementReader(bytes, storage.dtype);
+  const out = new Float32Array(bytes.length / storage.bytesPerElement);
+  for (let i = 0; i < out.length; i++) out[i] = get(i);
+  return out;
 }
 
 function elementReader(bytes: Buffer, dtype: string): (i: number) => number {
