@@ -211,6 +211,8 @@ describe('LoRA and safetensors fields of the wrong kind', () => {
       ['{"r": 2, "lora_alpha": "8"}', 'adapter_config.json lora_alpha is "8", not a usable value'],
       ['{"r": "2"}', 'adapter_config.json says r = "2", the tensors have rank 2'],
       ['{"lora_dropout": 1.5}', 'adapter_config.json lora_dropout is 1.5, not a usable value'],
+      ['{"lora_alpha": 1e39}', 'adapter_config.json lora_alpha is 1e+39, not a usable value'],
+      ['{"lora_alpha": 1e400}', 'adapter_config.json lora_alpha is Infinity, not a usable value'],
     ];
     for (const [i, [text, message]] of cases.entries()) {
       const dir = pair(join(root, `peft-${i}`));

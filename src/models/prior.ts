@@ -568,10 +568,13 @@ function loraScaling(
   const numberAt = (where: string, value: unknown, fallback: number, valid: (n: number) => boolean) => {
     if (value === undefined || value === null) return fallback;
     if (typeof value !== 'number' || !valid(value))
-      throw new Error(`${file}: ${where} is ${JSON.stringify(value)}, not a usable value`);
+      throw new Error(
+        `${file}: ${where} is ${typeof value === 'number' ? value : JSON.stringify(value)}, not a usable value`,
+      );
     return value;
   };
-  const positive = (n: number) => Number.isFinite(n) && n > 0;
+  // The scale alpha / r is applied in fp32: an alpha past fp32's range is Inf there.
+  const positive = (n: number) => Number.isFinite(Math.fround(n)) && n > 0;
   if (peftConfig) {
     if (peftConfig.r != null && peftConfig.r !== rank)
       throw new Error(
