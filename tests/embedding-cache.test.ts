@@ -20,7 +20,7 @@ describe('embedding cache', () => {
     expect(await cache.get(key, compute)).toEqual({ emb: tensor([1, 2, 3]) });
     expect(await cache.get(key, compute)).toEqual({ emb: tensor([1, 2, 3]) });
     expect(calls).toBe(1);
-    expect(cache.stats).toEqual({ hits: 1, misses: 1, repaired: 0 });
+    expect(cache.stats).toEqual({ hits: 1, misses: 1, repaired: 0, unwritten: 0 });
   });
 
   it('keys on every input: a changed setting or encoder misses', () => {

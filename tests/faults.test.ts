@@ -2,16 +2,30 @@
 // writes worse adapters than it had, NaN and Inf in weight files are refused by tensor name, a
 // killed run resumes with every step logged once, a second trainer on one work dir is turned
 // away, and what a killed write left behind is cleaned up or passed over.
-import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import {
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
+import { describeValue } from '../src/core/tensor.js';
+import { loadDataset } from '../src/data/dataset.js';
 import { getTensor, parseSafetensors, readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { ImageEncoder, type ImageEncoderConfig } from '../src/models/image-encoder.js';
 import { loadPrior, readLoraFile } from '../src/models/prior.js';
 import { createTinyStack } from '../src/models/tiny.js';
+import { checkThreads } from '../src/native/loader.js';
+import { sampleCommand } from '../src/sample/generate.js';
 import { ClipTokenizer } from '../src/models/tokenizer.js';
 import { StopRequest } from '../src/train/stop.js';
 import { train } from '../src/train/train.js';
@@ -338,5 +352,104 @@ describe('errors that name their source', () => {
       'prior.blocks.0.attention.to_q.lora_B.weight': { data: new Float32Array(0), shape: [4, 0] },
     });
     expect(() => readLoraFile(lora)).toThrow('blocks.0.attention.to_q: has rank 0');
+  });
+});
+
+describe('second red-team pass', () => {
+  it('refuses an image encoder layout the native model would overrun, naming the config file', async () => {
+    const base = JSON.parse(readFileSync(stack.imageEncoderConfig, 'utf8')) as ImageEncoderConfig;
+    const layouts: [string, ImageEncoderConfig, string][] = [
+      ['stride1', { ...base, stages: base.stages.map((s) => ({ ...s, stride: 1 })) }, 'shrink images 2 times'],
+      [
+        'unchained',
+        { ...base, stages: base.stages.map((s, i) => (i === 1 ? { ...s, in: s.in + 8 } : s)) },
+        'stages\\[1\\]\\.in is 16, but the stage before puts out 8',
+      ],
+    ];
+    for (const [name, layout, message] of layouts) {
+      const file = join(root, `${name}.json`);
+      writeFileSync(file, JSON.stringify(layout));
+      const cfg = configFile(`encoder-${name}`, {
+        model: {
+          ...(tinyTrainingConfig(stack).model as object),
+          image_encoder: { path: stack.imageEncoder, config: file },
+        },
+      });
+      await expect(run(cfg, { work_dir: join(root, `encoder-${name}`) })).rejects.toThrow(
+        new RegExp(`${file}: image encoder config: .*${message}`),
+      );
+    }
+  });
+
+  it('never renames over a pipe, a device or a link, and keeps a LoRA from sample.out', async () => {
+    const fifo = join(root, 'out-fifo');
+    execFileSync('mkfifo', [fifo]);
+    expect(() => writeSafetensors(fifo, { w: { data: new Float32Array([1]), shape: [1] } })).toThrow(
+      `${fifo}: not a regular file is there; not replacing it`,
+    );
+    expect(lstatSync(fifo).isFIFO()).toBe(true);
+    const config = await loadConfig(configFile('sample-over-lora'), [
+      'sample.prompt=["a"]',
+      `sample.out=${join(root, 'pytorch_lora_weights.safetensors')}`,
+    ]);
+    await expect(sampleCommand(config)).rejects.toThrow('names a LoRA file; write the embeddings elsewhere');
+  });
+
+  it('resumes no checkpoint of other adapters, and does not call it damaged', async () => {
+    const workDir = join(root, 'other-rank');
+    await run(configFile('rank4'), { work_dir: workDir }, 4);
+    const rank8 = configFile('rank8', {
+      model: { ...(tinyTrainingConfig(stack).model as object), prior_lora_config: { r: 8 } },
+    });
+    const lines: string[] = [];
+    await expect(run(rank8, { work_dir: workDir, resume: 'auto' }, 4, lines)).rejects.toThrow(
+      'the checkpoint was trained with other adapters than model.prior_lora_config gives (r 4 there, 8 now',
+    );
+    expect(lines.filter((l) => l.includes('is damaged'))).toEqual([]);
+  });
+
+  it('recomputes embeddings whose cache entry is a pipe or a folder, without hanging or dropping items', async () => {
+    const cache = join(root, 'odd-cache');
+    const file = configFile('odd-cache', { train_cfg: { by_epoch: false, max_iters: 2 } });
+    const config = await loadConfig(file, settings({ work_dir: join(root, 'odd-cache-1') }));
+    await train({ config, log: () => undefined, cacheDir: cache });
+    const entries = readdirSync(cache, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.safetensors'));
+    rmSync(join(cache, entries[0]!));
+    execFileSync('mkfifo', [join(cache, entries[0]!)]);
+    rmSync(join(cache, entries[1]!));
+    mkdirSync(join(cache, entries[1]!));
+    const lines: string[] = [];
+    const again = await loadConfig(file, settings({ work_dir: join(root, 'odd-cache-2') }));
+    const result = await train({ config: again, log: (l) => lines.push(l), cacheDir: cache });
+    expect(result.skipped).toEqual([]);
+    expect(lines.join('\n')).toMatch(/2 damaged entries recomputed, 0 unreadable images skipped/);
+    expect(lines.join('\n')).toMatch(/warning: 2 embeddings could not be cached/);
+  });
+
+  it("widens a dataset's boundary to a Hub repository only inside the Hub cache, not for any folder named snapshots", async () => {
+    const dir = join(root, 'not-hub', 'snapshots', 'ds');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(root, 'not-hub', 'secret.png'), 'x');
+    writeFileSync(join(dir, 'metadata.jsonl'), JSON.stringify({ file_name: '../../secret.png', text: 'a' }));
+    await expect(loadDataset(dir)).rejects.toThrow(`'../../secret.png' is outside the dataset's folder`);
+  });
+
+  it('says once that a crop is not a multiple of 32, and bounds what a message shows of a value', async () => {
+    const pipeline = [{ type: 'CenterCrop', size: 100 }];
+    const cfg = configFile('crop100', {
+      train_dataloader: {
+        ...(tinyTrainingConfig(stack).train_dataloader as object),
+        dataset: { dataset: 'tiny/disc-captions', pipeline },
+      },
+    });
+    await expect(run(cfg, { work_dir: join(root, 'crop100') })).rejects.toThrow(
+      `${cfg}: train_dataloader.dataset.pipeline crops to [100, 100], and the image encoder takes multiples of 32 on each side`,
+    );
+    expect(describeValue('x'.repeat(1000))).toBe(`'${'x'.repeat(80)}…' (1000 characters)`);
+    expect(describeValue(Array.from({ length: 100 }, (_, i) => i))).toBe('[0, 1, 2, 3, 4, 5, 6, 7, … (100 items)]');
+    expect(() => checkThreads('100000')).toThrow(
+      "Expected an integer from 1 to 1024 for LORA_TRAIN_THREADS but received '100000'",
+    );
+    expect(() => checkThreads('8')).not.toThrow();
   });
 });

@@ -99,9 +99,12 @@ class ThreadPool {
 };
 
 int configured_threads() {
+  // The JS loader refuses values outside [1, kMaxThreads]; the clamp keeps a direct load of the
+  // addon from asking the system for more threads than it can give.
+  constexpr int kMaxThreads = 1024;
   if (const char* env = std::getenv("LORA_TRAIN_THREADS")) {
     int n = std::atoi(env);
-    if (n > 0) return n;
+    if (n > 0) return std::min(n, kMaxThreads);
   }
   return std::max(1u, std::thread::hardware_concurrency());
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <string>
 
 namespace lt {
 
@@ -20,13 +21,39 @@ void EffNetEncoder::conv(const std::string& name, int64_t in, int64_t out, int64
   params_.add(name + ".bias", {out});
 }
 
+// The forward pass sizes its buffers and its output (H/32, W/32) from these invariants, so a
+// config that breaks one would write past them: refused here instead.
+static constexpr int64_t kMaxChannels = 65536;
+
+static void check_config(const EffNetConfig& c) {
+  auto fail = [](const std::string& why) { throw std::invalid_argument("image encoder config: " + why); };
+  if (c.stages.empty()) fail("no stages");
+  int64_t downsampling = 2;  // the stem
+  for (size_t i = 0; i < c.stages.size(); ++i) {
+    const EffNetStage& st = c.stages[i];
+    const std::string name = "stages[" + std::to_string(i) + "]";
+    if (st.stride != 1 && st.stride != 2) fail(name + ".stride must be 1 or 2");
+    if (st.kernel % 2 == 0 || st.kernel > 15) fail(name + ".kernel must be odd and at most 15");
+    if (st.in > kMaxChannels || st.out > kMaxChannels || st.expand > 64 || st.layers > 1024)
+      fail(name + ": in and out at most 65536, expand at most 64, layers at most 1024");
+    if (i > 0 && st.in != c.stages[i - 1].out)
+      fail(name + ".in is " + std::to_string(st.in) + ", but the stage before puts out " +
+           std::to_string(c.stages[i - 1].out));
+    downsampling *= st.stride;
+  }
+  if (c.last_channel > kMaxChannels || c.latent_channels > kMaxChannels)
+    fail("last_channel and latent_channels at most 65536");
+  if (downsampling != 32)
+    fail("the stem and the stages' strides shrink images " + std::to_string(downsampling) +
+         " times, and the encoder's output is 1/32 of its input");
+}
+
 EffNetEncoder::EffNetEncoder(Ops& ops, const EffNetConfig& config) : ops_(ops), config_(config), params_(ops) {
-  if (config_.stages.empty()) throw std::invalid_argument("image encoder config: no stages");
+  check_config(config_);
   stem_channels_ = config_.stages.front().in;
   conv("backbone.0.0", 3, stem_channels_, 3, false);
   int64_t index = 1;
   for (const EffNetStage& st : config_.stages) {
-    if (st.stride != 1 && st.stride != 2) throw std::invalid_argument("image encoder config: strides must be 1 or 2");
     for (int64_t j = 0; j < st.layers; ++j) {
       Block b;
       b.fused = st.fused;

@@ -64,7 +64,9 @@ function describeIssue(issue: z.core.$ZodIssue, origins: Origins, prefix: readon
       const path = [...issue.path, key];
       const where = originOf(origins, path);
       const shown = displayPath(path);
-      const unsupported = UNSUPPORTED_KEYS[path.join('.')];
+      const unsupported = Object.hasOwn(UNSUPPORTED_KEYS, path.join('.'))
+        ? UNSUPPORTED_KEYS[path.join('.')]
+        : undefined;
       if (unsupported) return `${where}: '${shown}' is not supported: ${unsupported}`;
       const hint = closest(key, keysAt(issue.path));
       return `${where}: unknown key '${shown}'${hint ? ` (did you mean '${displayPath([...issue.path, hint])}'?)` : ''}`;

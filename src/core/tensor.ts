@@ -26,8 +26,13 @@ export function describeValue(value: unknown): string {
     const length = (value as unknown as { length?: number }).length;
     return `${value.constructor.name}${length === undefined ? '' : ` of length ${length}`}`;
   }
-  if (Array.isArray(value)) return `[${value.map((v) => describeValue(v)).join(', ')}]`;
-  if (typeof value === 'string') return `'${value}'`;
+  // Bounded: the value may be a file's whole column or text.
+  if (Array.isArray(value)) {
+    const shown = value.slice(0, 8).map((v) => describeValue(v));
+    return `[${shown.join(', ')}${value.length > 8 ? `, … (${value.length} items)` : ''}]`;
+  }
+  if (typeof value === 'string')
+    return value.length > 80 ? `'${value.slice(0, 80)}…' (${value.length} characters)` : `'${value}'`;
   if (typeof value === 'object')
     return value.constructor?.name && value.constructor !== Object ? value.constructor.name : 'object';
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);

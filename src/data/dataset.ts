@@ -5,7 +5,6 @@
 import {
   type Stats,
   closeSync,
-  constants,
   existsSync,
   fstatSync,
   openSync,
@@ -17,7 +16,9 @@ import {
 import { open } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { CONFIG_DEFAULTS } from '../config/schema.js';
+import { describeValue } from '../core/tensor.js';
 import { resolveRepo } from '../io/hub.js';
+import { READ_FLAGS, kindOf } from '../io/regular-file.js';
 
 /** An error in a dataset's files, naming the file (and line or row). */
 class DatasetError extends Error {}
@@ -63,7 +64,7 @@ function captionsOf(value: unknown, where: string, column: string): string[] {
   if (typeof value === 'string') return [value];
   if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string')) return value;
   throw new Error(
-    `${where}: caption column '${column}' holds ${JSON.stringify(value)}, not a string or a list of strings`,
+    `${where}: caption column '${column}' holds ${describeValue(value)}, not a string or a list of strings`,
   );
 }
 
@@ -135,7 +136,12 @@ async function readParquet(
  * Face cache the repository's folder (snapshot files link into its blobs/). */
 function boundaryOf(root: string): string {
   const real = realpathSync(root);
-  return basename(dirname(real)) === 'snapshots' ? dirname(dirname(real)) : real;
+  const repo = dirname(dirname(real));
+  const inHubCache =
+    basename(dirname(real)) === 'snapshots' &&
+    /^(datasets|models|spaces)--/.test(basename(repo)) &&
+    existsSync(join(repo, 'blobs'));
+  return inHubCache ? repo : real;
 }
 
 /** `path` after symlinks; for a path that does not exist, its nearest existing folder's, so that
@@ -166,17 +172,6 @@ function ownFile(root: string, file: string): string {
   if (!isInside(root, file))
     throw new DatasetError(`${file}: outside the dataset's folder ${root} (after symlinks); refusing to read it`);
   return file;
-}
-
-/** Opening a named pipe waits for a writer, forever; O_NONBLOCK makes the open return so that
- * fstat can refuse it (regular files ignore the flag; Windows lacks it and has no such pipes). */
-const READ_FLAGS = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0);
-
-function kindOf(stats: Stats): string {
-  if (stats.isDirectory()) return 'a directory';
-  if (stats.isFIFO()) return 'a named pipe';
-  if (stats.isSocket()) return 'a socket';
-  return 'a device';
 }
 
 /** Only regular files are read: a pipe or device could block or never end, a folder gives a bare EISDIR. */

@@ -4,11 +4,14 @@
 // files written atomically, carrying their key and a checksum of their tensor bytes; an entry
 // that does not parse, names another key or fails its checksum is recomputed, never trusted.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { canonicalJson, fileHash, sha256 } from '../core/hash.js';
 import { nullRecord } from '../core/untrusted.js';
 import { type Tensor } from '../core/tensor.js';
+import { NonFiniteError } from '../core/finite.js';
+import { writeFileDurably } from '../io/atomic.js';
+import { readRegular } from '../io/regular-file.js';
 import { getTensor, parseSafetensors, writeSafetensors } from '../io/safetensors.js';
 
 function tensorChecksum(tensors: Record<string, Tensor>): string {
@@ -26,14 +29,24 @@ export interface CacheStats {
   misses: number;
   /** Entries found damaged (unreadable, wrong key, bad checksum) and recomputed. */
   repaired: number;
+  /** Entries that could not be stored, and the first reason. */
+  unwritten: number;
+  writeError?: string;
 }
 
 export class EmbeddingCache {
-  readonly stats: CacheStats = { hits: 0, misses: 0, repaired: 0 };
+  readonly stats: CacheStats = { hits: 0, misses: 0, repaired: 0, unwritten: 0 };
   private readonly fingerprints: string;
 
   constructor(readonly dir: string) {
-    mkdirSync(dir, { recursive: true });
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (e) {
+      throw new Error(
+        `${dir}: cannot make the embedding cache folder here (${(e as Error).message}); set LORA_TRAIN_CACHE to a folder, or cache_embeddings: false`,
+        { cause: e },
+      );
+    }
     this.fingerprints = join(dir, 'fingerprints.json');
   }
 
@@ -42,7 +55,7 @@ export class EmbeddingCache {
   weightsFingerprint(files: string[]): string {
     const known = nullRecord<string>();
     try {
-      Object.assign(known, JSON.parse(readFileSync(this.fingerprints, 'utf8')));
+      Object.assign(known, JSON.parse(readRegular(this.fingerprints).toString('utf8')));
     } catch {
       // a damaged list of fingerprints: the files are hashed again
     }
@@ -56,7 +69,11 @@ export class EmbeddingCache {
       }
       return known[id];
     });
-    if (changed) writeFileSync(this.fingerprints, JSON.stringify(known, null, 1));
+    try {
+      if (changed) writeFileDurably(this.fingerprints, JSON.stringify(known, null, 1));
+    } catch {
+      // not remembered: the files are hashed again next run
+    }
     return sha256(...hashes);
   }
 
@@ -75,7 +92,7 @@ export class EmbeddingCache {
     const file = this.path(key);
     if (!existsSync(file)) return undefined;
     try {
-      const st = parseSafetensors(readFileSync(file), file);
+      const st = parseSafetensors(readRegular(file), file);
       if (st.metadata.key !== key) throw new Error('names another key');
       const tensors = nullRecord<Tensor>();
       for (const name of st.entries.keys()) tensors[name] = getTensor(st, name);
@@ -87,10 +104,18 @@ export class EmbeddingCache {
     }
   }
 
+  /** Stores an entry, if it can: a cache that cannot be written (a full disk, something else
+   * at the entry's path) costs time on the next run, never an item of this one. */
   write(key: string, tensors: Record<string, Tensor>): void {
     const file = this.path(key);
-    mkdirSync(dirname(file), { recursive: true });
-    writeSafetensors(file, tensors, { key, checksum: tensorChecksum(tensors) });
+    try {
+      mkdirSync(dirname(file), { recursive: true });
+      writeSafetensors(file, tensors, { key, checksum: tensorChecksum(tensors) });
+    } catch (e) {
+      if (e instanceof NonFiniteError) throw e;
+      this.stats.unwritten++;
+      this.stats.writeError ??= (e as Error).message;
+    }
   }
 
   /** The cached values for many keys; compute(missing) is called once with the indices of the

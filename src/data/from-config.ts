@@ -31,15 +31,25 @@ export async function loadTrainingData(
     subset: ds.subset,
   });
   const cache = config.cache_embeddings ? new EmbeddingCache(options.cacheDir) : undefined;
-  const embedder = new Embedder(encoders, new ImageTransform(ds.pipeline, file), cache);
+  const transform = new ImageTransform(ds.pipeline, file);
+  // Said once here rather than for every image the encoder would refuse.
+  if (transform.cropSize?.some((side) => side % 32 !== 0))
+    throw new Error(
+      `${file}: train_dataloader.dataset.pipeline crops to [${transform.cropSize.join(', ')}], and the image encoder takes multiples of 32 on each side`,
+    );
+  const embedder = new Embedder(encoders, transform, cache);
   const concurrency = config.train_dataloader.num_workers;
   const { prepared, skipped } = await prepareItems(items, embedder, { concurrency, log: options.log });
   const { train, heldOut } = splitHoldout(prepared, ds.holdout, config.seed);
   if (train.length === 0)
     throw new Error(`the dataset has no usable items (${skipped.length} skipped, ${heldOut.length} held out)`);
-  const stats = cache?.stats ?? { hits: 0, misses: 0, repaired: 0 };
+  const stats = cache?.stats ?? { hits: 0, misses: 0, repaired: 0, unwritten: 0 };
   options.log(
     `lora-train: ${train.length} items ready (${stats.hits} cached embeddings reused, ${stats.misses} computed, ${stats.repaired} damaged entries recomputed, ${skipped.length} unreadable images skipped)`,
   );
+  if (stats.unwritten)
+    options.log(
+      `lora-train: warning: ${stats.unwritten} embeddings could not be cached in ${cache!.dir} (${stats.writeError}); they will be computed again next run`,
+    );
   return { train, heldOut, skipped, embedder };
 }

@@ -84,6 +84,11 @@ export class ImageTransform {
       );
   }
 
+  /** The crop's [height, width], if the pipeline crops. */
+  get cropSize(): [number, number] | undefined {
+    return this.steps.find((s): s is Extract<Step, { kind: 'crop' }> => s.kind === 'crop')?.size;
+  }
+
   /** Probability of a horizontal flip. */
   get flipProbability(): number {
     return this.steps.find((s): s is Extract<Step, { kind: 'flip' }> => s.kind === 'flip')?.p ?? 0;

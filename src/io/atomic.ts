@@ -6,6 +6,7 @@ import {
   closeSync,
   existsSync,
   fsyncSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -41,10 +42,17 @@ function flush(path: string, flags: 'r' | 'r+'): void {
  * and a file already at path stays as it was. */
 export function writeFileDurably(path: string, data: Uint8Array | string): void {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  const target = lstatSync(path, { throwIfNoEntry: false });
+  // A rename replaces whatever is there: a device node, a pipe or a link would be lost.
+  if (target && !target.isFile())
+    throw new Error(`${path}: ${target.isDirectory() ? 'a folder' : 'not a regular file'} is there; not replacing it`);
   try {
     const fd = openSync(tmp, 'w');
     try {
-      writeSync(fd, typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+      // One write may take fewer bytes than given (a full disk takes what fits): write all or throw.
+      let done = 0;
+      while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
       fsyncSync(fd);
     } finally {
       closeSync(fd);

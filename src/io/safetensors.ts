@@ -5,12 +5,13 @@
 // Rust library (tensors tile the data section exactly: no gaps, overlaps or trailing bytes),
 // and refuses duplicate keys and names that would reach an object's prototype, so a
 // malformed or hostile file is an error naming the problem, never an out-of-bounds read.
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, readSync } from 'node:fs';
 import { describeNonFinite, NonFiniteError } from '../core/finite.js';
 import type { Tensor } from '../core/tensor.js';
 import { numel } from '../core/tensor.js';
 import { duplicateKey, nullRecord, touchesPrototype } from '../core/untrusted.js';
 import { writeFileDurably } from './atomic.js';
+import { openRegular, readRegular } from './regular-file.js';
 
 export const DTYPE_BYTES = {
   F64: 8,
@@ -174,7 +175,7 @@ export class SafetensorsReader {
   private fd: number | undefined;
 
   constructor(readonly path: string) {
-    this.fd = openSync(path, 'r');
+    this.fd = openRegular(path);
     try {
       const size = fstatSync(this.fd).size;
       const prefix = new Uint8Array(8);
@@ -212,7 +213,7 @@ export class SafetensorsReader {
 }
 
 export function readSafetensors(path: string): SafetensorsFile {
-  return parseSafetensors(readFileSync(path), path);
+  return parseSafetensors(readRegular(path), path);
 }
 
 const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;

@@ -2,8 +2,9 @@
 // for the archive, and the pickle machine of pickle.ts for data.pkl, which knows only the
 // opcodes and globals torch.save writes for tensors and containers and calls nothing. Every
 // error names the file; the work done is bounded by the file's size.
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, readSync } from 'node:fs';
 import { f16ToF32 } from './safetensors.js';
+import { openRegular } from './regular-file.js';
 import type { Tensor } from '../core/tensor.js';
 import { MAX_VALUES_PER_BYTE, PickleError, show, type StorageRef, TensorRef, toPlain, unpickle } from './pickle.js';
 
@@ -148,7 +149,7 @@ export class TorchCheckpoint {
   private fd: number | undefined;
 
   constructor(readonly path: string) {
-    this.fd = openSync(path, 'r');
+    this.fd = openRegular(path);
     try {
       this.entries = readZipDirectory(this.fd, path);
       const pkl = [...this.entries.keys()].find((n) => n.endsWith('/data.pkl') || n === 'data.pkl');

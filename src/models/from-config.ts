@@ -1,7 +1,6 @@
 // The models a config names: the prior (with fresh LoRA adapters), the tokenizer and text
 // encoder, and the image encoder, from the built-in tiny stack, a folder, or the local Hugging
 // Face cache, on the config's device and in its precision.
-import { readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { type LoadedConfig, required } from '../config/load.js';
 import { resolveRepo, resolveRepoFile } from '../io/hub.js';
@@ -11,7 +10,7 @@ import { type Precision, type Prior, loadPrior } from './prior.js';
 import { TextEncoder, textEncoderFolder } from './text-encoder.js';
 import { TINY_MODEL_ID, tinyModel } from './tiny.js';
 import { ClipTokenizer, tokenizerFolder } from './tokenizer.js';
-import { weightFiles } from './weights.js';
+import { readJsonConfig, weightFiles } from './weights.js';
 
 /** The precision of the frozen weights and GEMMs ('no' mixed precision: fp32). */
 export function precisionOf({ config }: LoadedConfig): Precision {
@@ -83,14 +82,21 @@ export async function loadImageEncoder(
       ));
   const configFile = builtin ? join(builtin, 'config.json') : ie.config;
   const encoderConfig = configFile
-    ? (JSON.parse(readFileSync(configFile, 'utf8')) as ImageEncoderConfig)
+    ? (readJsonConfig(configFile, 'image encoder') as unknown as ImageEncoderConfig)
     : EFFICIENTNET_V2_S;
   const options = { device: config.device };
-  const imageEncoder =
-    extname(weightFile) === '.pt'
-      ? ImageEncoder.loadCheckpoint(weightFile, ie.key, encoderConfig, options)
-      : ImageEncoder.load(weightFile, encoderConfig, options);
-  return { imageEncoder, weightFile };
+  try {
+    const imageEncoder =
+      extname(weightFile) === '.pt'
+        ? ImageEncoder.loadCheckpoint(weightFile, ie.key, encoderConfig, options)
+        : ImageEncoder.load(weightFile, encoderConfig, options);
+    return { imageEncoder, weightFile };
+  } catch (e) {
+    // The native model's checks of the layout know nothing of the file it came from.
+    if (configFile && /^(image encoder config|ImageEncoder)\b/.test((e as Error).message))
+      throw new Error(`${configFile}: ${(e as Error).message}`, { cause: e });
+    throw e;
+  }
 }
 
 /** Every model training needs, on the config's device, checked against each other. */

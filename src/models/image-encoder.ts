@@ -230,6 +230,8 @@ export class ImageEncoder {
     options: { device?: Device } = {},
   ): ImageEncoder {
     const device = checkDevice('loadImageEncoder', options.device);
+    // Built first: the native model checks the config's layout before anything reads it.
+    const model = new (native().ImageEncoder)(device, config);
     checkKeys(source, config);
     const read = (name: string): Float32Array => {
       const { data } = source.read(name);
@@ -237,7 +239,6 @@ export class ImageEncoder {
       if (problem) throw new NonFiniteError(`${source.path}: ${problem}, which no model can use`, name);
       return data;
     };
-    const model = new (native().ImageEncoder)(device, config);
     for (const c of convSpecs(config)) {
       const { weight, bias } = foldBatchNorm(c, read);
       model.setParameter(`${c.conv}.weight`, weight);

@@ -100,10 +100,19 @@ export function loadNativeFrom(paths: string[]): NativeAddon {
 
 let cached: NativeAddon | undefined;
 
+/** LORA_TRAIN_THREADS, which the addon reads when it starts: a count from 1 to 1024, or unset. */
+export function checkThreads(value: string | undefined): void {
+  if (value === undefined || value === '') return;
+  const n = /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= 1024))
+    throw new RangeError(`Expected an integer from 1 to 1024 for LORA_TRAIN_THREADS but received '${value}'`);
+}
+
 /** The addon, loaded once. A LORA_TRAIN_CPU_KERNEL that this CPU cannot run is an error
  * here rather than a silent fallback. */
 export function native(): NativeAddon {
   if (cached) return cached;
+  checkThreads(process.env.LORA_TRAIN_THREADS);
   const addon = loadNativeFrom(candidatePaths());
   const forced = process.env.LORA_TRAIN_CPU_KERNEL;
   if (forced) {

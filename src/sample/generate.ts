@@ -2,14 +2,14 @@
 // prompts in the metadata, ready for Würstchen's decoder: `lora-train sample` and the
 // VisualizationHook.
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { type LoadedConfig, required } from '../config/load.js';
 import { NonFiniteError } from '../core/finite.js';
 import { Rng } from '../core/rng.js';
 import type { Tensor } from '../core/tensor.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { loadTextModels } from '../models/from-config.js';
-import type { Prior } from '../models/prior.js';
+import { DIFFUSERS_LORA_FILE, type Prior } from '../models/prior.js';
 import type { TextEncoder } from '../models/text-encoder.js';
 import type { ClipTokenizer } from '../models/tokenizer.js';
 import { latentSide, samplePrior } from './sampler.js';
@@ -93,11 +93,16 @@ export function saveEmbeddings(
   );
 }
 
+const LORA_FILE_NAMES = [DIFFUSERS_LORA_FILE, 'adapter_model.safetensors'];
+
 /** `lora-train sample`: the config's `sample` prompts through its prior (with `sample.lora`;
  * without one the fresh adapters add nothing: the base prior), written to `sample.out`. */
 export async function sampleCommand(loaded: LoadedConfig): Promise<{ file: string; count: number }> {
   const { seed, sample } = loaded.config;
   const prompts = required(sample.prompt, 'sample.prompt', loaded.file);
+  // Embeddings written over the LoRA they were sampled with would lose the training run.
+  if (LORA_FILE_NAMES.includes(basename(sample.out)) || (sample.lora && resolve(sample.lora) === resolve(sample.out)))
+    throw new Error(`${loaded.file}: sample.out ${sample.out} names a LoRA file; write the embeddings elsewhere`);
   const { prior, tokenizer, textEncoder } = await loadTextModels(loaded);
   if (sample.lora) prior.loadLora(sample.lora);
   const { guidance, height, width, num } = sample;

@@ -147,6 +147,7 @@ function readCheckpoint(dir: string): ReadCheckpoint {
  * and checked first, so a damaged checkpoint changes nothing. */
 export function loadCheckpoint(dir: string, prior: Prior, log: (line: string) => void): TrainingState {
   const { file, weights, moments } = readCheckpoint(dir);
+  checkSameAdapters(dir, file, prior);
   const withoutMoments = Object.keys(moments).length === 0;
   const missing = missingTensors(prior, weights, withoutMoments ? undefined : moments);
   if (withoutMoments && file.config?.default_hooks?.checkpoint?.save_optimizer !== false)
@@ -167,6 +168,33 @@ export function loadCheckpoint(dir: string, prior: Prior, log: (line: string) =>
     scaler: new GradScaler(prior.precision === 'fp16', file.scaler),
     losses: file.losses.map((l) => l ?? NaN),
   };
+}
+
+/** A checkpoint sound in itself that belongs to other adapters than the config's: not damage,
+ * so resume 'auto' does not pass over it to older ones (which would differ the same way). */
+export class CheckpointMismatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CheckpointMismatchError';
+  }
+}
+
+/** Refuses a checkpoint whose adapters (rank, alpha, target modules) the config changed. */
+function checkSameAdapters(dir: string, file: StateFile, prior: Prior): void {
+  const saved = file.config?.model?.prior_lora_config;
+  const now = prior.loraState;
+  if (!saved || !now) return;
+  const targets = (list: readonly string[]) => JSON.stringify([...list].sort());
+  const differences = [
+    saved.r !== now.rank && `r ${saved.r} there, ${now.rank} now`,
+    saved.lora_alpha !== now.alpha && `lora_alpha ${saved.lora_alpha} there, ${now.alpha} now`,
+    targets(saved.target_modules) !== targets(now.targets) &&
+      `target_modules ${targets(saved.target_modules)} there, ${targets(now.targets)} now`,
+  ].filter((d): d is string => typeof d === 'string');
+  if (differences.length)
+    throw new CheckpointMismatchError(
+      `${dir}: the checkpoint was trained with other adapters than model.prior_lora_config gives (${differences.join('; ')}); resume with the config it was trained with, or start another --work-dir`,
+    );
 }
 
 /** The adapter tensors (and moments, when given) the prior has and the checkpoint lacks. */
@@ -210,6 +238,7 @@ export function startingState(config: LoraTrainConfig, prior: Prior, log: (line:
     try {
       return resumed(dir, loadCheckpoint(dir, prior, log), log);
     } catch (e) {
+      if (e instanceof CheckpointMismatchError) throw e;
       failures.push((e as Error).message);
       log(`lora-train: warning: checkpoint ${dir} is damaged, so it is passed over: ${(e as Error).message}`);
     }
