@@ -263,12 +263,59 @@ def image_encoder(case, min_seconds):
     return f"torch {torch.__version__} + torchvision {torchvision.__version__} eager", timed(run, min_seconds)
 
 
+def _allreduce_rank(rank, world, port, n, min_seconds, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    data = torch.ones(n)
+    dist.all_reduce(data)  # warm-up
+    times, start = [], time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        dist.all_reduce(data)
+        times.append(time.perf_counter() - t)
+        done = torch.tensor([1.0 if rank == 0 and len(times) >= 5 and time.perf_counter() - start >= min_seconds else 0.0])
+        dist.all_reduce(done)
+        if done.item() > 0:
+            break
+    if rank == 0:
+        out.put(statistics.median(times))
+    dist.destroy_process_group()
+
+
+def allreduce(case, min_seconds):
+    """torch.distributed's Gloo allreduce of the same floats between the same number of
+    processes on loopback."""
+    import socket
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_allreduce_rank, args=(r, case["world"], port, case["n"], min_seconds, out)) for r in range(case["world"])]
+    for p in procs:
+        p.start()
+    seconds = out.get(timeout=600)
+    for p in procs:
+        p.join()
+    return f"torch {torch.__version__} torch.distributed gloo", seconds
+
+
 def main():
     if torch is not None:
         torch.set_num_threads(os.cpu_count() or 1)
     cases = json.load(sys.stdin)
     for case in cases:
-        kinds = {"gemm": gemm, "attention": attention, "prior_step": prior_step, "text_encoder": text_encoder, "image_encoder": image_encoder}
+        kinds = {
+            "gemm": gemm,
+            "attention": attention,
+            "prior_step": prior_step,
+            "text_encoder": text_encoder,
+            "image_encoder": image_encoder,
+            "allreduce": allreduce,
+        }
         result = kinds[case["kind"]](case, case.get("minSeconds", 1.0))
         impl, seconds, extra = result if len(result) == 3 else (*result, {})
         print(json.dumps({"id": case["id"], "impl": impl, "seconds": seconds, **extra}), flush=True)

@@ -15,7 +15,7 @@ import { packageRoot } from '../src/core/package-root.js';
 import type { Tensor } from '../src/core/tensor.js';
 
 interface PeerSpec {
-  kind: 'gemm' | 'attention' | 'prior_step' | 'text_encoder' | 'image_encoder';
+  kind: 'gemm' | 'attention' | 'prior_step' | 'text_encoder' | 'image_encoder' | 'allreduce';
   [param: string]: unknown;
 }
 
@@ -179,7 +179,34 @@ export function benchCases(): BenchCase[] {
         return { seconds, extra };
       },
     });
+  if (native().haveGloo) cases.push(allreduceCase());
   return cases;
+}
+
+/** The real prior's LoRA gradients: 32 blocks × to_q, to_k, to_v, to_out.0 (1536 → 1536), r 8. */
+const REAL_LORA_FLOATS = 32 * 4 * (8 * 1536 + 1536 * 8);
+
+/** One optimizer step's gradient allreduce over Gloo between 2 processes on loopback. */
+function allreduceCase(): BenchCase {
+  const world = 2;
+  return {
+    name: 'allreduce_gloo',
+    shape: `${world} processes, ${REAL_LORA_FLOATS} floats (real prior LoRA, r 8, 4 targets x 32 blocks)`,
+    flops: 0,
+    peer: { kind: 'allreduce', n: REAL_LORA_FLOATS, world },
+    async setup() {
+      throw new Error('allreduce_gloo runs isolated');
+    },
+    isolated(minSeconds) {
+      const script = join(packageRoot, 'dist', 'bench', 'allreduce.js');
+      const r = spawnSync(process.execPath, [script, JSON.stringify({ n: REAL_LORA_FLOATS, minSeconds, world })], {
+        encoding: 'utf8',
+      });
+      if (r.status !== 0) throw new Error(`allreduce failed: ${r.stderr}`);
+      const { seconds } = JSON.parse(r.stdout.trim().split('\n').pop()!) as { seconds: number };
+      return { seconds, extra: { megabytes: (REAL_LORA_FLOATS * 4) / 1e6 } };
+    },
+  };
 }
 
 async function time(run: () => Promise<unknown>, minSeconds: number): Promise<number> {

@@ -18,6 +18,7 @@
 #include "backends.h"
 #include "model_binding.h"
 #include "napi_call.h"
+#include "parallel/collective_binding.h"
 
 #ifndef LORA_TRAIN_VERSION
 #define LORA_TRAIN_VERSION "dev"
@@ -496,6 +497,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("adamw", Napi::Function::New(env, AdamW));
   exports.Set("clipGradNorm", Napi::Function::New(env, ClipGradNorm));
   register_prior(env, exports);
+  register_collective(env, exports);
   register_encoders(env, exports);
   return exports;
 }

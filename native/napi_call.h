@@ -55,6 +55,7 @@ class OpCall {
   OpCall& operator=(const OpCall&) = delete;
 
   Napi::Env env() const { return env_; }
+  Napi::Value info(size_t i) const { return info_[i]; }
 
   [[noreturn]] void fail_type(const std::string& what, const std::string& name, const Napi::Value& got) const {
     throw Napi::TypeError::New(env_, op_ + ": Expected " + what + " for " + name + " but received " + describe(got));

@@ -5,6 +5,7 @@
 
 #include "model_binding.h"
 #include "models/prior.h"
+#include "parallel/collective_binding.h"
 
 namespace lt {
 namespace {
@@ -25,6 +26,7 @@ class PriorWrap : public ModelWrap<PriorWrap, Prior> {
                         {"forward", &PriorWrap::Forward},
                         {"lossAndGrad", &PriorWrap::LossAndGrad},
                         {"optimizerStep", &PriorWrap::OptimizerStep},
+                        {"allreduceGrads", &PriorWrap::AllreduceGrads},
                         {"activationBytes", &PriorWrap::ActivationBytes},
                         {"parameterBytes", &PriorWrap::ParameterBytes}});
   }
@@ -140,6 +142,17 @@ class PriorWrap : public ModelWrap<PriorWrap, Prior> {
     float inv_loss_scale = static_cast<float>(call.number(7, "invLossScale"));
     return run_locked(call,
                       [=](Prior& m) { return m.optimizer_step(lr, b1, b2, eps, wd, max_norm, step, inv_loss_scale); });
+  }
+
+  // (collective) -> Promise: every LoRA gradient summed over the collective's processes, in
+  // place; optimizerStep's invLossScale then divides by their number.
+  Napi::Value AllreduceGrads(const Napi::CallbackInfo& info) {
+    OpCall call(info, "allreduceGrads");
+    auto shared = collective_arg(call, 0);
+    return run_locked(call, [shared](Prior& m) {
+      std::lock_guard<std::mutex> lock(shared->mutex);
+      m.allreduce_grads(*shared->collective);
+    });
   }
 
   Napi::Value ActivationBytes(const Napi::CallbackInfo& info) {

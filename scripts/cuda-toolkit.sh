@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs a CUDA toolkit (nvcc, headers, the static runtime, cuBLASLt's header) from NVIDIA's pip wheels into
+# Installs a CUDA toolkit (nvcc, headers, the static runtime, cuBLASLt's and NCCL's headers) from NVIDIA's pip wheels into
 # .cuda-toolkit/ when the machine has no nvcc, and prints the toolkit root. Use:
 #   export CUDAToolkit_ROOT=$(scripts/cuda-toolkit.sh) && export PATH=$CUDAToolkit_ROOT/bin:$PATH
 # The cu12 nvcc wheels hold only ptxas; CUDA 13's wheels hold the whole compiler.
@@ -25,6 +25,15 @@ if [ ! -f "$root/nvidia/cu13/include/cublasLt.h" ]; then
 z = zipfile.ZipFile(sys.argv[1])
 for n in z.namelist():
     if n.startswith("nvidia/cu13/include/"): z.extract(n, sys.argv[2])' "$tmp"/nvidia_cublas-*.whl "$root"
+  rm -rf "$tmp"
+fi
+# NCCL's header likewise (libnccl.so.2 is opened at run time): from the nvidia-nccl wheel.
+if [ ! -f "$root/nvidia/cu13/include/nccl.h" ]; then
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check --dest "$tmp" "nvidia-nccl-cu13==2.32.3" >&2
+  python3 -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+with open(sys.argv[2], "wb") as out: out.write(z.read("nvidia/nccl/include/nccl.h"))' "$tmp"/nvidia_nccl_cu13-*.whl "$root/nvidia/cu13/include/nccl.h"
   rm -rf "$tmp"
 fi
 # CMake's FindCUDAToolkit looks for the unversioned name the wheels leave out.

@@ -2,7 +2,8 @@
 # One call on a GPU machine that may have no Node and no network: unpack a carried Node binary
 # (.device/node.xz, xz-compressed, when present), build the addon with that machine's nvcc, run
 # the CUDA-vs-CPU parity cases and the real-size bf16 LoRA step, then the PyTorch reference step
-# (bf16 weights, autocast, SDPA) at the same size; print a table.
+# (bf16 weights, autocast, SDPA) at the same size; print a table. With two GPUs or more, also
+# the NCCL gradient sum of data-parallel training (tests/gpu-ddp-check.ts).
 # Prepare here:  put the Node binary at .device/node.xz and run npm run build:ts
 # Run there:     with .device dist node_modules/node-addon-api node_modules/node-api-headers copied
 #                along: bash scripts/gpu-check.sh   (SKIP_PARITY=1 times the steps only)
@@ -31,6 +32,15 @@ if ! ldconfig -p 2>/dev/null | grep -q "libcublasLt\.so\.$major "; then
   [ -n "$lib" ] && export LORA_TRAIN_CUBLASLT="$lib"
 fi
 echo "cuBLASLt header: ${CUBLASLT_INCLUDE_DIR:-$nvcc_include}; library: ${LORA_TRAIN_CUBLASLT:-found by the dynamic loader}"
+# NCCL likewise, for the data-parallel check on two GPUs or more (the nvidia-nccl wheel PyTorch brings).
+if [ ! -f "$nvcc_include/nccl.h" ]; then
+  header=$(find $site /usr/include /usr/local/cuda*/ -name nccl.h 2>/dev/null | head -n1 || true)
+  [ -n "$header" ] && export NCCL_INCLUDE_DIR="$(dirname "$header")"
+fi
+if ! ldconfig -p 2>/dev/null | grep -q "libnccl\.so\.2 "; then
+  lib=$(find $site /usr/local/cuda*/ -name "libnccl.so.2" 2>/dev/null | head -n1 || true)
+  [ -n "$lib" ] && export LORA_TRAIN_NCCL="$lib"
+fi
 
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DLORA_TRAIN_CUDA_ARCHS="${ARCHS:-90a}" \
   -DCMAKE_JS_INC="$PWD/node_modules/node-api-headers/include" > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
@@ -58,4 +68,11 @@ echo '[{"id":"torch","kind":"prior_step","device":"cuda","c_in":16,"c":1536,"c_c
   | python3 bench/peer.py | tee "$out/torch.json"
 kill "$sampler" 2>/dev/null
 echo "peak GPU memory (MiB, nvidia-smi, whole process): lora-train $(peak "$out/memory-lora-train.txt"), torch $(peak "$out/memory-torch.txt")"
+# Data parallelism: two processes, one GPU each, sum their LoRA gradients with NCCL.
+if [ "$(nvidia-smi --list-gpus | wc -l)" -ge 2 ]; then
+  node dist/tests/gpu-ddp-check.js 2>&1 | tee "$out/ddp.json"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+else
+  echo "gpu-check: one GPU: the NCCL data-parallel check needs two (skipped)"
+fi
 exit $status

@@ -14,6 +14,7 @@
 #include "common.cuh"
 #include "cublaslt.h"
 #include "cuda_ops.h"
+#include "library.h"
 #include "profile.h"
 
 namespace lt::cuda {
@@ -27,42 +28,27 @@ const CublasLt* cublaslt(std::string* why) {
   static const CublasLt* loaded = nullptr;
   static std::string failure;
   std::call_once(once, [] {
-    const std::string soname = "libcublasLt.so." LT_STRINGIFY(CUBLAS_VER_MAJOR);
-    std::vector<std::string> tries;
-    if (const char* file = std::getenv("LORA_TRAIN_CUBLASLT")) tries.push_back(file);
-    tries.push_back(soname);
-    if (const char* home = std::getenv("CUDA_HOME")) tries.push_back(std::string(home) + "/lib64/" + soname);
-    tries.push_back("/usr/local/cuda/lib64/" + soname);
-    void* lib = nullptr;
     std::string tried;
-    for (const std::string& t : tries) {
-      lib = dlopen(t.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (lib) break;
-      tried += (tried.empty() ? "" : ", ") + t;
-    }
+    void* lib = open_library("LORA_TRAIN_CUBLASLT", "libcublasLt.so." LT_STRINGIFY(CUBLAS_VER_MAJOR), &tried);
     if (!lib) {
       failure = "cuBLASLt not found (tried " + tried +
                 "); install it with `pip install nvidia-cublas` or the CUDA "
                 "toolkit and add its lib folder to LD_LIBRARY_PATH, or set LORA_TRAIN_CUBLASLT to the file";
       return;
     }
-    bool ok = true;
-    auto sym = [&](auto& fn, const char* name) {
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
-      if (!fn) ok = false, failure += std::string(failure.empty() ? "" : ", ") + name;
-    };
-    sym(api.create, "cublasLtCreate");
-    sym(api.matmul, "cublasLtMatmul");
-    sym(api.desc_create, "cublasLtMatmulDescCreate");
-    sym(api.desc_set, "cublasLtMatmulDescSetAttribute");
-    sym(api.layout_create, "cublasLtMatrixLayoutCreate");
-    sym(api.pref_create, "cublasLtMatmulPreferenceCreate");
-    sym(api.pref_set, "cublasLtMatmulPreferenceSetAttribute");
-    sym(api.pref_destroy, "cublasLtMatmulPreferenceDestroy");
-    sym(api.heuristic, "cublasLtMatmulAlgoGetHeuristic");
-    sym(api.status_string, "cublasLtGetStatusString");
-    if (!ok) {
-      failure = "the cuBLASLt library found lacks " + failure + " (an older major version?)";
+    std::string missing;
+    load_symbol(lib, api.create, "cublasLtCreate", &missing);
+    load_symbol(lib, api.matmul, "cublasLtMatmul", &missing);
+    load_symbol(lib, api.desc_create, "cublasLtMatmulDescCreate", &missing);
+    load_symbol(lib, api.desc_set, "cublasLtMatmulDescSetAttribute", &missing);
+    load_symbol(lib, api.layout_create, "cublasLtMatrixLayoutCreate", &missing);
+    load_symbol(lib, api.pref_create, "cublasLtMatmulPreferenceCreate", &missing);
+    load_symbol(lib, api.pref_set, "cublasLtMatmulPreferenceSetAttribute", &missing);
+    load_symbol(lib, api.pref_destroy, "cublasLtMatmulPreferenceDestroy", &missing);
+    load_symbol(lib, api.heuristic, "cublasLtMatmulAlgoGetHeuristic", &missing);
+    load_symbol(lib, api.status_string, "cublasLtGetStatusString", &missing);
+    if (!missing.empty()) {
+      failure = "the cuBLASLt library found lacks " + missing + " (an older major version?)";
       return;
     }
     loaded = &api;

@@ -192,11 +192,19 @@ Prior::Linear* Prior::add_linear(const std::string& module, int64_t in, int64_t 
 }
 
 Prior::~Prior() {
+  release_lora();
+  if (arena_) ops_.release(arena_);
+}
+
+void Prior::release_lora() {
   for (Linear* l : lora_layers_) {
     LoraTensors& t = *l->lora;
-    for (float* p : {t.A, t.B, t.dA, t.dB, t.mA, t.vA, t.mB, t.vB}) ops_.release(p);
+    for (float* p : {t.A, t.B, t.mA, t.vA, t.mB, t.vB}) ops_.release(p);
+    l->lora.reset();
   }
-  if (arena_) ops_.release(arena_);
+  if (lora_grads_) ops_.release(lora_grads_);
+  lora_grads_ = nullptr;
+  lora_grads_n_ = 0;
 }
 
 std::vector<NamedShape> Prior::parameters() const { return params_.list(); }
@@ -222,27 +230,32 @@ void Prior::enable_lora(const LoraConfig& lora) {
       throw std::invalid_argument("LoRA target '" + target + "' matches no Linear layer of the prior");
   }
   std::sort(chosen.begin(), chosen.end(), [](Linear* a, Linear* b) { return a->index < b->index; });
-  for (Linear* l : lora_layers_) {
-    LoraTensors& t = *l->lora;
-    for (float* p : {t.A, t.B, t.dA, t.dB, t.mA, t.vA, t.mB, t.vB}) ops_.release(p);
-    l->lora.reset();
-  }
+  release_lora();
   lora_layers_ = chosen;
   lora_config_ = lora;
+  // Every gradient in one block, each slice 64-byte aligned (vector loads), so that data
+  // parallelism sums them across processes in one collective call.
+  auto aligned = [](int64_t n) { return (n + 15) / 16 * 16; };
+  for (Linear* l : lora_layers_) lora_grads_n_ += aligned(lora.rank * l->in) + aligned(l->out * lora.rank);
+  lora_grads_ = ops_.alloc(lora_grads_n_);
+  ops_.zero(lora_grads_, lora_grads_n_);
+  float* next_grad = lora_grads_;
   for (Linear* l : lora_layers_) {
     auto t = std::make_unique<LoraTensors>();
     const int64_t na = lora.rank * l->in, nb = l->out * lora.rank;
     for (auto [ptr, n] : {std::pair<float**, int64_t>{&t->A, na},
-                          {&t->dA, na},
                           {&t->mA, na},
                           {&t->vA, na},
                           {&t->B, nb},
-                          {&t->dB, nb},
                           {&t->mB, nb},
                           {&t->vB, nb}}) {
       *ptr = ops_.alloc(n);
       ops_.zero(*ptr, n);
     }
+    t->dA = next_grad;
+    next_grad += aligned(na);
+    t->dB = next_grad;
+    next_grad += aligned(nb);
     l->lora = std::move(t);
   }
   // Adapter buffers depend on the targets: plan the arena again on the next step.
@@ -704,6 +717,18 @@ double Prior::loss_and_grad(const float* x, const float* r, const float* clip, c
   const double loss = ops_.mse_loss(acts_->dout, acts_->out, acts_->target, n, loss_scale);
   run_backward(s, train, seed);
   return loss;
+}
+
+void Prior::allreduce_grads(Collective& collective) {
+  if (!lora_grads_) throw std::logic_error("allreduce_grads needs LoRA adapters: call enable_lora first");
+  if (collective.device_memory() != !ops_.host_memory()) {
+    std::vector<float> host(lora_grads_n_);  // (lora_grads_n_)
+    ops_.download(host.data(), lora_grads_, lora_grads_n_);
+    collective.allreduce_sum(host.data(), lora_grads_n_);
+    ops_.upload(lora_grads_, host.data(), lora_grads_n_);
+    return;
+  }
+  collective.allreduce_sum(lora_grads_, lora_grads_n_);
 }
 
 double Prior::optimizer_step(float lr, float beta1, float beta2, float eps, float weight_decay, double max_norm,

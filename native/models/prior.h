@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 #include <vector>
+#include "../parallel/collective.h"
 
 #include "../ops.h"
 #include "param_store.h"
@@ -78,6 +79,13 @@ class Prior {
   // norm before clipping; when it is not finite (an fp16 overflow) nothing is updated.
   double optimizer_step(float lr, float beta1, float beta2, float eps, float weight_decay, double max_norm,
                         int64_t step, float inv_loss_scale = 1.0f);
+  // Every LoRA gradient, in one block of grad_block_size() floats (device memory on GPU
+  // backends; padding between tensors stays zero): what data parallelism sums across processes.
+  float* grad_block() { return lora_grads_; }
+  int64_t grad_block_size() const { return lora_grads_n_; }
+  // The gradient block summed over the collective's processes, in place (through host memory
+  // when the collective's buffers and this backend's differ).
+  void allreduce_grads(Collective& collective);
   // AdamW moments by LoRA parameter name, for checkpoints: "<name>.exp_avg" / ".exp_avg_sq".
   void get_optimizer_state(const std::string& name, float* host, int64_t n) const;
   void set_optimizer_state(const std::string& name, const float* host, int64_t n);
@@ -117,6 +125,7 @@ class Prior {
   void linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa, const float* x_drop,
                        float* dx_scratch, int64_t rows, bool train, uint64_t seed, bool accumulate);
   const LoraTensors& lora_tensors(const std::string& name, const char** which) const;
+  void release_lora();
   // The AdamW moment buffer "<lora param>.exp_avg" or ".exp_avg_sq", checked to hold n values.
   float* optimizer_buffer(const std::string& name, int64_t n) const;
 
@@ -129,6 +138,8 @@ class Prior {
   std::vector<Block> blocks_;  // (depth): one ResBlock, TimestepBlock and AttnBlock each
   std::vector<Linear*> lora_layers_;
   LoraConfig lora_config_;
+  float* lora_grads_ = nullptr;  // (lora_grads_n_): every dA and dB, see grad_block()
+  int64_t lora_grads_n_ = 0;
   std::unique_ptr<Acts> acts_;
   float* arena_ = nullptr;
   int64_t arena_floats_ = 0;

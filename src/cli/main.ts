@@ -5,6 +5,8 @@ import { constants } from 'node:os';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { type ConfigOverride, loadConfig } from '../config/load.js';
+import { launchFromEnv, worldFromEnv } from '../parallel/env.js';
+import { deviceFor, launch } from '../parallel/launcher.js';
 import { convertCheckpoint } from '../io/convert.js';
 import { native } from '../native/loader.js';
 import { sampleCommand } from '../sample/generate.js';
@@ -41,7 +43,14 @@ function trainCommand(y: Argv) {
           describe: 'Config file or shipped config name (as diffengine train <name>)',
         })
         .options(configOptions)
-        .options(yargsOptions(trainOptions)),
+        .options(yargsOptions(trainOptions))
+        .options({
+          'nproc-per-node': {
+            type: 'number',
+            describe:
+              'Data-parallel workers on this machine, one device each (as NPROC_PER_NODE; several machines: NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT)',
+          },
+        }),
     async (args) => {
       const [config, positional] = [args.config as string | undefined, args.name as string | undefined];
       if (positional && config && positional !== config)
@@ -51,16 +60,28 @@ function trainCommand(y: Argv) {
         console.log('lora-train: nothing to do. Run `lora-train --config <config>` to train, or `lora-train --help`.');
         return;
       }
-      const result = await train({ config: await configFrom(name, args, trainOptions) });
-      if (!result.signal) {
-        console.log(`lora-train: finished after ${result.steps} iterations; LoRA: ${result.loraFile}`);
+      const loaded = await configFrom(name, args, trainOptions);
+      const place = worldFromEnv();
+      const plan = place ? undefined : launchFromEnv(process.env, args['nproc-per-node']);
+      if (plan) {
+        process.exitCode = await launch(plan, process.argv.slice(1), (line) => console.error(line));
         return;
       }
-      console.log(
-        `lora-train: stopped by ${result.signal} after ${result.steps} iterations (continue with --resume auto); LoRA: ${result.loraFile}`,
-      );
+      if (place && !process.env.LORA_TRAIN_DEVICE_PINNED)
+        // A worker torchrun or SLURM started: its own device of the machine's.
+        process.env.CUDA_VISIBLE_DEVICES = deviceFor(
+          place.localRank,
+          place.localWorldSize,
+          process.env.CUDA_VISIBLE_DEVICES,
+        );
+      const result = await train({ config: loaded });
       // As a shell reports a process a signal ended, so scripts can tell a stop from the end.
-      process.exitCode = 128 + constants.signals[result.signal];
+      if (result.signal) process.exitCode = 128 + constants.signals[result.signal];
+      if (place && place.rank > 0) return; // rank 0 reports for the run
+      const outcome = result.signal
+        ? `stopped by ${result.signal} after ${result.steps} iterations (continue with --resume auto)`
+        : `finished after ${result.steps} iterations`;
+      console.log(`lora-train: ${outcome}; LoRA: ${result.loraFile}`);
     },
   );
 }

@@ -19,7 +19,9 @@ export class Progress {
     private readonly total: number,
     options: ProgressOptions = {},
   ) {
-    this.stream = options.stream ?? process.stderr;
+    // In a data-parallel run only rank 0 reports progress; the others' bars would interleave.
+    const quiet = !options.stream && Number(process.env.RANK ?? process.env.SLURM_PROCID ?? 0) > 0;
+    this.stream = options.stream ?? (quiet ? { write: () => true } : process.stderr);
     this.tty = !!this.stream.isTTY;
     this.lineInterval = options.lineInterval ?? 5000;
   }

@@ -6,7 +6,7 @@ import { CONFIG_DEFAULTS } from '../config/schema.js';
 import { describeNonFinite } from '../core/finite.js';
 import { nullRecord } from '../core/untrusted.js';
 import { type Device, checkDevice } from '../core/device.js';
-import type { NativePrior } from '../native/addon.js';
+import type { NativeCollective, NativePrior } from '../native/addon.js';
 import { native } from '../native/loader.js';
 import { Rng } from '../core/rng.js';
 import { type SafetensorsFile, getTensor, readSafetensors, writeSafetensors } from '../io/safetensors.js';
@@ -76,6 +76,8 @@ export interface AdamWOptions {
   maxNorm?: number;
   /** The loss scale the gradients were computed with; they are divided by it. */
   lossScale?: number;
+  /** Processes whose gradients were summed into these (allreduceGrads); they are divided by it. */
+  processes?: number;
 }
 
 const DIFFUSERS_PREFIX = 'prior.';
@@ -293,13 +295,20 @@ export class Prior {
     options: StepOptions = {},
   ): Promise<{ loss: number; grads: Record<string, Tensor> }> {
     const loss = await this.step(x, r, clip, target, options);
+    return { loss, grads: this.loraGradients() };
+  }
+
+  /** The LoRA gradients held now (after a step, or summed by allreduceGrads), keyed as in
+   * diffusers' LoRA files. */
+  loraGradients(): Record<string, Tensor> {
+    this.requireLora('loraGradients');
     const grads: Record<string, Tensor> = {};
     for (const p of this.model.loraParameters()) {
       const data = new Float32Array(p.shape[0]! * p.shape[1]!);
       this.model.getLoraGrad(p.name, data);
       grads[DIFFUSERS_PREFIX + p.name] = { data, shape: p.shape };
     }
-    return { loss, grads };
+    return grads;
   }
 
   /** Forward, loss and backward without copying the gradients out (the training loop's call). */
@@ -338,8 +347,15 @@ export class Prior {
       s.finite('weightDecay', options.weightDecay ?? defaults.weight_decay),
       s.finite('maxNorm', options.maxNorm ?? 0),
       step,
-      1 / s.finite('lossScale', options.lossScale ?? 1),
+      1 / (s.finite('lossScale', options.lossScale ?? 1) * s.positiveInteger('processes', options.processes ?? 1)),
     );
+  }
+
+  /** Every LoRA gradient summed over the group's processes, in place (data parallelism); the
+   * next optimizerStep then takes `processes` to average them. */
+  async allreduceGrads(collective: NativeCollective): Promise<void> {
+    this.requireLora('allreduceGrads');
+    await this.model.allreduceGrads(collective);
   }
 
   /** The adapters as trained: module path -> { A (r, in), B (out, r) }, unscaled. */

@@ -282,6 +282,11 @@ export interface NativeAddon {
   Prior: new (device: Device, config: PriorConfig & { weight_type: WeightType }) => NativePrior;
   TextEncoder: new (device: Device, config: TextEncoderConfig) => NativeTextEncoder;
   ImageEncoder: new (device: Device, config: ImageEncoderConfig) => NativeImageEncoder;
+  Collective: new (config: CollectiveConfig) => NativeCollective;
+  /** Whether this build has Gloo (data parallelism across CPU processes). */
+  haveGloo: boolean;
+  /** Whether this build has NCCL (GPU gradients summed on the GPUs; libnccl opened at run time). */
+  haveNccl: boolean;
 }
 
 /** A parameter or LoRA tensor: its state-dict name and shape. */
@@ -346,8 +351,34 @@ export interface NativePrior extends NativeModel {
     step: number,
     invLossScale: number,
   ): Promise<number>;
+  /** Every LoRA gradient summed over the collective's processes, in place. */
+  allreduceGrads(collective: NativeCollective): Promise<void>;
   activationBytes(): number;
   parameterBytes(): number;
+}
+
+export interface CollectiveConfig {
+  engine: 'gloo' | 'nccl';
+  rank: number;
+  size: number;
+  storeHost: string;
+  storePort: number;
+  /** Keys of this group in the store. */
+  prefix: string;
+  /** The address the other processes reach this one at, unless iface names an interface. */
+  hostname: string;
+  iface: string;
+  timeoutMs: number;
+}
+
+/** One process's membership in a data-parallel group (native/parallel/collective_binding.cpp). */
+export interface NativeCollective {
+  /** Meets the other processes through the store. */
+  connect(): Promise<void>;
+  /** data = the sum over processes of data, in place. */
+  allreduce(data: Float32Array): Promise<void>;
+  /** data = root's data, in place. */
+  broadcast(data: Float32Array, root: number): Promise<void>;
 }
 
 export interface NativeTextEncoder extends NativeModel {

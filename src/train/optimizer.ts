@@ -6,6 +6,7 @@
 // skips in a row mean the run has diverged, and it stops before writing anything worse.
 import type { LoraTrainConfig } from '../config/schema.js';
 import type { AdamWOptions, Prior } from '../models/prior.js';
+import type { ProcessGroup } from '../parallel/group.js';
 import type { TrainingState } from './checkpoints.js';
 import type { TrainingPlan } from './plan.js';
 import { lrFactor } from './schedule.js';
@@ -35,6 +36,8 @@ export class AdapterOptimizer {
     private readonly plan: TrainingPlan,
     private readonly state: TrainingState,
     private readonly log: (line: string) => void,
+    /** The data-parallel group whose gradients are averaged before each step, if any. */
+    private readonly group?: ProcessGroup,
   ) {}
 
   /** What this iteration's loss gradient is multiplied by (fp16; else 1). */
@@ -58,7 +61,7 @@ export class AdapterOptimizer {
     const finiteLoss = this.roundFinite;
     this.roundFinite = true;
     // The native step leaves the adapters alone when the gradient norm is not finite.
-    const gradNorm = finiteLoss ? await this.prior.optimizerStep(this.stepOptions(lr), this.adamStep()) : NaN;
+    const gradNorm = finiteLoss ? await this.step(lr) : NaN;
     state.scaler.update(gradNorm);
     state.optimizerSteps++;
     if (Number.isFinite(gradNorm)) state.skippedInARow = 0;
@@ -70,6 +73,12 @@ export class AdapterOptimizer {
           : 'the loss was not finite',
       );
     return { lr, gradNorm: Number.isFinite(gradNorm) ? gradNorm : null };
+  }
+
+  /** Averages the gradients over the group (when there is one), then clips and steps. */
+  private async step(lr: number): Promise<number> {
+    if (this.group) await this.prior.allreduceGrads(this.group.gradients);
+    return this.prior.optimizerStep({ ...this.stepOptions(lr), processes: this.group?.size ?? 1 }, this.adamStep());
   }
 
   private learningRate(): number {

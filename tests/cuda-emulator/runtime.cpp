@@ -576,7 +576,7 @@ void fail_host_pointer(int index) {
 
 void* open_library(const char* file, int flags) {
   const std::string name = file ? file : "";
-  if (name == "libcuda.so.1" || name.rfind("libcublasLt.so", 0) == 0) {
+  if (name == "libcuda.so.1" || name.rfind("libcublasLt.so", 0) == 0 || name.rfind("libnccl.so", 0) == 0) {
     Dl_info self;
     if (dladdr(reinterpret_cast<void*>(&open_library), &self) && self.dli_fname)
       return (dlopen)(self.dli_fname, RTLD_NOW | RTLD_LOCAL);
