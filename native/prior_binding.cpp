@@ -27,6 +27,7 @@ class PriorWrap : public ModelWrap<PriorWrap, Prior> {
                         {"lossAndGrad", &PriorWrap::LossAndGrad},
                         {"optimizerStep", &PriorWrap::OptimizerStep},
                         {"allreduceGrads", &PriorWrap::AllreduceGrads},
+                        {"gradientBuckets", &PriorWrap::GradientBuckets},
                         {"activationBytes", &PriorWrap::ActivationBytes},
                         {"parameterBytes", &PriorWrap::ParameterBytes}});
   }
@@ -114,7 +115,9 @@ class PriorWrap : public ModelWrap<PriorWrap, Prior> {
     return run_locked(call, [=](Prior& m) { m.forward(out, x, r, clip, s, train, seed); });
   }
 
-  // (x, r, clip, target, B, H, W, T, seed, accumulate, train, lossScale) -> Promise<loss>
+  // (x, r, clip, target, B, H, W, T, seed, accumulate, train, lossScale[, collective,
+  // bucketBytes]) -> Promise<loss>; with a collective, the gradients end summed over its
+  // processes (see Prior::loss_and_grad).
   Napi::Value LossAndGrad(const Napi::CallbackInfo& info) {
     OpCall call(info, "lossAndGrad");
     StepShape s = step_shape(call, 4);
@@ -127,8 +130,18 @@ class PriorWrap : public ModelWrap<PriorWrap, Prior> {
     const float* r = call.f32(1, "r", s.B);                         // (B)
     const float* clip = call.f32(2, "clip", s.B * s.T * k.c_cond);  // (B, T, c_cond)
     const float* target = call.f32(3, "target", n);                 // (B, c_in, H, W)
-    return run_locked(
-        call, [=](Prior& m) { return m.loss_and_grad(x, r, clip, target, s, seed, accumulate, train, loss_scale); });
+    std::shared_ptr<SharedCollective> sync;
+    int64_t bucket_bytes = 0;
+    if (info.Length() > 12 && !info[12].IsUndefined()) {
+      sync = collective_arg(call, 12);
+      bucket_bytes = call.dim(13, "bucketBytes");
+    }
+    return run_locked(call, [=](Prior& m) {
+      if (!sync) return m.loss_and_grad(x, r, clip, target, s, seed, accumulate, train, loss_scale);
+      std::lock_guard<std::mutex> lock(sync->mutex);
+      return m.loss_and_grad(x, r, clip, target, s, seed, accumulate, train, loss_scale, sync->collective.get(),
+                             bucket_bytes);
+    });
   }
 
   // (lr, beta1, beta2, eps, weightDecay, maxNorm, step, invLossScale) -> Promise<grad norm>
@@ -152,6 +165,19 @@ class PriorWrap : public ModelWrap<PriorWrap, Prior> {
     return run_locked(call, [shared](Prior& m) {
       std::lock_guard<std::mutex> lock(shared->mutex);
       m.allreduce_grads(*shared->collective);
+    });
+  }
+
+  // (bucketBytes) -> number[]: floats of each gradient bucket, in the order they are summed.
+  Napi::Value GradientBuckets(const Napi::CallbackInfo& info) {
+    return locked(info, [&] {
+      OpCall call(info, "gradientBuckets");
+      const int64_t bucket_bytes = call.dim(0, "bucketBytes");
+      const std::vector<int64_t> sizes = model_->gradient_buckets(bucket_bytes);
+      Napi::Array out = Napi::Array::New(info.Env(), sizes.size());
+      for (size_t i = 0; i < sizes.size(); ++i)
+        out.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), static_cast<double>(sizes[i])));
+      return out.As<Napi::Value>();
     });
   }
 

@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_MASTER_PORT, firstSlurmHost, launchFromEnv, worldFromEnv } from '../src/parallel/env.js';
+import { bucketBytes } from '../src/parallel/group.js';
 import { deviceFor } from '../src/parallel/launcher.js';
+import { Prior } from '../src/models/prior.js';
 import { getTensor, readSafetensors } from '../src/io/safetensors.js';
 import { createTinyStack } from '../src/models/tiny.js';
 import { native } from '../src/native/loader.js';
@@ -32,6 +34,8 @@ const stack = createTinyStack(join(root, 'stack'), {
   tokenizer: join(fixturesDir, '..', '..', 'assets', 'clip-tokenizer'),
 });
 const cli = join(import.meta.dirname, '..', 'bin', 'lora-train.js');
+// Buckets of 105 bytes: every LoRA layer its own, each summed while the backward goes on.
+const TINY_BUCKETS = '0.0001';
 
 function configFile(name: string, batchSize: number, maxIters = 6): string {
   const base = tinyTrainingConfig(stack);
@@ -157,6 +161,38 @@ describe("where a process stands, from the launchers' variables", () => {
   });
 });
 
+describe('gradient buckets', () => {
+  const config = { c_in: 16, c: 64, c_cond: 32, c_r: 64, depth: 3, nhead: 2, dropout: 0 };
+  const prior = Prior.random(config, { seed: 0, lora: { rank: 4, alpha: 4 } });
+  // Floats of each adapter's gradients (lora_A, lora_B), forward order, as laid out: 16-aligned.
+  const params = Object.entries(prior.loraGradients());
+  const layers = [...new Set(params.map(([name]) => name.replace(/\.lora_[AB]\.weight$/, '')))];
+  const aligned = (n: number) => Math.ceil(n / 16) * 16;
+  const sizeOf = (layer: string) =>
+    params
+      .filter(([name]) => name.startsWith(layer + '.lora_'))
+      .reduce((sum, [, t]) => sum + aligned(t.data.length), 0);
+  const total = layers.reduce((sum, l) => sum + sizeOf(l), 0);
+
+  it('hold every gradient once, the last layers first, closing at the cap', () => {
+    const perLayer = prior.gradientBuckets(1);
+    expect(perLayer).toEqual(layers.map(sizeOf).reverse());
+    const capped = prior.gradientBuckets(4096);
+    expect(capped.reduce((a, b) => a + b, 0)).toBe(total);
+    expect(capped.length).toBeGreaterThan(1);
+    for (const floats of capped.slice(0, -1)) expect(floats * 4).toBeGreaterThanOrEqual(4096);
+    expect(prior.gradientBuckets(2 ** 30)).toEqual([total]);
+  });
+
+  it('take their cap from LORA_TRAIN_BUCKET_MB (4 MiB by default)', () => {
+    expect(bucketBytes({})).toBe(4 * 2 ** 20);
+    expect(bucketBytes({ LORA_TRAIN_BUCKET_MB: '25' })).toBe(25 * 2 ** 20);
+    expect(() => bucketBytes({ LORA_TRAIN_BUCKET_MB: '0' })).toThrow(
+      "Expected megabytes in (0, 1024] for LORA_TRAIN_BUCKET_MB but received '0'",
+    );
+  });
+});
+
 describeGloo('data parallel over Gloo', () => {
   const single = join(root, 'single');
   let singleRun: Promise<unknown> | undefined;
@@ -187,6 +223,7 @@ describeGloo('data parallel over Gloo', () => {
         NPROC_PER_NODE: '1',
         MASTER_ADDR: '127.0.0.1',
         MASTER_PORT: port,
+        LORA_TRAIN_BUCKET_MB: TINY_BUCKETS,
       });
     await Promise.all([reference(), node(0), node(1)]);
     expectClose(losses(nodes), losses(single), 'losses');
@@ -218,7 +255,7 @@ describeGloo('data parallel over Gloo', () => {
       train(
         configFile('cuda-batch2', 2, 4),
         two,
-        { ...emulator, NPROC_PER_NODE: '2', MASTER_PORT: String(await freePort()) },
+        { ...emulator, NPROC_PER_NODE: '2', MASTER_PORT: String(await freePort()), LORA_TRAIN_BUCKET_MB: TINY_BUCKETS },
         cuda,
       ),
     ]);

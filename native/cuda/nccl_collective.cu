@@ -70,6 +70,8 @@ class NcclCollective : public Collective {
 
   ~NcclCollective() override {
     if (comm_) api_->comm_destroy(comm_);
+    if (stream_) cudaStreamDestroy(stream_);
+    if (ready_) cudaEventDestroy(ready_);
   }
 
   int rank() const override { return rank_; }
@@ -82,6 +84,23 @@ class NcclCollective : public Collective {
   void allreduce_sum(float* data, int64_t n) override {
     check(api_->all_reduce(data, data, static_cast<size_t>(n), ncclFloat32, ncclSum, comm_, nullptr), "ncclAllReduce");
     LT_CUDA(cudaDeviceSynchronize());
+  }
+
+  // On a stream of its own that does not wait for the default one as a whole (non-blocking),
+  // only for the kernels queued there before this call: the sum overlaps the backward's later
+  // kernels, which leave this bucket alone.
+  void start_allreduce_sum(float* data, int64_t n) override {
+    if (!stream_) {
+      LT_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+      LT_CUDA(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+    }
+    LT_CUDA(cudaEventRecord(ready_, nullptr));
+    LT_CUDA(cudaStreamWaitEvent(stream_, ready_, 0));
+    check(api_->all_reduce(data, data, static_cast<size_t>(n), ncclFloat32, ncclSum, comm_, stream_), "ncclAllReduce");
+  }
+
+  void wait_all() override {
+    if (stream_) LT_CUDA(cudaStreamSynchronize(stream_));
   }
 
   void broadcast(float* data, int64_t n, int root) override {
@@ -97,6 +116,8 @@ class NcclCollective : public Collective {
   const Nccl* api_ = nullptr;
   int rank_, size_;
   ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // started sums
+  cudaEvent_t ready_ = nullptr;    // the default stream's point a started sum waits for
 };
 
 }  // namespace

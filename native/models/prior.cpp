@@ -14,6 +14,7 @@ struct Prior::LoraTensors {
   float *A, *B;              // (r, in), (out, r)
   float *dA, *dB;            // gradients, same shapes
   float *mA, *vA, *mB, *vB;  // AdamW moments
+  int slot;                  // position among the LoRA layers (forward order)
 };
 
 struct Prior::Linear {
@@ -205,6 +206,7 @@ void Prior::release_lora() {
   if (lora_grads_) ops_.release(lora_grads_);
   lora_grads_ = nullptr;
   lora_grads_n_ = 0;
+  buckets_ = GradientBuckets();
 }
 
 std::vector<NamedShape> Prior::parameters() const { return params_.list(); }
@@ -240,7 +242,8 @@ void Prior::enable_lora(const LoraConfig& lora) {
   lora_grads_ = ops_.alloc(lora_grads_n_);
   ops_.zero(lora_grads_, lora_grads_n_);
   float* next_grad = lora_grads_;
-  for (Linear* l : lora_layers_) {
+  for (size_t slot = 0; slot < lora_layers_.size(); ++slot) {
+    Linear* l = lora_layers_[slot];
     auto t = std::make_unique<LoraTensors>();
     const int64_t na = lora.rank * l->in, nb = l->out * lora.rank;
     for (auto [ptr, n] : {std::pair<float**, int64_t>{&t->A, na},
@@ -252,6 +255,7 @@ void Prior::enable_lora(const LoraConfig& lora) {
       *ptr = ops_.alloc(n);
       ops_.zero(*ptr, n);
     }
+    t->slot = static_cast<int>(slot);
     t->dA = next_grad;
     next_grad += aligned(na);
     t->dB = next_grad;
@@ -514,6 +518,7 @@ void Prior::linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, 
   const float scale = lora_config_.alpha / static_cast<float>(lora_config_.rank);
   ops_.lora_linear_backward(dx, dx_lora, l.lora->dA, l.lora->dB, nullptr, nullptr, dy, x, drop ? x_drop : nullptr, xa,
                             l.W, l.lora->A, l.lora->B, scale, rows, l.in, l.out, lora_config_.rank, accumulate);
+  buckets_.ready(l.lora->slot);
   if (dx_lora) ops_.dropout_backward(dx, dx_lora, lora_config_.dropout, site_seed(seed, l.index, 15), rows * l.in);
 }
 
@@ -696,7 +701,8 @@ void Prior::forward(float* out, const float* x, const float* r, const float* cli
 }
 
 double Prior::loss_and_grad(const float* x, const float* r, const float* clip, const float* target, const StepShape& s,
-                            uint64_t seed, bool accumulate, bool train, float loss_scale) {
+                            uint64_t seed, bool accumulate, bool train, float loss_scale, Collective* sync,
+                            int64_t bucket_bytes) {
   if (lora_layers_.empty()) throw std::logic_error("loss_and_grad needs LoRA adapters: call enable_lora first");
   plan(s, true);
   const PriorConfig& k = config_;
@@ -715,8 +721,34 @@ double Prior::loss_and_grad(const float* x, const float* r, const float* clip, c
   run_forward(s, train, seed);
   ops_.zero(acts_->dout, n);
   const double loss = ops_.mse_loss(acts_->dout, acts_->out, acts_->target, n, loss_scale);
-  run_backward(s, train, seed);
+  const bool overlap = sync && sync->device_memory() == !ops_.host_memory();
+  if (overlap) {
+    plan_buckets(bucket_bytes);
+    buckets_.begin(*sync);
+  }
+  try {
+    run_backward(s, train, seed);
+  } catch (...) {
+    // The sums already started stay with the collective; a failed process ends the run.
+    buckets_ = GradientBuckets();
+    throw;
+  }
+  if (overlap)
+    buckets_.finish();
+  else if (sync)
+    allreduce_grads(*sync);
   return loss;
+}
+
+void Prior::plan_buckets(int64_t bucket_bytes) {
+  if (buckets_.size() > 0 && buckets_.cap_bytes() == bucket_bytes) return;
+  std::vector<GradientBuckets::Slice> slices;
+  for (size_t i = 0; i < lora_layers_.size(); ++i) {
+    float* end = i + 1 < lora_layers_.size() ? lora_layers_[i + 1]->lora->dA : lora_grads_ + lora_grads_n_;
+    float* begin = lora_layers_[i]->lora->dA;
+    slices.push_back({begin, end - begin});
+  }
+  buckets_.plan(slices, bucket_bytes);
 }
 
 void Prior::allreduce_grads(Collective& collective) {

@@ -7,9 +7,11 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 #include "../parallel/collective.h"
+#include "../parallel/gradient_buckets.h"
 
 #include "../ops.h"
 #include "param_store.h"
@@ -72,8 +74,13 @@ class Prior {
   // gradients (zeroed first unless accumulate). Returns the loss.
   // loss_scale multiplies the loss's gradient (fp16 dynamic loss scaling); the returned loss
   // is unscaled.
+  // With sync, the step ends an accumulation round of data-parallel training: the gradient
+  // block is summed over sync's processes, in buckets of bucket_bytes started while the
+  // backward still runs (through host memory, after the backward, when the collective's
+  // buffers and this backend's differ).
   double loss_and_grad(const float* x, const float* r, const float* clip, const float* target, const StepShape& s,
-                       uint64_t seed, bool accumulate, bool train = true, float loss_scale = 1.0f);
+                       uint64_t seed, bool accumulate, bool train = true, float loss_scale = 1.0f,
+                       Collective* sync = nullptr, int64_t bucket_bytes = 0);
   // One AdamW step on every LoRA tensor with the gradients read as grad * inv_loss_scale and
   // clipped to a global norm of max_norm (<= 0: no clipping). Returns the unscaled gradient
   // norm before clipping; when it is not finite (an fp16 overflow) nothing is updated.
@@ -86,6 +93,12 @@ class Prior {
   // The gradient block summed over the collective's processes, in place (through host memory
   // when the collective's buffers and this backend's differ).
   void allreduce_grads(Collective& collective);
+  // Floats of each bucket loss_and_grad sums with bucket_bytes, in the order they start.
+  std::vector<int64_t> gradient_buckets(int64_t bucket_bytes) {
+    if (!lora_grads_) throw std::logic_error("gradientBuckets needs LoRA adapters: call enable_lora first");
+    plan_buckets(bucket_bytes);
+    return buckets_.sizes();
+  }
   // AdamW moments by LoRA parameter name, for checkpoints: "<name>.exp_avg" / ".exp_avg_sq".
   void get_optimizer_state(const std::string& name, float* host, int64_t n) const;
   void set_optimizer_state(const std::string& name, const float* host, int64_t n);
@@ -124,6 +137,8 @@ class Prior {
   // accumulate false: dx receives the first contribution (overwritten, not zeroed first).
   void linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa, const float* x_drop,
                        float* dx_scratch, int64_t rows, bool train, uint64_t seed, bool accumulate);
+  // Gradient buckets of bucket_bytes over the LoRA layers (again only when the size changes).
+  void plan_buckets(int64_t bucket_bytes);
   const LoraTensors& lora_tensors(const std::string& name, const char** which) const;
   void release_lora();
   // The AdamW moment buffer "<lora param>.exp_avg" or ".exp_avg_sq", checked to hold n values.
@@ -140,6 +155,7 @@ class Prior {
   LoraConfig lora_config_;
   float* lora_grads_ = nullptr;  // (lora_grads_n_): every dA and dB, see grad_block()
   int64_t lora_grads_n_ = 0;
+  GradientBuckets buckets_;  // of lora_grads_, summed during a synchronising backward
   std::unique_ptr<Acts> acts_;
   float* arena_ = nullptr;
   int64_t arena_floats_ = 0;

@@ -33,6 +33,12 @@ class Collective {
   virtual void allreduce_sum(float* data, int64_t n) = 0;
   // data (n) = root's data (n), in place.
   virtual void broadcast(float* data, int64_t n, int root) = 0;
+  // Starts allreduce_sum(data, n) and returns, so that the caller computes meanwhile (every
+  // process starts the same sums in the same order); data must stay untouched until
+  // wait_all(). Engines that cannot overlap sum at once.
+  virtual void start_allreduce_sum(float* data, int64_t n) { allreduce_sum(data, n); }
+  // Returns once every started sum is complete; throws the first one's error.
+  virtual void wait_all() {}
 };
 
 // Gloo over TCP (rendezvous through the store). Throws, saying how to get Gloo, in a build

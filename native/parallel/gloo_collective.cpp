@@ -1,6 +1,7 @@
 #include <stdexcept>
 
 #include "collective.h"
+#include "serial_worker.h"
 #include "store_client.h"
 
 #ifdef LORA_TRAIN_HAVE_GLOO
@@ -64,6 +65,16 @@ class GlooCollective : public Collective {
     gloo::allreduce(opts);
   }
 
+  // Gloo's calls block, so the started sums run in order on a thread of their own.
+  void start_allreduce_sum(float* data, int64_t n) override {
+    if (!worker_) worker_ = std::make_unique<SerialWorker>();
+    worker_->post([this, data, n] { allreduce_sum(data, n); });
+  }
+
+  void wait_all() override {
+    if (worker_) worker_->drain();
+  }
+
   void broadcast(float* data, int64_t n, int root) override {
     gloo::BroadcastOptions opts(context_);
     opts.setOutput(data, static_cast<size_t>(n));
@@ -79,6 +90,7 @@ class GlooCollective : public Collective {
   std::shared_ptr<gloo::rendezvous::Context> context_;
   std::chrono::milliseconds timeout_;
   uint32_t tag_ = 0;
+  std::unique_ptr<SerialWorker> worker_;  // declared last: joined before the context goes
 };
 
 }  // namespace

@@ -64,6 +64,15 @@ export interface StepOptions {
   accumulate?: boolean;
   /** Multiplies the loss's gradient (fp16 loss scaling; pass the same to optimizerStep). */
   lossScale?: number;
+  /** Data parallelism: the gradients end summed over these processes (the step that ends an
+   * accumulation round), in buckets summed while the backward still runs. */
+  sync?: GradientSync;
+}
+
+export interface GradientSync {
+  collective: NativeCollective;
+  /** The most bytes of gradients one bucket holds (the first holds at most 1 MiB). */
+  bucketBytes: number;
 }
 
 export interface AdamWOptions {
@@ -315,7 +324,8 @@ export class Prior {
   async step(x: Tensor, r: Tensor, clip: Tensor, target: Tensor, options: StepOptions = {}): Promise<number> {
     this.requireLora('lossAndGrad');
     const { B, H, W, T } = this.checkInputs('lossAndGrad', x, r, clip, target);
-    const lossScale = new ShapeCheck('lossAndGrad').finite('lossScale', options.lossScale ?? 1);
+    const s = new ShapeCheck('lossAndGrad');
+    const lossScale = s.finite('lossScale', options.lossScale ?? 1);
     return this.model.lossAndGrad(
       x.data,
       r.data,
@@ -329,6 +339,8 @@ export class Prior {
       options.accumulate ?? false,
       options.train ?? true,
       lossScale,
+      options.sync?.collective,
+      options.sync && s.positiveInteger('sync.bucketBytes', options.sync.bucketBytes),
     );
   }
 
@@ -356,6 +368,13 @@ export class Prior {
   async allreduceGrads(collective: NativeCollective): Promise<void> {
     this.requireLora('allreduceGrads');
     await this.model.allreduceGrads(collective);
+  }
+
+  /** Floats of each bucket a synchronising step sums (GradientSync), in the order it starts
+   * them: the last layers' first, the first bucket at most 1 MiB. */
+  gradientBuckets(bucketBytes: number): number[] {
+    this.requireLora('gradientBuckets');
+    return this.model.gradientBuckets(new ShapeCheck('gradientBuckets').positiveInteger('bucketBytes', bucketBytes));
   }
 
   /** The adapters as trained: module path -> { A (r, in), B (out, r) }, unscaled. */

@@ -325,7 +325,8 @@ export interface NativePrior extends NativeModel {
     train: boolean,
     seed: number,
   ): Promise<void>;
-  /** The MSE loss against target; the LoRA gradients stay native. */
+  /** The MSE loss against target; the LoRA gradients stay native. With a collective they end
+   * summed over its processes, in buckets of bucketBytes started during the backward. */
   lossAndGrad(
     x: Float32Array,
     r: Float32Array,
@@ -339,6 +340,8 @@ export interface NativePrior extends NativeModel {
     accumulate: boolean,
     train: boolean,
     lossScale: number,
+    collective?: NativeCollective,
+    bucketBytes?: number,
   ): Promise<number>;
   /** Clipping and AdamW over every LoRA tensor; the gradient norm before clipping. */
   optimizerStep(
@@ -353,6 +356,8 @@ export interface NativePrior extends NativeModel {
   ): Promise<number>;
   /** Every LoRA gradient summed over the collective's processes, in place. */
   allreduceGrads(collective: NativeCollective): Promise<void>;
+  /** Floats of each gradient bucket lossAndGrad sums with bucketBytes, in the order summed. */
+  gradientBuckets(bucketBytes: number): number[];
   activationBytes(): number;
   parameterBytes(): number;
 }

@@ -4,6 +4,7 @@
 // other at named points.
 import { createSocket } from 'node:dgram';
 import type { Device } from '../core/device.js';
+import type { GradientSync } from '../models/prior.js';
 import type { NativeCollective } from '../native/addon.js';
 import { native } from '../native/loader.js';
 import type { WorldPlace } from './env.js';
@@ -18,6 +19,18 @@ function timeoutMs(env = process.env): number {
       `Expected seconds > 0 for LORA_TRAIN_DIST_TIMEOUT but received '${env.LORA_TRAIN_DIST_TIMEOUT}'`,
     );
   return seconds * 1000;
+}
+
+/** The most bytes of gradients summed in one collective call while the backward runs (torch
+ * DDP's bucket_cap_mb): 4 MiB, or LORA_TRAIN_BUCKET_MB, so that the real prior's 12.6 MB of
+ * LoRA gradients travel in four buckets that overlap the backward. */
+export function bucketBytes(env = process.env): number {
+  const mb = Number(env.LORA_TRAIN_BUCKET_MB || 4);
+  if (!(mb > 0 && mb <= 1024))
+    throw new RangeError(
+      `Expected megabytes in (0, 1024] for LORA_TRAIN_BUCKET_MB but received '${env.LORA_TRAIN_BUCKET_MB}'`,
+    );
+  return Math.max(1, Math.round(mb * 2 ** 20));
 }
 
 /** The local address this machine reaches `host` from: what the other ranks connect to. */
@@ -48,6 +61,13 @@ export class ProcessGroup {
     readonly gradients: NativeCollective,
     readonly gradientEngine: 'gloo' | 'nccl',
   ) {}
+
+  /** How a step that ends an accumulation round sums its gradients over the group. */
+  gradientSync(): GradientSync {
+    return { collective: this.gradients, bucketBytes: this.bucketBytes };
+  }
+
+  private readonly bucketBytes = bucketBytes();
 
   /** Joins the run `place` describes: rank 0 serves the store, everyone connects, and the
    * Gloo collective forms (and NCCL's, for a prior on the GPU). */

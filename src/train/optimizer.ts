@@ -5,7 +5,7 @@
 // AdamW's step count stay, the LR schedule moves on, and in fp16 the scale halves. Too many
 // skips in a row mean the run has diverged, and it stops before writing anything worse.
 import type { LoraTrainConfig } from '../config/schema.js';
-import type { AdamWOptions, Prior } from '../models/prior.js';
+import type { AdamWOptions, GradientSync, Prior } from '../models/prior.js';
 import type { ProcessGroup } from '../parallel/group.js';
 import type { TrainingState } from './checkpoints.js';
 import type { TrainingPlan } from './plan.js';
@@ -45,6 +45,12 @@ export class AdapterOptimizer {
     return this.state.scaler.scale;
   }
 
+  /** What iteration `it` (1-based) sums its gradients over, when it ends an accumulation round
+   * of data-parallel training. */
+  gradientSync(it: number): GradientSync | undefined {
+    return this.group && this.plan.endsOptimizerStep(it) ? this.group.gradientSync() : undefined;
+  }
+
   /** Whether iteration `it` (1-based) adds to gradients already held. */
   accumulates(it: number): boolean {
     return (it - 1) % this.plan.accumulate !== 0;
@@ -75,9 +81,9 @@ export class AdapterOptimizer {
     return { lr, gradNorm: Number.isFinite(gradNorm) ? gradNorm : null };
   }
 
-  /** Averages the gradients over the group (when there is one), then clips and steps. */
+  /** Clips and steps; the step's backward summed the gradients over the group, if any
+   * (gradientSync), and they are divided by its size here. */
   private async step(lr: number): Promise<number> {
-    if (this.group) await this.prior.allreduceGrads(this.group.gradients);
     return this.prior.optimizerStep({ ...this.stepOptions(lr), processes: this.group?.size ?? 1 }, this.adamStep());
   }
 

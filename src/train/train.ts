@@ -150,6 +150,7 @@ async function iterate(run: Run, visualization?: Visualization): Promise<void> {
       seed: dropoutSeed(run, it),
       accumulate: optimizer.accumulates(it),
       lossScale: optimizer.lossScale,
+      sync: optimizer.gradientSync(it),
     });
     // The next batch is prepared while the native step runs off the JS thread.
     next = it < plan.totalIters ? batches.get(it) : undefined;

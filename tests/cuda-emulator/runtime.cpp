@@ -703,6 +703,22 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
   e->recorded = true;
   return status();
 }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
+
+struct EmuStream {};
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  *s = new EmuStream;
+  return status();
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete s;
+  return status();
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return status(); }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned) {
+  if (!e->recorded) return fail(cudaErrorInvalidValue, "cudaStreamWaitEvent on an unrecorded event", false);
+  return status();
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
   if (!start->recorded || !stop->recorded)
     return fail(cudaErrorInvalidValue, "cudaEventElapsedTime of an unrecorded event", false);
