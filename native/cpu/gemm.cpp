@@ -108,6 +108,18 @@ void pack_b(float* dst, const T* B, DType t, const GemmArgs& g, int64_t p0, int6
 
 void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) {
   const DType t = gemm_operand_type(g.A.type, g.B.type);
+  if (t == DType::f32) {
+    const KernelSet& ks = active_kernels();
+    const float* A = g.A.f32();
+    for (int64_t ip = 0; ip < mc; ip += mr, dst += kc * mr) {
+      const int rows = static_cast<int>(std::min<int64_t>(mr, mc - ip));
+      if (g.transA)
+        ks.pack_copy(dst, A + p0 * g.lda + i0 + ip, g.lda, kc, rows, mr);
+      else
+        ks.pack_gather(dst, A + (i0 + ip) * g.lda + p0, g.lda, kc, rows, mr);
+    }
+    return;
+  }
   if (g.A.type == DType::f32)
     pack_a(dst, g.A.f32(), t, g, i0, mc, p0, kc, mr);
   else
@@ -116,6 +128,18 @@ void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, i
 
 void pack_b(float* dst, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) {
   const DType t = gemm_operand_type(g.A.type, g.B.type);
+  if (t == DType::f32) {
+    const KernelSet& ks = active_kernels();
+    const float* B = g.B.f32();
+    for (int64_t jp = 0; jp < nc; jp += nr, dst += kc * nr) {
+      const int cols = static_cast<int>(std::min<int64_t>(nr, nc - jp));
+      if (g.transB)
+        ks.pack_gather(dst, B + (j0 + jp) * g.ldb + p0, g.ldb, kc, cols, nr);
+      else
+        ks.pack_copy(dst, B + p0 * g.ldb + j0 + jp, g.ldb, kc, cols, nr);
+    }
+    return;
+  }
   if (g.B.type == DType::f32)
     pack_b(dst, g.B.f32(), t, g, p0, kc, j0, nc, nr);
   else

@@ -15,6 +15,12 @@ struct KernelSet {
   // C (mr, nr), row stride ldc = alpha * Ap^T Bp + beta * C (C not read when beta == 0).
   // Ap: kc steps of mr values (packed A); Bp: kc steps of nr values (packed B).
   void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta);
+  // Packing fp32 operands into the micro-kernel's panels, dst (kc, width), lanes count..width
+  // zero. gather: dst[p, i] = src[i * ld + p] (count rows of src, each read along p); copy:
+  // dst[p, i] = src[p * ld + i]. Packing is what a GEMM of few rows (a batch of one image)
+  // spends its time on besides the tiles, so each set has its own.
+  void (*pack_gather)(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width);
+  void (*pack_copy)(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width);
   // Softmax row helpers for attention, accurate to a few ulp; exp(-inf) = 0.
   float (*row_max)(const float* x, int64_t n);
   // x[i] = exp(x[i] - shift) for i < n; returns the sum of the new values.
@@ -29,6 +35,10 @@ struct KernelSet {
   void (*dropout)(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b, int64_t first,
                   int64_t n, bool accumulate);
 };
+
+// The portable packing routines, also the fallback of the wider sets for odd widths.
+void pack_gather_generic(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width);
+void pack_copy_generic(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width);
 
 extern const KernelSet kGenericKernels;
 #if defined(__x86_64__) || defined(_M_X64)

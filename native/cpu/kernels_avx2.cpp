@@ -36,6 +36,57 @@ void gemm_tile_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int6
   }
 }
 
+// r[0..7] = the transpose of the 8x8 block r[0..7].
+inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2f128_ps(u[c], u[c + 4], 0x20);
+    r[c + 4] = _mm256_permute2f128_ps(u[c], u[c + 4], 0x31);
+  }
+}
+
+// Lanes below n set, as maskload/maskstore read them.
+inline __m256i lanes_below(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// Eight p at a time, transposed in registers (the generic loop finishes a ragged end of p).
+void pack_gather_avx2(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
+  const int64_t full = kc / 8 * 8;
+  for (int64_t p0 = 0; p0 < full; p0 += 8)
+    for (int i0 = 0; i0 < width; i0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i)
+        r[i] = i0 + i < count ? _mm256_loadu_ps(src + (i0 + i) * ld + p0) : _mm256_setzero_ps();
+      transpose8(r);
+      const int lanes = width - i0 < 8 ? width - i0 : 8;
+      const __m256i mask = lanes_below(lanes);
+      for (int p = 0; p < 8; ++p) _mm256_maskstore_ps(dst + (p0 + p) * width + i0, mask, r[p]);
+    }
+  if (full < kc) pack_gather_generic(dst + full * width, src + full, ld, kc - full, count, width);
+}
+
+void pack_copy_avx2(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
+  if (width > 16) return pack_copy_generic(dst, src, ld, kc, count, width);
+  const __m256i lo = lanes_below(count), hi = lanes_below(count - 8);
+  const __m256i lo_out = lanes_below(width), hi_out = lanes_below(width - 8);
+  const bool two = width > 8;
+  for (int64_t p = 0; p < kc; ++p, dst += width, src += ld) {
+    _mm256_maskstore_ps(dst, lo_out, _mm256_maskload_ps(src, lo));
+    if (two) _mm256_maskstore_ps(dst + 8, hi_out, _mm256_maskload_ps(src + 8, hi));
+  }
+}
+
 float row_max_avx2(const float* x, int64_t n) {
   __m256 m = _mm256_set1_ps(-__builtin_inff());
   int64_t i = 0;
@@ -161,6 +212,8 @@ const KernelSet kAvx2Kernels = {"avx2",
                                 768,
                                 4080,
                                 gemm_tile_avx2,
+                                pack_gather_avx2,
+                                pack_copy_avx2,
                                 row_max_avx2,
                                 exp_shift_sum_avx2,
                                 gelu_forward_avx2,

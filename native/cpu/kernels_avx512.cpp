@@ -2,6 +2,8 @@
 // after cpuid says so).
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "kernels.h"
 #include "vector_exp.h"
 
@@ -34,6 +36,61 @@ void gemm_tile_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, in
       _mm512_storeu_ps(row, _mm512_fmadd_ps(va, c[i][0], _mm512_mul_ps(vb, _mm512_loadu_ps(row))));
       _mm512_storeu_ps(row + 16, _mm512_fmadd_ps(va, c[i][1], _mm512_mul_ps(vb, _mm512_loadu_ps(row + 16))));
     }
+  }
+}
+
+// r[0..15] = the transpose of the 16x16 block r[0..15]: lane j of r[i] moves to lane i of r[j].
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4)
+    for (int h = 0; h < 2; ++h) {
+      const __m512d a = _mm512_castps_pd(t[i + h]), b = _mm512_castps_pd(t[i + 2 + h]);
+      r[i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+      r[i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    }
+  for (int i = 0; i < 16; i += 8)
+    for (int h = 0; h < 4; ++h) {
+      t[i + h] = _mm512_shuffle_f32x4(r[i + h], r[i + 4 + h], 0x88);
+      t[i + 4 + h] = _mm512_shuffle_f32x4(r[i + h], r[i + 4 + h], 0xdd);
+    }
+  for (int h = 0; h < 8; ++h) {
+    r[h] = _mm512_shuffle_f32x4(t[h], t[h + 8], 0x88);
+    r[h + 8] = _mm512_shuffle_f32x4(t[h], t[h + 8], 0xdd);
+  }
+}
+
+// Sixteen p at a time: up to 16 rows loaded along p, transposed in registers, and stored as
+// 16 rows of the panel, a block of 16 lanes at a time.
+void pack_gather_avx512(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
+  if (width % 16 != 0 && width > 16) return pack_gather_generic(dst, src, ld, kc, count, width);
+  for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+    const int np = static_cast<int>(std::min<int64_t>(16, kc - p0));
+    const __mmask16 pmask = static_cast<__mmask16>((1u << np) - 1);
+    for (int i0 = 0; i0 < width; i0 += 16) {
+      const int lanes = std::min(16, width - i0);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = i0 + i < count ? _mm512_maskz_loadu_ps(pmask, src + (i0 + i) * ld + p0) : _mm512_setzero_ps();
+      transpose16(r);
+      const __mmask16 lane_mask = static_cast<__mmask16>((1u << lanes) - 1);
+      for (int p = 0; p < np; ++p) _mm512_mask_storeu_ps(dst + (p0 + p) * width + i0, lane_mask, r[p]);
+    }
+  }
+}
+
+void pack_copy_avx512(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
+  if (width > 32) return pack_copy_generic(dst, src, ld, kc, count, width);
+  const __mmask16 lo = static_cast<__mmask16>((1u << std::min(count, 16)) - 1);
+  const __mmask16 hi = static_cast<__mmask16>(count > 16 ? (1u << (count - 16)) - 1 : 0);
+  const __mmask16 lo_out = static_cast<__mmask16>((1u << std::min(width, 16)) - 1);
+  const __mmask16 hi_out = static_cast<__mmask16>(width > 16 ? (1u << (width - 16)) - 1 : 0);
+  for (int64_t p = 0; p < kc; ++p, dst += width, src += ld) {
+    _mm512_mask_storeu_ps(dst, lo_out, _mm512_maskz_loadu_ps(lo, src));
+    if (hi_out) _mm512_mask_storeu_ps(dst + 16, hi_out, _mm512_maskz_loadu_ps(hi, src + 16));
   }
 }
 
@@ -143,6 +200,8 @@ const KernelSet kAvx512Kernels = {"avx512",
                                   768,
                                   4096,
                                   gemm_tile_avx512,
+                                  pack_gather_avx512,
+                                  pack_copy_avx512,
                                   row_max_avx512,
                                   exp_shift_sum_avx512,
                                   gelu_forward_avx512,

@@ -63,6 +63,21 @@ void dropout_generic(float* y, const float* x, float p, float scale, uint32_t ke
 
 }  // namespace
 
+void pack_gather_generic(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
+  // p outermost: dst is written in order, and the count rows are read as parallel streams.
+  for (int64_t p = 0; p < kc; ++p, dst += width) {
+    for (int i = 0; i < count; ++i) dst[i] = src[i * ld + p];
+    for (int i = count; i < width; ++i) dst[i] = 0.0f;
+  }
+}
+
+void pack_copy_generic(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
+  for (int64_t p = 0; p < kc; ++p, dst += width, src += ld) {
+    for (int i = 0; i < count; ++i) dst[i] = src[i];
+    for (int i = count; i < width; ++i) dst[i] = 0.0f;
+  }
+}
+
 const KernelSet kGenericKernels = {"generic",
                                    kMR,
                                    kNR,
@@ -70,6 +85,8 @@ const KernelSet kGenericKernels = {"generic",
                                    256,
                                    4096,
                                    gemm_tile_generic,
+                                   pack_gather_generic,
+                                   pack_copy_generic,
                                    row_max_generic,
                                    exp_shift_sum_generic,
                                    gelu_forward_generic,
