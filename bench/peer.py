@@ -108,13 +108,55 @@ def peak_rss_kib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def diffusers_prior_step(case, min_seconds):
+    """The same step on diffusers' own WuerstchenPrior with peft adapters, as a user trains it
+    (diffusers' train_text_to_image_lora_prior.py on the CPU: fp32 eager), or None when
+    diffusers or peft is not importable."""
+    try:
+        import diffusers
+        import peft
+        from diffusers.pipelines.deprecated.wuerstchen.modeling_wuerstchen_prior import WuerstchenPrior
+    except ImportError:
+        return None
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    sizes = {k: case[k] for k in ("c_in", "c", "c_cond", "c_r", "depth", "nhead")}
+    model = WuerstchenPrior(**sizes, dropout=0.1)
+    model.requires_grad_(False)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    rank = case["rank"]
+    model.add_adapter(peft.LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights="gaussian"))
+    model.train()
+    lora = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(lora, lr=1e-4, weight_decay=1e-2)
+    B, H, W, T = case["B"], case["H"], case["W"], case["T"]
+    x, target = torch.randn(B, case["c_in"], H, W), torch.randn(B, case["c_in"], H, W)
+    r, clip = torch.rand(B), torch.randn(B, T, case["c_cond"])
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.mse_loss(model(x, r, clip), target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lora, 1.0)
+        opt.step()
+
+    seconds = timed(step, min_seconds)
+    impl = f"torch {torch.__version__} + diffusers {diffusers.__version__} + peft {peft.__version__} eager"
+    return impl, seconds, {"peak_rss_mb": peak_rss_kib() / 1024}
+
+
 def prior_step(case, min_seconds):
-    """One LoRA training step (forward, MSE, backward, clip, AdamW) of a plain-PyTorch
-    Würstchen prior: the same computation as diffusers' WuerstchenPrior with peft adapters on
-    to_q/to_k/to_v/to_out.0, written out here so that no diffusers install is needed."""
+    """One LoRA training step (forward, MSE, backward, clip, AdamW) of the Würstchen prior with
+    adapters on to_q/to_k/to_v/to_out.0: on the CPU diffusers' own model with peft where they
+    are importable, else (and on GPUs) the same computation written out in plain PyTorch."""
     import torch.nn as nn
     import torch.nn.functional as F
 
+    if case.get("device", "cpu") == "cpu":
+        result = diffusers_prior_step(case, min_seconds)
+        if result:
+            return result
     c_in, c, c_cond, c_r, depth, nhead = (case[k] for k in ("c_in", "c", "c_cond", "c_r", "depth", "nhead"))
     B, H, W, T, rank = case["B"], case["H"], case["W"], case["T"], case["rank"]
     device = case.get("device", "cpu")

@@ -30,6 +30,8 @@ interface BenchCase {
   /** Cases that must run in a process of their own (to measure its memory) time themselves. */
   isolated?: (minSeconds: number) => { seconds: number; extra: Extra };
   peer?: PeerSpec;
+  /** The case (name and shape) this one is set beside instead of a peer: bf16 beside fp32. */
+  baseline?: { name: string; shape: string };
 }
 
 interface Peer {
@@ -67,7 +69,8 @@ const ATTENTION_SHAPES = [
 ];
 
 export function benchCases(): BenchCase[] {
-  const cases: BenchCase[] = [];
+  // The training step at the real size first: where the time of a real run goes.
+  const cases: BenchCase[] = priorStepCases();
   for (const [M, N, K] of GEMM_SHAPES)
     cases.push({
       name: 'gemm',
@@ -145,42 +148,65 @@ export function benchCases(): BenchCase[] {
     },
   });
 
-  // The prior's LoRA training step at a small size: c 256, c_cond 256, depth 4, nhead 4,
-  // batch 4, 24x24 latents, 77 text tokens, rank 8 on to_q/to_k/to_v/to_out.0, fp32.
-  // Also in bf16 mixed precision (no CPU peer: PyTorch's CPU autocast is not what users train with).
-  const step = {
-    config: { c_in: 16, c: 256, c_cond: 256, c_r: 64, depth: 4, nhead: 4, dropout: 0.1 },
-    B: 4,
-    H: 24,
-    W: 24,
-    T: 77,
-    rank: 8,
-  };
-  for (const precision of ['fp32', 'bf16'] as const)
-    cases.push({
-      name: precision === 'fp32' ? 'prior_lora_step' : 'prior_lora_step_bf16',
-      shape: `c256 cond256 depth4 nhead4 B4 24x24 T77 r8${precision === 'fp32' ? '' : ' bf16 weights and GEMMs'}`,
-      flops: 0,
-      peer:
-        precision === 'fp32'
-          ? { kind: 'prior_step', ...step.config, B: step.B, H: step.H, W: step.W, T: step.T, rank: step.rank }
-          : undefined,
-      async setup() {
-        throw new Error('prior_lora_step runs isolated');
-      },
-      isolated(minSeconds) {
-        const r = spawnSync(
-          process.execPath,
-          [join(packageRoot, 'dist', 'bench', 'prior-step.js'), JSON.stringify({ ...step, precision, minSeconds })],
-          { encoding: 'utf8' },
-        );
-        if (r.status !== 0) throw new Error(`prior-step failed: ${r.stderr}`);
-        const { seconds, ...extra } = JSON.parse(r.stdout.trim().split('\n').pop()!) as Extra & { seconds: number };
-        return { seconds, extra };
-      },
-    });
   if (native().haveGloo) cases.push(allreduceCase());
   return cases;
+}
+
+interface PriorStep {
+  config: { c_in: number; c: number; c_cond: number; c_r: number; depth: number; nhead: number; dropout: number };
+  B: number;
+  H: number;
+  W: number;
+  T: number;
+  rank: number;
+}
+
+/** The real prior (warp-ai/wuerstchen-prior: c 1536, c_cond 1280, depth 32, 24 heads) at
+ * batch 1 and 4, then a small one (c 256, depth 4, batch 4); 24x24 latents, 77 text tokens,
+ * rank 8 on to_q/to_k/to_v/to_out.0. fp32 beside PyTorch (diffusers + peft where installed);
+ * bf16 mixed precision beside lora-train's own fp32 figure. */
+function priorStepCases(): BenchCase[] {
+  const real = { c_in: 16, c: 1536, c_cond: 1280, c_r: 64, depth: 32, nhead: 24, dropout: 0.1 };
+  const small = { c_in: 16, c: 256, c_cond: 256, c_r: 64, depth: 4, nhead: 4, dropout: 0.1 };
+  const at = (config: PriorStep['config'], B: number): PriorStep => ({ config, B, H: 24, W: 24, T: 77, rank: 8 });
+  return [
+    priorStepCase('prior_lora_step_real', 'c1536 cond1280 depth32 nhead24 B1 24x24 T77 r8', at(real, 1), 'fp32'),
+    priorStepCase('prior_lora_step_real', 'c1536 cond1280 depth32 nhead24 B4 24x24 T77 r8', at(real, 4), 'fp32'),
+    priorStepCase(
+      'prior_lora_step_real_bf16',
+      'c1536 cond1280 depth32 nhead24 B1 24x24 T77 r8 bf16',
+      at(real, 1),
+      'bf16',
+    ),
+    priorStepCase('prior_lora_step', 'c256 cond256 depth4 nhead4 B4 24x24 T77 r8', at(small, 4), 'fp32'),
+    priorStepCase('prior_lora_step_bf16', 'c256 cond256 depth4 nhead4 B4 24x24 T77 r8 bf16', at(small, 4), 'bf16'),
+  ];
+}
+
+/** One LoRA training step (forward, MSE, backward, clip, AdamW), in a process of its own. */
+function priorStepCase(name: string, shape: string, step: PriorStep, precision: 'fp32' | 'bf16'): BenchCase {
+  const { config, B, H, W, T, rank } = step;
+  return {
+    name,
+    shape,
+    flops: 0,
+    // PyTorch's CPU autocast is not what users train with: bf16 is set beside the fp32 row.
+    peer: precision === 'fp32' ? { kind: 'prior_step', ...config, B, H, W, T, rank } : undefined,
+    baseline:
+      precision === 'fp32' ? undefined : { name: name.replace(/_bf16$/, ''), shape: shape.replace(/ bf16$/, '') },
+    async setup() {
+      throw new Error(`${name} runs isolated`);
+    },
+    isolated(minSeconds) {
+      const script = join(packageRoot, 'dist', 'bench', 'prior-step.js');
+      const r = spawnSync(process.execPath, [script, JSON.stringify({ ...step, precision, minSeconds })], {
+        encoding: 'utf8',
+      });
+      if (r.status !== 0) throw new Error(`prior-step failed: ${r.stderr}`);
+      const { seconds, ...extra } = JSON.parse(r.stdout.trim().split('\n').pop()!) as Extra & { seconds: number };
+      return { seconds, extra };
+    },
+  };
 }
 
 /** The real prior's LoRA gradients: 32 blocks × to_q, to_k, to_v, to_out.0 (1536 → 1536), r 8. */
@@ -335,10 +361,13 @@ async function main(argv: string[]) {
   for (const { c, seconds, extra } of ours) {
     const peer = c.peer ? peers.get(String(peerIndex++)) : undefined;
     const gflops = (s: number) => (c.flops ? Number((c.flops / s / 1e9).toFixed(1)) : null);
+    const baseline = c.baseline && ours.find((o) => o.c.name === c.baseline!.name && o.c.shape === c.baseline!.shape);
     const row = {
       name: c.name,
       shape: c.shape,
+      kernels: m.kernels,
       seconds: Number(seconds.toPrecision(4)),
+      ...(baseline ? { vs_fp32: Number((baseline.seconds / seconds).toFixed(3)) } : {}),
       gflops: gflops(seconds),
       ...(c.items ? { items_per_s: Number((c.items / seconds).toFixed(2)) } : {}),
       ...round(extra),

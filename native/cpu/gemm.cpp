@@ -6,6 +6,7 @@
 #include <memory>
 #include <new>
 #include <type_traits>
+#include <vector>
 
 #include "cpu_ops.h"
 #include "kernels.h"
@@ -35,115 +36,85 @@ struct PackBuffers {
 };
 thread_local PackBuffers tls_pack;
 
-// Element i of a stored operand as fp32. t is the GEMM's operand type (gemm_operand_type): an
-// fp32 operand beside a bf16/fp16 one is rounded to that type first, as the GPU's tensor cores
-// (and PyTorch's autocast) see it.
+// Per-thread scratch of widened low-precision values.
+thread_local std::vector<float> tls_widened;
+
+// out (rows, n) = rows of src (row stride ld) read as type t, the GEMM's operand type: stored
+// bf16 widened, fp32 rounded to bf16 (nearest even, NaN kept quiet) as the GPU's tensor cores
+// and PyTorch's autocast see an fp32 operand beside a bf16 one. Branch-free loops the compiler
+// vectorises; fp16 (rare on the CPU) goes element by element.
 template <typename T>
-inline float widen(const T* p, int64_t i, DType t);
-template <>
-inline float widen<float>(const float* p, int64_t i, DType t) {
-  return t == DType::f32 ? p[i] : lowp_to_f32(f32_to_lowp(p[i], t), t);
+void widen_rows(float* out, const T* src, int64_t ld, int64_t rows, int64_t n, DType t) {
+  for (int64_t r = 0; r < rows; ++r, out += n, src += ld) {
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      if (t == DType::bf16)
+        for (int64_t j = 0; j < n; ++j) out[j] = bits_float(static_cast<uint32_t>(src[j]) << 16);
+      else
+        for (int64_t j = 0; j < n; ++j) out[j] = f16_to_f32(src[j]);
+    } else if (t == DType::bf16) {
+      for (int64_t j = 0; j < n; ++j) {
+        const uint32_t u = float_bits(src[j]);
+        const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+        const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+        out[j] = bits_float(nan ? (u | 0x400000u) & 0xffff0000u : rounded);
+      }
+    } else {
+      for (int64_t j = 0; j < n; ++j) out[j] = lowp_to_f32(f32_to_lowp(src[j], t), t);
+    }
+  }
 }
-template <>
-inline float widen<uint16_t>(const uint16_t* p, int64_t i, DType t) {
-  return lowp_to_f32(p[i], t);
+
+// Packs `count` lines of one panel, dst (kc, width), lanes count..width zero. X points at the
+// block's first element; line r, step p lies at r * ld + p when k_contiguous (a transposing
+// gather), else at p * ld + r (a copy). A low-precision operand is widened first, then moved
+// by the same fp32 packers.
+template <typename T>
+void pack_panel(float* dst, const T* X, int64_t ld, bool k_contiguous, int count, int width, int64_t kc, DType t) {
+  const KernelSet& ks = active_kernels();
+  const float* block = nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    if (t == DType::f32) block = X;
+  }
+  if (!block) {
+    const int64_t rows = k_contiguous ? count : kc, n = k_contiguous ? kc : count;
+    if (tls_widened.size() < static_cast<size_t>(rows * n)) tls_widened.resize(rows * n);
+    widen_rows(tls_widened.data(), X, ld, rows, n, t);
+    block = tls_widened.data();
+    ld = n;
+  }
+  if (k_contiguous)
+    ks.pack_gather(dst, block, ld, kc, count, width);
+  else
+    ks.pack_copy(dst, block, ld, kc, count, width);
+}
+
+template <typename T>
+void pack_line_panels(float* dst, const T* X, int64_t ld, bool k_contiguous, int64_t lines, int width, int64_t kc,
+                      DType t) {
+  for (int64_t l = 0; l < lines; l += width, dst += kc * width) {
+    const int count = static_cast<int>(std::min<int64_t>(width, lines - l));
+    pack_panel(dst, X + (k_contiguous ? l * ld : l), ld, k_contiguous, count, width, kc, t);
+  }
 }
 
 // Packs op(A)[i0:i0+mc, p0:p0+kc] into ceil(mc/mr) panels of (kc, mr), zero-padding rows.
-template <typename T>
-void pack_a(float* dst, const T* A, DType t, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
-            int mr) {
-  for (int64_t ip = 0; ip < mc; ip += mr, dst += kc * mr) {
-    int64_t rows = std::min<int64_t>(mr, mc - ip);
-    if (g.transA) {  // op(A)(i, p) = A[p, i]: rows of the panel are contiguous in A
-      const T* src = A + (p0)*g.lda + (i0 + ip);
-      for (int64_t p = 0; p < kc; ++p, src += g.lda) {
-        float* d = dst + p * mr;
-        if (std::is_same_v<T, float> && t == DType::f32)
-          std::memcpy(d, src, rows * sizeof(float));
-        else
-          for (int64_t i = 0; i < rows; ++i) d[i] = widen(src, i, t);
-        for (int64_t i = rows; i < mr; ++i) d[i] = 0.0f;
-      }
-    } else {
-      // Row-major A: walk k outermost so the panel is written contiguously, reading one element
-      // from each of the mr rows per step (mr sequential streams the prefetcher follows).
-      const T* rows_at[32];
-      for (int64_t i = 0; i < rows; ++i) rows_at[i] = A + (i0 + ip + i) * g.lda + p0;
-      for (int64_t p = 0; p < kc; ++p) {
-        float* d = dst + p * mr;
-        for (int64_t i = 0; i < rows; ++i) d[i] = widen(rows_at[i], p, t);
-        for (int64_t i = rows; i < mr; ++i) d[i] = 0.0f;
-      }
-    }
-  }
+void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) {
+  const DType t = gemm_operand_type(g.A.type, g.B.type);
+  const int64_t at = g.transA ? p0 * g.lda + i0 : i0 * g.lda + p0;
+  if (g.A.type == DType::f32)
+    pack_line_panels(dst, g.A.f32() + at, g.lda, !g.transA, mc, mr, kc, t);
+  else
+    pack_line_panels(dst, g.A.lowp() + at, g.lda, !g.transA, mc, mr, kc, t);
 }
 
 // Packs op(B)[p0:p0+kc, j0:j0+nc] into ceil(nc/nr) panels of (kc, nr), zero-padding columns.
-template <typename T>
-void pack_b(float* dst, const T* B, DType t, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
-            int nr) {
-  for (int64_t jp = 0; jp < nc; jp += nr, dst += kc * nr) {
-    int64_t cols = std::min<int64_t>(nr, nc - jp);
-    if (!g.transB) {  // op(B)(p, j) = B[p, j]: panel rows contiguous
-      const T* src = B + p0 * g.ldb + (j0 + jp);
-      for (int64_t p = 0; p < kc; ++p, src += g.ldb) {
-        float* d = dst + p * nr;
-        if (std::is_same_v<T, float> && t == DType::f32)
-          std::memcpy(d, src, cols * sizeof(float));
-        else
-          for (int64_t j = 0; j < cols; ++j) d[j] = widen(src, j, t);
-        for (int64_t j = cols; j < nr; ++j) d[j] = 0.0f;
-      }
-    } else {
-      for (int64_t j = 0; j < cols; ++j) {
-        const T* src = B + (j0 + jp + j) * g.ldb + p0;
-        for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = widen(src, p, t);
-      }
-      for (int64_t j = cols; j < nr; ++j)
-        for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = 0.0f;
-    }
-  }
-}
-
-void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) {
-  const DType t = gemm_operand_type(g.A.type, g.B.type);
-  if (t == DType::f32) {
-    const KernelSet& ks = active_kernels();
-    const float* A = g.A.f32();
-    for (int64_t ip = 0; ip < mc; ip += mr, dst += kc * mr) {
-      const int rows = static_cast<int>(std::min<int64_t>(mr, mc - ip));
-      if (g.transA)
-        ks.pack_copy(dst, A + p0 * g.lda + i0 + ip, g.lda, kc, rows, mr);
-      else
-        ks.pack_gather(dst, A + (i0 + ip) * g.lda + p0, g.lda, kc, rows, mr);
-    }
-    return;
-  }
-  if (g.A.type == DType::f32)
-    pack_a(dst, g.A.f32(), t, g, i0, mc, p0, kc, mr);
-  else
-    pack_a(dst, g.A.lowp(), t, g, i0, mc, p0, kc, mr);
-}
-
 void pack_b(float* dst, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) {
   const DType t = gemm_operand_type(g.A.type, g.B.type);
-  if (t == DType::f32) {
-    const KernelSet& ks = active_kernels();
-    const float* B = g.B.f32();
-    for (int64_t jp = 0; jp < nc; jp += nr, dst += kc * nr) {
-      const int cols = static_cast<int>(std::min<int64_t>(nr, nc - jp));
-      if (g.transB)
-        ks.pack_gather(dst, B + (j0 + jp) * g.ldb + p0, g.ldb, kc, cols, nr);
-      else
-        ks.pack_copy(dst, B + p0 * g.ldb + j0 + jp, g.ldb, kc, cols, nr);
-    }
-    return;
-  }
+  const int64_t at = g.transB ? j0 * g.ldb + p0 : p0 * g.ldb + j0;
   if (g.B.type == DType::f32)
-    pack_b(dst, g.B.f32(), t, g, p0, kc, j0, nc, nr);
+    pack_line_panels(dst, g.B.f32() + at, g.ldb, g.transB, nc, nr, kc, t);
   else
-    pack_b(dst, g.B.lowp(), t, g, p0, kc, j0, nc, nr);
+    pack_line_panels(dst, g.B.lowp() + at, g.ldb, g.transB, nc, nr, kc, t);
 }
 
 // A stored operand advanced by n elements.
