@@ -293,7 +293,10 @@ function runPeers(cases: { id: string; spec: PeerSpec }[], minSeconds: number): 
       maxBuffer: 1 << 24,
     });
     if (r.status !== 0) {
-      console.error(`bench: peer (${python}) failed on ${c.spec.kind}: ${r.stderr.trim().split('\n').pop()}`);
+      const why = r.signal
+        ? `killed by ${r.signal}${r.signal === 'SIGKILL' ? ' (out of memory?)' : ''}`
+        : r.stderr.trim().split('\n').pop();
+      console.error(`bench: peer (${python}) failed on ${c.spec.kind}: ${why}`);
       continue;
     }
     for (const line of r.stdout.split('\n')) {
