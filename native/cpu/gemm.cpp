@@ -133,6 +133,10 @@ void gemm_serial(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   if (g.K <= 0 || g.alpha == 0.0f) return scale_c(g);
   const KernelSet& ks = active_kernels();
+#if defined(__x86_64__) || defined(_M_X64)
+  // AMX belongs to the AVX-512 set: forcing another set (LORA_TRAIN_CPU_KERNEL) measures it alone.
+  if (&ks == &kAvx512Kernels && gemm_amx(g)) return;
+#endif
   const int mr = ks.mr, nr = ks.nr;
   const int64_t MC = ks.mc, KC = ks.kc, NC = ks.nc;
   float* Ap = PackBuffers::reserve(tls_pack.a, tls_pack.a_cap, MC * KC);

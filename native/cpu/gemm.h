@@ -19,6 +19,10 @@ struct GemmArgs {
 
 // Splits C over the thread pool (serial when called from inside a pool task).
 void gemm(const GemmArgs& g);
+// bf16 GEMMs on AMX tiles where the CPU and the OS allow them (LORA_TRAIN_NO_AMX=1 turns
+// them off): false, and nothing done, when they do not apply.
+bool have_amx();
+bool gemm_amx(const GemmArgs& g);
 // Always on the calling thread; for ops that parallelise at a coarser level (attention heads).
 void gemm_serial(const GemmArgs& g);
 

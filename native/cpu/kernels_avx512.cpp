@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "kernels.h"
+#include "transpose16.h"
 #include "vector_exp.h"
 
 namespace lt::cpu {
@@ -36,30 +37,6 @@ void gemm_tile_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, in
       _mm512_storeu_ps(row, _mm512_fmadd_ps(va, c[i][0], _mm512_mul_ps(vb, _mm512_loadu_ps(row))));
       _mm512_storeu_ps(row + 16, _mm512_fmadd_ps(va, c[i][1], _mm512_mul_ps(vb, _mm512_loadu_ps(row + 16))));
     }
-  }
-}
-
-// r[0..15] = the transpose of the 16x16 block r[0..15]: lane j of r[i] moves to lane i of r[j].
-inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4)
-    for (int h = 0; h < 2; ++h) {
-      const __m512d a = _mm512_castps_pd(t[i + h]), b = _mm512_castps_pd(t[i + 2 + h]);
-      r[i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-      r[i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-    }
-  for (int i = 0; i < 16; i += 8)
-    for (int h = 0; h < 4; ++h) {
-      t[i + h] = _mm512_shuffle_f32x4(r[i + h], r[i + 4 + h], 0x88);
-      t[i + 4 + h] = _mm512_shuffle_f32x4(r[i + h], r[i + 4 + h], 0xdd);
-    }
-  for (int h = 0; h < 8; ++h) {
-    r[h] = _mm512_shuffle_f32x4(t[h], t[h + 8], 0x88);
-    r[h + 8] = _mm512_shuffle_f32x4(t[h], t[h + 8], 0xdd);
   }
 }
 

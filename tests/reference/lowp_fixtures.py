@@ -44,7 +44,11 @@ case("convert", "all", {}, x=x, bf16=bits(x, "bf16"), f16=bits(x, "f16"),
 # ---- GEMM with low-precision operands --------------------------------------------------------
 for (M, N, K, at, bt, ta, tb) in [(7, 13, 5, "bf16", "bf16", False, True), (37, 70, 129, "bf16", "f32", False, True),
                                   (50, 20, 600, "f32", "bf16", True, False), (33, 41, 64, "f16", "f16", True, True),
-                                  (12, 32, 256, "f16", "f32", False, False)]:
+                                  (12, 32, 256, "f16", "f32", False, False),
+                                  # sizes AMX tiles take (M, N, K >= 32 on each of two threads), in every layout a bf16 GEMM meets:
+                                  # x W^T, dY W with K past one packed block, transposed A
+                                  (64, 96, 200, "bf16", "bf16", False, True), (96, 70, 1600, "f32", "bf16", False, False),
+                                  (40, 33, 77, "bf16", "bf16", True, False), (33, 35, 40, "f32", "bf16", True, True)]:
     a = randn(gen, K, M) if ta else randn(gen, M, K)
     b = randn(gen, N, K) if tb else randn(gen, K, N)
     low = at if at != "f32" else bt
