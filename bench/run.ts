@@ -38,6 +38,8 @@ interface Peer {
   impl: string;
   seconds: number;
   peak_rss_mb?: number;
+  /** Why the peer has no figure (it ran and failed). */
+  failed?: string;
 }
 
 /** Figures besides the time that a case measures (memory, for the training step). */
@@ -84,6 +86,7 @@ export function benchCases(): BenchCase[] {
         return () => ops.matmul(a, b, { out });
       },
     });
+  cases.push(...linearCases());
   for (const { B, H, N, M, d } of ATTENTION_SHAPES)
     cases.push({
       name: 'attention_fwd_bwd',
@@ -149,6 +152,35 @@ export function benchCases(): BenchCase[] {
   });
 
   if (native().haveGloo) cases.push(allreduceCase());
+  return cases;
+}
+
+/** The real prior's two big linear layers at batch 1 (576 tokens): the forward x Wᵀ and the
+ * backward's dY W, with the weight stored in fp32 and in bf16 (activations fp32, rounded to
+ * bf16 as autocast does), the bf16 rows set beside the fp32 ones. */
+function linearCases(): BenchCase[] {
+  const cases: BenchCase[] = [];
+  const shapes = [
+    { M: 576, N: 6144, K: 1536, transB: true, what: 'x W^T (fc1 forward)' },
+    { M: 576, N: 1536, K: 6144, transB: false, what: 'dY W (fc1 backward)' },
+  ];
+  for (const { M, N, K, transB, what } of shapes)
+    for (const dtype of ['fp32', 'bf16'] as const) {
+      const shape = `${M}x${N}x${K} ${what}${dtype === 'bf16' ? ' bf16' : ''}`;
+      cases.push({
+        name: dtype === 'fp32' ? 'gemm_linear' : 'gemm_linear_bf16',
+        shape,
+        flops: 2 * M * N * K,
+        baseline: dtype === 'bf16' ? { name: 'gemm_linear', shape: shape.replace(/ bf16$/, '') } : undefined,
+        async setup() {
+          const a = randomTensor([M, K], 1);
+          const w = randomTensor(transB ? [N, K] : [K, N], 2);
+          const b = dtype === 'bf16' ? await ops.toLowp(w, 'bf16') : w;
+          const out = { data: new Float32Array(M * N), shape: [M, N] };
+          return () => ops.matmul(a, b, { out, transB });
+        },
+      });
+    }
   return cases;
 }
 
@@ -297,6 +329,7 @@ function runPeers(cases: { id: string; spec: PeerSpec }[], minSeconds: number): 
         ? `killed by ${r.signal}${r.signal === 'SIGKILL' ? ' (out of memory?)' : ''}`
         : r.stderr.trim().split('\n').pop();
       console.error(`bench: peer (${python}) failed on ${c.spec.kind}: ${why}`);
+      result.set(c.id, { impl: python, seconds: NaN, failed: why });
       continue;
     }
     for (const line of r.stdout.split('\n')) {
@@ -325,6 +358,7 @@ function machine() {
     cores,
     threads: info.cpu.threads,
     kernels: info.cpu.kernels,
+    amx: info.cpu.amx && info.cpu.kernels === 'avx512',
     clock_ghz: Number(clockGHz.toFixed(3)),
     clock_source: 'measured (dependent-add chain)',
     fma_lanes: lanes,
@@ -368,22 +402,24 @@ async function main(argv: string[]) {
     const row = {
       name: c.name,
       shape: c.shape,
-      kernels: m.kernels,
+      kernels: c.name.endsWith('_bf16') && m.amx ? `${m.kernels}+amx` : m.kernels,
       seconds: Number(seconds.toPrecision(4)),
       ...(baseline ? { vs_fp32: Number((baseline.seconds / seconds).toFixed(3)) } : {}),
       gflops: gflops(seconds),
       ...(c.items ? { items_per_s: Number((c.items / seconds).toFixed(2)) } : {}),
       ...round(extra),
-      peer: peer
-        ? {
-            impl: peer.impl,
-            seconds: Number(peer.seconds.toPrecision(4)),
-            gflops: gflops(peer.seconds),
-            ...(c.items ? { items_per_s: Number((c.items / peer.seconds).toFixed(2)) } : {}),
-            ratio: Number((peer.seconds / seconds).toFixed(3)),
-            ...round(peer.peak_rss_mb === undefined ? {} : { peak_rss_mb: peer.peak_rss_mb }),
-          }
-        : null,
+      ...(peer?.failed ? { peer_failed: peer.failed } : {}),
+      peer:
+        peer && !peer.failed
+          ? {
+              impl: peer.impl,
+              seconds: Number(peer.seconds.toPrecision(4)),
+              gflops: gflops(peer.seconds),
+              ...(c.items ? { items_per_s: Number((c.items / peer.seconds).toFixed(2)) } : {}),
+              ratio: Number((peer.seconds / seconds).toFixed(3)),
+              ...round(peer.peak_rss_mb === undefined ? {} : { peak_rss_mb: peer.peak_rss_mb }),
+            }
+          : null,
     };
     if (json) console.log(JSON.stringify(row));
     else {

@@ -9,6 +9,7 @@
 
 #include "cpu/cpu_info.h"
 #include "cpu/cpu_ops.h"
+#include "cpu/gemm.h"
 #include "cpu/kernels.h"
 #include "cpu/thread_pool.h"
 #ifdef LORA_TRAIN_HAVE_CUDA
@@ -49,6 +50,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   auto names = cpu::supported_kernel_sets();
   for (size_t i = 0; i < names.size(); ++i) available.Set(i, names[i]);
   cpu.Set("availableKernels", available);
+  cpu.Set("amx", cpu::have_amx());
   cpu.Set("threads", cpu::num_threads());
   cpu::CpuIdentity id = cpu::cpu_identity();
   cpu.Set("vendor", id.vendor);

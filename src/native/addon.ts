@@ -16,6 +16,8 @@ export interface NativeInfo {
   cpu: {
     kernels: string;
     availableKernels: string[];
+    /** bf16 GEMMs run on AMX tiles (with the avx512 set, where CPU and OS allow it). */
+    amx: boolean;
     threads: number;
     vendor: string;
     brand: string;
