@@ -325,6 +325,16 @@ def _allreduce_rank(rank, world, port, n, min_seconds, out):
     dist.destroy_process_group()
 
 
+def load_prior(case, min_seconds):
+    """diffusers' from_pretrained of the same real-size prior snapshot (its safetensors loading,
+    as a user's script runs it), each load in the same warm page cache."""
+    import diffusers
+    from diffusers.pipelines.deprecated.wuerstchen.modeling_wuerstchen_prior import WuerstchenPrior
+
+    seconds = timed(lambda: WuerstchenPrior.from_pretrained(case["dir"]), min_seconds)
+    return f"diffusers {diffusers.__version__} from_pretrained (torch {torch.__version__})", seconds
+
+
 def allreduce(case, min_seconds):
     """torch.distributed's Gloo allreduce of the same floats between the same number of
     processes on loopback."""
@@ -357,6 +367,7 @@ def main():
             "text_encoder": text_encoder,
             "image_encoder": image_encoder,
             "allreduce": allreduce,
+            "load_prior": load_prior,
         }
         result = kinds[case["kind"]](case, case.get("minSeconds", 1.0))
         impl, seconds, extra = result if len(result) == 3 else (*result, {})

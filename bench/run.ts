@@ -4,6 +4,8 @@
 // line: {name, shape, seconds, gflops, peer}; peer.ratio = peer seconds / lora-train seconds
 // (above 1: lora-train is faster).
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../src/native/loader.js';
@@ -15,7 +17,7 @@ import { packageRoot } from '../src/core/package-root.js';
 import type { Tensor } from '../src/core/tensor.js';
 
 interface PeerSpec {
-  kind: 'gemm' | 'attention' | 'prior_step' | 'text_encoder' | 'image_encoder' | 'allreduce';
+  kind: 'gemm' | 'attention' | 'prior_step' | 'text_encoder' | 'image_encoder' | 'allreduce' | 'load_prior';
   [param: string]: unknown;
 }
 
@@ -30,6 +32,8 @@ interface BenchCase {
   /** Cases that must run in a process of their own (to measure its memory) time themselves. */
   isolated?: (minSeconds: number) => { seconds: number; extra: Extra };
   peer?: PeerSpec;
+  /** Removes what the case left on disk, once every peer has run. */
+  cleanup?: () => void;
   /** The case (name and shape) this one is set beside instead of a peer: bf16 beside fp32. */
   baseline?: { name: string; shape: string };
 }
@@ -72,7 +76,7 @@ const ATTENTION_SHAPES = [
 
 export function benchCases(): BenchCase[] {
   // The training step at the real size first: where the time of a real run goes.
-  const cases: BenchCase[] = priorStepCases();
+  const cases: BenchCase[] = [...priorStepCases(), loadPriorCase()];
   for (const [M, N, K] of GEMM_SHAPES)
     cases.push({
       name: 'gemm',
@@ -241,6 +245,38 @@ function priorStepCase(name: string, shape: string, step: PriorStep, precision: 
   };
 }
 
+/** Loading the real prior (4 GB of fp32 safetensors) from a warm page cache, beside diffusers'
+ * from_pretrained of the same snapshot. The snapshot is written to a temporary folder first. */
+function loadPriorCase(): BenchCase {
+  const script = join(packageRoot, 'dist', 'bench', 'load-prior.js');
+  const dir = mkdtempSync(join(tmpdir(), 'lora-train-bench-prior-'));
+  const once = (spec: object) => {
+    const r = spawnSync(process.execPath, [script, JSON.stringify({ dir, ...spec })], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`load-prior failed: ${r.stderr}`);
+    return r.stdout;
+  };
+  return {
+    name: 'load_prior_real',
+    shape: 'c1536 cond1280 depth32 nhead24 fp32 safetensors, warm page cache',
+    flops: 0,
+    peer: { kind: 'load_prior', dir: join(dir, 'prior') },
+    async setup() {
+      throw new Error('load_prior_real runs isolated');
+    },
+    isolated(minSeconds) {
+      once({ write: true });
+      once({}); // warms the page cache
+      const times: number[] = [];
+      const start = performance.now();
+      while (times.length < 3 || (performance.now() - start) / 1000 < minSeconds)
+        times.push((JSON.parse(once({}).trim().split('\n').pop()!) as { seconds: number }).seconds);
+      times.sort((a, b) => a - b);
+      return { seconds: times[Math.floor(times.length / 2)]!, extra: {} };
+    },
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
 /** The real prior's LoRA gradients: 32 blocks × to_q, to_k, to_v, to_out.0 (1536 → 1536), r 8. */
 const REAL_LORA_FLOATS = 32 * 4 * (8 * 1536 + 1536 * 8);
 
@@ -393,6 +429,7 @@ async function main(argv: string[]) {
     minSeconds,
   );
 
+  for (const { c } of ours) c.cleanup?.();
   let peerIndex = 0;
   const round = (extra: Extra) => Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, Number(v.toFixed(1))]));
   for (const { c, seconds, extra } of ours) {

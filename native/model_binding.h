@@ -4,7 +4,12 @@
 // methods, which run on a worker thread and return Promises. The model's mutex serialises every
 // call, as one model does one computation at a time.
 #pragma once
+#include <fcntl.h>
 #include <napi.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <memory>
 #include <mutex>
@@ -45,7 +50,8 @@ class ModelWrap : public Napi::ObjectWrap<Derived> {
   static Napi::Function define(Napi::Env env, std::vector<std::pair<const char*, Method>> methods) {
     std::vector<Napi::ClassPropertyDescriptor<Derived>> properties = {
         Napi::ObjectWrap<Derived>::InstanceMethod("parameters", &ModelWrap::Parameters),
-        Napi::ObjectWrap<Derived>::InstanceMethod("setParameter", &ModelWrap::SetParameter)};
+        Napi::ObjectWrap<Derived>::InstanceMethod("setParameter", &ModelWrap::SetParameter),
+        Napi::ObjectWrap<Derived>::InstanceMethod("loadParameters", &ModelWrap::LoadParameters)};
     for (auto& [name, method] : methods) properties.push_back(Napi::ObjectWrap<Derived>::InstanceMethod(name, method));
     return Napi::ObjectWrap<Derived>::DefineClass(env, Derived::kName, properties);
   }
@@ -120,6 +126,46 @@ class ModelWrap : public Napi::ObjectWrap<Derived> {
   Napi::Value SetParameter(const Napi::CallbackInfo& info) {
     return transfer(info, "setParameter",
                     [&](const std::string& n, float* p, int64_t len) { model_->set_parameter(n, p, len); });
+  }
+
+  // (path, [{name, offset, dtype}]) -> [{name, count, index, value}]: frozen parameters read
+  // from a checked safetensors file (offsets from the file's start; dtype F32, F16 or BF16);
+  // the result lists those that held NaN or infinities, which are left as they were.
+  Napi::Value LoadParameters(const Napi::CallbackInfo& info) {
+    OpCall call(info, "loadParameters");
+    const std::string path = call.string(0, "path");
+    if (!info[1].IsArray()) call.fail_type("an array of {name, offset, dtype}", "tensors", info[1]);
+    Napi::Array tensors = info[1].As<Napi::Array>();
+    Napi::Env env = info.Env();
+    return locked(info, [&] {
+      const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) throw std::runtime_error(path + ": " + std::strerror(errno));
+      Napi::Array bad = Napi::Array::New(env);
+      try {
+        for (uint32_t i = 0; i < tensors.Length(); ++i) {
+          Napi::Object t = tensors.Get(i).As<Napi::Object>();
+          const std::string name = t.Get("name").As<Napi::String>().Utf8Value();
+          const std::string dtype = t.Get("dtype").As<Napi::String>().Utf8Value();
+          const int64_t offset = t.Get("offset").As<Napi::Number>().Int64Value();
+          const DType type = dtype == "F32" ? DType::f32 : dtype == "BF16" ? DType::bf16 : DType::f16;
+          if (dtype != "F32" && dtype != "BF16" && dtype != "F16")
+            throw std::invalid_argument("loadParameters: " + name + " is " + dtype + ", not F32, F16 or BF16");
+          const ParamStore::NonFinite r = model_->load_parameter(name, fd, offset, type);
+          if (r.count == 0) continue;
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("name", name);
+          o.Set("count", static_cast<double>(r.count));
+          o.Set("index", static_cast<double>(r.first));
+          o.Set("value", r.first_value);
+          bad.Set(bad.Length(), o);
+        }
+      } catch (...) {
+        close(fd);
+        throw;
+      }
+      close(fd);
+      return bad.As<Napi::Value>();
+    });
   }
 };
 

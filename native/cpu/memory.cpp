@@ -1,21 +1,67 @@
 // Host memory for the CPU backend's model buffers.
+#include <sys/mman.h>
+
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <unordered_map>
 
 #include "cpu_ops.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
 
+namespace {
+
+// Buffers of at least this size are mapped on their own, 2 MiB aligned, and offered to the
+// kernel as huge pages: the 1B prior's 4 GB of weights then take thousands of page faults to
+// fill instead of a million, and its GEMMs fewer TLB misses.
+constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kMappedFrom = 2 * kHugePage;
+
+struct Mapping {
+  void* base;
+  size_t length;
+};
+std::mutex mappings_mutex;
+std::unordered_map<void*, Mapping> mappings;  // by the pointer handed out
+
+void* map_huge(size_t bytes) {
+  const size_t length = (bytes + kHugePage - 1) / kHugePage * kHugePage + kHugePage;
+  void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) throw std::bad_alloc();
+  const uintptr_t at = (reinterpret_cast<uintptr_t>(base) + kHugePage - 1) / kHugePage * kHugePage;
+  void* p = reinterpret_cast<void*>(at);
+  madvise(p, length - (at - reinterpret_cast<uintptr_t>(base)), MADV_HUGEPAGE);  // advice: failure is fine
+  std::lock_guard<std::mutex> lock(mappings_mutex);
+  mappings.emplace(p, Mapping{base, length});
+  return p;
+}
+
+}  // namespace
+
 float* CpuOps::alloc(int64_t n) {
   size_t bytes = ((static_cast<size_t>(n > 0 ? n : 1) * sizeof(float) + 63) / 64) * 64;
+  if (bytes >= kMappedFrom) return static_cast<float*>(map_huge(bytes));
   void* p = std::aligned_alloc(64, bytes);
   if (!p) throw std::bad_alloc();
   return static_cast<float*>(p);
 }
 
-void CpuOps::release(float* p) { std::free(p); }
+void CpuOps::release(float* p) {
+  {
+    std::lock_guard<std::mutex> lock(mappings_mutex);
+    auto it = mappings.find(p);
+    if (it != mappings.end()) {
+      munmap(it->second.base, it->second.length);
+      mappings.erase(it);
+      return;
+    }
+  }
+  std::free(p);
+}
 
 void CpuOps::upload_bytes(void* dst, const void* host_src, int64_t bytes) {
   std::memcpy(dst, host_src, static_cast<size_t>(bytes));

@@ -26,6 +26,9 @@ class ClipTextModel {
   const ClipTextConfig& config() const { return config_; }
   std::vector<NamedShape> parameters() const { return params_.list(); }
   void set_parameter(const std::string& name, const float* host, int64_t n) { params_.set(name, host, n); }
+  ParamStore::NonFinite load_parameter(const std::string& name, int fd, int64_t offset, DType type) {
+    return params_.load(name, fd, offset, type);
+  }
   // out (B, T, hidden) host; ids (B, T) host, each < vocab_size; mask (B, T) host, 1 = token.
   void forward(float* out, const int32_t* ids, const uint8_t* mask, int64_t B, int64_t T);
   std::mutex& mutex() { return mutex_; }

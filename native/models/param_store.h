@@ -84,6 +84,17 @@ class ParamStore {
     for (const auto& [name, e] : params_) total += e.shape.numel() * dtype_size(e.type);
     return total;
   }
+  // The NaN and infinities a loaded parameter held: how many, the first's index and value.
+  struct NonFinite {
+    int64_t count = 0, first = -1;
+    double first_value = 0.0;
+  };
+  // Parameter `name` from an open file: numel values stored as src_type (f32, f16 or bf16,
+  // little-endian) at offset. Read straight into the parameter where it is host memory of that
+  // type (mixed precision's bf16 weights stay as stored); else through a host buffer,
+  // converted. A parameter with non-finite values is reported and left as it was.
+  NonFinite load(const std::string& name, int fd, int64_t offset, DType src_type);
+
   void set(const std::string& name, const float* host, int64_t n) {
     const Entry& e = entry(name);
     if (e.shape.numel() != n)

@@ -54,6 +54,9 @@ class Prior {
   // Frozen parameters, named and shaped as in diffusers' state dict.
   std::vector<NamedShape> parameters() const;
   void set_parameter(const std::string& name, const float* host, int64_t n);
+  ParamStore::NonFinite load_parameter(const std::string& name, int fd, int64_t offset, DType type) {
+    return params_.load(name, fd, offset, type);
+  }
 
   // Adds LoRA adapters (A and B zero until set) to every Linear whose module name ends in a
   // target; throws when a target matches nothing. Replaces adapters added before.

@@ -33,7 +33,17 @@ export class NonFiniteError extends Error {
 export function describeNonFinite(name: string, data: Float32Array): string | undefined {
   const { count, first } = nonFinite(data);
   if (!first) return undefined;
-  return `tensor '${name}' holds ${count} non-finite value${count === 1 ? '' : 's'} of ${data.length} (the first, at index ${first.index}, is ${first.value})`;
+  return nonFiniteText(name, count, data.length, first);
+}
+
+/** The message for tensor `name` of `size` values holding `count` non-finite ones. */
+export function nonFiniteText(
+  name: string,
+  count: number,
+  size: number,
+  first: { index: number; value: number },
+): string {
+  return `tensor '${name}' holds ${count} non-finite value${count === 1 ? '' : 's'} of ${size} (the first, at index ${first.index}, is ${first.value})`;
 }
 
 /** Throws a NonFiniteError naming the first tensor with NaN or Inf, prefixed by `what`. */

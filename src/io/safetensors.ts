@@ -191,6 +191,13 @@ export class SafetensorsReader {
     }
   }
 
+  /** Where tensor `name`'s bytes start in the file. */
+  fileOffset(name: string): number {
+    const e = this.entries.get(name);
+    if (!e) throw new Error(`${this.path}: no tensor named '${name}'`);
+    return this.dataStart + e.begin;
+  }
+
   /** A floating-point tensor converted to fp32. */
   read(name: string): Tensor {
     const e = this.entries.get(name);

@@ -2,7 +2,7 @@
 // tensor checked against the shapes the model's config implies.
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { describeNonFinite } from '../core/finite.js';
+import { describeNonFinite, nonFiniteText } from '../core/finite.js';
 import { SafetensorsReader } from '../io/safetensors.js';
 
 export const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
@@ -10,7 +10,16 @@ export const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
 export interface ParameterSink {
   parameters(): { name: string; shape: number[] }[];
   setParameter(name: string, data: Float32Array): void;
+  /** Reads F32/F16/BF16 tensors of a checked file natively, straight into the parameters where
+   * the storage allows; returns those that held NaN or infinities (left as they were). */
+  loadParameters?(
+    path: string,
+    tensors: { name: string; offset: number; dtype: string }[],
+  ): { name: string; count: number; index: number; value: number }[];
 }
+
+const NATIVE_DTYPES = new Set(['F32', 'F16', 'BF16']);
+const numelOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
 /** `<stem>.safetensors`, or the shards `<stem>.safetensors.index.json` names. */
 export function weightFiles(folder: string, stem: string): string[] {
@@ -53,6 +62,7 @@ export function loadCheckedWeights(
   const poisoned: string[] = [];
   for (const file of files) {
     const reader = new SafetensorsReader(file);
+    const direct: { name: string; offset: number; dtype: string }[] = [];
     try {
       for (const [name, entry] of reader.entries) {
         const shape = expected.get(name);
@@ -68,11 +78,19 @@ export function loadCheckedWeights(
           );
           continue;
         }
+        if (model.loadParameters && NATIVE_DTYPES.has(entry.dtype)) {
+          direct.push({ name, offset: reader.fileOffset(name), dtype: entry.dtype });
+          continue;
+        }
         const { data } = reader.read(name);
         const nonFinite = describeNonFinite(name, data);
         if (nonFinite) poisoned.push(`${nonFinite} in ${basename(file)}`);
         else model.setParameter(name, data);
       }
+      for (const bad of direct.length ? model.loadParameters!(file, direct) : [])
+        poisoned.push(
+          `${nonFiniteText(bad.name, bad.count, numelOf(expected.get(bad.name)!), bad)} in ${basename(file)}`,
+        );
     } finally {
       reader.close();
     }

@@ -301,6 +301,11 @@ export interface NamedShape {
 export interface NativeModel {
   parameters(): NamedShape[];
   setParameter(name: string, data: Float32Array): void;
+  /** Tensors of a checked safetensors file read natively (see ParameterSink.loadParameters). */
+  loadParameters(
+    path: string,
+    tensors: { name: string; offset: number; dtype: string }[],
+  ): { name: string; count: number; index: number; value: number }[];
 }
 
 /** Storage of the prior's frozen Linear weights. */

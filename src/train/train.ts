@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
 import type { LoraTrainConfig } from '../config/schema.js';
 import { embeddingCacheDir } from '../core/paths.js';
+import { StartupTimes } from './startup.js';
 import { nonFinite } from '../core/finite.js';
 import { nativeSeed } from '../core/rng.js';
 import { type Batch, Batches } from '../data/batches.js';
@@ -82,12 +83,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 async function trainIn(options: TrainOptions, log: (line: string) => void, group?: ProcessGroup): Promise<TrainResult> {
   const { config } = options.config;
   const main = !group || group.isMain;
+  const startup = new StartupTimes();
   const models = await loadTrainingModels(options.config, log);
+  startup.mark('weights');
   const { prior } = models;
   const prepare = () =>
     loadTrainingData(options.config, models, { cacheDir: options.cacheDir ?? embeddingCacheDir(), log });
   // One process per machine fills the embedding cache; the others then read it.
   const data = group ? await group.localMainFirst('data', prepare) : await prepare();
+  startup.mark('embeddings');
   const { batch_size: batchSize, sampler } = config.train_dataloader;
   const batches = new Batches(data.train, data.embedder, {
     ...{ batchSize, seed: config.seed, shuffle: sampler.shuffle },
@@ -99,7 +103,10 @@ async function trainIn(options: TrainOptions, log: (line: string) => void, group
   const evaluation = main ? await AdapterEvaluation.begin(prior, data, config) : undefined;
   const stop = new StopRequest(log);
   try {
-    const run = { config, plan, state, batches, prior, log, stop, group, stopAfter: options.stopAfter ?? Infinity };
+    const run = {
+      ...{ config, plan, state, batches, prior, log, stop, group, startup },
+      stopAfter: options.stopAfter ?? Infinity,
+    };
     await iterate(run, main ? new Visualization(models, config, plan, log) : undefined);
   } finally {
     stop.dispose();
@@ -131,6 +138,8 @@ interface Run {
   group?: ProcessGroup;
   /** Iterations of this run after which it stops at an optimizer step's end. */
   stopAfter: number;
+  /** Until the first step is logged: the run's start-up times. */
+  startup?: StartupTimes;
 }
 
 /** The iterations from the state's to the plan's end (or a stop request), with the optimizer,
@@ -155,6 +164,7 @@ async function iterate(run: Run, visualization?: Visualization): Promise<void> {
     // The next batch is prepared while the native step runs off the JS thread.
     next = it < plan.totalIters ? batches.get(it) : undefined;
     const { loss, stop } = await consensus(run, await step);
+    reportStartup(run);
     state.iteration = it;
     state.losses.push(loss);
     const record = await optimizer.afterIteration(it, loss);
@@ -164,6 +174,14 @@ async function iterate(run: Run, visualization?: Visualization): Promise<void> {
     if (visualization) await saveDue(run, it, loss, batch, stopNow, visualization);
     if (stopNow) break;
   }
+}
+
+/** Logs the start-up times once, after the run's first step. */
+function reportStartup(run: Run): void {
+  if (!run.startup) return;
+  run.startup.mark('first step');
+  run.log(run.startup.report());
+  run.startup = undefined;
 }
 
 /** The iteration's loss and stop request as every rank sees them: the mean of the ranks' losses
