@@ -87,8 +87,7 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
                             int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   const int64_t rows = B * Ho * Wo, K = k * k * Cin;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t o = 0; o < Cout; ++o) y[r * Cout + o] = bias ? bias[o] : 0.0f;
+  fill_bias(y, bias, rows, Cout);
   if (k == 1 && stride == 1) {  // a plain GEMM over positions
     cpu::gemm({y, x, w, rows, Cout, Cin, false, true, 1.0f, 1.0f, Cin, Cin, Cout});
     return;

@@ -127,6 +127,15 @@ void scale_c(const GemmArgs& g) {
   }
 }
 
+// c (rows, cols) of a partial tile = alpha * edge + beta * c; edge has row stride nr.
+void store_edge(const GemmArgs& g, float* c, const float* edge, int64_t rows, int64_t cols, int nr, float beta) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      const float v = g.alpha * edge[i * nr + j];
+      c[i * g.ldc + j] = beta == 0.0f ? v : v + beta * c[i * g.ldc + j];
+    }
+}
+
 }  // namespace
 
 void gemm_serial(const GemmArgs& g) {
@@ -142,6 +151,7 @@ void gemm_serial(const GemmArgs& g) {
   float* Ap = PackBuffers::reserve(tls_pack.a, tls_pack.a_cap, MC * KC);
   float* Bp = PackBuffers::reserve(tls_pack.b, tls_pack.b_cap, std::min<int64_t>(NC, ((g.N + nr - 1) / nr) * nr) * KC);
   alignas(64) float edge[32 * 32];  // one partial tile; every kernel set has mr, nr <= 32
+  const bool direct_a = ks.gemm_tile_rows && !g.transA && g.A.type == DType::f32 && g.B.type == DType::f32;
 
   for (int64_t jc = 0; jc < g.N; jc += NC) {
     int64_t nc = std::min(NC, g.N - jc);
@@ -151,7 +161,10 @@ void gemm_serial(const GemmArgs& g) {
       pack_b(Bp, g, pc, kc, jc, nc, nr);
       for (int64_t ic = 0; ic < g.M; ic += MC) {
         int64_t mc = std::min(MC, g.M - ic);
-        pack_a(Ap, g, ic, mc, pc, kc, mr);
+        // A few column panels reuse a packed A little: whole row tiles then read A in place.
+        const bool in_place = direct_a && nc <= 2 * nr;
+        const int64_t skipped = in_place ? mc - mc % mr : 0;  // rows read in place
+        if (skipped < mc) pack_a(Ap + (skipped / mr) * kc * mr, g, ic + skipped, mc - skipped, pc, kc, mr);
         for (int64_t jr = 0; jr < nc; jr += nr) {
           int64_t cols = std::min<int64_t>(nr, nc - jr);
           const float* bpanel = Bp + (jr / nr) * kc * nr;
@@ -159,15 +172,16 @@ void gemm_serial(const GemmArgs& g) {
             int64_t rows = std::min<int64_t>(mr, mc - ir);
             const float* apanel = Ap + (ir / mr) * kc * mr;
             float* c = g.C + (ic + ir) * g.ldc + (jc + jr);
-            if (rows == mr && cols == nr) {
+            if (in_place && rows == mr && cols == nr) {
+              ks.gemm_tile_rows(kc, g.A.f32() + (ic + ir) * g.lda + pc, g.lda, bpanel, c, g.ldc, g.alpha, beta);
+            } else if (in_place && rows == mr) {
+              ks.gemm_tile_rows(kc, g.A.f32() + (ic + ir) * g.lda + pc, g.lda, bpanel, edge, nr, 1.0f, 0.0f);
+              store_edge(g, c, edge, rows, cols, nr, beta);
+            } else if (rows == mr && cols == nr) {
               ks.gemm_tile(kc, apanel, bpanel, c, g.ldc, g.alpha, beta);
             } else {
               ks.gemm_tile(kc, apanel, bpanel, edge, nr, 1.0f, 0.0f);
-              for (int64_t i = 0; i < rows; ++i)
-                for (int64_t j = 0; j < cols; ++j) {
-                  float v = g.alpha * edge[i * nr + j];
-                  c[i * g.ldc + j] = beta == 0.0f ? v : v + beta * c[i * g.ldc + j];
-                }
+              store_edge(g, c, edge, rows, cols, nr, beta);
             }
           }
         }

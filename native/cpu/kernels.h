@@ -15,6 +15,10 @@ struct KernelSet {
   // C (mr, nr), row stride ldc = alpha * Ap^T Bp + beta * C (C not read when beta == 0).
   // Ap: kc steps of mr values (packed A); Bp: kc steps of nr values (packed B).
   void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta);
+  // The same tile reading mr rows of a row-major fp32 A in place (row stride lda), or null:
+  // GEMMs of few columns (convolutions' narrow outputs) would spend as long packing A.
+  void (*gemm_tile_rows)(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
+                         float beta);
   // Packing fp32 operands into the micro-kernel's panels, dst (kc, width), lanes count..width
   // zero. gather: dst[p, i] = src[i * ld + p] (count rows of src, each read along p); copy:
   // dst[p, i] = src[p * ld + i]. Packing is what a GEMM of few rows (a batch of one image)

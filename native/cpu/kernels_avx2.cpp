@@ -9,15 +9,18 @@ namespace {
 
 constexpr int kMR = 6, kNR = 16;  // 12 ymm accumulators + 2 B vectors + 1 broadcast
 
-void gemm_tile_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+// The tile with A read at A[i * row_stride + p * step]: packed panels (row_stride 1, step mr)
+// or rows of A itself (row_stride lda, step 1), which skips packing A for GEMMs of few columns.
+inline void tile_avx2(int64_t kc, const float* A, int64_t row_stride, int64_t step, const float* Bp, float* C,
+                      int64_t ldc, float alpha, float beta) {
   __m256 c[kMR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < kMR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
-  for (int64_t p = 0; p < kc; ++p, Ap += kMR, Bp += kNR) {
+  for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR) {
     __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < kMR; ++i) {
-      __m256 a = _mm256_broadcast_ss(Ap + i);
+      __m256 a = _mm256_broadcast_ss(A + i * row_stride);
       c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
       c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
     }
@@ -34,6 +37,15 @@ void gemm_tile_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int6
       _mm256_storeu_ps(row + 8, _mm256_fmadd_ps(va, c[i][1], _mm256_mul_ps(vb, _mm256_loadu_ps(row + 8))));
     }
   }
+}
+
+void gemm_tile_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+  tile_avx2(kc, Ap, 1, kMR, Bp, C, ldc, alpha, beta);
+}
+
+void gemm_tile_rows_avx2(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
+                         float beta) {
+  tile_avx2(kc, A, lda, 1, Bp, C, ldc, alpha, beta);
 }
 
 // r[0..7] = the transpose of the 8x8 block r[0..7].
@@ -212,6 +224,7 @@ const KernelSet kAvx2Kernels = {"avx2",
                                 768,
                                 4080,
                                 gemm_tile_avx2,
+                                gemm_tile_rows_avx2,
                                 pack_gather_avx2,
                                 pack_copy_avx2,
                                 row_max_avx2,

@@ -13,15 +13,18 @@ namespace {
 
 constexpr int kMR = 12, kNR = 32;  // 24 zmm accumulators + 2 B vectors + 1 broadcast
 
-void gemm_tile_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+// The tile with A read at A[i * row_stride + p * step]: packed panels (row_stride 1, step mr)
+// or rows of A itself (row_stride lda, step 1), which skips packing A for GEMMs of few columns.
+inline void tile_avx512(int64_t kc, const float* A, int64_t row_stride, int64_t step, const float* Bp, float* C,
+                        int64_t ldc, float alpha, float beta) {
   __m512 c[kMR][2];
 #pragma GCC unroll 12
   for (int i = 0; i < kMR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < kc; ++p, Ap += kMR, Bp += kNR) {
+  for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR) {
     __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
 #pragma GCC unroll 12
     for (int i = 0; i < kMR; ++i) {
-      __m512 a = _mm512_set1_ps(Ap[i]);
+      __m512 a = _mm512_set1_ps(A[i * row_stride]);
       c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
       c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
     }
@@ -38,6 +41,15 @@ void gemm_tile_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, in
       _mm512_storeu_ps(row + 16, _mm512_fmadd_ps(va, c[i][1], _mm512_mul_ps(vb, _mm512_loadu_ps(row + 16))));
     }
   }
+}
+
+void gemm_tile_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+  tile_avx512(kc, Ap, 1, kMR, Bp, C, ldc, alpha, beta);
+}
+
+void gemm_tile_rows_avx512(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
+                           float beta) {
+  tile_avx512(kc, A, lda, 1, Bp, C, ldc, alpha, beta);
 }
 
 // Sixteen p at a time: up to 16 rows loaded along p, transposed in registers, and stored as
@@ -177,6 +189,7 @@ const KernelSet kAvx512Kernels = {"avx512",
                                   768,
                                   4096,
                                   gemm_tile_avx512,
+                                  gemm_tile_rows_avx512,
                                   pack_gather_avx512,
                                   pack_copy_avx512,
                                   row_max_avx512,

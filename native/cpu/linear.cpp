@@ -6,15 +6,15 @@
 #include "thread_pool.h"
 
 namespace lt::cpu {
-namespace {
 
-// y (rows, out) = broadcast b, or zeros when b is null.
 void fill_bias(float* y, const float* b, int64_t rows, int64_t out) {
   parallel_range(rows, 256, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r)
       for (int64_t j = 0; j < out; ++j) y[r * out + j] = b ? b[j] : 0.0f;
   });
 }
+
+namespace {
 
 // db (out) += column sums of dy (rows, out), summed in double for long batches.
 void add_column_sums(float* db, const float* dy, int64_t rows, int64_t out) {

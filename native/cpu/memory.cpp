@@ -4,9 +4,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <new>
 #include <unordered_map>
+#include <utility>
 
 #include "cpu_ops.h"
 #include "thread_pool.h"
@@ -26,18 +28,48 @@ struct Mapping {
   size_t length;
 };
 std::mutex mappings_mutex;
-std::unordered_map<void*, Mapping> mappings;  // by the pointer handed out
+std::unordered_map<void*, Mapping> mappings;  // in use, by the pointer handed out
+// Released mappings kept for the next allocation of the same length (a forward's scratch
+// buffers come and go with every call; mapping them afresh would clear their huge pages each
+// time), up to kIdleBytes in all.
+std::multimap<size_t, std::pair<void*, Mapping>> idle;
+size_t idle_bytes = 0;
+constexpr size_t kIdleBytes = size_t{1} << 30;
 
 void* map_huge(size_t bytes) {
   const size_t length = (bytes + kHugePage - 1) / kHugePage * kHugePage + kHugePage;
+  std::lock_guard<std::mutex> lock(mappings_mutex);
+  auto reuse = idle.find(length);
+  if (reuse != idle.end()) {
+    auto [p, m] = reuse->second;
+    idle.erase(reuse);
+    idle_bytes -= m.length;
+    mappings.emplace(p, m);
+    return p;
+  }
   void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) throw std::bad_alloc();
   const uintptr_t at = (reinterpret_cast<uintptr_t>(base) + kHugePage - 1) / kHugePage * kHugePage;
   void* p = reinterpret_cast<void*>(at);
   madvise(p, length - (at - reinterpret_cast<uintptr_t>(base)), MADV_HUGEPAGE);  // advice: failure is fine
-  std::lock_guard<std::mutex> lock(mappings_mutex);
   mappings.emplace(p, Mapping{base, length});
   return p;
+}
+
+// Whether p was mapped by map_huge (then it is released here).
+bool unmap_huge(void* p) {
+  std::lock_guard<std::mutex> lock(mappings_mutex);
+  auto it = mappings.find(p);
+  if (it == mappings.end()) return false;
+  const Mapping m = it->second;
+  mappings.erase(it);
+  if (idle_bytes + m.length <= kIdleBytes) {
+    idle.emplace(m.length, std::make_pair(p, m));
+    idle_bytes += m.length;
+  } else {
+    munmap(m.base, m.length);
+  }
+  return true;
 }
 
 }  // namespace
@@ -51,16 +83,7 @@ float* CpuOps::alloc(int64_t n) {
 }
 
 void CpuOps::release(float* p) {
-  {
-    std::lock_guard<std::mutex> lock(mappings_mutex);
-    auto it = mappings.find(p);
-    if (it != mappings.end()) {
-      munmap(it->second.base, it->second.length);
-      mappings.erase(it);
-      return;
-    }
-  }
-  std::free(p);
+  if (!unmap_huge(p)) std::free(p);
 }
 
 void CpuOps::upload_bytes(void* dst, const void* host_src, int64_t bytes) {
