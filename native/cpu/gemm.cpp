@@ -74,6 +74,11 @@ void pack_panel(float* dst, const T* X, int64_t ld, bool k_contiguous, int count
   const float* block = nullptr;
   if constexpr (std::is_same_v<T, float>) {
     if (t == DType::f32) block = X;
+  } else {
+    if (t == DType::bf16) {  // stored bf16: widened by the packers themselves
+      if (k_contiguous) return ks.pack_gather_bf16(dst, X, ld, kc, count, width);
+      return ks.pack_copy_bf16(dst, X, ld, kc, count, width);
+    }
   }
   if (!block) {
     const int64_t rows = k_contiguous ? count : kc, n = k_contiguous ? kc : count;

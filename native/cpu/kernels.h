@@ -25,6 +25,9 @@ struct KernelSet {
   // spends its time on besides the tiles, so each set has its own.
   void (*pack_gather)(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width);
   void (*pack_copy)(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width);
+  // The same from stored bf16 values, widened on the way (mixed precision's weights).
+  void (*pack_gather_bf16)(float* dst, const uint16_t* src, int64_t ld, int64_t kc, int count, int width);
+  void (*pack_copy_bf16)(float* dst, const uint16_t* src, int64_t ld, int64_t kc, int count, int width);
   // Softmax row helpers for attention, accurate to a few ulp; exp(-inf) = 0.
   float (*row_max)(const float* x, int64_t n);
   // x[i] = exp(x[i] - shift) for i < n; returns the sum of the new values.
@@ -41,8 +44,10 @@ struct KernelSet {
 };
 
 // The portable packing routines, also the fallback of the wider sets for odd widths.
-void pack_gather_generic(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width);
-void pack_copy_generic(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width);
+template <typename T>
+void pack_gather_generic(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width);
+template <typename T>
+void pack_copy_generic(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width);
 
 extern const KernelSet kGenericKernels;
 #if defined(__x86_64__) || defined(_M_X64)

@@ -72,14 +72,21 @@ inline __m256i lanes_below(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// Eight values at p as fp32 lanes: fp32 as stored, bf16 widened (the top half of an fp32).
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
 // Eight p at a time, transposed in registers (the generic loop finishes a ragged end of p).
-void pack_gather_avx2(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
+template <typename T>
+void pack_gather_avx2(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width) {
   const int64_t full = kc / 8 * 8;
   for (int64_t p0 = 0; p0 < full; p0 += 8)
     for (int i0 = 0; i0 < width; i0 += 8) {
       __m256 r[8];
-      for (int i = 0; i < 8; ++i)
-        r[i] = i0 + i < count ? _mm256_loadu_ps(src + (i0 + i) * ld + p0) : _mm256_setzero_ps();
+      for (int i = 0; i < 8; ++i) r[i] = i0 + i < count ? load8(src + (i0 + i) * ld + p0) : _mm256_setzero_ps();
       transpose8(r);
       const int lanes = width - i0 < 8 ? width - i0 : 8;
       const __m256i mask = lanes_below(lanes);
@@ -96,6 +103,16 @@ void pack_copy_avx2(float* dst, const float* src, int64_t ld, int64_t kc, int co
   for (int64_t p = 0; p < kc; ++p, dst += width, src += ld) {
     _mm256_maskstore_ps(dst, lo_out, _mm256_maskload_ps(src, lo));
     if (two) _mm256_maskstore_ps(dst + 8, hi_out, _mm256_maskload_ps(src + 8, hi));
+  }
+}
+
+// bf16 rows have no masked 16-bit load here: whole panels of 16 go by vector, others by the
+// generic loop.
+void pack_copy_bf16_avx2(float* dst, const uint16_t* src, int64_t ld, int64_t kc, int count, int width) {
+  if (count != 16 || width != 16) return pack_copy_generic(dst, src, ld, kc, count, width);
+  for (int64_t p = 0; p < kc; ++p, dst += width, src += ld) {
+    _mm256_storeu_ps(dst, load8(src));
+    _mm256_storeu_ps(dst + 8, load8(src + 8));
   }
 }
 
@@ -225,8 +242,10 @@ const KernelSet kAvx2Kernels = {"avx2",
                                 4080,
                                 gemm_tile_avx2,
                                 gemm_tile_rows_avx2,
-                                pack_gather_avx2,
+                                pack_gather_avx2<float>,
                                 pack_copy_avx2,
+                                pack_gather_avx2<uint16_t>,
+                                pack_copy_bf16_avx2,
                                 row_max_avx2,
                                 exp_shift_sum_avx2,
                                 gelu_forward_avx2,

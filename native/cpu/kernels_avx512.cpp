@@ -52,9 +52,17 @@ void gemm_tile_rows_avx512(int64_t kc, const float* A, int64_t lda, const float*
   tile_avx512(kc, A, lda, 1, Bp, C, ldc, alpha, beta);
 }
 
+// Up to 16 values at p as fp32 lanes (masked): fp32 as stored, bf16 widened (its bits are the
+// top half of an fp32).
+inline __m512 load16(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load16(__mmask16 m, const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
 // Sixteen p at a time: up to 16 rows loaded along p, transposed in registers, and stored as
 // 16 rows of the panel, a block of 16 lanes at a time.
-void pack_gather_avx512(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
+template <typename T>
+void pack_gather_avx512(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width) {
   if (width % 16 != 0 && width > 16) return pack_gather_generic(dst, src, ld, kc, count, width);
   for (int64_t p0 = 0; p0 < kc; p0 += 16) {
     const int np = static_cast<int>(std::min<int64_t>(16, kc - p0));
@@ -63,7 +71,7 @@ void pack_gather_avx512(float* dst, const float* src, int64_t ld, int64_t kc, in
       const int lanes = std::min(16, width - i0);
       __m512 r[16];
       for (int i = 0; i < 16; ++i)
-        r[i] = i0 + i < count ? _mm512_maskz_loadu_ps(pmask, src + (i0 + i) * ld + p0) : _mm512_setzero_ps();
+        r[i] = i0 + i < count ? load16(pmask, src + (i0 + i) * ld + p0) : _mm512_setzero_ps();
       transpose16(r);
       const __mmask16 lane_mask = static_cast<__mmask16>((1u << lanes) - 1);
       for (int p = 0; p < np; ++p) _mm512_mask_storeu_ps(dst + (p0 + p) * width + i0, lane_mask, r[p]);
@@ -71,15 +79,16 @@ void pack_gather_avx512(float* dst, const float* src, int64_t ld, int64_t kc, in
   }
 }
 
-void pack_copy_avx512(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
+template <typename T>
+void pack_copy_avx512(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width) {
   if (width > 32) return pack_copy_generic(dst, src, ld, kc, count, width);
   const __mmask16 lo = static_cast<__mmask16>((1u << std::min(count, 16)) - 1);
   const __mmask16 hi = static_cast<__mmask16>(count > 16 ? (1u << (count - 16)) - 1 : 0);
   const __mmask16 lo_out = static_cast<__mmask16>((1u << std::min(width, 16)) - 1);
   const __mmask16 hi_out = static_cast<__mmask16>(width > 16 ? (1u << (width - 16)) - 1 : 0);
   for (int64_t p = 0; p < kc; ++p, dst += width, src += ld) {
-    _mm512_mask_storeu_ps(dst, lo_out, _mm512_maskz_loadu_ps(lo, src));
-    if (hi_out) _mm512_mask_storeu_ps(dst + 16, hi_out, _mm512_maskz_loadu_ps(hi, src + 16));
+    _mm512_mask_storeu_ps(dst, lo_out, load16(lo, src));
+    if (hi_out) _mm512_mask_storeu_ps(dst + 16, hi_out, load16(hi, src + 16));
   }
 }
 
@@ -190,8 +199,10 @@ const KernelSet kAvx512Kernels = {"avx512",
                                   4096,
                                   gemm_tile_avx512,
                                   gemm_tile_rows_avx512,
-                                  pack_gather_avx512,
-                                  pack_copy_avx512,
+                                  pack_gather_avx512<float>,
+                                  pack_copy_avx512<float>,
+                                  pack_gather_avx512<uint16_t>,
+                                  pack_copy_avx512<uint16_t>,
                                   row_max_avx512,
                                   exp_shift_sum_avx512,
                                   gelu_forward_avx512,

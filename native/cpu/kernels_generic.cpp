@@ -2,7 +2,10 @@
 // for CPUs without AVX2/FMA and for non-x86 builds.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 
+#include "../dtype.h"
 #include "../rng.h"
 #include "kernels.h"
 
@@ -63,20 +66,35 @@ void dropout_generic(float* y, const float* x, float p, float scale, uint32_t ke
 
 }  // namespace
 
-void pack_gather_generic(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
+template <typename T>
+inline float value_of(T v) {
+  if constexpr (std::is_same_v<T, uint16_t>)
+    return bf16_to_f32(v);
+  else
+    return v;
+}
+
+template <typename T>
+void pack_gather_generic(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width) {
   // p outermost: dst is written in order, and the count rows are read as parallel streams.
   for (int64_t p = 0; p < kc; ++p, dst += width) {
-    for (int i = 0; i < count; ++i) dst[i] = src[i * ld + p];
+    for (int i = 0; i < count; ++i) dst[i] = value_of(src[i * ld + p]);
     for (int i = count; i < width; ++i) dst[i] = 0.0f;
   }
 }
 
-void pack_copy_generic(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
+template <typename T>
+void pack_copy_generic(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width) {
   for (int64_t p = 0; p < kc; ++p, dst += width, src += ld) {
-    for (int i = 0; i < count; ++i) dst[i] = src[i];
+    for (int i = 0; i < count; ++i) dst[i] = value_of(src[i]);
     for (int i = count; i < width; ++i) dst[i] = 0.0f;
   }
 }
+
+template void pack_gather_generic<float>(float*, const float*, int64_t, int64_t, int, int);
+template void pack_gather_generic<uint16_t>(float*, const uint16_t*, int64_t, int64_t, int, int);
+template void pack_copy_generic<float>(float*, const float*, int64_t, int64_t, int, int);
+template void pack_copy_generic<uint16_t>(float*, const uint16_t*, int64_t, int64_t, int, int);
 
 const KernelSet kGenericKernels = {"generic",
                                    kMR,
@@ -86,8 +104,10 @@ const KernelSet kGenericKernels = {"generic",
                                    4096,
                                    gemm_tile_generic,
                                    nullptr,
-                                   pack_gather_generic,
-                                   pack_copy_generic,
+                                   pack_gather_generic<float>,
+                                   pack_copy_generic<float>,
+                                   pack_gather_generic<uint16_t>,
+                                   pack_copy_generic<uint16_t>,
                                    row_max_generic,
                                    exp_shift_sum_generic,
                                    gelu_forward_generic,
