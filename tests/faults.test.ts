@@ -60,6 +60,29 @@ function withValue(source: string, target: string, tensor: string, value: number
   return target;
 }
 
+/** `source` (F32) written to `target` as BF16 (truncated), with `tensor`'s first value NaN. */
+function asBf16WithNaN(source: string, target: string, tensor: string): string {
+  const st = readSafetensors(source);
+  const header: Record<string, unknown> = {};
+  const blobs: Uint8Array[] = [];
+  let at = 0;
+  for (const name of st.entries.keys()) {
+    const { data, shape } = getTensor(st, name);
+    const halves = new Uint16Array(data.length);
+    const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
+    for (let i = 0; i < data.length; i++) halves[i] = bits[i]! >>> 16;
+    if (name === tensor) halves[0] = 0x7fc0;
+    header[name] = { dtype: 'BF16', shape, data_offsets: [at, at + halves.byteLength] };
+    blobs.push(new Uint8Array(halves.buffer));
+    at += halves.byteLength;
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(target, Buffer.concat([length, json, ...blobs]));
+  return target;
+}
+
 const everyValueFinite = (file: string) => {
   const st = readSafetensors(file);
   return [...st.entries.keys()].every((name) => getTensor(st, name).data.every(Number.isFinite));
@@ -117,6 +140,17 @@ describe('NaN and Inf in weight files', () => {
     await expect(loadPrior(snapshot)).rejects.toThrow(
       new RegExp(`the weights hold NaN or Inf.*\\n  - tensor '${name.replace(/\./g, '\\.')}' holds 1 non-finite value`),
     );
+  });
+
+  it('refuses bf16 weights holding NaN, read as stored (bf16) or widened (fp32)', async () => {
+    const snapshot = join(root, 'nan-bf16-prior');
+    cpSync(stack.snapshot, snapshot, { recursive: true });
+    const weights = join(snapshot, 'prior', 'diffusion_pytorch_model.safetensors');
+    const name = [...readSafetensors(weights).entries.keys()].find((k) => k.endsWith('to_k.weight'))!;
+    asBf16WithNaN(weights, weights, name);
+    const message = new RegExp(`tensor '${name.replace(/\./g, '\\.')}' holds 1 non-finite value .*index 0, is NaN`);
+    await expect(loadPrior(snapshot, { precision: 'bf16' })).rejects.toThrow(message);
+    await expect(loadPrior(snapshot)).rejects.toThrow(message);
   });
 
   it('refuses a LoRA file and an image encoder holding Inf, naming the tensor', async () => {

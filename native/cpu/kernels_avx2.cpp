@@ -9,13 +9,16 @@ namespace {
 
 constexpr int kMR = 6, kNR = 16;  // 12 ymm accumulators + 2 B vectors + 1 broadcast
 
-// The tile with A read at A[i * row_stride + p * step]: packed panels (row_stride 1, step mr)
-// or rows of A itself (row_stride lda, step 1), which skips packing A for GEMMs of few columns.
-inline void tile_avx2(int64_t kc, const float* A, int64_t row_stride, int64_t step, const float* Bp, float* C,
-                      int64_t ldc, float alpha, float beta) {
+// The tile with A read from packed panels (A[p * mr + i]) or, kRows, from rows of A itself
+// (A[i * lda + p]), which skips packing A for GEMMs of few columns. Inlined into each entry
+// point so that the strides are constants there.
+template <bool kRows>
+__attribute__((always_inline)) inline void tile_avx2(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C,
+                                                     int64_t ldc, float alpha, float beta) {
   __m256 c[kMR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < kMR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
+  const int64_t row_stride = kRows ? lda : 1, step = kRows ? 1 : kMR;
   for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR) {
     __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
 #pragma GCC unroll 6
@@ -40,12 +43,12 @@ inline void tile_avx2(int64_t kc, const float* A, int64_t row_stride, int64_t st
 }
 
 void gemm_tile_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
-  tile_avx2(kc, Ap, 1, kMR, Bp, C, ldc, alpha, beta);
+  tile_avx2<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta);
 }
 
 void gemm_tile_rows_avx2(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
                          float beta) {
-  tile_avx2(kc, A, lda, 1, Bp, C, ldc, alpha, beta);
+  tile_avx2<true>(kc, A, lda, Bp, C, ldc, alpha, beta);
 }
 
 // r[0..7] = the transpose of the 8x8 block r[0..7].

@@ -13,13 +13,16 @@ namespace {
 
 constexpr int kMR = 12, kNR = 32;  // 24 zmm accumulators + 2 B vectors + 1 broadcast
 
-// The tile with A read at A[i * row_stride + p * step]: packed panels (row_stride 1, step mr)
-// or rows of A itself (row_stride lda, step 1), which skips packing A for GEMMs of few columns.
-inline void tile_avx512(int64_t kc, const float* A, int64_t row_stride, int64_t step, const float* Bp, float* C,
-                        int64_t ldc, float alpha, float beta) {
+// The tile with A read from packed panels (A[p * mr + i]) or, kRows, from rows of A itself
+// (A[i * lda + p]), which skips packing A for GEMMs of few columns. Inlined into each entry
+// point so that the strides are constants there.
+template <bool kRows>
+__attribute__((always_inline)) inline void tile_avx512(int64_t kc, const float* A, int64_t lda, const float* Bp,
+                                                       float* C, int64_t ldc, float alpha, float beta) {
   __m512 c[kMR][2];
 #pragma GCC unroll 12
   for (int i = 0; i < kMR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  const int64_t row_stride = kRows ? lda : 1, step = kRows ? 1 : kMR;
   for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR) {
     __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
 #pragma GCC unroll 12
@@ -44,12 +47,12 @@ inline void tile_avx512(int64_t kc, const float* A, int64_t row_stride, int64_t 
 }
 
 void gemm_tile_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
-  tile_avx512(kc, Ap, 1, kMR, Bp, C, ldc, alpha, beta);
+  tile_avx512<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta);
 }
 
 void gemm_tile_rows_avx512(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
                            float beta) {
-  tile_avx512(kc, A, lda, 1, Bp, C, ldc, alpha, beta);
+  tile_avx512<true>(kc, A, lda, Bp, C, ldc, alpha, beta);
 }
 
 // Up to 16 values at p as fp32 lanes (masked): fp32 as stored, bf16 widened (its bits are the
