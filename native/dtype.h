@@ -45,11 +45,12 @@ LT_HOST_DEVICE inline float bits_float(uint32_t u) {
 LT_HOST_DEVICE inline float bf16_to_f32(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
 
 // Round to nearest, ties to even (as PyTorch's .to(torch.bfloat16)); NaN stays a quiet NaN.
+// Written as a select, not a branch, so that loops over it vectorise.
 LT_HOST_DEVICE inline uint16_t f32_to_bf16(float f) {
-  uint32_t u = float_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
+  const uint32_t u = float_bits(f);
+  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>(nan ? (u >> 16) | 0x40u : rounded);
 }
 
 LT_HOST_DEVICE inline float f16_to_f32(uint16_t h) {

@@ -130,7 +130,7 @@ class ModelWrap : public Napi::ObjectWrap<Derived> {
 
   // (path, [{name, offset, dtype}]) -> [{name, count, index, value}]: frozen parameters read
   // from a checked safetensors file (offsets from the file's start; dtype F32, F16 or BF16);
-  // the result lists those that held NaN or infinities, which are left as they were.
+  // the result lists those that held NaN or infinities (the caller then refuses the model).
   Napi::Value LoadParameters(const Napi::CallbackInfo& info) {
     OpCall call(info, "loadParameters");
     const std::string path = call.string(0, "path");

@@ -48,16 +48,11 @@ void widen_rows(float* out, const T* src, int64_t ld, int64_t rows, int64_t n, D
   for (int64_t r = 0; r < rows; ++r, out += n, src += ld) {
     if constexpr (std::is_same_v<T, uint16_t>) {
       if (t == DType::bf16)
-        for (int64_t j = 0; j < n; ++j) out[j] = bits_float(static_cast<uint32_t>(src[j]) << 16);
+        for (int64_t j = 0; j < n; ++j) out[j] = bf16_to_f32(src[j]);
       else
         for (int64_t j = 0; j < n; ++j) out[j] = f16_to_f32(src[j]);
     } else if (t == DType::bf16) {
-      for (int64_t j = 0; j < n; ++j) {
-        const uint32_t u = float_bits(src[j]);
-        const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-        const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-        out[j] = bits_float(nan ? (u | 0x400000u) & 0xffff0000u : rounded);
-      }
+      for (int64_t j = 0; j < n; ++j) out[j] = bf16_to_f32(f32_to_bf16(src[j]));
     } else {
       for (int64_t j = 0; j < n; ++j) out[j] = lowp_to_f32(f32_to_lowp(src[j], t), t);
     }

@@ -92,7 +92,8 @@ class ParamStore {
   // Parameter `name` from an open file: numel values stored as src_type (f32, f16 or bf16,
   // little-endian) at offset. Read straight into the parameter where it is host memory of that
   // type (mixed precision's bf16 weights stay as stored); else through a host buffer,
-  // converted. A parameter with non-finite values is reported and left as it was.
+  // converted. Reports the non-finite values it held: read straight in, they are already in
+  // place (the caller refuses the model); through the buffer, the parameter is left unset.
   NonFinite load(const std::string& name, int fd, int64_t offset, DType src_type);
 
   void set(const std::string& name, const float* host, int64_t n) {

@@ -29,7 +29,6 @@ class GradientBuckets {
   }
   // A backward whose gradients collective sums begins.
   void begin(Collective& collective);
-  bool active() const { return collective_ != nullptr; }
   // Layer `layer` (forward order) has its final gradient.
   void ready(int layer);
   // Starts the buckets still waiting (layers the backward did not reach) and waits for all.

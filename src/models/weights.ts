@@ -11,7 +11,7 @@ export interface ParameterSink {
   parameters(): { name: string; shape: number[] }[];
   setParameter(name: string, data: Float32Array): void;
   /** Reads F32/F16/BF16 tensors of a checked file natively, straight into the parameters where
-   * the storage allows; returns those that held NaN or infinities (left as they were). */
+   * the storage allows; returns those that held NaN or infinities (the model is then refused). */
   loadParameters?(
     path: string,
     tensors: { name: string; offset: number; dtype: string }[],
