@@ -94,6 +94,46 @@ def attention(case, min_seconds):
     return numpy_impl() + " matmul-softmax-matmul", timed(step, min_seconds)
 
 
+def sdpa(case, min_seconds):
+    """PyTorch's scaled_dot_product_attention on the GPU in bf16: the forward alone, then the
+    backward (forward and backward less the forward), timed by CUDA events; FLOPs counted as
+    for lora-train's flash kernels (forward 4 B H N M d, backward 2.5 times that)."""
+    B, H, N, M, d = case["B"], case["H"], case["N"], case["M"], case["d"]
+    F = torch.nn.functional
+    make = lambda L: torch.randn(B, H, L, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = make(N), make(M), make(M)
+    do = torch.randn(B, H, N, d, device="cuda", dtype=torch.bfloat16)
+
+    def forward():
+        return F.scaled_dot_product_attention(q, k, v)
+
+    def both():
+        forward().backward(do)
+
+    def cuda_ms(fn, reps=20):
+        for _ in range(3):
+            fn()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / reps
+
+    with torch.no_grad():
+        forward_ms = cuda_ms(forward)
+    backward_ms = cuda_ms(both) - forward_ms
+    flops = 4 * B * H * N * M * d
+    extra = {
+        "forward_ms": round(forward_ms, 3),
+        "forward_tflops": round(flops / forward_ms / 1e9, 1),
+        "backward_ms": round(backward_ms, 3),
+        "backward_tflops": round(2.5 * flops / backward_ms / 1e9, 1),
+    }
+    return f"torch {torch.__version__} scaled_dot_product_attention", forward_ms / 1e3, extra
+
+
 def peak_rss_kib():
     """VmHWM on Linux: getrusage's maxrss also counts the parent's peak, inherited across exec."""
     try:
@@ -363,6 +403,7 @@ def main():
         kinds = {
             "gemm": gemm,
             "attention": attention,
+            "sdpa": sdpa,
             "prior_step": prior_step,
             "text_encoder": text_encoder,
             "image_encoder": image_encoder,

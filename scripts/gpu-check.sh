@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One call on a GPU machine that may have no Node and no network: unpack a carried Node binary
 # (.device/node.xz, xz-compressed, when present), build the addon with that machine's nvcc, run
-# the CUDA-vs-CPU parity cases and the real-size bf16 LoRA step, then the PyTorch reference step
-# (bf16 weights, autocast, SDPA) at the same size; print a table. With two GPUs or more, also
+# the CUDA-vs-CPU parity cases, the flash-attention kernels' TFLOP/s (mma.sync and WMMA) beside
+# PyTorch's SDPA at the prior's attention shape, the real-size bf16 LoRA step, then the PyTorch
+# reference step (bf16 weights, autocast, SDPA) at the same size; print a table. With two GPUs or more, also
 # the NCCL gradient sum of data-parallel training (tests/gpu-ddp-check.ts).
 # Prepare here:  put the Node binary at .device/node.xz and run npm run build:ts
 # Run there:     with .device dist node_modules/node-addon-api node_modules/node-api-headers copied
@@ -63,6 +64,7 @@ sampler=$(sample "$out/memory-lora-train.txt")
 node dist/tests/gpu-check.js --no-parity 2>&1 | tee "$out/step.json"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 kill "$sampler" 2>/dev/null
+echo '[{"id":"torch_sdpa","kind":"sdpa","B":8,"H":24,"N":576,"M":653,"d":64}]' | python3 bench/peer.py | tee "$out/sdpa.json"
 sampler=$(sample "$out/memory-torch.txt")
 echo '[{"id":"torch","kind":"prior_step","device":"cuda","c_in":16,"c":1536,"c_cond":1280,"c_r":64,"depth":32,"nhead":24,"B":8,"H":24,"W":24,"T":77,"rank":8,"minSeconds":5}]' \
   | python3 bench/peer.py | tee "$out/torch.json"

@@ -68,6 +68,26 @@ describe.each(schedules)(
   },
 );
 
+// The default flash kernel is mma.sync's (its fragments modelled lane by lane); the WMMA one
+// stays selectable and must agree as well, on every case that reaches flash attention.
+describe('cuda backend in the CPU emulator, WMMA flash attention (LORA_TRAIN_FLASH=wmma)', () => {
+  beforeAll(() => {
+    process.env.LORA_TRAIN_FLASH = 'wmma';
+  });
+  afterAll(() => {
+    delete process.env.LORA_TRAIN_FLASH;
+  });
+  const flashCases = parityCases(fixturesDir).filter((c) =>
+    /attention.*_d64 \(bf16|(bf16|fp16) \(c 256, depth 2, head dim 64/.test(c.name),
+  );
+  it('has cases that reach flash attention', () => expect(flashCases.length).toBeGreaterThanOrEqual(3));
+  it.each(flashCases.map((c) => [c.name, c] as const))('%s', async (_, c) => expectCudaMatchesCpu(c), 120_000);
+  it.each(NAN_CASES.filter(([compute]) => compute !== 'f32'))(
+    'attention propagates NaN as PyTorch does (%s compute, head dim %i)',
+    async (compute, d) => expectAttentionPropagatesNaN('cuda', compute, d),
+  );
+});
+
 describe('cuda backend in the CPU emulator: NaN', () => {
   it.each(NAN_CASES)('attention propagates NaN as PyTorch does (%s compute, head dim %i)', async (compute, d) =>
     expectAttentionPropagatesNaN('cuda', compute, d),

@@ -10,6 +10,7 @@
 // build:ts) but not shipped with it.
 import { join } from 'node:path';
 import { native } from '../src/native/loader.js';
+import * as ops from '../src/native/ops.js';
 import { type Device, setAllowTf32 } from '../src/native/ops.js';
 import { Prior, type PriorConfig } from '../src/models/prior.js';
 import { randomStepInputs } from '../bench/inputs.js';
@@ -31,14 +32,28 @@ async function main() {
   const fixtures = args.find((a) => !a.startsWith('--')) ?? join(process.cwd(), 'tests', 'fixtures');
   let failed = 0;
   if (!args.includes('--no-parity')) failed = await parity(fixtures, device);
-  if (!args.includes('--parity-only')) await realStep(device, dry);
+  if (!args.includes('--parity-only')) {
+    await attentionTiming(device, dry);
+    await realStep(device, dry);
+  }
   process.exit(failed ? 1 : 0);
 }
 
 async function parity(fixtures: string, device: Device): Promise<number> {
   let failed = 0;
   console.log('| case | output | relative error | tolerance | ok |\n| --- | --- | --- | --- | --- |');
-  for (const c of parityCases(fixtures)) {
+  // Every case with the default flash kernel (mma.sync), then those reaching flash attention
+  // with the WMMA one.
+  const flash = (c: { name: string }) =>
+    /attention.*_d64 \(bf16|(bf16|fp16) \(c 256, depth 2, head dim 64/.test(c.name);
+  const runs = [
+    ...parityCases(fixtures).map((c) => ({ c, kernel: 'mma' })),
+    ...parityCases(fixtures)
+      .filter(flash)
+      .map((c) => ({ c: { ...c, name: `${c.name} (WMMA flash)` }, kernel: 'wmma' })),
+  ];
+  for (const { c, kernel } of runs) {
+    process.env.LORA_TRAIN_FLASH = kernel;
     try {
       const results = await compareWithCpu(c, device);
       for (const [i, { output, error, tolerance }] of results.entries()) {
@@ -52,8 +67,49 @@ async function parity(fixtures: string, device: Device): Promise<number> {
       console.log(`| ${c.name} | - | ${(e as Error).message.split('\n')[0]} | - | NO |`);
     }
   }
+  delete process.env.LORA_TRAIN_FLASH;
   console.log(`\nparity: ${failed} failing outputs`);
   return failed;
+}
+
+// The flash-attention kernels at the real prior's attention shape (24x24 latents attending to
+// themselves and 77 mapped text tokens), bf16: kernel time from CUDA events, FLOPs counted as
+// FlashAttention does (forward 4 B H N M d; backward 2.5 times that, P recomputed).
+async function attentionTiming(device: Device, dry: boolean) {
+  if (device !== 'cuda') return;
+  const [B, H, N, M, d] = dry ? [1, 2, 96, 130, 64] : [8, 24, 576, 653, 64];
+  const random = (rows: number, seed: number) => ({
+    data: Float32Array.from({ length: B * rows * H * d }, (_, i) => Math.sin(i * 0.37 + seed)),
+    shape: [B, rows, H * d],
+  });
+  const [q, k, v, dout] = [random(N, 1), random(M, 2), random(M, 3), random(N, 4)];
+  const reps = dry ? 1 : 20;
+  const flops = 4 * B * H * N * M * d;
+  for (const kernel of ['mma', 'wmma']) {
+    process.env.LORA_TRAIN_FLASH = kernel;
+    const run = async () => {
+      const { out, lse } = await ops.attention(q, k, v, H, { device, compute: 'bf16' });
+      await ops.attentionBackward(dout, q, k, v, out, lse, H, { device, compute: 'bf16' });
+    };
+    await run(); // warm-up
+    native().cudaProfile(true);
+    for (let i = 0; i < reps; i++) await run();
+    const profile = native().cudaProfile(false) as { op: string; ms: number; calls: number }[];
+    const ms = (op: string) => (profile.find((p) => p.op === op)?.ms ?? NaN) / reps;
+    const [forward, backward] = [ms('attention_forward'), ms('attention_backward')];
+    console.log(
+      JSON.stringify({
+        name: 'attention_flash',
+        kernel,
+        shape: `B${B} H${H} N${N} M${M} d${d} bf16`,
+        forward_ms: Number(forward.toFixed(3)),
+        forward_tflops: Number((flops / forward / 1e9).toFixed(1)),
+        backward_ms: Number(backward.toFixed(3)),
+        backward_tflops: Number(((2.5 * flops) / backward / 1e9).toFixed(1)),
+      }),
+    );
+  }
+  delete process.env.LORA_TRAIN_FLASH;
 }
 
 async function realStep(device: Device, dry: boolean) {

@@ -1,9 +1,10 @@
 // Multi-head attention, heads interleaved in channels. o (B, N, H*d), lse (B, H, N);
 // q (B, N, H*d); k, v (B, M, H*d).
-// - bf16/fp16 compute with head dim 64: flash attention on tensor cores (WMMA 16x16x16, fp32
-//   accumulation): 64-query x 64-key tiles, online softmax, nothing of size (N, M) in memory;
-//   the backward recomputes P per tile, keeps dK/dV of a key tile in registers and adds dQ
-//   with atomics.
+// - bf16/fp16 compute with head dim 64: flash attention on tensor cores, fp32 accumulation,
+//   64-query x 64-key tiles, online softmax, nothing of size (N, M) in memory; the backward
+//   recomputes P per tile, keeps dK/dV of a key tile in registers and adds dQ with atomics.
+//   Two kernels: mma.sync m16n8k16 (attention_mma.cu, the default) and WMMA 16x16x16 (here,
+//   its scores and output staged through shared memory).
 // - otherwise (fp32, other head dims): one block per query (or key) row with the row's scores
 //   in shared memory.
 #include <cuda_bf16.h>
@@ -15,6 +16,7 @@
 #include <string>
 #include <type_traits>
 
+#include "attention_tiles.cuh"
 #include "common.cuh"
 #include "cuda_ops.h"
 #include "profile.h"
@@ -24,43 +26,8 @@ namespace {
 
 namespace wmma = nvcuda::wmma;
 
-constexpr int kD = 64, kTile = 64, kLdh = kD + 8, kLdf = kTile + 4, kFlashThreads = 128;
+constexpr int kLdf = kTile + 4;
 static_assert(kD == kTile, "warp_rows_times_tile takes the inner dimension of both products as 64");
-
-template <typename T>
-__device__ inline T to_lowp(float x);
-template <>
-__device__ inline __nv_bfloat16 to_lowp<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-template <>
-__device__ inline __half to_lowp<__half>(float x) {
-  return __float2half_rn(x);
-}
-
-// Four consecutive elements of x from element i: one 16-byte (fp32) or 8-byte (bf16/fp16) load.
-__device__ inline float4 load4(TensorRef x, int64_t i) {
-  if (x.type == DType::f32) return *reinterpret_cast<const float4*>(static_cast<const float*>(x.data) + i);
-  const ushort4 h = *reinterpret_cast<const ushort4*>(static_cast<const uint16_t*>(x.data) + i);
-  return make_float4(lowp_to_f32(h.x, x.type), lowp_to_f32(h.y, x.type), lowp_to_f32(h.z, x.type),
-                     lowp_to_f32(h.w, x.type));
-}
-
-// rows [r0, r0 + kTile) of the head starting at element `head` of x (row stride ld, any
-// storage type) into a (kTile, kLdh) tile rounded to T; rows at or past `rows` are zero.
-template <typename T>
-__device__ inline void load_tile(T* tile, TensorRef x, int64_t head, int64_t ld, int64_t r0, int64_t rows) {
-  for (int i = threadIdx.x; i < kTile * kD / 4; i += blockDim.x) {
-    const int r = i / (kD / 4), c = (i % (kD / 4)) * 4;
-    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (r0 + r < rows) v = load4(x, head + (r0 + r) * ld + c);
-    T* t = tile + r * kLdh + c;
-    t[0] = to_lowp<T>(v.x);
-    t[1] = to_lowp<T>(v.y);
-    t[2] = to_lowp<T>(v.z);
-    t[3] = to_lowp<T>(v.w);
-  }
-}
 
 template <typename T>
 using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
@@ -266,18 +233,22 @@ __global__ void __launch_bounds__(kFlashThreads)
 constexpr size_t kFlashForwardSmem = 4 * kTile * kLdh * 2 + 2 * kTile * kLdf * 4 + 2 * kTile * 4;
 constexpr size_t kFlashBackwardSmem = 6 * kTile * kLdh * 2 + 2 * kTile * kLdf * 4 + 2 * kTile * 4;
 
-// Whether the tensor-core kernels apply: a low-precision compute type, head dim 64 and
-// 16-byte aligned tensors (they load four elements at a time).
-// LORA_TRAIN_FLASH=0 turns them off (the row kernels then run at every precision).
-bool use_flash(DType compute, int64_t d, std::initializer_list<const void*> tensors) {
-  static const bool enabled = [] {
-    const char* v = std::getenv("LORA_TRAIN_FLASH");
-    return !(v && std::string(v) == "0");
-  }();
-  if (!enabled || compute == DType::f32 || d != kD) return false;
+enum class Flash { none, wmma, mma };
+
+// Which kernels compute attention: the tensor-core flash kernels need a low-precision compute
+// type, head dim 64 and 16-byte aligned tensors (they load four elements at a time); otherwise
+// the row kernels. LORA_TRAIN_FLASH picks among the flash kernels: mma (the default: mma.sync,
+// registers end to end), wmma (the WMMA tiles, staged through shared memory) or 0 (the row
+// kernels at every precision, to tell a kernel fault apart). Read at each call.
+Flash flash_kind(DType compute, int64_t d, std::initializer_list<const void*> tensors) {
+  const char* choice = std::getenv("LORA_TRAIN_FLASH");
+  const std::string v = choice ? choice : "mma";
+  if (v != "mma" && v != "wmma" && v != "0")
+    throw std::invalid_argument("Expected mma, wmma or 0 for LORA_TRAIN_FLASH but received " + v);
+  if (v == "0" || compute == DType::f32 || d != kD) return Flash::none;
   for (const void* t : tensors)
-    if (reinterpret_cast<uintptr_t>(t) % 16) return false;
-  return true;
+    if (reinterpret_cast<uintptr_t>(t) % 16) return Flash::none;
+  return v == "wmma" ? Flash::wmma : Flash::mma;
 }
 
 // Raises a kernel's dynamic shared-memory limit above the default 48 KB; callers keep the
@@ -442,10 +413,14 @@ void check_shared(int64_t floats, const char* what) {
 void CudaOps::attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N,
                                 int64_t M, int64_t H, int64_t d, float scale, DType compute) {
   LT_PROFILE("attention_forward");
-  if (use_flash(compute, d, {o.data, q.data, k.data, v.data})) {
-    if (compute == DType::bf16) return flash_forward<__nv_bfloat16>(o, lse, q, k, v, B, N, M, H, scale);
-    return flash_forward<__half>(o, lse, q, k, v, B, N, M, H, scale);
-  }
+  const Flash flash = flash_kind(compute, d, {o.data, q.data, k.data, v.data});
+  const bool bf16 = compute == DType::bf16;
+  if (flash == Flash::mma)
+    return bf16 ? flash_mma_forward<__nv_bfloat16>(o, lse, q, k, v, B, N, M, H, scale)
+                : flash_mma_forward<__half>(o, lse, q, k, v, B, N, M, H, scale);
+  if (flash == Flash::wmma)
+    return bf16 ? flash_forward<__nv_bfloat16>(o, lse, q, k, v, B, N, M, H, scale)
+                : flash_forward<__half>(o, lse, q, k, v, B, N, M, H, scale);
   check_shared(M, "attention_forward");
   DeviceBuffer wide[3];  // the row kernels read fp32: q, k, v widened when stored narrower
   const float *q32 = converted(wide[0], q, DType::f32, B * N * H * d).f32(),
@@ -478,14 +453,18 @@ void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* d
                                  TensorRef v, TensorRef o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
                                  int64_t d, float scale, DType compute) {
   LT_PROFILE("attention_backward");
-  if (use_flash(compute, d, {dq, dk, dv, dout, q.data, k.data, v.data})) {
+  const Flash flash = flash_kind(compute, d, {dq, dk, dv, dout, q.data, k.data, v.data});
+  if (flash != Flash::none) {
     DeviceBuffer delta_buf;
     float* delta = delta_buf.floats(B * H * N);
     attention_delta_kernel<<<blocks_for(B * H * N), kThreads>>>(delta, dout, o, B, N, H, d);
     LT_LAUNCHED("attention delta");
-    if (compute == DType::bf16)
-      return flash_backward<__nv_bfloat16>(dq, dk, dv, dout, q, k, v, lse, delta, B, N, M, H, scale);
-    return flash_backward<__half>(dq, dk, dv, dout, q, k, v, lse, delta, B, N, M, H, scale);
+    const bool bf16 = compute == DType::bf16;
+    if (flash == Flash::mma)
+      return bf16 ? flash_mma_backward<__nv_bfloat16>(dq, dk, dv, dout, q, k, v, lse, delta, B, N, M, H, scale)
+                  : flash_mma_backward<__half>(dq, dk, dv, dout, q, k, v, lse, delta, B, N, M, H, scale);
+    return bf16 ? flash_backward<__nv_bfloat16>(dq, dk, dv, dout, q, k, v, lse, delta, B, N, M, H, scale)
+                : flash_backward<__half>(dq, dk, dv, dout, q, k, v, lse, delta, B, N, M, H, scale);
   }
   check_shared(M, "attention_backward");
   check_shared(2 * N, "attention_backward");

@@ -292,6 +292,12 @@ struct Fiber {
   uint64_t warp_calls = 0;  // warp-synchronous calls made so far
 };
 
+// What one lane gives a warp-synchronous call: a shuffled value, or a warp-matrix operation's
+// registers (warp_matrix.h).
+struct ExchangeSlot {
+  unsigned char bytes[kMaxExchangeBytes];
+};
+
 struct Block {
   std::vector<Fiber> fibers;
   std::unique_ptr<unsigned char[], void (*)(void*)> shared{nullptr, std::free};  // 128-byte aligned
@@ -299,7 +305,7 @@ struct Block {
   unsigned char poison = 0xff;
   // A lane's value for its warp's current and previous exchange (by call parity), so lanes
   // that run on after an exchange do not overwrite values a later lane still reads.
-  std::vector<uint64_t> exchange[2];
+  std::vector<ExchangeSlot> exchange[2];
   Context scheduler;
   Fiber* running = nullptr;
   void (*body)(void*) = nullptr;
@@ -458,10 +464,11 @@ void sync_warp(const void* value, size_t bytes) {
   if (!block) throw std::logic_error("a warp-synchronous call outside a kernel");
   Fiber* f = block->running;
   const int id = linear_thread_id(f->thread);
-  uint64_t slot = 0;
-  if (bytes > sizeof(slot)) throw std::logic_error("cuda emulator: a shuffle of more than 8 bytes");
-  if (value) std::memcpy(&slot, value, bytes);
-  block->exchange[(f->warp_calls + 1) & 1][id] = slot;
+  if (bytes > kMaxExchangeBytes)
+    throw std::logic_error("cuda emulator: a warp exchange of more than " + std::to_string(kMaxExchangeBytes) +
+                           " bytes");
+  ExchangeSlot& slot = block->exchange[(f->warp_calls + 1) & 1][id];
+  if (value) std::memcpy(slot.bytes, value, bytes);
   ++f->warp_calls;
   yield(FiberState::at_warp_barrier);
 }
@@ -472,14 +479,21 @@ void exchanged_value(int lane, void* out, size_t bytes) {
   const int source = id - id % 32 + lane;
   if (lane < 0 || lane >= 32 || source >= static_cast<int>(block->fibers.size()))
     throw std::logic_error("a shuffle from lane " + std::to_string(lane) + ", which does not exist");
-  if (block->fibers[source].state == FiberState::done)
-    return (void)std::memset(out, block->poison, bytes);  // an exited lane
-  std::memcpy(out, &block->exchange[f->warp_calls & 1][source], bytes);
+  // A lane that exited before this call gave nothing; one that gave and has exited since
+  // (running ahead of this one after the barrier) still counts.
+  if (block->fibers[source].warp_calls < f->warp_calls) return (void)std::memset(out, block->poison, bytes);
+  std::memcpy(out, block->exchange[f->warp_calls & 1][source].bytes, bytes);
 }
 
 unsigned char* dynamic_shared_memory() {
   if (!block) throw std::logic_error("dynamic shared memory outside a kernel");
   return block->shared.get();
+}
+
+void check_in_shared(const void* p, size_t bytes, const char* what) {
+  const auto* c = static_cast<const unsigned char*>(p);
+  if (!block || c < block->shared.get() || c + bytes > block->shared.get() + block->shared_bytes)
+    throw std::logic_error(std::string(what) + ": an address outside the block's dynamic shared memory");
 }
 
 bool register_shared(void* p, size_t bytes) {
@@ -527,8 +541,8 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   b.body = body;
   b.body_context = context;
   b.fibers.resize(threads);
-  b.exchange[0].assign(threads + 32, 0);
-  b.exchange[1].assign(threads + 32, 0);
+  b.exchange[0].assign(threads + 32, ExchangeSlot{});
+  b.exchange[1].assign(threads + 32, ExchangeSlot{});
   // Exactly the bytes asked for (ASan builds catch overruns), aligned as __align__(128) asks.
   b.shared_bytes = std::max<size_t>(config.shared_bytes, 1);
   b.shared.reset(static_cast<unsigned char*>(std::aligned_alloc(128, (b.shared_bytes + 127) / 128 * 128)));

@@ -168,11 +168,14 @@ extern thread_local ThreadContext* current;
 
 void sync_block();
 // Waits until all 32 lanes of the calling warp reach their next warp-synchronous call; with a
-// value, every lane's value is then readable by exchanged_value.
+// value (at most kMaxExchangeBytes), every lane's value is then readable by exchanged_value.
+constexpr size_t kMaxExchangeBytes = 48;
 void sync_warp(const void* value = nullptr, size_t bytes = 0);
 // The value `lane` of this warp gave to the warp-synchronous call that just finished.
 void exchanged_value(int lane, void* out, size_t bytes);
 unsigned char* dynamic_shared_memory();
+// Throws unless [p, p + bytes) lies in the running block's dynamic shared memory.
+void check_in_shared(const void* p, size_t bytes, const char* what);
 // Records a __shared__ variable (poisoned now and before every block); true, for a static's
 // initialiser.
 bool register_shared(void* p, size_t bytes);
