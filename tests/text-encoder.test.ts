@@ -1,5 +1,6 @@
 // The native CLIP text encoder against transformers' CLIPTextModel in float64
-// (tests/reference/text_encoder_fixtures.py): causal + padding masks, gelu and quick_gelu, F16 weights.
+// (tests/reference/text_encoder_fixtures.py): causal + padding masks, gelu and quick_gelu, F16 and BF16
+// weights, the key layouts of transformers 4 and 5.
 import { cpSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +28,17 @@ describe.each(readdirSync(root).sort())('text encoder %s', (name) => {
       getTensor(ref, 'last_hidden_state'),
       TOLERANCE.encoder,
     );
+  });
+});
+
+describe('text encoder layouts', () => {
+  it("the fixtures hold both: transformers 4's text_model. names and transformers 5's unprefixed ones", () => {
+    const prefixed = (name: string) =>
+      [...readSafetensors(join(root, name, 'model.safetensors')).entries.keys()].every((k) =>
+        k.startsWith('text_model.'),
+      );
+    expect(prefixed('gelu_f32')).toBe(true);
+    expect(prefixed('bf16_transformers5')).toBe(false);
   });
 });
 

@@ -77,12 +77,14 @@ export class TextEncoder {
     const configFile = join(folder, 'config.json');
     const config = readTextEncoderConfig(configFile);
     const model = buildFrom(configFile, () => new (native().TextEncoder)(device, config));
-    // position_ids is a buffer some checkpoints carry; it holds nothing to load.
+    // position_ids is a buffer some checkpoints carry; it holds nothing to load. transformers 5
+    // saves CLIPTextModel's weights without the text_model. prefix of earlier versions.
     loadCheckedWeights(
       folder,
       weightFiles(folder, 'model'),
       model,
       (name) => name === 'text_model.embeddings.position_ids',
+      (name) => (/^(embeddings|encoder|final_layer_norm)\./.test(name) ? `text_model.${name}` : name),
     );
     return new TextEncoder(config, model);
   }

@@ -49,12 +49,14 @@ export function weightFiles(folder: string, stem: string): string[] {
 
 /** Copies every tensor of `files` into the model, converting F16/BF16/F64 to F32. Missing,
  * unexpected (unless `ignore` says so), wrongly shaped and non-finite tensors are collected and
- * reported together, naming each tensor and both shapes. */
+ * reported together, naming each tensor and both shapes. `rename` maps a file's tensor names to
+ * the model's (for layouts another library version writes). */
 export function loadCheckedWeights(
   what: string,
   files: string[],
   model: ParameterSink,
   ignore: (name: string) => boolean = () => false,
+  rename: (name: string) => string = (name) => name,
 ): void {
   const expected = new Map(model.parameters().map((p) => [p.name, p.shape]));
   const seen = new Set<string>();
@@ -64,7 +66,8 @@ export function loadCheckedWeights(
     const reader = new SafetensorsReader(file);
     const direct: { name: string; offset: number; dtype: string }[] = [];
     try {
-      for (const [name, entry] of reader.entries) {
+      for (const [stored, entry] of reader.entries) {
+        const name = rename(stored);
         const shape = expected.get(name);
         if (!shape) {
           if (!ignore(name)) problems.push(`unexpected tensor ${name} ${shapeText(entry.shape)} in ${basename(file)}`);
@@ -79,10 +82,10 @@ export function loadCheckedWeights(
           continue;
         }
         if (model.loadParameters && NATIVE_DTYPES.has(entry.dtype)) {
-          direct.push({ name, offset: reader.fileOffset(name), dtype: entry.dtype });
+          direct.push({ name, offset: reader.fileOffset(stored), dtype: entry.dtype });
           continue;
         }
-        const { data } = reader.read(name);
+        const { data } = reader.read(stored);
         const nonFinite = describeNonFinite(name, data);
         if (nonFinite) poisoned.push(`${nonFinite} in ${basename(file)}`);
         else model.setParameter(name, data);
