@@ -17,6 +17,7 @@
 #include "cuda/profile.h"
 #endif
 #include "backends.h"
+#include "file_lock.h"
 #include "model_binding.h"
 #include "napi_call.h"
 #include "parallel/collective_binding.h"
@@ -501,6 +502,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   register_prior(env, exports);
   register_collective(env, exports);
   register_encoders(env, exports);
+  register_file_lock(env, exports);
   return exports;
 }
 

@@ -70,15 +70,22 @@ describe('lora-train CLI', () => {
     expect(refused.stderr).toContain('refuses to unpickle the global posix.system');
   });
 
-  it('train <name> resolves a shipped config like diffengine, and reports a missing model clearly', () => {
-    const r = runWith(
-      { HF_HUB_CACHE: join(tmpdir(), 'lora-train-empty-hub') },
+  it('train <name> resolves a shipped config like diffengine, and reports a model it cannot fetch clearly', () => {
+    const empty = { HF_HUB_CACHE: join(tmpdir(), 'lora-train-empty-hub') };
+    const offline = runWith({ ...empty, HF_HUB_OFFLINE: '1' }, 'train', 'wuerstchen_prior_lora_pokemon_blip');
+    expect(offline.status).toBe(1);
+    expect(offline.stderr).toMatch(
+      /model 'warp-ai\/wuerstchen-prior' \(model.prior_model, revision main\) is not in the cache and HF_HUB_OFFLINE=1 forbids the network/,
+    );
+    // A Hub that cannot be reached (a closed port): which repository, where, and the way out.
+    const unreachable = runWith(
+      { ...empty, HF_ENDPOINT: 'http://127.0.0.1:59999' },
       'train',
       'wuerstchen_prior_lora_pokemon_blip',
     );
-    expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(
-      /model 'warp-ai\/wuerstchen-prior' is neither a folder nor in the local Hugging Face cache/,
+    expect(unreachable.status).toBe(1);
+    expect(unreachable.stderr).toMatch(
+      /model 'warp-ai\/wuerstchen-prior' \(model.prior_model, revision main\): cannot download from http:\/\/127.0.0.1:59999: .*Set HF_ENDPOINT for a mirror, or HF_HUB_OFFLINE=1/,
     );
   });
 

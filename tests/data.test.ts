@@ -8,16 +8,9 @@ import { loadDataset } from '../src/data/dataset.js';
 import type { TransformInput } from '../src/config/schema.js';
 import { ImageTransform } from '../src/data/transforms.js';
 import { Rng } from '../src/core/rng.js';
-import { fixturesDir } from './helpers.js';
+import { TINY_DATASET_SNAPSHOT, fixturesDir } from './helpers.js';
 
-const hubDataset = join(
-  fixturesDir,
-  'datasets',
-  'hub',
-  'datasets--tiny--disc-captions',
-  'snapshots',
-  '0123456789abcdef0123456789abcdef01234567',
-);
+const hubDataset = TINY_DATASET_SNAPSHOT;
 
 async function png(file: string, width: number, height: number, rgb: [number, number, number]) {
   await sharp({ create: { width, height, channels: 3, background: { r: rgb[0], g: rgb[1], b: rgb[2] } } })

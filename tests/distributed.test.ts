@@ -15,7 +15,7 @@ import { Prior } from '../src/models/prior.js';
 import { getTensor, readSafetensors } from '../src/io/safetensors.js';
 import { createTinyStack } from '../src/models/tiny.js';
 import { native } from '../src/native/loader.js';
-import { fixturesDir, logLosses, tinyTrainingConfig } from './helpers.js';
+import { FIXTURE_HUB_ENV, fixturesDir, logLosses, tinyTrainingConfig } from './helpers.js';
 import { freePort } from '../src/parallel/store.js';
 
 const haveGloo = native().haveGloo;
@@ -61,7 +61,7 @@ function start(args: string[], env: Record<string, string>): Run {
   const child = spawn(process.execPath, [cli, ...args], {
     env: {
       ...process.env,
-      HF_HUB_CACHE: join(fixturesDir, 'datasets', 'hub'),
+      ...FIXTURE_HUB_ENV,
       LORA_TRAIN_CACHE: join(root, 'cache'),
       LORA_TRAIN_DIST_TIMEOUT: '30',
       ...env,

@@ -79,16 +79,29 @@ export const logLosses = (dir: string) =>
       return rest;
     });
 
-/** HF_HUB_CACHE at tests/fixtures/datasets/hub (the bundled tiny datasets) while the calling
- * suite runs, restored after. */
+/** The snapshot of the bundled dataset tiny/disc-captions (parquet shards under data/). */
+export const TINY_DATASET_SNAPSHOT = join(
+  fixturesDir,
+  'datasets',
+  'hub',
+  'datasets--tiny--disc-captions',
+  'snapshots',
+  '0123456789abcdef0123456789abcdef01234567',
+);
+
+/** The bundled tiny datasets' cache (tests/fixtures/datasets/hub), offline: their ids are not on
+ * the Hub, and tests must not reach it. */
+export const FIXTURE_HUB_ENV = { HF_HUB_CACHE: join(fixturesDir, 'datasets', 'hub'), HF_HUB_OFFLINE: '1' };
+
+/** FIXTURE_HUB_ENV while the calling suite runs, restored after. */
 export function useFixtureHubCache(): void {
-  const saved = process.env.HF_HUB_CACHE;
-  beforeAll(() => {
-    process.env.HF_HUB_CACHE = join(fixturesDir, 'datasets', 'hub');
-  });
+  const saved = Object.fromEntries(Object.keys(FIXTURE_HUB_ENV).map((k) => [k, process.env[k]]));
+  beforeAll(() => Object.assign(process.env, FIXTURE_HUB_ENV));
   afterAll(() => {
-    if (saved === undefined) delete process.env.HF_HUB_CACHE;
-    else process.env.HF_HUB_CACHE = saved;
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
   });
 }
 

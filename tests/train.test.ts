@@ -157,7 +157,7 @@ describe('training', () => {
     a.forEach((l, i) => expect(Math.abs(l.loss - b[i]!.loss)).toBeLessThan(0.02 * b[i]!.loss));
   });
 
-  it("samples the VisualizationHook's prompts before training and every interval", async () => {
+  it("samples the VisualizationHook's prompts before training and every interval (on the CPU when asked)", async () => {
     const workDir = join(root, 'vis');
     const hook = {
       type: 'VisualizationHook',
@@ -166,6 +166,7 @@ describe('training', () => {
       width: 128,
       interval: 6,
       by_epoch: false,
+      on_cpu: true,
     };
     await train({
       config: await loadConfig(configFile('vis', { custom_hooks: [hook] }), settings({ work_dir: workDir })),
@@ -177,6 +178,22 @@ describe('training', () => {
       expect(st.entries.get('image_embeddings')?.shape).toEqual([2, 16, 3, 3]);
       expect(JSON.parse(st.metadata.prompts!)).toEqual(hook.prompt);
     }
+  });
+
+  it('skips the VisualizationHook on the CPU unless on_cpu is set, and says so', async () => {
+    const workDir = join(root, 'vis-skipped');
+    const hook = { type: 'VisualizationHook', prompt: 'a red disc', height: 128, width: 128 };
+    const lines: string[] = [];
+    await train({
+      config: await loadConfig(
+        configFile('vis-skipped', { custom_hooks: [hook], train_cfg: { by_epoch: false, max_iters: 2 } }),
+        settings({ work_dir: workDir }),
+      ),
+      log: (line) => lines.push(line),
+      cacheDir: join(root, 'cache'),
+    });
+    expect(existsSync(join(workDir, 'vis_data'))).toBe(false);
+    expect(lines.join('\n')).toMatch(/VisualizationHook skipped on the CPU .* set on_cpu: true/);
   });
 
   it('accumulates gradients over accumulative_counts iterations per optimizer step', async () => {
@@ -307,13 +324,23 @@ describe('training', () => {
     expect(existsSync(join(workDir, 'checkpoints', `iter_${steps}`, 'training_state.safetensors'))).toBe(true);
   });
 
-  it('names a model missing from the Hugging Face cache and how to get it', async () => {
+  it('offline, names a model missing from the Hugging Face cache and how to get it', async () => {
     const config = await loadConfig(
       configFile('nomodel', { model: { prior_model: 'warp-ai/wuerstchen-prior' } }),
       settings({ work_dir: join(root, 'nomodel') }),
     );
-    await expect(train({ config, log: quiet })).rejects.toThrow(
-      /model 'warp-ai\/wuerstchen-prior' is neither a folder nor in the local Hugging Face cache .*huggingface-cli download warp-ai\/wuerstchen-prior/,
-    );
+    const [offline, cache] = [process.env.HF_HUB_OFFLINE, process.env.HF_HUB_CACHE];
+    process.env.HF_HUB_OFFLINE = '1';
+    process.env.HF_HUB_CACHE = join(root, 'empty-hub');
+    try {
+      await expect(train({ config, log: quiet })).rejects.toThrow(
+        /model 'warp-ai\/wuerstchen-prior' \(model.prior_model, revision main\) is not in the cache and HF_HUB_OFFLINE=1 forbids the network. Run `lora-train download --config <config>`/,
+      );
+    } finally {
+      if (offline === undefined) delete process.env.HF_HUB_OFFLINE;
+      else process.env.HF_HUB_OFFLINE = offline;
+      if (cache === undefined) delete process.env.HF_HUB_CACHE;
+      else process.env.HF_HUB_CACHE = cache;
+    }
   });
 });

@@ -1,4 +1,4 @@
-// The lora-train command line: train (the default), sample, convert and info. Every option of
+// The lora-train command line: train (the default), sample, download, convert and info. Every option of
 // train and sample sets a config key (options.ts), so the config file, --cfg-options and the
 // flags meet in one resolved config.
 import { constants } from 'node:os';
@@ -7,6 +7,9 @@ import { hideBin } from 'yargs/helpers';
 import { type ConfigOverride, loadConfig } from '../config/load.js';
 import { launchFromEnv, worldFromEnv } from '../parallel/env.js';
 import { deviceFor, launch } from '../parallel/launcher.js';
+import { formatBytes } from '../core/progress.js';
+import { fetchForConfig } from '../hub/job.js';
+import { hubSettings } from '../hub/settings.js';
 import { convertCheckpoint } from '../io/convert.js';
 import { native } from '../native/loader.js';
 import { sampleCommand } from '../sample/generate.js';
@@ -101,6 +104,25 @@ function sampleCommandLine(y: Argv) {
   );
 }
 
+function downloadCommand(y: Argv) {
+  return y.command(
+    'download [name]',
+    'Fetch every Hub model and dataset a config names into the Hugging Face cache, then exit (for compute nodes without network: train there with HF_HUB_OFFLINE=1)',
+    (c) =>
+      c.positional('name', { type: 'string', describe: 'Config file or shipped config name' }).options(configOptions),
+    async (args) => {
+      const name = args.config ?? args.name;
+      if (!name) throw new Error('lora-train download: name a config (--config <config>)');
+      const repos = await fetchForConfig(await configFrom(name, args, {}), (line) => console.log(line));
+      const bytes = repos.reduce((sum, r) => sum + r.bytes, 0);
+      const now = repos.reduce((sum, r) => sum + r.transferred, 0);
+      console.log(
+        `lora-train: ${repos.length} repositories, ${formatBytes(bytes)} in ${hubSettings().cache} (${formatBytes(now)} downloaded now)`,
+      );
+    },
+  );
+}
+
 function convertCommand(y: Argv) {
   return y.command(
     'convert <input> <output>',
@@ -134,7 +156,7 @@ export async function main(argv: string[]): Promise<void> {
     .epilogue(
       'LoRA fine-tuning of the Würstchen v2 prior (Stage C). The built-in demo: lora-train --config twemoji_tiny_wuerstchen',
     );
-  cli = convertCommand(sampleCommandLine(trainCommand(cli)));
+  cli = convertCommand(downloadCommand(sampleCommandLine(trainCommand(cli))));
   await cli
     .command('info', 'Print the native backends, CPU kernel set and thread count as JSON', {}, () => {
       console.log(JSON.stringify(native().info(), null, 2));

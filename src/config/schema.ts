@@ -44,10 +44,11 @@ export const DEFAULT_LORA_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0'];
 
 const imageEncoder = section({
   path: string().optional().describe("A .safetensors or .pt file, or 'builtin:tiny-wuerstchen'"),
-  repo: string().optional().describe('A Hub repository (in the local cache) holding `file`'),
+  repo: string().optional().describe('A Hub repository holding `file` (fetched on first use)'),
   file: string().optional().describe('The file inside `repo`, e.g. model_v2_stage_b.pt'),
   key: string().default('effnet_state_dict').describe('The state dict inside a .pt checkpoint'),
   config: string().optional().describe('A JSON file with another stage layout than efficientnet_v2_s'),
+  revision: nonEmpty().default('main').describe('The branch, tag or commit of `repo`'),
 });
 
 const lora = section({
@@ -70,9 +71,15 @@ const model = section({
     .describe(
       "Hub id or folder of the prior snapshot (prior/, text_encoder/, tokenizer/), or 'builtin:tiny-wuerstchen'",
     ),
+  prior_revision: nonEmpty().default('main').describe('The branch, tag or commit of a Hub prior_model'),
   text_encoder_model: string()
     .optional()
     .describe('Hub id or folder holding text_encoder/ and tokenizer/ (default: prior_model)'),
+  text_encoder_revision: nonEmpty()
+    .optional()
+    .describe(
+      'The branch, tag or commit of a Hub text_encoder_model (default: prior_revision, or main for another repository)',
+    ),
   image_encoder: imageEncoder.describe('The frozen EfficientNet encoder: `path`, or `repo` and `file`'),
   prior_lora_config: lora,
 });
@@ -133,14 +140,13 @@ export const pipelineSchema = z.array(transform, expected('an array of transform
 
 const dataset = section({
   type: oneOf(['HFDataset']).default('HFDataset').describe("diffengine's dataset of images and captions"),
-  dataset: string()
-    .optional()
-    .describe("Hub dataset id (local cache), folder, or parquet file; 'builtin:twemoji' for the demo's"),
+  dataset: string().optional().describe("Hub dataset id, folder, or parquet file; 'builtin:twemoji' for the demo's"),
   image_column: string().default('image').describe('The image column of parquet files ({bytes, path} or bytes)'),
   caption_column: string()
     .default('text')
     .describe('The caption column or metadata key (a string, or a list of which a step picks one)'),
   split: string().default('train').describe("The split of a Hub dataset's parquet files"),
+  revision: nonEmpty().default('main').describe('The branch, tag or commit of a Hub dataset'),
   subset: positiveInteger().optional().describe('Use only the first N items'),
   holdout: count().default(0).describe('Items held out of training, to measure the adapters on (report)'),
   pipeline: pipelineSchema
@@ -244,6 +250,11 @@ const visualizationHook = z.strictObject({
   guidance: number().default(4).describe('Classifier-free guidance scale'),
   interval: positiveInteger().default(1).describe('Epochs (or iterations) between samples'),
   by_epoch: boolean().default(true).describe('interval counts epochs (else iterations)'),
+  on_cpu: boolean()
+    .default(false)
+    .describe(
+      'Sample on the CPU too (skipped there otherwise: the real prior takes about 30 min a round at 768 px on 2 cores)',
+    ),
 });
 export type VisualizationHookConfig = z.output<typeof visualizationHook>;
 
@@ -302,6 +313,8 @@ export const configSchema = fields.transform((c) => ({
   model: {
     ...c.model,
     text_encoder_model: c.model.text_encoder_model ?? c.model.prior_model,
+    text_encoder_revision:
+      c.model.text_encoder_revision ?? (c.model.text_encoder_model ? 'main' : c.model.prior_revision),
     prior_lora_config: {
       ...c.model.prior_lora_config,
       lora_alpha: c.model.prior_lora_config.lora_alpha ?? c.model.prior_lora_config.r,

@@ -4,6 +4,16 @@ export interface ProgressOptions {
   stream?: NodeJS.WriteStream | { write(s: string): boolean; isTTY?: boolean };
   /** Minimum milliseconds between non-TTY lines (default 5000). */
   lineInterval?: number;
+  /** Counts bytes: shown as kB/MB/GB and a byte rate (default: items, it/s). */
+  bytes?: boolean;
+}
+
+/** n bytes in decimal units, as huggingface_hub's progress bars show them. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  for (; n >= 1000 && i < units.length - 1; i++) n /= 1000;
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
 export class Progress {
@@ -13,6 +23,7 @@ export class Progress {
   private readonly stream: NonNullable<ProgressOptions['stream']>;
   private readonly tty: boolean;
   private readonly lineInterval: number;
+  private readonly bytes: boolean;
 
   constructor(
     private readonly label: string,
@@ -24,6 +35,7 @@ export class Progress {
     this.stream = options.stream ?? (quiet ? { write: () => true } : process.stderr);
     this.tty = !!this.stream.isTTY;
     this.lineInterval = options.lineInterval ?? 5000;
+    this.bytes = options.bytes ?? false;
   }
 
   /** Advances by n and redraws; `status` is appended (e.g. "loss 0.123"). */
@@ -44,6 +56,9 @@ export class Progress {
     const width = 24;
     const bar = '#'.repeat(Math.round(fraction * width)).padEnd(width, '.');
     const time = (s: number) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
-    return `${this.label} [${bar}] ${this.done}/${this.total} ${rate.toFixed(2)} it/s ETA ${time(eta)}${status ? ` ${status}` : ''}`;
+    const counts = this.bytes
+      ? `${formatBytes(this.done)}/${formatBytes(this.total)} ${formatBytes(rate)}/s`
+      : `${this.done}/${this.total} ${rate.toFixed(2)} it/s`;
+    return `${this.label} [${bar}] ${counts} ETA ${time(eta)}${status ? ` ${status}` : ''}`;
   }
 }

@@ -17,7 +17,7 @@ import { open } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { CONFIG_DEFAULTS } from '../config/schema.js';
 import { describeValue } from '../core/tensor.js';
-import { resolveRepo } from '../io/hub.js';
+import { resolveRepo } from '../hub/cache.js';
 import { READ_FLAGS, kindOf } from '../io/regular-file.js';
 
 /** An error in a dataset's files, naming the file (and line or row). */
@@ -40,6 +40,8 @@ export interface DatasetOptions {
   split?: string;
   /** Use only the first N items. */
   subset?: number;
+  /** The branch, tag or commit of a Hub dataset (default main). */
+  revision?: string;
 }
 
 const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.webp', '.gif', '.tif', '.tiff', '.avif', '.bmp']);
@@ -327,7 +329,7 @@ const SPLIT_KEYWORDS: Record<string, string[]> = {
 };
 
 /** The split a file belongs to by its path's names, or undefined when they name none. */
-function splitOf(file: string, root: string): string | undefined {
+export function splitOf(file: string, root: string): string | undefined {
   for (const part of relative(root, file).split(/[\\/]/)) {
     const word = /^[a-z]+/i.exec(part)?.[0]?.toLowerCase();
     for (const [split, words] of Object.entries(SPLIT_KEYWORDS)) if (word && words.includes(word)) return split;
@@ -357,7 +359,7 @@ export async function loadDataset(idOrPath: string, options: DatasetOptions = {}
     if (extname(idOrPath) !== '.parquet') throw new Error(`${idOrPath}: a dataset file must be .parquet`);
     items = await parquetItems([idOrPath], '', imageColumn, captionColumn);
   } else {
-    const root = resolveRepo(idOrPath, 'dataset');
+    const root = resolveRepo(idOrPath, 'dataset', options.revision);
     const parquet = listFiles(root, (f) => f.endsWith('.parquet'));
     if (!parquet.length && split !== 'train')
       throw new Error(

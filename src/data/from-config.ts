@@ -29,6 +29,7 @@ export async function loadTrainingData(
     captionColumn: ds.caption_column,
     split: ds.split,
     subset: ds.subset,
+    revision: ds.revision,
   });
   const cache = config.cache_embeddings ? new EmbeddingCache(options.cacheDir) : undefined;
   const transform = new ImageTransform(ds.pipeline, file);

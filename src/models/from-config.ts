@@ -3,7 +3,7 @@
 // Face cache, on the config's device and in its precision.
 import { extname, join } from 'node:path';
 import { type LoadedConfig, required } from '../config/load.js';
-import { resolveRepo, resolveRepoFile } from '../io/hub.js';
+import { resolveRepo, resolveRepoFile } from '../hub/cache.js';
 import { setAllowTf32 } from '../native/ops.js';
 import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from './image-encoder.js';
 import { type Precision, type Prior, loadPrior } from './prior.js';
@@ -18,8 +18,8 @@ export function precisionOf({ config }: LoadedConfig): Precision {
 }
 
 /** A model id as a folder: the built-in stack, a local folder, or a Hub snapshot in the cache. */
-async function snapshotOf(id: string): Promise<string> {
-  return id === TINY_MODEL_ID ? tinyModel() : resolveRepo(id, 'model');
+async function snapshotOf(id: string, revision: string): Promise<string> {
+  return id === TINY_MODEL_ID ? tinyModel() : resolveRepo(id, 'model', revision);
 }
 
 export interface TextModels {
@@ -34,7 +34,10 @@ export interface TextModels {
 export async function loadTextModels(loaded: LoadedConfig): Promise<TextModels> {
   const { config, file } = loaded;
   const { device, seed } = config;
-  const priorSnapshot = await snapshotOf(required(config.model.prior_model, 'model.prior_model', file));
+  const priorSnapshot = await snapshotOf(
+    required(config.model.prior_model, 'model.prior_model', file),
+    config.model.prior_revision,
+  );
   const lora = config.model.prior_lora_config;
   const prior = await loadPrior(priorSnapshot, {
     device,
@@ -49,7 +52,10 @@ export async function loadTextModels(loaded: LoadedConfig): Promise<TextModels> 
       );
     throw e;
   });
-  const textSnapshot = await snapshotOf(config.model.text_encoder_model ?? priorSnapshot);
+  const textSnapshot = await snapshotOf(
+    config.model.text_encoder_model ?? priorSnapshot,
+    config.model.text_encoder_revision ?? config.model.prior_revision,
+  );
   const tokenizer = ClipTokenizer.load(textSnapshot);
   const textEncoder = TextEncoder.load(textSnapshot, { device });
   if (textEncoder.config.hidden !== prior.config.c_cond)
@@ -79,6 +85,8 @@ export async function loadImageEncoder(
       resolveRepoFile(
         required(ie.repo, 'model.image_encoder.path (or repo and file)', file),
         required(ie.file, 'model.image_encoder.file', file),
+        'model',
+        ie.revision,
       ));
   const configFile = builtin ? join(builtin, 'config.json') : ie.config;
   const encoderConfig = configFile

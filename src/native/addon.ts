@@ -59,6 +59,9 @@ export interface NativeAddon {
   setAllowTf32(device: string, allow: boolean): void;
   /** true starts timing every CUDA op (events); false stops and returns the totals, longest first. */
   cudaProfile(start: boolean): void | { op: string; ms: number; calls: number }[];
+  /** An exclusive flock on `path` (created if missing): its descriptor, or -1 while another holds it. */
+  tryLockFile(path: string): number;
+  unlockFile(fd: number): void;
   linearForward(
     device: string,
     y: Float32Array,

@@ -8,6 +8,7 @@ import { NonFiniteError } from '../core/finite.js';
 import { Rng } from '../core/rng.js';
 import type { Tensor } from '../core/tensor.js';
 import { writeSafetensors } from '../io/safetensors.js';
+import { fetchForConfig } from '../hub/job.js';
 import { loadTextModels } from '../models/from-config.js';
 import { DIFFUSERS_LORA_FILE, type Prior } from '../models/prior.js';
 import type { TextEncoder } from '../models/text-encoder.js';
@@ -103,6 +104,7 @@ export async function sampleCommand(loaded: LoadedConfig): Promise<{ file: strin
   // Embeddings written over the LoRA they were sampled with would lose the training run.
   if (LORA_FILE_NAMES.includes(basename(sample.out)) || (sample.lora && resolve(sample.lora) === resolve(sample.out)))
     throw new Error(`${loaded.file}: sample.out ${sample.out} names a LoRA file; write the embeddings elsewhere`);
+  await fetchForConfig(loaded, (line) => process.stderr.write(`${line}\n`), true);
   const { prior, tokenizer, textEncoder } = await loadTextModels(loaded);
   if (sample.lora) prior.loadLora(sample.lora);
   const { guidance, height, width, num } = sample;

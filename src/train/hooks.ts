@@ -17,7 +17,13 @@ export class Visualization {
     private readonly plan: TrainingPlan,
     private readonly log: (line: string) => void,
   ) {
-    this.hooks = config.custom_hooks;
+    // On the CPU a round of samples at the real size takes half an hour: asked for, not by default.
+    const skipped = config.device === 'cpu' ? config.custom_hooks.filter((h) => !h.on_cpu) : [];
+    if (skipped.length)
+      log(
+        `lora-train: warning: VisualizationHook skipped on the CPU (${skipped.length} hook${skipped.length > 1 ? 's' : ''}): sampling there takes about 30 min a round at the real size; set on_cpu: true in the hook to sample anyway`,
+      );
+    this.hooks = config.custom_hooks.filter((h) => !skipped.includes(h));
   }
 
   /** Samples every hook due after iteration `it` (0: before training). */

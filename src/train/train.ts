@@ -13,6 +13,7 @@ import { nonFinite } from '../core/finite.js';
 import { nativeSeed } from '../core/rng.js';
 import { type Batch, Batches } from '../data/batches.js';
 import { loadTrainingData } from '../data/from-config.js';
+import { fetchForConfig } from '../hub/job.js';
 import { loadTrainingModels } from '../models/from-config.js';
 import { DIFFUSERS_LORA_FILE, type Prior } from '../models/prior.js';
 import { type WorldPlace, worldFromEnv } from '../parallel/env.js';
@@ -84,6 +85,10 @@ async function trainIn(options: TrainOptions, log: (line: string) => void, group
   const { config } = options.config;
   const main = !group || group.isMain;
   const startup = new StartupTimes();
+  // Every process fetches what the config names; the locks beside the blobs let one download
+  // each file while the others wait for it.
+  await fetchForConfig(options.config, main ? log : () => undefined);
+  startup.mark('downloads');
   const models = await loadTrainingModels(options.config, log);
   startup.mark('weights');
   const { prior } = models;
