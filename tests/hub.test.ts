@@ -13,6 +13,7 @@ import {
   readdirSync,
   readlinkSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -252,6 +253,22 @@ describe('Hub faults', () => {
       const snapshots = join(repo, 'snapshots');
       const linked = existsSync(snapshots) ? [...filesOf(snapshots).keys()] : [];
       expect(linked.filter((p) => p.endsWith(weights))).toEqual([]);
+    });
+  });
+
+  it('a full disk: an error naming it and the cache, which stays valid', async () => {
+    await withHub([priorRepo('tiny/prior')], {}, async () => {
+      const bytes = readFileSync(join(stack.snapshot, weights));
+      const blobs = join(process.env.HF_HOME!, 'hub', 'models--tiny--prior', 'blobs');
+      mkdirSync(blobs, { recursive: true });
+      // Writes to /dev/full fail with ENOSPC, as on a full disk.
+      symlinkSync('/dev/full', join(blobs, `${sha256(bytes)}.incomplete`));
+      await expect(fetchRepo(request('tiny/prior'), needs, quiet)).rejects.toThrow(
+        /file prior\/diffusion_pytorch_model.safetensors .*: the disk is full \(ENOSPC\) under .*hub: free space, or point HF_HUB_CACHE at a larger disk/,
+      );
+      expect(existsSync(join(blobs, sha256(bytes)))).toBe(false);
+      const snapshots = join(process.env.HF_HOME!, 'hub', 'models--tiny--prior', 'snapshots');
+      expect([...filesOf(snapshots).keys()].filter((p) => p.endsWith(weights))).toEqual([]);
     });
   });
 
