@@ -200,6 +200,18 @@ describe('Hub faults', () => {
     });
   });
 
+  it('a commit as the revision: its snapshot, no ref; a branch: refs/<branch>', async () => {
+    await withHub([priorRepo('tiny/prior')], {}, async (hub) => {
+      const commit = hub.commitOf('model', 'tiny/prior');
+      const repo = join(process.env.HF_HOME!, 'hub', 'models--tiny--prior');
+      const pinned = await fetchRepo({ ...request('tiny/prior'), revision: commit }, needs, quiet);
+      expect(pinned.snapshot).toBe(join(repo, 'snapshots', commit));
+      expect(existsSync(join(repo, 'refs'))).toBe(false);
+      await fetchRepo(request('tiny/prior'), needs, quiet);
+      expect(readFileSync(join(repo, 'refs', 'main'), 'utf8')).toBe(commit);
+    });
+  });
+
   it('a missing repository or revision: 404 names it', async () => {
     await withHub([priorRepo('tiny/prior')], {}, async () => {
       await expect(fetchRepo(request('tiny/nope'), needs, quiet)).rejects.toThrow(
