@@ -194,12 +194,15 @@ class Ops {
 
   // ---- Forward-only image encoder ops (channels last) --------------------------------------
   // Convolution with groups = 1, padding k / 2, stride 1 or 2: y (B, Ho, Wo, Cout) with
-  // Ho = ceil(H / stride); x (B, H, W, Cin); w (Cout, k, k, Cin); bias (Cout) or null.
+  // Ho = ceil(H / stride); x (B, H, W, Cin); w (Cout, k, k, Cin); bias (Cout) or null. With
+  // silu, y = SiLU(conv): EfficientNet's activation applied as the output is written, not in a
+  // second pass over it.
   virtual void conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                              int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride) = 0;
-  // Depthwise k x k convolution, padding k / 2, stride 1 or 2: y (B, Ho, Wo, C); w (C, k, k).
+                              int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, bool silu) = 0;
+  // Depthwise k x k convolution, padding k / 2, stride 1 or 2: y (B, Ho, Wo, C); w (C, k, k);
+  // silu as for conv2d_forward.
   virtual void depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                                      int64_t W, int64_t C, int64_t k, int64_t stride) = 0;
+                                      int64_t W, int64_t C, int64_t k, int64_t stride, bool silu) = 0;
   virtual void sigmoid_forward(float* y, const float* x, int64_t n) = 0;
   // out (B, C) = mean over positions of x (B, P, C).
   virtual void channel_mean(float* out, const float* x, int64_t B, int64_t P, int64_t C) = 0;

@@ -5,6 +5,7 @@
 
 #include "cpu_ops.h"
 #include "gemm.h"
+#include "kernels.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
@@ -22,7 +23,7 @@ std::vector<float> taps_channels_last(const float* w, int64_t C, int64_t kk) {
 
 void CpuOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
                                        int64_t H, int64_t W, int64_t C) {
-  depthwise_conv_forward(y, x, w, bias, B, H, W, C, 3, 1);
+  depthwise_conv_forward(y, x, w, bias, B, H, W, C, 3, 1, false);
 }
 
 void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x,
@@ -84,12 +85,11 @@ void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, cons
 }
 
 void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                            int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride) {
+                            int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, bool silu) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   const int64_t rows = B * Ho * Wo, K = k * k * Cin;
-  fill_bias(y, bias, rows, Cout);
   if (k == 1 && stride == 1) {  // a plain GEMM over positions
-    cpu::gemm({y, x, w, rows, Cout, Cin, false, true, 1.0f, 1.0f, Cin, Cin, Cout});
+    cpu::gemm({y, x, w, rows, Cout, Cin, false, true, 1.0f, 0.0f, Cin, Cin, Cout, bias, silu});
     return;
   }
   // im2col in blocks of output rows, so the patch matrix stays a few MB at any image size.
@@ -111,30 +111,28 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
           }
       }
     });
-    cpu::gemm({y + r0 * Cout, patches.data(), w, n, Cout, K, false, true, 1.0f, 1.0f, K, K, Cout});
+    cpu::gemm({y + r0 * Cout, patches.data(), w, n, Cout, K, false, true, 1.0f, 0.0f, K, K, Cout, bias, silu});
   }
 }
 
 void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                                    int64_t W, int64_t C, int64_t k, int64_t stride) {
+                                    int64_t W, int64_t C, int64_t k, int64_t stride, bool silu) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   const std::vector<float> taps = taps_channels_last(w, C, k * k);
+  const KernelSet& ks = active_kernels();
   parallel_for(B * Ho, [&](int64_t bh) {
     const int64_t b = bh / Ho, oy = bh % Ho;
+    std::vector<const float*> in(static_cast<size_t>(k * k));  // each tap's input pixel, null in the padding
     for (int64_t ox = 0; ox < Wo; ++ox) {
-      float* out = y + ((b * Ho + oy) * Wo + ox) * C;
-      for (int64_t c = 0; c < C; ++c) out[c] = bias ? bias[c] : 0.0f;
-      for (int64_t ky = 0; ky < k; ++ky) {
-        const int64_t iy = oy * stride + ky - pad;
-        if (iy < 0 || iy >= H) continue;
+      for (int64_t ky = 0; ky < k; ++ky)
         for (int64_t kx = 0; kx < k; ++kx) {
-          const int64_t ix = ox * stride + kx - pad;
-          if (ix < 0 || ix >= W) continue;
-          const float* in = x + ((b * H + iy) * W + ix) * C;
-          const float* tap = taps.data() + (ky * k + kx) * C;
-          for (int64_t c = 0; c < C; ++c) out[c] += tap[c] * in[c];
+          const int64_t iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
+          const bool inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
+          in[ky * k + kx] = inside ? x + ((b * H + iy) * W + ix) * C : nullptr;
         }
-      }
+      float* out = y + ((b * Ho + oy) * Wo + ox) * C;
+      ks.depthwise_pixel(out, in.data(), taps.data(), bias, C, static_cast<int>(k * k));
+      if (silu) ks.sigmoid(out, out, C, true);  // the pixel's channels are still in L1
     }
   });
 }

@@ -138,13 +138,36 @@ void store_edge(const GemmArgs& g, float* c, const float* edge, int64_t rows, in
 
 }  // namespace
 
+namespace {
+
+// The epilogue (bias, SiLU) on rows x cols of C from column col0 of the GEMM, a block that
+// is still in L2; SiLU in one call when the rows are contiguous.
+void finish(const GemmArgs& g, const KernelSet& ks, float* c, int64_t col0, int64_t rows, int64_t cols) {
+  if (g.bias)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < cols; ++j) c[r * g.ldc + j] += g.bias[col0 + j];
+  if (!g.silu) return;
+  if (cols == g.ldc) return ks.sigmoid(c, c, rows * cols, true);
+  for (int64_t r = 0; r < rows; ++r) ks.sigmoid(c + r * g.ldc, c + r * g.ldc, cols, true);
+}
+
+}  // namespace
+
 void gemm_serial(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
-  if (g.K <= 0 || g.alpha == 0.0f) return scale_c(g);
   const KernelSet& ks = active_kernels();
+  const bool epilogue = g.bias || g.silu;
+  if (g.K <= 0 || g.alpha == 0.0f) {
+    scale_c(g);
+    if (epilogue) finish(g, ks, g.C, 0, g.M, g.N);
+    return;
+  }
 #if defined(__x86_64__) || defined(_M_X64)
   // AMX belongs to the AVX-512 set: forcing another set (LORA_TRAIN_CPU_KERNEL) measures it alone.
-  if (&ks == &kAvx512Kernels && gemm_amx(g)) return;
+  if (&ks == &kAvx512Kernels && gemm_amx(g)) {
+    if (epilogue) finish(g, ks, g.C, 0, g.M, g.N);
+    return;
+  }
 #endif
   const int mr = ks.mr, nr = ks.nr;
   const int64_t MC = ks.mc, KC = ks.kc, NC = ks.nc;
@@ -158,6 +181,7 @@ void gemm_serial(const GemmArgs& g) {
     for (int64_t pc = 0; pc < g.K; pc += KC) {
       int64_t kc = std::min(KC, g.K - pc);
       float beta = pc == 0 ? g.beta : 1.0f;
+      const bool last = epilogue && pc + kc >= g.K;  // C's tiles are final after this block
       pack_b(Bp, g, pc, kc, jc, nc, nr);
       for (int64_t ic = 0; ic < g.M; ic += MC) {
         int64_t mc = std::min(MC, g.M - ic);
@@ -185,6 +209,7 @@ void gemm_serial(const GemmArgs& g) {
             }
           }
         }
+        if (last) finish(g, ks, g.C + ic * g.ldc + jc, jc, mc, nc);
       }
     }
   }
@@ -222,6 +247,7 @@ void gemm(const GemmArgs& g) {
     sub.C = g.C + m0 * g.ldc + n0;
     sub.A = offset(g.A, g.transA ? m0 : m0 * g.lda);
     sub.B = offset(g.B, g.transB ? n0 * g.ldb : n0);
+    if (g.bias) sub.bias = g.bias + n0;
     gemm_serial(sub);
   });
 }

@@ -15,6 +15,10 @@ struct GemmArgs {
   bool transA, transB;
   float alpha, beta;  // C = alpha op(A) op(B) + beta C; C not read when beta == 0
   int64_t lda, ldb, ldc;
+  // Then C += bias (N) on every row, and C = SiLU(C) when silu: a convolution's epilogue, done
+  // tile by tile while the tile is in L1 rather than in passes over C.
+  const float* bias = nullptr;
+  bool silu = false;
 };
 
 // Splits C over the thread pool (serial when called from inside a pool task).

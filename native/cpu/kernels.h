@@ -41,6 +41,10 @@ struct KernelSet {
   // uniform01(key, first + i) >= p. Forward: y = kept ? x * scale : 0. Backward: dx += kept ? dy * scale : 0.
   void (*dropout)(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b, int64_t first,
                   int64_t n, bool accumulate);
+  // One output pixel of a depthwise convolution, channels last: out (C) = bias (or 0) + the sum
+  // over taps t < kk whose input in[t] (C) is not null (padding) of taps[t * C ..] * in[t], each
+  // channel summed in tap order in registers and written once.
+  void (*depthwise_pixel)(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk);
 };
 
 // The portable packing routines, also the fallback of the wider sets for odd widths.

@@ -1,6 +1,8 @@
 // AVX2 + FMA kernels (compiled with -mavx2 -mfma; only called after cpuid says so).
 #include <immintrin.h>
 
+#include <limits>
+
 #include "kernels.h"
 #include "vector_exp.h"
 
@@ -202,12 +204,29 @@ void gelu_backward_avx2(float* dx, const float* dy, const float* x, int64_t n) {
   });
 }
 
+// 1 / (1 + e) by a reciprocal estimate and one Newton step (as sigmoid_avx512); 1 / inf is 0.
+inline __m256 sigmoid_of_exp_neg(__m256 e) {
+  const __m256 one = _mm256_set1_ps(1.0f), d = _mm256_add_ps(one, e);
+  const __m256 r = _mm256_rcp_ps(d);
+  const __m256 s = _mm256_fmadd_ps(r, _mm256_fnmadd_ps(d, r, one), r);
+  const __m256 inf = _mm256_cmp_ps(d, _mm256_set1_ps(std::numeric_limits<float>::infinity()), _CMP_EQ_OQ);
+  return _mm256_andnot_ps(inf, s);
+}
+
 void sigmoid_avx2(float* y, const float* x, int64_t n, bool times_x) {
   for_lanes(n, [&](int64_t i, int64_t count) {
     __m256 v = load_n(x + i, count);
-    __m256 e = exp_ps_avx2(_mm256_sub_ps(_mm256_setzero_ps(), v));
-    __m256 s = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    __m256 s = sigmoid_of_exp_neg(exp_ps_avx2(_mm256_sub_ps(_mm256_setzero_ps(), v)));
     store_n(y + i, times_x ? _mm256_mul_ps(v, s) : s, count);
+  });
+}
+
+void depthwise_pixel_avx2(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk) {
+  for_lanes(C, [&](int64_t c, int64_t count) {
+    __m256 acc = bias ? load_n(bias + c, count) : _mm256_setzero_ps();
+    for (int t = 0; t < kk; ++t)
+      if (in[t]) acc = _mm256_fmadd_ps(load_n(taps + t * C + c, count), load_n(in[t] + c, count), acc);
+    store_n(out + c, acc, count);
   });
 }
 
@@ -254,6 +273,7 @@ const KernelSet kAvx2Kernels = {"avx2",
                                 gelu_forward_avx2,
                                 gelu_backward_avx2,
                                 sigmoid_avx2,
-                                dropout_avx2};
+                                dropout_avx2,
+                                depthwise_pixel_avx2};
 
 }  // namespace lt::cpu

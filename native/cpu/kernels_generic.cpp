@@ -55,6 +55,16 @@ void sigmoid_generic(float* y, const float* x, int64_t n, bool times_x) {
   }
 }
 
+void depthwise_pixel_generic(float* out, const float* const* in, const float* taps, const float* bias, int64_t C,
+                             int kk) {
+  for (int64_t c = 0; c < C; ++c) {
+    float acc = bias ? bias[c] : 0.0f;
+    for (int t = 0; t < kk; ++t)
+      if (in[t]) acc += taps[t * C + c] * in[t][c];
+    out[c] = acc;
+  }
+}
+
 void dropout_generic(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b, int64_t first,
                      int64_t n, bool accumulate) {
   const DropoutKey key{key_a, key_b};
@@ -113,6 +123,7 @@ const KernelSet kGenericKernels = {"generic",
                                    gelu_forward_generic,
                                    gelu_backward_generic,
                                    sigmoid_generic,
-                                   dropout_generic};
+                                   dropout_generic,
+                                   depthwise_pixel_generic};
 
 }  // namespace lt::cpu

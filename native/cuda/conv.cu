@@ -7,8 +7,10 @@ namespace lt::cuda {
 namespace {
 
 // y (B, Ho, Wo, C) for a depthwise k x k convolution, padding k / 2.
+__device__ inline float silu_if(float v, bool silu) { return silu ? v / (1.0f + expf(-v)) : v; }
+
 __global__ void depthwise_forward_kernel(float* y, const float* x, const float* w, const float* bias, int64_t B,
-                                         int64_t H, int64_t W, int64_t C, int64_t k, int64_t stride) {
+                                         int64_t H, int64_t W, int64_t C, int64_t k, int64_t stride, bool silu) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   LT_FOR(i, B * Ho * Wo * C) {
     const int64_t c = i % C, ox = (i / C) % Wo, oy = (i / (C * Wo)) % Ho, b = i / (C * Wo * Ho);
@@ -22,7 +24,7 @@ __global__ void depthwise_forward_kernel(float* y, const float* x, const float* 
         acc += w[c * k * k + ky * k + kx] * x[((b * H + iy) * W + ix) * C + c];
       }
     }
-    y[i] = acc;
+    y[i] = silu_if(acc, silu);
   }
 }
 
@@ -70,7 +72,7 @@ __global__ void depthwise3_backward_params_kernel(float* dw, float* dbias, const
 
 // y (B, Ho, Wo, Cout) = conv(x (B, H, W, Cin), w (Cout, k, k, Cin)) + bias, one thread per output.
 __global__ void conv2d_kernel(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                              int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride) {
+                              int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, bool silu) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   LT_FOR(i, B * Ho * Wo * Cout) {
     const int64_t o = i % Cout, ox = (i / Cout) % Wo, oy = (i / (Cout * Wo)) % Ho, b = i / (Cout * Wo * Ho);
@@ -86,7 +88,7 @@ __global__ void conv2d_kernel(float* y, const float* x, const float* w, const fl
         for (int64_t c = 0; c < Cin; ++c) acc += wt[c] * in[c];
       }
     }
-    y[i] = acc;
+    y[i] = silu_if(acc, silu);
   }
 }
 
@@ -108,7 +110,7 @@ __global__ void channel_sums_kernel(float* db, const float* dy, int64_t B, int64
 void CudaOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
                                         int64_t H, int64_t W, int64_t C) {
   LT_PROFILE("depthwise_conv3x3_forward");
-  depthwise_forward_kernel<<<blocks_for(B * H * W * C), kThreads>>>(y, x, w, bias, B, H, W, C, 3, 1);
+  depthwise_forward_kernel<<<blocks_for(B * H * W * C), kThreads>>>(y, x, w, bias, B, H, W, C, 3, 1, false);
   LT_LAUNCHED("depthwise 3x3");
 }
 
@@ -121,18 +123,18 @@ void CudaOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, con
 }
 
 void CudaOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                                     int64_t W, int64_t C, int64_t k, int64_t stride) {
+                                     int64_t W, int64_t C, int64_t k, int64_t stride, bool silu) {
   LT_PROFILE("depthwise_conv_forward");
   const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * C;
-  depthwise_forward_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, C, k, stride);
+  depthwise_forward_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, C, k, stride, silu);
   LT_LAUNCHED("depthwise");
 }
 
 void CudaOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                             int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride) {
+                             int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, bool silu) {
   LT_PROFILE("conv2d_forward");
   const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * Cout;
-  conv2d_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, Cin, Cout, k, stride);
+  conv2d_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, Cin, Cout, k, stride, silu);
   LT_LAUNCHED("conv2d");
 }
 

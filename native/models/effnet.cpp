@@ -98,13 +98,9 @@ void EffNetEncoder::run_conv(const std::string& name, float* y, const float* x, 
   const float* w = params_.get(name + ".weight");
   const float* b = params_.get(name + ".bias");
   if (depthwise)
-    ops_.depthwise_conv_forward(y, x, w, b, B, H, W, out, k, stride);
+    ops_.depthwise_conv_forward(y, x, w, b, B, H, W, out, k, stride, silu);
   else
-    ops_.conv2d_forward(y, x, w, b, B, H, W, in, out, k, stride);
-  if (silu) {
-    const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * out;
-    ops_.silu_forward(y, y, n);
-  }
+    ops_.conv2d_forward(y, x, w, b, B, H, W, in, out, k, stride, silu);
 }
 
 void EffNetEncoder::forward(float* out, const float* images, int64_t B, int64_t H, int64_t W) {
