@@ -27,8 +27,6 @@ void gemm(const GemmArgs& g);
 // them off): false, and nothing done, when they do not apply.
 bool have_amx();
 bool gemm_amx(const GemmArgs& g);
-// y (rows, out) = broadcast b, or zeros when b is null: what a GEMM with beta 1 adds to.
-void fill_bias(float* y, const float* b, int64_t rows, int64_t out);
 // Always on the calling thread; for ops that parallelise at a coarser level (attention heads).
 void gemm_serial(const GemmArgs& g);
 

@@ -3,16 +3,8 @@
 
 #include "cpu_ops.h"
 #include "gemm.h"
-#include "thread_pool.h"
 
 namespace lt::cpu {
-
-void fill_bias(float* y, const float* b, int64_t rows, int64_t out) {
-  parallel_range(rows, 256, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t j = 0; j < out; ++j) y[r * out + j] = b ? b[j] : 0.0f;
-  });
-}
 
 namespace {
 
@@ -38,8 +30,7 @@ void CpuOps::linear_forward(TensorOut y, TensorRef x, TensorRef W, const float* 
                             int64_t out) {
   if (y.type != DType::f32)
     return write_rounded(*this, y, rows * out, [&](float* y32) { linear_forward(y32, x, W, b, rows, in, out); });
-  fill_bias(y.f32(), b, rows, out);
-  cpu::gemm({y.f32(), x, W, rows, out, in, false, true, 1.0f, 1.0f, in, in, out});  // y += x W^T
+  cpu::gemm({y.f32(), x, W, rows, out, in, false, true, 1.0f, 0.0f, in, in, out, b});  // y = x W^T + b
 }
 
 void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x, TensorRef W, int64_t rows,
