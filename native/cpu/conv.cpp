@@ -19,6 +19,36 @@ std::vector<float> taps_channels_last(const float* w, int64_t C, int64_t kk) {
   return taps;
 }
 
+// A convolution's patch matrix (rows: output pixels; columns: ky, kx, input channel), packed
+// for the GEMM straight from the input: each panel's rows gathered into a small buffer that
+// stays in L1, then laid out by the kernel set's packer (implicit GEMM, no im2col copy).
+struct Patches final : RowSource {
+  const float* x;  // (B, H, W, Cin)
+  int64_t H, W, Cin, k, stride, pad, Ho, Wo;
+  Patches(const float* x, int64_t H, int64_t W, int64_t Cin, int64_t k, int64_t stride, int64_t pad, int64_t Ho,
+          int64_t Wo)
+      : x(x), H(H), W(W), Cin(Cin), k(k), stride(stride), pad(pad), Ho(Ho), Wo(Wo) {}
+
+  void pack(float* dst, int64_t row, int count, int64_t col, int64_t kc, int width) const override {
+    thread_local std::vector<float> rows_buf;  // (count, kc)
+    if (rows_buf.size() < static_cast<size_t>(count * kc)) rows_buf.resize(static_cast<size_t>(count * kc));
+    for (int i = 0; i < count; ++i) {
+      const int64_t r = row + i, b = r / (Ho * Wo), oy = (r / Wo) % Ho, ox = r % Wo;
+      float* out = rows_buf.data() + i * kc;
+      for (int64_t p = col; p < col + kc;) {
+        const int64_t tap = p / Cin, c = p % Cin, n = std::min(Cin - c, col + kc - p);
+        const int64_t iy = oy * stride + tap / k - pad, ix = ox * stride + tap % k - pad;
+        if (iy < 0 || iy >= H || ix < 0 || ix >= W)
+          std::fill(out + (p - col), out + (p - col) + n, 0.0f);
+        else
+          std::copy_n(x + ((b * H + iy) * W + ix) * Cin + c, n, out + (p - col));
+        p += n;
+      }
+    }
+    active_kernels().pack_gather(dst, rows_buf.data(), kc, kc, count, width);
+  }
+};
+
 }  // namespace
 
 void CpuOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
@@ -92,27 +122,8 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
     cpu::gemm({y, x, w, rows, Cout, Cin, false, true, 1.0f, 0.0f, Cin, Cin, Cout, bias, silu});
     return;
   }
-  // im2col in blocks of output rows, so the patch matrix stays a few MB at any image size.
-  const int64_t block = std::max<int64_t>(64, (1 << 20) / K);
-  std::vector<float> patches(static_cast<size_t>(std::min(rows, block) * K));
-  for (int64_t r0 = 0; r0 < rows; r0 += block) {
-    const int64_t n = std::min(block, rows - r0);
-    parallel_range(n, 16, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t r = r0 + i, b = r / (Ho * Wo), oy = (r / Wo) % Ho, ox = r % Wo;
-        float* p = patches.data() + i * K;
-        for (int64_t ky = 0; ky < k; ++ky)
-          for (int64_t kx = 0; kx < k; ++kx, p += Cin) {
-            const int64_t iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
-            if (iy < 0 || iy >= H || ix < 0 || ix >= W)
-              std::fill(p, p + Cin, 0.0f);
-            else
-              std::copy(x + ((b * H + iy) * W + ix) * Cin, x + ((b * H + iy) * W + ix + 1) * Cin, p);
-          }
-      }
-    });
-    cpu::gemm({y + r0 * Cout, patches.data(), w, n, Cout, K, false, true, 1.0f, 0.0f, K, K, Cout, bias, silu});
-  }
+  const Patches patches{x, H, W, Cin, k, stride, pad, Ho, Wo};
+  cpu::gemm({y, nullptr, w, rows, Cout, K, false, true, 1.0f, 0.0f, K, K, Cout, bias, silu, &patches});
 }
 
 void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,

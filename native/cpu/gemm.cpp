@@ -99,6 +99,11 @@ void pack_line_panels(float* dst, const T* X, int64_t ld, bool k_contiguous, int
 
 // Packs op(A)[i0:i0+mc, p0:p0+kc] into ceil(mc/mr) panels of (kc, mr), zero-padding rows.
 void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) {
+  if (g.a_rows) {
+    for (int64_t l = 0; l < mc; l += mr, dst += kc * mr)
+      g.a_rows->pack(dst, g.a_row0 + i0 + l, static_cast<int>(std::min<int64_t>(mr, mc - l)), p0, kc, mr);
+    return;
+  }
   const DType t = gemm_operand_type(g.A.type, g.B.type);
   const int64_t at = g.transA ? p0 * g.lda + i0 : i0 * g.lda + p0;
   if (g.A.type == DType::f32)
@@ -164,7 +169,7 @@ void gemm_serial(const GemmArgs& g) {
   }
 #if defined(__x86_64__) || defined(_M_X64)
   // AMX belongs to the AVX-512 set: forcing another set (LORA_TRAIN_CPU_KERNEL) measures it alone.
-  if (&ks == &kAvx512Kernels && gemm_amx(g)) {
+  if (&ks == &kAvx512Kernels && !g.a_rows && gemm_amx(g)) {
     if (epilogue) finish(g, ks, g.C, 0, g.M, g.N);
     return;
   }
@@ -174,7 +179,7 @@ void gemm_serial(const GemmArgs& g) {
   float* Ap = PackBuffers::reserve(tls_pack.a, tls_pack.a_cap, MC * KC);
   float* Bp = PackBuffers::reserve(tls_pack.b, tls_pack.b_cap, std::min<int64_t>(NC, ((g.N + nr - 1) / nr) * nr) * KC);
   alignas(64) float edge[32 * 32];  // one partial tile; every kernel set has mr, nr <= 32
-  const bool direct_a = ks.gemm_tile_rows && !g.transA && g.A.type == DType::f32 && g.B.type == DType::f32;
+  const bool direct_a = ks.gemm_tile_rows && !g.a_rows && !g.transA && g.A.type == DType::f32 && g.B.type == DType::f32;
 
   for (int64_t jc = 0; jc < g.N; jc += NC) {
     int64_t nc = std::min(NC, g.N - jc);
@@ -245,7 +250,8 @@ void gemm(const GemmArgs& g) {
     sub.M = m1 - m0;
     sub.N = n1 - n0;
     sub.C = g.C + m0 * g.ldc + n0;
-    sub.A = offset(g.A, g.transA ? m0 : m0 * g.lda);
+    sub.A = g.a_rows ? g.A : offset(g.A, g.transA ? m0 : m0 * g.lda);
+    sub.a_row0 = g.a_row0 + m0;
     sub.B = offset(g.B, g.transB ? n0 * g.ldb : n0);
     if (g.bias) sub.bias = g.bias + n0;
     gemm_serial(sub);

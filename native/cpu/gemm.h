@@ -7,6 +7,15 @@
 
 namespace lt::cpu {
 
+// Rows of op(A) a GEMM packs from a source of their own instead of a stored A: a convolution's
+// patches, gathered from its input as the GEMM packs them rather than copied out first.
+struct RowSource {
+  // dst (kc, width): rows [row, row + count) and columns [col, col + kc) of op(A), as
+  // KernelSet::pack_gather lays a panel out (lanes count..width zero).
+  virtual void pack(float* dst, int64_t row, int count, int64_t col, int64_t kc, int width) const = 0;
+  virtual ~RowSource() = default;
+};
+
 struct GemmArgs {
   float* C;     // (M, N), row stride ldc
   TensorRef A;  // op(A) (M, K), row stride lda of A as stored
@@ -19,6 +28,9 @@ struct GemmArgs {
   // tile by tile while the tile is in L1 rather than in passes over C.
   const float* bias = nullptr;
   bool silu = false;
+  // When set, op(A) comes from here (rows from a_row0 on) and A is not read.
+  const RowSource* a_rows = nullptr;
+  int64_t a_row0 = 0;
 };
 
 // Splits C over the thread pool (serial when called from inside a pool task).
