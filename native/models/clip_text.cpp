@@ -33,6 +33,23 @@ ClipTextModel::ClipTextModel(Ops& ops, const ClipTextConfig& config) : ops_(ops)
   }
   params_.add("text_model.final_layer_norm.weight", {k.hidden});
   params_.add("text_model.final_layer_norm.bias", {k.hidden});
+  resolve();
+}
+
+void ClipTextModel::resolve() {
+  auto P = [&](const std::string& name) -> const float* { return params_.get(name); };
+  token_embedding_ = P("text_model.embeddings.token_embedding.weight");
+  position_embedding_ = P("text_model.embeddings.position_embedding.weight");
+  final_ln_w_ = P("text_model.final_layer_norm.weight");
+  final_ln_b_ = P("text_model.final_layer_norm.bias");
+  for (int64_t i = 0; i < config_.layers; ++i) {
+    const std::string L = layer(i), A = L + "self_attn.";
+    layers_.push_back({P(L + "layer_norm1.weight"), P(L + "layer_norm1.bias"), P(A + "q_proj.weight"),
+                       P(A + "q_proj.bias"), P(A + "k_proj.weight"), P(A + "k_proj.bias"), P(A + "v_proj.weight"),
+                       P(A + "v_proj.bias"), P(A + "out_proj.weight"), P(A + "out_proj.bias"),
+                       P(L + "layer_norm2.weight"), P(L + "layer_norm2.bias"), P(L + "mlp.fc1.weight"),
+                       P(L + "mlp.fc1.bias"), P(L + "mlp.fc2.weight"), P(L + "mlp.fc2.bias")});
+  }
 }
 
 ClipTextModel::~ClipTextModel() {
@@ -63,32 +80,28 @@ void ClipTextModel::forward(float* out, const int32_t* ids, const uint8_t* mask,
                                   " is outside the vocabulary of " + std::to_string(k.vocab_size));
   plan(B, T);
   const int64_t rows = B * T, C = k.hidden, d = C / k.heads;
-  auto P = [&](const std::string& name) { return params_.get(name); };
 
-  ops_.embedding_forward(x_, P("text_model.embeddings.token_embedding.weight"), ids, rows, C);
-  for (int64_t b = 0; b < B; ++b)
-    ops_.axpy(x_ + b * T * C, P("text_model.embeddings.position_embedding.weight"), 1.0f, T * C);
-  for (int64_t i = 0; i < k.layers; ++i) {
-    const std::string L = layer(i);
-    ops_.layernorm_affine_forward(h_, x_, P(L + "layer_norm1.weight"), P(L + "layer_norm1.bias"), rows, C, k.eps);
-    ops_.linear_forward(q_, h_, P(L + "self_attn.q_proj.weight"), P(L + "self_attn.q_proj.bias"), rows, C, C);
-    ops_.linear_forward(k_, h_, P(L + "self_attn.k_proj.weight"), P(L + "self_attn.k_proj.bias"), rows, C, C);
-    ops_.linear_forward(v_, h_, P(L + "self_attn.v_proj.weight"), P(L + "self_attn.v_proj.bias"), rows, C, C);
+  ops_.embedding_forward(x_, token_embedding_, ids, rows, C);
+  for (int64_t b = 0; b < B; ++b) ops_.axpy(x_ + b * T * C, position_embedding_, 1.0f, T * C);
+  for (const Layer& l : layers_) {
+    ops_.layernorm_affine_forward(h_, x_, l.ln1_w, l.ln1_b, rows, C, k.eps);
+    ops_.linear_forward(q_, h_, l.q_w, l.q_b, rows, C, C);
+    ops_.linear_forward(k_, h_, l.k_w, l.k_b, rows, C, C);
+    ops_.linear_forward(v_, h_, l.v_w, l.v_b, rows, C, C);
     ops_.attention_masked_forward(o_, q_, k_, v_, mask, true, B, T, T, k.heads, d,
                                   1.0f / std::sqrt(static_cast<float>(d)));
-    ops_.linear_forward(h_, o_, P(L + "self_attn.out_proj.weight"), P(L + "self_attn.out_proj.bias"), rows, C, C);
+    ops_.linear_forward(h_, o_, l.out_w, l.out_b, rows, C, C);
     ops_.axpy(x_, h_, 1.0f, rows * C);
-    ops_.layernorm_affine_forward(h_, x_, P(L + "layer_norm2.weight"), P(L + "layer_norm2.bias"), rows, C, k.eps);
-    ops_.linear_forward(mlp_, h_, P(L + "mlp.fc1.weight"), P(L + "mlp.fc1.bias"), rows, C, k.intermediate);
+    ops_.layernorm_affine_forward(h_, x_, l.ln2_w, l.ln2_b, rows, C, k.eps);
+    ops_.linear_forward(mlp_, h_, l.fc1_w, l.fc1_b, rows, C, k.intermediate);
     if (k.quick_gelu)
       ops_.quick_gelu_forward(act_, mlp_, rows * k.intermediate);
     else
       ops_.gelu_forward(act_, mlp_, rows * k.intermediate);
-    ops_.linear_forward(h_, act_, P(L + "mlp.fc2.weight"), P(L + "mlp.fc2.bias"), rows, k.intermediate, C);
+    ops_.linear_forward(h_, act_, l.fc2_w, l.fc2_b, rows, k.intermediate, C);
     ops_.axpy(x_, h_, 1.0f, rows * C);
   }
-  ops_.layernorm_affine_forward(h_, x_, P("text_model.final_layer_norm.weight"), P("text_model.final_layer_norm.bias"),
-                                rows, C, k.eps);
+  ops_.layernorm_affine_forward(h_, x_, final_ln_w_, final_ln_b_, rows, C, k.eps);
   ops_.download(out, h_, rows * C);
 }
 

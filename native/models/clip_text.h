@@ -34,10 +34,22 @@ class ClipTextModel {
   std::mutex& mutex() { return mutex_; }
 
  private:
+  // One encoder layer's parameters, resolved once (loading writes into the same buffers).
+  struct Layer {
+    const float *ln1_w, *ln1_b;                                      // (hidden)
+    const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b;  // (hidden, hidden), (hidden)
+    const float *ln2_w, *ln2_b;                                      // (hidden)
+    const float *fc1_w, *fc1_b;                                      // (intermediate, hidden), (intermediate)
+    const float *fc2_w, *fc2_b;                                      // (hidden, intermediate), (hidden)
+  };
+  void resolve();  // fills the pointers below from params_
   void plan(int64_t B, int64_t T);
   Ops& ops_;
   ClipTextConfig config_;
   ParamStore params_;
+  const float *token_embedding_ = nullptr, *position_embedding_ = nullptr;  // (vocab, hidden), (positions, hidden)
+  const float *final_ln_w_ = nullptr, *final_ln_b_ = nullptr;               // (hidden)
+  std::vector<Layer> layers_;
   float* arena_ = nullptr;
   int64_t planned_B_ = 0, planned_T_ = 0;
   float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *o_ = nullptr, *mlp_ = nullptr,
