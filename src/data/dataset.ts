@@ -329,7 +329,7 @@ const SPLIT_KEYWORDS: Record<string, string[]> = {
 };
 
 /** The split a file belongs to by its path's names, or undefined when they name none. */
-export function splitOf(file: string, root: string): string | undefined {
+function splitOf(file: string, root: string): string | undefined {
   for (const part of relative(root, file).split(/[\\/]/)) {
     const word = /^[a-z]+/i.exec(part)?.[0]?.toLowerCase();
     for (const [split, words] of Object.entries(SPLIT_KEYWORDS)) if (word && words.includes(word)) return split;
@@ -337,14 +337,15 @@ export function splitOf(file: string, root: string): string | undefined {
   return undefined;
 }
 
-/** The parquet files of one split. Files that name no split are all "train", as the Hub's
- * datasets library reads them. */
-function splitFiles(files: string[], root: string, split: string): string[] {
+/** The parquet files of one split, their split read from their paths below `root` (or the
+ * paths themselves when relative). Files that name no split are all "train", as the Hub's
+ * datasets library reads them. Errors name `where` (default root). */
+export function splitFiles(files: string[], root: string, split: string, where = root): string[] {
   const splits = files.map((f) => splitOf(f, root) ?? 'train');
   const chosen = files.filter((_, i) => splits[i] === split);
   if (chosen.length === 0)
     throw new Error(
-      `${root}: no parquet files of split '${split}' (splits: ${[...new Set(splits)].sort().join(', ')}); set train_dataloader.dataset.split`,
+      `${where}: no parquet files of split '${split}' (splits: ${[...new Set(splits)].sort().join(', ')}); set train_dataloader.dataset.split`,
     );
   return chosen;
 }

@@ -20,13 +20,23 @@ export function isHubStatusError(e: unknown): e is HubApiError {
   return e instanceof HubApiError;
 }
 
+/** Downloaded bytes whose hash is not the one the Hub lists: not retried, shown as is. */
+export class HashMismatchError extends Error {}
+
+/** What went wrong, for a message: a transfer's stream may end with a bare string (@huggingface/hub
+ * aborts it with the message), and a fetch failure keeps its reason in `cause`. */
+export function reasonOf(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  return `${e.message}${e.cause instanceof Error ? ` (${e.cause.message})` : ''}`;
+}
+
 const webPage = (r: HubRequest) => `${r.settings.endpoint}/${r.kind === 'dataset' ? 'datasets/' : ''}${r.id}`;
 
 /** e as an Error saying what failed and what to do; `incomplete` is a partial file kept for a resume. */
 export function hubError(e: unknown, r: HubRequest, path?: string, incomplete?: string): Error {
   const what = `${r.kind} '${r.id}'${path ? ` file ${path}` : ''} (${r.key}, revision ${r.revision})`;
   const kept = incomplete ? ` The partial file stays in ${incomplete}; the next run resumes it.` : '';
-  const err = e as NodeJS.ErrnoException & { statusCode?: number };
+  const err = e as NodeJS.ErrnoException;
   if (isHubStatusError(e) && (e.statusCode === 401 || e.statusCode === 403)) {
     const sent = r.settings.token
       ? ` The token from ${r.settings.tokenSource} was sent and refused: it may lack access to this repository.`
@@ -51,12 +61,9 @@ export function hubError(e: unknown, r: HubRequest, path?: string, incomplete?: 
       `${what}: the disk is full (${err.code}) under ${r.settings.cache}: free space, or point HF_HUB_CACHE at a larger disk.${kept}`,
       { cause: e },
     );
-  if (e instanceof Error && /sha256|git sha1/.test(e.message)) return e;
-  // A transfer's stream may end with a bare string: @huggingface/hub aborts it with the message.
-  const reason =
-    e instanceof Error ? `${e.message}${e.cause instanceof Error ? ` (${e.cause.message})` : ''}` : String(e);
+  if (e instanceof HashMismatchError) return e;
   return new Error(
-    `${what}: cannot download from ${r.settings.endpoint}: ${reason}. Set HF_ENDPOINT for a mirror, ` +
+    `${what}: cannot download from ${r.settings.endpoint}: ${reasonOf(e)}. Set HF_ENDPOINT for a mirror, ` +
       `or HF_HUB_OFFLINE=1 to use only what the cache holds.${kept}`,
     { cause: e },
   );

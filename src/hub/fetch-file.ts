@@ -23,7 +23,7 @@ import { downloadFile } from '@huggingface/hub';
 import { Progress, formatBytes } from '../core/progress.js';
 import { blobPath, lockPath } from './cache.js';
 import { withFileLock } from './lock.js';
-import { type HubRequest, hubError, isHubStatusError } from './errors.js';
+import { HashMismatchError, type HubRequest, hubError, isHubStatusError, reasonOf } from './errors.js';
 
 /** A file as the Hub's tree lists it. */
 export interface RemoteFile {
@@ -66,7 +66,7 @@ async function download(request: HubRequest, blob: string, file: RemoteFile, log
       const digest = hash.digest('hex');
       if (digest !== file.etag) {
         unlinkSync(incomplete);
-        throw new Error(
+        throw new HashMismatchError(
           `${request.id}/${file.path}: the download's ${file.lfs ? 'sha256' : 'git sha1'} is ${digest}, the Hub lists ${file.etag}; ` +
             'the partial file was deleted: run again to download it afresh',
         );
@@ -76,9 +76,7 @@ async function download(request: HubRequest, blob: string, file: RemoteFile, log
     } catch (e) {
       if (!retryable(e) || attempt === ATTEMPTS) throw hubError(e, request, file.path, incomplete);
       const wait = 500 * 2 ** (attempt - 1);
-      // A failed transfer's stream may end with a bare string (@huggingface/hub aborts it with the message).
-      const reason = e instanceof Error ? e.message : String(e);
-      log(`lora-train: ${request.id}/${file.path}: ${reason}; retrying in ${wait / 1000} s`);
+      log(`lora-train: ${request.id}/${file.path}: ${reasonOf(e)}; retrying in ${wait / 1000} s`);
       await sleep(wait);
     }
   }
@@ -109,7 +107,8 @@ async function append(
   progress: Progress,
 ): Promise<void> {
   const abort = new AbortController();
-  let idle = setTimeout(() => abort.abort(new Error(`no data for ${IDLE_MS / 1000} s`)), IDLE_MS);
+  const armIdle = () => setTimeout(() => abort.abort(new Error(`no data for ${IDLE_MS / 1000} s`)), IDLE_MS);
+  let idle = armIdle();
   const remote = await downloadFile({
     repo: { type: request.kind, name: request.id },
     path: file.path,
@@ -123,7 +122,7 @@ async function append(
   const count = new Transform({
     transform(chunk: Buffer, _, done) {
       clearTimeout(idle);
-      idle = setTimeout(() => abort.abort(new Error(`no data for ${IDLE_MS / 1000} s`)), IDLE_MS);
+      idle = armIdle();
       hash.update(chunk);
       progress.tick(chunk.length);
       done(null, chunk);
@@ -144,5 +143,5 @@ function retryable(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOSPC' || code === 'EACCES' || code === 'EROFS' || code === 'EDQUOT') return false;
   if (isHubStatusError(e)) return e.statusCode >= 500 || e.statusCode === 429;
-  return !(e instanceof Error && /sha256|git sha1/.test(e.message));
+  return !(e instanceof HashMismatchError);
 }

@@ -5,7 +5,6 @@
 import { existsSync } from 'node:fs';
 import type { LoadedConfig } from '../config/load.js';
 import { formatBytes } from '../core/progress.js';
-import { splitOf } from '../data/dataset.js';
 import { TWEMOJI_DATASET_ID } from '../data/twemoji.js';
 import { TINY_MODEL_ID } from '../models/tiny.js';
 import { type FetchedRepo, fetchRepo } from './download.js';
@@ -52,7 +51,7 @@ export function configNeeds({ config }: LoadedConfig, forSampling = false): Need
   if (hub(ds.dataset))
     out.push({
       request: { id: ds.dataset!, kind: 'dataset', revision: ds.revision, key: 'train_dataloader.dataset.dataset' },
-      needs: datasetNeeds(ds.dataset!, ds.split, (p) => splitOf(p, '')),
+      needs: datasetNeeds(ds.dataset!, ds.split),
     });
   return out;
 }

@@ -3,6 +3,7 @@
 // index; never other formats or precision variants), a tokenizer's files, one named file, or a
 // dataset split's parquet files. Paths are relative, with '/'.
 import { posix } from 'node:path';
+import { splitFiles } from '../data/dataset.js';
 
 export type Selector = (paths: string[]) => string[];
 
@@ -71,16 +72,12 @@ export function fileNeeds(repo: string, file: string): Selector {
   };
 }
 
-/** A dataset: the parquet files `splitOf` puts in `split`, else (an image folder) every file but dotfiles. */
-export function datasetNeeds(repo: string, split: string, splitOf: (path: string) => string | undefined): Selector {
+/** A dataset: the parquet files of `split`, chosen as the loader chooses them, else (an image
+ * folder) every file but dotfiles. */
+export function datasetNeeds(repo: string, split: string): Selector {
   return (paths) => {
     const parquet = paths.filter((p) => p.endsWith('.parquet'));
     if (!parquet.length) return paths.filter((p) => !p.split('/').some((part) => part.startsWith('.')));
-    const chosen = parquet.filter((p) => (splitOf(p) ?? 'train') === split);
-    if (!chosen.length)
-      throw new Error(
-        `${repo}: no parquet files of split '${split}' (splits: ${[...new Set(parquet.map((p) => splitOf(p) ?? 'train'))].sort().join(', ')}); set train_dataloader.dataset.split`,
-      );
-    return chosen;
+    return splitFiles(parquet, '', split, repo);
   };
 }

@@ -35,8 +35,8 @@ export function hubSettings(env: NodeJS.ProcessEnv = process.env): HubSettings {
     cache: hubCacheDir(env),
     offline: TRUE_VALUES.has((env.HF_HUB_OFFLINE ?? '').toLowerCase()),
   };
-  const fromEnv = env.HF_TOKEN || env.HUGGING_FACE_HUB_TOKEN;
-  if (fromEnv) return { ...settings, token: fromEnv.trim(), tokenSource: 'HF_TOKEN' };
+  for (const name of ['HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN'])
+    if (env[name]) return { ...settings, token: env[name].trim(), tokenSource: name };
   if (existsSync(tokenFile)) {
     const token = readFileSync(tokenFile, 'utf8').trim();
     if (token) return { ...settings, token, tokenSource: tokenFile };

@@ -18,12 +18,12 @@ export class Visualization {
     private readonly log: (line: string) => void,
   ) {
     // On the CPU a round of samples at the real size takes half an hour: asked for, not by default.
-    const skipped = config.device === 'cpu' ? config.custom_hooks.filter((h) => !h.on_cpu) : [];
-    if (skipped.length)
+    this.hooks = config.device === 'cpu' ? config.custom_hooks.filter((h) => h.on_cpu) : config.custom_hooks;
+    const skipped = config.custom_hooks.length - this.hooks.length;
+    if (skipped)
       log(
-        `lora-train: warning: VisualizationHook skipped on the CPU (${skipped.length} hook${skipped.length > 1 ? 's' : ''}): sampling there takes about 30 min a round at the real size; set on_cpu: true in the hook to sample anyway`,
+        `lora-train: warning: VisualizationHook skipped on the CPU (${skipped} hook${skipped > 1 ? 's' : ''}): sampling there takes about 30 min a round at the real size; set on_cpu: true in the hook to sample anyway`,
       );
-    this.hooks = config.custom_hooks.filter((h) => !skipped.includes(h));
   }
 
   /** Samples every hook due after iteration `it` (0: before training). */
