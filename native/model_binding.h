@@ -4,12 +4,7 @@
 // methods, which run on a worker thread and return Promises. The model's mutex serialises every
 // call, as one model does one computation at a time.
 #pragma once
-#include <fcntl.h>
 #include <napi.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 
 #include <memory>
 #include <mutex>
@@ -128,8 +123,8 @@ class ModelWrap : public Napi::ObjectWrap<Derived> {
                     [&](const std::string& n, float* p, int64_t len) { model_->set_parameter(n, p, len); });
   }
 
-  // (path, [{name, offset, dtype}]) -> [{name, count, index, value}]: frozen parameters read
-  // from a checked safetensors file (offsets from the file's start; dtype F32, F16 or BF16);
+  // (path, [{name, offset, dtype}]) -> [{name, count, index, value}]: frozen parameters taken
+  // from a checked safetensors file, mapped (offsets from the file's start; dtype F32, F16 or BF16);
   // the result lists those that held NaN or infinities (the caller then refuses the model).
   Napi::Value LoadParameters(const Napi::CallbackInfo& info) {
     OpCall call(info, "loadParameters");
@@ -138,32 +133,25 @@ class ModelWrap : public Napi::ObjectWrap<Derived> {
     Napi::Array tensors = info[1].As<Napi::Array>();
     Napi::Env env = info.Env();
     return locked(info, [&] {
-      const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) throw std::runtime_error(path + ": " + std::strerror(errno));
+      const auto file = std::make_shared<WeightFile>(path);
       Napi::Array bad = Napi::Array::New(env);
-      try {
-        for (uint32_t i = 0; i < tensors.Length(); ++i) {
-          Napi::Object t = tensors.Get(i).As<Napi::Object>();
-          const std::string name = t.Get("name").As<Napi::String>().Utf8Value();
-          const std::string dtype = t.Get("dtype").As<Napi::String>().Utf8Value();
-          const int64_t offset = t.Get("offset").As<Napi::Number>().Int64Value();
-          const DType type = dtype == "F32" ? DType::f32 : dtype == "BF16" ? DType::bf16 : DType::f16;
-          if (dtype != "F32" && dtype != "BF16" && dtype != "F16")
-            throw std::invalid_argument("loadParameters: " + name + " is " + dtype + ", not F32, F16 or BF16");
-          const ParamStore::NonFinite r = model_->load_parameter(name, fd, offset, type);
-          if (r.count == 0) continue;
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("name", name);
-          o.Set("count", static_cast<double>(r.count));
-          o.Set("index", static_cast<double>(r.first));
-          o.Set("value", r.first_value);
-          bad.Set(bad.Length(), o);
-        }
-      } catch (...) {
-        close(fd);
-        throw;
+      for (uint32_t i = 0; i < tensors.Length(); ++i) {
+        Napi::Object t = tensors.Get(i).As<Napi::Object>();
+        const std::string name = t.Get("name").As<Napi::String>().Utf8Value();
+        const std::string dtype = t.Get("dtype").As<Napi::String>().Utf8Value();
+        const int64_t offset = t.Get("offset").As<Napi::Number>().Int64Value();
+        const DType type = dtype == "F32" ? DType::f32 : dtype == "BF16" ? DType::bf16 : DType::f16;
+        if (dtype != "F32" && dtype != "BF16" && dtype != "F16")
+          throw std::invalid_argument("loadParameters: " + name + " is " + dtype + ", not F32, F16 or BF16");
+        const ParamStore::NonFinite r = model_->load_parameter(name, file, offset, type);
+        if (r.count == 0) continue;
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("name", name);
+        o.Set("count", static_cast<double>(r.count));
+        o.Set("index", static_cast<double>(r.first));
+        o.Set("value", r.first_value);
+        bad.Set(bad.Length(), o);
       }
-      close(fd);
       return bad.As<Napi::Value>();
     });
   }

@@ -1,6 +1,6 @@
 // The prior's loader, LoRA handling and files: everything the fixtures from diffusers do not
 // cover by themselves. Expected values come from the fixtures or from first principles.
-import { cpSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, renameSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -62,6 +62,46 @@ describe('loading a prior', () => {
     cpSync(base, join(snapshot, 'prior'), { recursive: true });
     const prior = await loadPrior(snapshot);
     expectClose('out', await prior.forward(...inputs()), t('out'), TOLERANCE.forward);
+  });
+
+  it('keeps mapped weights when the file is replaced or deleted, and reads tensors at unaligned offsets', async () => {
+    const dir = copyOf(base);
+    const file = join(dir, 'diffusion_pytorch_model.safetensors');
+    const prior = await loadPrior(dir);
+    if (process.platform === 'linux') expect(readFileSync('/proc/self/maps', 'utf8')).toContain(file);
+    // Replaced by a rename, as the Hub cache does, then deleted: the open mapping still holds
+    // the old inode's pages.
+    const zeros = join(dir, 'zeros.safetensors');
+    const st = readSafetensors(file);
+    const tensors: Record<string, Tensor> = {};
+    for (const name of st.entries.keys()) {
+      const { shape } = getTensor(st, name);
+      tensors[name] = { data: new Float32Array(shape.reduce((a, b) => a * b, 1)), shape };
+    }
+    writeSafetensors(zeros, tensors);
+    renameSync(zeros, file);
+    expectClose('out after replace', await prior.forward(...inputs()), t('out'), TOLERANCE.forward);
+    unlinkSync(file);
+    expectClose('out after delete', await prior.forward(...inputs()), t('out'), TOLERANCE.forward);
+
+    // A header two bytes longer (JSON allows trailing spaces) leaves every F32 tensor off its
+    // 4-byte alignment: those are copied instead of mapped.
+    const bytes = readFileSync(join(base, 'diffusion_pytorch_model.safetensors'));
+    const headerLength = Number(bytes.readBigUInt64LE(0));
+    const shifted = Buffer.concat([
+      Buffer.alloc(8),
+      bytes.subarray(8, 8 + headerLength),
+      Buffer.from('  '),
+      bytes.subarray(8 + headerLength),
+    ]);
+    shifted.writeBigUInt64LE(BigInt(headerLength + 2), 0);
+    writeFileSync(file, shifted);
+    expectClose(
+      'out from unaligned tensors',
+      await (await loadPrior(dir)).forward(...inputs()),
+      t('out'),
+      TOLERANCE.forward,
+    );
   });
 
   it('lists missing, unexpected and wrongly shaped tensors with both shapes', async () => {

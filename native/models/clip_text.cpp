@@ -33,15 +33,16 @@ ClipTextModel::ClipTextModel(Ops& ops, const ClipTextConfig& config) : ops_(ops)
   }
   params_.add("text_model.final_layer_norm.weight", {k.hidden});
   params_.add("text_model.final_layer_norm.bias", {k.hidden});
-  resolve();
 }
 
 void ClipTextModel::resolve() {
+  if (resolved_generation_ == params_.generation()) return;
   auto P = [&](const std::string& name) -> const float* { return params_.get(name); };
   token_embedding_ = P("text_model.embeddings.token_embedding.weight");
   position_embedding_ = P("text_model.embeddings.position_embedding.weight");
   final_ln_w_ = P("text_model.final_layer_norm.weight");
   final_ln_b_ = P("text_model.final_layer_norm.bias");
+  layers_.clear();
   for (int64_t i = 0; i < config_.layers; ++i) {
     const std::string L = layer(i), A = L + "self_attn.";
     layers_.push_back({P(L + "layer_norm1.weight"), P(L + "layer_norm1.bias"), P(A + "q_proj.weight"),
@@ -50,6 +51,7 @@ void ClipTextModel::resolve() {
                        P(L + "layer_norm2.weight"), P(L + "layer_norm2.bias"), P(L + "mlp.fc1.weight"),
                        P(L + "mlp.fc1.bias"), P(L + "mlp.fc2.weight"), P(L + "mlp.fc2.bias")});
   }
+  resolved_generation_ = params_.generation();
 }
 
 ClipTextModel::~ClipTextModel() {
@@ -78,6 +80,7 @@ void ClipTextModel::forward(float* out, const int32_t* ids, const uint8_t* mask,
     if (ids[i] < 0 || ids[i] >= k.vocab_size)
       throw std::invalid_argument("text encoder: token id " + std::to_string(ids[i]) +
                                   " is outside the vocabulary of " + std::to_string(k.vocab_size));
+  resolve();
   plan(B, T);
   const int64_t rows = B * T, C = k.hidden, d = C / k.heads;
 

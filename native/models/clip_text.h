@@ -26,15 +26,16 @@ class ClipTextModel {
   const ClipTextConfig& config() const { return config_; }
   std::vector<NamedShape> parameters() const { return params_.list(); }
   void set_parameter(const std::string& name, const float* host, int64_t n) { params_.set(name, host, n); }
-  ParamStore::NonFinite load_parameter(const std::string& name, int fd, int64_t offset, DType type) {
-    return params_.load(name, fd, offset, type);
+  ParamStore::NonFinite load_parameter(const std::string& name, const std::shared_ptr<WeightFile>& file, int64_t offset,
+                                       DType type) {
+    return params_.load(name, file, offset, type);
   }
   // out (B, T, hidden) host; ids (B, T) host, each < vocab_size; mask (B, T) host, 1 = token.
   void forward(float* out, const int32_t* ids, const uint8_t* mask, int64_t B, int64_t T);
   std::mutex& mutex() { return mutex_; }
 
  private:
-  // One encoder layer's parameters, resolved once (loading writes into the same buffers).
+  // One encoder layer's parameters, resolved before a forward when loading moved them.
   struct Layer {
     const float *ln1_w, *ln1_b;                                      // (hidden)
     const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b;  // (hidden, hidden), (hidden)
@@ -42,7 +43,8 @@ class ClipTextModel {
     const float *fc1_w, *fc1_b;                                      // (intermediate, hidden), (intermediate)
     const float *fc2_w, *fc2_b;                                      // (hidden, intermediate), (hidden)
   };
-  void resolve();  // fills the pointers below from params_
+  void resolve();  // points the fields below at params_, unless they already do
+  uint64_t resolved_generation_ = ~uint64_t{0};
   void plan(int64_t B, int64_t T);
   Ops& ops_;
   ClipTextConfig config_;

@@ -30,8 +30,9 @@ class EffNetEncoder {
   ~EffNetEncoder();
   std::vector<NamedShape> parameters() const { return params_.list(); }
   void set_parameter(const std::string& name, const float* host, int64_t n) { params_.set(name, host, n); }
-  ParamStore::NonFinite load_parameter(const std::string& name, int fd, int64_t offset, DType type) {
-    return params_.load(name, fd, offset, type);
+  ParamStore::NonFinite load_parameter(const std::string& name, const std::shared_ptr<WeightFile>& file, int64_t offset,
+                                       DType type) {
+    return params_.load(name, file, offset, type);
   }
   const EffNetConfig& config() const { return config_; }
   // out (B, latent, H/32, W/32) host, channels first; images (B, 3, H, W) host, normalised.

@@ -1,28 +1,19 @@
 #include "param_store.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace lt {
 
 namespace {
-
-// buf (bytes) = the file's bytes at offset, whole.
-void read_exactly(int fd, void* buf, int64_t bytes, int64_t offset) {
-  char* p = static_cast<char*>(buf);
-  while (bytes > 0) {
-    const ssize_t got = pread(fd, p, static_cast<size_t>(bytes), static_cast<off_t>(offset));
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) throw std::runtime_error(std::string("reading weights: ") + std::strerror(errno));
-    if (got == 0) throw std::runtime_error("reading weights: the file ended early");
-    p += got;
-    offset += got;
-    bytes -= got;
-  }
-}
 
 // Values whose exponent bits are all set (NaN, +-Inf), counted branch-free, and the first one.
 template <typename Bits>
@@ -49,25 +40,98 @@ ParamStore::NonFinite scan(const void* data, int64_t n, DType type) {
 
 }  // namespace
 
-ParamStore::NonFinite ParamStore::load(const std::string& name, int fd, int64_t offset, DType src_type) {
-  const Entry& e = entry(name);
-  const int64_t n = e.shape.numel(), bytes = n * dtype_size(src_type);
-  if (ops_.host_memory() && e.type == src_type) {
-    // Straight into the parameter: one copy from the page cache.
-    read_exactly(fd, e.data, bytes, offset);
-    return scan(e.data, n, src_type);
+WeightFile::WeightFile(const std::string& path) : path_(path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error(path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    close(fd);
+    throw std::runtime_error(path + ": " + std::strerror(err));
+  }
+  size_ = static_cast<int64_t>(st.st_size);
+  if (size_ > 0) {
+    // Private and writable so that a stray write copies a page instead of faulting; never
+    // reserved against the commit limit, as no page is written on purpose.
+    void* p = mmap(nullptr, static_cast<size_t>(size_), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+    const int err = errno;
+    close(fd);
+    if (p == MAP_FAILED) throw std::runtime_error(path + ": cannot map the file (" + std::strerror(err) + ")");
+    base_ = static_cast<char*>(p);
+  } else {
+    close(fd);
+  }
+}
+
+WeightFile::~WeightFile() {
+  if (base_) munmap(base_, static_cast<size_t>(size_));
+}
+
+char* WeightFile::at(int64_t offset, int64_t bytes) const {
+  if (offset < 0 || bytes < 0 || offset > size_ || bytes > size_ - offset)
+    throw std::runtime_error(path_ + ": bytes " + std::to_string(offset) + ".." + std::to_string(offset + bytes) +
+                             " lie outside the file's " + std::to_string(size_));
+  return base_ + offset;
+}
+
+float* ParamStore::own(Entry& e, bool fill_zero) const {
+  const int64_t floats = (e.shape.numel() * dtype_size(e.type) + 3) / 4;
+  float* p = ops_.alloc(floats);
+  if (fill_zero) ops_.zero(p, floats);
+  if (e.owned) ops_.release(e.data);
+  e.data = p;
+  e.owned = true;
+  e.file.reset();
+  ++generation_;
+  return p;
+}
+
+ParamStore::NonFinite ParamStore::load(const std::string& name, const std::shared_ptr<WeightFile>& file, int64_t offset,
+                                       DType src_type) {
+  Entry& e = entry(name);
+  const int64_t n = e.shape.numel();
+  char* stored = file->at(offset, n * dtype_size(src_type));
+  const bool aligned = reinterpret_cast<uintptr_t>(stored) % dtype_size(src_type) == 0;
+  if (ops_.host_memory() && e.type == src_type && aligned) {
+    // Pointed into the file: the page cache's copy is the parameter.
+    if (e.owned) ops_.release(e.data);
+    e.data = reinterpret_cast<float*>(stored);
+    e.owned = false;
+    e.file = file;
+    ++generation_;
+    return scan(stored, n, src_type);
+  }
+  if (src_type == DType::f32 && aligned) {
+    NonFinite bad = scan(stored, n, DType::f32);
+    if (bad.count == 0) set(name, reinterpret_cast<const float*>(stored), n);
+    return bad;
   }
   std::vector<float> f32(n);  // (n)
   if (src_type == DType::f32) {
-    read_exactly(fd, f32.data(), bytes, offset);
+    std::memcpy(f32.data(), stored, n * sizeof(float));
   } else {
-    std::vector<uint16_t> lowp(n);  // (n)
-    read_exactly(fd, lowp.data(), bytes, offset);
-    for (int64_t i = 0; i < n; ++i) f32[i] = lowp_to_f32(lowp[i], src_type);
+    for (int64_t i = 0; i < n; ++i) {
+      uint16_t bits;
+      std::memcpy(&bits, stored + 2 * i, 2);
+      f32[i] = lowp_to_f32(bits, src_type);
+    }
   }
   NonFinite bad = scan(f32.data(), n, DType::f32);
   if (bad.count == 0) set(name, f32.data(), n);
   return bad;
+}
+
+void ParamStore::set(const std::string& name, const float* host, int64_t n) {
+  Entry& e = entry(name);
+  if (e.shape.numel() != n)
+    throw std::invalid_argument("parameter '" + name + "' has " + std::to_string(e.shape.numel()) + " values, got " +
+                                std::to_string(n));
+  float* data = e.owned ? e.data : own(e, false);
+  if (e.type == DType::f32) return ops_.upload(data, host, n);
+  Scratch staging(ops_);
+  float* f32 = staging.alloc(n);
+  ops_.upload(f32, host, n);
+  ops_.convert(data, e.type, f32, n);
 }
 
 }  // namespace lt

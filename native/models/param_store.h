@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -40,40 +41,57 @@ class Scratch {
   std::vector<float*> owned_;
 };
 
+// A weights file mapped into memory, private and copy-on-write: parameters read from it may
+// point into it (host backends, stored type kept) instead of holding a copy, and the rest are
+// converted or uploaded from it. The mapping lives as long as a parameter points into it.
+class WeightFile {
+ public:
+  // Throws naming path when it cannot be opened or mapped.
+  explicit WeightFile(const std::string& path);
+  ~WeightFile();
+  WeightFile(const WeightFile&) = delete;
+  WeightFile& operator=(const WeightFile&) = delete;
+  const std::string& path() const { return path_; }
+  int64_t size() const { return size_; }
+  // bytes at offset, checked to lie inside the file.
+  char* at(int64_t offset, int64_t bytes) const;
+
+ private:
+  std::string path_;
+  char* base_ = nullptr;
+  int64_t size_ = 0;
+};
+
 // Parameters are fp32 unless added with another storage type (mixed precision's frozen
-// weights); values always arrive as fp32 and are rounded on the backend.
+// weights). Memory is taken on first use, so that loading can point a parameter into its mapped
+// file instead; a parameter never set reads as zeros. Pointers handed out stay valid until the
+// generation changes (a load or set moved a parameter), so models resolve theirs again then.
 class ParamStore {
  public:
   explicit ParamStore(Ops& ops) : ops_(ops) {}
   ~ParamStore() {
-    for (auto& [name, e] : params_) ops_.release(e.data);
+    for (auto& [name, e] : params_)
+      if (e.owned) ops_.release(e.data);
   }
   ParamStore(const ParamStore&) = delete;
   ParamStore& operator=(const ParamStore&) = delete;
 
-  // A zero-filled fp32 parameter.
-  float* add(const std::string& name, std::vector<int64_t> shape) {
-    return static_cast<float*>(add(name, std::move(shape), DType::f32));
-  }
-  // A zero-filled parameter of any storage type.
-  void* add(const std::string& name, std::vector<int64_t> shape, DType type) {
-    NamedShape s{name, std::move(shape)};
-    const int64_t floats = (s.numel() * dtype_size(type) + 3) / 4;
-    float* p = ops_.alloc(floats);
-    ops_.zero(p, floats);
-    params_.emplace(name, Entry{p, type, s});
-    return p;
+  // An fp32 parameter, or one of any storage type.
+  void add(const std::string& name, std::vector<int64_t> shape, DType type = DType::f32) {
+    params_.emplace(name, Entry{nullptr, type, NamedShape{name, std::move(shape)}, false, nullptr});
   }
   // An fp32 parameter.
   float* get(const std::string& name) const {
-    const Entry& e = entry(name);
+    Entry& e = entry(name);
     if (e.type != DType::f32) throw std::logic_error("parameter '" + name + "' is stored as " + dtype_name(e.type));
-    return e.data;
+    return materialize(e);
   }
   TensorRef ref(const std::string& name) const {
-    const Entry& e = entry(name);
-    return {e.data, e.type};
+    Entry& e = entry(name);
+    return {materialize(e), e.type};
   }
+  // Changes whenever a parameter's memory moves.
+  uint64_t generation() const { return generation_; }
   std::vector<NamedShape> list() const {
     std::vector<NamedShape> out;
     for (const auto& [name, e] : params_) out.push_back(e.shape);
@@ -89,39 +107,35 @@ class ParamStore {
     int64_t count = 0, first = -1;
     double first_value = 0.0;
   };
-  // Parameter `name` from an open file: numel values stored as src_type (f32, f16 or bf16,
-  // little-endian) at offset. Read straight into the parameter where it is host memory of that
-  // type (mixed precision's bf16 weights stay as stored); else through a host buffer,
-  // converted. Reports the non-finite values it held: read straight in, they are already in
-  // place (the caller refuses the model); through the buffer, the parameter is left unset.
-  NonFinite load(const std::string& name, int fd, int64_t offset, DType src_type);
+  // Parameter `name` from a mapped file: its values stored as src_type (f32, f16 or bf16,
+  // little-endian) at offset. Host memory of the stored type points into the file (mixed
+  // precision's bf16 weights stay as stored, nothing is copied); else the values are converted
+  // or uploaded. Reports the non-finite values it held; the caller then refuses the model, and
+  // the parameter is left unset unless it points into the file.
+  NonFinite load(const std::string& name, const std::shared_ptr<WeightFile>& file, int64_t offset, DType src_type);
 
-  void set(const std::string& name, const float* host, int64_t n) {
-    const Entry& e = entry(name);
-    if (e.shape.numel() != n)
-      throw std::invalid_argument("parameter '" + name + "' has " + std::to_string(e.shape.numel()) + " values, got " +
-                                  std::to_string(n));
-    if (e.type == DType::f32) return ops_.upload(e.data, host, n);
-    Scratch staging(ops_);
-    float* f32 = staging.alloc(n);
-    ops_.upload(f32, host, n);
-    ops_.convert(e.data, e.type, f32, n);
-  }
+  void set(const std::string& name, const float* host, int64_t n);
 
  private:
   struct Entry {
-    float* data;
+    float* data;  // null until first use
     DType type;
     NamedShape shape;
+    bool owned;                        // data from ops_.alloc, else inside mapping
+    std::shared_ptr<WeightFile> file;  // what data points into, when not owned
   };
-  const Entry& entry(const std::string& name) const {
+  Entry& entry(const std::string& name) const {
     auto it = params_.find(name);
     if (it == params_.end()) throw std::invalid_argument("no parameter '" + name + "'");
     return it->second;
   }
+  // e's own memory, zero-filled when fill_zero, replacing what it pointed at.
+  float* own(Entry& e, bool fill_zero) const;
+  float* materialize(Entry& e) const { return e.data ? e.data : own(e, true); }
 
   Ops& ops_;
-  std::map<std::string, Entry> params_;
+  mutable std::map<std::string, Entry> params_;
+  mutable uint64_t generation_ = 0;
 };
 
 }  // namespace lt

@@ -21,14 +21,14 @@ struct Prior::Linear {
   std::string name;  // module path in diffusers' state dict, e.g. "blocks.2.attention.to_q"
   int64_t in, out;
   TensorRef W{nullptr};  // (out, in), PriorConfig::weight_type
-  float* b;              // (out)
+  float* b = nullptr;    // (out)
   int64_t index;         // position in the model, seeds this layer's LoRA dropout
   bool adaptable;        // LoRA supported here (the Linear layers inside the blocks)
   std::unique_ptr<LoraTensors> lora;
 };
 
-// The prior's blocks at one depth, resolved at construction into pointers to their layers and
-// parameters, so a step looks nothing up by name.
+// The prior's blocks at one depth, resolved into pointers to their layers and parameters (again
+// only after loading moved them), so a step looks nothing up by name.
 struct Prior::Block {
   // ResBlock (blocks.3d): x + channelwise(LN(depthwise(x)))
   float* depthwise_w;  // (c, 1, 3, 3)
@@ -133,6 +133,9 @@ bool ends_with_module(const std::string& name, const std::string& target) {
          name[name.size() - target.size() - 1] == '.';
 }
 
+// "blocks.N" of the ResBlock (part 0), TimestepBlock (1) or AttnBlock (2) at depth d.
+std::string block_name(int64_t d, int part) { return "blocks." + std::to_string(3 * d + part); }
+
 // Dropout streams: one per (layer, purpose), derived from the step's seed.
 uint64_t site_seed(uint64_t seed, int64_t layer, int64_t purpose) {
   return derive_seed(seed, static_cast<uint64_t>(layer) * 16 + static_cast<uint64_t>(purpose));
@@ -151,20 +154,18 @@ Prior::Prior(Ops& ops, const PriorConfig& config) : ops_(ops), config_(config), 
     throw std::invalid_argument("prior config: c_r must be at least 4 (the r embedding divides by c_r/2 - 1)");
   if (!(k.dropout >= 0.0f && k.dropout < 1.0f)) throw std::invalid_argument("prior config: dropout must be in [0, 1)");
 
-  auto add = [&](const std::string& name, std::vector<int64_t> shape) { return params_.add(name, std::move(shape)); };
   projection_ = add_linear("projection", k.c_in, k.c, {k.c, k.c_in, 1, 1}, false);
   cond_mapper_0_ = add_linear("cond_mapper.0", k.c_cond, k.c, {}, false);
   cond_mapper_2_ = add_linear("cond_mapper.2", k.c, k.c, {}, false);
   blocks_.resize(k.depth);
   for (int64_t d = 0; d < k.depth; ++d) {
-    const std::string res = "blocks." + std::to_string(3 * d), ts = "blocks." + std::to_string(3 * d + 1),
-                      at = "blocks." + std::to_string(3 * d + 2);
+    const std::string res = block_name(d, 0), ts = block_name(d, 1), at = block_name(d, 2);
     Block& b = blocks_[d];
-    b.depthwise_w = add(res + ".depthwise.weight", {k.c, 1, 3, 3});
-    b.depthwise_b = add(res + ".depthwise.bias", {k.c});
+    params_.add(res + ".depthwise.weight", {k.c, 1, 3, 3});
+    params_.add(res + ".depthwise.bias", {k.c});
     b.fc1 = add_linear(res + ".channelwise.0", k.c, 4 * k.c);
-    b.grn_gamma = add(res + ".channelwise.2.gamma", {1, 1, 1, 4 * k.c});
-    b.grn_beta = add(res + ".channelwise.2.beta", {1, 1, 1, 4 * k.c});
+    params_.add(res + ".channelwise.2.gamma", {1, 1, 1, 4 * k.c});
+    params_.add(res + ".channelwise.2.beta", {1, 1, 1, 4 * k.c});
     b.fc2 = add_linear(res + ".channelwise.4", 4 * k.c, k.c);
     b.mapper = add_linear(ts + ".mapper", k.c_r, 2 * k.c);
     b.kv_mapper = add_linear(at + ".kv_mapper.1", k.c, k.c);
@@ -184,8 +185,7 @@ Prior::Linear* Prior::add_linear(const std::string& module, int64_t in, int64_t 
   l->out = out;
   params_.add(module + ".weight", wshape.empty() ? std::vector<int64_t>{out, in} : std::move(wshape),
               config_.weight_type);
-  l->W = params_.ref(module + ".weight");
-  l->b = params_.add(module + ".bias", {out});
+  params_.add(module + ".bias", {out});
   l->index = static_cast<int64_t>(linears_.size());
   l->adaptable = adaptable;
   linears_.push_back(std::move(l));
@@ -207,6 +207,23 @@ void Prior::release_lora() {
   lora_grads_ = nullptr;
   lora_grads_n_ = 0;
   buckets_ = GradientBuckets();
+}
+
+void Prior::resolve_parameters() {
+  if (resolved_generation_ == params_.generation()) return;
+  for (auto& l : linears_) {
+    l->W = params_.ref(l->name + ".weight");
+    l->b = params_.get(l->name + ".bias");
+  }
+  for (int64_t d = 0; d < config_.depth; ++d) {
+    const std::string res = block_name(d, 0);
+    Block& b = blocks_[d];
+    b.depthwise_w = params_.get(res + ".depthwise.weight");
+    b.depthwise_b = params_.get(res + ".depthwise.bias");
+    b.grn_gamma = params_.get(res + ".channelwise.2.gamma");
+    b.grn_beta = params_.get(res + ".channelwise.2.beta");
+  }
+  resolved_generation_ = params_.generation();
 }
 
 std::vector<NamedShape> Prior::parameters() const { return params_.list(); }
@@ -688,6 +705,7 @@ void r_embedding(float* out, const float* r, int64_t B, int64_t c_r) {
 
 void Prior::forward(float* out, const float* x, const float* r, const float* clip, const StepShape& s, bool train,
                     uint64_t seed) {
+  resolve_parameters();
   plan(s, false);
   const PriorConfig& k = config_;
   const int64_t P = s.H * s.W;
@@ -704,6 +722,7 @@ double Prior::loss_and_grad(const float* x, const float* r, const float* clip, c
                             uint64_t seed, bool accumulate, bool train, float loss_scale, Collective* sync,
                             int64_t bucket_bytes) {
   if (lora_layers_.empty()) throw std::logic_error("loss_and_grad needs LoRA adapters: call enable_lora first");
+  resolve_parameters();
   plan(s, true);
   const PriorConfig& k = config_;
   const int64_t P = s.H * s.W, n = s.B * k.c_in * P;

@@ -54,8 +54,9 @@ class Prior {
   // Frozen parameters, named and shaped as in diffusers' state dict.
   std::vector<NamedShape> parameters() const;
   void set_parameter(const std::string& name, const float* host, int64_t n);
-  ParamStore::NonFinite load_parameter(const std::string& name, int fd, int64_t offset, DType type) {
-    return params_.load(name, fd, offset, type);
+  ParamStore::NonFinite load_parameter(const std::string& name, const std::shared_ptr<WeightFile>& file, int64_t offset,
+                                       DType type) {
+    return params_.load(name, file, offset, type);
   }
 
   // Adds LoRA adapters (A and B zero until set) to every Linear whose module name ends in a
@@ -124,6 +125,8 @@ class Prior {
   // Adds a Linear's weight (out, in) or wshape and bias (out) to the parameters.
   Linear* add_linear(const std::string& module, int64_t in, int64_t out, std::vector<int64_t> wshape = {},
                      bool adaptable = true);
+  // Points the layers at their parameters, unless they already point where params_ has them.
+  void resolve_parameters();
   // Lays the activations of one batch shape out in one arena (again only when the shape, or
   // forward-only to training, changes).
   void plan(const StepShape& s, bool train);
@@ -151,7 +154,8 @@ class Prior {
   PriorConfig config_;
   ParamStore params_;                             // frozen weights
   std::vector<std::unique_ptr<Linear>> linears_;  // every Linear, in state-dict order
-  // The layers as the forward walks them, resolved once at construction.
+  uint64_t resolved_generation_ = ~uint64_t{0};   // of params_ when the pointers below were taken
+  // The layers as the forward walks them.
   Linear *projection_, *cond_mapper_0_, *cond_mapper_2_, *out_;
   std::vector<Block> blocks_;  // (depth): one ResBlock, TimestepBlock and AttnBlock each
   std::vector<Linear*> lora_layers_;
