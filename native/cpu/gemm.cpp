@@ -91,6 +91,20 @@ void pack_panel(float* dst, const T* X, int64_t ld, bool k_contiguous, int count
 template <typename T>
 void pack_line_panels(float* dst, const T* X, int64_t ld, bool k_contiguous, int64_t lines, int width, int64_t kc,
                       DType t) {
+  if (!k_contiguous) {
+    // Copies go a few steps of p at a time across every panel, so that each source row is read
+    // front to back (as prefetchers follow) instead of a cache line per row per panel.
+    constexpr int64_t kSteps = 8;
+    for (int64_t p = 0; p < kc; p += kSteps) {
+      const int64_t steps = std::min(kSteps, kc - p);
+      float* d = dst + p * width;
+      for (int64_t l = 0; l < lines; l += width, d += kc * width) {
+        const int count = static_cast<int>(std::min<int64_t>(width, lines - l));
+        pack_panel(d, X + p * ld + l, ld, false, count, width, steps, t);
+      }
+    }
+    return;
+  }
   for (int64_t l = 0; l < lines; l += width, dst += kc * width) {
     const int count = static_cast<int>(std::min<int64_t>(width, lines - l));
     pack_panel(dst, X + (k_contiguous ? l * ld : l), ld, k_contiguous, count, width, kc, t);
@@ -225,15 +239,17 @@ void gemm(const GemmArgs& g) {
   const int threads = num_threads();
   const KernelSet& ks = active_kernels();
   // Split C into a grid of independent sub-GEMMs, one per thread, cut in whole register
-  // tiles; each thread packs its own panels. Cut the dimension with more tiles first.
+  // tiles; each thread packs its own panels, so cutting M packs all of B on every thread and
+  // cutting N all of A. Cut the longer dimension first: the copies are then of the shorter
+  // operand (at batch 1 a Linear's rows are fewer than its weight's, which stays unrepeated).
   int64_t mtiles = (g.M + ks.mr - 1) / ks.mr, ntiles = (g.N + ks.nr - 1) / ks.nr;
   double flops = 2.0 * g.M * g.N * g.K;
   if (threads == 1 || flops < 2e6 || mtiles * ntiles < 2) return gemm_serial(g);
   int tm = 1, tn = 1;
-  for (int t = threads; t > 1;) {  // factor threads greedily into the larger tile count
+  for (int t = threads; t > 1;) {  // factor threads greedily into the longer dimension
     int f = 2;
     while (t % f) ++f;
-    if (mtiles / tm >= ntiles / tn)
+    if (g.M / tm >= g.N / tn)
       tm *= f;
     else
       tn *= f;
