@@ -1,4 +1,4 @@
-// `npm run bench [-- --json] [-- --filter <substring>] [-- --min-seconds <s>]`
+// `npm run bench [-- --json] [-- --filter <substring>] [-- --skip <substring>] [-- --min-seconds <s>]`
 // Times lora-train's ops at the Würstchen prior's shapes and, where a Python with NumPy or
 // PyTorch is found, the same operation there in the same run. --json prints one object per
 // line: {name, shape, seconds, gflops, peer}; peer.ratio = peer seconds / lora-train seconds
@@ -409,8 +409,12 @@ async function main(argv: string[]) {
     return i >= 0 ? argv[i + 1] : undefined;
   };
   const filter = arg('--filter');
+  const skip = arg('--skip');
   const minSeconds = Number(arg('--min-seconds') ?? 1);
-  const cases = benchCases().filter((c) => !filter || `${c.name} ${c.shape}`.includes(filter));
+  const cases = benchCases().filter((c) => {
+    const label = `${c.name} ${c.shape}`;
+    return (!filter || label.includes(filter)) && (!skip || !label.includes(skip));
+  });
 
   const m = machine();
   if (json) console.log(JSON.stringify(m));

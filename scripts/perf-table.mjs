@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// Writes README's performance table from `npm run bench -- --json` output, so the table is what
-// a run printed, never hand-typed:
-//   npm run bench -- --json > docs/bench/cpu.jsonl && node scripts/perf-table.mjs docs/bench/cpu.jsonl
-// `--check` exits 1 when README's table differs from the file's (tests run that).
-import { readFileSync, writeFileSync } from 'node:fs';
+// Writes README's performance tables from `npm run bench -- --json` output, one table per file
+// (one machine each), so the tables are what a run printed, never hand-typed:
+//   npm run bench -- --json > docs/bench/cpu.jsonl && node scripts/perf-table.mjs
+// Without file arguments it reads every docs/bench/*.jsonl. `--check` exits 1 when README's
+// tables differ from the files' (tests run that).
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -79,20 +80,30 @@ export function withTable(readme, table) {
 
 function main(argv) {
   const check = argv.includes('--check');
-  const file = argv.find((a) => !a.startsWith('--')) ?? join(root, 'docs', 'bench', 'cpu.jsonl');
-  const source = relative(root, file);
+  const named = argv.filter((a) => !a.startsWith('--'));
+  const benchDir = join(root, 'docs', 'bench');
+  const files = named.length
+    ? named
+    : readdirSync(benchDir)
+        .filter((f) => f.endsWith('.jsonl'))
+        .sort()
+        .map((f) => join(benchDir, f));
+  const sources = files.map((f) => relative(root, f));
+  const tables = files.map((f, i) => renderTable(readFileSync(f, 'utf8'), sources[i]));
   const readmePath = join(root, 'README.md');
   const readme = readFileSync(readmePath, 'utf8');
-  const next = withTable(readme, renderTable(readFileSync(file, 'utf8'), source));
+  const next = withTable(readme, tables.join('\n\n'));
   if (check) {
     if (next !== readme) {
-      console.error(`README.md's performance table is not the one ${source} gives: run node scripts/perf-table.mjs`);
+      console.error(
+        `README.md's performance table is not the one ${sources.join(' and ')} give: run node scripts/perf-table.mjs`,
+      );
       process.exit(1);
     }
     return;
   }
   writeFileSync(readmePath, next);
-  console.log(`README.md: performance table from ${source}`);
+  console.log(`README.md: performance tables from ${sources.join(', ')}`);
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) main(process.argv.slice(2));
