@@ -192,7 +192,7 @@ class Ops {
   virtual void prior_output_backward(float* dab, const float* dout, const float* x_in, const float* ab, int64_t B,
                                      int64_t Cin, int64_t P) = 0;
 
-  // ---- Forward-only image encoder ops (channels last) --------------------------------------
+  // ---- Forward-only image encoder and decoder ops (channels last) --------------------------
   // Convolution with groups = 1, padding k / 2, stride 1 or 2: y (B, Ho, Wo, Cout) with
   // Ho = ceil(H / stride); x (B, H, W, Cin); w (Cout, k, k, Cin); bias (Cout) or null. With
   // silu, y = SiLU(conv): EfficientNet's activation applied as the output is written, not in a
@@ -200,9 +200,16 @@ class Ops {
   virtual void conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                               int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, bool silu) = 0;
   // Depthwise k x k convolution, padding k / 2, stride 1 or 2: y (B, Ho, Wo, C); w (C, k, k);
-  // silu as for conv2d_forward.
+  // silu as for conv2d_forward. The padding holds zeros, or with replicate the nearest edge
+  // pixel (ReplicationPad2d, as the Paella VQGAN pads).
   virtual void depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                                      int64_t W, int64_t C, int64_t k, int64_t stride, bool silu) = 0;
+                                      int64_t W, int64_t C, int64_t k, int64_t stride, bool replicate, bool silu) = 0;
+  // Transposed convolution (PyTorch's ConvTranspose2d, groups = 1): y (B, Ho, Wo, Cout) with
+  // Ho = (H - 1) * stride - 2 * pad + k; x (B, H, W, Cin); w (Cin, Cout, k, k) as PyTorch stores
+  // it; bias (Cout) or null.
+  virtual void conv_transpose2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
+                                        int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,
+                                        int64_t pad) = 0;
   virtual void sigmoid_forward(float* y, const float* x, int64_t n) = 0;
   // out (B, C) = mean over positions of x (B, P, C).
   virtual void channel_mean(float* out, const float* x, int64_t B, int64_t P, int64_t C) = 0;

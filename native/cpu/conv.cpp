@@ -53,7 +53,7 @@ struct Patches final : RowSource {
 
 void CpuOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
                                        int64_t H, int64_t W, int64_t C) {
-  depthwise_conv_forward(y, x, w, bias, B, H, W, C, 3, 1, false);
+  depthwise_conv_forward(y, x, w, bias, B, H, W, C, 3, 1, false, false);
 }
 
 void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x,
@@ -127,7 +127,7 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
 }
 
 void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                                    int64_t W, int64_t C, int64_t k, int64_t stride, bool silu) {
+                                    int64_t W, int64_t C, int64_t k, int64_t stride, bool replicate, bool silu) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   const std::vector<float> taps = taps_channels_last(w, C, k * k);
   const KernelSet& ks = active_kernels();
@@ -137,7 +137,8 @@ void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, co
     for (int64_t ox = 0; ox < Wo; ++ox) {
       for (int64_t ky = 0; ky < k; ++ky)
         for (int64_t kx = 0; kx < k; ++kx) {
-          const int64_t iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
+          int64_t iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
+          if (replicate) iy = std::clamp<int64_t>(iy, 0, H - 1), ix = std::clamp<int64_t>(ix, 0, W - 1);
           const bool inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
           in[ky * k + kx] = inside ? x + ((b * H + iy) * W + ix) * C : nullptr;
         }
@@ -146,6 +147,46 @@ void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, co
       if (silu) ks.sigmoid(out, out, C, true);  // the pixel's channels are still in L1
     }
   });
+}
+
+void CpuOps::conv_transpose2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                                      int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, int64_t pad) {
+  const int64_t Ho = (H - 1) * stride - 2 * pad + k, Wo = (W - 1) * stride - 2 * pad + k, taps = Cout * k * k;
+  parallel_for(B * Ho, [&](int64_t row) {
+    float* out = y + row * Wo * Cout;
+    for (int64_t ox = 0; ox < Wo; ++ox)
+      for (int64_t c = 0; c < Cout; ++c) out[ox * Cout + c] = bias ? bias[c] : 0.0f;
+  });
+  // Every input pixel's contribution to its k x k output patch as one GEMM over a band of input
+  // rows, cols (rows * W, Cout, k, k) = x (rows * W, Cin) w (Cin, Cout k k), then gathered per
+  // output row (each output pixel sums the taps that land on it, in a fixed order).
+  const int64_t band = std::clamp<int64_t>((int64_t{16} << 20) / std::max<int64_t>(1, W * taps), 1, H);
+  std::vector<float> cols(static_cast<size_t>(band * W * taps));  // (band, W, Cout, k, k)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t r0 = 0; r0 < H; r0 += band) {
+      const int64_t rows = std::min(band, H - r0);
+      cpu::gemm(
+          {cols.data(), x + (b * H + r0) * W * Cin, w, rows * W, taps, Cin, false, false, 1.0f, 0.0f, Cin, taps, taps});
+      const int64_t oy0 = std::max<int64_t>(0, r0 * stride - pad),
+                    oy1 = std::min<int64_t>(Ho, (r0 + rows - 1) * stride - pad + k);
+      parallel_for(oy1 - oy0, [&](int64_t i) {
+        const int64_t oy = oy0 + i;
+        float* out = y + (b * Ho + oy) * Wo * Cout;
+        for (int64_t ky = 0; ky < k; ++ky) {
+          const int64_t t = oy + pad - ky;
+          if (t < 0 || t % stride || t / stride < r0 || t / stride >= r0 + rows) continue;
+          const float* band_row = cols.data() + (t / stride - r0) * W * taps + ky * k;
+          for (int64_t ox = 0; ox < Wo; ++ox)
+            for (int64_t kx = 0; kx < k; ++kx) {
+              const int64_t u = ox + pad - kx;
+              if (u < 0 || u % stride || u / stride >= W) continue;
+              const float* src = band_row + (u / stride) * taps + kx;
+              float* dst = out + ox * Cout;
+              for (int64_t c = 0; c < Cout; ++c) dst[c] += src[c * k * k];
+            }
+        }
+      });
+    }
 }
 
 void CpuOps::conv1x1_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t Cin,

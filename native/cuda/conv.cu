@@ -10,16 +10,19 @@ namespace {
 __device__ inline float silu_if(float v, bool silu) { return silu ? v / (1.0f + expf(-v)) : v; }
 
 __global__ void depthwise_forward_kernel(float* y, const float* x, const float* w, const float* bias, int64_t B,
-                                         int64_t H, int64_t W, int64_t C, int64_t k, int64_t stride, bool silu) {
+                                         int64_t H, int64_t W, int64_t C, int64_t k, int64_t stride, bool replicate,
+                                         bool silu) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   LT_FOR(i, B * Ho * Wo * C) {
     const int64_t c = i % C, ox = (i / C) % Wo, oy = (i / (C * Wo)) % Ho, b = i / (C * Wo * Ho);
     float acc = bias ? bias[c] : 0.0f;
     for (int64_t ky = 0; ky < k; ++ky) {
-      const int64_t iy = oy * stride + ky - pad;
+      int64_t iy = oy * stride + ky - pad;
+      if (replicate) iy = iy < 0 ? 0 : iy >= H ? H - 1 : iy;
       if (iy < 0 || iy >= H) continue;
       for (int64_t kx = 0; kx < k; ++kx) {
-        const int64_t ix = ox * stride + kx - pad;
+        int64_t ix = ox * stride + kx - pad;
+        if (replicate) ix = ix < 0 ? 0 : ix >= W ? W - 1 : ix;
         if (ix < 0 || ix >= W) continue;
         acc += w[c * k * k + ky * k + kx] * x[((b * H + iy) * W + ix) * C + c];
       }
@@ -92,6 +95,30 @@ __global__ void conv2d_kernel(float* y, const float* x, const float* w, const fl
   }
 }
 
+// y (B, Ho, Wo, Cout) of a transposed convolution, one thread per output: the sum over the
+// input pixels and taps that land on it; w (Cin, Cout, k, k).
+__global__ void conv_transpose2d_kernel(float* y, const float* x, const float* w, const float* bias, int64_t B,
+                                        int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,
+                                        int64_t pad) {
+  const int64_t Ho = (H - 1) * stride - 2 * pad + k, Wo = (W - 1) * stride - 2 * pad + k;
+  LT_FOR(i, B * Ho * Wo * Cout) {
+    const int64_t o = i % Cout, ox = (i / Cout) % Wo, oy = (i / (Cout * Wo)) % Ho, b = i / (Cout * Wo * Ho);
+    float acc = bias ? bias[o] : 0.0f;
+    for (int64_t ky = 0; ky < k; ++ky) {
+      const int64_t t = oy + pad - ky;
+      if (t < 0 || t % stride || t / stride >= H) continue;
+      for (int64_t kx = 0; kx < k; ++kx) {
+        const int64_t u = ox + pad - kx;
+        if (u < 0 || u % stride || u / stride >= W) continue;
+        const float* in = x + ((b * H + t / stride) * W + u / stride) * Cin;
+        const float* wt = w + (o * k + ky) * k + kx;
+        for (int64_t c = 0; c < Cin; ++c) acc += in[c] * wt[c * Cout * k * k];
+      }
+    }
+    y[i] = acc;
+  }
+}
+
 __global__ void fill_channels_kernel(float* y, const float* bias, int64_t B, int64_t C, int64_t P) {
   LT_FOR(i, B * C * P) y[i] = bias ? bias[(i / P) % C] : 0.0f;
 }
@@ -110,7 +137,7 @@ __global__ void channel_sums_kernel(float* db, const float* dy, int64_t B, int64
 void CudaOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
                                         int64_t H, int64_t W, int64_t C) {
   LT_PROFILE("depthwise_conv3x3_forward");
-  depthwise_forward_kernel<<<blocks_for(B * H * W * C), kThreads>>>(y, x, w, bias, B, H, W, C, 3, 1, false);
+  depthwise_forward_kernel<<<blocks_for(B * H * W * C), kThreads>>>(y, x, w, bias, B, H, W, C, 3, 1, false, false);
   LT_LAUNCHED("depthwise 3x3");
 }
 
@@ -123,11 +150,20 @@ void CudaOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, con
 }
 
 void CudaOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                                     int64_t W, int64_t C, int64_t k, int64_t stride, bool silu) {
+                                     int64_t W, int64_t C, int64_t k, int64_t stride, bool replicate, bool silu) {
   LT_PROFILE("depthwise_conv_forward");
   const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * C;
-  depthwise_forward_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, C, k, stride, silu);
+  depthwise_forward_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, C, k, stride, replicate, silu);
   LT_LAUNCHED("depthwise");
+}
+
+void CudaOps::conv_transpose2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
+                                       int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,
+                                       int64_t pad) {
+  LT_PROFILE("conv_transpose2d_forward");
+  const int64_t n = B * ((H - 1) * stride - 2 * pad + k) * ((W - 1) * stride - 2 * pad + k) * Cout;
+  conv_transpose2d_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, Cin, Cout, k, stride, pad);
+  LT_LAUNCHED("conv_transpose2d");
 }
 
 void CudaOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,

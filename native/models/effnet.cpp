@@ -98,7 +98,7 @@ void EffNetEncoder::run_conv(const std::string& name, float* y, const float* x, 
   const float* w = params_.get(name + ".weight");
   const float* b = params_.get(name + ".bias");
   if (depthwise)
-    ops_.depthwise_conv_forward(y, x, w, b, B, H, W, out, k, stride, silu);
+    ops_.depthwise_conv_forward(y, x, w, b, B, H, W, out, k, stride, false, silu);
   else
     ops_.conv2d_forward(y, x, w, b, B, H, W, in, out, k, stride, silu);
 }

@@ -5,6 +5,7 @@ import type { Device } from '../core/device.js';
 import type { ImageEncoderConfig } from '../models/image-encoder.js';
 import type { PriorConfig } from '../models/prior.js';
 import type { TextEncoderConfig } from '../models/text-encoder.js';
+import type { VQGANConfig } from '../models/vqgan.js';
 
 export interface NativeInfo {
   version: string;
@@ -287,6 +288,7 @@ export interface NativeAddon {
   Prior: new (device: Device, config: PriorConfig & { weight_type: WeightType }) => NativePrior;
   TextEncoder: new (device: Device, config: TextEncoderConfig) => NativeTextEncoder;
   ImageEncoder: new (device: Device, config: ImageEncoderConfig) => NativeImageEncoder;
+  VQGANDecoder: new (device: Device, config: VQGANConfig) => NativeVQGANDecoder;
   Collective: new (config: CollectiveConfig) => NativeCollective;
   /** Whether this build has Gloo (data parallelism across CPU processes). */
   haveGloo: boolean;
@@ -404,4 +406,9 @@ export interface NativeTextEncoder extends NativeModel {
 export interface NativeImageEncoder extends NativeModel {
   /** out (B, latent, H/32, W/32) from images (B, 3, H, W). */
   encode(out: Float32Array, images: Float32Array, B: number, H: number, W: number): Promise<void>;
+}
+
+export interface NativeVQGANDecoder extends NativeModel {
+  /** out (B, out_channels, Ho, Wo) from latents (B, latent_channels, H, W), not clamped. */
+  decode(out: Float32Array, latents: Float32Array, B: number, H: number, W: number): Promise<void>;
 }

@@ -1,18 +1,20 @@
-// The case tables: the ops (ops.ts) and whole prior steps (prior-steps.ts), and how a case's
-// outputs compare with references and across backends.
+// The case tables: the ops (ops.ts), whole prior steps (prior-steps.ts) and the picture models
+// (decoders.ts), and how a case's outputs compare with references and across backends.
 import type { Device } from '../../src/core/device.js';
+import { decoderCases } from './decoders.js';
 import { dataOf, relativeError } from './fixture.js';
 import { type OpCase, opCases } from './ops.js';
 import { priorStepCases } from './prior-steps.js';
 
 export { Fixture, type FixtureCase, dataOf, relativeError } from './fixture.js';
+export { VQGAN_FIXTURES, decoderCases } from './decoders.js';
 export { type Differentiable, type OpCase, type Outputs, opCases } from './ops.js';
 export { priorStepCases } from './prior-steps.js';
 export { TOLERANCE } from './tolerance.js';
 
 /** Every case two backends are compared on. */
 export function parityCases(fixturesDir: string): OpCase[] {
-  return [...opCases(fixturesDir), ...priorStepCases()];
+  return [...opCases(fixturesDir), ...priorStepCases(), ...decoderCases(fixturesDir)];
 }
 
 export interface Comparison {
