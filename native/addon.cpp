@@ -502,6 +502,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   register_prior(env, exports);
   register_collective(env, exports);
   register_encoders(env, exports);
+  register_decoders(env, exports);
   register_file_lock(env, exports);
   return exports;
 }

@@ -1,13 +1,11 @@
-// JS classes for the frozen encoders, `TextEncoder` (transformers' CLIPTextModel) and
-// `ImageEncoder` (Würstchen's EfficientNetV2 encoder), and the VQGAN's decoder `VQGANDecoder`
-// (diffusers' PaellaVQModel.decode). encode and decode run on a worker thread and return a
-// Promise.
+// JS classes for the frozen encoders: `TextEncoder` (transformers' CLIPTextModel) and
+// `ImageEncoder` (Würstchen's EfficientNetV2 encoder). encode runs on a worker thread and
+// returns a Promise.
 #include <string>
 
 #include "model_binding.h"
 #include "models/clip_text.h"
 #include "models/effnet.h"
-#include "models/paella_vq.h"
 
 namespace lt {
 namespace {
@@ -87,46 +85,11 @@ class ImageEncoderWrap : public ModelWrap<ImageEncoderWrap, EffNetEncoder> {
   }
 };
 
-class VQGANDecoderWrap : public ModelWrap<VQGANDecoderWrap, PaellaVQDecoder> {
- public:
-  static constexpr const char* kName = "VQGANDecoder";
-  using Config = PaellaVQConfig;
-
-  static Napi::Function Define(Napi::Env env) { return define(env, {{"decode", &VQGANDecoderWrap::Decode}}); }
-
-  // {latent_channels, out_channels, levels, bottleneck_blocks, embed_dim, up_down_scale_factor}
-  static PaellaVQConfig read_config(OpCall& call, Napi::Object o) {
-    PaellaVQConfig c;
-    c.latent_channels = call.dim_of(o, "latent_channels");
-    c.out_channels = call.dim_of(o, "out_channels");
-    c.levels = call.dim_of(o, "levels");
-    c.bottleneck_blocks = call.dim_of(o, "bottleneck_blocks");
-    c.embed_dim = call.dim_of(o, "embed_dim");
-    c.up_down_scale_factor = call.dim_of(o, "up_down_scale_factor");
-    return c;
-  }
-
-  explicit VQGANDecoderWrap(const Napi::CallbackInfo& info) : ModelWrap(info) {}
-
- private:
-  // (out Float32Array (B, out_channels, Ho, Wo), latents Float32Array (B, latent_channels, H, W), B, H, W)
-  // -> Promise
-  Napi::Value Decode(const Napi::CallbackInfo& info) {
-    OpCall call(info, "decode");
-    int64_t B = call.dim(2, "B"), H = call.dim(3, "H"), W = call.dim(4, "W");
-    const PaellaVQConfig& k = model_->config();
-    float* out = call.f32(0, "out", B * k.out_channels * model_->output_size(H) * model_->output_size(W));
-    const float* latents = call.f32(1, "latents", B * k.latent_channels * H * W);
-    return run_locked(call, [=](PaellaVQDecoder& m) { m.decode(out, latents, B, H, W); });
-  }
-};
-
 }  // namespace
 
 void register_encoders(Napi::Env env, Napi::Object exports) {
   exports.Set("TextEncoder", TextEncoderWrap::Define(env));
   exports.Set("ImageEncoder", ImageEncoderWrap::Define(env));
-  exports.Set("VQGANDecoder", VQGANDecoderWrap::Define(env));
 }
 
 }  // namespace lt

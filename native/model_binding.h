@@ -159,5 +159,6 @@ class ModelWrap : public Napi::ObjectWrap<Derived> {
 
 void register_prior(Napi::Env env, Napi::Object exports);
 void register_encoders(Napi::Env env, Napi::Object exports);
+void register_decoders(Napi::Env env, Napi::Object exports);
 
 }  // namespace lt

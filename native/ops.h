@@ -210,6 +210,10 @@ class Ops {
   virtual void conv_transpose2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
                                         int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,
                                         int64_t pad) = 0;
+  // PixelUnshuffle in channels last: y (B, H/r, W/r, C r r) with channel c r r + i r + j of pixel
+  // (h, w) = x (B, H, W, C) at (h r + i, w r + j), channel c. A k x k stride-k convolution is
+  // this, then a Linear with its weight (Cout, C, k, k) read as (Cout, C k k).
+  virtual void pixel_unshuffle(float* y, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t r) = 0;
   virtual void sigmoid_forward(float* y, const float* x, int64_t n) = 0;
   // out (B, C) = mean over positions of x (B, P, C).
   virtual void channel_mean(float* out, const float* x, int64_t B, int64_t P, int64_t C) = 0;

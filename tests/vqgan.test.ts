@@ -13,14 +13,15 @@ import { fixturesDir } from './helpers.js';
 const dir = join(fixturesDir, 'vqgan');
 
 describe('VQGAN decoder', () => {
-  it.each(decoderCases(fixturesDir).map((c) => [c.name, c] as const))(
-    '%s equals diffusers in float64',
-    async (_, c) => {
-      const { out } = await c.run('cpu');
-      const error = relativeError(dataOf(out?.tensor), dataOf(c.reference!().out));
-      expect(error).toBeLessThanOrEqual(TOLERANCE.forward);
-    },
-  );
+  it.each(
+    decoderCases(fixturesDir)
+      .filter((c) => c.name.startsWith('vqgan'))
+      .map((c) => [c.name, c] as const),
+  )('%s equals diffusers in float64', async (_, c) => {
+    const { out } = await c.run('cpu');
+    const error = relativeError(dataOf(out?.tensor), dataOf(c.reference!().out));
+    expect(error).toBeLessThanOrEqual(TOLERANCE.forward);
+  });
 
   it("expects exactly the decoder's tensors of warp-ai/wuerstchen's vqgan, and only the encoder's beside them", () => {
     const diffusers = JSON.parse(readFileSync(join(dir, 'real_keys.json'), 'utf8')) as Record<string, number[]>;

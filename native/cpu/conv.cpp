@@ -149,6 +149,21 @@ void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, co
   });
 }
 
+void CpuOps::pixel_unshuffle(float* y, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t r) {
+  const int64_t Ho = H / r, Wo = W / r;
+  parallel_for(B * Ho, [&](int64_t row) {
+    const int64_t b = row / Ho, oy = row % Ho;
+    for (int64_t ox = 0; ox < Wo; ++ox) {
+      float* out = y + (row * Wo + ox) * C * r * r;
+      for (int64_t i = 0; i < r; ++i)
+        for (int64_t j = 0; j < r; ++j) {
+          const float* in = x + ((b * H + oy * r + i) * W + ox * r + j) * C;
+          for (int64_t c = 0; c < C; ++c) out[(c * r + i) * r + j] = in[c];
+        }
+    }
+  });
+}
+
 void CpuOps::conv_transpose2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                                       int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, int64_t pad) {
   const int64_t Ho = (H - 1) * stride - 2 * pad + k, Wo = (W - 1) * stride - 2 * pad + k, taps = Cout * k * k;

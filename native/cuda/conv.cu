@@ -119,6 +119,16 @@ __global__ void conv_transpose2d_kernel(float* y, const float* x, const float* w
   }
 }
 
+__global__ void pixel_unshuffle_kernel(float* y, const float* x, int64_t B, int64_t H, int64_t W, int64_t C,
+                                       int64_t r) {
+  const int64_t Ho = H / r, Wo = W / r, Cr = C * r * r;
+  LT_FOR(i, B * Ho * Wo * Cr) {
+    const int64_t ch = i % Cr, ox = (i / Cr) % Wo, oy = (i / (Cr * Wo)) % Ho, b = i / (Cr * Wo * Ho);
+    const int64_t c = ch / (r * r), dy = (ch / r) % r, dx = ch % r;
+    y[i] = x[((b * H + oy * r + dy) * W + ox * r + dx) * C + c];
+  }
+}
+
 __global__ void fill_channels_kernel(float* y, const float* bias, int64_t B, int64_t C, int64_t P) {
   LT_FOR(i, B * C * P) y[i] = bias ? bias[(i / P) % C] : 0.0f;
 }
@@ -155,6 +165,12 @@ void CudaOps::depthwise_conv_forward(float* y, const float* x, const float* w, c
   const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * C;
   depthwise_forward_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, C, k, stride, replicate, silu);
   LT_LAUNCHED("depthwise");
+}
+
+void CudaOps::pixel_unshuffle(float* y, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t r) {
+  LT_PROFILE("pixel_unshuffle");
+  pixel_unshuffle_kernel<<<blocks_for(B * H * W * C), kThreads>>>(y, x, B, H, W, C, r);
+  LT_LAUNCHED("pixel_unshuffle");
 }
 
 void CudaOps::conv_transpose2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,

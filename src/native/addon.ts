@@ -6,6 +6,7 @@ import type { ImageEncoderConfig } from '../models/image-encoder.js';
 import type { PriorConfig } from '../models/prior.js';
 import type { TextEncoderConfig } from '../models/text-encoder.js';
 import type { VQGANConfig } from '../models/vqgan.js';
+import type { NativeDecoderConfig } from '../models/decoder.js';
 
 export interface NativeInfo {
   version: string;
@@ -289,6 +290,7 @@ export interface NativeAddon {
   TextEncoder: new (device: Device, config: TextEncoderConfig) => NativeTextEncoder;
   ImageEncoder: new (device: Device, config: ImageEncoderConfig) => NativeImageEncoder;
   VQGANDecoder: new (device: Device, config: VQGANConfig) => NativeVQGANDecoder;
+  Decoder: new (device: Device, config: NativeDecoderConfig) => NativeDecoder;
   Collective: new (config: CollectiveConfig) => NativeCollective;
   /** Whether this build has Gloo (data parallelism across CPU processes). */
   haveGloo: boolean;
@@ -406,6 +408,24 @@ export interface NativeTextEncoder extends NativeModel {
 export interface NativeImageEncoder extends NativeModel {
   /** out (B, latent, H/32, W/32) from images (B, 3, H, W). */
   encode(out: Float32Array, images: Float32Array, B: number, H: number, W: number): Promise<void>;
+}
+
+export interface NativeDecoder extends NativeModel {
+  /** out (B, c_out, H, W) = the predicted noise, from x (B, c_in, H, W), r (B), effnet
+   * (B, effnet_embd, He, We) and clip (B, T, clip_embd). */
+  forward(
+    out: Float32Array,
+    x: Float32Array,
+    r: Float32Array,
+    effnet: Float32Array,
+    clip: Float32Array,
+    B: number,
+    H: number,
+    W: number,
+    He: number,
+    We: number,
+    T: number,
+  ): Promise<void>;
 }
 
 export interface NativeVQGANDecoder extends NativeModel {

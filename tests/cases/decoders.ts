@@ -1,8 +1,10 @@
-// The picture models as backend cases: the VQGAN decoder of each fixture (tests/reference/
-// vqgan_fixtures.py) on a device, with diffusers' float64 decode as the reference.
+// The picture models as backend cases: the decoder (Stage B) and the VQGAN of each fixture
+// (tests/reference/decoder_fixtures.py, vqgan_fixtures.py) on a device, with diffusers'
+// float64 results as the references.
 import { join } from 'node:path';
 import type { Device } from '../../src/core/device.js';
 import { getTensor, readSafetensors } from '../../src/io/safetensors.js';
+import { Decoder } from '../../src/models/decoder.js';
 import { VQGAN } from '../../src/models/vqgan.js';
 import type { OpCase } from './ops.js';
 import { TOLERANCE } from './tolerance.js';
@@ -10,6 +12,23 @@ import { TOLERANCE } from './tolerance.js';
 export const VQGAN_FIXTURES = ['two_levels', 'three_levels'];
 
 export function decoderCases(fixturesDir: string): OpCase[] {
+  const dir = join(fixturesDir, 'decoder', 'tiny');
+  const ref = () => readSafetensors(join(dir, 'reference.safetensors'));
+  const stageB: OpCase = {
+    name: 'decoder forward (tiny: 4 levels, CT and CTA, effnet injected, odd heads)',
+    async run(device: Device) {
+      const t = (k: string) => getTensor(ref(), k);
+      const decoder = Decoder.load(dir, { device });
+      return {
+        out: { tensor: await decoder.forward(t('x'), t('r'), t('effnet'), t('clip')), tolerance: TOLERANCE.forward },
+      };
+    },
+    reference: () => ({ out: getTensor(ref(), 'out') }),
+  };
+  return [stageB, ...vqganCases(fixturesDir)];
+}
+
+function vqganCases(fixturesDir: string): OpCase[] {
   return VQGAN_FIXTURES.map((name) => {
     const dir = join(fixturesDir, 'vqgan', name);
     const ref = () => readSafetensors(join(dir, 'reference.safetensors'));

@@ -1,0 +1,49 @@
+// The native decoder (Würstchen's Stage B) against diffusers' WuerstchenDiffNeXt
+// (tests/reference/decoder_fixtures.py): a small random config in float64, and the real
+// config's key set.
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Decoder, readDecoderConfig } from '../src/models/decoder.js';
+import { native } from '../src/native/loader.js';
+import { TOLERANCE, dataOf, decoderCases, relativeError } from './cases/index.js';
+import { fixturesDir } from './helpers.js';
+
+const dir = join(fixturesDir, 'decoder');
+
+describe('decoder (Stage B)', () => {
+  it('equals diffusers in float64', async () => {
+    const c = decoderCases(fixturesDir).find((k) => k.name.startsWith('decoder forward'))!;
+    const { out } = await c.run('cpu');
+    expect(relativeError(dataOf(out?.tensor), dataOf(c.reference!().out))).toBeLessThanOrEqual(TOLERANCE.forward);
+  });
+
+  it("expects exactly the tensors of warp-ai/wuerstchen's decoder", () => {
+    const diffusers = JSON.parse(readFileSync(join(dir, 'real_keys.json'), 'utf8')) as Record<string, number[]>;
+    const empty = mkdtempSync(join(tmpdir(), 'lora-train-decoder-'));
+    writeFileSync(join(empty, 'config.json'), '{"_class_name": "WuerstchenDiffNeXt"}');
+    const config = readDecoderConfig(join(empty, 'config.json')); // diffusers' defaults
+    const real = { ...config, nhead: config.nhead.map((h) => Math.max(h, 1)) };
+    const ours = Object.fromEntries(new (native().Decoder)('cpu', real).parameters().map((p) => [p.name, p.shape]));
+    expect(ours).toEqual(diffusers);
+  });
+
+  it('names the config key or the input that does not fit', async () => {
+    const copy = mkdtempSync(join(tmpdir(), 'lora-train-decoder-'));
+    cpSync(join(dir, 'tiny'), copy, { recursive: true });
+    const config = JSON.parse(readFileSync(join(copy, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(copy, 'config.json'), JSON.stringify({ ...config, nhead: [-1, 5, 3, 1] }));
+    expect(() => Decoder.load(copy)).toThrow('nhead[1] (5) must be positive and divide c_hidden[1] (12)');
+    writeFileSync(join(copy, 'config.json'), JSON.stringify({ ...config, level_config: ['CT', 'CTX', 'CTA', 'CTA'] }));
+    expect(() => Decoder.load(copy)).toThrow('level_config[1] must be a string of C, T and A, got "CTX"');
+    writeFileSync(join(copy, 'config.json'), JSON.stringify({ ...config, blocks: [1, 1, 3, 1] }));
+    expect(() => Decoder.load(copy)).toThrow(/missing tensor down_blocks\.2\.7\.channelwise\.0\.bias \[72\]/);
+    writeFileSync(join(copy, 'config.json'), JSON.stringify(config));
+    const decoder = Decoder.load(copy);
+    const zeros = (...shape: number[]) => ({ data: new Float32Array(shape.reduce((a, b) => a * b, 1)), shape });
+    await expect(decoder.forward(zeros(1, 4, 24, 16), zeros(1), zeros(1, 6, 3, 3), zeros(1, 2, 10))).rejects.toThrow(
+      'forward: Expected a (B, 4, H, W) shape with H and W multiples of 16 for x.shape but received [1, 4, 24, 16]',
+    );
+  });
+});
