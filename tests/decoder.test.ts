@@ -5,7 +5,10 @@ import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { getTensor, readSafetensors } from '../src/io/safetensors.js';
 import { Decoder, readDecoderConfig } from '../src/models/decoder.js';
+import { VQGAN } from '../src/models/vqgan.js';
+import { decoderTimesteps, drawPictures, sampleDecoder } from '../src/sample/decoder-sampler.js';
 import { native } from '../src/native/loader.js';
 import { TOLERANCE, dataOf, decoderCases, relativeError } from './cases/index.js';
 import { fixturesDir } from './helpers.js';
@@ -17,6 +20,38 @@ describe('decoder (Stage B)', () => {
     const c = decoderCases(fixturesDir).find((k) => k.name.startsWith('decoder forward'))!;
     const { out } = await c.run('cpu');
     expect(relativeError(dataOf(out?.tensor), dataOf(c.reference!().out))).toBeLessThanOrEqual(TOLERANCE.forward);
+  });
+
+  it.each([
+    ['plain', 0],
+    ['guided', 2.5],
+  ] as const)(
+    'samples a picture as WuerstchenDecoderPipeline does (%s, guidance %s) from the same latents and noise',
+    async (label, guidance) => {
+      const ref = readSafetensors(join(dir, 'pictures.safetensors'));
+      const t = (k: string) => getTensor(ref, k);
+      const noise = t(`${label}.noise`);
+      const per = noise.data.length / noise.shape[0]!;
+      const final = await sampleDecoder(Decoder.load(join(dir, 'pictures')), {
+        embeddings: t('embeddings'),
+        cond: t('cond'),
+        uncond: t('uncond'),
+        latents: t('latents'),
+        guidance,
+        stepNoise: (i) => noise.data.subarray(i * per, (i + 1) * per),
+      });
+      expect(relativeError(final.data, t(`${label}.final`).data)).toBeLessThanOrEqual(1e-4);
+      const pictures = await drawPictures(VQGAN.load(join(fixturesDir, 'vqgan', 'pictures')), final);
+      expect(pictures.shape).toEqual([2, 3, 128, 128]);
+      expect(relativeError(pictures.data, t(`${label}.images`).data)).toBeLessThanOrEqual(1e-4);
+    },
+  );
+
+  it("has the scheduler's 12 timesteps from 1 to 0", () => {
+    const t = decoderTimesteps();
+    expect(t).toHaveLength(13);
+    expect([t[0], t[6], t[12]]).toEqual([1, 0.5, 0]);
+    expect(t[1]).toBe(Math.fround(11 / 12));
   });
 
   it("expects exactly the tensors of warp-ai/wuerstchen's decoder", () => {

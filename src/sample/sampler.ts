@@ -44,7 +44,7 @@ export async function samplePrior(prior: Prior, options: SampleOptions): Promise
   const B = options.latents.shape[0]!;
   const per = options.latents.data.length / B;
   const useGuidance = guidance > 1;
-  let x = Float32Array.from(options.latents.data);
+  let x: Float32Array = Float32Array.from(options.latents.data);
   const clip = useGuidance ? { data: concat(cond.data, uncond.data), shape: [2 * B, ...cond.shape.slice(1)] } : cond;
   for (let i = 0; i < timesteps.length - 1; i++) {
     // The pipeline hands the prior its timestep in the model's dtype (fp32); the scheduler
@@ -56,26 +56,41 @@ export async function samplePrior(prior: Prior, options: SampleOptions): Promise
       : { data: x, shape: options.latents.shape };
     const r = { data: new Float32Array(input.shape[0]!).fill(t), shape: [input.shape[0]!] };
     const out = await prior.forward(input, r, clip);
-    const eps = useGuidance
-      ? Float32Array.from(x, (_, k) => out.data[B * per + k]! + guidance * (out.data[k]! - out.data[B * per + k]!))
-      : out.data;
-    const abar = alphaCumprod(t),
-      abarPrev = alphaCumprod(prev);
-    const alpha = abar / abarPrev;
-    const std = prev === 0 ? 0 : Math.sqrt(((1 - alpha) * (1 - abarPrev)) / (1 - abar));
-    const noise = options.stepNoise(i);
-    const next = new Float32Array(x.length);
-    for (let k = 0; k < x.length; k++) {
-      const mu = Math.sqrt(1 / alpha) * (x[k]! - ((1 - alpha) * eps[k]!) / Math.sqrt(1 - abar));
-      next[k] = mu + std * noise[k]!;
-    }
-    x = next;
+    const eps = useGuidance ? guide(out.data, per, B, guidance) : out.data;
+    x = ddpmStep(x, eps, t, prev, options.stepNoise(i));
     options.onStep?.(i, x);
   }
   return { data: x.map((v) => v * LATENT_MEAN - LATENT_STD), shape: [...options.latents.shape] };
 }
 
-function concat(a: Float32Array, b: Float32Array): Float32Array {
+/** DDPMWuerstchenScheduler.step: the latents at `prev` from those at `t` and the predicted
+ * noise, plus the step's noise scaled by its standard deviation (none into prev = 0). */
+export function ddpmStep(
+  x: Float32Array,
+  eps: Float32Array,
+  t: number,
+  prev: number,
+  noise: Float32Array,
+): Float32Array {
+  const abar = alphaCumprod(t),
+    abarPrev = alphaCumprod(prev);
+  const alpha = abar / abarPrev;
+  const std = prev === 0 ? 0 : Math.sqrt(((1 - alpha) * (1 - abarPrev)) / (1 - abar));
+  const next = new Float32Array(x.length);
+  for (let k = 0; k < x.length; k++) {
+    const mu = Math.sqrt(1 / alpha) * (x[k]! - ((1 - alpha) * eps[k]!) / Math.sqrt(1 - abar));
+    next[k] = mu + std * noise[k]!;
+  }
+  return next;
+}
+
+/** Classifier-free guidance as diffusers' torch.lerp: out = uncond + g (cond - uncond), with the
+ * conditional half first in `both` (2B items of `per` values). */
+export function guide(both: Float32Array, per: number, B: number, g: number): Float32Array {
+  return Float32Array.from({ length: B * per }, (_, k) => both[B * per + k]! + g * (both[k]! - both[B * per + k]!));
+}
+
+export function concat(a: Float32Array, b: Float32Array): Float32Array {
   const out = new Float32Array(a.length + b.length);
   out.set(a);
   out.set(b, a.length);

@@ -9,7 +9,7 @@ import { VQGAN } from '../../src/models/vqgan.js';
 import type { OpCase } from './ops.js';
 import { TOLERANCE } from './tolerance.js';
 
-export const VQGAN_FIXTURES = ['two_levels', 'three_levels'];
+export const VQGAN_FIXTURES = ['two_levels', 'three_levels', 'pictures'];
 
 export function decoderCases(fixturesDir: string): OpCase[] {
   const dir = join(fixturesDir, 'decoder', 'tiny');

@@ -7,6 +7,12 @@ dropout) on non-square latents: every level type (CT, CTA), odd head counts, eff
 interpolation), skip concatenations. Every parameter is drawn at random (diffusers initialises
 the output and the timestep mappers to zero). Tests compare lora-train's fp32 forward to 1e-5
 relative.
+Then a whole picture as WuerstchenDecoderPipeline makes it, with that decoder (its output
+layer tamed, saved as pictures/) and the
+pictures VQGAN of vqgan_fixtures.py (run that first): DDPMWuerstchenScheduler's 12 steps from
+given latents, with the noise of each step recorded, without guidance and with guidance 2.5
+(the effnet zeroed and unconditional text for the second half, torch.lerp), then
+vqgan.decode(scale_factor * latents).clamp(0, 1), all in float64. Tests hold lora-train to 1e-4.
 Run with torch and diffusers: python tests/reference/decoder_fixtures.py"""
 import json
 import os
@@ -14,6 +20,8 @@ import sys
 
 import diffusers
 import torch
+from diffusers import DDPMWuerstchenScheduler
+from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
 from diffusers.pipelines.deprecated.wuerstchen.modeling_wuerstchen_diffnext import WuerstchenDiffNeXt
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -52,6 +60,56 @@ def main():
                       {"generator": "tests/reference/decoder_fixtures.py", "torch": torch.__version__,
                        "diffusers": diffusers.__version__})
     print(f"tiny: x {tuple(x.shape)} effnet {tuple(effnet.shape)} clip {tuple(clip.shape)} -> {tuple(out.shape)}")
+    write_pictures(model.double())
+
+
+def write_pictures(decoder):
+    """WuerstchenDecoderPipeline's loop, written out so that each step's noise can be recorded.
+    The decoder is the tiny one with its output layer tamed, as a trained one is: b = sigmoid(s)
+    near 1 and a small, else (x - a) / b grows each step and the pictures are all clamped."""
+    c_out = TINY["c_out"] * TINY["patch_size"] ** 2
+    with torch.no_grad():
+        decoder.clf[1].weight.mul_(0.1)
+        decoder.clf[1].bias[c_out:] = 4.0
+    decoder.float().save_pretrained(os.path.join(OUT, "pictures"), safe_serialization=True)
+    decoder = decoder.double()
+    vqgan = PaellaVQModel.from_pretrained(os.path.join(OUT, "..", "vqgan", "pictures")).double().eval()
+    gen = torch.Generator().manual_seed(31)
+    B, T = 2, 4
+    embeddings = randn(gen, B, TINY["effnet_embd"], 3, 3)
+    cond, uncond = randn(gen, B, T, TINY["clip_embd"]), randn(gen, B, T, TINY["clip_embd"])
+    height, width = int(3 * 10.67), int(3 * 10.67)  # the pipeline's latent_dim_scale
+    start = randn(gen, B, TINY["c_in"], height, width)
+    tensors = {"embeddings": embeddings, "cond": cond, "uncond": uncond, "latents": start}
+    for label, guidance in (("plain", 0.0), ("guided", 2.5)):
+        scheduler = DDPMWuerstchenScheduler()
+        scheduler.set_timesteps(12)
+        noise_gen = torch.Generator().manual_seed(41)
+        latents, noises = start.clone(), []
+        for t in scheduler.timesteps[:-1]:
+            ratio = t.expand(B).to(torch.float64)
+            with torch.no_grad():
+                if guidance > 1:
+                    both = decoder(torch.cat([latents] * 2), r=torch.cat([ratio] * 2),
+                                   effnet=torch.cat([embeddings, torch.zeros_like(embeddings)]),
+                                   clip=torch.cat([cond, uncond]))
+                    text, plain = both.chunk(2)
+                    predicted = torch.lerp(plain, text, guidance)
+                else:
+                    predicted = decoder(latents, r=ratio, effnet=embeddings, clip=cond)
+            state = noise_gen.get_state()
+            noises.append(torch.randn(latents.shape, generator=noise_gen, dtype=torch.float64))
+            noise_gen.set_state(state)
+            latents = scheduler.step(predicted, ratio, latents, generator=noise_gen).prev_sample
+        with torch.no_grad():
+            images = vqgan.decode(vqgan.config.scale_factor * latents).sample.clamp(0, 1)
+        tensors[f"{label}.noise"] = torch.stack(noises)
+        tensors[f"{label}.final"] = latents
+        tensors[f"{label}.images"] = images
+        print(f"{label}: latents {tuple(latents.shape)} -> images {tuple(images.shape)}")
+    write_safetensors(os.path.join(OUT, "pictures.safetensors"), tensors,
+                      {"generator": "tests/reference/decoder_fixtures.py", "torch": torch.__version__,
+                       "diffusers": diffusers.__version__})
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ CASES = {
     # three levels: two transposed convolutions; pixel shuffle by 3
     "three_levels": dict(levels=3, bottleneck_blocks=1, embed_dim=48, latent_channels=4, num_vq_embeddings=8,
                          up_down_scale_factor=3, scale_factor=0.5),
+    # the decoder fixtures' 4 latent channels at a small output: decoder_fixtures.py's pictures
+    "pictures": dict(levels=2, bottleneck_blocks=1, embed_dim=16, latent_channels=4, num_vq_embeddings=8,
+                     up_down_scale_factor=2, scale_factor=0.3764),
 }
-LATENTS = {"two_levels": (2, 5, 7), "three_levels": (1, 4, 3)}  # (batch, height, width)
+LATENTS = {"two_levels": (2, 5, 7), "three_levels": (1, 4, 3), "pictures": (1, 6, 4)}  # (batch, height, width)
 
 
 def main():
