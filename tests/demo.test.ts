@@ -22,7 +22,7 @@ describe('embedded default', () => {
     );
   });
 
-  it('trains the tiny model on Twemoji and reports a lower held-out loss with the LoRA', () => {
+  it('trains the tiny model on Twemoji and reports a lower held-out loss with the LoRA', async () => {
     const home = mkdtempSync(join(tmpdir(), 'lora-train-demo-'));
     const workDir = join(home, 'run');
     const r = spawnSync(
@@ -59,6 +59,11 @@ describe('embedded default', () => {
     };
     expect(report.evaluation.heldOut).toBe(true);
     expect(report.evaluation.after).toBeLessThan(report.evaluation.before);
+    // The VisualizationHook's pictures: before training and at the end, two 128 px prompts a row.
+    const last = join(workDir, 'vis_data', 'iter_42.png');
+    for (const f of [join(workDir, 'vis_data', 'iter_0.png'), last]) expect(existsSync(f), f).toBe(true);
+    expect(await sharp(last).metadata()).toMatchObject({ format: 'png', width: 256, height: 128 });
+    expect(readFileSync(join(workDir, 'report.md'), 'utf8')).toContain('![samples](vis_data/iter_42.png)');
     return sharp(join(workDir, 'loss.png'))
       .metadata()
       .then((m) => {

@@ -22,7 +22,7 @@ import { join, relative, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { fetchRepo } from '../src/hub/download.js';
-import { fileNeeds, priorSnapshotNeeds } from '../src/hub/needs.js';
+import { decoderSnapshotNeeds, fileNeeds, priorSnapshotNeeds } from '../src/hub/needs.js';
 import { hubSettings } from '../src/hub/settings.js';
 import { createTinyStack } from '../src/models/tiny.js';
 import { train } from '../src/train/train.js';
@@ -157,6 +157,36 @@ describe('training from the Hub', () => {
     expect(logLosses(join(root, 'offline'))).toEqual(logLosses(join(root, 'online')));
     await hub.start().then((url) => expect(url).toBeTruthy());
   }, 120_000);
+});
+
+describe('what a decoder snapshot needs', () => {
+  it("fetches warp-ai/wuerstchen's decoder, VQGAN, text encoder and tokenizer, no .bin or fp16 files", () => {
+    const weights = (folder: string, stem: string) =>
+      [`${stem}.safetensors`, `${stem}.fp16.safetensors`, `${stem}.bin`].map((f) => `${folder}/${f}`);
+    const paths = [
+      'model_index.json',
+      'README.md',
+      'scheduler/scheduler_config.json',
+      ...['decoder', 'vqgan', 'text_encoder'].map((f) => `${f}/config.json`),
+      ...weights('decoder', 'diffusion_pytorch_model'),
+      ...weights('vqgan', 'diffusion_pytorch_model'),
+      ...weights('text_encoder', 'model'),
+      'tokenizer/tokenizer.json',
+      'tokenizer/tokenizer_config.json',
+    ];
+    expect(decoderSnapshotNeeds('warp-ai/wuerstchen')(paths).sort()).toEqual(
+      [
+        'decoder/config.json',
+        'decoder/diffusion_pytorch_model.safetensors',
+        'vqgan/config.json',
+        'vqgan/diffusion_pytorch_model.safetensors',
+        'text_encoder/config.json',
+        'text_encoder/model.safetensors',
+        'tokenizer/tokenizer.json',
+        'tokenizer/tokenizer_config.json',
+      ].sort(),
+    );
+  });
 });
 
 describe('Hub faults', () => {

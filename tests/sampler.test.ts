@@ -1,9 +1,10 @@
 // The sampler against diffusers' WuerstchenPrior + DDPMWuerstchenScheduler with guidance
 // (tests/reference/sampler_fixtures.py), from the same initial latents and step noise.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { loadPrior } from '../src/models/prior.js';
 import { getTensor, readSafetensors } from '../src/io/safetensors.js';
@@ -94,7 +95,7 @@ describe('lora-train sample', () => {
     expect(run(...twoPrompts, '--seed', '6', '--out', c).status).toBe(0);
     expect(getTensor(readSafetensors(c), 'image_embeddings').data).not.toEqual(emb.data);
     // a LoRA with non-zero lora_B: the adapted prior samples something else from the same seed
-    const prior = await loadPrior(join(home, 'models', 'tiny-wuerstchen-v1-seed0'), { lora: { rank: 2, seed: 1 } });
+    const prior = await loadPrior(join(home, 'models', 'tiny-wuerstchen-v2-seed0'), { lora: { rank: 2, seed: 1 } });
     prior.setLoraWeights(
       Object.fromEntries(
         Object.entries(prior.loraWeights()).map(([k, t]) => [
@@ -106,5 +107,25 @@ describe('lora-train sample', () => {
     prior.saveLora(join(home, 'lora'));
     expect(run(...twoPrompts, '--seed', '5', '--lora', join(home, 'lora'), '--out', d).status).toBe(0);
     expect(getTensor(readSafetensors(d), 'image_embeddings').data).not.toEqual(emb.data);
+  });
+
+  it("draws pictures into a PNG, a row per prompt, with the stack's decoder and VQGAN", async () => {
+    const square = [...prompts, '--num', '2', '--height', '128', '--width', '128'];
+    const [a, b, c] = ['a.png', 'b.png', 'c.png'].map((f) => join(home, f)) as [string, string, string];
+    const first = run(...square, '--seed', '5', '--out', a);
+    expect(first.status, first.stderr).toBe(0);
+    expect(first.stdout).toContain(`wrote 4 pictures to ${a}`);
+    // 3x3 embeddings -> 32x32 decoder latents -> 128x128 pictures, 2 x 2 of them
+    const meta = await sharp(a).metadata();
+    expect([meta.format, meta.width, meta.height, meta.channels]).toEqual(['png', 256, 256, 3]);
+    const { data } = await sharp(a).raw().toBuffer({ resolveWithObject: true });
+    expect(new Set(data).size).toBeGreaterThan(16); // the tiny stack's pictures are noise, not one colour
+    expect(run(...square, '--seed', '5', '--out', b).status).toBe(0);
+    expect(readFileSync(b)).toEqual(readFileSync(a));
+    expect(run(...square, '--seed', '5', '--out', c, '--cfg-options', 'sample.decoder_guidance=3').status).toBe(0);
+    expect(readFileSync(c)).not.toEqual(readFileSync(a));
+    const wide = run(...twoPrompts, '--out', join(home, 'wide.png'));
+    expect(wide.status).not.toBe(0);
+    expect(wide.stderr).toContain('3x4 image embeddings give 32x42');
   });
 });

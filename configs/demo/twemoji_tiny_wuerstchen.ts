@@ -8,6 +8,7 @@ export default defineConfig({
   model: {
     prior_model: 'builtin:tiny-wuerstchen',
     image_encoder: { path: 'builtin:tiny-wuerstchen' },
+    decoder_model: 'builtin:tiny-wuerstchen',
     prior_lora_config: {
       type: 'LoRA',
       r: 8,
@@ -36,6 +37,17 @@ export default defineConfig({
   lr_scheduler: { type: 'cosine', warmup_iters: 20 },
   train_cfg: { by_epoch: true, max_epochs: 2 },
   default_hooks: { checkpoint: { interval: 1, by_epoch: true, max_keep_ckpts: 2 }, logger: { interval: 50 } },
+  // Pictures of two prompts before training and after each epoch (vis_data/, and the report):
+  // noise, as the tiny decoder and VQGAN are random.
+  custom_hooks: [
+    {
+      type: 'VisualizationHook',
+      prompt: ['an emoji of a red heart', 'an emoji of a cat face'],
+      height: 128,
+      width: 128,
+      on_cpu: true,
+    },
+  ],
   seed: 0,
   cache_embeddings: true,
   report: { draws: 4 },

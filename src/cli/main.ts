@@ -92,14 +92,15 @@ function trainCommand(y: Argv) {
 function sampleCommandLine(y: Argv) {
   return y.command(
     'sample',
-    "Sample image embeddings for prompts with the prior (and a LoRA), for Würstchen's decoder",
+    "Sample image embeddings for prompts with the prior (and a LoRA), and draw them with Würstchen's decoder (--out x.png)",
     (c) =>
       c
         .options({ ...configOptions, config: { ...configOptions.config, demandOption: true } })
         .options(yargsOptions(sampleOptions)),
     async (args) => {
       const { file, count } = await sampleCommand(await configFrom(args.config as string, args, sampleOptions));
-      console.log(`lora-train: wrote ${count} image embeddings to ${file}`);
+      const what = file.toLowerCase().endsWith('.png') ? 'pictures' : 'image embeddings';
+      console.log(`lora-train: wrote ${count} ${what} to ${file}`);
     },
   );
 }

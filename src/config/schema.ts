@@ -81,6 +81,12 @@ const model = section({
       'The branch, tag or commit of a Hub text_encoder_model (default: prior_revision, or main for another repository)',
     ),
   image_encoder: imageEncoder.describe('The frozen EfficientNet encoder: `path`, or `repo` and `file`'),
+  decoder_model: string()
+    .optional()
+    .describe(
+      "Hub id or folder of the decoder snapshot (decoder/, vqgan/, text_encoder/, tokenizer/) that draws pictures, or 'builtin:tiny-wuerstchen'",
+    ),
+  decoder_revision: nonEmpty().default('main').describe('The branch, tag or commit of a Hub decoder_model'),
   prior_lora_config: lora,
 });
 
@@ -268,7 +274,11 @@ const sample = section({
   height: pixels().default(1024).describe('Image height in pixels (latents: ceil(h / 42.67))'),
   width: pixels().default(1024).describe('Image width in pixels'),
   lora: nonEmpty().optional().describe('LoRA file or folder (diffusers or peft format); none: the base prior'),
-  out: nonEmpty().default('image_embeddings.safetensors').describe('safetensors file to write'),
+  out: nonEmpty()
+    .default('image_embeddings.safetensors')
+    .describe('A .safetensors file of image embeddings, or a .png of the pictures (drawn by model.decoder_model)'),
+  decoder_steps: upTo(1000).default(12).describe("The decoder's sampling steps (WuerstchenDecoderPipeline's default)"),
+  decoder_guidance: number().default(0).describe("The decoder's classifier-free guidance scale (none at 1 or less)"),
 });
 
 // ---- the whole config ------------------------------------------------------------------------

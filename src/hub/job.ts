@@ -9,7 +9,14 @@ import { TWEMOJI_DATASET_ID } from '../data/twemoji.js';
 import { TINY_MODEL_ID } from '../models/tiny.js';
 import { type FetchedRepo, fetchRepo } from './download.js';
 import type { HubRequest } from './errors.js';
-import { type Selector, datasetNeeds, fileNeeds, priorSnapshotNeeds, textEncoderNeeds } from './needs.js';
+import {
+  type Selector,
+  datasetNeeds,
+  decoderSnapshotNeeds,
+  fileNeeds,
+  priorSnapshotNeeds,
+  textEncoderNeeds,
+} from './needs.js';
 import { hubSettings } from './settings.js';
 
 interface Need {
@@ -18,8 +25,8 @@ interface Need {
 }
 
 /** The Hub repositories a config names, with the files each must provide; for sampling, the
- * prior and the text side only. */
-export function configNeeds({ config }: LoadedConfig, forSampling = false): Need[] {
+ * prior and the text side only, and the decoder snapshot when pictures are drawn. */
+export function configNeeds({ config }: LoadedConfig, forSampling = false, pictures = false): Need[] {
   const { model } = config;
   const hub = (id: string | undefined) => !!id && id !== TINY_MODEL_ID && id !== TWEMOJI_DATASET_ID && !existsSync(id);
   const out: Need[] = [];
@@ -39,6 +46,16 @@ export function configNeeds({ config }: LoadedConfig, forSampling = false): Need
         key: 'model.text_encoder_model',
       },
       needs: textEncoderNeeds(model.text_encoder_model!),
+    });
+  if (pictures && hub(model.decoder_model))
+    out.push({
+      request: {
+        id: model.decoder_model!,
+        kind: 'model',
+        revision: model.decoder_revision,
+        key: 'model.decoder_model',
+      },
+      needs: decoderSnapshotNeeds(model.decoder_model!),
     });
   if (forSampling) return out;
   const ie = model.image_encoder;
@@ -61,10 +78,11 @@ export async function fetchForConfig(
   loaded: LoadedConfig,
   log: (line: string) => void,
   forSampling = false,
+  pictures = false,
 ): Promise<FetchedRepo[]> {
   const settings = hubSettings();
   const fetched: FetchedRepo[] = [];
-  for (const { request, needs } of configNeeds(loaded, forSampling)) {
+  for (const { request, needs } of configNeeds(loaded, forSampling, pictures)) {
     const repo = await fetchRepo({ ...request, settings }, needs, log);
     const got = repo.transferred ? `, ${formatBytes(repo.transferred)} downloaded now` : ', all cached';
     log(

@@ -56,6 +56,15 @@ export function priorSnapshotNeeds(repo: string, withText: boolean): Selector {
   };
 }
 
+/** A decoder snapshot (warp-ai/wuerstchen): decoder/, vqgan/, and its text encoder and tokenizer. */
+export function decoderSnapshotNeeds(repo: string): Selector {
+  return (paths) => [
+    ...weightsOf(paths, folderOf(paths, 'decoder'), 'diffusion_pytorch_model', repo),
+    ...weightsOf(paths, folderOf(paths, 'vqgan'), 'diffusion_pytorch_model', repo),
+    ...textEncoderNeeds(repo)(paths),
+  ];
+}
+
 /** A text encoder (text_encoder/ or top level) and its tokenizer. */
 export function textEncoderNeeds(repo: string): Selector {
   return (paths) => [

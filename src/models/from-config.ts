@@ -5,6 +5,8 @@ import { extname, join } from 'node:path';
 import { type LoadedConfig, required } from '../config/load.js';
 import { resolveRepo, resolveRepoFile } from '../hub/cache.js';
 import { setAllowTf32 } from '../native/ops.js';
+import { Decoder } from './decoder.js';
+import { VQGAN } from './vqgan.js';
 import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from './image-encoder.js';
 import { type Precision, type Prior, loadPrior } from './prior.js';
 import { TextEncoder, textEncoderFolder } from './text-encoder.js';
@@ -105,6 +107,43 @@ export async function loadImageEncoder(
       throw new Error(`${configFile}: ${(e as Error).message}`, { cause: e });
     throw e;
   }
+}
+
+export interface PictureModels {
+  decoder: Decoder;
+  vqgan: VQGAN;
+  /** The decoder snapshot's own tokenizer and text encoder. */
+  tokenizer: ClipTokenizer;
+  textEncoder: TextEncoder;
+}
+
+/** The decoder snapshot a config names (model.decoder_model), checked against the prior whose
+ * image embeddings it draws (effnet_embd = the prior's c_in). */
+export async function loadPictureModels(loaded: LoadedConfig, prior: Prior): Promise<PictureModels> {
+  const { config, file } = loaded;
+  const snapshot = await snapshotOf(
+    required(config.model.decoder_model, 'model.decoder_model', file),
+    config.model.decoder_revision,
+  );
+  const device = config.device;
+  const decoder = Decoder.load(snapshot, { device });
+  const vqgan = VQGAN.load(snapshot, { device });
+  const tokenizer = ClipTokenizer.load(snapshot);
+  const textEncoder = TextEncoder.load(snapshot, { device });
+  const mismatch = (what: string) => new Error(`${file}: model.decoder_model ${config.model.decoder_model}: ${what}`);
+  if (decoder.config.effnet_embd !== prior.config.c_in)
+    throw mismatch(
+      `the decoder's effnet_embd ${decoder.config.effnet_embd} differs from the prior's c_in ${prior.config.c_in}`,
+    );
+  if (decoder.config.clip_embd !== textEncoder.config.hidden)
+    throw mismatch(
+      `the decoder's clip_embd ${decoder.config.clip_embd} differs from its text encoder's ${textEncoder.config.hidden}`,
+    );
+  if (vqgan.config.latent_channels !== decoder.config.c_out)
+    throw mismatch(
+      `the VQGAN's ${vqgan.config.latent_channels} latent channels differ from the decoder's c_out ${decoder.config.c_out}`,
+    );
+  return { decoder, vqgan, tokenizer, textEncoder };
 }
 
 /** Every model training needs, on the config's device, checked against each other. */

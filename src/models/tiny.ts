@@ -1,7 +1,8 @@
-// A tiny Würstchen stack in exactly the diffusers layout of the real one (prior/, text_encoder/,
-// tokenizer/) plus an EfficientNet encoder file, with PyTorch's default initialisation drawn
-// from a seed: it runs every code path the real model runs, in seconds. The demo's model is one,
-// made once under $LORA_TRAIN_HOME/models.
+// A tiny Würstchen stack in exactly the diffusers layout of the real ones (prior/, text_encoder/,
+// tokenizer/ as in warp-ai/wuerstchen-prior; decoder/ and vqgan/ as in warp-ai/wuerstchen, which
+// share that text encoder here) plus an EfficientNet encoder file, with random weights drawn from
+// a seed: it runs every code path the real model runs, in seconds, and its pictures are noise.
+// The demo's model is one, made once under $LORA_TRAIN_HOME/models.
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../core/package-root.js';
@@ -14,11 +15,14 @@ import { type PriorConfig, priorDefaultInit } from './prior.js';
 import { Rng } from '../core/rng.js';
 import { type WritableTensor, writeSafetensors } from '../io/safetensors.js';
 import type { TextEncoderConfig } from './text-encoder.js';
+import type { DecoderConfig } from './decoder.js';
+import type { VQGANConfig } from './vqgan.js';
 
 export const TINY_MODEL_ID = 'builtin:tiny-wuerstchen';
-const TINY_MODEL_VERSION = 'v1-seed0';
+const TINY_MODEL_VERSION = 'v2-seed0';
 
-/** The demo's stack (prior/, text_encoder/, tokenizer/, image_encoder/), made on first use. */
+/** The demo's stack (prior/, text_encoder/, tokenizer/, image_encoder/, decoder/, vqgan/), made
+ * on first use. */
 export function tinyModel(): Promise<string> {
   const target = join(loraTrainHome(), 'models', `tiny-wuerstchen-${TINY_MODEL_VERSION}`);
   return buildFolderOnce(target, (tmp) =>
@@ -139,6 +143,67 @@ function writeImageEncoder(imageDir: string, image: ImageEncoderConfig, rng: Rng
   writeFileSync(join(imageDir, 'config.json'), JSON.stringify(image, null, 1));
 }
 
+/** A decoder of two levels taking the prior's 16 channels and the text encoder's width. */
+export function tinyDecoderConfig(clipEmbd: number, effnetEmbd: number): DecoderConfig {
+  return {
+    c_in: 4,
+    c_out: 4,
+    c_r: 64,
+    patch_size: 2,
+    c_cond: 32,
+    c_hidden: [16, 32],
+    nhead: [-1, 2],
+    blocks: [1, 1],
+    level_config: ['CT', 'CTA'],
+    inject_effnet: [false, true],
+    effnet_embd: effnetEmbd,
+    clip_embd: clipEmbd,
+    kernel_size: 3,
+  };
+}
+
+export const TINY_VQGAN: VQGANConfig = {
+  latent_channels: 4,
+  out_channels: 3,
+  levels: 2,
+  bottleneck_blocks: 1,
+  embed_dim: 16,
+  up_down_scale_factor: 2,
+  scale_factor: 0.3764,
+};
+
+/** The decoder's weights drawn normal(0, 0.02) (diffusers' init for its conditioning mappers; its
+ * output layer too, which diffusers starts at zero, so that the prompts and guidance matter),
+ * biases and norms zero; the VQGAN's normal with variance 1 / fan-in and its output bias 0.5, so
+ * that its pictures are visible noise. */
+function writeDecoderModels(dir: string, decoder: DecoderConfig, rng: Rng): void {
+  const init = (name: string, shape: number[]) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (shape.length < 2) return new Float32Array(n);
+    return Float32Array.from({ length: n }, () => rng.normal() * 0.02);
+  };
+  const nativeDecoder = { ...decoder, nhead: decoder.nhead.map((h) => Math.max(h, 1)) };
+  const decoderShapes = new (native().Decoder)('cpu', nativeDecoder).parameters();
+  const decoderConfig = { _class_name: 'WuerstchenDiffNeXt', _diffusers_version: '0.42.1', ...decoder, dropout: 0.1 };
+  writeModel(join(dir, 'decoder'), 'diffusion_pytorch_model.safetensors', decoderConfig, decoderShapes, init);
+  const vqganInit = (name: string, shape: number[]) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (name === 'out_block.0.bias') return new Float32Array(n).fill(0.5);
+    if (shape.length < 2) return new Float32Array(n);
+    const std = 1 / Math.sqrt(n / shape[0]!);
+    return Float32Array.from({ length: n }, () => rng.normal() * std);
+  };
+  const vqganShapes = new (native().VQGANDecoder)('cpu', TINY_VQGAN).parameters();
+  const vqganConfig = {
+    _class_name: 'PaellaVQModel',
+    _diffusers_version: '0.42.1',
+    in_channels: 3,
+    num_vq_embeddings: 16,
+    ...TINY_VQGAN,
+  };
+  writeModel(join(dir, 'vqgan'), 'diffusion_pytorch_model.safetensors', vqganConfig, vqganShapes, vqganInit);
+}
+
 /** Writes the stack into `dir` (prior/, text_encoder/, tokenizer/, image_encoder/) and returns
  * the paths a config needs. One generator draws every weight, in this order. */
 export function createTinyStack(
@@ -172,6 +237,7 @@ export function createTinyStack(
   writeSnapshotFiles(dir, options.tokenizer);
   const imageDir = join(dir, 'image_encoder');
   writeImageEncoder(imageDir, options.imageEncoder ?? TINY_IMAGE_ENCODER, rng);
+  writeDecoderModels(dir, tinyDecoderConfig(text.hidden, prior.c_in), rng);
   return {
     snapshot: dir,
     imageEncoder: join(imageDir, 'effnet.safetensors'),

@@ -1,18 +1,19 @@
 // Image embeddings from prompts with the (LoRA-adapted) prior, saved as safetensors with their
-// prompts in the metadata, ready for Würstchen's decoder: `lora-train sample` and the
-// VisualizationHook.
+// prompts in the metadata, or drawn by Würstchen's decoder and VQGAN into a PNG:
+// `lora-train sample` and the VisualizationHook.
 import { mkdirSync } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, dirname, extname, resolve } from 'node:path';
 import { type LoadedConfig, required } from '../config/load.js';
 import { NonFiniteError } from '../core/finite.js';
 import { Rng } from '../core/rng.js';
 import type { Tensor } from '../core/tensor.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { fetchForConfig } from '../hub/job.js';
-import { loadTextModels } from '../models/from-config.js';
+import { loadPictureModels, loadTextModels } from '../models/from-config.js';
 import { DIFFUSERS_LORA_FILE, type Prior } from '../models/prior.js';
 import type { TextEncoder } from '../models/text-encoder.js';
 import type { ClipTokenizer } from '../models/tokenizer.js';
+import { drawFromEmbeddings, writePictureGrid } from './pictures.js';
 import { latentSide, samplePrior } from './sampler.js';
 
 export interface GenerateOptions {
@@ -97,19 +98,36 @@ export function saveEmbeddings(
 const LORA_FILE_NAMES = [DIFFUSERS_LORA_FILE, 'adapter_model.safetensors'];
 
 /** `lora-train sample`: the config's `sample` prompts through its prior (with `sample.lora`;
- * without one the fresh adapters add nothing: the base prior), written to `sample.out`. */
+ * without one the fresh adapters add nothing: the base prior), written to `sample.out`: the
+ * image embeddings, or (a .png) the pictures model.decoder_model draws from them, a row per
+ * prompt. */
 export async function sampleCommand(loaded: LoadedConfig): Promise<{ file: string; count: number }> {
   const { seed, sample } = loaded.config;
   const prompts = required(sample.prompt, 'sample.prompt', loaded.file);
   // Embeddings written over the LoRA they were sampled with would lose the training run.
   if (LORA_FILE_NAMES.includes(basename(sample.out)) || (sample.lora && resolve(sample.lora) === resolve(sample.out)))
     throw new Error(`${loaded.file}: sample.out ${sample.out} names a LoRA file; write the embeddings elsewhere`);
-  await fetchForConfig(loaded, (line) => process.stderr.write(`${line}\n`), true);
+  const pictures = extname(sample.out).toLowerCase() === '.png';
+  if (pictures)
+    required(loaded.config.model.decoder_model, 'model.decoder_model (to draw sample.out as a .png)', loaded.file);
+  await fetchForConfig(loaded, (line) => process.stderr.write(`${line}\n`), true, pictures);
   const { prior, tokenizer, textEncoder } = await loadTextModels(loaded);
   if (sample.lora) prior.loadLora(sample.lora);
   const { guidance, height, width, num } = sample;
   const options = { prompts, num, guidance, height, width, seed, negativePrompt: sample.negative_prompt };
   const { embeddings, prompts: all } = await generateEmbeddings(prior, tokenizer, textEncoder, options);
+  if (pictures) {
+    const models = await loadPictureModels(loaded, prior);
+    const drawn = await drawFromEmbeddings(models, embeddings, {
+      prompts: all,
+      negativePrompt: sample.negative_prompt,
+      guidance: sample.decoder_guidance,
+      steps: sample.decoder_steps,
+      seed: seed + 1,
+    });
+    await writePictureGrid(sample.out, drawn, num);
+    return { file: sample.out, count: all.length };
+  }
   try {
     saveEmbeddings(sample.out, embeddings, all, { guidance, height, width, seed, lora: sample.lora ?? null });
   } catch (e) {

@@ -1,24 +1,34 @@
 // diffengine's VisualizationHook: image embeddings of the hook's prompts before training and
 // every `interval` epochs (or iterations) and at the end, saved as
-// work_dir/vis_data/iter_N.safetensors for Würstchen's decoder.
+// work_dir/vis_data/iter_N.safetensors, and drawn into work_dir/vis_data/iter_N.png (a row of
+// pictures) when the config names a decoder (model.decoder_model).
 import { join } from 'node:path';
 import { NonFiniteError } from '../core/finite.js';
 import type { LoraTrainConfig, VisualizationHookConfig } from '../config/schema.js';
-import type { TextModels } from '../models/from-config.js';
+import type { PictureModels, TextModels } from '../models/from-config.js';
 import { generateEmbeddings, saveEmbeddings } from '../sample/generate.js';
+import { drawFromEmbeddings, writePictureGrid } from '../sample/pictures.js';
 import type { TrainingPlan } from './plan.js';
+
+/** The hooks that run on the config's device: on the CPU a round of samples at the real size takes
+ * half an hour, so there only those that ask for it. */
+export function activeHooks(config: LoraTrainConfig): VisualizationHookConfig[] {
+  return config.device === 'cpu' ? config.custom_hooks.filter((h) => h.on_cpu) : config.custom_hooks;
+}
 
 export class Visualization {
   private readonly hooks: VisualizationHookConfig[];
+  private pictureModels?: Promise<PictureModels>;
 
+  /** `pictures` loads the decoder and VQGAN (once, at the first round), when there are any. */
   constructor(
     private readonly models: TextModels,
     private readonly config: LoraTrainConfig,
     private readonly plan: TrainingPlan,
     private readonly log: (line: string) => void,
+    private readonly pictures?: () => Promise<PictureModels>,
   ) {
-    // On the CPU a round of samples at the real size takes half an hour: asked for, not by default.
-    this.hooks = config.device === 'cpu' ? config.custom_hooks.filter((h) => h.on_cpu) : config.custom_hooks;
+    this.hooks = activeHooks(config);
     const skipped = config.custom_hooks.length - this.hooks.length;
     if (skipped)
       log(
@@ -46,6 +56,17 @@ export class Visualization {
       // Samples of diverged adapters are not written; the optimizer decides whether the run goes on.
       if (!(e instanceof NonFiniteError)) throw e;
       this.log(`lora-train: warning: samples ${label} not written: ${e.message}`);
+      return;
     }
+    if (!this.pictures) return;
+    this.pictureModels ??= this.pictures();
+    const drawn = await drawFromEmbeddings(await this.pictureModels, embeddings, {
+      prompts,
+      negativePrompt: '',
+      guidance: this.config.sample.decoder_guidance,
+      steps: this.config.sample.decoder_steps,
+      seed: this.config.seed + 1,
+    });
+    await writePictureGrid(join(this.config.work_dir, 'vis_data', `${label}.png`), drawn, prompts.length);
   }
 }

@@ -1,6 +1,6 @@
 // The end-of-run report: a loss curve drawn by Vega-Lite (rendered to SVG, then PNG by sharp),
 // and the fixed-noise loss without and with the trained adapters.
-import { writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 
@@ -54,6 +54,17 @@ export async function lossCurvePng(losses: number[], title: string): Promise<Buf
   return sharp(Buffer.from(svg)).png().toBuffer();
 }
 
+/** vis_data/iter_N.png of the highest N (a VisualizationHook's last round), relative to workDir. */
+function latestPictures(workDir: string): string | undefined {
+  const folder = join(workDir, 'vis_data');
+  if (!existsSync(folder)) return undefined;
+  const rounds = readdirSync(folder)
+    .map((f) => /^iter_(\d+)(_hook0)?\.png$/.exec(f))
+    .filter((m): m is RegExpExecArray => !!m)
+    .sort((a, b) => Number(b[1]) - Number(a[1]));
+  return rounds[0] ? `vis_data/${rounds[0][0]}` : undefined;
+}
+
 export async function writeReport(
   workDir: string,
   losses: number[],
@@ -76,6 +87,8 @@ export async function writeReport(
       `The trained LoRA ${change < 0 ? 'lowers' : 'raises'} it by ${Math.abs(change).toFixed(1)}%.`,
     );
   }
+  const pictures = latestPictures(workDir);
+  if (pictures) lines.push('', `Samples after the last iteration (${pictures}):`, '', `![samples](${pictures})`);
   writeFileSync(join(workDir, 'report.md'), `${lines.join('\n')}\n`);
   writeFileSync(join(workDir, 'report.json'), JSON.stringify({ iterations: losses.length, evaluation }, null, 2));
 }

@@ -14,13 +14,13 @@ import { nativeSeed } from '../core/rng.js';
 import { type Batch, Batches } from '../data/batches.js';
 import { loadTrainingData } from '../data/from-config.js';
 import { fetchForConfig } from '../hub/job.js';
-import { loadTrainingModels } from '../models/from-config.js';
+import { loadPictureModels, loadTrainingModels } from '../models/from-config.js';
 import { DIFFUSERS_LORA_FILE, type Prior } from '../models/prior.js';
 import { type WorldPlace, worldFromEnv } from '../parallel/env.js';
 import { ProcessGroup } from '../parallel/group.js';
 import { type TrainingState, freshState, saveCheckpoint, startingState } from './checkpoints.js';
 import { AdapterEvaluation } from './evaluate.js';
-import { Visualization } from './hooks.js';
+import { Visualization, activeHooks } from './hooks.js';
 import { TrainingLog } from './log.js';
 import { AdapterOptimizer, DivergedError } from './optimizer.js';
 import { TrainingPlan } from './plan.js';
@@ -87,7 +87,8 @@ async function trainIn(options: TrainOptions, log: (line: string) => void, group
   const startup = new StartupTimes();
   // Every process fetches what the config names; the locks beside the blobs let one download
   // each file while the others wait for it.
-  await fetchForConfig(options.config, main ? log : () => undefined);
+  const pictures = !!config.model.decoder_model && activeHooks(config).length > 0;
+  await fetchForConfig(options.config, main ? log : () => undefined, false, pictures);
   startup.mark('downloads');
   const models = await loadTrainingModels(options.config, log);
   startup.mark('weights');
@@ -112,7 +113,8 @@ async function trainIn(options: TrainOptions, log: (line: string) => void, group
       ...{ config, plan, state, batches, prior, log, stop, group, startup },
       stopAfter: options.stopAfter ?? Infinity,
     };
-    await iterate(run, main ? new Visualization(models, config, plan, log) : undefined);
+    const drawing = pictures ? () => loadPictureModels(options.config, prior) : undefined;
+    await iterate(run, main ? new Visualization(models, config, plan, log, drawing) : undefined);
   } finally {
     stop.dispose();
   }
