@@ -345,6 +345,38 @@ def image_encoder(case, min_seconds):
     return f"torch {torch.__version__} + torchvision {torchvision.__version__} eager", timed(run, min_seconds)
 
 
+def decoder_step(case, min_seconds):
+    """diffusers' WuerstchenDiffNeXt at its default config (warp-ai/wuerstchen's decoder), eval."""
+    import diffusers
+    from diffusers.pipelines.deprecated.wuerstchen.modeling_wuerstchen_diffnext import WuerstchenDiffNeXt
+
+    model = WuerstchenDiffNeXt().eval()
+    side, T = case["side"], case["T"]
+    x, r = torch.randn(1, 4, side, side), torch.full((1,), 0.5)
+    effnet, clip = torch.randn(1, 16, 24, 24), torch.randn(1, T, 1024)
+
+    def run():
+        with torch.no_grad():
+            return model(x, r, effnet, clip)
+
+    return f"torch {torch.__version__} + diffusers {diffusers.__version__} eager", timed(run, min_seconds)
+
+
+def vqgan_decode(case, min_seconds):
+    """diffusers' PaellaVQModel.decode at its default config (warp-ai/wuerstchen's vqgan)."""
+    import diffusers
+    from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
+
+    model = PaellaVQModel().eval()
+    latents = torch.randn(1, 4, case["side"], case["side"])
+
+    def run():
+        with torch.no_grad():
+            return model.decode(latents).sample
+
+    return f"torch {torch.__version__} + diffusers {diffusers.__version__} eager", timed(run, min_seconds)
+
+
 def _allreduce_rank(rank, world, port, n, min_seconds, out):
     import torch.distributed as dist
 
@@ -407,6 +439,8 @@ def main():
             "prior_step": prior_step,
             "text_encoder": text_encoder,
             "image_encoder": image_encoder,
+            "decoder_step": decoder_step,
+            "vqgan_decode": vqgan_decode,
             "allreduce": allreduce,
             "load_prior": load_prior,
         }

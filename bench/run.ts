@@ -4,7 +4,7 @@
 // line: {name, shape, seconds, gflops, peer}; peer.ratio = peer seconds / lora-train seconds
 // (above 1: lora-train is faster).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -13,11 +13,22 @@ import * as ops from '../src/native/ops.js';
 import { EFFICIENTNET_V2_S, ImageEncoder } from '../src/models/image-encoder.js';
 import { Rng } from '../src/core/rng.js';
 import { TextEncoder } from '../src/models/text-encoder.js';
+import { Decoder, readDecoderConfig } from '../src/models/decoder.js';
+import { VQGAN, readVQGANConfig } from '../src/models/vqgan.js';
 import { packageRoot } from '../src/core/package-root.js';
 import type { Tensor } from '../src/core/tensor.js';
 
 interface PeerSpec {
-  kind: 'gemm' | 'attention' | 'prior_step' | 'text_encoder' | 'image_encoder' | 'allreduce' | 'load_prior';
+  kind:
+    | 'gemm'
+    | 'attention'
+    | 'prior_step'
+    | 'text_encoder'
+    | 'image_encoder'
+    | 'decoder_step'
+    | 'vqgan_decode'
+    | 'allreduce'
+    | 'load_prior';
   [param: string]: unknown;
 }
 
@@ -155,6 +166,7 @@ export function benchCases(): BenchCase[] {
     },
   });
 
+  cases.push(...pictureCases());
   if (native().haveGloo) cases.push(allreduceCase());
   return cases;
 }
@@ -275,6 +287,54 @@ function loadPriorCase(): BenchCase {
     },
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
+}
+
+/** One decoder (Stage B) step and one VQGAN decode at the real sizes of a 1024 px picture
+ * (24x24 image embeddings -> 256x256 latents -> 1024x1024 pixels), batch 1, random weights at
+ * diffusers' default configs (warp-ai/wuerstchen's), beside diffusers' own models. */
+function pictureCases(): BenchCase[] {
+  const random = (shape: number[], seed: number) => {
+    const rng = new Rng(seed);
+    return { data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()), shape };
+  };
+  const side = 256,
+    T = 77;
+  const decoderConfig = readDecoderConfig(writeTempConfig('{"_class_name": "WuerstchenDiffNeXt"}'));
+  const vqganConfig = readVQGANConfig(writeTempConfig('{"_class_name": "PaellaVQModel"}'));
+  return [
+    {
+      name: 'decoder_step_real',
+      shape: `WuerstchenDiffNeXt (default config) B1 ${side}x${side} latents, effnet 24x24, T${T}`,
+      flops: 0,
+      peer: { kind: 'decoder_step', side, T },
+      async setup() {
+        const decoder = Decoder.random(decoderConfig, 5);
+        const x = random([1, 4, side, side], 6),
+          effnet = random([1, 16, 24, 24], 7),
+          clip = random([1, T, decoderConfig.clip_embd], 8);
+        const r = { data: Float32Array.of(0.5), shape: [1] };
+        return () => decoder.forward(x, r, effnet, clip);
+      },
+    },
+    {
+      name: 'vqgan_decode_real',
+      shape: `PaellaVQModel (default config) decode B1 ${side}x${side} latents -> ${4 * side}x${4 * side}`,
+      flops: 0,
+      peer: { kind: 'vqgan_decode', side },
+      async setup() {
+        const vqgan = VQGAN.random(vqganConfig, 9);
+        const latents = random([1, 4, side, side], 10);
+        return () => vqgan.decode(latents);
+      },
+    },
+  ];
+}
+
+/** A config.json in a temporary folder (the default configs are read as a user's would be). */
+function writeTempConfig(json: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'lora-train-bench-config-')), 'config.json');
+  writeFileSync(file, json);
+  return file;
 }
 
 /** The real prior's LoRA gradients: 32 blocks × to_q, to_k, to_v, to_out.0 (1536 → 1536), r 8. */

@@ -127,6 +127,20 @@ export class Decoder {
     return new Decoder(config, model);
   }
 
+  /** Weights for benchmarks: small pseudo-random values (within ±0.02, a multiplicative hash of
+   * the index and the seed: a billion normal draws would take minutes), vectors zero. */
+  static random(config: DecoderConfig, seed = 0): Decoder {
+    const model = new (native().Decoder)('cpu', { ...config, nhead: config.nhead.map((h) => Math.max(h, 1)) });
+    for (const p of model.parameters()) {
+      const n = p.shape.reduce((a, b) => a * b, 1);
+      const data = new Float32Array(n);
+      if (p.shape.length > 1)
+        for (let i = 0; i < n; i++) data[i] = ((Math.imul(i + seed, 2654435761) >>> 0) / 2 ** 32) * 0.04 - 0.02;
+      model.setParameter(p.name, data);
+    }
+    return new Decoder(config, model);
+  }
+
   /** The sides latents must be multiples of: patch_size · 2^(levels - 1). */
   get sideMultiple(): number {
     return this.config.patch_size * 2 ** (this.config.c_hidden.length - 1);

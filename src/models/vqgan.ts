@@ -81,6 +81,20 @@ export class VQGAN {
     return new VQGAN(config, model);
   }
 
+  /** Weights for benchmarks: small pseudo-random values (within ±0.02, a multiplicative hash of
+   * the index and the seed: a billion normal draws would take minutes), vectors zero. */
+  static random(config: VQGANConfig, seed = 0): VQGAN {
+    const model = new (native().VQGANDecoder)('cpu', config);
+    for (const p of model.parameters()) {
+      const n = p.shape.reduce((a, b) => a * b, 1);
+      const data = new Float32Array(n);
+      if (p.shape.length > 1)
+        for (let i = 0; i < n; i++) data[i] = ((Math.imul(i + seed, 2654435761) >>> 0) / 2 ** 32) * 0.04 - 0.02;
+      model.setParameter(p.name, data);
+    }
+    return new VQGAN(config, model);
+  }
+
   /** PaellaVQModel.decode(latents).sample (B, out_channels, H·s, W·s), s = 2^(levels-1) ·
    * up_down_scale_factor, not clamped; latents (B, latent_channels, H, W) already scaled by
    * scale_factor. */
