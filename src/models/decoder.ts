@@ -7,7 +7,14 @@ import type { Tensor } from '../core/tensor.js';
 import { invalid } from '../core/tensor.js';
 import type { NativeDecoder } from '../native/addon.js';
 import { native } from '../native/loader.js';
-import { MAX_MODEL_DIM, buildFrom, loadCheckedWeights, readJsonConfig, weightFiles } from './weights.js';
+import {
+  MAX_MODEL_DIM,
+  buildFrom,
+  fillForBenchmark,
+  loadCheckedWeights,
+  readJsonConfig,
+  weightFiles,
+} from './weights.js';
 
 /** decoder/config.json with diffusers' defaults (those of warp-ai/wuerstchen's decoder). */
 export interface DecoderConfig {
@@ -127,17 +134,10 @@ export class Decoder {
     return new Decoder(config, model);
   }
 
-  /** Weights for benchmarks: small pseudo-random values (within ±0.02, a multiplicative hash of
-   * the index and the seed: a billion normal draws would take minutes), vectors zero. */
+  /** Weights for benchmarks (fillForBenchmark). */
   static random(config: DecoderConfig, seed = 0): Decoder {
     const model = new (native().Decoder)('cpu', { ...config, nhead: config.nhead.map((h) => Math.max(h, 1)) });
-    for (const p of model.parameters()) {
-      const n = p.shape.reduce((a, b) => a * b, 1);
-      const data = new Float32Array(n);
-      if (p.shape.length > 1)
-        for (let i = 0; i < n; i++) data[i] = ((Math.imul(i + seed, 2654435761) >>> 0) / 2 ** 32) * 0.04 - 0.02;
-      model.setParameter(p.name, data);
-    }
+    fillForBenchmark(model, seed);
     return new Decoder(config, model);
   }
 

@@ -7,7 +7,7 @@ import type { Tensor } from '../core/tensor.js';
 import { invalid } from '../core/tensor.js';
 import type { NativeVQGANDecoder } from '../native/addon.js';
 import { native } from '../native/loader.js';
-import { buildFrom, loadCheckedWeights, readJsonConfig, weightFiles } from './weights.js';
+import { buildFrom, fillForBenchmark, loadCheckedWeights, readJsonConfig, weightFiles } from './weights.js';
 
 /** vqgan/config.json's keys the decoder uses, with diffusers' defaults (warp-ai/wuerstchen's). */
 export interface VQGANConfig {
@@ -81,17 +81,10 @@ export class VQGAN {
     return new VQGAN(config, model);
   }
 
-  /** Weights for benchmarks: small pseudo-random values (within ±0.02, a multiplicative hash of
-   * the index and the seed: a billion normal draws would take minutes), vectors zero. */
+  /** Weights for benchmarks (fillForBenchmark). */
   static random(config: VQGANConfig, seed = 0): VQGAN {
     const model = new (native().VQGANDecoder)('cpu', config);
-    for (const p of model.parameters()) {
-      const n = p.shape.reduce((a, b) => a * b, 1);
-      const data = new Float32Array(n);
-      if (p.shape.length > 1)
-        for (let i = 0; i < n; i++) data[i] = ((Math.imul(i + seed, 2654435761) >>> 0) / 2 ** 32) * 0.04 - 0.02;
-      model.setParameter(p.name, data);
-    }
+    fillForBenchmark(model, seed);
     return new VQGAN(config, model);
   }
 

@@ -107,6 +107,19 @@ export function loadCheckedWeights(
     throw new Error(`${what}: the weights hold NaN or Inf, which no model can use:${list(poisoned)}`);
 }
 
+/** Fills a model for benchmarks with small pseudo-random weights (within ±0.02, a
+ * multiplicative hash of the index and the seed: a billion normal draws in JS take minutes);
+ * vectors (biases, norms) zero. */
+export function fillForBenchmark(model: ParameterSink, seed: number): void {
+  for (const p of model.parameters()) {
+    const n = p.shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    if (p.shape.length > 1)
+      for (let i = 0; i < n; i++) data[i] = ((Math.imul(i + seed, 2654435761) >>> 0) / 2 ** 32) * 0.04 - 0.02;
+    model.setParameter(p.name, data);
+  }
+}
+
 /** Sizes a model config may give: far above any released Würstchen or CLIP, far below what
  * would only end in a failed allocation. */
 export const MAX_MODEL_DIM = 65536;
