@@ -107,7 +107,7 @@ void pack_line_panels(float* dst, const T* X, int64_t ld, bool k_contiguous, int
   }
   for (int64_t l = 0; l < lines; l += width, dst += kc * width) {
     const int count = static_cast<int>(std::min<int64_t>(width, lines - l));
-    pack_panel(dst, X + (k_contiguous ? l * ld : l), ld, k_contiguous, count, width, kc, t);
+    pack_panel(dst, X + l * ld, ld, true, count, width, kc, t);
   }
 }
 
@@ -154,10 +154,6 @@ void store_edge(const GemmArgs& g, float* c, const float* edge, int64_t rows, in
       c[i * g.ldc + j] = beta == 0.0f ? v : v + beta * c[i * g.ldc + j];
     }
 }
-
-}  // namespace
-
-namespace {
 
 // The epilogue (bias, SiLU) on rows x cols of C from column col0 of the GEMM, a block that
 // is still in L2; SiLU in one call when the rows are contiguous.

@@ -51,8 +51,6 @@ class WeightFile {
   ~WeightFile();
   WeightFile(const WeightFile&) = delete;
   WeightFile& operator=(const WeightFile&) = delete;
-  const std::string& path() const { return path_; }
-  int64_t size() const { return size_; }
   // bytes at offset, checked to lie inside the file.
   char* at(int64_t offset, int64_t bytes) const;
 
