@@ -4,7 +4,7 @@
 // line: {name, shape, seconds, gflops, peer}; peer.ratio = peer seconds / lora-train seconds
 // (above 1: lora-train is faster).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -13,8 +13,8 @@ import * as ops from '../src/native/ops.js';
 import { EFFICIENTNET_V2_S, ImageEncoder } from '../src/models/image-encoder.js';
 import { Rng } from '../src/core/rng.js';
 import { TextEncoder } from '../src/models/text-encoder.js';
-import { Decoder, readDecoderConfig } from '../src/models/decoder.js';
-import { VQGAN, readVQGANConfig } from '../src/models/vqgan.js';
+import { DEFAULT_DECODER_CONFIG, Decoder } from '../src/models/decoder.js';
+import { DEFAULT_VQGAN_CONFIG, VQGAN } from '../src/models/vqgan.js';
 import { packageRoot } from '../src/core/package-root.js';
 import type { Tensor } from '../src/core/tensor.js';
 
@@ -299,8 +299,8 @@ function pictureCases(): BenchCase[] {
   };
   const side = 256,
     T = 77;
-  const decoderConfig = readDecoderConfig(writeTempConfig('{"_class_name": "WuerstchenDiffNeXt"}'));
-  const vqganConfig = readVQGANConfig(writeTempConfig('{"_class_name": "PaellaVQModel"}'));
+  const decoderConfig = DEFAULT_DECODER_CONFIG,
+    vqganConfig = DEFAULT_VQGAN_CONFIG;
   return [
     {
       name: 'decoder_step_real',
@@ -328,13 +328,6 @@ function pictureCases(): BenchCase[] {
       },
     },
   ];
-}
-
-/** A config.json in a temporary folder (the default configs are read as a user's would be). */
-function writeTempConfig(json: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'lora-train-bench-config-')), 'config.json');
-  writeFileSync(file, json);
-  return file;
 }
 
 /** The real prior's LoRA gradients: 32 blocks × to_q, to_k, to_v, to_out.0 (1536 → 1536), r 8. */

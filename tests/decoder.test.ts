@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getTensor, readSafetensors } from '../src/io/safetensors.js';
-import { Decoder, readDecoderConfig } from '../src/models/decoder.js';
+import { Decoder, nativeDecoderConfig, readDecoderConfig } from '../src/models/decoder.js';
 import { VQGAN } from '../src/models/vqgan.js';
 import { decoderTimesteps, drawPictures, sampleDecoder } from '../src/sample/decoder-sampler.js';
 import { native } from '../src/native/loader.js';
@@ -59,8 +59,9 @@ describe('decoder (Stage B)', () => {
     const empty = mkdtempSync(join(tmpdir(), 'lora-train-decoder-'));
     writeFileSync(join(empty, 'config.json'), '{"_class_name": "WuerstchenDiffNeXt"}');
     const config = readDecoderConfig(join(empty, 'config.json')); // diffusers' defaults
-    const real = { ...config, nhead: config.nhead.map((h) => Math.max(h, 1)) };
-    const ours = Object.fromEntries(new (native().Decoder)('cpu', real).parameters().map((p) => [p.name, p.shape]));
+    const ours = Object.fromEntries(
+      new (native().Decoder)('cpu', nativeDecoderConfig(config)).parameters().map((p) => [p.name, p.shape]),
+    );
     expect(ours).toEqual(diffusers);
   });
 

@@ -1,7 +1,5 @@
 // Würstchen's Stage B (diffusers' WuerstchenDiffNeXt) in native code: VQGAN latents denoised
 // under the prior's image embeddings and the decoder's own CLIP text embeddings.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { type Device, checkDevice } from '../core/device.js';
 import type { Tensor } from '../core/tensor.js';
 import { invalid } from '../core/tensor.js';
@@ -10,6 +8,7 @@ import { native } from '../native/loader.js';
 import {
   MAX_MODEL_DIM,
   buildFrom,
+  componentConfig,
   fillForBenchmark,
   loadCheckedWeights,
   readJsonConfig,
@@ -33,10 +32,14 @@ export interface DecoderConfig {
   kernel_size: number;
 }
 
-/** What the native model takes: nhead of a level without attention (diffusers writes -1) is 1. */
-export type NativeDecoderConfig = DecoderConfig;
+/** The config as the native model takes it: nhead of a level without attention (diffusers
+ * writes -1) is 1, as it is never used. */
+export function nativeDecoderConfig(config: DecoderConfig): DecoderConfig {
+  return { ...config, nhead: config.nhead.map((h, i) => (config.level_config[i]!.includes('A') ? h : 1)) };
+}
 
-const DEFAULTS: DecoderConfig = {
+/** diffusers' defaults, those of warp-ai/wuerstchen's decoder. */
+export const DEFAULT_DECODER_CONFIG: DecoderConfig = {
   c_in: 4,
   c_out: 4,
   c_r: 64,
@@ -64,10 +67,10 @@ export function readDecoderConfig(file: string): DecoderConfig {
       throw new Error(`${file}: ${key} must be a positive integer <= ${max}, got ${JSON.stringify(v)}`);
     return v as number;
   };
-  const config = { ...DEFAULTS };
-  for (const key of SCALARS) config[key] = positive(key, raw[key] ?? DEFAULTS[key]);
+  const config = { ...DEFAULT_DECODER_CONFIG };
+  for (const key of SCALARS) config[key] = positive(key, raw[key] ?? DEFAULT_DECODER_CONFIG[key]);
   const list = <T>(key: keyof DecoderConfig, check: (v: unknown, at: string) => T): T[] => {
-    const v = raw[key] ?? DEFAULTS[key];
+    const v = raw[key] ?? DEFAULT_DECODER_CONFIG[key];
     if (!Array.isArray(v) || v.length < 1 || v.length > 16)
       throw new Error(`${file}: ${key} must be a list of 1 to 16 entries, got ${JSON.stringify(v)}`);
     return v.map((x, i) => check(x, `${key}[${i}]`));
@@ -105,11 +108,6 @@ export function readDecoderConfig(file: string): DecoderConfig {
   return config;
 }
 
-/** A snapshot's decoder/ folder, or `dir` itself when it is one. */
-export function decoderFolder(dir: string): string {
-  return existsSync(join(dir, 'decoder', 'config.json')) ? join(dir, 'decoder') : dir;
-}
-
 export class Decoder {
   private constructor(
     readonly config: DecoderConfig,
@@ -120,23 +118,16 @@ export class Decoder {
    * sharded) from a folder or a snapshot holding it. */
   static load(dir: string, options: { device?: Device } = {}): Decoder {
     const device = checkDevice('loadDecoder', options.device);
-    const folder = decoderFolder(dir);
-    const configFile = join(folder, 'config.json');
-    if (!existsSync(configFile))
-      throw new Error(`${dir}: no decoder here (looked for decoder/config.json and config.json)`);
+    const { folder, configFile } = componentConfig(dir, 'decoder', 'decoder');
     const config = readDecoderConfig(configFile);
-    const nativeConfig = {
-      ...config,
-      nhead: config.nhead.map((h, i) => (config.level_config[i]!.includes('A') ? h : 1)),
-    };
-    const model = buildFrom(configFile, () => new (native().Decoder)(device, nativeConfig));
+    const model = buildFrom(configFile, () => new (native().Decoder)(device, nativeDecoderConfig(config)));
     loadCheckedWeights(folder, weightFiles(folder, 'diffusion_pytorch_model'), model);
     return new Decoder(config, model);
   }
 
   /** Weights for benchmarks (fillForBenchmark). */
   static random(config: DecoderConfig, seed = 0): Decoder {
-    const model = new (native().Decoder)('cpu', { ...config, nhead: config.nhead.map((h) => Math.max(h, 1)) });
+    const model = new (native().Decoder)('cpu', nativeDecoderConfig(config));
     fillForBenchmark(model, seed);
     return new Decoder(config, model);
   }

@@ -9,10 +9,10 @@ import { Decoder } from './decoder.js';
 import { VQGAN } from './vqgan.js';
 import { EFFICIENTNET_V2_S, ImageEncoder, type ImageEncoderConfig } from './image-encoder.js';
 import { type Precision, type Prior, loadPrior } from './prior.js';
-import { TextEncoder, textEncoderFolder } from './text-encoder.js';
+import { TextEncoder } from './text-encoder.js';
 import { TINY_MODEL_ID, tinyModel } from './tiny.js';
-import { ClipTokenizer, tokenizerFolder } from './tokenizer.js';
-import { readJsonConfig, weightFiles } from './weights.js';
+import { ClipTokenizer } from './tokenizer.js';
+import { componentFolder, readJsonConfig, weightFiles } from './weights.js';
 
 /** The precision of the frozen weights and GEMMs ('no' mixed precision: fp32). */
 export function precisionOf({ config }: LoadedConfig): Precision {
@@ -64,11 +64,11 @@ export async function loadTextModels(loaded: LoadedConfig): Promise<TextModels> 
     throw new Error(
       `the text encoder's hidden size ${textEncoder.config.hidden} differs from the prior's c_cond ${prior.config.c_cond}`,
     );
-  const textFolder = textEncoderFolder(textSnapshot);
+  const textFolder = componentFolder(textSnapshot, 'text_encoder');
   const textFiles = [
     join(textFolder, 'config.json'),
     ...weightFiles(textFolder, 'model'),
-    join(tokenizerFolder(textSnapshot), 'tokenizer.json'),
+    join(componentFolder(textSnapshot, 'tokenizer', 'tokenizer.json'), 'tokenizer.json'),
   ];
   return { prior, tokenizer, textEncoder, textFiles };
 }

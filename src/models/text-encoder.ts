@@ -1,7 +1,5 @@
 // The frozen CLIP text encoder (transformers' CLIPTextModel) in native code: prompt embeddings
 // for the prior, last_hidden_state after the final LayerNorm.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { type Device, checkDevice } from '../core/device.js';
 import type { NativeTextEncoder } from '../native/addon.js';
 import { native } from '../native/loader.js';
@@ -9,7 +7,14 @@ import { Rng } from '../core/rng.js';
 import type { Tensor } from '../core/tensor.js';
 import { invalid } from '../core/tensor.js';
 import type { TokenizedBatch } from './tokenizer.js';
-import { MAX_MODEL_DIM, buildFrom, loadCheckedWeights, readJsonConfig, weightFiles } from './weights.js';
+import {
+  MAX_MODEL_DIM,
+  buildFrom,
+  componentConfig,
+  loadCheckedWeights,
+  readJsonConfig,
+  weightFiles,
+} from './weights.js';
 
 export interface TextEncoderConfig {
   vocab_size: number;
@@ -56,11 +61,6 @@ export function readTextEncoderConfig(file: string): TextEncoderConfig {
   return config;
 }
 
-/** A snapshot's text_encoder/ folder, or `dir` itself when it is one. */
-export function textEncoderFolder(dir: string): string {
-  return existsSync(join(dir, 'text_encoder', 'config.json')) ? join(dir, 'text_encoder') : dir;
-}
-
 export class TextEncoder {
   private constructor(
     readonly config: TextEncoderConfig,
@@ -71,10 +71,7 @@ export class TextEncoder {
    * folder or a snapshot holding it. */
   static load(dir: string, options: { device?: Device } = {}): TextEncoder {
     const device = checkDevice('loadTextEncoder', options.device);
-    const folder = textEncoderFolder(dir);
-    if (!existsSync(join(folder, 'config.json')))
-      throw new Error(`${dir}: no text encoder here (looked for text_encoder/config.json and config.json)`);
-    const configFile = join(folder, 'config.json');
+    const { folder, configFile } = componentConfig(dir, 'text_encoder', 'text encoder');
     const config = readTextEncoderConfig(configFile);
     const model = buildFrom(configFile, () => new (native().TextEncoder)(device, config));
     // position_ids is a buffer some checkpoints carry; it holds nothing to load. transformers 5

@@ -15,7 +15,7 @@ import { type PriorConfig, priorDefaultInit } from './prior.js';
 import { Rng } from '../core/rng.js';
 import { type WritableTensor, writeSafetensors } from '../io/safetensors.js';
 import type { TextEncoderConfig } from './text-encoder.js';
-import type { DecoderConfig } from './decoder.js';
+import { type DecoderConfig, nativeDecoderConfig } from './decoder.js';
 import type { VQGANConfig } from './vqgan.js';
 
 export const TINY_MODEL_ID = 'builtin:tiny-wuerstchen';
@@ -182,8 +182,7 @@ function writeDecoderModels(dir: string, decoder: DecoderConfig, rng: Rng): void
     if (shape.length < 2) return new Float32Array(n);
     return Float32Array.from({ length: n }, () => rng.normal() * 0.02);
   };
-  const nativeDecoder = { ...decoder, nhead: decoder.nhead.map((h) => Math.max(h, 1)) };
-  const decoderShapes = new (native().Decoder)('cpu', nativeDecoder).parameters();
+  const decoderShapes = new (native().Decoder)('cpu', nativeDecoderConfig(decoder)).parameters();
   const decoderConfig = { _class_name: 'WuerstchenDiffNeXt', _diffusers_version: '0.42.1', ...decoder, dropout: 0.1 };
   writeModel(join(dir, 'decoder'), 'diffusion_pytorch_model.safetensors', decoderConfig, decoderShapes, init);
   const vqganInit = (name: string, shape: number[]) => {

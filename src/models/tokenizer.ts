@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { readJsonConfig } from './weights.js';
+import { componentFolder, readJsonConfig } from './weights.js';
 
 type TokenizersModule = typeof import('tokenizers');
 const { Tokenizer } = createRequire(import.meta.url)('tokenizers') as TokenizersModule;
@@ -25,11 +25,6 @@ function specialToken(value: unknown): string | undefined {
   return undefined;
 }
 
-/** A snapshot's tokenizer/ folder, or `dir` itself when it is one. */
-export function tokenizerFolder(dir: string): string {
-  return existsSync(join(dir, 'tokenizer', 'tokenizer.json')) ? join(dir, 'tokenizer') : dir;
-}
-
 export class ClipTokenizer {
   private constructor(
     private readonly tokenizer: InstanceType<TokenizersModule['Tokenizer']>,
@@ -39,7 +34,7 @@ export class ClipTokenizer {
 
   /** Loads tokenizer.json from a tokenizer folder (or a snapshot with tokenizer/ inside). */
   static load(dir: string, maxLength = 77): ClipTokenizer {
-    const folder = tokenizerFolder(dir);
+    const folder = componentFolder(dir, 'tokenizer', 'tokenizer.json');
     const file = join(folder, 'tokenizer.json');
     if (!existsSync(file))
       throw new Error(

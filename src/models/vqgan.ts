@@ -1,13 +1,18 @@
 // The Würstchen VQGAN's decoder (diffusers' PaellaVQModel.decode, Stage A) in native code:
 // pictures from the latents the decoder (Stage B) samples.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { type Device, checkDevice } from '../core/device.js';
 import type { Tensor } from '../core/tensor.js';
 import { invalid } from '../core/tensor.js';
 import type { NativeVQGANDecoder } from '../native/addon.js';
 import { native } from '../native/loader.js';
-import { buildFrom, fillForBenchmark, loadCheckedWeights, readJsonConfig, weightFiles } from './weights.js';
+import {
+  buildFrom,
+  componentConfig,
+  fillForBenchmark,
+  loadCheckedWeights,
+  readJsonConfig,
+  weightFiles,
+} from './weights.js';
 
 /** vqgan/config.json's keys the decoder uses, with diffusers' defaults (warp-ai/wuerstchen's). */
 export interface VQGANConfig {
@@ -30,12 +35,18 @@ const LIMITS: Record<keyof Omit<VQGANConfig, 'scale_factor'>, [number, number]> 
   up_down_scale_factor: [2, 64],
 };
 
+/** diffusers' defaults, those of warp-ai/wuerstchen's VQGAN. */
+export const DEFAULT_VQGAN_CONFIG = {
+  ...Object.fromEntries(Object.entries(LIMITS).map(([key, [fallback]]) => [key, fallback])),
+  scale_factor: 0.3764,
+} as VQGANConfig;
+
 /** vqgan/config.json as diffusers' PaellaVQModel reads it. */
 export function readVQGANConfig(file: string): VQGANConfig {
   const raw = readJsonConfig(file, 'VQGAN');
   if (raw._class_name !== undefined && raw._class_name !== 'PaellaVQModel')
     throw new Error(`${file}: _class_name is ${JSON.stringify(raw._class_name)}, expected "PaellaVQModel"`);
-  const config = { scale_factor: raw.scale_factor ?? 0.3764 } as VQGANConfig;
+  const config = { scale_factor: raw.scale_factor ?? DEFAULT_VQGAN_CONFIG.scale_factor } as VQGANConfig;
   for (const [key, [fallback, max]] of Object.entries(LIMITS)) {
     const v = raw[key] ?? fallback;
     if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > max)
@@ -54,11 +65,6 @@ export function readVQGANConfig(file: string): VQGANConfig {
 /** The encoder's tensors in a PaellaVQModel state dict: present in the file, unused by decode. */
 const ENCODER_TENSOR = /^(in_block|down_blocks|vquantizer)\./;
 
-/** A snapshot's vqgan/ folder, or `dir` itself when it is one. */
-export function vqganFolder(dir: string): string {
-  return existsSync(join(dir, 'vqgan', 'config.json')) ? join(dir, 'vqgan') : dir;
-}
-
 export class VQGAN {
   private constructor(
     readonly config: VQGANConfig,
@@ -69,10 +75,7 @@ export class VQGAN {
    * sharded) from a folder or a snapshot holding it. */
   static load(dir: string, options: { device?: Device } = {}): VQGAN {
     const device = checkDevice('loadVQGAN', options.device);
-    const folder = vqganFolder(dir);
-    const configFile = join(folder, 'config.json');
-    if (!existsSync(configFile))
-      throw new Error(`${dir}: no VQGAN here (looked for vqgan/config.json and config.json)`);
+    const { folder, configFile } = componentConfig(dir, 'vqgan', 'VQGAN');
     const config = readVQGANConfig(configFile);
     const model = buildFrom(configFile, () => new (native().VQGANDecoder)(device, config));
     loadCheckedWeights(folder, weightFiles(folder, 'diffusion_pytorch_model'), model, (name) =>

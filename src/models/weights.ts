@@ -21,6 +21,22 @@ export interface ParameterSink {
 const NATIVE_DTYPES = new Set(['F32', 'F16', 'BF16']);
 const numelOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
+/** A snapshot's `component/` folder when it holds `marker`, else `dir` itself (a folder of that
+ * component alone). */
+export function componentFolder(dir: string, component: string, marker = 'config.json'): string {
+  return existsSync(join(dir, component, marker)) ? join(dir, component) : dir;
+}
+
+/** The config.json of a snapshot's `component/`, or of `dir` itself, with its folder; the error
+ * when there is none says where it looked. */
+export function componentConfig(dir: string, component: string, what: string) {
+  const folder = componentFolder(dir, component);
+  const configFile = join(folder, 'config.json');
+  if (!existsSync(configFile))
+    throw new Error(`${dir}: no ${what} here (looked for ${component}/config.json and config.json)`);
+  return { folder, configFile };
+}
+
 /** `<stem>.safetensors`, or the shards `<stem>.safetensors.index.json` names. */
 export function weightFiles(folder: string, stem: string): string[] {
   const single = join(folder, `${stem}.safetensors`);

@@ -6,7 +6,7 @@ import type { ImageEncoderConfig } from '../models/image-encoder.js';
 import type { PriorConfig } from '../models/prior.js';
 import type { TextEncoderConfig } from '../models/text-encoder.js';
 import type { VQGANConfig } from '../models/vqgan.js';
-import type { NativeDecoderConfig } from '../models/decoder.js';
+import type { DecoderConfig } from '../models/decoder.js';
 
 export interface NativeInfo {
   version: string;
@@ -290,7 +290,8 @@ export interface NativeAddon {
   TextEncoder: new (device: Device, config: TextEncoderConfig) => NativeTextEncoder;
   ImageEncoder: new (device: Device, config: ImageEncoderConfig) => NativeImageEncoder;
   VQGANDecoder: new (device: Device, config: VQGANConfig) => NativeVQGANDecoder;
-  Decoder: new (device: Device, config: NativeDecoderConfig) => NativeDecoder;
+  /** config as nativeDecoderConfig gives it. */
+  Decoder: new (device: Device, config: DecoderConfig) => NativeDecoder;
   Collective: new (config: CollectiveConfig) => NativeCollective;
   /** Whether this build has Gloo (data parallelism across CPU processes). */
   haveGloo: boolean;
