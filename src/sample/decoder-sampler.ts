@@ -27,9 +27,10 @@ export function decoderTimesteps(steps = DECODER_STEPS): number[] {
 export interface DecoderSampleOptions {
   /** The prior's image embeddings (B, effnet_embd, h, w) (its latents * 42 - 1). */
   embeddings: Tensor;
-  /** The decoder text encoder's last_hidden_state for the prompts and the negative prompts. */
+  /** The decoder text encoder's last_hidden_state for the prompts, and for the negative prompts
+   * (needed only with guidance). */
   cond: Tensor;
-  uncond: Tensor;
+  uncond?: Tensor;
   /** Initial latents (B, c_in, int(h * 10.67), int(w * 10.67)), standard normal. */
   latents: Tensor;
   /** Guidance scale; 1 or less (the pipeline's default is 0): none. */
@@ -45,13 +46,14 @@ export async function sampleDecoder(decoder: Decoder, o: DecoderSampleOptions): 
   const B = o.latents.shape[0]!,
     per = o.latents.data.length / B;
   const useGuidance = o.guidance > 1;
+  if (useGuidance && !o.uncond) throw new Error('sampleDecoder: guidance needs the negative prompts (uncond)');
   const twice = (t: Tensor, second: Float32Array): Tensor => ({
     data: concat(t.data, second),
     shape: [2 * t.shape[0]!, ...t.shape.slice(1)],
   });
   // Unconditional: the embeddings zeroed and the negative prompts.
   const effnet = useGuidance ? twice(o.embeddings, new Float32Array(o.embeddings.data.length)) : o.embeddings;
-  const clip = useGuidance ? twice(o.cond, o.uncond.data) : o.cond;
+  const clip = useGuidance ? twice(o.cond, o.uncond!.data) : o.cond;
   let x: Float32Array = Float32Array.from(o.latents.data);
   for (let i = 0; i < timesteps.length - 1; i++) {
     const t = timesteps[i]!;

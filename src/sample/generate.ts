@@ -13,7 +13,7 @@ import { loadPictureModels, loadTextModels } from '../models/from-config.js';
 import { DIFFUSERS_LORA_FILE, type Prior } from '../models/prior.js';
 import type { TextEncoder } from '../models/text-encoder.js';
 import type { ClipTokenizer } from '../models/tokenizer.js';
-import { drawFromEmbeddings, writePictureGrid } from './pictures.js';
+import { decoderSettings, drawFromEmbeddings, writePictureGrid } from './pictures.js';
 import { latentSide, samplePrior } from './sampler.js';
 
 export interface GenerateOptions {
@@ -121,9 +121,7 @@ export async function sampleCommand(loaded: LoadedConfig): Promise<{ file: strin
     const drawn = await drawFromEmbeddings(models, embeddings, {
       prompts: all,
       negativePrompt: sample.negative_prompt,
-      guidance: sample.decoder_guidance,
-      steps: sample.decoder_steps,
-      seed: seed + 1,
+      ...decoderSettings(loaded.config),
     });
     await writePictureGrid(sample.out, drawn, num);
     return { file: sample.out, count: all.length };

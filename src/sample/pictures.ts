@@ -3,10 +3,17 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import sharp from 'sharp';
+import type { LoraTrainConfig } from '../config/schema.js';
 import { Rng } from '../core/rng.js';
 import type { Tensor } from '../core/tensor.js';
 import type { PictureModels } from '../models/from-config.js';
 import { decoderLatentSide, drawPictures, sampleDecoder } from './decoder-sampler.js';
+
+/** The decoder's settings of a config (its `sample` keys) and its seed: the prior's seed + 1, so
+ * that its draws differ from the prior's. */
+export function decoderSettings(config: LoraTrainConfig) {
+  return { guidance: config.sample.decoder_guidance, steps: config.sample.decoder_steps, seed: config.seed + 1 };
+}
 
 export interface PictureOptions {
   /** One prompt per embedding, and the unconditional prompt. */
@@ -34,8 +41,10 @@ export async function drawFromEmbeddings(
         `${shape[2]}x${shape[3]} (int(side * 10.67)): choose sample.height and sample.width so that ceil(side / 42.67) ` +
         'makes one (1024 px does)',
     );
-  const cond = await textEncoder.encode(await tokenizer.encode(options.prompts));
-  const uncond = await textEncoder.encode(await tokenizer.encode(options.prompts.map(() => options.negativePrompt)));
+  const encode = async (texts: string[]) => textEncoder.encode(await tokenizer.encode(texts));
+  const cond = await encode(options.prompts);
+  // The negative prompts only matter with guidance (none by diffusers' default).
+  const uncond = options.guidance > 1 ? await encode(options.prompts.map(() => options.negativePrompt)) : undefined;
   const rng = new Rng(options.seed);
   const n = shape.reduce((a, b) => a * b, 1);
   const latents = { data: Float32Array.from({ length: n }, () => rng.normal()), shape };

@@ -7,7 +7,7 @@ import { NonFiniteError } from '../core/finite.js';
 import type { LoraTrainConfig, VisualizationHookConfig } from '../config/schema.js';
 import type { PictureModels, TextModels } from '../models/from-config.js';
 import { generateEmbeddings, saveEmbeddings } from '../sample/generate.js';
-import { drawFromEmbeddings, writePictureGrid } from '../sample/pictures.js';
+import { decoderSettings, drawFromEmbeddings, writePictureGrid } from '../sample/pictures.js';
 import type { TrainingPlan } from './plan.js';
 
 /** The hooks that run on the config's device: on the CPU a round of samples at the real size takes
@@ -63,9 +63,7 @@ export class Visualization {
     const drawn = await drawFromEmbeddings(await this.pictureModels, embeddings, {
       prompts,
       negativePrompt: '',
-      guidance: this.config.sample.decoder_guidance,
-      steps: this.config.sample.decoder_steps,
-      seed: this.config.seed + 1,
+      ...decoderSettings(this.config),
     });
     await writePictureGrid(join(this.config.work_dir, 'vis_data', `${label}.png`), drawn, prompts.length);
   }
