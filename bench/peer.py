@@ -377,6 +377,34 @@ def vqgan_decode(case, min_seconds):
     return f"torch {torch.__version__} + diffusers {diffusers.__version__} eager", timed(run, min_seconds)
 
 
+def picture(case, min_seconds):
+    """WuerstchenDecoderPipeline's work for one picture on CUDA in bf16, random weights at the
+    default configs: `steps` WuerstchenDiffNeXt calls (no guidance, the pipeline's default) with
+    an elementwise update between them, then PaellaVQModel.decode clamped to [0, 1]."""
+    import diffusers
+    from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
+    from diffusers.pipelines.deprecated.wuerstchen.modeling_wuerstchen_diffnext import WuerstchenDiffNeXt
+
+    dev, dt = "cuda", torch.bfloat16
+    decoder = WuerstchenDiffNeXt().to(dev, dt).eval()
+    vqgan = PaellaVQModel().to(dev, dt).eval()
+    side, T, steps = case["side"], case["T"], case.get("steps", 12)
+    effnet = torch.randn(1, 16, 24, 24, device=dev, dtype=dt)
+    clip = torch.randn(1, T, 1024, device=dev, dtype=dt)
+
+    def run():
+        with torch.no_grad():
+            x = torch.randn(1, 4, side, side, device=dev, dtype=dt)
+            for i in range(steps):
+                r = torch.full((1,), 1 - i / steps, device=dev, dtype=dt)
+                x = x - 0.1 * decoder(x, r, effnet, clip)
+            pictures = vqgan.decode(x).sample.clamp(0, 1)
+        torch.cuda.synchronize()
+        return pictures
+
+    return f"torch {torch.__version__} + diffusers {diffusers.__version__} bf16 eager", timed(run, min_seconds)
+
+
 def _allreduce_rank(rank, world, port, n, min_seconds, out):
     import torch.distributed as dist
 
@@ -441,6 +469,7 @@ def main():
             "image_encoder": image_encoder,
             "decoder_step": decoder_step,
             "vqgan_decode": vqgan_decode,
+            "picture": picture,
             "allreduce": allreduce,
             "load_prior": load_prior,
         }

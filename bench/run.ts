@@ -304,11 +304,11 @@ function pictureCases(): BenchCase[] {
   return [
     {
       name: 'decoder_step_real',
-      shape: `WuerstchenDiffNeXt (default config) B1 ${side}x${side} latents, effnet 24x24, T${T}`,
+      shape: `WuerstchenDiffNeXt (default config) B1 ${side}x${side} latents, effnet 24x24, T${T}; as a sampler calls it (lora-train keeps the text and effnet mappings between steps)`,
       flops: 0,
       peer: { kind: 'decoder_step', side, T },
       async setup() {
-        const decoder = Decoder.random(decoderConfig, 5);
+        const decoder = Decoder.random(decoderConfig, { seed: 5 });
         const x = random([1, 4, side, side], 6),
           effnet = random([1, 16, 24, 24], 7),
           clip = random([1, T, decoderConfig.clip_embd], 8);
@@ -322,7 +322,7 @@ function pictureCases(): BenchCase[] {
       flops: 0,
       peer: { kind: 'vqgan_decode', side },
       async setup() {
-        const vqgan = VQGAN.random(vqganConfig, 9);
+        const vqgan = VQGAN.random(vqganConfig, { seed: 9 });
         const latents = random([1, 4, side, side], 10);
         return () => vqgan.decode(latents);
       },

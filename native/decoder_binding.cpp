@@ -20,7 +20,7 @@ class DecoderWrap : public ModelWrap<DecoderWrap, DiffNeXt> {
 
   // {c_in, c_out, c_r, patch_size, c_cond, effnet_embd, clip_embd, kernel_size, c_hidden: [],
   //  nhead: [] (levels without attention: any positive value), blocks: [], level_config: [""],
-  //  inject_effnet: [bool]}
+  //  inject_effnet: [bool], weight_type?: 'f32' | 'bf16' | 'f16'}
   static DiffNeXtConfig read_config(OpCall& call, Napi::Object o) {
     DiffNeXtConfig c;
     c.c_in = call.dim_of(o, "c_in");
@@ -48,6 +48,9 @@ class DecoderWrap : public ModelWrap<DecoderWrap, DiffNeXt> {
       c.level_config.push_back(type.As<Napi::String>().Utf8Value());
       c.inject_effnet.push_back(call.flag_of(inject, at));
     }
+    Napi::Value wt = o.Get("weight_type");
+    if (!wt.IsUndefined() && (!wt.IsString() || !parse_dtype(wt.As<Napi::String>().Utf8Value(), &c.weight_type)))
+      call.fail_type("'f32', 'bf16' or 'f16'", "weight_type", wt);
     return c;
   }
 

@@ -3,7 +3,8 @@
 # (.device/node.xz, xz-compressed, when present), build the addon with that machine's nvcc, run
 # the CUDA-vs-CPU parity cases, the flash-attention kernels' TFLOP/s (mma.sync and WMMA) beside
 # PyTorch's SDPA at the prior's attention shape, the real-size bf16 LoRA step, then the PyTorch
-# reference step (bf16 weights, autocast, SDPA) at the same size; print a table. With two GPUs or more, also
+# reference step (bf16 weights, autocast, SDPA) at the same size; a 1024x1024 picture from the
+# image embeddings (decoder 12 steps + VQGAN) beside diffusers in bf16; print a table. With two GPUs or more, also
 # the NCCL gradient sum of data-parallel training (tests/gpu-ddp-check.ts).
 # Prepare here:  put the Node binary at .device/node.xz and run npm run build:ts
 # Run there:     with .device dist node_modules/node-addon-api node_modules/node-api-headers copied
@@ -69,6 +70,7 @@ sampler=$(sample "$out/memory-torch.txt")
 echo '[{"id":"torch","kind":"prior_step","device":"cuda","c_in":16,"c":1536,"c_cond":1280,"c_r":64,"depth":32,"nhead":24,"B":8,"H":24,"W":24,"T":77,"rank":8,"minSeconds":5}]' \
   | python3 bench/peer.py | tee "$out/torch.json"
 kill "$sampler" 2>/dev/null
+echo '[{"id":"torch_picture","kind":"picture","side":256,"T":77,"steps":12,"minSeconds":5}]' | python3 bench/peer.py | tee "$out/picture-torch.json"
 echo "peak GPU memory (MiB, nvidia-smi, whole process): lora-train $(peak "$out/memory-lora-train.txt"), torch $(peak "$out/memory-torch.txt")"
 # Data parallelism: two processes, one GPU each, sum their LoRA gradients with NCCL.
 if [ "$(nvidia-smi --list-gpus | wc -l)" -ge 2 ]; then

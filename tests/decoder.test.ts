@@ -22,6 +22,43 @@ describe('decoder (Stage B)', () => {
     expect(relativeError(dataOf(out?.tensor), dataOf(c.reference!().out))).toBeLessThanOrEqual(TOLERANCE.forward);
   });
 
+  it('computes the conditioning again when effnet, clip or a weight changes', async () => {
+    const tiny = join(dir, 'tiny');
+    const ref = readSafetensors(join(tiny, 'reference.safetensors'));
+    const t = (k: string) => getTensor(ref, k);
+    const weights = readSafetensors(join(tiny, 'diffusion_pytorch_model.safetensors'));
+    const config = readDecoderConfig(join(tiny, 'config.json'));
+    const model = new (native().Decoder)('cpu', nativeDecoderConfig(config));
+    for (const name of weights.entries.keys()) model.setParameter(name, getTensor(weights, name).data);
+    const [B, , H, W] = t('x').shape as [number, number, number, number];
+    const [, , He, We] = t('effnet').shape as [number, number, number, number];
+    const T = t('clip').shape[1]!;
+    const forward = async (effnet: Float32Array, clip: Float32Array) => {
+      const out = new Float32Array(t('out').data.length);
+      await model.forward(out, t('x').data, t('r').data, effnet, clip, B, H, W, He, We, T);
+      return relativeError(out, t('out').data);
+    };
+    const shifted = (v: Float32Array) => v.map((x) => 0.5 * x + 0.1);
+    expect(await forward(t('effnet').data, t('clip').data)).toBeLessThanOrEqual(TOLERANCE.forward);
+    expect(await forward(shifted(t('effnet').data), t('clip').data)).toBeGreaterThan(1e-3);
+    expect(await forward(t('effnet').data, shifted(t('clip').data))).toBeGreaterThan(1e-3);
+    expect(await forward(t('effnet').data, t('clip').data)).toBeLessThanOrEqual(TOLERANCE.forward);
+    const kv = [...weights.entries.keys()].find((k) => k.endsWith('kv_mapper.1.weight'))!;
+    model.setParameter(kv, new Float32Array(getTensor(weights, kv).data.length));
+    expect(await forward(t('effnet').data, t('clip').data)).toBeGreaterThan(1e-3);
+    model.setParameter(kv, getTensor(weights, kv).data);
+    expect(await forward(t('effnet').data, t('clip').data)).toBeLessThanOrEqual(TOLERANCE.forward);
+  });
+
+  it.each(['bf16', 'fp16'] as const)('keeps its Linear weights %s within mixed precision of diffusers', async (p) => {
+    const tiny = join(dir, 'tiny');
+    const t = (k: string) => getTensor(readSafetensors(join(tiny, 'reference.safetensors')), k);
+    const out = await Decoder.load(tiny, { precision: p }).forward(t('x'), t('r'), t('effnet'), t('clip'));
+    const error = relativeError(out.data, t('out').data);
+    expect(error).toBeLessThanOrEqual(TOLERANCE.mixedDecoder[p]);
+    expect(error).toBeGreaterThan(TOLERANCE.forward); // the weights were rounded
+  });
+
   it.each([
     ['plain', 0],
     ['guided', 2.5],

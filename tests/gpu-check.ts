@@ -14,6 +14,11 @@ import * as ops from '../src/native/ops.js';
 import { type Device, setAllowTf32 } from '../src/native/ops.js';
 import { Prior, type PriorConfig } from '../src/models/prior.js';
 import { randomStepInputs } from '../bench/inputs.js';
+import { Rng } from '../src/core/rng.js';
+import type { Tensor } from '../src/core/tensor.js';
+import { DEFAULT_DECODER_CONFIG, Decoder, type DecoderConfig } from '../src/models/decoder.js';
+import { DEFAULT_VQGAN_CONFIG, VQGAN, type VQGANConfig } from '../src/models/vqgan.js';
+import { drawPictures, sampleDecoder } from '../src/sample/decoder-sampler.js';
 import { compareWithCpu, parityCases } from './cases/index.js';
 
 async function main() {
@@ -35,6 +40,7 @@ async function main() {
   if (!args.includes('--parity-only')) {
     await attentionTiming(device, dry);
     await realStep(device, dry);
+    await pictureTiming(device, dry);
   }
   process.exit(failed ? 1 : 0);
 }
@@ -133,17 +139,11 @@ async function realStep(device: Device, dry: boolean) {
     times.push(performance.now() - t0);
   }
   // One more step with every op timed by CUDA events: where the step's time goes.
-  if (device === 'cuda') {
-    native().cudaProfile(true);
-    await prior.step(x, r, clip, target, { seed: 99 });
-    await prior.optimizerStep({ lr: 1e-4, maxNorm: 1 }, 13);
-    const ops = native().cudaProfile(false) as { op: string; ms: number; calls: number }[];
-    const total = ops.reduce((sum, o) => sum + o.ms, 0);
-    console.log(`\n| op (one step, CUDA events) | calls | ms | share |\n| --- | --- | --- | --- |`);
-    for (const o of ops)
-      console.log(`| ${o.op} | ${o.calls} | ${o.ms.toFixed(2)} | ${((100 * o.ms) / total).toFixed(1)}% |`);
-    console.log(`| total | | ${total.toFixed(2)} | |\n`);
-  }
+  if (device === 'cuda')
+    await opTable('one step', async () => {
+      await prior.step(x, r, clip, target, { seed: 99 });
+      await prior.optimizerStep({ lr: 1e-4, maxNorm: 1 }, 13);
+    });
   const steady = times.slice(1).sort((a, b) => a - b);
   const ms = steady[Math.floor(steady.length / 2)]!;
   console.log(
@@ -156,6 +156,86 @@ async function realStep(device: Device, dry: boolean) {
       steps_ms: times.map((t) => Number(t.toFixed(1))),
       activation_gb: Number((prior.activationBytes() / 2 ** 30).toFixed(2)),
       parameter_gb: Number((prior.parameterBytes() / 2 ** 30).toFixed(2)),
+    }),
+  );
+}
+
+/** The CUDA-event time of each op in `run`, as a table. */
+async function opTable(title: string, run: () => Promise<unknown>) {
+  native().cudaProfile(true);
+  await run();
+  const ops = native().cudaProfile(false) as { op: string; ms: number; calls: number }[];
+  const total = ops.reduce((sum, o) => sum + o.ms, 0);
+  console.log(`\n| op (${title}, CUDA events) | calls | ms | share |\n| --- | --- | --- | --- |`);
+  for (const o of ops)
+    console.log(`| ${o.op} | ${o.calls} | ${o.ms.toFixed(2)} | ${((100 * o.ms) / total).toFixed(1)}% |`);
+  console.log(`| total | | ${total.toFixed(2)} | |\n`);
+}
+
+/** One 1024x1024 picture from the prior's image embeddings: the decoder's 12 steps (bf16 Linear
+ * weights and attention, no guidance as the pipeline's default) and the VQGAN (fp32, TF32 GEMMs),
+ * random weights at the real configs; bench/peer.py's `picture` times diffusers likewise. */
+async function pictureTiming(device: Device, dry: boolean) {
+  const decoderConfig: DecoderConfig = dry
+    ? {
+        ...DEFAULT_DECODER_CONFIG,
+        c_cond: 64,
+        clip_embd: 32,
+        c_hidden: [16, 32, 64, 64],
+        blocks: [1, 1, 2, 1],
+        nhead: [-1, 1, 1, 1],
+      }
+    : DEFAULT_DECODER_CONFIG;
+  const vqganConfig: VQGANConfig = dry
+    ? { ...DEFAULT_VQGAN_CONFIG, embed_dim: 32, bottleneck_blocks: 2 }
+    : DEFAULT_VQGAN_CONFIG;
+  const side = dry ? 64 : 256,
+    T = 77,
+    steps = dry ? 2 : 12;
+  setAllowTf32(true, { device });
+  const decoder = Decoder.random(decoderConfig, { seed: 1, device, precision: 'bf16' });
+  const vqgan = VQGAN.random(vqganConfig, { seed: 2, device });
+  const rng = new Rng(3);
+  const normal = (...shape: number[]): Tensor => ({
+    data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()),
+    shape,
+  });
+  const embeddings = normal(1, decoderConfig.effnet_embd, 24, 24),
+    cond = normal(1, T, decoderConfig.clip_embd),
+    latents = normal(1, decoderConfig.c_in, side, side);
+  const noise = normal(1, decoderConfig.c_in, side, side).data;
+  const sample = () =>
+    sampleDecoder(decoder, { embeddings, cond, latents, guidance: 0, steps, stepNoise: () => noise });
+  const timed = async <T>(run: () => Promise<T>) => {
+    const t0 = performance.now();
+    const value = await run();
+    return { ms: performance.now() - t0, value };
+  };
+  await drawPictures(vqgan, await sample()); // warm-up: plans, cuBLASLt algorithms
+  const pictures: number[] = [],
+    decoding: number[] = [],
+    drawing: number[] = [];
+  for (let i = 0; i < (dry ? 1 : 3); i++) {
+    const d = await timed(sample);
+    const v = await timed(() => drawPictures(vqgan, d.value));
+    decoding.push(d.ms);
+    drawing.push(v.ms);
+    pictures.push(d.ms + v.ms);
+  }
+  if (device === 'cuda') {
+    const r = { data: Float32Array.of(0.5), shape: [1] };
+    await opTable('one decoder step', () => decoder.forward(latents, r, embeddings, cond));
+    await opTable('one VQGAN decode', () => vqgan.decode(latents));
+  }
+  const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+  console.log(
+    JSON.stringify({
+      name: 'picture_real',
+      shape: `decoder ${steps} steps B1 ${side}x${side} latents T${T} (bf16 Linear weights and attention), VQGAN decode to ${4 * side}x${4 * side} (fp32, TF32 GEMMs)`,
+      device,
+      ms_per_picture: Number(median(pictures).toFixed(1)),
+      decoder_ms: Number(median(decoding).toFixed(1)),
+      vqgan_ms: Number(median(drawing).toFixed(1)),
     }),
   );
 }

@@ -23,6 +23,30 @@ describe('VQGAN decoder', () => {
     expect(error).toBeLessThanOrEqual(TOLERANCE.forward);
   });
 
+  it('takes changed gammas into the next decode, and a new batch size', async () => {
+    const folder = join(dir, 'two_levels');
+    const ref = readSafetensors(join(folder, 'reference.safetensors'));
+    const latents = getTensor(ref, 'latents'),
+      expected = getTensor(ref, 'out').data;
+    const weights = readSafetensors(join(folder, 'diffusion_pytorch_model.safetensors'));
+    const model = new (native().VQGANDecoder)('cpu', readVQGANConfig(join(folder, 'config.json')));
+    for (const p of model.parameters())
+      if (weights.entries.has(p.name)) model.setParameter(p.name, getTensor(weights, p.name).data);
+    const [B, C, H, W] = latents.shape as [number, number, number, number];
+    const decode = async (b: number) => {
+      const out = new Float32Array((expected.length / B) * b);
+      await model.decode(out, latents.data.subarray(0, b * C * H * W), b, H, W);
+      return relativeError(out, expected.subarray(0, out.length));
+    };
+    expect(await decode(B)).toBeLessThanOrEqual(TOLERANCE.forward);
+    const gammas = 'up_blocks.1.gammas';
+    model.setParameter(gammas, new Float32Array(6));
+    expect(await decode(B)).toBeGreaterThan(1e-3);
+    model.setParameter(gammas, getTensor(weights, gammas).data);
+    expect(await decode(1)).toBeLessThanOrEqual(TOLERANCE.forward);
+    expect(await decode(B)).toBeLessThanOrEqual(TOLERANCE.forward);
+  });
+
   it("expects exactly the decoder's tensors of warp-ai/wuerstchen's vqgan, and only the encoder's beside them", () => {
     const diffusers = JSON.parse(readFileSync(join(dir, 'real_keys.json'), 'utf8')) as Record<string, number[]>;
     const config = readVQGANConfig(join(dir, 'two_levels', 'config.json'));

@@ -10,7 +10,8 @@ namespace {
 std::string layer(int64_t i) { return "text_model.encoder.layers." + std::to_string(i) + "."; }
 }  // namespace
 
-ClipTextModel::ClipTextModel(Ops& ops, const ClipTextConfig& config) : ops_(ops), config_(config), params_(ops) {
+ClipTextModel::ClipTextModel(Ops& ops, const ClipTextConfig& config)
+    : ops_(ops), config_(config), params_(ops), arena_(ops) {
   const ClipTextConfig& k = config_;
   if (k.hidden % k.heads != 0)
     throw std::invalid_argument("text encoder config: hidden_size (" + std::to_string(k.hidden) +
@@ -54,19 +55,14 @@ void ClipTextModel::resolve() {
   resolved_generation_ = params_.generation();
 }
 
-ClipTextModel::~ClipTextModel() {
-  if (arena_) ops_.release(arena_);
-}
-
 void ClipTextModel::plan(int64_t B, int64_t T) {
-  if (arena_ && B == planned_B_ && T == planned_T_) return;
+  if (!arena_.empty() && B == planned_B_ && T == planned_T_) return;
   const int64_t n = B * T * config_.hidden, m = B * T * config_.intermediate;
-  if (arena_) ops_.release(arena_);
-  arena_ = ops_.alloc(6 * n + 2 * m);
-  float* p = arena_;
-  for (float** buf : {&x_, &h_, &q_, &k_, &v_, &o_}) *buf = p, p += n;
-  mlp_ = p;
-  act_ = p + m;
+  ArenaLayout layout;
+  for (float** buf : {&x_, &h_, &q_, &k_, &v_, &o_}) layout.take(*buf, n);
+  layout.take(mlp_, m);
+  layout.take(act_, m);
+  arena_.allocate(layout);
   planned_B_ = B;
   planned_T_ = T;
 }

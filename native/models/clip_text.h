@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../ops.h"
+#include "arena.h"
 #include "param_store.h"
 
 namespace lt {
@@ -22,7 +23,6 @@ struct ClipTextConfig {
 class ClipTextModel {
  public:
   ClipTextModel(Ops& ops, const ClipTextConfig& config);
-  ~ClipTextModel();
   const ClipTextConfig& config() const { return config_; }
   std::vector<NamedShape> parameters() const { return params_.list(); }
   void set_parameter(const std::string& name, const float* host, int64_t n) { params_.set(name, host, n); }
@@ -52,7 +52,7 @@ class ClipTextModel {
   const float *token_embedding_ = nullptr, *position_embedding_ = nullptr;  // (vocab, hidden), (positions, hidden)
   const float *final_ln_w_ = nullptr, *final_ln_b_ = nullptr;               // (hidden)
   std::vector<Layer> layers_;
-  float* arena_ = nullptr;
+  Arena arena_;
   int64_t planned_B_ = 0, planned_T_ = 0;
   float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *o_ = nullptr, *mlp_ = nullptr,
         *act_ = nullptr;

@@ -69,7 +69,7 @@ std::vector<float> resize_channels_last(const float* x, int64_t B, int64_t C, in
 }  // namespace
 
 void DiffNeXt::add_linear(const std::string& name, int64_t in, int64_t out) {
-  params_.add(name + ".weight", {out, in});
+  params_.add(name + ".weight", {out, in}, config_.weight_type);
   params_.add(name + ".bias", {out});
 }
 
@@ -103,7 +103,7 @@ void DiffNeXt::add_module(std::vector<Module>& list, char type, const std::strin
   }
 }
 
-DiffNeXt::DiffNeXt(Ops& ops, const DiffNeXtConfig& config) : ops_(ops), config_(config), params_(ops) {
+DiffNeXt::DiffNeXt(Ops& ops, const DiffNeXtConfig& config) : ops_(ops), config_(config), params_(ops), arena_(ops) {
   const DiffNeXtConfig& k = config_;
   const size_t n = k.c_hidden.size();
   if (n < 1 || k.nhead.size() != n || k.blocks.size() != n || k.level_config.size() != n || k.inject_effnet.size() != n)
@@ -125,7 +125,7 @@ DiffNeXt::DiffNeXt(Ops& ops, const DiffNeXtConfig& config) : ops_(ops), config_(
     const std::string prefix = "down_blocks." + std::to_string(i) + ".";
     int64_t index = 0;
     if (i > 0) {
-      params_.add(prefix + "0.1.weight", {k.c_hidden[i], k.c_hidden[i - 1], 2, 2});
+      params_.add(prefix + "0.1.weight", {k.c_hidden[i], k.c_hidden[i - 1], 2, 2}, k.weight_type);
       params_.add(prefix + "0.1.bias", {k.c_hidden[i]});
       level.modules.push_back({Module::kDown, prefix + "0.1", k.c_hidden[i - 1], 0, 0, k.c_hidden[i]});
       index = 1;
@@ -160,65 +160,199 @@ DiffNeXt::DiffNeXt(Ops& ops, const DiffNeXtConfig& config) : ops_(ops), config_(
   params_.add("clf.1.bias", {2 * k.c_out * k.patch_size * k.patch_size});
 }
 
-// Device buffers of one forward, each sized for the largest level that uses it.
-struct DiffNeXt::Buffers {
-  float *x, *t, *u, *cat, *hidden, *hidden2;  // (B, P, c), (B, P, c + c_skip), (B, P, 4c)
-  float *q, *o, *src, *k, *v, *lse;           // (B, P, c), (B, P + T, c), (B, nhead, P)
-  float *mean, *rstd, *ab;                    // (B, P), (B, 2c)
-  float *r_embed, *silu_clip, *kv;            // (B, c_r), (B, T, c_cond), (B, T, c)
-  int64_t T;
-};
+void DiffNeXt::resolve(Module& m) {
+  auto P = [&](const std::string& s) -> const float* { return params_.get(m.name + s); };
+  auto L = [&](const std::string& s) { return Linear{params_.ref(m.name + s + ".weight"), P(s + ".bias")}; };
+  switch (m.kind) {
+    case Module::kRes:
+      m.depthwise_w = P(".depthwise.weight");
+      m.depthwise_b = P(".depthwise.bias");
+      m.fc1 = L(".channelwise.0");
+      m.grn_gamma = P(".channelwise.2.gamma");
+      m.grn_beta = P(".channelwise.2.beta");
+      m.fc2 = L(".channelwise.4");
+      return;
+    case Module::kTimestep:
+      m.mapper = L(".mapper");
+      return;
+    case Module::kAttn:
+      m.kv = L(".kv_mapper.1");
+      m.q = L(".attention.to_q");
+      m.k = L(".attention.to_k");
+      m.v = L(".attention.to_v");
+      m.out = L(".attention.to_out.0");
+      return;
+    case Module::kDown:
+      m.scaler = L("");
+      return;
+    case Module::kUp:
+      m.conv_w = P(".weight");
+      m.conv_b = P(".bias");
+      return;
+  }
+}
 
-void DiffNeXt::run(const Module& m, Buffers& buf, int64_t B, int64_t& h, int64_t& w, const float* skip) {
+void DiffNeXt::resolve() {
+  if (resolved_generation_ == params_.generation()) return;
+  auto linear = [&](const std::string& name) {
+    return Linear{params_.ref(name + ".weight"), params_.get(name + ".bias")};
+  };
+  clip_mapper_ = linear("clip_mapper");
+  embedding_ = linear("embedding.1");
+  clf_ = linear("clf.1");
+  const size_t n = config_.c_hidden.size();
+  effnet_mappers_.assign(2 * n, Linear{});
+  for (const auto& levels : {&down_, &up_})
+    for (Level& level : *levels) {
+      if (level.mapper >= 0) effnet_mappers_[level.mapper] = linear("effnet_mappers." + std::to_string(level.mapper));
+      for (Module& m : level.modules) resolve(m);
+    }
+  resolved_generation_ = params_.generation();
+}
+
+// Every buffer sized for the largest level that uses it, the conditioning's per level and per
+// attention module.
+void DiffNeXt::plan(const Shape& s) {
+  if (!arena_.empty() && s == planned_) return;
+  const DiffNeXtConfig& k = config_;
+  const int64_t n = static_cast<int64_t>(k.c_hidden.size()), p = k.patch_size, B = s.B;
+  const int64_t h0 = s.H / p, w0 = s.W / p, P0 = h0 * w0;
+  auto pixels = [&](int64_t l) { return (h0 >> l) * (w0 >> l); };
+  int64_t stream = 0, cat = 0, wide = 0, src = 0, heads = 0, skip_cat = 0, c_max = 0;
+  for (const auto& levels : {&down_, &up_})
+    for (size_t i = 0; i < levels->size(); ++i) {
+      const int64_t l = levels == &down_ ? static_cast<int64_t>(i) : n - 1 - static_cast<int64_t>(i), P = pixels(l);
+      for (const Module& m : (*levels)[i].modules) {
+        stream = std::max(stream, B * P * m.c);
+        cat = std::max(cat, B * P * (m.c + m.c_skip));
+        wide = std::max(wide, B * P * 4 * m.c);
+        c_max = std::max(c_max, m.c);
+        if (m.kind == Module::kAttn) {
+          src = std::max(src, B * (P + s.T) * m.c);
+          heads = std::max(heads, B * m.nhead * P);
+        }
+      }
+      if (levels == &up_ && l < n - 1 && k.inject_effnet[l])
+        skip_cat = std::max(skip_cat, B * P * (k.c_hidden[l] + k.c_cond));
+    }
+  buf_ = Buffers{};
+  ArenaLayout a;
+  for (float** b : {&buf_.x, &buf_.t, &buf_.u, &buf_.q, &buf_.o}) a.take(*b, stream);
+  a.take(buf_.cat, cat);
+  a.take(buf_.hidden, wide);
+  a.take(buf_.hidden2, wide);
+  for (float** b : {&buf_.src, &buf_.k, &buf_.v}) a.take(*b, src);
+  a.take(buf_.lse, heads);
+  a.take(buf_.mean, B * std::max(P0, s.T));
+  a.take(buf_.rstd, B * std::max(P0, s.T));
+  a.take(buf_.ab, B * 2 * c_max);
+  a.take(buf_.patches, B * P0 * k.c_in * p * p);
+  a.take(buf_.r_embed, B * k.c_r);
+  buf_.level_out.assign(n, nullptr);
+  for (int64_t l = 0; l < n; ++l) a.take(buf_.level_out[l], B * pixels(l) * k.c_hidden[l]);
+  a.take(buf_.skip_cat, skip_cat);
+  a.take(buf_.clf, B * P0 * 2 * k.c_out * p * p);
+  buf_.effnet_in.assign(n, nullptr);
+  buf_.effnet_mapped.assign(2 * n, nullptr);
+  for (int64_t l = 0; l < n; ++l)
+    if (k.inject_effnet[l]) {
+      a.take(buf_.effnet_in[l], B * pixels(l) * k.effnet_embd);
+      a.take(buf_.effnet_mapped[down_[l].mapper], B * pixels(l) * k.c_cond);
+      a.take(buf_.effnet_mapped[up_[n - 1 - l].mapper], B * pixels(l) * k.c_cond);
+    }
+  a.take(buf_.clip_in, B * s.T * k.clip_embd);
+  a.take(buf_.clip_mapped, B * s.T * k.c_cond);
+  a.take(buf_.silu_clip, B * s.T * k.c_cond);
+  for (const auto& levels : {&down_, &up_})
+    for (Level& level : *levels)
+      for (Module& m : level.modules)
+        if (m.kind == Module::kAttn) a.take(m.keys_values, B * s.T * m.c);
+  arena_.allocate(a);
+  planned_ = s;
+  conditioned_version_ = ~uint64_t{0};  // the kept conditioning went with the old arena
+}
+
+// The work that depends only on effnet and clip: each level's resized effnet through its
+// mappers, the text through clip_mapper, LayerNorm and SiLU, then every attention's kv_mapper.
+void DiffNeXt::condition(const float* effnet, const float* clip) {
+  const DiffNeXtConfig& k = config_;
+  const Shape& s = planned_;
+  const int64_t n = static_cast<int64_t>(k.c_hidden.size()), B = s.B, T = s.T;
+  const int64_t effnet_n = B * k.effnet_embd * s.He * s.We, clip_n = B * T * k.clip_embd;
+  if (conditioned_version_ == params_.version() && std::equal(effnet, effnet + effnet_n, conditioned_effnet_.begin()) &&
+      std::equal(clip, clip + clip_n, conditioned_clip_.begin()))
+    return;
+  const int64_t h0 = s.H / k.patch_size, w0 = s.W / k.patch_size;
+  for (int64_t l = 0; l < n; ++l) {
+    if (!k.inject_effnet[l]) continue;
+    const int64_t hl = h0 >> l, wl = w0 >> l, rows = B * hl * wl;
+    const std::vector<float> resized = resize_channels_last(effnet, B, k.effnet_embd, s.He, s.We, hl, wl);
+    ops_.upload(buf_.effnet_in[l], resized.data(), rows * k.effnet_embd);
+    for (int64_t mapper : {down_[l].mapper, up_[n - 1 - l].mapper}) {
+      const Linear& m = effnet_mappers_[mapper];
+      ops_.linear_forward(buf_.effnet_mapped[mapper], buf_.effnet_in[l], m.w, m.b, rows, k.effnet_embd, k.c_cond);
+    }
+  }
+  ops_.upload(buf_.clip_in, clip, clip_n);
+  ops_.linear_forward(buf_.clip_mapped, buf_.clip_in, clip_mapper_.w, clip_mapper_.b, B * T, k.clip_embd, k.c_cond);
+  ops_.layernorm_forward(buf_.silu_clip, buf_.mean, buf_.rstd, buf_.clip_mapped, B * T, k.c_cond, kLnEps);
+  ops_.silu_forward(buf_.silu_clip, buf_.silu_clip, B * T * k.c_cond);
+  for (const auto& levels : {&down_, &up_})
+    for (const Level& level : *levels)
+      for (const Module& m : level.modules)
+        if (m.kind == Module::kAttn)
+          ops_.linear_forward(m.keys_values, buf_.silu_clip, m.kv.w, m.kv.b, B * T, k.c_cond, m.c);
+  conditioned_effnet_.assign(effnet, effnet + effnet_n);
+  conditioned_clip_.assign(clip, clip + clip_n);
+  conditioned_version_ = params_.version();
+}
+
+void DiffNeXt::run(const Module& m, int64_t B, int64_t& h, int64_t& w, const float* skip) {
+  Buffers& b = buf_;
   const int64_t P = h * w, rows = B * P, c = m.c;
-  auto P_ = [&](const std::string& s) { return params_.get(m.name + s); };
+  const DType compute = config_.weight_type;
   switch (m.kind) {
     case Module::kRes: {
-      const int64_t kk = config_.kernel_size;
-      ops_.depthwise_conv_forward(buf.t, buf.x, P_(".depthwise.weight"), P_(".depthwise.bias"), B, h, w, c, kk, 1,
-                                  false, false);
-      ops_.layernorm_forward(buf.u, buf.mean, buf.rstd, buf.t, rows, c, kLnEps);
-      const float* in = buf.u;
+      ops_.depthwise_conv_forward(b.t, b.x, m.depthwise_w, m.depthwise_b, B, h, w, c, config_.kernel_size, 1, false,
+                                  false);
+      ops_.layernorm_forward(b.u, b.mean, b.rstd, b.t, rows, c, kLnEps);
+      const float* in = b.u;
       if (m.c_skip) {
-        ops_.concat_seq(buf.cat, buf.u, skip, rows, c, m.c_skip, 1);
-        in = buf.cat;
+        ops_.concat_seq(b.cat, b.u, skip, rows, c, m.c_skip, 1);
+        in = b.cat;
       }
-      ops_.linear_forward(buf.hidden, in, P_(".channelwise.0.weight"), P_(".channelwise.0.bias"), rows, c + m.c_skip,
-                          4 * c);
-      ops_.gelu_grn_forward(buf.hidden2, buf.hidden, P_(".channelwise.2.gamma"), P_(".channelwise.2.beta"), B, P, 4 * c,
-                            kGrnEps);
-      ops_.linear_forward(buf.t, buf.hidden2, P_(".channelwise.4.weight"), P_(".channelwise.4.bias"), rows, 4 * c, c);
-      ops_.axpy(buf.x, buf.t, 1.0f, rows * c);
+      ops_.linear_forward(b.hidden, in, m.fc1.w, m.fc1.b, rows, c + m.c_skip, 4 * c);
+      ops_.gelu_grn_forward(b.hidden2, b.hidden, m.grn_gamma, m.grn_beta, B, P, 4 * c, kGrnEps);
+      ops_.linear_forward(b.t, b.hidden2, m.fc2.w, m.fc2.b, rows, 4 * c, c);
+      ops_.axpy(b.x, b.t, 1.0f, rows * c);
       return;
     }
     case Module::kTimestep:
-      ops_.linear_forward(buf.ab, buf.r_embed, P_(".mapper.weight"), P_(".mapper.bias"), B, config_.c_r, 2 * c);
-      ops_.modulate_forward(buf.x, buf.x, buf.ab, B, P, c);
+      ops_.linear_forward(b.ab, b.r_embed, m.mapper.w, m.mapper.b, B, config_.c_r, 2 * c);
+      ops_.modulate_forward(b.x, b.x, b.ab, B, P, c);
       return;
     case Module::kAttn: {
-      const int64_t T = buf.T, S = P + T, d = c / m.nhead;
-      ops_.linear_forward(buf.kv, buf.silu_clip, P_(".kv_mapper.1.weight"), P_(".kv_mapper.1.bias"), B * T,
-                          config_.c_cond, c);
-      ops_.layernorm_forward(buf.u, buf.mean, buf.rstd, buf.x, rows, c, kLnEps);
-      ops_.concat_seq(buf.src, buf.u, buf.kv, B, P, T, c);
-      ops_.linear_forward(buf.q, buf.u, P_(".attention.to_q.weight"), P_(".attention.to_q.bias"), rows, c, c);
-      ops_.linear_forward(buf.k, buf.src, P_(".attention.to_k.weight"), P_(".attention.to_k.bias"), B * S, c, c);
-      ops_.linear_forward(buf.v, buf.src, P_(".attention.to_v.weight"), P_(".attention.to_v.bias"), B * S, c, c);
-      ops_.attention_forward(buf.o, buf.lse, buf.q, buf.k, buf.v, B, P, S, m.nhead, d,
-                             1.0f / std::sqrt(static_cast<float>(d)), DType::f32);
-      ops_.linear_forward(buf.t, buf.o, P_(".attention.to_out.0.weight"), P_(".attention.to_out.0.bias"), rows, c, c);
-      ops_.axpy(buf.x, buf.t, 1.0f, rows * c);
+      const int64_t T = planned_.T, S = P + T, d = c / m.nhead;
+      ops_.layernorm_forward(b.u, b.mean, b.rstd, b.x, rows, c, kLnEps);
+      ops_.concat_seq(b.src, b.u, m.keys_values, B, P, T, c);
+      ops_.linear_forward(b.q, b.u, m.q.w, m.q.b, rows, c, c);
+      ops_.linear_forward(b.k, b.src, m.k.w, m.k.b, B * S, c, c);
+      ops_.linear_forward(b.v, b.src, m.v.w, m.v.b, B * S, c, c);
+      ops_.attention_forward(b.o, b.lse, b.q, b.k, b.v, B, P, S, m.nhead, d, 1.0f / std::sqrt(static_cast<float>(d)),
+                             compute);
+      ops_.linear_forward(b.t, b.o, m.out.w, m.out.b, rows, c, c);
+      ops_.axpy(b.x, b.t, 1.0f, rows * c);
       return;
     }
     case Module::kDown:
-      ops_.layernorm_forward(buf.u, buf.mean, buf.rstd, buf.x, rows, c, kLnEps);
-      ops_.pixel_unshuffle(buf.t, buf.u, B, h, w, c, 2);
+      ops_.layernorm_forward(b.u, b.mean, b.rstd, b.x, rows, c, kLnEps);
+      ops_.pixel_unshuffle(b.t, b.u, B, h, w, c, 2);
       h /= 2, w /= 2;
-      ops_.linear_forward(buf.x, buf.t, P_(".weight"), P_(".bias"), B * h * w, 4 * c, m.c_next);
+      ops_.linear_forward(b.x, b.t, m.scaler.w, m.scaler.b, B * h * w, 4 * c, m.c_next);
       return;
     case Module::kUp:
-      ops_.layernorm_forward(buf.u, buf.mean, buf.rstd, buf.x, rows, c, kLnEps);
-      ops_.conv_transpose2d_forward(buf.x, buf.u, P_(".weight"), P_(".bias"), B, h, w, c, m.c_next, 2, 2, 0);
+      ops_.layernorm_forward(b.u, b.mean, b.rstd, b.x, rows, c, kLnEps);
+      ops_.conv_transpose2d_forward(b.x, b.u, m.conv_w, m.conv_b, B, h, w, c, m.c_next, 2, 2, 0);
       h *= 2, w *= 2;
       return;
   }
@@ -231,126 +365,70 @@ void DiffNeXt::forward(float* out, const float* x, const float* r, const float* 
   if (H % side_multiple() || W % side_multiple())
     throw std::invalid_argument("decoder: latent sides must be multiples of " + std::to_string(side_multiple()) +
                                 ", got " + std::to_string(H) + "x" + std::to_string(W));
-  const int64_t h0 = H / p, w0 = W / p;
-  // Sizes of the largest level for each buffer.
-  int64_t pc = 0, pcat = 0, p4c = 0, sc = 0, heads = 0, pixels = B * h0 * w0, c_max = 0;
-  for (int64_t l = 0; l < n; ++l) {
-    const int64_t P = (h0 >> l) * (w0 >> l), c = k.c_hidden[l];
-    pc = std::max(pc, B * P * std::max(c, l > 0 ? k.c_hidden[l - 1] : c) * 4);  // a pixel unshuffle's 4c too
-    pcat = std::max(pcat, B * P * (2 * c + k.c_cond));
-    p4c = std::max(p4c, B * P * 4 * c);
-    sc = std::max(sc, B * (P + T) * c);
-    heads = std::max(heads, B * std::max<int64_t>(k.nhead[l], 1) * P);
-    c_max = std::max(c_max, c);
-  }
-  Scratch scratch(ops_);
-  Buffers buf{};
-  for (float** b : {&buf.x, &buf.t, &buf.u, &buf.q, &buf.o}) *b = scratch.alloc(pc);
-  buf.cat = scratch.alloc(pcat);
-  buf.hidden = scratch.alloc(p4c);
-  buf.hidden2 = scratch.alloc(p4c);
-  for (float** b : {&buf.src, &buf.k, &buf.v}) *b = scratch.alloc(sc);
-  buf.lse = scratch.alloc(heads);
-  buf.mean = scratch.alloc(pixels);
-  buf.rstd = scratch.alloc(pixels);
-  buf.ab = scratch.alloc(B * 2 * c_max);
-  buf.r_embed = scratch.alloc(B * k.c_r);
-  buf.silu_clip = scratch.alloc(B * T * k.c_cond);
-  buf.kv = scratch.alloc(B * T * c_max);
-  buf.T = T;
+  resolve();
+  plan({B, H, W, He, We, T});
+  condition(effnet, clip);
+  Buffers& b = buf_;
+  const int64_t h0 = H / p, w0 = W / p, cp = k.c_in * p * p;
 
-  // Host inputs: the patches (PixelUnshuffle, channels last), the timestep embedding, the effnet
-  // embedding resized to every level.
-  const int64_t cp = k.c_in * p * p;
+  // The patches (PixelUnshuffle, channels last) and the timestep embedding, from the host.
   std::vector<float> host(B * h0 * w0 * cp);  // (B, h0, w0, c_in p p)
-  for (int64_t b = 0; b < B; ++b)
+  for (int64_t bi = 0; bi < B; ++bi)
     for (int64_t c = 0; c < k.c_in; ++c)
       for (int64_t y = 0; y < H; ++y)
         for (int64_t xx = 0; xx < W; ++xx)
-          host[((b * h0 + y / p) * w0 + xx / p) * cp + (c * p + y % p) * p + xx % p] =
-              x[((b * k.c_in + c) * H + y) * W + xx];
-  float* patches = scratch.alloc(B * h0 * w0 * cp);
-  ops_.upload(patches, host.data(), B * h0 * w0 * cp);
+          host[((bi * h0 + y / p) * w0 + xx / p) * cp + (c * p + y % p) * p + xx % p] =
+              x[((bi * k.c_in + c) * H + y) * W + xx];
+  ops_.upload(b.patches, host.data(), B * h0 * w0 * cp);
   std::vector<float> emb(B * k.c_r);
   r_embedding(emb.data(), r, B, k.c_r);
-  ops_.upload(buf.r_embed, emb.data(), B * k.c_r);
-  std::vector<float*> effnet_at(n, nullptr);  // (B, h_l, w_l, effnet_embd)
-  float* effnet_c = scratch.alloc(B * h0 * w0 * k.c_cond);
-  for (int64_t l = 0; l < n; ++l)
-    if (k.inject_effnet[l]) {
-      const int64_t hl = h0 >> l, wl = w0 >> l;
-      const std::vector<float> resized = resize_channels_last(effnet, B, k.effnet_embd, He, We, hl, wl);
-      effnet_at[l] = scratch.alloc(B * hl * wl * k.effnet_embd);
-      ops_.upload(effnet_at[l], resized.data(), B * hl * wl * k.effnet_embd);
-    }
-  auto map_effnet = [&](int64_t mapper, int64_t l) {
-    const std::string name = "effnet_mappers." + std::to_string(mapper);
-    ops_.linear_forward(effnet_c, effnet_at[l], params_.get(name + ".weight"), params_.get(name + ".bias"),
-                        B * (h0 >> l) * (w0 >> l), k.effnet_embd, k.c_cond);
-  };
+  ops_.upload(b.r_embed, emb.data(), B * k.c_r);
 
-  // The text conditioning: LayerNorm(clip_mapper(clip)), then SiLU as every kv_mapper takes it.
-  float* clip_in = scratch.alloc(B * T * std::max(k.clip_embd, k.c_cond));
-  ops_.upload(clip_in, clip, B * T * k.clip_embd);
-  ops_.linear_forward(buf.t, clip_in, params_.get("clip_mapper.weight"), params_.get("clip_mapper.bias"), B * T,
-                      k.clip_embd, k.c_cond);
-  ops_.layernorm_forward(clip_in, buf.mean, buf.rstd, buf.t, B * T, k.c_cond, kLnEps);
-  ops_.silu_forward(buf.silu_clip, clip_in, B * T * k.c_cond);
-
-  ops_.linear_forward(buf.t, patches, params_.get("embedding.1.weight"), params_.get("embedding.1.bias"), B * h0 * w0,
-                      cp, k.c_hidden[0]);
-  ops_.layernorm_forward(buf.x, buf.mean, buf.rstd, buf.t, B * h0 * w0, k.c_hidden[0], kLnEps);
-
+  ops_.linear_forward(b.t, b.patches, embedding_.w, embedding_.b, B * h0 * w0, cp, k.c_hidden[0]);
+  ops_.layernorm_forward(b.x, b.mean, b.rstd, b.t, B * h0 * w0, k.c_hidden[0], kLnEps);
   int64_t h = h0, w = w0;
-  std::vector<float*> level_out(n);  // (B, h_l, w_l, c_l): each down level's output
   for (int64_t l = 0; l < n; ++l) {
     const Level& level = down_[l];
-    if (level.mapper >= 0) map_effnet(level.mapper, l);
-    for (const Module& m : level.modules) run(m, buf, B, h, w, effnet_c);
+    for (const Module& m : level.modules) run(m, B, h, w, level.mapper >= 0 ? b.effnet_mapped[level.mapper] : nullptr);
     const int64_t size = B * h * w * k.c_hidden[l];
-    level_out[l] = scratch.alloc(size);
-    ops_.zero(level_out[l], size);
-    ops_.axpy(level_out[l], buf.x, 1.0f, size);
+    ops_.convert(b.level_out[l], DType::f32, b.x, size);
   }
   // Up from the deepest level (its output is still in x). The first ResBlock of every level but
   // the deepest also takes that level's down output, before the effnet channels.
-  float* skip_cat = scratch.alloc(pcat);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t L = n - 1 - i, c_effnet = k.inject_effnet[L] ? k.c_cond : 0;
     const Level& level = up_[i];
-    if (level.mapper >= 0) map_effnet(level.mapper, L);
+    const float* effnet_c = level.mapper >= 0 ? b.effnet_mapped[level.mapper] : nullptr;
     for (const Module& m : level.modules) {
-      const float* skip = c_effnet ? effnet_c : nullptr;
+      const float* skip = effnet_c;
       if (m.kind == Module::kRes && m.c_skip > c_effnet) {
-        skip = level_out[L];
+        skip = b.level_out[L];
         if (c_effnet) {
-          ops_.concat_seq(skip_cat, level_out[L], effnet_c, B * h * w, k.c_hidden[L], c_effnet, 1);
-          skip = skip_cat;
+          ops_.concat_seq(b.skip_cat, b.level_out[L], effnet_c, B * h * w, k.c_hidden[L], c_effnet, 1);
+          skip = b.skip_cat;
         }
       }
-      run(m, buf, B, h, w, skip);
+      run(m, B, h, w, skip);
     }
   }
 
   const int64_t rows = B * h0 * w0, shuffled = 2 * k.c_out * p * p;
-  float* clf = scratch.alloc(rows * shuffled);
-  ops_.layernorm_forward(buf.u, buf.mean, buf.rstd, buf.x, rows, k.c_hidden[0], kLnEps);
-  ops_.linear_forward(clf, buf.u, params_.get("clf.1.weight"), params_.get("clf.1.bias"), rows, k.c_hidden[0],
-                      shuffled);
+  ops_.layernorm_forward(b.u, b.mean, b.rstd, b.x, rows, k.c_hidden[0], kLnEps);
+  ops_.linear_forward(b.clf, b.u, clf_.w, clf_.b, rows, k.c_hidden[0], shuffled);
   std::vector<float> y(rows * shuffled);  // (B, h0, w0, 2 c_out p p)
-  ops_.download(y.data(), clf, rows * shuffled);
+  ops_.download(y.data(), b.clf, rows * shuffled);
   // PixelShuffle(p) gives (B, 2 c_out, H, W) = [a | b]; the noise is (x - a) / b with b squashed
   // into (eps, 1 - eps).
-  auto shuffled_at = [&](int64_t b, int64_t c, int64_t yy, int64_t xx) {
-    return static_cast<double>(y[((b * h0 + yy / p) * w0 + xx / p) * shuffled + (c * p + yy % p) * p + xx % p]);
+  auto shuffled_at = [&](int64_t bi, int64_t c, int64_t yy, int64_t xx) {
+    return static_cast<double>(y[((bi * h0 + yy / p) * w0 + xx / p) * shuffled + (c * p + yy % p) * p + xx % p]);
   };
-  for (int64_t b = 0; b < B; ++b)
+  for (int64_t bi = 0; bi < B; ++bi)
     for (int64_t c = 0; c < k.c_out; ++c)
       for (int64_t yy = 0; yy < H; ++yy)
         for (int64_t xx = 0; xx < W; ++xx) {
-          const double a = shuffled_at(b, c, yy, xx), s = shuffled_at(b, k.c_out + c, yy, xx);
+          const double a = shuffled_at(bi, c, yy, xx), s = shuffled_at(bi, k.c_out + c, yy, xx);
           const double squashed = (1.0 - 2.0 * kOutputEps) / (1.0 + std::exp(-s)) + kOutputEps;
-          const int64_t at = ((b * k.c_out + c) * H + yy) * W + xx;
+          const int64_t at = ((bi * k.c_out + c) * H + yy) * W + xx;
           out[at] = static_cast<float>((static_cast<double>(x[at]) - a) / squashed);
         }
 }

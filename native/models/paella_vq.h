@@ -10,9 +10,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../ops.h"
+#include "arena.h"
 #include "param_store.h"
 
 namespace lt {
@@ -45,19 +47,43 @@ class PaellaVQDecoder {
  private:
   // One entry of up_blocks: a MixingResidualBlock or (upsample) a ConvTranspose2d.
   struct Stage {
+    Stage(std::string name, int64_t c, int64_t c_out, bool upsample)
+        : name(std::move(name)), c(c), c_out(c_out), upsample(upsample) {}
     std::string name;  // "up_blocks.N"
     int64_t c, c_out;  // input channels; output channels of an upsample
     bool upsample;
+    // Resolved weights. A block: depthwise (c, 1, 3, 3) and (c), fc1 (4c, c) and (4c), fc2
+    // (c, 4c) and (c), its gammas on the host; an upsample: w (c, c_out, 4, 4), b (c_out).
+    const float *w = nullptr, *b = nullptr;
+    const float *fc1_w = nullptr, *fc1_b = nullptr, *fc2_w = nullptr, *fc2_b = nullptr;
+    float gammas[6] = {};  // (1 + g0, g1) and (1 + g3, g4) modulate the norms, g2 and g5 scale the branches
+    float* ab = nullptr;   // (2, B, 2c): the norms' [a | b] per batch item, in the arena
   };
-  // x (B, H, W, c) += the block's two branches; t (B*H*W, c), hidden (B*H*W, 4c), mean and rstd
-  // (B*H*W) are scratch.
-  void mixing_block(const Stage& s, float* x, float* t, float* hidden, float* mean, float* rstd, int64_t B, int64_t H,
-                    int64_t W);
+  struct Shape {
+    int64_t B, H, W;
+    bool operator==(const Shape& o) const { return B == o.B && H == o.H && W == o.W; }
+  };
+  void resolve();  // points the stages at params_, unless they already do
+  void plan(const Shape& s);
+  // The arena's ab of every block from its gammas, when the weights or the plan changed.
+  void fill_modulations();
+  // x (B, H, W, c) += the block's two branches.
+  void mixing_block(const Stage& s, float* x, int64_t B, int64_t H, int64_t W);
 
   Ops& ops_;
   PaellaVQConfig config_;
   ParamStore params_;
   std::vector<Stage> stages_;
+  uint64_t resolved_generation_ = ~uint64_t{0}, filled_version_ = ~uint64_t{0};
+  const float *in_w_ = nullptr, *in_b_ = nullptr;    // (embed_dim, latent_channels, 1, 1), (embed_dim)
+  const float *out_w_ = nullptr, *out_b_ = nullptr;  // (out r r, c_levels[0], 1, 1), (out r r)
+  Arena arena_;
+  Shape planned_{};
+  float* in_ = nullptr;                      // (B, H, W, latent_channels)
+  float *x_ = nullptr, *next_ = nullptr;     // (B, h, w, c): the stream, an upsample's output
+  float *t_ = nullptr, *hidden_ = nullptr;   // (B, h, w, c), (B, h, w, 4c)
+  float *mean_ = nullptr, *rstd_ = nullptr;  // (B, h, w)
+  float* pixels_ = nullptr;                  // (B, Ho / r, Wo / r, out r r)
   std::mutex mutex_;
 };
 

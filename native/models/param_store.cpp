@@ -83,6 +83,7 @@ float* ParamStore::own(Entry& e, bool fill_zero) const {
   e.owned = true;
   e.file.reset();
   ++generation_;
+  ++version_;
   return p;
 }
 
@@ -99,6 +100,7 @@ ParamStore::NonFinite ParamStore::load(const std::string& name, const std::share
     e.owned = false;
     e.file = file;
     ++generation_;
+    ++version_;
     return scan(stored, n, src_type);
   }
   if (src_type == DType::f32 && aligned) {
@@ -127,6 +129,7 @@ void ParamStore::set(const std::string& name, const float* host, int64_t n) {
     throw std::invalid_argument("parameter '" + name + "' has " + std::to_string(e.shape.numel()) + " values, got " +
                                 std::to_string(n));
   float* data = e.owned ? e.data : own(e, false);
+  ++version_;
   if (e.type == DType::f32) return ops_.upload(data, host, n);
   Scratch staging(ops_);
   float* f32 = staging.alloc(n);

@@ -90,6 +90,9 @@ class ParamStore {
   }
   // Changes whenever a parameter's memory moves.
   uint64_t generation() const { return generation_; }
+  // Changes whenever a parameter's values change (or its memory moves): for results a model
+  // keeps from its weights.
+  uint64_t version() const { return version_; }
   std::vector<NamedShape> list() const {
     std::vector<NamedShape> out;
     for (const auto& [name, e] : params_) out.push_back(e.shape);
@@ -134,6 +137,7 @@ class ParamStore {
   Ops& ops_;
   mutable std::map<std::string, Entry> params_;
   mutable uint64_t generation_ = 0;
+  mutable uint64_t version_ = 0;
 };
 
 }  // namespace lt

@@ -144,7 +144,7 @@ uint64_t site_seed(uint64_t seed, int64_t layer, int64_t purpose) {
 
 }  // namespace
 
-Prior::Prior(Ops& ops, const PriorConfig& config) : ops_(ops), config_(config), params_(ops) {
+Prior::Prior(Ops& ops, const PriorConfig& config) : ops_(ops), config_(config), params_(ops), arena_(ops) {
   const PriorConfig& k = config_;
   if (k.c_in < 1 || k.c < 1 || k.c_cond < 1 || k.c_r < 2 || k.depth < 1 || k.nhead < 1)
     throw std::invalid_argument("prior config: c_in, c, c_cond, depth and nhead must be >= 1 and c_r >= 2");
@@ -193,10 +193,7 @@ Prior::Linear* Prior::add_linear(const std::string& module, int64_t in, int64_t 
   return linears_.back().get();
 }
 
-Prior::~Prior() {
-  release_lora();
-  if (arena_) ops_.release(arena_);
-}
+Prior::~Prior() { release_lora(); }
 
 void Prior::release_lora() {
   for (Linear* l : lora_layers_) {
@@ -362,16 +359,15 @@ void Prior::set_optimizer_state(const std::string& name, const float* host, int6
 // the one allocation. A buffer the backward does not need is bound instead to one scratch shared
 // by every block, sized by the first block that shares it (scratch nobody shares is never
 // allocated).
-struct Prior::ArenaPlan {
+struct Prior::ArenaPlan : ArenaLayout {
+  ArenaPlan(bool train, DType lowp_type, int64_t rank, bool lora_dropout)
+      : train(train), lowp_type(lowp_type), rank(rank), lora_dropout(lora_dropout) {}
   bool train;         // a training plan keeps what the backward reads
   DType lowp_type;    // f32, or the type mixed precision keeps activations in
   int64_t rank;       // LoRA rank
   bool lora_dropout;  // adapters see a dropped-out input
-  std::vector<std::pair<float**, int64_t>> slots;
   std::vector<std::pair<float**, float**>> shared;
   std::set<float**> scratch_taken;
-
-  void take(float*& p, int64_t n) { slots.emplace_back(&p, n); }
 
   // A buffer of its own when `keep`, else the shared scratch.
   void keep_or_share(bool keep, float*& p, int64_t n, float*& scratch) {
@@ -395,31 +391,19 @@ struct Prior::ArenaPlan {
     if (lora_dropout) take(xl, rows * l.in);
   }
 
-  static int64_t aligned(int64_t n) { return (n + 15) / 16 * 16; }  // every buffer 64-byte aligned
-
-  int64_t floats() const {
-    int64_t total = 0;
-    for (const auto& [ptr, n] : slots) total += aligned(n);
-    return total;
-  }
-
-  void bind(float* arena) const {
-    int64_t offset = 0;
-    for (const auto& [ptr, n] : slots) {
-      *ptr = arena + offset;
-      offset += aligned(n);
-    }
+  void bind(float* arena) const override {
+    ArenaLayout::bind(arena);
     for (const auto& [ptr, scratch] : shared) *ptr = *scratch;
   }
 };
 
 void Prior::plan(const StepShape& s, bool train) {
-  if (arena_ && s == planned_ && (planned_train_ || !train)) return;
+  if (!arena_.empty() && s == planned_ && (planned_train_ || !train)) return;
   const PriorConfig& k = config_;
   const int64_t B = s.B, P = s.H * s.W, T = s.T, c = k.c;
   acts_ = std::make_unique<Acts>();  // every pointer null until planned
   Acts& a = *acts_;
-  ArenaPlan p{train, train ? k.weight_type : DType::f32, lora_config_.rank, lora_config_.dropout > 0.0f, {}, {}, {}};
+  ArenaPlan p(train, train ? k.weight_type : DType::f32, lora_config_.rank, lora_config_.dropout > 0.0f);
   p.take(a.x_in, B * k.c_in * P);
   p.take(a.x_cl, B * P * k.c_in);
   p.take(a.r_embed, B * k.c_r);
@@ -450,11 +434,7 @@ void Prior::plan(const StepShape& s, bool train) {
   p.take(a.out_ab, B * P * 2 * k.c_in);
   p.take(a.out, B * k.c_in * P);
   if (train) plan_backward(p, s);
-  if (arena_) ops_.release(arena_);
-  arena_ = nullptr;
-  arena_floats_ = p.floats();
-  arena_ = ops_.alloc(arena_floats_);
-  p.bind(arena_);
+  arena_.allocate(p);
   planned_ = s;
   planned_train_ = train;
 }

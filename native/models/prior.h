@@ -14,6 +14,7 @@
 #include "../parallel/gradient_buckets.h"
 
 #include "../ops.h"
+#include "arena.h"
 #include "param_store.h"
 
 namespace lt {
@@ -107,7 +108,7 @@ class Prior {
   void get_optimizer_state(const std::string& name, float* host, int64_t n) const;
   void set_optimizer_state(const std::string& name, const float* host, int64_t n);
   // Bytes of the activation arena planned for the last step shape (0 before any step).
-  int64_t activation_bytes() const { return arena_floats_ * static_cast<int64_t>(sizeof(float)); }
+  int64_t activation_bytes() const { return arena_.bytes(); }
   // Bytes of the frozen parameters as stored.
   int64_t parameter_bytes() const { return params_.bytes(); }
 
@@ -164,8 +165,7 @@ class Prior {
   int64_t lora_grads_n_ = 0;
   GradientBuckets buckets_;  // of lora_grads_, summed during a synchronising backward
   std::unique_ptr<Acts> acts_;
-  float* arena_ = nullptr;
-  int64_t arena_floats_ = 0;
+  Arena arena_;
   StepShape planned_{0, 0, 0, 0};
   bool planned_train_ = false;
   std::mutex mutex_;

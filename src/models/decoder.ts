@@ -5,6 +5,7 @@ import type { Tensor } from '../core/tensor.js';
 import { invalid } from '../core/tensor.js';
 import type { NativeDecoder } from '../native/addon.js';
 import { native } from '../native/loader.js';
+import { type Precision, weightType } from './precision.js';
 import {
   MAX_MODEL_DIM,
   buildFrom,
@@ -115,19 +116,30 @@ export class Decoder {
   ) {}
 
   /** Loads decoder/ (config.json + diffusion_pytorch_model.safetensors, F32/F16/BF16, or
-   * sharded) from a folder or a snapshot holding it. */
-  static load(dir: string, options: { device?: Device } = {}): Decoder {
+   * sharded) from a folder or a snapshot holding it. precision bf16/fp16 keeps the Linear
+   * weights so, with their GEMMs and the attention in that type (fp32 accumulation). */
+  static load(dir: string, options: { device?: Device; precision?: Precision } = {}): Decoder {
     const device = checkDevice('loadDecoder', options.device);
+    const weight_type = weightType('loadDecoder', options.precision);
     const { folder, configFile } = componentConfig(dir, 'decoder', 'decoder');
     const config = readDecoderConfig(configFile);
-    const model = buildFrom(configFile, () => new (native().Decoder)(device, nativeDecoderConfig(config)));
+    const model = buildFrom(
+      configFile,
+      () => new (native().Decoder)(device, { ...nativeDecoderConfig(config), weight_type }),
+    );
     loadCheckedWeights(folder, weightFiles(folder, 'diffusion_pytorch_model'), model);
     return new Decoder(config, model);
   }
 
   /** Weights for benchmarks (fillForBenchmark). */
-  static random(config: DecoderConfig, seed = 0): Decoder {
-    const model = new (native().Decoder)('cpu', nativeDecoderConfig(config));
+  static random(
+    config: DecoderConfig,
+    options: { seed?: number; device?: Device; precision?: Precision } = {},
+  ): Decoder {
+    const device = checkDevice('Decoder.random', options.device);
+    const weight_type = weightType('Decoder.random', options.precision);
+    const model = new (native().Decoder)(device, { ...nativeDecoderConfig(config), weight_type });
+    const seed = options.seed ?? 0;
     fillForBenchmark(model, seed);
     return new Decoder(config, model);
   }

@@ -126,7 +126,7 @@ export async function loadPictureModels(loaded: LoadedConfig, prior: Prior): Pro
     config.model.decoder_revision,
   );
   const device = config.device;
-  const decoder = Decoder.load(snapshot, { device });
+  const decoder = Decoder.load(snapshot, { device, precision: precisionOf(loaded) });
   const vqgan = VQGAN.load(snapshot, { device });
   const tokenizer = ClipTokenizer.load(snapshot);
   const textEncoder = TextEncoder.load(snapshot, { device });

@@ -11,6 +11,7 @@ import { native } from '../native/loader.js';
 import { Rng } from '../core/rng.js';
 import { type SafetensorsFile, getTensor, readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { ShapeCheck, type Tensor, invalid } from '../core/tensor.js';
+import { type Precision, weightType } from './precision.js';
 import { MAX_MODEL_DIM, buildFrom, loadCheckedWeights, readJsonConfig, shapeText, weightFiles } from './weights.js';
 
 export interface PriorConfig {
@@ -36,11 +37,7 @@ export interface LoraOptions {
   seed?: number;
 }
 
-/** Storage of the frozen Linear weights: fp32, or mixed precision with bf16/fp16 weights and
- * GEMM operands (fp32 accumulation; activations, LoRA weights, gradients and AdamW state stay
- * fp32). fp16 needs loss scaling (StepOptions.lossScale; the trainer's GradScaler does it). */
-export type Precision = 'fp32' | 'bf16' | 'fp16';
-const WEIGHT_TYPE = { fp32: 'f32', bf16: 'bf16', fp16: 'f16' } as const;
+export type { Precision } from './precision.js';
 
 export interface LoadPriorOptions {
   device?: Device;
@@ -102,9 +99,8 @@ function createNative(
 ): { device: Device; precision: Precision; model: NativePrior } {
   const device = checkDevice(op, options.device);
   const precision = options.precision ?? 'fp32';
-  if (typeof precision !== 'string' || !Object.hasOwn(WEIGHT_TYPE, precision))
-    invalid(op, "'fp32', 'bf16' or 'fp16'", 'precision', precision);
-  const model = buildFrom(file, () => new (native().Prior)(device, { ...config, weight_type: WEIGHT_TYPE[precision] }));
+  const weight_type = weightType(op, precision);
+  const model = buildFrom(file, () => new (native().Prior)(device, { ...config, weight_type }));
   return { device, precision, model };
 }
 

@@ -85,9 +85,9 @@ export class VQGAN {
   }
 
   /** Weights for benchmarks (fillForBenchmark). */
-  static random(config: VQGANConfig, seed = 0): VQGAN {
-    const model = new (native().VQGANDecoder)('cpu', config);
-    fillForBenchmark(model, seed);
+  static random(config: VQGANConfig, options: { seed?: number; device?: Device } = {}): VQGAN {
+    const model = new (native().VQGANDecoder)(checkDevice('VQGAN.random', options.device), config);
+    fillForBenchmark(model, options.seed ?? 0);
     return new VQGAN(config, model);
   }
 

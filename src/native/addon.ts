@@ -291,7 +291,7 @@ export interface NativeAddon {
   ImageEncoder: new (device: Device, config: ImageEncoderConfig) => NativeImageEncoder;
   VQGANDecoder: new (device: Device, config: VQGANConfig) => NativeVQGANDecoder;
   /** config as nativeDecoderConfig gives it. */
-  Decoder: new (device: Device, config: DecoderConfig) => NativeDecoder;
+  Decoder: new (device: Device, config: DecoderConfig & { weight_type?: WeightType }) => NativeDecoder;
   Collective: new (config: CollectiveConfig) => NativeCollective;
   /** Whether this build has Gloo (data parallelism across CPU processes). */
   haveGloo: boolean;

@@ -25,7 +25,18 @@ export function decoderCases(fixturesDir: string): OpCase[] {
     },
     reference: () => ({ out: getTensor(ref(), 'out') }),
   };
-  return [stageB, ...vqganCases(fixturesDir)];
+  // bf16 Linear weights: the backends round the same operands, so they agree closely (the CPU
+  // against float64 is in tests/decoder.test.ts).
+  const stageBMixed: OpCase = {
+    name: 'decoder forward, bf16 Linear weights (tiny)',
+    async run(device: Device) {
+      const t = (k: string) => getTensor(ref(), k);
+      const decoder = Decoder.load(dir, { device, precision: 'bf16' });
+      const out = await decoder.forward(t('x'), t('r'), t('effnet'), t('clip'));
+      return { out: { tensor: out, tolerance: TOLERANCE.gpuMixed.step.bf16.forward } };
+    },
+  };
+  return [stageB, stageBMixed, ...vqganCases(fixturesDir)];
 }
 
 function vqganCases(fixturesDir: string): OpCase[] {
