@@ -19,7 +19,11 @@ __attribute__((always_inline)) inline void tile_avx2(int64_t kc, const float* A,
                                                      int64_t ldc, float alpha, float beta) {
   __m256 c[kMR][2];
 #pragma GCC unroll 6
-  for (int i = 0; i < kMR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
+  for (int i = 0; i < kMR; ++i) {
+    c[i][0] = c[i][1] = _mm256_setzero_ps();
+    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + kNR - 1), _MM_HINT_T0);
+  }
   const int64_t row_stride = kRows ? lda : 1, step = kRows ? 1 : kMR;
   for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR) {
     __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
@@ -84,6 +88,14 @@ inline __m256 load8(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
+// Masked stores are microcoded and slow on AMD cores, so a panel row narrower than a vector
+// (A's panels of 6) is written with a whole vector whose spare lanes land on the next row,
+// rewritten right after; rows whose spare lanes must not be touched (a panel's last row) are masked.
+inline void store_row(float* dst, __m256 v, int lanes, bool keep_spare) {
+  if (lanes == 8 || !keep_spare) return _mm256_storeu_ps(dst, v);
+  _mm256_maskstore_ps(dst, lanes_below(lanes), v);
+}
+
 // Eight p at a time, transposed in registers (the generic loop finishes a ragged end of p).
 template <typename T>
 void pack_gather_avx2(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width) {
@@ -94,20 +106,28 @@ void pack_gather_avx2(float* dst, const T* src, int64_t ld, int64_t kc, int coun
       for (int i = 0; i < 8; ++i) r[i] = i0 + i < count ? load8(src + (i0 + i) * ld + p0) : _mm256_setzero_ps();
       transpose8(r);
       const int lanes = width - i0 < 8 ? width - i0 : 8;
-      const __m256i mask = lanes_below(lanes);
-      for (int p = 0; p < 8; ++p) _mm256_maskstore_ps(dst + (p0 + p) * width + i0, mask, r[p]);
+      // Rows p are written in order, each one's spare lanes overwritten by the next; a panel
+      // wider than a vector has its next row's first lanes written already, so it stays masked.
+      for (int p = 0; p < 8; ++p) store_row(dst + (p0 + p) * width + i0, r[p], lanes, width > 8 || p0 + p == kc - 1);
     }
   if (full < kc) pack_gather_generic(dst + full * width, src + full, ld, kc - full, count, width);
 }
 
 void pack_copy_avx2(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
   if (width > 16) return pack_copy_generic(dst, src, ld, kc, count, width);
+  if (count == 16 && width == 16) {
+    for (int64_t p = 0; p < kc; ++p, dst += 16, src += ld) {
+      _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
+      _mm256_storeu_ps(dst + 8, _mm256_loadu_ps(src + 8));
+    }
+    return;
+  }
   const __m256i lo = lanes_below(count), hi = lanes_below(count - 8);
-  const __m256i lo_out = lanes_below(width), hi_out = lanes_below(width - 8);
-  const bool two = width > 8;
+  const int lo_lanes = width < 8 ? width : 8, hi_lanes = width - 8;
   for (int64_t p = 0; p < kc; ++p, dst += width, src += ld) {
-    _mm256_maskstore_ps(dst, lo_out, _mm256_maskload_ps(src, lo));
-    if (two) _mm256_maskstore_ps(dst + 8, hi_out, _mm256_maskload_ps(src + 8, hi));
+    const bool last = p == kc - 1;
+    store_row(dst, _mm256_maskload_ps(src, lo), lo_lanes, last && width <= 8);
+    if (width > 8) store_row(dst + 8, _mm256_maskload_ps(src + 8, hi), hi_lanes, last);
   }
 }
 
