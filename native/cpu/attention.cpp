@@ -2,13 +2,22 @@
 // task; inside it, query blocks of kBr rows meet key blocks of kBc rows, so the scores held
 // at any time are one (kBr, kBc) tile. The forward keeps an online softmax (running max and
 // sum) and stores the log-sum-exp; the backward recomputes each probability tile from it.
+//
+// A head's q, k, v (and dout) are packed once into the panels the GEMM micro-kernel reads, in
+// every orientation a product needs, so that a tile pair costs micro-kernel calls and one
+// packing of the (kBr, kBc) probability tile per product that reads it. Calling the general
+// GEMM per tile instead re-packed a key block for every query block: with a head dim of 64,
+// packing took as long as the arithmetic.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <initializer_list>
 #include <limits>
+#include <memory>
+#include <new>
 #include <vector>
 
 #include "cpu_ops.h"
-#include "gemm.h"
 #include "kernels.h"
 #include "thread_pool.h"
 
@@ -18,96 +27,178 @@ namespace {
 constexpr int64_t kBr = 96;   // query rows per block: a multiple of every kernel set's mr
 constexpr int64_t kBc = 128;  // key rows per block: a multiple of every kernel set's nr
 
-// Copies one head's (rows, d) slice out of an interleaved (rows, ld) tensor. Working on
-// contiguous copies matters: with ld = H*d the rows sit a multiple of 2 KiB apart, which maps
-// a whole key block onto a few L1 sets.
-std::vector<float> gather_head(const float* src, int64_t rows, int64_t d, int64_t ld) {
-  std::vector<float> out(rows * d);
-  for (int64_t i = 0; i < rows; ++i) std::copy(src + i * ld, src + i * ld + d, out.data() + i * d);
-  return out;
-}
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// The same from a tensor of any storage type, widened to fp32; offset is the head's first
-// element in src.
-std::vector<float> gather_head(TensorRef src, int64_t offset, int64_t rows, int64_t d, int64_t ld) {
-  if (src.type == DType::f32) return gather_head(src.f32() + offset, rows, d, ld);
-  std::vector<float> out(rows * d);
+// A thread's scratch, kept across heads and calls: fresh buffers per head cost page faults.
+// Pieces start on cache lines, as the micro-kernel's aligned loads of B panels need.
+class Scratch {
+ public:
+  // Makes room for pieces of these sizes and starts over.
+  void reset(std::initializer_list<int64_t> pieces) {
+    int64_t n = 0;
+    for (int64_t piece : pieces) n += round_up(piece, kLine);
+    if (n > capacity_) {
+      data_.reset(static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))));
+      if (!data_) throw std::bad_alloc();
+      capacity_ = n;
+    }
+    used_ = 0;
+  }
+  float* take(int64_t n) {
+    float* p = data_.get() + used_;
+    used_ += round_up(n, kLine);
+    return p;
+  }
+  static constexpr int64_t kLine = 16;  // floats per cache line
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> data_;
+  int64_t capacity_ = 0, used_ = 0;
+};
+thread_local Scratch tls_scratch;
+
+// Rows of one head, fp32: q/k/v/o inside an interleaved (rows, H*d) tensor are read in place
+// when stored fp32 and widened into `widened` otherwise.
+struct HeadRows {
+  const float* data;
+  int64_t ld;
+};
+HeadRows head_rows(TensorRef src, int64_t offset, int64_t rows, int64_t d, int64_t ld, float* widened) {
+  if (src.type == DType::f32) return {src.f32() + offset, ld};
   for (int64_t i = 0; i < rows; ++i)
-    for (int64_t c = 0; c < d; ++c) out[i * d + c] = src.at(offset + i * ld + c);
-  return out;
+    for (int64_t c = 0; c < d; ++c) widened[i * d + c] = src.at(offset + i * ld + c);
+  return {widened, d};
 }
 
-// dst (rows, d) slice of an interleaved tensor += src (rows, d) contiguous.
-void scatter_add_head(float* dst, const std::vector<float>& src, int64_t rows, int64_t d, int64_t ld) {
+// dst (rows, d) slice of an interleaved tensor += src (rows, ld_src) contiguous.
+void scatter_add_head(float* dst, const float* src, int64_t rows, int64_t d, int64_t ld, int64_t ld_src) {
   for (int64_t i = 0; i < rows; ++i)
-    for (int64_t c = 0; c < d; ++c) dst[i * ld + c] += src[i * d + c];
+    for (int64_t c = 0; c < d; ++c) dst[i * ld + c] += src[i * ld_src + c];
 }
 
-void gemm_tile(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
-               float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) {
-  gemm_serial({C, A, B, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc});
+// x (rows, d) as panels of `width` rows stepping along d: (ceil(rows/width), d, width), the
+// layout of an operand whose rows are the product's rows (A) or columns (B, transposed).
+int64_t rows_size(int64_t rows, int64_t d, int width) { return round_up(rows, width) * d; }
+void pack_rows(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_t d, int width) {
+  for (int64_t r = 0; r < rows; r += width)
+    ks.pack_gather(dst + r * d, x.data + r * x.ld, x.ld, d, static_cast<int>(std::min<int64_t>(width, rows - r)),
+                   width);
 }
 
-}  // namespace
+// x (rows, d) as the B operand of a product summing over its rows: panels of nr columns of
+// d stepping along the rows, (ceil(d/nr), rows, nr); rows from r0 of panel j start at
+// j * rows * nr + r0 * nr.
+int64_t cols_size(int64_t rows, int64_t d, int nr) { return round_up(d, nr) * rows; }
+void pack_cols(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_t d) {
+  for (int64_t c = 0; c < d; c += ks.nr)
+    ks.pack_copy(dst + c * rows, x.data + c, x.ld, rows, static_cast<int>(std::min<int64_t>(ks.nr, d - c)), ks.nr);
+}
 
-namespace {
+// The first br rows and bc columns of a (kBr, kBc) tile t as A panels: (ceil(br/mr), bc, mr)
+// summing over its columns (rows = false: the tile itself), or (ceil(bc/mr), br, mr) summing
+// over its rows (the tile transposed).
+void pack_tile(const KernelSet& ks, float* dst, const float* t, int64_t br, int64_t bc, bool transposed) {
+  const int mr = ks.mr;
+  if (!transposed) {
+    for (int64_t r = 0; r < br; r += mr)
+      ks.pack_gather(dst + r * bc, t + r * kBc, kBc, bc, static_cast<int>(std::min<int64_t>(mr, br - r)), mr);
+    return;
+  }
+  for (int64_t c = 0; c < bc; c += mr)
+    ks.pack_copy(dst + c * br, t + c, kBc, br, static_cast<int>(std::min<int64_t>(mr, bc - c)), mr);
+}
 
+// C = alpha * A B + beta * C over whole micro-tiles: a_panels panels of A (kc, mr), laid one
+// after another, times b_panels panels of B (kc, nr), b_stride apart. C is padded to the
+// panels' rows and columns, so no tile needs an edge case.
+void tiles(const KernelSet& ks, float* C, int64_t ldc, const float* A, int64_t a_panels, const float* B,
+           int64_t b_panels, int64_t b_stride, int64_t kc, float alpha, float beta) {
+  for (int64_t j = 0; j < b_panels; ++j)
+    for (int64_t i = 0; i < a_panels; ++i)
+      ks.gemm_tile(kc, A + i * kc * ks.mr, B + j * b_stride, C + i * ks.mr * ldc + j * ks.nr, ldc, alpha, beta);
+}
+
+int64_t panels(int64_t n, int width) { return (n + width - 1) / width; }
+
+// One query block's online softmax over the scores s (br, bc) of key block j0: s becomes the
+// block's unnormalised probabilities, the running max and sum of each row are updated, and
+// acc (rows of ld) is rescaled where the max grew. Masked scores count as -inf.
+void online_softmax(const KernelSet& ks, float* s, float* acc, int64_t ld, float* row_max, float* row_sum, int64_t br,
+                    int64_t bc, int64_t i0, int64_t j0, const uint8_t* mask, bool causal) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  for (int64_t r = 0; r < br; ++r) {
+    float* srow = s + r * kBc;
+    if (mask || causal)
+      for (int64_t c = 0; c < bc; ++c)
+        if ((mask && !mask[j0 + c]) || (causal && j0 + c > i0 + r)) srow[c] = kNegInf;
+    const float m_new = std::max(row_max[r], ks.row_max(srow, bc));
+    if (m_new == kNegInf) {  // nothing visible to this row yet: contributes nothing
+      // ... unless a score is NaN (a NaN query): then the row's output is NaN, as PyTorch's.
+      if (std::any_of(srow, srow + bc, [](float x) { return std::isnan(x); }))
+        row_max[r] = row_sum[r] = std::numeric_limits<float>::quiet_NaN();
+      std::fill(srow, srow + bc, 0.0f);
+      continue;
+    }
+    const float correction = std::exp(row_max[r] - m_new);  // exp(-inf) = 0 on the first block
+    row_sum[r] = row_sum[r] * correction + ks.exp_shift_sum(srow, bc, m_new);
+    row_max[r] = m_new;
+    if (correction != 1.0f)
+      for (int64_t c = 0; c < ld; ++c) acc[r * ld + c] *= correction;
+  }
+}
+
+// The forward pass shared by the training attention (lse kept, nothing masked) and the text
 // The forward pass shared by the training attention (lse kept, nothing masked) and the text
 // encoder's (causal and padding masks, no lse). o (B, N, H*d), any storage type; lse (B, H, N)
 // or null.
 void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v, const uint8_t* key_mask,
                             bool causal, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) {
   const int64_t ld = H * d;
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const KernelSet& ks = active_kernels();
+  const int mr = ks.mr, nr = ks.nr;
+  const int64_t dp = round_up(d, nr);  // accumulator row stride: whole column panels
   parallel_for(B * H, [&](int64_t task) {
     const int64_t b = task / H, h = task % H;
-    // One head's rows inside an interleaved (rows, H*d) tensor; keeps the pointer's constness.
     auto at = [&](int64_t rows) { return b * rows * ld + h * d; };  // a head's first element
-    const std::vector<float> qh = gather_head(q, at(N), N, d, ld);  // (N, d)
-    const std::vector<float> kh = gather_head(k, at(M), M, d, ld);  // (M, d)
-    const std::vector<float> vh = gather_head(v, at(M), M, d, ld);  // (M, d)
-    const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;    // (M)
-    const bool masked = mask || causal;
-    const auto& ks = active_kernels();
-    std::vector<float> s(kBr * kBc);  // (kBr, kBc) scores, then probabilities
-    std::vector<float> acc(kBr * d);  // (kBr, d) unnormalised output
+    Scratch& ws = tls_scratch;
+    ws.reset({N * d, M * d, M * d, rows_size(N, d, mr), rows_size(M, d, nr), cols_size(M, d, nr), kBr * kBc, kBr * kBc,
+              kBr * dp});
+    const HeadRows qh = head_rows(q, at(N), N, d, ld, ws.take(N * d));  // (N, d)
+    const HeadRows kh = head_rows(k, at(M), M, d, ld, ws.take(M * d));  // (M, d)
+    const HeadRows vh = head_rows(v, at(M), M, d, ld, ws.take(M * d));  // (M, d)
+    float* q_a = ws.take(rows_size(N, d, mr));                          // Q as A panels (d, mr)
+    float* k_b = ws.take(rows_size(M, d, nr));                          // K^T as B panels (d, nr)
+    float* v_cols = ws.take(cols_size(M, d, nr));                       // V as B panels (M, nr)
+    pack_rows(ks, q_a, qh, N, d, mr);
+    pack_rows(ks, k_b, kh, M, d, nr);
+    pack_cols(ks, v_cols, vh, M, d);
+    const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;  // (M)
+    float* s = ws.take(kBr * kBc);                                // (kBr, kBc) scores, then probabilities
+    float* p_a = ws.take(kBr * kBc);                              // the probabilities as A panels
+    float* acc = ws.take(kBr * dp);                               // (kBr, dp) unnormalised output
     std::vector<float> row_max(kBr), row_sum(kBr);
     for (int64_t i0 = 0; i0 < N; i0 += kBr) {
-      const int64_t br = std::min(kBr, N - i0);
-      std::fill(row_max.begin(), row_max.end(), kNegInf);
+      const int64_t br = std::min(kBr, N - i0), row_panels = panels(br, mr);
+      std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<float>::infinity());
       std::fill(row_sum.begin(), row_sum.end(), 0.0f);
-      std::fill(acc.begin(), acc.end(), 0.0f);
+      std::fill(acc, acc + kBr * dp, 0.0f);
       const int64_t key_end = causal ? std::min(M, i0 + br) : M;  // later keys are all masked
       for (int64_t j0 = 0; j0 < key_end; j0 += kBc) {
         const int64_t bc = std::min(kBc, M - j0);
         // s = scale * q_i k_j^T   (br, bc)
-        gemm_tile(s.data(), qh.data() + i0 * d, kh.data() + j0 * d, br, bc, d, false, true, scale, 0.0f, d, d, kBc);
-        for (int64_t r = 0; r < br; ++r) {
-          float* srow = s.data() + r * kBc;
-          if (masked)
-            for (int64_t c = 0; c < bc; ++c)
-              if ((mask && !mask[j0 + c]) || (causal && j0 + c > i0 + r)) srow[c] = kNegInf;
-          const float m_new = std::max(row_max[r], ks.row_max(srow, bc));
-          if (m_new == kNegInf) {  // nothing visible to this row yet: contributes nothing
-            // ... unless a score is NaN (a NaN query): then the row's output is NaN, as PyTorch's.
-            if (std::any_of(srow, srow + bc, [](float x) { return std::isnan(x); }))
-              row_max[r] = row_sum[r] = std::numeric_limits<float>::quiet_NaN();
-            std::fill(srow, srow + bc, 0.0f);
-            continue;
-          }
-          const float correction = std::exp(row_max[r] - m_new);  // exp(-inf) = 0 on the first block
-          row_sum[r] = row_sum[r] * correction + ks.exp_shift_sum(srow, bc, m_new);
-          row_max[r] = m_new;
-          if (correction != 1.0f)
-            for (int64_t c = 0; c < d; ++c) acc[r * d + c] *= correction;
-        }
+        tiles(ks, s, kBc, q_a + i0 * d, row_panels, k_b + j0 * d, panels(bc, nr), d * nr, d, scale, 0.0f);
+        online_softmax(ks, s, acc, dp, row_max.data(), row_sum.data(), br, bc, i0, j0, mask, causal);
         // acc += p v_j   (br, d)
-        gemm_tile(acc.data(), s.data(), vh.data() + j0 * d, br, d, bc, false, false, 1.0f, 1.0f, kBc, d, d);
+        pack_tile(ks, p_a, s, br, bc, false);
+        tiles(ks, acc, dp, p_a, row_panels, v_cols + j0 * nr, dp / nr, M * nr, bc, 1.0f, 1.0f);
       }
       for (int64_t r = 0; r < br; ++r) {
         const float inv = row_sum[r] == 0.0f ? 0.0f : 1.0f / row_sum[r];  // a row that saw no key: zeros
         const int64_t orow = at(N) + (i0 + r) * ld;                       // (d) of o's (N, d) head, rows strided by ld
-        for (int64_t c = 0; c < d; ++c) o.set(orow + c, acc[r * d + c] * inv);
+        for (int64_t c = 0; c < d; ++c) o.set(orow + c, acc[r * dp + c] * inv);
         if (lse) lse[(b * H + h) * N + i0 + r] = row_max[r] + std::log(row_sum[r]);
       }
     }
@@ -130,52 +221,84 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
                                 TensorRef v, TensorRef o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
                                 int64_t d, float scale, DType) {
   const int64_t ld = H * d;
+  const KernelSet& ks = active_kernels();
+  const int mr = ks.mr, nr = ks.nr;
+  const int64_t dp = round_up(d, nr);  // accumulator row stride: whole column panels
+  // Accumulators padded to whole tiles: query blocks start at multiples of mr, key blocks at
+  // multiples of kBc, which overhang M by less than mr rows.
+  const int64_t q_rows = round_up(N, mr), k_rows = M + mr;
   parallel_for(B * H, [&](int64_t task) {
     const int64_t b = task / H, h = task % H;
-    // One head's rows inside an interleaved (rows, H*d) tensor; keeps the pointer's constness.
-    auto head = [&](auto* base, int64_t rows) { return base + b * rows * ld + h * d; };
-    auto at = [&](int64_t rows) { return b * rows * ld + h * d; };        // a head's first element
-    const std::vector<float> qh = gather_head(q, at(N), N, d, ld);        // (N, d)
-    const std::vector<float> kh = gather_head(k, at(M), M, d, ld);        // (M, d)
-    const std::vector<float> vh = gather_head(v, at(M), M, d, ld);        // (M, d)
-    const std::vector<float> doh = gather_head(head(dout, N), N, d, ld);  // (N, d)
-    const std::vector<float> oh = gather_head(o, at(N), N, d, ld);        // (N, d)
-    std::vector<float> dqh(N * d), dkh(M * d), dvh(M * d);                // contiguous accumulators
+    auto at = [&](int64_t rows) { return b * rows * ld + h * d; };  // a head's first element
+    Scratch& ws = tls_scratch;
+    ws.reset({N * d, M * d, M * d, N * d, rows_size(N, d, mr), cols_size(N, d, nr), rows_size(M, d, nr),
+              cols_size(M, d, nr), rows_size(N, d, mr), cols_size(N, d, nr), rows_size(M, d, nr), q_rows * dp,
+              k_rows * dp, k_rows * dp, kBr * kBc, kBr * kBc, kBr * round_up(kBc, mr)});
+    const HeadRows qh = head_rows(q, at(N), N, d, ld, ws.take(N * d));  // (N, d)
+    const HeadRows kh = head_rows(k, at(M), M, d, ld, ws.take(M * d));  // (M, d)
+    const HeadRows vh = head_rows(v, at(M), M, d, ld, ws.take(M * d));  // (M, d)
+    const HeadRows oh = head_rows(o, at(N), N, d, ld, ws.take(N * d));  // (N, d)
+    const HeadRows doh{dout + at(N), ld};                               // (N, d)
+    // Each operand in the orientations its products read: A panels (d, mr) and B panels
+    // (d, nr) summing over d; B panels (rows, nr) summing over rows.
+    float *q_a = ws.take(rows_size(N, d, mr)), *q_cols = ws.take(cols_size(N, d, nr));
+    float *k_b = ws.take(rows_size(M, d, nr)), *k_cols = ws.take(cols_size(M, d, nr));
+    float *do_a = ws.take(rows_size(N, d, mr)), *do_cols = ws.take(cols_size(N, d, nr));
+    float* v_b = ws.take(rows_size(M, d, nr));
+    pack_rows(ks, q_a, qh, N, d, mr);
+    pack_cols(ks, q_cols, qh, N, d);
+    pack_rows(ks, k_b, kh, M, d, nr);
+    pack_cols(ks, k_cols, kh, M, d);
+    pack_rows(ks, do_a, doh, N, d, mr);
+    pack_cols(ks, do_cols, doh, N, d);
+    pack_rows(ks, v_b, vh, M, d, nr);
+    float* dqh = ws.take(q_rows * dp);  // (N, dp)
+    float* dkh = ws.take(k_rows * dp);  // (M, dp)
+    float* dvh = ws.take(k_rows * dp);  // (M, dp)
+    std::fill(dqh, dqh + q_rows * dp, 0.0f);
+    std::fill(dkh, dkh + k_rows * dp, 0.0f);
+    std::fill(dvh, dvh + k_rows * dp, 0.0f);
     const float* lse_h = lse + (b * H + h) * N;
-    const auto& ks = active_kernels();
     // delta_i = sum_c dout_ic o_ic = sum_j p_ij dp_ij, the softmax backward's row term.
     std::vector<float> delta(N);
     for (int64_t i = 0; i < N; ++i) {
       float sum = 0.0f;
-      for (int64_t c = 0; c < d; ++c) sum += doh[i * d + c] * oh[i * d + c];
+      for (int64_t c = 0; c < d; ++c) sum += doh.data[i * doh.ld + c] * oh.data[i * oh.ld + c];
       delta[i] = sum;
     }
-    std::vector<float> p(kBr * kBc), dp(kBr * kBc);  // (kBr, kBc) tiles
+    float* p = ws.take(kBr * kBc);                     // (kBr, kBc) probabilities
+    float* ds = ws.take(kBr * kBc);                    // (kBr, kBc) their gradient, then the scores'
+    float* packed = ws.take(kBr * round_up(kBc, mr));  // a tile as A panels, either way round
     for (int64_t j0 = 0; j0 < M; j0 += kBc) {
-      const int64_t bc = std::min(kBc, M - j0);
+      const int64_t bc = std::min(kBc, M - j0), key_panels = panels(bc, nr);
       for (int64_t i0 = 0; i0 < N; i0 += kBr) {
-        const int64_t br = std::min(kBr, N - i0);
-        // p = exp(scale q_i k_j^T - lse_i)
-        gemm_tile(p.data(), qh.data() + i0 * d, kh.data() + j0 * d, br, bc, d, false, true, scale, 0.0f, d, d, kBc);
-        for (int64_t r = 0; r < br; ++r) ks.exp_shift_sum(p.data() + r * kBc, bc, lse_h[i0 + r]);
+        const int64_t br = std::min(kBr, N - i0), row_panels = panels(br, mr);
+        // p = exp(scale q_i k_j^T - lse_i)   (br, bc)
+        tiles(ks, p, kBc, q_a + i0 * d, row_panels, k_b + j0 * d, key_panels, d * nr, d, scale, 0.0f);
+        for (int64_t r = 0; r < br; ++r) ks.exp_shift_sum(p + r * kBc, bc, lse_h[i0 + r]);
         // dv_j += p^T dout_i   (bc, d)
-        gemm_tile(dvh.data() + j0 * d, p.data(), doh.data() + i0 * d, bc, d, br, true, false, 1.0f, 1.0f, kBc, d, d);
+        pack_tile(ks, packed, p, br, bc, true);
+        tiles(ks, dvh + j0 * dp, dp, packed, panels(bc, mr), do_cols + i0 * nr, dp / nr, N * nr, br, 1.0f, 1.0f);
         // dp = dout_i v_j^T   (br, bc)
-        gemm_tile(dp.data(), doh.data() + i0 * d, vh.data() + j0 * d, br, bc, d, false, true, 1.0f, 0.0f, d, d, kBc);
+        tiles(ks, ds, kBc, do_a + i0 * d, row_panels, v_b + j0 * d, key_panels, d * nr, d, 1.0f, 0.0f);
         // ds = p * (dp - delta_i), stored over dp
         for (int64_t r = 0; r < br; ++r) {
-          const float* prow = p.data() + r * kBc;
-          float* dsrow = dp.data() + r * kBc;
-          for (int64_t c = 0; c < bc; ++c) dsrow[c] = prow[c] * (dsrow[c] - delta[i0 + r]);
+          const float* prow = p + r * kBc;
+          float* dsrow = ds + r * kBc;
+          const float delta_r = delta[i0 + r];
+          for (int64_t c = 0; c < bc; ++c) dsrow[c] = prow[c] * (dsrow[c] - delta_r);
         }
-        // dq_i += scale ds k_j   (br, d);   dk_j += scale ds^T q_i   (bc, d)
-        gemm_tile(dqh.data() + i0 * d, dp.data(), kh.data() + j0 * d, br, d, bc, false, false, scale, 1.0f, kBc, d, d);
-        gemm_tile(dkh.data() + j0 * d, dp.data(), qh.data() + i0 * d, bc, d, br, true, false, scale, 1.0f, kBc, d, d);
+        // dq_i += scale ds k_j   (br, d)
+        pack_tile(ks, packed, ds, br, bc, false);
+        tiles(ks, dqh + i0 * dp, dp, packed, row_panels, k_cols + j0 * nr, dp / nr, M * nr, bc, scale, 1.0f);
+        // dk_j += scale ds^T q_i   (bc, d)
+        pack_tile(ks, packed, ds, br, bc, true);
+        tiles(ks, dkh + j0 * dp, dp, packed, panels(bc, mr), q_cols + i0 * nr, dp / nr, N * nr, br, scale, 1.0f);
       }
     }
-    scatter_add_head(head(dq, N), dqh, N, d, ld);
-    scatter_add_head(head(dk, M), dkh, M, d, ld);
-    scatter_add_head(head(dv, M), dvh, M, d, ld);
+    scatter_add_head(dq + at(N), dqh, N, d, ld, dp);
+    scatter_add_head(dk + at(M), dkh, M, d, ld, dp);
+    scatter_add_head(dv + at(M), dvh, M, d, ld, dp);
   });
 }
 
