@@ -4,10 +4,13 @@
 // sum) and stores the log-sum-exp; the backward recomputes each probability tile from it.
 //
 // A head's q, k, v (and dout) are packed once into the panels the GEMM micro-kernel reads, in
-// every orientation a product needs, so that a tile pair costs micro-kernel calls and one
-// packing of the (kBr, kBc) probability tile per product that reads it. Calling the general
-// GEMM per tile instead re-packed a key block for every query block: with a head dim of 64,
-// packing took as long as the arithmetic.
+// every orientation a product needs, so that a tile pair costs micro-kernel calls and little
+// else. The backward keeps its (kBr, kBc) tiles as panels of nr keys, which the micro-kernel
+// writes directly and which are at once the B operand of the products summing over queries
+// (dv, dk, computed transposed); only dq needs its tile re-packed. Its score products come out
+// already shifted by lse and delta, carried as one more step of the packed operands. Calling
+// the general GEMM per tile instead re-packed a key block for every query block: with a head
+// dim of 64, packing took as long as the arithmetic.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -88,37 +91,72 @@ void pack_rows(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_
                    width);
 }
 
-// x (rows, d) as the B operand of a product summing over its rows: panels of nr columns of
-// d stepping along the rows, (ceil(d/nr), rows, nr); rows from r0 of panel j start at
-// j * rows * nr + r0 * nr.
-int64_t cols_size(int64_t rows, int64_t d, int nr) { return round_up(d, nr) * rows; }
-void pack_cols(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_t d) {
-  for (int64_t c = 0; c < d; c += ks.nr)
-    ks.pack_copy(dst + c * rows, x.data + c, x.ld, rows, static_cast<int>(std::min<int64_t>(ks.nr, d - c)), ks.nr);
-}
-
-// The first br rows and bc columns of a (kBr, kBc) tile t as A panels: (ceil(br/mr), bc, mr)
-// summing over its columns (rows = false: the tile itself), or (ceil(bc/mr), br, mr) summing
-// over its rows (the tile transposed).
-void pack_tile(const KernelSet& ks, float* dst, const float* t, int64_t br, int64_t bc, bool transposed) {
-  const int mr = ks.mr;
-  if (!transposed) {
-    for (int64_t r = 0; r < br; r += mr)
-      ks.pack_gather(dst + r * bc, t + r * kBc, kBc, bc, static_cast<int>(std::min<int64_t>(mr, br - r)), mr);
-    return;
+// As pack_rows with one step more, (ceil(rows/width), d + 1, width), the last holding extra(r)
+// for row r and 0 for padding: a product of two such operands adds extra_a(i) * extra_b(j)
+// to its element (i, j), a row's shift computed by the micro-kernel for free.
+template <typename Extra>
+void pack_rows_extra(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_t d, int width, Extra extra) {
+  for (int64_t r = 0; r < rows; r += width) {
+    float* panel = dst + r * (d + 1);
+    const int count = static_cast<int>(std::min<int64_t>(width, rows - r));
+    ks.pack_gather(panel, x.data + r * x.ld, x.ld, d, count, width);
+    for (int i = 0; i < width; ++i) panel[d * width + i] = i < count ? extra(r + i) : 0.0f;
   }
-  for (int64_t c = 0; c < bc; c += mr)
-    ks.pack_copy(dst + c * br, t + c, kBc, br, static_cast<int>(std::min<int64_t>(mr, bc - c)), mr);
 }
 
-// C = alpha * A B + beta * C over whole micro-tiles: a_panels panels of A (kc, mr), laid one
-// after another, times b_panels panels of B (kc, nr), b_stride apart. C is padded to the
-// panels' rows and columns, so no tile needs an edge case.
-void tiles(const KernelSet& ks, float* C, int64_t ldc, const float* A, int64_t a_panels, const float* B,
-           int64_t b_panels, int64_t b_stride, int64_t kc, float alpha, float beta) {
-  for (int64_t j = 0; j < b_panels; ++j)
-    for (int64_t i = 0; i < a_panels; ++i)
-      ks.gemm_tile(kc, A + i * kc * ks.mr, B + j * b_stride, C + i * ks.mr * ldc + j * ks.nr, ldc, alpha, beta);
+// x (rows, d) as an operand summing over its rows whose other dimension is d: panels of
+// `width` columns of x stepping along the rows, (ceil(d/width), rows, width); B panels (width
+// nr) for x itself, A panels (width mr) for x^T. Rows from r0 of panel j start at
+// j * rows * width + r0 * width.
+int64_t cols_size(int64_t rows, int64_t d, int width) { return round_up(d, width) * rows; }
+void pack_cols(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_t d, int width) {
+  for (int64_t c = 0; c < d; c += width)
+    ks.pack_copy(dst + c * rows, x.data + c, x.ld, rows, static_cast<int>(std::min<int64_t>(width, d - c)), width);
+}
+
+// The first br rows and bc columns of a row-major (kBr, kBc) tile t as A panels summing over
+// its columns: (ceil(br/mr), bc, mr).
+void pack_tile(const KernelSet& ks, float* dst, const float* t, int64_t br, int64_t bc) {
+  for (int64_t r = 0; r < br; r += ks.mr)
+    ks.pack_gather(dst + r * bc, t + r * kBc, kBc, bc, static_cast<int>(std::min<int64_t>(ks.mr, br - r)), ks.mr);
+}
+
+// The same from a tile held as key panels (see by_key): one gather per panel.
+void pack_key_panels(const KernelSet& ks, float* dst, const float* t, int64_t br, int64_t bc) {
+  const int mr = ks.mr, nr = ks.nr;
+  for (int64_t r = 0; r < br; r += mr) {
+    const int count = static_cast<int>(std::min<int64_t>(mr, br - r));
+    for (int64_t c = 0; c < bc; c += nr)
+      ks.pack_gather(dst + r * bc + c * mr, t + c * kBr + r * nr, nr, std::min<int64_t>(nr, bc - c), count, mr);
+  }
+}
+
+// count panels of a packed operand, stride floats apart.
+struct Panels {
+  const float* data;
+  int64_t count, stride;
+};
+
+// Where a product's micro-tiles go: tile (i, j) at data + i * mr * ldc + j * col_stride.
+struct Tiles {
+  float* data;
+  int64_t ldc, col_stride;
+};
+
+// A row-major C.
+Tiles row_major(float* c, int64_t ldc, const KernelSet& ks) { return {c, ldc, ks.nr}; }
+
+// A (kBr, kBc) tile held as kBc/nr key panels of (kBr, nr): rows of nr keys, which is at once
+// a B operand summing over the queries; elementwise work on it runs over whole panels.
+Tiles by_key(float* t, const KernelSet& ks) { return {t, ks.nr, kBr * ks.nr}; }
+
+// C = alpha * A B + beta * C over whole micro-tiles, A's panels (kc, mr) by B's (kc, nr). C is
+// padded to the panels' rows and columns, so no tile needs an edge case.
+void tiles(const KernelSet& ks, Tiles c, Panels a, Panels b, int64_t kc, float alpha, float beta) {
+  for (int64_t j = 0; j < b.count; ++j)
+    for (int64_t i = 0; i < a.count; ++i)
+      ks.gemm_tile(kc, a.data + i * a.stride, b.data + j * b.stride, c.data + i * ks.mr * c.ldc + j * c.col_stride,
+                   c.ldc, alpha, beta);
 }
 
 int64_t panels(int64_t n, int width) { return (n + width - 1) / width; }
@@ -174,7 +212,7 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
     float* v_cols = ws.take(cols_size(M, d, nr));                       // V as B panels (M, nr)
     pack_rows(ks, q_a, qh, N, d, mr);
     pack_rows(ks, k_b, kh, M, d, nr);
-    pack_cols(ks, v_cols, vh, M, d);
+    pack_cols(ks, v_cols, vh, M, d, nr);
     const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;  // (M)
     float* s = ws.take(kBr * kBc);                                // (kBr, kBc) scores, then probabilities
     float* p_a = ws.take(kBr * kBc);                              // the probabilities as A panels
@@ -189,11 +227,13 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
       for (int64_t j0 = 0; j0 < key_end; j0 += kBc) {
         const int64_t bc = std::min(kBc, M - j0);
         // s = scale * q_i k_j^T   (br, bc)
-        tiles(ks, s, kBc, q_a + i0 * d, row_panels, k_b + j0 * d, panels(bc, nr), d * nr, d, scale, 0.0f);
+        tiles(ks, row_major(s, kBc, ks), {q_a + i0 * d, row_panels, d * mr}, {k_b + j0 * d, panels(bc, nr), d * nr}, d,
+              scale, 0.0f);
         online_softmax(ks, s, acc, dp, row_max.data(), row_sum.data(), br, bc, i0, j0, mask, causal);
         // acc += p v_j   (br, d)
-        pack_tile(ks, p_a, s, br, bc, false);
-        tiles(ks, acc, dp, p_a, row_panels, v_cols + j0 * nr, dp / nr, M * nr, bc, 1.0f, 1.0f);
+        pack_tile(ks, p_a, s, br, bc);
+        tiles(ks, row_major(acc, dp, ks), {p_a, row_panels, bc * mr}, {v_cols + j0 * nr, dp / nr, M * nr}, bc, 1.0f,
+              1.0f);
       }
       for (int64_t r = 0; r < br; ++r) {
         const float inv = row_sum[r] == 0.0f ? 0.0f : 1.0f / row_sum[r];  // a row that saw no key: zeros
@@ -220,45 +260,24 @@ void CpuOps::attention_masked_forward(float* o, const float* q, const float* k, 
 void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* dout, TensorRef q, TensorRef k,
                                 TensorRef v, TensorRef o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
                                 int64_t d, float scale, DType) {
-  const int64_t ld = H * d;
+  const int64_t ld = H * d, d1 = d + 1;
   const KernelSet& ks = active_kernels();
   const int mr = ks.mr, nr = ks.nr;
-  const int64_t dp = round_up(d, nr);  // accumulator row stride: whole column panels
-  // Accumulators padded to whole tiles: query blocks start at multiples of mr, key blocks at
-  // multiples of kBc, which overhang M by less than mr rows.
-  const int64_t q_rows = round_up(N, mr), k_rows = M + mr;
+  // Accumulators padded to whole tiles: dq (q_rows, dp); dk, dv transposed, (d_rows, keys).
+  const int64_t dp = round_up(d, nr), q_rows = round_up(N, mr), d_rows = round_up(d, mr), keys = round_up(M, nr);
   parallel_for(B * H, [&](int64_t task) {
     const int64_t b = task / H, h = task % H;
     auto at = [&](int64_t rows) { return b * rows * ld + h * d; };  // a head's first element
     Scratch& ws = tls_scratch;
-    ws.reset({N * d, M * d, M * d, N * d, rows_size(N, d, mr), cols_size(N, d, nr), rows_size(M, d, nr),
-              cols_size(M, d, nr), rows_size(N, d, mr), cols_size(N, d, nr), rows_size(M, d, nr), q_rows * dp,
-              k_rows * dp, k_rows * dp, kBr * kBc, kBr * kBc, kBr * round_up(kBc, mr)});
+    ws.reset({N * d, M * d, M * d, N * d, rows_size(N, d1, mr), rows_size(M, d1, nr), rows_size(N, d1, mr),
+              rows_size(M, d1, nr), cols_size(N, d, mr), cols_size(N, d, mr), cols_size(M, d, nr), q_rows * dp,
+              d_rows * keys, d_rows * keys, kBr * kBc, kBr * kBc, kBr * kBc});
     const HeadRows qh = head_rows(q, at(N), N, d, ld, ws.take(N * d));  // (N, d)
     const HeadRows kh = head_rows(k, at(M), M, d, ld, ws.take(M * d));  // (M, d)
     const HeadRows vh = head_rows(v, at(M), M, d, ld, ws.take(M * d));  // (M, d)
     const HeadRows oh = head_rows(o, at(N), N, d, ld, ws.take(N * d));  // (N, d)
     const HeadRows doh{dout + at(N), ld};                               // (N, d)
-    // Each operand in the orientations its products read: A panels (d, mr) and B panels
-    // (d, nr) summing over d; B panels (rows, nr) summing over rows.
-    float *q_a = ws.take(rows_size(N, d, mr)), *q_cols = ws.take(cols_size(N, d, nr));
-    float *k_b = ws.take(rows_size(M, d, nr)), *k_cols = ws.take(cols_size(M, d, nr));
-    float *do_a = ws.take(rows_size(N, d, mr)), *do_cols = ws.take(cols_size(N, d, nr));
-    float* v_b = ws.take(rows_size(M, d, nr));
-    pack_rows(ks, q_a, qh, N, d, mr);
-    pack_cols(ks, q_cols, qh, N, d);
-    pack_rows(ks, k_b, kh, M, d, nr);
-    pack_cols(ks, k_cols, kh, M, d);
-    pack_rows(ks, do_a, doh, N, d, mr);
-    pack_cols(ks, do_cols, doh, N, d);
-    pack_rows(ks, v_b, vh, M, d, nr);
-    float* dqh = ws.take(q_rows * dp);  // (N, dp)
-    float* dkh = ws.take(k_rows * dp);  // (M, dp)
-    float* dvh = ws.take(k_rows * dp);  // (M, dp)
-    std::fill(dqh, dqh + q_rows * dp, 0.0f);
-    std::fill(dkh, dkh + k_rows * dp, 0.0f);
-    std::fill(dvh, dvh + k_rows * dp, 0.0f);
-    const float* lse_h = lse + (b * H + h) * N;
+    const float* lse_h = lse + (b * H + h) * N;                         // (N)
     // delta_i = sum_c dout_ic o_ic = sum_j p_ij dp_ij, the softmax backward's row term.
     std::vector<float> delta(N);
     for (int64_t i = 0; i < N; ++i) {
@@ -266,39 +285,69 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
       for (int64_t c = 0; c < d; ++c) sum += doh.data[i * doh.ld + c] * oh.data[i * oh.ld + c];
       delta[i] = sum;
     }
-    float* p = ws.take(kBr * kBc);                     // (kBr, kBc) probabilities
-    float* ds = ws.take(kBr * kBc);                    // (kBr, kBc) their gradient, then the scores'
-    float* packed = ws.take(kBr * round_up(kBc, mr));  // a tile as A panels, either way round
+    // Each operand in the orientations its products read. The score products come out already
+    // shifted, scale q k^T - lse_i and dout v^T - delta_i: the rows carry -lse_i / scale and
+    // -delta_i as one more step, the keys a 1.
+    auto one = [](int64_t) { return 1.0f; };
+    float* q_a = ws.take(rows_size(N, d1, mr));    // Q as A (d + 1, mr) panels
+    float* k_b = ws.take(rows_size(M, d1, nr));    // K^T as B (d + 1, nr) panels
+    float* do_a = ws.take(rows_size(N, d1, mr));   // dout as A (d + 1, mr) panels
+    float* v_b = ws.take(rows_size(M, d1, nr));    // V^T as B (d + 1, nr) panels
+    float* q_t = ws.take(cols_size(N, d, mr));     // Q^T as A (N, mr) panels
+    float* do_t = ws.take(cols_size(N, d, mr));    // dout^T as A (N, mr) panels
+    float* k_cols = ws.take(cols_size(M, d, nr));  // K as B (M, nr) panels
+    pack_rows_extra(ks, q_a, qh, N, d, mr, [&](int64_t i) { return -lse_h[i] / scale; });
+    pack_rows_extra(ks, k_b, kh, M, d, nr, one);
+    pack_rows_extra(ks, do_a, doh, N, d, mr, [&](int64_t i) { return -delta[i]; });
+    pack_rows_extra(ks, v_b, vh, M, d, nr, one);
+    pack_cols(ks, q_t, qh, N, d, mr);
+    pack_cols(ks, do_t, doh, N, d, mr);
+    pack_cols(ks, k_cols, kh, M, d, nr);
+    float* dqh = ws.take(q_rows * dp);     // (N, dp)
+    float* dk_t = ws.take(d_rows * keys);  // (d, M) transposed
+    float* dv_t = ws.take(d_rows * keys);  // (d, M) transposed
+    std::fill(dqh, dqh + q_rows * dp, 0.0f);
+    std::fill(dk_t, dk_t + d_rows * keys, 0.0f);
+    std::fill(dv_t, dv_t + d_rows * keys, 0.0f);
+    float* p = ws.take(kBr * kBc);       // (kBr, kBc) probabilities, key panels
+    float* ds = ws.take(kBr * kBc);      // (kBr, kBc) their gradient, then the scores', key panels
+    float* packed = ws.take(kBr * kBc);  // ds as A panels (bc, mr)
     for (int64_t j0 = 0; j0 < M; j0 += kBc) {
       const int64_t bc = std::min(kBc, M - j0), key_panels = panels(bc, nr);
       for (int64_t i0 = 0; i0 < N; i0 += kBr) {
         const int64_t br = std::min(kBr, N - i0), row_panels = panels(br, mr);
+        const Panels p_b = {p, key_panels, kBr * nr}, ds_b = {ds, key_panels, kBr * nr};
+        const Panels q_ti = {q_t + i0 * mr, panels(d, mr), N * mr}, do_ti = {do_t + i0 * mr, panels(d, mr), N * mr};
         // p = exp(scale q_i k_j^T - lse_i)   (br, bc)
-        tiles(ks, p, kBc, q_a + i0 * d, row_panels, k_b + j0 * d, key_panels, d * nr, d, scale, 0.0f);
-        for (int64_t r = 0; r < br; ++r) ks.exp_shift_sum(p + r * kBc, bc, lse_h[i0 + r]);
-        // dv_j += p^T dout_i   (bc, d)
-        pack_tile(ks, packed, p, br, bc, true);
-        tiles(ks, dvh + j0 * dp, dp, packed, panels(bc, mr), do_cols + i0 * nr, dp / nr, N * nr, br, 1.0f, 1.0f);
-        // dp = dout_i v_j^T   (br, bc)
-        tiles(ks, ds, kBc, do_a + i0 * d, row_panels, v_b + j0 * d, key_panels, d * nr, d, 1.0f, 0.0f);
-        // ds = p * (dp - delta_i), stored over dp
-        for (int64_t r = 0; r < br; ++r) {
-          const float* prow = p + r * kBc;
-          float* dsrow = ds + r * kBc;
-          const float delta_r = delta[i0 + r];
-          for (int64_t c = 0; c < bc; ++c) dsrow[c] = prow[c] * (dsrow[c] - delta_r);
+        tiles(ks, by_key(p, ks), {q_a + i0 * d1, row_panels, d1 * mr}, {k_b + j0 * d1, key_panels, d1 * nr}, d1, scale,
+              0.0f);
+        for (int64_t u = 0; u < key_panels; ++u) ks.exp_shift_sum(p + u * kBr * nr, br * nr, 0.0f);
+        // dv_j^T += dout_i^T p   (d, bc)
+        tiles(ks, row_major(dv_t + j0, keys, ks), do_ti, p_b, br, 1.0f, 1.0f);
+        // ds = p * (dout_i v_j^T - delta_i)   (br, bc)
+        tiles(ks, by_key(ds, ks), {do_a + i0 * d1, row_panels, d1 * mr}, {v_b + j0 * d1, key_panels, d1 * nr}, d1, 1.0f,
+              0.0f);
+        for (int64_t u = 0; u < key_panels; ++u) {
+          const float* pu = p + u * kBr * nr;
+          float* dsu = ds + u * kBr * nr;
+          for (int64_t e = 0; e < br * nr; ++e) dsu[e] *= pu[e];
         }
+        // dk_j^T += scale q_i^T ds   (d, bc)
+        tiles(ks, row_major(dk_t + j0, keys, ks), q_ti, ds_b, br, scale, 1.0f);
         // dq_i += scale ds k_j   (br, d)
-        pack_tile(ks, packed, ds, br, bc, false);
-        tiles(ks, dqh + i0 * dp, dp, packed, row_panels, k_cols + j0 * nr, dp / nr, M * nr, bc, scale, 1.0f);
-        // dk_j += scale ds^T q_i   (bc, d)
-        pack_tile(ks, packed, ds, br, bc, true);
-        tiles(ks, dkh + j0 * dp, dp, packed, panels(bc, mr), q_cols + i0 * nr, dp / nr, N * nr, br, scale, 1.0f);
+        pack_key_panels(ks, packed, ds, br, bc);
+        tiles(ks, row_major(dqh + i0 * dp, dp, ks), {packed, row_panels, bc * mr}, {k_cols + j0 * nr, dp / nr, M * nr},
+              bc, scale, 1.0f);
       }
     }
     scatter_add_head(dq + at(N), dqh, N, d, ld, dp);
-    scatter_add_head(dk + at(M), dkh, M, d, ld, dp);
-    scatter_add_head(dv + at(M), dvh, M, d, ld, dp);
+    float* dk_h = dk + at(M);
+    float* dv_h = dv + at(M);
+    for (int64_t j = 0; j < M; ++j)
+      for (int64_t c = 0; c < d; ++c) {
+        dk_h[j * ld + c] += dk_t[c * keys + j];
+        dv_h[j * ld + c] += dv_t[c * keys + j];
+      }
   });
 }
 
