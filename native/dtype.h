@@ -110,6 +110,10 @@ struct TensorRef {
   LT_HOST_DEVICE const uint16_t* lowp() const { return static_cast<const uint16_t*>(data); }
   // Element i as fp32.
   LT_HOST_DEVICE float at(int64_t i) const { return type == DType::f32 ? f32()[i] : lowp_to_f32(lowp()[i], type); }
+  // The tensor from element n on.
+  LT_HOST_DEVICE TensorRef from(int64_t n) const {
+    return {static_cast<const char*>(data) + n * (type == DType::f32 ? 4 : 2), type};
+  }
 };
 
 // A written tensor of any storage type; a float pointer converts to it implicitly. An op

@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "dtype.h"
 
@@ -241,6 +242,25 @@ class Ops {
   // Global L2 norm over many tensors; when max_norm > 0 and the norm exceeds it, scales every
   // tensor by max_norm / (norm + 1e-6) (torch.nn.utils.clip_grad_norm_). Returns the norm.
   virtual double clip_grad_norm(float* const* grads, const int64_t* sizes, int64_t count, double max_norm) = 0;
+};
+
+// Temporary backend buffers released together when the scope ends.
+class Scratch {
+ public:
+  explicit Scratch(Ops& ops) : ops_(ops) {}
+  ~Scratch() {
+    for (float* p : owned_) ops_.release(p);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  float* alloc(int64_t n) {
+    owned_.push_back(ops_.alloc(n));
+    return owned_.back();
+  }
+
+ private:
+  Ops& ops_;
+  std::vector<float*> owned_;
 };
 
 }  // namespace lt

@@ -33,7 +33,13 @@ describe('bf16 and fp16 conversions (PyTorch rounding, tests/reference/lowp_fixt
     expect(wrong.slice(0, 5).map((i) => `${label}[${i}] = ${actual[i]}, expected ${expected[i]}`)).toEqual([]);
   };
 
-  it.each(['bf16', 'f16'] as const)('rounds fp32 to %s bit-exactly, and widens back exactly', async (dtype) => {
+  // Each kernel set rounds fp32 to bf16 its own way (activations, GEMM operands): every one
+  // this CPU can run is checked.
+  const roundings = (['avx512', 'avx2', 'generic'] as const)
+    .filter((set) => available.includes(set))
+    .flatMap((set) => (['bf16', 'f16'] as const).map((dtype) => [dtype, set] as const));
+  it.each(roundings)('rounds fp32 to %s bit-exactly (%s kernels), and widens back exactly', async (dtype, set) => {
+    ops.setCpuKernels(set);
     const x = lowp.tensor(c, 'x');
     const bits = await ops.toLowp(x, dtype);
     sameValues(`${dtype} bits`, Float32Array.from(bits.data), lowp.tensor(c, dtype).data, (i) =>

@@ -34,7 +34,7 @@ int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // A thread's scratch, kept across heads and calls: fresh buffers per head cost page faults.
 // Pieces start on cache lines, as the micro-kernel's aligned loads of B panels need.
-class Scratch {
+class TaskScratch {
  public:
   // Makes room for pieces of these sizes and starts over.
   void reset(std::initializer_list<int64_t> pieces) {
@@ -61,16 +61,17 @@ class Scratch {
   std::unique_ptr<float, Free> data_;
   int64_t capacity_ = 0, used_ = 0;
 };
-thread_local Scratch tls_scratch;
+thread_local TaskScratch tls_scratch;
 
-// Rows of one head, fp32: q/k/v/o inside an interleaved (rows, H*d) tensor are read in place
-// when stored fp32 and widened into `widened` otherwise.
+// Rows of one head inside an interleaved (rows, H*d) tensor: fp32 and bf16 are read in place
+// (the packers widen bf16 on the way), fp16 is widened into `widened` first.
 struct HeadRows {
-  const float* data;
+  TensorRef rows;  // the head's first element, fp32 or bf16
   int64_t ld;
+  float at(int64_t i, int64_t c) const { return rows.at(i * ld + c); }
 };
 HeadRows head_rows(TensorRef src, int64_t offset, int64_t rows, int64_t d, int64_t ld, float* widened) {
-  if (src.type == DType::f32) return {src.f32() + offset, ld};
+  if (src.type == DType::f32 || src.type == DType::bf16) return {src.from(offset), ld};
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t c = 0; c < d; ++c) widened[i * d + c] = src.at(offset + i * ld + c);
   return {widened, d};
@@ -86,9 +87,13 @@ void scatter_add_head(float* dst, const float* src, int64_t rows, int64_t d, int
 // layout of an operand whose rows are the product's rows (A) or columns (B, transposed).
 int64_t rows_size(int64_t rows, int64_t d, int width) { return round_up(rows, width) * d; }
 void pack_rows(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_t d, int width) {
-  for (int64_t r = 0; r < rows; r += width)
-    ks.pack_gather(dst + r * d, x.data + r * x.ld, x.ld, d, static_cast<int>(std::min<int64_t>(width, rows - r)),
-                   width);
+  for (int64_t r = 0; r < rows; r += width) {
+    const int count = static_cast<int>(std::min<int64_t>(width, rows - r));
+    if (x.rows.type == DType::bf16)
+      ks.pack_gather_bf16(dst + r * d, x.rows.lowp() + r * x.ld, x.ld, d, count, width);
+    else
+      ks.pack_gather(dst + r * d, x.rows.f32() + r * x.ld, x.ld, d, count, width);
+  }
 }
 
 // As pack_rows with one step more, (ceil(rows/width), d + 1, width), the last holding extra(r)
@@ -99,7 +104,10 @@ void pack_rows_extra(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, 
   for (int64_t r = 0; r < rows; r += width) {
     float* panel = dst + r * (d + 1);
     const int count = static_cast<int>(std::min<int64_t>(width, rows - r));
-    ks.pack_gather(panel, x.data + r * x.ld, x.ld, d, count, width);
+    if (x.rows.type == DType::bf16)
+      ks.pack_gather_bf16(panel, x.rows.lowp() + r * x.ld, x.ld, d, count, width);
+    else
+      ks.pack_gather(panel, x.rows.f32() + r * x.ld, x.ld, d, count, width);
     for (int i = 0; i < width; ++i) panel[d * width + i] = i < count ? extra(r + i) : 0.0f;
   }
 }
@@ -110,8 +118,13 @@ void pack_rows_extra(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, 
 // j * rows * width + r0 * width.
 int64_t cols_size(int64_t rows, int64_t d, int width) { return round_up(d, width) * rows; }
 void pack_cols(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_t d, int width) {
-  for (int64_t c = 0; c < d; c += width)
-    ks.pack_copy(dst + c * rows, x.data + c, x.ld, rows, static_cast<int>(std::min<int64_t>(width, d - c)), width);
+  for (int64_t c = 0; c < d; c += width) {
+    const int count = static_cast<int>(std::min<int64_t>(width, d - c));
+    if (x.rows.type == DType::bf16)
+      ks.pack_copy_bf16(dst + c * rows, x.rows.lowp() + c, x.ld, rows, count, width);
+    else
+      ks.pack_copy(dst + c * rows, x.rows.f32() + c, x.ld, rows, count, width);
+  }
 }
 
 // The first br rows and bc columns of a row-major (kBr, kBc) tile t as A panels summing over
@@ -201,7 +214,7 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
   parallel_for(B * H, [&](int64_t task) {
     const int64_t b = task / H, h = task % H;
     auto at = [&](int64_t rows) { return b * rows * ld + h * d; };  // a head's first element
-    Scratch& ws = tls_scratch;
+    TaskScratch& ws = tls_scratch;
     ws.reset({N * d, M * d, M * d, rows_size(N, d, mr), rows_size(M, d, nr), cols_size(M, d, nr), kBr * kBc, kBr * kBc,
               kBr * dp});
     const HeadRows qh = head_rows(q, at(N), N, d, ld, ws.take(N * d));  // (N, d)
@@ -268,7 +281,7 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
   parallel_for(B * H, [&](int64_t task) {
     const int64_t b = task / H, h = task % H;
     auto at = [&](int64_t rows) { return b * rows * ld + h * d; };  // a head's first element
-    Scratch& ws = tls_scratch;
+    TaskScratch& ws = tls_scratch;
     ws.reset({N * d, M * d, M * d, N * d, rows_size(N, d1, mr), rows_size(M, d1, nr), rows_size(N, d1, mr),
               rows_size(M, d1, nr), cols_size(N, d, mr), cols_size(N, d, mr), cols_size(M, d, nr), q_rows * dp,
               d_rows * keys, d_rows * keys, kBr * kBc, kBr * kBc, kBr * kBc});
@@ -282,7 +295,7 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
     std::vector<float> delta(N);
     for (int64_t i = 0; i < N; ++i) {
       float sum = 0.0f;
-      for (int64_t c = 0; c < d; ++c) sum += doh.data[i * doh.ld + c] * oh.data[i * oh.ld + c];
+      for (int64_t c = 0; c < d; ++c) sum += doh.at(i, c) * oh.at(i, c);
       delta[i] = sum;
     }
     // Each operand in the orientations its products read. The score products come out already

@@ -11,6 +11,22 @@
 #include "thread_pool.h"
 
 namespace lt::cpu {
+namespace {
+
+// out[at, at + n) = src[from, from + n), converted to out's storage type.
+void copy_values(TensorOut out, int64_t at, TensorRef src, int64_t from, int64_t n) {
+  if (src.type == out.type) {
+    const int64_t bytes = dtype_size(src.type);
+    std::memcpy(static_cast<char*>(out.data) + at * bytes, static_cast<const char*>(src.data) + from * bytes,
+                static_cast<size_t>(n * bytes));
+  } else if (src.type == DType::f32) {
+    store_values(out, at, src.f32() + from, n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out.set(at + i, src.at(from + i));
+  }
+}
+
+}  // namespace
 
 void CpuOps::modulate_forward(float* y, const float* x, const float* ab, int64_t B, int64_t P, int64_t C) {
   parallel_for(B, [&](int64_t b) {
@@ -52,10 +68,11 @@ void CpuOps::modulate_backward(float* dx, float* dab, const float* dy, const flo
 
 void CpuOps::dropout_forward(TensorOut y, TensorRef x, float p, uint64_t seed, int64_t n) {
   if (x.type != DType::f32 || y.type != DType::f32) {  // through fp32: widen, drop, round once
-    std::vector<float> tmp(static_cast<size_t>(n));    // (n)
-    convert(tmp.data(), DType::f32, x, n);
-    dropout_forward(tmp.data(), tmp.data(), p, seed, n);
-    convert(y.data, y.type, tmp.data(), n);
+    Scratch scratch(*this);
+    float* tmp = scratch.alloc(n);  // (n)
+    convert(tmp, DType::f32, x, n);
+    dropout_forward(tmp, tmp, p, seed, n);
+    convert(y.data, y.type, tmp, n);
     return;
   }
   const KernelSet& ks = active_kernels();
@@ -115,8 +132,8 @@ void CpuOps::concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int6
       std::copy(b.f32() + i * Nb * C, b.f32() + (i + 1) * Nb * C, out.f32() + row + Na * C);
       return;
     }
-    for (int64_t j = 0; j < Na * C; ++j) out.set(row + j, a.at(i * Na * C + j));
-    for (int64_t j = 0; j < Nb * C; ++j) out.set(row + Na * C + j, b.at(i * Nb * C + j));
+    copy_values(out, row, a, i * Na * C, Na * C);
+    copy_values(out, row + Na * C, b, i * Nb * C, Nb * C);
   });
 }
 

@@ -41,8 +41,8 @@ thread_local std::vector<float> tls_widened;
 
 // out (rows, n) = rows of src (row stride ld) read as type t, the GEMM's operand type: stored
 // bf16 widened, fp32 rounded to bf16 (nearest even, NaN kept quiet) as the GPU's tensor cores
-// and PyTorch's autocast see an fp32 operand beside a bf16 one. Branch-free loops the compiler
-// vectorises; fp16 (rare on the CPU) goes element by element.
+// and PyTorch's autocast see an fp32 operand beside a bf16 one (by the kernel set). fp16, rare
+// on the CPU, goes element by element.
 template <typename T>
 void widen_rows(float* out, const T* src, int64_t ld, int64_t rows, int64_t n, DType t) {
   for (int64_t r = 0; r < rows; ++r, out += n, src += ld) {
@@ -52,7 +52,7 @@ void widen_rows(float* out, const T* src, int64_t ld, int64_t rows, int64_t n, D
       else
         for (int64_t j = 0; j < n; ++j) out[j] = f16_to_f32(src[j]);
     } else if (t == DType::bf16) {
-      for (int64_t j = 0; j < n; ++j) out[j] = bf16_to_f32(f32_to_bf16(src[j]));
+      active_kernels().through_bf16(out, src, n);
     } else {
       for (int64_t j = 0; j < n; ++j) out[j] = lowp_to_f32(f32_to_lowp(src[j], t), t);
     }
@@ -135,9 +135,6 @@ void pack_b(float* dst, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, i
   else
     pack_line_panels(dst, g.B.lowp() + at, g.ldb, g.transB, nc, nr, kc, t);
 }
-
-// A stored operand advanced by n elements.
-TensorRef offset(TensorRef x, int64_t n) { return {static_cast<const char*>(x.data) + n * dtype_size(x.type), x.type}; }
 
 void scale_c(const GemmArgs& g) {
   for (int64_t i = 0; i < g.M; ++i) {
@@ -262,9 +259,9 @@ void gemm(const GemmArgs& g) {
     sub.M = m1 - m0;
     sub.N = n1 - n0;
     sub.C = g.C + m0 * g.ldc + n0;
-    sub.A = g.a_rows ? g.A : offset(g.A, g.transA ? m0 : m0 * g.lda);
+    sub.A = g.a_rows ? g.A : g.A.from(g.transA ? m0 : m0 * g.lda);
     sub.a_row0 = g.a_row0 + m0;
-    sub.B = offset(g.B, g.transB ? n0 * g.ldb : n0);
+    sub.B = g.B.from(g.transB ? n0 * g.ldb : n0);
     if (g.bias) sub.bias = g.bias + n0;
     gemm_serial(sub);
   });

@@ -1,5 +1,6 @@
 #include "kernels.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
@@ -95,6 +96,12 @@ void set_active_kernels(const std::string& name) {
     throw std::invalid_argument("CPU kernel set '" + name + "' is not available on this CPU (available: " + list + ")");
   }
   active().store(k, std::memory_order_release);
+}
+
+void store_values(TensorOut y, int64_t at, const float* values, int64_t n) {
+  if (y.type == DType::f32) return std::copy(values, values + n, y.f32() + at), void();
+  if (y.type == DType::bf16) return active_kernels().to_bf16(static_cast<uint16_t*>(y.data) + at, values, n);
+  for (int64_t i = 0; i < n; ++i) y.set(at + i, values[i]);
 }
 
 }  // namespace lt::cpu

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "../dtype.h"
+
 namespace lt::cpu {
 
 struct KernelSet {
@@ -45,6 +47,11 @@ struct KernelSet {
   // over taps t < kk whose input in[t] (C) is not null (padding) of taps[t * C ..] * in[t], each
   // channel summed in tap order in registers and written once.
   void (*depthwise_pixel)(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk);
+  // bf16 rounding as f32_to_bf16 does it (nearest even, NaN kept quiet): mixed precision rounds
+  // every saved activation (to_bf16) and every fp32 GEMM operand met beside a bf16 one
+  // (through_bf16: rounded, then widened back).
+  void (*to_bf16)(uint16_t* dst, const float* src, int64_t n);
+  void (*through_bf16)(float* dst, const float* src, int64_t n);
 };
 
 // The portable packing routines, also the fallback of the wider sets for odd widths.
@@ -64,5 +71,8 @@ std::vector<std::string> supported_kernel_sets();
 const KernelSet& active_kernels();
 // Throws std::invalid_argument for an unknown name or one this CPU cannot run.
 void set_active_kernels(const std::string& name);
+
+// y[at, at + n) = values, rounded to y's storage type (bf16 by the active set's to_bf16).
+void store_values(TensorOut y, int64_t at, const float* values, int64_t n);
 
 }  // namespace lt::cpu

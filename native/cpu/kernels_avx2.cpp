@@ -3,6 +3,7 @@
 
 #include <limits>
 
+#include "../dtype.h"
 #include "kernels.h"
 #include "vector_exp.h"
 
@@ -94,6 +95,36 @@ inline __m256 load8(const uint16_t* p) {
 inline void store_row(float* dst, __m256 v, int lanes, bool keep_spare) {
   if (lanes == 8 || !keep_spare) return _mm256_storeu_ps(dst, v);
   _mm256_maskstore_ps(dst, lanes_below(lanes), v);
+}
+
+// f32_to_bf16 on eight lanes, each result in the low half of its 32-bit lane.
+inline __m256i bf16_bits(__m256 x) {
+  const __m256i u = _mm256_castps_si256(x);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
+  const __m256i magnitude = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+  const __m256i nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f800000));
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  return _mm256_blendv_epi8(rounded, quiet, nan);
+}
+
+void to_bf16_avx2(uint16_t* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    // packus works per 128-bit half: (a0 b0 a1 b1) in 64-bit quarters, put back in order.
+    const __m256i packed =
+        _mm256_packus_epi32(bf16_bits(_mm256_loadu_ps(src + i)), bf16_bits(_mm256_loadu_ps(src + i + 8)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_permute4x64_epi64(packed, 0xd8));
+  }
+  for (; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+}
+
+void through_bf16_avx2(float* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm256_slli_epi32(bf16_bits(_mm256_loadu_ps(src + i)), 16));
+  for (; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
 }
 
 // Eight p at a time, transposed in registers (the generic loop finishes a ragged end of p).
@@ -294,6 +325,8 @@ const KernelSet kAvx2Kernels = {"avx2",
                                 gelu_backward_avx2,
                                 sigmoid_avx2,
                                 dropout_avx2,
-                                depthwise_pixel_avx2};
+                                depthwise_pixel_avx2,
+                                to_bf16_avx2,
+                                through_bf16_avx2};
 
 }  // namespace lt::cpu

@@ -143,6 +143,29 @@ inline void for_lanes(int64_t n, F f) {  // full vectors, then one masked tail
   if (i < n) f(i, static_cast<__mmask16>((1u << (n - i)) - 1));
 }
 
+// f32_to_bf16 on sixteen lanes, each result in the low half of its 32-bit lane.
+inline __m512i bf16_bits(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+  const __m512i magnitude = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+  const __mmask16 nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f800000));
+  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  return _mm512_mask_blend_epi32(nan, rounded, quiet);
+}
+
+void to_bf16_avx512(uint16_t* dst, const float* src, int64_t n) {
+  for_lanes(n, [&](int64_t i, __mmask16 m) {
+    _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtepi32_epi16(bf16_bits(_mm512_maskz_loadu_ps(m, src + i))));
+  });
+}
+
+void through_bf16_avx512(float* dst, const float* src, int64_t n) {
+  for_lanes(n, [&](int64_t i, __mmask16 m) {
+    _mm512_mask_storeu_epi32(dst + i, m, _mm512_slli_epi32(bf16_bits(_mm512_maskz_loadu_ps(m, src + i)), 16));
+  });
+}
+
 void gelu_forward_avx512(float* y, const float* x, int64_t n) {
   for_lanes(n, [&](int64_t i, __mmask16 m) {
     __m512 v = _mm512_maskz_loadu_ps(m, x + i), cdf, pdf;
@@ -234,6 +257,8 @@ const KernelSet kAvx512Kernels = {"avx512",
                                   gelu_backward_avx512,
                                   sigmoid_avx512,
                                   dropout_avx512,
-                                  depthwise_pixel_avx512};
+                                  depthwise_pixel_avx512,
+                                  to_bf16_avx512,
+                                  through_bf16_avx512};
 
 }  // namespace lt::cpu

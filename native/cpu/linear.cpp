@@ -19,9 +19,10 @@ void add_column_sums(float* db, const float* dy, int64_t rows, int64_t out) {
 // A bf16/fp16 output: computed in fp32 by compute(y32), then rounded once.
 template <typename Compute>
 void write_rounded(Ops& ops, TensorOut y, int64_t n, Compute compute) {
-  std::vector<float> y32(static_cast<size_t>(n));  // (n)
-  compute(y32.data());
-  ops.convert(y.data, y.type, y32.data(), n);
+  Scratch scratch(ops);
+  float* y32 = scratch.alloc(n);  // (n)
+  compute(y32);
+  ops.convert(y.data, y.type, y32, n);
 }
 
 }  // namespace

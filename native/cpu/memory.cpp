@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "cpu_ops.h"
+#include "kernels.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
@@ -112,10 +113,12 @@ namespace lt::cpu {
 void CpuOps::convert(void* dst, DType dst_type, TensorRef src, int64_t n) {
   const TensorOut out(dst, dst_type);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
-    // Mixed precision rounds every saved activation: a loop the compiler vectorises.
-    if (src.type == DType::f32 && dst_type == DType::bf16) {
-      uint16_t* out16 = static_cast<uint16_t*>(dst);
-      for (int64_t i = i0; i < i1; ++i) out16[i] = f32_to_bf16(src.f32()[i]);
+    // Mixed precision rounds every saved activation.
+    if (src.type == DType::f32 && dst_type == DType::bf16)
+      return active_kernels().to_bf16(static_cast<uint16_t*>(dst) + i0, src.f32() + i0, i1 - i0);
+    if (src.type == DType::bf16 && dst_type == DType::f32) {  // and widens them back: a shift
+      float* out32 = static_cast<float*>(dst);
+      for (int64_t i = i0; i < i1; ++i) out32[i] = bf16_to_f32(src.lowp()[i]);
       return;
     }
     for (int64_t i = i0; i < i1; ++i) out.set(i, src.at(i));

@@ -37,7 +37,11 @@ void CpuOps::layernorm_forward(TensorOut y, float* mean, float* rstd, const floa
         var += static_cast<double>(dx) * dx;
       }
       const float s = static_cast<float>(1.0 / std::sqrt(var / C + eps));
-      for (int64_t c = 0; c < C; ++c) y.set(r * C + c, (xr[c] - m) * s);
+      thread_local std::vector<float> row;  // (C) the normalised row when y is stored narrower
+      if (y.type != DType::f32) row.resize(C);
+      float* yr = y.type == DType::f32 ? y.f32() + r * C : row.data();
+      for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * s;
+      if (y.type != DType::f32) store_values(y, r * C, yr, C);
       mean[r] = m;
       rstd[r] = s;
     }
@@ -216,31 +220,35 @@ namespace lt::cpu {
 // saving; here it would only duplicate code).
 void CpuOps::gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P,
                               int64_t C, float eps) {
-  std::vector<float> g(static_cast<size_t>(B * P * C));  // (B, P, C)
-  if (u.type != DType::f32) {                            // widen in place, then GELU
-    convert(g.data(), DType::f32, u, B * P * C);
-    gelu_forward(g.data(), g.data(), B * P * C);
+  Scratch scratch(*this);
+  float* g = scratch.alloc(B * P * C);  // (B, P, C)
+  if (u.type != DType::f32) {           // widen in place, then GELU
+    convert(g, DType::f32, u, B * P * C);
+    gelu_forward(g, g, B * P * C);
   } else {
-    gelu_forward(g.data(), u.f32(), B * P * C);
+    gelu_forward(g, u.f32(), B * P * C);
   }
-  if (y.type == DType::f32) return grn_forward(y.f32(), g.data(), gamma, beta, B, P, C, eps);
-  grn_forward(g.data(), g.data(), gamma, beta, B, P, C, eps);  // in place: then rounded once
-  convert(y.data, y.type, g.data(), B * P * C);
+  if (y.type == DType::f32) return grn_forward(y.f32(), g, gamma, beta, B, P, C, eps);
+  grn_forward(g, g, gamma, beta, B, P, C, eps);  // in place: then rounded once
+  convert(y.data, y.type, g, B * P * C);
 }
 
 void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const float* gamma, int64_t B, int64_t P,
                                int64_t C, float eps) {
   const int64_t n = B * P * C;
-  std::vector<float> widened;  // (B, P, C): u in fp32 when it is stored narrower
+  Scratch scratch(*this);
+  const float* u32 = u.f32();  // (B, P, C): u in fp32, widened when it is stored narrower
   if (u.type != DType::f32) {
-    widened.resize(static_cast<size_t>(n));
-    convert(widened.data(), DType::f32, u, n);
+    float* widened = scratch.alloc(n);
+    convert(widened, DType::f32, u, n);
+    u32 = widened;
   }
-  const float* u32 = u.type == DType::f32 ? u.f32() : widened.data();
-  std::vector<float> g(static_cast<size_t>(n)), dg(static_cast<size_t>(n), 0.0f);  // (B, P, C)
-  gelu_forward(g.data(), u32, n);
-  grn_backward(dg.data(), nullptr, nullptr, dy, g.data(), gamma, B, P, C, eps);
-  gelu_backward(du, dg.data(), u32, n);
+  float* g = scratch.alloc(n);   // (B, P, C)
+  float* dg = scratch.alloc(n);  // (B, P, C)
+  zero(dg, n);
+  gelu_forward(g, u32, n);
+  grn_backward(dg, nullptr, nullptr, dy, g, gamma, B, P, C, eps);
+  gelu_backward(du, dg, u32, n);
 }
 
 void CpuOps::modulate_layernorm_forward(float* y, TensorOut normed, float* mean, float* rstd, const float* x,

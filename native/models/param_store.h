@@ -22,25 +22,6 @@ struct NamedShape {
   }
 };
 
-// Temporary backend buffers released together when the scope ends.
-class Scratch {
- public:
-  explicit Scratch(Ops& ops) : ops_(ops) {}
-  ~Scratch() {
-    for (float* p : owned_) ops_.release(p);
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  float* alloc(int64_t n) {
-    owned_.push_back(ops_.alloc(n));
-    return owned_.back();
-  }
-
- private:
-  Ops& ops_;
-  std::vector<float*> owned_;
-};
-
 // A weights file mapped into memory, private and copy-on-write: parameters read from it may
 // point into it (host backends, stored type kept) instead of holding a copy, and the rest are
 // converted or uploaded from it. The mapping lives as long as a parameter points into it.
