@@ -5,11 +5,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "../cpu/thread_pool.h"
 
 namespace lt {
 
@@ -19,10 +22,15 @@ namespace {
 template <typename Bits>
 ParamStore::NonFinite scan(const Bits* x, int64_t n, Bits exponent, DType type) {
   ParamStore::NonFinite out;
-  int64_t count = 0;
-  for (int64_t i = 0; i < n; ++i) count += (x[i] & exponent) == exponent;
+  std::atomic<int64_t> count{0};
+  // On every core: a real prior is a billion values read from the page cache, mapping each page.
+  cpu::parallel_range(n, int64_t{1} << 20, [&](int64_t begin, int64_t end) {
+    int64_t found = 0;
+    for (int64_t i = begin; i < end; ++i) found += (x[i] & exponent) == exponent;
+    count += found;
+  });
   out.count = count;
-  if (count == 0) return out;
+  if (out.count == 0) return out;
   for (int64_t i = 0; i < n; ++i)
     if ((x[i] & exponent) == exponent) {
       out.first = i;
