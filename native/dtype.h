@@ -13,7 +13,7 @@ namespace lt {
 
 enum class DType : int32_t { f32 = 0, bf16 = 1, f16 = 2 };
 
-inline int64_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
+LT_HOST_DEVICE inline int64_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
 inline const char* dtype_name(DType t) { return t == DType::f32 ? "f32" : t == DType::bf16 ? "bf16" : "f16"; }
 // "f32" | "bf16" | "f16"; false for anything else.
 inline bool parse_dtype(const std::string& s, DType* out) {
@@ -112,7 +112,7 @@ struct TensorRef {
   LT_HOST_DEVICE float at(int64_t i) const { return type == DType::f32 ? f32()[i] : lowp_to_f32(lowp()[i], type); }
   // The tensor from element n on.
   LT_HOST_DEVICE TensorRef from(int64_t n) const {
-    return {static_cast<const char*>(data) + n * (type == DType::f32 ? 4 : 2), type};
+    return {static_cast<const char*>(data) + n * dtype_size(type), type};
   }
 };
 

@@ -18,6 +18,7 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <stdexcept>
 #include <vector>
 
 #include "cpu_ops.h"
@@ -50,6 +51,7 @@ class TaskScratch {
   float* take(int64_t n) {
     float* p = data_.get() + used_;
     used_ += round_up(n, kLine);
+    if (used_ > capacity_) throw std::logic_error("attention scratch: a piece was taken that reset did not size");
     return p;
   }
   static constexpr int64_t kLine = 16;  // floats per cache line
@@ -86,14 +88,18 @@ void scatter_add_head(float* dst, const float* src, int64_t rows, int64_t d, int
 // x (rows, d) as panels of `width` rows stepping along d: (ceil(rows/width), d, width), the
 // layout of an operand whose rows are the product's rows (A) or columns (B, transposed).
 int64_t rows_size(int64_t rows, int64_t d, int width) { return round_up(rows, width) * d; }
+
+// Rows [r, r + count) of x as one panel (d, width), by the packer for x's storage type.
+void gather_panel(const KernelSet& ks, float* dst, HeadRows x, int64_t r, int64_t d, int count, int width) {
+  if (x.rows.type == DType::bf16)
+    ks.pack_gather_bf16(dst, x.rows.lowp() + r * x.ld, x.ld, d, count, width);
+  else
+    ks.pack_gather(dst, x.rows.f32() + r * x.ld, x.ld, d, count, width);
+}
+
 void pack_rows(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_t d, int width) {
-  for (int64_t r = 0; r < rows; r += width) {
-    const int count = static_cast<int>(std::min<int64_t>(width, rows - r));
-    if (x.rows.type == DType::bf16)
-      ks.pack_gather_bf16(dst + r * d, x.rows.lowp() + r * x.ld, x.ld, d, count, width);
-    else
-      ks.pack_gather(dst + r * d, x.rows.f32() + r * x.ld, x.ld, d, count, width);
-  }
+  for (int64_t r = 0; r < rows; r += width)
+    gather_panel(ks, dst + r * d, x, r, d, static_cast<int>(std::min<int64_t>(width, rows - r)), width);
 }
 
 // As pack_rows with one step more, (ceil(rows/width), d + 1, width), the last holding extra(r)
@@ -104,10 +110,7 @@ void pack_rows_extra(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, 
   for (int64_t r = 0; r < rows; r += width) {
     float* panel = dst + r * (d + 1);
     const int count = static_cast<int>(std::min<int64_t>(width, rows - r));
-    if (x.rows.type == DType::bf16)
-      ks.pack_gather_bf16(panel, x.rows.lowp() + r * x.ld, x.ld, d, count, width);
-    else
-      ks.pack_gather(panel, x.rows.f32() + r * x.ld, x.ld, d, count, width);
+    gather_panel(ks, panel, x, r, d, count, width);
     for (int i = 0; i < width; ++i) panel[d * width + i] = i < count ? extra(r + i) : 0.0f;
   }
 }
@@ -201,7 +204,6 @@ void online_softmax(const KernelSet& ks, float* s, float* acc, int64_t ld, float
   }
 }
 
-// The forward pass shared by the training attention (lse kept, nothing masked) and the text
 // The forward pass shared by the training attention (lse kept, nothing masked) and the text
 // encoder's (causal and padding masks, no lse). o (B, N, H*d), any storage type; lse (B, H, N)
 // or null.

@@ -11,22 +11,6 @@
 #include "thread_pool.h"
 
 namespace lt::cpu {
-namespace {
-
-// out[at, at + n) = src[from, from + n), converted to out's storage type.
-void copy_values(TensorOut out, int64_t at, TensorRef src, int64_t from, int64_t n) {
-  if (src.type == out.type) {
-    const int64_t bytes = dtype_size(src.type);
-    std::memcpy(static_cast<char*>(out.data) + at * bytes, static_cast<const char*>(src.data) + from * bytes,
-                static_cast<size_t>(n * bytes));
-  } else if (src.type == DType::f32) {
-    store_values(out, at, src.f32() + from, n);
-  } else {
-    for (int64_t i = 0; i < n; ++i) out.set(at + i, src.at(from + i));
-  }
-}
-
-}  // namespace
 
 void CpuOps::modulate_forward(float* y, const float* x, const float* ab, int64_t B, int64_t P, int64_t C) {
   parallel_for(B, [&](int64_t b) {
@@ -124,16 +108,11 @@ void CpuOps::scale_channels(float* y, const float* x, const float* s, int64_t B,
 }
 
 void CpuOps::concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
-  const bool f32 = out.type == DType::f32 && a.type == DType::f32 && b.type == DType::f32;
+  const int64_t size = dtype_size(out.type);
   parallel_for(B, [&](int64_t i) {
-    const int64_t row = i * (Na + Nb) * C;
-    if (f32) {
-      std::copy(a.f32() + i * Na * C, a.f32() + (i + 1) * Na * C, out.f32() + row);
-      std::copy(b.f32() + i * Nb * C, b.f32() + (i + 1) * Nb * C, out.f32() + row + Na * C);
-      return;
-    }
-    copy_values(out, row, a, i * Na * C, Na * C);
-    copy_values(out, row + Na * C, b, i * Nb * C, Nb * C);
+    char* row = static_cast<char*>(out.data) + i * (Na + Nb) * C * size;
+    convert(row, out.type, a.from(i * Na * C), Na * C);
+    convert(row + Na * C * size, out.type, b.from(i * Nb * C), Nb * C);
   });
 }
 

@@ -113,9 +113,11 @@ namespace lt::cpu {
 void CpuOps::convert(void* dst, DType dst_type, TensorRef src, int64_t n) {
   const TensorOut out(dst, dst_type);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
-    // Mixed precision rounds every saved activation.
-    if (src.type == DType::f32 && dst_type == DType::bf16)
-      return active_kernels().to_bf16(static_cast<uint16_t*>(dst) + i0, src.f32() + i0, i1 - i0);
+    const int64_t size = dtype_size(dst_type);
+    if (src.type == dst_type)
+      return std::memmove(static_cast<char*>(dst) + i0 * size, src.from(i0).data, (i1 - i0) * size), void();
+    // Mixed precision rounds every saved activation (by the kernel set, for bf16) ...
+    if (src.type == DType::f32) return store_values(out, i0, src.f32() + i0, i1 - i0);
     if (src.type == DType::bf16 && dst_type == DType::f32) {  // and widens them back: a shift
       float* out32 = static_cast<float*>(dst);
       for (int64_t i = i0; i < i1; ++i) out32[i] = bf16_to_f32(src.lowp()[i]);
