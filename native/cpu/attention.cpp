@@ -13,15 +13,13 @@
 // dim of 64, packing took as long as the arithmetic.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <initializer_list>
 #include <limits>
-#include <memory>
-#include <new>
 #include <stdexcept>
 #include <vector>
 
 #include "cpu_ops.h"
+#include "gemm.h"
 #include "kernels.h"
 #include "thread_pool.h"
 
@@ -41,15 +39,12 @@ class TaskScratch {
   void reset(std::initializer_list<int64_t> pieces) {
     int64_t n = 0;
     for (int64_t piece : pieces) n += round_up(piece, kLine);
-    if (n > capacity_) {
-      data_.reset(static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))));
-      if (!data_) throw std::bad_alloc();
-      capacity_ = n;
-    }
+    data_.reserve(n);
+    capacity_ = std::max(capacity_, n);
     used_ = 0;
   }
   float* take(int64_t n) {
-    float* p = data_.get() + used_;
+    float* p = data_.data() + used_;
     used_ += round_up(n, kLine);
     if (used_ > capacity_) throw std::logic_error("attention scratch: a piece was taken that reset did not size");
     return p;
@@ -57,10 +52,7 @@ class TaskScratch {
   static constexpr int64_t kLine = 16;  // floats per cache line
 
  private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float, Free> data_;
+  PanelBuffer data_;
   int64_t capacity_ = 0, used_ = 0;
 };
 thread_local TaskScratch tls_scratch;

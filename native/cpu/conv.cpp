@@ -19,33 +19,81 @@ std::vector<float> taps_channels_last(const float* w, int64_t C, int64_t kk) {
   return taps;
 }
 
-// A convolution's patch matrix (rows: output pixels; columns: ky, kx, input channel), packed
-// for the GEMM straight from the input: each panel's rows gathered into a small buffer that
-// stays in L1, then laid out by the kernel set's packer (implicit GEMM, no im2col copy).
-struct Patches final : RowSource {
-  const float* x;  // (B, H, W, Cin)
-  int64_t H, W, Cin, k, stride, pad, Ho, Wo;
-  Patches(const float* x, int64_t H, int64_t W, int64_t Cin, int64_t k, int64_t stride, int64_t pad, int64_t Ho,
-          int64_t Wo)
-      : x(x), H(H), W(W), Cin(Cin), k(k), stride(stride), pad(pad), Ho(Ho), Wo(Wo) {}
+// A k x k convolution, channels last: y (B, Ho, Wo, Cout) = bias + patches (B Ho Wo, K) W^T,
+// K = (ky, kx, cin), done as GEMM register tiles that read the input in place. For one kernel
+// row ky, the patches of mr neighbouring output pixels of an output row are mr rows of a
+// strided matrix: pixel ox's taps along x are k adjacent input pixels, k * Cin contiguous
+// floats from input column ox * stride - pad on, and the next pixel's start lies stride * Cin
+// further. So a tile is k GEMM steps of k * Cin over that ky's weight rows, with no patch
+// matrix built or packed (packing it cost as long as the products for narrow outputs). Tiles
+// that reach into the padding, or past the row's end, gather their patches first.
+struct DirectConv {
+  const float* x;       // (B, H, W, Cin)
+  const float* panels;  // W^T as ceil(Cout / nr) panels of (K, nr), zero-padded columns
+  const float* bias;    // (Cout) or null
+  bool silu;
+  int64_t H, W, Cin, Cout, k, stride, pad, Wo;
 
-  void pack(float* dst, int64_t row, int count, int64_t col, int64_t kc, int width) const override {
-    thread_local std::vector<float> rows_buf;  // (count, kc)
-    if (rows_buf.size() < static_cast<size_t>(count * kc)) rows_buf.resize(static_cast<size_t>(count * kc));
-    for (int i = 0; i < count; ++i) {
-      const int64_t r = row + i, b = r / (Ho * Wo), oy = (r / Wo) % Ho, ox = r % Wo;
-      float* out = rows_buf.data() + i * kc;
-      for (int64_t p = col; p < col + kc;) {
-        const int64_t tap = p / Cin, c = p % Cin, n = std::min(Cin - c, col + kc - p);
-        const int64_t iy = oy * stride + tap / k - pad, ix = ox * stride + tap % k - pad;
-        if (iy < 0 || iy >= H || ix < 0 || ix >= W)
-          std::fill(out + (p - col), out + (p - col) + n, 0.0f);
-        else
-          std::copy_n(x + ((b * H + iy) * W + ix) * Cin + c, n, out + (p - col));
-        p += n;
+  int64_t K() const { return k * k * Cin; }
+  int64_t in_col(int64_t ox) const { return ox * stride - pad; }
+  // Every tap of pixels [ox0, ox0 + n) inside the input row.
+  bool inside(int64_t ox0, int64_t n) const { return in_col(ox0) >= 0 && in_col(ox0 + n - 1) + k <= W; }
+
+  // dst (mr, K): patches of pixels [ox0, ox0 + rows) of output row oy of image b, zeros in the
+  // padding and in rows past `rows`.
+  void gather(float* dst, int64_t b, int64_t oy, int64_t ox0, int rows, int mr) const {
+    std::fill(dst, dst + mr * K(), 0.0f);
+    for (int i = 0; i < rows; ++i)
+      for (int64_t ky = 0; ky < k; ++ky) {
+        const int64_t iy = oy * stride + ky - pad;
+        for (int64_t kx = 0; kx < k && iy >= 0 && iy < H; ++kx) {
+          const int64_t ix = in_col(ox0 + i) + kx;
+          if (ix >= 0 && ix < W)
+            std::copy_n(x + ((b * H + iy) * W + ix) * Cin, Cin, dst + i * K() + (ky * k + kx) * Cin);
+        }
+      }
+  }
+
+  // One output row, y_row (Wo, Cout). gathered holds a (mr, K) block per tile of the row.
+  void row(float* y_row, int64_t b, int64_t oy, std::vector<float>& gathered) const {
+    const KernelSet& ks = active_kernels();
+    const int mr = ks.mr, nr = ks.nr;
+    const int64_t seg = k * Cin, tiles = (Wo + mr - 1) / mr;
+    if (gathered.size() < static_cast<size_t>(tiles * mr * K())) gathered.resize(tiles * mr * K());
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int rows = static_cast<int>(std::min<int64_t>(mr, Wo - t * mr));
+      if (rows < mr || !inside(t * mr, mr)) gather(gathered.data() + t * mr * K(), b, oy, t * mr, rows, mr);
+    }
+    alignas(64) float edge[32 * 32];  // one partial tile; every kernel set has mr, nr <= 32
+    for (int64_t j0 = 0; j0 < Cout; j0 += nr) {
+      const int cols = static_cast<int>(std::min<int64_t>(nr, Cout - j0));
+      const float* panel = panels + (j0 / nr) * K() * nr;
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t ox0 = t * mr;
+        const int rows = static_cast<int>(std::min<int64_t>(mr, Wo - ox0));
+        float* c = y_row + ox0 * Cout + j0;
+        const bool whole = rows == mr && cols == nr;
+        float* out = whole ? c : edge;
+        const int64_t ldo = whole ? Cout : nr;
+        if (rows == mr && inside(ox0, mr)) {
+          float beta = 0.0f;
+          for (int64_t ky = 0; ky < k; ++ky) {
+            const int64_t iy = oy * stride + ky - pad;
+            if (iy < 0 || iy >= H) continue;  // a kernel row in the padding adds nothing
+            const float* a = x + ((b * H + iy) * W + in_col(ox0)) * Cin;
+            ks.gemm_tile_rows(seg, a, stride * Cin, panel + ky * seg * nr, out, ldo, 1.0f, beta);
+            beta = 1.0f;
+          }
+          if (beta == 0.0f)  // every kernel row in the padding
+            for (int i = 0; i < mr; ++i) std::fill(out + i * ldo, out + i * ldo + nr, 0.0f);
+        } else {
+          ks.gemm_tile_rows(K(), gathered.data() + t * mr * K(), K(), panel, out, ldo, 1.0f, 0.0f);
+        }
+        if (!whole)
+          for (int i = 0; i < rows; ++i) std::copy_n(edge + i * nr, cols, c + i * Cout);
+        ks.bias_silu(c, Cout, rows, cols, bias ? bias + j0 : nullptr, silu);
       }
     }
-    active_kernels().pack_gather(dst, rows_buf.data(), kc, kc, count, width);
   }
 };
 
@@ -122,8 +170,17 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
     cpu::gemm({y, x, w, rows, Cout, Cin, false, true, 1.0f, 0.0f, Cin, Cin, Cout, bias, silu});
     return;
   }
-  const Patches patches{x, H, W, Cin, k, stride, pad, Ho, Wo};
-  cpu::gemm({y, nullptr, w, rows, Cout, K, false, true, 1.0f, 0.0f, K, K, Cout, bias, silu, &patches});
+  const KernelSet& ks = active_kernels();
+  const int nr = ks.nr;
+  PanelBuffer panels;  // (ceil(Cout / nr), K, nr)
+  panels.reserve((Cout + nr - 1) / nr * nr * K);
+  for (int64_t j = 0; j < Cout; j += nr)
+    ks.pack_gather(panels.data() + j * K, w + j * K, K, K, static_cast<int>(std::min<int64_t>(nr, Cout - j)), nr);
+  const DirectConv conv{x, panels.data(), bias, silu, H, W, Cin, Cout, k, stride, pad, Wo};
+  parallel_for(B * Ho, [&](int64_t row) {
+    thread_local std::vector<float> gathered;
+    conv.row(y + row * Wo * Cout, row / Ho, row % Ho, gathered);
+  });
 }
 
 void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,

@@ -15,24 +15,9 @@
 namespace lt::cpu {
 namespace {
 
-struct AlignedFree {
-  void operator()(float* p) const { std::free(p); }
-};
-
-// Per-thread packing buffers, grown on demand and kept for the thread's life.
+// Per-thread packing buffers, kept for the thread's life.
 struct PackBuffers {
-  std::unique_ptr<float, AlignedFree> a, b;
-  size_t a_cap = 0, b_cap = 0;
-  static float* reserve(std::unique_ptr<float, AlignedFree>& buf, size_t& cap, size_t n) {
-    if (n > cap) {
-      size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
-      float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!p) throw std::bad_alloc();
-      buf.reset(p);
-      cap = n;
-    }
-    return buf.get();
-  }
+  PanelBuffer a, b;
 };
 thread_local PackBuffers tls_pack;
 
@@ -113,11 +98,6 @@ void pack_line_panels(float* dst, const T* X, int64_t ld, bool k_contiguous, int
 
 // Packs op(A)[i0:i0+mc, p0:p0+kc] into ceil(mc/mr) panels of (kc, mr), zero-padding rows.
 void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) {
-  if (g.a_rows) {
-    for (int64_t l = 0; l < mc; l += mr, dst += kc * mr)
-      g.a_rows->pack(dst, g.a_row0 + i0 + l, static_cast<int>(std::min<int64_t>(mr, mc - l)), p0, kc, mr);
-    return;
-  }
   const DType t = gemm_operand_type(g.A.type, g.B.type);
   const int64_t at = g.transA ? p0 * g.lda + i0 : i0 * g.lda + p0;
   if (g.A.type == DType::f32)
@@ -152,18 +132,22 @@ void store_edge(const GemmArgs& g, float* c, const float* edge, int64_t rows, in
     }
 }
 
-// The epilogue (bias, SiLU) on rows x cols of C from column col0 of the GEMM, a block that
-// is still in L2; SiLU in one call when the rows are contiguous.
+// The epilogue (bias, SiLU) on rows x cols of C from column col0 of the GEMM.
 void finish(const GemmArgs& g, const KernelSet& ks, float* c, int64_t col0, int64_t rows, int64_t cols) {
-  if (g.bias)
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < cols; ++j) c[r * g.ldc + j] += g.bias[col0 + j];
-  if (!g.silu) return;
-  if (cols == g.ldc) return ks.sigmoid(c, c, rows * cols, true);
-  for (int64_t r = 0; r < rows; ++r) ks.sigmoid(c + r * g.ldc, c + r * g.ldc, cols, true);
+  ks.bias_silu(c, g.ldc, rows, cols, g.bias ? g.bias + col0 : nullptr, g.silu);
 }
 
 }  // namespace
+
+float* PanelBuffer::reserve(size_t n) {
+  if (n > capacity_) {
+    const size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
+    data_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    if (!data_) throw std::bad_alloc();
+    capacity_ = n;
+  }
+  return data_.get();
+}
 
 void gemm_serial(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
@@ -176,17 +160,17 @@ void gemm_serial(const GemmArgs& g) {
   }
 #if defined(__x86_64__) || defined(_M_X64)
   // AMX belongs to the AVX-512 set: forcing another set (LORA_TRAIN_CPU_KERNEL) measures it alone.
-  if (&ks == &kAvx512Kernels && !g.a_rows && gemm_amx(g)) {
+  if (&ks == &kAvx512Kernels && gemm_amx(g)) {
     if (epilogue) finish(g, ks, g.C, 0, g.M, g.N);
     return;
   }
 #endif
   const int mr = ks.mr, nr = ks.nr;
   const int64_t MC = ks.mc, KC = ks.kc, NC = ks.nc;
-  float* Ap = PackBuffers::reserve(tls_pack.a, tls_pack.a_cap, MC * KC);
-  float* Bp = PackBuffers::reserve(tls_pack.b, tls_pack.b_cap, std::min<int64_t>(NC, ((g.N + nr - 1) / nr) * nr) * KC);
+  float* Ap = tls_pack.a.reserve(MC * KC);
+  float* Bp = tls_pack.b.reserve(std::min<int64_t>(NC, ((g.N + nr - 1) / nr) * nr) * KC);
   alignas(64) float edge[32 * 32];  // one partial tile; every kernel set has mr, nr <= 32
-  const bool direct_a = ks.gemm_tile_rows && !g.a_rows && !g.transA && g.A.type == DType::f32 && g.B.type == DType::f32;
+  const bool direct_a = !g.transA && g.A.type == DType::f32 && g.B.type == DType::f32;
 
   for (int64_t jc = 0; jc < g.N; jc += NC) {
     int64_t nc = std::min(NC, g.N - jc);
@@ -219,9 +203,9 @@ void gemm_serial(const GemmArgs& g) {
               ks.gemm_tile(kc, apanel, bpanel, edge, nr, 1.0f, 0.0f);
               store_edge(g, c, edge, rows, cols, nr, beta);
             }
+            if (last) finish(g, ks, c, jc + jr, rows, cols);  // the tile is final and in L1
           }
         }
-        if (last) finish(g, ks, g.C + ic * g.ldc + jc, jc, mc, nc);
       }
     }
   }
@@ -259,8 +243,7 @@ void gemm(const GemmArgs& g) {
     sub.M = m1 - m0;
     sub.N = n1 - n0;
     sub.C = g.C + m0 * g.ldc + n0;
-    sub.A = g.a_rows ? g.A : g.A.from(g.transA ? m0 : m0 * g.lda);
-    sub.a_row0 = g.a_row0 + m0;
+    sub.A = g.A.from(g.transA ? m0 : m0 * g.lda);
     sub.B = g.B.from(g.transB ? n0 * g.ldb : n0);
     if (g.bias) sub.bias = g.bias + n0;
     gemm_serial(sub);

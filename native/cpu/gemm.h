@@ -2,19 +2,12 @@
 // operands are widened to fp32 while packing, so every kernel set serves every dtype.
 #pragma once
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 
 #include "../dtype.h"
 
 namespace lt::cpu {
-
-// Rows of op(A) a GEMM packs from a source of their own instead of a stored A: a convolution's
-// patches, gathered from its input as the GEMM packs them rather than copied out first.
-struct RowSource {
-  // dst (kc, width): rows [row, row + count) and columns [col, col + kc) of op(A), as
-  // KernelSet::pack_gather lays a panel out (lanes count..width zero).
-  virtual void pack(float* dst, int64_t row, int count, int64_t col, int64_t kc, int width) const = 0;
-  virtual ~RowSource() = default;
-};
 
 struct GemmArgs {
   float* C;     // (M, N), row stride ldc
@@ -28,9 +21,21 @@ struct GemmArgs {
   // tile by tile while the tile is in L1 rather than in passes over C.
   const float* bias = nullptr;
   bool silu = false;
-  // When set, op(A) comes from here (rows from a_row0 on) and A is not read.
-  const RowSource* a_rows = nullptr;
-  int64_t a_row0 = 0;
+};
+
+// Floats starting on a cache line, as the micro-kernels' aligned loads of packed panels need;
+// grown on demand (the contents are not kept when it grows).
+class PanelBuffer {
+ public:
+  float* reserve(size_t n);
+  float* data() const { return data_.get(); }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> data_;
+  size_t capacity_ = 0;
 };
 
 // Splits C over the thread pool (serial when called from inside a pool task).

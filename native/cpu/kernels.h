@@ -17,8 +17,8 @@ struct KernelSet {
   // C (mr, nr), row stride ldc = alpha * Ap^T Bp + beta * C (C not read when beta == 0).
   // Ap: kc steps of mr values (packed A); Bp: kc steps of nr values (packed B).
   void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta);
-  // The same tile reading mr rows of a row-major fp32 A in place (row stride lda), or null:
-  // GEMMs of few columns (convolutions' narrow outputs) would spend as long packing A.
+  // The same tile reading mr rows of a row-major fp32 A in place (row stride lda): GEMMs of
+  // few columns, and convolutions reading their input as patches, would spend as long packing A.
   void (*gemm_tile_rows)(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
                          float beta);
   // Packing fp32 operands into the micro-kernel's panels, dst (kc, width), lanes count..width
@@ -39,6 +39,9 @@ struct KernelSet {
   void (*gelu_backward)(float* dx, const float* dy, const float* x, int64_t n);
   // y = sigmoid(x), or x * sigmoid(x) (SiLU) when times_x.
   void (*sigmoid)(float* y, const float* x, int64_t n, bool times_x);
+  // A GEMM's epilogue on c (rows, cols), row stride ldc: c += bias (cols, when not null) on
+  // every row, then c = SiLU(c) when silu; called per register tile while it is in L1.
+  void (*bias_silu)(float* c, int64_t ldc, int64_t rows, int64_t cols, const float* bias, bool silu);
   // Inverted dropout over elements [first, first + n) of a tensor: kept when
   // uniform01(key, first + i) >= p. Forward: y = kept ? x * scale : 0. Backward: dx += kept ? dy * scale : 0.
   void (*dropout)(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b, int64_t first,

@@ -1,8 +1,6 @@
 // AVX-512 kernels (compiled with -mavx512f -mavx512dq -mavx512bw -mavx512vl -mfma; only called
 // after cpuid says so).
 #include <immintrin.h>
-
-#include <algorithm>
 #include <limits>
 
 #include "kernels.h"
@@ -202,6 +200,16 @@ void sigmoid_avx512(float* y, const float* x, int64_t n, bool times_x) {
   });
 }
 
+void bias_silu_avx512(float* c, int64_t ldc, int64_t rows, int64_t cols, const float* bias, bool silu) {
+  for (int64_t r = 0; r < rows; ++r, c += ldc)
+    for_lanes(cols, [&](int64_t j, __mmask16 m) {
+      __m512 v = _mm512_maskz_loadu_ps(m, c + j);
+      if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));
+      if (silu) v = _mm512_mul_ps(v, sigmoid_of_exp_neg(exp_ps_avx512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+      _mm512_mask_storeu_ps(c + j, m, v);
+    });
+}
+
 void depthwise_pixel_avx512(float* out, const float* const* in, const float* taps, const float* bias, int64_t C,
                             int kk) {
   for_lanes(C, [&](int64_t c, __mmask16 m) {
@@ -256,6 +264,7 @@ const KernelSet kAvx512Kernels = {"avx512",
                                   gelu_forward_avx512,
                                   gelu_backward_avx512,
                                   sigmoid_avx512,
+                                  bias_silu_avx512,
                                   dropout_avx512,
                                   depthwise_pixel_avx512,
                                   to_bf16_avx512,

@@ -14,14 +14,25 @@ namespace {
 
 constexpr int kMR = 4, kNR = 8;
 
-void gemm_tile_generic(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+// A read from packed panels (A[p * kMR + i]) or from rows of A itself (A[i * lda + p]).
+void tile_generic(int64_t kc, const float* A, int64_t row_stride, int64_t step, const float* Bp, float* C, int64_t ldc,
+                  float alpha, float beta) {
   float acc[kMR][kNR] = {};
-  for (int64_t p = 0; p < kc; ++p, Ap += kMR, Bp += kNR)
+  for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR)
     for (int i = 0; i < kMR; ++i)
-      for (int j = 0; j < kNR; ++j) acc[i][j] += Ap[i] * Bp[j];
+      for (int j = 0; j < kNR; ++j) acc[i][j] += A[i * row_stride] * Bp[j];
   for (int i = 0; i < kMR; ++i)
     for (int j = 0; j < kNR; ++j)
       C[i * ldc + j] = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * C[i * ldc + j];
+}
+
+void gemm_tile_generic(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+  tile_generic(kc, Ap, 1, kMR, Bp, C, ldc, alpha, beta);
+}
+
+void gemm_tile_rows_generic(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
+                            float alpha, float beta) {
+  tile_generic(kc, A, lda, 1, Bp, C, ldc, alpha, beta);
 }
 
 float row_max_generic(const float* x, int64_t n) {
@@ -52,6 +63,14 @@ void sigmoid_generic(float* y, const float* x, int64_t n, bool times_x) {
   for (int64_t i = 0; i < n; ++i) {
     const float s = 1.0f / (1.0f + std::exp(-x[i]));
     y[i] = times_x ? x[i] * s : s;
+  }
+}
+
+void bias_silu_generic(float* c, int64_t ldc, int64_t rows, int64_t cols, const float* bias, bool silu) {
+  for (int64_t r = 0; r < rows; ++r, c += ldc) {
+    if (bias)
+      for (int64_t j = 0; j < cols; ++j) c[j] += bias[j];
+    if (silu) sigmoid_generic(c, c, cols, true);
   }
 }
 
@@ -121,7 +140,7 @@ const KernelSet kGenericKernels = {"generic",
                                    256,
                                    4096,
                                    gemm_tile_generic,
-                                   nullptr,
+                                   gemm_tile_rows_generic,
                                    pack_gather_generic<float>,
                                    pack_copy_generic<float>,
                                    pack_gather_generic<uint16_t>,
@@ -131,6 +150,7 @@ const KernelSet kGenericKernels = {"generic",
                                    gelu_forward_generic,
                                    gelu_backward_generic,
                                    sigmoid_generic,
+                                   bias_silu_generic,
                                    dropout_generic,
                                    depthwise_pixel_generic,
                                    to_bf16_generic,
