@@ -110,6 +110,8 @@ describe('decoder (Stage B)', () => {
     expect(() => Decoder.load(copy)).toThrow('nhead[1] (5) must be positive and divide c_hidden[1] (12)');
     writeFileSync(join(copy, 'config.json'), JSON.stringify({ ...config, level_config: ['CT', 'CTX', 'CTA', 'CTA'] }));
     expect(() => Decoder.load(copy)).toThrow('level_config[1] must be a string of C, T and A, got "CTX"');
+    writeFileSync(join(copy, 'config.json'), JSON.stringify({ ...config, kernel_size: 17 }));
+    expect(() => Decoder.load(copy)).toThrow('kernel_size must be odd and at most 15, got 17');
     writeFileSync(join(copy, 'config.json'), JSON.stringify({ ...config, blocks: [1, 1, 3, 1] }));
     expect(() => Decoder.load(copy)).toThrow(/missing tensor down_blocks\.2\.7\.channelwise\.0\.bias \[72\]/);
     writeFileSync(join(copy, 'config.json'), JSON.stringify(config));

@@ -1,6 +1,8 @@
 // Depthwise k x k convolution (channels last; the prior's 3x3 with its backward), general k x k
 // convolution (the image encoder's), and 1x1 convolution (NCHW).
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "cpu_ops.h"
@@ -186,6 +188,8 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
 void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                                     int64_t W, int64_t C, int64_t k, int64_t stride, bool replicate, bool silu) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
+  if (k * k > kMaxDepthwiseTaps)
+    throw std::invalid_argument("depthwise convolution: kernel size " + std::to_string(k) + " is over 15");
   const std::vector<float> taps = taps_channels_last(w, C, k * k);
   const KernelSet& ks = active_kernels();
   parallel_for(B * Ho, [&](int64_t bh) {

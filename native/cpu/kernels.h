@@ -47,8 +47,8 @@ struct KernelSet {
   void (*dropout)(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b, int64_t first,
                   int64_t n, bool accumulate);
   // One output pixel of a depthwise convolution, channels last: out (C) = bias (or 0) + the sum
-  // over taps t < kk whose input in[t] (C) is not null (padding) of taps[t * C ..] * in[t], each
-  // channel summed in tap order in registers and written once.
+  // over taps t < kk (at most kMaxDepthwiseTaps) whose input in[t] (C) is not null (padding) of
+  // taps[t * C ..] * in[t], each channel summed in registers in a fixed order and written once.
   void (*depthwise_pixel)(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk);
   // bf16 rounding as f32_to_bf16 does it (nearest even, NaN kept quiet): mixed precision rounds
   // every saved activation (to_bf16) and every fp32 GEMM operand met beside a bf16 one
@@ -56,6 +56,9 @@ struct KernelSet {
   void (*to_bf16)(uint16_t* dst, const float* src, int64_t n);
   void (*through_bf16)(float* dst, const float* src, int64_t n);
 };
+
+// The most taps (k x k) a depthwise convolution may have: 15 x 15.
+constexpr int kMaxDepthwiseTaps = 225;
 
 // The portable packing routines, also the fallback of the wider sets for odd widths.
 template <typename T>

@@ -302,11 +302,22 @@ void bias_silu_avx2(float* c, int64_t ldc, int64_t rows, int64_t cols, const flo
 }
 
 void depthwise_pixel_avx2(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk) {
+  // The taps inside the image, in order, so that the loop below has no branch; two chains of
+  // FMAs (even and odd taps) per vector, so that it is not bound by the FMA's latency.
+  const float* rows[kMaxDepthwiseTaps];
+  const float* tap_rows[kMaxDepthwiseTaps];
+  int n = 0;
+  for (int t = 0; t < kk; ++t)
+    if (in[t]) rows[n] = in[t], tap_rows[n++] = taps + t * C;
   for_lanes(C, [&](int64_t c, int64_t count) {
-    __m256 acc = bias ? load_n(bias + c, count) : _mm256_setzero_ps();
-    for (int t = 0; t < kk; ++t)
-      if (in[t]) acc = _mm256_fmadd_ps(load_n(taps + t * C + c, count), load_n(in[t] + c, count), acc);
-    store_n(out + c, acc, count);
+    __m256 even = bias ? load_n(bias + c, count) : _mm256_setzero_ps(), odd = _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 1 < n; t += 2) {
+      even = _mm256_fmadd_ps(load_n(tap_rows[t] + c, count), load_n(rows[t] + c, count), even);
+      odd = _mm256_fmadd_ps(load_n(tap_rows[t + 1] + c, count), load_n(rows[t + 1] + c, count), odd);
+    }
+    if (t < n) even = _mm256_fmadd_ps(load_n(tap_rows[t] + c, count), load_n(rows[t] + c, count), even);
+    store_n(out + c, _mm256_add_ps(even, odd), count);
   });
 }
 

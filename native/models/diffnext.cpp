@@ -109,7 +109,8 @@ DiffNeXt::DiffNeXt(Ops& ops, const DiffNeXtConfig& config) : ops_(ops), config_(
   if (n < 1 || k.nhead.size() != n || k.blocks.size() != n || k.level_config.size() != n || k.inject_effnet.size() != n)
     throw std::invalid_argument(
         "decoder config: c_hidden, nhead, blocks, level_config and inject_effnet differ in length");
-  if (k.kernel_size % 2 == 0) throw std::invalid_argument("decoder config: kernel_size must be odd");
+  if (k.kernel_size % 2 == 0 || k.kernel_size > 15)
+    throw std::invalid_argument("decoder config: kernel_size must be odd and at most 15");
   if (k.c_in != k.c_out)
     throw std::invalid_argument("decoder config: c_in and c_out must be equal (the output is (x - a) / b)");
   add_linear("clip_mapper", k.clip_embd, k.c_cond);

@@ -105,7 +105,8 @@ export function readDecoderConfig(file: string): DecoderConfig {
   });
   if (config.c_in !== config.c_out)
     throw new Error(`${file}: c_in (${config.c_in}) and c_out (${config.c_out}) must be equal`);
-  if (config.kernel_size % 2 === 0) throw new Error(`${file}: kernel_size must be odd, got ${config.kernel_size}`);
+  if (config.kernel_size % 2 === 0 || config.kernel_size > 15)
+    throw new Error(`${file}: kernel_size must be odd and at most 15, got ${config.kernel_size}`);
   return config;
 }
 
