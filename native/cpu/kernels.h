@@ -32,7 +32,8 @@ struct KernelSet {
   void (*pack_copy_bf16)(float* dst, const uint16_t* src, int64_t ld, int64_t kc, int count, int width);
   // Softmax row helpers for attention, accurate to a few ulp; exp(-inf) = 0.
   float (*row_max)(const float* x, int64_t n);
-  // x[i] = exp(x[i] - shift) for i < n; returns the sum of the new values.
+  // x[i] = exp(x[i] - shift) for i < n; returns the sum of the new values. For softmax, whose
+  // shifted scores are at most 0: a set may give 0 below exp(-86) and cap above exp(88).
   float (*exp_shift_sum)(float* x, int64_t n, float shift);
   // Exact-erf GELU: y = x Phi(x); dx += dy (Phi(x) + x phi(x)).
   void (*gelu_forward)(float* y, const float* x, int64_t n);

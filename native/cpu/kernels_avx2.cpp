@@ -184,19 +184,50 @@ float row_max_avx2(const float* x, int64_t n) {
   return r;
 }
 
+// exp(t) for t in [kExpLow, kExpHigh], NaN passed through: exp_ps_avx2's range reduction and
+// polynomial without its guards, 2^n added into the exponent field directly (these bounds keep
+// it a normal number). About 1.5x faster than exp_ps_avx2 for callers that can clamp.
+constexpr float kExpLow = -86.0f, kExpHigh = 88.0f;
+inline __m256 exp_in_range_avx2(__m256 t) {
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), t);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23)));
+}
+
+// t clamped into exp_in_range_avx2's range. max/min return their second operand when one is
+// NaN: NaN is kept by putting it second.
+inline __m256 clamp_exp_argument(__m256 t) {
+  return _mm256_min_ps(_mm256_set1_ps(kExpHigh), _mm256_max_ps(_mm256_set1_ps(kExpLow), t));
+}
+
+// Softmax's exp: arguments below kExpLow (-inf included) give 0.
+inline __m256 softmax_exp_avx2(__m256 t) {
+  const __m256 below = _mm256_cmp_ps(t, _mm256_set1_ps(kExpLow), _CMP_LT_OQ);
+  return _mm256_andnot_ps(below, exp_in_range_avx2(clamp_exp_argument(t)));
+}
+
 float exp_shift_sum_avx2(float* x, int64_t n, float shift) {
   const __m256 vshift = _mm256_set1_ps(shift);
   __m256 sum = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256 e = exp_ps_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vshift));
+    __m256 e = softmax_exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vshift));
     _mm256_storeu_ps(x + i, e);
     sum = _mm256_add_ps(sum, e);
   }
   if (i < n) {  // pad the tail with -inf, whose exp adds nothing
     alignas(32) float tail[8];
     for (int j = 0; j < 8; ++j) tail[j] = i + j < n ? x[i + j] : -__builtin_inff();
-    __m256 e = exp_ps_avx2(_mm256_sub_ps(_mm256_load_ps(tail), vshift));
+    __m256 e = softmax_exp_avx2(_mm256_sub_ps(_mm256_load_ps(tail), vshift));
     _mm256_store_ps(tail, e);
     for (int64_t j = i; j < n; ++j) x[j] = tail[j - i];
     sum = _mm256_add_ps(sum, e);
@@ -255,29 +286,11 @@ void gelu_backward_avx2(float* dx, const float* dy, const float* x, int64_t n) {
   });
 }
 
-// 1 / (1 + exp(-x)). exp takes the exp_ps_avx2 route with fewer guards: -x is clamped to
-// [-87, 88], where exp is finite and sigmoid already 1 or 0 to float precision (the reciprocal
-// estimate of 1 + exp(88) is 0), NaN passes through every step, and 2^n is added into the
-// exponent field directly. The division is a reciprocal estimate and one Newton step (as
-// sigmoid_avx512). About 1.5x faster than going through exp_ps_avx2, within 2e-7 of the
-// exact value.
+// 1 / (1 + exp(-x)): exp(-x) with -x clamped, where sigmoid is already 1 or 0 to float
+// precision (the reciprocal estimate of 1 + exp(88) is 0); the division a reciprocal estimate
+// and one Newton step (as sigmoid_avx512). Within 2e-7 of the exact value.
 inline __m256 sigmoid_ps_avx2(__m256 x) {
-  const __m256 neg = _mm256_sub_ps(_mm256_setzero_ps(), x);
-  // max/min return their second operand when one is NaN: NaN is kept by putting it second.
-  const __m256 t = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), neg));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), t);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256 e =
-      _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23)));
+  const __m256 e = exp_in_range_avx2(clamp_exp_argument(_mm256_sub_ps(_mm256_setzero_ps(), x)));
   const __m256 one = _mm256_set1_ps(1.0f), d = _mm256_add_ps(one, e);
   const __m256 rc = _mm256_rcp_ps(d);
   return _mm256_fmadd_ps(rc, _mm256_fnmadd_ps(d, rc, one), rc);
