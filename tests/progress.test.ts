@@ -20,4 +20,11 @@ describe('progress', () => {
     expect(plain.length).toBe(2); // the first tick, then the final one
     expect(plain.every((l) => l.endsWith('\n'))).toBe(true);
   });
+
+  it('names the unit of its rate', () => {
+    const lines: string[] = [];
+    const p = new Progress('embeddings', 2, { stream: { write: (s: string) => lines.push(s) > 0 }, unit: 'images' });
+    p.tick(2);
+    expect(lines[0]).toMatch(/^embeddings \[#{24}\] 2\/2 [\d.]+ images\/s ETA 0:00\n$/);
+  });
 });

@@ -6,6 +6,8 @@ export interface ProgressOptions {
   lineInterval?: number;
   /** Counts bytes: shown as kB/MB/GB and a byte rate (default: items, it/s). */
   bytes?: boolean;
+  /** What the items are, for the rate: "images" shows images/s (default "it"). */
+  unit?: string;
 }
 
 /** n bytes in decimal units, as huggingface_hub's progress bars show them. */
@@ -24,6 +26,7 @@ export class Progress {
   private readonly tty: boolean;
   private readonly lineInterval: number;
   private readonly bytes: boolean;
+  private readonly unit: string;
 
   constructor(
     private readonly label: string,
@@ -36,6 +39,7 @@ export class Progress {
     this.tty = !!this.stream.isTTY;
     this.lineInterval = options.lineInterval ?? 5000;
     this.bytes = options.bytes ?? false;
+    this.unit = options.unit ?? 'it';
   }
 
   /** Advances by n and redraws; `status` is appended (e.g. "loss 0.123"). */
@@ -58,7 +62,7 @@ export class Progress {
     const time = (s: number) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
     const counts = this.bytes
       ? `${formatBytes(this.done)}/${formatBytes(this.total)} ${formatBytes(rate)}/s`
-      : `${this.done}/${this.total} ${rate.toFixed(2)} it/s`;
+      : `${this.done}/${this.total} ${rate.toFixed(2)} ${this.unit}/s`;
     return `${this.label} [${bar}] ${counts} ETA ${time(eta)}${status ? ` ${status}` : ''}`;
   }
 }

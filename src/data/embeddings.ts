@@ -120,7 +120,7 @@ export async function prepareItems(
 ): Promise<{ prepared: PreparedItem[]; skipped: string[] }> {
   const text = await embedder.captions(items.flatMap((item) => item.captions));
   const results = new Array<PreparedItem | undefined>(items.length);
-  const progress = new Progress('embeddings', items.length);
+  const progress = new Progress('embeddings', items.length, { unit: 'images' });
   let next = 0;
   const worker = async () => {
     for (let i = next++; i < items.length; i = next++) {
