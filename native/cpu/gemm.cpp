@@ -15,9 +15,10 @@
 namespace lt::cpu {
 namespace {
 
-// Per-thread packing buffers, kept for the thread's life.
+// Per-thread packing buffers, kept for the thread's life; rows: A's rows as fp32 operand
+// values when the micro-kernel reads A in place but A is not already that.
 struct PackBuffers {
-  PanelBuffer a, b;
+  PanelBuffer a, b, rows;
 };
 thread_local PackBuffers tls_pack;
 
@@ -170,7 +171,9 @@ void gemm_serial(const GemmArgs& g) {
   float* Ap = tls_pack.a.reserve(MC * KC);
   float* Bp = tls_pack.b.reserve(std::min<int64_t>(NC, ((g.N + nr - 1) / nr) * nr) * KC);
   alignas(64) float edge[32 * 32];  // one partial tile; every kernel set has mr, nr <= 32
-  const bool direct_a = !g.transA && g.A.type == DType::f32 && g.B.type == DType::f32;
+  const DType operand = gemm_operand_type(g.A.type, g.B.type);
+  // A's stored rows are the operand's values (fp32 beside fp32): read in place as they are.
+  const bool stored_rows = g.A.type == DType::f32 && operand == DType::f32;
 
   for (int64_t jc = 0; jc < g.N; jc += NC) {
     int64_t nc = std::min(NC, g.N - jc);
@@ -183,9 +186,24 @@ void gemm_serial(const GemmArgs& g) {
         int64_t mc = std::min(MC, g.M - ic);
         // Up to 16 column panels reuse a packed A too little to repay packing it (narrow
         // outputs: 1.1x-1.35x faster read in place, measured on AVX2 at 48-256 columns; at 1536
-        // the two are even): whole row tiles then read A in place.
-        const bool in_place = direct_a && nc <= 16 * nr;
+        // the two are even): whole row tiles then read A's rows in place, or rows of operand
+        // values made from them (bf16 widened, fp32 rounded through bf16), which is cheaper
+        // than packing too.
+        const bool in_place = !g.transA && nc <= 16 * nr;
         const int64_t skipped = in_place ? mc - mc % mr : 0;  // rows read in place
+        const float* a_rows = nullptr;                        // (skipped, kc) rows, stride a_ld
+        int64_t a_ld = g.lda;
+        if (in_place && stored_rows) {
+          a_rows = g.A.f32() + ic * g.lda + pc;
+        } else if (in_place) {
+          float* rows = tls_pack.rows.reserve(MC * KC);
+          if (g.A.type == DType::f32)
+            widen_rows(rows, g.A.f32() + ic * g.lda + pc, g.lda, skipped, kc, operand);
+          else
+            widen_rows(rows, g.A.lowp() + ic * g.lda + pc, g.lda, skipped, kc, operand);
+          a_rows = rows;
+          a_ld = kc;
+        }
         if (skipped < mc) pack_a(Ap + (skipped / mr) * kc * mr, g, ic + skipped, mc - skipped, pc, kc, mr);
         for (int64_t jr = 0; jr < nc; jr += nr) {
           int64_t cols = std::min<int64_t>(nr, nc - jr);
@@ -195,9 +213,9 @@ void gemm_serial(const GemmArgs& g) {
             const float* apanel = Ap + (ir / mr) * kc * mr;
             float* c = g.C + (ic + ir) * g.ldc + (jc + jr);
             if (in_place && rows == mr && cols == nr) {
-              ks.gemm_tile_rows(kc, g.A.f32() + (ic + ir) * g.lda + pc, g.lda, bpanel, c, g.ldc, g.alpha, beta);
+              ks.gemm_tile_rows(kc, a_rows + ir * a_ld, a_ld, bpanel, c, g.ldc, g.alpha, beta);
             } else if (in_place && rows == mr) {
-              ks.gemm_tile_rows(kc, g.A.f32() + (ic + ir) * g.lda + pc, g.lda, bpanel, edge, nr, 1.0f, 0.0f);
+              ks.gemm_tile_rows(kc, a_rows + ir * a_ld, a_ld, bpanel, edge, nr, 1.0f, 0.0f);
               store_edge(g, c, edge, rows, cols, nr, beta);
             } else if (rows == mr && cols == nr) {
               ks.gemm_tile(kc, apanel, bpanel, c, g.ldc, g.alpha, beta);
