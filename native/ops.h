@@ -200,7 +200,7 @@ class Ops {
   // second pass over it.
   virtual void conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                               int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, bool silu) = 0;
-  // Depthwise k x k convolution, padding k / 2, stride 1 or 2: y (B, Ho, Wo, C); w (C, k, k);
+  // Depthwise k x k convolution (k at most 15), padding k / 2, stride 1 or 2: y (B, Ho, Wo, C); w (C, k, k);
   // silu as for conv2d_forward. The padding holds zeros, or with replicate the nearest edge
   // pixel (ReplicationPad2d, as the Paella VQGAN pads).
   virtual void depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,

@@ -28,8 +28,9 @@ std::vector<float> taps_channels_last(const float* w, int64_t C, int64_t kk) {
 // floats from input column ox * stride - pad on, and the next pixel's start lies stride * Cin
 // further. So a tile is k GEMM steps of k * Cin over that ky's weight rows, with no patch
 // matrix built or packed (packing it cost as long as the products for narrow outputs). Tiles
-// that reach into the padding, or past the row's end, gather their patches first.
+// that reach into the padding at the row's ends, or past its end, gather their patches first.
 struct DirectConv {
+  const KernelSet& ks;  // the set that packed `panels` (its nr)
   const float* x;       // (B, H, W, Cin)
   const float* panels;  // W^T as ceil(Cout / nr) panels of (K, nr), zero-padded columns
   const float* bias;    // (Cout) or null
@@ -56,16 +57,22 @@ struct DirectConv {
       }
   }
 
-  // One output row, y_row (Wo, Cout). gathered holds a (mr, K) block per tile of the row.
+  // Tile t of a row (pixels [t mr, t mr + mr)) reads the input in place.
+  bool in_place(int64_t t, int mr) const { return (t + 1) * mr <= Wo && inside(t * mr, mr); }
+
+  // One output row, y_row (Wo, Cout). gathered: a (mr, K) block per tile not read in place.
   void row(float* y_row, int64_t b, int64_t oy, std::vector<float>& gathered) const {
-    const KernelSet& ks = active_kernels();
     const int mr = ks.mr, nr = ks.nr;
     const int64_t seg = k * Cin, tiles = (Wo + mr - 1) / mr;
-    if (gathered.size() < static_cast<size_t>(tiles * mr * K())) gathered.resize(tiles * mr * K());
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int rows = static_cast<int>(std::min<int64_t>(mr, Wo - t * mr));
-      if (rows < mr || !inside(t * mr, mr)) gather(gathered.data() + t * mr * K(), b, oy, t * mr, rows, mr);
-    }
+    std::vector<int64_t> slot(static_cast<size_t>(tiles), -1);  // tile -> its block in gathered
+    int64_t blocks = 0;
+    for (int64_t t = 0; t < tiles; ++t)
+      if (!in_place(t, mr)) slot[t] = blocks++;
+    if (gathered.size() < static_cast<size_t>(blocks * mr * K())) gathered.resize(blocks * mr * K());
+    for (int64_t t = 0; t < tiles; ++t)
+      if (slot[t] >= 0)
+        gather(gathered.data() + slot[t] * mr * K(), b, oy, t * mr,
+               static_cast<int>(std::min<int64_t>(mr, Wo - t * mr)), mr);
     alignas(64) float edge[32 * 32];  // one partial tile; every kernel set has mr, nr <= 32
     for (int64_t j0 = 0; j0 < Cout; j0 += nr) {
       const int cols = static_cast<int>(std::min<int64_t>(nr, Cout - j0));
@@ -77,19 +84,19 @@ struct DirectConv {
         const bool whole = rows == mr && cols == nr;
         float* out = whole ? c : edge;
         const int64_t ldo = whole ? Cout : nr;
-        if (rows == mr && inside(ox0, mr)) {
+        if (slot[t] < 0) {
+          // Kernel rows in the padding add nothing (the weights are finite: checked on load).
+          // Row oy * stride always lies inside (pad = k / 2), so beta is 1 after the first.
           float beta = 0.0f;
           for (int64_t ky = 0; ky < k; ++ky) {
             const int64_t iy = oy * stride + ky - pad;
-            if (iy < 0 || iy >= H) continue;  // a kernel row in the padding adds nothing
+            if (iy < 0 || iy >= H) continue;
             const float* a = x + ((b * H + iy) * W + in_col(ox0)) * Cin;
             ks.gemm_tile_rows(seg, a, stride * Cin, panel + ky * seg * nr, out, ldo, 1.0f, beta);
             beta = 1.0f;
           }
-          if (beta == 0.0f)  // every kernel row in the padding
-            for (int i = 0; i < mr; ++i) std::fill(out + i * ldo, out + i * ldo + nr, 0.0f);
         } else {
-          ks.gemm_tile_rows(K(), gathered.data() + t * mr * K(), K(), panel, out, ldo, 1.0f, 0.0f);
+          ks.gemm_tile_rows(K(), gathered.data() + slot[t] * mr * K(), K(), panel, out, ldo, 1.0f, 0.0f);
         }
         if (!whole)
           for (int i = 0; i < rows; ++i) std::copy_n(edge + i * nr, cols, c + i * Cout);
@@ -178,7 +185,7 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
   panels.reserve((Cout + nr - 1) / nr * nr * K);
   for (int64_t j = 0; j < Cout; j += nr)
     ks.pack_gather(panels.data() + j * K, w + j * K, K, K, static_cast<int>(std::min<int64_t>(nr, Cout - j)), nr);
-  const DirectConv conv{x, panels.data(), bias, silu, H, W, Cin, Cout, k, stride, pad, Wo};
+  const DirectConv conv{ks, x, panels.data(), bias, silu, H, W, Cin, Cout, k, stride, pad, Wo};
   parallel_for(B * Ho, [&](int64_t row) {
     thread_local std::vector<float> gathered;
     conv.row(y + row * Wo * Cout, row / Ho, row % Ho, gathered);

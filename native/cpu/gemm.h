@@ -1,5 +1,6 @@
 // Blocked, packed fp32 GEMM (BLIS loop order) on the active micro-kernel set. bf16/fp16
-// operands are widened to fp32 while packing, so every kernel set serves every dtype.
+// operands are widened to fp32 while packing (or into rows, where A is read in place), so
+// every kernel set serves every dtype.
 #pragma once
 #include <cstdint>
 #include <cstdlib>

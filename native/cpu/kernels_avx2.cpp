@@ -1,7 +1,7 @@
 // AVX2 + FMA kernels (compiled with -mavx2 -mfma; only called after cpuid says so).
 #include <immintrin.h>
 
-#include <limits>
+#include <algorithm>
 
 #include "../dtype.h"
 #include "kernels.h"
@@ -320,6 +320,7 @@ void depthwise_pixel_avx2(float* out, const float* const* in, const float* taps,
   const float* rows[kMaxDepthwiseTaps];
   const float* tap_rows[kMaxDepthwiseTaps];
   int n = 0;
+  kk = std::min(kk, kMaxDepthwiseTaps);  // callers check; never write past the lists
   for (int t = 0; t < kk; ++t)
     if (in[t]) rows[n] = in[t], tap_rows[n++] = taps + t * C;
   for_lanes(C, [&](int64_t c, int64_t count) {

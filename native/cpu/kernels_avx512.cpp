@@ -1,6 +1,8 @@
 // AVX-512 kernels (compiled with -mavx512f -mavx512dq -mavx512bw -mavx512vl -mfma; only called
 // after cpuid says so).
 #include <immintrin.h>
+
+#include <algorithm>
 #include <limits>
 
 #include "kernels.h"
