@@ -356,6 +356,45 @@ Napi::Value DepthwiseConvBackward(const Napi::CallbackInfo& info) {
   return call.run([=, &ops] { ops.depthwise_conv3x3_backward(dx, dw, dbias, dy, x, w, B, H, W, C); });
 }
 
+// Stride 1 or 2 and an odd kernel of at most 15, as the image encoder and decoder use them.
+void check_kernel(const OpCall& call, const Napi::CallbackInfo& info, size_t k_at) {
+  const int64_t k = call.dim(k_at, "k"), stride = call.dim(k_at + 1, "stride");
+  if (k % 2 == 0 || k > 15) call.fail_range("an odd kernel size of at most 15", "k", info[k_at]);
+  if (stride > 2) call.fail_range("a stride of 1 or 2", "stride", info[k_at + 1]);
+}
+
+// (device, y, x, w, bias?, B, H, W, Cin, Cout, k, stride, silu), channels last
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  OpCall call(info, "conv2dForward");
+  Ops& ops = backend_for(call, 0);
+  int64_t B = call.dim(5, "B"), H = call.dim(6, "H"), W = call.dim(7, "W"), Cin = call.dim(8, "Cin"),
+          Cout = call.dim(9, "Cout"), k = call.dim(10, "k"), stride = call.dim(11, "stride");
+  check_kernel(call, info, 10);
+  const bool silu = call.flag(12, "silu");
+  const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride;
+  float* y = call.f32(1, "y", B * Ho * Wo * Cout);
+  const float* x = call.f32(2, "x", B * H * W * Cin);
+  const float* w = call.f32(3, "w", Cout * k * k * Cin);
+  const float* bias = call.f32_optional(4, "bias", Cout);
+  return call.run([=, &ops] { ops.conv2d_forward(y, x, w, bias, B, H, W, Cin, Cout, k, stride, silu); });
+}
+
+// (device, y, x, w, bias?, B, H, W, C, k, stride, replicate, silu), channels last
+Napi::Value DepthwiseConvKForward(const Napi::CallbackInfo& info) {
+  OpCall call(info, "depthwiseConvForward");
+  Ops& ops = backend_for(call, 0);
+  int64_t B = call.dim(5, "B"), H = call.dim(6, "H"), W = call.dim(7, "W"), C = call.dim(8, "C"), k = call.dim(9, "k"),
+          stride = call.dim(10, "stride");
+  check_kernel(call, info, 9);
+  const bool replicate = call.flag(11, "replicate"), silu = call.flag(12, "silu");
+  const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride;
+  float* y = call.f32(1, "y", B * Ho * Wo * C);
+  const float* x = call.f32(2, "x", B * H * W * C);
+  const float* w = call.f32(3, "w", C * k * k);
+  const float* bias = call.f32_optional(4, "bias", C);
+  return call.run([=, &ops] { ops.depthwise_conv_forward(y, x, w, bias, B, H, W, C, k, stride, replicate, silu); });
+}
+
 // (device, y, x, w, bias?, B, Cin, Cout, P)
 Napi::Value Conv1x1Forward(const Napi::CallbackInfo& info) {
   OpCall call(info, "conv1x1Forward");
@@ -495,6 +534,8 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("depthwiseConv3x3Forward", Napi::Function::New(env, DepthwiseConvForward));
   exports.Set("depthwiseConv3x3Backward", Napi::Function::New(env, DepthwiseConvBackward));
   exports.Set("conv1x1Forward", Napi::Function::New(env, Conv1x1Forward));
+  exports.Set("conv2dForward", Napi::Function::New(env, Conv2dForward));
+  exports.Set("depthwiseConvForward", Napi::Function::New(env, DepthwiseConvKForward));
   exports.Set("conv1x1Backward", Napi::Function::New(env, Conv1x1Backward));
   exports.Set("mseLoss", Napi::Function::New(env, MseLoss));
   exports.Set("adamw", Napi::Function::New(env, AdamW));

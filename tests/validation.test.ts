@@ -77,6 +77,15 @@ describe('the checked op API', () => {
     ).rejects.toThrow(
       'adamw: Expected a Float32Array of length 3 for slots[0].grad but received Float32Array of length 2',
     );
+    await expect(ops.conv2d(t([1, 4, 4, 2]), t([3, 3, 3, 2]), null, { stride: 3 })).rejects.toThrow(
+      'conv2d: Expected 1 or 2 for stride but received 3',
+    );
+    await expect(ops.conv2d(t([1, 4, 4, 2]), t([3, 4, 4, 2]))).rejects.toThrow(
+      'conv2dForward: Expected an odd kernel size of at most 15 for k but received 4',
+    );
+    await expect(ops.depthwiseConv(t([1, 4, 4, 2]), t([2, 1, 17, 17]))).rejects.toThrow(
+      'depthwiseConvForward: Expected an odd kernel size of at most 15 for k but received 17',
+    );
     await expect(ops.clipGradNorm([new Float32Array(2)], -1)).rejects.toThrow(
       'clipGradNorm: Expected a finite number >= 0 for maxNorm but received -1',
     );

@@ -239,6 +239,36 @@ export interface NativeAddon {
     W: number,
     C: number,
   ): Promise<void>;
+  conv2dForward(
+    device: string,
+    y: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Buf,
+    B: number,
+    H: number,
+    W: number,
+    Cin: number,
+    Cout: number,
+    k: number,
+    stride: number,
+    silu: boolean,
+  ): Promise<void>;
+  depthwiseConvForward(
+    device: string,
+    y: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Buf,
+    B: number,
+    H: number,
+    W: number,
+    C: number,
+    k: number,
+    stride: number,
+    replicate: boolean,
+    silu: boolean,
+  ): Promise<void>;
   conv1x1Forward(
     device: string,
     y: Float32Array,

@@ -593,6 +593,90 @@ export async function depthwiseConv3x3Backward(
   return g;
 }
 
+/** How the forward-only convolutions of the image encoder and decoder run. */
+export interface ConvOptions extends DeviceOption {
+  /** 1 (default) or 2; the output is ceil(H / stride) x ceil(W / stride), padding k / 2. */
+  stride?: number;
+  /** y = SiLU(conv(x)), as the output is written. */
+  silu?: boolean;
+}
+
+/** The stride, and the output (B, ceil(H / stride), ceil(W / stride), channels) of a
+ * channels-last convolution whose input s has bound as (B, H, W, ...). */
+function convOutput(op: string, s: ShapeCheck, stride: number | undefined, channels: string) {
+  const st = stride ?? 1;
+  if (st !== 1 && st !== 2) throw new RangeError(`${op}: Expected 1 or 2 for stride but received ${stride}`);
+  const side = (n: number) => Math.ceil(n / st);
+  return { stride: st, y: out([s.dim('B'), side(s.dim('H')), side(s.dim('W')), s.dim(channels)]) };
+}
+
+/** k x k convolution (k odd, at most 15), channels last: x (B, H, W, Cin), weight
+ * (Cout, k, k, Cin) (PyTorch's (Cout, Cin, k, k) with the channels last), zero padding k / 2. */
+export async function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: ConvOptions = {}): Promise<Tensor> {
+  const s = new ShapeCheck('conv2d');
+  const dev = checkDevice('conv2d', opts.device);
+  s.tensor('x', x, ['B', 'H', 'W', 'Cin']);
+  s.tensor('weight', weight, ['Cout', 'k', 'k', 'Cin']);
+  const b = s.optionalTensor('bias', bias, ['Cout']);
+  const { stride, y } = convOutput('conv2d', s, opts.stride, 'Cout');
+  const [B, H, W] = [s.dim('B'), s.dim('H'), s.dim('W')];
+  const silu = opts.silu ?? false;
+  await callNative(() =>
+    native().conv2dForward(
+      dev,
+      y.data,
+      x.data,
+      weight.data,
+      b?.data ?? null,
+      B,
+      H,
+      W,
+      s.dim('Cin'),
+      s.dim('Cout'),
+      s.dim('k'),
+      stride,
+      silu,
+    ),
+  );
+  return y;
+}
+
+/** Depthwise k x k convolution (k odd, at most 15), channels last: x (B, H, W, C), weight
+ * (C, 1, k, k); the padding (k / 2) zeros, or with replicate the nearest edge pixel. */
+export async function depthwiseConv(
+  x: Tensor,
+  weight: Tensor,
+  bias?: Tensor | null,
+  opts: ConvOptions & { replicate?: boolean } = {},
+): Promise<Tensor> {
+  const s = new ShapeCheck('depthwiseConv');
+  const dev = checkDevice('depthwiseConv', opts.device);
+  s.tensor('x', x, ['B', 'H', 'W', 'C']);
+  s.tensor('weight', weight, ['C', 1, 'k', 'k']);
+  const b = s.optionalTensor('bias', bias, ['C']);
+  const { stride, y } = convOutput('depthwiseConv', s, opts.stride, 'C');
+  const [B, H, W, C, k] = [s.dim('B'), s.dim('H'), s.dim('W'), s.dim('C'), s.dim('k')];
+  const [replicate, silu] = [opts.replicate ?? false, opts.silu ?? false];
+  await callNative(() =>
+    native().depthwiseConvForward(
+      dev,
+      y.data,
+      x.data,
+      weight.data,
+      b?.data ?? null,
+      B,
+      H,
+      W,
+      C,
+      k,
+      stride,
+      replicate,
+      silu,
+    ),
+  );
+  return y;
+}
+
 /** 1x1 convolution in NCHW: x (B, Cin, H, W), weight (Cout, Cin, 1, 1). */
 export async function conv1x1(
   x: Tensor,

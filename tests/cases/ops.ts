@@ -331,6 +331,23 @@ function lowpGemmCase(fx: Fixture, c: FixtureCase): OpCase {
   };
 }
 
+/** The image encoder's and decoder's forward-only convolutions (k x k and depthwise k x k). */
+function convForwardCase(fx: Fixture, c: FixtureCase): OpCase {
+  const depthwise = c.op === 'depthwise_k';
+  return {
+    name: c.id,
+    async run(device) {
+      const [x, w, b] = [fx.tensor(c, 'x'), fx.tensor(c, 'w'), fx.tensor(c, 'b')];
+      const opts = { device, stride: num(c.stride), silu: !!c.silu };
+      const y = depthwise
+        ? await ops.depthwiseConv(x, w, b, { ...opts, replicate: !!c.replicate })
+        : await ops.conv2d(x, w, b, opts);
+      return { y: { tensor: y, tolerance: TOLERANCE.forward } };
+    },
+    reference: () => ({ y: fx.tensor(c, 'y') }),
+  };
+}
+
 /** Every op case of tests/fixtures/ops.safetensors and lowp.safetensors. */
 export function opCases(fixturesDir: string): OpCase[] {
   const fx = new Fixture(join(fixturesDir, 'ops.safetensors'));
@@ -347,6 +364,7 @@ export function opCases(fixturesDir: string): OpCase[] {
     ...of('grn', grn),
     ...of('depthwise', convolution(ops.depthwiseConv3x3, ops.depthwiseConv3x3Backward)),
     ...of('conv1x1', convolution(ops.conv1x1, ops.conv1x1Backward)),
+    ...[...fx.casesOf('conv2d'), ...fx.casesOf('depthwise_k')].map((c) => convForwardCase(fx, c)),
     ...fx.casesOf('mse').map((c) => mseCase(fx, c)),
     ...fx.casesOf('adamw').flatMap((c) => [adamwCase(fx, c, 1), adamwCase(fx, c, 1024)]),
     ...fx.casesOf('clip').map((c) => clipCase(fx, c)),

@@ -117,6 +117,39 @@ for name, (Bn, Cin, Cout, H, W) in [("ragged", (2, 11, 7, 5, 3)), ("one", (1, 1,
     y.backward(dy)
     case("conv1x1", name, {}, x=x, w=w, b=bias, y=y, dy=dy, dx=x.grad, dw=w.grad, db=bias.grad)
 
+# Forward-only convolutions of the image encoder and decoder (channels last, weights as the
+# native layout takes them). Shapes cover tiles read in place and gathered ones: output rows
+# narrower than a register tile, ragged channel counts, stride 2 over odd sides, k 1 and 5.
+def silu_if(y, silu):
+    return y * torch.sigmoid(y) if silu else y
+
+
+for name, (Bn, H, W, Cin, Cout, k, stride, silu) in [
+    ("k3_ragged", (2, 9, 23, 5, 21, 3, 1, True)),
+    ("k3_stride2_odd", (1, 11, 29, 7, 40, 3, 2, False)),
+    ("k3_narrow_rows", (2, 3, 4, 3, 24, 3, 1, True)),
+    ("k5_stride2", (1, 13, 17, 6, 9, 5, 2, True)),
+    ("k1_stride2", (1, 7, 9, 33, 17, 1, 2, False)),
+]:
+    x, w, bias = randn(gen, Bn, H, W, Cin), randn(gen, Cout, Cin, k, k, scale=0.3), randn(gen, Cout)
+    y = F.conv2d(x.double().permute(0, 3, 1, 2), w.double(), bias.double(), stride=stride, padding=k // 2)
+    y = silu_if(y, silu).permute(0, 2, 3, 1)
+    case("conv2d", name, {"stride": stride, "silu": silu}, x=x, w=w.permute(0, 2, 3, 1).contiguous(), b=bias, y=y)
+
+for name, (Bn, H, W, C, k, stride, replicate, silu) in [
+    ("k3_stride2_silu", (2, 9, 11, 19, 3, 2, False, True)),
+    ("k5_replicate", (1, 6, 7, 10, 5, 1, True, False)),
+    ("k7", (1, 8, 9, 12, 7, 1, False, False)),
+]:
+    x, w, bias = randn(gen, Bn, H, W, C), randn(gen, C, 1, k, k, scale=0.3), randn(gen, C)
+    xd = x.double().permute(0, 3, 1, 2)
+    if replicate:
+        y = F.conv2d(F.pad(xd, (k // 2,) * 4, mode="replicate"), w.double(), bias.double(), stride=stride, groups=C)
+    else:
+        y = F.conv2d(xd, w.double(), bias.double(), stride=stride, padding=k // 2, groups=C)
+    y = silu_if(y, silu).permute(0, 2, 3, 1)
+    case("depthwise_k", name, {"stride": stride, "replicate": replicate, "silu": silu}, x=x, w=w, b=bias, y=y)
+
 # ---- MSE ------------------------------------------------------------------------------------
 pred, target = leaf(4, 16, 3, 5), randn(gen, 4, 16, 3, 5)
 loss = F.mse_loss(pred, target)
