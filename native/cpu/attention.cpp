@@ -40,20 +40,20 @@ class TaskScratch {
     int64_t n = 0;
     for (int64_t piece : pieces) n += round_up(piece, kLine);
     data_.reserve(n);
-    capacity_ = std::max(capacity_, n);
     used_ = 0;
   }
   float* take(int64_t n) {
     float* p = data_.data() + used_;
     used_ += round_up(n, kLine);
-    if (used_ > capacity_) throw std::logic_error("attention scratch: a piece was taken that reset did not size");
+    if (used_ > static_cast<int64_t>(data_.capacity()))
+      throw std::logic_error("attention scratch: a piece was taken that reset did not size");
     return p;
   }
   static constexpr int64_t kLine = 16;  // floats per cache line
 
  private:
   PanelBuffer data_;
-  int64_t capacity_ = 0, used_ = 0;
+  int64_t used_ = 0;
 };
 thread_local TaskScratch tls_scratch;
 

@@ -30,6 +30,7 @@ class PanelBuffer {
  public:
   float* reserve(size_t n);
   float* data() const { return data_.get(); }
+  size_t capacity() const { return capacity_; }
 
  private:
   struct Free {

@@ -183,9 +183,10 @@ void gelu_backward_avx512(float* dx, const float* dy, const float* x, int64_t n)
   });
 }
 
-// 1 / (1 + e) by a reciprocal estimate and one Newton step (within an ulp or two of the
-// division, at a fraction of its cost: the divider was most of SiLU's time); 1 / inf is 0.
-inline __m512 sigmoid_of_exp_neg(__m512 e) {
+// 1 / (1 + exp(-x)), the division by a reciprocal estimate and one Newton step (within an ulp
+// or two of it, at a fraction of its cost: the divider was most of SiLU's time); 1 / inf is 0.
+inline __m512 sigmoid_ps_avx512(__m512 x) {
+  const __m512 e = exp_ps_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x));
   const __m512 one = _mm512_set1_ps(1.0f), d = _mm512_add_ps(one, e);
   const __m512 r = _mm512_rcp14_ps(d);
   const __m512 s = _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, one), r);
@@ -197,7 +198,7 @@ inline __m512 sigmoid_of_exp_neg(__m512 e) {
 void sigmoid_avx512(float* y, const float* x, int64_t n, bool times_x) {
   for_lanes(n, [&](int64_t i, __mmask16 m) {
     __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-    __m512 s = sigmoid_of_exp_neg(exp_ps_avx512(_mm512_sub_ps(_mm512_setzero_ps(), v)));
+    __m512 s = sigmoid_ps_avx512(v);
     _mm512_mask_storeu_ps(y + i, m, times_x ? _mm512_mul_ps(v, s) : s);
   });
 }
@@ -207,7 +208,7 @@ void bias_silu_avx512(float* c, int64_t ldc, int64_t rows, int64_t cols, const f
     for_lanes(cols, [&](int64_t j, __mmask16 m) {
       __m512 v = _mm512_maskz_loadu_ps(m, c + j);
       if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));
-      if (silu) v = _mm512_mul_ps(v, sigmoid_of_exp_neg(exp_ps_avx512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+      if (silu) v = _mm512_mul_ps(v, sigmoid_ps_avx512(v));
       _mm512_mask_storeu_ps(c + j, m, v);
     });
 }
