@@ -1,6 +1,7 @@
 // One LoRA training step of the prior (forward, MSE, backward, clip, AdamW), run in a process
 // of its own so that its peak memory is its own. Prints one JSON line.
 import { readFileSync } from 'node:fs';
+import { native } from '../src/native/loader.js';
 import { Prior, type PriorConfig, type Precision } from '../src/models/prior.js';
 import { randomStepInputs } from './inputs.js';
 
@@ -26,8 +27,17 @@ function peakRssKiB(): number {
   return process.resourceUsage().maxRSS;
 }
 
+/** One more step with the CPU backend's per-op timing on: its wall time and op totals. */
+async function profiledStep(run: () => Promise<void>) {
+  native().cpuProfile(true);
+  const t0 = performance.now();
+  await run(); // a failure ends this process, profile and all
+  const wallMs = performance.now() - t0;
+  return { wall_ms: wallMs, entries: native().cpuProfile(false) ?? [] };
+}
+
 async function main() {
-  const spec = JSON.parse(process.argv[2]!) as PriorStepCase & { minSeconds: number };
+  const spec = JSON.parse(process.argv[2]!) as PriorStepCase & { minSeconds: number; profile?: boolean };
   const prior = Prior.random(spec.config, {
     seed: 0,
     precision: spec.precision,
@@ -51,12 +61,14 @@ async function main() {
   }
   times.sort((a, b) => a - b);
   const peak = peakRssKiB();
+  const profile = spec.profile ? await profiledStep(run) : undefined;
   console.log(
     JSON.stringify({
       seconds: times[Math.floor(times.length / 2)],
       peak_rss_mb: peak / 1024,
       activation_mb: prior.activationBytes() / 2 ** 20,
       parameter_mb: prior.parameterBytes() / 2 ** 20,
+      ...(profile ? { profile } : {}),
     }),
   );
 }

@@ -17,6 +17,8 @@ import { DEFAULT_DECODER_CONFIG, Decoder } from '../src/models/decoder.js';
 import { DEFAULT_VQGAN_CONFIG, VQGAN } from '../src/models/vqgan.js';
 import { packageRoot } from '../src/core/package-root.js';
 import type { Tensor } from '../src/core/tensor.js';
+import type { CpuProfileEntry } from '../src/native/addon.js';
+import { summariseProfile, type StepProfile } from './profile.js';
 
 interface PeerSpec {
   kind:
@@ -41,7 +43,7 @@ interface BenchCase {
   items?: number;
   setup(): Promise<() => Promise<unknown>>;
   /** Cases that must run in a process of their own (to measure its memory) time themselves. */
-  isolated?: (minSeconds: number) => { seconds: number; extra: Extra };
+  isolated?: (minSeconds: number) => Measured;
   peer?: PeerSpec;
   /** Removes what the case left on disk, once every peer has run. */
   cleanup?: () => void;
@@ -59,6 +61,18 @@ interface Peer {
 
 /** Figures besides the time that a case measures (memory, for the training step). */
 type Extra = Record<string, number>;
+
+/** One profiled run: its wall time and the CPU backend's op totals. */
+interface RawProfile {
+  wall_ms: number;
+  entries: CpuProfileEntry[];
+}
+
+interface Measured {
+  seconds: number;
+  extra: Extra;
+  profile?: RawProfile;
+}
 
 function randomTensor(shape: number[], seed: number): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -218,7 +232,7 @@ function priorStepCases(): BenchCase[] {
   const small = { c_in: 16, c: 256, c_cond: 256, c_r: 64, depth: 4, nhead: 4, dropout: 0.1 };
   const at = (config: PriorStep['config'], B: number): PriorStep => ({ config, B, H: 24, W: 24, T: 77, rank: 8 });
   return [
-    priorStepCase('prior_lora_step_real', 'c1536 cond1280 depth32 nhead24 B1 24x24 T77 r8', at(real, 1), 'fp32'),
+    priorStepCase('prior_lora_step_real', 'c1536 cond1280 depth32 nhead24 B1 24x24 T77 r8', at(real, 1), 'fp32', true),
     priorStepCase('prior_lora_step_real', 'c1536 cond1280 depth32 nhead24 B4 24x24 T77 r8', at(real, 4), 'fp32'),
     priorStepCase(
       'prior_lora_step_real_bf16',
@@ -226,13 +240,19 @@ function priorStepCases(): BenchCase[] {
       at(real, 1),
       'bf16',
     ),
-    priorStepCase('prior_lora_step', 'c256 cond256 depth4 nhead4 B4 24x24 T77 r8', at(small, 4), 'fp32'),
+    priorStepCase('prior_lora_step', 'c256 cond256 depth4 nhead4 B4 24x24 T77 r8', at(small, 4), 'fp32', true),
     priorStepCase('prior_lora_step_bf16', 'c256 cond256 depth4 nhead4 B4 24x24 T77 r8 bf16', at(small, 4), 'bf16'),
   ];
 }
 
 /** One LoRA training step (forward, MSE, backward, clip, AdamW), in a process of its own. */
-function priorStepCase(name: string, shape: string, step: PriorStep, precision: 'fp32' | 'bf16'): BenchCase {
+function priorStepCase(
+  name: string,
+  shape: string,
+  step: PriorStep,
+  precision: 'fp32' | 'bf16',
+  profile = false,
+): BenchCase {
   const { config, B, H, W, T, rank } = step;
   return {
     name,
@@ -247,12 +267,14 @@ function priorStepCase(name: string, shape: string, step: PriorStep, precision: 
     },
     isolated(minSeconds) {
       const script = join(packageRoot, 'dist', 'bench', 'prior-step.js');
-      const r = spawnSync(process.execPath, [script, JSON.stringify({ ...step, precision, minSeconds })], {
+      const r = spawnSync(process.execPath, [script, JSON.stringify({ ...step, precision, minSeconds, profile })], {
         encoding: 'utf8',
+        maxBuffer: 1 << 24,
       });
       if (r.status !== 0) throw new Error(`prior-step failed: ${r.stderr}`);
-      const { seconds, ...extra } = JSON.parse(r.stdout.trim().split('\n').pop()!) as Extra & { seconds: number };
-      return { seconds, extra };
+      const last = JSON.parse(r.stdout.trim().split('\n').pop()!) as Extra & { seconds: number; profile?: RawProfile };
+      const { seconds, profile: raw, ...extra } = last;
+      return { seconds, extra, ...(raw ? { profile: raw } : {}) };
     },
   };
 }
@@ -476,7 +498,7 @@ async function main(argv: string[]) {
       `machine: ${m.cpu}, ${m.cores} cores at ${m.clock_ghz} GHz (measured), ${m.fma_lanes} fp32 FMA lanes, estimated fp32 peak ${m.peak_gflops} GFLOP/s; kernels ${m.kernels}`,
     );
 
-  const ours: { c: BenchCase; seconds: number; extra: Extra }[] = [];
+  const ours: ({ c: BenchCase } & Measured)[] = [];
   for (const c of cases) {
     if (c.isolated) ours.push({ c, ...c.isolated(minSeconds) });
     else ours.push({ c, seconds: await time(await c.setup(), minSeconds), extra: {} });
@@ -489,7 +511,7 @@ async function main(argv: string[]) {
   for (const { c } of ours) c.cleanup?.();
   let peerIndex = 0;
   const round = (extra: Extra) => Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, Number(v.toFixed(1))]));
-  for (const { c, seconds, extra } of ours) {
+  for (const { c, seconds, extra, profile } of ours) {
     const peer = c.peer ? peers.get(String(peerIndex++)) : undefined;
     const gflops = (s: number) => (c.flops ? Number((c.flops / s / 1e9).toFixed(1)) : null);
     const baseline = c.baseline && ours.find((o) => o.c.name === c.baseline!.name && o.c.shape === c.baseline!.shape);
@@ -530,7 +552,24 @@ async function main(argv: string[]) {
         `${row.name.padEnd(18)} ${row.shape.padEnd(42)} ${(row.seconds * 1e3).toFixed(2).padStart(9)} ms${rate(row.gflops)}${items(row)}${mem(row)}\n${p}`,
       );
     }
+    if (profile) printProfile(json, c, row.kernels, summariseProfile(profile.entries, profile.wall_ms, m.peak_gflops));
   }
+}
+
+/** A `<name>_profile` line after the case's own: where one step's time goes, per kind of op and
+ * per op shape, each with its rate against the machine's peak. */
+function printProfile(json: boolean, c: BenchCase, kernels: string, p: StepProfile) {
+  if (json) {
+    console.log(JSON.stringify({ name: `${c.name}_profile`, shape: c.shape, kernels, ...p }));
+    return;
+  }
+  const rate = (l: StepProfile['ops'][number]) =>
+    l.gflops === null ? '' : `  ${l.gflops} GFLOP/s (${(l.of_peak! * 100).toFixed(0)}% of peak)`;
+  console.log(`   profile of one step (${p.wall_ms} ms):`);
+  for (const l of [...p.categories, ...p.ops])
+    console.log(
+      `     ${l.part.padEnd(46)} ${l.ms.toFixed(1).padStart(9)} ms ${(l.share * 100).toFixed(1).padStart(5)}%${rate(l)}`,
+    );
 }
 
 await main(process.argv.slice(2));

@@ -11,6 +11,7 @@
 #include "cpu/cpu_ops.h"
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
+#include "cpu/profile.h"
 #include "cpu/thread_pool.h"
 #ifdef LORA_TRAIN_HAVE_CUDA
 #include "cuda/cuda_ops.h"
@@ -132,6 +133,28 @@ Napi::Value CudaProfile(const Napi::CallbackInfo& info) {
   (void)start;
   throw Napi::Error::New(info.Env(), "cudaProfile: this build has no CUDA backend");
 #endif
+}
+
+// (start): true starts timing every CPU op; false stops and returns
+// [{op, shape, ms, calls, flops}], longest first.
+Napi::Value CpuProfile(const Napi::CallbackInfo& info) {
+  OpCall call(info, "cpuProfile");
+  if (call.flag(0, "start")) {
+    cpu::profile_start();
+    return info.Env().Undefined();
+  }
+  Napi::Array out = Napi::Array::New(info.Env());
+  uint32_t i = 0;
+  for (const cpu::ProfileEntry& e : cpu::profile_stop()) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("op", e.op);
+    o.Set("shape", e.shape);
+    o.Set("ms", e.ms);
+    o.Set("calls", static_cast<double>(e.calls));
+    o.Set("flops", e.flops);
+    out.Set(i++, o);
+  }
+  return out;
 }
 
 // (device, dst, dstType, src, srcType, n)
@@ -519,6 +542,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("convert", Napi::Function::New(env, Convert));
   exports.Set("setAllowTf32", Napi::Function::New(env, SetAllowTf32));
   exports.Set("cudaProfile", Napi::Function::New(env, CudaProfile));
+  exports.Set("cpuProfile", Napi::Function::New(env, CpuProfile));
   exports.Set("linearForward", Napi::Function::New(env, LinearForward));
   exports.Set("linearBackward", Napi::Function::New(env, LinearBackward));
   exports.Set("loraLinearForward", Napi::Function::New(env, LoraLinearForward));

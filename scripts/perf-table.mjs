@@ -41,7 +41,7 @@ export function renderTable(text, source) {
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const r of rows) {
-    if (r.name === 'machine') continue;
+    if (r.name === 'machine' || r.name.endsWith('_profile')) continue;
     const peer = r.peer;
     const ratio = peer ? `${peer.ratio}×` : r.vs_fp32 !== undefined ? `${r.vs_fp32}× fp32` : '';
     lines.push(
@@ -67,7 +67,24 @@ export function renderTable(text, source) {
         .replace(/$/, ' |'),
     );
   }
+  for (const p of rows.filter((r) => r.name.endsWith('_profile'))) lines.push('', ...profileTable(p, machine));
   return lines.join('\n');
+}
+
+/** Where one profiled step's time went: by kind of op, then the costliest ops by shape. */
+function profileTable(p, machine) {
+  const rate = (l) => (l.gflops === null ? '' : `${l.gflops} GFLOP/s (${Math.round(l.of_peak * 100)}% of peak)`);
+  const row = (l) =>
+    `| ${l.part} | ${l.calls ?? ''} | ${l.ms.toFixed(1)} ms | ${(l.share * 100).toFixed(1)}% | ${rate(l)} |`;
+  return [
+    `Where one step of \`${p.name.replace(/_profile$/, '')} ${p.shape}\` spends its ${fmtSeconds(p.wall_ms / 1e3)} ` +
+      `(kernel set ${p.kernels}; rates against the estimated fp32 peak, ${machine.peak_gflops} GFLOP/s):`,
+    '',
+    '| part | calls | time | share | rate |',
+    '| --- | --- | --- | --- | --- |',
+    ...p.categories.map(row),
+    ...p.ops.map(row),
+  ];
 }
 
 /** README with its table section replaced by `table`. */

@@ -21,6 +21,7 @@
 #include "cpu_ops.h"
 #include "gemm.h"
 #include "kernels.h"
+#include "profile.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
@@ -268,17 +269,23 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
 
 void CpuOps::attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N,
                                int64_t M, int64_t H, int64_t d, float scale, DType) {
+  LT_CPU_PROFILE("attention_forward", {B, H, N, M, d});
+  profile_count_flops(4.0 * B * H * N * M * d);  // S = q k^T, o = P v
   attention_forward_impl(o, lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
 }
 
 void CpuOps::attention_masked_forward(float* o, const float* q, const float* k, const float* v, const uint8_t* key_mask,
                                       bool causal, int64_t B, int64_t N, int64_t M, int64_t H, int64_t d, float scale) {
+  LT_CPU_PROFILE("attention_masked_forward", {B, H, N, M, d});
+  profile_count_flops(4.0 * B * H * N * M * d);
   attention_forward_impl(o, nullptr, q, k, v, key_mask, causal, B, N, M, H, d, scale);
 }
 
 void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* dout, TensorRef q, TensorRef k,
                                 TensorRef v, TensorRef o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
                                 int64_t d, float scale, DType) {
+  LT_CPU_PROFILE("attention_backward", {B, H, N, M, d});
+  profile_count_flops(8.0 * B * H * N * M * d);  // dv, dP, dq, dk; recomputing S is not counted
   const int64_t ld = H * d, d1 = d + 1;
   const KernelSet& ks = active_kernels();
   const int mr = ks.mr, nr = ks.nr;

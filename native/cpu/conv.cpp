@@ -8,6 +8,7 @@
 #include "cpu_ops.h"
 #include "gemm.h"
 #include "kernels.h"
+#include "profile.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
@@ -110,11 +111,13 @@ struct DirectConv {
 
 void CpuOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
                                        int64_t H, int64_t W, int64_t C) {
+  LT_CPU_PROFILE("depthwise_conv3x3_forward");
   depthwise_conv_forward(y, x, w, bias, B, H, W, C, 3, 1, false, false);
 }
 
 void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x,
                                         const float* w, int64_t B, int64_t H, int64_t W, int64_t C) {
+  LT_CPU_PROFILE("depthwise_conv3x3_backward");
   const std::vector<float> taps = taps_channels_last(w, C, 9);
   // dx gathers from the 3x3 output neighbourhood (the kernel flipped), so rows are independent.
   if (dx)
@@ -173,12 +176,14 @@ void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, cons
 
 void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                             int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, bool silu) {
+  LT_CPU_PROFILE("conv2d_forward", {B, H, W, Cin, Cout, k});
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   const int64_t rows = B * Ho * Wo, K = k * k * Cin;
   if (k == 1 && stride == 1) {  // a plain GEMM over positions
     cpu::gemm({y, x, w, rows, Cout, Cin, false, true, 1.0f, 0.0f, Cin, Cin, Cout, bias, silu});
     return;
   }
+  profile_count_flops(2.0 * rows * Cout * K);
   const KernelSet& ks = active_kernels();
   const int nr = ks.nr;
   PanelBuffer panels;  // (ceil(Cout / nr), K, nr)
@@ -194,6 +199,7 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
 
 void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                                     int64_t W, int64_t C, int64_t k, int64_t stride, bool replicate, bool silu) {
+  LT_CPU_PROFILE("depthwise_conv_forward");
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   if (k * k > kMaxDepthwiseTaps)
     throw std::invalid_argument("depthwise convolution: kernel size " + std::to_string(k) + " is over 15");
@@ -218,6 +224,7 @@ void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, co
 }
 
 void CpuOps::pixel_unshuffle(float* y, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t r) {
+  LT_CPU_PROFILE("pixel_unshuffle");
   const int64_t Ho = H / r, Wo = W / r;
   parallel_for(B * Ho, [&](int64_t row) {
     const int64_t b = row / Ho, oy = row % Ho;
@@ -234,6 +241,7 @@ void CpuOps::pixel_unshuffle(float* y, const float* x, int64_t B, int64_t H, int
 
 void CpuOps::conv_transpose2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                                       int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, int64_t pad) {
+  LT_CPU_PROFILE("conv_transpose2d_forward");
   const int64_t Ho = (H - 1) * stride - 2 * pad + k, Wo = (W - 1) * stride - 2 * pad + k, taps = Cout * k * k;
   parallel_for(B * Ho, [&](int64_t row) {
     float* out = y + row * Wo * Cout;
@@ -274,6 +282,7 @@ void CpuOps::conv_transpose2d_forward(float* y, const float* x, const float* w, 
 
 void CpuOps::conv1x1_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t Cin,
                              int64_t Cout, int64_t P) {
+  LT_CPU_PROFILE("conv1x1_forward", {B, P, Cin, Cout});
   for (int64_t b = 0; b < B; ++b) {
     float* yb = y + b * Cout * P;  // (Cout, P)
     for (int64_t o = 0; o < Cout; ++o) std::fill(yb + o * P, yb + (o + 1) * P, bias ? bias[o] : 0.0f);
@@ -283,6 +292,7 @@ void CpuOps::conv1x1_forward(float* y, const float* x, const float* w, const flo
 
 void CpuOps::conv1x1_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
                               int64_t B, int64_t Cin, int64_t Cout, int64_t P) {
+  LT_CPU_PROFILE("conv1x1_backward", {B, P, Cin, Cout});
   for (int64_t b = 0; b < B; ++b) {
     const float* dyb = dy + b * Cout * P;  // (Cout, P)
     const float* xb = x + b * Cin * P;     // (Cin, P)

@@ -8,11 +8,13 @@
 #include "../rng.h"
 #include "cpu_ops.h"
 #include "kernels.h"
+#include "profile.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
 
 void CpuOps::modulate_forward(float* y, const float* x, const float* ab, int64_t B, int64_t P, int64_t C) {
+  LT_CPU_PROFILE("modulate_forward");
   parallel_for(B, [&](int64_t b) {
     const float* a = ab + b * 2 * C;
     const float* sh = a + C;
@@ -26,6 +28,7 @@ void CpuOps::modulate_forward(float* y, const float* x, const float* ab, int64_t
 
 void CpuOps::modulate_backward(float* dx, float* dab, const float* dy, const float* x, const float* ab, int64_t B,
                                int64_t P, int64_t C) {
+  LT_CPU_PROFILE("modulate_backward");
   parallel_for(B, [&](int64_t b) {
     const float* a = ab + b * 2 * C;
     std::vector<double> da(dab ? C : 0, 0.0), db(dab ? C : 0, 0.0);
@@ -51,6 +54,7 @@ void CpuOps::modulate_backward(float* dx, float* dab, const float* dy, const flo
 }
 
 void CpuOps::dropout_forward(TensorOut y, TensorRef x, float p, uint64_t seed, int64_t n) {
+  LT_CPU_PROFILE("dropout_forward");
   if (x.type != DType::f32 || y.type != DType::f32) {  // through fp32: widen, drop, round once
     Scratch scratch(*this);
     float* tmp = scratch.alloc(n);  // (n)
@@ -67,6 +71,7 @@ void CpuOps::dropout_forward(TensorOut y, TensorRef x, float p, uint64_t seed, i
 }
 
 void CpuOps::dropout_add_forward(float* out, const float* y, const float* residual, float p, uint64_t seed, int64_t n) {
+  LT_CPU_PROFILE("dropout_add_forward");
   const KernelSet& ks = active_kernels();
   const DropoutKey key = DropoutKey::from_seed(seed);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
@@ -76,6 +81,7 @@ void CpuOps::dropout_add_forward(float* out, const float* y, const float* residu
 }
 
 void CpuOps::dropout_backward(float* dx, const float* dy, float p, uint64_t seed, int64_t n) {
+  LT_CPU_PROFILE("dropout_backward");
   const KernelSet& ks = active_kernels();
   const DropoutKey key = DropoutKey::from_seed(seed);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
@@ -84,12 +90,14 @@ void CpuOps::dropout_backward(float* dx, const float* dy, float p, uint64_t seed
 }
 
 void CpuOps::embedding_forward(float* out, const float* table, const int32_t* ids, int64_t n, int64_t dim) {
+  LT_CPU_PROFILE("embedding_forward");
   parallel_range(n, 16, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) std::copy(table + ids[i] * dim, table + (ids[i] + 1) * dim, out + i * dim);
   });
 }
 
 void CpuOps::channel_mean(float* out, const float* x, int64_t B, int64_t P, int64_t C) {
+  LT_CPU_PROFILE("channel_mean");
   parallel_for(B, [&](int64_t b) {
     std::vector<double> sum(C, 0.0);
     for (int64_t p = 0; p < P; ++p)
@@ -99,6 +107,7 @@ void CpuOps::channel_mean(float* out, const float* x, int64_t B, int64_t P, int6
 }
 
 void CpuOps::scale_channels(float* y, const float* x, const float* s, int64_t B, int64_t P, int64_t C) {
+  LT_CPU_PROFILE("scale_channels");
   parallel_range(B * P, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t bp = r0; bp < r1; ++bp) {
       const float* sb = s + (bp / P) * C;
@@ -108,6 +117,7 @@ void CpuOps::scale_channels(float* y, const float* x, const float* s, int64_t B,
 }
 
 void CpuOps::concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
+  LT_CPU_PROFILE("concat_seq");
   const int64_t size = dtype_size(out.type);
   parallel_for(B, [&](int64_t i) {
     char* row = static_cast<char*>(out.data) + i * (Na + Nb) * C * size;
@@ -117,6 +127,7 @@ void CpuOps::concat_seq(TensorOut out, TensorRef a, TensorRef b, int64_t B, int6
 }
 
 void CpuOps::split_seq_backward(float* da, float* db, const float* dout, int64_t B, int64_t Na, int64_t Nb, int64_t C) {
+  LT_CPU_PROFILE("split_seq_backward");
   parallel_for(B, [&](int64_t i) {
     const float* src = dout + i * (Na + Nb) * C;
     if (da)
@@ -127,6 +138,7 @@ void CpuOps::split_seq_backward(float* da, float* db, const float* dout, int64_t
 }
 
 void CpuOps::transpose_cp(float* out, const float* x, int64_t B, int64_t C, int64_t P) {
+  LT_CPU_PROFILE("transpose_cp");
   constexpr int64_t kTile = 32;  // cache-sized tiles of the (C, P) -> (P, C) transpose
   parallel_for(B, [&](int64_t b) {
     const float* xb = x + b * C * P;
@@ -139,6 +151,7 @@ void CpuOps::transpose_cp(float* out, const float* x, int64_t B, int64_t C, int6
 }
 
 void CpuOps::prior_output_forward(float* out, const float* x_in, const float* ab, int64_t B, int64_t Cin, int64_t P) {
+  LT_CPU_PROFILE("prior_output_forward");
   parallel_for(B, [&](int64_t b) {
     for (int64_t c = 0; c < Cin; ++c)
       for (int64_t p = 0; p < P; ++p) {
@@ -151,6 +164,7 @@ void CpuOps::prior_output_forward(float* out, const float* x_in, const float* ab
 
 void CpuOps::prior_output_backward(float* dab, const float* dout, const float* x_in, const float* ab, int64_t B,
                                    int64_t Cin, int64_t P) {
+  LT_CPU_PROFILE("prior_output_backward");
   // out = (x - a) / (|1 - b| + eps): d/da = -1/den; d/db = (x - a) sign(1 - b) / den^2
   // (torch's sign(0) = 0 at b = 1).
   parallel_for(B, [&](int64_t b) {

@@ -10,6 +10,7 @@
 
 #include "cpu_ops.h"
 #include "kernels.h"
+#include "profile.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
@@ -233,6 +234,7 @@ void gemm_serial(const GemmArgs& g) {
 
 void gemm(const GemmArgs& g) {
   gemm_operand_type(g.A.type, g.B.type);  // refuse mismatched types here, not on a pool thread
+  profile_count_flops(2.0 * g.M * g.N * g.K);
   const int threads = num_threads();
   const KernelSet& ks = active_kernels();
   // Split C into a grid of independent sub-GEMMs, one per thread, cut in whole register
@@ -272,6 +274,7 @@ void gemm(const GemmArgs& g) {
 
 void CpuOps::gemm(float* C, TensorRef A, TensorRef B, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
                   float alpha, float beta, int64_t lda, int64_t ldb, int64_t ldc) {
+  LT_CPU_PROFILE("gemm", {M, N, K});
   cpu::gemm({C, A, B, M, N, K, transA, transB, alpha, beta, lda, ldb, ldc});
 }
 

@@ -3,6 +3,7 @@
 
 #include "cpu_ops.h"
 #include "gemm.h"
+#include "profile.h"
 
 namespace lt::cpu {
 
@@ -29,6 +30,7 @@ void write_rounded(Ops& ops, TensorOut y, int64_t n, Compute compute) {
 
 void CpuOps::linear_forward(TensorOut y, TensorRef x, TensorRef W, const float* b, int64_t rows, int64_t in,
                             int64_t out) {
+  LT_CPU_PROFILE("linear_forward", {rows, in, out});
   if (y.type != DType::f32)
     return write_rounded(*this, y, rows * out, [&](float* y32) { linear_forward(y32, x, W, b, rows, in, out); });
   cpu::gemm({y.f32(), x, W, rows, out, in, false, true, 1.0f, 0.0f, in, in, out, b});  // y = x W^T + b
@@ -36,6 +38,7 @@ void CpuOps::linear_forward(TensorOut y, TensorRef x, TensorRef W, const float* 
 
 void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, TensorRef x, TensorRef W, int64_t rows,
                              int64_t in, int64_t out, bool accumulate_dx) {
+  LT_CPU_PROFILE("linear_backward", {rows, in, out});
   if (dx)
     cpu::gemm(
         {dx, dy, W, rows, in, out, false, false, 1.0f, accumulate_dx ? 1.0f : 0.0f, out, in, in});  // dx (+)= dy W
@@ -46,6 +49,7 @@ void CpuOps::linear_backward(float* dx, float* dW, float* db, const float* dy, T
 void CpuOps::lora_linear_forward(TensorOut y, float* xa, TensorRef x, TensorRef x_lora, TensorRef W, const float* b,
                                  const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out,
                                  int64_t r) {
+  LT_CPU_PROFILE("lora_linear_forward", {rows, in, out});
   if (y.type != DType::f32)
     return write_rounded(*this, y, rows * out, [&](float* y32) {
       lora_linear_forward(y32, xa, x, x_lora, W, b, A, B, scale, rows, in, out, r);
@@ -60,6 +64,7 @@ void CpuOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* d
                                   const float* dy, TensorRef x, const float* x_lora, const float* xa, TensorRef W,
                                   const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out,
                                   int64_t r, bool accumulate_dx) {
+  LT_CPU_PROFILE("lora_linear_backward", {rows, in, out});
   const TensorRef xl = x_lora ? TensorRef(x_lora) : x;
   float* dxl = dx_lora ? dx_lora : dx;
   cpu::gemm({dB, dy, xa, out, r, rows, true, false, scale, 1.0f, out, r, r});          // dB += s dy^T xa

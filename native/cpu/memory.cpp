@@ -12,6 +12,7 @@
 
 #include "cpu_ops.h"
 #include "kernels.h"
+#include "profile.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
@@ -76,6 +77,7 @@ bool unmap_huge(void* p) {
 }  // namespace
 
 float* CpuOps::alloc(int64_t n) {
+  LT_CPU_PROFILE("alloc");
   size_t bytes = ((static_cast<size_t>(n > 0 ? n : 1) * sizeof(float) + 63) / 64) * 64;
   if (bytes >= kMappedFrom) return static_cast<float*>(map_huge(bytes));
   void* p = std::aligned_alloc(64, bytes);
@@ -84,23 +86,28 @@ float* CpuOps::alloc(int64_t n) {
 }
 
 void CpuOps::release(float* p) {
+  LT_CPU_PROFILE("release");
   if (!unmap_huge(p)) std::free(p);
 }
 
 void CpuOps::upload_bytes(void* dst, const void* host_src, int64_t bytes) {
+  LT_CPU_PROFILE("upload_bytes");
   std::memcpy(dst, host_src, static_cast<size_t>(bytes));
 }
 
 void CpuOps::download_bytes(void* host_dst, const void* src, int64_t bytes) {
+  LT_CPU_PROFILE("download_bytes");
   std::memcpy(host_dst, src, static_cast<size_t>(bytes));
 }
 
 void CpuOps::zero(float* x, int64_t n) {
+  LT_CPU_PROFILE("zero");
   parallel_range(n, 1 << 16,
                  [&](int64_t i0, int64_t i1) { std::memset(x + i0, 0, static_cast<size_t>(i1 - i0) * sizeof(float)); });
 }
 
 void CpuOps::axpy(float* y, const float* x, float alpha, int64_t n) {
+  LT_CPU_PROFILE("axpy");
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) y[i] += alpha * x[i];
   });
@@ -111,6 +118,7 @@ void CpuOps::axpy(float* y, const float* x, float alpha, int64_t n) {
 namespace lt::cpu {
 
 void CpuOps::convert(void* dst, DType dst_type, TensorRef src, int64_t n) {
+  LT_CPU_PROFILE("convert");
   const TensorOut out(dst, dst_type);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
     const int64_t size = dtype_size(dst_type);

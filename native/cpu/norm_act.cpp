@@ -5,6 +5,7 @@
 
 #include "cpu_ops.h"
 #include "kernels.h"
+#include "profile.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
@@ -25,6 +26,7 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 void CpuOps::layernorm_forward(TensorOut y, float* mean, float* rstd, const float* x, int64_t rows, int64_t C,
                                float eps) {
+  LT_CPU_PROFILE("layernorm_forward");
   parallel_range(rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * C;
@@ -50,6 +52,7 @@ void CpuOps::layernorm_forward(TensorOut y, float* mean, float* rstd, const floa
 
 void CpuOps::layernorm_affine_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows,
                                       int64_t C, float eps) {
+  LT_CPU_PROFILE("layernorm_affine_forward");
   std::vector<float> mean(rows), rstd(rows);
   layernorm_forward(y, mean.data(), rstd.data(), x, rows, C, eps);
   parallel_range(rows, 64, [&](int64_t r0, int64_t r1) {
@@ -60,6 +63,7 @@ void CpuOps::layernorm_affine_forward(float* y, const float* x, const float* wei
 
 void CpuOps::layernorm_backward(float* dx, const float* dy, const float* x, const float* mean, const float* rstd,
                                 int64_t rows, int64_t C) {
+  LT_CPU_PROFILE("layernorm_backward");
   // dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
   parallel_range(rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -80,31 +84,37 @@ void CpuOps::layernorm_backward(float* dx, const float* dy, const float* x, cons
 }
 
 void CpuOps::gelu_forward(float* y, const float* x, int64_t n) {
+  LT_CPU_PROFILE("gelu_forward");
   const KernelSet& ks = active_kernels();
   parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) { ks.gelu_forward(y + i0, x + i0, i1 - i0); });
 }
 
 void CpuOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
+  LT_CPU_PROFILE("gelu_backward");
   const KernelSet& ks = active_kernels();
   parallel_range(n, kElementwiseChunk,
                  [&](int64_t i0, int64_t i1) { ks.gelu_backward(dx + i0, dy + i0, x + i0, i1 - i0); });
 }
 
 void CpuOps::quick_gelu_forward(float* y, const float* x, int64_t n) {
+  LT_CPU_PROFILE("quick_gelu_forward");
   elementwise(n, [&](int64_t i) { y[i] = x[i] * sigmoid(1.702f * x[i]); });
 }
 
 void CpuOps::sigmoid_forward(float* y, const float* x, int64_t n) {
+  LT_CPU_PROFILE("sigmoid_forward");
   const KernelSet& ks = active_kernels();
   parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) { ks.sigmoid(y + i0, x + i0, i1 - i0, false); });
 }
 
 void CpuOps::silu_forward(float* y, const float* x, int64_t n) {
+  LT_CPU_PROFILE("silu_forward");
   const KernelSet& ks = active_kernels();
   parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) { ks.sigmoid(y + i0, x + i0, i1 - i0, true); });
 }
 
 void CpuOps::silu_backward(float* dx, const float* dy, const float* x, int64_t n) {
+  LT_CPU_PROFILE("silu_backward");
   elementwise(n, [&](int64_t i) {
     const float s = sigmoid(x[i]);
     dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
@@ -112,10 +122,12 @@ void CpuOps::silu_backward(float* dx, const float* dy, const float* x, int64_t n
 }
 
 void CpuOps::leaky_relu_forward(float* y, const float* x, float slope, int64_t n) {
+  LT_CPU_PROFILE("leaky_relu_forward");
   elementwise(n, [&](int64_t i) { y[i] = x[i] > 0.0f ? x[i] : slope * x[i]; });
 }
 
 void CpuOps::leaky_relu_backward(float* dx, const float* dy, const float* x, float slope, int64_t n) {
+  LT_CPU_PROFILE("leaky_relu_backward");
   elementwise(n, [&](int64_t i) { dx[i] += x[i] > 0.0f ? dy[i] : slope * dy[i]; });
 }
 
@@ -136,6 +148,7 @@ double mean_of(const std::vector<double>& v) {
 
 void CpuOps::grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
                          int64_t C, float eps) {
+  LT_CPU_PROFILE("grn_forward");
   parallel_for(B, [&](int64_t b) {
     const float* ub = u + b * P * C;
     float* yb = y + b * P * C;
@@ -151,6 +164,7 @@ void CpuOps::grn_forward(float* y, const float* u, const float* gamma, const flo
 
 void CpuOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* dy, const float* u, const float* gamma,
                           int64_t B, int64_t P, int64_t C, float eps) {
+  LT_CPU_PROFILE("grn_backward");
   // y_pc = gamma_c u_pc nx_c + beta_c + u_pc with nx_c = g_c / (mean(g) + eps), g_c = ||u_:c||.
   // With s_c = gamma_c sum_p dy_pc u_pc:
   //   dL/dg_c = s_c / D - (sum_k s_k g_k) / (C D^2),  D = mean(g) + eps
@@ -194,6 +208,7 @@ void CpuOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* d
 }
 
 double CpuOps::mse_loss(float* dpred, const float* pred, const float* target, int64_t n, float grad_scale) {
+  LT_CPU_PROFILE("mse_loss");
   const int threads = num_threads();
   std::vector<double> partial(threads, 0.0);
   const int64_t step = (n + threads - 1) / threads;
@@ -220,6 +235,7 @@ namespace lt::cpu {
 // saving; here it would only duplicate code).
 void CpuOps::gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P,
                               int64_t C, float eps) {
+  LT_CPU_PROFILE("gelu_grn_forward");
   Scratch scratch(*this);
   float* g = scratch.alloc(B * P * C);  // (B, P, C)
   if (u.type != DType::f32) {           // widen in place, then GELU
@@ -235,6 +251,7 @@ void CpuOps::gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, cons
 
 void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const float* gamma, int64_t B, int64_t P,
                                int64_t C, float eps) {
+  LT_CPU_PROFILE("gelu_grn_backward");
   const int64_t n = B * P * C;
   Scratch scratch(*this);
   const float* u32 = u.f32();  // (B, P, C): u in fp32, widened when it is stored narrower
@@ -253,6 +270,7 @@ void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const fl
 
 void CpuOps::modulate_layernorm_forward(float* y, TensorOut normed, float* mean, float* rstd, const float* x,
                                         const float* ab, int64_t B, int64_t P, int64_t C, float eps) {
+  LT_CPU_PROFILE("modulate_layernorm_forward");
   modulate_forward(y, x, ab, B, P, C);
   layernorm_forward(normed, mean, rstd, y, B * P, C, eps);
 }

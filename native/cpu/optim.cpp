@@ -3,12 +3,14 @@
 #include <vector>
 
 #include "cpu_ops.h"
+#include "profile.h"
 #include "thread_pool.h"
 
 namespace lt::cpu {
 
 void CpuOps::adamw(const AdamWTensor* tensors, int64_t count, float lr, float beta1, float beta2, float eps,
                    float weight_decay, int64_t step, float grad_scale) {
+  LT_CPU_PROFILE("adamw");
   // torch.optim.AdamW: p *= 1 - lr wd; m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
   // p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
   const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
@@ -32,6 +34,7 @@ void CpuOps::adamw(const AdamWTensor* tensors, int64_t count, float lr, float be
 }
 
 double CpuOps::clip_grad_norm(float* const* grads, const int64_t* sizes, int64_t count, double max_norm) {
+  LT_CPU_PROFILE("clip_grad_norm");
   double sum_sq = 0.0;
   for (int64_t t = 0; t < count; ++t)
     for (int64_t i = 0; i < sizes[t]; ++i) sum_sq += static_cast<double>(grads[t][i]) * grads[t][i];

@@ -8,6 +8,15 @@ import type { TextEncoderConfig } from '../models/text-encoder.js';
 import type { VQGANConfig } from '../models/vqgan.js';
 import type { DecoderConfig } from '../models/decoder.js';
 
+/** One op (and shape, for GEMM-shaped ops) of a CPU profile, summed over its calls. */
+export interface CpuProfileEntry {
+  op: string;
+  shape: string;
+  ms: number;
+  calls: number;
+  flops: number;
+}
+
 export interface NativeInfo {
   version: string;
   backends: string[];
@@ -61,6 +70,9 @@ export interface NativeAddon {
   setAllowTf32(device: string, allow: boolean): void;
   /** true starts timing every CUDA op (events); false stops and returns the totals, longest first. */
   cudaProfile(start: boolean): void | { op: string; ms: number; calls: number }[];
+  /** true starts timing every CPU op; false stops and returns the totals (with the GEMM and
+   * attention flops counted inside each), longest first. */
+  cpuProfile(start: boolean): void | CpuProfileEntry[];
   /** An exclusive flock on `path` (created if missing): its descriptor, or -1 while another holds it. */
   tryLockFile(path: string): number;
   unlockFile(fd: number): void;
