@@ -1,4 +1,5 @@
-// `npm run bench [-- --json] [-- --filter <substring>] [-- --skip <substring>] [-- --min-seconds <s>]`
+// `npm run bench [-- --json] [-- --filter <substring>] [-- --skip <substring>] [-- --min-seconds <s>]
+//   [-- --rounds <n>]`
 // Times lora-train's ops at the Würstchen prior's shapes and, where a Python with NumPy or
 // PyTorch is found, the same operation there in the same run. --json prints one object per
 // line: {name, shape, seconds, gflops, peer}; peer.ratio = peer seconds / lora-train seconds
@@ -284,6 +285,7 @@ function priorStepCase(
 function loadPriorCase(): BenchCase {
   const script = join(packageRoot, 'dist', 'bench', 'load-prior.js');
   const dir = mkdtempSync(join(tmpdir(), 'lora-train-bench-prior-'));
+  let written = false;
   const once = (spec: object) => {
     const r = spawnSync(process.execPath, [script, JSON.stringify({ dir, ...spec })], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`load-prior failed: ${r.stderr}`);
@@ -298,7 +300,8 @@ function loadPriorCase(): BenchCase {
       throw new Error('load_prior_real runs isolated');
     },
     isolated(minSeconds) {
-      once({ write: true });
+      if (!written) once({ write: true });
+      written = true;
       once({}); // warms the page cache
       const times: number[] = [];
       const start = performance.now();
@@ -422,34 +425,41 @@ function peerEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-/** Times each case in the peer, one Python process per case so each peak RSS is its own. */
-function runPeers(cases: { id: string; spec: PeerSpec }[], minSeconds: number): Map<string, Peer> {
-  const result = new Map<string, Peer>();
-  const python = findPeerPython();
-  if (!python) return result;
-  for (const c of cases) {
-    const input = JSON.stringify([{ id: c.id, minSeconds, ...c.spec }]);
-    const r = spawnSync(python, [join(packageRoot, 'bench', 'peer.py')], {
-      input,
-      encoding: 'utf8',
-      env: peerEnv(),
-      maxBuffer: 1 << 24,
-    });
-    if (r.status !== 0) {
-      const why = r.signal
-        ? `killed by ${r.signal}${r.signal === 'SIGKILL' ? ' (out of memory?)' : ''}`
-        : r.stderr.trim().split('\n').pop();
-      console.error(`bench: peer (${python}) failed on ${c.spec.kind}: ${why}`);
-      result.set(c.id, { impl: python, seconds: NaN, failed: why });
-      continue;
-    }
-    for (const line of r.stdout.split('\n')) {
-      if (!line.trim()) continue;
-      const { id, ...peer } = JSON.parse(line) as Peer & { id: string };
-      result.set(id, peer);
-    }
+/** Times one case in the peer, in a Python process of its own so that its peak RSS is its own. */
+function runPeer(python: string, spec: PeerSpec, minSeconds: number): Peer {
+  const r = spawnSync(python, [join(packageRoot, 'bench', 'peer.py')], {
+    input: JSON.stringify([{ id: '0', minSeconds, ...spec }]),
+    encoding: 'utf8',
+    env: peerEnv(),
+    maxBuffer: 1 << 24,
+  });
+  if (r.status !== 0) {
+    const why = r.signal
+      ? `killed by ${r.signal}${r.signal === 'SIGKILL' ? ' (out of memory?)' : ''}`
+      : r.stderr.trim().split('\n').pop();
+    console.error(`bench: peer (${python}) failed on ${spec.kind}: ${why}`);
+    return { impl: python, seconds: NaN, failed: why };
   }
-  return result;
+  const line = r.stdout.split('\n').find((l) => l.trim())!;
+  const { id: _, ...peer } = JSON.parse(line) as Peer & { id: string };
+  return peer;
+}
+
+const faster = <T extends { seconds: number; failed?: string }>(a: T | undefined, b: T): T =>
+  !a || (a.failed && !b.failed) || (!b.failed && b.seconds < a.seconds) ? b : a;
+
+/** Times the case, then its peer, `rounds` times in turn, keeping each side's fastest: on a
+ * machine whose speed drifts, both sides then see the same spells of it. */
+async function measureCase(c: BenchCase, python: string | undefined, minSeconds: number, rounds: number) {
+  let ours: Measured | undefined;
+  let peer: Peer | undefined;
+  for (let i = 0; i < rounds; i++) {
+    const m = c.isolated ? c.isolated(minSeconds) : { seconds: await time(await c.setup(), minSeconds), extra: {} };
+    ours = faster(ours, m);
+    if (c.peer && python) peer = faster(peer, runPeer(python, c.peer, minSeconds));
+  }
+  c.cleanup?.();
+  return { c, ...ours!, peer };
 }
 
 function machine() {
@@ -486,6 +496,9 @@ async function main(argv: string[]) {
   const filter = arg('--filter');
   const skip = arg('--skip');
   const minSeconds = Number(arg('--min-seconds') ?? 1);
+  const rounds = Number(arg('--rounds') ?? 1);
+  if (!Number.isInteger(rounds) || rounds < 1)
+    throw new Error(`Expected a whole number of at least 1 for --rounds but received ${arg('--rounds')}`);
   const cases = benchCases().filter((c) => {
     const label = `${c.name} ${c.shape}`;
     return (!filter || label.includes(filter)) && (!skip || !label.includes(skip));
@@ -498,21 +511,12 @@ async function main(argv: string[]) {
       `machine: ${m.cpu}, ${m.cores} cores at ${m.clock_ghz} GHz (measured), ${m.fma_lanes} fp32 FMA lanes, estimated fp32 peak ${m.peak_gflops} GFLOP/s; kernels ${m.kernels}`,
     );
 
-  const ours: ({ c: BenchCase } & Measured)[] = [];
-  for (const c of cases) {
-    if (c.isolated) ours.push({ c, ...c.isolated(minSeconds) });
-    else ours.push({ c, seconds: await time(await c.setup(), minSeconds), extra: {} });
-  }
-  const peers = runPeers(
-    ours.filter((o) => o.c.peer).map((o, i) => ({ id: String(i), spec: o.c.peer! })),
-    minSeconds,
-  );
+  const python = findPeerPython();
+  const ours: (Awaited<ReturnType<typeof measureCase>> & Measured)[] = [];
+  for (const c of cases) ours.push(await measureCase(c, python, minSeconds, rounds));
 
-  for (const { c } of ours) c.cleanup?.();
-  let peerIndex = 0;
   const round = (extra: Extra) => Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, Number(v.toFixed(1))]));
-  for (const { c, seconds, extra, profile } of ours) {
-    const peer = c.peer ? peers.get(String(peerIndex++)) : undefined;
+  for (const { c, seconds, extra, profile, peer } of ours) {
     const gflops = (s: number) => (c.flops ? Number((c.flops / s / 1e9).toFixed(1)) : null);
     const baseline = c.baseline && ours.find((o) => o.c.name === c.baseline!.name && o.c.shape === c.baseline!.shape);
     const row = {
