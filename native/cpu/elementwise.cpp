@@ -15,13 +15,11 @@ namespace lt::cpu {
 
 void CpuOps::modulate_forward(float* y, const float* x, const float* ab, int64_t B, int64_t P, int64_t C) {
   LT_CPU_PROFILE("modulate_forward");
-  parallel_for(B, [&](int64_t b) {
-    const float* a = ab + b * 2 * C;
-    const float* sh = a + C;
-    for (int64_t p = 0; p < P; ++p) {
-      const float* xr = x + (b * P + p) * C;
-      float* yr = y + (b * P + p) * C;
-      for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * (1.0f + a[c]) + sh[c];
+  parallel_range(B * P, 64, [&](int64_t r0, int64_t r1) {  // by rows: a batch of one uses every core
+    for (int64_t bp = r0; bp < r1; ++bp) {
+      const float* a = ab + bp / P * 2 * C;  // (C) scale, then (C) shift
+      const float* sh = a + C;
+      for (int64_t c = 0; c < C; ++c) y[bp * C + c] = x[bp * C + c] * (1.0f + a[c]) + sh[c];
     }
   });
 }
@@ -29,27 +27,28 @@ void CpuOps::modulate_forward(float* y, const float* x, const float* ab, int64_t
 void CpuOps::modulate_backward(float* dx, float* dab, const float* dy, const float* x, const float* ab, int64_t B,
                                int64_t P, int64_t C) {
   LT_CPU_PROFILE("modulate_backward");
-  parallel_for(B, [&](int64_t b) {
-    const float* a = ab + b * 2 * C;
-    std::vector<double> da(dab ? C : 0, 0.0), db(dab ? C : 0, 0.0);
+  if (dx)
+    parallel_range(B * P, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t bp = r0; bp < r1; ++bp) {
+        const float* a = ab + bp / P * 2 * C;  // (C)
+        for (int64_t c = 0; c < C; ++c) dx[bp * C + c] += dy[bp * C + c] * (1.0f + a[c]);
+      }
+    });
+  if (!dab) return;
+  parallel_for(B, [&](int64_t b) {  // an adapter on the timestep mapper: (B, 2C) sums over positions
+    std::vector<double> da(C, 0.0), db(C, 0.0);
     for (int64_t p = 0; p < P; ++p) {
       const float* dyr = dy + (b * P + p) * C;
       const float* xr = x + (b * P + p) * C;
-      if (dx) {
-        float* dxr = dx + (b * P + p) * C;
-        for (int64_t c = 0; c < C; ++c) dxr[c] += dyr[c] * (1.0f + a[c]);
-      }
-      if (dab)
-        for (int64_t c = 0; c < C; ++c) {
-          da[c] += static_cast<double>(dyr[c]) * xr[c];
-          db[c] += dyr[c];
-        }
-    }
-    if (dab)
       for (int64_t c = 0; c < C; ++c) {
-        dab[b * 2 * C + c] += static_cast<float>(da[c]);
-        dab[b * 2 * C + C + c] += static_cast<float>(db[c]);
+        da[c] += static_cast<double>(dyr[c]) * xr[c];
+        db[c] += dyr[c];
       }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      dab[b * 2 * C + c] += static_cast<float>(da[c]);
+      dab[b * 2 * C + C + c] += static_cast<float>(db[c]);
+    }
   });
 }
 

@@ -1,5 +1,6 @@
 // LayerNorm (no affine), GELU (exact erf), SiLU, LeakyReLU, GlobalResponseNorm and MSE loss,
 // forward and backward side by side. Channels last throughout.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -132,73 +133,115 @@ void CpuOps::leaky_relu_backward(float* dx, const float* dy, const float* x, flo
 }
 
 namespace {
-// g (C) = L2 norm over positions of u (P, C) for one batch item, in double.
-void grn_channel_norms(std::vector<double>& g, const float* u, int64_t P, int64_t C) {
-  g.assign(C, 0.0);
-  for (int64_t p = 0; p < P; ++p)
-    for (int64_t c = 0; c < C; ++c) g[c] += static_cast<double>(u[p * C + c]) * u[p * C + c];
-  for (auto& v : g) v = std::sqrt(v);
+// Positions per task of the GRN sums. Each task sums whole rows (memory read in order), and the
+// tasks' partial sums are added in a fixed order: the result does not depend on the thread
+// count, and a batch of one still spreads over every core.
+constexpr int64_t kGrnRows = 32;
+
+// Per (batch, channel), in double: uu = sum_p u^2 and, when dy is given, dyu = sum_p dy u.
+void grn_sums(double* uu, double* dyu, const float* u, const float* dy, int64_t B, int64_t P, int64_t C) {
+  const int64_t blocks = (P + kGrnRows - 1) / kGrnRows, width = dy ? 2 * C : C;
+  std::vector<double> partial(B * blocks * width, 0.0);  // (B, blocks, [uu | dyu] C)
+  parallel_for(B * blocks, [&](int64_t task) {
+    const int64_t b = task / blocks, p0 = task % blocks * kGrnRows, p1 = std::min(P, p0 + kGrnRows);
+    double* su = partial.data() + task * width;  // (C)
+    double* sd = su + C;                         // (C) when dy
+    for (int64_t p = p0; p < p1; ++p) {
+      const float* row = u + (b * P + p) * C;  // (C)
+      for (int64_t c = 0; c < C; ++c) su[c] += static_cast<double>(row[c]) * row[c];
+      if (!dy) continue;
+      const float* drow = dy + (b * P + p) * C;  // (C)
+      for (int64_t c = 0; c < C; ++c) sd[c] += static_cast<double>(drow[c]) * row[c];
+    }
+  });
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(uu + b * C, uu + (b + 1) * C, 0.0);
+    if (dy) std::fill(dyu + b * C, dyu + (b + 1) * C, 0.0);
+    for (int64_t k = 0; k < blocks; ++k) {
+      const double* part = partial.data() + (b * blocks + k) * width;
+      for (int64_t c = 0; c < C; ++c) uu[b * C + c] += part[c];
+      if (dy)
+        for (int64_t c = 0; c < C; ++c) dyu[b * C + c] += part[C + c];
+    }
+  }
 }
-double mean_of(const std::vector<double>& v) {
-  double s = 0.0;
-  for (double x : v) s += x;
-  return s / static_cast<double>(v.size());
+
+// One batch's GRN terms from its sums: g_c = ||u_:c||, D = mean(g) + eps; gain_c = gamma_c g_c / D + 1
+// (y = u gain + beta) and, for the backward (dyu given), coef_c = dL/dg_c / g_c, where with
+// s_c = gamma_c dyu_c: dL/dg_c = s_c / D - (sum_k s_k g_k) / (C D^2), and coef_c = 0 where
+// g_c = 0, as torch. dgamma_part_c = dyu_c g_c / D when asked for.
+void grn_terms(float* gain, float* coef, double* dgamma_part, const double* uu, const double* dyu, const float* gamma,
+               int64_t C, float eps) {
+  std::vector<double> g(C);
+  double sum_g = 0.0;
+  for (int64_t c = 0; c < C; ++c) sum_g += g[c] = std::sqrt(uu[c]);
+  const double D = sum_g / static_cast<double>(C) + eps;
+  double sum_sg = 0.0;
+  if (dyu)
+    for (int64_t c = 0; c < C; ++c) sum_sg += gamma[c] * dyu[c] * g[c];
+  for (int64_t c = 0; c < C; ++c) {
+    gain[c] = static_cast<float>(gamma[c] * (g[c] / D) + 1.0);
+    if (dgamma_part) dgamma_part[c] = dyu[c] * (g[c] / D);
+    if (!coef) continue;
+    const double dg = gamma[c] * dyu[c] / D - sum_sg / (static_cast<double>(C) * D * D);
+    coef[c] = g[c] > 0.0 ? static_cast<float>(dg / g[c]) : 0.0f;
+  }
 }
+
+// Rows (B * P) in parallel, each with its batch's per-channel terms: fn(row, b).
+template <typename F>
+void grn_rows(int64_t B, int64_t P, int64_t C, F fn) {
+  parallel_range(B * P, std::max<int64_t>(1, kElementwiseChunk / C), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) fn(r, r / P);
+  });
+}
+
+// The GRN backward's per-batch terms (gain, coef: (B, C)) from u and dy; dgamma += its part.
+void grn_backward_terms(std::vector<float>& gain, std::vector<float>& coef, float* dgamma, const float* dy,
+                        const float* u, const float* gamma, int64_t B, int64_t P, int64_t C, float eps) {
+  std::vector<double> uu(B * C), dyu(B * C);             // (B, C)
+  std::vector<double> dgamma_parts(dgamma ? B * C : 0);  // (B, C)
+  grn_sums(uu.data(), dyu.data(), u, dy, B, P, C);
+  gain.resize(B * C);
+  coef.resize(B * C);
+  for (int64_t b = 0; b < B; ++b)
+    grn_terms(gain.data() + b * C, coef.data() + b * C, dgamma ? dgamma_parts.data() + b * C : nullptr,
+              uu.data() + b * C, dyu.data() + b * C, gamma, C, eps);
+  if (!dgamma) return;
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0.0;
+    for (int64_t b = 0; b < B; ++b) s += dgamma_parts[b * C + c];
+    dgamma[c] += static_cast<float>(s);
+  }
+}
+
 }  // namespace
 
 void CpuOps::grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
                          int64_t C, float eps) {
   LT_CPU_PROFILE("grn_forward");
-  parallel_for(B, [&](int64_t b) {
-    const float* ub = u + b * P * C;
-    float* yb = y + b * P * C;
-    std::vector<double> g;
-    grn_channel_norms(g, ub, P, C);
-    const double denom = mean_of(g) + eps;
-    std::vector<float> gain(C);  // gamma * nx + 1, so y = u * gain + beta
-    for (int64_t c = 0; c < C; ++c) gain[c] = static_cast<float>(gamma[c] * (g[c] / denom) + 1.0);
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t c = 0; c < C; ++c) yb[p * C + c] = ub[p * C + c] * gain[c] + beta[c];
+  std::vector<double> uu(B * C);  // (B, C)
+  grn_sums(uu.data(), nullptr, u, nullptr, B, P, C);
+  std::vector<float> gain(B * C);  // (B, C)
+  for (int64_t b = 0; b < B; ++b)
+    grn_terms(gain.data() + b * C, nullptr, nullptr, uu.data() + b * C, nullptr, gamma, C, eps);
+  grn_rows(B, P, C, [&](int64_t r, int64_t b) {
+    const float* gb = gain.data() + b * C;
+    for (int64_t c = 0; c < C; ++c) y[r * C + c] = u[r * C + c] * gb[c] + beta[c];
   });
 }
 
 void CpuOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* dy, const float* u, const float* gamma,
                           int64_t B, int64_t P, int64_t C, float eps) {
   LT_CPU_PROFILE("grn_backward");
-  // y_pc = gamma_c u_pc nx_c + beta_c + u_pc with nx_c = g_c / (mean(g) + eps), g_c = ||u_:c||.
-  // With s_c = gamma_c sum_p dy_pc u_pc:
-  //   dL/dg_c = s_c / D - (sum_k s_k g_k) / (C D^2),  D = mean(g) + eps
-  //   du_pc   = dy_pc (gamma_c nx_c + 1) + dL/dg_c * u_pc / g_c   (0 where g_c = 0, as torch)
-  std::vector<std::vector<double>> dgamma_parts(B, std::vector<double>(dgamma ? C : 0));
-  parallel_for(B, [&](int64_t b) {
-    const float* ub = u + b * P * C;
-    const float* dyb = dy + b * P * C;
-    std::vector<double> g, dy_u(C, 0.0);
-    grn_channel_norms(g, ub, P, C);
-    const double D = mean_of(g) + eps;
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t c = 0; c < C; ++c) dy_u[c] += static_cast<double>(dyb[p * C + c]) * ub[p * C + c];
-    if (dgamma)
-      for (int64_t c = 0; c < C; ++c) dgamma_parts[b][c] = dy_u[c] * (g[c] / D);
-    if (!du) return;
-    double sum_sg = 0.0;
-    for (int64_t c = 0; c < C; ++c) sum_sg += gamma[c] * dy_u[c] * g[c];
-    std::vector<float> gain(C), coef(C);
-    for (int64_t c = 0; c < C; ++c) {
-      gain[c] = static_cast<float>(gamma[c] * (g[c] / D) + 1.0);
-      const double dg = gamma[c] * dy_u[c] / D - sum_sg / (static_cast<double>(C) * D * D);
-      coef[c] = g[c] > 0.0 ? static_cast<float>(dg / g[c]) : 0.0f;
-    }
-    float* dub = du + b * P * C;
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t c = 0; c < C; ++c) dub[p * C + c] += dyb[p * C + c] * gain[c] + coef[c] * ub[p * C + c];
-  });
-  if (dgamma)
-    for (int64_t c = 0; c < C; ++c) {
-      double s = 0.0;
-      for (int64_t b = 0; b < B; ++b) s += dgamma_parts[b][c];
-      dgamma[c] += static_cast<float>(s);
-    }
+  // y_pc = gamma_c u_pc nx_c + beta_c + u_pc with nx_c = g_c / (mean(g) + eps): see grn_terms.
+  std::vector<float> gain, coef;  // (B, C) each
+  grn_backward_terms(gain, coef, dgamma, dy, u, gamma, B, P, C, eps);
+  if (du)
+    grn_rows(B, P, C, [&](int64_t r, int64_t b) {
+      const float *gb = gain.data() + b * C, *kb = coef.data() + b * C;
+      for (int64_t c = 0; c < C; ++c) du[r * C + c] += dy[r * C + c] * gb[c] + kb[c] * u[r * C + c];
+    });
   if (dbeta) {
     std::vector<double> s(C, 0.0);
     for (int64_t i = 0; i < B * P; ++i)
@@ -260,12 +303,19 @@ void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const fl
     convert(widened, DType::f32, u, n);
     u32 = widened;
   }
-  float* g = scratch.alloc(n);   // (B, P, C)
-  float* dg = scratch.alloc(n);  // (B, P, C)
-  zero(dg, n);
+  float* g = scratch.alloc(n);  // (B, P, C) GELU(u), the GRN's input
   gelu_forward(g, u32, n);
-  grn_backward(dg, nullptr, nullptr, dy, g, gamma, B, P, C, eps);
-  gelu_backward(du, dg, u32, n);
+  std::vector<float> gain, coef;  // (B, C) each
+  grn_backward_terms(gain, coef, nullptr, dy, g, gamma, B, P, C, eps);
+  // Row by row: the GRN's input gradient, then through GELU into du, while the row is in L1.
+  const KernelSet& ks = active_kernels();
+  grn_rows(B, P, C, [&](int64_t r, int64_t b) {
+    thread_local std::vector<float> dg;  // (C)
+    dg.resize(C);
+    const float *gb = gain.data() + b * C, *kb = coef.data() + b * C;
+    for (int64_t c = 0; c < C; ++c) dg[c] = dy[r * C + c] * gb[c] + kb[c] * g[r * C + c];
+    ks.gelu_backward(du + r * C, dg.data(), u32 + r * C, C);
+  });
 }
 
 void CpuOps::modulate_layernorm_forward(float* y, TensorOut normed, float* mean, float* rstd, const float* x,
