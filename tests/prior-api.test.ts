@@ -273,6 +273,33 @@ describe('LoRA adapters', () => {
       7.31,
     );
   });
+  it('finite differences agree where the backward stops at the lowest adapter', async () => {
+    // Below the lowest adapter nothing trains, so the backward skips the frozen layers' input
+    // gradients there: once after a ResBlock whose only adapter is channelwise.4, once after an
+    // AttnBlock whose text keys still feed an adapter on kv_mapper.
+    const cases: [string[], string[]][] = [
+      [
+        ['blocks.3.channelwise.4', 'blocks.5.attention.to_q'],
+        ['blocks.3.channelwise.4.lora_A.weight', 'blocks.5.attention.to_q.lora_B.weight'],
+      ],
+      [
+        ['blocks.5.attention.to_k', 'blocks.5.kv_mapper.1'],
+        ['blocks.5.kv_mapper.1.lora_A.weight', 'blocks.5.attention.to_k.lora_A.weight'],
+      ],
+    ];
+    for (const [targets, names] of cases) {
+      const prior = await loadPrior(base, { lora: { rank: 2, alpha: 2, targets, seed: 9 } });
+      prior.setLoraWeights(
+        Object.fromEntries(
+          Object.entries(prior.loraWeights()).map(([k, w]) => [
+            k,
+            { data: w.data.map((_, i) => Math.cos(i * 0.53) * 0.05), shape: w.shape },
+          ]),
+        ),
+      );
+      await expectFiniteDifferences(prior, names, 6, 3.17);
+    }
+  });
 });
 
 describe('LoRA files', () => {

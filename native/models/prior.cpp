@@ -605,8 +605,13 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
   ops_.zero(ds, nc);
   ops_.layernorm_backward(ds, a.dc0, a.stream[3 * k.depth], a.out_mean, a.out_rstd, B * P, c);
 
-  for (int64_t d = k.depth - 1; d >= 0; --d) {
+  // Frozen layers pass the gradient on only as far down as the lowest adapter: below it nothing
+  // trains (the projection and cond_mapper are frozen and fed by data).
+  const int64_t lowest = lowest_adapter_stage();
+  auto trains_before = [&](int64_t stage) { return lowest < stage; };
+  for (int64_t d = k.depth - 1; d >= 0 && trains_before(3 * d + 3); --d) {
     const Block& L = blocks_[d];
+    const bool below_attn = trains_before(3 * d + 2);
     // AttnBlock
     Acts::Attn& A = a.attn[d];
     const float* xa = a.stream[3 * d + 2];
@@ -622,16 +627,19 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, saved(A.q), saved(A.k), saved(A.v), saved(A.o), A.lse, B, P, S,
                             k.nhead, d_head, 1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
     // dc2: d LN(x); the first contribution to each gradient overwrites it
-    linear_backward(*L.to_q, a.dc2, a.dq, saved(A.nx), A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed, false);
-    linear_backward(*L.to_k, a.d_src, a.dk, saved(A.src), A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed, false);
-    linear_backward(*L.to_v, a.d_src, a.dv, saved(A.src), A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed, true);
     Linear& kv = *L.kv_mapper;
     // c_embed comes from the frozen cond_mapper and the caller's text embeddings, so the
     // keys/values from text need a gradient only to train an adapter on kv_mapper.
     float* d_kv = kv.lora ? a.d_kv : nullptr;
+    float* d_nx = below_attn ? a.dc2 : nullptr;
+    float* d_src = below_attn || d_kv ? a.d_src : nullptr;
+    linear_backward(*L.to_q, d_nx, a.dq, saved(A.nx), A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed, false);
+    linear_backward(*L.to_k, d_src, a.dk, saved(A.src), A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed, false);
+    linear_backward(*L.to_v, d_src, a.dv, saved(A.src), A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed, true);
     if (d_kv) ops_.zero(d_kv, B * T * c);
-    ops_.split_seq_backward(a.dc2, d_kv, a.d_src, B, P, T, c);
+    if (d_src) ops_.split_seq_backward(d_nx, d_kv, d_src, B, P, T, c);
     if (d_kv) linear_backward(kv, nullptr, d_kv, a.silu_c, A.xa_kv, A.xl_kv, a.dx_lora, B * T, train, seed, true);
+    if (!below_attn) return;
     ops_.layernorm_backward(ds, a.dc2, xa, A.mean, A.rstd, B * P, c);  // ds: now d stream[3d+2]
 
     // TimestepBlock
@@ -642,10 +650,17 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     if (mapper.lora)
       linear_backward(mapper, nullptr, a.d_ts, a.r_embed, a.ts_xa[d], a.ts_xl[d], a.dx_lora, B, train, seed, true);
     std::swap(ds, spare);  // ds: d stream[3d+1]
+    if (!trains_before(3 * d + 1)) return;
 
     // ResBlock
     Acts::Res& R = a.res[d];
     const float* x = a.stream[3 * d];
+    const bool below_res = trains_before(3 * d);
+    if (!below_res && !L.fc1->lora) {  // only channelwise.4 trains here: its input gradient is unused
+      linear_backward(*L.fc2, nullptr, ds, saved(dropout ? R.drop : R.grn), R.xa2, R.xl2, a.dx_lora, B * P, train, seed,
+                      false);
+      return;
+    }
     linear_backward(*L.fc2, a.d4a, ds, saved(dropout ? R.drop : R.grn), R.xa2, R.xl2, a.dx_lora, B * P, train, seed,
                     false);
     float* d_grn = a.d4a;
@@ -656,13 +671,25 @@ void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
     float* d_u1 = d_grn == a.d4a ? a.d4b : a.d4a;
     ops_.zero(d_u1, n4);
     ops_.gelu_grn_backward(d_u1, d_grn, saved(R.u1), L.grn_gamma, B, P, 4 * c, kGrnEps);
-    linear_backward(*L.fc1, a.dc2, d_u1, saved(R.n), R.xa1, R.xl1, a.dx_lora, B * P, train, seed, false);
+    linear_backward(*L.fc1, below_res ? a.dc2 : nullptr, d_u1, saved(R.n), R.xa1, R.xl1, a.dx_lora, B * P, train, seed,
+                    false);
+    if (!below_res) return;
     ops_.zero(a.dc1, nc);
     ops_.layernorm_backward(a.dc1, a.dc2, R.dw, R.mean, R.rstd, B * P, c);
     ops_.depthwise_conv3x3_backward(ds, nullptr, nullptr, a.dc1, x, L.depthwise_w, B, s.H, s.W, c);
     // ds: d stream[3d]
   }
-  // The projection and cond_mapper are frozen and fed by data: nothing further to train.
+}
+
+int64_t Prior::lowest_adapter_stage() const {
+  for (int64_t d = 0; d < config_.depth; ++d) {
+    const Block& L = blocks_[d];
+    if (L.fc1->lora || L.fc2->lora) return 3 * d;
+    if (L.mapper->lora) return 3 * d + 1;
+    for (const Linear* l : {L.kv_mapper, L.to_q, L.to_k, L.to_v, L.to_out})
+      if (l->lora) return 3 * d + 2;
+  }
+  return 3 * config_.depth;  // only the output layer, or none
 }
 
 void Prior::forward(float* out, const float* x, const float* r, const float* clip, const StepShape& s, bool train,

@@ -135,6 +135,9 @@ class Prior {
   void plan_backward(ArenaPlan& p, const StepShape& s);
   void run_forward(const StepShape& s, bool train, uint64_t seed);
   void run_backward(const StepShape& s, bool train, uint64_t seed);
+  // Where the first adapter sits in the forward: 3 d + 0 (ResBlock), 1 (TimestepBlock) or 2
+  // (AttnBlock) of block d; 3 depth when no block has one.
+  int64_t lowest_adapter_stage() const;
   // A kept activation (Saved) as the tensor later ops read, and as the output its op writes
   // (low precision in a mixed-precision training plan, else fp32).
   TensorRef saved(const Saved& v) const;
