@@ -462,6 +462,24 @@ async function measureCase(c: BenchCase, python: string | undefined, minSeconds:
   return { c, ...ours!, peer };
 }
 
+const PROBE = '2304x1536x1536';
+
+/** GFLOP/s of one fp32 GEMM at the prior's shapes, best of a few: run before and after the
+ * cases, it shows whether other work shared the machine meanwhile (a busy VM host lowers it). */
+async function gemmProbe(): Promise<number> {
+  const [M, N, K] = PROBE.split('x').map(Number) as [number, number, number];
+  const a = new Float32Array(M * K).fill(0.5),
+    b = new Float32Array(K * N).fill(0.25),
+    c = new Float32Array(M * N);
+  let best = Infinity;
+  for (let i = 0; i < 6; i++) {
+    const t = performance.now();
+    await native().gemm('cpu', c, a, b, M, N, K, false, true, 1, 0, 'f32', 'f32');
+    best = Math.min(best, (performance.now() - t) / 1000);
+  }
+  return Number(((2 * M * N * K) / best / 1e9).toFixed(1));
+}
+
 function machine() {
   const info = native().info();
   const clockGHz = native().measureClockGHz(0.3);
@@ -504,16 +522,16 @@ async function main(argv: string[]) {
     return (!filter || label.includes(filter)) && (!skip || !label.includes(skip));
   });
 
-  const m = machine();
-  if (json) console.log(JSON.stringify(m));
-  else
-    console.log(
-      `machine: ${m.cpu}, ${m.cores} cores at ${m.clock_ghz} GHz (measured), ${m.fma_lanes} fp32 FMA lanes, estimated fp32 peak ${m.peak_gflops} GFLOP/s; kernels ${m.kernels}`,
-    );
-
+  const probeBefore = await gemmProbe();
   const python = findPeerPython();
   const ours: (Awaited<ReturnType<typeof measureCase>> & Measured)[] = [];
   for (const c of cases) ours.push(await measureCase(c, python, minSeconds, rounds));
+  const m = { ...machine(), gemm_probe_gflops: [probeBefore, await gemmProbe()] };
+  if (json) console.log(JSON.stringify(m));
+  else
+    console.log(
+      `machine: ${m.cpu}, ${m.cores} cores at ${m.clock_ghz} GHz (measured), ${m.fma_lanes} fp32 FMA lanes, estimated fp32 peak ${m.peak_gflops} GFLOP/s; kernels ${m.kernels}; ${PROBE} GEMM before and after the cases: ${m.gemm_probe_gflops.join(' and ')} GFLOP/s`,
+    );
 
   const round = (extra: Extra) => Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, Number(v.toFixed(1))]));
   for (const { c, seconds, extra, profile, peer } of ours) {

@@ -24,6 +24,17 @@ function memory(row) {
   return row.peak_rss_mb === undefined ? '' : `${(row.peak_rss_mb / 1024).toFixed(1)} GB`;
 }
 
+/** How busy the machine was: the bench's fp32 GEMM probe before and after its cases. */
+function probeNote(machine) {
+  if (!machine.gemm_probe_gflops) return '';
+  const [before, after] = machine.gemm_probe_gflops;
+  return (
+    ` A 2304×1536×1536 fp32 GEMM ran at ${before} GFLOP/s before the cases and ${after} after ` +
+    `(estimated peak ${machine.peak_gflops}); where the two differ, or sit far below the peak, other work ` +
+    'shared the machine during the run.'
+  );
+}
+
 /** The table (Markdown) for the bench lines `text` holds, from `source` (a path, for the note). */
 export function renderTable(text, source) {
   const rows = text
@@ -35,7 +46,8 @@ export function renderTable(text, source) {
   const lines = [
     `Measured on ${machine.cpu}, ${machine.cores} cores, kernel set ${machine.kernels}${machine.amx ? ' with AMX' : ''} ` +
       `(\`${source}\`). Ratio: the peer's time over lora-train's (above 1: lora-train is faster); ` +
-      "bf16 rows are set beside lora-train's own fp32 figure.",
+      "bf16 rows are set beside lora-train's own fp32 figure." +
+      probeNote(machine),
     '',
     '| case | shape | kernels | lora-train | peak | peer | peer time | peak | ratio |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
