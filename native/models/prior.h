@@ -147,6 +147,11 @@ class Prior {
   // accumulate false: dx receives the first contribution (overwritten, not zeroed first).
   void linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa, const float* x_drop,
                        float* dx_scratch, int64_t rows, bool train, uint64_t seed, bool accumulate);
+  // to_k or to_v at batch 1 over [latents; text] keys when only the latents' rows need an input
+  // gradient (no adapter on kv_mapper, no LoRA dropout): the two blocks of rows in two calls,
+  // the text's without dx.
+  void key_value_backward(Linear& l, float* d_src, const float* dy, TensorRef src, const float* xa, const StepShape& s,
+                          bool accumulate);
   // Gradient buckets of bucket_bytes over the LoRA layers (again only when the size changes).
   void plan_buckets(int64_t bucket_bytes);
   const LoraTensors& lora_tensors(const std::string& name, const char** which) const;
