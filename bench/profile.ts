@@ -3,7 +3,7 @@
 import type { CpuProfileEntry } from '../src/native/addon.js';
 
 const CATEGORIES: [string, RegExp][] = [
-  ['GEMM (linear, LoRA, convolution)', /^(gemm|linear_|lora_linear_|conv1x1_|conv2d_)/],
+  ['GEMM (linear, LoRA, convolution)', /^(gemm|linear_|lora_linear_|conv1x1_|conv2d_|conv_transpose2d_)/],
   ['attention', /^attention_/],
   ['optimizer (AdamW, clipping)', /^(adamw|clip_grad_norm)$/],
   ['memory (allocation, zeroing, conversion)', /^(alloc|release|upload_bytes|download_bytes|zero|convert)$/],

@@ -44,7 +44,8 @@ interface BenchCase {
   items?: number;
   setup(): Promise<() => Promise<unknown>>;
   /** Cases that must run in a process of their own (to measure its memory) time themselves. */
-  isolated?: (minSeconds: number) => Measured;
+  /** lastRound: the case's final round, where a case that profiles itself does so (once). */
+  isolated?: (minSeconds: number, lastRound: boolean) => Measured;
   peer?: PeerSpec;
   /** Removes what the case left on disk, once every peer has run. */
   cleanup?: () => void;
@@ -266,9 +267,10 @@ function priorStepCase(
     async setup() {
       throw new Error(`${name} runs isolated`);
     },
-    isolated(minSeconds) {
+    isolated(minSeconds, lastRound) {
       const script = join(packageRoot, 'dist', 'bench', 'prior-step.js');
-      const r = spawnSync(process.execPath, [script, JSON.stringify({ ...step, precision, minSeconds, profile })], {
+      const spec = { ...step, precision, minSeconds, profile: profile && lastRound };
+      const r = spawnSync(process.execPath, [script, JSON.stringify(spec)], {
         encoding: 'utf8',
         maxBuffer: 1 << 24,
       });
@@ -453,13 +455,18 @@ const faster = <T extends { seconds: number; failed?: string }>(a: T | undefined
 async function measureCase(c: BenchCase, python: string | undefined, minSeconds: number, rounds: number) {
   let ours: Measured | undefined;
   let peer: Peer | undefined;
+  let profile: RawProfile | undefined;
   for (let i = 0; i < rounds; i++) {
-    const m = c.isolated ? c.isolated(minSeconds) : { seconds: await time(await c.setup(), minSeconds), extra: {} };
+    const last = i === rounds - 1;
+    const m = c.isolated
+      ? c.isolated(minSeconds, last)
+      : { seconds: await time(await c.setup(), minSeconds), extra: {} };
+    profile ??= m.profile;
     ours = faster(ours, m);
     if (c.peer && python) peer = faster(peer, runPeer(python, c.peer, minSeconds));
   }
   c.cleanup?.();
-  return { c, ...ours!, peer };
+  return { c, ...ours!, profile, peer };
 }
 
 const PROBE = '2304x1536x1536';
@@ -524,7 +531,7 @@ async function main(argv: string[]) {
 
   const probeBefore = await gemmProbe();
   const python = findPeerPython();
-  const ours: (Awaited<ReturnType<typeof measureCase>> & Measured)[] = [];
+  const ours: Awaited<ReturnType<typeof measureCase>>[] = [];
   for (const c of cases) ours.push(await measureCase(c, python, minSeconds, rounds));
   const m = { ...machine(), gemm_probe_gflops: [probeBefore, await gemmProbe()] };
   if (json) console.log(JSON.stringify(m));

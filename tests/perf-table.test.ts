@@ -30,4 +30,28 @@ describe('the performance table', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toContain("README.md's performance table is not the one");
   });
+
+  it("renders a run's GEMM probe and a step profile, and leaves profile lines out of the main table", async () => {
+    const { renderTable } = (await import('../scripts/perf-table.mjs')) as {
+      renderTable: (text: string, source: string) => string;
+    };
+    const lines = [
+      { name: 'machine', cpu: 'x', cores: 2, kernels: 'avx2', peak_gflops: 200, gemm_probe_gflops: [170.5, 120.25] },
+      { name: 'prior_lora_step', shape: 's', seconds: 0.5, gflops: null, peer: null },
+      {
+        name: 'prior_lora_step_profile',
+        shape: 's',
+        kernels: 'avx2',
+        wall_ms: 500,
+        categories: [{ part: 'attention', ms: 150, share: 0.3, gflops: 90, of_peak: 0.45 }],
+        ops: [{ part: 'gelu_forward', calls: 4, ms: 12.5, share: 0.025, gflops: null, of_peak: null }],
+      },
+    ];
+    const table = renderTable(lines.map((l) => JSON.stringify(l)).join('\n'), 'run.jsonl');
+    expect(table).toContain('ran at 170.5 GFLOP/s before the cases and 120.25 after');
+    expect(table).toContain('Where one step of `prior_lora_step s` spends its 500.0 ms');
+    expect(table).toContain('| attention |  | 150.0 ms | 30.0% | 90 GFLOP/s (45% of peak) |');
+    expect(table).toContain('| gelu_forward | 4 | 12.5 ms | 2.5% |  |');
+    expect(table.match(/^\| prior_lora_step_profile/m)).toBeNull();
+  });
 });

@@ -31,8 +31,6 @@ function rewriteWeights(dir: string, edit: (tensors: Record<string, Tensor>) => 
   writeSafetensors(file, tensors);
 }
 
-/** Central differences of the training loss along a fixed direction of each named LoRA tensor
- * against its analytic gradient (dropout masks fixed by the step's seed). */
 /** Every adapter matrix set to 0.05 wave(i * frequency): small, non-zero, and not symmetric. */
 function setWaveWeights(prior: Prior, wave: (x: number) => number, frequency: number) {
   const weights: Record<string, Tensor> = {};
@@ -51,6 +49,8 @@ function stepInputs(firstItemOnly = false): [Tensor, Tensor, Tensor, Tensor] {
   return (firstItemOnly ? all.map(first) : all) as [Tensor, Tensor, Tensor, Tensor];
 }
 
+/** Central differences of the training loss along a fixed direction of each named LoRA tensor
+ * against its analytic gradient (dropout masks fixed by the step's seed). */
 async function expectFiniteDifferences(
   prior: Prior,
   names: string[],
@@ -292,8 +292,8 @@ describe('LoRA adapters', () => {
   });
   it('finite differences agree where the backward stops at the lowest adapter', async () => {
     // Below the lowest adapter nothing trains, so the backward skips the frozen layers' input
-    // gradients there: once after a ResBlock whose only adapter is channelwise.4, once after an
-    // AttnBlock whose text keys still feed an adapter on kv_mapper.
+    // gradients there: after a ResBlock whose only adapter is channelwise.4, after an AttnBlock
+    // whose text keys still feed an adapter on kv_mapper, and after a TimestepBlock.
     const cases: [string[], string[]][] = [
       [
         ['blocks.3.channelwise.4', 'blocks.5.attention.to_q'],
@@ -302,6 +302,10 @@ describe('LoRA adapters', () => {
       [
         ['blocks.5.attention.to_k', 'blocks.5.kv_mapper.1'],
         ['blocks.5.kv_mapper.1.lora_A.weight', 'blocks.5.attention.to_k.lora_A.weight'],
+      ],
+      [
+        ['blocks.1.mapper', 'blocks.5.attention.to_v'],
+        ['blocks.1.mapper.lora_A.weight', 'blocks.5.attention.to_v.lora_B.weight'],
       ],
     ];
     for (const [targets, names] of cases) {

@@ -204,6 +204,7 @@ void Prior::release_lora() {
   if (lora_grads_) ops_.release(lora_grads_);
   lora_grads_ = nullptr;
   lora_grads_n_ = 0;
+  lowest_adapter_stage_ = 3 * config_.depth;
   buckets_ = GradientBuckets();
 }
 
@@ -277,6 +278,7 @@ void Prior::enable_lora(const LoraConfig& lora) {
     next_grad += aligned(nb);
     l->lora = std::move(t);
   }
+  lowest_adapter_stage_ = lowest_adapter_stage();
   // Adapter buffers depend on the targets: plan the arena again on the next step.
   planned_ = {0, 0, 0, 0};
 }
@@ -523,18 +525,14 @@ void Prior::linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, 
 void Prior::key_value_backward(Linear& l, float* d_src, const float* dy, TensorRef src, const float* xa,
                                const StepShape& s, bool accumulate) {
   const int64_t P = s.H * s.W, r = lora_config_.rank;
+  if (!l.lora) return ops_.linear_backward(d_src, nullptr, nullptr, dy, src, l.W, P, l.in, l.out, accumulate);
   const float scale = lora_config_.alpha / static_cast<float>(r);
-  for (const auto& [row, rows] : {std::pair{int64_t{0}, P}, std::pair{P, s.T}}) {
-    float* dx = row == 0 ? d_src : nullptr;  // the latents' rows come first, then the text's
-    if (!l.lora) {
-      if (dx) ops_.linear_backward(dx, nullptr, nullptr, dy, src, l.W, rows, l.in, l.out, accumulate);
-      continue;
-    }
-    ops_.lora_linear_backward(dx, nullptr, l.lora->dA, l.lora->dB, nullptr, nullptr, dy + row * l.out,
-                              src.from(row * l.in), nullptr, xa + row * r, l.W, l.lora->A, l.lora->B, scale, rows, l.in,
-                              l.out, r, accumulate);
-  }
-  if (l.lora) buckets_.ready(l.lora->slot);
+  // The latents' P rows come first, with dx; then the text's T rows, adding to dA and dB only.
+  for (const auto& [first, count] : {std::pair{int64_t{0}, P}, std::pair{P, s.T}})
+    ops_.lora_linear_backward(first == 0 ? d_src : nullptr, nullptr, l.lora->dA, l.lora->dB, nullptr, nullptr,
+                              dy + first * l.out, src.from(first * l.in), nullptr, xa + first * r, l.W, l.lora->A,
+                              l.lora->B, scale, count, l.in, l.out, r, accumulate);
+  buckets_.ready(l.lora->slot);
 }
 
 TensorRef Prior::saved(const Saved& v) const {
@@ -607,103 +605,129 @@ void Prior::run_forward(const StepShape& s, bool train, uint64_t seed) {
   ops_.prior_output_forward(a.out, a.x_in, a.out_ab, B, k.c_in, P);
 }
 
+// Where the backward stands as it walks down the blocks: the residual stream's gradient and
+// what every stage reads. Frozen layers pass the gradient on only as far down as the lowest
+// adapter; below it nothing trains (the projection and cond_mapper are frozen and fed by data).
+struct Prior::Backward {
+  const StepShape& s;
+  bool train, dropout, lora_dropout;
+  uint64_t seed;
+  int64_t lowest;  // lowest_adapter_stage_
+  float* ds;       // (B, P, c) gradient of the residual stream at the current point
+  float* spare;    // (B, P, c)
+  // Whether an adapter lies before stage 3 d + (0 ResBlock, 1 TimestepBlock, 2 AttnBlock).
+  bool trains_before(int64_t stage) const { return lowest < stage; }
+};
+
 void Prior::run_backward(const StepShape& s, bool train, uint64_t seed) {
   const PriorConfig& k = config_;
   Acts& a = *acts_;
-  const int64_t B = s.B, P = s.H * s.W, T = s.T, c = k.c, S = P + T, d_head = c / k.nhead;
-  const int64_t nc = B * P * c, n4 = B * P * 4 * c;
-  const bool dropout = train && k.dropout > 0.0f;
-  const bool lora_dropout = train && lora_config_.dropout > 0.0f;
-
+  const int64_t B = s.B, P = s.H * s.W, c = k.c;
   ops_.zero(a.d_ab, B * P * 2 * k.c_in);
   ops_.prior_output_backward(a.d_ab, a.dout, a.x_in, a.out_ab, B, k.c_in, P);
   linear_backward(*out_, a.dc0, a.d_ab, a.out_ln, nullptr, nullptr, a.dx_lora, B * P, train, seed, false);
-  float* ds = a.ds0;  // gradient of the residual stream at the current point
-  float* spare = a.ds1;
-  ops_.zero(ds, nc);
-  ops_.layernorm_backward(ds, a.dc0, a.stream[3 * k.depth], a.out_mean, a.out_rstd, B * P, c);
-
-  // Frozen layers pass the gradient on only as far down as the lowest adapter: below it nothing
-  // trains (the projection and cond_mapper are frozen and fed by data).
-  const int64_t lowest = lowest_adapter_stage();
-  auto trains_before = [&](int64_t stage) { return lowest < stage; };
-  for (int64_t d = k.depth - 1; d >= 0 && trains_before(3 * d + 3); --d) {
-    const Block& L = blocks_[d];
-    const bool below_attn = trains_before(3 * d + 2);
-    // AttnBlock
-    Acts::Attn& A = a.attn[d];
-    const float* xa = a.stream[3 * d + 2];
-    const float* dy = ds;
-    if (dropout) {  // dropout's gradient is the same mask: written, not accumulated, into dc0
-      ops_.dropout_forward(a.dc0, ds, k.dropout, site_seed(seed, 3 * d + 2, 1), nc);
-      dy = a.dc0;
-    }
-    linear_backward(*L.to_out, a.dc1, dy, saved(A.o), A.xa_out, A.xl_out, a.dx_lora, B * P, train, seed, false);
-    ops_.zero(a.dq, nc);
-    ops_.zero(a.dk, B * S * c);
-    ops_.zero(a.dv, B * S * c);
-    ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, saved(A.q), saved(A.k), saved(A.v), saved(A.o), A.lse, B, P, S,
-                            k.nhead, d_head, 1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
-    // dc2: d LN(x); the first contribution to each gradient overwrites it
-    Linear& kv = *L.kv_mapper;
-    // c_embed comes from the frozen cond_mapper and the caller's text embeddings, so the
-    // keys/values from text need a gradient only to train an adapter on kv_mapper.
-    float* d_kv = kv.lora ? a.d_kv : nullptr;
-    float* d_nx = below_attn ? a.dc2 : nullptr;
-    float* d_src = below_attn || d_kv ? a.d_src : nullptr;
-    linear_backward(*L.to_q, d_nx, a.dq, saved(A.nx), A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed, false);
-    // At batch 1 the text rows, whose input gradient would go unused, are one block of rows. (With
-    // more items, splitting each made 2B smaller GEMMs that measured no faster.)
-    if (d_src && !d_kv && !lora_dropout && B == 1) {
-      key_value_backward(*L.to_k, d_src, a.dk, saved(A.src), A.xa_k, s, false);
-      key_value_backward(*L.to_v, d_src, a.dv, saved(A.src), A.xa_v, s, true);
-    } else {
-      linear_backward(*L.to_k, d_src, a.dk, saved(A.src), A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed, false);
-      linear_backward(*L.to_v, d_src, a.dv, saved(A.src), A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed, true);
-    }
-    if (d_kv) ops_.zero(d_kv, B * T * c);
-    if (d_src) ops_.split_seq_backward(d_nx, d_kv, d_src, B, P, T, c);
-    if (d_kv) linear_backward(kv, nullptr, d_kv, a.silu_c, A.xa_kv, A.xl_kv, a.dx_lora, B * T, train, seed, true);
-    if (!below_attn) return;
-    ops_.layernorm_backward(ds, a.dc2, xa, A.mean, A.rstd, B * P, c);  // ds: now d stream[3d+2]
-
-    // TimestepBlock
-    Linear& mapper = *L.mapper;
-    ops_.zero(spare, nc);
-    if (mapper.lora) ops_.zero(a.d_ts, B * 2 * c);
-    ops_.modulate_backward(spare, mapper.lora ? a.d_ts : nullptr, ds, a.stream[3 * d + 1], a.ts_ab[d], B, P, c);
-    if (mapper.lora)
-      linear_backward(mapper, nullptr, a.d_ts, a.r_embed, a.ts_xa[d], a.ts_xl[d], a.dx_lora, B, train, seed, true);
-    std::swap(ds, spare);  // ds: d stream[3d+1]
-    if (!trains_before(3 * d + 1)) return;
-
-    // ResBlock
-    Acts::Res& R = a.res[d];
-    const float* x = a.stream[3 * d];
-    const bool below_res = trains_before(3 * d);
-    if (!below_res && !L.fc1->lora) {  // only channelwise.4 trains here: its input gradient is unused
-      linear_backward(*L.fc2, nullptr, ds, saved(dropout ? R.drop : R.grn), R.xa2, R.xl2, a.dx_lora, B * P, train, seed,
-                      false);
-      return;
-    }
-    linear_backward(*L.fc2, a.d4a, ds, saved(dropout ? R.drop : R.grn), R.xa2, R.xl2, a.dx_lora, B * P, train, seed,
-                    false);
-    float* d_grn = a.d4a;
-    if (dropout) {
-      ops_.dropout_forward(a.d4b, a.d4a, k.dropout, site_seed(seed, 3 * d, 1), n4);
-      d_grn = a.d4b;
-    }
-    float* d_u1 = d_grn == a.d4a ? a.d4b : a.d4a;
-    ops_.zero(d_u1, n4);
-    ops_.gelu_grn_backward(d_u1, d_grn, saved(R.u1), L.grn_gamma, B, P, 4 * c, kGrnEps);
-    linear_backward(*L.fc1, below_res ? a.dc2 : nullptr, d_u1, saved(R.n), R.xa1, R.xl1, a.dx_lora, B * P, train, seed,
-                    false);
-    if (!below_res) return;
-    ops_.zero(a.dc1, nc);
-    ops_.layernorm_backward(a.dc1, a.dc2, R.dw, R.mean, R.rstd, B * P, c);
-    ops_.depthwise_conv3x3_backward(ds, nullptr, nullptr, a.dc1, x, L.depthwise_w, B, s.H, s.W, c);
-    // ds: d stream[3d]
+  Backward g{s,     train, train && k.dropout > 0.0f, train && lora_config_.dropout > 0.0f, seed, lowest_adapter_stage_,
+             a.ds0, a.ds1};
+  ops_.zero(g.ds, B * P * c);
+  ops_.layernorm_backward(g.ds, a.dc0, a.stream[3 * k.depth], a.out_mean, a.out_rstd, B * P, c);
+  for (int64_t d = k.depth - 1; d >= 0; --d) {
+    if (!g.trains_before(3 * d + 3)) return;
+    attention_block_backward(g, d);
+    if (!g.trains_before(3 * d + 2)) return;
+    timestep_block_backward(g, d);
+    if (!g.trains_before(3 * d + 1)) return;
+    res_block_backward(g, d);
   }
+}
+
+void Prior::attention_block_backward(Backward& g, int64_t d) {
+  const PriorConfig& k = config_;
+  const Block& L = blocks_[d];
+  Acts& a = *acts_;
+  Acts::Attn& A = a.attn[d];
+  const int64_t B = g.s.B, P = g.s.H * g.s.W, T = g.s.T, c = k.c, S = P + T, d_head = c / k.nhead, nc = B * P * c;
+  const bool train = g.train, below = g.trains_before(3 * d + 2);
+  const uint64_t seed = g.seed;
+  Linear& kv = *L.kv_mapper;
+  const float* dy = g.ds;
+  if (g.dropout) {  // dropout's gradient is the same mask: written, not accumulated, into dc0
+    ops_.dropout_forward(a.dc0, g.ds, k.dropout, site_seed(seed, 3 * d + 2, 1), nc);
+    dy = a.dc0;
+  }
+  // Attention's gradient feeds the adapters on its inputs and what lies below.
+  const bool inputs_train = below || L.to_q->lora || L.to_k->lora || L.to_v->lora || kv.lora;
+  linear_backward(*L.to_out, inputs_train ? a.dc1 : nullptr, dy, saved(A.o), A.xa_out, A.xl_out, a.dx_lora, B * P,
+                  train, seed, false);
+  if (!inputs_train) return;
+  ops_.zero(a.dq, nc);
+  ops_.zero(a.dk, B * S * c);
+  ops_.zero(a.dv, B * S * c);
+  ops_.attention_backward(a.dq, a.dk, a.dv, a.dc1, saved(A.q), saved(A.k), saved(A.v), saved(A.o), A.lse, B, P, S,
+                          k.nhead, d_head, 1.0f / std::sqrt(static_cast<float>(d_head)), k.weight_type);
+  // c_embed comes from the frozen cond_mapper and the caller's text embeddings, so the
+  // keys/values from text need a gradient only to train an adapter on kv_mapper.
+  float* d_kv = kv.lora ? a.d_kv : nullptr;          // (B, T, c)
+  float* d_nx = below ? a.dc2 : nullptr;             // (B, P, c) d LN(x)
+  float* d_src = below || d_kv ? a.d_src : nullptr;  // (B, S, c)
+  // The first contribution to each input gradient overwrites it.
+  linear_backward(*L.to_q, d_nx, a.dq, saved(A.nx), A.xa_q, A.xl_q, a.dx_lora, B * P, train, seed, false);
+  // At batch 1 the text rows, whose input gradient would go unused, are one block of rows. (With
+  // more items, splitting each made 2B smaller GEMMs that measured no faster.)
+  if (d_src && !d_kv && !g.lora_dropout && B == 1) {
+    key_value_backward(*L.to_k, d_src, a.dk, saved(A.src), A.xa_k, g.s, false);
+    key_value_backward(*L.to_v, d_src, a.dv, saved(A.src), A.xa_v, g.s, true);
+  } else {
+    linear_backward(*L.to_k, d_src, a.dk, saved(A.src), A.xa_k, A.xl_k, a.dx_lora, B * S, train, seed, false);
+    linear_backward(*L.to_v, d_src, a.dv, saved(A.src), A.xa_v, A.xl_v, a.dx_lora, B * S, train, seed, true);
+  }
+  if (d_kv) ops_.zero(d_kv, B * T * c);
+  if (d_src) ops_.split_seq_backward(d_nx, d_kv, d_src, B, P, T, c);
+  if (d_kv) linear_backward(kv, nullptr, d_kv, a.silu_c, A.xa_kv, A.xl_kv, a.dx_lora, B * T, train, seed, true);
+  if (below) ops_.layernorm_backward(g.ds, a.dc2, a.stream[3 * d + 2], A.mean, A.rstd, B * P, c);  // d stream[3d+2]
+}
+
+void Prior::timestep_block_backward(Backward& g, int64_t d) {
+  const int64_t B = g.s.B, P = g.s.H * g.s.W, c = config_.c;
+  Acts& a = *acts_;
+  Linear& mapper = *blocks_[d].mapper;
+  const bool below = g.trains_before(3 * d + 1);
+  if (below) ops_.zero(g.spare, B * P * c);
+  if (mapper.lora) ops_.zero(a.d_ts, B * 2 * c);
+  ops_.modulate_backward(below ? g.spare : nullptr, mapper.lora ? a.d_ts : nullptr, g.ds, a.stream[3 * d + 1],
+                         a.ts_ab[d], B, P, c);
+  if (mapper.lora)
+    linear_backward(mapper, nullptr, a.d_ts, a.r_embed, a.ts_xa[d], a.ts_xl[d], a.dx_lora, B, g.train, g.seed, true);
+  std::swap(g.ds, g.spare);  // ds: d stream[3d+1]
+}
+
+void Prior::res_block_backward(Backward& g, int64_t d) {
+  const PriorConfig& k = config_;
+  const Block& L = blocks_[d];
+  Acts& a = *acts_;
+  Acts::Res& R = a.res[d];
+  const int64_t B = g.s.B, P = g.s.H * g.s.W, c = k.c, n4 = B * P * 4 * c;
+  const bool train = g.train, below = g.trains_before(3 * d);
+  const uint64_t seed = g.seed;
+  // channelwise.4's input gradient feeds only channelwise.0's adapter and what lies below.
+  float* d_fc2 = below || L.fc1->lora ? a.d4a : nullptr;  // (B, P, 4c)
+  linear_backward(*L.fc2, d_fc2, g.ds, saved(g.dropout ? R.drop : R.grn), R.xa2, R.xl2, a.dx_lora, B * P, train, seed,
+                  false);
+  if (!d_fc2) return;
+  float* d_grn = a.d4a;
+  if (g.dropout) {
+    ops_.dropout_forward(a.d4b, a.d4a, k.dropout, site_seed(seed, 3 * d, 1), n4);
+    d_grn = a.d4b;
+  }
+  float* d_u1 = d_grn == a.d4a ? a.d4b : a.d4a;
+  ops_.zero(d_u1, n4);
+  ops_.gelu_grn_backward(d_u1, d_grn, saved(R.u1), L.grn_gamma, B, P, 4 * c, kGrnEps);
+  linear_backward(*L.fc1, below ? a.dc2 : nullptr, d_u1, saved(R.n), R.xa1, R.xl1, a.dx_lora, B * P, train, seed,
+                  false);
+  if (!below) return;
+  ops_.zero(a.dc1, B * P * c);
+  ops_.layernorm_backward(a.dc1, a.dc2, R.dw, R.mean, R.rstd, B * P, c);
+  ops_.depthwise_conv3x3_backward(g.ds, nullptr, nullptr, a.dc1, a.stream[3 * d], L.depthwise_w, B, g.s.H, g.s.W, c);
+  // ds: d stream[3d]
 }
 
 int64_t Prior::lowest_adapter_stage() const {
@@ -714,7 +738,7 @@ int64_t Prior::lowest_adapter_stage() const {
     for (const Linear* l : {L.kv_mapper, L.to_q, L.to_k, L.to_v, L.to_out})
       if (l->lora) return 3 * d + 2;
   }
-  return 3 * config_.depth;  // only the output layer, or none
+  return 3 * config_.depth;  // no adapter
 }
 
 void Prior::forward(float* out, const float* x, const float* r, const float* clip, const StepShape& s, bool train,

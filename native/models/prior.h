@@ -134,7 +134,12 @@ class Prior {
   void plan_block(ArenaPlan& p, const StepShape& s, int64_t d);
   void plan_backward(ArenaPlan& p, const StepShape& s);
   void run_forward(const StepShape& s, bool train, uint64_t seed);
+  struct Backward;
   void run_backward(const StepShape& s, bool train, uint64_t seed);
+  // Block d's stages, each taking the stream's gradient from its output to its input.
+  void attention_block_backward(Backward& g, int64_t d);
+  void timestep_block_backward(Backward& g, int64_t d);
+  void res_block_backward(Backward& g, int64_t d);
   // Where the first adapter sits in the forward: 3 d + 0 (ResBlock), 1 (TimestepBlock) or 2
   // (AttnBlock) of block d; 3 depth when no block has one.
   int64_t lowest_adapter_stage() const;
@@ -169,7 +174,8 @@ class Prior {
   std::vector<Block> blocks_;  // (depth): one ResBlock, TimestepBlock and AttnBlock each
   std::vector<Linear*> lora_layers_;
   LoraConfig lora_config_;
-  float* lora_grads_ = nullptr;  // (lora_grads_n_): every dA and dB, see grad_block()
+  int64_t lowest_adapter_stage_ = 0;  // of the adapters enabled, set by enable_lora
+  float* lora_grads_ = nullptr;       // (lora_grads_n_): every dA and dB, see grad_block()
   int64_t lora_grads_n_ = 0;
   GradientBuckets buckets_;  // of lora_grads_, summed during a synchronising backward
   std::unique_ptr<Acts> acts_;

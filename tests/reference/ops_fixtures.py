@@ -92,7 +92,7 @@ for kind, fn, params in [("gelu", lambda t: F.gelu(t), {}), ("silu", F.silu, {})
     case("activation", kind, {"kind": kind, **params}, x=x, y=y, dy=dy, dx=x.grad)
 
 # ---- GlobalResponseNorm (diffusers' module, channels last) ----------------------------------
-for name, shape in [("4d", (2, 5, 7, 24)), ("one_pixel", (1, 1, 1, 3)), ("channel_chunks", (2, 3, 2, 520))]:
+for name, shape in [("4d", (2, 5, 7, 24)), ("one_pixel", (1, 1, 1, 3)), ("row_blocks", (2, 5, 7, 480))]:
     C = shape[-1]
     u, gamma, beta = leaf(*shape), leaf(1, 1, 1, C), leaf(1, 1, 1, C)
     g = torch.norm(u, p=2, dim=(1, 2), keepdim=True)
