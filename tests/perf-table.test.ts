@@ -5,6 +5,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { renderTable } from '../scripts/perf-table.mjs';
 
 const script = join(import.meta.dirname, '..', 'scripts', 'perf-table.mjs');
 const run = (...args: string[]) => spawnSync(process.execPath, [script, ...args], { encoding: 'utf8' });
@@ -31,10 +32,7 @@ describe('the performance table', () => {
     expect(r.stderr).toContain("README.md's performance table is not the one");
   });
 
-  it("renders a run's GEMM probe and a step profile, and leaves profile lines out of the main table", async () => {
-    const { renderTable } = (await import('../scripts/perf-table.mjs')) as {
-      renderTable: (text: string, source: string) => string;
-    };
+  it("renders a run's GEMM probe and a step profile, and leaves profile lines out of the main table", () => {
     const lines = [
       { name: 'machine', cpu: 'x', cores: 2, kernels: 'avx2', peak_gflops: 200, gemm_probe_gflops: [170.5, 120.25] },
       { name: 'prior_lora_step', shape: 's', seconds: 0.5, gflops: null, peer: null },
