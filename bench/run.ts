@@ -450,23 +450,35 @@ function runPeer(python: string, spec: PeerSpec, minSeconds: number): Peer {
 const faster = <T extends { seconds: number; failed?: string }>(a: T | undefined, b: T): T =>
   !a || (a.failed && !b.failed) || (!b.failed && b.seconds < a.seconds) ? b : a;
 
+/** One timing of a case: isolated in a process of its own, or in this one. */
+async function measureOnce(c: BenchCase, minSeconds: number, lastRound: boolean): Promise<Measured> {
+  if (c.isolated) return c.isolated(minSeconds, lastRound);
+  return { seconds: await time(await c.setup(), minSeconds), extra: {} };
+}
+
 /** Times the case, then its peer, `rounds` times in turn, keeping each side's fastest: on a
- * machine whose speed drifts, both sides then see the same spells of it. */
-async function measureCase(c: BenchCase, python: string | undefined, minSeconds: number, rounds: number) {
+ * machine whose speed drifts, both sides then see the same spells of it. A bf16 case takes
+ * turns with its fp32 baseline the same way, for its vs_fp32. */
+async function measureCase(
+  c: BenchCase,
+  baseline: BenchCase | undefined,
+  python: string | undefined,
+  minSeconds: number,
+  rounds: number,
+) {
   let ours: Measured | undefined;
   let peer: Peer | undefined;
+  let base: Measured | undefined;
   let profile: RawProfile | undefined;
   for (let i = 0; i < rounds; i++) {
-    const last = i === rounds - 1;
-    const m = c.isolated
-      ? c.isolated(minSeconds, last)
-      : { seconds: await time(await c.setup(), minSeconds), extra: {} };
+    const m = await measureOnce(c, minSeconds, i === rounds - 1);
     profile ??= m.profile;
     ours = faster(ours, m);
     if (c.peer && python) peer = faster(peer, runPeer(python, c.peer, minSeconds));
+    if (baseline) base = faster(base, await measureOnce(baseline, minSeconds, false));
   }
   c.cleanup?.();
-  return { c, ...ours!, profile, peer };
+  return { c, ...ours!, profile, peer, baselineSeconds: base?.seconds };
 }
 
 const PROBE = '2304x1536x1536';
@@ -524,7 +536,8 @@ async function main(argv: string[]) {
   const rounds = Number(arg('--rounds') ?? 1);
   if (!Number.isInteger(rounds) || rounds < 1)
     throw new Error(`Expected a whole number of at least 1 for --rounds but received ${arg('--rounds')}`);
-  const cases = benchCases().filter((c) => {
+  const all = benchCases();
+  const cases = all.filter((c) => {
     const label = `${c.name} ${c.shape}`;
     return (!filter || label.includes(filter)) && (!skip || !label.includes(skip));
   });
@@ -532,7 +545,8 @@ async function main(argv: string[]) {
   const probeBefore = await gemmProbe();
   const python = findPeerPython();
   const ours: Awaited<ReturnType<typeof measureCase>>[] = [];
-  for (const c of cases) ours.push(await measureCase(c, python, minSeconds, rounds));
+  const find = (ref: BenchCase['baseline']) => ref && all.find((o) => o.name === ref.name && o.shape === ref.shape);
+  for (const c of cases) ours.push(await measureCase(c, find(c.baseline), python, minSeconds, rounds));
   const m = { ...machine(), gemm_probe_gflops: [probeBefore, await gemmProbe()] };
   if (json) console.log(JSON.stringify(m));
   else
@@ -541,15 +555,14 @@ async function main(argv: string[]) {
     );
 
   const round = (extra: Extra) => Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, Number(v.toFixed(1))]));
-  for (const { c, seconds, extra, profile, peer } of ours) {
+  for (const { c, seconds, extra, profile, peer, baselineSeconds } of ours) {
     const gflops = (s: number) => (c.flops ? Number((c.flops / s / 1e9).toFixed(1)) : null);
-    const baseline = c.baseline && ours.find((o) => o.c.name === c.baseline!.name && o.c.shape === c.baseline!.shape);
     const row = {
       name: c.name,
       shape: c.shape,
       kernels: c.name.endsWith('_bf16') && m.amx ? `${m.kernels}+amx` : m.kernels,
       seconds: Number(seconds.toPrecision(4)),
-      ...(baseline ? { vs_fp32: Number((baseline.seconds / seconds).toFixed(3)) } : {}),
+      ...(baselineSeconds ? { vs_fp32: Number((baselineSeconds / seconds).toFixed(3)) } : {}),
       gflops: gflops(seconds),
       ...(c.items ? { items_per_s: Number((c.items / seconds).toFixed(2)) } : {}),
       ...round(extra),
