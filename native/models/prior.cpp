@@ -501,13 +501,19 @@ void Prior::linear_forward(Linear& l, TensorOut y, TensorRef x, float* xa, float
     ops_.dropout_forward(x_drop, x, lora_config_.dropout, site_seed(seed, l.index, 15), rows * l.in);
     x_lora = x_drop;
   }
-  const float scale = lora_config_.alpha / static_cast<float>(lora_config_.rank);
-  ops_.lora_linear_forward(y, xa, x, x_lora, l.W, l.b, l.lora->A, l.lora->B, scale, rows, l.in, l.out,
+  ops_.lora_linear_forward(y, xa, x, x_lora, l.W, l.b, l.lora->A, l.lora->B, lora_scale(), rows, l.in, l.out,
                            lora_config_.rank);
 }
 
 void Prior::linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa, const float* x_drop,
                             float* dx_scratch, int64_t rows, bool train, uint64_t seed, bool accumulate) {
+  linear_backward_rows(l, dx, dy, x, xa, x_drop, dx_scratch, rows, train, seed, accumulate);
+  if (l.lora) buckets_.ready(l.lora->slot);
+}
+
+void Prior::linear_backward_rows(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa,
+                                 const float* x_drop, float* dx_scratch, int64_t rows, bool train, uint64_t seed,
+                                 bool accumulate) {
   if (!l.lora) {
     if (dx) ops_.linear_backward(dx, nullptr, nullptr, dy, x, l.W, rows, l.in, l.out, accumulate);
     return;
@@ -515,23 +521,19 @@ void Prior::linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, 
   const bool drop = train && lora_config_.dropout > 0.0f;
   float* dx_lora = nullptr;
   if (drop && dx) dx_lora = dx_scratch;
-  const float scale = lora_config_.alpha / static_cast<float>(lora_config_.rank);
   ops_.lora_linear_backward(dx, dx_lora, l.lora->dA, l.lora->dB, nullptr, nullptr, dy, x, drop ? x_drop : nullptr, xa,
-                            l.W, l.lora->A, l.lora->B, scale, rows, l.in, l.out, lora_config_.rank, accumulate);
-  buckets_.ready(l.lora->slot);
+                            l.W, l.lora->A, l.lora->B, lora_scale(), rows, l.in, l.out, lora_config_.rank, accumulate);
   if (dx_lora) ops_.dropout_backward(dx, dx_lora, lora_config_.dropout, site_seed(seed, l.index, 15), rows * l.in);
 }
 
 void Prior::key_value_backward(Linear& l, float* d_src, const float* dy, TensorRef src, const float* xa,
                                const StepShape& s, bool accumulate) {
-  const int64_t P = s.H * s.W, r = lora_config_.rank;
-  if (!l.lora) return ops_.linear_backward(d_src, nullptr, nullptr, dy, src, l.W, P, l.in, l.out, accumulate);
-  const float scale = lora_config_.alpha / static_cast<float>(r);
+  const int64_t P = s.H * s.W;
   // The latents' P rows come first, with dx; then the text's T rows, adding to dA and dB only.
-  for (const auto& [first, count] : {std::pair{int64_t{0}, P}, std::pair{P, s.T}})
-    ops_.lora_linear_backward(first == 0 ? d_src : nullptr, nullptr, l.lora->dA, l.lora->dB, nullptr, nullptr,
-                              dy + first * l.out, src.from(first * l.in), nullptr, xa + first * r, l.W, l.lora->A,
-                              l.lora->B, scale, count, l.in, l.out, r, accumulate);
+  linear_backward_rows(l, d_src, dy, src, xa, nullptr, nullptr, P, false, 0, accumulate);
+  if (!l.lora) return;
+  linear_backward_rows(l, nullptr, dy + P * l.out, src.from(P * l.in), xa + P * lora_config_.rank, nullptr, nullptr,
+                       s.T, false, 0, accumulate);
   buckets_.ready(l.lora->slot);
 }
 

@@ -152,6 +152,9 @@ class Prior {
   // accumulate false: dx receives the first contribution (overwritten, not zeroed first).
   void linear_backward(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa, const float* x_drop,
                        float* dx_scratch, int64_t rows, bool train, uint64_t seed, bool accumulate);
+  // linear_backward without marking the adapter's gradient final: one block of a layer's rows.
+  void linear_backward_rows(Linear& l, float* dx, const float* dy, TensorRef x, const float* xa, const float* x_drop,
+                            float* dx_scratch, int64_t rows, bool train, uint64_t seed, bool accumulate);
   // to_k or to_v at batch 1 over [latents; text] keys when only the latents' rows need an input
   // gradient (no adapter on kv_mapper, no LoRA dropout): the two blocks of rows in two calls,
   // the text's without dx.
@@ -174,6 +177,7 @@ class Prior {
   std::vector<Block> blocks_;  // (depth): one ResBlock, TimestepBlock and AttnBlock each
   std::vector<Linear*> lora_layers_;
   LoraConfig lora_config_;
+  float lora_scale() const { return lora_config_.alpha / static_cast<float>(lora_config_.rank); }
   int64_t lowest_adapter_stage_ = 0;  // of the adapters enabled, set by enable_lora
   float* lora_grads_ = nullptr;       // (lora_grads_n_): every dA and dB, see grad_block()
   int64_t lora_grads_n_ = 0;
