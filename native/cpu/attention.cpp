@@ -7,7 +7,8 @@
 // every orientation a product needs, so that a tile pair costs micro-kernel calls and little
 // else. The backward keeps its (kBr, kBc) tiles as panels of nr keys, which the micro-kernel
 // writes directly and which are at once the B operand of the products summing over queries
-// (dv, dk, computed transposed); only dq needs its tile re-packed. Its score products come out
+// (dv, dk, computed transposed) and, read in place a panel at a time, the A operand of dq's
+// product, whose rows they are. Its score products come out
 // already shifted by lse and delta, carried as one more step of the packed operands. Calling
 // the general GEMM per tile instead re-packed a key block for every query block: with a head
 // dim of 64, packing took as long as the arithmetic.
@@ -72,21 +73,33 @@ HeadRows head_rows(TensorRef src, int64_t offset, int64_t rows, int64_t d, int64
   return {widened, d};
 }
 
+// Asks for the d floats of a head's row some rows ahead: rows H * d apart defeat the hardware
+// prefetcher, and the adds and dot products over them waited on memory.
+constexpr int64_t kPrefetchRows = 4;
+void prefetch_bytes(const void* p, int64_t bytes) {
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(static_cast<const char*>(p) + b, 1);
+}
+void prefetch_row(const float* row, int64_t d) { prefetch_bytes(row, d * 4); }
+
 // dst (rows, d) slice of an interleaved tensor += src (rows, ld_src) contiguous.
 void scatter_add_head(float* dst, const float* src, int64_t rows, int64_t d, int64_t ld, int64_t ld_src) {
-  for (int64_t i = 0; i < rows; ++i)
+  for (int64_t i = 0; i < rows; ++i) {
+    if (i + kPrefetchRows < rows) prefetch_row(dst + (i + kPrefetchRows) * ld, d);
     for (int64_t c = 0; c < d; ++c) dst[i * ld + c] += src[i * ld_src + c];
+  }
 }
 
-// dst (rows, d) slice of an interleaved tensor += src^T, src (d, ld_src) contiguous. A block of
-// keys at a time, so that src is read along its rows and the block's rows of dst stay in L1
-// (element by element, every read of src was a cache miss).
-void scatter_add_head_transposed(float* dst, const float* src, int64_t rows, int64_t d, int64_t ld, int64_t ld_src) {
-  constexpr int64_t kBlock = 16;
-  for (int64_t j0 = 0; j0 < rows; j0 += kBlock) {
-    const int64_t j1 = std::min(rows, j0 + kBlock);
-    for (int64_t c = 0; c < d; ++c)
-      for (int64_t j = j0; j < j1; ++j) dst[j * ld + c] += src[c * ld_src + j];
+// dst (rows, d) slice of an interleaved tensor += src^T, src (d, ld_src) contiguous: a block of
+// keys at a time transposed by the packer into block (kTransposeKeys, d), which stays in L1,
+// then added row by row (element by element, the strided adds were most of the time).
+constexpr int64_t kTransposeKeys = 16;
+void scatter_add_head_transposed(const KernelSet& ks, float* dst, const float* src, int64_t rows, int64_t d, int64_t ld,
+                                 int64_t ld_src, float* block) {
+  for (int64_t j0 = 0; j0 < rows; j0 += kTransposeKeys) {
+    const int64_t n = std::min(kTransposeKeys, rows - j0);
+    for (int64_t j = j0 + n; j < std::min(rows, j0 + n + kPrefetchRows); ++j) prefetch_row(dst + j * ld, d);
+    ks.pack_gather(block, src + j0, ld_src, n, static_cast<int>(d), static_cast<int>(d));
+    scatter_add_head(dst + j0 * ld, block, n, d, ld, d);
   }
 }
 
@@ -102,9 +115,17 @@ void gather_panel(const KernelSet& ks, float* dst, HeadRows x, int64_t r, int64_
     ks.pack_gather(dst, x.rows.f32() + r * x.ld, x.ld, d, count, width);
 }
 
+// The next panel's rows, while this one is packed.
+void prefetch_panel(HeadRows x, int64_t r, int64_t rows, int64_t d, int width) {
+  for (int64_t i = r; i < std::min(rows, r + width); ++i)
+    prefetch_bytes(x.rows.from(i * x.ld).data, d * dtype_size(x.rows.type));
+}
+
 void pack_rows(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_t d, int width) {
-  for (int64_t r = 0; r < rows; r += width)
+  for (int64_t r = 0; r < rows; r += width) {
+    prefetch_panel(x, r + width, rows, d, width);
     gather_panel(ks, dst + r * d, x, r, d, static_cast<int>(std::min<int64_t>(width, rows - r)), width);
+  }
 }
 
 // As pack_rows with one step more, (ceil(rows/width), d + 1, width), the last holding extra(r)
@@ -115,6 +136,7 @@ void pack_rows_extra(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, 
   for (int64_t r = 0; r < rows; r += width) {
     float* panel = dst + r * (d + 1);
     const int count = static_cast<int>(std::min<int64_t>(width, rows - r));
+    prefetch_panel(x, r + width, rows, d, width);
     gather_panel(ks, panel, x, r, d, count, width);
     for (int i = 0; i < width; ++i) panel[d * width + i] = i < count ? extra(r + i) : 0.0f;
   }
@@ -132,23 +154,6 @@ void pack_cols(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_
       ks.pack_copy_bf16(dst + c * rows, x.rows.lowp() + c, x.ld, rows, count, width);
     else
       ks.pack_copy(dst + c * rows, x.rows.f32() + c, x.ld, rows, count, width);
-  }
-}
-
-// The first br rows and bc columns of a row-major (kBr, kBc) tile t as A panels summing over
-// its columns: (ceil(br/mr), bc, mr).
-void pack_tile(const KernelSet& ks, float* dst, const float* t, int64_t br, int64_t bc) {
-  for (int64_t r = 0; r < br; r += ks.mr)
-    ks.pack_gather(dst + r * bc, t + r * kBc, kBc, bc, static_cast<int>(std::min<int64_t>(ks.mr, br - r)), ks.mr);
-}
-
-// The same from a tile held as key panels (see by_key): one gather per panel.
-void pack_key_panels(const KernelSet& ks, float* dst, const float* t, int64_t br, int64_t bc) {
-  const int mr = ks.mr, nr = ks.nr;
-  for (int64_t r = 0; r < br; r += mr) {
-    const int count = static_cast<int>(std::min<int64_t>(mr, br - r));
-    for (int64_t c = 0; c < bc; c += nr)
-      ks.pack_gather(dst + r * bc + c * mr, t + c * kBr + r * nr, nr, std::min<int64_t>(nr, bc - c), count, mr);
   }
 }
 
@@ -178,6 +183,16 @@ void tiles(const KernelSet& ks, Tiles c, Panels a, Panels b, int64_t kc, float a
     for (int64_t i = 0; i < a.count; ++i)
       ks.gemm_tile(kc, a.data + i * a.stride, b.data + j * b.stride, c.data + i * ks.mr * c.ldc + j * c.col_stride,
                    c.ldc, alpha, beta);
+}
+
+// The same with A read in place: rows_a rows (whole micro-tiles) of a row-major a, row stride
+// lda, which spares packing a tile that the next product reads once.
+void tiles_rows(const KernelSet& ks, Tiles c, const float* a, int64_t lda, int64_t rows_a, Panels b, int64_t kc,
+                float alpha, float beta) {
+  for (int64_t j = 0; j < b.count; ++j)
+    for (int64_t i = 0; i < rows_a; i += ks.mr)
+      ks.gemm_tile_rows(kc, a + i * lda, lda, b.data + j * b.stride, c.data + i * c.ldc + j * c.col_stride, c.ldc,
+                        alpha, beta);
 }
 
 int64_t panels(int64_t n, int width) { return (n + width - 1) / width; }
@@ -222,8 +237,7 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
     const int64_t b = task / H, h = task % H;
     auto at = [&](int64_t rows) { return b * rows * ld + h * d; };  // a head's first element
     TaskScratch& ws = tls_scratch;
-    ws.reset({N * d, M * d, M * d, rows_size(N, d, mr), rows_size(M, d, nr), cols_size(M, d, nr), kBr * kBc, kBr * kBc,
-              kBr * dp});
+    ws.reset({N * d, M * d, M * d, rows_size(N, d, mr), rows_size(M, d, nr), cols_size(M, d, nr), kBr * kBc, kBr * dp});
     const HeadRows qh = head_rows(q, at(N), N, d, ld, ws.take(N * d));  // (N, d)
     const HeadRows kh = head_rows(k, at(M), M, d, ld, ws.take(M * d));  // (M, d)
     const HeadRows vh = head_rows(v, at(M), M, d, ld, ws.take(M * d));  // (M, d)
@@ -235,7 +249,6 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
     pack_cols(ks, v_cols, vh, M, d, nr);
     const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;  // (M)
     float* s = ws.take(kBr * kBc);                                // (kBr, kBc) scores, then probabilities
-    float* p_a = ws.take(kBr * kBc);                              // the probabilities as A panels
     float* acc = ws.take(kBr * dp);                               // (kBr, dp) unnormalised output
     std::vector<float> row_max(kBr), row_sum(kBr);
     for (int64_t i0 = 0; i0 < N; i0 += kBr) {
@@ -251,14 +264,19 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
               scale, 0.0f);
         online_softmax(ks, s, acc, dp, row_max.data(), row_sum.data(), br, bc, i0, j0, mask, causal);
         // acc += p v_j   (br, d)
-        pack_tile(ks, p_a, s, br, bc);
-        tiles(ks, row_major(acc, dp, ks), {p_a, row_panels, bc * mr}, {v_cols + j0 * nr, dp / nr, M * nr}, bc, 1.0f,
-              1.0f);
+        tiles_rows(ks, row_major(acc, dp, ks), s, kBc, row_panels * mr, {v_cols + j0 * nr, dp / nr, M * nr}, bc, 1.0f,
+                   1.0f);
       }
       for (int64_t r = 0; r < br; ++r) {
         const float inv = row_sum[r] == 0.0f ? 0.0f : 1.0f / row_sum[r];  // a row that saw no key: zeros
         const int64_t orow = at(N) + (i0 + r) * ld;                       // (d) of o's (N, d) head, rows strided by ld
-        for (int64_t c = 0; c < d; ++c) o.set(orow + c, acc[r * dp + c] * inv);
+        const int64_t width = dtype_size(o.type);
+        if (r + kPrefetchRows < br)
+          prefetch_bytes(static_cast<const char*>(o.data) + (orow + kPrefetchRows * ld) * width, d * width);
+        if (o.type == DType::f32)
+          for (int64_t c = 0; c < d; ++c) o.f32()[orow + c] = acc[r * dp + c] * inv;
+        else
+          for (int64_t c = 0; c < d; ++c) o.set(orow + c, acc[r * dp + c] * inv);
         if (lse) lse[(b * H + h) * N + i0 + r] = row_max[r] + std::log(row_sum[r]);
       }
     }
@@ -297,7 +315,7 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
     TaskScratch& ws = tls_scratch;
     ws.reset({N * d, M * d, M * d, N * d, rows_size(N, d1, mr), rows_size(M, d1, nr), rows_size(N, d1, mr),
               rows_size(M, d1, nr), cols_size(N, d, mr), cols_size(N, d, mr), cols_size(M, d, nr), q_rows * dp,
-              d_rows * keys, d_rows * keys, kBr * kBc, kBr * kBc, kBr * kBc});
+              d_rows * keys, d_rows * keys, kBr * kBc, kBr * kBc, kTransposeKeys * d});
     const HeadRows qh = head_rows(q, at(N), N, d, ld, ws.take(N * d));  // (N, d)
     const HeadRows kh = head_rows(k, at(M), M, d, ld, ws.take(M * d));  // (M, d)
     const HeadRows vh = head_rows(v, at(M), M, d, ld, ws.take(M * d));  // (M, d)
@@ -308,7 +326,16 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
     std::vector<float> delta(N);
     for (int64_t i = 0; i < N; ++i) {
       float sum = 0.0f;
-      for (int64_t c = 0; c < d; ++c) sum += doh.at(i, c) * oh.at(i, c);
+      if (oh.rows.type == DType::f32) {  // the common case, vectorised
+        const float *dr = dout + at(N) + i * ld, *orow = oh.rows.f32() + i * oh.ld;
+        if (i + kPrefetchRows < N) {
+          prefetch_row(dr + kPrefetchRows * ld, d);
+          prefetch_row(orow + kPrefetchRows * oh.ld, d);
+        }
+        for (int64_t c = 0; c < d; ++c) sum += dr[c] * orow[c];
+      } else {
+        for (int64_t c = 0; c < d; ++c) sum += doh.at(i, c) * oh.at(i, c);
+      }
       delta[i] = sum;
     }
     // Each operand in the orientations its products read. The score products come out already
@@ -335,9 +362,8 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
     std::fill(dqh, dqh + q_rows * dp, 0.0f);
     std::fill(dk_t, dk_t + d_rows * keys, 0.0f);
     std::fill(dv_t, dv_t + d_rows * keys, 0.0f);
-    float* p = ws.take(kBr * kBc);       // (kBr, kBc) probabilities, key panels
-    float* ds = ws.take(kBr * kBc);      // (kBr, kBc) their gradient, then the scores', key panels
-    float* packed = ws.take(kBr * kBc);  // ds as A panels (bc, mr)
+    float* p = ws.take(kBr * kBc);   // (kBr, kBc) probabilities, key panels
+    float* ds = ws.take(kBr * kBc);  // (kBr, kBc) their gradient, then the scores', key panels
     for (int64_t j0 = 0; j0 < M; j0 += kBc) {
       const int64_t bc = std::min(kBc, M - j0), key_panels = panels(bc, nr);
       for (int64_t i0 = 0; i0 < N; i0 += kBr) {
@@ -360,15 +386,20 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
         }
         // dk_j^T += scale q_i^T ds   (d, bc)
         tiles(ks, row_major(dk_t + j0, keys, ks), q_ti, ds_b, br, scale, 1.0f);
-        // dq_i += scale ds k_j   (br, d)
-        pack_key_panels(ks, packed, ds, br, bc);
-        tiles(ks, row_major(dqh + i0 * dp, dp, ks), {packed, row_panels, bc * mr}, {k_cols + j0 * nr, dp / nr, M * nr},
-              bc, scale, 1.0f);
+        // dq_i += scale ds k_j   (br, d), ds read in place a key panel at a time (its rows of nr
+        // keys are A's rows): re-packing ds whole into A panels cost more than the C traffic of
+        // summing over nr keys per call.
+        for (int64_t u = 0; u < key_panels; ++u) {
+          const int64_t kc = std::min<int64_t>(nr, bc - u * nr);
+          tiles_rows(ks, row_major(dqh + i0 * dp, dp, ks), ds + u * kBr * nr, nr, row_panels * mr,
+                     {k_cols + (j0 + u * nr) * nr, dp / nr, M * nr}, kc, scale, 1.0f);
+        }
       }
     }
     scatter_add_head(dq + at(N), dqh, N, d, ld, dp);
-    scatter_add_head_transposed(dk + at(M), dk_t, M, d, ld, keys);
-    scatter_add_head_transposed(dv + at(M), dv_t, M, d, ld, keys);
+    float* block = ws.take(kTransposeKeys * d);  // (kTransposeKeys, d)
+    scatter_add_head_transposed(ks, dk + at(M), dk_t, M, d, ld, keys, block);
+    scatter_add_head_transposed(ks, dv + at(M), dv_t, M, d, ld, keys, block);
   });
 }
 
