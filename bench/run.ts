@@ -1,5 +1,5 @@
-// `npm run bench [-- --json] [-- --filter <substring>] [-- --skip <substring>] [-- --min-seconds <s>]
-//   [-- --rounds <n>]`
+// `npm run bench -- [--json] [--filter <substring>] [--skip <substring>] [--min-seconds <s>]
+//   [--rounds <n>] [--help]`
 // Times lora-train's ops at the Würstchen prior's shapes and, where a Python with NumPy or
 // PyTorch is found, the same operation there in the same run. --json prints one object per
 // line: {name, shape, seconds, gflops, peer}; peer.ratio = peer seconds / lora-train seconds
@@ -524,7 +524,34 @@ function machine() {
   };
 }
 
+const USAGE = `Usage: npm run bench -- [options]
+
+Times lora-train beside its peer (PyTorch, diffusers, NumPy) in the same run, case by case.
+
+  --json              one JSON object per line: the machine, then each case
+  --filter <text>     only the cases whose name and shape contain <text>
+  --skip <text>       leave out the cases whose name and shape contain <text>
+  --min-seconds <s>   time each side for at least <s> seconds (default 1)
+  --rounds <n>        time each case and its peer in turn <n> times, keeping each side's fastest
+  --help              this text`;
+const VALUED = ['--filter', '--skip', '--min-seconds', '--rounds'];
+
+/** Refuses what the bench does not know, rather than starting an hour-long run without it. */
+function checkArguments(argv: string[]) {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (VALUED.includes(a)) {
+      if (argv[i + 1] === undefined) throw new Error(`Expected a value after ${a} but received nothing`);
+      i++;
+    } else if (a !== '--json' && a !== '--help') {
+      throw new Error(`Expected one of --json, --help, ${VALUED.join(', ')} but received ${a}`);
+    }
+  }
+}
+
 async function main(argv: string[]) {
+  checkArguments(argv);
+  if (argv.includes('--help')) return void console.log(USAGE);
   const json = argv.includes('--json');
   const arg = (flag: string) => {
     const i = argv.indexOf(flag);
