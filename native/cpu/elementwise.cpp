@@ -54,18 +54,18 @@ void CpuOps::modulate_backward(float* dx, float* dab, const float* dy, const flo
 
 void CpuOps::dropout_forward(TensorOut y, TensorRef x, float p, uint64_t seed, int64_t n) {
   LT_CPU_PROFILE("dropout_forward");
-  if (x.type != DType::f32 || y.type != DType::f32) {  // through fp32: widen, drop, round once
-    Scratch scratch(*this);
-    float* tmp = scratch.alloc(n);  // (n)
-    convert(tmp, DType::f32, x, n);
-    dropout_forward(tmp, tmp, p, seed, n);
-    convert(y.data, y.type, tmp, n);
-    return;
-  }
   const KernelSet& ks = active_kernels();
   const DropoutKey key = DropoutKey::from_seed(seed);
+  const float scale = 1.0f / (1.0f - p);
   parallel_range(n, 1 << 14, [&](int64_t i0, int64_t i1) {
-    ks.dropout(y.f32() + i0, x.f32() + i0, p, 1.0f / (1.0f - p), key.a, key.b, i0, i1 - i0, false);
+    if (x.type == DType::f32 && y.type == DType::f32)
+      return ks.dropout(y.f32() + i0, x.f32() + i0, p, scale, key.a, key.b, i0, i1 - i0, false);
+    float block[kWidenBlock];  // through fp32: widened, dropped, rounded once
+    for (int64_t b = i0; b < i1; b += kWidenBlock) {
+      const int64_t m = std::min(kWidenBlock, i1 - b);
+      ks.dropout(block, load_values(x, b, m, block), p, scale, key.a, key.b, b, m, false);
+      store_values(y, b, block, m);
+    }
   });
 }
 

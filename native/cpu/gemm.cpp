@@ -56,6 +56,7 @@ void pack_panel(float* dst, const T* X, int64_t ld, bool k_contiguous, int count
   const float* block = nullptr;
   if constexpr (std::is_same_v<T, float>) {
     if (t == DType::f32) block = X;
+    if (t == DType::bf16 && k_contiguous) return ks.pack_gather_rounded(dst, X, ld, kc, count, width);
   } else {
     if (t == DType::bf16) {  // stored bf16: widened by the packers themselves
       if (k_contiguous) return ks.pack_gather_bf16(dst, X, ld, kc, count, width);

@@ -98,6 +98,16 @@ void set_active_kernels(const std::string& name) {
   active().store(k, std::memory_order_release);
 }
 
+const float* load_values(TensorRef x, int64_t at, int64_t n, float* buffer) {
+  if (x.type == DType::f32) return x.f32() + at;
+  const uint16_t* src = x.lowp() + at;
+  if (x.type == DType::bf16)
+    for (int64_t i = 0; i < n; ++i) buffer[i] = bf16_to_f32(src[i]);
+  else
+    for (int64_t i = 0; i < n; ++i) buffer[i] = lowp_to_f32(src[i], x.type);
+  return buffer;
+}
+
 void store_values(TensorOut y, int64_t at, const float* values, int64_t n) {
   if (y.type == DType::f32) return std::copy(values, values + n, y.f32() + at), void();
   if (y.type == DType::bf16) return active_kernels().to_bf16(static_cast<uint16_t*>(y.data) + at, values, n);

@@ -29,6 +29,9 @@ struct KernelSet {
   void (*pack_copy)(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width);
   // The same from stored bf16 values, widened on the way (mixed precision's weights).
   void (*pack_gather_bf16)(float* dst, const uint16_t* src, int64_t ld, int64_t kc, int count, int width);
+  // A gather of fp32 values rounded through bf16 in registers (an fp32 operand met beside a bf16
+  // one, as through_bf16 rounds it): a separate rounding pass cost the bf16 GEMM 2-3%.
+  void (*pack_gather_rounded)(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width);
   void (*pack_copy_bf16)(float* dst, const uint16_t* src, int64_t ld, int64_t kc, int count, int width);
   // Softmax row helpers for attention, accurate to a few ulp; exp(-inf) = 0.
   float (*row_max)(const float* x, int64_t n);
@@ -62,7 +65,8 @@ struct KernelSet {
 constexpr int kMaxDepthwiseTaps = 225;
 
 // The portable packing routines, also the fallback of the wider sets for odd widths.
-template <typename T>
+// kRound: fp32 values rounded through bf16 on the way.
+template <typename T, bool kRound = false>
 void pack_gather_generic(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width);
 template <typename T>
 void pack_copy_generic(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width);
@@ -81,5 +85,10 @@ void set_active_kernels(const std::string& name);
 
 // y[at, at + n) = values, rounded to y's storage type (bf16 by the active set's to_bf16).
 void store_values(TensorOut y, int64_t at, const float* values, int64_t n);
+// x[at, at + n) as fp32: x itself when it is fp32, else widened into buffer (n), which is returned.
+const float* load_values(TensorRef x, int64_t at, int64_t n, float* buffer);
+// Elements an op takes through fp32 at a time when its tensors are stored narrower: widened,
+// worked on and rounded while they are in L1, instead of in passes over whole tensors.
+constexpr int64_t kWidenBlock = 1024;
 
 }  // namespace lt::cpu

@@ -128,20 +128,24 @@ void through_bf16_avx2(float* dst, const float* src, int64_t n) {
 }
 
 // Eight p at a time, transposed in registers (the generic loop finishes a ragged end of p).
-template <typename T>
+// kRound: fp32 values rounded through bf16 as they are loaded.
+template <typename T, bool kRound = false>
 void pack_gather_avx2(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width) {
   const int64_t full = kc / 8 * 8;
   for (int64_t p0 = 0; p0 < full; p0 += 8)
     for (int i0 = 0; i0 < width; i0 += 8) {
       __m256 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = i0 + i < count ? load8(src + (i0 + i) * ld + p0) : _mm256_setzero_ps();
+      for (int i = 0; i < 8; ++i) {
+        r[i] = i0 + i < count ? load8(src + (i0 + i) * ld + p0) : _mm256_setzero_ps();
+        if constexpr (kRound) r[i] = _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(r[i]), 16));
+      }
       transpose8(r);
       const int lanes = width - i0 < 8 ? width - i0 : 8;
       // Rows p are written in order, each one's spare lanes overwritten by the next; a panel
       // wider than a vector has its next row's first lanes written already, so it stays masked.
       for (int p = 0; p < 8; ++p) store_row(dst + (p0 + p) * width + i0, r[p], lanes, width > 8 || p0 + p == kc - 1);
     }
-  if (full < kc) pack_gather_generic(dst + full * width, src + full, ld, kc - full, count, width);
+  if (full < kc) pack_gather_generic<T, kRound>(dst + full * width, src + full, ld, kc - full, count, width);
 }
 
 void pack_copy_avx2(float* dst, const float* src, int64_t ld, int64_t kc, int count, int width) {
@@ -372,6 +376,7 @@ const KernelSet kAvx2Kernels = {"avx2",
                                 pack_gather_avx2<float>,
                                 pack_copy_avx2,
                                 pack_gather_avx2<uint16_t>,
+                                pack_gather_avx2<float, true>,
                                 pack_copy_bf16_avx2,
                                 row_max_avx2,
                                 exp_shift_sum_avx2,

@@ -63,19 +63,33 @@ inline __m512 load16(__mmask16 m, const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
+// f32_to_bf16 on sixteen lanes, each result in the low half of its 32-bit lane.
+inline __m512i bf16_bits(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+  const __m512i magnitude = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+  const __mmask16 nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f800000));
+  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  return _mm512_mask_blend_epi32(nan, rounded, quiet);
+}
+
 // Sixteen p at a time: up to 16 rows loaded along p, transposed in registers, and stored as
 // 16 rows of the panel, a block of 16 lanes at a time.
-template <typename T>
+// kRound: fp32 values rounded through bf16 as they are loaded.
+template <typename T, bool kRound = false>
 void pack_gather_avx512(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width) {
-  if (width % 16 != 0 && width > 16) return pack_gather_generic(dst, src, ld, kc, count, width);
+  if (width % 16 != 0 && width > 16) return pack_gather_generic<T, kRound>(dst, src, ld, kc, count, width);
   for (int64_t p0 = 0; p0 < kc; p0 += 16) {
     const int np = static_cast<int>(std::min<int64_t>(16, kc - p0));
     const __mmask16 pmask = static_cast<__mmask16>((1u << np) - 1);
     for (int i0 = 0; i0 < width; i0 += 16) {
       const int lanes = std::min(16, width - i0);
       __m512 r[16];
-      for (int i = 0; i < 16; ++i)
+      for (int i = 0; i < 16; ++i) {
         r[i] = i0 + i < count ? load16(pmask, src + (i0 + i) * ld + p0) : _mm512_setzero_ps();
+        if constexpr (kRound) r[i] = _mm512_castsi512_ps(_mm512_slli_epi32(bf16_bits(r[i]), 16));
+      }
       transpose16(r);
       const __mmask16 lane_mask = static_cast<__mmask16>((1u << lanes) - 1);
       for (int p = 0; p < np; ++p) _mm512_mask_storeu_ps(dst + (p0 + p) * width + i0, lane_mask, r[p]);
@@ -141,17 +155,6 @@ inline void for_lanes(int64_t n, F f) {  // full vectors, then one masked tail
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) f(i, static_cast<__mmask16>(0xffff));
   if (i < n) f(i, static_cast<__mmask16>((1u << (n - i)) - 1));
-}
-
-// f32_to_bf16 on sixteen lanes, each result in the low half of its 32-bit lane.
-inline __m512i bf16_bits(__m512 x) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
-  const __m512i magnitude = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-  const __mmask16 nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f800000));
-  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-  return _mm512_mask_blend_epi32(nan, rounded, quiet);
 }
 
 void to_bf16_avx512(uint16_t* dst, const float* src, int64_t n) {
@@ -261,6 +264,7 @@ const KernelSet kAvx512Kernels = {"avx512",
                                   pack_gather_avx512<float>,
                                   pack_copy_avx512<float>,
                                   pack_gather_avx512<uint16_t>,
+                                  pack_gather_avx512<float, true>,
                                   pack_copy_avx512<uint16_t>,
                                   row_max_avx512,
                                   exp_shift_sum_avx512,

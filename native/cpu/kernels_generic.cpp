@@ -111,11 +111,14 @@ inline float value_of(T v) {
     return v;
 }
 
-template <typename T>
+template <typename T, bool kRound>
 void pack_gather_generic(float* dst, const T* src, int64_t ld, int64_t kc, int count, int width) {
   // p outermost: dst is written in order, and the count rows are read as parallel streams.
   for (int64_t p = 0; p < kc; ++p, dst += width) {
-    for (int i = 0; i < count; ++i) dst[i] = value_of(src[i * ld + p]);
+    for (int i = 0; i < count; ++i) {
+      const float v = value_of(src[i * ld + p]);
+      dst[i] = kRound ? bf16_to_f32(f32_to_bf16(v)) : v;
+    }
     for (int i = count; i < width; ++i) dst[i] = 0.0f;
   }
 }
@@ -129,6 +132,7 @@ void pack_copy_generic(float* dst, const T* src, int64_t ld, int64_t kc, int cou
 }
 
 template void pack_gather_generic<float>(float*, const float*, int64_t, int64_t, int, int);
+template void pack_gather_generic<float, true>(float*, const float*, int64_t, int64_t, int, int);
 template void pack_gather_generic<uint16_t>(float*, const uint16_t*, int64_t, int64_t, int, int);
 template void pack_copy_generic<float>(float*, const float*, int64_t, int64_t, int, int);
 template void pack_copy_generic<uint16_t>(float*, const uint16_t*, int64_t, int64_t, int, int);
@@ -144,6 +148,7 @@ const KernelSet kGenericKernels = {"generic",
                                    pack_gather_generic<float>,
                                    pack_copy_generic<float>,
                                    pack_gather_generic<uint16_t>,
+                                   pack_gather_generic<float, true>,
                                    pack_copy_generic<uint16_t>,
                                    row_max_generic,
                                    exp_shift_sum_generic,

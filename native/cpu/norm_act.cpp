@@ -215,20 +215,41 @@ void grn_backward_terms(std::vector<float>& gain, std::vector<float>& coef, floa
   }
 }
 
-}  // namespace
-
-void CpuOps::grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
-                         int64_t C, float eps) {
-  LT_CPU_PROFILE("grn_forward");
+// The GRN forward into y of any storage type: a row at a time, rounded once where y is narrower.
+void grn_forward_into(TensorOut y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
+                      int64_t C, float eps) {
   std::vector<double> uu(B * C);  // (B, C)
   grn_sums(uu.data(), nullptr, u, nullptr, B, P, C);
   std::vector<float> gain(B * C);  // (B, C)
   for (int64_t b = 0; b < B; ++b)
     grn_terms(gain.data() + b * C, nullptr, nullptr, uu.data() + b * C, nullptr, gamma, C, eps);
   grn_rows(B, P, C, [&](int64_t r, int64_t b) {
+    thread_local std::vector<float> row;  // (C), where y is narrower
+    if (y.type != DType::f32) row.resize(C);
+    float* out = y.type == DType::f32 ? y.f32() + r * C : row.data();
     const float* gb = gain.data() + b * C;
-    for (int64_t c = 0; c < C; ++c) y[r * C + c] = u[r * C + c] * gb[c] + beta[c];
+    for (int64_t c = 0; c < C; ++c) out[c] = u[r * C + c] * gb[c] + beta[c];
+    if (y.type != DType::f32) store_values(y, r * C, out, C);
   });
+}
+
+// g (n) = GELU(u), u widened a block at a time (into g itself) where it is stored narrower.
+void gelu_of(float* g, TensorRef u, int64_t n) {
+  const KernelSet& ks = active_kernels();
+  parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) {
+    for (int64_t b = i0; b < i1; b += kWidenBlock) {
+      const int64_t m = std::min(kWidenBlock, i1 - b);
+      ks.gelu_forward(g + b, load_values(u, b, m, g + b), m);
+    }
+  });
+}
+
+}  // namespace
+
+void CpuOps::grn_forward(float* y, const float* u, const float* gamma, const float* beta, int64_t B, int64_t P,
+                         int64_t C, float eps) {
+  LT_CPU_PROFILE("grn_forward");
+  grn_forward_into(y, u, gamma, beta, B, P, C, eps);
 }
 
 void CpuOps::grn_backward(float* du, float* dgamma, float* dbeta, const float* dy, const float* u, const float* gamma,
@@ -280,16 +301,9 @@ void CpuOps::gelu_grn_forward(TensorOut y, TensorRef u, const float* gamma, cons
                               int64_t C, float eps) {
   LT_CPU_PROFILE("gelu_grn_forward");
   Scratch scratch(*this);
-  float* g = scratch.alloc(B * P * C);  // (B, P, C)
-  if (u.type != DType::f32) {           // widen in place, then GELU
-    convert(g, DType::f32, u, B * P * C);
-    gelu_forward(g, g, B * P * C);
-  } else {
-    gelu_forward(g, u.f32(), B * P * C);
-  }
-  if (y.type == DType::f32) return grn_forward(y.f32(), g, gamma, beta, B, P, C, eps);
-  grn_forward(g, g, gamma, beta, B, P, C, eps);  // in place: then rounded once
-  convert(y.data, y.type, g, B * P * C);
+  float* g = scratch.alloc(B * P * C);  // (B, P, C) GELU(u)
+  gelu_of(g, u, B * P * C);
+  grn_forward_into(y, g, gamma, beta, B, P, C, eps);
 }
 
 void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const float* gamma, int64_t B, int64_t P,
@@ -297,24 +311,20 @@ void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const fl
   LT_CPU_PROFILE("gelu_grn_backward");
   const int64_t n = B * P * C;
   Scratch scratch(*this);
-  const float* u32 = u.f32();  // (B, P, C): u in fp32, widened when it is stored narrower
-  if (u.type != DType::f32) {
-    float* widened = scratch.alloc(n);
-    convert(widened, DType::f32, u, n);
-    u32 = widened;
-  }
   float* g = scratch.alloc(n);  // (B, P, C) GELU(u), the GRN's input
-  gelu_forward(g, u32, n);
+  gelu_of(g, u, n);
   std::vector<float> gain, coef;  // (B, C) each
   grn_backward_terms(gain, coef, nullptr, dy, g, gamma, B, P, C, eps);
-  // Row by row: the GRN's input gradient, then through GELU into du, while the row is in L1.
+  // Row by row: the GRN's input gradient, then through GELU into du, while the row is in L1
+  // (u's row widened there too when it is stored narrower).
   const KernelSet& ks = active_kernels();
   grn_rows(B, P, C, [&](int64_t r, int64_t b) {
-    thread_local std::vector<float> dg;  // (C)
+    thread_local std::vector<float> dg, u_row;  // (C) each
     dg.resize(C);
+    u_row.resize(C);
     const float *gb = gain.data() + b * C, *kb = coef.data() + b * C;
     for (int64_t c = 0; c < C; ++c) dg[c] = dy[r * C + c] * gb[c] + kb[c] * g[r * C + c];
-    ks.gelu_backward(du + r * C, dg.data(), u32 + r * C, C);
+    ks.gelu_backward(du + r * C, dg.data(), load_values(u, r * C, C, u_row.data()), C);
   });
 }
 

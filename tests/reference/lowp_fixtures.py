@@ -48,7 +48,9 @@ for (M, N, K, at, bt, ta, tb) in [(7, 13, 5, "bf16", "bf16", False, True), (37, 
                                   # sizes AMX tiles take (M, N, K >= 32 on each of two threads), in every layout a bf16 GEMM meets:
                                   # x W^T, dY W with K past one packed block, transposed A
                                   (64, 96, 200, "bf16", "bf16", False, True), (96, 70, 1600, "f32", "bf16", False, False),
-                                  (40, 33, 77, "bf16", "bf16", True, False), (33, 35, 40, "f32", "bf16", True, True)]:
+                                  (40, 33, 77, "bf16", "bf16", True, False), (33, 35, 40, "f32", "bf16", True, True),
+                                  # an fp32 A packed (too many columns per thread to be read in place), rounded as gathered
+                                  (20, 1100, 77, "f32", "bf16", False, True)]:
     a = randn(gen, K, M) if ta else randn(gen, M, K)
     b = randn(gen, N, K) if tb else randn(gen, K, N)
     low = at if at != "f32" else bt
