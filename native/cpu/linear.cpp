@@ -67,7 +67,12 @@ void CpuOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* d
   LT_CPU_PROFILE("lora_linear_backward", {rows, in, out});
   const TensorRef xl = x_lora ? TensorRef(x_lora) : x;
   float* dxl = dx_lora ? dx_lora : dx;
-  cpu::gemm({dB, dy, xa, out, r, rows, true, false, scale, 1.0f, out, r, r});          // dB += s dy^T xa
+  // dB += s dy^T xa, computed transposed: with r rows of output the GEMM packs only xa and
+  // copies dy's rows as they lie (as dy^T, the A operand, dy was gathered for r of 16 lanes).
+  std::vector<float> dB_t(static_cast<size_t>(r * out));                                  // (r, out)
+  cpu::gemm({dB_t.data(), xa, dy, r, out, rows, true, false, scale, 0.0f, r, out, out});  // s xa^T dy
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t j = 0; j < r; ++j) dB[o * r + j] += dB_t[j * out + o];
   std::vector<float> dxa(static_cast<size_t>(rows * r));                               // (rows, r)
   cpu::gemm({dxa.data(), dy, B, rows, r, out, false, false, scale, 0.0f, out, r, r});  // s dy B
   cpu::gemm({dA, dxa.data(), xl, r, in, rows, true, false, 1.0f, 1.0f, r, in, in});    // dA += dxa^T x_lora
