@@ -5,13 +5,14 @@
 //
 // A head's q, k, v (and dout) are packed once into the panels the GEMM micro-kernel reads, in
 // every orientation a product needs, so that a tile pair costs micro-kernel calls and little
-// else. The backward keeps its (kBr, kBc) tiles as panels of nr keys, which the micro-kernel
-// writes directly and which are at once the B operand of the products summing over queries
-// (dv, dk, computed transposed) and, read in place a panel at a time, the A operand of dq's
-// product, whose rows they are. Its score products come out
-// already shifted by lse and delta, carried as one more step of the packed operands. Calling
-// the general GEMM per tile instead re-packed a key block for every query block: with a head
-// dim of 64, packing took as long as the arithmetic.
+// else. The forward's probability tile is row-major, the A operand of P V read in place. The
+// backward keeps its (kBr, kBc) tiles as panels of nr keys, which the micro-kernel writes
+// directly and which are at once the B operand of the products summing over queries (dv, dk,
+// computed transposed) and, read in place a panel at a time, the A operand of dq's product,
+// whose rows they are. Its score products come out already shifted by lse and delta, carried
+// as one more step of the packed operands. Calling the general GEMM per tile instead re-packed
+// a key block for every query block: with a head dim of 64, packing took as long as the
+// arithmetic.
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
