@@ -274,10 +274,8 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
         const int64_t width = dtype_size(o.type);
         if (r + kPrefetchRows < br)
           prefetch_bytes(static_cast<const char*>(o.data) + (orow + kPrefetchRows * ld) * width, d * width);
-        if (o.type == DType::f32)
-          for (int64_t c = 0; c < d; ++c) o.f32()[orow + c] = acc[r * dp + c] * inv;
-        else
-          for (int64_t c = 0; c < d; ++c) o.set(orow + c, acc[r * dp + c] * inv);
+        for (int64_t c = 0; c < d; ++c) acc[r * dp + c] *= inv;
+        store_values(o, orow, acc + r * dp, d);
         if (lse) lse[(b * H + h) * N + i0 + r] = row_max[r] + std::log(row_sum[r]);
       }
     }
@@ -324,19 +322,16 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
     const HeadRows doh{dout + at(N), ld};                               // (N, d)
     const float* lse_h = lse + (b * H + h) * N;                         // (N)
     // delta_i = sum_c dout_ic o_ic = sum_j p_ij dp_ij, the softmax backward's row term.
-    std::vector<float> delta(N);
+    std::vector<float> delta(N), o_row(d);  // o_row: a bf16 row of o, widened
     for (int64_t i = 0; i < N; ++i) {
-      float sum = 0.0f;
-      if (oh.rows.type == DType::f32) {  // the common case, vectorised
-        const float *dr = dout + at(N) + i * ld, *orow = oh.rows.f32() + i * oh.ld;
-        if (i + kPrefetchRows < N) {
-          prefetch_row(dr + kPrefetchRows * ld, d);
-          prefetch_row(orow + kPrefetchRows * oh.ld, d);
-        }
-        for (int64_t c = 0; c < d; ++c) sum += dr[c] * orow[c];
-      } else {
-        for (int64_t c = 0; c < d; ++c) sum += doh.at(i, c) * oh.at(i, c);
+      const float* dr = doh.rows.f32() + i * doh.ld;
+      if (i + kPrefetchRows < N) {
+        prefetch_row(dr + kPrefetchRows * ld, d);
+        prefetch_panel(oh, i + kPrefetchRows, N, d, 1);
       }
+      const float* orow = load_values(oh.rows, i * oh.ld, d, o_row.data());
+      float sum = 0.0f;
+      for (int64_t c = 0; c < d; ++c) sum += dr[c] * orow[c];
       delta[i] = sum;
     }
     // Each operand in the orientations its products read. The score products come out already
