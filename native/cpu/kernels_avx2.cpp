@@ -108,6 +108,9 @@ inline __m256i bf16_bits(__m256 x) {
   return _mm256_blendv_epi8(rounded, quiet, nan);
 }
 
+// x rounded to bf16 and widened back, as through_bf16 does it.
+inline __m256 through_bf16_8(__m256 x) { return _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(x), 16)); }
+
 void to_bf16_avx2(uint16_t* dst, const float* src, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -121,9 +124,7 @@ void to_bf16_avx2(uint16_t* dst, const float* src, int64_t n) {
 
 void through_bf16_avx2(float* dst, const float* src, int64_t n) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
-                        _mm256_slli_epi32(bf16_bits(_mm256_loadu_ps(src + i)), 16));
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, through_bf16_8(_mm256_loadu_ps(src + i)));
   for (; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
 }
 
@@ -137,7 +138,7 @@ void pack_gather_avx2(float* dst, const T* src, int64_t ld, int64_t kc, int coun
       __m256 r[8];
       for (int i = 0; i < 8; ++i) {
         r[i] = i0 + i < count ? load8(src + (i0 + i) * ld + p0) : _mm256_setzero_ps();
-        if constexpr (kRound) r[i] = _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(r[i]), 16));
+        if constexpr (kRound) r[i] = through_bf16_8(r[i]);
       }
       transpose8(r);
       const int lanes = width - i0 < 8 ? width - i0 : 8;

@@ -74,6 +74,9 @@ inline __m512i bf16_bits(__m512 x) {
   return _mm512_mask_blend_epi32(nan, rounded, quiet);
 }
 
+// x rounded to bf16 and widened back, as through_bf16 does it.
+inline __m512 through_bf16_16(__m512 x) { return _mm512_castsi512_ps(_mm512_slli_epi32(bf16_bits(x), 16)); }
+
 // Sixteen p at a time: up to 16 rows loaded along p, transposed in registers, and stored as
 // 16 rows of the panel, a block of 16 lanes at a time.
 // kRound: fp32 values rounded through bf16 as they are loaded.
@@ -88,7 +91,7 @@ void pack_gather_avx512(float* dst, const T* src, int64_t ld, int64_t kc, int co
       __m512 r[16];
       for (int i = 0; i < 16; ++i) {
         r[i] = i0 + i < count ? load16(pmask, src + (i0 + i) * ld + p0) : _mm512_setzero_ps();
-        if constexpr (kRound) r[i] = _mm512_castsi512_ps(_mm512_slli_epi32(bf16_bits(r[i]), 16));
+        if constexpr (kRound) r[i] = through_bf16_16(r[i]);
       }
       transpose16(r);
       const __mmask16 lane_mask = static_cast<__mmask16>((1u << lanes) - 1);
@@ -165,7 +168,7 @@ void to_bf16_avx512(uint16_t* dst, const float* src, int64_t n) {
 
 void through_bf16_avx512(float* dst, const float* src, int64_t n) {
   for_lanes(n, [&](int64_t i, __mmask16 m) {
-    _mm512_mask_storeu_epi32(dst + i, m, _mm512_slli_epi32(bf16_bits(_mm512_maskz_loadu_ps(m, src + i)), 16));
+    _mm512_mask_storeu_ps(dst + i, m, through_bf16_16(_mm512_maskz_loadu_ps(m, src + i)));
   });
 }
 
