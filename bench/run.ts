@@ -524,28 +524,35 @@ function machine() {
   };
 }
 
-const USAGE = `Usage: npm run bench -- [options]
-
-Times lora-train beside its peer (PyTorch, diffusers, NumPy) in the same run, case by case.
-
-  --json              one JSON object per line: the machine, then each case
-  --filter <text>     only the cases whose name and shape contain <text>
-  --skip <text>       leave out the cases whose name and shape contain <text>
-  --min-seconds <s>   time each side for at least <s> seconds (default 1)
-  --rounds <n>        time each case and its peer in turn <n> times, keeping each side's fastest
-  --help              this text`;
-const VALUED = ['--filter', '--skip', '--min-seconds', '--rounds'];
+/** Every option the bench takes: the parser's check and --help both read it. */
+const OPTIONS: { flag: string; value?: string; help: string }[] = [
+  { flag: '--json', help: 'one JSON object per line: the machine, then each case' },
+  { flag: '--help', help: 'this text' },
+  { flag: '--filter', value: '<text>', help: 'only the cases whose name and shape contain <text>' },
+  { flag: '--skip', value: '<text>', help: 'leave out the cases whose name and shape contain <text>' },
+  { flag: '--min-seconds', value: '<s>', help: 'time each side for at least <s> seconds (default 1)' },
+  {
+    flag: '--rounds',
+    value: '<n>',
+    help: "time each case and its peer in turn <n> times, keeping each side's fastest",
+  },
+];
+const USAGE = [
+  'Usage: npm run bench -- [options]',
+  '',
+  'Times lora-train beside its peer (PyTorch, diffusers, NumPy) in the same run, case by case.',
+  '',
+  ...OPTIONS.map((o) => `  ${`${o.flag}${o.value ? ` ${o.value}` : ''}`.padEnd(20)}${o.help}`),
+].join('\n');
 
 /** Refuses what the bench does not know, rather than starting an hour-long run without it. */
 function checkArguments(argv: string[]) {
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (VALUED.includes(a)) {
-      if (argv[i + 1] === undefined) throw new Error(`Expected a value after ${a} but received nothing`);
-      i++;
-    } else if (a !== '--json' && a !== '--help') {
-      throw new Error(`Expected one of --json, --help, ${VALUED.join(', ')} but received ${a}`);
-    }
+    const option = OPTIONS.find((o) => o.flag === argv[i]);
+    if (!option) throw new Error(`Expected one of ${OPTIONS.map((o) => o.flag).join(', ')} but received ${argv[i]}`);
+    if (!option.value) continue;
+    if (argv[i + 1] === undefined) throw new Error(`Expected a value after ${option.flag} but received nothing`);
+    i++;
   }
 }
 
