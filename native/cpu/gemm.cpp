@@ -34,10 +34,7 @@ template <typename T>
 void widen_rows(float* out, const T* src, int64_t ld, int64_t rows, int64_t n, DType t) {
   for (int64_t r = 0; r < rows; ++r, out += n, src += ld) {
     if constexpr (std::is_same_v<T, uint16_t>) {
-      if (t == DType::bf16)
-        for (int64_t j = 0; j < n; ++j) out[j] = bf16_to_f32(src[j]);
-      else
-        for (int64_t j = 0; j < n; ++j) out[j] = f16_to_f32(src[j]);
+      load_values(TensorRef(src, t), 0, n, out);  // stored as t: widened
     } else if (t == DType::bf16) {
       active_kernels().through_bf16(out, src, n);
     } else {
