@@ -499,6 +499,13 @@ async function gemmProbe(): Promise<number> {
   return Number(((2 * M * N * K) / best / 1e9).toFixed(1));
 }
 
+/** The kernel set a bf16 row ran on: its GEMMs go to AMX tiles or AVX512_BF16 dot products
+ * when the CPU has them. */
+function bf16Kernels(m: ReturnType<typeof machine>): string {
+  if (m.amx) return `${m.kernels}+amx`;
+  return m.avx512bf16 ? `${m.kernels}+avx512_bf16` : m.kernels;
+}
+
 function machine() {
   const info = native().info();
   const clockGHz = native().measureClockGHz(0.3);
@@ -517,6 +524,7 @@ function machine() {
     threads: info.cpu.threads,
     kernels: info.cpu.kernels,
     amx: info.cpu.amx && info.cpu.kernels === 'avx512',
+    avx512bf16: info.cpu.avx512bf16 && info.cpu.kernels === 'avx512',
     clock_ghz: Number(clockGHz.toFixed(3)),
     clock_source: 'measured (dependent-add chain)',
     fma_lanes: lanes,
@@ -594,7 +602,7 @@ async function main(argv: string[]) {
     const row = {
       name: c.name,
       shape: c.shape,
-      kernels: c.name.endsWith('_bf16') && m.amx ? `${m.kernels}+amx` : m.kernels,
+      kernels: c.name.endsWith('_bf16') ? bf16Kernels(m) : m.kernels,
       seconds: Number(seconds.toPrecision(4)),
       ...(baselineSeconds ? { vs_fp32: Number((baselineSeconds / seconds).toFixed(3)) } : {}),
       gflops: gflops(seconds),

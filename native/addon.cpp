@@ -53,6 +53,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < names.size(); ++i) available.Set(i, names[i]);
   cpu.Set("availableKernels", available);
   cpu.Set("amx", cpu::have_amx());
+  cpu.Set("avx512bf16", cpu::have_avx512_bf16());
   cpu.Set("threads", cpu::num_threads());
   cpu::CpuIdentity id = cpu::cpu_identity();
   cpu.Set("vendor", id.vendor);

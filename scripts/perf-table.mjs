@@ -44,7 +44,7 @@ export function renderTable(text, source) {
   const machine = rows.find((r) => r.name === 'machine');
   if (!machine) throw new Error(`${source}: no machine line (is it \`npm run bench -- --json\` output?)`);
   const lines = [
-    `Measured on ${machine.cpu}, ${machine.cores} cores, kernel set ${machine.kernels}${machine.amx ? ' with AMX' : ''} ` +
+    `Measured on ${machine.cpu}, ${machine.cores} cores, kernel set ${machine.kernels}${machine.amx ? ' with AMX' : machine.avx512bf16 ? ' with AVX512_BF16' : ''} ` +
       `(\`${source}\`). Ratio: the peer's time over lora-train's (above 1: lora-train is faster); ` +
       "bf16 rows are set beside lora-train's own fp32 figure." +
       probeNote(machine),

@@ -123,21 +123,21 @@ void scale_c(const GemmArgs& g) {
   }
 }
 
-// c (rows, cols) of a partial tile = alpha * edge + beta * c; edge has row stride nr.
-void store_edge(const GemmArgs& g, float* c, const float* edge, int64_t rows, int64_t cols, int nr, float beta) {
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) {
-      const float v = g.alpha * edge[i * nr + j];
-      c[i * g.ldc + j] = beta == 0.0f ? v : v + beta * c[i * g.ldc + j];
-    }
-}
-
 // The epilogue (bias, SiLU) on rows x cols of C from column col0 of the GEMM.
 void finish(const GemmArgs& g, const KernelSet& ks, float* c, int64_t col0, int64_t rows, int64_t cols) {
   ks.bias_silu(c, g.ldc, rows, cols, g.bias ? g.bias + col0 : nullptr, g.silu);
 }
 
 }  // namespace
+
+void store_edge(const GemmArgs& g, float* c, const float* edge, int64_t rows, int64_t cols, int64_t ld_edge,
+                float beta) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      const float v = g.alpha * edge[i * ld_edge + j];
+      c[i * g.ldc + j] = beta == 0.0f ? v : v + beta * c[i * g.ldc + j];
+    }
+}
 
 float* PanelBuffer::reserve(size_t n) {
   if (n > capacity_) {
@@ -159,8 +159,9 @@ void gemm_serial(const GemmArgs& g) {
     return;
   }
 #if defined(__x86_64__) || defined(_M_X64)
-  // AMX belongs to the AVX-512 set: forcing another set (LORA_TRAIN_CPU_KERNEL) measures it alone.
-  if (&ks == &kAvx512Kernels && gemm_amx(g)) {
+  // AMX and AVX512_BF16 belong to the AVX-512 set: forcing another set (LORA_TRAIN_CPU_KERNEL)
+  // measures it alone.
+  if (&ks == &kAvx512Kernels && (gemm_amx(g) || gemm_bf16_dot(g))) {
     if (epilogue) finish(g, ks, g.C, 0, g.M, g.N);
     return;
   }

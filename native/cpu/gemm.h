@@ -40,12 +40,20 @@ class PanelBuffer {
   size_t capacity_ = 0;
 };
 
+// c (rows, cols) of C where a partial register tile lands = alpha * edge + beta * c; edge
+// (rows, cols) has row stride ld_edge.
+void store_edge(const GemmArgs& g, float* c, const float* edge, int64_t rows, int64_t cols, int64_t ld_edge,
+                float beta);
 // Splits C over the thread pool (serial when called from inside a pool task).
 void gemm(const GemmArgs& g);
 // bf16 GEMMs on AMX tiles where the CPU and the OS allow them (LORA_TRAIN_NO_AMX=1 turns
 // them off): false, and nothing done, when they do not apply.
 bool have_amx();
 bool gemm_amx(const GemmArgs& g);
+// bf16 GEMMs on AVX512_BF16's pair dot products where the CPU has them and AMX does not take
+// the GEMM (LORA_TRAIN_NO_AVX512_BF16=1 turns them off): false, and nothing done, otherwise.
+bool have_avx512_bf16();
+bool gemm_bf16_dot(const GemmArgs& g);
 // Always on the calling thread; for ops that parallelise at a coarser level (attention heads).
 void gemm_serial(const GemmArgs& g);
 

@@ -17,7 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "transpose16.h"
+#include "bf16_pairs.h"
 #define LT_AMX 1
 // GCC's AVX-512 intrinsics start from undefined vectors, which it then reports as maybe
 // uninitialised; the kernel-set files are built with the same warning off.
@@ -31,8 +31,8 @@ namespace lt::cpu {
 namespace {
 
 constexpr int kBlock = 32;                // C block: 2x2 tiles of 16x16
-constexpr int kStep = 32;                 // k per tile multiply
-constexpr int kTile = 16 * kStep;         // bf16 values in one operand tile (16 rows of 64 bytes)
+using bf16_pairs::kStep;                  // k per tile multiply
+constexpr int kTile = bf16_pairs::kHalf;  // bf16 values in one operand tile (16 rows of 64 bytes)
 constexpr int64_t kKC = 1536;             // k per packed block (a multiple of kStep)
 constexpr int64_t kPanelBytes = 1 << 20;  // B block kept in L2
 
@@ -97,31 +97,12 @@ __attribute__((target("amx-tile,amx-bf16"))) void block_32x32(int64_t steps, con
 inline uint32_t bf16_bits(const float* p, int64_t i) { return f32_to_lowp(p[i], DType::bf16); }
 inline uint32_t bf16_bits(const uint16_t* p, int64_t i) { return p[i]; }
 
-// The 32 values k0.. of line `line` of a k-contiguous operand (X(line, k) at line * ld + k) as
-// bf16 in one register; zero past kc and past the lines.
-template <typename T>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) __m512i load_line(const T* X, int64_t ld, int64_t line,
-                                                                                  int64_t lines, int64_t k0,
-                                                                                  int64_t kc) {
-  const int64_t n = std::clamp<int64_t>(kc - k0, 0, kStep);
-  if (line >= lines || n == 0) return _mm512_setzero_si512();
-  const T* src = X + line * ld + k0;
-  const __mmask32 m = n == 32 ? ~0u : (1u << n) - 1;
-  if constexpr (std::is_same_v<T, uint16_t>) {
-    return _mm512_maskz_loadu_epi16(m, src);
-  } else {
-    const __mmask16 lo = static_cast<__mmask16>(m), hi = static_cast<__mmask16>(m >> 16);
-    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + 16), _mm512_maskz_loadu_ps(lo, src));
-  }
-}
-
 // One operand tile row: 16 pairs of line `line`, k from k0, zero past kc or past the lines.
 // X(line, k) lies at line * ld + k when k_contiguous, else at k * ld + line.
 template <typename T>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void pack_line(uint16_t* dst, const T* X, int64_t ld,
-                                                                               bool k_contiguous, int64_t line,
-                                                                               int64_t lines, int64_t k0, int64_t kc) {
-  if (k_contiguous) return _mm512_storeu_si512(dst, load_line(X, ld, line, lines, k0, kc));
+LT_BF16_TARGET void pack_line(uint16_t* dst, const T* X, int64_t ld, bool k_contiguous, int64_t line, int64_t lines,
+                              int64_t k0, int64_t kc) {
+  if (k_contiguous) return _mm512_storeu_si512(dst, bf16_pairs::load_line(X, ld, line, lines, k0, kc));
   const int64_t n = line < lines ? std::clamp<int64_t>(kc - k0, 0, kStep) : 0;
   for (int64_t k = 0; k < kStep; ++k) dst[k] = k < n ? static_cast<uint16_t>(bf16_bits(X, (k0 + k) * ld + line)) : 0;
 }
@@ -134,47 +115,6 @@ void pack_a(uint16_t* dst, const T* X, int64_t ld, bool k_contiguous, int64_t ro
   for (int64_t r0 = 0; r0 < rows; r0 += kBlock)
     for (int64_t s = 0; s < steps; ++s)
       for (int r = 0; r < kBlock; ++r, dst += kStep) pack_line(dst, X, ld, k_contiguous, r0 + r, rows, s * kStep, kc);
-}
-
-// 16 values of row k of a k-major operand (columns j0.., `count` of them) as bf16 in 32-bit
-// lanes; zero past count.
-template <typename T>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) __m512i row16(const T* row, int count) {
-  const __mmask16 m = static_cast<__mmask16>(count >= 16 ? 0xffff : (1u << count) - 1);
-  if constexpr (std::is_same_v<T, uint16_t>)
-    return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, row));
-  else
-    return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, row)));
-}
-
-// Tiles of op(B) columns [0, cols): per 32-column panel, per step, two tiles whose row q holds
-// the pairs (k = 2q, 2q + 1) of 16 columns. A weight read along k (x W^T) is packed line by
-// line and transposed in registers; a k-major one (dY W) interleaves two rows per tile row.
-template <typename T>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void pack_b(uint16_t* dst, const T* X, int64_t ld,
-                                                                            bool k_contiguous, int64_t cols,
-                                                                            int64_t kc) {
-  const int64_t steps = (kc + kStep - 1) / kStep;
-  for (int64_t j0 = 0; j0 < cols; j0 += kBlock)
-    for (int64_t s = 0; s < steps; ++s)
-      for (int half = 0; half < 2; ++half, dst += kTile) {
-        const int64_t first = j0 + half * 16;
-        if (!k_contiguous) {
-          const int count = static_cast<int>(std::clamp<int64_t>(cols - first, 0, 16));
-          for (int q = 0; q < 16; ++q) {
-            const int64_t k = s * kStep + 2 * q;
-            const __m512i lo = k < kc && count ? row16(X + k * ld + first, count) : _mm512_setzero_si512();
-            const __m512i hi = k + 1 < kc && count ? row16(X + (k + 1) * ld + first, count) : _mm512_setzero_si512();
-            _mm512_storeu_si512(dst + q * kStep, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-          }
-          continue;
-        }
-        // dst[q][j] = (X(j, 2q), X(j, 2q + 1)): a 16x16 transpose of 32-bit pairs.
-        __m512 r[16];
-        for (int j = 0; j < 16; ++j) r[j] = _mm512_castsi512_ps(load_line(X, ld, first + j, cols, s * kStep, kc));
-        transpose16(r);
-        for (int q = 0; q < 16; ++q) _mm512_storeu_ps(reinterpret_cast<float*>(dst + q * kStep), r[q]);
-      }
 }
 
 thread_local std::vector<uint16_t> tls_a, tls_b;
@@ -192,20 +132,7 @@ void pack_operand_b(std::vector<uint16_t>& buf, const GemmArgs& g, const T* B, i
   const int64_t panels = (nc + kBlock - 1) / kBlock, steps = (kc + kStep - 1) / kStep;
   buf.resize(panels * steps * 2 * kTile);
   const T* at = B + (g.transB ? j0 * g.ldb + p0 : p0 * g.ldb + j0);
-  pack_b(buf.data(), at, g.ldb, g.transB, nc, kc);
-}
-
-// C[ic.., jc..] (rows, cols <= 32) = alpha * C32 + beta * C.
-void store_block(const GemmArgs& g, const float* C32, int64_t ic, int64_t jc, float beta) {
-  const int64_t rows = std::min<int64_t>(kBlock, g.M - ic), cols = std::min<int64_t>(kBlock, g.N - jc);
-  for (int64_t i = 0; i < rows; ++i) {
-    float* c = g.C + (ic + i) * g.ldc + jc;
-    const float* v = C32 + i * kBlock;
-    if (beta == 0.0f)
-      for (int64_t j = 0; j < cols; ++j) c[j] = g.alpha * v[j];
-    else
-      for (int64_t j = 0; j < cols; ++j) c[j] = g.alpha * v[j] + beta * c[j];
-  }
+  bf16_pairs::pack_b_panels(buf.data(), at, g.ldb, g.transB, nc, kc);
 }
 
 void run(const GemmArgs& g) {
@@ -230,7 +157,8 @@ void run(const GemmArgs& g) {
           const uint16_t* a = tls_a.data() + (ic / kBlock) * steps * 2 * kTile;
           const uint16_t* b = tls_b.data() + (jr / kBlock) * steps * 2 * kTile;
           block_32x32(steps, a, b, C32);
-          store_block(g, C32, ic, jc + jr, beta);
+          const int64_t rows = std::min<int64_t>(kBlock, g.M - ic), cols = std::min<int64_t>(kBlock, nc - jr);
+          store_edge(g, g.C + ic * g.ldc + jc + jr, C32, rows, cols, kBlock, beta);
         }
     }
   }

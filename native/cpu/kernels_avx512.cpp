@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "avx512_registers.h"
 #include "kernels.h"
-#include "transpose16.h"
 #include "vector_exp.h"
 
 namespace lt::cpu {
@@ -33,18 +33,8 @@ __attribute__((always_inline)) inline void tile_avx512(int64_t kc, const float* 
       c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
     }
   }
-  __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 12
-  for (int i = 0; i < kMR; ++i) {
-    float* row = C + i * ldc;
-    if (beta == 0.0f) {
-      _mm512_storeu_ps(row, _mm512_mul_ps(va, c[i][0]));
-      _mm512_storeu_ps(row + 16, _mm512_mul_ps(va, c[i][1]));
-    } else {
-      _mm512_storeu_ps(row, _mm512_fmadd_ps(va, c[i][0], _mm512_mul_ps(vb, _mm512_loadu_ps(row))));
-      _mm512_storeu_ps(row + 16, _mm512_fmadd_ps(va, c[i][1], _mm512_mul_ps(vb, _mm512_loadu_ps(row + 16))));
-    }
-  }
+  for (int i = 0; i < kMR; ++i) store_tile_row(C + i * ldc, c[i][0], c[i][1], alpha, beta);
 }
 
 void gemm_tile_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {

@@ -29,6 +29,9 @@ export interface NativeInfo {
     availableKernels: string[];
     /** bf16 GEMMs run on AMX tiles (with the avx512 set, where CPU and OS allow it). */
     amx: boolean;
+    /** bf16 GEMMs run on AVX512_BF16 pair dot products (with the avx512 set, where the CPU has
+     * them and AMX does not take the GEMM). */
+    avx512bf16: boolean;
     threads: number;
     vendor: string;
     brand: string;
