@@ -81,9 +81,9 @@ class Ops {
   // [h*d, h*d+d)). o = softmax(q k^T * scale) v per head, never materialising the (N, M) scores.
   // o (B, N, H*d), lse (B, H, N) log-sum-exp of the scaled scores; q (B, N, H*d),
   // k (B, M, H*d), v (B, M, H*d). Row strides of q/k/v/o are H*d. compute bf16/f16 lets a
-  // backend multiply in that type (tensor cores; mixed precision), accumulating in fp32; the
-  // CPU computes in fp32 regardless. q, k and v may be stored bf16/fp16, and o written so
-  // (rounded once).
+  // backend multiply in that type (tensor cores, AVX512_BF16; mixed precision), accumulating in
+  // fp32; the CPU computes bf16 so where it has AVX512_BF16, and in fp32 otherwise. q, k and v may be stored bf16/fp16,
+  // and o written so (rounded once).
   virtual void attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N,
                                  int64_t M, int64_t H, int64_t d, float scale, DType compute) = 0;
   // dq (B, N, H*d), dk (B, M, H*d), dv (B, M, H*d); dout like o. q, k, v and o may be

@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as ops from '../src/native/ops.js';
 import { backendInfo } from '../src/native/ops.js';
 import { Fixture, type OpCase, opCases } from './cases/index.js';
-import { expectAttentionPropagatesNaN, expectClose, fixturesDir } from './helpers.js';
+import { NAN_CASES, expectAttentionPropagatesNaN, expectClose, fixturesDir } from './helpers.js';
 
 const lowp = new Fixture(join(fixturesDir, 'lowp.safetensors'));
 const cases = opCases(fixturesDir).filter((c) => c.reference);
@@ -73,9 +73,9 @@ for (const set of ['avx512', 'avx2', 'generic'] as const) {
       await expectMatchesReference(c);
     });
 
-    it.each([4, 64])('attention propagates NaN as PyTorch does (head dim %i)', async (d) => {
+    it.each(NAN_CASES)('attention propagates NaN as PyTorch does (%s compute, head dim %i)', async (compute, d) => {
       ops.setCpuKernels(set);
-      await expectAttentionPropagatesNaN('cpu', 'f32', d);
+      await expectAttentionPropagatesNaN('cpu', compute, d);
     });
   });
 }

@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "attention_parts.h"
 #include "cpu_ops.h"
 #include "gemm.h"
 #include "kernels.h"
@@ -28,81 +29,6 @@
 
 namespace lt::cpu {
 namespace {
-
-constexpr int64_t kBr = 96;   // query rows per block: a multiple of every kernel set's mr
-constexpr int64_t kBc = 128;  // key rows per block: a multiple of every kernel set's nr
-
-int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
-// A thread's scratch, kept across heads and calls: fresh buffers per head cost page faults.
-// Pieces start on cache lines, as the micro-kernel's aligned loads of B panels need.
-class TaskScratch {
- public:
-  // Makes room for pieces of these sizes and starts over.
-  void reset(std::initializer_list<int64_t> pieces) {
-    int64_t n = 0;
-    for (int64_t piece : pieces) n += round_up(piece, kLine);
-    data_.reserve(n);
-    used_ = 0;
-  }
-  float* take(int64_t n) {
-    float* p = data_.data() + used_;
-    used_ += round_up(n, kLine);
-    if (used_ > static_cast<int64_t>(data_.capacity()))
-      throw std::logic_error("attention scratch: a piece was taken that reset did not size");
-    return p;
-  }
-  static constexpr int64_t kLine = 16;  // floats per cache line
-
- private:
-  PanelBuffer data_;
-  int64_t used_ = 0;
-};
-thread_local TaskScratch tls_scratch;
-
-// Rows of one head inside an interleaved (rows, H*d) tensor: fp32 and bf16 are read in place
-// (the packers widen bf16 on the way), fp16 is widened into `widened` first.
-struct HeadRows {
-  TensorRef rows;  // the head's first element, fp32 or bf16
-  int64_t ld;
-  float at(int64_t i, int64_t c) const { return rows.at(i * ld + c); }
-};
-HeadRows head_rows(TensorRef src, int64_t offset, int64_t rows, int64_t d, int64_t ld, float* widened) {
-  if (src.type == DType::f32 || src.type == DType::bf16) return {src.from(offset), ld};
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t c = 0; c < d; ++c) widened[i * d + c] = src.at(offset + i * ld + c);
-  return {widened, d};
-}
-
-// Asks for the d floats of a head's row some rows ahead: rows H * d apart defeat the hardware
-// prefetcher, and the adds and dot products over them waited on memory.
-constexpr int64_t kPrefetchRows = 4;
-void prefetch_bytes(const void* p, int64_t bytes) {
-  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(static_cast<const char*>(p) + b, 1);
-}
-void prefetch_row(const float* row, int64_t d) { prefetch_bytes(row, d * 4); }
-
-// dst (rows, d) slice of an interleaved tensor += src (rows, ld_src) contiguous.
-void scatter_add_head(float* dst, const float* src, int64_t rows, int64_t d, int64_t ld, int64_t ld_src) {
-  for (int64_t i = 0; i < rows; ++i) {
-    if (i + kPrefetchRows < rows) prefetch_row(dst + (i + kPrefetchRows) * ld, d);
-    for (int64_t c = 0; c < d; ++c) dst[i * ld + c] += src[i * ld_src + c];
-  }
-}
-
-// dst (rows, d) slice of an interleaved tensor += src^T, src (d, ld_src) contiguous: a block of
-// keys at a time transposed by the packer into block (kTransposeKeys, d), which stays in L1,
-// then added row by row (element by element, the strided adds were most of the time).
-constexpr int64_t kTransposeKeys = 16;
-void scatter_add_head_transposed(const KernelSet& ks, float* dst, const float* src, int64_t rows, int64_t d, int64_t ld,
-                                 int64_t ld_src, float* block) {
-  for (int64_t j0 = 0; j0 < rows; j0 += kTransposeKeys) {
-    const int64_t n = std::min(kTransposeKeys, rows - j0);
-    for (int64_t j = j0 + n; j < std::min(rows, j0 + n + kPrefetchRows); ++j) prefetch_row(dst + j * ld, d);
-    ks.pack_gather(block, src + j0, ld_src, n, static_cast<int>(d), static_cast<int>(d));
-    scatter_add_head(dst + j0 * ld, block, n, d, ld, d);
-  }
-}
 
 // x (rows, d) as panels of `width` rows stepping along d: (ceil(rows/width), d, width), the
 // layout of an operand whose rows are the product's rows (A) or columns (B, transposed).
@@ -114,12 +40,6 @@ void gather_panel(const KernelSet& ks, float* dst, HeadRows x, int64_t r, int64_
     ks.pack_gather_bf16(dst, x.rows.lowp() + r * x.ld, x.ld, d, count, width);
   else
     ks.pack_gather(dst, x.rows.f32() + r * x.ld, x.ld, d, count, width);
-}
-
-// The next panel's rows, while this one is packed.
-void prefetch_panel(HeadRows x, int64_t r, int64_t rows, int64_t d, int width) {
-  for (int64_t i = r; i < std::min(rows, r + width); ++i)
-    prefetch_bytes(x.rows.from(i * x.ld).data, d * dtype_size(x.rows.type));
 }
 
 void pack_rows(const KernelSet& ks, float* dst, HeadRows x, int64_t rows, int64_t d, int width) {
@@ -198,12 +118,33 @@ void tiles_rows(const KernelSet& ks, Tiles c, const float* a, int64_t lda, int64
 
 int64_t panels(int64_t n, int width) { return (n + width - 1) / width; }
 
-// One query block's online softmax over the scores s (br, bc) of key block j0: s becomes the
-// block's unnormalised probabilities, the running max and sum of each row are updated, and
-// acc (rows of ld) is rescaled where the max grew. Masked scores count as -inf.
-void online_softmax(const KernelSet& ks, float* s, float* acc, int64_t ld, float* row_max, float* row_sum, int64_t br,
-                    int64_t bc, int64_t i0, int64_t j0, const uint8_t* mask, bool causal) {
+}  // namespace
+
+// dst (rows, d) slice of an interleaved tensor += src (rows, ld_src) contiguous.
+void scatter_add_head(float* dst, const float* src, int64_t rows, int64_t d, int64_t ld, int64_t ld_src) {
+  for (int64_t i = 0; i < rows; ++i) {
+    if (i + kPrefetchRows < rows) prefetch_row(dst + (i + kPrefetchRows) * ld, d);
+    for (int64_t c = 0; c < d; ++c) dst[i * ld + c] += src[i * ld_src + c];
+  }
+}
+
+// dst (rows, d) slice of an interleaved tensor += src^T, src (d, ld_src) contiguous: a block of
+// keys at a time transposed by the packer into block (kTransposeKeys, d), which stays in L1,
+// then added row by row (element by element, the strided adds were most of the time).
+void scatter_add_head_transposed(const KernelSet& ks, float* dst, const float* src, int64_t rows, int64_t d, int64_t ld,
+                                 int64_t ld_src, float* block) {
+  for (int64_t j0 = 0; j0 < rows; j0 += kTransposeKeys) {
+    const int64_t n = std::min(kTransposeKeys, rows - j0);
+    for (int64_t j = j0 + n; j < std::min(rows, j0 + n + kPrefetchRows); ++j) prefetch_row(dst + j * ld, d);
+    ks.pack_gather(block, src + j0, ld_src, n, static_cast<int>(d), static_cast<int>(d));
+    scatter_add_head(dst + j0 * ld, block, n, d, ld, d);
+  }
+}
+
+void online_softmax(const KernelSet& ks, float* s, float* acc, int64_t ld, SoftmaxRows& stats, int64_t br, int64_t bc,
+                    int64_t i0, int64_t j0, const uint8_t* mask, bool causal) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  float *row_max = stats.max.data(), *row_sum = stats.sum.data();
   for (int64_t r = 0; r < br; ++r) {
     float* srow = s + r * kBc;
     if (mask || causal)
@@ -224,6 +165,39 @@ void online_softmax(const KernelSet& ks, float* s, float* acc, int64_t ld, float
       for (int64_t c = 0; c < ld; ++c) acc[r * ld + c] *= correction;
   }
 }
+
+void finish_rows(TensorOut o, int64_t first, int64_t ld, float* lse, float* acc, int64_t ld_acc,
+                 const SoftmaxRows& stats, int64_t br, int64_t d) {
+  const float *row_max = stats.max.data(), *row_sum = stats.sum.data();
+  const int64_t width = dtype_size(o.type);
+  for (int64_t r = 0; r < br; ++r) {
+    const float inv = row_sum[r] == 0.0f ? 0.0f : 1.0f / row_sum[r];  // a row that saw no key: zeros
+    const int64_t orow = first + r * ld;
+    if (r + kPrefetchRows < br)
+      prefetch_bytes(static_cast<const char*>(o.data) + (orow + kPrefetchRows * ld) * width, d * width);
+    for (int64_t c = 0; c < d; ++c) acc[r * ld_acc + c] *= inv;
+    store_values(o, orow, acc + r * ld_acc, d);
+    if (lse) lse[r] = row_max[r] + std::log(row_sum[r]);
+  }
+}
+
+std::vector<float> row_deltas(HeadRows dout, HeadRows o, int64_t N, int64_t d) {
+  std::vector<float> delta(N), o_row(d);  // o_row: a bf16 row of o, widened
+  for (int64_t i = 0; i < N; ++i) {
+    const float* dr = dout.rows.f32() + i * dout.ld;
+    if (i + kPrefetchRows < N) {
+      prefetch_row(dr + kPrefetchRows * dout.ld, d);
+      prefetch_panel(o, i + kPrefetchRows, N, d, 1);
+    }
+    const float* orow = load_values(o.rows, i * o.ld, d, o_row.data());
+    float sum = 0.0f;
+    for (int64_t c = 0; c < d; ++c) sum += dr[c] * orow[c];
+    delta[i] = sum;
+  }
+  return delta;
+}
+
+namespace {
 
 // The forward pass shared by the training attention (lse kept, nothing masked) and the text
 // encoder's (causal and padding masks, no lse). o (B, N, H*d), any storage type; lse (B, H, N)
@@ -251,33 +225,22 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
     const uint8_t* mask = key_mask ? key_mask + b * M : nullptr;  // (M)
     float* s = ws.take(kBr * kBc);                                // (kBr, kBc) scores, then probabilities
     float* acc = ws.take(kBr * dp);                               // (kBr, dp) unnormalised output
-    std::vector<float> row_max(kBr), row_sum(kBr);
+    SoftmaxRows stats;
     for (int64_t i0 = 0; i0 < N; i0 += kBr) {
       const int64_t br = std::min(kBr, N - i0), row_panels = panels(br, mr);
-      std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<float>::infinity());
-      std::fill(row_sum.begin(), row_sum.end(), 0.0f);
-      std::fill(acc, acc + kBr * dp, 0.0f);
+      stats.start(acc, kBr * dp);
       const int64_t key_end = causal ? std::min(M, i0 + br) : M;  // later keys are all masked
       for (int64_t j0 = 0; j0 < key_end; j0 += kBc) {
         const int64_t bc = std::min(kBc, M - j0);
         // s = scale * q_i k_j^T   (br, bc)
         tiles(ks, row_major(s, kBc, ks), {q_a + i0 * d, row_panels, d * mr}, {k_b + j0 * d, panels(bc, nr), d * nr}, d,
               scale, 0.0f);
-        online_softmax(ks, s, acc, dp, row_max.data(), row_sum.data(), br, bc, i0, j0, mask, causal);
+        online_softmax(ks, s, acc, dp, stats, br, bc, i0, j0, mask, causal);
         // acc += p v_j   (br, d)
         tiles_rows(ks, row_major(acc, dp, ks), s, kBc, row_panels * mr, {v_cols + j0 * nr, dp / nr, M * nr}, bc, 1.0f,
                    1.0f);
       }
-      for (int64_t r = 0; r < br; ++r) {
-        const float inv = row_sum[r] == 0.0f ? 0.0f : 1.0f / row_sum[r];  // a row that saw no key: zeros
-        const int64_t orow = at(N) + (i0 + r) * ld;                       // (d) of o's (N, d) head, rows strided by ld
-        const int64_t width = dtype_size(o.type);
-        if (r + kPrefetchRows < br)
-          prefetch_bytes(static_cast<const char*>(o.data) + (orow + kPrefetchRows * ld) * width, d * width);
-        for (int64_t c = 0; c < d; ++c) acc[r * dp + c] *= inv;
-        store_values(o, orow, acc + r * dp, d);
-        if (lse) lse[(b * H + h) * N + i0 + r] = row_max[r] + std::log(row_sum[r]);
-      }
+      finish_rows(o, at(N) + i0 * ld, ld, lse ? lse + (b * H + h) * N + i0 : nullptr, acc, dp, stats, br, d);
     }
   });
 }
@@ -285,9 +248,10 @@ void attention_forward_impl(TensorOut o, float* lse, TensorRef q, TensorRef k, T
 }  // namespace
 
 void CpuOps::attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N,
-                               int64_t M, int64_t H, int64_t d, float scale, DType) {
+                               int64_t M, int64_t H, int64_t d, float scale, DType compute) {
   LT_CPU_PROFILE("attention_forward", {B, H, N, M, d});
   profile_count_flops(4.0 * B * H * N * M * d);  // S = q k^T, o = P v
+  if (attention_bf16_applies(compute, q, k, v)) return attention_forward_bf16(o, lse, q, k, v, B, N, M, H, d, scale);
   attention_forward_impl(o, lse, q, k, v, nullptr, false, B, N, M, H, d, scale);
 }
 
@@ -300,9 +264,11 @@ void CpuOps::attention_masked_forward(float* o, const float* q, const float* k, 
 
 void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* dout, TensorRef q, TensorRef k,
                                 TensorRef v, TensorRef o, const float* lse, int64_t B, int64_t N, int64_t M, int64_t H,
-                                int64_t d, float scale, DType) {
+                                int64_t d, float scale, DType compute) {
   LT_CPU_PROFILE("attention_backward", {B, H, N, M, d});
   profile_count_flops(8.0 * B * H * N * M * d);  // dv, dP, dq, dk; recomputing S is not counted
+  if (attention_bf16_applies(compute, q, k, v))
+    return attention_backward_bf16(dq, dk, dv, dout, q, k, v, o, lse, B, N, M, H, d, scale);
   const int64_t ld = H * d, d1 = d + 1;
   const KernelSet& ks = active_kernels();
   const int mr = ks.mr, nr = ks.nr;
@@ -321,19 +287,7 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
     const HeadRows oh = head_rows(o, at(N), N, d, ld, ws.take(N * d));  // (N, d)
     const HeadRows doh{dout + at(N), ld};                               // (N, d)
     const float* lse_h = lse + (b * H + h) * N;                         // (N)
-    // delta_i = sum_c dout_ic o_ic = sum_j p_ij dp_ij, the softmax backward's row term.
-    std::vector<float> delta(N), o_row(d);  // o_row: a bf16 row of o, widened
-    for (int64_t i = 0; i < N; ++i) {
-      const float* dr = doh.rows.f32() + i * doh.ld;
-      if (i + kPrefetchRows < N) {
-        prefetch_row(dr + kPrefetchRows * ld, d);
-        prefetch_panel(oh, i + kPrefetchRows, N, d, 1);
-      }
-      const float* orow = load_values(oh.rows, i * oh.ld, d, o_row.data());
-      float sum = 0.0f;
-      for (int64_t c = 0; c < d; ++c) sum += dr[c] * orow[c];
-      delta[i] = sum;
-    }
+    const std::vector<float> delta = row_deltas(doh, oh, N, d);         // (N)
     // Each operand in the orientations its products read. The score products come out already
     // shifted, scale q k^T - lse_i and dout v^T - delta_i: the rows carry -lse_i / scale and
     // -delta_i as one more step, the keys a 1.
