@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 
 #include "gemm.h"
 
@@ -42,28 +41,31 @@ bool cpu_has_avx512_bf16() {
   return a & (1u << 5);
 }
 
+// Packed operands, per thread, on cache lines: a B row straddling two lines costs the tile
+// two loads.
 struct Buffers {
-  std::vector<uint16_t> b;
-  std::vector<uint32_t> a;
+  PanelBuffer a, b;
+  uint32_t* words_a(int64_t n) { return reinterpret_cast<uint32_t*>(a.reserve(n)); }
+  uint16_t* values_b(int64_t n) { return reinterpret_cast<uint16_t*>(b.reserve((n + 1) / 2)); }
 };
 thread_local Buffers tls;
 
 void pack_b(const GemmArgs& g, int64_t pc, int64_t kc, int64_t jc, int64_t nc) {
-  tls.b.resize(bf16_pairs::b_panels_size(nc, kc));
+  uint16_t* dst = tls.values_b(bf16_pairs::b_panels_size(nc, kc));
   const int64_t at = g.transB ? jc * g.ldb + pc : pc * g.ldb + jc;
   if (g.B.type == DType::f32)
-    bf16_pairs::pack_b_panels(tls.b.data(), g.B.f32() + at, g.ldb, g.transB, nc, kc);
+    bf16_pairs::pack_b_panels(dst, g.B.f32() + at, g.ldb, g.transB, nc, kc);
   else
-    bf16_pairs::pack_b_panels(tls.b.data(), g.B.lowp() + at, g.ldb, g.transB, nc, kc);
+    bf16_pairs::pack_b_panels(dst, g.B.lowp() + at, g.ldb, g.transB, nc, kc);
 }
 
 void pack_a(const GemmArgs& g, int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
-  tls.a.resize(bf16_pairs::a_panels_words(mc, kTileRows, kc));
+  uint32_t* dst = tls.words_a(bf16_pairs::a_panels_words(mc, kTileRows, kc));
   const int64_t at = g.transA ? pc * g.lda + ic : ic * g.lda + pc;
   if (g.A.type == DType::f32)
-    bf16_pairs::pack_a_panels(tls.a.data(), g.A.f32() + at, g.lda, !g.transA, mc, kTileRows, kc);
+    bf16_pairs::pack_a_panels(dst, g.A.f32() + at, g.lda, !g.transA, mc, kTileRows, kc);
   else
-    bf16_pairs::pack_a_panels(tls.a.data(), g.A.lowp() + at, g.lda, !g.transA, mc, kTileRows, kc);
+    bf16_pairs::pack_a_panels(dst, g.A.lowp() + at, g.lda, !g.transA, mc, kTileRows, kc);
 }
 
 // C's rows [ic, ic + mc) against the packed B block (columns jc.., nc of them; k from pc).
@@ -76,10 +78,10 @@ void multiply_block(const GemmArgs& g, int64_t ic, int64_t mc, int64_t pc, int64
   alignas(64) float edge[kTileRows * kPanel];
   for (int64_t jr = 0; jr < nc; jr += kPanel) {
     const int64_t cols = std::min<int64_t>(kPanel, nc - jr);
-    const uint16_t* bpanel = tls.b.data() + (jr / kPanel) * panel_size;
+    const uint16_t* bpanel = reinterpret_cast<const uint16_t*>(tls.b.data()) + (jr / kPanel) * panel_size;
     for (int64_t ir = 0; ir < mc; ir += kTileRows) {
       const int64_t rows = std::min<int64_t>(kTileRows, mc - ir);
-      const uint32_t* apanel = tls.a.data() + (ir / kTileRows) * pairs * kTileRows;
+      const uint32_t* apanel = reinterpret_cast<const uint32_t*>(tls.a.data()) + (ir / kTileRows) * pairs * kTileRows;
       float* c = g.C + (ic + ir) * g.ldc + (jc + jr);
       if (rows == kTileRows && cols == kPanel) {
         bf16_pairs::dot_tile<false>(pairs, apanel, 0, bpanel, c, g.ldc, g.alpha, beta);
