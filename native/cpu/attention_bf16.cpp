@@ -53,23 +53,26 @@ struct PackedB {
   }
 };
 
-// Per-thread pair-packed operands and bf16 tiles, in 32-bit words.
-thread_local std::vector<uint32_t> tls_words;
+// Scratch sizes, in 32-bit words: a B operand's packed values, a bf16 tile's.
+int64_t b_words(int64_t lines, int64_t kc) { return (b_panels_size(lines, kc) + 1) / 2; }
+constexpr int64_t kTileWords = kBr * kBc / 2;
+
+uint32_t* take_words(TaskScratch& ws, int64_t n) { return reinterpret_cast<uint32_t*>(ws.take(n)); }
+uint16_t* take_values(TaskScratch& ws, int64_t words) { return reinterpret_cast<uint16_t*>(ws.take(words)); }
 
 // Lines [0, lines) of x (line l at l * ld, k contiguous) or, k_major, of x^T (line l, value k
-// at k * ld + l), kc values each.
+// at k * ld + l), kc values each, into scratch (on cache lines, as the tile's loads of B rows
+// assume).
 template <typename T>
-PackedA pack_a(uint32_t*& at, const T* x, int64_t ld, bool k_major, int64_t lines, int64_t kc) {
-  bf16_pairs::pack_a_panels(at, x, ld, !k_major, lines, kTileRows, kc);
-  PackedA p{at, kc};
-  at += a_panels_words(lines, kTileRows, kc);
-  return p;
+PackedA pack_a(TaskScratch& ws, const T* x, int64_t ld, bool k_major, int64_t lines, int64_t kc) {
+  uint32_t* dst = take_words(ws, a_panels_words(lines, kTileRows, kc));
+  bf16_pairs::pack_a_panels(dst, x, ld, !k_major, lines, kTileRows, kc);
+  return {dst, kc};
 }
 template <typename T>
-PackedB pack_b(uint32_t*& at, const T* x, int64_t ld, bool k_major, int64_t lines, int64_t kc) {
-  uint16_t* dst = reinterpret_cast<uint16_t*>(at);
+PackedB pack_b(TaskScratch& ws, const T* x, int64_t ld, bool k_major, int64_t lines, int64_t kc) {
+  uint16_t* dst = take_values(ws, b_words(lines, kc));
   bf16_pairs::pack_b_panels(dst, x, ld, !k_major, lines, kc);
-  at += (b_panels_size(lines, kc) + 1) / 2;
   return {dst, kc};
 }
 
@@ -109,16 +112,14 @@ void forward_head(TensorOut o, float* lse, HeadRows qh, HeadRows kh, HeadRows vh
                   int64_t d, int64_t ld, float scale) {
   const KernelSet& ks = active_kernels();
   const int64_t dp = round_up(d, kPanel);  // accumulator columns: whole panels
-  std::vector<uint32_t>& words = tls_words;
-  words.resize(a_panels_words(N, kTileRows, d) + b_panels_size(M, d) / 2 + b_panels_size(d, M) / 2 + 2 + kBr * kBc / 2 +
-               kBr * kBc + kBr * dp);
-  uint32_t* at = words.data();
-  const PackedA q_a = with_rows(qh, [&](auto x) { return pack_a(at, x, qh.ld, false, N, d); });  // Q (N, d)
-  const PackedB k_b = with_rows(kh, [&](auto x) { return pack_b(at, x, kh.ld, false, M, d); });  // K^T (d, M)
-  const PackedB v_b = with_rows(vh, [&](auto x) { return pack_b(at, x, vh.ld, true, d, M); });   // V (M, d)
-  uint16_t* p16 = reinterpret_cast<uint16_t*>(at);                                               // (kBr, kBc) bf16
-  float* s = reinterpret_cast<float*>(at + kBr * kBc / 2);                                       // (kBr, kBc)
-  float* acc = s + kBr * kBc;                                                                    // (kBr, dp)
+  TaskScratch& ws = tls_scratch;
+  ws.reset({a_panels_words(N, kTileRows, d), b_words(M, d), b_words(d, M), kTileWords, kBr * kBc, kBr * dp});
+  const PackedA q_a = with_rows(qh, [&](auto x) { return pack_a(ws, x, qh.ld, false, N, d); });  // Q (N, d)
+  const PackedB k_b = with_rows(kh, [&](auto x) { return pack_b(ws, x, kh.ld, false, M, d); });  // K^T (d, M)
+  const PackedB v_b = with_rows(vh, [&](auto x) { return pack_b(ws, x, vh.ld, true, d, M); });   // V (M, d)
+  uint16_t* p16 = take_values(ws, kTileWords);                                                   // (kBr, kBc) bf16
+  float* s = ws.take(kBr * kBc);                                                                 // (kBr, kBc)
+  float* acc = ws.take(kBr * dp);                                                                // (kBr, dp)
   SoftmaxRows stats;
   for (int64_t i0 = 0; i0 < N; i0 += kBr) {
     const int64_t br = std::min(kBr, N - i0), rows = round_up(br, kTileRows);
@@ -161,29 +162,30 @@ void backward_head(HeadGrads g, HeadRows qh, HeadRows kh, HeadRows vh, HeadRows 
   // Accumulators padded to whole tiles: dq (q_rows, dp); dk, dv transposed, (d_rows, keys).
   const int64_t dp = round_up(d, kPanel), q_rows = round_up(N, kTileRows), d_rows = round_up(d, kTileRows),
                 keys = round_up(M, kPanel);
-  const int64_t by_rows = a_panels_words(N, kTileRows, d), by_keys = b_panels_size(M, d) / 2 + 1,
-                by_d = a_panels_words(d, kTileRows, N), block = b_panels_size(kBc, kBr) / 2 + 1;
-  std::vector<uint32_t>& words = tls_words;
-  words.resize(2 * by_rows + 2 * by_keys + 2 * by_d + b_panels_size(d, M) / 2 + 1 + 2 * block + kBr * kBc / 2 +
-               2 * kBr * kBc + q_rows * dp + 2 * d_rows * keys + kTransposeKeys * d);
-  uint32_t* at = words.data();
-  const PackedA q_a = with_rows(qh, [&](auto x) { return pack_a(at, x, qh.ld, false, N, d); });     // Q (N, d)
-  const PackedB k_b = with_rows(kh, [&](auto x) { return pack_b(at, x, kh.ld, false, M, d); });     // K^T (d, M)
-  const PackedA do_a = with_rows(doh, [&](auto x) { return pack_a(at, x, doh.ld, false, N, d); });  // dout (N, d)
-  const PackedB v_b = with_rows(vh, [&](auto x) { return pack_b(at, x, vh.ld, false, M, d); });     // V^T (d, M)
-  const PackedA do_t = with_rows(doh, [&](auto x) { return pack_a(at, x, doh.ld, true, d, N); });   // dout^T (d, N)
-  const PackedA q_t = with_rows(qh, [&](auto x) { return pack_a(at, x, qh.ld, true, d, N); });      // Q^T (d, N)
-  const PackedB k_c = with_rows(kh, [&](auto x) { return pack_b(at, x, kh.ld, true, d, M); });      // K (M, d)
-  uint16_t* p_b = reinterpret_cast<uint16_t*>(at);                      // P (br, bc) as B panels
-  uint16_t* ds_b = reinterpret_cast<uint16_t*>(at + block);             // dS (br, bc) as B panels
-  uint16_t* ds16 = reinterpret_cast<uint16_t*>(at + 2 * block);         // (kBr, kBc) bf16
-  float* p = reinterpret_cast<float*>(at + 2 * block + kBr * kBc / 2);  // (kBr, kBc)
-  float* ds = p + kBr * kBc;                                            // (kBr, kBc)
-  float* dqh = ds + kBr * kBc;                                          // (q_rows, dp)
-  float* dk_t = dqh + q_rows * dp;                                      // (d_rows, keys)
-  float* dv_t = dk_t + d_rows * keys;                                   // (d_rows, keys)
-  float* transposed = dv_t + d_rows * keys;                             // (kTransposeKeys, d)
-  std::fill(dqh, transposed, 0.0f);
+  const int64_t by_rows = a_panels_words(N, kTileRows, d), by_d = a_panels_words(d, kTileRows, N),
+                block = b_words(kBc, kBr);
+  TaskScratch& ws = tls_scratch;
+  ws.reset({by_rows, b_words(M, d), by_rows, b_words(M, d), by_d, by_d, b_words(d, M), block, block, kTileWords,
+            kBr * kBc, kBr * kBc, q_rows * dp, d_rows * keys, d_rows * keys, kTransposeKeys * d});
+  const PackedA q_a = with_rows(qh, [&](auto x) { return pack_a(ws, x, qh.ld, false, N, d); });     // Q (N, d)
+  const PackedB k_b = with_rows(kh, [&](auto x) { return pack_b(ws, x, kh.ld, false, M, d); });     // K^T (d, M)
+  const PackedA do_a = with_rows(doh, [&](auto x) { return pack_a(ws, x, doh.ld, false, N, d); });  // dout (N, d)
+  const PackedB v_b = with_rows(vh, [&](auto x) { return pack_b(ws, x, vh.ld, false, M, d); });     // V^T (d, M)
+  const PackedA do_t = with_rows(doh, [&](auto x) { return pack_a(ws, x, doh.ld, true, d, N); });   // dout^T (d, N)
+  const PackedA q_t = with_rows(qh, [&](auto x) { return pack_a(ws, x, qh.ld, true, d, N); });      // Q^T (d, N)
+  const PackedB k_c = with_rows(kh, [&](auto x) { return pack_b(ws, x, kh.ld, true, d, M); });      // K (M, d)
+  uint16_t* p_b = take_values(ws, block);           // P (br, bc) as B panels
+  uint16_t* ds_b = take_values(ws, block);          // dS (br, bc) as B panels
+  uint16_t* ds16 = take_values(ws, kTileWords);     // (kBr, kBc) bf16
+  float* p = ws.take(kBr * kBc);                    // (kBr, kBc)
+  float* ds = ws.take(kBr * kBc);                   // (kBr, kBc)
+  float* dqh = ws.take(q_rows * dp);                // (q_rows, dp)
+  float* dk_t = ws.take(d_rows * keys);             // (d_rows, keys)
+  float* dv_t = ws.take(d_rows * keys);             // (d_rows, keys)
+  float* transposed = ws.take(kTransposeKeys * d);  // (kTransposeKeys, d)
+  std::fill(dqh, dqh + q_rows * dp, 0.0f);
+  std::fill(dk_t, dk_t + d_rows * keys, 0.0f);
+  std::fill(dv_t, dv_t + d_rows * keys, 0.0f);
   for (int64_t j0 = 0; j0 < M; j0 += kBc) {
     const int64_t bc = std::min(kBc, M - j0), cols = round_up(bc, kPanel);
     for (int64_t i0 = 0; i0 < N; i0 += kBr) {
