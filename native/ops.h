@@ -82,7 +82,8 @@ class Ops {
   // o (B, N, H*d), lse (B, H, N) log-sum-exp of the scaled scores; q (B, N, H*d),
   // k (B, M, H*d), v (B, M, H*d). Row strides of q/k/v/o are H*d. compute bf16/f16 lets a
   // backend multiply in that type (tensor cores, AVX512_BF16; mixed precision), accumulating in
-  // fp32; the CPU computes bf16 so where it has AVX512_BF16, and in fp32 otherwise. q, k and v may be stored bf16/fp16,
+  // fp32; the CPU computes bf16 so on its AVX-512 kernel set where the CPU has AVX512_BF16 (q, k,
+  // v stored fp32 or bf16), and in fp32 otherwise. q, k and v may be stored bf16/fp16,
   // and o written so (rounded once).
   virtual void attention_forward(TensorOut o, float* lse, TensorRef q, TensorRef k, TensorRef v, int64_t B, int64_t N,
                                  int64_t M, int64_t H, int64_t d, float scale, DType compute) = 0;

@@ -181,13 +181,18 @@ void finish_rows(TensorOut o, int64_t first, int64_t ld, float* lse, float* acc,
   }
 }
 
-std::vector<float> row_deltas(HeadRows dout, HeadRows o, int64_t N, int64_t d) {
-  std::vector<float> delta(N), o_row(d);  // o_row: a bf16 row of o, widened
+std::vector<float> row_deltas(HeadRows dout, HeadRows o, int64_t N, int64_t d, bool round_dout) {
+  const KernelSet& ks = active_kernels();
+  std::vector<float> delta(N), o_row(d), dout_row(d);  // o_row: a bf16 row of o, widened
   for (int64_t i = 0; i < N; ++i) {
     const float* dr = dout.rows.f32() + i * dout.ld;
     if (i + kPrefetchRows < N) {
       prefetch_row(dr + kPrefetchRows * dout.ld, d);
       prefetch_panel(o, i + kPrefetchRows, N, d, 1);
+    }
+    if (round_dout) {
+      ks.through_bf16(dout_row.data(), dr, d);
+      dr = dout_row.data();
     }
     const float* orow = load_values(o.rows, i * o.ld, d, o_row.data());
     float sum = 0.0f;
@@ -287,7 +292,7 @@ void CpuOps::attention_backward(float* dq, float* dk, float* dv, const float* do
     const HeadRows oh = head_rows(o, at(N), N, d, ld, ws.take(N * d));  // (N, d)
     const HeadRows doh{dout + at(N), ld};                               // (N, d)
     const float* lse_h = lse + (b * H + h) * N;                         // (N)
-    const std::vector<float> delta = row_deltas(doh, oh, N, d);         // (N)
+    const std::vector<float> delta = row_deltas(doh, oh, N, d, false);  // (N)
     // Each operand in the orientations its products read. The score products come out already
     // shifted, scale q k^T - lse_i and dout v^T - delta_i: the rows carry -lse_i / scale and
     // -delta_i as one more step, the keys a 1.

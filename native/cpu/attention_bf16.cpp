@@ -31,7 +31,8 @@ using bf16_pairs::kPanel;
 using bf16_pairs::kStep;
 using bf16_pairs::kTileRows;
 
-static_assert(kBr % kTileRows == 0 && kBc % kPanel == 0 && kBr % 2 == 0, "blocks of whole tiles and pairs");
+static_assert(kBr % kTileRows == 0 && kBc % kPanel == 0 && kBc % kStep == 0 && kBr % 2 == 0,
+              "blocks of whole tiles, panels, steps and pairs");
 
 // A pair-packed operand (A panels of kTileRows lines, B panels of kPanel lines, each summing
 // over kc values), seen from line `line0` and summed value `first0` on: a whole tile or panel
@@ -61,8 +62,8 @@ uint32_t* take_words(TaskScratch& ws, int64_t n) { return reinterpret_cast<uint3
 uint16_t* take_values(TaskScratch& ws, int64_t words) { return reinterpret_cast<uint16_t*>(ws.take(words)); }
 
 // Lines [0, lines) of x (line l at l * ld, k contiguous) or, k_major, of x^T (line l, value k
-// at k * ld + l), kc values each, into scratch (on cache lines, as the tile's loads of B rows
-// assume).
+// at k * ld + l), kc values each, into scratch (pieces start on cache lines, which B panels'
+// 64-byte pair rows want).
 template <typename T>
 PackedA pack_a(TaskScratch& ws, const T* x, int64_t ld, bool k_major, int64_t lines, int64_t kc) {
   uint32_t* dst = take_words(ws, a_panels_words(lines, kTileRows, kc));
@@ -239,7 +240,7 @@ void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout,
     const int64_t b = task / H, h = task % H;
     auto at = [&](int64_t rows) { return b * rows * ld + h * d; };  // a head's first element
     const HeadRows doh{dout + at(N), ld}, oh{o.from(at(N)), ld};
-    const std::vector<float> delta = row_deltas(doh, oh, N, d);  // (N)
+    const std::vector<float> delta = row_deltas(doh, oh, N, d, true);  // (N)
     backward_head({dq + at(N), dk + at(M), dv + at(M)}, {q.from(at(N)), ld}, {k.from(at(M)), ld}, {v.from(at(M)), ld},
                   doh, delta.data(), lse + task * N, N, M, d, ld, scale);
   });

@@ -105,8 +105,10 @@ void online_softmax(const KernelSet& ks, float* s, float* acc, int64_t ld, Softm
 void finish_rows(TensorOut o, int64_t first, int64_t ld, float* lse, float* acc, int64_t ld_acc,
                  const SoftmaxRows& stats, int64_t br, int64_t d);
 
-// delta_i = sum_c dout_ic o_ic = sum_j p_ij dp_ij, the softmax backward's row term: (N).
-std::vector<float> row_deltas(HeadRows dout, HeadRows o, int64_t N, int64_t d);
+// delta_i = sum_c dout_ic o_ic = sum_j p_ij dp_ij, the softmax backward's row term: (N). With
+// round_dout, dout is rounded through bf16 first, as the products dp_ij read it: the two terms
+// of dS = p (dp - delta) then cancel where they should (a single key: exactly).
+std::vector<float> row_deltas(HeadRows dout, HeadRows o, int64_t N, int64_t d, bool round_dout);
 
 // Attention computed in bf16 on AVX512_BF16 dot products (attention_bf16.cpp): used where
 // attention_bf16_applies (compute bf16, q, k, v stored bf16 or fp32, the CPU able), with the

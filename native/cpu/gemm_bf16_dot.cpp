@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
+#include <string>
+#include <vector>
 
 #include "gemm.h"
+#include "kernels.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
 #include <cpuid.h>
@@ -29,16 +31,16 @@ using bf16_pairs::kPanel;
 using bf16_pairs::kStep;
 
 using bf16_pairs::kTileRows;
-constexpr int64_t kKC = 768;  // k per packed block (a multiple of kStep): a B panel of 48 KiB
+constexpr int64_t kKC = 768;  // k per packed block (a multiple of kStep): a B panel of 48 KiB, in L2
 constexpr int64_t kMC = 96;   // rows of A per packed block
 constexpr int64_t kNC = 4096;
 
+// AVX512_BF16 on a CPU (and OS) that runs the AVX-512 kernel set, whose registers it uses.
 bool cpu_has_avx512_bf16() {
   unsigned a, b, c, d;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  const bool avx512 = (b & (1u << 16)) && (b & (1u << 30)) && (b & (1u << 31));  // F, BW, VL
-  if (!avx512 || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
-  return a & (1u << 5);
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) return false;
+  const std::vector<std::string> sets = supported_kernel_sets();
+  return std::find(sets.begin(), sets.end(), "avx512") != sets.end();
 }
 
 // Packed operands, per thread, on cache lines: a B row straddling two lines costs the tile

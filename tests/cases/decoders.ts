@@ -25,15 +25,17 @@ export function decoderCases(fixturesDir: string): OpCase[] {
     },
     reference: () => ({ out: getTensor(ref(), 'out') }),
   };
-  // bf16 Linear weights: the backends round the same operands, so they agree closely (the CPU
-  // against float64 is in tests/decoder.test.ts).
+  // bf16 Linear weights: the backends round the same GEMM operands, but multiply attention in
+  // bf16 at different head dims (the GPU's flash kernels at 64, the CPU wherever it has
+  // AVX512_BF16), so they agree within bf16 attention's error (measured 6.9e-3 where only the
+  // CPU rounded; the CPU against float64 is in tests/decoder.test.ts).
   const stageBMixed: OpCase = {
     name: 'decoder forward, bf16 Linear weights (tiny)',
     async run(device: Device) {
       const t = (k: string) => getTensor(ref(), k);
       const decoder = Decoder.load(dir, { device, precision: 'bf16' });
       const out = await decoder.forward(t('x'), t('r'), t('effnet'), t('clip'));
-      return { out: { tensor: out, tolerance: TOLERANCE.gpuMixed.step.bf16.forward } };
+      return { out: { tensor: out, tolerance: TOLERANCE.gpuMixed.attention.forward } };
     },
   };
   return [stageB, stageBMixed, ...vqganCases(fixturesDir)];
