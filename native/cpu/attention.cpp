@@ -183,7 +183,7 @@ void finish_rows(TensorOut o, int64_t first, int64_t ld, float* lse, float* acc,
 
 std::vector<float> row_deltas(HeadRows dout, HeadRows o, int64_t N, int64_t d, bool round_dout) {
   const KernelSet& ks = active_kernels();
-  std::vector<float> delta(N), o_row(d), dout_row(d);  // o_row: a bf16 row of o, widened
+  std::vector<float> delta(N), o_row(d), dout_row(round_dout ? d : 0);  // o_row: a bf16 row of o, widened
   for (int64_t i = 0; i < N; ++i) {
     const float* dr = dout.rows.f32() + i * dout.ld;
     if (i + kPrefetchRows < N) {

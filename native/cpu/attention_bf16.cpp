@@ -1,7 +1,6 @@
 // Attention computed in bf16 (mixed precision) on AVX512_BF16: q, k, v stored bf16 or fp32 and
 // rounded as packed, every product on VDPBF16PS pair dot products summed in fp32, as the GEMMs
-// beside it. The blocking,
-// online softmax and scatter are attention.cpp's; what changes is the operands' layout (bf16
+// beside it. The blocking, online softmax and scatter are attention.cpp's; what changes is the operands' layout (bf16
 // pairs along the summed dimension) and that the fp32 tiles a product reads (probabilities,
 // their gradient, dout) are rounded to bf16 first, as tensor-core flash attention rounds them.
 // The score shifts (lse, delta) stay in fp32, applied after the product: as a bf16 step of the
@@ -26,7 +25,6 @@ namespace {
 using bf16_pairs::a_panels_words;
 using bf16_pairs::b_panels_size;
 using bf16_pairs::dot_tile;
-using bf16_pairs::kHalf;
 using bf16_pairs::kPanel;
 using bf16_pairs::kStep;
 using bf16_pairs::kTileRows;
@@ -42,7 +40,7 @@ struct PackedA {
   int64_t kc, line0 = 0, first0 = 0;
   PackedA at(int64_t line, int64_t first) const { return {data, kc, line0 + line, first0 + first}; }
   const uint32_t* panel(int64_t line) const {
-    return data + (line0 + line) / kTileRows * kTileRows * ((kc + 1) / 2) + first0 / 2 * kTileRows;
+    return data + (line0 + line) / kTileRows * a_panels_words(kTileRows, kTileRows, kc) + first0 / 2 * kTileRows;
   }
 };
 struct PackedB {
@@ -50,7 +48,7 @@ struct PackedB {
   int64_t kc, line0 = 0, first0 = 0;
   PackedB at(int64_t line, int64_t first) const { return {data, kc, line0 + line, first0 + first}; }
   const uint16_t* panel(int64_t line) const {
-    return data + (line0 + line) / kPanel * b_panels_size(kPanel, kc) + first0 / kStep * 2 * kHalf;
+    return data + (line0 + line) / kPanel * b_panels_size(kPanel, kc) + b_panels_size(kPanel, first0);
   }
 };
 

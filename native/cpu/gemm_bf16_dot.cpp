@@ -17,8 +17,6 @@
 
 #include "bf16_pairs.h"
 #define LT_BF16_DOT 1
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace lt::cpu {
@@ -26,11 +24,9 @@ namespace lt::cpu {
 #ifdef LT_BF16_DOT
 namespace {
 
-using bf16_pairs::kHalf;
 using bf16_pairs::kPanel;
-using bf16_pairs::kStep;
-
 using bf16_pairs::kTileRows;
+
 constexpr int64_t kKC = 768;  // k per packed block (a multiple of kStep): a B panel of 48 KiB, in L2
 constexpr int64_t kMC = 96;   // rows of A per packed block
 constexpr int64_t kNC = 4096;
@@ -75,15 +71,16 @@ void pack_a(const GemmArgs& g, int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
 // 5-25% slower than packing them: twelve row streams a tile instead of one.
 void multiply_block(const GemmArgs& g, int64_t ic, int64_t mc, int64_t pc, int64_t kc, int64_t jc, int64_t nc,
                     float beta) {
-  const int64_t pairs = (kc + 1) / 2, panel_size = ((kc + kStep - 1) / kStep) * 2 * kHalf;
+  const int64_t pairs = (kc + 1) / 2, b_panel = bf16_pairs::b_panels_size(kPanel, kc),
+                a_panel = bf16_pairs::a_panels_words(kTileRows, kTileRows, kc);
   pack_a(g, ic, mc, pc, kc);
   alignas(64) float edge[kTileRows * kPanel];
   for (int64_t jr = 0; jr < nc; jr += kPanel) {
     const int64_t cols = std::min<int64_t>(kPanel, nc - jr);
-    const uint16_t* bpanel = reinterpret_cast<const uint16_t*>(tls.b.data()) + (jr / kPanel) * panel_size;
+    const uint16_t* bpanel = reinterpret_cast<const uint16_t*>(tls.b.data()) + (jr / kPanel) * b_panel;
     for (int64_t ir = 0; ir < mc; ir += kTileRows) {
       const int64_t rows = std::min<int64_t>(kTileRows, mc - ir);
-      const uint32_t* apanel = reinterpret_cast<const uint32_t*>(tls.a.data()) + (ir / kTileRows) * pairs * kTileRows;
+      const uint32_t* apanel = reinterpret_cast<const uint32_t*>(tls.a.data()) + (ir / kTileRows) * a_panel;
       float* c = g.C + (ic + ir) * g.ldc + (jc + jr);
       if (rows == kTileRows && cols == kPanel) {
         bf16_pairs::dot_tile<false>(pairs, apanel, 0, bpanel, c, g.ldc, g.alpha, beta);
