@@ -102,8 +102,8 @@ Tiles by_key(float* t, const KernelSet& ks) { return {t, ks.nr, kBr * ks.nr}; }
 void tiles(const KernelSet& ks, Tiles c, Panels a, Panels b, int64_t kc, float alpha, float beta) {
   for (int64_t j = 0; j < b.count; ++j)
     for (int64_t i = 0; i < a.count; ++i)
-      ks.gemm_tile(kc, a.data + i * a.stride, b.data + j * b.stride, c.data + i * ks.mr * c.ldc + j * c.col_stride,
-                   c.ldc, alpha, beta);
+      ks.gemm_tile(kc, a.data + i * a.stride, b.data + j * b.stride,
+                   {c.data + i * ks.mr * c.ldc + j * c.col_stride, c.ldc, ks.mr, ks.nr, alpha, beta});
 }
 
 // The same with A read in place: rows_a rows (whole micro-tiles) of a row-major a, row stride
@@ -112,8 +112,8 @@ void tiles_rows(const KernelSet& ks, Tiles c, const float* a, int64_t lda, int64
                 float alpha, float beta) {
   for (int64_t j = 0; j < b.count; ++j)
     for (int64_t i = 0; i < rows_a; i += ks.mr)
-      ks.gemm_tile_rows(kc, a + i * lda, lda, b.data + j * b.stride, c.data + i * c.ldc + j * c.col_stride, c.ldc,
-                        alpha, beta);
+      ks.gemm_tile_rows(kc, a + i * lda, lda, b.data + j * b.stride,
+                        {c.data + i * c.ldc + j * c.col_stride, c.ldc, ks.mr, ks.nr, alpha, beta});
 }
 
 int64_t panels(int64_t n, int width) { return (n + width - 1) / width; }

@@ -58,8 +58,9 @@ struct DirectConv {
       }
   }
 
-  // Tile t of a row (pixels [t mr, t mr + mr)) reads the input in place.
-  bool in_place(int64_t t, int mr) const { return (t + 1) * mr <= Wo && inside(t * mr, mr); }
+  // Tile t of a row: pixels [t mr, t mr + tile_rows(t)), the last tile the row's remainder.
+  int tile_rows(int64_t t, int mr) const { return static_cast<int>(std::min<int64_t>(mr, Wo - t * mr)); }
+  bool in_place(int64_t t, int mr) const { return inside(t * mr, tile_rows(t, mr)); }
 
   // One output row, y_row (Wo, Cout). gathered: a (mr, K) block per tile not read in place.
   void row(float* y_row, int64_t b, int64_t oy, std::vector<float>& gathered) const {
@@ -71,37 +72,29 @@ struct DirectConv {
       if (!in_place(t, mr)) slot[t] = blocks++;
     if (gathered.size() < static_cast<size_t>(blocks * mr * K())) gathered.resize(blocks * mr * K());
     for (int64_t t = 0; t < tiles; ++t)
-      if (slot[t] >= 0)
-        gather(gathered.data() + slot[t] * mr * K(), b, oy, t * mr,
-               static_cast<int>(std::min<int64_t>(mr, Wo - t * mr)), mr);
-    alignas(64) float edge[32 * 32];  // one partial tile; every kernel set has mr, nr <= 32
+      if (slot[t] >= 0) gather(gathered.data() + slot[t] * mr * K(), b, oy, t * mr, tile_rows(t, mr), mr);
+    // Kernel rows in the padding add nothing (the weights are finite: checked on load). Row
+    // oy * stride always lies inside (pad = k / 2), so the range is never empty.
+    const int64_t ky0 = std::max<int64_t>(0, pad - oy * stride), ky1 = std::min<int64_t>(k, H + pad - oy * stride);
     for (int64_t j0 = 0; j0 < Cout; j0 += nr) {
       const int cols = static_cast<int>(std::min<int64_t>(nr, Cout - j0));
       const float* panel = panels + (j0 / nr) * K() * nr;
+      const float* bias_j = bias ? bias + j0 : nullptr;
       for (int64_t t = 0; t < tiles; ++t) {
         const int64_t ox0 = t * mr;
-        const int rows = static_cast<int>(std::min<int64_t>(mr, Wo - ox0));
-        float* c = y_row + ox0 * Cout + j0;
-        const bool whole = rows == mr && cols == nr;
-        float* out = whole ? c : edge;
-        const int64_t ldo = whole ? Cout : nr;
-        if (slot[t] < 0) {
-          // Kernel rows in the padding add nothing (the weights are finite: checked on load).
-          // Row oy * stride always lies inside (pad = k / 2), so beta is 1 after the first.
-          float beta = 0.0f;
-          for (int64_t ky = 0; ky < k; ++ky) {
-            const int64_t iy = oy * stride + ky - pad;
-            if (iy < 0 || iy >= H) continue;
-            const float* a = x + ((b * H + iy) * W + in_col(ox0)) * Cin;
-            ks.gemm_tile_rows(seg, a, stride * Cin, panel + ky * seg * nr, out, ldo, 1.0f, beta);
-            beta = 1.0f;
-          }
-        } else {
-          ks.gemm_tile_rows(K(), gathered.data() + slot[t] * mr * K(), K(), panel, out, ldo, 1.0f, 0.0f);
+        TileOut out{y_row + ox0 * Cout + j0, Cout, tile_rows(t, mr), cols, 1.0f, 0.0f, bias_j, silu};
+        if (slot[t] >= 0) {
+          ks.gemm_tile_rows(K(), gathered.data() + slot[t] * mr * K(), K(), panel, out);
+          continue;
         }
-        if (!whole)
-          for (int i = 0; i < rows; ++i) std::copy_n(edge + i * nr, cols, c + i * Cout);
-        ks.bias_silu(c, Cout, rows, cols, bias ? bias + j0 : nullptr, silu);
+        // A GEMM step of k * Cin per kernel row, summed in C; the epilogue after the last.
+        for (int64_t ky = ky0; ky < ky1; ++ky) {
+          const bool last = ky + 1 == ky1;
+          const float* a = x + ((b * H + oy * stride + ky - pad) * W + in_col(ox0)) * Cin;
+          ks.gemm_tile_rows(
+              seg, a, stride * Cin, panel + ky * seg * nr,
+              {out.c, Cout, out.rows, cols, 1.0f, ky == ky0 ? 0.0f : 1.0f, last ? bias_j : nullptr, last && silu});
+        }
       }
     }
   }

@@ -175,7 +175,6 @@ void gemm_serial(const GemmArgs& g) {
   const int64_t MC = ks.mc, KC = ks.kc, NC = ks.nc;
   float* Ap = tls_pack.a.reserve(MC * KC);
   float* Bp = tls_pack.b.reserve(std::min<int64_t>(NC, ((g.N + nr - 1) / nr) * nr) * KC);
-  alignas(64) float edge[32 * 32];  // one partial tile; every kernel set has mr, nr <= 32
   const DType operand = gemm_operand_type(g.A.type, g.B.type);
   // A's stored rows are the operand's values (fp32 beside fp32): read in place as they are.
   const bool stored_rows = g.A.type == DType::f32 && operand == DType::f32;
@@ -191,44 +190,43 @@ void gemm_serial(const GemmArgs& g) {
         int64_t mc = std::min(MC, g.M - ic);
         // Up to 16 column panels reuse a packed A too little to repay packing it (narrow
         // outputs: 1.1x-1.35x faster read in place, measured on AVX2 at 48-256 columns; at 1536
-        // the two are even): whole row tiles then read A's rows in place, or rows of operand
-        // values made from them (bf16 widened, fp32 rounded through bf16), which is cheaper
-        // than packing too.
+        // the two are even): the tiles then read A's rows in place, or rows of operand values
+        // made from them (bf16 widened, fp32 rounded through bf16), which is cheaper than
+        // packing too.
         const bool in_place = !g.transA && nc <= 16 * nr && !(stored_rows && rows_share_l1_set(g.lda));
-        const int64_t skipped = in_place ? mc - mc % mr : 0;  // rows read in place
-        const float* a_rows = nullptr;                        // (skipped, kc) rows, stride a_ld
+        const float* a_rows = nullptr;  // (mc, kc) rows, stride a_ld, when read in place
         int64_t a_ld = g.lda;
         if (in_place && stored_rows) {
           a_rows = g.A.f32() + ic * g.lda + pc;
         } else if (in_place) {
           float* rows = tls_pack.rows.reserve(MC * KC);
           if (g.A.type == DType::f32)
-            widen_rows(rows, g.A.f32() + ic * g.lda + pc, g.lda, skipped, kc, operand);
+            widen_rows(rows, g.A.f32() + ic * g.lda + pc, g.lda, mc, kc, operand);
           else
-            widen_rows(rows, g.A.lowp() + ic * g.lda + pc, g.lda, skipped, kc, operand);
+            widen_rows(rows, g.A.lowp() + ic * g.lda + pc, g.lda, mc, kc, operand);
           a_rows = rows;
           a_ld = kc;
+        } else {
+          pack_a(Ap, g, ic, mc, pc, kc, mr);
         }
-        if (skipped < mc) pack_a(Ap + (skipped / mr) * kc * mr, g, ic + skipped, mc - skipped, pc, kc, mr);
         for (int64_t jr = 0; jr < nc; jr += nr) {
-          int64_t cols = std::min<int64_t>(nr, nc - jr);
+          const int cols = static_cast<int>(std::min<int64_t>(nr, nc - jr));
           const float* bpanel = Bp + (jr / nr) * kc * nr;
+          // The epilogue once C's tiles are final, while each is in registers.
+          const float* bias = last && g.bias ? g.bias + jc + jr : nullptr;
           for (int64_t ir = 0; ir < mc; ir += mr) {
-            int64_t rows = std::min<int64_t>(mr, mc - ir);
-            const float* apanel = Ap + (ir / mr) * kc * mr;
-            float* c = g.C + (ic + ir) * g.ldc + (jc + jr);
-            if (in_place && rows == mr && cols == nr) {
-              ks.gemm_tile_rows(kc, a_rows + ir * a_ld, a_ld, bpanel, c, g.ldc, g.alpha, beta);
-            } else if (in_place && rows == mr) {
-              ks.gemm_tile_rows(kc, a_rows + ir * a_ld, a_ld, bpanel, edge, nr, 1.0f, 0.0f);
-              store_edge(g, c, edge, rows, cols, nr, beta);
-            } else if (rows == mr && cols == nr) {
-              ks.gemm_tile(kc, apanel, bpanel, c, g.ldc, g.alpha, beta);
-            } else {
-              ks.gemm_tile(kc, apanel, bpanel, edge, nr, 1.0f, 0.0f);
-              store_edge(g, c, edge, rows, cols, nr, beta);
-            }
-            if (last) finish(g, ks, c, jc + jr, rows, cols);  // the tile is final and in L1
+            const TileOut out{g.C + (ic + ir) * g.ldc + (jc + jr),
+                              g.ldc,
+                              static_cast<int>(std::min<int64_t>(mr, mc - ir)),
+                              cols,
+                              g.alpha,
+                              beta,
+                              bias,
+                              last && g.silu};
+            if (in_place)
+              ks.gemm_tile_rows(kc, a_rows + ir * a_ld, a_ld, bpanel, out);
+            else
+              ks.gemm_tile(kc, Ap + (ir / mr) * kc * mr, bpanel, out);
           }
         }
       }

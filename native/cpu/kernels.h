@@ -10,17 +10,30 @@
 
 namespace lt::cpu {
 
+// Where a register tile's sums go: rows x cols of C (row stride ldc), rows <= mr and cols <= nr,
+// = alpha * sums + beta * C (C not read when beta == 0), then + bias (cols values, when set),
+// then SiLU when silu. The epilogue runs on the sums in registers, so a partial tile needs no
+// buffer and a convolution's bias and activation no pass over C.
+struct TileOut {
+  float* c;
+  int64_t ldc;
+  int rows, cols;
+  float alpha, beta;
+  const float* bias = nullptr;
+  bool silu = false;
+};
+
 struct KernelSet {
   const char* name;
   int mr, nr;      // register tile of the GEMM micro-kernel
   int mc, kc, nc;  // cache blocking: A block (mc, kc) sits in L2, B panel (kc, nc) in L3
-  // C (mr, nr), row stride ldc = alpha * Ap^T Bp + beta * C (C not read when beta == 0).
-  // Ap: kc steps of mr values (packed A); Bp: kc steps of nr values (packed B).
-  void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta);
-  // The same tile reading mr rows of a row-major fp32 A in place (row stride lda): GEMMs of
-  // few columns, and convolutions reading their input as patches, would spend as long packing A.
-  void (*gemm_tile_rows)(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
-                         float beta);
+  // out = Ap^T Bp over kc steps. Ap: kc steps of mr values (packed A, rows past out.rows
+  // unread or zero); Bp: kc steps of nr values (packed B).
+  void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, const TileOut& out);
+  // The same tile reading out.rows rows of a row-major fp32 A in place (row stride lda): GEMMs
+  // of few columns, and convolutions reading their input as patches, would spend as long
+  // packing A.
+  void (*gemm_tile_rows)(int64_t kc, const float* A, int64_t lda, const float* Bp, const TileOut& out);
   // Packing fp32 operands into the micro-kernel's panels, dst (kc, width), lanes count..width
   // zero. gather: dst[p, i] = src[i * ld + p] (count rows of src, each read along p); copy:
   // dst[p, i] = src[p * ld + i]. Packing is what a GEMM of few rows (a batch of one image)

@@ -5,58 +5,13 @@
 
 #include "../dtype.h"
 #include "kernels.h"
+#include "tile_entries.h"
 #include "vector_exp.h"
 
 namespace lt::cpu {
 namespace {
 
 constexpr int kMR = 6, kNR = 16;  // 12 ymm accumulators + 2 B vectors + 1 broadcast
-
-// The tile with A read from packed panels (A[p * mr + i]) or, kRows, from rows of A itself
-// (A[i * lda + p]), which skips packing A for GEMMs of few columns. Inlined into each entry
-// point so that the strides are constants there.
-template <bool kRows>
-__attribute__((always_inline)) inline void tile_avx2(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C,
-                                                     int64_t ldc, float alpha, float beta) {
-  __m256 c[kMR][2];
-#pragma GCC unroll 6
-  for (int i = 0; i < kMR; ++i) {
-    c[i][0] = c[i][1] = _mm256_setzero_ps();
-    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + kNR - 1), _MM_HINT_T0);
-  }
-  const int64_t row_stride = kRows ? lda : 1, step = kRows ? 1 : kMR;
-  for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR) {
-    __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
-#pragma GCC unroll 6
-    for (int i = 0; i < kMR; ++i) {
-      __m256 a = _mm256_broadcast_ss(A + i * row_stride);
-      c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
-      c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
-    }
-  }
-  __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-#pragma GCC unroll 6
-  for (int i = 0; i < kMR; ++i) {
-    float* row = C + i * ldc;
-    if (beta == 0.0f) {
-      _mm256_storeu_ps(row, _mm256_mul_ps(va, c[i][0]));
-      _mm256_storeu_ps(row + 8, _mm256_mul_ps(va, c[i][1]));
-    } else {
-      _mm256_storeu_ps(row, _mm256_fmadd_ps(va, c[i][0], _mm256_mul_ps(vb, _mm256_loadu_ps(row))));
-      _mm256_storeu_ps(row + 8, _mm256_fmadd_ps(va, c[i][1], _mm256_mul_ps(vb, _mm256_loadu_ps(row + 8))));
-    }
-  }
-}
-
-void gemm_tile_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
-  tile_avx2<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta);
-}
-
-void gemm_tile_rows_avx2(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
-                         float beta) {
-  tile_avx2<true>(kc, A, lda, Bp, C, ldc, alpha, beta);
-}
 
 // r[0..7] = the transpose of the 8x8 block r[0..7].
 inline void transpose8(__m256 r[8]) {
@@ -319,6 +274,73 @@ void bias_silu_avx2(float* c, int64_t ldc, int64_t rows, int64_t cols, const flo
     });
 }
 
+// One register of a tile's row leaving for C through the epilogue, as TileOut describes it;
+// lanes < 8 (a partial tile's last columns) go through a buffer, as masked moves are slow on
+// AMD cores.
+inline void finish_lanes(float* row, int lanes, __m256 sums, __m256 va, __m256 vb, const TileOut& out, __m256 bias) {
+  __m256 v =
+      out.beta == 0.0f ? _mm256_mul_ps(va, sums) : _mm256_fmadd_ps(va, sums, _mm256_mul_ps(vb, load_n(row, lanes)));
+  if (out.bias) v = _mm256_add_ps(v, bias);
+  if (out.silu) v = _mm256_mul_ps(v, sigmoid_ps_avx2(v));
+  store_n(row, v, lanes);
+}
+
+// The tile's first kRowsN rows, with A read from packed panels (A[p * mr + i]) or, kRows,
+// from rows of A itself (A[i * lda + p]), which skips packing A for GEMMs of few columns.
+// Inlined into each entry point so that the strides and the row count are constants there.
+template <bool kRows, int kRowsN>
+__attribute__((always_inline)) inline void tile_avx2(int64_t kc, const float* A, int64_t lda, const float* Bp,
+                                                     const TileOut& out) {
+  __m256 c[kRowsN][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < kRowsN; ++i) {
+    c[i][0] = c[i][1] = _mm256_setzero_ps();
+    _mm_prefetch(reinterpret_cast<const char*>(out.c + i * out.ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(out.c + i * out.ldc + kNR - 1), _MM_HINT_T0);
+  }
+  const int64_t row_stride = kRows ? lda : 1, step = kRows ? 1 : kMR;
+  for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR) {
+    __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < kRowsN; ++i) {
+      __m256 a = _mm256_broadcast_ss(A + i * row_stride);
+      c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
+    }
+  }
+  const __m256 va = _mm256_set1_ps(out.alpha), vb = _mm256_set1_ps(out.beta);
+  if (out.cols == kNR && !out.bias && !out.silu) {  // the common case, with no branch per row
+#pragma GCC unroll 6
+    for (int i = 0; i < kRowsN; ++i) {
+      float* row = out.c + i * out.ldc;
+      if (out.beta == 0.0f) {
+        _mm256_storeu_ps(row, _mm256_mul_ps(va, c[i][0]));
+        _mm256_storeu_ps(row + 8, _mm256_mul_ps(va, c[i][1]));
+      } else {
+        _mm256_storeu_ps(row, _mm256_fmadd_ps(va, c[i][0], _mm256_mul_ps(vb, _mm256_loadu_ps(row))));
+        _mm256_storeu_ps(row + 8, _mm256_fmadd_ps(va, c[i][1], _mm256_mul_ps(vb, _mm256_loadu_ps(row + 8))));
+      }
+    }
+    return;
+  }
+  const int lanes0 = std::clamp(out.cols, 0, 8), lanes1 = std::clamp(out.cols - 8, 0, 8);
+  const __m256 bias0 = out.bias ? load_n(out.bias, lanes0) : _mm256_setzero_ps();
+  const __m256 bias1 = out.bias && lanes1 ? load_n(out.bias + 8, lanes1) : _mm256_setzero_ps();
+#pragma GCC unroll 6
+  for (int i = 0; i < kRowsN; ++i) {
+    finish_lanes(out.c + i * out.ldc, lanes0, c[i][0], va, vb, out, bias0);
+    if (lanes1) finish_lanes(out.c + i * out.ldc + 8, lanes1, c[i][1], va, vb, out, bias1);
+  }
+}
+
+template <bool kRows, int kRowsN>
+struct TileAvx2 {
+  static void run(int64_t kc, const float* A, int64_t lda, const float* Bp, const TileOut& out) {
+    tile_avx2<kRows, kRowsN>(kc, A, lda, Bp, out);
+  }
+};
+using TilesAvx2 = TileEntries<kMR, TileAvx2>;
+
 void depthwise_pixel_avx2(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk) {
   // The taps inside the image, in order, so that the loop below has no branch; two chains of
   // FMAs (even and odd taps) per vector, so that it is not bound by the FMA's latency.
@@ -372,8 +394,8 @@ const KernelSet kAvx2Kernels = {"avx2",
                                 96,
                                 768,
                                 4080,
-                                gemm_tile_avx2,
-                                gemm_tile_rows_avx2,
+                                TilesAvx2::packed,
+                                TilesAvx2::rows,
                                 pack_gather_avx2<float>,
                                 pack_copy_avx2,
                                 pack_gather_avx2<uint16_t>,

@@ -7,6 +7,7 @@
 
 #include "avx512_registers.h"
 #include "kernels.h"
+#include "tile_entries.h"
 #include "vector_exp.h"
 
 namespace lt::cpu {
@@ -14,37 +15,74 @@ namespace {
 
 constexpr int kMR = 12, kNR = 32;  // 24 zmm accumulators + 2 B vectors + 1 broadcast
 
-// The tile with A read from packed panels (A[p * mr + i]) or, kRows, from rows of A itself
-// (A[i * lda + p]), which skips packing A for GEMMs of few columns. Inlined into each entry
-// point so that the strides are constants there.
-template <bool kRows>
+// 1 / (1 + exp(-x)), the division by a reciprocal estimate and one Newton step (within an ulp
+// or two of it, at a fraction of its cost: the divider was most of SiLU's time); 1 / inf is 0.
+inline __m512 sigmoid_ps_avx512(__m512 x) {
+  const __m512 e = exp_ps_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+  const __m512 one = _mm512_set1_ps(1.0f), d = _mm512_add_ps(one, e);
+  const __m512 r = _mm512_rcp14_ps(d);
+  const __m512 s = _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, one), r);
+  return _mm512_mask_mov_ps(s,
+                            _mm512_cmp_ps_mask(d, _mm512_set1_ps(std::numeric_limits<float>::infinity()), _CMP_EQ_OQ),
+                            _mm512_setzero_ps());
+}
+
+// Lanes below n set (n may be negative or past 16).
+inline __mmask16 lanes_below(int n) {
+  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+// One register of a tile's row leaving for C through the epilogue, as TileOut describes it.
+inline void finish_lanes(float* row, __mmask16 m, __m512 sums, __m512 va, __m512 vb, const TileOut& out, __m512 bias) {
+  __m512 v = out.beta == 0.0f ? _mm512_mul_ps(va, sums)
+                              : _mm512_fmadd_ps(va, sums, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, row)));
+  if (out.bias) v = _mm512_add_ps(v, bias);
+  if (out.silu) v = _mm512_mul_ps(v, sigmoid_ps_avx512(v));
+  _mm512_mask_storeu_ps(row, m, v);
+}
+
+// The tile's first kRowsN rows, with A read from packed panels (A[p * mr + i]) or, kRows,
+// from rows of A itself (A[i * lda + p]), which skips packing A for GEMMs of few columns.
+// Inlined into each entry point so that the strides and the row count are constants there.
+template <bool kRows, int kRowsN>
 __attribute__((always_inline)) inline void tile_avx512(int64_t kc, const float* A, int64_t lda, const float* Bp,
-                                                       float* C, int64_t ldc, float alpha, float beta) {
-  __m512 c[kMR][2];
+                                                       const TileOut& out) {
+  __m512 c[kRowsN][2];
 #pragma GCC unroll 12
-  for (int i = 0; i < kMR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  for (int i = 0; i < kRowsN; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
   const int64_t row_stride = kRows ? lda : 1, step = kRows ? 1 : kMR;
   for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR) {
     __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
 #pragma GCC unroll 12
-    for (int i = 0; i < kMR; ++i) {
+    for (int i = 0; i < kRowsN; ++i) {
       __m512 a = _mm512_set1_ps(A[i * row_stride]);
       c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
       c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
     }
   }
+  if (out.cols == kNR && !out.bias && !out.silu) {  // the common case, with no mask or branch per row
 #pragma GCC unroll 12
-  for (int i = 0; i < kMR; ++i) store_tile_row(C + i * ldc, c[i][0], c[i][1], alpha, beta);
+    for (int i = 0; i < kRowsN; ++i) store_tile_row(out.c + i * out.ldc, c[i][0], c[i][1], out.alpha, out.beta);
+    return;
+  }
+  const __mmask16 m0 = lanes_below(out.cols), m1 = lanes_below(out.cols - 16);
+  const __m512 va = _mm512_set1_ps(out.alpha), vb = _mm512_set1_ps(out.beta);
+  const __m512 bias0 = out.bias ? _mm512_maskz_loadu_ps(m0, out.bias) : _mm512_setzero_ps();
+  const __m512 bias1 = out.bias ? _mm512_maskz_loadu_ps(m1, out.bias + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 12
+  for (int i = 0; i < kRowsN; ++i) {
+    finish_lanes(out.c + i * out.ldc, m0, c[i][0], va, vb, out, bias0);
+    if (m1) finish_lanes(out.c + i * out.ldc + 16, m1, c[i][1], va, vb, out, bias1);
+  }
 }
 
-void gemm_tile_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
-  tile_avx512<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta);
-}
-
-void gemm_tile_rows_avx512(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
-                           float beta) {
-  tile_avx512<true>(kc, A, lda, Bp, C, ldc, alpha, beta);
-}
+template <bool kRows, int kRowsN>
+struct TileAvx512 {
+  static void run(int64_t kc, const float* A, int64_t lda, const float* Bp, const TileOut& out) {
+    tile_avx512<kRows, kRowsN>(kc, A, lda, Bp, out);
+  }
+};
+using TilesAvx512 = TileEntries<kMR, TileAvx512>;
 
 // Up to 16 values at p as fp32 lanes (masked): fp32 as stored, bf16 widened (its bits are the
 // top half of an fp32).
@@ -179,18 +217,6 @@ void gelu_backward_avx512(float* dx, const float* dy, const float* x, int64_t n)
   });
 }
 
-// 1 / (1 + exp(-x)), the division by a reciprocal estimate and one Newton step (within an ulp
-// or two of it, at a fraction of its cost: the divider was most of SiLU's time); 1 / inf is 0.
-inline __m512 sigmoid_ps_avx512(__m512 x) {
-  const __m512 e = exp_ps_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x));
-  const __m512 one = _mm512_set1_ps(1.0f), d = _mm512_add_ps(one, e);
-  const __m512 r = _mm512_rcp14_ps(d);
-  const __m512 s = _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, one), r);
-  return _mm512_mask_mov_ps(s,
-                            _mm512_cmp_ps_mask(d, _mm512_set1_ps(std::numeric_limits<float>::infinity()), _CMP_EQ_OQ),
-                            _mm512_setzero_ps());
-}
-
 void sigmoid_avx512(float* y, const float* x, int64_t n, bool times_x) {
   for_lanes(n, [&](int64_t i, __mmask16 m) {
     __m512 v = _mm512_maskz_loadu_ps(m, x + i);
@@ -252,8 +278,8 @@ const KernelSet kAvx512Kernels = {"avx512",
                                   96,
                                   768,
                                   4096,
-                                  gemm_tile_avx512,
-                                  gemm_tile_rows_avx512,
+                                  TilesAvx512::packed,
+                                  TilesAvx512::rows,
                                   pack_gather_avx512<float>,
                                   pack_copy_avx512<float>,
                                   pack_gather_avx512<uint16_t>,

@@ -14,27 +14,6 @@ namespace {
 
 constexpr int kMR = 4, kNR = 8;
 
-// A read from packed panels (A[p * kMR + i]) or from rows of A itself (A[i * lda + p]).
-void tile_generic(int64_t kc, const float* A, int64_t row_stride, int64_t step, const float* Bp, float* C, int64_t ldc,
-                  float alpha, float beta) {
-  float acc[kMR][kNR] = {};
-  for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR)
-    for (int i = 0; i < kMR; ++i)
-      for (int j = 0; j < kNR; ++j) acc[i][j] += A[i * row_stride] * Bp[j];
-  for (int i = 0; i < kMR; ++i)
-    for (int j = 0; j < kNR; ++j)
-      C[i * ldc + j] = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * C[i * ldc + j];
-}
-
-void gemm_tile_generic(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
-  tile_generic(kc, Ap, 1, kMR, Bp, C, ldc, alpha, beta);
-}
-
-void gemm_tile_rows_generic(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
-                            float alpha, float beta) {
-  tile_generic(kc, A, lda, 1, Bp, C, ldc, alpha, beta);
-}
-
 float row_max_generic(const float* x, int64_t n) {
   float m = -INFINITY;
   for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
@@ -72,6 +51,29 @@ void bias_silu_generic(float* c, int64_t ldc, int64_t rows, int64_t cols, const 
       for (int64_t j = 0; j < cols; ++j) c[j] += bias[j];
     if (silu) sigmoid_generic(c, c, cols, true);
   }
+}
+
+// A read from packed panels (A[p * kMR + i]) or from rows of A itself (A[i * lda + p]).
+void tile_generic(int64_t kc, const float* A, int64_t row_stride, int64_t step, const float* Bp, const TileOut& out) {
+  const int rows = std::clamp(out.rows, 0, kMR), cols = std::clamp(out.cols, 0, kNR);
+  float acc[kMR][kNR] = {};
+  for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR)
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < kNR; ++j) acc[i][j] += A[i * row_stride] * Bp[j];
+  for (int i = 0; i < rows; ++i) {
+    float* row = out.c + i * out.ldc;
+    for (int j = 0; j < cols; ++j)
+      row[j] = out.beta == 0.0f ? out.alpha * acc[i][j] : out.alpha * acc[i][j] + out.beta * row[j];
+    bias_silu_generic(row, out.ldc, 1, cols, out.bias, out.silu);
+  }
+}
+
+void gemm_tile_generic(int64_t kc, const float* Ap, const float* Bp, const TileOut& out) {
+  tile_generic(kc, Ap, 1, kMR, Bp, out);
+}
+
+void gemm_tile_rows_generic(int64_t kc, const float* A, int64_t lda, const float* Bp, const TileOut& out) {
+  tile_generic(kc, A, lda, 1, Bp, out);
 }
 
 void depthwise_pixel_generic(float* out, const float* const* in, const float* taps, const float* bias, int64_t C,
