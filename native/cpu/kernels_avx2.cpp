@@ -287,10 +287,11 @@ inline void finish_lanes(float* row, int lanes, __m256 sums, __m256 va, __m256 v
 
 // The tile's first kRowsN rows, with A read from packed panels (A[p * mr + i]) or, kRows,
 // from rows of A itself (A[i * lda + p]), which skips packing A for GEMMs of few columns.
-// Inlined into each entry point so that the strides and the row count are constants there.
+// Inlined into each entry point so that the strides and the row count are constants there;
+// out is a copy, which stores to C cannot alias, so its fields stay in registers.
 template <bool kRows, int kRowsN>
 __attribute__((always_inline)) inline void tile_avx2(int64_t kc, const float* A, int64_t lda, const float* Bp,
-                                                     const TileOut& out) {
+                                                     TileOut out) {
   __m256 c[kRowsN][2];
 #pragma GCC unroll 6
   for (int i = 0; i < kRowsN; ++i) {

@@ -43,10 +43,11 @@ inline void finish_lanes(float* row, __mmask16 m, __m512 sums, __m512 va, __m512
 
 // The tile's first kRowsN rows, with A read from packed panels (A[p * mr + i]) or, kRows,
 // from rows of A itself (A[i * lda + p]), which skips packing A for GEMMs of few columns.
-// Inlined into each entry point so that the strides and the row count are constants there.
+// Inlined into each entry point so that the strides and the row count are constants there;
+// out is a copy, which stores to C cannot alias, so its fields stay in registers.
 template <bool kRows, int kRowsN>
 __attribute__((always_inline)) inline void tile_avx512(int64_t kc, const float* A, int64_t lda, const float* Bp,
-                                                       const TileOut& out) {
+                                                       TileOut out) {
   __m512 c[kRowsN][2];
 #pragma GCC unroll 12
   for (int i = 0; i < kRowsN; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
