@@ -29,7 +29,7 @@ std::vector<float> taps_channels_last(const float* w, int64_t C, int64_t kk) {
 // floats from input column ox * stride - pad on, and the next pixel's start lies stride * Cin
 // further. So a tile is k GEMM steps of k * Cin over that ky's weight rows, with no patch
 // matrix built or packed (packing it cost as long as the products for narrow outputs). Tiles
-// that reach into the padding at the row's ends, or past its end, gather their patches first.
+// that reach into the padding at the row's ends gather their patches first.
 struct DirectConv {
   const KernelSet& ks;  // the set that packed `panels` (its nr)
   const float* x;       // (B, H, W, Cin)
@@ -43,10 +43,10 @@ struct DirectConv {
   // Every tap of pixels [ox0, ox0 + n) inside the input row.
   bool inside(int64_t ox0, int64_t n) const { return in_col(ox0) >= 0 && in_col(ox0 + n - 1) + k <= W; }
 
-  // dst (mr, K): patches of pixels [ox0, ox0 + rows) of output row oy of image b, zeros in the
-  // padding and in rows past `rows`.
-  void gather(float* dst, int64_t b, int64_t oy, int64_t ox0, int rows, int mr) const {
-    std::fill(dst, dst + mr * K(), 0.0f);
+  // dst (rows, K): patches of pixels [ox0, ox0 + rows) of output row oy of image b, zeros in
+  // the padding.
+  void gather(float* dst, int64_t b, int64_t oy, int64_t ox0, int rows) const {
+    std::fill(dst, dst + rows * K(), 0.0f);
     for (int i = 0; i < rows; ++i)
       for (int64_t ky = 0; ky < k; ++ky) {
         const int64_t iy = oy * stride + ky - pad;
@@ -72,7 +72,7 @@ struct DirectConv {
       if (!in_place(t, mr)) slot[t] = blocks++;
     if (gathered.size() < static_cast<size_t>(blocks * mr * K())) gathered.resize(blocks * mr * K());
     for (int64_t t = 0; t < tiles; ++t)
-      if (slot[t] >= 0) gather(gathered.data() + slot[t] * mr * K(), b, oy, t * mr, tile_rows(t, mr), mr);
+      if (slot[t] >= 0) gather(gathered.data() + slot[t] * mr * K(), b, oy, t * mr, tile_rows(t, mr));
     // Kernel rows in the padding add nothing (the weights are finite: checked on load). Row
     // oy * stride always lies inside (pad = k / 2), so the range is never empty.
     const int64_t ky0 = std::max<int64_t>(0, pad - oy * stride), ky1 = std::min<int64_t>(k, H + pad - oy * stride);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -128,9 +127,12 @@ void scale_c(const GemmArgs& g) {
 // ran at 134 GFLOP/s against 191 at K = 1040 on Zen 4 (12 rows a tile), until packed instead.
 bool rows_share_l1_set(int64_t lda) { return (lda * static_cast<int64_t>(sizeof(float))) % 4096 == 0; }
 
-// The epilogue (bias, SiLU) on rows x cols of C from column col0 of the GEMM.
-void finish(const GemmArgs& g, const KernelSet& ks, float* c, int64_t col0, int64_t rows, int64_t cols) {
-  ks.bias_silu(c, g.ldc, rows, cols, g.bias ? g.bias + col0 : nullptr, g.silu);
+// The epilogue (bias, SiLU, the bf16 output) as a pass over C, for the paths whose tiles do
+// not run it.
+void finish(const GemmArgs& g, const KernelSet& ks) {
+  if (g.bias || g.silu) ks.bias_silu(g.C, g.ldc, g.M, g.N, g.bias, g.silu);
+  if (g.C16)
+    for (int64_t i = 0; i < g.M; ++i) ks.to_bf16(g.C16 + i * g.ldc, g.C + i * g.ldc, g.N);
 }
 
 }  // namespace
@@ -157,17 +159,17 @@ float* PanelBuffer::reserve(size_t n) {
 void gemm_serial(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   const KernelSet& ks = active_kernels();
-  const bool epilogue = g.bias || g.silu;
+  const bool epilogue = g.bias || g.silu || g.C16;
   if (g.K <= 0 || g.alpha == 0.0f) {
     scale_c(g);
-    if (epilogue) finish(g, ks, g.C, 0, g.M, g.N);
+    if (epilogue) finish(g, ks);
     return;
   }
 #if defined(__x86_64__) || defined(_M_X64)
   // AMX and AVX512_BF16 belong to the AVX-512 set: forcing another set (LORA_TRAIN_CPU_KERNEL)
   // measures it alone.
   if (&ks == &kAvx512Kernels && (gemm_amx(g) || gemm_bf16_dot(g))) {
-    if (epilogue) finish(g, ks, g.C, 0, g.M, g.N);
+    if (epilogue) finish(g, ks);
     return;
   }
 #endif
@@ -212,17 +214,14 @@ void gemm_serial(const GemmArgs& g) {
         for (int64_t jr = 0; jr < nc; jr += nr) {
           const int cols = static_cast<int>(std::min<int64_t>(nr, nc - jr));
           const float* bpanel = Bp + (jr / nr) * kc * nr;
-          // The epilogue once C's tiles are final, while each is in registers.
+          // The epilogue once C's tiles are final, while each is in registers (a bf16 output
+          // then written only there).
           const float* bias = last && g.bias ? g.bias + jc + jr : nullptr;
           for (int64_t ir = 0; ir < mc; ir += mr) {
-            const TileOut out{g.C + (ic + ir) * g.ldc + (jc + jr),
-                              g.ldc,
-                              static_cast<int>(std::min<int64_t>(mr, mc - ir)),
-                              cols,
-                              g.alpha,
-                              beta,
-                              bias,
-                              last && g.silu};
+            const int64_t at = (ic + ir) * g.ldc + (jc + jr);
+            const TileOut out{g.C + at, g.ldc,          static_cast<int>(std::min<int64_t>(mr, mc - ir)),
+                              cols,     g.alpha,        beta,
+                              bias,     last && g.silu, last && g.C16 ? g.C16 + at : nullptr};
             if (in_place)
               ks.gemm_tile_rows(kc, a_rows + ir * a_ld, a_ld, bpanel, out);
             else
@@ -270,6 +269,7 @@ void gemm(const GemmArgs& g) {
     sub.A = g.A.from(g.transA ? m0 : m0 * g.lda);
     sub.B = g.B.from(g.transB ? n0 * g.ldb : n0);
     if (g.bias) sub.bias = g.bias + n0;
+    if (g.C16) sub.C16 = g.C16 + m0 * g.ldc + n0;
     gemm_serial(sub);
   });
 }

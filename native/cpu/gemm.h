@@ -18,10 +18,13 @@ struct GemmArgs {
   bool transA, transB;
   float alpha, beta;  // C = alpha op(A) op(B) + beta C; C not read when beta == 0
   int64_t lda, ldb, ldc;
-  // Then C += bias (N) on every row, and C = SiLU(C) when silu: a convolution's epilogue, done
-  // tile by tile while the tile is in L1 rather than in passes over C.
+  // Then C += bias (N) on every row, and C = SiLU(C) when silu: a convolution's epilogue, run
+  // on each register tile's sums before they are stored, rather than in passes over C.
   const float* bias = nullptr;
   bool silu = false;
+  // When set, C's final values go here instead, rounded to bf16 (row stride ldc), and C holds
+  // only partial sums, if any (K beyond one K block, or beta != 0): a bf16 output written once.
+  uint16_t* C16 = nullptr;
 };
 
 // Floats starting on a cache line, as the micro-kernels' aligned loads of packed panels need;

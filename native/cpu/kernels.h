@@ -13,7 +13,9 @@ namespace lt::cpu {
 // Where a register tile's sums go: rows x cols of C (row stride ldc), rows <= mr and cols <= nr,
 // = alpha * sums + beta * C (C not read when beta == 0), then + bias (cols values, when set),
 // then SiLU when silu. The epilogue runs on the sums in registers, so a partial tile needs no
-// buffer and a convolution's bias and activation no pass over C.
+// buffer and a convolution's bias and activation no pass over C. With c16 the results go there
+// instead, rounded to bf16 as f32_to_bf16 rounds (same row stride; c is then only read): a
+// bf16 output written once rather than in fp32 and converted in a pass of its own.
 struct TileOut {
   float* c;
   int64_t ldc;
@@ -21,6 +23,7 @@ struct TileOut {
   float alpha, beta;
   const float* bias = nullptr;
   bool silu = false;
+  uint16_t* c16 = nullptr;
 };
 
 struct KernelSet {
@@ -28,7 +31,7 @@ struct KernelSet {
   int mr, nr;      // register tile of the GEMM micro-kernel
   int mc, kc, nc;  // cache blocking: A block (mc, kc) sits in L2, B panel (kc, nc) in L3
   // out = Ap^T Bp over kc steps. Ap: kc steps of mr values (packed A, rows past out.rows
-  // unread or zero); Bp: kc steps of nr values (packed B).
+  // unread); Bp: kc steps of nr values (packed B). out.rows and out.cols are at least 1.
   void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, const TileOut& out);
   // The same tile reading out.rows rows of a row-major fp32 A in place (row stride lda): GEMMs
   // of few columns, and convolutions reading their input as patches, would spend as long
@@ -57,7 +60,8 @@ struct KernelSet {
   // y = sigmoid(x), or x * sigmoid(x) (SiLU) when times_x.
   void (*sigmoid)(float* y, const float* x, int64_t n, bool times_x);
   // A GEMM's epilogue on c (rows, cols), row stride ldc: c += bias (cols, when not null) on
-  // every row, then c = SiLU(c) when silu; called per register tile while it is in L1.
+  // every row, then c = SiLU(c) when silu: for GEMM paths whose tiles do not run it themselves
+  // (AMX, AVX512_BF16), as a pass over C.
   void (*bias_silu)(float* c, int64_t ldc, int64_t rows, int64_t cols, const float* bias, bool silu);
   // Inverted dropout over elements [first, first + n) of a tensor: kept when
   // uniform01(key, first + i) >= p. Forward: y = kept ? x * scale : 0. Backward: dx += kept ? dy * scale : 0.

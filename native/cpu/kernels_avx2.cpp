@@ -274,15 +274,22 @@ void bias_silu_avx2(float* c, int64_t ldc, int64_t rows, int64_t cols, const flo
     });
 }
 
-// One register of a tile's row leaving for C through the epilogue, as TileOut describes it;
-// lanes < 8 (a partial tile's last columns) go through a buffer, as masked moves are slow on
-// AMD cores.
-inline void finish_lanes(float* row, int lanes, __m256 sums, __m256 va, __m256 vb, const TileOut& out, __m256 bias) {
+// One register of a tile's row leaving for C (or, row16 set, for c16) through the epilogue, as
+// TileOut describes it; lanes < 8 (a partial tile's last columns) go through a buffer, as
+// masked moves are slow on AMD cores.
+inline void finish_lanes(float* row, uint16_t* row16, int lanes, __m256 sums, __m256 va, __m256 vb, const TileOut& out,
+                         __m256 bias) {
   __m256 v =
       out.beta == 0.0f ? _mm256_mul_ps(va, sums) : _mm256_fmadd_ps(va, sums, _mm256_mul_ps(vb, load_n(row, lanes)));
   if (out.bias) v = _mm256_add_ps(v, bias);
   if (out.silu) v = _mm256_mul_ps(v, sigmoid_ps_avx2(v));
-  store_n(row, v, lanes);
+  if (!row16) return store_n(row, v, lanes);
+  const __m256i bits = bf16_bits(v);
+  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1));
+  if (lanes == 8) return _mm_storeu_si128(reinterpret_cast<__m128i*>(row16), packed);
+  alignas(16) uint16_t tmp[8];
+  _mm_store_si128(reinterpret_cast<__m128i*>(tmp), packed);
+  std::copy_n(tmp, lanes, row16);
 }
 
 // The tile's first kRowsN rows, with A read from packed panels (A[p * mr + i]) or, kRows,
@@ -310,7 +317,7 @@ __attribute__((always_inline)) inline void tile_avx2(int64_t kc, const float* A,
     }
   }
   const __m256 va = _mm256_set1_ps(out.alpha), vb = _mm256_set1_ps(out.beta);
-  if (out.cols == kNR && !out.bias && !out.silu) {  // the common case, with no branch per row
+  if (out.cols == kNR && !out.bias && !out.silu && !out.c16) {  // the common case, with no branch per row
 #pragma GCC unroll 6
     for (int i = 0; i < kRowsN; ++i) {
       float* row = out.c + i * out.ldc;
@@ -329,8 +336,10 @@ __attribute__((always_inline)) inline void tile_avx2(int64_t kc, const float* A,
   const __m256 bias1 = out.bias && lanes1 ? load_n(out.bias + 8, lanes1) : _mm256_setzero_ps();
 #pragma GCC unroll 6
   for (int i = 0; i < kRowsN; ++i) {
-    finish_lanes(out.c + i * out.ldc, lanes0, c[i][0], va, vb, out, bias0);
-    if (lanes1) finish_lanes(out.c + i * out.ldc + 8, lanes1, c[i][1], va, vb, out, bias1);
+    float* row = out.c + i * out.ldc;
+    uint16_t* row16 = out.c16 ? out.c16 + i * out.ldc : nullptr;
+    finish_lanes(row, row16, lanes0, c[i][0], va, vb, out, bias0);
+    if (lanes1) finish_lanes(row + 8, row16 ? row16 + 8 : nullptr, lanes1, c[i][1], va, vb, out, bias1);
   }
 }
 

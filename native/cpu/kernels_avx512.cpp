@@ -27,18 +27,34 @@ inline __m512 sigmoid_ps_avx512(__m512 x) {
                             _mm512_setzero_ps());
 }
 
+// f32_to_bf16 on sixteen lanes, each result in the low half of its 32-bit lane.
+inline __m512i bf16_bits(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+  const __m512i magnitude = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+  const __mmask16 nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f800000));
+  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  return _mm512_mask_blend_epi32(nan, rounded, quiet);
+}
+
 // Lanes below n set (n may be negative or past 16).
 inline __mmask16 lanes_below(int n) {
   return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
-// One register of a tile's row leaving for C through the epilogue, as TileOut describes it.
-inline void finish_lanes(float* row, __mmask16 m, __m512 sums, __m512 va, __m512 vb, const TileOut& out, __m512 bias) {
+// One register of a tile's row leaving for C (or, row16 set, for c16) through the epilogue, as
+// TileOut describes it.
+inline void finish_lanes(float* row, uint16_t* row16, __mmask16 m, __m512 sums, __m512 va, __m512 vb,
+                         const TileOut& out, __m512 bias) {
   __m512 v = out.beta == 0.0f ? _mm512_mul_ps(va, sums)
                               : _mm512_fmadd_ps(va, sums, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, row)));
   if (out.bias) v = _mm512_add_ps(v, bias);
   if (out.silu) v = _mm512_mul_ps(v, sigmoid_ps_avx512(v));
-  _mm512_mask_storeu_ps(row, m, v);
+  if (row16)
+    _mm256_mask_storeu_epi16(row16, m, _mm512_cvtepi32_epi16(bf16_bits(v)));
+  else
+    _mm512_mask_storeu_ps(row, m, v);
 }
 
 // The tile's first kRowsN rows, with A read from packed panels (A[p * mr + i]) or, kRows,
@@ -61,7 +77,7 @@ __attribute__((always_inline)) inline void tile_avx512(int64_t kc, const float* 
       c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
     }
   }
-  if (out.cols == kNR && !out.bias && !out.silu) {  // the common case, with no mask or branch per row
+  if (out.cols == kNR && !out.bias && !out.silu && !out.c16) {  // the common case: whole rows, nothing to add
 #pragma GCC unroll 12
     for (int i = 0; i < kRowsN; ++i) store_tile_row(out.c + i * out.ldc, c[i][0], c[i][1], out.alpha, out.beta);
     return;
@@ -69,11 +85,13 @@ __attribute__((always_inline)) inline void tile_avx512(int64_t kc, const float* 
   const __mmask16 m0 = lanes_below(out.cols), m1 = lanes_below(out.cols - 16);
   const __m512 va = _mm512_set1_ps(out.alpha), vb = _mm512_set1_ps(out.beta);
   const __m512 bias0 = out.bias ? _mm512_maskz_loadu_ps(m0, out.bias) : _mm512_setzero_ps();
-  const __m512 bias1 = out.bias ? _mm512_maskz_loadu_ps(m1, out.bias + 16) : _mm512_setzero_ps();
+  const __m512 bias1 = out.bias && m1 ? _mm512_maskz_loadu_ps(m1, out.bias + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 12
   for (int i = 0; i < kRowsN; ++i) {
-    finish_lanes(out.c + i * out.ldc, m0, c[i][0], va, vb, out, bias0);
-    if (m1) finish_lanes(out.c + i * out.ldc + 16, m1, c[i][1], va, vb, out, bias1);
+    float* row = out.c + i * out.ldc;
+    uint16_t* row16 = out.c16 ? out.c16 + i * out.ldc : nullptr;
+    finish_lanes(row, row16, m0, c[i][0], va, vb, out, bias0);
+    if (m1) finish_lanes(row + 16, row16 ? row16 + 16 : nullptr, m1, c[i][1], va, vb, out, bias1);
   }
 }
 
@@ -90,17 +108,6 @@ using TilesAvx512 = TileEntries<kMR, TileAvx512>;
 inline __m512 load16(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
 inline __m512 load16(__mmask16 m, const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
-}
-
-// f32_to_bf16 on sixteen lanes, each result in the low half of its 32-bit lane.
-inline __m512i bf16_bits(__m512 x) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
-  const __m512i magnitude = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-  const __mmask16 nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f800000));
-  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-  return _mm512_mask_blend_epi32(nan, rounded, quiet);
 }
 
 // x rounded to bf16 and widened back, as through_bf16 does it.

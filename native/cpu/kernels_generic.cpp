@@ -55,16 +55,22 @@ void bias_silu_generic(float* c, int64_t ldc, int64_t rows, int64_t cols, const 
 
 // A read from packed panels (A[p * kMR + i]) or from rows of A itself (A[i * lda + p]).
 void tile_generic(int64_t kc, const float* A, int64_t row_stride, int64_t step, const float* Bp, const TileOut& out) {
-  const int rows = std::clamp(out.rows, 0, kMR), cols = std::clamp(out.cols, 0, kNR);
+  // As the vector sets: a row count outside 1..kMR does nothing, columns are cut to the tile.
+  const int rows = out.rows >= 1 && out.rows <= kMR ? out.rows : 0, cols = std::clamp(out.cols, 0, kNR);
   float acc[kMR][kNR] = {};
   for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR)
     for (int i = 0; i < rows; ++i)
       for (int j = 0; j < kNR; ++j) acc[i][j] += A[i * row_stride] * Bp[j];
   for (int i = 0; i < rows; ++i) {
-    float* row = out.c + i * out.ldc;
+    const float* row = out.c + i * out.ldc;
+    float v[kNR];
     for (int j = 0; j < cols; ++j)
-      row[j] = out.beta == 0.0f ? out.alpha * acc[i][j] : out.alpha * acc[i][j] + out.beta * row[j];
-    bias_silu_generic(row, out.ldc, 1, cols, out.bias, out.silu);
+      v[j] = out.beta == 0.0f ? out.alpha * acc[i][j] : out.alpha * acc[i][j] + out.beta * row[j];
+    bias_silu_generic(v, kNR, 1, cols, out.bias, out.silu);
+    if (out.c16)
+      for (int j = 0; j < cols; ++j) out.c16[i * out.ldc + j] = f32_to_bf16(v[j]);
+    else
+      std::copy_n(v, cols, out.c + i * out.ldc);
   }
 }
 

@@ -26,11 +26,21 @@ void write_rounded(Ops& ops, TensorOut y, int64_t n, Compute compute) {
   ops.convert(y.data, y.type, y32, n);
 }
 
+uint16_t* bf16_out(TensorOut y) { return static_cast<uint16_t*>(y.data); }
+
 }  // namespace
 
 void CpuOps::linear_forward(TensorOut y, TensorRef x, TensorRef W, const float* b, int64_t rows, int64_t in,
                             int64_t out) {
   LT_CPU_PROFILE("linear_forward", {rows, in, out});
+  if (y.type == DType::bf16) {
+    // The tiles write y in bf16; the fp32 scratch takes only partial sums over a long K (it is
+    // mapped, not touched, otherwise).
+    Scratch scratch(*this);
+    float* y32 = scratch.alloc(rows * out);  // (rows, out)
+    cpu::gemm({y32, x, W, rows, out, in, false, true, 1.0f, 0.0f, in, in, out, b, false, bf16_out(y)});
+    return;
+  }
   if (y.type != DType::f32)
     return write_rounded(*this, y, rows * out, [&](float* y32) { linear_forward(y32, x, W, b, rows, in, out); });
   cpu::gemm({y.f32(), x, W, rows, out, in, false, true, 1.0f, 0.0f, in, in, out, b});  // y = x W^T + b
@@ -50,14 +60,18 @@ void CpuOps::lora_linear_forward(TensorOut y, float* xa, TensorRef x, TensorRef 
                                  const float* A, const float* B, float scale, int64_t rows, int64_t in, int64_t out,
                                  int64_t r) {
   LT_CPU_PROFILE("lora_linear_forward", {rows, in, out});
-  if (y.type != DType::f32)
+  if (y.type != DType::f32 && y.type != DType::bf16)
     return write_rounded(*this, y, rows * out, [&](float* y32) {
       lora_linear_forward(y32, xa, x, x_lora, W, b, A, B, scale, rows, in, out, r);
     });
+  // A bf16 y is summed in fp32 scratch and written once, by the last GEMM's tiles.
+  Scratch scratch(*this);
+  float* y32 = y.type == DType::bf16 ? scratch.alloc(rows * out) : y.f32();  // (rows, out)
   const TensorRef xl = x_lora.data ? x_lora : x;
   cpu::gemm({xa, xl, A, rows, r, in, false, true, 1.0f, 0.0f, in, in, r});  // xa = x_lora A^T
-  linear_forward(y, x, W, b, rows, in, out);
-  cpu::gemm({y.f32(), xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out});  // y += s xa B^T
+  linear_forward(y32, x, W, b, rows, in, out);
+  cpu::gemm({y32, xa, B, rows, out, r, false, true, scale, 1.0f, r, r, out, nullptr, false,
+             y.type == DType::bf16 ? bf16_out(y) : nullptr});  // y += s xa B^T
 }
 
 void CpuOps::lora_linear_backward(float* dx, float* dx_lora, float* dA, float* dB, float* dW, float* db,

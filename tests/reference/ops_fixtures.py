@@ -124,17 +124,21 @@ def silu_if(y, silu):
     return y * torch.sigmoid(y) if silu else y
 
 
-for name, (Bn, H, W, Cin, Cout, k, stride, silu) in [
+def conv2d_case(name, Bn, H, W, Cin, Cout, k, stride, silu):
+    x, w, bias = randn(gen, Bn, H, W, Cin), randn(gen, Cout, Cin, k, k, scale=0.3), randn(gen, Cout)
+    y = F.conv2d(x.double().permute(0, 3, 1, 2), w.double(), bias.double(), stride=stride, padding=k // 2)
+    y = silu_if(y, silu).permute(0, 2, 3, 1)
+    case("conv2d", name, {"stride": stride, "silu": silu}, x=x, w=w.permute(0, 2, 3, 1).contiguous(), b=bias, y=y)
+
+
+for name, shape in [
     ("k3_ragged", (2, 9, 23, 5, 21, 3, 1, True)),
     ("k3_stride2_odd", (1, 11, 29, 7, 40, 3, 2, False)),
     ("k3_narrow_rows", (2, 3, 4, 3, 24, 3, 1, True)),
     ("k5_stride2", (1, 13, 17, 6, 9, 5, 2, True)),
     ("k1_stride2", (1, 7, 9, 33, 17, 1, 2, False)),
 ]:
-    x, w, bias = randn(gen, Bn, H, W, Cin), randn(gen, Cout, Cin, k, k, scale=0.3), randn(gen, Cout)
-    y = F.conv2d(x.double().permute(0, 3, 1, 2), w.double(), bias.double(), stride=stride, padding=k // 2)
-    y = silu_if(y, silu).permute(0, 2, 3, 1)
-    case("conv2d", name, {"stride": stride, "silu": silu}, x=x, w=w.permute(0, 2, 3, 1).contiguous(), b=bias, y=y)
+    conv2d_case(name, *shape)
 
 for name, (Bn, H, W, C, k, stride, replicate, silu) in [
     ("k3_stride2_silu", (2, 9, 11, 19, 3, 2, False, True)),
@@ -177,6 +181,17 @@ for name, max_norm, scale in [("clipped", 1.0, 1.0), ("unclipped", 100.0, 1.0)]:
     coef = min(1.0, max_norm / (float(norm) + 1e-6))
     case("clip", name, {"maxNorm": max_norm, "tensors": len(grads)},
          **{f"g{i}": g for i, g in enumerate(grads)}, **{f"out{i}": g * coef for i, g in enumerate(grads)}, norm=norm.reshape(1))
+
+# ---- More convolutions, drawn last so that the cases above keep their values ----------------
+# A row's last tile read in place over several kernel rows, with bias and SiLU after the last
+# (stride 2 over an even side: 13 outputs, the last tile inside the input); a 1x1 convolution
+# whose K spans two of the GEMM's K blocks, the epilogue after the second.
+for name, shape in [
+    ("k3_stride2_even", (1, 10, 26, 5, 40, 3, 2, True)),
+    ("k3_stride2_even_wide", (1, 6, 50, 4, 24, 3, 2, True)),
+    ("k1_deep", (1, 3, 5, 1700, 40, 1, 1, True)),
+]:
+    conv2d_case(name, *shape)
 
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 write_safetensors(OUT, tensors, {"cases": json.dumps(cases), "generator": "tests/reference/ops_fixtures.py", "torch": torch.__version__})
