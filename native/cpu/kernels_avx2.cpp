@@ -292,11 +292,12 @@ inline void finish_lanes(float* row, uint16_t* row16, int lanes, __m256 sums, __
   std::copy_n(tmp, lanes, row16);
 }
 
-// The tile's first kRowsN rows, with A read from packed panels (A[p * mr + i]) or, kRows,
-// from rows of A itself (A[i * lda + p]), which skips packing A for GEMMs of few columns.
-// Inlined into each entry point so that the strides and the row count are constants there;
-// out is a copy, which stores to C cannot alias, so its fields stay in registers.
-template <bool kRows, int kRowsN>
+// The tile's first kRowsN rows and kCols columns (8 or 16), with A read from packed panels
+// (A[p * mr + i]) or, kRows, from rows of A itself (A[i * lda + p]), which skips packing A for
+// GEMMs of few columns. Inlined into each entry point so that the strides, the row count and
+// the width are constants there; out is a copy, which stores to C cannot alias, so its fields
+// stay in registers.
+template <bool kRows, int kRowsN, int kCols>
 __attribute__((always_inline)) inline void tile_avx2(int64_t kc, const float* A, int64_t lda, const float* Bp,
                                                      TileOut out) {
   __m256 c[kRowsN][2];
@@ -308,16 +309,17 @@ __attribute__((always_inline)) inline void tile_avx2(int64_t kc, const float* A,
   }
   const int64_t row_stride = kRows ? lda : 1, step = kRows ? 1 : kMR;
   for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR) {
-    __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
+    const __m256 b0 = _mm256_load_ps(Bp), b1 = kCols > 8 ? _mm256_load_ps(Bp + 8) : _mm256_setzero_ps();
 #pragma GCC unroll 6
     for (int i = 0; i < kRowsN; ++i) {
       __m256 a = _mm256_broadcast_ss(A + i * row_stride);
       c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
-      c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
+      if constexpr (kCols > 8) c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
     }
   }
   const __m256 va = _mm256_set1_ps(out.alpha), vb = _mm256_set1_ps(out.beta);
-  if (out.cols == kNR && !out.bias && !out.silu && !out.c16) {  // the common case, with no branch per row
+  if (kCols == kNR && out.cols == kNR && !out.bias && !out.silu &&
+      !out.c16) {  // the common case, with no branch per row
 #pragma GCC unroll 6
     for (int i = 0; i < kRowsN; ++i) {
       float* row = out.c + i * out.ldc;
@@ -339,17 +341,17 @@ __attribute__((always_inline)) inline void tile_avx2(int64_t kc, const float* A,
     float* row = out.c + i * out.ldc;
     uint16_t* row16 = out.c16 ? out.c16 + i * out.ldc : nullptr;
     finish_lanes(row, row16, lanes0, c[i][0], va, vb, out, bias0);
-    if (lanes1) finish_lanes(row + 8, row16 ? row16 + 8 : nullptr, lanes1, c[i][1], va, vb, out, bias1);
+    if (kCols > 8 && lanes1) finish_lanes(row + 8, row16 ? row16 + 8 : nullptr, lanes1, c[i][1], va, vb, out, bias1);
   }
 }
 
-template <bool kRows, int kRowsN>
+template <bool kRows, int kRowsN, int kCols>
 struct TileAvx2 {
   static void run(int64_t kc, const float* A, int64_t lda, const float* Bp, const TileOut& out) {
-    tile_avx2<kRows, kRowsN>(kc, A, lda, Bp, out);
+    tile_avx2<kRows, kRowsN, kCols>(kc, A, lda, Bp, out);
   }
 };
-using TilesAvx2 = TileEntries<kMR, TileAvx2>;
+using TilesAvx2 = TileEntries<kMR, kNR, 8, TileAvx2>;
 
 void depthwise_pixel_avx2(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk) {
   // The taps inside the image, in order, so that the loop below has no branch; two chains of

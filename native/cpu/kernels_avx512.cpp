@@ -57,27 +57,30 @@ inline void finish_lanes(float* row, uint16_t* row16, __mmask16 m, __m512 sums, 
     _mm512_mask_storeu_ps(row, m, v);
 }
 
-// The tile's first kRowsN rows, with A read from packed panels (A[p * mr + i]) or, kRows,
-// from rows of A itself (A[i * lda + p]), which skips packing A for GEMMs of few columns.
-// Inlined into each entry point so that the strides and the row count are constants there;
-// out is a copy, which stores to C cannot alias, so its fields stay in registers.
-template <bool kRows, int kRowsN>
+// The tile's first kRowsN rows and kCols columns (16 or 32), with A read from packed panels
+// (A[p * mr + i]) or, kRows, from rows of A itself (A[i * lda + p]), which skips packing A for
+// GEMMs of few columns. (Eight columns in a ymm register measured no faster than sixteen in a
+// zmm on Zen 4, so the width steps by whole registers.) Inlined into each entry point so that
+// the strides, the row count and the width are constants there; out is a copy, which stores to
+// C cannot alias, so its fields stay in registers.
+template <bool kRows, int kRowsN, int kCols>
 __attribute__((always_inline)) inline void tile_avx512(int64_t kc, const float* A, int64_t lda, const float* Bp,
                                                        TileOut out) {
+  constexpr bool kTwo = kCols > 16;
   __m512 c[kRowsN][2];
 #pragma GCC unroll 12
   for (int i = 0; i < kRowsN; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
   const int64_t row_stride = kRows ? lda : 1, step = kRows ? 1 : kMR;
   for (int64_t p = 0; p < kc; ++p, A += step, Bp += kNR) {
-    __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+    const __m512 b0 = _mm512_load_ps(Bp), b1 = kTwo ? _mm512_load_ps(Bp + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 12
     for (int i = 0; i < kRowsN; ++i) {
-      __m512 a = _mm512_set1_ps(A[i * row_stride]);
+      const __m512 a = _mm512_set1_ps(A[i * row_stride]);
       c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
-      c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+      if constexpr (kTwo) c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
     }
   }
-  if (out.cols == kNR && !out.bias && !out.silu && !out.c16) {  // the common case: whole rows, nothing to add
+  if (kTwo && out.cols == kNR && !out.bias && !out.silu && !out.c16) {  // the common case: nothing to add
 #pragma GCC unroll 12
     for (int i = 0; i < kRowsN; ++i) store_tile_row(out.c + i * out.ldc, c[i][0], c[i][1], out.alpha, out.beta);
     return;
@@ -91,17 +94,17 @@ __attribute__((always_inline)) inline void tile_avx512(int64_t kc, const float* 
     float* row = out.c + i * out.ldc;
     uint16_t* row16 = out.c16 ? out.c16 + i * out.ldc : nullptr;
     finish_lanes(row, row16, m0, c[i][0], va, vb, out, bias0);
-    if (m1) finish_lanes(row + 16, row16 ? row16 + 16 : nullptr, m1, c[i][1], va, vb, out, bias1);
+    if (kTwo && m1) finish_lanes(row + 16, row16 ? row16 + 16 : nullptr, m1, c[i][1], va, vb, out, bias1);
   }
 }
 
-template <bool kRows, int kRowsN>
+template <bool kRows, int kRowsN, int kCols>
 struct TileAvx512 {
   static void run(int64_t kc, const float* A, int64_t lda, const float* Bp, const TileOut& out) {
-    tile_avx512<kRows, kRowsN>(kc, A, lda, Bp, out);
+    tile_avx512<kRows, kRowsN, kCols>(kc, A, lda, Bp, out);
   }
 };
-using TilesAvx512 = TileEntries<kMR, TileAvx512>;
+using TilesAvx512 = TileEntries<kMR, kNR, 16, TileAvx512>;
 
 // Up to 16 values at p as fp32 lanes (masked): fp32 as stored, bf16 widened (its bits are the
 // top half of an fp32).
