@@ -387,20 +387,21 @@ void check_kernel(const OpCall& call, const Napi::CallbackInfo& info, size_t k_a
   if (stride > 2) call.fail_range("a stride of 1 or 2", "stride", info[k_at + 1]);
 }
 
-// (device, y, x, w, bias?, B, H, W, Cin, Cout, k, stride, silu), channels last
+// (device, y, x, w, bias?, residual?, B, H, W, Cin, Cout, k, stride, silu), channels last
 Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   OpCall call(info, "conv2dForward");
   Ops& ops = backend_for(call, 0);
-  int64_t B = call.dim(5, "B"), H = call.dim(6, "H"), W = call.dim(7, "W"), Cin = call.dim(8, "Cin"),
-          Cout = call.dim(9, "Cout"), k = call.dim(10, "k"), stride = call.dim(11, "stride");
-  check_kernel(call, info, 10);
-  const bool silu = call.flag(12, "silu");
+  int64_t B = call.dim(6, "B"), H = call.dim(7, "H"), W = call.dim(8, "W"), Cin = call.dim(9, "Cin"),
+          Cout = call.dim(10, "Cout"), k = call.dim(11, "k"), stride = call.dim(12, "stride");
+  check_kernel(call, info, 11);
+  const bool silu = call.flag(13, "silu");
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride;
   float* y = call.f32(1, "y", B * Ho * Wo * Cout);
   const float* x = call.f32(2, "x", B * H * W * Cin);
   const float* w = call.f32(3, "w", Cout * k * k * Cin);
   const float* bias = call.f32_optional(4, "bias", Cout);
-  return call.run([=, &ops] { ops.conv2d_forward(y, x, w, bias, B, H, W, Cin, Cout, k, stride, silu); });
+  const float* residual = call.f32_optional(5, "residual", B * Ho * Wo * Cout);
+  return call.run([=, &ops] { ops.conv2d_forward(y, x, w, bias, residual, B, H, W, Cin, Cout, k, stride, silu); });
 }
 
 // (device, y, x, w, bias?, B, H, W, C, k, stride, replicate, silu), channels last

@@ -12,12 +12,18 @@
 // "frozen, do not compute".
 #pragma once
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "dtype.h"
 
 namespace lt {
+
+// conv2d_forward adds a residual only to an output without activation (every backend checks).
+inline void check_conv2d_residual(const float* residual, bool silu) {
+  if (residual && silu) throw std::invalid_argument("conv2d_forward: a residual is added only without silu");
+}
 
 class Ops {
  public:
@@ -198,9 +204,12 @@ class Ops {
   // Convolution with groups = 1, padding k / 2, stride 1 or 2: y (B, Ho, Wo, Cout) with
   // Ho = ceil(H / stride); x (B, H, W, Cin); w (Cout, k, k, Cin); bias (Cout) or null. With
   // silu, y = SiLU(conv): EfficientNet's activation applied as the output is written, not in a
-  // second pass over it.
-  virtual void conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                              int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, bool silu) = 0;
+  // second pass over it. With residual (y's shape; may be y itself), y = conv + residual: a
+  // block's skip connection added as the output is written (not with silu: the blocks that add
+  // one end on a projection without activation).
+  virtual void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const float* residual,
+                              int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,
+                              bool silu) = 0;
   // Depthwise k x k convolution (k at most 15), padding k / 2, stride 1 or 2: y (B, Ho, Wo, C); w (C, k, k);
   // silu as for conv2d_forward. The padding holds zeros, or with replicate the nearest edge
   // pixel (ReplicationPad2d, as the Paella VQGAN pads).

@@ -80,6 +80,12 @@ describe('the checked op API', () => {
     await expect(ops.conv2d(t([1, 4, 4, 2]), t([3, 3, 3, 2]), null, { stride: 3 })).rejects.toThrow(
       'conv2d: Expected 1 or 2 for stride but received 3',
     );
+    await expect(
+      ops.conv2d(t([1, 4, 4, 2]), t([3, 3, 3, 2]), null, { silu: true, residual: t([1, 4, 4, 3]) }),
+    ).rejects.toThrow('conv2d: Expected false for silu with a residual but received true');
+    await expect(ops.conv2d(t([1, 4, 4, 2]), t([3, 3, 3, 2]), null, { residual: t([1, 4, 4, 2]) })).rejects.toThrow(
+      'conv2d: Expected',
+    );
     await expect(ops.conv2d(t([1, 4, 4, 2]), t([3, 4, 4, 2]))).rejects.toThrow(
       'conv2dForward: Expected an odd kernel size of at most 15 for k but received 4',
     );

@@ -36,6 +36,7 @@ struct DirectConv {
   const float* panels;  // W^T as ceil(Cout / nr) panels of (K, nr), zero-padded columns
   const float* bias;    // (Cout) or null
   bool silu;
+  float beta;  // 1 when the output already holds a residual to add to, else 0
   int64_t H, W, Cin, Cout, k, stride, pad, Wo;
 
   int64_t K() const { return k * k * Cin; }
@@ -82,7 +83,7 @@ struct DirectConv {
       const float* bias_j = bias ? bias + j0 : nullptr;
       for (int64_t t = 0; t < tiles; ++t) {
         const int64_t ox0 = t * mr;
-        TileOut out{y_row + ox0 * Cout + j0, Cout, tile_rows(t, mr), cols, 1.0f, 0.0f, bias_j, silu};
+        TileOut out{y_row + ox0 * Cout + j0, Cout, tile_rows(t, mr), cols, 1.0f, beta, bias_j, silu};
         if (slot[t] >= 0) {
           ks.gemm_tile_rows(K(), gathered.data() + slot[t] * mr * K(), K(), panel, out);
           continue;
@@ -93,7 +94,7 @@ struct DirectConv {
           const float* a = x + ((b * H + oy * stride + ky - pad) * W + in_col(ox0)) * Cin;
           ks.gemm_tile_rows(
               seg, a, stride * Cin, panel + ky * seg * nr,
-              {out.c, Cout, out.rows, cols, 1.0f, ky == ky0 ? 0.0f : 1.0f, last ? bias_j : nullptr, last && silu});
+              {out.c, Cout, out.rows, cols, 1.0f, ky == ky0 ? beta : 1.0f, last ? bias_j : nullptr, last && silu});
         }
       }
     }
@@ -167,13 +168,20 @@ void CpuOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, cons
   }
 }
 
-void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                            int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, bool silu) {
+void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, const float* residual,
+                            int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,
+                            bool silu) {
   LT_CPU_PROFILE("conv2d_forward", {B, H, W, Cin, Cout, k});
+  check_conv2d_residual(residual, silu);
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   const int64_t rows = B * Ho * Wo, K = k * k * Cin;
+  // The residual is summed by the tiles as C (beta 1), so it must lie in y first.
+  if (residual && residual != y)
+    parallel_range(rows * Cout, 1 << 16,
+                   [&](int64_t i0, int64_t i1) { std::copy(residual + i0, residual + i1, y + i0); });
+  const float beta = residual ? 1.0f : 0.0f;
   if (k == 1 && stride == 1) {  // a plain GEMM over positions
-    cpu::gemm({y, x, w, rows, Cout, Cin, false, true, 1.0f, 0.0f, Cin, Cin, Cout, bias, silu});
+    cpu::gemm({y, x, w, rows, Cout, Cin, false, true, 1.0f, beta, Cin, Cin, Cout, bias, silu});
     return;
   }
   profile_count_flops(2.0 * rows * Cout * K);
@@ -183,7 +191,7 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
   panels.reserve((Cout + nr - 1) / nr * nr * K);
   for (int64_t j = 0; j < Cout; j += nr)
     ks.pack_gather(panels.data() + j * K, w + j * K, K, K, static_cast<int>(std::min<int64_t>(nr, Cout - j)), nr);
-  const DirectConv conv{ks, x, panels.data(), bias, silu, H, W, Cin, Cout, k, stride, pad, Wo};
+  const DirectConv conv{ks, x, panels.data(), bias, silu, beta, H, W, Cin, Cout, k, stride, pad, Wo};
   parallel_for(B * Ho, [&](int64_t row) {
     thread_local std::vector<float> gathered;
     conv.row(y + row * Wo * Cout, row / Ho, row % Ho, gathered);
@@ -210,8 +218,7 @@ void CpuOps::depthwise_conv_forward(float* y, const float* x, const float* w, co
           in[ky * k + kx] = inside ? x + ((b * H + iy) * W + ix) * C : nullptr;
         }
       float* out = y + ((b * Ho + oy) * Wo + ox) * C;
-      ks.depthwise_pixel(out, in.data(), taps.data(), bias, C, static_cast<int>(k * k));
-      if (silu) ks.sigmoid(out, out, C, true);  // the pixel's channels are still in L1
+      ks.depthwise_pixel(out, in.data(), taps.data(), bias, C, static_cast<int>(k * k), silu);
     }
   });
 }

@@ -69,8 +69,10 @@ struct KernelSet {
                   int64_t n, bool accumulate);
   // One output pixel of a depthwise convolution, channels last: out (C) = bias (or 0) + the sum
   // over taps t < kk (at most kMaxDepthwiseTaps) whose input in[t] (C) is not null (padding) of
-  // taps[t * C ..] * in[t], each channel summed in registers in a fixed order and written once.
-  void (*depthwise_pixel)(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk);
+  // taps[t * C ..] * in[t], each channel summed in registers in a fixed order, then SiLU when
+  // silu, and written once.
+  void (*depthwise_pixel)(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk,
+                          bool silu);
   // bf16 rounding as f32_to_bf16 does it (nearest even, NaN kept quiet): mixed precision rounds
   // every saved activation (to_bf16) and every fp32 GEMM operand met beside a bf16 one
   // (through_bf16: rounded, then widened back).

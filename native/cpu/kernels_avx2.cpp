@@ -353,7 +353,8 @@ struct TileAvx2 {
 };
 using TilesAvx2 = TileEntries<kMR, kNR, 8, TileAvx2>;
 
-void depthwise_pixel_avx2(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk) {
+void depthwise_pixel_avx2(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk,
+                          bool silu) {
   // The taps inside the image, in order, so that the loop below has no branch; two chains of
   // FMAs (even and odd taps) per vector, so that it is not bound by the FMA's latency.
   const float* rows[kMaxDepthwiseTaps];
@@ -370,7 +371,8 @@ void depthwise_pixel_avx2(float* out, const float* const* in, const float* taps,
       odd = _mm256_fmadd_ps(load_n(tap_rows[t + 1] + c, count), load_n(rows[t + 1] + c, count), odd);
     }
     if (t < n) even = _mm256_fmadd_ps(load_n(tap_rows[t] + c, count), load_n(rows[t] + c, count), even);
-    store_n(out + c, _mm256_add_ps(even, odd), count);
+    const __m256 sum = _mm256_add_ps(even, odd);
+    store_n(out + c, silu ? _mm256_mul_ps(sum, sigmoid_ps_avx2(sum)) : sum, count);
   });
 }
 

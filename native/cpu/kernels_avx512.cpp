@@ -246,14 +246,34 @@ void bias_silu_avx512(float* c, int64_t ldc, int64_t rows, int64_t cols, const f
     });
 }
 
-void depthwise_pixel_avx512(float* out, const float* const* in, const float* taps, const float* bias, int64_t C,
-                            int kk) {
-  for_lanes(C, [&](int64_t c, __mmask16 m) {
-    __m512 acc = bias ? _mm512_maskz_loadu_ps(m, bias + c) : _mm512_setzero_ps();
-    for (int t = 0; t < kk; ++t)
-      if (in[t])
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, taps + t * C + c), _mm512_maskz_loadu_ps(m, in[t] + c), acc);
-    _mm512_mask_storeu_ps(out + c, m, acc);
+// Four blocks of 16 channels at a time, each its own chain of FMAs: one chain per block waited
+// on the FMA's latency at every tap. Each channel still sums bias, then the taps in order.
+void depthwise_pixel_avx512(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk,
+                            bool silu) {
+  const float* rows[kMaxDepthwiseTaps];  // the taps inside the image, in order: no branch below
+  const float* tap_rows[kMaxDepthwiseTaps];
+  int n = 0;
+  kk = std::min(kk, kMaxDepthwiseTaps);  // callers check; never write past the lists
+  for (int t = 0; t < kk; ++t)
+    if (in[t]) rows[n] = in[t], tap_rows[n++] = taps + t * C;
+  constexpr int kBlocks = 4;
+  int64_t c = 0;
+  for (; c + 16 * kBlocks <= C; c += 16 * kBlocks) {
+    __m512 acc[kBlocks];
+    for (int j = 0; j < kBlocks; ++j) acc[j] = bias ? _mm512_loadu_ps(bias + c + 16 * j) : _mm512_setzero_ps();
+    for (int t = 0; t < n; ++t)
+      for (int j = 0; j < kBlocks; ++j)
+        acc[j] =
+            _mm512_fmadd_ps(_mm512_loadu_ps(tap_rows[t] + c + 16 * j), _mm512_loadu_ps(rows[t] + c + 16 * j), acc[j]);
+    for (int j = 0; j < kBlocks; ++j)
+      _mm512_storeu_ps(out + c + 16 * j, silu ? _mm512_mul_ps(acc[j], sigmoid_ps_avx512(acc[j])) : acc[j]);
+  }
+  for_lanes(C - c, [&](int64_t i, __mmask16 m) {
+    __m512 acc = bias ? _mm512_maskz_loadu_ps(m, bias + c + i) : _mm512_setzero_ps();
+    for (int t = 0; t < n; ++t)
+      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, tap_rows[t] + c + i), _mm512_maskz_loadu_ps(m, rows[t] + c + i),
+                            acc);
+    _mm512_mask_storeu_ps(out + c + i, m, silu ? _mm512_mul_ps(acc, sigmoid_ps_avx512(acc)) : acc);
   });
 }
 

@@ -83,13 +83,14 @@ void gemm_tile_rows_generic(int64_t kc, const float* A, int64_t lda, const float
 }
 
 void depthwise_pixel_generic(float* out, const float* const* in, const float* taps, const float* bias, int64_t C,
-                             int kk) {
+                             int kk, bool silu) {
   for (int64_t c = 0; c < C; ++c) {
     float acc = bias ? bias[c] : 0.0f;
     for (int t = 0; t < kk; ++t)
       if (in[t]) acc += taps[t * C + c] * in[t][c];
     out[c] = acc;
   }
+  if (silu) sigmoid_generic(out, out, C, true);
 }
 
 void to_bf16_generic(uint16_t* dst, const float* src, int64_t n) {

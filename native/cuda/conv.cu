@@ -74,8 +74,9 @@ __global__ void depthwise3_backward_params_kernel(float* dw, float* dbias, const
 }
 
 // y (B, Ho, Wo, Cout) = conv(x (B, H, W, Cin), w (Cout, k, k, Cin)) + bias, one thread per output.
-__global__ void conv2d_kernel(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                              int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, bool silu) {
+__global__ void conv2d_kernel(float* y, const float* x, const float* w, const float* bias, const float* residual,
+                              int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,
+                              bool silu) {
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   LT_FOR(i, B * Ho * Wo * Cout) {
     const int64_t o = i % Cout, ox = (i / Cout) % Wo, oy = (i / (Cout * Wo)) % Ho, b = i / (Cout * Wo * Ho);
@@ -91,7 +92,7 @@ __global__ void conv2d_kernel(float* y, const float* x, const float* w, const fl
         for (int64_t c = 0; c < Cin; ++c) acc += wt[c] * in[c];
       }
     }
-    y[i] = silu_if(acc, silu);
+    y[i] = silu_if(acc, silu) + (residual ? residual[i] : 0.0f);
   }
 }
 
@@ -182,11 +183,13 @@ void CudaOps::conv_transpose2d_forward(float* y, const float* x, const float* w,
   LT_LAUNCHED("conv_transpose2d");
 }
 
-void CudaOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                             int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride, bool silu) {
+void CudaOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, const float* residual,
+                             int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,
+                             bool silu) {
   LT_PROFILE("conv2d_forward");
+  check_conv2d_residual(residual, silu);
   const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * Cout;
-  conv2d_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, Cin, Cout, k, stride, silu);
+  conv2d_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, residual, B, H, W, Cin, Cout, k, stride, silu);
   LT_LAUNCHED("conv2d");
 }
 

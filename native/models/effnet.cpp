@@ -94,13 +94,14 @@ EffNetEncoder::EffNetEncoder(Ops& ops, const EffNetConfig& config) : ops_(ops), 
 EffNetEncoder::~EffNetEncoder() = default;
 
 void EffNetEncoder::run_conv(const std::string& name, float* y, const float* x, int64_t B, int64_t H, int64_t W,
-                             int64_t in, int64_t out, int64_t k, int64_t stride, bool depthwise, bool silu) {
+                             int64_t in, int64_t out, int64_t k, int64_t stride, bool depthwise, bool silu,
+                             const float* residual) {
   const float* w = params_.get(name + ".weight");
   const float* b = params_.get(name + ".bias");
   if (depthwise)
     ops_.depthwise_conv_forward(y, x, w, b, B, H, W, out, k, stride, false, silu);
   else
-    ops_.conv2d_forward(y, x, w, b, B, H, W, in, out, k, stride, silu);
+    ops_.conv2d_forward(y, x, w, b, residual, B, H, W, in, out, k, stride, silu);
 }
 
 void EffNetEncoder::forward(float* out, const float* images, int64_t B, int64_t H, int64_t W) {
@@ -137,10 +138,16 @@ void EffNetEncoder::forward(float* out, const float* images, int64_t B, int64_t 
     const int64_t Ho = (H + b.stride - 1) / b.stride, Wo = (W + b.stride - 1) / b.stride;
     float* t = buf[2];
     float* u = buf[3];
+    // A block ending on a projection (no activation) adds its skip connection as that writes,
+    // over the block's input in place; the fused block without expansion ends on SiLU, and adds
+    // it after.
+    const bool projection_adds = b.residual && !(b.fused && b.exp == b.in);
+    float* projected = projection_adds ? x : y;
+    const float* skip = projection_adds ? x : nullptr;
     if (b.fused) {
       if (b.exp != b.in) {
         run_conv(b.prefix + "0.0", t, x, B, H, W, b.in, b.exp, b.k, b.stride, false, true);
-        run_conv(b.prefix + "1.0", y, t, B, Ho, Wo, b.exp, b.out, 1, 1, false, false);
+        run_conv(b.prefix + "1.0", projected, t, B, Ho, Wo, b.exp, b.out, 1, 1, false, false, skip);
       } else {
         run_conv(b.prefix + "0.0", y, x, B, H, W, b.in, b.out, b.k, b.stride, false, true);
       }
@@ -161,11 +168,11 @@ void EffNetEncoder::forward(float* out, const float* images, int64_t B, int64_t 
                           b.squeeze, b.exp);
       ops_.sigmoid_forward(se_mean, se_mean, B * b.exp);
       ops_.scale_channels(u, u, se_mean, B, Ho * Wo, b.exp);
-      run_conv(b.prefix + (expands ? "3.0" : "2.0"), y, u, B, Ho, Wo, b.exp, b.out, 1, 1, false, false);
+      run_conv(b.prefix + (expands ? "3.0" : "2.0"), projected, u, B, Ho, Wo, b.exp, b.out, 1, 1, false, false, skip);
     }
     // Stochastic depth is the identity in eval mode.
-    if (b.residual) ops_.axpy(y, x, 1.0f, B * Ho * Wo * b.out);
-    std::swap(x, y);
+    if (b.residual && !projection_adds) ops_.axpy(y, x, 1.0f, B * Ho * Wo * b.out);
+    if (!projection_adds) std::swap(x, y);
     H = Ho;
     W = Wo;
   }

@@ -52,7 +52,7 @@ class EffNetEncoder {
   };
   void conv(const std::string& name, int64_t in, int64_t out, int64_t k, bool depthwise);
   void run_conv(const std::string& name, float* y, const float* x, int64_t B, int64_t H, int64_t W, int64_t in,
-                int64_t out, int64_t k, int64_t stride, bool depthwise, bool silu);
+                int64_t out, int64_t k, int64_t stride, bool depthwise, bool silu, const float* residual = nullptr);
 
   Ops& ops_;
   EffNetConfig config_;

@@ -260,6 +260,7 @@ export interface NativeAddon {
     x: Float32Array,
     w: Float32Array,
     bias: Buf,
+    residual: Buf,
     B: number,
     H: number,
     W: number,

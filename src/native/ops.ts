@@ -611,8 +611,15 @@ function convOutput(op: string, s: ShapeCheck, stride: number | undefined, chann
 }
 
 /** k x k convolution (k odd, at most 15), channels last: x (B, H, W, Cin), weight
- * (Cout, k, k, Cin) (PyTorch's (Cout, Cin, k, k) with the channels last), zero padding k / 2. */
-export async function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: ConvOptions = {}): Promise<Tensor> {
+ * (Cout, k, k, Cin) (PyTorch's (Cout, Cin, k, k) with the channels last), zero padding k / 2.
+ * With opts.residual (the output's shape), y = conv + residual, added as the output is written
+ * (an MBConv block's skip connection; not with silu). */
+export async function conv2d(
+  x: Tensor,
+  weight: Tensor,
+  bias?: Tensor | null,
+  opts: ConvOptions & { residual?: Tensor } = {},
+): Promise<Tensor> {
   const s = new ShapeCheck('conv2d');
   const dev = checkDevice('conv2d', opts.device);
   s.tensor('x', x, ['B', 'H', 'W', 'Cin']);
@@ -620,7 +627,9 @@ export async function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, op
   const b = s.optionalTensor('bias', bias, ['Cout']);
   const { stride, y } = convOutput('conv2d', s, opts.stride, 'Cout');
   const [B, H, W] = [s.dim('B'), s.dim('H'), s.dim('W')];
+  const residual = s.optionalTensor('residual', opts.residual, y.shape);
   const silu = opts.silu ?? false;
+  if (residual && silu) throw new RangeError('conv2d: Expected false for silu with a residual but received true');
   await callNative(() =>
     native().conv2dForward(
       dev,
@@ -628,6 +637,7 @@ export async function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, op
       x.data,
       weight.data,
       b?.data ?? null,
+      residual?.data ?? null,
       B,
       H,
       W,

@@ -349,6 +349,28 @@ function convForwardCase(fx: Fixture, c: FixtureCase): OpCase {
   };
 }
 
+/** A convolution without activation that adds a residual as it writes: PyTorch's result plus
+ * that residual (a fixed pattern of the output's shape). */
+function convResidualCase(fx: Fixture, c: FixtureCase): OpCase {
+  const residual = (): Tensor => {
+    const shape = fx.tensor(c, 'y').shape;
+    const size = shape.reduce((a, b) => a * b, 1);
+    return { data: Float32Array.from({ length: size }, (_, i) => Math.cos(0.37 * i)), shape };
+  };
+  return {
+    name: `${c.id} (residual)`,
+    async run(device) {
+      const [x, w, b] = [fx.tensor(c, 'x'), fx.tensor(c, 'w'), fx.tensor(c, 'b')];
+      const y = await ops.conv2d(x, w, b, { device, stride: num(c.stride), residual: residual() });
+      return { y: { tensor: y, tolerance: TOLERANCE.forward } };
+    },
+    reference: () => {
+      const [y, r] = [fx.tensor(c, 'y'), residual()];
+      return { y: { data: y.data.map((v, i) => v + (r.data[i] ?? Number.NaN)), shape: y.shape } };
+    },
+  };
+}
+
 /** Every op case of tests/fixtures/ops.safetensors and lowp.safetensors. */
 export function opCases(fixturesDir: string): OpCase[] {
   const fx = new Fixture(join(fixturesDir, 'ops.safetensors'));
@@ -366,6 +388,10 @@ export function opCases(fixturesDir: string): OpCase[] {
     ...of('depthwise', convolution(ops.depthwiseConv3x3, ops.depthwiseConv3x3Backward)),
     ...of('conv1x1', convolution(ops.conv1x1, ops.conv1x1Backward)),
     ...[...fx.casesOf('conv2d'), ...fx.casesOf('depthwise_k')].map((c) => convForwardCase(fx, c)),
+    ...fx
+      .casesOf('conv2d')
+      .filter((c) => !c.silu)
+      .map((c) => convResidualCase(fx, c)),
     ...fx.casesOf('mse').map((c) => mseCase(fx, c)),
     ...fx.casesOf('adamw').flatMap((c) => [adamwCase(fx, c, 1), adamwCase(fx, c, 1024)]),
     ...fx.casesOf('clip').map((c) => clipCase(fx, c)),

@@ -193,6 +193,10 @@ for name, shape in [
 ]:
     conv2d_case(name, *shape)
 
+# A 1x1 convolution without activation, over two of the GEMM's K blocks: the tests add a
+# residual to it (an MBConv block's projection), summed as C from the first block on.
+conv2d_case("k1_deep_projection", 2, 3, 5, 1700, 40, 1, 1, False)
+
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 write_safetensors(OUT, tensors, {"cases": json.dumps(cases), "generator": "tests/reference/ops_fixtures.py", "torch": torch.__version__})
 print(f"wrote {len(cases)} cases, {len(tensors)} tensors to {os.path.relpath(OUT)}")
