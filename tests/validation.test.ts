@@ -84,7 +84,7 @@ describe('the checked op API', () => {
       ops.conv2d(t([1, 4, 4, 2]), t([3, 3, 3, 2]), null, { silu: true, residual: t([1, 4, 4, 3]) }),
     ).rejects.toThrow('conv2d: Expected false for silu with a residual but received true');
     await expect(ops.conv2d(t([1, 4, 4, 2]), t([3, 3, 3, 2]), null, { residual: t([1, 4, 4, 2]) })).rejects.toThrow(
-      'conv2d: Expected',
+      'conv2d: Expected shape [1, 4, 4, 3] for residual but received [1, 4, 4, 2]',
     );
     await expect(ops.conv2d(t([1, 4, 4, 2]), t([3, 4, 4, 2]))).rejects.toThrow(
       'conv2dForward: Expected an odd kernel size of at most 15 for k but received 4',

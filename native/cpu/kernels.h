@@ -2,6 +2,7 @@
 // LORA_TRAIN_CPU_KERNEL=avx512|avx2|generic (or set_cpu_kernel) forces a set, so tests can
 // check every path on one machine.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -82,6 +83,18 @@ struct KernelSet {
 
 // The most taps (k x k) a depthwise convolution may have: 15 x 15.
 constexpr int kMaxDepthwiseTaps = 225;
+
+// A depthwise pixel's taps that lie inside the image, in order: rows[i] the input pixel and
+// tap_rows[i] the weights (kMaxDepthwiseTaps each), so that the vector sets' loops over them
+// have no branch. Returns how many there are.
+inline int depthwise_taps_inside(const float** rows, const float** tap_rows, const float* const* in, const float* taps,
+                                 int64_t C, int kk) {
+  int n = 0;
+  kk = std::min(kk, kMaxDepthwiseTaps);  // callers check; never write past the lists
+  for (int t = 0; t < kk; ++t)
+    if (in[t]) rows[n] = in[t], tap_rows[n++] = taps + t * C;
+  return n;
+}
 
 // The portable packing routines, also the fallback of the wider sets for odd widths.
 // kRound: fp32 values rounded through bf16 on the way.

@@ -318,8 +318,8 @@ __attribute__((always_inline)) inline void tile_avx2(int64_t kc, const float* A,
     }
   }
   const __m256 va = _mm256_set1_ps(out.alpha), vb = _mm256_set1_ps(out.beta);
-  if (kCols == kNR && out.cols == kNR && !out.bias && !out.silu &&
-      !out.c16) {  // the common case, with no branch per row
+  // The common case, with no branch per row.
+  if (kCols == kNR && out.cols == kNR && !out.bias && !out.silu && !out.c16) {
 #pragma GCC unroll 6
     for (int i = 0; i < kRowsN; ++i) {
       float* row = out.c + i * out.ldc;
@@ -355,14 +355,10 @@ using TilesAvx2 = TileEntries<kMR, kNR, 8, TileAvx2>;
 
 void depthwise_pixel_avx2(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk,
                           bool silu) {
-  // The taps inside the image, in order, so that the loop below has no branch; two chains of
-  // FMAs (even and odd taps) per vector, so that it is not bound by the FMA's latency.
-  const float* rows[kMaxDepthwiseTaps];
-  const float* tap_rows[kMaxDepthwiseTaps];
-  int n = 0;
-  kk = std::min(kk, kMaxDepthwiseTaps);  // callers check; never write past the lists
-  for (int t = 0; t < kk; ++t)
-    if (in[t]) rows[n] = in[t], tap_rows[n++] = taps + t * C;
+  // Two chains of FMAs (even and odd taps) per vector, so that it is not bound by the FMA's
+  // latency.
+  const float *rows[kMaxDepthwiseTaps], *tap_rows[kMaxDepthwiseTaps];
+  const int n = depthwise_taps_inside(rows, tap_rows, in, taps, C, kk);
   for_lanes(C, [&](int64_t c, int64_t count) {
     __m256 even = bias ? load_n(bias + c, count) : _mm256_setzero_ps(), odd = _mm256_setzero_ps();
     int t = 0;

@@ -250,12 +250,8 @@ void bias_silu_avx512(float* c, int64_t ldc, int64_t rows, int64_t cols, const f
 // on the FMA's latency at every tap. Each channel still sums bias, then the taps in order.
 void depthwise_pixel_avx512(float* out, const float* const* in, const float* taps, const float* bias, int64_t C, int kk,
                             bool silu) {
-  const float* rows[kMaxDepthwiseTaps];  // the taps inside the image, in order: no branch below
-  const float* tap_rows[kMaxDepthwiseTaps];
-  int n = 0;
-  kk = std::min(kk, kMaxDepthwiseTaps);  // callers check; never write past the lists
-  for (int t = 0; t < kk; ++t)
-    if (in[t]) rows[n] = in[t], tap_rows[n++] = taps + t * C;
+  const float *rows[kMaxDepthwiseTaps], *tap_rows[kMaxDepthwiseTaps];
+  const int n = depthwise_taps_inside(rows, tap_rows, in, taps, C, kk);
   constexpr int kBlocks = 4;
   int64_t c = 0;
   for (; c + 16 * kBlocks <= C; c += 16 * kBlocks) {
