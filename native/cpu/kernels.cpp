@@ -102,7 +102,7 @@ const float* load_values(TensorRef x, int64_t at, int64_t n, float* buffer) {
   if (x.type == DType::f32) return x.f32() + at;
   const uint16_t* src = x.lowp() + at;
   if (x.type == DType::bf16)
-    for (int64_t i = 0; i < n; ++i) buffer[i] = bf16_to_f32(src[i]);
+    active_kernels().from_bf16(buffer, src, n);
   else
     for (int64_t i = 0; i < n; ++i) buffer[i] = lowp_to_f32(src[i], x.type);
   return buffer;

@@ -79,6 +79,9 @@ struct KernelSet {
   // (through_bf16: rounded, then widened back).
   void (*to_bf16)(uint16_t* dst, const float* src, int64_t n);
   void (*through_bf16)(float* dst, const float* src, int64_t n);
+  // bf16 widened to fp32 (exact: its bits are an fp32's top half), for every op that reads a
+  // bf16-stored activation through fp32 a block at a time.
+  void (*from_bf16)(float* dst, const uint16_t* src, int64_t n);
 };
 
 // The most taps (k x k) a depthwise convolution may have: 15 x 15.

@@ -83,6 +83,12 @@ void through_bf16_avx2(float* dst, const float* src, int64_t n) {
   for (; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
 }
 
+void from_bf16_avx2(float* dst, const uint16_t* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8(src + i));
+  for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+}
+
 // Eight p at a time, transposed in registers (the generic loop finishes a ragged end of p).
 // kRound: fp32 values rounded through bf16 as they are loaded.
 template <typename T, bool kRound = false>
@@ -420,6 +426,7 @@ const KernelSet kAvx2Kernels = {"avx2",
                                 dropout_avx2,
                                 depthwise_pixel_avx2,
                                 to_bf16_avx2,
-                                through_bf16_avx2};
+                                through_bf16_avx2,
+                                from_bf16_avx2};
 
 }  // namespace lt::cpu

@@ -211,6 +211,10 @@ void through_bf16_avx512(float* dst, const float* src, int64_t n) {
   });
 }
 
+void from_bf16_avx512(float* dst, const uint16_t* src, int64_t n) {
+  for_lanes(n, [&](int64_t i, __mmask16 m) { _mm512_mask_storeu_ps(dst + i, m, load16(m, src + i)); });
+}
+
 void gelu_forward_avx512(float* y, const float* x, int64_t n) {
   for_lanes(n, [&](int64_t i, __mmask16 m) {
     __m512 v = _mm512_maskz_loadu_ps(m, x + i), cdf, pdf;
@@ -321,6 +325,7 @@ const KernelSet kAvx512Kernels = {"avx512",
                                   dropout_avx512,
                                   depthwise_pixel_avx512,
                                   to_bf16_avx512,
-                                  through_bf16_avx512};
+                                  through_bf16_avx512,
+                                  from_bf16_avx512};
 
 }  // namespace lt::cpu

@@ -101,6 +101,10 @@ void through_bf16_generic(float* dst, const float* src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
 }
 
+void from_bf16_generic(float* dst, const uint16_t* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+}
+
 void dropout_generic(float* y, const float* x, float p, float scale, uint32_t key_a, uint32_t key_b, int64_t first,
                      int64_t n, bool accumulate) {
   const DropoutKey key{key_a, key_b};
@@ -168,6 +172,7 @@ const KernelSet kGenericKernels = {"generic",
                                    dropout_generic,
                                    depthwise_pixel_generic,
                                    to_bf16_generic,
-                                   through_bf16_generic};
+                                   through_bf16_generic,
+                                   from_bf16_generic};
 
 }  // namespace lt::cpu

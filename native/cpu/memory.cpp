@@ -126,11 +126,8 @@ void CpuOps::convert(void* dst, DType dst_type, TensorRef src, int64_t n) {
       return std::memmove(static_cast<char*>(dst) + i0 * size, src.from(i0).data, (i1 - i0) * size), void();
     // Mixed precision rounds every saved activation (by the kernel set, for bf16) ...
     if (src.type == DType::f32) return store_values(out, i0, src.f32() + i0, i1 - i0);
-    if (src.type == DType::bf16 && dst_type == DType::f32) {  // and widens them back: a shift
-      float* out32 = static_cast<float*>(dst);
-      for (int64_t i = i0; i < i1; ++i) out32[i] = bf16_to_f32(src.lowp()[i]);
-      return;
-    }
+    if (src.type == DType::bf16 && dst_type == DType::f32)  // and widens them back: a shift
+      return active_kernels().from_bf16(static_cast<float*>(dst) + i0, src.lowp() + i0, i1 - i0);
     for (int64_t i = i0; i < i1; ++i) out.set(i, src.at(i));
   });
 }
