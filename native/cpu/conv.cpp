@@ -176,9 +176,7 @@ void CpuOps::conv2d_forward(float* y, const float* x, const float* w, const floa
   const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
   const int64_t rows = B * Ho * Wo, K = k * k * Cin;
   // The residual is summed by the tiles as C (beta 1), so it must lie in y first.
-  if (residual && residual != y)
-    parallel_range(rows * Cout, 1 << 16,
-                   [&](int64_t i0, int64_t i1) { std::copy(residual + i0, residual + i1, y + i0); });
+  if (residual && residual != y) convert(y, DType::f32, residual, rows * Cout);
   const float beta = residual ? 1.0f : 0.0f;
   if (k == 1 && stride == 1) {  // a plain GEMM over positions
     cpu::gemm({y, x, w, rows, Cout, Cin, false, true, 1.0f, beta, Cin, Cin, Cout, bias, silu});
