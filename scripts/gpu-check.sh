@@ -7,8 +7,10 @@
 # image embeddings (decoder 12 steps + VQGAN) beside diffusers in bf16; print a table. With two GPUs or more, also
 # the NCCL gradient sum of data-parallel training (tests/gpu-ddp-check.ts).
 # Prepare here:  put the Node binary at .device/node.xz and run npm run build:ts
-# Run there:     with .device dist node_modules/node-addon-api node_modules/node-api-headers copied
-#                along: bash scripts/gpu-check.sh   (SKIP_PARITY=1 times the steps only)
+# Run there:     with .device dist node_modules/node-addon-api node_modules/node-api-headers
+#                node_modules/zod copied along: bash scripts/gpu-check.sh   (SKIP_PARITY=1 times the
+#                steps only; each part stops after PART_SECONDS, 240 by default, so a hung kernel
+#                cannot spend the machine's whole loan)
 # Check the JS side here first, at a tiny size on the CPU emulator's CUDA device (npm test builds it):
 #   LORA_TRAIN_NATIVE=build-emulator/Release/lora_train.node node dist/tests/gpu-check.js --dry-run
 set -euo pipefail
@@ -19,6 +21,8 @@ command -v nvcc >/dev/null || { echo "gpu-check: no nvcc on PATH or in /usr/loca
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+echo "nvcc $(nvcc --version | tail -n1); $(python3 -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' 2>&1 | tail -n1)" | tee -a "$out/gpu.txt"
+part() { timeout --kill-after=10 "${PART_SECONDS:-240}" "$@"; }
 
 # cuBLASLt: its header for the build, its library for the run (the toolkit's, else the
 # nvidia-cublas wheel PyTorch brings).
@@ -58,23 +62,23 @@ export LORA_TRAIN_NATIVE="$PWD/build/Release/lora_train.node"
 status=0
 # Parity and timing in separate processes: a kernel fault poisons its process's CUDA context.
 if [ -z "${SKIP_PARITY:-}" ]; then
-  node dist/tests/gpu-check.js "$PWD/tests/fixtures" --parity-only 2>&1 | tee "$out/parity.md"
+  part node dist/tests/gpu-check.js "$PWD/tests/fixtures" --parity-only 2>&1 | tee "$out/parity.md"
   status=${PIPESTATUS[0]}
 fi
 sampler=$(sample "$out/memory-lora-train.txt")
-node dist/tests/gpu-check.js --no-parity 2>&1 | tee "$out/step.json"
+part node dist/tests/gpu-check.js --no-parity 2>&1 | tee "$out/step.json"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 kill "$sampler" 2>/dev/null
-echo '[{"id":"torch_sdpa","kind":"sdpa","B":8,"H":24,"N":576,"M":653,"d":64}]' | python3 bench/peer.py | tee "$out/sdpa.json"
+echo '[{"id":"torch_sdpa","kind":"sdpa","B":8,"H":24,"N":576,"M":653,"d":64}]' | part python3 bench/peer.py | tee "$out/sdpa.json"
 sampler=$(sample "$out/memory-torch.txt")
 echo '[{"id":"torch","kind":"prior_step","device":"cuda","c_in":16,"c":1536,"c_cond":1280,"c_r":64,"depth":32,"nhead":24,"B":8,"H":24,"W":24,"T":77,"rank":8,"minSeconds":5}]' \
-  | python3 bench/peer.py | tee "$out/torch.json"
+  | part python3 bench/peer.py | tee "$out/torch.json"
 kill "$sampler" 2>/dev/null
-echo '[{"id":"torch_picture","kind":"picture","side":256,"T":77,"steps":12,"minSeconds":5}]' | python3 bench/peer.py | tee "$out/picture-torch.json"
+echo '[{"id":"torch_picture","kind":"picture","side":256,"T":77,"steps":12,"minSeconds":5}]' | part python3 bench/peer.py | tee "$out/picture-torch.json"
 echo "peak GPU memory (MiB, nvidia-smi, whole process): lora-train $(peak "$out/memory-lora-train.txt"), torch $(peak "$out/memory-torch.txt")"
 # Data parallelism: two processes, one GPU each, sum their LoRA gradients with NCCL.
 if [ "$(nvidia-smi --list-gpus | wc -l)" -ge 2 ]; then
-  node dist/tests/gpu-ddp-check.js 2>&1 | tee "$out/ddp.json"
+  part node dist/tests/gpu-ddp-check.js 2>&1 | tee "$out/ddp.json"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 else
   echo "gpu-check: one GPU: the NCCL data-parallel check needs two (skipped)"

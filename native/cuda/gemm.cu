@@ -135,10 +135,9 @@ class Blas {
       beta = 1.0f;
     }
     // cuBLASLt's A is our op(B)^T and its B our op(A)^T (see the file comment).
-    check_blas(lt,
-               lt.matmul(handle_, p.desc, &alpha, B, p.a, A, p.b, &beta, C.data, p.c, C.data, p.c, &p.algo, workspace_,
-                         kWorkspaceBytes, 0),
-               "matmul");
+    const cublasStatus_t s = lt.matmul(handle_, p.desc, &alpha, B, p.a, A, p.b, &beta, C.data, p.c, C.data, p.c,
+                                       &p.algo, workspace_, kWorkspaceBytes, 0);
+    if (s != CUBLAS_STATUS_SUCCESS) check_blas(lt, s, ("matmul of " + describe(key)).c_str());
     return true;
   }
 
@@ -153,6 +152,17 @@ class Blas {
       lt_ = lt;
     }
     return *lt_;
+  }
+
+  static std::string describe(const PlanKey& key) {
+    const auto [M, N, K, transA, transB, lda, ldb, ldc, type, tf32, al_a, al_b, al_c, al_bias, c_type] = key;
+    std::string d = std::string(dtype_name(static_cast<DType>(type))) + " M=" + std::to_string(M) +
+                    " N=" + std::to_string(N) + " K=" + std::to_string(K) + (transA ? " A^T" : "") +
+                    (transB ? " B^T" : "") + " lda=" + std::to_string(lda) + " ldb=" + std::to_string(ldb) +
+                    " ldc=" + std::to_string(ldc) + " C " + dtype_name(static_cast<DType>(c_type)) + " aligned " +
+                    std::to_string(al_a) + "/" + std::to_string(al_b) + "/" + std::to_string(al_c);
+    if (al_bias) d += " bias aligned " + std::to_string(al_bias);
+    return tf32 ? d + " tf32" : d;
   }
 
   Plan make_plan(const CublasLt& lt, const PlanKey& key, DType t, const float* bias_pointer) {
@@ -183,7 +193,8 @@ class Blas {
     int found = 0;
     // With a bias, first with the bias epilogue (cuBLASLt's D is C^T (N, M): its rows are our
     // columns, so the bias (N) adds to every row of C); when that is refused or finds nothing
-    // (the heuristic answers NOT_SUPPORTED), again without, and matmul adds the bias itself.
+    // (the heuristic answers NOT_SUPPORTED, as it does for our fp32 bias beside a bf16/fp16 C),
+    // again without, and matmul adds the bias itself.
     for (bool epilogue : {al_bias != 0, false}) {
       const cublasLtEpilogue_t e = epilogue ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
       // Our biases are fp32; without the epilogue, back to the default (D's type).
@@ -191,8 +202,11 @@ class Blas {
       s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof(e));
       if (s == CUBLAS_STATUS_SUCCESS)
         s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type));
-      if (s == CUBLAS_STATUS_SUCCESS && epilogue)
-        s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_pointer, sizeof(bias_pointer));
+      // No pointer left behind without the epilogue: cuBLASLt's heuristic accepts one, but its
+      // matmul then refuses to run (INVALID_VALUE).
+      const float* pointer = epilogue ? bias_pointer : nullptr;
+      if (s == CUBLAS_STATUS_SUCCESS)
+        s = lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &pointer, sizeof(pointer));
       found = 0;
       if (s == CUBLAS_STATUS_SUCCESS) s = lt.heuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
       p.bias = epilogue;
