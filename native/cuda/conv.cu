@@ -1,4 +1,6 @@
 // Convolutions on the device: depthwise k x k (channels last), general k x k (direct), 1x1 (NCHW, GEMM).
+#include <algorithm>
+
 #include "common.cuh"
 #include "cuda_ops.h"
 #include "profile.h"
@@ -96,27 +98,41 @@ __global__ void conv2d_kernel(float* y, const float* x, const float* w, const fl
   }
 }
 
-// y (B, Ho, Wo, Cout) of a transposed convolution, one thread per output: the sum over the
-// input pixels and taps that land on it; w (Cin, Cout, k, k).
-__global__ void conv_transpose2d_kernel(float* y, const float* x, const float* w, const float* bias, int64_t B,
-                                        int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,
+// A transposed convolution as a GEMM and a gather: cols (pixels, k, k, Cout) = x (pixels, Cin)
+// w' (Cin, k, k, Cout) over a band of input rows, then each output pixel sums the taps that land
+// on it.
+
+// w' (Cin, k, k, Cout) from w (Cin, Cout, k, k), so the gather reads cols along Cout.
+__global__ void taps_last_kernel(float* wp, const float* w, int64_t Cin, int64_t Cout, int64_t kk) {
+  LT_FOR(i, Cin * Cout * kk) {
+    const int64_t o = i % Cout, tap = (i / Cout) % kk, c = i / (Cout * kk);
+    wp[i] = w[(c * Cout + o) * kk + tap];
+  }
+}
+
+__global__ void fill_bias_kernel(float* y, const float* bias, int64_t n, int64_t C) {
+  LT_FOR(i, n) y[i] = bias ? bias[i % C] : 0.0f;
+}
+
+// y rows oy0 .. oy0 + n_oy (Wo, Cout) of one image += the taps in cols (rows, W, k, k, Cout) of
+// input rows r0 .. r0 + rows that land on them.
+__global__ void transpose_gather_kernel(float* y, const float* cols, int64_t r0, int64_t rows, int64_t oy0,
+                                        int64_t n_oy, int64_t W, int64_t Wo, int64_t Cout, int64_t k, int64_t stride,
                                         int64_t pad) {
-  const int64_t Ho = (H - 1) * stride - 2 * pad + k, Wo = (W - 1) * stride - 2 * pad + k;
-  LT_FOR(i, B * Ho * Wo * Cout) {
-    const int64_t o = i % Cout, ox = (i / Cout) % Wo, oy = (i / (Cout * Wo)) % Ho, b = i / (Cout * Wo * Ho);
-    float acc = bias ? bias[o] : 0.0f;
+  const int64_t taps = k * k * Cout;
+  LT_FOR(i, n_oy * Wo * Cout) {
+    const int64_t o = i % Cout, ox = (i / Cout) % Wo, oy = oy0 + i / (Cout * Wo);
+    float acc = 0.0f;
     for (int64_t ky = 0; ky < k; ++ky) {
       const int64_t t = oy + pad - ky;
-      if (t < 0 || t % stride || t / stride >= H) continue;
+      if (t < 0 || t % stride || t / stride < r0 || t / stride >= r0 + rows) continue;
       for (int64_t kx = 0; kx < k; ++kx) {
         const int64_t u = ox + pad - kx;
         if (u < 0 || u % stride || u / stride >= W) continue;
-        const float* in = x + ((b * H + t / stride) * W + u / stride) * Cin;
-        const float* wt = w + (o * k + ky) * k + kx;
-        for (int64_t c = 0; c < Cin; ++c) acc += in[c] * wt[c * Cout * k * k];
+        acc += cols[((t / stride - r0) * W + u / stride) * taps + (ky * k + kx) * Cout + o];
       }
     }
-    y[i] = acc;
+    y[(oy * Wo + ox) * Cout + o] += acc;
   }
 }
 
@@ -178,9 +194,26 @@ void CudaOps::conv_transpose2d_forward(float* y, const float* x, const float* w,
                                        int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,
                                        int64_t pad) {
   LT_PROFILE("conv_transpose2d_forward");
-  const int64_t n = B * ((H - 1) * stride - 2 * pad + k) * ((W - 1) * stride - 2 * pad + k) * Cout;
-  conv_transpose2d_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, Cin, Cout, k, stride, pad);
-  LT_LAUNCHED("conv_transpose2d");
+  const int64_t Ho = (H - 1) * stride - 2 * pad + k, Wo = (W - 1) * stride - 2 * pad + k, taps = k * k * Cout;
+  fill_bias_kernel<<<blocks_for(B * Ho * Wo * Cout), kThreads>>>(y, bias, B * Ho * Wo * Cout, Cout);
+  DeviceBuffer wp_buf, cols_buf;
+  float* wp = wp_buf.floats(Cin * taps);  // (Cin, k, k, Cout)
+  taps_last_kernel<<<blocks_for(Cin * taps), kThreads>>>(wp, w, Cin, Cout, k * k);
+  LT_LAUNCHED("conv_transpose2d weight");
+  // Bands of input rows keep cols (band, W, k, k, Cout) within 256 MiB.
+  const int64_t band = std::clamp<int64_t>((int64_t{64} << 20) / std::max<int64_t>(1, W * taps), 1, H);
+  float* cols = cols_buf.floats(band * W * taps);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t r0 = 0; r0 < H; r0 += band) {
+      const int64_t rows = std::min(band, H - r0);
+      gemm_device(cols, x + (b * H + r0) * W * Cin, wp, rows * W, taps, Cin, false, false, 1.0f, 0.0f, Cin, taps, taps,
+                  allow_tf32_);
+      const int64_t oy0 = std::max<int64_t>(0, r0 * stride - pad),
+                    oy1 = std::min<int64_t>(Ho, (r0 + rows - 1) * stride - pad + k);
+      transpose_gather_kernel<<<blocks_for((oy1 - oy0) * Wo * Cout), kThreads>>>(
+          y + b * Ho * Wo * Cout, cols, r0, rows, oy0, oy1 - oy0, W, Wo, Cout, k, stride, pad);
+      LT_LAUNCHED("conv_transpose2d gather");
+    }
 }
 
 void CudaOps::conv2d_forward(float* y, const float* x, const float* w, const float* bias, const float* residual,

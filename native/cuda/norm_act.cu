@@ -128,18 +128,63 @@ __device__ inline float grn_input(TensorRef u, int64_t i) {
   return kGelu ? gelu(u.at(i)) : u.at(i);
 }
 
-// g (B, C) = ||u[b, :, c]||, one thread per (b, c).
+// The GRN reductions over pixels run in two passes so that every thread has work even at
+// batch 1: partial sums over chunks of kGrnChunk pixels in float, one thread per (b, chunk, c),
+// then each (b, c) joins its chunks in double in a fixed order (no atomics: deterministic).
+constexpr int64_t kGrnChunk = 32;
+
+int64_t grn_chunks(int64_t P) { return (P + kGrnChunk - 1) / kGrnChunk; }
+
+// Elementwise and partial-sum kernels: blockIdx.x a pixel row (or chunk of rows), blockIdx.y a
+// tile of kThreads channels, so no thread divides a flat index.
+dim3 grn_grid(int64_t rows, int64_t C) {
+  return dim3(static_cast<unsigned>(rows), static_cast<unsigned>((C + kThreads - 1) / kThreads));
+}
+
+// sq (B, chunks, C) = sum over the chunk's pixels of in^2; with dy, dot likewise of dy in;
+// in = GELU(u) when kGelu.
 template <bool kGelu>
-__global__ void grn_norms_kernel(float* g, TensorRef u, int64_t B, int64_t P, int64_t C) {
+__global__ void grn_partials_kernel(float* sq, float* dot, TensorRef u, const float* dy, int64_t P, int64_t C,
+                                    int64_t chunks) {
+  const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const int64_t bk = blockIdx.x, b = bk / chunks, p0 = (bk % chunks) * kGrnChunk;
+  const int64_t p1 = p0 + kGrnChunk < P ? p0 + kGrnChunk : P;
+  float s = 0.0f, d = 0.0f;
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t i = (b * P + p) * C + c;
+    const float v = grn_input<kGelu>(u, i);
+    s += v * v;
+    if (dy) d += dy[i] * v;
+  }
+  sq[bk * C + c] = s;
+  if (dot) dot[bk * C + c] = d;
+}
+
+// g (B, C) = sqrt(sum of sq's chunks); dyu (B, C) = sum of dot's chunks when dot is given.
+__global__ void grn_join_kernel(float* g, float* dyu, const float* sq, const float* dot, int64_t B, int64_t C,
+                                int64_t chunks) {
   LT_FOR(t, B * C) {
     const int64_t b = t / C, c = t % C;
-    double s = 0.0;
-    for (int64_t p = 0; p < P; ++p) {
-      const double v = grn_input<kGelu>(u, (b * P + p) * C + c);
-      s += v * v;
+    double s = 0.0, d = 0.0;
+    for (int64_t k = 0; k < chunks; ++k) {
+      s += sq[(b * chunks + k) * C + c];
+      if (dot) d += dot[(b * chunks + k) * C + c];
     }
     g[t] = static_cast<float>(sqrt(s));
+    if (dot) dyu[t] = static_cast<float>(d);
   }
+}
+
+// g (B, C) = ||in[b, :, c]|| and, with dy, dyu (B, C) = sum_p dy in.
+template <bool kGelu>
+void grn_sums(float* g, float* dyu, TensorRef u, const float* dy, int64_t B, int64_t P, int64_t C) {
+  const int64_t chunks = grn_chunks(P);
+  DeviceBuffer sq, dot;
+  float* dot_p = dy ? dot.floats(B * chunks * C) : nullptr;
+  grn_partials_kernel<kGelu>
+      <<<grn_grid(B * chunks, C), kThreads>>>(sq.floats(B * chunks * C), dot_p, u, dy, P, C, chunks);
+  grn_join_kernel<<<blocks_for(B * C), kThreads>>>(g, dyu, static_cast<float*>(sq.data()), dot_p, B, C, chunks);
 }
 
 // D (B) = mean_c g + eps, one block per batch item.
@@ -152,24 +197,14 @@ __global__ void grn_denominator_kernel(float* D, const float* g, int64_t C, floa
 
 template <bool kGelu>
 __global__ void grn_forward_kernel(TensorOut y, TensorRef u, const float* gamma, const float* beta, const float* g,
-                                   const float* D, int64_t B, int64_t P, int64_t C) {
-  LT_FOR(i, B * P * C) {
-    const int64_t c = i % C, b = i / (P * C);
-    y.set(i, grn_input<kGelu>(u, i) * (gamma[c] * (g[b * C + c] / D[b]) + 1.0f) + beta[c]);
-  }
+                                   const float* D, int64_t P, int64_t C) {
+  const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const int64_t row = blockIdx.x, b = row / P, i = row * C + c;
+  y.set(i, grn_input<kGelu>(u, i) * (gamma[c] * (g[b * C + c] / D[b]) + 1.0f) + beta[c]);
 }
 
-// Per (b, c): dy_u = sum_p dy u; and sum_k gamma_k dy_u_k g_k per b (second kernel).
-template <bool kGelu>
-__global__ void grn_dyu_kernel(float* dyu, const float* dy, TensorRef u, int64_t B, int64_t P, int64_t C) {
-  LT_FOR(t, B * C) {
-    const int64_t b = t / C, c = t % C;
-    double s = 0.0;
-    for (int64_t p = 0; p < P; ++p) s += (double)dy[(b * P + p) * C + c] * grn_input<kGelu>(u, (b * P + p) * C + c);
-    dyu[t] = static_cast<float>(s);
-  }
-}
-
+// sum_sg (B) = sum_c gamma_c dyu_c g_c, one block per batch item.
 __global__ void grn_sum_sg_kernel(float* sum_sg, const float* gamma, const float* dyu, const float* g, int64_t C) {
   float s = 0.0f;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += gamma[c] * dyu[blockIdx.x * C + c] * g[blockIdx.x * C + c];
@@ -180,16 +215,16 @@ __global__ void grn_sum_sg_kernel(float* sum_sg, const float* gamma, const float
 // du += the input gradient; through GELU's derivative when kGelu.
 template <bool kGelu>
 __global__ void grn_du_kernel(float* du, const float* dy, TensorRef u, const float* gamma, const float* g,
-                              const float* D, const float* dyu, const float* sum_sg, int64_t B, int64_t P, int64_t C) {
-  LT_FOR(i, B * P * C) {
-    const int64_t c = i % C, b = i / (P * C);
-    const float gc = g[b * C + c], Db = D[b];
-    const float gain = gamma[c] * (gc / Db) + 1.0f;
-    const float dg = gamma[c] * dyu[b * C + c] / Db - sum_sg[b] / (static_cast<float>(C) * Db * Db);
-    const float coef = gc > 0.0f ? dg / gc : 0.0f;
-    const float d_in = dy[i] * gain + coef * grn_input<kGelu>(u, i);
-    du[i] += kGelu ? d_in * gelu_grad(u.at(i)) : d_in;
-  }
+                              const float* D, const float* dyu, const float* sum_sg, int64_t P, int64_t C) {
+  const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const int64_t row = blockIdx.x, b = row / P, i = row * C + c;
+  const float gc = g[b * C + c], Db = D[b];
+  const float gain = gamma[c] * (gc / Db) + 1.0f;
+  const float dg = gamma[c] * dyu[b * C + c] / Db - sum_sg[b] / (static_cast<float>(C) * Db * Db);
+  const float coef = gc > 0.0f ? dg / gc : 0.0f;
+  const float d_in = dy[i] * gain + coef * grn_input<kGelu>(u, i);
+  du[i] += kGelu ? d_in * gelu_grad(u.at(i)) : d_in;
 }
 
 __global__ void grn_param_grads_kernel(float* dgamma, float* dbeta, const float* dy, const float* dyu, const float* g,
@@ -269,11 +304,11 @@ void CudaOps::sigmoid_forward(float* y, const float* x, int64_t n) {
 template <bool kGelu>
 void grn_forward_device(TensorOut y, TensorRef u, const float* gamma, const float* beta, int64_t B, int64_t P,
                         int64_t C, float eps) {
-  DeviceBuffer g, D;
-  grn_norms_kernel<kGelu><<<blocks_for(B * C), kThreads>>>(g.floats(B * C), u, B, P, C);
-  grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D.floats(B), static_cast<float*>(g.data()), C, eps);
-  grn_forward_kernel<kGelu><<<blocks_for(B * P * C), kThreads>>>(y, u, gamma, beta, static_cast<float*>(g.data()),
-                                                                 static_cast<float*>(D.data()), B, P, C);
+  DeviceBuffer gb, Db;
+  float *g = gb.floats(B * C), *D = Db.floats(B);
+  grn_sums<kGelu>(g, nullptr, u, nullptr, B, P, C);
+  grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D, g, C, eps);
+  grn_forward_kernel<kGelu><<<grn_grid(B * P, C), kThreads>>>(y, u, gamma, beta, g, D, P, C);
   LT_LAUNCHED("grn");
 }
 
@@ -282,12 +317,11 @@ void grn_backward_device(float* du, float* dgamma, float* dbeta, const float* dy
                          int64_t B, int64_t P, int64_t C, float eps) {
   DeviceBuffer gb, Db, dyub, sgb;
   float *g = gb.floats(B * C), *D = Db.floats(B), *dyu = dyub.floats(B * C), *sum_sg = sgb.floats(B);
-  grn_norms_kernel<kGelu><<<blocks_for(B * C), kThreads>>>(g, u, B, P, C);
+  grn_sums<kGelu>(g, dyu, u, dy, B, P, C);
   grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D, g, C, eps);
-  grn_dyu_kernel<kGelu><<<blocks_for(B * C), kThreads>>>(dyu, dy, u, B, P, C);
   if (du) {
     grn_sum_sg_kernel<<<static_cast<unsigned>(B), 256>>>(sum_sg, gamma, dyu, g, C);
-    grn_du_kernel<kGelu><<<blocks_for(B * P * C), kThreads>>>(du, dy, u, gamma, g, D, dyu, sum_sg, B, P, C);
+    grn_du_kernel<kGelu><<<grn_grid(B * P, C), kThreads>>>(du, dy, u, gamma, g, D, dyu, sum_sg, P, C);
   }
   if (dgamma || dbeta) grn_param_grads_kernel<<<blocks_for(C), kThreads>>>(dgamma, dbeta, dy, dyu, g, D, B, P, C);
   LT_LAUNCHED("grn backward");
