@@ -1,9 +1,11 @@
-// `node dist/tests/gpu-check.js [fixtures dir] [--parity-only | --no-parity] [--dry-run]`: on a
-// machine with a CUDA device, runs every parity case on cuda against cpu and prints a table,
-// then times LoRA training steps of the real-size prior (c 1536, c_cond 1280, depth 32, nhead 24;
-// random weights; batch 8, 24x24 latents, 77 tokens) on cuda in bf16 mixed precision (TF32 for
-// the remaining fp32 GEMMs). Exits non-zero when a case fails. scripts/gpu-check.sh runs the
-// parity cases and the timing in separate processes, so a kernel fault in one leaves the other.
+// `node dist/tests/gpu-check.js [fixtures dir] [--parity-only | --no-parity | --attention-only]
+// [--dry-run]`: on a machine with a CUDA device, runs every parity case on cuda against cpu and
+// prints a table, then times the flash-attention kernels and LoRA training steps of the
+// real-size prior (c 1536, c_cond 1280, depth 32, nhead 24; random weights; batch 8, 24x24
+// latents, 77 tokens) on cuda in bf16 mixed precision (TF32 for the remaining fp32 GEMMs), then
+// a picture. Exits non-zero when a case fails. scripts/gpu-check.sh runs the parity cases and
+// the timing in separate processes, so a kernel fault in one leaves the other.
+// --attention-only times the flash-attention kernels alone (builds compared quickly).
 // --dry-run does all of it at a tiny size, on the CPU or, with the CUDA emulator's build
 // (LORA_TRAIN_NATIVE=build-emulator/Release/lora_train.node), on its emulated device: a check
 // of this script before device time. It is compiled with the package's TypeScript (npm run
@@ -35,6 +37,7 @@ async function main() {
     `lora-train ${info.version} on ${device === 'cpu' ? 'the CPU (dry run)' : `${info.cudaDevice}${dry ? ' (dry run)' : ''}`}`,
   );
   const fixtures = args.find((a) => !a.startsWith('--')) ?? join(process.cwd(), 'tests', 'fixtures');
+  if (args.includes('--attention-only')) return void (await attentionTiming(device, dry));
   let failed = 0;
   if (!args.includes('--no-parity')) failed = await parity(fixtures, device);
   if (!args.includes('--parity-only')) {

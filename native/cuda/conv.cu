@@ -11,45 +11,54 @@ namespace {
 // y (B, Ho, Wo, C) for a depthwise k x k convolution, padding k / 2.
 __device__ inline float silu_if(float v, bool silu) { return silu ? v / (1.0f + expf(-v)) : v; }
 
-__global__ void depthwise_forward_kernel(float* y, const float* x, const float* w, const float* bias, int64_t B,
-                                         int64_t H, int64_t W, int64_t C, int64_t k, int64_t stride, bool replicate,
-                                         bool silu) {
-  const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2;
-  LT_FOR(i, B * Ho * Wo * C) {
-    const int64_t c = i % C, ox = (i / C) % Wo, oy = (i / (C * Wo)) % Ho, b = i / (C * Wo * Ho);
-    float acc = bias ? bias[c] : 0.0f;
-    for (int64_t ky = 0; ky < k; ++ky) {
-      int64_t iy = oy * stride + ky - pad;
-      if (replicate) iy = iy < 0 ? 0 : iy >= H ? H - 1 : iy;
-      if (iy < 0 || iy >= H) continue;
-      for (int64_t kx = 0; kx < k; ++kx) {
-        int64_t ix = ox * stride + kx - pad;
-        if (replicate) ix = ix < 0 ? 0 : ix >= W ? W - 1 : ix;
-        if (ix < 0 || ix >= W) continue;
-        acc += w[c * k * k + ky * k + kx] * x[((b * H + iy) * W + ix) * C + c];
-      }
+// Depthwise kernels run blockIdx.x over output pixels, blockIdx.y over tiles of channels and
+// blockIdx.z over images: each thread finds its pixel with one 32-bit division.
+unsigned channel_threads(int64_t C) { return C >= kThreads ? kThreads : static_cast<unsigned>((C + 31) / 32 * 32); }
+dim3 pixel_grid(int64_t B, int64_t pixels, int64_t C) {
+  const unsigned threads = channel_threads(C);
+  return dim3(static_cast<unsigned>(pixels), static_cast<unsigned>((C + threads - 1) / threads),
+              static_cast<unsigned>(B));
+}
+
+__global__ void depthwise_forward_kernel(float* y, const float* x, const float* w, const float* bias, int64_t H,
+                                         int64_t W, int64_t C, int64_t k, int64_t stride, bool replicate, bool silu) {
+  const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const int64_t Ho = (H + stride - 1) / stride, Wo = (W + stride - 1) / stride, pad = k / 2, b = blockIdx.z;
+  const unsigned oy = blockIdx.x / static_cast<unsigned>(Wo), ox = blockIdx.x - oy * static_cast<unsigned>(Wo);
+  float acc = bias ? bias[c] : 0.0f;
+  for (int64_t ky = 0; ky < k; ++ky) {
+    int64_t iy = oy * stride + ky - pad;
+    if (replicate) iy = iy < 0 ? 0 : iy >= H ? H - 1 : iy;
+    if (iy < 0 || iy >= H) continue;
+    for (int64_t kx = 0; kx < k; ++kx) {
+      int64_t ix = ox * stride + kx - pad;
+      if (replicate) ix = ix < 0 ? 0 : ix >= W ? W - 1 : ix;
+      if (ix < 0 || ix >= W) continue;
+      acc += w[c * k * k + ky * k + kx] * x[((b * H + iy) * W + ix) * C + c];
     }
-    y[i] = silu_if(acc, silu);
   }
+  y[((b * Ho + oy) * Wo + ox) * C + c] = silu_if(acc, silu);
 }
 
 // dx for the 3x3 stride-1 case: gathers from the output neighbourhood.
-__global__ void depthwise3_backward_input_kernel(float* dx, const float* dy, const float* w, int64_t B, int64_t H,
-                                                 int64_t W, int64_t C) {
-  LT_FOR(i, B * H * W * C) {
-    const int64_t c = i % C, xw = (i / C) % W, xh = (i / (C * W)) % H, b = i / (C * W * H);
-    float acc = 0.0f;
-    for (int ky = 0; ky < 3; ++ky) {
-      const int64_t oy = xh - ky + 1;
-      if (oy < 0 || oy >= H) continue;
-      for (int kx = 0; kx < 3; ++kx) {
-        const int64_t ox = xw - kx + 1;
-        if (ox < 0 || ox >= W) continue;
-        acc += w[c * 9 + ky * 3 + kx] * dy[((b * H + oy) * W + ox) * C + c];
-      }
+__global__ void depthwise3_backward_input_kernel(float* dx, const float* dy, const float* w, int64_t H, int64_t W,
+                                                 int64_t C) {
+  const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const int64_t b = blockIdx.z;
+  const unsigned xh = blockIdx.x / static_cast<unsigned>(W), xw = blockIdx.x - xh * static_cast<unsigned>(W);
+  float acc = 0.0f;
+  for (int ky = 0; ky < 3; ++ky) {
+    const int64_t oy = static_cast<int64_t>(xh) - ky + 1;
+    if (oy < 0 || oy >= H) continue;
+    for (int kx = 0; kx < 3; ++kx) {
+      const int64_t ox = static_cast<int64_t>(xw) - kx + 1;
+      if (ox < 0 || ox >= W) continue;
+      acc += w[c * 9 + ky * 3 + kx] * dy[((b * H + oy) * W + ox) * C + c];
     }
-    dx[i] += acc;
   }
+  dx[((b * H + xh) * W + xw) * C + c] += acc;
 }
 
 // dw (C, 9) and dbias (C): one thread per (channel, tap), summing over every position.
@@ -164,14 +173,14 @@ __global__ void channel_sums_kernel(float* db, const float* dy, int64_t B, int64
 void CudaOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
                                         int64_t H, int64_t W, int64_t C) {
   LT_PROFILE("depthwise_conv3x3_forward");
-  depthwise_forward_kernel<<<blocks_for(B * H * W * C), kThreads>>>(y, x, w, bias, B, H, W, C, 3, 1, false, false);
+  depthwise_forward_kernel<<<pixel_grid(B, H * W, C), channel_threads(C)>>>(y, x, w, bias, H, W, C, 3, 1, false, false);
   LT_LAUNCHED("depthwise 3x3");
 }
 
 void CudaOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x,
                                          const float* w, int64_t B, int64_t H, int64_t W, int64_t C) {
   LT_PROFILE("depthwise_conv3x3_backward");
-  if (dx) depthwise3_backward_input_kernel<<<blocks_for(B * H * W * C), kThreads>>>(dx, dy, w, B, H, W, C);
+  if (dx) depthwise3_backward_input_kernel<<<pixel_grid(B, H * W, C), channel_threads(C)>>>(dx, dy, w, H, W, C);
   if (dw || dbias) depthwise3_backward_params_kernel<<<blocks_for(C * 10), kThreads>>>(dw, dbias, dy, x, B, H, W, C);
   LT_LAUNCHED("depthwise 3x3 backward");
 }
@@ -179,8 +188,9 @@ void CudaOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, con
 void CudaOps::depthwise_conv_forward(float* y, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                                      int64_t W, int64_t C, int64_t k, int64_t stride, bool replicate, bool silu) {
   LT_PROFILE("depthwise_conv_forward");
-  const int64_t n = B * ((H + stride - 1) / stride) * ((W + stride - 1) / stride) * C;
-  depthwise_forward_kernel<<<blocks_for(n), kThreads>>>(y, x, w, bias, B, H, W, C, k, stride, replicate, silu);
+  const int64_t pixels = ((H + stride - 1) / stride) * ((W + stride - 1) / stride);
+  depthwise_forward_kernel<<<pixel_grid(B, pixels, C), channel_threads(C)>>>(y, x, w, bias, H, W, C, k, stride,
+                                                                             replicate, silu);
   LT_LAUNCHED("depthwise");
 }
 

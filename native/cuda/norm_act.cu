@@ -135,10 +135,11 @@ constexpr int64_t kGrnChunk = 32;
 
 int64_t grn_chunks(int64_t P) { return (P + kGrnChunk - 1) / kGrnChunk; }
 
-// Elementwise and partial-sum kernels: blockIdx.x a pixel row (or chunk of rows), blockIdx.y a
-// tile of kThreads channels, so no thread divides a flat index.
-dim3 grn_grid(int64_t rows, int64_t C) {
-  return dim3(static_cast<unsigned>(rows), static_cast<unsigned>((C + kThreads - 1) / kThreads));
+// Elementwise and partial-sum kernels: blockIdx.x a pixel (or chunk of pixels), blockIdx.y a
+// tile of kThreads channels, blockIdx.z the image, so no thread divides a 64-bit index.
+dim3 grn_grid(int64_t B, int64_t pixels, int64_t C) {
+  return dim3(static_cast<unsigned>(pixels), static_cast<unsigned>((C + kThreads - 1) / kThreads),
+              static_cast<unsigned>(B));
 }
 
 // sq (B, chunks, C) = sum over the chunk's pixels of in^2; with dy, dot likewise of dy in;
@@ -148,7 +149,7 @@ __global__ void grn_partials_kernel(float* sq, float* dot, TensorRef u, const fl
                                     int64_t chunks) {
   const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= C) return;
-  const int64_t bk = blockIdx.x, b = bk / chunks, p0 = (bk % chunks) * kGrnChunk;
+  const int64_t b = blockIdx.z, bk = b * chunks + blockIdx.x, p0 = blockIdx.x * kGrnChunk;
   const int64_t p1 = p0 + kGrnChunk < P ? p0 + kGrnChunk : P;
   float s = 0.0f, d = 0.0f;
   for (int64_t p = p0; p < p1; ++p) {
@@ -183,7 +184,7 @@ void grn_sums(float* g, float* dyu, TensorRef u, const float* dy, int64_t B, int
   DeviceBuffer sq, dot;
   float* dot_p = dy ? dot.floats(B * chunks * C) : nullptr;
   grn_partials_kernel<kGelu>
-      <<<grn_grid(B * chunks, C), kThreads>>>(sq.floats(B * chunks * C), dot_p, u, dy, P, C, chunks);
+      <<<grn_grid(B, chunks, C), kThreads>>>(sq.floats(B * chunks * C), dot_p, u, dy, P, C, chunks);
   grn_join_kernel<<<blocks_for(B * C), kThreads>>>(g, dyu, static_cast<float*>(sq.data()), dot_p, B, C, chunks);
 }
 
@@ -200,7 +201,7 @@ __global__ void grn_forward_kernel(TensorOut y, TensorRef u, const float* gamma,
                                    const float* D, int64_t P, int64_t C) {
   const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= C) return;
-  const int64_t row = blockIdx.x, b = row / P, i = row * C + c;
+  const int64_t b = blockIdx.z, i = (b * P + blockIdx.x) * C + c;
   y.set(i, grn_input<kGelu>(u, i) * (gamma[c] * (g[b * C + c] / D[b]) + 1.0f) + beta[c]);
 }
 
@@ -218,7 +219,7 @@ __global__ void grn_du_kernel(float* du, const float* dy, TensorRef u, const flo
                               const float* D, const float* dyu, const float* sum_sg, int64_t P, int64_t C) {
   const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= C) return;
-  const int64_t row = blockIdx.x, b = row / P, i = row * C + c;
+  const int64_t b = blockIdx.z, i = (b * P + blockIdx.x) * C + c;
   const float gc = g[b * C + c], Db = D[b];
   const float gain = gamma[c] * (gc / Db) + 1.0f;
   const float dg = gamma[c] * dyu[b * C + c] / Db - sum_sg[b] / (static_cast<float>(C) * Db * Db);
@@ -308,7 +309,7 @@ void grn_forward_device(TensorOut y, TensorRef u, const float* gamma, const floa
   float *g = gb.floats(B * C), *D = Db.floats(B);
   grn_sums<kGelu>(g, nullptr, u, nullptr, B, P, C);
   grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D, g, C, eps);
-  grn_forward_kernel<kGelu><<<grn_grid(B * P, C), kThreads>>>(y, u, gamma, beta, g, D, P, C);
+  grn_forward_kernel<kGelu><<<grn_grid(B, P, C), kThreads>>>(y, u, gamma, beta, g, D, P, C);
   LT_LAUNCHED("grn");
 }
 
@@ -321,7 +322,7 @@ void grn_backward_device(float* du, float* dgamma, float* dbeta, const float* dy
   grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D, g, C, eps);
   if (du) {
     grn_sum_sg_kernel<<<static_cast<unsigned>(B), 256>>>(sum_sg, gamma, dyu, g, C);
-    grn_du_kernel<kGelu><<<grn_grid(B * P, C), kThreads>>>(du, dy, u, gamma, g, D, dyu, sum_sg, P, C);
+    grn_du_kernel<kGelu><<<grn_grid(B, P, C), kThreads>>>(du, dy, u, gamma, g, D, dyu, sum_sg, P, C);
   }
   if (dgamma || dbeta) grn_param_grads_kernel<<<blocks_for(C), kThreads>>>(dgamma, dbeta, dy, dyu, g, D, B, P, C);
   LT_LAUNCHED("grn backward");
