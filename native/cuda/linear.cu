@@ -46,19 +46,20 @@ const float* merge_lora(DeviceBuffer& buf, const float* W, const float* A, const
 }
 
 // dst[:, col0 : col0 + cols_pad] of a low-precision (rows, ld_dst) matrix = scale * src (rows,
-// cols) at row stride ld_src, rounded to t; columns cols..cols_pad are zero.
-__global__ void pack_kernel(TensorOut dst, int64_t ld_dst, int64_t col0, TensorRef src, int64_t ld_src, int64_t rows,
-                            int64_t cols, int64_t cols_pad, float scale) {
-  LT_FOR(i, rows * cols_pad) {
-    const int64_t row = i / cols_pad, c = i % cols_pad;
-    dst.set(row * ld_dst + col0 + c, c < cols ? scale * src.at(row * ld_src + c) : 0.0f);
-  }
+// cols) at row stride ld_src, rounded to t; columns cols..cols_pad are zero. blockIdx.x is the
+// row, blockIdx.y a tile of columns: no thread divides a 64-bit index.
+__global__ void pack_kernel(TensorOut dst, int64_t ld_dst, int64_t col0, TensorRef src, int64_t ld_src, int64_t cols,
+                            int64_t cols_pad, float scale) {
+  const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x, row = blockIdx.x;
+  if (c < cols_pad) dst.set(row * ld_dst + col0 + c, c < cols ? scale * src.at(row * ld_src + c) : 0.0f);
 }
 
 void pack(uint16_t* dst, DType t, int64_t ld_dst, int64_t col0, TensorRef src, int64_t ld_src, int64_t rows,
           int64_t cols, int64_t cols_pad, float scale = 1.0f) {
-  pack_kernel<<<blocks_for(rows * cols_pad), kThreads>>>(TensorOut(dst, t), ld_dst, col0, src, ld_src, rows, cols,
-                                                         cols_pad, scale);
+  if (rows <= 0 || cols_pad <= 0) return;
+  const unsigned threads = cols_pad >= kThreads ? kThreads : static_cast<unsigned>((cols_pad + 31) / 32 * 32);
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((cols_pad + threads - 1) / threads));
+  pack_kernel<<<grid, threads>>>(TensorOut(dst, t), ld_dst, col0, src, ld_src, cols, cols_pad, scale);
   LT_LAUNCHED("LoRA operand pack");
 }
 
