@@ -82,6 +82,11 @@ struct KernelSet {
   // bf16 widened to fp32 (exact: its bits are an fp32's top half), for every op that reads a
   // bf16-stored activation through fp32 a block at a time.
   void (*from_bf16)(float* dst, const uint16_t* src, int64_t n);
+  // gelu_forward and gelu_backward reading x in bf16, widened in registers: the same results as
+  // through a widened copy, without it. (Dropout keeps its widened copy: on Zen 4 a fused bf16
+  // loop was slower than the three passes in L1.)
+  void (*gelu_forward_bf16)(float* y, const uint16_t* x, int64_t n);
+  void (*gelu_backward_bf16)(float* dx, const float* dy, const uint16_t* x, int64_t n);
 };
 
 // The most taps (k x k) a depthwise convolution may have: 15 x 15.

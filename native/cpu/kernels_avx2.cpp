@@ -234,8 +234,15 @@ inline void store_n(float* p, __m256 v, int64_t count) {
   _mm256_store_ps(tmp, v);
   for (int64_t j = 0; j < count; ++j) p[j] = tmp[j];
 }
+inline __m256 load_n(const uint16_t* p, int64_t count) {
+  if (count == 8) return load8(p);
+  alignas(16) uint16_t tmp[8] = {};
+  for (int64_t j = 0; j < count; ++j) tmp[j] = p[j];
+  return load8(tmp);
+}
 
-void gelu_forward_avx2(float* y, const float* x, int64_t n) {
+template <typename X>
+void gelu_forward_avx2(float* y, const X* x, int64_t n) {
   for_lanes(n, [&](int64_t i, int64_t count) {
     __m256 v = load_n(x + i, count), cdf, pdf;
     normal_cdf_pdf(v, &cdf, &pdf);
@@ -243,7 +250,8 @@ void gelu_forward_avx2(float* y, const float* x, int64_t n) {
   });
 }
 
-void gelu_backward_avx2(float* dx, const float* dy, const float* x, int64_t n) {
+template <typename X>
+void gelu_backward_avx2(float* dx, const float* dy, const X* x, int64_t n) {
   for_lanes(n, [&](int64_t i, int64_t count) {
     __m256 v = load_n(x + i, count), cdf, pdf;
     normal_cdf_pdf(v, &cdf, &pdf);
@@ -419,14 +427,16 @@ const KernelSet kAvx2Kernels = {"avx2",
                                 pack_copy_bf16_avx2,
                                 row_max_avx2,
                                 exp_shift_sum_avx2,
-                                gelu_forward_avx2,
-                                gelu_backward_avx2,
+                                gelu_forward_avx2<float>,
+                                gelu_backward_avx2<float>,
                                 sigmoid_avx2,
                                 bias_silu_avx2,
                                 dropout_avx2,
                                 depthwise_pixel_avx2,
                                 to_bf16_avx2,
                                 through_bf16_avx2,
-                                from_bf16_avx2};
+                                from_bf16_avx2,
+                                gelu_forward_avx2<uint16_t>,
+                                gelu_backward_avx2<uint16_t>};
 
 }  // namespace lt::cpu

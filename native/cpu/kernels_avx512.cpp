@@ -215,17 +215,19 @@ void from_bf16_avx512(float* dst, const uint16_t* src, int64_t n) {
   for_lanes(n, [&](int64_t i, __mmask16 m) { _mm512_mask_storeu_ps(dst + i, m, load16(m, src + i)); });
 }
 
-void gelu_forward_avx512(float* y, const float* x, int64_t n) {
+template <typename X>
+void gelu_forward_avx512(float* y, const X* x, int64_t n) {
   for_lanes(n, [&](int64_t i, __mmask16 m) {
-    __m512 v = _mm512_maskz_loadu_ps(m, x + i), cdf, pdf;
+    __m512 v = load16(m, x + i), cdf, pdf;
     normal_cdf_pdf(v, &cdf, &pdf);
     _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, cdf));
   });
 }
 
-void gelu_backward_avx512(float* dx, const float* dy, const float* x, int64_t n) {
+template <typename X>
+void gelu_backward_avx512(float* dx, const float* dy, const X* x, int64_t n) {
   for_lanes(n, [&](int64_t i, __mmask16 m) {
-    __m512 v = _mm512_maskz_loadu_ps(m, x + i), cdf, pdf;
+    __m512 v = load16(m, x + i), cdf, pdf;
     normal_cdf_pdf(v, &cdf, &pdf);
     __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i), _mm512_fmadd_ps(v, pdf, cdf));
     _mm512_mask_storeu_ps(dx + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), g));
@@ -318,14 +320,16 @@ const KernelSet kAvx512Kernels = {"avx512",
                                   pack_copy_avx512<uint16_t>,
                                   row_max_avx512,
                                   exp_shift_sum_avx512,
-                                  gelu_forward_avx512,
-                                  gelu_backward_avx512,
+                                  gelu_forward_avx512<float>,
+                                  gelu_backward_avx512<float>,
                                   sigmoid_avx512,
                                   bias_silu_avx512,
                                   dropout_avx512,
                                   depthwise_pixel_avx512,
                                   to_bf16_avx512,
                                   through_bf16_avx512,
-                                  from_bf16_avx512};
+                                  from_bf16_avx512,
+                                  gelu_forward_avx512<uint16_t>,
+                                  gelu_backward_avx512<uint16_t>};
 
 }  // namespace lt::cpu

@@ -26,15 +26,24 @@ float exp_shift_sum_generic(float* x, int64_t n, float shift) {
   return sum;
 }
 
-void gelu_forward_generic(float* y, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * static_cast<float>(M_SQRT1_2)));
+inline float widened(float v) { return v; }
+inline float widened(uint16_t v) { return bf16_to_f32(v); }
+
+template <typename X>
+void gelu_forward_generic(float* y, const X* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = widened(x[i]);
+    y[i] = 0.5f * v * (1.0f + std::erf(v * static_cast<float>(M_SQRT1_2)));
+  }
 }
 
-void gelu_backward_generic(float* dx, const float* dy, const float* x, int64_t n) {
+template <typename X>
+void gelu_backward_generic(float* dx, const float* dy, const X* x, int64_t n) {
   const float inv_sqrt_2pi = static_cast<float>(0.5 * M_2_SQRTPI * M_SQRT1_2);
   for (int64_t i = 0; i < n; ++i) {
-    const float cdf = 0.5f * (1.0f + std::erf(x[i] * static_cast<float>(M_SQRT1_2)));
-    dx[i] += dy[i] * (cdf + x[i] * inv_sqrt_2pi * std::exp(-0.5f * x[i] * x[i]));
+    const float v = widened(x[i]);
+    const float cdf = 0.5f * (1.0f + std::erf(v * static_cast<float>(M_SQRT1_2)));
+    dx[i] += dy[i] * (cdf + v * inv_sqrt_2pi * std::exp(-0.5f * v * v));
   }
 }
 
@@ -165,14 +174,16 @@ const KernelSet kGenericKernels = {"generic",
                                    pack_copy_generic<uint16_t>,
                                    row_max_generic,
                                    exp_shift_sum_generic,
-                                   gelu_forward_generic,
-                                   gelu_backward_generic,
+                                   gelu_forward_generic<float>,
+                                   gelu_backward_generic<float>,
                                    sigmoid_generic,
                                    bias_silu_generic,
                                    dropout_generic,
                                    depthwise_pixel_generic,
                                    to_bf16_generic,
                                    through_bf16_generic,
-                                   from_bf16_generic};
+                                   from_bf16_generic,
+                                   gelu_forward_generic<uint16_t>,
+                                   gelu_backward_generic<uint16_t>};
 
 }  // namespace lt::cpu

@@ -241,6 +241,7 @@ void grn_forward_into(TensorOut y, const float* u, const float* gamma, const flo
 void gelu_of(float* g, TensorRef u, int64_t n) {
   const KernelSet& ks = active_kernels();
   parallel_range(n, kElementwiseChunk, [&](int64_t i0, int64_t i1) {
+    if (u.type == DType::bf16) return ks.gelu_forward_bf16(g + i0, u.lowp() + i0, i1 - i0);
     for (int64_t b = i0; b < i1; b += kWidenBlock) {
       const int64_t m = std::min(kWidenBlock, i1 - b);
       ks.gelu_forward(g + b, load_values(u, b, m, g + b), m);
@@ -320,7 +321,7 @@ void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const fl
   std::vector<float> gain, coef;  // (B, C) each
   grn_backward_terms(gain, coef, nullptr, dy, g, gamma, B, P, C, eps);
   // Row by row: the GRN's input gradient, then through GELU into du, while the row is in L1
-  // (u's row widened there too when it is stored narrower).
+  // (u read as bf16 where it is stored so, else its row widened there).
   const KernelSet& ks = active_kernels();
   grn_rows(B, P, C, [&](int64_t r, int64_t b) {
     thread_local std::vector<float> dg, u_row;  // (C) each
@@ -328,6 +329,7 @@ void CpuOps::gelu_grn_backward(float* du, const float* dy, TensorRef u, const fl
     u_row.resize(C);
     const float *gb = gain.data() + b * C, *kb = coef.data() + b * C;
     for (int64_t c = 0; c < C; ++c) dg[c] = dy[r * C + c] * gb[c] + kb[c] * g[r * C + c];
+    if (u.type == DType::bf16) return ks.gelu_backward_bf16(du + r * C, dg.data(), u.lowp() + r * C, C);
     ks.gelu_backward(du + r * C, dg.data(), load_values(u, r * C, C, u_row.data()), C);
   });
 }
