@@ -66,6 +66,18 @@ inline unsigned blocks_for(int64_t n, int threads = kThreads) {
   return static_cast<unsigned>(b < 1 ? 1 : (b > 65535LL * 1024 ? 65535LL * 1024 : b));
 }
 
+// Launches over (row, column tile, image): blockIdx.x a row, blockIdx.y a tile of columns,
+// blockIdx.z an image, so that no thread divides a 64-bit flat index. A block holds the row's
+// columns rounded up to whole warps, at most kThreads.
+inline unsigned column_threads(int64_t cols) {
+  return cols >= kThreads ? kThreads : static_cast<unsigned>((cols + 31) / 32 * 32);
+}
+inline dim3 row_column_grid(int64_t images, int64_t rows, int64_t cols) {
+  const unsigned threads = column_threads(cols);
+  return dim3(static_cast<unsigned>(rows), static_cast<unsigned>((cols + threads - 1) / threads),
+              static_cast<unsigned>(images));
+}
+
 // Grid-stride loop over [0, n).
 #define LT_FOR(i, n) \
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)

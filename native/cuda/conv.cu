@@ -11,15 +11,8 @@ namespace {
 // y (B, Ho, Wo, C) for a depthwise k x k convolution, padding k / 2.
 __device__ inline float silu_if(float v, bool silu) { return silu ? v / (1.0f + expf(-v)) : v; }
 
-// Depthwise kernels run blockIdx.x over output pixels, blockIdx.y over tiles of channels and
-// blockIdx.z over images: each thread finds its pixel with one 32-bit division.
-unsigned channel_threads(int64_t C) { return C >= kThreads ? kThreads : static_cast<unsigned>((C + 31) / 32 * 32); }
-dim3 pixel_grid(int64_t B, int64_t pixels, int64_t C) {
-  const unsigned threads = channel_threads(C);
-  return dim3(static_cast<unsigned>(pixels), static_cast<unsigned>((C + threads - 1) / threads),
-              static_cast<unsigned>(B));
-}
-
+// Depthwise kernels run over row_column_grid(images, output pixels, channels): each thread finds
+// its pixel's row and column with one 32-bit division.
 __global__ void depthwise_forward_kernel(float* y, const float* x, const float* w, const float* bias, int64_t H,
                                          int64_t W, int64_t C, int64_t k, int64_t stride, bool replicate, bool silu) {
   const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -173,14 +166,15 @@ __global__ void channel_sums_kernel(float* db, const float* dy, int64_t B, int64
 void CudaOps::depthwise_conv3x3_forward(float* y, const float* x, const float* w, const float* bias, int64_t B,
                                         int64_t H, int64_t W, int64_t C) {
   LT_PROFILE("depthwise_conv3x3_forward");
-  depthwise_forward_kernel<<<pixel_grid(B, H * W, C), channel_threads(C)>>>(y, x, w, bias, H, W, C, 3, 1, false, false);
+  depthwise_forward_kernel<<<row_column_grid(B, H * W, C), column_threads(C)>>>(y, x, w, bias, H, W, C, 3, 1, false,
+                                                                                false);
   LT_LAUNCHED("depthwise 3x3");
 }
 
 void CudaOps::depthwise_conv3x3_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x,
                                          const float* w, int64_t B, int64_t H, int64_t W, int64_t C) {
   LT_PROFILE("depthwise_conv3x3_backward");
-  if (dx) depthwise3_backward_input_kernel<<<pixel_grid(B, H * W, C), channel_threads(C)>>>(dx, dy, w, H, W, C);
+  if (dx) depthwise3_backward_input_kernel<<<row_column_grid(B, H * W, C), column_threads(C)>>>(dx, dy, w, H, W, C);
   if (dw || dbias) depthwise3_backward_params_kernel<<<blocks_for(C * 10), kThreads>>>(dw, dbias, dy, x, B, H, W, C);
   LT_LAUNCHED("depthwise 3x3 backward");
 }
@@ -189,8 +183,8 @@ void CudaOps::depthwise_conv_forward(float* y, const float* x, const float* w, c
                                      int64_t W, int64_t C, int64_t k, int64_t stride, bool replicate, bool silu) {
   LT_PROFILE("depthwise_conv_forward");
   const int64_t pixels = ((H + stride - 1) / stride) * ((W + stride - 1) / stride);
-  depthwise_forward_kernel<<<pixel_grid(B, pixels, C), channel_threads(C)>>>(y, x, w, bias, H, W, C, k, stride,
-                                                                             replicate, silu);
+  depthwise_forward_kernel<<<row_column_grid(B, pixels, C), column_threads(C)>>>(y, x, w, bias, H, W, C, k, stride,
+                                                                                 replicate, silu);
   LT_LAUNCHED("depthwise");
 }
 

@@ -57,9 +57,8 @@ __global__ void pack_kernel(TensorOut dst, int64_t ld_dst, int64_t col0, TensorR
 void pack(uint16_t* dst, DType t, int64_t ld_dst, int64_t col0, TensorRef src, int64_t ld_src, int64_t rows,
           int64_t cols, int64_t cols_pad, float scale = 1.0f) {
   if (rows <= 0 || cols_pad <= 0) return;
-  const unsigned threads = cols_pad >= kThreads ? kThreads : static_cast<unsigned>((cols_pad + 31) / 32 * 32);
-  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((cols_pad + threads - 1) / threads));
-  pack_kernel<<<grid, threads>>>(TensorOut(dst, t), ld_dst, col0, src, ld_src, cols, cols_pad, scale);
+  pack_kernel<<<row_column_grid(1, rows, cols_pad), column_threads(cols_pad)>>>(TensorOut(dst, t), ld_dst, col0, src,
+                                                                                ld_src, cols, cols_pad, scale);
   LT_LAUNCHED("LoRA operand pack");
 }
 

@@ -135,13 +135,8 @@ constexpr int64_t kGrnChunk = 32;
 
 int64_t grn_chunks(int64_t P) { return (P + kGrnChunk - 1) / kGrnChunk; }
 
-// Elementwise and partial-sum kernels: blockIdx.x a pixel (or chunk of pixels), blockIdx.y a
-// tile of kThreads channels, blockIdx.z the image, so no thread divides a 64-bit index.
-dim3 grn_grid(int64_t B, int64_t pixels, int64_t C) {
-  return dim3(static_cast<unsigned>(pixels), static_cast<unsigned>((C + kThreads - 1) / kThreads),
-              static_cast<unsigned>(B));
-}
-
+// Elementwise and partial-sum kernels run over row_column_grid(images, pixels or chunks of
+// pixels, channels).
 // sq (B, chunks, C) = sum over the chunk's pixels of in^2; with dy, dot likewise of dy in;
 // in = GELU(u) when kGelu.
 template <bool kGelu>
@@ -184,7 +179,7 @@ void grn_sums(float* g, float* dyu, TensorRef u, const float* dy, int64_t B, int
   DeviceBuffer sq, dot;
   float* dot_p = dy ? dot.floats(B * chunks * C) : nullptr;
   grn_partials_kernel<kGelu>
-      <<<grn_grid(B, chunks, C), kThreads>>>(sq.floats(B * chunks * C), dot_p, u, dy, P, C, chunks);
+      <<<row_column_grid(B, chunks, C), column_threads(C)>>>(sq.floats(B * chunks * C), dot_p, u, dy, P, C, chunks);
   grn_join_kernel<<<blocks_for(B * C), kThreads>>>(g, dyu, static_cast<float*>(sq.data()), dot_p, B, C, chunks);
 }
 
@@ -309,7 +304,7 @@ void grn_forward_device(TensorOut y, TensorRef u, const float* gamma, const floa
   float *g = gb.floats(B * C), *D = Db.floats(B);
   grn_sums<kGelu>(g, nullptr, u, nullptr, B, P, C);
   grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D, g, C, eps);
-  grn_forward_kernel<kGelu><<<grn_grid(B, P, C), kThreads>>>(y, u, gamma, beta, g, D, P, C);
+  grn_forward_kernel<kGelu><<<row_column_grid(B, P, C), column_threads(C)>>>(y, u, gamma, beta, g, D, P, C);
   LT_LAUNCHED("grn");
 }
 
@@ -322,7 +317,7 @@ void grn_backward_device(float* du, float* dgamma, float* dbeta, const float* dy
   grn_denominator_kernel<<<static_cast<unsigned>(B), 256>>>(D, g, C, eps);
   if (du) {
     grn_sum_sg_kernel<<<static_cast<unsigned>(B), 256>>>(sum_sg, gamma, dyu, g, C);
-    grn_du_kernel<kGelu><<<grn_grid(B, P, C), kThreads>>>(du, dy, u, gamma, g, D, dyu, sum_sg, P, C);
+    grn_du_kernel<kGelu><<<row_column_grid(B, P, C), column_threads(C)>>>(du, dy, u, gamma, g, D, dyu, sum_sg, P, C);
   }
   if (dgamma || dbeta) grn_param_grads_kernel<<<blocks_for(C), kThreads>>>(dgamma, dbeta, dy, dyu, g, D, B, P, C);
   LT_LAUNCHED("grn backward");
